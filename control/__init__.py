@@ -1,0 +1,1 @@
+"""Sluice control plane: the `sluice` command line."""

@@ -1,0 +1,3 @@
+"""Sluice: an eBPF host sensor for data leaving containers."""
+
+__version__ = "0.1.0"

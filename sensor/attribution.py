@@ -1,0 +1,171 @@
+"""cgroup id -> container: runtime, id, and metadata from the engine.
+
+cgroup id -> path (CgroupResolver) -> container id parsed from the path ->
+name, image and labels from the Docker Engine API. Metadata is cached per
+container; when the runtime is unreachable the container id alone is kept
+and the status change is reported (a health event), never an exception.
+Processes outside any container cgroup are attributed to the host.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .cgroups import CgroupResolver
+from .docker_api import DockerClient, DockerError, NotFound
+
+_HEX64 = r"([0-9a-f]{64})"
+# (runtime, pattern) tried on each path component; the last matching
+# component wins, so a container nested in another is attributed to itself.
+_COMPONENT_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
+    ("docker", re.compile(rf"^docker-{_HEX64}\.scope$")),
+    ("containerd", re.compile(rf"^cri-containerd-{_HEX64}\.scope$")),
+    ("cri-o", re.compile(rf"^crio-{_HEX64}\.scope$")),
+    ("podman", re.compile(rf"^libpod-{_HEX64}\.scope$")),
+]
+# cgroupfs driver: /docker/<id>, /kubepods/<qos>/pod<uid>/<id>
+_DOCKER_CGROUPFS = re.compile(rf"(?:^|/)docker/{_HEX64}(?:/|$)")
+_KUBEPODS_CGROUPFS = re.compile(rf"kubepods[^/]*(?:/[^/]+)*/pod[0-9a-f-]+/{_HEX64}(?:/|$)")
+_POD_UID = re.compile(r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})")
+
+
+@dataclass(frozen=True)
+class ContainerRef:
+    runtime: str
+    id: str
+    pod_uid: str | None = None
+
+
+def container_from_path(path: str) -> ContainerRef | None:
+    """Container runtime and id encoded in a cgroup path, if any."""
+    if not path or path == "/":
+        return None
+    pod = _POD_UID.search(path)
+    pod_uid = pod.group(1).replace("_", "-") if pod else None
+    found: ContainerRef | None = None
+    for comp in path.strip("/").split("/"):
+        for runtime, pat in _COMPONENT_PATTERNS:
+            m = pat.match(comp)
+            if m:
+                found = ContainerRef(runtime, m.group(1), pod_uid)
+    if found:
+        return found
+    m = None
+    for m in _DOCKER_CGROUPFS.finditer(path):
+        pass
+    if m:
+        return ContainerRef("docker", m.group(1), pod_uid)
+    m2 = _KUBEPODS_CGROUPFS.search(path)
+    if m2:
+        return ContainerRef("containerd", m2.group(1), pod_uid)
+    return None
+
+
+@dataclass
+class ContainerInfo:
+    id: str
+    runtime: str
+    name: str | None = None
+    image_name: str | None = None
+    image_id: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    pod_uid: str | None = None
+    metadata: bool = False   # name/image came from the runtime
+
+    @property
+    def pod_name(self) -> str | None:
+        return self.labels.get("io.kubernetes.pod.name")
+
+    @property
+    def pod_namespace(self) -> str | None:
+        return self.labels.get("io.kubernetes.pod.namespace")
+
+
+@dataclass(frozen=True)
+class Attribution:
+    cgroup_id: int
+    cgroup_path: str | None
+    container: ContainerInfo | None
+
+    @property
+    def is_host(self) -> bool:
+        return self.container is None
+
+
+class Attributor:
+    def __init__(
+        self,
+        resolver: CgroupResolver,
+        docker: DockerClient | None,
+        negative_cache_seconds: float = 30.0,
+        on_runtime_status: Callable[[str, str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.resolver = resolver
+        self.docker = docker
+        self.negative_cache_seconds = negative_cache_seconds
+        self.on_runtime_status = on_runtime_status
+        self.clock = clock
+        self.runtime_status = "unknown"
+        self._containers: dict[str, ContainerInfo] = {}
+        self._retry_at: dict[str, float] = {}
+        self.lookups = 0
+        self.lookup_failures = 0
+
+    def _set_status(self, status: str, detail: str) -> None:
+        if status != self.runtime_status:
+            self.runtime_status = status
+            if self.on_runtime_status:
+                self.on_runtime_status(status, detail)
+
+    def _fill_metadata(self, info: ContainerInfo) -> None:
+        if self.docker is None or info.runtime != "docker":
+            return
+        now = self.clock()
+        if now < self._retry_at.get(info.id, 0.0):
+            return
+        self.lookups += 1
+        try:
+            data = self.docker.inspect_container(info.id)
+        except NotFound:
+            self.lookup_failures += 1
+            self._retry_at[info.id] = now + self.negative_cache_seconds
+            self._set_status("ok", "")
+            return
+        except DockerError as e:
+            self.lookup_failures += 1
+            self._retry_at[info.id] = now + self.negative_cache_seconds
+            self._set_status("unreachable", str(e))
+            return
+        self._set_status("ok", "")
+        cfg = data.get("Config") or {}
+        info.name = (data.get("Name") or "").lstrip("/") or None
+        info.image_name = cfg.get("Image") or None
+        info.image_id = data.get("Image") or None
+        info.labels = dict(cfg.get("Labels") or {})
+        info.metadata = True
+        self._retry_at.pop(info.id, None)
+
+    def container(self, ref: ContainerRef) -> ContainerInfo:
+        info = self._containers.get(ref.id)
+        if info is None:
+            info = ContainerInfo(ref.id, ref.runtime, pod_uid=ref.pod_uid)
+            self._containers[ref.id] = info
+        if not info.metadata:
+            self._fill_metadata(info)
+        return info
+
+    def attribute(self, cgroup_id: int) -> Attribution:
+        path = self.resolver.path(cgroup_id)
+        ref = container_from_path(path) if path else None
+        return Attribution(cgroup_id, path, self.container(ref) if ref else None)
+
+    def forget_container(self, container_id: str) -> None:
+        self._containers.pop(container_id, None)
+        self._retry_at.pop(container_id, None)
+
+    def __len__(self) -> int:
+        return len(self._containers)

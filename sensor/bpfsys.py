@@ -1,0 +1,80 @@
+"""The few bpf(2) commands bcc 0.26 does not expose, over ctypes.
+
+- BPF_LINK_CREATE for cgroup programs: a link detaches by itself when its
+  file descriptor closes, so a sensor that is killed (OOM, SIGKILL) leaves no
+  program attached to the host's cgroups. bpf_prog_attach would.
+- BPF_MAP_CREATE of a ring buffer, to probe for one.
+- BPF_PROG_QUERY on a cgroup, to report (and test) what is attached.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import errno
+import os
+import platform
+import struct
+
+_SYS_BPF = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "ppc64le": 361, "s390x": 351}
+
+BPF_MAP_CREATE = 0
+BPF_PROG_QUERY = 16
+BPF_LINK_CREATE = 28
+BPF_MAP_TYPE_RINGBUF = 27
+BPF_F_QUERY_EFFECTIVE = 1
+BPF_F_ALLOW_MULTI = 2
+
+# enum bpf_attach_type
+CGROUP_INET_EGRESS = 1
+CGROUP_INET4_CONNECT = 10
+CGROUP_INET6_CONNECT = 11
+CGROUP_UDP4_SENDMSG = 14
+CGROUP_UDP6_SENDMSG = 15
+
+_libc = ct.CDLL(None, use_errno=True)
+_libc.syscall.restype = ct.c_long
+
+
+class BpfError(OSError):
+    pass
+
+
+def _bpf(cmd: int, attr: ct.Array) -> int:  # type: ignore[type-arg]
+    nr = _SYS_BPF.get(platform.machine())
+    if nr is None:
+        raise BpfError(errno.ENOSYS, f"bpf(2) syscall number unknown for {platform.machine()}")
+    ret = _libc.syscall(ct.c_long(nr), ct.c_int(cmd), attr, ct.c_uint(len(attr)))
+    if ret < 0:
+        e = ct.get_errno()
+        raise BpfError(e, os.strerror(e))
+    return int(ret)
+
+
+def link_create(prog_fd: int, target_fd: int, attach_type: int) -> int:
+    """A bpf_link attaching prog_fd to target_fd; returns the link fd."""
+    attr = ct.create_string_buffer(struct.pack("=IIII", prog_fd, target_fd, attach_type, 0), 64)
+    return _bpf(BPF_LINK_CREATE, attr)
+
+
+def ringbuf_supported() -> bool:
+    attr = ct.create_string_buffer(struct.pack("=IIIII", BPF_MAP_TYPE_RINGBUF, 0, 0, 4096, 0), 72)
+    try:
+        fd = _bpf(BPF_MAP_CREATE, attr)
+    except BpfError:
+        return False
+    os.close(fd)
+    return True
+
+
+def cgroup_prog_ids(cgroup_path: str, attach_type: int, effective: bool = False) -> list[int]:
+    """Ids of the programs attached to a cgroup for one attach type."""
+    fd = os.open(cgroup_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        ids = (ct.c_uint32 * 256)()
+        head = struct.pack("=IIII", fd, attach_type, BPF_F_QUERY_EFFECTIVE if effective else 0, 0)
+        attr = ct.create_string_buffer(head + struct.pack("=QI", ct.addressof(ids), 256), 64)
+        _bpf(BPF_PROG_QUERY, attr)
+        count = struct.unpack_from("=I", attr.raw, 24)[0]
+        return list(ids[:count])
+    finally:
+        os.close(fd)

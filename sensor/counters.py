@@ -1,0 +1,154 @@
+"""Per-container and per-flow counters over one window.
+
+Kernel flow counters (bytes, packets, connects) are drained once per window;
+payload samples, exec and connect events arrive in between. close() joins
+them into FlowSummary and ContainerSummary records: the input of outputs,
+`sluice top` and, later, detection.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from .entropy import ByteHistogram
+
+# A flow: (cgroup id, destination ip, destination port, transport number)
+FlowKey = tuple[int, str, int, int]
+
+HIGH_ENTROPY_BITS = 7.0
+
+
+@dataclass(frozen=True, slots=True)
+class FlowCounters:
+    """One kernel flow-map entry, decoded."""
+
+    cgroup_id: int
+    daddr: str
+    dport: int
+    protocol: int
+    bytes: int
+    packets: int
+    payload_bytes: int
+    connects: int
+    first_ns: int
+    last_ns: int
+    samples: int
+
+    @property
+    def key(self) -> FlowKey:
+        return (self.cgroup_id, self.daddr, self.dport, self.protocol)
+
+
+@dataclass(slots=True)
+class FlowSummary:
+    key: FlowKey
+    bytes: int
+    packets: int
+    payload_bytes: int
+    connects: int
+    samples: int
+    sampled_bytes: int
+    entropy: float | None
+    protocol_hint: str | None
+    pid: int | None
+    comm: str | None
+
+    @property
+    def cgroup_id(self) -> int:
+        return self.key[0]
+
+    @property
+    def high_entropy(self) -> bool:
+        return self.entropy is not None and self.entropy >= HIGH_ENTROPY_BITS
+
+
+@dataclass(slots=True)
+class ContainerSummary:
+    cgroup_ids: set[int] = field(default_factory=set)
+    bytes: int = 0
+    packets: int = 0
+    payload_bytes: int = 0
+    high_entropy_bytes: int = 0
+    connects: int = 0
+    execs: int = 0
+    flows: int = 0
+    destinations: set[str] = field(default_factory=set)
+    histogram: ByteHistogram = field(default_factory=ByteHistogram)
+
+    @property
+    def entropy(self) -> float | None:
+        return self.histogram.entropy()
+
+
+class _Bounded(OrderedDict):  # type: ignore[type-arg]
+    """A dict that forgets its oldest keys beyond `limit`."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def put(self, key, value) -> None:  # type: ignore[no-untyped-def]
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.limit:
+            self.popitem(last=False)
+
+
+class WindowCounters:
+    """User-space half of the counters for the window being filled."""
+
+    def __init__(self, max_flows: int = 65536) -> None:
+        self._hist: dict[FlowKey, ByteHistogram] = {}
+        self._execs: dict[int, int] = {}
+        # Long-lived knowledge, bounded: protocol seen at socket start and
+        # the last process that connected, per flow.
+        self.protocols: _Bounded = _Bounded(max_flows)
+        self.owners: _Bounded = _Bounded(max_flows)
+
+    def add_sample(self, key: FlowKey, data: bytes, hint: str | None) -> None:
+        h = self._hist.get(key)
+        if h is None:
+            h = self._hist[key] = ByteHistogram()
+        h.add(data)
+        if hint:
+            self.protocols.put(key, hint)
+
+    def add_exec(self, cgroup_id: int) -> None:
+        self._execs[cgroup_id] = self._execs.get(cgroup_id, 0) + 1
+
+    def set_owner(self, key: FlowKey, pid: int, comm: str) -> None:
+        self.owners.put(key, (pid, comm))
+
+    def close(self, flows: list[FlowCounters]) -> tuple[list[FlowSummary], dict[int, int], dict[FlowKey, ByteHistogram]]:
+        """Flow summaries for this window; execs per cgroup; histograms.
+
+        Resets the window. Samples of flows the kernel did not report (a
+        flow map entry lost to a full map) still yield a summary with zero
+        counters, so no observation is dropped.
+        """
+        hist, self._hist = self._hist, {}
+        execs, self._execs = self._execs, {}
+        # Sum per flow: at shutdown both generations are drained at once.
+        totals: dict[FlowKey, list[int]] = {}
+        for f in flows:
+            t = totals.setdefault(f.key, [0, 0, 0, 0, 0])
+            t[0] += f.bytes
+            t[1] += f.packets
+            t[2] += f.payload_bytes
+            t[3] += f.connects
+            t[4] += f.samples
+        for k in hist:
+            totals.setdefault(k, [0, 0, 0, 0, 0])
+        out = [self._summary(k, *t, hist.get(k)) for k, t in totals.items()]
+        return out, execs, hist
+
+    def _summary(self, k: FlowKey, nbytes: int, packets: int, payload: int, connects: int,
+                 samples: int, h: ByteHistogram | None) -> FlowSummary:
+        owner = self.owners.get(k)
+        return FlowSummary(
+            key=k, bytes=nbytes, packets=packets, payload_bytes=payload, connects=connects,
+            samples=samples, sampled_bytes=h.total if h else 0,
+            entropy=h.entropy() if h else None, protocol_hint=self.protocols.get(k),
+            pid=owner[0] if owner else None, comm=owner[1] if owner else None,
+        )

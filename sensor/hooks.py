@@ -1,0 +1,118 @@
+"""The kernel hooks Sluice uses, declared as data.
+
+Each BPF source file is one unit: it is compiled in only when every
+tracepoint it needs exists, and each of its cgroup programs is attached at
+the cgroup v2 root. The loader and `sluice status` read this table; nothing
+else decides what gets attached.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import bpfsys
+
+
+@dataclass(frozen=True)
+class CgroupProgram:
+    hook: str          # name reported in status and health
+    function: str      # function in the BPF source
+    prog_type: str     # "CGROUP_SKB" | "CGROUP_SOCK_ADDR" (bcc.BPF attribute)
+    attach_type: int
+
+
+@dataclass(frozen=True)
+class BpfUnit:
+    name: str
+    source: str                         # file under bpf/
+    tracepoints: tuple[str, ...] = ()   # "category:event", auto-attached by bcc
+    cgroup_programs: tuple[CgroupProgram, ...] = ()
+    required: bool = True               # sensor refuses to start without it
+    what: str = ""                      # what is lost when it is unavailable
+
+
+UNITS: tuple[BpfUnit, ...] = (
+    BpfUnit(
+        "exec", "exec.bpf.c",
+        tracepoints=("sched:sched_process_exec", "sched:sched_process_fork", "sched:sched_process_exit"),
+        what="process exec/exit events and exec counts",
+    ),
+    BpfUnit(
+        "connect", "connect.bpf.c",
+        cgroup_programs=(
+            CgroupProgram("connect4", "sl_connect4", "CGROUP_SOCK_ADDR", bpfsys.CGROUP_INET4_CONNECT),
+            CgroupProgram("connect6", "sl_connect6", "CGROUP_SOCK_ADDR", bpfsys.CGROUP_INET6_CONNECT),
+            CgroupProgram("sendmsg4", "sl_sendmsg4", "CGROUP_SOCK_ADDR", bpfsys.CGROUP_UDP4_SENDMSG),
+            CgroupProgram("sendmsg6", "sl_sendmsg6", "CGROUP_SOCK_ADDR", bpfsys.CGROUP_UDP6_SENDMSG),
+        ),
+        what="connect events (destinations with pid and process name)",
+    ),
+    BpfUnit(
+        "egress", "egress.bpf.c",
+        cgroup_programs=(CgroupProgram("egress", "sl_egress", "CGROUP_SKB", bpfsys.CGROUP_INET_EGRESS),),
+        what="egress bytes per flow and payload entropy",
+    ),
+    BpfUnit(
+        "lifecycle", "lifecycle.bpf.c",
+        tracepoints=("cgroup:cgroup_mkdir", "cgroup:cgroup_rmdir"),
+        required=False,
+        what="container start/stop events (containers are still attributed by walking cgroupfs)",
+    ),
+)
+
+EXEC_ARGS_UNIT = BpfUnit(
+    "exec_args", "exec_args.bpf.c", tracepoints=("syscalls:sys_enter_execve",), required=False,
+    what="process arguments captured in the kernel (falls back to /proc/<pid>/cmdline)",
+)
+
+
+def bpf_dir() -> Path:
+    """Where the BPF sources are: $SLUICE_BPF_DIR, the source tree, or the
+    installed data directory."""
+    env = os.environ.get("SLUICE_BPF_DIR")
+    candidates = [Path(env)] if env else []
+    candidates += [Path(__file__).resolve().parent.parent / "bpf", Path(sys.prefix) / "share" / "sluice" / "bpf"]
+    for c in candidates:
+        if (c / "sluice_events.h").is_file():
+            return c
+    raise FileNotFoundError(f"BPF sources not found in {', '.join(map(str, candidates))}")
+
+
+_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')
+
+
+def assemble_source(root: Path, files: list[str]) -> str:
+    """One program text from several files, local includes inlined once.
+
+    bcc rewrites map method calls (map.lookup(), ringbuf_reserve(), ...) and
+    generates tracepoint argument structs only in the main text, not in
+    #include'd files, so project headers are inlined here. System headers
+    (<...>) are left to the compiler.
+    """
+    seen: set[Path] = set()
+
+    def inline(path: Path) -> str:
+        out = [f"/* ---- {path.relative_to(root)} ---- */\n"]
+        for line in path.read_text().splitlines(keepends=True):
+            m = _INCLUDE.match(line)
+            if not m:
+                out.append(line)
+                continue
+            target = (path.parent / m.group(1)).resolve()
+            if not target.exists():
+                target = (root / m.group(1)).resolve()
+            if target not in seen:
+                seen.add(target)
+                out.append(inline(target))
+        return "".join(out)
+
+    parts = []
+    for f in files:
+        p = (root / f).resolve()
+        seen.add(p)
+        parts.append(inline(p))
+    return "\n".join(parts)

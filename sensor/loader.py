@@ -1,0 +1,232 @@
+"""Compiles, loads and attaches the BPF programs with bcc; drains them.
+
+The only module that imports bcc. It implements source.EventSource.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import errno
+import os
+import time
+from pathlib import Path
+
+from . import bpfsys, events
+from .config import KernelSection
+from .counters import FlowCounters
+from .errors import SluiceError
+from .hooks import EXEC_ARGS_UNIT, UNITS, BpfUnit, assemble_source, bpf_dir
+from .probe import ProbeReport, units_available
+from .source import RecordSink
+
+try:
+    from bcc import BPF  # Debian python3-bpfcc; not on PyPI
+except ImportError as _e:  # pragma: no cover - depends on the host
+    BPF = None
+    _BCC_ERROR = str(_e)
+
+# Programs that read the old generation right before the flip finish within
+# microseconds; waiting this long before draining it loses nothing.
+GEN_FLIP_GRACE_S = 0.002
+
+_STAT_NAMES = {
+    **{events.STAT_SUBMITTED + t: f"submitted_{n}" for t, n in events.EVENT_NAMES.items()},
+    **{events.STAT_DROPPED + t: f"dropped_{n}" for t, n in events.EVENT_NAMES.items()},
+    events.STAT_FLOW_MAP_FULL: "flow_map_full",
+    events.STAT_FLOW_BYTES_UNTRACKED: "flow_bytes_untracked",
+    events.STAT_PARENT_MAP_FULL: "parent_map_full",
+    events.STAT_UDP_SEND_DEDUPED: "udp_sends_deduplicated",
+    events.STAT_EGRESS_PACKETS: "egress_packets",
+}
+
+
+def cflags(cfg: KernelSection, use_ringbuf: bool, root: Path) -> list[str]:
+    """Configuration enters BPF as -D constants at load time."""
+    flags = [
+        f"-I{root}",
+        f"-DSL_RINGBUF_PAGES={cfg.ring_buffer_pages}",
+        f"-DSL_FLOW_ENTRIES={cfg.flow_map_entries}",
+        f"-DSL_PID_ENTRIES={cfg.pid_map_entries}",
+        f"-DSL_SAMPLE_BYTES={cfg.sample_bytes}",
+        f"-DSL_SAMPLE_FIRST_PACKETS={cfg.sample_first_packets}",
+        f"-DSL_SAMPLE_EVERY={cfg.sample_every}",
+        f"-DSL_SAMPLE_MAX_PER_FLOW_WINDOW={cfg.max_samples_per_flow_window}",
+        f"-DSL_UDP_DEDUP_NS={cfg.udp_send_dedup_ms * 1_000_000}ULL",
+        # /proc/<pid>/cgroup lists the v2 hierarchy as id 0
+        "-DSL_CGROUP2_HIERARCHY=0",
+        "-Wno-unused-function",
+        "-Wno-macro-redefined",
+    ]
+    if use_ringbuf:
+        flags.append("-DSL_USE_RINGBUF=1")
+    return flags
+
+
+class _Attachment:
+    def __init__(self, hook: str, fn: object, attach_type: int, cgroup_fd: int,
+                 link_fd: int | None) -> None:
+        self.hook, self.fn, self.attach_type = hook, fn, attach_type
+        self.cgroup_fd, self.link_fd = cgroup_fd, link_fd
+
+    def detach(self) -> None:
+        if self.link_fd is not None:
+            os.close(self.link_fd)  # a link detaches when its last fd closes
+        else:
+            BPF.detach_func(self.fn, self.cgroup_fd, self.attach_type)
+
+
+class BccSource:
+    def __init__(self, cfg: KernelSection, report: ProbeReport) -> None:
+        if BPF is None:
+            raise SluiceError(
+                f"the bcc Python module is not importable ({_BCC_ERROR})",
+                hint="install Debian's python3-bpfcc (sudo make setup) and run from a venv "
+                "made with --system-site-packages",
+            )
+        self.cfg = cfg
+        self.report = report
+        self.use_ringbuf = report.ringbuf and not cfg.force_perf_buffer
+        self.b: BPF | None = None
+        self._attachments: list[_Attachment] = []
+        self._cgroup_fd: int | None = None
+        self._gen = 0
+        self._lost = 0
+        self.status: dict[str, str] = {}
+        self.units: list[BpfUnit] = []
+
+    # --- start ---------------------------------------------------------------
+
+    def start(self, sink: RecordSink) -> dict[str, str]:
+        wanted = UNITS + ((EXEC_ARGS_UNIT,) if self.cfg.exec_args == "tracepoint" else ())
+        self.units, missing = units_available(self.report, wanted)
+        for name, why in missing.items():
+            unit = next(u for u in wanted if u.name == name)
+            if unit.required:
+                raise SluiceError(f"required hook unit {name!r} unavailable: {why}",
+                                  hint="Sluice needs sched and cgroup tracepoints (Linux 5.8+)")
+            for tp in unit.tracepoints:
+                self.status[tp] = f"unavailable: {why}"
+        root = bpf_dir()
+        text = assemble_source(root, [u.source for u in self.units])
+        try:
+            self.b = BPF(text=text.encode(), cflags=cflags(self.cfg, self.use_ringbuf, root))
+        except Exception as e:
+            raise SluiceError(
+                f"compiling or loading the BPF programs failed: {e}",
+                hint="the compiler output above says why; check that the kernel build tree "
+                "(/lib/modules/$(uname -r)/build) comes from `sudo make setup`",
+            ) from None
+        for u in self.units:
+            for tp in u.tracepoints:
+                self.status[tp] = "attached"
+        self._attach_cgroup_programs()
+        self._open_buffer(sink)
+        return dict(self.status)
+
+    def _attach_cgroup_programs(self) -> None:
+        assert self.b is not None and self.report.cgroup2_mount
+        self._cgroup_fd = os.open(self.report.cgroup2_mount, os.O_RDONLY | os.O_DIRECTORY)
+        for u in self.units:
+            for cp in u.cgroup_programs:
+                try:
+                    fn = self.b.load_func(cp.function.encode(), getattr(BPF, cp.prog_type), None, cp.attach_type)
+                except Exception as e:
+                    self.status[cp.hook] = f"unavailable: verifier rejected it ({e})"
+                    continue
+                try:
+                    link = bpfsys.link_create(fn.fd, self._cgroup_fd, cp.attach_type)
+                    self._attachments.append(_Attachment(cp.hook, fn, cp.attach_type, self._cgroup_fd, link))
+                    self.status[cp.hook] = "attached"
+                except bpfsys.BpfError as e:
+                    if e.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                        self.status[cp.hook] = f"unavailable: {e.strerror}"
+                        continue
+                    # Kernels before 5.7 have no cgroup links: plain attach,
+                    # sharing the cgroup with other programs (ALLOW_MULTI).
+                    try:
+                        BPF.attach_func(fn, self._cgroup_fd, cp.attach_type, bpfsys.BPF_F_ALLOW_MULTI)
+                    except Exception as e2:
+                        self.status[cp.hook] = f"unavailable: {e2}"
+                        continue
+                    self._attachments.append(_Attachment(cp.hook, fn, cp.attach_type, self._cgroup_fd, None))
+                    self.status[cp.hook] = "attached (prog_attach)"
+        if not self._attachments:
+            raise SluiceError("no cgroup program could be attached",
+                              hint="see the hook statuses; Sluice needs cgroup_skb and "
+                              "cgroup sock_addr programs (Linux 5.8+)")
+
+    def _open_buffer(self, sink: RecordSink) -> None:
+        assert self.b is not None
+        table = self.b["sl_events"]
+        if self.use_ringbuf:
+            def on_ring(_ctx: object, data: int, size: int) -> int:
+                sink(ct.string_at(data, size))
+                return 0
+            table.open_ring_buffer(on_ring)
+            self.status["buffer"] = "ring buffer"
+        else:
+            def on_perf(_cpu: int, data: int, size: int) -> None:
+                sink(ct.string_at(data, size))
+
+            def on_lost(n: int) -> None:
+                self._lost += n
+            table.open_perf_buffer(on_perf, page_cnt=self.cfg.ring_buffer_pages, lost_cb=on_lost)
+            self.status["buffer"] = "perf buffer"
+
+    # --- run -----------------------------------------------------------------
+
+    def poll(self, timeout_ms: int) -> int:
+        assert self.b is not None
+        if self.use_ringbuf:
+            n = self.b.ring_buffer_poll(timeout_ms)
+        else:
+            n = self.b.perf_buffer_poll(timeout_ms)
+        return max(int(n or 0), 0)
+
+    def drain_flows(self, final: bool = False) -> list[FlowCounters]:
+        """Flip the generation, then read and delete the old one's entries.
+
+        final=True drains both generations (shutdown).
+        """
+        assert self.b is not None
+        old = self._gen
+        self._gen ^= 1
+        self.b["sl_gen"][ct.c_int(0)] = ct.c_uint32(self._gen)
+        time.sleep(GEN_FLIP_GRACE_S)
+        table = self.b["sl_flows"]
+        out: list[FlowCounters] = []
+        keys = [k for k in table.keys() if final or k.gen == old]
+        for k in keys:
+            try:
+                v = table[k]
+                del table[k]
+            except KeyError:
+                continue
+            out.append(FlowCounters(
+                k.cgroup_id, events.format_addr(bytes(k.daddr)), k.dport, k.protocol,
+                v.bytes, v.packets, v.payload_bytes, v.connects, v.first_ns, v.last_ns, v.samples,
+            ))
+        return out
+
+    def kernel_stats(self) -> dict[str, int]:
+        if self.b is None:
+            return {}
+        t = self.b["sl_stats"]
+        return {name: int(t.sum(ct.c_int(i)).value) for i, name in _STAT_NAMES.items()}
+
+    def lost_records(self) -> int:
+        return self._lost
+
+    def close(self) -> None:
+        for a in self._attachments:
+            try:
+                a.detach()
+            except Exception:
+                pass
+        self._attachments = []
+        if self._cgroup_fd is not None:
+            os.close(self._cgroup_fd)
+            self._cgroup_fd = None
+        if self.b is not None:
+            self.b.cleanup()
+            self.b = None

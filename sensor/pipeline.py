@@ -1,0 +1,381 @@
+"""Decoded kernel events -> attributed counters and ECS documents.
+
+The pipeline never touches the kernel: it consumes raw records from any
+EventSource (bcc in production, a replay in unit tests) and kernel flow
+counters drained once per window.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from . import ecs
+from .attribution import Attribution, Attributor, ContainerInfo, container_from_path
+from .counters import ContainerSummary, FlowCounters, FlowSummary, WindowCounters
+from .events import (
+    CGROUP_MKDIR, CONNECT_OP_CONNECT, SAMPLE_F_SOCK_START, CgroupEvent, ConnectEvent,
+    DecodeError, ExecArgsEvent, ExecEvent, ExitEvent, SampleEvent, decode,
+)
+from .protocol import protocol_hint, transport_name
+
+Emit = Callable[[dict[str, Any]], None]
+HOST_KEY = "host"
+
+
+@dataclass(slots=True)
+class ProcInfo:
+    pid: int
+    ppid: int | None
+    name: str
+    executable: str
+    args: list[str] | None
+    cgroup_id: int
+    start_ts: float
+
+
+def read_cmdline(pid: int, proc: str = "/proc") -> list[str] | None:
+    try:
+        with open(f"{proc}/{pid}/cmdline", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    if not raw:
+        return None
+    return [a.decode("utf-8", "replace") for a in raw.rstrip(b"\0").split(b"\0")]
+
+
+def read_ppid(pid: int, proc: str = "/proc") -> int | None:
+    try:
+        with open(f"{proc}/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return int(stat[stat.rindex(b")") + 2:].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@dataclass
+class ContainerLife:
+    info: ContainerInfo
+    cgroup_id: int
+    started: float | None   # wall-clock, None if it predates the sensor
+
+
+class Pipeline:
+    def __init__(
+        self,
+        attributor: Attributor,
+        emit: Emit,
+        host_name: str,
+        events: bool,
+        monotonic_to_wall: Callable[[int], float],
+        max_processes: int = 65536,
+    ) -> None:
+        self.attributor = attributor
+        self.emit = emit
+        self.host_name = host_name
+        self.events = events
+        self.to_wall = monotonic_to_wall
+        self.window = WindowCounters()
+        self.procs: OrderedDict[int, ProcInfo] = OrderedDict()
+        self.max_processes = max_processes
+        self._pending_args: dict[int, list[str]] = {}
+        self.containers: dict[str, ContainerLife] = {}
+        self.counts: dict[str, int] = {
+            "events": 0, "decode_errors": 0, "exec": 0, "exit": 0, "connect": 0,
+            "sample": 0, "cgroup": 0, "exec_args": 0, "documents": 0, "windows": 0,
+        }
+        self.last_decode_error = ""
+        self.top: list[dict[str, Any]] = []
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            ExecEvent: self._on_exec,
+            ExitEvent: self._on_exit,
+            ExecArgsEvent: self._on_exec_args,
+            ConnectEvent: self._on_connect,
+            SampleEvent: self._on_sample,
+            CgroupEvent: self._on_cgroup,
+        }
+
+    # --- input -------------------------------------------------------------
+
+    def handle_raw(self, raw: bytes) -> None:
+        self.counts["events"] += 1
+        try:
+            ev = decode(raw)
+        except DecodeError as e:
+            self.counts["decode_errors"] += 1
+            self.last_decode_error = str(e)
+            return
+        self._handlers[type(ev)](ev)
+
+    def _out(self, doc: dict[str, Any]) -> None:
+        self.counts["documents"] += 1
+        self.emit(doc)
+
+    def _doc(self, ts: float, category: list[str], types: list[str], action: str,
+             dataset: str, attr: Attribution | None) -> dict[str, Any]:
+        d = ecs.base(ts, self.host_name, "event", category, types, action, dataset)
+        if attr is not None:
+            ecs.add_attribution(d, attr)
+        return d
+
+    # --- processes ---------------------------------------------------------
+
+    def _remember(self, p: ProcInfo) -> None:
+        self.procs[p.pid] = p
+        self.procs.move_to_end(p.pid)
+        while len(self.procs) > self.max_processes:
+            self.procs.popitem(last=False)
+
+    def _on_exec_args(self, ev: ExecArgsEvent) -> None:
+        self.counts["exec_args"] += 1
+        self._pending_args[ev.hdr.pid] = list(ev.args)
+        if len(self._pending_args) > 4096:  # args whose exec failed
+            self._pending_args.pop(next(iter(self._pending_args)))
+
+    def _on_exec(self, ev: ExecEvent) -> None:
+        self.counts["exec"] += 1
+        pid = ev.hdr.pid
+        args = self._pending_args.pop(pid, None) or self._pending_args.pop(ev.old_pid, None)
+        args_source = "tracepoint" if args is not None else "procfs"
+        if args is None:
+            args = read_cmdline(pid)
+        ppid = ev.ppid or read_ppid(pid)
+        ts = self.to_wall(ev.hdr.ktime_ns)
+        p = ProcInfo(pid, ppid, ev.comm, ev.filename, args, ev.hdr.cgroup_id, ts)
+        self._remember(p)
+        self.window.add_exec(ev.hdr.cgroup_id)
+        if not self.events:
+            return
+        attr = self.attributor.attribute(ev.hdr.cgroup_id)
+        d = self._doc(ts, ["process"], ["start"], "exec", "sluice.process", attr)
+        d["process"] = self._process_fields(p)
+        d["process"]["start"] = ecs.iso(ts)
+        d["sluice"]["process"] = {"args_source": args_source if args is not None else "unavailable"}
+        self._out(d)
+
+    def _process_fields(self, p: ProcInfo) -> dict[str, Any]:
+        f: dict[str, Any] = {"pid": p.pid, "name": p.name, "executable": p.executable}
+        if p.args is not None:
+            f["args"] = p.args
+            f["args_count"] = len(p.args)
+            f["command_line"] = " ".join(p.args)
+        if p.ppid:
+            f["parent"] = {"pid": p.ppid}
+        return f
+
+    def _on_exit(self, ev: ExitEvent) -> None:
+        self.counts["exit"] += 1
+        p = self.procs.pop(ev.hdr.pid, None)
+        if not self.events:
+            return
+        ts = self.to_wall(ev.hdr.ktime_ns)
+        attr = self.attributor.attribute(ev.hdr.cgroup_id)
+        d = self._doc(ts, ["process"], ["end"], "exit", "sluice.process", attr)
+        if p is not None:
+            d["process"] = self._process_fields(p)
+            d["process"]["start"] = ecs.iso(p.start_ts)
+            d["event"]["duration"] = int((ts - p.start_ts) * 1e9)
+        else:
+            d["process"] = {"pid": ev.hdr.pid, "name": ev.comm}
+        d["process"]["end"] = ecs.iso(ts)
+        self._out(d)
+
+    # --- network -------------------------------------------------------------
+
+    def _on_connect(self, ev: ConnectEvent) -> None:
+        self.counts["connect"] += 1
+        key = (ev.hdr.cgroup_id, ev.daddr, ev.dport, ev.protocol)
+        self.window.set_owner(key, ev.hdr.pid, ev.comm)
+        if not self.events:
+            return
+        ts = self.to_wall(ev.hdr.ktime_ns)
+        attr = self.attributor.attribute(ev.hdr.cgroup_id)
+        action = "connection_attempted" if ev.op == CONNECT_OP_CONNECT else "udp_send"
+        d = self._doc(ts, ["network"], ["connection", "start"], action, "sluice.network", attr)
+        d["process"] = self._known_process(ev.hdr.pid, ev.comm)
+        d["destination"] = {"ip": ev.daddr, "port": ev.dport, "address": ev.daddr}
+        d["network"] = {"transport": transport_name(ev.protocol), "direction": "egress",
+                        "type": "ipv6" if ":" in ev.daddr else "ipv4"}
+        d["sluice"]["socket"] = {"cookie": ev.sock_cookie}
+        self._out(d)
+
+    def _known_process(self, pid: int, comm: str) -> dict[str, Any]:
+        p = self.procs.get(pid)
+        if p is not None:
+            return self._process_fields(p)
+        f: dict[str, Any] = {"pid": pid, "name": comm}
+        ppid = read_ppid(pid)
+        if ppid:
+            f["parent"] = {"pid": ppid}
+        return f
+
+    def _on_sample(self, ev: SampleEvent) -> None:
+        self.counts["sample"] += 1
+        key = (ev.hdr.cgroup_id, ev.daddr, ev.dport, ev.protocol)
+        hint = None
+        if ev.flags & SAMPLE_F_SOCK_START and ev.sock_pkt_index == 0:
+            hint = protocol_hint(ev.data, ev.protocol, ev.dport)
+        elif ev.dport == 53:
+            hint = protocol_hint(ev.data, ev.protocol, ev.dport)
+        self.window.add_sample(key, ev.data, hint)
+
+    # --- containers ----------------------------------------------------------
+
+    def _on_cgroup(self, ev: CgroupEvent) -> None:
+        self.counts["cgroup"] += 1
+        ts = self.to_wall(ev.hdr.ktime_ns)
+        resolver = self.attributor.resolver
+        if ev.op == CGROUP_MKDIR:
+            resolver.learn(ev.hdr.cgroup_id, ev.path)
+            ref = container_from_path(ev.path)
+            if ref is None or ref.id in self.containers:
+                return  # not a container, or a sub-cgroup of a known one
+            attr = self.attributor.attribute(ev.hdr.cgroup_id)
+            assert attr.container is not None
+            self.containers[ref.id] = ContainerLife(attr.container, ev.hdr.cgroup_id, ts)
+            if self.events:
+                d = self._doc(ts, ["host"], ["start"], "container_start", "sluice.container", attr)
+                self._out(d)
+            return
+        ref = container_from_path(ev.path)
+        life = self.containers.get(ref.id) if ref else None
+        if ref is not None and life is not None and life.cgroup_id == ev.hdr.cgroup_id:
+            attr = Attribution(ev.hdr.cgroup_id, ev.path, life.info)
+            del self.containers[ref.id]
+            if self.events:
+                d = self._doc(ts, ["host"], ["end"], "container_stop", "sluice.container", attr)
+                if life.started is not None:
+                    d["event"]["start"] = ecs.iso(life.started)
+                    d["event"]["end"] = ecs.iso(ts)
+                    d["event"]["duration"] = int((ts - life.started) * 1e9)
+                    d["sluice"]["container"] = {"lifetime_seconds": round(ts - life.started, 3)}
+                self._out(d)
+            self.attributor.forget_container(ref.id)
+        resolver.forget(ev.hdr.cgroup_id)
+
+    def note_existing_containers(self) -> None:
+        """Track containers that were running before the sensor started."""
+        for cgid, path in self.attributor.resolver.items():
+            ref = container_from_path(path)
+            # the container's own cgroup, not one of its sub-cgroups
+            if ref and ref.id not in self.containers and ref.id in path.rsplit("/", 1)[-1]:
+                attr = self.attributor.attribute(cgid)
+                if attr.container is not None:
+                    self.containers[ref.id] = ContainerLife(attr.container, cgid, None)
+
+    # --- windows -------------------------------------------------------------
+
+    def close_window(self, flows: list[FlowCounters], start: float, end: float) -> tuple[list[FlowSummary], dict[str, ContainerSummary]]:
+        """Join kernel counters with samples; emit summaries; reset."""
+        self.counts["windows"] += 1
+        summaries, execs, hists = self.window.close(flows)
+        per: dict[str, ContainerSummary] = {}
+        attrs: dict[int, Attribution] = {}
+
+        def attr_of(cgid: int) -> Attribution:
+            a = attrs.get(cgid)
+            if a is None:
+                a = attrs[cgid] = self.attributor.attribute(cgid)
+            return a
+
+        def key_of(a: Attribution) -> str:
+            return a.container.id if a.container else HOST_KEY
+
+        for s in summaries:
+            a = attr_of(s.cgroup_id)
+            c = per.setdefault(key_of(a), ContainerSummary())
+            c.cgroup_ids.add(s.cgroup_id)
+            c.bytes += s.bytes
+            c.packets += s.packets
+            c.payload_bytes += s.payload_bytes
+            c.connects += s.connects
+            c.flows += 1
+            c.destinations.add(f"{s.key[1]}:{s.key[2]}")
+            if s.high_entropy:
+                c.high_entropy_bytes += s.payload_bytes
+            h = hists.get(s.key)
+            if h is not None:
+                c.histogram.merge(h)
+            if self.events:
+                self._out(self._flow_doc(s, a, start, end))
+        for cgid, n in execs.items():
+            a = attr_of(cgid)
+            c = per.setdefault(key_of(a), ContainerSummary())
+            c.cgroup_ids.add(cgid)
+            c.execs += n
+        if self.events:
+            for key, c in per.items():
+                a = attr_of(next(iter(c.cgroup_ids)))
+                self._out(self._container_doc(c, a, start, end))
+        self._update_top(per, attrs, end - start)
+        return summaries, per
+
+    def _window_fields(self, d: dict[str, Any], start: float, end: float) -> None:
+        d["event"]["start"] = ecs.iso(start)
+        d["event"]["end"] = ecs.iso(end)
+        d["sluice"]["window"] = {"start": ecs.iso(start), "end": ecs.iso(end)}
+
+    def _flow_doc(self, s: FlowSummary, a: Attribution, start: float, end: float) -> dict[str, Any]:
+        _cg, ip, port, proto = s.key
+        d = self._doc(end, ["network"], ["info"], "flow_summary", "sluice.flow", a)
+        self._window_fields(d, start, end)
+        if s.pid is not None:
+            d["process"] = self._known_process(s.pid, s.comm or "")
+        d["destination"] = {"ip": ip, "port": port, "address": ip}
+        net: dict[str, Any] = {"transport": transport_name(proto), "direction": "egress",
+                               "type": "ipv6" if ":" in ip else "ipv4"}
+        if s.protocol_hint:
+            net["protocol"] = s.protocol_hint
+        d["network"] = net
+        d["source"] = {"bytes": s.bytes, "packets": s.packets}
+        d["sluice"]["payload"] = {"bytes": s.payload_bytes, "samples": s.samples,
+                                  "sampled_bytes": s.sampled_bytes}
+        if s.entropy is not None:
+            d["sluice"]["payload"]["entropy"] = s.entropy
+        d["sluice"]["flow"] = {"connections": s.connects}
+        return d
+
+    def _container_doc(self, c: ContainerSummary, a: Attribution, start: float, end: float) -> dict[str, Any]:
+        d = self._doc(end, ["network"], ["info"], "container_summary", "sluice.container", a)
+        self._window_fields(d, start, end)
+        d["source"] = {"bytes": c.bytes, "packets": c.packets}
+        d["sluice"]["payload"] = {"bytes": c.payload_bytes, "high_entropy_bytes": c.high_entropy_bytes,
+                                  "sampled_bytes": c.histogram.total}
+        if c.entropy is not None:
+            d["sluice"]["payload"]["entropy"] = c.entropy
+        d["sluice"]["window"].update({"connections": c.connects, "execs": c.execs,
+                                      "flows": c.flows, "destinations": len(c.destinations)})
+        return d
+
+    def _update_top(self, per: dict[str, ContainerSummary], attrs: dict[int, Attribution], seconds: float) -> None:
+        rows = []
+        for key, c in per.items():
+            a = attrs[next(iter(c.cgroup_ids))] if c.cgroup_ids & attrs.keys() else None
+            info = a.container if a else None
+            rows.append({
+                "container": key[:12] if info else HOST_KEY,
+                "name": (info.name or "") if info else "",
+                "image": (info.image_name or "") if info else "",
+                "bytes_per_s": c.bytes / seconds if seconds > 0 else 0.0,
+                "entropy": c.entropy,
+                "connects": c.connects,
+                "execs": c.execs,
+                "destinations": sorted(c.destinations)[:5],
+                "n_destinations": len(c.destinations),
+            })
+        rows.sort(key=lambda r: r["bytes_per_s"], reverse=True)
+        self.top = rows
+
+
+def monotonic_to_wall_factory() -> Callable[[int], float]:
+    """Map bpf_ktime_get_ns (CLOCK_MONOTONIC) to wall-clock seconds."""
+    offset = time.time() - time.monotonic()
+
+    def conv(ktime_ns: int) -> float:
+        return ktime_ns / 1e9 + offset
+
+    return conv
+

@@ -1,0 +1,219 @@
+"""The sensor process: probe, load, drain, count, emit, until told to stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any, Callable
+
+from . import ecs
+from .attribution import Attributor
+from .cgroups import CgroupResolver
+from .config import Config
+from .docker_api import DockerClient
+from .control_server import ControlServer
+from .hooks import EXEC_ARGS_UNIT, UNITS
+from .output import JsonLineWriter
+from .pipeline import Pipeline, monotonic_to_wall_factory
+from .probe import ProbeReport, probe, require_root, require_runnable
+from .source import EventSource
+
+POLL_MS = 100
+SNAPSHOT_EVERY_S = 0.5
+
+
+class Sensor:
+    def __init__(self, config: Config, source_factory: Callable[[Config, ProbeReport], EventSource] | None = None,
+                 report: ProbeReport | None = None) -> None:
+        self.config = config
+        self.host_name = config.sensor.host_name or os.uname().nodename
+        self.writer = JsonLineWriter(config.output.path)
+        self._source_factory = source_factory
+        self.report = report
+        self.source: EventSource | None = None
+        self.hooks: dict[str, str] = {}
+        self.started_at = time.time()
+        self.startup_seconds: float | None = None
+        self.ready = False
+        self._stop = False
+        self._reopen = False
+        self._snapshot: dict[str, Any] = {"ok": True, "ready": False}
+        self.control: ControlServer | None = None
+        self.pipeline: Pipeline | None = None
+        self.attributor: Attributor | None = None
+
+    # --- documents -----------------------------------------------------------
+
+    def emit(self, doc: dict[str, Any]) -> None:
+        self.writer.write(doc)
+
+    def _health_doc(self, action: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        d = ecs.base(time.time(), self.host_name, "state", ["host"], ["info"], action, "sluice.health")
+        h = self._health()
+        if extra:
+            h.update(extra)
+        d["sluice"] = {"health": h}
+        d["message"] = self._health_message(action, h)
+        return d
+
+    def _health_message(self, action: str, h: dict[str, Any]) -> str:
+        bad = {k: v for k, v in h["hooks"].items() if not str(v).startswith("attached") and k != "buffer"}
+        state = "degraded" if bad or h["drops"]["total"] else "ok"
+        h["status"] = state
+        msg = f"sluice {action.replace('sensor_', '')}: {state}"
+        if bad:
+            msg += "; unavailable: " + ", ".join(sorted(bad))
+        if h["drops"]["total"]:
+            msg += f"; {h['drops']['total']} records lost since start"
+        return msg
+
+    def _drops(self) -> dict[str, int]:
+        ks = self.source.kernel_stats() if self.source else {}
+        d = {k: v for k, v in ks.items() if k.startswith("dropped_") or k in ("flow_map_full", "flow_bytes_untracked", "parent_map_full")}
+        d["user_lost_records"] = self.source.lost_records() if self.source else 0
+        d["decode_errors"] = self.pipeline.counts["decode_errors"] if self.pipeline else 0
+        d["output_errors"] = self.writer.errors
+        d["total"] = (sum(v for k, v in d.items() if k.startswith("dropped_")) + d["flow_map_full"]
+                      + d["user_lost_records"] + d["decode_errors"] + d["output_errors"]) if ks else (
+                          d["user_lost_records"] + d["decode_errors"] + d["output_errors"])
+        return d
+
+    def _health(self) -> dict[str, Any]:
+        ks = self.source.kernel_stats() if self.source else {}
+        return {
+            "uptime_seconds": round(time.time() - self.started_at, 3),
+            "startup_seconds": self.startup_seconds,
+            "hooks": dict(self.hooks),
+            "kernel": self.report.as_dict() if self.report else {},
+            "drops": self._drops(),
+            "counters": {
+                **({k: v for k, v in ks.items() if k.startswith("submitted_")}),
+                "egress_packets": ks.get("egress_packets", 0),
+                "udp_sends_deduplicated": ks.get("udp_sends_deduplicated", 0),
+                **(self.pipeline.counts if self.pipeline else {}),
+                "output_lines": self.writer.lines,
+            },
+            "runtime": {
+                "docker_socket": self.config.runtime.docker_socket,
+                "status": self.attributor.runtime_status if self.attributor else "unknown",
+            },
+            "containers_tracked": len(self.pipeline.containers) if self.pipeline else 0,
+            "config": self.config.source,
+        }
+
+    # --- control -------------------------------------------------------------
+
+    def _publish_snapshot(self) -> None:
+        h = self._health()
+        self._health_message("sensor_health", h)
+        self._snapshot = {
+            "ok": True, "ready": self.ready, "pid": os.getpid(), "host": self.host_name,
+            "window_seconds": self.config.sensor.window_seconds,
+            "output": self.config.output.path or "stdout", "events": self.config.output.events,
+            "top": list(self.pipeline.top) if self.pipeline else [],
+            **h,
+        }
+
+    def _handle(self, req: dict[str, Any]) -> dict[str, Any]:
+        cmd = req.get("cmd")
+        if cmd in ("status", "top"):
+            return self._snapshot
+        return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    # --- main loop -----------------------------------------------------------
+
+    def request_stop(self, *_: object) -> None:
+        self._stop = True
+
+    def request_reopen(self, *_: object) -> None:
+        self._reopen = True
+
+    def _runtime_status(self, status: str, detail: str) -> None:
+        if self.ready:
+            self.emit(self._health_doc("runtime_status", {"runtime_detail": detail}))
+
+    def setup(self) -> None:
+        t0 = time.monotonic()
+        cfg = self.config
+        if self.report is None:
+            require_root()
+            units = UNITS + ((EXEC_ARGS_UNIT,) if cfg.kernel.exec_args == "tracepoint" else ())
+            self.report = probe(cfg.kernel.mount_tracefs, units)
+            require_runnable(self.report)
+        assert self.report.cgroup2_mount
+        resolver = CgroupResolver(self.report.cgroup2_mount)
+        resolver.scan()
+        docker = DockerClient(cfg.runtime.docker_socket, cfg.runtime.timeout_seconds)
+        self.attributor = Attributor(resolver, docker, cfg.runtime.negative_cache_seconds,
+                                     on_runtime_status=self._runtime_status)
+        self.pipeline = Pipeline(self.attributor, self.emit, self.host_name, cfg.output.events,
+                                 monotonic_to_wall_factory())
+        if self._source_factory is None:
+            from .loader import BccSource
+            self.source = BccSource(cfg.kernel, self.report)
+        else:
+            self.source = self._source_factory(cfg, self.report)
+        self.hooks = self.source.start(self.pipeline.handle_raw)
+        self.pipeline.note_existing_containers()
+        self.control = ControlServer(cfg.sensor.control_socket, self._handle)
+        self.control.start()
+        self.startup_seconds = round(time.monotonic() - t0, 3)
+        self.ready = True
+        self._publish_snapshot()
+        self.emit(self._health_doc("sensor_start"))
+
+    def run(self, install_signals: bool = True) -> int:
+        if install_signals:
+            signal.signal(signal.SIGINT, self.request_stop)
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGHUP, self.request_reopen)
+        try:
+            self.setup()
+            self._loop()
+        finally:
+            self.shutdown()
+        return 0
+
+    def _loop(self) -> None:
+        assert self.source and self.pipeline
+        window = self.config.sensor.window_seconds
+        health_every = self.config.sensor.health_interval_seconds
+        win_start = time.time()
+        next_window = time.monotonic() + window
+        next_health = time.monotonic() + health_every
+        next_snapshot = 0.0
+        while not self._stop:
+            self.source.poll(POLL_MS)
+            now = time.monotonic()
+            if self._reopen:
+                self._reopen = False
+                self.writer.reopen()
+            if now >= next_window:
+                end = time.time()
+                self.pipeline.close_window(self.source.drain_flows(), win_start, end)
+                win_start = end
+                next_window += window
+                if next_window < now:  # we fell behind: do not burst
+                    next_window = now + window
+            if now >= next_health:
+                self.emit(self._health_doc("sensor_health"))
+                next_health = now + health_every
+            if now >= next_snapshot:
+                self._publish_snapshot()
+                next_snapshot = now + SNAPSHOT_EVERY_S
+        # final window: what is still buffered, then both generations
+        self.source.poll(0)
+        self.pipeline.close_window(self.source.drain_flows(final=True), win_start, time.time())
+
+    def shutdown(self) -> None:
+        self.ready = False
+        if self.control is not None:
+            self.control.stop()
+        if self.source is not None:
+            try:
+                if self.pipeline is not None:
+                    self.emit(self._health_doc("sensor_stop"))
+            finally:
+                self.source.close()
+        self.writer.close()
