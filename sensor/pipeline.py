@@ -7,6 +7,7 @@ counters drained once per window.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -47,6 +48,17 @@ def read_cmdline(pid: int, proc: str = "/proc") -> list[str] | None:
     return [a.decode("utf-8", "replace") for a in raw.rstrip(b"\0").split(b"\0")]
 
 
+def resolve_executable(pid: int, filename: str, proc: str = "/proc") -> str:
+    """The exec'd file; /proc/self/exe (busybox applets, runc) resolved to
+    the binary it names, as seen from the process's own mount namespace."""
+    if filename != "/proc/self/exe":
+        return filename
+    try:
+        return os.readlink(f"{proc}/{pid}/exe")
+    except OSError:
+        return filename
+
+
 def read_ppid(pid: int, proc: str = "/proc") -> int | None:
     try:
         with open(f"{proc}/{pid}/stat", "rb") as f:
@@ -80,6 +92,9 @@ class Pipeline:
         self.to_wall = monotonic_to_wall
         self.window = WindowCounters()
         self.procs: OrderedDict[int, ProcInfo] = OrderedDict()
+        # Exited processes stay known for a while: their flows are
+        # summarised at the end of the window, after they are gone.
+        self.exited: OrderedDict[int, ProcInfo] = OrderedDict()
         self.max_processes = max_processes
         self._pending_args: dict[int, list[str]] = {}
         self.containers: dict[str, ContainerLife] = {}
@@ -144,7 +159,7 @@ class Pipeline:
             args = read_cmdline(pid)
         ppid = ev.ppid or read_ppid(pid)
         ts = self.to_wall(ev.hdr.ktime_ns)
-        p = ProcInfo(pid, ppid, ev.comm, ev.filename, args, ev.hdr.cgroup_id, ts)
+        p = ProcInfo(pid, ppid, ev.comm, resolve_executable(pid, ev.filename), args, ev.hdr.cgroup_id, ts)
         self._remember(p)
         self.window.add_exec(ev.hdr.cgroup_id)
         if not self.events:
@@ -169,6 +184,10 @@ class Pipeline:
     def _on_exit(self, ev: ExitEvent) -> None:
         self.counts["exit"] += 1
         p = self.procs.pop(ev.hdr.pid, None)
+        if p is not None:
+            self.exited[p.pid] = p
+            while len(self.exited) > 4096:
+                self.exited.popitem(last=False)
         if not self.events:
             return
         ts = self.to_wall(ev.hdr.ktime_ns)
@@ -203,7 +222,7 @@ class Pipeline:
         self._out(d)
 
     def _known_process(self, pid: int, comm: str) -> dict[str, Any]:
-        p = self.procs.get(pid)
+        p = self.procs.get(pid) or self.exited.get(pid)
         if p is not None:
             return self._process_fields(p)
         f: dict[str, Any] = {"pid": pid, "name": comm}
