@@ -98,6 +98,10 @@ class Pipeline:
         self.max_processes = max_processes
         self._pending_args: dict[int, list[str]] = {}
         self.containers: dict[str, ContainerLife] = {}
+        # Removed cgroups (and their containers) stay resolvable until the
+        # window holding their last bytes is summarised: (cgroup id,
+        # container id or None), forgotten at the next window close.
+        self._removed: list[tuple[int, str | None]] = []
         self.counts: dict[str, int] = {
             "events": 0, "decode_errors": 0, "exec": 0, "exit": 0, "connect": 0,
             "sample": 0, "cgroup": 0, "exec_args": 0, "documents": 0, "windows": 0,
@@ -272,8 +276,7 @@ class Pipeline:
                     d["event"]["duration"] = int((ts - life.started) * 1e9)
                     d["sluice"]["container"] = {"lifetime_seconds": round(ts - life.started, 3)}
                 self._out(d)
-            self.attributor.forget_container(ref.id)
-        resolver.forget(ev.hdr.cgroup_id)
+        self._removed.append((ev.hdr.cgroup_id, ref.id if life is not None and ref is not None else None))
 
     def note_existing_containers(self) -> None:
         """Track containers that were running before the sensor started."""
@@ -330,6 +333,11 @@ class Pipeline:
                 a = attr_of(next(iter(c.cgroup_ids)))
                 self._out(self._container_doc(c, a, start, end))
         self._update_top(per, attrs, end - start)
+        removed, self._removed = self._removed, []
+        for cgid, container_id in removed:
+            self.attributor.resolver.forget(cgid)
+            if container_id is not None:
+                self.attributor.forget_container(container_id)
         return summaries, per
 
     def _window_fields(self, d: dict[str, Any], start: float, end: float) -> None:

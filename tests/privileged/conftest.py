@@ -1,0 +1,60 @@
+"""Fixtures for privileged tests. They need root, bcc, a kernel build tree
+and dockerd; when any is missing they FAIL with what is missing (never skip:
+CI runs as root and must prove the sensor on a real kernel). Deselect them on
+a workstation with `-m "not privileged"`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from .harness import Docker, SensorProc, SinkNet, prerequisite_problems
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/privileged" in str(item.fspath):
+            item.add_marker(pytest.mark.privileged)
+
+
+@pytest.fixture(scope="session")
+def base() -> Iterator[Path]:
+    problems = prerequisite_problems()
+    if problems:
+        pytest.fail("privileged tests cannot run: " + "; ".join(problems)
+                    + " (run `sudo make test`, or deselect with -m 'not privileged')", pytrace=False)
+    d = Path(tempfile.mkdtemp(prefix="sluice-test-"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def docker(base: Path) -> Iterator[Docker]:
+    d = Docker(base / "docker")
+    d.start()
+    try:
+        d.build_image()
+        yield d
+    finally:
+        d.stop()
+
+
+@pytest.fixture(scope="session")
+def net(base: Path) -> Iterator[SinkNet]:
+    n = SinkNet(base)
+    n.start()
+    yield n
+    n.stop()
+
+
+@pytest.fixture(scope="session")
+def sensor(base: Path, docker: Docker) -> Iterator[SensorProc]:
+    s = SensorProc(base, docker.sock)
+    s.start()
+    yield s
+    s.stop()

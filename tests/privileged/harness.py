@@ -1,0 +1,308 @@
+"""Real parts for privileged tests: a private dockerd, a tiny image built
+with `docker import` from host binaries, a sink "internet" netns on
+198.18.0.0/16, and the real `sluice run` as a subprocess.
+
+Traffic goes only to hosts inside network namespaces made here.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+SINK_IP = "198.18.0.1"
+IMAGE = "sluice-test:latest"
+SLUICE = str(Path(sys.executable).parent / "sluice")
+SINK_SCRIPT = str(Path(__file__).with_name("sink.py"))
+
+
+def sh(*cmd: str, check: bool = True, env: dict[str, str] | None = None, timeout: float = 120) -> str:
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr.strip()}")
+    return r.stdout.strip()
+
+
+def prerequisite_problems() -> list[str]:
+    probs = []
+    if os.geteuid() != 0:
+        probs.append("not root")
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        probs.append("bcc not importable (python3-bpfcc, venv with --system-site-packages)")
+    if not os.path.isdir(f"/lib/modules/{os.uname().release}/build"):
+        probs.append("no kernel build tree at /lib/modules/$(uname -r)/build")
+    for tool in ("dockerd", "docker", "ip", "nsenter", "busybox", "openssl"):
+        if shutil.which(tool) is None:
+            probs.append(f"{tool} not installed")
+    return probs
+
+
+# --- docker -----------------------------------------------------------------
+
+
+class Docker:
+    """A private dockerd: own socket, data root and exec root."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.sock = str(base / "docker.sock")
+        self.env = {**os.environ, "DOCKER_HOST": f"unix://{self.sock}"}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._names = itertools.count(1)
+
+    def start(self) -> None:
+        self.base.mkdir(parents=True, exist_ok=True)
+        log = open(self.base / "dockerd.log", "ab")
+        self.proc = subprocess.Popen(
+            ["dockerd", "--iptables=false", "--bridge=none", "--ip-masq=false",
+             f"--data-root={self.base / 'root'}", f"--exec-root={self.base / 'exec'}",
+             f"--pidfile={self.base / 'dockerd.pid'}", "-H", f"unix://{self.sock}"],
+            stdout=log, stderr=log, start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"dockerd exited: see {self.base / 'dockerd.log'}")
+            if sh("docker", "version", check=False, env=self.env):
+                if subprocess.run(["docker", "info"], capture_output=True, env=self.env).returncode == 0:
+                    return
+            time.sleep(0.3)
+        raise RuntimeError("dockerd did not become ready in 60 s")
+
+    def docker(self, *args: str, check: bool = True, timeout: float = 120) -> str:
+        return sh("docker", *args, check=check, env=self.env, timeout=timeout)
+
+    def build_image(self) -> None:
+        root = self.base / "rootfs"
+        if root.exists():
+            shutil.rmtree(root)
+        for d in ("bin", "etc", "tmp", "proc", "sys", "dev", "mnt/data", "usr/bin", "data"):
+            (root / d).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(shutil.which("busybox") or "/bin/busybox", root / "bin/busybox")
+        applets = sh("busybox", "--list").split()
+        for a in applets:
+            if a != "busybox" and not (root / "bin" / a).exists():
+                os.symlink("busybox", root / "bin" / a)
+        for binary in (shutil.which("openssl"),):
+            assert binary
+            shutil.copy2(binary, root / "usr/bin" / Path(binary).name)
+            for lib in sh("ldd", binary).split():
+                if lib.startswith("/"):
+                    dst = root / lib.lstrip("/")
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(os.path.realpath(lib), dst)
+        (root / "etc/passwd").write_text("root:x:0:0:root:/:/bin/sh\n")
+        # plain English text for the low-entropy tests
+        text = Path("/usr/share/common-licenses/GPL-3")
+        (root / "data/text.txt").write_bytes(text.read_bytes() if text.exists() else
+                                             b"The quick brown fox jumps over the lazy dog. " * 800)
+        tar = self.base / "rootfs.tar"
+        with tarfile.open(tar, "w") as t:
+            t.add(root, arcname=".")
+        self.docker("import", "-c", "ENV PATH=/usr/bin:/bin", str(tar), IMAGE)
+
+    def stop(self) -> None:
+        ids = self.docker("ps", "-aq", check=False).split()
+        if ids:
+            self.docker("rm", "-f", *ids, check=False)
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        sh("umount", "-l", str(self.base / "root" / "overlay2"), check=False)
+
+
+# --- network ----------------------------------------------------------------
+
+
+class SinkNet:
+    """A netns holding a bridge at 198.18.0.1/16 and a TCP/UDP sink."""
+
+    PORTS = ("443", "9000", "9001", "9002", "9003", "9004")
+
+    def __init__(self, base: Path) -> None:
+        self.ns = f"slsink{uuid.uuid4().hex[:6]}"
+        self.state = base / "sink.jsonl"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._hosts = itertools.count(2)
+
+    def start(self) -> None:
+        sh("ip", "netns", "add", self.ns)
+        sh("ip", "-n", self.ns, "link", "set", "lo", "up")
+        sh("ip", "-n", self.ns, "link", "add", "br0", "type", "bridge")
+        sh("ip", "-n", self.ns, "addr", "add", f"{SINK_IP}/16", "dev", "br0")
+        sh("ip", "-n", self.ns, "link", "set", "br0", "up")
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns, sys.executable, SINK_SCRIPT, str(self.state), *self.PORTS],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if b"ready" not in line:
+            raise RuntimeError(f"sink did not start: {line!r}")
+
+    def attach(self, pid: int) -> str:
+        """Give the netns of `pid` an eth0 on the sink bridge; return its ip."""
+        n = next(self._hosts)
+        ip = f"198.18.{n // 250 + 1}.{n % 250 + 2}"
+        tag = uuid.uuid4().hex[:6]
+        host_end, cont_end = f"slh{tag}", f"slc{tag}"
+        sh("ip", "link", "add", host_end, "type", "veth", "peer", "name", cont_end)
+        sh("ip", "link", "set", cont_end, "netns", str(pid))
+        sh("ip", "link", "set", host_end, "netns", self.ns)
+        sh("ip", "-n", self.ns, "link", "set", host_end, "master", "br0", "up")
+        nse = ("nsenter", "-t", str(pid), "-n")
+        sh(*nse, "ip", "link", "set", cont_end, "name", "eth0")
+        sh(*nse, "ip", "addr", "add", f"{ip}/16", "dev", "eth0")
+        sh(*nse, "ip", "link", "set", "eth0", "up")
+        sh(*nse, "ip", "link", "set", "lo", "up")
+        return ip
+
+    def received(self) -> list[dict[str, Any]]:
+        if not self.state.exists():
+            return []
+        return [json.loads(x) for x in self.state.read_text().splitlines() if x.strip()]
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait()
+        sh("ip", "netns", "del", self.ns, check=False)
+
+
+def run_container(docker: Docker, net: SinkNet | None, script: str, *, rm: bool = False,
+                  volumes: tuple[str, ...] = (), wait: bool = True, timeout: float = 60) -> str:
+    """Run `script` (busybox sh) in a new container with the sink network.
+
+    The script starts only once the network is attached (a gate file), so
+    nothing it sends is lost to a race. Returns the full container id.
+    """
+    gate = "until [ -e /tmp/.go ]; do usleep 20000; done; " if net else ""
+    args = ["run", "-d", "--network", "none"]
+    for v in volumes:
+        args += ["-v", v]
+    cid = docker.docker(*args, IMAGE, "sh", "-c", gate + script)
+    if net:
+        pid = int(docker.docker("inspect", "-f", "{{.State.Pid}}", cid))
+        net.attach(pid)
+        docker.docker("exec", cid, "touch", "/tmp/.go")
+    if wait:
+        docker.docker("wait", cid, timeout=timeout)
+        if rm:
+            docker.docker("rm", cid)
+    return cid
+
+
+# --- the sensor ---------------------------------------------------------------
+
+
+class SensorProc:
+    """`sluice run --events` as a subprocess, its JSON output parsed."""
+
+    def __init__(self, base: Path, docker_sock: str, name: str = "main", extra_config: str = "") -> None:
+        self.dir = base / f"sensor-{name}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.out = self.dir / "out.jsonl"
+        self.ctl = str(self.dir / "ctl.sock")
+        self.config = self.dir / "sluice.toml"
+        self.config.write_text(
+            f'[sensor]\nwindow_seconds = 1.0\nhealth_interval_seconds = 5.0\ncontrol_socket = "{self.ctl}"\n'
+            f'[runtime]\ndocker_socket = "{docker_sock}"\n' + extra_config
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._docs: list[dict[str, Any]] = []
+        self._pos = 0
+
+    def start(self, timeout: float = 30) -> None:
+        self.stderr = open(self.dir / "stderr.log", "wb")
+        self.proc = subprocess.Popen(
+            [SLUICE, "run", "--events", "-c", str(self.config), "-o", str(self.out)],
+            stdout=self.stderr, stderr=self.stderr,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sensor exited with {self.proc.returncode}: {self.stderr_text()}")
+            if self.status(check=False).returncode == 0:
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"sensor not ready in {timeout} s: {self.stderr_text()}")
+
+    def stderr_text(self) -> str:
+        p = self.dir / "stderr.log"
+        return p.read_text(errors="replace")[-3000:] if p.exists() else ""
+
+    def status(self, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        r = subprocess.run([SLUICE, "status", "-c", str(self.config), *extra],
+                           capture_output=True, text=True, timeout=15)
+        if check and r.returncode != 0:
+            raise RuntimeError(f"sluice status failed: {r.stdout}{r.stderr}")
+        return r
+
+    def docs(self) -> list[dict[str, Any]]:
+        if self.out.exists():
+            with open(self.out, "rb") as f:
+                f.seek(self._pos)
+                data = f.read()
+            end = data.rfind(b"\n") + 1
+            self._pos += end
+            for line in data[:end].splitlines():
+                self._docs.append(json.loads(line))
+        return self._docs
+
+    def wait_for(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 15,
+                 what: str = "document") -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            for d in self.docs():
+                if pred(d):
+                    return d
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {what} within {timeout} s; sensor stderr: {self.stderr_text()}")
+            if self.proc and self.proc.poll() is not None:
+                raise AssertionError(f"sensor died ({self.proc.returncode}) waiting for {what}: {self.stderr_text()}")
+            time.sleep(0.2)
+
+    def matching(self, pred: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+        return [d for d in self.docs() if pred(d)]
+
+    def settle(self, windows: float = 2.5) -> None:
+        """Wait until the windows covering past activity have closed."""
+        time.sleep(windows)
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 20) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def action(d: dict[str, Any]) -> str:
+    return d.get("event", {}).get("action", "")
+
+
+def cid_of(d: dict[str, Any]) -> str | None:
+    return d.get("container", {}).get("id")
+
+
+def iter_actions(docs: list[dict[str, Any]], act: str, cid: str) -> Iterator[dict[str, Any]]:
+    return (d for d in docs if action(d) == act and cid_of(d) == cid)

@@ -1,0 +1,132 @@
+"""Builders for raw kernel records, made with the ctypes mirrors + encode.
+
+Imported by the unit tests (pytest puts this directory on sys.path). Not a
+test module: the name does not start with test_.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import ipaddress
+import struct
+
+from sensor import events as E
+
+WALL_EPOCH = 1_700_000_000.0  # wall-clock seconds at ktime 0 in the tests
+NS = 1_000_000_000
+
+
+def to_wall(ktime_ns: int) -> float:
+    return WALL_EPOCH + ktime_ns / 1e9
+
+
+def addr16(text: str) -> bytes:
+    """16 address bytes as the kernel stores them (IPv4 IPv4-mapped)."""
+    ip = ipaddress.ip_address(text)
+    if ip.version == 4:
+        return b"\0" * 10 + b"\xff\xff" + ip.packed
+    return ip.packed
+
+
+def _fill_hdr(hdr: E.EventHeader, etype: int, pid: int, ktime_ns: int, cgroup_id: int) -> None:
+    hdr.type = etype
+    hdr.pid = pid
+    hdr.ktime_ns = ktime_ns
+    hdr.cgroup_id = cgroup_id
+
+
+def put_bytes(c: ct.Structure, field: str, data: bytes) -> None:
+    """Write raw bytes into a char/u8 array field (NULs and all)."""
+    desc = getattr(type(c), field)
+    assert len(data) <= desc.size
+    ct.memmove(ct.addressof(c) + desc.offset, data, len(data))
+
+
+def exec_rec(pid: int, cgroup_id: int, ktime_ns: int = 0, comm: bytes = b"sh",
+             filename: bytes = b"/bin/sh", ppid: int = 0, old_pid: int | None = None) -> bytes:
+    c = E.ExecEventC()
+    _fill_hdr(c.hdr, E.EV_EXEC, pid, ktime_ns, cgroup_id)
+    c.ppid = ppid
+    c.old_pid = pid if old_pid is None else old_pid
+    put_bytes(c, "comm", comm)
+    put_bytes(c, "filename", filename)
+    return E.encode(c)
+
+
+def exit_rec(pid: int, cgroup_id: int, ktime_ns: int = 0, comm: bytes = b"sh") -> bytes:
+    c = E.ExitEventC()
+    _fill_hdr(c.hdr, E.EV_EXIT, pid, ktime_ns, cgroup_id)
+    put_bytes(c, "comm", comm)
+    return E.encode(c)
+
+
+def exec_args_rec(pid: int, cgroup_id: int, args: list[bytes], ktime_ns: int = 0,
+                  argc: int | None = None, args_len: int | None = None) -> bytes:
+    c = E.ExecArgsEventC()
+    _fill_hdr(c.hdr, E.EV_EXEC_ARGS, pid, ktime_ns, cgroup_id)
+    raw = b"".join(a + b"\0" for a in args)[: E.ARGS_LEN]
+    put_bytes(c, "args", raw)
+    c.argc = len(args) if argc is None else argc
+    c.args_len = len(raw) if args_len is None else args_len
+    return E.encode(c)
+
+
+def connect_rec(pid: int, cgroup_id: int, daddr: str, dport: int, protocol: int = 6,
+                ktime_ns: int = 0, comm: bytes = b"curl", cookie: int = 1,
+                op: int = E.CONNECT_OP_CONNECT, family: int = 2) -> bytes:
+    c = E.ConnectEventC()
+    _fill_hdr(c.hdr, E.EV_CONNECT, pid, ktime_ns, cgroup_id)
+    c.sock_cookie = cookie
+    put_bytes(c, "daddr", addr16(daddr))
+    c.dport = dport
+    c.protocol = protocol
+    c.op = op
+    c.family = family
+    put_bytes(c, "comm", comm)
+    return E.encode(c)
+
+
+def sample_rec(cgroup_id: int, daddr: str, dport: int, data: bytes, protocol: int = 6,
+               flags: int = 0, sock_pkt_index: int = 5, ktime_ns: int = 0, cookie: int = 1,
+               payload_len: int | None = None, sample_len: int | None = None) -> bytes:
+    c = E.SampleEventC()
+    _fill_hdr(c.hdr, E.EV_SAMPLE, 0, ktime_ns, cgroup_id)
+    c.sock_cookie = cookie
+    put_bytes(c, "daddr", addr16(daddr))
+    c.dport = dport
+    c.protocol = protocol
+    c.flags = flags
+    c.sock_pkt_index = sock_pkt_index
+    put_bytes(c, "data", data[: E.SAMPLE_MAX])
+    c.payload_len = len(data) if payload_len is None else payload_len
+    c.sample_len = min(len(data), E.SAMPLE_MAX) if sample_len is None else sample_len
+    return E.encode(c)
+
+
+def cgroup_rec(op: int, cgroup_id: int, path: bytes, ktime_ns: int = 0, level: int = 2) -> bytes:
+    c = E.CgroupEventC()
+    _fill_hdr(c.hdr, E.EV_CGROUP, 0, ktime_ns, cgroup_id)
+    c.op = op
+    c.level = level
+    put_bytes(c, "path", path)
+    return E.encode(c)
+
+
+# --- payloads ---------------------------------------------------------------
+
+def tls_client_hello() -> bytes:
+    """Start of a real-looking TLS 1.2/1.3 ClientHello record."""
+    body = (b"\x01"                      # handshake type: ClientHello
+            + (200).to_bytes(3, "big")   # handshake length
+            + b"\x03\x03"                # client version TLS 1.2
+            + bytes(range(32))           # random
+            + b"\x20" + bytes(range(32, 64)))  # session id
+    return b"\x16\x03\x01" + (204).to_bytes(2, "big") + body
+
+
+def dns_query(name: str = "example.com", qtype: int = 1, txid: int = 0x1234,
+              flags: int = 0x0100) -> bytes:
+    """A standard DNS query (RD set) for `name`."""
+    hdr = struct.pack("!HHHHHH", txid, flags, 1, 0, 0, 0)
+    q = b"".join(bytes([len(label)]) + label.encode() for label in name.split(".")) + b"\0"
+    return hdr + q + struct.pack("!HH", qtype, 1)

