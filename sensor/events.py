@@ -83,7 +83,8 @@ class ExecArgsEventC(ct.Structure):
         ("hdr", EventHeader),
         ("argc", ct.c_uint32),
         ("args_len", ct.c_uint32),
-        ("args", ct.c_char * ARGS_LEN),
+        # uint8, not c_char: ctypes cuts a c_char array at its first NUL
+        ("args", ct.c_uint8 * ARGS_LEN),
     ]
 
 

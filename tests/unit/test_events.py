@@ -104,9 +104,11 @@ def test_exec_args_keeps_empty_arguments() -> None:
 def test_exec_args_limited_by_argc_and_args_len() -> None:
     raw = exec_args_rec(pid=1, cgroup_id=1, args=[b"a", b"bb", b"ccc"], argc=2)
     assert E.decode(raw).args == ("a", "bb")
-    # args_len covers "a\0bb\0" only: the rest of the buffer is ignored
-    raw = exec_args_rec(pid=1, cgroup_id=1, args=[b"a", b"bb", b"ccc"], args_len=5)
-    assert E.decode(raw).args == ("a", "bb")
+    # bytes past args_len (stale buffer contents) are ignored
+    c = E.ExecArgsEventC.from_buffer_copy(exec_args_rec(pid=1, cgroup_id=1, args=[]))
+    put_bytes(c, "args", b"a\0bbSTALE\0")
+    c.argc, c.args_len = 2, 4
+    assert E.decode(E.encode(c)).args == ("a", "bb")
 
 
 def test_exec_args_len_beyond_buffer_is_clamped() -> None:

@@ -1,0 +1,101 @@
+"""Sensor start/stop hygiene and its non-default modes, on the real kernel."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+from sensor import bpfsys
+from sensor.cgroups import find_cgroup2_mount
+from sensor.hooks import UNITS
+
+from .harness import IMAGE, SINK_IP, SLUICE, Docker, SensorProc, SinkNet, action, cid_of, run_container
+
+ATTACH_TYPES = sorted({cp.attach_type for u in UNITS for cp in u.cgroup_programs})
+
+
+def _cgroup_progs() -> dict[int, set[int]]:
+    root = find_cgroup2_mount()
+    return {t: set(bpfsys.cgroup_prog_ids(root, t)) for t in ATTACH_TYPES}
+
+
+def _all_prog_ids() -> set[int]:
+    out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True).stdout
+    return {p["id"] for p in json.loads(out)}
+
+
+def test_sigint_detaches_every_program(base: Path, docker: Docker) -> None:
+    before_cg, before_all = _cgroup_progs(), _all_prog_ids()
+    s = SensorProc(base, docker.sock, name="sigint")
+    s.start()
+    during_cg, during_all = _cgroup_progs(), _all_prog_ids()
+    mine = during_all - before_all
+    assert mine, "the sensor loaded no program?"
+    for t in ATTACH_TYPES:
+        assert len(during_cg[t] - before_cg[t]) == 1, (t, during_cg[t], before_cg[t])
+    assert s.stop(signal.SIGINT) == 0, s.stderr_text()
+    assert _cgroup_progs() == before_cg
+    assert not (_all_prog_ids() & mine), "programs still loaded after SIGINT"
+    assert not Path(s.ctl).exists(), "control socket left behind"
+    stop = [d for d in s.docs() if action(d) == "sensor_stop"]
+    assert len(stop) == 1 and stop[0]["event"]["kind"] == "state"
+
+
+def test_sigkill_leaves_nothing_attached(base: Path, docker: Docker) -> None:
+    """cgroup programs are held by bpf links: they go with the process."""
+    before = _cgroup_progs()
+    s = SensorProc(base, docker.sock, name="sigkill")
+    s.start()
+    assert _cgroup_progs() != before
+    s.stop(signal.SIGKILL)
+    assert _cgroup_progs() == before
+
+
+def test_perf_buffer_tracepoint_args_and_unreachable_runtime(base: Path, docker: Docker, net: SinkNet) -> None:
+    """The fallbacks: perf buffer instead of ring buffer, argv captured at
+    sys_enter_execve, and no container runtime to ask for metadata."""
+    s = SensorProc(base, str(base / "no-such-docker.sock"), name="modes",
+                   extra_config='[kernel]\nforce_perf_buffer = true\nexec_args = "tracepoint"\n')
+    s.start()
+    try:
+        st = json.loads(s.status("--json").stdout)
+        assert st["hooks"]["buffer"] == "perf buffer"
+        assert st["hooks"]["syscalls:sys_enter_execve"] == "attached"
+        n = 100_000
+        cid = run_container(docker, net, f"openssl rand -hex 4 >/dev/null; head -c {n} /dev/urandom | nc {SINK_IP} 9003")
+        ex = s.wait_for(lambda d: action(d) == "exec" and cid_of(d) == cid
+                        and d["process"]["executable"] == "/usr/bin/openssl", what="openssl exec")
+        # argv from the kernel, even for a process that lives microseconds
+        assert ex["process"]["args"] == ["openssl", "rand", "-hex", "4"]
+        assert ex["sluice"]["process"]["args_source"] == "tracepoint"
+        # no runtime: the container id is kept, name and image are unknown
+        assert ex["container"]["id"] == cid and "image" not in ex["container"]
+        s.wait_for(lambda d: action(d) == "runtime_status"
+                   and d["sluice"]["health"]["runtime"]["status"] == "unreachable", what="runtime health event")
+        s.settle()
+        flows = [d for d in s.docs() if action(d) == "flow_summary" and cid_of(d) == cid
+                 and d["destination"]["port"] == 9003]
+        assert sum(f["sluice"]["payload"]["bytes"] for f in flows) == n
+    finally:
+        assert s.stop() == 0
+
+
+def test_non_root_gets_a_clear_error(base: Path) -> None:
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", SLUICE, "run"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert "must run as root" in r.stderr and "sudo" in r.stderr
+
+
+def test_bad_config_names_file_and_line(base: Path) -> None:
+    bad = base / "bad.toml"
+    bad.write_text('[sensor]\nwindow_seconds = 10\n\n[kernel]\nsample_bytes = 4096\n')
+    r = subprocess.run([SLUICE, "run", "-c", str(bad)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert f"{bad}:5:" in r.stderr and "sample_bytes" in r.stderr
+
+
+def test_image_is_the_test_image(docker: Docker) -> None:
+    assert docker.docker("image", "inspect", "-f", "{{.Id}}", IMAGE).startswith("sha256:")
