@@ -17,19 +17,15 @@ from typing import Callable
 from .cgroups import CgroupResolver
 from .docker_api import DockerClient, DockerError, NotFound
 
-_HEX64 = r"([0-9a-f]{64})"
-# (runtime, pattern) tried on each path component; the last matching
-# component wins, so a container nested in another is attributed to itself.
-_COMPONENT_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
-    ("docker", re.compile(rf"^docker-{_HEX64}\.scope$")),
-    ("containerd", re.compile(rf"^cri-containerd-{_HEX64}\.scope$")),
-    ("cri-o", re.compile(rf"^crio-{_HEX64}\.scope$")),
-    ("podman", re.compile(rf"^libpod-{_HEX64}\.scope$")),
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+# Container cgroups named by their runtime (systemd cgroup driver).
+_SCOPES: list[tuple[str, re.Pattern[str]]] = [
+    ("docker", re.compile(r"^docker-([0-9a-f]{64})\.scope$")),
+    ("containerd", re.compile(r"^cri-containerd-([0-9a-f]{64})\.scope$")),
+    ("cri-o", re.compile(r"^crio-([0-9a-f]{64})\.scope$")),
+    ("podman", re.compile(r"^libpod-([0-9a-f]{64})\.scope$")),
 ]
-# cgroupfs driver: /docker/<id>, /kubepods/<qos>/pod<uid>/<id>
-_DOCKER_CGROUPFS = re.compile(rf"(?:^|/)docker/{_HEX64}(?:/|$)")
-_KUBEPODS_CGROUPFS = re.compile(rf"kubepods[^/]*(?:/[^/]+)*/pod[0-9a-f-]+/{_HEX64}(?:/|$)")
-_POD_UID = re.compile(r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})")
+_POD = re.compile(r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})")
 
 
 @dataclass(frozen=True)
@@ -40,28 +36,36 @@ class ContainerRef:
 
 
 def container_from_path(path: str) -> ContainerRef | None:
-    """Container runtime and id encoded in a cgroup path, if any."""
+    """Container runtime and id encoded in a cgroup path, if any.
+
+    Components are walked from the root and the deepest container wins, so a
+    container nested in another (docker-in-docker) is attributed to itself.
+    Recognised: docker-<id>.scope, cri-containerd-<id>.scope, crio-<id>.scope,
+    libpod-<id>.scope (systemd driver), docker/<id> and
+    kubepods/.../pod<uid>/<id> (cgroupfs driver).
+    """
     if not path or path == "/":
         return None
-    pod = _POD_UID.search(path)
-    pod_uid = pod.group(1).replace("_", "-") if pod else None
     found: ContainerRef | None = None
+    pod_uid: str | None = None
+    prev = ""
     for comp in path.strip("/").split("/"):
-        for runtime, pat in _COMPONENT_PATTERNS:
-            m = pat.match(comp)
-            if m:
-                found = ContainerRef(runtime, m.group(1), pod_uid)
-    if found:
-        return found
-    m = None
-    for m in _DOCKER_CGROUPFS.finditer(path):
-        pass
-    if m:
-        return ContainerRef("docker", m.group(1), pod_uid)
-    m2 = _KUBEPODS_CGROUPFS.search(path)
-    if m2:
-        return ContainerRef("containerd", m2.group(1), pod_uid)
-    return None
+        m = _POD.search(comp)
+        if m and comp.startswith(("pod", "kubepods")):
+            pod_uid = m.group(1).replace("_", "-")
+        for runtime, pat in _SCOPES:
+            sm = pat.match(comp)
+            if sm:
+                found = ContainerRef(runtime, sm.group(1), pod_uid)
+                break
+        else:
+            if _HEX64.match(comp):
+                if prev == "docker":
+                    found = ContainerRef("docker", comp, pod_uid)
+                elif prev.startswith("pod") and pod_uid:
+                    found = ContainerRef("containerd", comp, pod_uid)
+        prev = comp
+    return found
 
 
 @dataclass

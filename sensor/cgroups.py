@@ -10,6 +10,7 @@ ones).
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass
 
@@ -23,9 +24,12 @@ class Mount:
     root: str
 
 
+_OCTAL = re.compile(r"\\([0-7]{3})")
+
+
 def _unescape(s: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as octal
-    return s.encode().decode("unicode_escape") if "\\" in s else s
+    """mountinfo escapes space, tab, newline and backslash as \\ooo."""
+    return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), s)
 
 
 def parse_mountinfo(text: str) -> list[Mount]:

@@ -45,8 +45,17 @@ class JsonLineWriter:
             self.last_error = f"reopen {self.path}: {e}"
             return
         old, self._f = self._f, new
-        old.close()
+        self._close(old)
+
+    def _close(self, f: IO[str]) -> None:
+        # Data left unflushed by an earlier failed write is lost here:
+        # count it rather than raise out of the sensor's loop.
+        try:
+            f.close()
+        except OSError as e:
+            self.errors += 1
+            self.last_error = f"close {self.path}: {e}"
 
     def close(self) -> None:
         if self.path is not None:
-            self._f.close()
+            self._close(self._f)

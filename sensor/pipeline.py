@@ -250,33 +250,42 @@ class Pipeline:
     def _on_cgroup(self, ev: CgroupEvent) -> None:
         self.counts["cgroup"] += 1
         ts = self.to_wall(ev.hdr.ktime_ns)
-        resolver = self.attributor.resolver
         if ev.op == CGROUP_MKDIR:
-            resolver.learn(ev.hdr.cgroup_id, ev.path)
-            ref = container_from_path(ev.path)
-            if ref is None or ref.id in self.containers:
-                return  # not a container, or a sub-cgroup of a known one
-            attr = self.attributor.attribute(ev.hdr.cgroup_id)
-            assert attr.container is not None
-            self.containers[ref.id] = ContainerLife(attr.container, ev.hdr.cgroup_id, ts)
-            if self.events:
-                d = self._doc(ts, ["host"], ["start"], "container_start", "sluice.container", attr)
-                self._out(d)
+            self._on_cgroup_mkdir(ev, ts)
+        else:
+            self._on_cgroup_rmdir(ev, ts)
+
+    def _on_cgroup_mkdir(self, ev: CgroupEvent, ts: float) -> None:
+        self.attributor.resolver.learn(ev.hdr.cgroup_id, ev.path)
+        ref = container_from_path(ev.path)
+        if ref is None or ref.id in self.containers:
+            return  # not a container, or a sub-cgroup of a known one
+        attr = self.attributor.attribute(ev.hdr.cgroup_id)
+        if attr.container is None:
             return
+        self.containers[ref.id] = ContainerLife(attr.container, ev.hdr.cgroup_id, ts)
+        if self.events:
+            self._out(self._doc(ts, ["host"], ["start"], "container_start", "sluice.container", attr))
+
+    def _on_cgroup_rmdir(self, ev: CgroupEvent, ts: float) -> None:
         ref = container_from_path(ev.path)
         life = self.containers.get(ref.id) if ref else None
-        if ref is not None and life is not None and life.cgroup_id == ev.hdr.cgroup_id:
-            attr = Attribution(ev.hdr.cgroup_id, ev.path, life.info)
-            del self.containers[ref.id]
-            if self.events:
-                d = self._doc(ts, ["host"], ["end"], "container_stop", "sluice.container", attr)
-                if life.started is not None:
-                    d["event"]["start"] = ecs.iso(life.started)
-                    d["event"]["end"] = ecs.iso(ts)
-                    d["event"]["duration"] = int((ts - life.started) * 1e9)
-                    d["sluice"]["container"] = {"lifetime_seconds": round(ts - life.started, 3)}
-                self._out(d)
-        self._removed.append((ev.hdr.cgroup_id, ref.id if life is not None and ref is not None else None))
+        if ref is None or life is None or life.cgroup_id != ev.hdr.cgroup_id:
+            # a sub-cgroup or a host cgroup: a running container stays known
+            self._removed.append((ev.hdr.cgroup_id, None))
+            return
+        del self.containers[ref.id]
+        self._removed.append((ev.hdr.cgroup_id, ref.id))
+        if not self.events:
+            return
+        attr = Attribution(ev.hdr.cgroup_id, ev.path, life.info)
+        d = self._doc(ts, ["host"], ["end"], "container_stop", "sluice.container", attr)
+        if life.started is not None:
+            d["event"]["start"] = ecs.iso(life.started)
+            d["event"]["end"] = ecs.iso(ts)
+            d["event"]["duration"] = int((ts - life.started) * 1e9)
+            d["sluice"]["container"] = {"lifetime_seconds": round(ts - life.started, 3)}
+        self._out(d)
 
     def note_existing_containers(self) -> None:
         """Track containers that were running before the sensor started."""

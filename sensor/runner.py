@@ -130,8 +130,8 @@ class Sensor:
         self._reopen = True
 
     def _runtime_status(self, status: str, detail: str) -> None:
-        if self.ready:
-            self.emit(self._health_doc("runtime_status", {"runtime_detail": detail}))
+        """The container runtime became reachable or unreachable."""
+        self.emit(self._health_doc("runtime_status", {"runtime_detail": detail}))
 
     def setup(self) -> None:
         t0 = time.monotonic()

@@ -194,6 +194,27 @@ def test_exit_document_has_duration(world: World) -> None:
     assert PID not in world.pipe.procs
 
 
+def test_proc_self_exe_is_resolved(world: World) -> None:
+    me = os.getpid()
+    replay(world, [exec_rec(pid=me, cgroup_id=world.cg, comm=b"runc", filename=b"/proc/self/exe")])
+    (d,) = world.by_action("exec")
+    assert d["process"]["executable"] == os.readlink(f"/proc/{me}/exe")
+    assert d["process"]["executable"] != "/proc/self/exe"
+
+
+def test_flow_of_an_exited_process_keeps_its_process_fields(world: World) -> None:
+    replay(world, [
+        exec_rec(pid=PID, cgroup_id=world.cg, ktime_ns=NS, comm=b"curl", filename=b"/usr/bin/curl"),
+        connect_rec(pid=PID, cgroup_id=world.cg, daddr="198.51.100.8", dport=443, comm=b"curl", ktime_ns=NS),
+        exit_rec(pid=PID, cgroup_id=world.cg, ktime_ns=2 * NS, comm=b"curl"),
+    ])
+    world.pipe.close_window([flow(world.cg, "198.51.100.8", 443, 6, 5000, 4000)], to_wall(0), to_wall(3 * NS))
+    check_all(world)
+    (d,) = world.by_action("flow_summary")
+    assert d["process"]["pid"] == PID
+    assert d["process"]["executable"] == "/usr/bin/curl"
+
+
 # --- network -----------------------------------------------------------------
 
 
