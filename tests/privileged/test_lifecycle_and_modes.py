@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 from sensor import bpfsys
@@ -41,6 +42,28 @@ def test_sigint_detaches_every_program(base: Path, docker: Docker) -> None:
     assert not Path(s.ctl).exists(), "control socket left behind"
     stop = [d for d in s.docs() if action(d) == "sensor_stop"]
     assert len(stop) == 1 and stop[0]["event"]["kind"] == "state"
+
+
+def test_sighup_reopens_the_output_file(base: Path, docker: Docker) -> None:
+    """logrotate moves the file, SIGHUP makes the sensor write a new one."""
+    s = SensorProc(base, docker.sock, name="sighup")
+    s.start()
+    try:
+        rotated = s.out.with_suffix(".1")
+        s.out.rename(rotated)
+        assert s.proc is not None
+        s.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        while not (s.out.exists() and s.out.stat().st_size > 0):
+            subprocess.run(["/bin/true"])  # an exec event to write
+            assert time.monotonic() < deadline, "no new output file after SIGHUP"
+            time.sleep(0.2)
+        assert s.proc.poll() is None
+        for line in s.out.read_text().splitlines():
+            json.loads(line)
+        assert any(json.loads(x)["event"]["action"] == "sensor_start" for x in rotated.read_text().splitlines())
+    finally:
+        assert s.stop() == 0
 
 
 def test_sigkill_leaves_nothing_attached(base: Path, docker: Docker) -> None:
