@@ -54,11 +54,11 @@ def iperf(port: int, seconds: float) -> float:
 
 
 class Sensor:
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, extra: str = "") -> None:
         self.work = work
         self.proc: subprocess.Popen[bytes] | None = None
         self.cfg = work / "bench.toml"
-        self.cfg.write_text(f'[sensor]\ncontrol_socket = "{work}/ctl.sock"\n')
+        self.cfg.write_text(f'[sensor]\ncontrol_socket = "{work}/ctl.sock"\n' + extra)
 
     def __enter__(self) -> "Sensor":
         t0 = time.monotonic()
@@ -90,7 +90,7 @@ def main() -> int:
     port = 5201 + os.getpid() % 1000
     server = subprocess.Popen(["iperf3", "-s", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)
-    res: dict[str, list[float]] = {k: [] for k in ("gbps_off", "gbps_on", "ns_off", "ns_on", "ready_s")}
+    res: dict[str, list[float]] = {k: [] for k in ("gbps_off", "gbps_on", "ns_off", "ns_on", "ns_args", "ready_s")}
     try:
         for i in range(args.rounds):
             # alternate the order so drift does not favour one side
@@ -103,6 +103,9 @@ def main() -> int:
                 else:
                     res["gbps_off"].append(iperf(port, args.seconds))
                     res["ns_off"].append(float(subprocess.run([getppid], capture_output=True, text=True).stdout))
+            # the documented opt-in: argv at sys_enter_execve (a syscall tracepoint)
+            with Sensor(work, '[kernel]\nexec_args = "tracepoint"\n'):
+                res["ns_args"].append(float(subprocess.run([getppid], capture_output=True, text=True).stdout))
     finally:
         server.terminate()
         shutil.rmtree(work, ignore_errors=True)
@@ -113,6 +116,8 @@ def main() -> int:
         "iperf3_throughput_ratio": round(med["gbps_on"] / med["gbps_off"], 3),
         "getppid_ns_median": {"no_sensor": round(med["ns_off"], 1), "sensor": round(med["ns_on"], 1)},
         "getppid_added_ns": round(med["ns_on"] - med["ns_off"], 1),
+        "getppid_ns_median_exec_args_tracepoint": round(med["ns_args"], 1),
+        "getppid_added_ns_exec_args_tracepoint": round(med["ns_args"] - med["ns_off"], 1),
         "startup_to_ready_s_median": round(med["ready_s"], 2),
         "per_round": res,
     }

@@ -113,6 +113,35 @@ def test_unconnected_udp_sendto_is_visible(sensor: SensorProc) -> None:
     assert len(sent) == 1
 
 
+def test_ipv6_connect_and_bytes_are_visible(sensor: SensorProc) -> None:
+    """connect6 and the IPv6 egress parser, on loopback ::1 from the host."""
+    import os
+    import socket
+    srv = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    srv.bind(("::1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    c = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    c.connect(("::1", port))
+    conn, _ = srv.accept()
+    payload = os.urandom(50_000)
+    c.sendall(payload)
+    got = 0
+    while got < len(payload):
+        got += len(conn.recv(65536))
+    for s in (c, conn, srv):
+        s.close()
+    d = sensor.wait_for(lambda d: action(d) == "connection_attempted" and d["destination"]["port"] == port,
+                        what="IPv6 connect event")
+    assert d["destination"]["ip"] == "::1" and d["network"]["type"] == "ipv6"
+    assert d["process"]["pid"] == os.getpid()
+    sensor.settle()
+    flows = [f for f in sensor.docs() if action(f) == "flow_summary" and f["destination"]["port"] == port
+             and f["destination"]["ip"] == "::1"]
+    assert sum(f["sluice"]["payload"]["bytes"] for f in flows) == len(payload)
+    assert all(f["network"]["type"] == "ipv6" for f in flows)
+
+
 def test_container_start_and_stop_are_seen(sensor: SensorProc, docker: Docker) -> None:
     cid = run_container(docker, None, "sleep 0.5", rm=True)
     start = sensor.wait_for(lambda d: action(d) == "container_start" and cid_of(d) == cid, what="container start")
