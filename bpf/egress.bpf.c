@@ -131,7 +131,12 @@ int sl_egress(struct __sk_buff *skb)
 	} else {
 		flags |= SL_SAMPLE_F_NO_SOCK;
 	}
-	if (!(flags & SL_SAMPLE_F_SOCK_START)) {
+	/* DNS: every query is sampled (names are the payload), up to a cap. */
+	int dns = p.dport == 53;
+	if (dns) {
+		if (fv->samples >= SL_SAMPLE_MAX_DNS_PER_FLOW_WINDOW)
+			return 1;
+	} else if (!(flags & SL_SAMPLE_F_SOCK_START)) {
 		if (flow_pkt % SL_SAMPLE_EVERY != 0)
 			return 1;
 		if (fv->samples >= SL_SAMPLE_MAX_PER_FLOW_WINDOW)
@@ -151,7 +156,8 @@ int sl_egress(struct __sk_buff *skb)
 	ev->flags = flags;
 	ev->sock_pkt_index = sock_idx;
 	ev->payload_len = plen;
-	__u32 n = plen < SL_SAMPLE_BYTES ? plen : SL_SAMPLE_BYTES;
+	__u32 want = dns ? SL_SAMPLE_MAX : SL_SAMPLE_BYTES;
+	__u32 n = plen < want ? plen : want;
 	/* The verifier needs the length register itself bounded to
 	 * [1, SL_SAMPLE_MAX]; clang folds plain clamps away, a mask it keeps.
 	 * For n in [1, SL_SAMPLE_MAX] this is the identity. */

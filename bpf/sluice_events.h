@@ -16,9 +16,11 @@
 
 #define SL_COMM_LEN 16
 #define SL_PATH_LEN 256
-/* Upper bound for the payload bytes carried by one sample event. The bytes
- * actually loaded per packet are SL_SAMPLE_BYTES (config, <= this). */
-#define SL_SAMPLE_MAX 128
+/* Upper bound for the payload bytes carried by one sample event (a power of
+ * two). The bytes loaded per packet are SL_SAMPLE_BYTES (config, <= this),
+ * except DNS packets (port 53), loaded up to this bound so that long
+ * (tunnelled) query names are seen whole. */
+#define SL_SAMPLE_MAX 256
 
 enum sl_event_type {
 	SL_EV_EXEC = 1,

@@ -39,6 +39,7 @@ class KernelSection:
     sample_first_packets: int
     sample_every: int
     max_samples_per_flow_window: int
+    max_dns_samples_per_flow_window: int
     udp_send_dedup_ms: int
     exec_args: str
     mount_tracefs: bool
@@ -91,7 +92,8 @@ _CHECKS: dict[tuple[str, str], tuple[Any, str]] = {
     ("kernel", "ring_buffer_pages"): (lambda v: _is_pow2(v) and v <= 65536, "a power of two up to 65536"),
     ("kernel", "flow_map_entries"): (lambda v: 1024 <= v <= 4_194_304, "between 1024 and 4194304"),
     ("kernel", "pid_map_entries"): (lambda v: 1024 <= v <= 4_194_304, "between 1024 and 4194304"),
-    ("kernel", "sample_bytes"): (lambda v: 1 <= v <= 128, "between 1 and 128"),
+    ("kernel", "sample_bytes"): (lambda v: 1 <= v <= 256, "between 1 and 256"),
+    ("kernel", "max_dns_samples_per_flow_window"): (lambda v: 0 <= v <= 100_000, "between 0 and 100000"),
     ("kernel", "sample_first_packets"): (lambda v: 0 <= v <= 1024, "between 0 and 1024"),
     ("kernel", "sample_every"): (lambda v: 1 <= v <= 1_000_000, "between 1 and 1000000"),
     ("kernel", "max_samples_per_flow_window"): (lambda v: 0 <= v <= 100_000, "between 0 and 100000"),

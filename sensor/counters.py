@@ -12,6 +12,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from .entropy import ByteHistogram
+from .protocol import DNS, HTTP, HTTP_PREFIXES, compression_magic, dns_qname, protocol_hint, split_http
 
 # A flow: (cgroup id, destination ip, destination port, transport number)
 FlowKey = tuple[int, str, int, int]
@@ -53,6 +54,13 @@ class FlowSummary:
     protocol_hint: str | None
     pid: int | None
     comm: str | None
+    # what the socket's first payload (or HTTP body) started with, if it is a
+    # known compressed format: "gzip", "zstd", "zip", ...
+    compression: str | None = None
+    body_entropy: float | None = None      # HTTP bodies only
+    body_sampled_bytes: int = 0
+    dns_names: list[tuple[str, bool]] = field(default_factory=list)  # (name, complete)
+    high_entropy_bits: float = HIGH_ENTROPY_BITS
 
     @property
     def cgroup_id(self) -> int:
@@ -60,7 +68,12 @@ class FlowSummary:
 
     @property
     def high_entropy(self) -> bool:
-        return self.entropy is not None and self.entropy >= HIGH_ENTROPY_BITS
+        return self.entropy is not None and self.entropy >= self.high_entropy_bits
+
+    @property
+    def encrypted_like(self) -> bool:
+        """High entropy that is not explained by a known compressed format."""
+        return self.high_entropy and self.compression is None
 
 
 @dataclass(slots=True)
@@ -95,24 +108,60 @@ class _Bounded(OrderedDict):  # type: ignore[type-arg]
             self.popitem(last=False)
 
 
+MAX_DNS_NAMES_PER_FLOW = 512
+
+
+@dataclass(slots=True)
+class _FlowSamples:
+    """What one window's payload samples of a flow showed."""
+
+    hist: ByteHistogram = field(default_factory=ByteHistogram)
+    body: ByteHistogram = field(default_factory=ByteHistogram)
+    dns_names: list[tuple[str, bool]] = field(default_factory=list)
+
+
 class WindowCounters:
     """User-space half of the counters for the window being filled."""
 
-    def __init__(self, max_flows: int = 65536) -> None:
-        self._hist: dict[FlowKey, ByteHistogram] = {}
+    def __init__(self, max_flows: int = 65536, high_entropy_bits: float = HIGH_ENTROPY_BITS) -> None:
+        self._samples: dict[FlowKey, _FlowSamples] = {}
         self._execs: dict[int, int] = {}
-        # Long-lived knowledge, bounded: protocol seen at socket start and
-        # the last process that connected, per flow.
+        self.high_entropy_bits = high_entropy_bits
+        # Long-lived knowledge, bounded: protocol and compression seen at
+        # socket start, and the last process that connected, per flow.
         self.protocols: _Bounded = _Bounded(max_flows)
+        self.compression: _Bounded = _Bounded(max_flows)
         self.owners: _Bounded = _Bounded(max_flows)
 
-    def add_sample(self, key: FlowKey, data: bytes, hint: str | None) -> None:
-        h = self._hist.get(key)
-        if h is None:
-            h = self._hist[key] = ByteHistogram()
-        h.add(data)
-        if hint:
-            self.protocols.put(key, hint)
+    def add_sample(self, key: FlowKey, data: bytes, socket_start: bool) -> None:
+        """One payload sample; socket_start: the socket's first payload."""
+        st = self._samples.get(key)
+        if st is None:
+            st = self._samples[key] = _FlowSamples()
+        st.hist.add(data)
+        _cg, _ip, port, proto = key
+        if socket_start:
+            hint = protocol_hint(data, proto, port)
+            if hint:
+                self.protocols.put(key, hint)
+            encoding, start = None, data
+            if hint == HTTP:
+                _head, start, encoding = split_http(data)
+                st.body.add(start)
+            fmt = encoding or (compression_magic(start) if start else None)
+            if fmt:
+                self.compression.put(key, fmt)
+            elif start:  # the newest connection starts with something else
+                self.compression.pop(key, None)
+        elif self.protocols.get(key) == HTTP and not data.startswith(HTTP_PREFIXES):
+            st.body.add(data)
+        elif port == 53 and protocol_hint(data, proto, port) == DNS:
+            # resolvers reuse one socket: any query names the protocol
+            self.protocols.put(key, DNS)
+        if port == 53 or self.protocols.get(key) == DNS:
+            q = dns_qname(data, proto)
+            if q and len(st.dns_names) < MAX_DNS_NAMES_PER_FLOW:
+                st.dns_names.append(q)
 
     def add_exec(self, cgroup_id: int) -> None:
         self._execs[cgroup_id] = self._execs.get(cgroup_id, 0) + 1
@@ -127,7 +176,7 @@ class WindowCounters:
         flow map entry lost to a full map) still yield a summary with zero
         counters, so no observation is dropped.
         """
-        hist, self._hist = self._hist, {}
+        samples, self._samples = self._samples, {}
         execs, self._execs = self._execs, {}
         # Sum per flow: at shutdown both generations are drained at once.
         totals: dict[FlowKey, list[int]] = {}
@@ -138,17 +187,22 @@ class WindowCounters:
             t[2] += f.payload_bytes
             t[3] += f.connects
             t[4] += f.samples
-        for k in hist:
+        for k in samples:
             totals.setdefault(k, [0, 0, 0, 0, 0])
-        out = [self._summary(k, *t, hist.get(k)) for k, t in totals.items()]
-        return out, execs, hist
+        out = [self._summary(k, *t, samples.get(k)) for k, t in totals.items()]
+        return out, execs, {k: v.hist for k, v in samples.items()}
 
     def _summary(self, k: FlowKey, nbytes: int, packets: int, payload: int, connects: int,
-                 samples: int, h: ByteHistogram | None) -> FlowSummary:
+                 samples: int, st: _FlowSamples | None) -> FlowSummary:
         owner = self.owners.get(k)
         return FlowSummary(
             key=k, bytes=nbytes, packets=packets, payload_bytes=payload, connects=connects,
-            samples=samples, sampled_bytes=h.total if h else 0,
-            entropy=h.entropy() if h else None, protocol_hint=self.protocols.get(k),
+            samples=samples, sampled_bytes=st.hist.total if st else 0,
+            entropy=st.hist.entropy() if st else None, protocol_hint=self.protocols.get(k),
             pid=owner[0] if owner else None, comm=owner[1] if owner else None,
+            compression=self.compression.get(k),
+            body_entropy=st.body.entropy() if st else None,
+            body_sampled_bytes=st.body.total if st else 0,
+            dns_names=st.dns_names if st else [],
+            high_entropy_bits=self.high_entropy_bits,
         )

@@ -17,7 +17,7 @@ from typing import Callable, Union
 
 COMM_LEN = 16
 PATH_LEN = 256
-SAMPLE_MAX = 128
+SAMPLE_MAX = 256
 ARGS_LEN = 512
 
 EV_EXEC = 1

@@ -51,6 +51,7 @@ def cflags(cfg: KernelSection, use_ringbuf: bool, root: Path) -> list[str]:
         f"-DSL_SAMPLE_FIRST_PACKETS={cfg.sample_first_packets}",
         f"-DSL_SAMPLE_EVERY={cfg.sample_every}",
         f"-DSL_SAMPLE_MAX_PER_FLOW_WINDOW={cfg.max_samples_per_flow_window}",
+        f"-DSL_SAMPLE_MAX_DNS_PER_FLOW_WINDOW={cfg.max_dns_samples_per_flow_window}",
         f"-DSL_UDP_DEDUP_NS={cfg.udp_send_dedup_ms * 1_000_000}ULL",
         # /proc/<pid>/cgroup lists the v2 hierarchy as id 0
         "-DSL_CGROUP2_HIERARCHY=0",

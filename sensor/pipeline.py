@@ -20,7 +20,7 @@ from .events import (
     CGROUP_MKDIR, CONNECT_OP_CONNECT, SAMPLE_F_SOCK_START, CgroupEvent, ConnectEvent,
     DecodeError, ExecArgsEvent, ExecEvent, ExitEvent, SampleEvent, decode,
 )
-from .protocol import protocol_hint, transport_name
+from .protocol import transport_name
 
 Emit = Callable[[dict[str, Any]], None]
 HOST_KEY = "host"
@@ -238,12 +238,8 @@ class Pipeline:
     def _on_sample(self, ev: SampleEvent) -> None:
         self.counts["sample"] += 1
         key = (ev.hdr.cgroup_id, ev.daddr, ev.dport, ev.protocol)
-        hint = None
-        if ev.flags & SAMPLE_F_SOCK_START and ev.sock_pkt_index == 0:
-            hint = protocol_hint(ev.data, ev.protocol, ev.dport)
-        elif ev.dport == 53:
-            hint = protocol_hint(ev.data, ev.protocol, ev.dport)
-        self.window.add_sample(key, ev.data, hint)
+        first = bool(ev.flags & SAMPLE_F_SOCK_START) and ev.sock_pkt_index == 0
+        self.window.add_sample(key, ev.data, first)
 
     # --- containers ----------------------------------------------------------
 

@@ -7,6 +7,7 @@ context (TLS on 443 is expected; random bytes on a raw TCP port are not).
 
 from __future__ import annotations
 
+import re
 import struct
 
 TLS = "tls"
@@ -14,7 +15,7 @@ SSH = "ssh"
 HTTP = "http"
 DNS = "dns"
 
-_HTTP_PREFIXES = (
+HTTP_PREFIXES = (
     b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"PATCH ", b"OPTIONS ",
     b"CONNECT ", b"TRACE ", b"HTTP/1.",
 )
@@ -28,17 +29,22 @@ def transport_name(proto: int) -> str:
     return TRANSPORTS.get(proto, str(proto))
 
 
-def _looks_dns_query(data: bytes) -> bool:
-    if len(data) < 17:
+def _dns_query_header(data: bytes) -> bool:
+    """A DNS query header followed by a plausible first label length."""
+    if len(data) < 13:
         return False
     _id, flags, qd, an, ns, _ar = struct.unpack("!HHHHHH", data[:12])
     if flags & 0x8000 or (flags >> 11) & 0xF not in (0, 2):  # a query, QUERY/STATUS opcode
         return False
-    if not 1 <= qd <= 4 or an or ns:
+    return 1 <= qd <= 4 and not an and not ns and 1 <= data[12] <= 63
+
+
+def _looks_dns_query(data: bytes) -> bool:
+    if len(data) < 17 or not _dns_query_header(data):
         return False
-    # first label length must be sane and followed by printable bytes
+    # the first label must be followed by printable bytes
     n = data[12]
-    return 1 <= n <= 63 and len(data) > 13 + n and all(32 < b < 127 for b in data[13:13 + n])
+    return len(data) > 13 + n and all(32 < b < 127 for b in data[13:13 + n])
 
 
 def protocol_hint(data: bytes, transport: int, dport: int) -> str | None:
@@ -50,7 +56,7 @@ def protocol_hint(data: bytes, transport: int, dport: int) -> str | None:
             return TLS
         if data.startswith(b"SSH-"):
             return SSH
-        if data.startswith(_HTTP_PREFIXES):
+        if data.startswith(HTTP_PREFIXES):
             return HTTP
         if dport == 53 and len(data) > 2 and _looks_dns_query(data[2:]):
             return DNS
@@ -58,3 +64,65 @@ def protocol_hint(data: bytes, transport: int, dport: int) -> str | None:
         if _looks_dns_query(data):
             return DNS
     return None
+
+
+# Stream-start magic numbers of compressed (not encrypted) formats. Entropy
+# alone cannot tell compressed from encrypted data; a known container format
+# at the start of a stream or body is the cheap tell.
+_COMPRESSION_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x1f\x8b", "gzip"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"BZh", "bzip2"),
+    (b"PK\x03\x04", "zip"),
+    (b"7z\xbc\xaf\x27\x1c", "7z"),
+    (b"\x04\x22\x4d\x18", "lz4"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"GIF8", "gif"),
+    (b"RIFF", "riff"),
+    (b"%PDF", "pdf"),
+)
+_CONTENT_ENCODING = re.compile(rb"(?im)^content-encoding:\s*(gzip|br|deflate|zstd|compress)")
+
+
+def compression_magic(data: bytes) -> str | None:
+    """Name of the compressed format `data` starts with, if any."""
+    for magic, name in _COMPRESSION_MAGIC:
+        if data.startswith(magic):
+            return name
+    return None
+
+
+def split_http(data: bytes) -> tuple[bytes, bytes, str | None]:
+    """(headers, body start, content encoding) of an HTTP message start."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        return data, b"", None
+    m = _CONTENT_ENCODING.search(head)
+    return head, body, (m.group(1).decode().lower() if m else None)
+
+
+def dns_qname(data: bytes, transport: int) -> tuple[str, bool] | None:
+    """(query name, complete?) of a DNS query packet; None if not one.
+
+    `complete` is False when the sample ended inside the name.
+    """
+    if transport == IPPROTO_TCP:
+        data = data[2:]
+    if not _dns_query_header(data):
+        return None
+    labels: list[str] = []
+    i = 12
+    while i < len(data):
+        n = data[i]
+        if n == 0:
+            return ".".join(labels), True
+        if n > 63:  # compression pointers do not occur in a question's first name
+            return None
+        label = data[i + 1:i + 1 + n]
+        labels.append(label.decode("ascii", "replace"))
+        if len(label) < n:
+            return ".".join(labels), False
+        i += 1 + n
+    return ".".join(labels), False

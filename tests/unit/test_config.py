@@ -146,7 +146,7 @@ def test_float_not_accepted_for_int(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("text, line, what", [
     ("[kernel]\nsample_bytes = 64\nring_buffer_pages = 3\n", 3, "power of two"),
-    ("[kernel]\nsample_bytes = 129\n", 2, "between 1 and 128"),
+    ("[kernel]\nsample_bytes = 257\n", 2, "between 1 and 256"),
     ("[sensor]\nhost_name = \"h\"\nwindow_seconds = 0.1\n", 3, "between 0.5 and 3600"),
     ("[sensor]\ncontrol_socket = \"run/sluice.sock\"\n", 2, "an absolute path"),
     ("[kernel]\n# exec_args = \"procfs\"\nexec_args = \"ebpf\"\n", 3, "\"procfs\" or \"tracepoint\""),
