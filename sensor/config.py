@@ -9,6 +9,7 @@ file and line.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 import tomllib
 from dataclasses import dataclass, fields
@@ -59,12 +60,46 @@ class OutputSection:
 
 
 @dataclass(frozen=True)
+class DetectionSection:
+    enabled: bool
+    min_baseline_windows: int
+    high_entropy_bits: float
+    destination_prefix_v4: int
+    destination_prefix_v6: int
+    trusted_networks: list
+    suppress_seconds: float
+    alert_on_unknown_workload: bool
+    learn_while_detecting: bool
+    timezone: str
+
+
+@dataclass(frozen=True)
+class AllowEntry:
+    """One [[allow]] entry: every key given must match."""
+
+    workload: str | None = None
+    executable: str | None = None
+    destination: str | None = None
+    port: int | None = None
+    rules: tuple[str, ...] = ()
+    schedule: str | None = None
+    duration_minutes: float = 60.0
+    comment: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     sensor: SensorSection
     kernel: KernelSection
     runtime: RuntimeSection
     output: OutputSection
+    detection: DetectionSection
+    rules: dict = dataclasses.field(default_factory=dict)     # rule id -> settings
+    allow: tuple[AllowEntry, ...] = ()
     source: str = "<embedded defaults>"
+
+    def rule(self, rule_id: str) -> dict[str, Any]:
+        return self.rules[rule_id]
 
     def replace(self, section: str, **changes: Any) -> "Config":
         """A copy with some keys of one section changed (CLI overrides)."""
@@ -77,7 +112,16 @@ _SECTIONS: dict[str, type] = {
     "kernel": KernelSection,
     "runtime": RuntimeSection,
     "output": OutputSection,
+    "detection": DetectionSection,
 }
+
+
+def _is_cidr(v: Any) -> bool:
+    try:
+        ipaddress.ip_network(v, strict=False)
+        return True
+    except (ValueError, TypeError):
+        return False
 
 
 def _is_pow2(n: int) -> bool:
@@ -100,20 +144,33 @@ _CHECKS: dict[tuple[str, str], tuple[Any, str]] = {
     ("kernel", "udp_send_dedup_ms"): (lambda v: 0 <= v <= 3_600_000, "between 0 and 3600000"),
     ("kernel", "exec_args"): (lambda v: v in ("procfs", "tracepoint"), '"procfs" or "tracepoint"'),
     ("runtime", "timeout_seconds"): (lambda v: 0 < v <= 30, "between 0 and 30"),
+    ("detection", "min_baseline_windows"): (lambda v: 1 <= v <= 1_000_000, "between 1 and 1000000"),
+    ("detection", "high_entropy_bits"): (lambda v: 0 < v <= 8, "between 0 and 8"),
+    ("detection", "destination_prefix_v4"): (lambda v: 0 <= v <= 32, "between 0 and 32"),
+    ("detection", "destination_prefix_v6"): (lambda v: 0 <= v <= 128, "between 0 and 128"),
+    ("detection", "trusted_networks"): (lambda v: all(_is_cidr(x) for x in v), "a list of CIDR strings"),
+    ("detection", "suppress_seconds"): (lambda v: 0 <= v <= 86400 * 7, "between 0 and 604800"),
+    ("detection", "timezone"): (lambda v: v in ("local", "UTC"), '"local" or "UTC"'),
     ("runtime", "negative_cache_seconds"): (lambda v: 0 <= v <= 86400, "between 0 and 86400"),
 }
 
 
-def _line_of(text: str, section: str, key: str | None) -> int | None:
-    """Line number of `[section]` (key None) or of `key =` inside it."""
+def _line_of(text: str, section: str, key: str | None, index: int = 0) -> int | None:
+    """Line number of `[section]` (key None) or of `key =` inside it; for
+    arrays of tables (`[[allow]]`) the index-th occurrence."""
     current = ""
+    seen = -1
     for no, line in enumerate(text.splitlines(), 1):
         s = line.strip()
-        m = re.match(r"^\[\s*([^\]]+?)\s*\]", s)
+        m = re.match(r"^\[\[?\s*([^\]]+?)\s*\]\]?", s)
         if m:
             current = m.group(1).strip('"')
-            if key is None and current == section:
+            if current == section:
+                seen += 1
+            if key is None and current == section and seen == index:
                 return no
+            continue
+        if seen != index and current == section:
             continue
         if key is not None and current == section and re.match(
             rf'^"?{re.escape(key)}"?\s*=', s
@@ -123,7 +180,8 @@ def _line_of(text: str, section: str, key: str | None) -> int | None:
 
 
 def _typename(t: Any) -> str:
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(t, str(t))
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+            list: "a list"}.get(t, str(t))
 
 
 def _coerce(value: Any, typ: Any) -> Any:
@@ -140,6 +198,9 @@ def _coerce(value: Any, typ: Any) -> Any:
     elif typ is str:
         if isinstance(value, str):
             return value
+    if typ is list:
+        if isinstance(value, list):
+            return value
     raise TypeError
 
 
@@ -155,8 +216,16 @@ def _parse(text: str, path: str) -> dict[str, Any]:
 
 
 def _build(data: dict[str, Any], base: dict[str, Any], text: str, path: str) -> dict[str, Any]:
-    merged = {s: dict(v) for s, v in base.items()}
+    merged = {s: dict(v) for s, v in base.items() if s in _SECTIONS}
+    merged["rules"] = {k: dict(v) for k, v in base.get("rules", {}).items()}
+    merged["allow"] = list(base.get("allow", []))
     for section, body in data.items():
+        if section == "rules":
+            _build_rules(body, merged["rules"], text, path)
+            continue
+        if section == "allow":
+            merged["allow"] += _build_allow(body, text, path)
+            continue
         if section not in _SECTIONS:
             raise ConfigError(
                 f"unknown section [{section}]", path, _line_of(text, section, None),
@@ -172,7 +241,7 @@ def _build(data: dict[str, Any], base: dict[str, Any], text: str, path: str) -> 
                     f"unknown key {section}.{key}", path, line,
                     hint=f"keys of [{section}]: {', '.join(types)}",
                 )
-            typ = {"bool": bool, "int": int, "float": float, "str": str}[types[key]]
+            typ = {"bool": bool, "int": int, "float": float, "str": str, "list": list}[types[key]]
             try:
                 value = _coerce(value, typ)
             except TypeError:
@@ -186,12 +255,101 @@ def _build(data: dict[str, Any], base: dict[str, Any], text: str, path: str) -> 
     return merged
 
 
+def _build_rules(body: Any, rules: dict[str, dict[str, Any]], text: str, path: str) -> None:
+    from .detect.catalog import BY_ID
+    if not isinstance(body, dict):
+        raise ConfigError("rules must be a table of [rules.<id>] tables", path, _line_of(text, "rules", None))
+    for rid, settings in body.items():
+        sec = f"rules.{rid}"
+        if rid not in BY_ID:
+            raise ConfigError(f"unknown rule {rid}", path, _line_of(text, sec, None),
+                              hint=f"rule ids: {', '.join(BY_ID)}")
+        if not isinstance(settings, dict):
+            raise ConfigError(f"{sec} must be a table", path, _line_of(text, sec, None))
+        current = rules.setdefault(rid, _rule_defaults(rid))
+        for key, value in settings.items():
+            line = _line_of(text, sec, key)
+            if key not in current:
+                raise ConfigError(f"unknown key {sec}.{key}", path, line,
+                                  hint=f"keys of [{sec}]: {', '.join(current)}")
+            default = current[key]
+            typ = type(default)
+            try:
+                value = _coerce(value, typ)
+            except TypeError:
+                raise ConfigError(f"{sec}.{key} must be {_typename(typ)}, not {value!r}", path, line) from None
+            if key == "severity" and not 0 <= value <= 100:
+                raise ConfigError(f"{sec}.severity = {value}: must be between 0 and 100", path, line)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+                raise ConfigError(f"{sec}.{key} = {value}: must not be negative", path, line)
+            if typ is list and default and not all(isinstance(x, type(default[0])) for x in value):
+                raise ConfigError(f"{sec}.{key}: every item must be {_typename(type(default[0]))}", path, line)
+            current[key] = value
+
+
+def _rule_defaults(rid: str) -> dict[str, Any]:
+    from .detect.catalog import BY_ID
+    info = BY_ID[rid]
+    return {"enabled": True, "severity": info.severity, **{k: (list(v) if isinstance(v, list) else v)
+                                                           for k, v in info.defaults.items()}}
+
+
+_CRON_FIELD = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*$")
+
+
+def _valid_cron(expr: str) -> bool:
+    parts = expr.split()
+    return len(parts) == 5 and all(_CRON_FIELD.match(p) for p in parts)
+
+
+def _build_allow(body: Any, text: str, path: str) -> list[AllowEntry]:
+    from .detect.catalog import BY_ID
+    if not isinstance(body, list):
+        raise ConfigError("allow must be an array of tables: write [[allow]]", path, _line_of(text, "allow", None))
+    out = []
+    fields_ = {f.name: f.type for f in fields(AllowEntry)}
+    for i, entry in enumerate(body):
+        line = _line_of(text, "allow", None, i)
+        kw: dict[str, Any] = {}
+        for key, value in entry.items():
+            kline = _line_of(text, "allow", key, i) or line
+            if key not in fields_:
+                raise ConfigError(f"unknown key allow.{key}", path, kline, hint=f"keys of [[allow]]: {', '.join(fields_)}")
+            if key in ("workload", "executable", "comment", "destination", "schedule") and not isinstance(value, str):
+                raise ConfigError(f"allow.{key} must be a string", path, kline)
+            if key == "destination" and not _is_cidr(value):
+                raise ConfigError(f"allow.destination = {value!r}: not an address or CIDR", path, kline)
+            if key == "port" and (not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536):
+                raise ConfigError(f"allow.port = {value!r}: must be a port number", path, kline)
+            if key == "rules":
+                if not isinstance(value, list) or any(r not in BY_ID for r in value):
+                    raise ConfigError(f"allow.rules = {value!r}: must list rule ids", path, kline,
+                                      hint=f"rule ids: {', '.join(BY_ID)}")
+                value = tuple(value)
+            if key == "schedule" and not _valid_cron(value):
+                raise ConfigError(f"allow.schedule = {value!r}: not a cron expression "
+                                  '"minute hour day month weekday"', path, kline)
+            if key == "duration_minutes":
+                if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= 10080:
+                    raise ConfigError("allow.duration_minutes must be between 0 and 10080", path, kline)
+                value = float(value)
+            kw[key] = value
+        if not any(k in kw for k in ("workload", "executable", "destination", "port")):
+            raise ConfigError("allow entry matches everything: give workload, executable, destination or port",
+                              path, line)
+        out.append(AllowEntry(**kw))
+    return out
+
+
 _DEFAULTS = _build(_parse(DEFAULT_CONFIG_TEXT, "default.toml"),
                    {s: {} for s in _SECTIONS}, DEFAULT_CONFIG_TEXT, "default.toml")
 
 
 def _make(merged: dict[str, Any], source: str) -> Config:
-    return Config(**{s: cls(**merged[s]) for s, cls in _SECTIONS.items()}, source=source)
+    from .detect.catalog import BY_ID
+    rules = {rid: {**_rule_defaults(rid), **merged["rules"].get(rid, {})} for rid in BY_ID}
+    return Config(**{s: cls(**merged[s]) for s, cls in _SECTIONS.items()}, rules=rules,
+                  allow=tuple(merged["allow"]), source=source)
 
 
 def default_config() -> Config:

@@ -1,0 +1,338 @@
+"""Per-workload baselines: what each workload normally does.
+
+Everything here is mergeable (histograms add, sets union), so baselines
+learned on many nodes merge into one fleet baseline exactly. Files are
+msgpack, versioned, written atomically; a corrupt or newer file is refused
+and never overwritten.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import msgpack
+
+from .errors import SluiceError
+
+FORMAT = "sluice-baseline"
+VERSION = 1
+DEFAULT_PATH = "/var/lib/sluice/baseline.msgpack"
+MAX_DESTINATIONS = 4096
+MAX_EXECUTABLES = 4096
+MAX_PEERS = 1024
+
+
+class BaselineError(SluiceError):
+    pass
+
+
+class LogHist:
+    """Counts of non-negative values in quarter-octave bins (mergeable)."""
+
+    __slots__ = ("bins", "n")
+
+    def __init__(self, bins: dict[int, int] | None = None) -> None:
+        self.bins: dict[int, int] = dict(bins or {})
+        self.n = sum(self.bins.values())
+
+    @staticmethod
+    def bin_of(v: float) -> int:
+        return 0 if v <= 0 else int(4 * math.log2(v + 1)) + 1
+
+    @staticmethod
+    def upper(b: int) -> float:
+        return 0.0 if b <= 0 else 2 ** (b / 4) - 1
+
+    def add(self, v: float, count: int = 1) -> None:
+        b = self.bin_of(v)
+        self.bins[b] = self.bins.get(b, 0) + count
+        self.n += count
+
+    def merge(self, other: "LogHist") -> None:
+        for b, c in other.bins.items():
+            self.bins[b] = self.bins.get(b, 0) + c
+        self.n += other.n
+
+    def quantile(self, q: float) -> float:
+        """Upper edge of the bin holding the q-quantile (0 when empty)."""
+        if not self.n:
+            return 0.0
+        rank = q * self.n
+        acc = 0
+        for b in sorted(self.bins):
+            acc += self.bins[b]
+            if acc >= rank:
+                return self.upper(b)
+        return self.upper(max(self.bins))
+
+    def to_wire(self) -> dict[int, int]:
+        return dict(self.bins)
+
+
+@dataclass
+class DestStats:
+    windows: int = 0
+    bytes: int = 0
+    encrypted_bytes: int = 0
+    max_entropy: float = 0.0
+    protocols: set[str] = field(default_factory=set)
+
+    def merge(self, o: "DestStats") -> None:
+        self.windows += o.windows
+        self.bytes += o.bytes
+        self.encrypted_bytes += o.encrypted_bytes
+        self.max_entropy = max(self.max_entropy, o.max_entropy)
+        self.protocols |= o.protocols
+
+    def to_wire(self) -> list[Any]:
+        return [self.windows, self.bytes, self.encrypted_bytes, self.max_entropy, sorted(self.protocols)]
+
+    @classmethod
+    def from_wire(cls, w: list[Any]) -> "DestStats":
+        return cls(int(w[0]), int(w[1]), int(w[2]), float(w[3]), set(w[4]))
+
+
+def dest_key(ip: str, port: int, transport: str) -> str:
+    return f"{ip}|{port}|{transport}"
+
+
+def _prefix(ip: str, v4: int, v6: int) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    a = ipaddress.ip_address(ip)
+    return ipaddress.ip_network(f"{ip}/{v4 if a.version == 4 else v6}", strict=False)
+
+
+def _bounded_add(d: dict[str, Any], key: str, limit: int) -> bool:
+    return key in d or len(d) < limit
+
+
+@dataclass
+class WorkloadBaseline:
+    windows: int = 0
+    egress_bytes: LogHist = field(default_factory=LogHist)
+    encrypted_bytes: LogHist = field(default_factory=LogHist)
+    destinations: dict[str, DestStats] = field(default_factory=dict)
+    executables: dict[str, int] = field(default_factory=dict)
+    peers: dict[str, int] = field(default_factory=dict)
+    lifetimes: LogHist = field(default_factory=LogHist)
+    starts_per_window: LogHist = field(default_factory=LogHist)
+    hours: list[int] = field(default_factory=lambda: [0] * 24)
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+    dropped: int = 0   # observations not kept because a bounded table was full
+
+    # --- learning -------------------------------------------------------------
+
+    def seen(self, ts: float) -> None:
+        self.first_seen = ts if not self.first_seen else min(self.first_seen, ts)
+        self.last_seen = max(self.last_seen, ts)
+
+    def add_destination(self, key: str, nbytes: int, encrypted: int, entropy: float | None, proto: str | None) -> None:
+        if not _bounded_add(self.destinations, key, MAX_DESTINATIONS):
+            self.dropped += 1
+            return
+        d = self.destinations.setdefault(key, DestStats())
+        d.windows += 1
+        d.bytes += nbytes
+        d.encrypted_bytes += encrypted
+        if entropy is not None:
+            d.max_entropy = max(d.max_entropy, entropy)
+        if proto:
+            d.protocols.add(proto)
+
+    def add_executable(self, path: str) -> None:
+        if _bounded_add(self.executables, path, MAX_EXECUTABLES):
+            self.executables[path] = self.executables.get(path, 0) + 1
+        else:
+            self.dropped += 1
+
+    def add_peer(self, workload: str) -> None:
+        if _bounded_add(self.peers, workload, MAX_PEERS):
+            self.peers[workload] = self.peers.get(workload, 0) + 1
+        else:
+            self.dropped += 1
+
+    # --- questions ------------------------------------------------------------
+
+    def knows_destination(self, ip: str, port: int, transport: str, prefix_v4: int = 32, prefix_v6: int = 128) -> bool:
+        if dest_key(ip, port, transport) in self.destinations:
+            return True
+        if prefix_v4 >= 32 and prefix_v6 >= 128:
+            return False
+        net = _prefix(ip, prefix_v4, prefix_v6)
+        for k in self.destinations:
+            kip, kport, ktr = k.split("|")
+            if int(kport) == port and ktr == transport and ipaddress.ip_address(kip) in net:
+                return True
+        return False
+
+    def active_hour(self, hour: int) -> bool:
+        return self.hours[hour] > 0
+
+    # --- merge / wire -----------------------------------------------------------
+
+    def merge(self, o: "WorkloadBaseline") -> None:
+        self.windows += o.windows
+        for mine, theirs in ((self.egress_bytes, o.egress_bytes), (self.encrypted_bytes, o.encrypted_bytes),
+                             (self.lifetimes, o.lifetimes), (self.starts_per_window, o.starts_per_window)):
+            mine.merge(theirs)
+        for k, d in o.destinations.items():
+            if k in self.destinations:
+                self.destinations[k].merge(d)
+            elif len(self.destinations) < MAX_DESTINATIONS:
+                self.destinations[k] = DestStats.from_wire(d.to_wire())
+            else:
+                self.dropped += 1
+        for table, other, limit in ((self.executables, o.executables, MAX_EXECUTABLES), (self.peers, o.peers, MAX_PEERS)):
+            for k, c in other.items():
+                if _bounded_add(table, k, limit):
+                    table[k] = table.get(k, 0) + c
+                else:
+                    self.dropped += 1
+        self.hours = [a + b for a, b in zip(self.hours, o.hours)]
+        if o.first_seen:
+            self.seen(o.first_seen)
+        self.last_seen = max(self.last_seen, o.last_seen)
+        self.dropped += o.dropped
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "windows": self.windows,
+            "egress_bytes": self.egress_bytes.to_wire(),
+            "encrypted_bytes": self.encrypted_bytes.to_wire(),
+            "destinations": {k: d.to_wire() for k, d in self.destinations.items()},
+            "executables": dict(self.executables),
+            "peers": dict(self.peers),
+            "lifetimes": self.lifetimes.to_wire(),
+            "starts_per_window": self.starts_per_window.to_wire(),
+            "hours": list(self.hours),
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "dropped": self.dropped,
+        }
+
+    @classmethod
+    def from_wire(cls, w: dict[str, Any]) -> "WorkloadBaseline":
+        hours = [int(x) for x in w["hours"]]
+        if len(hours) != 24:
+            raise ValueError("hours must have 24 entries")
+        return cls(
+            windows=int(w["windows"]),
+            egress_bytes=LogHist({int(k): int(v) for k, v in w["egress_bytes"].items()}),
+            encrypted_bytes=LogHist({int(k): int(v) for k, v in w["encrypted_bytes"].items()}),
+            destinations={str(k): DestStats.from_wire(v) for k, v in w["destinations"].items()},
+            executables={str(k): int(v) for k, v in w["executables"].items()},
+            peers={str(k): int(v) for k, v in w["peers"].items()},
+            lifetimes=LogHist({int(k): int(v) for k, v in w["lifetimes"].items()}),
+            starts_per_window=LogHist({int(k): int(v) for k, v in w["starts_per_window"].items()}),
+            hours=hours,
+            first_seen=float(w["first_seen"]),
+            last_seen=float(w["last_seen"]),
+            dropped=int(w.get("dropped", 0)),
+        )
+
+
+@dataclass
+class Baseline:
+    workloads: dict[str, WorkloadBaseline] = field(default_factory=dict)
+    window_seconds: float = 10.0
+    nodes: set[str] = field(default_factory=set)
+    created: float = field(default_factory=time.time)
+    updated: float = field(default_factory=time.time)
+
+    def workload(self, key: str) -> WorkloadBaseline:
+        wb = self.workloads.get(key)
+        if wb is None:
+            wb = self.workloads[key] = WorkloadBaseline()
+        return wb
+
+    def get(self, key: str) -> WorkloadBaseline | None:
+        return self.workloads.get(key)
+
+    def merge(self, o: "Baseline") -> None:
+        for k, wb in o.workloads.items():
+            self.workload(k).merge(wb)
+        self.nodes |= o.nodes
+        self.created = min(self.created, o.created)
+        self.updated = max(self.updated, o.updated)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT, "version": VERSION, "created": self.created, "updated": self.updated,
+            "window_seconds": self.window_seconds, "nodes": sorted(self.nodes),
+            "workloads": {k: wb.to_wire() for k, wb in self.workloads.items()},
+        }
+
+    @classmethod
+    def from_wire(cls, w: Any, path: str) -> "Baseline":
+        if not isinstance(w, dict) or w.get("format") != FORMAT:
+            raise BaselineError(f"{path}: not a Sluice baseline file",
+                                hint="give the path of a file written by `sluice baseline learn`")
+        v = w.get("version")
+        if not isinstance(v, int) or v > VERSION:
+            raise BaselineError(f"{path}: baseline format version {v!r} is newer than this Sluice reads ({VERSION})",
+                                hint="upgrade Sluice on this node, or learn a new baseline with this version")
+        try:
+            return cls(
+                workloads={str(k): WorkloadBaseline.from_wire(x) for k, x in w["workloads"].items()},
+                window_seconds=float(w["window_seconds"]), nodes=set(w.get("nodes", [])),
+                created=float(w["created"]), updated=float(w["updated"]),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise BaselineError(f"{path}: baseline file is corrupt ({type(e).__name__}: {e})",
+                                hint="restore it from a copy or learn a new one; Sluice will not overwrite it") from None
+
+
+def load(path: str | Path) -> Baseline:
+    p = str(path)
+    try:
+        raw = Path(p).read_bytes()
+    except FileNotFoundError:
+        raise BaselineError(f"{p}: no baseline file", hint="learn one with `sluice baseline learn --duration SECONDS`") from None
+    except OSError as e:
+        raise BaselineError(f"{p}: cannot read: {e.strerror}") from None
+    try:
+        w = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    except Exception as e:
+        raise BaselineError(f"{p}: baseline file is corrupt (not msgpack: {e})",
+                            hint="restore it from a copy or learn a new one; Sluice will not overwrite it") from None
+    return Baseline.from_wire(w, p)
+
+
+def save(b: Baseline, path: str | Path) -> None:
+    """Atomic: written to a temporary file in the same directory, fsynced,
+    renamed over the target."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    b.updated = time.time()
+    data = msgpack.packb(b.to_wire(), use_bin_type=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def merge_all(baselines: Iterable[Baseline]) -> Baseline:
+    out = Baseline()
+    first = True
+    for b in baselines:
+        if first:
+            out.window_seconds, out.created, first = b.window_seconds, b.created, False
+        out.merge(b)
+    return out

@@ -1,0 +1,1 @@
+"""Detection: baselines plus rules turn window summaries into alerts."""
