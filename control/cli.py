@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Any, Optional
@@ -10,6 +11,7 @@ from typing import Any, Optional
 import typer
 
 from sensor import __version__
+from sensor.baseline import DEFAULT_PATH as DEFAULT_BASELINE
 from sensor.config import default_config, load_config
 from sensor.errors import SluiceError
 
@@ -35,25 +37,168 @@ def _socket(config: Optional[str]) -> str:
 ConfigOpt = typer.Option(None, "--config", "-c", help="TOML config file (defaults are embedded).")
 
 
+OutputOpt = typer.Option(None, "--output", "-o", help="Append JSON lines to this file (reopened on SIGHUP); default stdout.")
+EventsOpt = typer.Option(False, "--events", help="Emit telemetry (exec, connect, flow and container summaries, container start/stop), not only alerts and health.")
+
+
+def _run_config(config: Optional[str], output: Optional[str], events: bool):  # type: ignore[no-untyped-def]
+    cfg = load_config(config)
+    if output is not None:
+        cfg = cfg.replace("output", path=output)
+    if events:
+        cfg = cfg.replace("output", events=True)
+    return cfg
+
+
 @app.command()
 def run(
     config: Optional[str] = ConfigOpt,
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="Append JSON lines to this file (reopened on SIGHUP); default stdout."),
-    events: bool = typer.Option(False, "--events", help="Emit telemetry (exec, connect, flow and container summaries, container start/stop), not only alerts and health."),
+    output: Optional[str] = OutputOpt,
+    events: bool = EventsOpt,
+    baseline: Optional[str] = typer.Option(
+        None, "--baseline", "-b",
+        help=f"Detect against this baseline (default: {DEFAULT_BASELINE} when it exists; without one every workload is new)."),
 ) -> None:
     """Run the sensor in the foreground until SIGINT or SIGTERM."""
     from sensor.runner import Sensor
     try:
-        cfg = load_config(config)
-        if output is not None:
-            cfg = cfg.replace("output", path=output)
-        if events:
-            cfg = cfg.replace("output", events=True)
-        code = Sensor(cfg).run()
+        cfg = _run_config(config, output, events)
+        if baseline is None and os.path.exists(DEFAULT_BASELINE):
+            baseline = DEFAULT_BASELINE
+        code = Sensor(cfg, baseline_path=baseline).run()
     except SluiceError as e:
         _fail(e)
         return
     raise typer.Exit(code)
+
+
+baseline_app = typer.Typer(no_args_is_help=True, help="Learn, inspect, merge and reset per-workload baselines.")
+app.add_typer(baseline_app, name="baseline")
+BaselineOpt = typer.Option(DEFAULT_BASELINE, "--baseline", "-b", help="Baseline file.")
+
+
+@baseline_app.command("learn")
+def baseline_learn(
+    duration: float = typer.Option(..., "--duration", "-d", min=1, help="Seconds to learn for."),
+    baseline: str = BaselineOpt,
+    config: Optional[str] = ConfigOpt,
+    output: Optional[str] = OutputOpt,
+    events: bool = EventsOpt,
+    replace: bool = typer.Option(False, "--replace", help="Start from an empty baseline instead of adding to the file."),
+) -> None:
+    """Run the sensor in learning mode for DURATION seconds, then write the baseline.
+
+    Learning adds to an existing baseline file unless --replace. `sluice
+    status` shows the sensor as ready while it learns, as for `run`.
+    """
+    from sensor.runner import Sensor
+    try:
+        cfg = _run_config(config, output, events)
+        s = Sensor(cfg, baseline_path=baseline, learn_seconds=duration, replace_baseline=replace)
+        code = s.run()
+    except SluiceError as e:
+        _fail(e)
+        return
+    assert s.baseline is not None
+    typer.echo(f"sluice: learned {s.learner.windows if s.learner else 0} windows; baseline {baseline} "
+               f"has {len(s.baseline.workloads)} workloads", err=True)
+    raise typer.Exit(code)
+
+
+def _load(path: str):  # type: ignore[no-untyped-def]
+    from sensor.baseline import load
+    try:
+        return load(path)
+    except SluiceError as e:
+        _fail(e)
+
+
+@baseline_app.command("show")
+def baseline_show(
+    baseline: str = BaselineOpt,
+    workload: str = typer.Option("*", "--workload", "-w", help="Only workloads matching this glob."),
+) -> None:
+    """One row per workload: windows, egress per window, destinations, executables."""
+    import fnmatch
+
+    from sensor.baseline import LogHist
+    b = _load(baseline)
+    typer.echo(f"{baseline}: {len(b.workloads)} workloads, window {b.window_seconds:g}s, nodes: "
+               f"{', '.join(sorted(b.nodes)) or '-'}")
+    head = (f"{'WORKLOAD':<32} {'WINDOWS':>7} {'EGRESS p50':>11} {'p99':>11} {'ENCRYPTED p99':>13} "
+            f"{'DESTS':>5} {'EXECS':>5} {'PEERS':>5} {'LIFETIME p50':>12}  HOURS")
+    typer.echo(head)
+
+    def q(h: LogHist, x: float) -> str:
+        v = h.quantile(x)
+        for unit in ("B", "K", "M", "G"):
+            if v < 1024:
+                return f"{v:.0f}{unit}"
+            v /= 1024
+        return f"{v:.0f}T"
+
+    for name in sorted(b.workloads):
+        if not fnmatch.fnmatchcase(name, workload):
+            continue
+        w = b.workloads[name]
+        hours = "".join("#" if n else "." for n in w.hours)
+        life = f"{w.lifetimes.quantile(0.5):.1f}s" if w.lifetimes.n else "-"
+        typer.echo(f"{name[:32]:<32} {w.windows:>7} {q(w.egress_bytes, .5):>11} {q(w.egress_bytes, .99):>11} "
+                   f"{q(w.encrypted_bytes, .99):>13} {len(w.destinations):>5} {len(w.executables):>5} "
+                   f"{len(w.peers):>5} {life:>12}  {hours}")
+
+
+@baseline_app.command("export")
+def baseline_export(baseline: str = BaselineOpt) -> None:
+    """The whole baseline as JSON on stdout."""
+    typer.echo(json.dumps(_load(baseline).to_wire(), indent=2, sort_keys=True, default=str))
+
+
+@baseline_app.command("merge")
+def baseline_merge(
+    out: str = typer.Argument(..., help="Merged baseline to write (atomically)."),
+    inputs: list[str] = typer.Argument(..., help="Baselines to merge, e.g. one per node."),
+) -> None:
+    """Merge several nodes' baselines into one (fleet learning)."""
+    from sensor.baseline import merge_all, save
+    merged = merge_all(_load(p) for p in inputs)
+    if os.path.exists(out) and out not in inputs:
+        _load(out)  # refuse to overwrite a file that is not a readable baseline
+    save(merged, out)
+    typer.echo(f"sluice: merged {len(inputs)} baselines into {out}: {len(merged.workloads)} workloads, "
+               f"nodes {', '.join(sorted(merged.nodes)) or '-'}")
+
+
+@baseline_app.command("reset")
+def baseline_reset(
+    workload: str = typer.Argument(..., help="Workload to forget (exact name, see `baseline show`)."),
+    baseline: str = BaselineOpt,
+) -> None:
+    """Forget one workload: it is learned anew."""
+    from sensor.baseline import save
+    b = _load(baseline)
+    if workload not in b.workloads:
+        typer.echo(f"sluice: error: no workload {workload!r} in {baseline}", err=True)
+        raise typer.Exit(1)
+    del b.workloads[workload]
+    save(b, baseline)
+    typer.echo(f"sluice: reset {workload} in {baseline}")
+
+
+@app.command()
+def rules(config: Optional[str] = ConfigOpt) -> None:
+    """The detection rules: id, ATT&CK technique, severity, enabled."""
+    from sensor.detect.catalog import RULES
+    try:
+        cfg = load_config(config)
+    except SluiceError as e:
+        _fail(e)
+        return
+    typer.echo(f"{'ID':<11} {'TECHNIQUE':<10} {'SEV':>3} {'ON':<3} NAME")
+    for r in RULES:
+        st = cfg.rules[r.id]
+        tech = (r.attack["subtechnique"] or r.attack["technique"])[0]
+        typer.echo(f"{r.id:<11} {tech:<10} {st['severity']:>3} {'yes' if st['enabled'] else 'no':<3} {r.name}")
 
 
 def _fmt_status(s: dict[str, Any]) -> str:

@@ -20,7 +20,10 @@ from .events import (
     CGROUP_MKDIR, CONNECT_OP_CONNECT, SAMPLE_F_SOCK_START, CgroupEvent, ConnectEvent,
     DecodeError, ExecArgsEvent, ExecEvent, ExitEvent, SampleEvent, decode,
 )
+from .detect.view import ConnectView, ExecView, FlowView, LifecycleView, ProcessRef, WindowObserver, WindowView
+from .netmap import NetMap
 from .protocol import transport_name
+from .workload import workload_of
 
 Emit = Callable[[dict[str, Any]], None]
 HOST_KEY = "host"
@@ -84,13 +87,19 @@ class Pipeline:
         events: bool,
         monotonic_to_wall: Callable[[int], float],
         max_processes: int = 65536,
+        observers: list[WindowObserver] | None = None,
+        netmap: NetMap | None = None,
+        high_entropy_bits: float = 7.0,
     ) -> None:
         self.attributor = attributor
         self.emit = emit
         self.host_name = host_name
         self.events = events
         self.to_wall = monotonic_to_wall
-        self.window = WindowCounters()
+        self.window = WindowCounters(high_entropy_bits=high_entropy_bits)
+        self.observers: list[WindowObserver] = list(observers or [])
+        self.netmap = netmap
+        self._view = WindowView(0.0, 0.0)
         self.procs: OrderedDict[int, ProcInfo] = OrderedDict()
         # Exited processes stay known for a while: their flows are
         # summarised at the end of the window, after they are gone.
@@ -166,14 +175,19 @@ class Pipeline:
         p = ProcInfo(pid, ppid, ev.comm, resolve_executable(pid, ev.filename), args, ev.hdr.cgroup_id, ts)
         self._remember(p)
         self.window.add_exec(ev.hdr.cgroup_id)
+        attr = self.attributor.attribute(ev.hdr.cgroup_id)
+        self._view.execs.append(ExecView(ts, attr, workload_of(attr), self._process_ref(p)))
         if not self.events:
             return
-        attr = self.attributor.attribute(ev.hdr.cgroup_id)
         d = self._doc(ts, ["process"], ["start"], "exec", "sluice.process", attr)
         d["process"] = self._process_fields(p)
         d["process"]["start"] = ecs.iso(ts)
         d["sluice"]["process"] = {"args_source": args_source if args is not None else "unavailable"}
         self._out(d)
+
+    @staticmethod
+    def _process_ref(p: ProcInfo) -> ProcessRef:
+        return ProcessRef(p.pid, p.name, p.executable, p.args, p.ppid)
 
     def _process_fields(self, p: ProcInfo) -> dict[str, Any]:
         f: dict[str, Any] = {"pid": p.pid, "name": p.name, "executable": p.executable}
@@ -212,10 +226,14 @@ class Pipeline:
         self.counts["connect"] += 1
         key = (ev.hdr.cgroup_id, ev.daddr, ev.dport, ev.protocol)
         self.window.set_owner(key, ev.hdr.pid, ev.comm)
-        if not self.events:
-            return
         ts = self.to_wall(ev.hdr.ktime_ns)
         attr = self.attributor.attribute(ev.hdr.cgroup_id)
+        p = self.procs.get(ev.hdr.pid) or self.exited.get(ev.hdr.pid)
+        ref = self._process_ref(p) if p is not None else ProcessRef(ev.hdr.pid, ev.comm)
+        self._view.connects.append(ConnectView(ts, attr, workload_of(attr), ev.daddr, ev.dport,
+                                               transport_name(ev.protocol), ref))
+        if not self.events:
+            return
         action = "connection_attempted" if ev.op == CONNECT_OP_CONNECT else "udp_send"
         d = self._doc(ts, ["network"], ["connection", "start"], action, "sluice.network", attr)
         d["process"] = self._known_process(ev.hdr.pid, ev.comm)
@@ -260,6 +278,7 @@ class Pipeline:
         if attr.container is None:
             return
         self.containers[ref.id] = ContainerLife(attr.container, ev.hdr.cgroup_id, ts)
+        self._view.lifecycle.append(LifecycleView(ts, attr, workload_of(attr), "start", None))
         if self.events:
             self._out(self._doc(ts, ["host"], ["start"], "container_start", "sluice.container", attr))
 
@@ -272,9 +291,11 @@ class Pipeline:
             return
         del self.containers[ref.id]
         self._removed.append((ev.hdr.cgroup_id, ref.id))
+        attr = Attribution(ev.hdr.cgroup_id, ev.path, life.info)
+        lifetime = ts - life.started if life.started is not None else None
+        self._view.lifecycle.append(LifecycleView(ts, attr, workload_of(attr), "stop", lifetime))
         if not self.events:
             return
-        attr = Attribution(ev.hdr.cgroup_id, ev.path, life.info)
         d = self._doc(ts, ["host"], ["end"], "container_stop", "sluice.container", attr)
         if life.started is not None:
             d["event"]["start"] = ecs.iso(life.started)
@@ -338,12 +359,48 @@ class Pipeline:
                 a = attr_of(next(iter(c.cgroup_ids)))
                 self._out(self._container_doc(c, a, start, end))
         self._update_top(per, attrs, end - start)
+        self._notify(summaries, attr_of, start, end)
         removed, self._removed = self._removed, []
         for cgid, container_id in removed:
             self.attributor.resolver.forget(cgid)
             if container_id is not None:
                 self.attributor.forget_container(container_id)
+                if self.netmap is not None:
+                    self.netmap.forget(container_id)
         return summaries, per
+
+    def _notify(self, summaries: list[FlowSummary], attr_of: Callable[[int], Attribution],
+                start: float, end: float) -> None:
+        """Hand the window to the learner and the rules."""
+        view, self._view = self._view, WindowView(end, end)
+        view.start, view.end = start, end
+        if not self.observers:
+            return
+        flows = []
+        for s in summaries:
+            a = attr_of(s.cgroup_id)
+            flows.append(FlowView(s, a, workload_of(a), s.key[1], s.key[2], transport_name(s.key[3])))
+        if self.netmap is not None:
+            self._resolve_peers(flows)
+        view.flows = flows
+        for o in self.observers:
+            o.on_window(view)
+
+    def _resolve_peers(self, flows: list[FlowView]) -> None:
+        assert self.netmap is not None
+        mount = self.attributor.resolver.mount.rstrip("/")
+        for f in flows:  # learn the addresses of containers active now
+            c = f.attr.container
+            if c is not None and not self.netmap.has(c.id) and f.attr.cgroup_path:
+                self.netmap.refresh(c.id, mount + f.attr.cgroup_path)
+        for f in flows:
+            peer_id = self.netmap.container_of(f.ip)
+            if peer_id is None:
+                continue
+            life = self.containers.get(peer_id)
+            if life is not None:
+                f.peer = Attribution(life.cgroup_id, None, life.info)
+                f.peer_workload = workload_of(f.peer)
 
     def _window_fields(self, d: dict[str, Any], start: float, end: float) -> None:
         d["event"]["start"] = ecs.iso(start)

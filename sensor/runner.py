@@ -9,6 +9,13 @@ from typing import Any, Callable
 
 from . import ecs
 from .attribution import Attributor
+from .baseline import Baseline, BaselineError
+from .baseline import load as load_baseline
+from .baseline import save as save_baseline
+from .detect.engine import Detector
+from .detect.learn import Learner
+from .detect.rules import all_rules
+from .netmap import NetMap
 from .cgroups import CgroupResolver
 from .config import Config
 from .docker_api import DockerClient
@@ -24,9 +31,21 @@ SNAPSHOT_EVERY_S = 0.5
 
 
 class Sensor:
+    """One sensor process. mode "detect" runs the rules (against a baseline
+    when one is given); mode "learn" folds every window into a baseline and
+    writes it when the learning time is up or the sensor is stopped."""
+
     def __init__(self, config: Config, source_factory: Callable[[Config, ProbeReport], EventSource] | None = None,
-                 report: ProbeReport | None = None) -> None:
+                 report: ProbeReport | None = None, baseline_path: str | None = None,
+                 learn_seconds: float | None = None, replace_baseline: bool = False) -> None:
         self.config = config
+        self.baseline_path = baseline_path
+        self.learn_seconds = learn_seconds
+        self.replace_baseline = replace_baseline
+        self.baseline: Baseline | None = None
+        self.detector: Detector | None = None
+        self.learner: Learner | None = None
+        self.learned_saved = False
         self.host_name = config.sensor.host_name or os.uname().nodename
         self.writer = JsonLineWriter(config.output.path)
         self._source_factory = source_factory
@@ -100,6 +119,14 @@ class Sensor:
             },
             "containers_tracked": len(self.pipeline.containers) if self.pipeline else 0,
             "config": self.config.source,
+            "mode": "learn" if self.learn_seconds is not None else "detect",
+            "baseline": {
+                "path": self.baseline_path,
+                "workloads": len(self.baseline.workloads) if self.baseline else 0,
+                "learned_windows": self.learner.windows if self.learner else 0,
+            },
+            "detection": ({**self.detector.counts, "by_rule": dict(self.detector.by_rule),
+                           "rules": len(self.detector.rules)} if self.detector else None),
         }
 
     # --- control -------------------------------------------------------------
@@ -147,8 +174,12 @@ class Sensor:
         docker = DockerClient(cfg.runtime.docker_socket, cfg.runtime.timeout_seconds)
         self.attributor = Attributor(resolver, docker, cfg.runtime.negative_cache_seconds,
                                      on_runtime_status=self._runtime_status)
+        self._setup_detection()
+        # the detector feeds its own learner (learn_while_detecting)
+        observers = [self.detector] if self.detector else ([self.learner] if self.learner else [])
         self.pipeline = Pipeline(self.attributor, self.emit, self.host_name, cfg.output.events,
-                                 monotonic_to_wall_factory())
+                                 monotonic_to_wall_factory(), observers=observers, netmap=NetMap(),
+                                 high_entropy_bits=cfg.detection.high_entropy_bits)
         if self._source_factory is None:
             from .loader import BccSource
             self.source = BccSource(cfg.kernel, self.report)
@@ -162,6 +193,29 @@ class Sensor:
         self.ready = True
         self._publish_snapshot()
         self.emit(self._health_doc("sensor_start"))
+
+    def _setup_detection(self) -> None:
+        """Baseline loading happens before anything is attached: a corrupt or
+        newer baseline file stops the sensor with the reason, untouched."""
+        cfg = self.config
+        tz = cfg.detection.timezone
+        if self.learn_seconds is not None:
+            assert self.baseline_path
+            # An existing file is read even with --replace: a corrupt or newer
+            # one is refused rather than overwritten.
+            existing = load_baseline(self.baseline_path) if os.path.exists(self.baseline_path) else None
+            self.baseline = existing if existing is not None and not self.replace_baseline else Baseline()
+            self.baseline.window_seconds = cfg.sensor.window_seconds
+            self.baseline.nodes.add(self.host_name)
+            self.learner = Learner(self.baseline, tz)
+            return
+        if not cfg.detection.enabled:
+            return
+        if self.baseline_path:
+            self.baseline = load_baseline(self.baseline_path)
+        learner = Learner(self.baseline, tz) if cfg.detection.learn_while_detecting and self.baseline else None
+        self.learner = learner
+        self.detector = Detector(cfg, self.baseline, all_rules(), self.emit, self.host_name, learner)
 
     def run(self, install_signals: bool = True) -> int:
         if install_signals:
@@ -183,7 +237,10 @@ class Sensor:
         next_window = time.monotonic() + window
         next_health = time.monotonic() + health_every
         next_snapshot = 0.0
+        learn_until = (time.monotonic() + self.learn_seconds) if self.learn_seconds is not None else None
         while not self._stop:
+            if learn_until is not None and time.monotonic() >= learn_until:
+                break
             self.source.poll(POLL_MS)
             now = time.monotonic()
             if self._reopen:
@@ -206,6 +263,12 @@ class Sensor:
         self.source.poll(0)
         self.pipeline.close_window(self.source.drain_flows(final=True), win_start, time.time())
 
+    def save_learned(self) -> None:
+        if self.learner is not None and self.baseline is not None and self.baseline_path \
+                and (self.learn_seconds is not None or self.config.detection.learn_while_detecting):
+            save_baseline(self.baseline, self.baseline_path)
+            self.learned_saved = True
+
     def shutdown(self) -> None:
         self.ready = False
         if self.control is not None:
@@ -213,7 +276,8 @@ class Sensor:
         if self.source is not None:
             try:
                 if self.pipeline is not None:
-                    self.emit(self._health_doc("sensor_stop"))
+                    self.save_learned()
+                    self.emit(self._health_doc("sensor_stop", {"baseline_saved": self.learned_saved}))
             finally:
                 self.source.close()
         self.writer.close()

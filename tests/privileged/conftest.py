@@ -6,6 +6,7 @@ a workstation with `-m "not privileged"`.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -30,7 +31,8 @@ def base() -> Iterator[Path]:
                     + " (run `sudo make test`, or deselect with -m 'not privileged')", pytrace=False)
     d = Path(tempfile.mkdtemp(prefix="sluice-test-"))
     yield d
-    shutil.rmtree(d, ignore_errors=True)
+    if not os.environ.get("SLUICE_KEEP_TEST_DIR"):  # keep outputs for debugging
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

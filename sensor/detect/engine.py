@@ -1,0 +1,271 @@
+"""The detector: rules over windows, then allow lists, schedules,
+suppression, and ECS alert documents that explain themselves."""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from .. import ecs
+from ..attribution import Attribution
+from ..baseline import Baseline, WorkloadBaseline
+from ..config import AllowEntry, Config
+from .catalog import BY_ID, RuleInfo
+from .learn import Learner, local_hour
+from .view import ProcessRef, WindowView
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class Finding:
+    """What a rule saw; the engine turns it into an alert (or not)."""
+
+    rule: str
+    attr: Attribution
+    workload: str
+    ts: float                                # when the activity happened
+    message: str
+    evidence: dict[str, Any]
+    destination: tuple[str, int, str] | None = None   # ip, port, transport
+    process: ProcessRef | None = None
+    network_protocol: str | None = None
+    severity_delta: int = 0
+
+    @property
+    def executable(self) -> str | None:
+        return self.process.executable if self.process else None
+
+
+class Rule(Protocol):
+    info: RuleInfo
+
+    def evaluate(self, view: WindowView, ctx: "Context") -> list[Finding]: ...
+
+
+@dataclass
+class Context:
+    config: Config
+    baseline: Baseline | None
+    trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(default_factory=list)
+
+    def settings(self, rule_id: str) -> dict[str, Any]:
+        return self.config.rules[rule_id]
+
+    def workload(self, name: str) -> WorkloadBaseline | None:
+        return self.baseline.get(name) if self.baseline else None
+
+    def trusted_ip(self, ip: str) -> bool:
+        a = ipaddress.ip_address(ip)
+        return any(a in n for n in self.trusted)
+
+    def known_destination(self, workload: str, ip: str, port: int, transport: str) -> bool:
+        """In the workload's baseline (or trusted). Unknown workload: False."""
+        if self.trusted_ip(ip):
+            return True
+        wb = self.workload(workload)
+        d = self.config.detection
+        return wb is not None and wb.knows_destination(ip, port, transport, d.destination_prefix_v4,
+                                                       d.destination_prefix_v6)
+
+    def baseline_gate(self, workload: str) -> bool:
+        """May a rule that compares against the baseline speak about this
+        workload? Known workloads yes; unknown ones per config."""
+        if self.workload(workload) is not None:
+            return True
+        return self.config.detection.alert_on_unknown_workload
+
+    def high_bits(self) -> float:
+        return self.config.detection.high_entropy_bits
+
+
+# --- allow lists and schedules -------------------------------------------------
+
+
+def _cron_field_match(spec: str, value: int, lo: int, hi: int) -> bool:
+    for part in spec.split(","):
+        step = 1
+        if "/" in part:
+            part, s = part.split("/")
+            step = int(s)
+        if part == "*":
+            a, b = lo, hi
+        elif "-" in part:
+            a, b = (int(x) for x in part.split("-"))
+        else:
+            a = b = int(part)
+            if step != 1:
+                b = hi
+        if a <= value <= b and (value - a) % step == 0:
+            return True
+    return False
+
+
+def cron_matches(expr: str, t: time.struct_time) -> bool:
+    minute, hour, dom, month, dow = expr.split()
+    wd = (t.tm_wday + 1) % 7   # cron: 0 = Sunday
+    return (_cron_field_match(minute, t.tm_min, 0, 59) and _cron_field_match(hour, t.tm_hour, 0, 23)
+            and _cron_field_match(dom, t.tm_mday, 1, 31) and _cron_field_match(month, t.tm_mon, 1, 12)
+            and (_cron_field_match(dow, wd, 0, 7) or (wd == 0 and _cron_field_match(dow, 7, 0, 7))))
+
+
+def in_schedule(expr: str, duration_minutes: float, ts: float, tz: str) -> bool:
+    """Did a schedule window (start matching `expr`, lasting the duration)
+    cover `ts`?"""
+    conv = time.gmtime if tz == "UTC" else time.localtime
+    start = int(ts // 60) * 60
+    for i in range(int(duration_minutes) + 1):
+        if cron_matches(expr, conv(start - 60 * i)):
+            return True
+    return False
+
+
+def allowed(entry: AllowEntry, f: Finding, tz: str) -> bool:
+    if entry.rules and f.rule not in entry.rules:
+        return False
+    if entry.workload is not None and not fnmatch.fnmatchcase(f.workload, entry.workload):
+        return False
+    if entry.executable is not None and not (f.executable and fnmatch.fnmatchcase(f.executable, entry.executable)):
+        return False
+    if entry.destination is not None:
+        if f.destination is None or ipaddress.ip_address(f.destination[0]) not in ipaddress.ip_network(
+                entry.destination, strict=False):
+            return False
+    if entry.port is not None and (f.destination is None or f.destination[1] != entry.port):
+        return False
+    if entry.schedule is not None and not in_schedule(entry.schedule, entry.duration_minutes, f.ts, tz):
+        return False
+    return True
+
+
+# --- the detector -------------------------------------------------------------------
+
+
+class Detector:
+    def __init__(self, config: Config, baseline: Baseline | None, rules: list[Rule], emit: Emit,
+                 host_name: str, learner: Learner | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.ctx = Context(config, baseline, [ipaddress.ip_network(n, strict=False)
+                                              for n in config.detection.trusted_networks])
+        self.rules = [r for r in rules if config.rules[r.info.id]["enabled"]]
+        self.emit = emit
+        self.host_name = host_name
+        self.learner = learner
+        self.clock = clock
+        self._last: dict[tuple[str, str, str], float] = {}
+        self._suppressed: dict[tuple[str, str, str], int] = {}
+        self.counts: dict[str, int] = {"alerts": 0, "suppressed": 0, "allowed": 0}
+        self.by_rule: dict[str, int] = {}
+        self._alerting: set[str] = set()
+
+    def on_window(self, view: WindowView) -> None:
+        self._alerting = set()
+        for rule in self.rules:
+            for f in rule.evaluate(view, self.ctx):
+                self._consider(f)
+        if self.learner is not None:
+            self.learner.skip = lambda w: w in self._alerting
+            self.learner.on_window(view)
+
+    def _consider(self, f: Finding) -> None:
+        self._alerting.add(f.workload)
+        tz = self.config.detection.timezone
+        for entry in self.config.allow:
+            if allowed(entry, f, tz):
+                self.counts["allowed"] += 1
+                return
+        key = (f.rule, f.workload, f.destination[0] if f.destination else "")
+        now = self.clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.config.detection.suppress_seconds:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            self.counts["suppressed"] += 1
+            return
+        self._last[key] = now
+        self.counts["alerts"] += 1
+        self.by_rule[f.rule] = self.by_rule.get(f.rule, 0) + 1
+        self.emit(self.alert_doc(f, self._suppressed.pop(key, 0)))
+
+    def _time_context(self, f: Finding) -> tuple[int, dict[str, Any]]:
+        wb = self.ctx.workload(f.workload)
+        hour = local_hour(f.ts, self.config.detection.timezone)
+        if wb is None or wb.windows < self.config.detection.min_baseline_windows:
+            return 0, {"hour": hour}
+        usual = wb.active_hour(hour)
+        return (0 if usual else 10), {"hour": hour, "usual_hour": usual}
+
+    def alert_doc(self, f: Finding, suppressed: int) -> dict[str, Any]:
+        info = BY_ID[f.rule]
+        settings = self.config.rules[f.rule]
+        delta, tctx = self._time_context(f)
+        score = max(0, min(100, int(settings["severity"]) + f.severity_delta + delta))
+        d = ecs.base(f.ts, self.host_name, "alert", ["intrusion_detection", "network"], ["info"],
+                     info.slug, "sluice.alert")
+        d["event"].update({"severity": score, "risk_score": float(score), "id": str(uuid.uuid4()),
+                           "created": ecs.iso(self.clock()), "reference": info.attack["technique"][2]})
+        ecs.add_attribution(d, f.attr)
+        d["message"] = f.message
+        d["rule"] = {"id": info.id, "name": info.name, "description": info.description,
+                     "ruleset": "sluice", "category": info.attack["tactic"][1], "version": "1"}
+        d["threat"] = self._threat(info)
+        if f.process is not None:
+            d["process"] = f.process.ecs()
+        if f.destination is not None:
+            ip, port, transport = f.destination
+            d["destination"] = {"ip": ip, "port": port, "address": ip}
+            d["network"] = {"transport": transport, "direction": "egress", "type": "ipv6" if ":" in ip else "ipv4"}
+            if f.network_protocol:
+                d["network"]["protocol"] = f.network_protocol
+        wb = self.ctx.workload(f.workload)
+        d["sluice"].update({
+            "workload": f.workload,
+            "evidence": {**f.evidence, "time": tctx,
+                         "baseline": {"known_workload": wb is not None, "windows": wb.windows if wb else 0}},
+            "alert": {"suppressed_since_last": suppressed},
+            "response": self._response(f),
+        })
+        return d
+
+    @staticmethod
+    def _threat(info: RuleInfo) -> dict[str, Any]:
+        tech_id, tech_name, tech_ref = info.attack["technique"]
+        tac_id, tac_name, tac_ref = info.attack["tactic"]
+        t: dict[str, Any] = {
+            "framework": "MITRE ATT&CK",
+            "technique": {"id": [tech_id], "name": [tech_name], "reference": [tech_ref]},
+            "tactic": {"id": [tac_id], "name": [tac_name], "reference": [tac_ref]},
+        }
+        if info.attack["subtechnique"]:
+            sid, sname, sref = info.attack["subtechnique"]
+            t["technique"]["subtechnique"] = {"id": [sid], "name": [sname], "reference": [sref]}
+        return t
+
+    @staticmethod
+    def _response(f: Finding) -> dict[str, Any]:
+        """The strategies' response path, as commands for this alert."""
+        r: dict[str, Any] = {}
+        c = f.attr.container
+        if c is not None:
+            short = c.id[:12]
+            r["isolate"] = [
+                f"docker network disconnect --force <network> {short}",
+                f"docker pause {short}",
+            ]
+            if c.pod_name and c.pod_namespace:
+                r["isolate"].append(f"kubectl -n {c.pod_namespace} label pod {c.pod_name} "
+                                    "sluice.io/quarantine=true  # with a deny-all NetworkPolicy on that label")
+            r["investigate"] = [f"docker inspect {short}", f"docker logs --since 30m {short}",
+                                f"docker diff {short}"]
+        if f.destination is not None:
+            ip = f.destination[0]
+            fam = "ip6" if ":" in ip else "ip"
+            r["block"] = [
+                f"iptables -I DOCKER-USER -d {ip} -j DROP" if fam == "ip" else f"ip6tables -I DOCKER-USER -d {ip} -j DROP",
+                f"nft add rule inet filter forward {fam} daddr {ip} drop",
+            ]
+        return r

@@ -1,0 +1,96 @@
+"""What one window looked like, for the learner and the rules.
+
+Built by the pipeline at each window close: attributed flow summaries, and
+the exec, connect and container lifecycle events of the window with their
+timestamps (in order).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..attribution import Attribution
+from ..counters import FlowSummary
+
+
+@dataclass(slots=True)
+class ProcessRef:
+    pid: int
+    name: str
+    executable: str | None = None
+    args: list[str] | None = None
+    ppid: int | None = None
+
+    def ecs(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"pid": self.pid, "name": self.name}
+        if self.executable:
+            d["executable"] = self.executable
+        if self.args is not None:
+            d["args"] = self.args
+            d["command_line"] = " ".join(self.args)
+        if self.ppid:
+            d["parent"] = {"pid": self.ppid}
+        return d
+
+
+@dataclass(slots=True)
+class ExecView:
+    ts: float
+    attr: Attribution
+    workload: str
+    process: ProcessRef
+
+
+@dataclass(slots=True)
+class ConnectView:
+    ts: float
+    attr: Attribution
+    workload: str
+    ip: str
+    port: int
+    transport: str
+    process: ProcessRef
+
+
+@dataclass(slots=True)
+class LifecycleView:
+    ts: float
+    attr: Attribution
+    workload: str
+    kind: str                   # "start" | "stop"
+    lifetime: float | None      # stop only; None if the start predates the sensor
+
+
+@dataclass(slots=True)
+class FlowView:
+    summary: FlowSummary
+    attr: Attribution
+    workload: str
+    ip: str
+    port: int
+    transport: str
+    peer: Attribution | None = None     # the destination is a container on this node
+    peer_workload: str | None = None
+
+    @property
+    def container_key(self) -> str:
+        return self.attr.container.id if self.attr.container else "host"
+
+
+@dataclass
+class WindowView:
+    start: float
+    end: float
+    flows: list[FlowView] = field(default_factory=list)
+    execs: list[ExecView] = field(default_factory=list)
+    connects: list[ConnectView] = field(default_factory=list)
+    lifecycle: list[LifecycleView] = field(default_factory=list)
+
+    def workloads(self) -> set[str]:
+        return ({f.workload for f in self.flows} | {e.workload for e in self.execs}
+                | {c.workload for c in self.connects} | {x.workload for x in self.lifecycle})
+
+
+class WindowObserver(Protocol):
+    def on_window(self, view: WindowView) -> None: ...

@@ -1,0 +1,90 @@
+"""Which container owns an IP address on this node.
+
+Read from the container's own network namespace through /proc/<pid>/net
+(fib_trie LOCAL host routes for IPv4, if_inet6 for IPv6), which works for
+any runtime and any network setup, including hand-made veths. A pid of the
+container comes from its cgroup's cgroup.procs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+
+
+def parse_fib_trie_local(text: str) -> set[str]:
+    """IPv4 addresses with a `/32 host LOCAL` entry (loopback excluded)."""
+    out: set[str] = set()
+    last = ""
+    for line in text.splitlines():
+        s = line.strip()
+        if s.startswith(("|--", "+--")):
+            last = s[3:].split()[0]
+        elif s.startswith("/32 host LOCAL") and last and not last.startswith("127."):
+            out.add(last)
+    return out
+
+
+def parse_if_inet6(text: str) -> set[str]:
+    out: set[str] = set()
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 6 and parts[5] != "lo":
+            a = ipaddress.IPv6Address(bytes.fromhex(parts[0]))
+            if not a.is_link_local and not a.is_loopback:
+                out.add(str(a))
+    return out
+
+
+def addresses_of_pid(pid: int, proc: str = "/proc") -> set[str]:
+    addrs: set[str] = set()
+    for name, parse in (("fib_trie", parse_fib_trie_local), ("if_inet6", parse_if_inet6)):
+        try:
+            with open(f"{proc}/{pid}/net/{name}") as f:
+                addrs |= parse(f.read())
+        except OSError:
+            pass
+    return addrs
+
+
+def first_pid(cgroup_dir: str) -> int | None:
+    try:
+        with open(os.path.join(cgroup_dir, "cgroup.procs")) as f:
+            for line in f:
+                if line.strip():
+                    return int(line)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+class NetMap:
+    """ip -> container id, refreshed per container on demand."""
+
+    def __init__(self, host_addresses: set[str] | None = None) -> None:
+        self._by_ip: dict[str, str] = {}
+        self._by_container: dict[str, set[str]] = {}
+        # the host's own addresses are never a container's
+        self.host = host_addresses if host_addresses is not None else addresses_of_pid(1)
+
+    def refresh(self, container_id: str, cgroup_dir: str) -> None:
+        pid = first_pid(cgroup_dir)
+        if pid is None:
+            return
+        addrs = addresses_of_pid(pid) - self.host
+        for ip in self._by_container.get(container_id, set()) - addrs:
+            self._by_ip.pop(ip, None)
+        self._by_container[container_id] = addrs
+        for ip in addrs:
+            self._by_ip[ip] = container_id
+
+    def has(self, container_id: str) -> bool:
+        return bool(self._by_container.get(container_id))
+
+    def container_of(self, ip: str) -> str | None:
+        return self._by_ip.get(ip)
+
+    def forget(self, container_id: str) -> None:
+        for ip in self._by_container.pop(container_id, set()):
+            if self._by_ip.get(ip) == container_id:
+                del self._by_ip[ip]
