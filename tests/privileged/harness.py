@@ -7,23 +7,21 @@ Traffic goes only to hosts inside network namespaces made here.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-SINK_IP = "198.18.0.1"
+from sensor.emulation.lab import SINK_IP, DockerCLI, Lab, SinkNet, build_image
+
 IMAGE = "sluice-test:latest"
 SLUICE = str(Path(sys.executable).parent / "sluice")
-SINK_SCRIPT = str(Path(__file__).with_name("sink.py"))
+__all__ = ["SINK_IP", "SinkNet"]
 
 
 def sh(*cmd: str, check: bool = True, env: dict[str, str] | None = None, timeout: float = 120) -> str:
@@ -58,9 +56,9 @@ class Docker:
     def __init__(self, base: Path) -> None:
         self.base = base
         self.sock = str(base / "docker.sock")
-        self.env = {**os.environ, "DOCKER_HOST": f"unix://{self.sock}"}
+        self.cli = DockerCLI(self.sock)
+        self.env = self.cli.env
         self.proc: subprocess.Popen[bytes] | None = None
-        self._names = itertools.count(1)
 
     def start(self) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
@@ -82,36 +80,10 @@ class Docker:
         raise RuntimeError("dockerd did not become ready in 60 s")
 
     def docker(self, *args: str, check: bool = True, timeout: float = 120) -> str:
-        return sh("docker", *args, check=check, env=self.env, timeout=timeout)
+        return self.cli(*args, check=check, timeout=timeout)
 
     def build_image(self) -> None:
-        root = self.base / "rootfs"
-        if root.exists():
-            shutil.rmtree(root)
-        for d in ("bin", "etc", "tmp", "proc", "sys", "dev", "mnt/data", "usr/bin", "data"):
-            (root / d).mkdir(parents=True, exist_ok=True)
-        shutil.copy2(shutil.which("busybox") or "/bin/busybox", root / "bin/busybox")
-        applets = sh("busybox", "--list").split()
-        for a in applets:
-            if a != "busybox" and not (root / "bin" / a).exists():
-                os.symlink("busybox", root / "bin" / a)
-        for binary in (shutil.which("openssl"),):
-            assert binary
-            shutil.copy2(binary, root / "usr/bin" / Path(binary).name)
-            for lib in sh("ldd", binary).split():
-                if lib.startswith("/"):
-                    dst = root / lib.lstrip("/")
-                    dst.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(os.path.realpath(lib), dst)
-        (root / "etc/passwd").write_text("root:x:0:0:root:/:/bin/sh\n")
-        # plain English text for the low-entropy tests
-        text = Path("/usr/share/common-licenses/GPL-3")
-        (root / "data/text.txt").write_bytes(text.read_bytes() if text.exists() else
-                                             b"The quick brown fox jumps over the lazy dog. " * 800)
-        tar = self.base / "rootfs.tar"
-        with tarfile.open(tar, "w") as t:
-            t.add(root, arcname=".")
-        self.docker("import", "-c", "ENV PATH=/usr/bin:/bin", str(tar), IMAGE)
+        build_image(self.cli, self.base, tags=[IMAGE])
 
     def stop(self) -> None:
         ids = self.docker("ps", "-aq", check=False).split()
@@ -126,82 +98,17 @@ class Docker:
         sh("umount", "-l", str(self.base / "root" / "overlay2"), check=False)
 
 
-# --- network ----------------------------------------------------------------
-
-
-class SinkNet:
-    """A netns holding a bridge at 198.18.0.1/16 and a TCP/UDP sink."""
-
-    PORTS = ("443", "9000", "9001", "9002", "9003", "9004")
-
-    def __init__(self, base: Path) -> None:
-        self.ns = f"slsink{uuid.uuid4().hex[:6]}"
-        self.state = base / "sink.jsonl"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._hosts = itertools.count(2)
-
-    def start(self) -> None:
-        sh("ip", "netns", "add", self.ns)
-        sh("ip", "-n", self.ns, "link", "set", "lo", "up")
-        sh("ip", "-n", self.ns, "link", "add", "br0", "type", "bridge")
-        sh("ip", "-n", self.ns, "addr", "add", f"{SINK_IP}/16", "dev", "br0")
-        sh("ip", "-n", self.ns, "link", "set", "br0", "up")
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns, sys.executable, SINK_SCRIPT, str(self.state), *self.PORTS],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if b"ready" not in line:
-            raise RuntimeError(f"sink did not start: {line!r}")
-
-    def attach(self, pid: int) -> str:
-        """Give the netns of `pid` an eth0 on the sink bridge; return its ip."""
-        n = next(self._hosts)
-        ip = f"198.18.{n // 250 + 1}.{n % 250 + 2}"
-        tag = uuid.uuid4().hex[:6]
-        host_end, cont_end = f"slh{tag}", f"slc{tag}"
-        sh("ip", "link", "add", host_end, "type", "veth", "peer", "name", cont_end)
-        sh("ip", "link", "set", cont_end, "netns", str(pid))
-        sh("ip", "link", "set", host_end, "netns", self.ns)
-        sh("ip", "-n", self.ns, "link", "set", host_end, "master", "br0", "up")
-        nse = ("nsenter", "-t", str(pid), "-n")
-        sh(*nse, "ip", "link", "set", cont_end, "name", "eth0")
-        sh(*nse, "ip", "addr", "add", f"{ip}/16", "dev", "eth0")
-        sh(*nse, "ip", "link", "set", "eth0", "up")
-        sh(*nse, "ip", "link", "set", "lo", "up")
-        return ip
-
-    def received(self) -> list[dict[str, Any]]:
-        if not self.state.exists():
-            return []
-        return [json.loads(x) for x in self.state.read_text().splitlines() if x.strip()]
-
-    def stop(self) -> None:
-        if self.proc:
-            self.proc.kill()
-            self.proc.wait()
-        sh("ip", "netns", "del", self.ns, check=False)
+# --- containers on the lab network ---------------------------------------------
 
 
 def run_container(docker: Docker, net: SinkNet | None, script: str, *, rm: bool = False,
                   volumes: tuple[str, ...] = (), wait: bool = True, timeout: float = 60) -> str:
-    """Run `script` (busybox sh) in a new container with the sink network.
-
-    The script starts only once the network is attached (a gate file), so
-    nothing it sends is lost to a race. Returns the full container id.
-    """
-    gate = "until [ -e /tmp/.go ]; do usleep 20000; done; " if net else ""
-    args = ["run", "-d", "--network", "none"]
-    for v in volumes:
-        args += ["-v", v]
-    cid = docker.docker(*args, IMAGE, "sh", "-c", gate + script)
-    if net:
-        pid = int(docker.docker("inspect", "-f", "{{.State.Pid}}", cid))
-        net.attach(pid)
-        docker.docker("exec", cid, "touch", "/tmp/.go")
+    """Run `script` (busybox sh) in a new container on the sink network
+    (none when net is None); it starts once the network is attached."""
+    lab = Lab(docker.cli, net, "tests")  # type: ignore[arg-type]  # no net: no attach
+    cid, _ip = lab.start(IMAGE, script, network=net is not None, volumes=volumes)
     if wait:
-        docker.docker("wait", cid, timeout=timeout)
+        lab.wait(cid, timeout)
         if rm:
             docker.docker("rm", cid)
     return cid

@@ -1,0 +1,214 @@
+"""The emulation lab: a Docker engine client, a small image made from this
+host's binaries (no registry), and a sink network namespace on
+198.18.0.0/16 that containers join through veth pairs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from ..errors import SluiceError
+
+SINK_IP = "198.18.0.1"       # the "internet" host
+SECOND_IP = "198.18.0.2"     # a second destination (stage two, beacons)
+VAULT_IP = "198.18.0.3"      # the allowed backup destination
+SINK_SCRIPT = str(Path(__file__).with_name("sink.py"))
+BASE_IMAGE = "sluice-emu/base:latest"
+LABEL = "io.sluice.emulation"
+TCP_PORTS = (4444, 9000, 9001, 9002, 9003, 9004, 9005)
+HTTP_PORTS = (80, 8080)
+TLS_PORTS = (443, 8443)
+
+
+def run(*cmd: str, check: bool = True, env: dict[str, str] | None = None, timeout: float = 120,
+        input: str | None = None) -> str:
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, input=input)
+    except FileNotFoundError:
+        raise SluiceError(f"{cmd[0]} is not installed", hint="run `sudo make setup`") from None
+    if check and r.returncode != 0:
+        raise SluiceError(f"{' '.join(cmd[:4])}... failed ({r.returncode}): {r.stderr.strip()[:500]}")
+    return r.stdout.strip()
+
+
+class DockerCLI:
+    """The docker command line against one engine socket."""
+
+    def __init__(self, socket_path: str) -> None:
+        self.sock = socket_path
+        self.env = {**os.environ, "DOCKER_HOST": f"unix://{socket_path}"}
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 120) -> str:
+        return run("docker", *args, check=check, env=self.env, timeout=timeout)
+
+    def reachable(self) -> bool:
+        return subprocess.run(["docker", "info"], capture_output=True, env=self.env).returncode == 0
+
+
+def build_image(docker: DockerCLI, workdir: Path, tags: list[str] | None = None) -> None:
+    """A busybox image with openssl (and curl when the host has it) and a
+    text file, imported with `docker import`: no registry needed."""
+    root = workdir / "rootfs"
+    if root.exists():
+        shutil.rmtree(root)
+    for d in ("bin", "etc", "tmp", "proc", "sys", "dev", "mnt/data", "usr/bin", "data", "etc/ssl/certs"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        raise SluiceError("busybox is not installed", hint="apt-get install busybox-static (sudo make setup)")
+    shutil.copy2(busybox, root / "bin/busybox")
+    for a in run(busybox, "--list").split():
+        if a != "busybox" and not (root / "bin" / a).exists():
+            os.symlink("busybox", root / "bin" / a)
+    for name in ("openssl", "curl"):
+        binary = shutil.which(name)
+        if binary is None:
+            if name == "openssl":
+                raise SluiceError("openssl is not installed", hint="apt-get install openssl (sudo make setup)")
+            continue
+        shutil.copy2(binary, root / "usr/bin" / name)
+        for lib in run("ldd", binary).split():
+            if lib.startswith("/"):
+                dst = root / lib.lstrip("/")
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(os.path.realpath(lib), dst)
+    (root / "etc/passwd").write_text("root:x:0:0:root:/:/bin/sh\n")
+    text = Path("/usr/share/common-licenses/GPL-3")
+    (root / "data/text.txt").write_bytes(text.read_bytes() if text.exists()
+                                         else b"The quick brown fox jumps over the lazy dog. " * 800)
+    tar = workdir / "rootfs.tar"
+    with tarfile.open(tar, "w") as t:
+        t.add(root, arcname=".")
+    docker("import", "-c", "ENV PATH=/usr/bin:/bin", str(tar), BASE_IMAGE)
+    for tag in tags or []:
+        docker("tag", BASE_IMAGE, tag)
+
+
+class SinkNet:
+    """A netns with a bridge holding the sink addresses, and the sink."""
+
+    def __init__(self, workdir: Path, stage2: bytes = b"#!/bin/sh\n") -> None:
+        self.workdir = workdir
+        self.ns = f"slsink{uuid.uuid4().hex[:6]}"
+        self.state = workdir / "sink.jsonl"
+        self.stage2 = stage2
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._hosts = itertools.count(10)
+
+    def start(self) -> None:
+        w = self.workdir
+        run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=sink.lab", "-days", "2",
+            "-keyout", str(w / "sink.key"), "-out", str(w / "sink.crt"))
+        (w / "stage2").write_bytes(self.stage2)
+        run("ip", "netns", "add", self.ns)
+        run("ip", "-n", self.ns, "link", "set", "lo", "up")
+        run("ip", "-n", self.ns, "link", "add", "br0", "type", "bridge")
+        for ip in (SINK_IP, SECOND_IP, VAULT_IP):
+            run("ip", "-n", self.ns, "addr", "add", f"{ip}/16", "dev", "br0")
+        run("ip", "-n", self.ns, "link", "set", "br0", "up")
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns, sys.executable, SINK_SCRIPT, str(self.state),
+             "--tcp", ",".join(map(str, TCP_PORTS)), "--http", ",".join(map(str, HTTP_PORTS)),
+             "--tls", ",".join(map(str, TLS_PORTS)), "--cert", str(w / "sink.crt"), "--key", str(w / "sink.key"),
+             "--stage2", str(w / "stage2")],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if b"ready" not in line:
+            raise SluiceError(f"the lab's sink did not start: {line.decode(errors='replace')}")
+
+    def attach(self, pid: int) -> str:
+        """Give the network namespace of `pid` an eth0 on the sink bridge."""
+        n = next(self._hosts)
+        ip = f"198.18.{n // 250 + 1}.{n % 250 + 2}"
+        tag = uuid.uuid4().hex[:6]
+        host_end, cont_end = f"slh{tag}", f"slc{tag}"
+        run("ip", "link", "add", host_end, "type", "veth", "peer", "name", cont_end)
+        run("ip", "link", "set", cont_end, "netns", str(pid))
+        run("ip", "link", "set", host_end, "netns", self.ns)
+        run("ip", "-n", self.ns, "link", "set", host_end, "master", "br0", "up")
+        nse = ("nsenter", "-t", str(pid), "-n")
+        run(*nse, "ip", "link", "set", cont_end, "name", "eth0")
+        run(*nse, "ip", "addr", "add", f"{ip}/16", "dev", "eth0")
+        run(*nse, "ip", "link", "set", "eth0", "up")
+        run(*nse, "ip", "link", "set", "lo", "up")
+        return ip
+
+    def received(self) -> list[dict[str, Any]]:
+        if not self.state.exists():
+            return []
+        return [json.loads(x) for x in self.state.read_text().splitlines() if x.strip()]
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+        run("ip", "netns", "del", self.ns, check=False)
+
+
+class Lab:
+    """Containers started here are labelled with the run id and removed by
+    cleanup(), whatever happened."""
+
+    def __init__(self, docker: DockerCLI, net: SinkNet, run_id: str) -> None:
+        self.docker = docker
+        self.net = net
+        self.run_id = run_id
+
+    def start(self, image: str, script: str, *, network: bool = True, rm: bool = False,
+              volumes: tuple[str, ...] = (), name: str | None = None) -> tuple[str, str | None]:
+        """Start `script` (busybox sh) in a new container; it begins only once
+        the network is attached. Returns (container id, its ip)."""
+        gate = "until [ -e /tmp/.go ]; do usleep 20000; done; " if network else ""
+        args = ["run", "-d", "--network", "none", "--label", f"{LABEL}={self.run_id}"]
+        if rm:
+            args.append("--rm")
+        if name:
+            args += ["--name", name]
+        for v in volumes:
+            args += ["-v", v]
+        cid = self.docker(*args, image, "sh", "-c", gate + script)
+        ip = None
+        if network:
+            pid = int(self.docker("inspect", "-f", "{{.State.Pid}}", cid))
+            ip = self.net.attach(pid)
+            self.docker("exec", cid, "touch", "/tmp/.go")
+        return cid, ip
+
+    def wait(self, cid: str, timeout: float = 120) -> int:
+        out = self.docker("wait", cid, check=False, timeout=timeout)
+        try:
+            return int(out)
+        except ValueError:
+            return 0  # a --rm container already gone
+
+    def run(self, image: str, script: str, **kw: Any) -> str:
+        cid, _ = self.start(image, script, **kw)
+        self.wait(cid)
+        return cid
+
+    def cleanup(self) -> None:
+        ids = self.docker("ps", "-aq", "--filter", f"label={LABEL}={self.run_id}", check=False).split()
+        if ids:
+            self.docker("rm", "-f", *ids, check=False)
+
+
+def wait_until(pred: Any, timeout: float, interval: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(interval)
+    return bool(pred())
