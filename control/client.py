@@ -9,7 +9,7 @@ from sensor import wire
 from sensor.errors import SluiceError
 
 
-def request(path: str, cmd: str, timeout: float = 3.0) -> dict[str, Any]:
+def request(path: str, cmd: str, timeout: float = 3.0, **args: Any) -> dict[str, Any]:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
@@ -23,7 +23,7 @@ def request(path: str, cmd: str, timeout: float = 3.0) -> dict[str, Any]:
         raise SluiceError(f"cannot reach the sensor at {path}: {e.strerror}",
                           hint="the sensor may have died; check its output") from None
     try:
-        wire.send(s, {"cmd": cmd})
+        wire.send(s, {"cmd": cmd, **args})
         resp = wire.recv(s)
     except (OSError, wire.WireError) as e:
         raise SluiceError(f"the sensor at {path} did not answer: {e}") from None

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
+from collections import deque
 from typing import Any, Callable
 
 from . import ecs
@@ -27,6 +29,7 @@ from .probe import ProbeReport, probe, require_root, require_runnable
 from .source import EventSource
 
 POLL_MS = 100
+ALERT_RING = 1000
 SNAPSHOT_EVERY_S = 0.5
 
 
@@ -58,6 +61,10 @@ class Sensor:
         self._stop = False
         self._reopen = False
         self._snapshot: dict[str, Any] = {"ok": True, "ready": False}
+        # recent alerts for `alerts` requests (sluice emulate, tooling)
+        self._alerts: deque[tuple[int, dict[str, Any]]] = deque(maxlen=ALERT_RING)
+        self._alert_seq = 0
+        self._alerts_lock = threading.Lock()
         self.control: ControlServer | None = None
         self.pipeline: Pipeline | None = None
         self.attributor: Attributor | None = None
@@ -66,6 +73,10 @@ class Sensor:
 
     def emit(self, doc: dict[str, Any]) -> None:
         self.writer.write(doc)
+        if doc["event"]["kind"] == "alert":
+            with self._alerts_lock:
+                self._alert_seq += 1
+                self._alerts.append((self._alert_seq, doc))
 
     def _health_doc(self, action: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         d = ecs.base(time.time(), self.host_name, "state", ["host"], ["info"], action, "sluice.health")
@@ -146,6 +157,12 @@ class Sensor:
         cmd = req.get("cmd")
         if cmd in ("status", "top"):
             return self._snapshot
+        if cmd == "alerts":
+            since = int(req.get("since", 0))
+            with self._alerts_lock:
+                items = [(n, d) for n, d in self._alerts if n > since]
+                last = self._alert_seq
+            return {"ok": True, "last": last, "alerts": [d for _n, d in items]}
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
     # --- main loop -----------------------------------------------------------

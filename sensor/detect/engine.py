@@ -179,7 +179,7 @@ class Detector:
             if allowed(entry, f, tz):
                 self.counts["allowed"] += 1
                 return
-        key = (f.rule, f.workload, f.destination[0] if f.destination else "")
+        key = (f.rule, f.workload, f"{f.destination[0]}:{f.destination[1]}" if f.destination else "")
         now = self.clock()
         last = self._last.get(key)
         if last is not None and now - last < self.config.detection.suppress_seconds:

@@ -8,7 +8,7 @@ import math
 import re
 import statistics
 from collections import Counter, defaultdict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -36,6 +36,17 @@ def _who(attr: Attribution, workload: str) -> str:
         return "Host process"
     name = c.name or c.id[:12]
     return f"Container {name} ({workload})"
+
+
+def _secs(t: float) -> str:
+    return f"{t * 1000:.0f} ms" if t < 1 else f"{t:.1f} s"
+
+
+def _pname(p: ProcessRef) -> str:
+    """busybox applets exec through /proc/self/exe: name them by argv[0]."""
+    if p.name == "exe" and p.args:
+        return PurePosixPath(p.args[0]).name
+    return p.name
 
 
 def _dest(ip: str, port: int) -> str:
@@ -311,7 +322,7 @@ class _Life:
     attr: Attribution
     workload: str
     encrypted: int = 0
-    destinations: set[str] | None = None
+    destinations: Counter[tuple[str, int, str]] = field(default_factory=Counter)
     last: float = 0.0
 
 
@@ -327,10 +338,9 @@ class ShortLivedContainer(_Base):
         for f in view.flows:
             if f.attr.container is None or not f.summary.encrypted_like:
                 continue
-            lf = self._lives.setdefault(f.attr.container.id, _Life(f.attr, f.workload, 0, set()))
+            lf = self._lives.setdefault(f.attr.container.id, _Life(f.attr, f.workload))
             lf.encrypted += f.summary.payload_bytes
-            assert lf.destinations is not None
-            lf.destinations.add(_dest(f.ip, f.port))
+            lf.destinations[(f.ip, f.port, f.transport)] += f.summary.payload_bytes
             lf.last = view.end
         out = []
         for x in view.lifecycle:
@@ -343,29 +353,26 @@ class ShortLivedContainer(_Base):
                 continue
             wb = ctx.workload(x.workload)
             if wb is not None and wb.lifetimes.n and wb.lifetimes.quantile(0.5) <= cfg["max_lifetime_seconds"] \
-                    and all(self._known(ctx, x.workload, d) for d in lf.destinations or ()):
+                    and all(ctx.known_destination(x.workload, *d) for d in lf.destinations):
                 continue  # a batch workload doing what it always does
             if not ctx.baseline_gate(x.workload):
                 continue
+            dests = sorted(_dest(ip, port) for ip, port, _t in lf.destinations)
+            top = lf.destinations.most_common(1)[0][0]
             out.append(Finding(
                 self.info.id, x.attr, x.workload, x.ts,
                 f"{_who(x.attr, x.workload)} lived {x.lifetime:.1f} s and sent {_human(lf.encrypted)} of "
-                f"encrypted-looking data to {', '.join(sorted(lf.destinations or []))} before it exited",
+                f"encrypted-looking data to {', '.join(dests[:5])} before it exited",
                 {"lifetime_seconds": round(x.lifetime, 3), "encrypted_bytes": lf.encrypted,
                  "max_lifetime_seconds": cfg["max_lifetime_seconds"], "threshold_bytes": cfg["min_bytes"],
-                 "destinations": sorted(lf.destinations or []),
+                 "destinations": dests[:10],
                  "baseline_lifetime_p50_seconds": round(wb.lifetimes.quantile(0.5), 1) if wb and wb.lifetimes.n else None},
-                None, None, None,
+                top,
             ))
         for k in [k for k, v in self._lives.items() if view.end - v.last > STATE_TTL_S]:
             del self._lives[k]
         return out
 
-    @staticmethod
-    def _known(ctx: Context, workload: str, dest: str) -> bool:
-        ip, _, port = dest.rpartition(":")
-        ip = ip.strip("[]")
-        return ctx.known_destination(workload, ip, int(port), "tcp") or ctx.known_destination(workload, ip, int(port), "udp")
 
 
 # `openssl <cipher>` shorthand commands (openssl aes-256-cbc -in f ...)
@@ -427,6 +434,8 @@ class EncryptThenEgress(_Base):
             self._pending[cid] = pend
             flows = by_container.get(cid, [])
             sent = sum(f.summary.payload_bytes for f in flows)
+            if pend and sent >= cfg["min_bytes"] and self._routine(ctx, pend[0][0], flows):
+                pend.clear()
             if pend and sent >= cfg["min_bytes"]:
                 e, tool, sure = pend[0]
                 top = max(flows, key=lambda f: f.summary.payload_bytes)
@@ -447,6 +456,15 @@ class EncryptThenEgress(_Base):
             if not pend:
                 del self._pending[cid]
         return out
+
+
+    @staticmethod
+    def _routine(ctx: Context, e: ExecView, flows: list[FlowView]) -> bool:
+        """The baseline has this workload running this tool and sending to
+        these destinations: an encrypted backup job doing its job."""
+        wb = ctx.workload(e.workload)
+        return (wb is not None and (e.process.executable or "") in wb.executables
+                and all(ctx.known_destination(f.workload, f.ip, f.port, f.transport) for f in flows))
 
 
 # --- T1104 ----------------------------------------------------------------------------
@@ -503,16 +521,18 @@ class MultiStageChain(_Base):
 
     def _finding(self, a: ConnectView, stage: ExecView, b: ConnectView, ctx: Context) -> Finding:
         steps = [
-            {"step": "connect", "time": a.ts, "destination": _dest(a.ip, a.port), "process": a.process.name},
+            {"step": "connect", "time": a.ts, "destination": _dest(a.ip, a.port), "process": _pname(a.process),
+             "pid": a.process.pid},
             {"step": "exec", "time": stage.ts, "executable": stage.process.executable, "args": stage.process.args,
              "pid": stage.process.pid},
-            {"step": "connect", "time": b.ts, "destination": _dest(b.ip, b.port), "process": b.process.name},
+            {"step": "connect", "time": b.ts, "destination": _dest(b.ip, b.port), "process": _pname(b.process),
+             "pid": b.process.pid},
         ]
         return Finding(
             self.info.id, b.attr, b.workload, b.ts,
             f"{_who(b.attr, b.workload)} connected to {_dest(a.ip, a.port)}, then ran new executable "
             f"{stage.process.executable} and opened a channel to {_dest(b.ip, b.port)} "
-            f"{b.ts - a.ts:.1f} s later",
+            f"{_secs(b.ts - a.ts)} later",
             {"chain": steps, "seconds": round(b.ts - a.ts, 3),
              "executable_in_baseline": False, "second_destination_in_baseline": False},
             (b.ip, b.port, b.transport), stage.process,
@@ -608,44 +628,57 @@ class InterContainer(_Base):
 
 
 class LifecycleBurst(_Base):
-    """SL-C2-004: many container starts/stops, with egress to new places."""
+    """SL-C2-004: a workload's containers start and stop in a burst, and one
+    of them sends data to a destination outside the baseline."""
 
     def __init__(self) -> None:
         super().__init__("SL-C2-004")
-        self._events: deque[tuple[float, str, str]] = deque(maxlen=10_000)   # ts, container, workload
-        self._fired_until = 0.0
+        self._events: dict[str, deque[tuple[float, str]]] = defaultdict(lambda: deque(maxlen=10_000))
+        self._fired_until: dict[str, float] = {}   # workload -> quiet until
 
     def evaluate(self, view: WindowView, ctx: Context) -> list[Finding]:
         cfg = ctx.settings(self.info.id)
         horizon = cfg["horizon_seconds"]
         for x in view.lifecycle:
             if x.attr.container is not None:
-                self._events.append((x.ts, x.attr.container.id, x.workload))
-        while self._events and view.end - self._events[0][0] > horizon:
-            self._events.popleft()
-        if len(self._events) < cfg["min_events"] or view.end < self._fired_until:
-            return []
-        burst = {c for _t, c, _w in self._events}
-        new = [f for f in view.flows if f.attr.container is not None and f.attr.container.id in burst
-               and f.summary.payload_bytes and not ctx.known_destination(f.workload, f.ip, f.port, f.transport)]
-        if not new:
-            return []
-        top = max(new, key=lambda f: f.summary.payload_bytes)
-        if not ctx.baseline_gate(top.workload):
-            return []
-        self._fired_until = view.end + horizon
-        wb = ctx.workload(top.workload)
-        workloads = Counter(w for _t, _c, w in self._events)
-        return [Finding(
-            self.info.id, top.attr, top.workload, view.end,
-            f"{len(self._events)} container starts/stops in {horizon:.0f} s "
-            f"({', '.join(f'{w} x{n}' for w, n in workloads.most_common(3))}) while "
-            f"{_who(top.attr, top.workload).lower()} sent data to new destination {_dest(top.ip, top.port)}",
-            {"lifecycle_events": len(self._events), "containers": len(burst), "horizon_seconds": horizon,
-             "min_events": cfg["min_events"], "new_destinations": sorted({_dest(f.ip, f.port) for f in new})[:10],
-             "baseline_starts_per_window_p99": wb.starts_per_window.quantile(0.99) if wb else None},
-            (top.ip, top.port, top.transport), _proc(top), top.summary.protocol_hint,
-        )]
+                self._events[x.workload].append((x.ts, x.attr.container.id))
+        out = []
+        for w in list(self._events):
+            dq = self._events[w]
+            while dq and view.end - dq[0][0] > horizon:
+                dq.popleft()
+            if not dq:
+                del self._events[w]
+                continue
+            need = self._threshold(ctx, w, cfg, horizon, view.end - view.start)
+            if len(dq) < need or view.end < self._fired_until.get(w, 0.0):
+                continue
+            burst = {c for _t, c in dq}
+            new = [f for f in view.flows if f.workload == w and f.attr.container is not None
+                   and f.attr.container.id in burst and f.summary.payload_bytes
+                   and not ctx.known_destination(f.workload, f.ip, f.port, f.transport)]
+            if not new or not ctx.baseline_gate(w):
+                continue
+            top = max(new, key=lambda f: f.summary.payload_bytes)
+            self._fired_until[w] = view.end + horizon
+            out.append(Finding(
+                self.info.id, top.attr, w, view.end,
+                f"{len(dq)} container starts/stops of {w} in {horizon:.0f} s ({len(burst)} containers) while "
+                f"{_who(top.attr, w).lower()} sent data to new destination {_dest(top.ip, top.port)}",
+                {"lifecycle_events": len(dq), "containers": len(burst), "horizon_seconds": horizon,
+                 "threshold_events": need, "new_destinations": sorted({_dest(f.ip, f.port) for f in new})[:10]},
+                (top.ip, top.port, top.transport), _proc(top), top.summary.protocol_hint,
+            ))
+        return out
+
+    @staticmethod
+    def _threshold(ctx: Context, w: str, cfg: dict[str, Any], horizon: float, window: float) -> float:
+        """min_events, raised for workloads whose baseline shows bursts."""
+        wb = ctx.workload(w)
+        if wb is None or wb.windows < ctx.config.detection.min_baseline_windows or window <= 0:
+            return cfg["min_events"]
+        usual = 2 * wb.starts_per_window.quantile(0.99) * horizon / window   # starts and stops
+        return max(cfg["min_events"], usual)
 
 
 def all_rules() -> list[Any]:

@@ -19,9 +19,11 @@ from typing import Any
 
 from ..errors import SluiceError
 
+# Sink addresses in distinct /24s: baselines generalise destinations to
+# their /24 (detection.destination_prefix_v4).
 SINK_IP = "198.18.0.1"       # the "internet" host
-SECOND_IP = "198.18.0.2"     # a second destination (stage two, beacons)
-VAULT_IP = "198.18.0.3"      # the allowed backup destination
+SECOND_IP = "198.18.64.1"    # a second destination (stage two, beacons)
+VAULT_IP = "198.18.128.1"    # the allowed backup destination
 SINK_SCRIPT = str(Path(__file__).with_name("sink.py"))
 BASE_IMAGE = "sluice-emu/base:latest"
 LABEL = "io.sluice.emulation"
@@ -131,7 +133,7 @@ class SinkNet:
     def attach(self, pid: int) -> str:
         """Give the network namespace of `pid` an eth0 on the sink bridge."""
         n = next(self._hosts)
-        ip = f"198.18.{n // 250 + 1}.{n % 250 + 2}"
+        ip = f"198.18.{n // 250 + 1}.{n % 250 + 2}"   # 198.18.1.x-198.18.63.x: clients
         tag = uuid.uuid4().hex[:6]
         host_end, cont_end = f"slh{tag}", f"slc{tag}"
         run("ip", "link", "add", host_end, "type", "veth", "peer", "name", cont_end)
@@ -188,7 +190,12 @@ class Lab:
         return cid, ip
 
     def wait(self, cid: str, timeout: float = 120) -> int:
-        out = self.docker("wait", cid, check=False, timeout=timeout)
+        try:
+            out = self.docker("wait", cid, check=False, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            logs = self.docker("logs", "--tail", "5", cid, check=False)
+            self.docker("rm", "-f", cid, check=False)
+            raise SluiceError(f"container {cid[:12]} did not finish in {timeout:.0f} s (removed); last output: {logs!r}")
         try:
             return int(out)
         except ValueError:

@@ -48,10 +48,18 @@ class Sink:
               ctx: ssl.SSLContext | None) -> None:
         total = 0
         try:
-            conn.settimeout(60)
+            conn.settimeout(30)
             if ctx is not None:
                 conn = ctx.wrap_socket(conn, server_side=True)
-            first = conn.recv(65536)
+            # enough bytes to tell an HTTP request line from raw data: a
+            # short first read must not turn a request into a discard
+            # (the client would wait for a reply that never comes)
+            first = b""
+            while len(first) < 8:
+                more = conn.recv(65536)
+                if not more:
+                    break
+                first += more
             total = len(first)
             if mode == "http" and first.startswith(_METHODS):
                 total = self._http(conn, first)

