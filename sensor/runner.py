@@ -271,6 +271,8 @@ class Sensor:
                 if next_window < now:  # we fell behind: do not burst
                     next_window = now + window
             if now >= next_health:
+                if self.config.detection.learn_while_detecting and self.detector is not None:
+                    self.save_learned()  # do not lose what was learned to a crash
                 self.emit(self._health_doc("sensor_health"))
                 next_health = now + health_every
             if now >= next_snapshot:

@@ -79,3 +79,23 @@ def test_emulate_ctrl_c_cleans_up(base: Path, docker: Docker) -> None:
     assert not containers and set(netns) <= before_ns
     # and no sensor of the lab is left attached: its control socket is gone
     assert not list(Path("/tmp").glob("sluice-emulate-*/ctl.sock"))
+
+
+def test_emulate_attach_scores_against_the_running_sensor(base: Path, docker: Docker) -> None:
+    """--attach: no lab sensor; the running sensor (no baseline: every
+    workload is new) must raise the scenario's rule."""
+    from .harness import SensorProc
+    s = SensorProc(base, docker.sock, name="attach")
+    s.start()
+    try:
+        r = subprocess.run([SLUICE, "emulate", "run", "encrypted-raw-tcp", "--attach", "--json", "-c", str(s.config)],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+        (score,) = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+        assert score["result"] == "detected" and "SL-EXF-002" in score["rules_fired"]
+        assert "scoring against the running sensor" in r.stderr
+        alerts = [d for d in s.docs() if d["event"]["kind"] == "alert" and d["rule"]["id"] == "SL-EXF-002"]
+        assert any(d["event"]["id"] in score["alert_ids"] for d in alerts)
+    finally:
+        assert s.stop() == 0
+    assert not _lab_leftovers(docker)[0]
