@@ -18,17 +18,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from sensor.emulation.lab import SINK_IP, DockerCLI, Lab, SinkNet, build_image
+from sensor.emulation.lab import run as sh
 
 IMAGE = "sluice-test:latest"
 SLUICE = str(Path(sys.executable).parent / "sluice")
 __all__ = ["SINK_IP", "SinkNet"]
-
-
-def sh(*cmd: str, check: bool = True, env: dict[str, str] | None = None, timeout: float = 120) -> str:
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-    if check and r.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr.strip()}")
-    return r.stdout.strip()
 
 
 def prerequisite_problems() -> list[str]:
