@@ -41,12 +41,26 @@ OutputOpt = typer.Option(None, "--output", "-o", help="Append JSON lines to this
 EventsOpt = typer.Option(False, "--events", help="Emit telemetry (exec, connect, flow and container summaries, container start/stop), not only alerts and health.")
 
 
-def _run_config(config: Optional[str], output: Optional[str], events: bool):  # type: ignore[no-untyped-def]
+FormatOpt = typer.Option(None, "--format", help="ecs (default) or ocsf.")
+MetricsOpt = typer.Option(None, "--metrics", help="Serve Prometheus metrics on host:port, e.g. 0.0.0.0:9464.")
+
+
+def _run_config(config: Optional[str], output: Optional[str], events: bool,  # type: ignore[no-untyped-def]
+                fmt: Optional[str] = None, metrics: Optional[str] = None):
     cfg = load_config(config)
     if output is not None:
         cfg = cfg.replace("output", path=output)
     if events:
         cfg = cfg.replace("output", events=True)
+    if fmt is not None:
+        if fmt not in ("ecs", "ocsf"):
+            raise SluiceError(f"--format {fmt!r}: must be ecs or ocsf")
+        cfg = cfg.replace("output", format=fmt)
+    if metrics is not None:
+        host, sep, port = metrics.rpartition(":")
+        if not sep or not port.isdigit():
+            raise SluiceError(f"--metrics {metrics!r}: must be host:port, e.g. 0.0.0.0:9464")
+        cfg = cfg.replace("output", metrics=metrics)
     return cfg
 
 
@@ -55,6 +69,8 @@ def run(
     config: Optional[str] = ConfigOpt,
     output: Optional[str] = OutputOpt,
     events: bool = EventsOpt,
+    fmt: Optional[str] = FormatOpt,
+    metrics: Optional[str] = MetricsOpt,
     baseline: Optional[str] = typer.Option(
         None, "--baseline", "-b",
         help=f"Detect against this baseline (default: {DEFAULT_BASELINE} when it exists; without one every workload is new)."),
@@ -62,7 +78,7 @@ def run(
     """Run the sensor in the foreground until SIGINT or SIGTERM."""
     from sensor.runner import Sensor
     try:
-        cfg = _run_config(config, output, events)
+        cfg = _run_config(config, output, events, fmt, metrics)
         if baseline is None and os.path.exists(DEFAULT_BASELINE):
             baseline = DEFAULT_BASELINE
         code = Sensor(cfg, baseline_path=baseline).run()

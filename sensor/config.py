@@ -57,6 +57,15 @@ class RuntimeSection:
 class OutputSection:
     path: str
     events: bool
+    format: str
+    max_bytes: int
+    backups: int
+    socket: str
+    socket_type: str
+    syslog: str
+    syslog_facility: str
+    queue_size: int
+    metrics: str
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,23 @@ _SECTIONS: dict[str, type] = {
 }
 
 
+_FACILITIES = {"kern", "user", "daemon", "auth", "syslog", "authpriv", *(f"local{i}" for i in range(8))}
+
+
+def _valid_hostport(v: str) -> bool:
+    host, sep, port = v.rpartition(":")
+    return bool(sep) and port.isdigit() and 0 < int(port) < 65536
+
+
+def _valid_syslog(v: str) -> bool:
+    scheme, sep, rest = v.partition("://")
+    if not sep:
+        return False
+    if scheme == "unix":
+        return rest.startswith("/")
+    return scheme in ("udp", "tcp") and _valid_hostport(rest)
+
+
 def _is_cidr(v: Any) -> bool:
     try:
         ipaddress.ip_network(v, strict=False)
@@ -144,6 +170,15 @@ _CHECKS: dict[tuple[str, str], tuple[Any, str]] = {
     ("kernel", "udp_send_dedup_ms"): (lambda v: 0 <= v <= 3_600_000, "between 0 and 3600000"),
     ("kernel", "exec_args"): (lambda v: v in ("procfs", "tracepoint"), '"procfs" or "tracepoint"'),
     ("runtime", "timeout_seconds"): (lambda v: 0 < v <= 30, "between 0 and 30"),
+    ("output", "format"): (lambda v: v in ("ecs", "ocsf"), '"ecs" or "ocsf"'),
+    ("output", "max_bytes"): (lambda v: v == 0 or v >= 4096, "0 (no rotation) or at least 4096"),
+    ("output", "backups"): (lambda v: 0 <= v <= 1000, "between 0 and 1000"),
+    ("output", "socket"): (lambda v: v == "" or v.startswith("/"), "empty or an absolute path"),
+    ("output", "socket_type"): (lambda v: v in ("dgram", "stream"), '"dgram" or "stream"'),
+    ("output", "syslog"): (lambda v: v == "" or _valid_syslog(v), '"", "unix:///dev/log", "udp://host:port" or "tcp://host:port"'),
+    ("output", "syslog_facility"): (lambda v: v in _FACILITIES, "a syslog facility name (local0..local7, daemon, user, ...)"),
+    ("output", "queue_size"): (lambda v: 16 <= v <= 10_000_000, "between 16 and 10000000"),
+    ("output", "metrics"): (lambda v: v == "" or _valid_hostport(v), '"" or "host:port"'),
     ("detection", "min_baseline_windows"): (lambda v: 1 <= v <= 1_000_000, "between 1 and 1000000"),
     ("detection", "high_entropy_bits"): (lambda v: 0 < v <= 8, "between 0 and 8"),
     ("detection", "destination_prefix_v4"): (lambda v: 0 <= v <= 32, "between 0 and 32"),

@@ -1,22 +1,51 @@
-"""Line-delimited JSON to stdout or a file.
+"""Where documents go: formatting, a bounded queue, and the sinks.
 
-One object per line, flushed per line. A file is opened for append and
-reopened on request (SIGHUP, after logrotate moved it). A write that fails is
-counted and reported, never silently dropped from the books.
+Detection never waits for output: emit() puts the formatted line on a
+bounded queue and returns; a writer thread delivers it to every sink. When
+the queue is full the line is dropped and counted (health events and
+metrics report it). Sinks:
+  - stdout, or a file (append; reopened on SIGHUP; optional size rotation),
+  - a unix datagram or stream socket,
+  - syslog, RFC 5424 with the JSON document as the message, over
+    unix:///dev/log, udp://host:port or tcp://host:port (octet counting).
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
+import os
+import queue
+import socket
 import sys
-from typing import IO, Any
+import threading
+import time
+from typing import IO, Any, Callable, Protocol
+
+from .ocsf import to_ocsf
+
+
+class Sink(Protocol):
+    errors: int
+    last_error: str
+
+    def write_line(self, line: str, doc: dict[str, Any]) -> None: ...
+
+    def reopen(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class JsonLineWriter:
-    def __init__(self, path: str | None) -> None:
+    """stdout, or a file opened for append; one line per document."""
+
+    def __init__(self, path: str | None, max_bytes: int = 0, backups: int = 5) -> None:
         self.path = path if path not in (None, "", "-") else None
+        self.max_bytes = max_bytes
+        self.backups = backups
         self.lines = 0
         self.errors = 0
+        self.rotations = 0
         self.last_error = ""
         self._f: IO[str] = self._open()
 
@@ -26,7 +55,9 @@ class JsonLineWriter:
         return open(self.path, "a", encoding="utf-8", buffering=1)
 
     def write(self, doc: dict[str, Any]) -> None:
-        line = json.dumps(doc, separators=(",", ":"), ensure_ascii=False, default=str)
+        self.write_line(json.dumps(doc, separators=(",", ":"), ensure_ascii=False, default=str), doc)
+
+    def write_line(self, line: str, doc: dict[str, Any] | None = None) -> None:
         try:
             self._f.write(line + "\n")
             self._f.flush()
@@ -34,6 +65,27 @@ class JsonLineWriter:
         except OSError as e:
             self.errors += 1
             self.last_error = str(e)
+            return
+        if self.max_bytes and self.path is not None:
+            try:
+                if self._f.tell() >= self.max_bytes:
+                    self._rotate()
+            except OSError as e:
+                self.errors += 1
+                self.last_error = f"rotate {self.path}: {e}"
+
+    def _rotate(self) -> None:
+        assert self.path is not None
+        for i in range(self.backups - 1, 0, -1):
+            src = f"{self.path}.{i}"
+            if os.path.exists(src):
+                os.replace(src, f"{self.path}.{i + 1}")
+        if self.backups > 0:
+            os.replace(self.path, f"{self.path}.1")
+        else:
+            os.unlink(self.path)
+        self.rotations += 1
+        self.reopen()
 
     def reopen(self) -> None:
         if self.path is None:
@@ -59,3 +111,230 @@ class JsonLineWriter:
     def close(self) -> None:
         if self.path is not None:
             self._close(self._f)
+
+
+class UnixSocketSink:
+    """Each line to a unix socket: one datagram per line, or newline
+    separated on a stream. Reconnects at most once a second."""
+
+    def __init__(self, path: str, kind: str = "dgram") -> None:
+        self.path, self.kind = path, kind
+        self.errors = 0
+        self.last_error = ""
+        self._sock: socket.socket | None = None
+        self._next_try = 0.0
+
+    def _connect(self) -> socket.socket | None:
+        if self._sock is not None:
+            return self._sock
+        if time.monotonic() < self._next_try:
+            return None
+        self._next_try = time.monotonic() + 1.0
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM if self.kind == "dgram" else socket.SOCK_STREAM)
+        s.settimeout(1.0)
+        try:
+            s.connect(self.path)
+        except OSError as e:
+            s.close()
+            self.last_error = f"{self.path}: {e}"
+            return None
+        self._sock = s
+        return s
+
+    def write_line(self, line: str, doc: dict[str, Any]) -> None:
+        s = self._connect()
+        if s is None:
+            self.errors += 1
+            return
+        data = line.encode() if self.kind == "dgram" else (line + "\n").encode()
+        try:
+            s.sendall(data) if self.kind == "stream" else s.send(data)
+        except OSError as e:
+            self.errors += 1
+            self.last_error = f"{self.path}: {e}"
+            self.close()
+
+    def reopen(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+FACILITIES = {"kern": 0, "user": 1, "daemon": 3, "auth": 4, "syslog": 5, "authpriv": 10,
+              **{f"local{i}": 16 + i for i in range(8)}}
+
+
+def syslog_severity(doc: dict[str, Any]) -> int:
+    """RFC 5424 severity: alerts by score, health info, telemetry info."""
+    ev = doc.get("event", {})
+    if ev.get("kind") == "alert":
+        score = int(ev.get("severity", 50))
+        return 2 if score >= 80 else 3 if score >= 60 else 4 if score >= 40 else 5
+    return 6
+
+
+def rfc5424(line: str, doc: dict[str, Any], hostname: str, app: str, facility: int) -> str:
+    pri = facility * 8 + syslog_severity(doc)
+    ts = doc.get("@timestamp") or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    msgid = (doc.get("event", {}).get("dataset") or "sluice").replace(" ", "_")[:32]
+    return f"<{pri}>1 {ts} {hostname or '-'} {app} {os.getpid()} {msgid} - {line}"
+
+
+class SyslogSink:
+    def __init__(self, target: str, hostname: str, facility: str = "local0", app: str = "sluice") -> None:
+        self.target = target
+        self.hostname = hostname
+        self.facility = FACILITIES[facility]
+        self.app = app
+        self.errors = 0
+        self.last_error = ""
+        self._sock: socket.socket | None = None
+        self._next_try = 0.0
+        scheme, _, rest = target.partition("://")
+        self.scheme = scheme
+        if scheme == "unix":
+            self.addr: Any = rest
+        else:
+            host, _, port = rest.rpartition(":")
+            self.addr = (host.strip("[]"), int(port))
+
+    def _connect(self) -> socket.socket | None:
+        if self._sock is not None:
+            return self._sock
+        if time.monotonic() < self._next_try:
+            return None
+        self._next_try = time.monotonic() + 1.0
+        try:
+            if self.scheme == "unix":
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            else:
+                fam = socket.AF_INET6 if ":" in self.addr[0] else socket.AF_INET
+                s = socket.socket(fam, socket.SOCK_DGRAM if self.scheme == "udp" else socket.SOCK_STREAM)
+            s.settimeout(2.0)
+            s.connect(self.addr)
+        except OSError as e:
+            self.last_error = f"{self.target}: {e}"
+            return None
+        self._sock = s
+        return s
+
+    def write_line(self, line: str, doc: dict[str, Any]) -> None:
+        msg = rfc5424(line, doc, self.hostname, self.app, self.facility).encode()
+        s = self._connect()
+        if s is None:
+            self.errors += 1
+            return
+        try:
+            if self.scheme == "tcp":
+                s.sendall(b"%d " % len(msg) + msg)  # RFC 6587 octet counting
+            else:
+                s.send(msg)
+        except OSError as e:
+            self.errors += 1
+            self.last_error = f"{self.target}: {e}"
+            self.close()
+
+    def reopen(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+def ecs_line(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+FORMATS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "ecs": ecs_line,
+    "ocsf": lambda doc: ecs_line(to_ocsf(doc)),
+}
+
+_STOP = object()
+
+
+class Output:
+    """Formats documents and hands them to the writer thread."""
+
+    def __init__(self, sinks: list[Any], fmt: str = "ecs", queue_size: int = 10000) -> None:
+        self.sinks = sinks
+        self.format = FORMATS[fmt]
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self.dropped = 0
+        self.format_errors = 0
+        self.written = 0
+        self._reopen = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sluice-output", daemon=True)
+        self._thread.start()
+
+    def emit(self, doc: dict[str, Any]) -> None:
+        try:
+            line = self.format(doc)
+        except (KeyError, ValueError, TypeError):
+            self.format_errors += 1
+            return
+        try:
+            self.queue.put_nowait((line, doc))
+        except queue.Full:
+            self.dropped += 1
+
+    def reopen(self) -> None:
+        self._reopen.set()
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if self._reopen.is_set():
+                self._reopen.clear()
+                for s in self.sinks:
+                    s.reopen()
+            if item is _STOP:
+                return
+            line, doc = item
+            for s in self.sinks:
+                s.write_line(line, doc)
+            self.written += 1
+
+    def flush(self, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.queue.unfinished_tasks and not self.queue.empty() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Deliver what is queued, then close the sinks."""
+        try:
+            self.queue.put(_STOP, timeout=timeout)
+        except queue.Full:
+            self.dropped += self.queue.qsize()
+        self._thread.join(timeout)
+        for s in self.sinks:
+            s.close()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "written": self.written,
+            "queued": self.queue.qsize(),
+            "dropped_queue_full": self.dropped,
+            "format_errors": self.format_errors,
+            "sink_errors": {type(s).__name__: s.errors for s in self.sinks},
+            "last_error": next((s.last_error for s in self.sinks if s.last_error), ""),
+        }
+
+    @property
+    def errors(self) -> int:
+        return self.dropped + self.format_errors + sum(s.errors for s in self.sinks)
+
+
+def build_output(cfg: Any, hostname: str) -> Output:
+    """The sinks an [output] config section asks for."""
+    sinks: list[Any] = [JsonLineWriter(cfg.path, cfg.max_bytes, cfg.backups)]
+    if cfg.socket:
+        sinks.append(UnixSocketSink(cfg.socket, cfg.socket_type))
+    if cfg.syslog:
+        sinks.append(SyslogSink(cfg.syslog, hostname, cfg.syslog_facility))
+    return Output(sinks, cfg.format, cfg.queue_size)

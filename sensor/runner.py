@@ -23,8 +23,9 @@ from .config import Config
 from .docker_api import DockerClient
 from .control_server import ControlServer
 from .hooks import EXEC_ARGS_UNIT, UNITS
-from .output import JsonLineWriter
+from .output import build_output
 from .pipeline import Pipeline, monotonic_to_wall_factory
+from .errors import SluiceError
 from .probe import ProbeReport, probe, require_root, require_runnable
 from .source import EventSource
 
@@ -50,7 +51,8 @@ class Sensor:
         self.learner: Learner | None = None
         self.learned_saved = False
         self.host_name = config.sensor.host_name or os.uname().nodename
-        self.writer = JsonLineWriter(config.output.path)
+        self.output = build_output(config.output, self.host_name)
+        self._metrics_server: Any = None
         self._source_factory = source_factory
         self.report = report
         self.source: EventSource | None = None
@@ -72,7 +74,7 @@ class Sensor:
     # --- documents -----------------------------------------------------------
 
     def emit(self, doc: dict[str, Any]) -> None:
-        self.writer.write(doc)
+        self.output.emit(doc)
         if doc["event"]["kind"] == "alert":
             with self._alerts_lock:
                 self._alert_seq += 1
@@ -103,7 +105,7 @@ class Sensor:
         d = {k: v for k, v in ks.items() if k.startswith("dropped_") or k in ("flow_map_full", "flow_bytes_untracked", "parent_map_full")}
         d["user_lost_records"] = self.source.lost_records() if self.source else 0
         d["decode_errors"] = self.pipeline.counts["decode_errors"] if self.pipeline else 0
-        d["output_errors"] = self.writer.errors
+        d["output_errors"] = self.output.errors
         d["total"] = (sum(v for k, v in d.items() if k.startswith("dropped_")) + d["flow_map_full"]
                       + d["user_lost_records"] + d["decode_errors"] + d["output_errors"]) if ks else (
                           d["user_lost_records"] + d["decode_errors"] + d["output_errors"])
@@ -122,8 +124,9 @@ class Sensor:
                 "egress_packets": ks.get("egress_packets", 0),
                 "udp_sends_deduplicated": ks.get("udp_sends_deduplicated", 0),
                 **(self.pipeline.counts if self.pipeline else {}),
-                "output_lines": self.writer.lines,
+                "output_lines": self.output.written,
             },
+            "output": self.output.stats(),
             "runtime": {
                 "docker_socket": self.config.runtime.docker_socket,
                 "status": self.attributor.runtime_status if self.attributor else "unknown",
@@ -206,6 +209,14 @@ class Sensor:
         self.pipeline.note_existing_containers()
         self.control = ControlServer(cfg.sensor.control_socket, self._handle)
         self.control.start()
+        if cfg.output.metrics:
+            from .metrics import serve
+            try:
+                self._metrics_server = serve(cfg.output.metrics, lambda: self._snapshot,
+                                             {r: int(v["severity"]) for r, v in cfg.rules.items()})
+            except OSError as e:
+                raise SluiceError(f"cannot serve metrics on {cfg.output.metrics}: {e.strerror}",
+                                  hint="choose another --metrics address or free the port") from None
         self.startup_seconds = round(time.monotonic() - t0, 3)
         self.ready = True
         self._publish_snapshot()
@@ -262,7 +273,7 @@ class Sensor:
             now = time.monotonic()
             if self._reopen:
                 self._reopen = False
-                self.writer.reopen()
+                self.output.reopen()
             if now >= next_window:
                 end = time.time()
                 self.pipeline.close_window(self.source.drain_flows(), win_start, end)
@@ -299,4 +310,6 @@ class Sensor:
                     self.emit(self._health_doc("sensor_stop", {"baseline_saved": self.learned_saved}))
             finally:
                 self.source.close()
-        self.writer.close()
+        if self._metrics_server is not None:
+            self._metrics_server[0].shutdown()
+        self.output.close()

@@ -1,0 +1,89 @@
+"""Prometheus metrics (`--metrics ADDR`, off by default).
+
+A collector renders the sensor's latest published snapshot at scrape time:
+nothing is counted twice and the event path pays nothing for metrics.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+from prometheus_client import start_http_server
+from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector
+
+from . import __version__
+
+
+class SensorCollector(Collector):
+    def __init__(self, snapshot: Callable[[], dict[str, Any]], severities: dict[str, int]) -> None:
+        self.snapshot = snapshot
+        self.severities = severities
+
+    def collect(self) -> Iterator[Any]:
+        s = self.snapshot()
+        counters = s.get("counters", {})
+        drops = s.get("drops", {})
+        kernel = s.get("kernel", {})
+        info = InfoMetricFamily("sluice_build", "Sluice build and kernel facts")
+        info.add_metric([], {"version": __version__, "kernel": kernel.get("kernel_release", ""),
+                             "buffer": s.get("hooks", {}).get("buffer", ""), "mode": s.get("mode", "")})
+        yield info
+        ev = CounterMetricFamily("sluice_events", "Kernel events decoded, by source", labels=["source"])
+        for src in ("exec", "exit", "connect", "sample", "cgroup", "exec_args"):
+            ev.add_metric([src], counters.get(src, 0))
+        yield ev
+        sub = CounterMetricFamily("sluice_kernel_submitted", "Events the kernel submitted, by type", labels=["type"])
+        lost = CounterMetricFamily("sluice_kernel_dropped", "Events the kernel could not submit (buffer full)",
+                                   labels=["type"])
+        for k, v in counters.items():
+            if k.startswith("submitted_"):
+                sub.add_metric([k[len("submitted_"):]], v)
+        for k, v in drops.items():
+            if k.startswith("dropped_"):
+                lost.add_metric([k[len("dropped_"):]], v)
+        yield sub
+        yield lost
+        for name, key, help_ in (
+            ("sluice_user_lost_records", "user_lost_records", "Records lost between kernel and user space"),
+            ("sluice_decode_errors", "decode_errors", "Records that could not be decoded"),
+            ("sluice_flow_map_full", "flow_map_full", "Packets whose flow could not be tracked (map full)"),
+            ("sluice_flow_bytes_untracked", "flow_bytes_untracked", "Bytes of flows that could not be tracked"),
+            ("sluice_output_errors", "output_errors", "Output lines lost (queue full, sink errors)"),
+        ):
+            c = CounterMetricFamily(name, help_)
+            c.add_metric([], drops.get(key, 0))
+            yield c
+        det = s.get("detection") or {}
+        alerts = CounterMetricFamily("sluice_alerts", "Alerts emitted, by rule and severity", labels=["rule", "severity"])
+        for rule, n in (det.get("by_rule") or {}).items():
+            alerts.add_metric([rule, str(self.severities.get(rule, 0))], n)
+        yield alerts
+        for name, key, help_ in (("sluice_alerts_suppressed", "suppressed", "Alerts suppressed as repeats"),
+                                 ("sluice_alerts_allowed", "allowed", "Findings silenced by allow lists")):
+            c = CounterMetricFamily(name, help_)
+            c.add_metric([], det.get(key, 0))
+            yield c
+        out = s.get("output", {})
+        c = CounterMetricFamily("sluice_output_lines", "Lines delivered to the sinks")
+        c.add_metric([], out.get("written", 0))
+        yield c
+        c = CounterMetricFamily("sluice_output_dropped", "Lines dropped because the output queue was full")
+        c.add_metric([], out.get("dropped_queue_full", 0))
+        yield c
+        g = GaugeMetricFamily("sluice_containers_tracked", "Containers the sensor is tracking")
+        g.add_metric([], s.get("containers_tracked", 0))
+        yield g
+        g = GaugeMetricFamily("sluice_uptime_seconds", "Seconds since the sensor started")
+        g.add_metric([], s.get("uptime_seconds", 0))
+        yield g
+        g = GaugeMetricFamily("sluice_ready", "1 when programs are attached and the sensor is running")
+        g.add_metric([], 1 if s.get("ready") else 0)
+        yield g
+
+
+def serve(addr: str, snapshot: Callable[[], dict[str, Any]], severities: dict[str, int]) -> Any:
+    host, _, port = addr.rpartition(":")
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SensorCollector(snapshot, severities))
+    return start_http_server(int(port), addr=host.strip("[]") or "0.0.0.0", registry=registry)
