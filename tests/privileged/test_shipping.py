@@ -1,0 +1,138 @@
+"""Alerts through a real log shipper, and the metrics endpoint.
+
+rsyslog (Debian's) tails Sluice's file output with imfile, checks each line
+with mmjsonparse and forwards it over TCP to a collector (imtcp -> omfile).
+Sluice rotates its file by size during the test, so rsyslog must follow the
+rotation. Sluice's own RFC 5424 syslog sink feeds the same rsyslog. Every
+alert must arrive intact on the other side, and parse as JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from .harness import SensorProc, sh
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+RSYSLOG_CONF = """
+global(workDirectory="{work}" maxMessageSize="256k")
+module(load="imfile" mode="inotify")
+module(load="imtcp")
+module(load="mmjsonparse")
+template(name="fwd" type="string" string="<%PRI%>1 %TIMESTAMP:::date-rfc3339% %HOSTNAME% %APP-NAME% - - - %msg%\\n")
+template(name="msgonly" type="string" string="%msg%\\n")
+template(name="raw" type="string" string="%rawmsg%\\n")
+
+ruleset(name="ship") {{
+  action(type="mmjsonparse" cookie="")
+  if $parsesuccess == "OK" then {{
+    action(type="omfwd" target="127.0.0.1" port="{collector}" protocol="tcp" template="fwd")
+  }} else {{
+    action(type="omfile" file="{dir}/ship-parse-failed.log" template="raw")
+  }}
+}}
+ruleset(name="collector") {{
+  action(type="omfile" file="{dir}/collected.jsonl" template="msgonly")
+}}
+ruleset(name="syslogin") {{
+  action(type="mmjsonparse" cookie="")
+  if $parsesuccess == "OK" then {{
+    action(type="omfile" file="{dir}/syslog-in.jsonl" template="msgonly")
+  }} else {{
+    action(type="omfile" file="{dir}/syslog-parse-failed.log" template="raw")
+  }}
+}}
+input(type="imfile" file="{dir}/sluice.jsonl" tag="sluice" ruleset="ship" reopenOnTruncate="on" freshStartTail="off")
+input(type="imtcp" port="{collector}" ruleset="collector")
+input(type="imtcp" port="{syslog}" ruleset="syslogin")
+"""
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def test_alerts_survive_rsyslog_rotation_and_syslog(base: Path, docker: Any) -> None:
+    d = base / "ship"
+    d.mkdir()
+    (d / "work").mkdir()
+    collector, syslog_port, metrics_port = _free_port(), _free_port(), _free_port()
+    conf = d / "rsyslog.conf"
+    conf.write_text(RSYSLOG_CONF.format(work=d / "work", dir=d, collector=collector, syslog=syslog_port))
+    sh("rsyslogd", "-N1", "-f", str(conf))  # config check
+    rs = subprocess.Popen(["rsyslogd", "-n", "-f", str(conf), "-i", str(d / "rsyslog.pid")],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    time.sleep(1)
+    s = SensorProc(base, docker.sock, name="ship", extra_config=(
+        f'[output]\nmax_bytes = 65536\nbackups = 20\nsyslog = "tcp://127.0.0.1:{syslog_port}"\n'
+        f'metrics = "127.0.0.1:{metrics_port}"\n'))
+    s.out = d / "sluice.jsonl"
+    s.start()
+    try:
+        # alerts: raw encrypted streams from the host to 6 loopback ports
+        for _ in range(6):
+            srv = socket.socket()
+            srv.bind(("127.0.0.1", 0))
+            srv.listen(1)
+            c = socket.create_connection(srv.getsockname())
+            conn, _ = srv.accept()
+            c.sendall(os.urandom(200_000))
+            c.close()
+            while conn.recv(1 << 16):
+                pass
+            conn.close()
+            srv.close()
+        # telemetry to push the file through several rotations
+        for _ in range(150):
+            subprocess.run(["/bin/true"])
+        time.sleep(3)
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    finally:
+        assert s.stop() == 0
+    time.sleep(3)  # rsyslog drains
+    rs.send_signal(signal.SIGTERM)
+    rs.wait(20)
+
+    written = _lines(d / "sluice.jsonl")
+    rotated = sorted(d.glob("sluice.jsonl.*"), key=lambda p: -int(p.suffix[1:]))
+    for p in rotated:
+        written = _lines(p) + written
+    assert len(rotated) >= 2, "the file never rotated: the test would prove nothing about rotation"
+    alerts = [x for x in written if x["event"]["kind"] == "alert"]
+    assert len(alerts) >= 6, [x["event"]["action"] for x in written if x["event"]["kind"] != "event"][:20]
+
+    collected = _lines(d / "collected.jsonl")
+    assert not (d / "ship-parse-failed.log").exists(), (d / "ship-parse-failed.log").read_text()[:2000]
+    got_ids = {x["event"]["id"]: x for x in collected if x["event"]["kind"] == "alert"}
+    for a in alerts:
+        assert got_ids.get(a["event"]["id"]) == a, f"alert {a['event']['id']} lost or altered by shipping"
+    # everything written went through, in the rotations too
+    assert len(collected) == len(written), (len(collected), len(written))
+
+    via_syslog = _lines(d / "syslog-in.jsonl")
+    assert not (d / "syslog-parse-failed.log").exists()
+    syslog_ids = {x["event"]["id"] for x in via_syslog if x["event"]["kind"] == "alert"}
+    assert {a["event"]["id"] for a in alerts} <= syslog_ids
+
+    # metrics: alerts by rule match what was written
+    n_exf2 = sum(1 for a in alerts if a["rule"]["id"] == "SL-EXF-002")
+    assert f'sluice_alerts_total{{rule="SL-EXF-002",severity="63"}} {float(n_exf2)}' in metrics, metrics[-3000:]
+    assert "sluice_ready 1.0" in metrics
+    assert 'sluice_build_info{' in metrics and "sluice_kernel_dropped_total" in metrics
