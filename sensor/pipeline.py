@@ -304,6 +304,30 @@ class Pipeline:
             d["sluice"]["container"] = {"lifetime_seconds": round(ts - life.started, 3)}
         self._out(d)
 
+    def attribute_pid(self, pid: int) -> tuple[Attribution, str, ProcessRef | None]:
+        """Attribution, workload and process of a pid (for non-BPF sources
+        such as file integrity events): its cgroup from /proc, its process
+        from the exec table (which still knows short-lived processes)."""
+        cgid = 0
+        try:
+            with open(f"/proc/{pid}/cgroup") as f:
+                path = next((line.split(":", 2)[2].strip() for line in f if line.startswith("0::")), "/")
+            cgid = self.attributor.resolver.id_of(path)
+        except (OSError, StopIteration):
+            p = self.procs.get(pid) or self.exited.get(pid)
+            cgid = p.cgroup_id if p else 0
+        attr = self.attributor.attribute(cgid)
+        p = self.procs.get(pid) or self.exited.get(pid)
+        if p is not None:
+            ref: ProcessRef | None = self._process_ref(p)
+        else:
+            try:
+                exe = os.readlink(f"/proc/{pid}/exe")
+                ref = ProcessRef(pid, os.path.basename(exe), exe, read_cmdline(pid), read_ppid(pid))
+            except OSError:
+                ref = ProcessRef(pid, "") if pid else None
+        return attr, workload_of(attr), ref
+
     def note_existing_containers(self) -> None:
         """Track containers that were running before the sensor started."""
         for cgid, path in self.attributor.resolver.items():

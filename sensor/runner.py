@@ -26,6 +26,7 @@ from .hooks import EXEC_ARGS_UNIT, UNITS
 from .output import build_output
 from .pipeline import Pipeline, monotonic_to_wall_factory
 from .errors import SluiceError
+from .fim import FimUnavailable, FimWatcher
 from .probe import ProbeReport, probe, require_root, require_runnable
 from .source import EventSource
 
@@ -50,6 +51,7 @@ class Sensor:
         self.detector: Detector | None = None
         self.learner: Learner | None = None
         self.learned_saved = False
+        self.fim: FimWatcher | None = None
         self.host_name = config.sensor.host_name or os.uname().nodename
         self.output = build_output(config.output, self.host_name)
         self._metrics_server: Any = None
@@ -90,7 +92,7 @@ class Sensor:
         return d
 
     def _health_message(self, action: str, h: dict[str, Any]) -> str:
-        bad = {k: v for k, v in h["hooks"].items() if not str(v).startswith("attached") and k != "buffer"}
+        bad = {k: v for k, v in h["hooks"].items() if str(v).startswith("unavailable")}
         state = "degraded" if bad or h["drops"]["total"] else "ok"
         h["status"] = state
         msg = f"sluice {action.replace('sensor_', '')}: {state}"
@@ -217,6 +219,7 @@ class Sensor:
             except OSError as e:
                 raise SluiceError(f"cannot serve metrics on {cfg.output.metrics}: {e.strerror}",
                                   hint="choose another --metrics address or free the port") from None
+        self._setup_fim()
         self.startup_seconds = round(time.monotonic() - t0, 3)
         self.ready = True
         self._publish_snapshot()
@@ -245,6 +248,32 @@ class Sensor:
         self.learner = learner
         self.detector = Detector(cfg, self.baseline, all_rules(), self.emit, self.host_name, learner)
 
+    def _setup_fim(self) -> None:
+        """Orchestration config integrity (rule SL-FIM-001), via fanotify."""
+        rule = self.config.rules["SL-FIM-001"]
+        if self.detector is None or not rule["enabled"]:
+            return
+        w = FimWatcher(list(rule["paths"]))
+        try:
+            w.start()
+        except FimUnavailable as e:
+            self.hooks["fim"] = f"unavailable: {e.strerror}"
+            return
+        self.fim = w
+        self._fim_status()
+
+    def _fim_status(self) -> None:
+        assert self.fim is not None
+        for path, st in self.fim.status.items():
+            self.hooks[f"fim:{path}"] = st
+
+    def _poll_fim(self) -> None:
+        if self.fim is None or self.detector is None or self.pipeline is None:
+            return
+        for ev in self.fim.read():
+            attr, workload, proc = self.pipeline.attribute_pid(ev.pid)
+            self.detector.on_fim(ev.path, ev.operations, ev.ts, attr, workload, proc)
+
     def run(self, install_signals: bool = True) -> int:
         if install_signals:
             signal.signal(signal.SIGINT, self.request_stop)
@@ -266,10 +295,13 @@ class Sensor:
         next_health = time.monotonic() + health_every
         next_snapshot = 0.0
         learn_until = (time.monotonic() + self.learn_seconds) if self.learn_seconds is not None else None
+        fim_rescan = self.config.rules["SL-FIM-001"]["rescan_seconds"]
+        next_fim_rescan = time.monotonic() + fim_rescan
         while not self._stop:
             if learn_until is not None and time.monotonic() >= learn_until:
                 break
             self.source.poll(POLL_MS)
+            self._poll_fim()
             now = time.monotonic()
             if self._reopen:
                 self._reopen = False
@@ -281,6 +313,10 @@ class Sensor:
                 next_window += window
                 if next_window < now:  # we fell behind: do not burst
                     next_window = now + window
+            if self.fim is not None and now >= next_fim_rescan:
+                self.fim.rescan()
+                self._fim_status()
+                next_fim_rescan = now + fim_rescan
             if now >= next_health:
                 if self.config.detection.learn_while_detecting and self.detector is not None:
                     self.save_learned()  # do not lose what was learned to a crash
@@ -303,6 +339,8 @@ class Sensor:
         self.ready = False
         if self.control is not None:
             self.control.stop()
+        if self.fim is not None:
+            self.fim.close()
         if self.source is not None:
             try:
                 if self.pipeline is not None:

@@ -110,4 +110,19 @@ RULES: tuple[RuleInfo, ...] = (
     ),
 )
 
+# File integrity of orchestration configuration: a data source of the
+# T1048.001 strategy ("changes to container-orchestration config files").
+RULES += (
+    RuleInfo(
+        "SL-FIM-001", "orchestration_config_changed", "Container orchestration configuration changed",
+        "A container runtime or orchestrator configuration file was created, modified, renamed or deleted; "
+        "the alert names the process and container that did it (a change made from inside a container "
+        "scores higher).",
+        T1048, 47,
+        {"paths": ["/etc/docker/daemon.json", "/etc/containerd/config.toml", "/etc/kubernetes/manifests/",
+                   "/var/lib/kubelet/config.yaml", "/etc/cni/net.d/"],
+         "container_severity_bonus": 25, "rescan_seconds": 60.0},
+    ),
+)
+
 BY_ID: dict[str, RuleInfo] = {r.id: r for r in RULES}

@@ -35,6 +35,8 @@ class Finding:
     process: ProcessRef | None = None
     network_protocol: str | None = None
     severity_delta: int = 0
+    file: dict[str, Any] | None = None      # ECS file.* for file integrity findings
+    categories: tuple[list[str], list[str]] | None = None   # event.category / event.type override
 
     @property
     def executable(self) -> str | None:
@@ -179,7 +181,8 @@ class Detector:
             if allowed(entry, f, tz):
                 self.counts["allowed"] += 1
                 return
-        key = (f.rule, f.workload, f"{f.destination[0]}:{f.destination[1]}" if f.destination else "")
+        target = f"{f.destination[0]}:{f.destination[1]}" if f.destination else (f.file or {}).get("path", "")
+        key = (f.rule, f.workload, target)
         now = self.clock()
         last = self._last.get(key)
         if last is not None and now - last < self.config.detection.suppress_seconds:
@@ -204,8 +207,8 @@ class Detector:
         settings = self.config.rules[f.rule]
         delta, tctx = self._time_context(f)
         score = max(0, min(100, int(settings["severity"]) + f.severity_delta + delta))
-        d = ecs.base(f.ts, self.host_name, "alert", ["intrusion_detection", "network"], ["info"],
-                     info.slug, "sluice.alert")
+        cats, types = f.categories or (["intrusion_detection", "network"], ["info"])
+        d = ecs.base(f.ts, self.host_name, "alert", cats, types, info.slug, "sluice.alert")
         d["event"].update({"severity": score, "risk_score": float(score), "id": str(uuid.uuid4()),
                            "created": ecs.iso(self.clock()), "reference": info.attack["technique"][2]})
         ecs.add_attribution(d, f.attr)
@@ -215,6 +218,8 @@ class Detector:
         d["threat"] = self._threat(info)
         if f.process is not None:
             d["process"] = f.process.ecs()
+        if f.file is not None:
+            d["file"] = f.file
         if f.destination is not None:
             ip, port, transport = f.destination
             d["destination"] = {"ip": ip, "port": port, "address": ip}
@@ -230,6 +235,29 @@ class Detector:
             "response": self._response(f),
         })
         return d
+
+    def on_fim(self, path: str, operations: list[str], ts: float, attr: Attribution, workload: str,
+               process: ProcessRef | None) -> None:
+        """A watched orchestration config file changed."""
+        rid = "SL-FIM-001"
+        if not self.config.rules[rid]["enabled"]:
+            return
+        cfg = self.config.rules[rid]
+        types = sorted({"creation" if o == "creation" else "deletion" if o == "deletion" else "change"
+                        for o in operations})
+        who = (f"container {attr.container.name or attr.container.id[:12]} ({workload})" if attr.container
+               else "a host process")
+        by = f"{process.executable or process.name} (pid {process.pid})" if process else "an unknown process"
+        directory, _, name = path.rpartition("/")
+        self._consider(Finding(
+            rid, attr, workload, ts,
+            f"Orchestration config {path} was {'/'.join(operations)} by {by} in {who}",
+            {"path": path, "operations": operations, "writer_in_container": attr.container is not None},
+            process=process,
+            severity_delta=int(cfg["container_severity_bonus"]) if attr.container else 0,
+            file={"path": path, "name": name, "directory": directory or "/"},
+            categories=(["intrusion_detection", "file", "configuration"], ["info", *types]),
+        ))
 
     @staticmethod
     def _threat(info: RuleInfo) -> dict[str, Any]:
