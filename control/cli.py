@@ -356,6 +356,24 @@ def emulate_run(
 
 
 @app.command()
+def doctor(
+    config: Optional[str] = ConfigOpt,
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per check."),
+    no_load: bool = typer.Option(False, "--no-load", help="Do not load the BPF programs (faster, less certain)."),
+) -> None:
+    """Preflight: kernel, BTF, build tree, tracefs, cgroups, every hook, runtime
+    sockets. Exits non-zero when the sensor cannot run here."""
+    from sensor.doctor import FAIL, as_dicts, render, run_checks, verdict
+    try:
+        checks = run_checks(load_config(config), load_programs=not no_load)
+    except SluiceError as e:
+        _fail(e)
+        return
+    typer.echo("\n".join(json.dumps(c) for c in as_dicts(checks)) if as_json else render(checks))
+    raise typer.Exit(1 if verdict(checks) == FAIL else 0)
+
+
+@app.command()
 def version() -> None:
     """Print the version."""
     typer.echo(f"sluice {__version__}")

@@ -122,3 +122,30 @@ def test_bad_config_names_file_and_line(base: Path) -> None:
 
 def test_image_is_the_test_image(docker: Docker) -> None:
     assert docker.docker("image", "inspect", "-f", "{{.Id}}", IMAGE).startswith("sha256:")
+
+
+def test_doctor_reports_every_hook_and_exits_by_verdict(base: Path, docker: Docker) -> None:
+    cfg = base / "doctor.toml"
+    cfg.write_text(f'[runtime]\ndocker_socket = "{docker.sock}"\n')
+    r = subprocess.run([SLUICE, "doctor", "--json", "-c", str(cfg)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    checks = {c["name"]: c for c in map(json.loads, r.stdout.splitlines())}
+    for hook in ("egress", "connect4", "connect6", "sendmsg4", "sendmsg6", "sched:sched_process_exec",
+                 "cgroup:cgroup_mkdir"):
+        assert checks[f"hook {hook}"]["status"] == "ok", checks[f"hook {hook}"]
+    assert checks["docker engine"]["status"] == "ok" and "OK" in checks["docker engine"]["detail"]
+    assert checks["kernel build tree"]["status"] == "ok" and checks["cgroup v2"]["status"] == "ok"
+    # the load check detached what it loaded
+    assert not [p for p in json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True,
+                                                      text=True).stdout) if p.get("name") == "sl_egress"
+                and p["id"] not in _all_prog_ids_of_running_sensors()]
+    nobody = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", SLUICE, "doctor",
+                             "--no-load", "-c", str(cfg)], capture_output=True, text=True, timeout=60)
+    assert nobody.returncode == 1 and "cannot run here" in nobody.stdout
+    assert "sudo sluice doctor" in nobody.stdout
+
+
+def _all_prog_ids_of_running_sensors() -> set[int]:
+    """Programs of sensors other tests keep running (the session sensor)."""
+    root = find_cgroup2_mount()
+    return {i for t in ATTACH_TYPES for i in bpfsys.cgroup_prog_ids(root, t)}
