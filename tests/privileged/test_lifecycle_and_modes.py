@@ -140,7 +140,7 @@ def test_doctor_reports_every_hook_and_exits_by_verdict(base: Path, docker: Dock
                                                       text=True).stdout) if p.get("name") == "sl_egress"
                 and p["id"] not in _all_prog_ids_of_running_sensors()]
     nobody = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", SLUICE, "doctor",
-                             "--no-load", "-c", str(cfg)], capture_output=True, text=True, timeout=60)
+                             "--no-load"], capture_output=True, text=True, timeout=60)
     assert nobody.returncode == 1 and "cannot run here" in nobody.stdout
     assert "sudo sluice doctor" in nobody.stdout
 
