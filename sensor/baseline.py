@@ -284,7 +284,7 @@ class Baseline:
                 window_seconds=float(w["window_seconds"]), nodes=set(w.get("nodes", [])),
                 created=float(w["created"]), updated=float(w["updated"]),
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
+        except (LookupError, TypeError, ValueError, AttributeError) as e:
             raise BaselineError(f"{path}: baseline file is corrupt ({type(e).__name__}: {e})",
                                 hint="restore it from a copy or learn a new one; Sluice will not overwrite it") from None
 

@@ -199,7 +199,8 @@ def _line_of(text: str, section: str, key: str | None, index: int = 0) -> int | 
         s = line.strip()
         m = re.match(r"^\[\[?\s*([^\]]+?)\s*\]\]?", s)
         if m:
-            current = m.group(1).strip('"')
+            # [rules."SL-EXF-004"] and [rules.SL-EXF-004] name the same table
+            current = ".".join(part.strip().strip('"').strip("'") for part in m.group(1).split("."))
             if current == section:
                 seen += 1
             if key is None and current == section and seen == index:
@@ -332,9 +333,24 @@ def _rule_defaults(rid: str) -> dict[str, Any]:
 _CRON_FIELD = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*$")
 
 
+_CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))   # minute hour day month weekday
+
+
 def _valid_cron(expr: str) -> bool:
+    """Five fields; numbers within each field's range; steps of at least 1."""
     parts = expr.split()
-    return len(parts) == 5 and all(_CRON_FIELD.match(p) for p in parts)
+    if len(parts) != 5 or not all(_CRON_FIELD.match(p) for p in parts):
+        return False
+    for part, (lo, hi) in zip(parts, _CRON_RANGES):
+        for item in part.split(","):
+            rng, _, step = item.partition("/")
+            if step and int(step) < 1:
+                return False
+            if rng != "*":
+                nums = [int(x) for x in rng.split("-")]
+                if any(not lo <= n <= hi for n in nums) or (len(nums) == 2 and nums[0] > nums[1]):
+                    return False
+    return True
 
 
 def _build_allow(body: Any, text: str, path: str) -> list[AllowEntry]:

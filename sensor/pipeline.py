@@ -403,7 +403,10 @@ class Pipeline:
         flows = []
         for s in summaries:
             a = attr_of(s.cgroup_id)
-            flows.append(FlowView(s, a, workload_of(a), s.key[1], s.key[2], transport_name(s.key[3])))
+            p = (self.procs.get(s.pid) or self.exited.get(s.pid)) if s.pid is not None else None
+            proc = self._process_ref(p) if p is not None else (
+                ProcessRef(s.pid, s.comm or "") if s.pid is not None else None)
+            flows.append(FlowView(s, a, workload_of(a), s.key[1], s.key[2], transport_name(s.key[3]), process=proc))
         if self.netmap is not None:
             self._resolve_peers(flows)
         view.flows = flows

@@ -167,6 +167,12 @@ class Detector:
 
     def on_window(self, view: WindowView) -> None:
         self._alerting = set()
+        # a flow's process, when it exec'd in this window: executable and
+        # args for the alert and for allow entries by executable
+        execs = {(e.attr.cgroup_id, e.process.pid): e.process for e in view.execs}
+        for f in view.flows:
+            if f.summary.pid is not None and (f.process is None or not f.process.executable):
+                f.process = execs.get((f.attr.cgroup_id, f.summary.pid), f.process)
         for rule in self.rules:
             for f in rule.evaluate(view, self.ctx):
                 self._consider(f)

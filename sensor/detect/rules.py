@@ -54,6 +54,10 @@ def _dest(ip: str, port: int) -> str:
 
 
 def _proc(f: FlowView) -> ProcessRef | None:
+    """The flow's process: from the exec table when the pipeline knew it
+    (executable, args), else pid and name from the connect event."""
+    if f.process is not None:
+        return f.process
     s = f.summary
     return ProcessRef(s.pid, s.comm or "") if s.pid is not None else None
 
@@ -149,7 +153,8 @@ class NonStandardPort(_Base):
                 f"{_who(f.attr, f.workload)} sent {_human(self._sent[key])} over {what} to "
                 f"{_dest(f.ip, f.port)}, a destination not in its baseline",
                 {"kind": kind, "bytes": self._sent[key], "window_bytes": s.payload_bytes, "entropy": s.entropy,
-                 "protocol_hint": proto, "allowed_ports": cfg["tls_ports"] if proto == TLS else cfg["ssh_ports"],
+                 "protocol_hint": proto,
+                 "allowed_ports": (cfg["tls_ports"] if proto == TLS else cfg["ssh_ports"] if proto == SSH else None),
                  "threshold_bytes": cfg["min_bytes"]},
                 (f.ip, f.port, f.transport), _proc(f), proto,
             ))
@@ -211,6 +216,8 @@ class CleartextCarrier(_Base):
             if s.protocol_hint == HTTP and s.compression is None and s.body_entropy is not None \
                     and s.body_entropy >= ctx.high_bits() and s.body_sampled_bytes >= cfg["http_min_body_bytes"]:
                 if ctx.known_destination(f.workload, f.ip, f.port, f.transport) and self._known_encrypted(ctx, f):
+                    continue
+                if not ctx.baseline_gate(f.workload):
                     continue
                 out.append(Finding(
                     self.info.id, f.attr, f.workload, view.end,
@@ -298,8 +305,9 @@ class NewDestination(_Base):
             if ctx.known_destination(f.workload, f.ip, f.port, f.transport) or not ctx.baseline_gate(f.workload):
                 continue
             key = (f.container_key, f.ip, f.port, f.transport)
-            st = self._sent.setdefault(key, [0, view.start, False])
+            st = self._sent.setdefault(key, [0, view.start, False, view.end])   # bytes, since, fired, last
             st[0] += s.payload_bytes
+            st[3] = view.end
             if st[0] >= cfg["min_bytes"] and not st[2]:
                 st[2] = True
                 known = ctx.workload(f.workload) is not None
@@ -312,8 +320,8 @@ class NewDestination(_Base):
                      "protocol_hint": s.protocol_hint, "workload_in_baseline": known},
                     (f.ip, f.port, f.transport), _proc(f), s.protocol_hint,
                 ))
-        for k in [k for k, v in self._sent.items() if view.end - v[1] > STATE_TTL_S]:
-            del self._sent[k]
+        for k in [k for k, v in self._sent.items() if view.end - v[3] > STATE_TTL_S]:
+            del self._sent[k]   # quiet for an hour: forget
         return out
 
 
@@ -379,6 +387,8 @@ class ShortLivedContainer(_Base):
 _OPENSSL_CIPHERS = ("aes", "des", "chacha20", "camellia", "aria", "bf", "cast", "sm4", "seed", "rc2", "rc4", "idea")
 # gpg short options, possibly clustered: -c (symmetric), -e (encrypt): -c, -ac, -se
 _GPG_SHORT = re.compile(r"^-[a-z]*[ce][a-z]*$")
+# zip short options, possibly clustered, with -e (encrypt): -e, -re, -9er
+_ZIP_SHORT = re.compile(r"^-[a-zA-Z0-9]*e[a-zA-Z0-9]*$")
 
 
 def encryption_tool(p: ProcessRef) -> tuple[str, bool] | None:
@@ -404,7 +414,7 @@ def encryption_tool(p: ProcessRef) -> tuple[str, bool] | None:
         if rest and rest[0] == "a" and any(a.startswith("-p") for a in rest):
             return exe, True
     elif exe == "zip":
-        if any(a in ("-e", "--encrypt") or a.startswith(("-P", "--password")) for a in rest):
+        if any(a in ("--encrypt",) or a.startswith(("-P", "--password")) or _ZIP_SHORT.match(a) for a in rest):
             return exe, True
     return None
 
@@ -435,6 +445,8 @@ class EncryptThenEgress(_Base):
             flows = by_container.get(cid, [])
             sent = sum(f.summary.payload_bytes for f in flows)
             if pend and sent >= cfg["min_bytes"] and self._routine(ctx, pend[0][0], flows):
+                pend.clear()
+            if pend and sent >= cfg["min_bytes"] and not ctx.baseline_gate(pend[0][0].workload):
                 pend.clear()
             if pend and sent >= cfg["min_bytes"]:
                 e, tool, sure = pend[0]

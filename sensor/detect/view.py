@@ -72,6 +72,7 @@ class FlowView:
     transport: str
     peer: Attribution | None = None     # the destination is a container on this node
     peer_workload: str | None = None
+    process: ProcessRef | None = None   # the last process that connected to it, when known
 
     @property
     def container_key(self) -> str:

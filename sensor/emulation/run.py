@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -238,7 +239,7 @@ def scorecard(scores: list[Score]) -> str:
     lats = sorted(s.latency_seconds for s in attacks if s.latency_seconds is not None)
     lines.append(f"detected {sum(s.result == 'detected' for s in attacks)}/{len(attacks)} attacks, "
                  f"{sum(s.result == 'false-positive' for s in benign)} false positives in {len(benign)} benign scenarios"
-                 + (f", latency median {lats[len(lats) // 2]:.1f}s max {lats[-1]:.1f}s" if lats else ""))
+                 + (f", latency median {statistics.median(lats):.1f}s max {lats[-1]:.1f}s" if lats else ""))
     return "\n".join(lines)
 
 

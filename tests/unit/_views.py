@@ -215,3 +215,58 @@ def check_alert(doc: dict[str, Any], rule_id: str, attr: Attribution, dest_ip: s
         assert doc["destination"]["ip"] == dest_ip
         assert any(dest_ip in cmd for cmd in resp["block"])
         assert doc["network"]["direction"] == "egress"
+
+
+# --- one firing scenario per rule (for tests that sweep all ten) -----------------------
+
+OPENSSL_ENC = ["openssl", "enc", "-aes-256-cbc", "-pbkdf2", "-in", "/data/db.sql", "-out", "/tmp/x"]
+
+
+def siblings(attr: Attribution, n: int) -> list[Attribution]:
+    """n containers of the same workload as attr (attr first)."""
+    c = attr.container
+    assert c is not None
+    return [attr] + [container(f"{c.name}-{i}", image=c.image_name, labels=c.labels) for i in range(1, n)]
+
+
+def scenario(rule_id: str, attr: Attribution, end: float) -> tuple[list[WindowView], str]:
+    """Windows (ending at `end`) on which `rule_id` fires for attr's workload
+    when nothing in the baseline or config explains them; and the
+    destination ip the alert is about."""
+    if rule_id == "SL-EXF-001":
+        return [window(end, flows=[flow(attr, "203.0.113.10", 443, 64 * MIB, proto="tls")])], "203.0.113.10"
+    if rule_id == "SL-EXF-002":
+        return [window(end, flows=[flow(attr, "203.0.113.50", 8444, 128 * KIB, proto="tls")])], "203.0.113.50"
+    if rule_id == "SL-EXF-003":
+        return [window(end, flows=[flow(attr, "198.51.100.20", 80, 300 * KIB, proto="http", entropy=6.2,
+                                        body_entropy=7.97, body_sampled_bytes=2048)])], "198.51.100.20"
+    if rule_id == "SL-EXF-004":
+        return [window(end, flows=[flow(attr, "203.0.113.77", 443, 2 * MIB, proto="tls")])], "203.0.113.77"
+    if rule_id == "SL-EXF-005":
+        return [window(end, flows=[flow(attr, "203.0.113.88", 443, 100 * KIB, proto="tls", entropy=7.9)],
+                       lifecycle=[life(attr, end - 1, "stop", 12.0)])], "203.0.113.88"
+    if rule_id == "SL-EXF-006":
+        return [window(end, execs=[exec_(attr, end - 5, "/usr/bin/openssl", OPENSSL_ENC, pid=77)],
+                       flows=[flow(attr, "203.0.113.99", 443, 8 * KIB, proto="tls", entropy=None)])], "203.0.113.99"
+    if rule_id == "SL-C2-001":
+        return [window(end, connects=[connect(attr, end - 8, "198.51.100.5", 80, executable="/usr/bin/wget"),
+                                      connect(attr, end - 4, "203.0.113.66", 4444, executable="/tmp/stage2")],
+                       execs=[exec_(attr, end - 6, "/tmp/stage2", ["stage2"])])], "203.0.113.66"
+    if rule_id == "SL-C2-002":
+        return [window(end, seconds=60.0, connects=[connect(attr, end - 50 + 5.0 * i, "203.0.113.44", 8080)
+                                                    for i in range(8)])], "203.0.113.44"
+    if rule_id == "SL-C2-003":
+        db = container("db-peer", image="acme/db:5")
+        return [window(end, flows=[flow(attr, "172.17.0.3", 5432, 500, entropy=None, peer=db)])], "172.17.0.3"
+    if rule_id == "SL-C2-004":
+        group = siblings(attr, 6)
+        lc = []
+        for i, c in enumerate(group):
+            lc += [life(c, end - 9 + i, "start"), life(c, end - 8.5 + i, "stop", 0.5)]
+        return [window(end, lifecycle=lc, flows=[flow(attr, "203.0.113.120", 443, 2000, entropy=None)])], "203.0.113.120"
+    raise KeyError(rule_id)
+
+
+# the ten network rules this suite covers (the catalog may hold more)
+ALL_RULES = ["SL-EXF-001", "SL-EXF-002", "SL-EXF-003", "SL-EXF-004", "SL-EXF-005", "SL-EXF-006",
+             "SL-C2-001", "SL-C2-002", "SL-C2-003", "SL-C2-004"]

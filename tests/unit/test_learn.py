@@ -1,0 +1,96 @@
+"""The learner folds windows into per-workload baselines."""
+
+from __future__ import annotations
+
+from sensor.baseline import Baseline, LogHist
+from sensor.detect.learn import Learner, local_hour
+
+from _views import KIB, T0, WINDOW, connect, container, exec_, flow, host, learn, life, utc, window
+
+API = container("api-1", image="acme/api:1.0")
+API2 = container("api-2", image="acme/api:1.1")
+DB = container("db", image="acme/db:5")
+JOB = container("job", image="acme/job:1")
+
+
+def test_local_hour() -> None:
+    assert local_hour(utc(2024, 1, 9, 23, 59, 59), "UTC") == 23
+    assert local_hour(utc(2024, 1, 10, 0, 0), "UTC") == 0
+
+
+def test_windows_counted_per_active_workload() -> None:
+    b = Baseline()
+    lr = Learner(b, "UTC")
+    lr.on_window(window(T0, flows=[flow(API, "203.0.113.5", 443, KIB)]))
+    lr.on_window(window(T0 + 10, flows=[flow(API2, "203.0.113.5", 443, KIB), flow(DB, "10.0.0.9", 53, 80,
+                                                                                  transport="udp")]))
+    lr.on_window(window(T0 + 20))                                   # an idle window
+    lr.on_window(window(T0 + 30, execs=[exec_(JOB, T0 + 25, "/usr/bin/job")]))
+    assert lr.windows == 4
+    assert b.get("acme/api").windows == 2           # two containers, one workload
+    assert b.get("acme/db").windows == 1
+    assert b.get("acme/job").windows == 1
+    assert set(b.workloads) == {"acme/api", "acme/db", "acme/job"}
+    api = b.get("acme/api")
+    assert api.first_seen == T0 and api.last_seen == T0 + 10
+    # volume histograms get one value per active window, zeros included
+    assert api.egress_bytes.n == 2 and b.get("acme/job").egress_bytes.n == 1
+    assert b.get("acme/job").egress_bytes.quantile(1.0) == 0.0
+
+
+def test_destinations_bytes_and_encryption() -> None:
+    b = learn([window(T0 + i * WINDOW, flows=[
+        flow(API, "203.0.113.5", 443, 100 * KIB, proto="tls", entropy=7.9),
+        flow(API, "198.51.100.9", 8080, 50 * KIB, entropy=5.0),
+        flow(API, "198.51.100.10", 9000, 70 * KIB, entropy=7.99, compression="gzip"),
+    ]) for i in range(3)])
+    api = b.get("acme/api")
+    assert set(api.destinations) == {"203.0.113.5|443|tcp", "198.51.100.9|8080|tcp", "198.51.100.10|9000|tcp"}
+    tls = api.destinations["203.0.113.5|443|tcp"]
+    assert (tls.windows, tls.bytes, tls.encrypted_bytes, tls.max_entropy, tls.protocols) == \
+        (3, 300 * KIB, 300 * KIB, 7.9, {"tls"})
+    assert api.destinations["198.51.100.9|8080|tcp"].encrypted_bytes == 0
+    assert api.destinations["198.51.100.10|9000|tcp"].encrypted_bytes == 0        # compressed
+    # per-window encrypted volume: only the TLS flow counts
+    assert api.encrypted_bytes.n == 3
+    assert api.encrypted_bytes.quantile(0.5) == LogHist.upper(LogHist.bin_of(100 * KIB))
+    assert api.egress_bytes.quantile(0.5) >= 220 * KIB
+
+
+def test_executables_peers_lifetimes_hours() -> None:
+    b = learn([
+        window(utc(2024, 1, 9, 9, 0, 10),
+               execs=[exec_(API, 1, "/usr/bin/curl"), exec_(API, 2, "/usr/bin/curl"), exec_(API, 3, None)],
+               flows=[flow(API, "172.17.0.3", 5432, 500, peer=DB)],
+               lifecycle=[life(JOB, 4, "start"), life(JOB, 9, "stop", 5.0), life(JOB, 9.5, "stop", None)]),
+        window(utc(2024, 1, 9, 17, 30), connects=[connect(API, 5, "203.0.113.1", 443)]),
+    ])
+    api = b.get("acme/api")
+    assert api.executables == {"/usr/bin/curl": 2}
+    assert api.peers == {"acme/db": 1}
+    assert api.hours[9] == 1 and api.hours[17] == 1 and sum(api.hours) == 2
+    job = b.get("acme/job")
+    assert job.lifetimes.n == 1 and job.lifetimes.quantile(0.5) == LogHist.upper(LogHist.bin_of(5.0))
+    assert job.starts_per_window.n == 1 and job.starts_per_window.quantile(1.0) == LogHist.upper(LogHist.bin_of(1))
+    # connect events alone make a workload active, but teach no destination
+    assert api.windows == 2 and "203.0.113.1|443|tcp" not in api.destinations
+
+
+def test_host_is_a_workload() -> None:
+    b = learn([window(T0, flows=[flow(host(), "203.0.113.5", 443, 10)])])
+    assert b.get("host").windows == 1
+
+
+def test_skip_excludes_workloads() -> None:
+    b = Baseline()
+    lr = Learner(b, "UTC", skip=lambda w: w == "acme/db")
+    lr.on_window(window(T0, flows=[flow(API, "172.17.0.3", 5432, 500, peer=DB),
+                                   flow(DB, "203.0.113.5", 443, 10)],
+                        execs=[exec_(DB, T0 - 1, "/usr/bin/psql")],
+                        lifecycle=[life(DB, T0 - 2, "stop", 3.0)]))
+    assert b.get("acme/db") is None
+    # the peer relation of a learned workload is still learned
+    assert b.get("acme/api").peers == {"acme/db": 1}
+    lr.skip = lambda w: False
+    lr.on_window(window(T0 + 10, flows=[flow(DB, "203.0.113.5", 443, 10)]))
+    assert b.get("acme/db").windows == 1

@@ -1,0 +1,189 @@
+"""Which container owns an address: /proc/<pid>/net parsing and NetMap."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sensor.netmap import NetMap, addresses_of_pid, first_pid, parse_fib_trie_local, parse_if_inet6
+
+# /proc/self/net/fib_trie as read on the development machine: one interface
+# with 192.0.2.2/24, plus loopback.
+FIB_TRIE_HOST = """\
+Main:
+  +-- 0.0.0.0/0 3 0 5
+     |-- 0.0.0.0
+        /0 universe UNICAST
+     +-- 127.0.0.0/8 2 0 2
+        +-- 127.0.0.0/31 1 0 0
+           |-- 127.0.0.0
+              /8 host LOCAL
+           |-- 127.0.0.1
+              /32 host LOCAL
+        |-- 127.255.255.255
+           /32 link BROADCAST
+     +-- 192.0.2.0/24 2 0 2
+        +-- 192.0.2.0/30 2 0 2
+           |-- 192.0.2.0
+              /24 link UNICAST
+           |-- 192.0.2.2
+              /32 host LOCAL
+        |-- 192.0.2.255
+           /32 link BROADCAST
+Local:
+  +-- 0.0.0.0/0 3 0 5
+     |-- 0.0.0.0
+        /0 universe UNICAST
+     +-- 127.0.0.0/8 2 0 2
+        +-- 127.0.0.0/31 1 0 0
+           |-- 127.0.0.0
+              /8 host LOCAL
+           |-- 127.0.0.1
+              /32 host LOCAL
+        |-- 127.255.255.255
+           /32 link BROADCAST
+     +-- 192.0.2.0/24 2 0 2
+        +-- 192.0.2.0/30 2 0 2
+           |-- 192.0.2.0
+              /24 link UNICAST
+           |-- 192.0.2.2
+              /32 host LOCAL
+        |-- 192.0.2.255
+           /32 link BROADCAST
+"""
+
+# A container on the default bridge with a second address on its interface.
+FIB_TRIE_CONTAINER = """\
+Main:
+  +-- 0.0.0.0/0 3 0 4
+     |-- 0.0.0.0
+        /0 universe UNICAST
+     +-- 10.1.2.0/24 2 0 2
+        |-- 10.1.2.0
+           /24 link UNICAST
+        |-- 10.1.2.3
+           /32 host LOCAL
+     +-- 172.17.0.0/16 2 0 2
+        +-- 172.17.0.0/30 2 0 2
+           |-- 172.17.0.0
+              /16 link UNICAST
+           |-- 172.17.0.2
+              /32 host LOCAL
+        |-- 172.17.255.255
+           /32 link BROADCAST
+Local:
+  +-- 0.0.0.0/0 3 0 4
+     +-- 127.0.0.0/8 2 0 2
+        +-- 127.0.0.0/31 1 0 0
+           |-- 127.0.0.0
+              /8 host LOCAL
+           |-- 127.0.0.1
+              /32 host LOCAL
+        |-- 127.255.255.255
+           /32 link BROADCAST
+     |-- 172.17.0.2
+        /32 host LOCAL
+"""
+
+IF_INET6 = """\
+00000000000000000000000000000001 01 80 10 80       lo
+fe8000000000000000fc00fffe000001 04 40 20 80     eth0
+fd000000000000000000000000000002 04 40 00 82     eth0
+20010db8000000010000000000000042 05 40 00 80     eth1
+"""
+
+
+def test_parse_fib_trie_host() -> None:
+    assert parse_fib_trie_local(FIB_TRIE_HOST) == {"192.0.2.2"}
+
+
+def test_parse_fib_trie_container() -> None:
+    assert parse_fib_trie_local(FIB_TRIE_CONTAINER) == {"172.17.0.2", "10.1.2.3"}
+
+
+def test_parse_fib_trie_loopback_only_and_empty() -> None:
+    lo_only = "\n".join(line for line in FIB_TRIE_HOST.splitlines() if "192.0.2" not in line)
+    assert parse_fib_trie_local(lo_only) == set()
+    assert parse_fib_trie_local("") == set()
+
+
+def test_parse_if_inet6() -> None:
+    assert parse_if_inet6(IF_INET6) == {"fd00::2", "2001:db8:0:1::42"}
+    assert parse_if_inet6("") == set()
+    assert parse_if_inet6("garbage line\n") == set()
+
+
+def test_addresses_of_pid_with_a_proc_tree(tmp_path: Path) -> None:
+    net = tmp_path / "4321" / "net"
+    net.mkdir(parents=True)
+    (net / "fib_trie").write_text(FIB_TRIE_CONTAINER)
+    (net / "if_inet6").write_text(IF_INET6)
+    assert addresses_of_pid(4321, str(tmp_path)) == {"172.17.0.2", "10.1.2.3", "fd00::2", "2001:db8:0:1::42"}
+    assert addresses_of_pid(999, str(tmp_path)) == set()
+
+
+def test_first_pid(tmp_path: Path) -> None:
+    cg = tmp_path / "cg"
+    cg.mkdir()
+    assert first_pid(str(cg)) is None                  # no cgroup.procs
+    (cg / "cgroup.procs").write_text("")
+    assert first_pid(str(cg)) is None                  # an empty cgroup
+    (cg / "cgroup.procs").write_text("\n  \n815\n816\n")
+    assert first_pid(str(cg)) == 815
+    (cg / "cgroup.procs").write_text("not-a-pid\n")
+    assert first_pid(str(cg)) is None
+
+
+def own_cgroup(tmp_path: Path, name: str) -> str:
+    d = tmp_path / name
+    d.mkdir()
+    (d / "cgroup.procs").write_text(f"{os.getpid()}\n")
+    return str(d)
+
+
+def test_netmap_refresh_and_forget_with_own_process(tmp_path: Path) -> None:
+    mine = addresses_of_pid(os.getpid())
+    assert not any(a.startswith("127.") or a == "::1" for a in mine)
+    m = NetMap(host_addresses=set())
+    cg = own_cgroup(tmp_path, "c1")
+    m.refresh("c1", cg)
+    assert m.has("c1") is bool(mine)
+    for ip in mine:
+        assert m.container_of(ip) == "c1"
+    assert m.container_of("127.0.0.1") is None and m.container_of("198.51.100.1") is None
+    m.forget("c1")
+    assert not m.has("c1")
+    for ip in mine:
+        assert m.container_of(ip) is None
+    m.forget("c1")                                     # forgetting twice is harmless
+
+
+def test_netmap_host_addresses_are_never_a_containers(tmp_path: Path) -> None:
+    mine = addresses_of_pid(os.getpid())
+    m = NetMap(host_addresses=set(mine))
+    m.refresh("c1", own_cgroup(tmp_path, "c1"))
+    assert not m.has("c1")
+    for ip in mine:
+        assert m.container_of(ip) is None
+
+
+def test_netmap_address_moves_to_the_newest_owner(tmp_path: Path) -> None:
+    mine = addresses_of_pid(os.getpid())
+    m = NetMap(host_addresses=set())
+    m.refresh("old", own_cgroup(tmp_path, "old"))
+    m.refresh("new", own_cgroup(tmp_path, "new"))
+    for ip in mine:
+        assert m.container_of(ip) == "new"
+    m.forget("old")                                    # must not drop what "new" owns now
+    for ip in mine:
+        assert m.container_of(ip) == "new"
+
+
+def test_netmap_refresh_without_a_pid_changes_nothing(tmp_path: Path) -> None:
+    m = NetMap(host_addresses=set())
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    m.refresh("c1", str(empty))
+    assert not m.has("c1")
+    m.refresh("c2", str(tmp_path / "missing"))
+    assert not m.has("c2")
