@@ -110,9 +110,12 @@ def _cron_field_match(spec: str, value: int, lo: int, hi: int) -> bool:
 def cron_matches(expr: str, t: time.struct_time) -> bool:
     minute, hour, dom, month, dow = expr.split()
     wd = (t.tm_wday + 1) % 7   # cron: 0 = Sunday
+    dom_ok = _cron_field_match(dom, t.tm_mday, 1, 31)
+    dow_ok = _cron_field_match(dow, wd, 0, 7) or (wd == 0 and _cron_field_match(dow, 7, 0, 7))
+    # cron: when both day fields are restricted, either may match
+    day_ok = (dom_ok or dow_ok) if dom != "*" and dow != "*" else (dom_ok and dow_ok)
     return (_cron_field_match(minute, t.tm_min, 0, 59) and _cron_field_match(hour, t.tm_hour, 0, 23)
-            and _cron_field_match(dom, t.tm_mday, 1, 31) and _cron_field_match(month, t.tm_mon, 1, 12)
-            and (_cron_field_match(dow, wd, 0, 7) or (wd == 0 and _cron_field_match(dow, 7, 0, 7))))
+            and _cron_field_match(month, t.tm_mon, 1, 12) and day_ok)
 
 
 def in_schedule(expr: str, duration_minutes: float, ts: float, tz: str) -> bool:
@@ -181,12 +184,13 @@ class Detector:
             self.learner.on_window(view)
 
     def _consider(self, f: Finding) -> None:
-        self._alerting.add(f.workload)
         tz = self.config.detection.timezone
         for entry in self.config.allow:
             if allowed(entry, f, tz):
                 self.counts["allowed"] += 1
                 return
+        # alerting (or suppressed) windows are not learned from; allowed ones are
+        self._alerting.add(f.workload)
         target = f"{f.destination[0]}:{f.destination[1]}" if f.destination else (f.file or {}).get("path", "")
         key = (f.rule, f.workload, target)
         now = self.clock()

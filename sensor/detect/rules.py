@@ -186,8 +186,16 @@ def char_entropy(s: str) -> float:
 
 
 def encoding_of(sub: str, min_len: int) -> str | None:
-    """hex / base32 / base64 if the subdomain (dots removed) looks encoded."""
-    s = sub.replace(".", "")
+    """hex / base32 / base64 if the subdomain, or one of its labels, looks
+    encoded (tunnels add plain labels such as a sequence tag: <hex>.t.x.net)."""
+    for label in [sub.replace(".", ""), *sub.split(".")]:
+        enc = _encoding(label, min_len)
+        if enc:
+            return enc
+    return None
+
+
+def _encoding(s: str, min_len: int) -> str | None:
     if len(s) < min_len:
         return None
     if _HEX.match(s) and any(ch.isdigit() for ch in s) and any(ch.isalpha() for ch in s):
@@ -655,6 +663,8 @@ class LifecycleBurst(_Base):
             if x.attr.container is not None:
                 self._events[x.workload].append((x.ts, x.attr.container.id))
         out = []
+        for w in [w for w, until in self._fired_until.items() if until < view.end]:
+            del self._fired_until[w]
         for w in list(self._events):
             dq = self._events[w]
             while dq and view.end - dq[0][0] > horizon:
