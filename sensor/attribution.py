@@ -78,6 +78,7 @@ class ContainerInfo:
     labels: dict[str, str] = field(default_factory=dict)
     pod_uid: str | None = None
     metadata: bool = False   # name/image came from the runtime
+    workload: str | None = None   # cached by sensor.workload; reset when metadata arrives
 
     @property
     def pod_name(self) -> str | None:
@@ -116,6 +117,8 @@ class Attributor:
         self.runtime_status = "unknown"
         self._containers: dict[str, ContainerInfo] = {}
         self._retry_at: dict[str, float] = {}
+        # cgroup id -> attribution: the path parse runs once per cgroup
+        self._cache: dict[int, Attribution] = {}
         self.lookups = 0
         self.lookup_failures = 0
 
@@ -151,6 +154,7 @@ class Attributor:
         info.image_id = data.get("Image") or None
         info.labels = dict(cfg.get("Labels") or {})
         info.metadata = True
+        info.workload = None
         self._retry_at.pop(info.id, None)
 
     def container(self, ref: ContainerRef) -> ContainerInfo:
@@ -163,13 +167,28 @@ class Attributor:
         return info
 
     def attribute(self, cgroup_id: int) -> Attribution:
+        a = self._cache.get(cgroup_id)
+        if a is not None:
+            c = a.container
+            if c is not None and not c.metadata:
+                self.container(ContainerRef(c.runtime, c.id, c.pod_uid))  # retry, rate-limited
+            return a
         path = self.resolver.path(cgroup_id)
         ref = container_from_path(path) if path else None
-        return Attribution(cgroup_id, path, self.container(ref) if ref else None)
+        a = Attribution(cgroup_id, path, self.container(ref) if ref else None)
+        if path is not None:
+            self._cache[cgroup_id] = a
+        return a
+
+    def invalidate(self, cgroup_id: int) -> None:
+        """The cgroup's path changed or went away."""
+        self._cache.pop(cgroup_id, None)
 
     def forget_container(self, container_id: str) -> None:
         self._containers.pop(container_id, None)
         self._retry_at.pop(container_id, None)
+        for k in [k for k, a in self._cache.items() if a.container and a.container.id == container_id]:
+            del self._cache[k]
 
     def __len__(self) -> int:
         return len(self._containers)

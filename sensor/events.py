@@ -12,7 +12,9 @@ from __future__ import annotations
 import ctypes as ct
 import ipaddress
 import socket
+import struct
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable, Union
 
 COMM_LEN = 16
@@ -239,6 +241,7 @@ def _cstr(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
+@lru_cache(maxsize=65536)
 def format_addr(raw: bytes) -> str:
     """16 address bytes (IPv4 stored IPv4-mapped) to their text form."""
     if raw[:10] == b"\0" * 10 and raw[10:12] == b"\xff\xff":
@@ -246,18 +249,29 @@ def format_addr(raw: bytes) -> str:
     return str(ipaddress.IPv6Address(raw))
 
 
-def _hdr(c: EventHeader) -> Header:
-    return Header(c.type, c.pid, c.ktime_ns, c.cgroup_id)
+# Hot-path decoding with precompiled struct formats (several times faster
+# than ctypes copies). Each format's size is checked against its ctypes
+# mirror at import, so the two cannot drift apart silently.
+_S_HDR = struct.Struct("=IIQQ")
+_S_EXEC = struct.Struct(f"=IIQQII{COMM_LEN}s{PATH_LEN}s")
+_S_EXIT = struct.Struct(f"=IIQQ{COMM_LEN}s")
+_S_CONNECT = struct.Struct(f"=IIQQQ16sHBBI{COMM_LEN}s")
+_S_SAMPLE = struct.Struct("=IIQQQ16sHBBIII")
+_S_CGROUP = struct.Struct(f"=IIQQII{PATH_LEN}s")
+for _fmt, _mirror in ((_S_HDR, EventHeader), (_S_EXEC, ExecEventC), (_S_EXIT, ExitEventC),
+                      (_S_CONNECT, ConnectEventC), (_S_CGROUP, CgroupEventC)):
+    assert _fmt.size == ct.sizeof(_mirror), (_mirror.__name__, _fmt.size, ct.sizeof(_mirror))
+assert _S_SAMPLE.size == SampleEventC.data.offset
 
 
 def _dec_exec(buf: bytes) -> ExecEvent:
-    c = ExecEventC.from_buffer_copy(buf)
-    return ExecEvent(_hdr(c.hdr), c.ppid, c.old_pid, _cstr(c.comm), _cstr(c.filename))
+    t, pid, kt, cg, ppid, old_pid, comm, fname = _S_EXEC.unpack_from(buf)
+    return ExecEvent(Header(t, pid, kt, cg), ppid, old_pid, _cstr(comm), _cstr(fname))
 
 
 def _dec_exit(buf: bytes) -> ExitEvent:
-    c = ExitEventC.from_buffer_copy(buf)
-    return ExitEvent(_hdr(c.hdr), _cstr(c.comm))
+    t, pid, kt, cg, comm = _S_EXIT.unpack_from(buf)
+    return ExitEvent(Header(t, pid, kt, cg), _cstr(comm))
 
 
 def _dec_exec_args(buf: bytes) -> ExecArgsEvent:
@@ -265,29 +279,27 @@ def _dec_exec_args(buf: bytes) -> ExecArgsEvent:
     raw = bytes(c.args)[: min(c.args_len, ARGS_LEN)]
     parts = raw.split(b"\0")
     args = tuple(p.decode("utf-8", "replace") for p in parts[: c.argc])
-    return ExecArgsEvent(_hdr(c.hdr), args)
+    return ExecArgsEvent(Header(c.hdr.type, c.hdr.pid, c.hdr.ktime_ns, c.hdr.cgroup_id), args)
 
 
 def _dec_connect(buf: bytes) -> ConnectEvent:
-    c = ConnectEventC.from_buffer_copy(buf)
-    return ConnectEvent(
-        _hdr(c.hdr), c.sock_cookie, format_addr(bytes(c.daddr)), c.dport,
-        c.protocol, c.op, c.family, _cstr(c.comm),
-    )
+    t, pid, kt, cg, cookie, daddr, dport, proto, op, fam, comm = _S_CONNECT.unpack_from(buf)
+    return ConnectEvent(Header(t, pid, kt, cg), cookie, format_addr(daddr), dport, proto, op, fam, _cstr(comm))
+
+
+_SAMPLE_DATA = SampleEventC.data.offset
 
 
 def _dec_sample(buf: bytes) -> SampleEvent:
-    c = SampleEventC.from_buffer_copy(buf)
-    n = min(c.sample_len, SAMPLE_MAX)
-    return SampleEvent(
-        _hdr(c.hdr), c.sock_cookie, format_addr(bytes(c.daddr)), c.dport, c.protocol,
-        c.flags, c.sock_pkt_index, c.payload_len, bytes(c.data)[:n],
-    )
+    t, pid, kt, cg, cookie, daddr, dport, proto, flags, idx, plen, slen = _S_SAMPLE.unpack_from(buf)
+    n = min(slen, SAMPLE_MAX)
+    return SampleEvent(Header(t, pid, kt, cg), cookie, format_addr(daddr), dport, proto, flags, idx, plen,
+                       bytes(buf[_SAMPLE_DATA:_SAMPLE_DATA + n]))
 
 
 def _dec_cgroup(buf: bytes) -> CgroupEvent:
-    c = CgroupEventC.from_buffer_copy(buf)
-    return CgroupEvent(_hdr(c.hdr), c.op, c.level, _cstr(c.path))
+    t, pid, kt, cg, op, level, path = _S_CGROUP.unpack_from(buf)
+    return CgroupEvent(Header(t, pid, kt, cg), op, level, _cstr(path))
 
 
 # type -> (C struct, decoder)

@@ -271,6 +271,7 @@ class Pipeline:
 
     def _on_cgroup_mkdir(self, ev: CgroupEvent, ts: float) -> None:
         self.attributor.resolver.learn(ev.hdr.cgroup_id, ev.path)
+        self.attributor.invalidate(ev.hdr.cgroup_id)
         ref = container_from_path(ev.path)
         if ref is None or ref.id in self.containers:
             return  # not a container, or a sub-cgroup of a known one
@@ -387,6 +388,7 @@ class Pipeline:
         removed, self._removed = self._removed, []
         for cgid, container_id in removed:
             self.attributor.resolver.forget(cgid)
+            self.attributor.invalidate(cgid)
             if container_id is not None:
                 self.attributor.forget_container(container_id)
                 if self.netmap is not None:

@@ -56,4 +56,9 @@ def container_workload(info: ContainerInfo) -> str:
 
 
 def workload_of(attr: Attribution) -> str:
-    return HOST if attr.container is None else container_workload(attr.container)
+    c = attr.container
+    if c is None:
+        return HOST
+    if c.workload is None:
+        c.workload = container_workload(c)
+    return c.workload
