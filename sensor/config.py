@@ -33,6 +33,7 @@ class SensorSection:
 @dataclass(frozen=True)
 class KernelSection:
     ring_buffer_pages: int
+    ring_buffer_reader: str
     force_perf_buffer: bool
     flow_map_entries: int
     pid_map_entries: int
@@ -160,6 +161,7 @@ _CHECKS: dict[tuple[str, str], tuple[Any, str]] = {
     ("sensor", "health_interval_seconds"): (lambda v: 1 <= v <= 86400, "between 1 and 86400"),
     ("sensor", "control_socket"): (lambda v: v.startswith("/"), "an absolute path"),
     ("kernel", "ring_buffer_pages"): (lambda v: _is_pow2(v) and v <= 65536, "a power of two up to 65536"),
+    ("kernel", "ring_buffer_reader"): (lambda v: v in ("mmap", "bcc"), '"mmap" or "bcc"'),
     ("kernel", "flow_map_entries"): (lambda v: 1024 <= v <= 4_194_304, "between 1024 and 4194304"),
     ("kernel", "pid_map_entries"): (lambda v: 1024 <= v <= 4_194_304, "between 1024 and 4194304"),
     ("kernel", "sample_bytes"): (lambda v: 1 <= v <= 256, "between 1 and 256"),

@@ -103,7 +103,7 @@ def run_checks(cfg: Config, load_programs: bool = True) -> list[Check]:
             add(Check(name, DEGRADED, f"{path} present: its containers are attributed by id (metadata from "
                       "the Docker API only)", "label pods' workloads with io.sluice.workload if needed"))
     from .fim import FimUnavailable, FimWatcher
-    w = FimWatcher(list(cfg.rules["SL-FIM-001"]["paths"]))
+    w = FimWatcher(list(cfg.rules["SL-FIM-001"]["paths"]), root=cfg.rules["SL-FIM-001"]["host_root"])
     try:
         w.start()
         watching = sum(1 for v in w.status.values() if v.startswith("watching"))

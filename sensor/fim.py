@@ -109,6 +109,9 @@ def parse_events(buf: bytes, now: float) -> list[tuple[bytes, str, int, int]]:
 @dataclass
 class FimWatcher:
     paths: list[str]
+    # Where the host's root is mounted when the sensor runs in a container
+    # (e.g. "/host"): paths are watched under it and reported without it.
+    root: str = ""
     fd: int = -1
     dirs: dict[bytes, _Dir] = field(default_factory=dict)
     status: dict[str, str] = field(default_factory=dict)
@@ -125,11 +128,13 @@ class FimWatcher:
 
     def _targets(self) -> list[tuple[str, str, set[str] | None]]:
         out = []
+        root = self.root.rstrip("/")
         for p in self.paths:
-            if p.endswith("/") or os.path.isdir(p):
-                out.append((p, p.rstrip("/") or "/", None))
+            local = root + p
+            if p.endswith("/") or os.path.isdir(local):
+                out.append((p, local.rstrip("/") or "/", None))
             else:
-                out.append((p, os.path.dirname(p) or "/", {os.path.basename(p)}))
+                out.append((p, os.path.dirname(local) or "/", {os.path.basename(p)}))
         return out
 
     def rescan(self) -> None:
@@ -177,7 +182,10 @@ class FimWatcher:
                 if not ops:
                     continue
                 self.events += 1
-                out.append(FimEvent(os.path.join(d.path, name), ops, pid, now))
+                path = os.path.join(d.path, name)
+                if self.root and path.startswith(self.root.rstrip("/") + "/"):
+                    path = path[len(self.root.rstrip("/")):]
+                out.append(FimEvent(path, ops, pid, now))
         return out
 
     def close(self) -> None:

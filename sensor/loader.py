@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes as ct
 import errno
+import mmap
 import os
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from .counters import FlowCounters
 from .errors import SluiceError
 from .hooks import EXEC_ARGS_UNIT, UNITS, BpfUnit, assemble_source, bpf_dir
 from .probe import ProbeReport, units_available
+from .ringbuf import RingReader
 from .source import RecordSink
 
 try:
@@ -94,6 +96,8 @@ class BccSource:
         self._lost = 0
         self.status: dict[str, str] = {}
         self.units: list[BpfUnit] = []
+        self._ring: RingReader | None = None
+        self._sink: RecordSink = lambda _r: None
 
     # --- start ---------------------------------------------------------------
 
@@ -159,12 +163,16 @@ class BccSource:
     def _open_buffer(self, sink: RecordSink) -> None:
         assert self.b is not None
         table = self.b["sl_events"]
-        if self.use_ringbuf:
+        if self.use_ringbuf and self.cfg.ring_buffer_reader == "mmap":
+            self._ring = RingReader(table.map_fd, self.cfg.ring_buffer_pages * mmap.PAGESIZE)
+            self._sink = sink
+            self.status["buffer"] = "ring buffer"
+        elif self.use_ringbuf:
             def on_ring(_ctx: object, data: int, size: int) -> int:
                 sink(ct.string_at(data, size))
                 return 0
             table.open_ring_buffer(on_ring)
-            self.status["buffer"] = "ring buffer"
+            self.status["buffer"] = "ring buffer (bcc reader)"
         else:
             def on_perf(_cpu: int, data: int, size: int) -> None:
                 sink(ct.string_at(data, size))
@@ -178,7 +186,9 @@ class BccSource:
 
     def poll(self, timeout_ms: int) -> int:
         assert self.b is not None
-        if self.use_ringbuf:
+        if self._ring is not None:
+            n = self._ring.poll(timeout_ms, self._sink)
+        elif self.use_ringbuf:
             n = self.b.ring_buffer_poll(timeout_ms)
         else:
             n = self.b.perf_buffer_poll(timeout_ms)
@@ -225,6 +235,9 @@ class BccSource:
             except Exception:
                 pass
         self._attachments = []
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
         if self._cgroup_fd is not None:
             os.close(self._cgroup_fd)
             self._cgroup_fd = None

@@ -64,6 +64,13 @@ BPF_PERCPU_ARRAY(sl_scratch, union sl_any_event, SL_EV_TYPE_MAX);
 #endif
 
 BPF_PERCPU_ARRAY(sl_stats, __u64, SL_STAT_MAX);
+#ifndef SL_WAKEUP_EVERY
+#define SL_WAKEUP_EVERY 256
+#endif
+#ifdef SL_USE_RINGBUF
+/* Records submitted on this CPU since user space was last woken. */
+BPF_PERCPU_ARRAY(sl_unwoken, __u64, 1);
+#endif
 /* [0]: current flow generation, flipped by user space at each window end. */
 BPF_ARRAY(sl_gen, __u32, 1);
 BPF_HASH(sl_flows, struct sl_flow_key, struct sl_flow_value, SL_FLOW_ENTRIES);
@@ -110,7 +117,22 @@ static __always_inline void *sl_event_alloc(__u32 size, __u32 type)
 static __always_inline void sl_event_submit(void *ctx, void *ev, __u32 size, __u32 type)
 {
 #ifdef SL_USE_RINGBUF
-	sl_events.ringbuf_submit(ev, 0);
+	/* Waking the reader for every record costs more than the record: most
+	 * are submitted without a wake-up and the reader drains on a short
+	 * timer; every SL_WAKEUP_EVERY-th record per CPU forces one, so a
+	 * burst cannot fill the buffer unseen. Execs keep the kernel's
+	 * adaptive wake-up: their arguments are read from /proc right away. */
+	__u64 flags = 0;
+	if (type != SL_EV_EXEC) {
+		__u32 zero = 0;
+		__u64 *n = sl_unwoken.lookup(&zero);
+		flags = BPF_RB_NO_WAKEUP;
+		if (n && ++*n >= SL_WAKEUP_EVERY) {
+			*n = 0;
+			flags = BPF_RB_FORCE_WAKEUP;
+		}
+	}
+	sl_events.ringbuf_submit(ev, flags);
 	sl_stat_add(SL_STAT_SUBMITTED + type, 1);
 #else
 	if (sl_events.perf_submit(ctx, ev, size) == 0)

@@ -121,7 +121,7 @@ RULES += (
         T1048, 47,
         {"paths": ["/etc/docker/daemon.json", "/etc/containerd/config.toml", "/etc/kubernetes/manifests/",
                    "/var/lib/kubelet/config.yaml", "/etc/cni/net.d/"],
-         "container_severity_bonus": 25, "rescan_seconds": 60.0},
+         "container_severity_bonus": 25, "rescan_seconds": 60.0, "host_root": ""},
     ),
 )
 

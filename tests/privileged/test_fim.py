@@ -54,3 +54,21 @@ def test_config_changes_raise_alerts_naming_writer_and_container(base: Path, doc
                     and x["file"]["path"].endswith("unrelated.txt")]
     finally:
         assert s.stop() == 0
+
+
+def test_host_root_watches_under_it_and_reports_host_paths(base: Path) -> None:
+    """In the DaemonSet the node's /etc is mounted at /host/etc."""
+    from sensor.fim import FimWatcher
+    root = base / "fake-host"
+    (root / "etc" / "docker").mkdir(parents=True)
+    w = FimWatcher(["/etc/docker/daemon.json"], root=str(root))
+    w.start()
+    try:
+        assert w.status == {"/etc/docker/daemon.json": "watching (fanotify)"}
+        (root / "etc" / "docker" / "daemon.json").write_text("{}")
+        time.sleep(0.2)
+        events = w.read()
+        assert [e.path for e in events] == ["/etc/docker/daemon.json"]
+        assert "creation" in events[0].operations
+    finally:
+        w.close()

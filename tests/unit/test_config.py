@@ -24,7 +24,7 @@ def test_defaults_load() -> None:
     assert c.source == "<embedded defaults>"
     assert c.sensor.window_seconds == 10.0
     assert c.sensor.control_socket == "/run/sluice/sluice.sock"
-    assert c.kernel.ring_buffer_pages == 256
+    assert c.kernel.ring_buffer_pages == 1024
     assert c.kernel.sample_bytes == 64
     assert c.kernel.exec_args == "procfs"
     assert c.runtime.docker_socket == "/var/run/docker.sock"
