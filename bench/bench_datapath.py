@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -21,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-SLUICE = str(Path(sys.executable).parent / "sluice")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import Sensor  # noqa: E402
 GETPPID_C = r"""
 #include <stdio.h>
 #include <time.h>
@@ -51,30 +50,6 @@ def iperf(port: int, seconds: float) -> float:
     r = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-l", "16K", "-J"],
                        capture_output=True, text=True, check=True)
     return json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
-
-
-class Sensor:
-    def __init__(self, work: Path, extra: str = "") -> None:
-        self.work = work
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.cfg = work / "bench.toml"
-        self.cfg.write_text(f'[sensor]\ncontrol_socket = "{work}/ctl.sock"\n' + extra)
-
-    def __enter__(self) -> "Sensor":
-        t0 = time.monotonic()
-        self.proc = subprocess.Popen([SLUICE, "run", "-c", str(self.cfg), "-o", str(self.work / "out.jsonl")],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while subprocess.run([SLUICE, "status", "-c", str(self.cfg)], capture_output=True).returncode != 0:
-            if self.proc.poll() is not None:
-                raise RuntimeError("sensor exited")
-            time.sleep(0.05)
-        self.ready_s = time.monotonic() - t0
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self.proc
-        self.proc.send_signal(signal.SIGINT)
-        self.proc.wait(30)
 
 
 def main() -> int:

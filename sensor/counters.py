@@ -166,6 +166,12 @@ class WindowCounters:
     def add_exec(self, cgroup_id: int) -> None:
         self._execs[cgroup_id] = self._execs.get(cgroup_id, 0) + 1
 
+    def forget_cgroups(self, ids: set[int]) -> None:
+        """Removed cgroups: what was remembered about their flows goes."""
+        for table in (self.protocols, self.compression, self.owners):
+            for k in [k for k in table if k[0] in ids]:
+                del table[k]
+
     def set_owner(self, key: FlowKey, pid: int, comm: str) -> None:
         self.owners.put(key, (pid, comm))
 

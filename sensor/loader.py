@@ -18,6 +18,7 @@ from .counters import FlowCounters
 from .errors import SluiceError
 from .hooks import EXEC_ARGS_UNIT, UNITS, BpfUnit, assemble_source, bpf_dir
 from .probe import ProbeReport, units_available
+from .memory import release_compiler_memory
 from .ringbuf import RingReader
 from .source import RecordSink
 
@@ -97,6 +98,7 @@ class BccSource:
         self.status: dict[str, str] = {}
         self.units: list[BpfUnit] = []
         self._ring: RingReader | None = None
+        self.released_kb = 0
         self._sink: RecordSink = lambda _r: None
 
     # --- start ---------------------------------------------------------------
@@ -126,6 +128,7 @@ class BccSource:
                 self.status[tp] = "attached"
         self._attach_cgroup_programs()
         self._open_buffer(sink)
+        self.released_kb = release_compiler_memory()
         return dict(self.status)
 
     def _attach_cgroup_programs(self) -> None:

@@ -386,6 +386,8 @@ class Pipeline:
         self._update_top(per, attrs, end - start)
         self._notify(summaries, attr_of, start, end)
         removed, self._removed = self._removed, []
+        if removed:
+            self.window.forget_cgroups({cgid for cgid, _c in removed})
         for cgid, container_id in removed:
             self.attributor.resolver.forget(cgid)
             self.attributor.invalidate(cgid)

@@ -17,6 +17,7 @@ from .baseline import save as save_baseline
 from .detect.engine import Detector
 from .detect.learn import Learner
 from .detect.rules import all_rules
+from .memory import resident_kb
 from .netmap import NetMap
 from .cgroups import CgroupResolver
 from .config import Config
@@ -136,6 +137,7 @@ class Sensor:
                 "status": self.attributor.runtime_status if self.attributor else "unknown",
             },
             "containers_tracked": len(self.pipeline.containers) if self.pipeline else 0,
+            "memory_kb": resident_kb(),
             "config": self.config.source,
             "mode": "learn" if self.learn_seconds is not None else "detect",
             "baseline": {

@@ -179,6 +179,13 @@ class Detector:
         for rule in self.rules:
             for f in rule.evaluate(view, self.ctx):
                 self._consider(f)
+        # containers that stopped in this window: their rule state goes with them
+        gone = {x.attr.container.id for x in view.lifecycle if x.kind == "stop" and x.attr.container}
+        if gone:
+            for rule in self.rules:
+                forget = getattr(rule, "forget_containers", None)
+                if forget is not None:
+                    forget(gone)
         if self.learner is not None:
             self.learner.skip = lambda w: w in self._alerting
             self.learner.on_window(view)

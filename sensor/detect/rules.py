@@ -123,6 +123,10 @@ class NonStandardPort(_Base):
         super().__init__("SL-EXF-002")
         self._sent: dict[tuple[str, str, int], int] = defaultdict(int)
 
+    def forget_containers(self, ids: set[str]) -> None:
+        for k in [k for k in self._sent if k[0] in ids]:
+            del self._sent[k]
+
     def evaluate(self, view: WindowView, ctx: Context) -> list[Finding]:
         cfg = ctx.settings(self.info.id)
         out = []
@@ -216,6 +220,10 @@ class CleartextCarrier(_Base):
         # (container, domain) -> subdomains seen recently, with times
         self._subs: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
 
+    def forget_containers(self, ids: set[str]) -> None:
+        for k in [k for k in self._subs if k[0] in ids]:
+            del self._subs[k]
+
     def evaluate(self, view: WindowView, ctx: Context) -> list[Finding]:
         cfg = ctx.settings(self.info.id)
         out = []
@@ -302,6 +310,10 @@ class NewDestination(_Base):
     def __init__(self) -> None:
         super().__init__("SL-EXF-004")
         self._sent: dict[tuple[str, str, int, str], list[Any]] = {}
+
+    def forget_containers(self, ids: set[str]) -> None:
+        for k in [k for k in self._sent if k[0] in ids]:
+            del self._sent[k]
 
     def evaluate(self, view: WindowView, ctx: Context) -> list[Finding]:
         cfg = ctx.settings(self.info.id)
@@ -434,6 +446,10 @@ class EncryptThenEgress(_Base):
         super().__init__("SL-EXF-006")
         self._pending: dict[str, list[tuple[ExecView, str, bool]]] = defaultdict(list)
 
+    def forget_containers(self, ids: set[str]) -> None:
+        for cid in ids:
+            self._pending.pop(cid, None)
+
     def evaluate(self, view: WindowView, ctx: Context) -> list[Finding]:
         cfg = ctx.settings(self.info.id)
         for e in view.execs:
@@ -498,6 +514,11 @@ class MultiStageChain(_Base):
         super().__init__("SL-C2-001")
         self._connects: dict[str, deque[ConnectView]] = defaultdict(lambda: deque(maxlen=256))
         self._stages: dict[str, list[tuple[ExecView, ConnectView]]] = defaultdict(list)
+
+    def forget_containers(self, ids: set[str]) -> None:
+        for cid in ids:
+            self._connects.pop(cid, None)
+            self._stages.pop(cid, None)
 
     def evaluate(self, view: WindowView, ctx: Context) -> list[Finding]:
         cfg = ctx.settings(self.info.id)
@@ -566,6 +587,11 @@ class Beaconing(_Base):
         super().__init__("SL-C2-002")
         self._times: dict[tuple[str, str, int, str], deque[float]] = defaultdict(lambda: deque(maxlen=64))
         self._ctx: dict[tuple[str, str, int, str], ConnectView] = {}
+
+    def forget_containers(self, ids: set[str]) -> None:
+        for k in [k for k in self._times if k[0] in ids]:
+            del self._times[k]
+            self._ctx.pop(k, None)
 
     def evaluate(self, view: WindowView, ctx: Context) -> list[Finding]:
         cfg = ctx.settings(self.info.id)

@@ -1,0 +1,49 @@
+"""Shared by the benchmarks: a real `sluice run` subprocess and its status."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+SLUICE = str(Path(sys.executable).parent / "sluice")
+HERE = Path(__file__).resolve().parent
+
+
+class Sensor:
+    def __init__(self, work: Path, extra: str = "", args: tuple[str, ...] = ()) -> None:
+        self.work = work
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.cfg = work / f"bench-{abs(hash(extra)) % 10**8}.toml"
+        self.cfg.write_text(f'[sensor]\ncontrol_socket = "{work}/ctl.sock"\n' + extra)
+        self.args = args
+        self.out = work / "out.jsonl"
+
+    def __enter__(self) -> "Sensor":
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen([SLUICE, "run", "-c", str(self.cfg), "-o", str(self.out), *self.args],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while subprocess.run([SLUICE, "status", "-c", str(self.cfg)], capture_output=True).returncode != 0:
+            if self.proc.poll() is not None:
+                raise RuntimeError("sensor exited")
+            time.sleep(0.05)
+        self.ready_s = time.monotonic() - t0
+        return self
+
+    def status(self) -> dict[str, Any]:
+        r = subprocess.run([SLUICE, "status", "--json", "-c", str(self.cfg)], capture_output=True, text=True)
+        return json.loads(r.stdout)
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.proc
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(30)
+
+
+def build_c(src: Path, out: Path) -> str:
+    subprocess.run(["gcc", "-O2", "-o", str(out), str(src)], check=True)
+    return str(out)
