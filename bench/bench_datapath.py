@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -37,6 +38,24 @@ int main(void) {
     return 0;
 }
 """
+
+
+class BpfTrace:
+    PROG = "tracepoint:net:net_dev_queue { @[cgroup] = sum(args->len); }"
+
+    def __enter__(self) -> "BpfTrace":
+        self.proc = subprocess.Popen(["bpftrace", "-e", self.PROG], stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True)
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:   # "Attaching 1 probe..."
+            if line.startswith("Attaching"):
+                break
+        time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.communicate(timeout=30)
 
 
 def build_getppid(out: Path) -> str:
@@ -65,7 +84,8 @@ def main() -> int:
     port = 5201 + os.getpid() % 1000
     server = subprocess.Popen(["iperf3", "-s", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)
-    res: dict[str, list[float]] = {k: [] for k in ("gbps_off", "gbps_on", "ns_off", "ns_on", "ns_args", "ready_s")}
+    res: dict[str, list[float]] = {k: [] for k in ("gbps_off", "gbps_on", "gbps_bpftrace", "ns_off", "ns_on",
+                                                    "ns_args", "ready_s")}
     try:
         for i in range(args.rounds):
             # alternate the order so drift does not favour one side
@@ -78,6 +98,11 @@ def main() -> int:
                 else:
                     res["gbps_off"].append(iperf(port, args.seconds))
                     res["ns_off"].append(float(subprocess.run([getppid], capture_output=True, text=True).stdout))
+            # the floor for "any BPF at all": a bpftrace one-liner counting egress
+            # bytes per cgroup per packet. bpftrace cannot attach cgroup_skb
+            # programs, so it uses the per-packet net:net_dev_queue tracepoint.
+            with BpfTrace():
+                res["gbps_bpftrace"].append(iperf(port, args.seconds))
             # the documented opt-in: argv at sys_enter_execve (a syscall tracepoint)
             with Sensor(work, '[kernel]\nexec_args = "tracepoint"\n'):
                 res["ns_args"].append(float(subprocess.run([getppid], capture_output=True, text=True).stdout))
@@ -89,6 +114,7 @@ def main() -> int:
         "rounds": args.rounds,
         "iperf3_16k_gbps_median": {"no_sensor": round(med["gbps_off"], 2), "sensor": round(med["gbps_on"], 2)},
         "iperf3_throughput_ratio": round(med["gbps_on"] / med["gbps_off"], 3),
+        "iperf3_bpftrace_floor_ratio": round(med["gbps_bpftrace"] / med["gbps_off"], 3),
         "getppid_ns_median": {"no_sensor": round(med["ns_off"], 1), "sensor": round(med["ns_on"], 1)},
         "getppid_added_ns": round(med["ns_on"] - med["ns_off"], 1),
         "getppid_ns_median_exec_args_tracepoint": round(med["ns_args"], 1),

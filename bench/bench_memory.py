@@ -38,8 +38,7 @@ def main() -> int:
     holder = build_c(HERE / "holder.c", work / "holder")
     base = find_cgroup2_mount()
     out: dict[str, object] = {}
-    with Sensor(work, '[sensor]\nwindow_seconds = 1.0\n'.replace("[sensor]\n", "") +
-                f'[runtime]\ndocker_socket = "{work}/no-docker.sock"\n') as s:
+    with Sensor(work, 'window_seconds = 1.0\n' + f'[runtime]\ndocker_socket = "{work}/no-docker.sock"\n') as s:
         time.sleep(2)
         out["idle_rss_mb"] = rss_mb(s)
         h = subprocess.Popen([holder, "hold", base, "1000", "0"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,

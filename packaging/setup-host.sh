@@ -21,7 +21,7 @@ export DEBIAN_FRONTEND=noninteractive
 krel=$(uname -r)
 arch=$(dpkg --print-architecture)
 
-want=(python3-bpfcc python3-venv docker.io busybox-static iperf3 openssl curl iproute2 bpftool gcc libc6-dev rsyslog)
+want=(python3-bpfcc python3-venv docker.io busybox-static iperf3 openssl curl iproute2 bpftool bpftrace gcc libc6-dev rsyslog)
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -38,6 +38,7 @@ class ProcInfo:
     args: list[str] | None
     cgroup_id: int
     start_ts: float
+    ref: ProcessRef | None = None   # built once, shared by every event of the process
 
 
 def read_cmdline(pid: int, proc: str = "/proc") -> list[str] | None:
@@ -187,7 +188,9 @@ class Pipeline:
 
     @staticmethod
     def _process_ref(p: ProcInfo) -> ProcessRef:
-        return ProcessRef(p.pid, p.name, p.executable, p.args, p.ppid)
+        if p.ref is None:
+            p.ref = ProcessRef(p.pid, p.name, p.executable, p.args, p.ppid)
+        return p.ref
 
     def _process_fields(self, p: ProcInfo) -> dict[str, Any]:
         f: dict[str, Any] = {"pid": p.pid, "name": p.name, "executable": p.executable}
