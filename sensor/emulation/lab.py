@@ -207,9 +207,18 @@ class Lab:
         return cid
 
     def cleanup(self) -> None:
-        ids = self.docker("ps", "-aq", "--filter", f"label={LABEL}={self.run_id}", check=False).split()
-        if ids:
+        """Remove every container of this run. Repeated: a `docker run`
+        interrupted by Ctrl-C can still be creating its container while
+        the first pass lists them."""
+        for attempt in range(5):
+            ids = self.docker("ps", "-aq", "--filter", f"label={LABEL}={self.run_id}", check=False).split()
+            if not ids:
+                if attempt:
+                    return
+                time.sleep(0.5)
+                continue
             self.docker("rm", "-f", *ids, check=False)
+            time.sleep(0.5)
 
 
 def wait_until(pred: Any, timeout: float, interval: float = 0.2) -> bool:

@@ -114,6 +114,7 @@ class Emulation:
         net = SinkNet(self.work, STAGE2)
         lab = Lab(self.docker, net, self.run_id)
         sensor: SensorHandle | None = None
+        self._learner: SensorHandle | None = None
         old_term = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         try:
             self.progress(f"lab: building image, sink netns {net.ns} (198.18.0.0/16), run {self.run_id}")
@@ -140,8 +141,9 @@ class Emulation:
         finally:
             signal.signal(signal.SIGTERM, old_term)
             self.progress("lab: cleaning up")
-            if sensor is not None and not self.attach_socket:
-                sensor.stop()
+            for handle in (self._learner, None if self.attach_socket else sensor):
+                if handle is not None:
+                    handle.stop()
             lab.cleanup()
             net.stop()
             for tag in TAGS:
@@ -157,9 +159,11 @@ class Emulation:
         learner = _start_sensor(["baseline", "learn", "-c", str(cfg), "--duration", str(self.learn_seconds + 3),
                                  "--baseline", str(baseline), "-o", str(self.work / "learn.jsonl")],
                                 ctl, self.work / "learn.log")
+        self._learner = learner  # stopped by the cleanup if we are interrupted
         learn_phase(Ctx(lab, self.work), self.learn_seconds)
         assert learner.proc is not None
         learner.proc.wait(self.learn_seconds + 60)
+        self._learner = None
         if learner.proc.returncode != 0 or not baseline.exists():
             raise SluiceError(f"learning failed: {(self.work / 'learn.log').read_text()[-800:]}")
         lab.cleanup()
