@@ -14,11 +14,16 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import pytest
+
 from sensor.emulation.lab import SINK_IP, DockerCLI, Lab, SinkNet, build_image
 from sensor.emulation.lab import run as sh
+
+from ..ecs_schema import explain, validate
 
 IMAGE = "sluice-test:latest"
 SLUICE = str(Path(sys.executable).parent / "sluice")
@@ -127,6 +132,7 @@ class SensorProc:
         self.proc: subprocess.Popen[bytes] | None = None
         self._docs: list[dict[str, Any]] = []
         self._pos = 0
+        self.ecs = _output_format(self.config.read_text()) == "ecs"  # else not ECS-validated
 
     def start(self, timeout: float = 30) -> None:
         self.stderr = open(self.dir / "stderr.log", "wb")
@@ -161,8 +167,14 @@ class SensorProc:
                 data = f.read()
             end = data.rfind(b"\n") + 1
             self._pos += end
+            new = len(self._docs)
             for line in data[:end].splitlines():
                 self._docs.append(json.loads(line))
+            if self.ecs:  # every document a test reads is valid ECS 9.4.0
+                bad = [(d, p) for d in self._docs[new:] if (p := validate(d))]
+                if bad:
+                    pytest.fail(f"sensor {self.dir.name} wrote {len(bad)} document(s) that are not valid ECS"
+                                f" (the first {min(len(bad), 5)}):\n\n" + "\n\n".join(explain(d, p) for d, p in bad[:5]))
         return self._docs
 
     def wait_for(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 15,
@@ -195,6 +207,13 @@ class SensorProc:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+
+def _output_format(config_text: str) -> str:
+    try:
+        return str(tomllib.loads(config_text).get("output", {}).get("format", "ecs"))
+    except tomllib.TOMLDecodeError:
+        return "ecs"
 
 
 def action(d: dict[str, Any]) -> str:
