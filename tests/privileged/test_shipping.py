@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from ..ecs_schema import validate
 from .harness import SensorProc, sh
 
 
@@ -64,9 +65,13 @@ input(type="imtcp" port="{syslog}" ruleset="syslogin")
 
 
 def _lines(path: Path) -> list[dict[str, Any]]:
+    """Documents of a file; each must be valid ECS, here and after shipping."""
     if not path.exists():
         return []
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    docs = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    bad = [(d["event"]["action"], p) for d in docs if (p := validate(d))]
+    assert not bad, f"{path.name}: documents that are not valid ECS: {bad[:3]}"
+    return docs
 
 
 def test_alerts_survive_rsyslog_rotation_and_syslog(base: Path, docker: Any) -> None:
