@@ -152,12 +152,20 @@ class SinkNet:
             return []
         return [json.loads(x) for x in self.state.read_text().splitlines() if x.strip()]
 
-    def stop(self) -> None:
+    def stop(self) -> str:
+        """Stop the sink and delete the netns; returns a problem, if any."""
         if self.proc:
             self.proc.kill()
             self.proc.wait()
             self.proc = None
-        run("ip", "netns", "del", self.ns, check=False)
+        err = ""
+        for _ in range(10):
+            r = subprocess.run(["ip", "netns", "del", self.ns], capture_output=True, text=True)
+            if r.returncode == 0 or self.ns not in run("ip", "netns", "list", check=False):
+                return ""
+            err = r.stderr.strip()
+            time.sleep(0.3)
+        return f"could not delete netns {self.ns}: {err}"
 
 
 class Lab:
@@ -206,19 +214,25 @@ class Lab:
         self.wait(cid)
         return cid
 
-    def cleanup(self) -> None:
-        """Remove every container of this run. Repeated: a `docker run`
-        interrupted by Ctrl-C can still be creating its container while
-        the first pass lists them."""
-        for attempt in range(5):
+    def cleanup(self, timeout: float = 15.0) -> list[str]:
+        """Remove every container of this run and wait until they are gone;
+        returns any that could not be removed. Repeated passes: a `docker
+        run` interrupted by Ctrl-C can still be creating its container, and
+        a --rm container can be mid-removal, while a pass lists them."""
+        deadline = time.monotonic() + timeout
+        empty_passes = 0
+        ids: list[str] = []
+        while time.monotonic() < deadline:
             ids = self.docker("ps", "-aq", "--filter", f"label={LABEL}={self.run_id}", check=False).split()
             if not ids:
-                if attempt:
-                    return
-                time.sleep(0.5)
-                continue
-            self.docker("rm", "-f", *ids, check=False)
+                empty_passes += 1
+                if empty_passes >= 2:
+                    return []
+            else:
+                empty_passes = 0
+                self.docker("rm", "-f", *ids, check=False)
             time.sleep(0.5)
+        return ids
 
 
 def wait_until(pred: Any, timeout: float, interval: float = 0.2) -> bool:

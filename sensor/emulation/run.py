@@ -71,9 +71,13 @@ class SensorHandle:
                 self.proc.kill()
 
 
-def _start_sensor(args: list[str], ctl: str, log: Path, timeout: float = 60) -> SensorHandle:
+def _start_sensor(args: list[str], ctl: str, log: Path, started: list[SensorHandle],
+                  timeout: float = 60) -> SensorHandle:
+    """Start a lab sensor and wait until it is ready. The handle joins
+    `started` at once, so an interrupt while it starts still stops it."""
     proc = subprocess.Popen([SLUICE, *args], stdout=open(log, "ab"), stderr=subprocess.STDOUT)
     h = SensorHandle(ctl, proc)
+    started.append(h)
     deadline = time.monotonic() + timeout
     while not h.ready():
         if proc.poll() is not None:
@@ -114,7 +118,7 @@ class Emulation:
         net = SinkNet(self.work, STAGE2)
         lab = Lab(self.docker, net, self.run_id)
         sensor: SensorHandle | None = None
-        self._learner: SensorHandle | None = None
+        self._started: list[SensorHandle] = []   # every lab sensor, stopped by the cleanup
         old_term = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         try:
             self.progress(f"lab: building image, sink netns {net.ns} (198.18.0.0/16), run {self.run_id}")
@@ -141,11 +145,14 @@ class Emulation:
         finally:
             signal.signal(signal.SIGTERM, old_term)
             self.progress("lab: cleaning up")
-            for handle in (self._learner, None if self.attach_socket else sensor):
-                if handle is not None:
-                    handle.stop()
-            lab.cleanup()
-            net.stop()
+            for handle in self._started:
+                handle.stop()
+            left = lab.cleanup()
+            if left:
+                self.progress(f"lab: could not remove containers {', '.join(c[:12] for c in left)}")
+            problem = net.stop()
+            if problem:
+                self.progress(f"lab: {problem}")
             for tag in TAGS:
                 self.docker("rmi", tag, check=False)
             if not self.keep:
@@ -158,18 +165,16 @@ class Emulation:
         self.progress(f"lab: learning benign workloads for {self.learn_seconds:.0f} s")
         learner = _start_sensor(["baseline", "learn", "-c", str(cfg), "--duration", str(self.learn_seconds + 3),
                                  "--baseline", str(baseline), "-o", str(self.work / "learn.jsonl")],
-                                ctl, self.work / "learn.log")
-        self._learner = learner  # stopped by the cleanup if we are interrupted
+                                ctl, self.work / "learn.log", self._started)
         learn_phase(Ctx(lab, self.work), self.learn_seconds)
         assert learner.proc is not None
         learner.proc.wait(self.learn_seconds + 60)
-        self._learner = None
         if learner.proc.returncode != 0 or not baseline.exists():
             raise SluiceError(f"learning failed: {(self.work / 'learn.log').read_text()[-800:]}")
         lab.cleanup()
         self.progress("lab: detecting against the learned baseline")
         return _start_sensor(["run", "-c", str(cfg), "--baseline", str(baseline),
-                              "-o", str(self.work / "alerts.jsonl")], ctl, self.work / "sensor.log")
+                              "-o", str(self.work / "alerts.jsonl")], ctl, self.work / "sensor.log", self._started)
 
     def _score(self, sc: Scenario, lab: Lab, sensor: SensorHandle) -> Score:
         ctx = Ctx(lab, self.work)

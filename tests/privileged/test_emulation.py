@@ -61,8 +61,15 @@ def test_emulate_all_scorecard(base: Path, docker: Docker) -> None:
     assert set(netns) <= before_ns, "lab netns left behind"
 
 
+def _lab_dirs_and_procs() -> tuple[set[str], list[str]]:
+    dirs = {str(p) for p in Path("/tmp").glob("sluice-emulate-*")}
+    procs = subprocess.run(["pgrep", "-f", "sluice-emulate-"], capture_output=True, text=True).stdout.split()
+    return dirs, procs
+
+
 def test_emulate_ctrl_c_cleans_up(base: Path, docker: Docker) -> None:
     before_ns = set(_lab_leftovers(docker)[1])
+    before_dirs, _ = _lab_dirs_and_procs()
     p = subprocess.Popen([SLUICE, "emulate", "run", "all", "-c", str(_config(base, docker, "emu-int"))],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
@@ -77,8 +84,11 @@ def test_emulate_ctrl_c_cleans_up(base: Path, docker: Docker) -> None:
     assert "cleaned up" in err
     containers, netns = _lab_leftovers(docker)
     assert not containers and set(netns) <= before_ns
-    # and no sensor of the lab is left attached: its control socket is gone
-    assert not list(Path("/tmp").glob("sluice-emulate-*/ctl.sock"))
+    # no lab sensor left running (attached) and no work directory left behind
+    dirs, procs = _lab_dirs_and_procs()
+    assert not procs, subprocess.run(["ps", "-o", "pid,args", "-p", ",".join(procs)], capture_output=True,
+                                     text=True).stdout
+    assert dirs <= before_dirs, dirs - before_dirs
 
 
 def test_emulate_attach_scores_against_the_running_sensor(base: Path, docker: Docker) -> None:
