@@ -27,7 +27,11 @@ def _config(base: Path, docker: Docker, name: str) -> Path:
 
 
 def _lab_leftovers(docker: Docker) -> tuple[list[str], list[str]]:
-    containers = docker.docker("ps", "-aq", "--filter", f"label={LABEL}").split()
+    """Containers of `sluice emulate` runs (not the other tests' containers,
+    which the harness labels with run id "tests") and lab netns."""
+    rows = docker.docker("ps", "-a", "--filter", f"label={LABEL}", "--format",
+                         f'{{{{.ID}}}} {{{{.Label "{LABEL}"}}}}').splitlines()
+    containers = [r.split()[0] for r in rows if r.split()[1:] != ["tests"]]
     netns = [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
              if n.startswith("slsink") and not n.endswith(")")]
     return containers, netns
