@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from . import ecs
 from .attribution import Attributor
-from .baseline import Baseline, BaselineError
+from .baseline import Baseline
 from .baseline import load as load_baseline
 from .baseline import save as save_baseline
 from .detect.engine import Detector

