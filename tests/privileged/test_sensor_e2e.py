@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from .harness import (
@@ -165,13 +166,23 @@ def test_status_against_running_sensor(sensor: SensorProc) -> None:
 
 
 def test_top_shows_a_busy_container(sensor: SensorProc, docker: Docker, net: SinkNet) -> None:
-    cid = run_container(docker, net, f"head -c 300000 /dev/urandom | nc {SINK_IP} 9002; sleep 3", wait=False)
+    # busy for ~8 s: every completed window while `top` is asked has its egress
+    cid = run_container(docker, net, f"i=0; while [ $i -lt 16 ]; do head -c 60000 /dev/urandom | nc {SINK_IP} 9002; "
+                                     "i=$((i+1)); usleep 500000; done", wait=False)
     sensor.wait_for(lambda d: action(d) == "flow_summary" and cid_of(d) == cid, what="flow")
-    r = subprocess.run([SLUICE, "top", "--once", "-c", str(sensor.config)], capture_output=True, text=True, timeout=15)
+    out = ""
+    for _ in range(10):
+        r = subprocess.run([SLUICE, "top", "--once", "-c", str(sensor.config)], capture_output=True, text=True,
+                           timeout=15)
+        assert r.returncode == 0, r.stderr
+        out = r.stdout
+        if cid[:12] in out:
+            break
+        time.sleep(0.5)
     docker.docker("wait", cid)
-    assert r.returncode == 0, r.stderr
-    # the table shows the last completed window; the transfer may straddle two
-    assert cid[:12] in r.stdout or "flow" in r.stdout, r.stdout
+    row = next((line for line in out.splitlines() if line.startswith(cid[:12])), None)
+    assert row is not None, out
+    assert IMAGE[:22] in row and f"{SINK_IP}:9002" in row, row
 
 
 def test_survives_churn_of_50_containers(sensor: SensorProc, docker: Docker) -> None:
