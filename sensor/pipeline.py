@@ -27,6 +27,8 @@ from .workload import workload_of
 
 Emit = Callable[[dict[str, Any]], None]
 HOST_KEY = "host"
+MAX_CONNECT_VIEWS = 64    # per (cgroup, destination) per window, for the rules
+MAX_EXEC_VIEWS = 16       # per (cgroup, executable) per window
 
 
 @dataclass(slots=True)
@@ -101,6 +103,7 @@ class Pipeline:
         self.observers: list[WindowObserver] = list(observers or [])
         self.netmap = netmap
         self._view = WindowView(0.0, 0.0)
+        self._view_counts: dict[tuple[Any, ...], int] = {}
         self.procs: OrderedDict[int, ProcInfo] = OrderedDict()
         # Exited processes stay known for a while: their flows are
         # summarised at the end of the window, after they are gone.
@@ -114,7 +117,7 @@ class Pipeline:
         self._removed: list[tuple[int, str | None]] = []
         self.counts: dict[str, int] = {
             "events": 0, "decode_errors": 0, "exec": 0, "exit": 0, "connect": 0,
-            "sample": 0, "cgroup": 0, "exec_args": 0, "documents": 0, "windows": 0,
+            "sample": 0, "cgroup": 0, "exec_args": 0, "documents": 0, "windows": 0, "view_events_capped": 0,
         }
         self.last_decode_error = ""
         self.top: list[dict[str, Any]] = []
@@ -177,7 +180,8 @@ class Pipeline:
         self._remember(p)
         self.window.add_exec(ev.hdr.cgroup_id)
         attr = self.attributor.attribute(ev.hdr.cgroup_id)
-        self._view.execs.append(ExecView(ts, attr, workload_of(attr), self._process_ref(p)))
+        if self._view_keep(("e", ev.hdr.cgroup_id, p.executable), MAX_EXEC_VIEWS):
+            self._view.execs.append(ExecView(ts, attr, workload_of(attr), self._process_ref(p)))
         if not self.events:
             return
         d = self._doc(ts, ["process"], ["start"], "exec", "sluice.process", attr)
@@ -185,6 +189,19 @@ class Pipeline:
         d["process"]["start"] = ecs.iso(ts)
         d["sluice"]["process"] = {"args_source": args_source if args is not None else "unavailable"}
         self._out(d)
+
+    def _view_keep(self, key: tuple[Any, ...], cap: int) -> bool:
+        """Bound what one window hands to the rules: the first `cap` connects
+        per (cgroup, destination) and execs per (cgroup, executable). The
+        rules need no more (a beacon is a few connects per window; a chain
+        needs the first connect to each destination) and a flood must not
+        stall the reader while the window closes. Counted in health."""
+        n = self._view_counts.get(key, 0) + 1
+        self._view_counts[key] = n
+        if n <= cap:
+            return True
+        self.counts["view_events_capped"] += 1
+        return False
 
     @staticmethod
     def _process_ref(p: ProcInfo) -> ProcessRef:
@@ -233,8 +250,9 @@ class Pipeline:
         attr = self.attributor.attribute(ev.hdr.cgroup_id)
         p = self.procs.get(ev.hdr.pid) or self.exited.get(ev.hdr.pid)
         ref = self._process_ref(p) if p is not None else ProcessRef(ev.hdr.pid, ev.comm)
-        self._view.connects.append(ConnectView(ts, attr, workload_of(attr), ev.daddr, ev.dport,
-                                               transport_name(ev.protocol), ref))
+        if self._view_keep(("c", ev.hdr.cgroup_id, ev.daddr, ev.dport, ev.protocol), MAX_CONNECT_VIEWS):
+            self._view.connects.append(ConnectView(ts, attr, workload_of(attr), ev.daddr, ev.dport,
+                                                   transport_name(ev.protocol), ref))
         if not self.events:
             return
         action = "connection_attempted" if ev.op == CONNECT_OP_CONNECT else "udp_send"
@@ -404,6 +422,7 @@ class Pipeline:
                 start: float, end: float) -> None:
         """Hand the window to the learner and the rules."""
         view, self._view = self._view, WindowView(end, end)
+        self._view_counts = {}
         view.start, view.end = start, end
         if not self.observers:
             return

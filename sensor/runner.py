@@ -32,10 +32,14 @@ from .probe import ProbeReport, probe, require_root, require_runnable
 from .source import EventSource
 
 # The reader drains at least this often: most records are submitted without
-# a wake-up (see bpf/lib/common.bpf.h), so this bounds their latency.
-POLL_MS = 20
+# a wake-up (see bpf/lib/common.bpf.h), so this bounds their latency (rules
+# run per window; execs wake the reader at once).
+POLL_MS = 100
 ALERT_RING = 1000
-SNAPSHOT_EVERY_S = 0.5
+# The state shown by `sluice status`, `top` and metrics is rebuilt when asked
+# (within one poll interval), and at least this often: nothing is spent on
+# it while nobody looks.
+SNAPSHOT_EVERY_S = 5.0
 
 
 class Sensor:
@@ -72,6 +76,7 @@ class Sensor:
         self._alerts: deque[tuple[int, dict[str, Any]]] = deque(maxlen=ALERT_RING)
         self._alert_seq = 0
         self._alerts_lock = threading.Lock()
+        self._snapshot_waiters: list[threading.Event] = []
         self.control: ControlServer | None = None
         self.pipeline: Pipeline | None = None
         self.attributor: Attributor | None = None
@@ -162,10 +167,28 @@ class Sensor:
             **h,
         }
 
+    def fresh_snapshot(self, timeout: float = 1.0) -> dict[str, Any]:
+        """Ask the main loop (which owns the state) for a new snapshot."""
+        if not self.ready:
+            return self._snapshot
+        ev = threading.Event()
+        with self._alerts_lock:
+            self._snapshot_waiters.append(ev)
+        ev.wait(timeout)
+        return self._snapshot
+
+    def _serve_snapshot_requests(self) -> None:
+        with self._alerts_lock:
+            waiters, self._snapshot_waiters = self._snapshot_waiters, []
+        if waiters:
+            self._publish_snapshot()
+            for ev in waiters:
+                ev.set()
+
     def _handle(self, req: dict[str, Any]) -> dict[str, Any]:
         cmd = req.get("cmd")
         if cmd in ("status", "top"):
-            return self._snapshot
+            return self.fresh_snapshot()
         if cmd == "alerts":
             since = int(req.get("since", 0))
             with self._alerts_lock:
@@ -218,7 +241,7 @@ class Sensor:
         if cfg.output.metrics:
             from .metrics import serve
             try:
-                self._metrics_server = serve(cfg.output.metrics, lambda: self._snapshot,
+                self._metrics_server = serve(cfg.output.metrics, self.fresh_snapshot,
                                              {r: int(v["severity"]) for r, v in cfg.rules.items()})
             except OSError as e:
                 raise SluiceError(f"cannot serve metrics on {cfg.output.metrics}: {e.strerror}",
@@ -326,6 +349,7 @@ class Sensor:
                     self.save_learned()  # do not lose what was learned to a crash
                 self.emit(self._health_doc("sensor_health"))
                 next_health = now + health_every
+            self._serve_snapshot_requests()
             if now >= next_snapshot:
                 self._publish_snapshot()
                 next_snapshot = now + SNAPSHOT_EVERY_S
