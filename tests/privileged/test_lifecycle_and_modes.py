@@ -100,7 +100,7 @@ def test_perf_buffer_tracepoint_args_and_unreachable_runtime(base: Path, docker:
         s.settle()
         flows = [d for d in s.docs() if action(d) == "flow_summary" and cid_of(d) == cid
                  and d["destination"]["port"] == 9003]
-        assert sum(f["sluice"]["payload"]["bytes"] for f in flows) == n
+        assert n <= sum(f["sluice"]["payload"]["bytes"] for f in flows) <= n * 1.01  # retransmissions
     finally:
         assert s.stop() == 0
 
