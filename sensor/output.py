@@ -113,16 +113,19 @@ class JsonLineWriter:
             self._close(self._f)
 
 
-class UnixSocketSink:
-    """Each line to a unix socket: one datagram per line, or newline
-    separated on a stream. Reconnects at most once a second."""
+class _SocketSink:
+    """A datagram or stream socket that reconnects at most once a second;
+    failures are counted, never raised."""
 
-    def __init__(self, path: str, kind: str = "dgram") -> None:
-        self.path, self.kind = path, kind
+    def __init__(self, target: str) -> None:
+        self.target = target
         self.errors = 0
         self.last_error = ""
         self._sock: socket.socket | None = None
         self._next_try = 0.0
+
+    def _new_socket(self) -> tuple[socket.socket, Any]:
+        raise NotImplementedError
 
     def _connect(self) -> socket.socket | None:
         if self._sock is not None:
@@ -130,28 +133,29 @@ class UnixSocketSink:
         if time.monotonic() < self._next_try:
             return None
         self._next_try = time.monotonic() + 1.0
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM if self.kind == "dgram" else socket.SOCK_STREAM)
-        s.settimeout(1.0)
+        s = None
         try:
-            s.connect(self.path)
+            s, addr = self._new_socket()
+            s.settimeout(2.0)
+            s.connect(addr)
         except OSError as e:
-            s.close()
-            self.last_error = f"{self.path}: {e}"
+            if s is not None:
+                s.close()
+            self.last_error = f"{self.target}: {e}"
             return None
         self._sock = s
         return s
 
-    def write_line(self, line: str, doc: dict[str, Any]) -> None:
+    def _send(self, data: bytes, stream: bool) -> None:
         s = self._connect()
         if s is None:
             self.errors += 1
             return
-        data = line.encode() if self.kind == "dgram" else (line + "\n").encode()
         try:
-            s.sendall(data) if self.kind == "stream" else s.send(data)
+            s.sendall(data) if stream else s.send(data)
         except OSError as e:
             self.errors += 1
-            self.last_error = f"{self.path}: {e}"
+            self.last_error = f"{self.target}: {e}"
             self.close()
 
     def reopen(self) -> None:
@@ -161,6 +165,23 @@ class UnixSocketSink:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+class UnixSocketSink(_SocketSink):
+    """Each line to a unix socket: one datagram per line, or newline
+    separated on a stream."""
+
+    def __init__(self, path: str, kind: str = "dgram") -> None:
+        super().__init__(path)
+        self.path, self.kind = path, kind
+
+    def _new_socket(self) -> tuple[socket.socket, Any]:
+        st = socket.SOCK_DGRAM if self.kind == "dgram" else socket.SOCK_STREAM
+        return socket.socket(socket.AF_UNIX, st), self.path
+
+    def write_line(self, line: str, doc: dict[str, Any]) -> None:
+        stream = self.kind == "stream"
+        self._send((line + "\n").encode() if stream else line.encode(), stream)
 
 
 FACILITIES = {"kern": 0, "user": 1, "daemon": 3, "auth": 4, "syslog": 5, "authpriv": 10,
@@ -183,16 +204,12 @@ def rfc5424(line: str, doc: dict[str, Any], hostname: str, app: str, facility: i
     return f"<{pri}>1 {ts} {hostname or '-'} {app} {os.getpid()} {msgid} - {line}"
 
 
-class SyslogSink:
+class SyslogSink(_SocketSink):
     def __init__(self, target: str, hostname: str, facility: str = "local0", app: str = "sluice") -> None:
-        self.target = target
+        super().__init__(target)
         self.hostname = hostname
         self.facility = FACILITIES[facility]
         self.app = app
-        self.errors = 0
-        self.last_error = ""
-        self._sock: socket.socket | None = None
-        self._next_try = 0.0
         scheme, _, rest = target.partition("://")
         self.scheme = scheme
         if scheme == "unix":
@@ -201,49 +218,18 @@ class SyslogSink:
             host, _, port = rest.rpartition(":")
             self.addr = (host.strip("[]"), int(port))
 
-    def _connect(self) -> socket.socket | None:
-        if self._sock is not None:
-            return self._sock
-        if time.monotonic() < self._next_try:
-            return None
-        self._next_try = time.monotonic() + 1.0
-        try:
-            if self.scheme == "unix":
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            else:
-                fam = socket.AF_INET6 if ":" in self.addr[0] else socket.AF_INET
-                s = socket.socket(fam, socket.SOCK_DGRAM if self.scheme == "udp" else socket.SOCK_STREAM)
-            s.settimeout(2.0)
-            s.connect(self.addr)
-        except OSError as e:
-            self.last_error = f"{self.target}: {e}"
-            return None
-        self._sock = s
-        return s
+    def _new_socket(self) -> tuple[socket.socket, Any]:
+        if self.scheme == "unix":
+            return socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM), self.addr
+        fam = socket.AF_INET6 if ":" in self.addr[0] else socket.AF_INET
+        return socket.socket(fam, socket.SOCK_DGRAM if self.scheme == "udp" else socket.SOCK_STREAM), self.addr
 
     def write_line(self, line: str, doc: dict[str, Any]) -> None:
         msg = rfc5424(line, doc, self.hostname, self.app, self.facility).encode()
-        s = self._connect()
-        if s is None:
-            self.errors += 1
-            return
-        try:
-            if self.scheme == "tcp":
-                s.sendall(b"%d " % len(msg) + msg)  # RFC 6587 octet counting
-            else:
-                s.send(msg)
-        except OSError as e:
-            self.errors += 1
-            self.last_error = f"{self.target}: {e}"
-            self.close()
-
-    def reopen(self) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        if self.scheme == "tcp":
+            self._send(b"%d " % len(msg) + msg, True)  # RFC 6587 octet counting
+        else:
+            self._send(msg, False)
 
 
 def ecs_line(doc: dict[str, Any]) -> str:

@@ -62,6 +62,12 @@ def _proc(f: FlowView) -> ProcessRef | None:
     return ProcessRef(s.pid, s.comm or "") if s.pid is not None else None
 
 
+def _drop_containers(table: dict[Any, Any], ids: set[str]) -> None:
+    """Forget a rule's state keyed by (container id, ...) tuples."""
+    for k in [k for k in table if k[0] in ids]:
+        del table[k]
+
+
 class _Base:
     info: RuleInfo
 
@@ -124,8 +130,7 @@ class NonStandardPort(_Base):
         self._sent: dict[tuple[str, str, int], int] = defaultdict(int)
 
     def forget_containers(self, ids: set[str]) -> None:
-        for k in [k for k in self._sent if k[0] in ids]:
-            del self._sent[k]
+        _drop_containers(self._sent, ids)
 
     def evaluate(self, view: WindowView, ctx: Context) -> list[Finding]:
         cfg = ctx.settings(self.info.id)
@@ -221,8 +226,7 @@ class CleartextCarrier(_Base):
         self._subs: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
 
     def forget_containers(self, ids: set[str]) -> None:
-        for k in [k for k in self._subs if k[0] in ids]:
-            del self._subs[k]
+        _drop_containers(self._subs, ids)
 
     def evaluate(self, view: WindowView, ctx: Context) -> list[Finding]:
         cfg = ctx.settings(self.info.id)
@@ -312,8 +316,7 @@ class NewDestination(_Base):
         self._sent: dict[tuple[str, str, int, str], list[Any]] = {}
 
     def forget_containers(self, ids: set[str]) -> None:
-        for k in [k for k in self._sent if k[0] in ids]:
-            del self._sent[k]
+        _drop_containers(self._sent, ids)
 
     def evaluate(self, view: WindowView, ctx: Context) -> list[Finding]:
         cfg = ctx.settings(self.info.id)
@@ -589,9 +592,8 @@ class Beaconing(_Base):
         self._ctx: dict[tuple[str, str, int, str], ConnectView] = {}
 
     def forget_containers(self, ids: set[str]) -> None:
-        for k in [k for k in self._times if k[0] in ids]:
-            del self._times[k]
-            self._ctx.pop(k, None)
+        _drop_containers(self._times, ids)
+        _drop_containers(self._ctx, ids)
 
     def evaluate(self, view: WindowView, ctx: Context) -> list[Finding]:
         cfg = ctx.settings(self.info.id)
