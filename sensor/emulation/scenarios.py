@@ -154,8 +154,9 @@ STAGE2 = (f"#!/bin/sh\n# stage two: beacon to a second host\n"
 
 def _pivot(ctx: Ctx) -> None:
     _db, ip = ctx.start(DB, "while true; do nc -l -p 7000 > /dev/null; done")
-    time.sleep(1)
-    ctx.run(API, f"head -c 200000 /dev/urandom | nc {ip} 7000")  # the db stays up until cleanup
+    # retry until the db listens (a loaded machine may take a while to start it)
+    ctx.run(API, f"i=0; until head -c 200000 /dev/urandom | nc {ip} 7000; do i=$((i+1)); "
+                 "[ $i -ge 50 ] && exit 1; usleep 200000; done")  # the db stays up until cleanup
 
 
 def _burst(ctx: Ctx) -> None:
