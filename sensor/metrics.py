@@ -15,6 +15,13 @@ from prometheus_client.registry import Collector
 from . import __version__
 
 
+def _one(family: type, name: str, help_: str, value: float) -> Any:
+    """A metric family with a single, label-less sample."""
+    f = family(name, help_)
+    f.add_metric([], value)
+    return f
+
+
 class SensorCollector(Collector):
     def __init__(self, snapshot: Callable[[], dict[str, Any]], severities: dict[str, int]) -> None:
         self.snapshot = snapshot
@@ -51,9 +58,7 @@ class SensorCollector(Collector):
             ("sluice_flow_bytes_untracked", "flow_bytes_untracked", "Bytes of flows that could not be tracked"),
             ("sluice_output_errors", "output_errors", "Output lines lost (queue full, sink errors)"),
         ):
-            c = CounterMetricFamily(name, help_)
-            c.add_metric([], drops.get(key, 0))
-            yield c
+            yield _one(CounterMetricFamily, name, help_, drops.get(key, 0))
         det = s.get("detection") or {}
         alerts = CounterMetricFamily("sluice_alerts", "Alerts emitted, by rule and severity", labels=["rule", "severity"])
         for rule, n in (det.get("by_rule") or {}).items():
@@ -61,25 +66,17 @@ class SensorCollector(Collector):
         yield alerts
         for name, key, help_ in (("sluice_alerts_suppressed", "suppressed", "Alerts suppressed as repeats"),
                                  ("sluice_alerts_allowed", "allowed", "Findings silenced by allow lists")):
-            c = CounterMetricFamily(name, help_)
-            c.add_metric([], det.get(key, 0))
-            yield c
+            yield _one(CounterMetricFamily, name, help_, det.get(key, 0))
         out = s.get("output", {})
-        c = CounterMetricFamily("sluice_output_lines", "Lines delivered to the sinks")
-        c.add_metric([], out.get("written", 0))
-        yield c
-        c = CounterMetricFamily("sluice_output_dropped", "Lines dropped because the output queue was full")
-        c.add_metric([], out.get("dropped_queue_full", 0))
-        yield c
-        g = GaugeMetricFamily("sluice_containers_tracked", "Containers the sensor is tracking")
-        g.add_metric([], s.get("containers_tracked", 0))
-        yield g
-        g = GaugeMetricFamily("sluice_uptime_seconds", "Seconds since the sensor started")
-        g.add_metric([], s.get("uptime_seconds", 0))
-        yield g
-        g = GaugeMetricFamily("sluice_ready", "1 when programs are attached and the sensor is running")
-        g.add_metric([], 1 if s.get("ready") else 0)
-        yield g
+        yield _one(CounterMetricFamily, "sluice_output_lines", "Lines delivered to the sinks", out.get("written", 0))
+        yield _one(CounterMetricFamily, "sluice_output_dropped", "Lines dropped because the output queue was full",
+                   out.get("dropped_queue_full", 0))
+        yield _one(GaugeMetricFamily, "sluice_containers_tracked", "Containers the sensor is tracking",
+                   s.get("containers_tracked", 0))
+        yield _one(GaugeMetricFamily, "sluice_uptime_seconds", "Seconds since the sensor started",
+                   s.get("uptime_seconds", 0))
+        yield _one(GaugeMetricFamily, "sluice_ready", "1 when programs are attached and the sensor is running",
+                   1 if s.get("ready") else 0)
 
 
 def serve(addr: str, snapshot: Callable[[], dict[str, Any]], severities: dict[str, int]) -> Any:

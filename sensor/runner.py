@@ -99,36 +99,36 @@ class Sensor:
         d["message"] = self._health_message(action, h)
         return d
 
-    def _health_message(self, action: str, h: dict[str, Any]) -> str:
-        bad = {k: v for k, v in h["hooks"].items() if str(v).startswith("unavailable")}
-        state = "degraded" if bad or h["drops"]["total"] else "ok"
-        h["status"] = state
-        msg = f"sluice {action.replace('sensor_', '')}: {state}"
+    @staticmethod
+    def _health_message(action: str, h: dict[str, Any]) -> str:
+        msg = f"sluice {action.replace('sensor_', '')}: {h['status']}"
+        bad = sorted(k for k, v in h["hooks"].items() if str(v).startswith("unavailable"))
         if bad:
-            msg += "; unavailable: " + ", ".join(sorted(bad))
+            msg += "; unavailable: " + ", ".join(bad)
         if h["drops"]["total"]:
             msg += f"; {h['drops']['total']} records lost since start"
         return msg
 
-    def _drops(self) -> dict[str, int]:
-        ks = self.source.kernel_stats() if self.source else {}
+    def _drops(self, ks: dict[str, int]) -> dict[str, int]:
         d = {k: v for k, v in ks.items() if k.startswith("dropped_") or k in ("flow_map_full", "flow_bytes_untracked", "parent_map_full")}
         d["user_lost_records"] = self.source.lost_records() if self.source else 0
         d["decode_errors"] = self.pipeline.counts["decode_errors"] if self.pipeline else 0
         d["output_errors"] = self.output.errors
-        d["total"] = (sum(v for k, v in d.items() if k.startswith("dropped_")) + d["flow_map_full"]
-                      + d["user_lost_records"] + d["decode_errors"] + d["output_errors"]) if ks else (
-                          d["user_lost_records"] + d["decode_errors"] + d["output_errors"])
+        d["total"] = (sum(v for k, v in d.items() if k.startswith("dropped_")) + d.get("flow_map_full", 0)
+                      + d["user_lost_records"] + d["decode_errors"] + d["output_errors"])
         return d
 
     def _health(self) -> dict[str, Any]:
-        ks = self.source.kernel_stats() if self.source else {}
+        ks = self.source.kernel_stats() if self.source else {}   # one read of the stats map
+        drops = self._drops(ks)
+        unavailable = any(str(v).startswith("unavailable") for v in self.hooks.values())
         return {
+            "status": "degraded" if unavailable or drops["total"] else "ok",
             "uptime_seconds": round(time.time() - self.started_at, 3),
             "startup_seconds": self.startup_seconds,
             "hooks": dict(self.hooks),
             "kernel": self.report.as_dict() if self.report else {},
-            "drops": self._drops(),
+            "drops": drops,
             "counters": {
                 **({k: v for k, v in ks.items() if k.startswith("submitted_")}),
                 "egress_packets": ks.get("egress_packets", 0),
@@ -158,7 +158,6 @@ class Sensor:
 
     def _publish_snapshot(self) -> None:
         h = self._health()
-        self._health_message("sensor_health", h)
         self._snapshot = {
             "ok": True, "ready": self.ready, "pid": os.getpid(), "host": self.host_name,
             "window_seconds": self.config.sensor.window_seconds,
