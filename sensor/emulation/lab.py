@@ -24,6 +24,7 @@ from ..errors import SluiceError
 SINK_IP = "198.18.0.1"       # the "internet" host
 SECOND_IP = "198.18.64.1"    # a second destination (stage two, beacons)
 VAULT_IP = "198.18.128.1"    # the allowed backup destination
+BRIDGE_MAC = "02:51:1c:e0:00:01"  # locally administered
 SINK_SCRIPT = str(Path(__file__).with_name("sink.py"))
 BASE_IMAGE = "sluice-emu/base:latest"
 LABEL = "io.sluice.emulation"
@@ -114,7 +115,11 @@ class SinkNet:
         (w / "stage2").write_bytes(self.stage2)
         run("ip", "netns", "add", self.ns)
         run("ip", "-n", self.ns, "link", "set", "lo", "up")
-        run("ip", "-n", self.ns, "link", "add", "br0", "type", "bridge")
+        # A fixed MAC: a bridge without one takes the lowest MAC of its ports,
+        # so each container veth that comes or goes would change the sink's
+        # MAC under the ARP caches of running containers (their packets then
+        # go nowhere until the neighbour entry expires).
+        run("ip", "-n", self.ns, "link", "add", "br0", "address", BRIDGE_MAC, "type", "bridge")
         for ip in (SINK_IP, SECOND_IP, VAULT_IP):
             run("ip", "-n", self.ns, "addr", "add", f"{ip}/16", "dev", "br0")
         run("ip", "-n", self.ns, "link", "set", "br0", "up")

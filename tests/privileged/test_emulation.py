@@ -12,9 +12,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from sensor.emulation.lab import LABEL
+from sensor.emulation.lab import BRIDGE_MAC, LABEL, SINK_IP
 
-from .harness import SLUICE, Docker
+from .harness import SLUICE, Docker, SinkNet, run_container
 
 LATENCY_BUDGET_S = 5.0
 
@@ -113,3 +113,30 @@ def test_emulate_attach_scores_against_the_running_sensor(base: Path, docker: Do
     finally:
         assert s.stop() == 0
     assert not _lab_leftovers(docker)[0]
+
+
+def _bridge_mac(net: SinkNet) -> str:
+    out = subprocess.run(["ip", "-n", net.ns, "-o", "link", "show", "br0"], capture_output=True, text=True,
+                         check=True).stdout
+    return out.split("link/ether", 1)[1].split()[0]
+
+
+def test_sink_keeps_its_mac_while_containers_come_and_go(docker: Docker, net: SinkNet) -> None:
+    """A Linux bridge without a set MAC takes the lowest MAC of its ports, so
+    a veth coming or going would change the sink's MAC under the ARP cache
+    of a running container, whose packets then go nowhere for seconds (a
+    learn-phase client hung this way). A long-lived container must still
+    reach the sink after others came and went."""
+    assert _bridge_mac(net) == BRIDGE_MAC
+    # the long-lived client talks to the sink, waits while others come and go, talks again
+    a = run_container(docker, net, f"echo first | nc {SINK_IP} 9001; until [ -e /tmp/.again ]; do usleep 50000; done; "
+                                    f"echo second | nc -w 5 {SINK_IP} 9001", wait=False)
+    try:
+        for _ in range(3):
+            run_container(docker, net, f"echo churn | nc {SINK_IP} 9001", rm=True)
+            assert _bridge_mac(net) == BRIDGE_MAC
+        docker.docker("exec", a, "touch", "/tmp/.again")
+        assert docker.docker("wait", a, timeout=30) == "0"
+    finally:
+        docker.docker("rm", "-f", a, check=False)
+    assert _bridge_mac(net) == BRIDGE_MAC
