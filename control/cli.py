@@ -232,7 +232,11 @@ def _fmt_status(s: dict[str, Any]) -> str:
     d = s.get("drops", {})
     lines.append(f"drops: total={d.get('total', 0)} " + ", ".join(f"{k}={v}" for k, v in d.items() if v and k != "total"))
     rt = s.get("runtime", {})
-    lines.append(f"runtime: docker {rt.get('status')} ({rt.get('docker_socket')}); containers tracked: {s.get('containers_tracked')}")
+    line = f"runtime: docker {rt.get('status')} ({rt.get('docker_socket')}); containers tracked: {s.get('containers_tracked')}"
+    if rt.get("lookup_failures") or rt.get("containers_without_metadata"):
+        line += (f"; metadata lookups failed: {rt.get('lookup_failures', 0)} of {rt.get('lookups', 0)}, "
+                 f"containers known by id only: {rt.get('containers_without_metadata', 0)}")
+    lines.append(line)
     return "\n".join(lines)
 
 

@@ -136,7 +136,7 @@ class Attributor:
             return
         self.lookups += 1
         try:
-            data = self.docker.inspect_container(info.id)
+            data = self.docker.container_summary(info.id)
         except NotFound:
             self.lookup_failures += 1
             self._retry_at[info.id] = now + self.negative_cache_seconds
@@ -148,11 +148,11 @@ class Attributor:
             self._set_status("unreachable", str(e))
             return
         self._set_status("ok", "")
-        cfg = data.get("Config") or {}
-        info.name = (data.get("Name") or "").lstrip("/") or None
-        info.image_name = cfg.get("Image") or None
-        info.image_id = data.get("Image") or None
-        info.labels = dict(cfg.get("Labels") or {})
+        names = data.get("Names") or []
+        info.name = names[0].lstrip("/") if names else None
+        info.image_name = data.get("Image") or None
+        info.image_id = data.get("ImageID") or None
+        info.labels = dict(data.get("Labels") or {})
         info.metadata = True
         info.workload = None
         self._retry_at.pop(info.id, None)
@@ -189,6 +189,13 @@ class Attributor:
         self._retry_at.pop(container_id, None)
         for k in [k for k, a in self._cache.items() if a.container and a.container.id == container_id]:
             del self._cache[k]
+
+    def lookup_stats(self) -> dict[str, int]:
+        """Metadata lookups, failed ones, and known containers still known
+        only by id (their documents lack name, image and labels)."""
+        return {"lookups": self.lookups, "lookup_failures": self.lookup_failures,
+                "containers_without_metadata": sum(1 for c in self._containers.values()
+                                                   if c.runtime == "docker" and not c.metadata)}
 
     def __len__(self) -> int:
         return len(self._containers)

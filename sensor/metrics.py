@@ -73,6 +73,12 @@ class SensorCollector(Collector):
                    out.get("dropped_queue_full", 0))
         yield _one(GaugeMetricFamily, "sluice_containers_tracked", "Containers the sensor is tracking",
                    s.get("containers_tracked", 0))
+        rt = s.get("runtime", {})
+        yield _one(CounterMetricFamily, "sluice_runtime_lookup_failures",
+                   "Container metadata lookups that failed (those containers are known by id only)",
+                   rt.get("lookup_failures", 0))
+        yield _one(GaugeMetricFamily, "sluice_containers_without_metadata",
+                   "Tracked containers whose name, image and labels are not known", rt.get("containers_without_metadata", 0))
         yield _one(GaugeMetricFamily, "sluice_uptime_seconds", "Seconds since the sensor started",
                    s.get("uptime_seconds", 0))
         yield _one(GaugeMetricFamily, "sluice_ready", "1 when programs are attached and the sensor is running",

@@ -139,7 +139,8 @@ class Sensor:
             "output": self.output.stats(),
             "runtime": {
                 "docker_socket": self.config.runtime.docker_socket,
-                "status": self.attributor.runtime_status if self.attributor else "unknown",
+                "status": self.attributor.runtime_status if self.attributor is not None else "unknown",
+                **(self.attributor.lookup_stats() if self.attributor is not None else {}),
             },
             "containers_tracked": len(self.pipeline.containers) if self.pipeline else 0,
             "memory_kb": resident_kb(),

@@ -155,7 +155,9 @@ def test_container_start_and_stop_are_seen(sensor: SensorProc, docker: Docker) -
     assert 0.4 < life < 10, life
 
 
-def test_status_against_running_sensor(sensor: SensorProc) -> None:
+def test_status_against_running_sensor(sensor: SensorProc, docker: Docker) -> None:
+    cid = run_container(docker, None, "true", rm=True)
+    sensor.wait_for(lambda d: action(d) == "container_start" and cid_of(d) == cid, what="container start")
     r = sensor.status()
     assert "ready" in r.stdout
     s = json.loads(sensor.status("--json").stdout)
@@ -165,6 +167,13 @@ def test_status_against_running_sensor(sensor: SensorProc) -> None:
         assert s["hooks"][hook] == "attached", (hook, s["hooks"])
     assert s["drops"]["total"] == 0, s["drops"]
     assert s["kernel"]["ring_buffer"] is True
+    # metadata lookups are reported (containers of another engine on this
+    # machine, if any, are not found in ours: known by id only, and counted);
+    # the runtime status holds also when no container is tracked any more
+    assert "runtime: docker ok" in r.stdout
+    rt = s["runtime"]
+    assert rt["status"] == "ok" and rt["lookups"] >= 1, rt
+    assert 0 <= rt["lookup_failures"] <= rt["lookups"] and rt["containers_without_metadata"] >= 0, rt
 
 
 def test_top_shows_a_busy_container(sensor: SensorProc, docker: Docker, net: SinkNet) -> None:

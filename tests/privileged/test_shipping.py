@@ -141,3 +141,4 @@ def test_alerts_survive_rsyslog_rotation_and_syslog(base: Path, docker: Any) -> 
     assert f'sluice_alerts_total{{rule="SL-EXF-002",severity="63"}} {float(n_exf2)}' in metrics, metrics[-3000:]
     assert "sluice_ready 1.0" in metrics
     assert 'sluice_build_info{' in metrics and "sluice_kernel_dropped_total" in metrics
+    assert "sluice_runtime_lookup_failures_total" in metrics and "sluice_containers_without_metadata" in metrics

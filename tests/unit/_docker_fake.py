@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import socketserver
 import threading
+import urllib.parse
 from http.server import BaseHTTPRequestHandler
 
 
 class FakeDockerEngine:
     """A tiny HTTP server on a real unix socket answering
-    GET /containers/<id>/json from a dict; 404 for anything else."""
+    GET /containers/json?filters={"id": [...]} and GET /containers/<id>/json
+    from a dict; 404 for anything else."""
 
     def __init__(self, socket_path: str) -> None:
         self.socket_path = socket_path
@@ -23,9 +25,15 @@ class FakeDockerEngine:
 
             def do_GET(self) -> None:  # noqa: N802 (http.server API)
                 engine.requests.append(self.path)
-                parts = self.path.strip("/").split("/")
-                body: dict
-                if len(parts) == 3 and parts[0] == "containers" and parts[2] == "json" \
+                url = urllib.parse.urlsplit(self.path)
+                parts = url.path.strip("/").split("/")
+                body: dict | list
+                if url.path == "/containers/json":
+                    # the engine's id filter is an unanchored pattern: a prefix matches too
+                    ids = json.loads(urllib.parse.parse_qs(url.query).get("filters", ["{}"])[0]).get("id", [])
+                    status, body = 200, [engine.summary(c) for c in engine.containers.values()
+                                         if any(i in c["Id"] for i in ids)]
+                elif len(parts) == 3 and parts[0] == "containers" and parts[2] == "json" \
                         and parts[1] in engine.containers:
                     status, body = 200, engine.containers[parts[1]]
                 else:
@@ -58,6 +66,12 @@ class FakeDockerEngine:
             "Image": image_id,
             "Config": {"Image": image, "Labels": labels or {}},
         }
+
+    @staticmethod
+    def summary(c: dict) -> dict:
+        """A container as the engine's list shows it."""
+        return {"Id": c["Id"], "Names": [c["Name"]], "Image": c["Config"]["Image"], "ImageID": c["Image"],
+                "Labels": c["Config"]["Labels"], "State": "running"}
 
     def start(self) -> "FakeDockerEngine":
         self.thread.start()

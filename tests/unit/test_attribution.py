@@ -124,14 +124,19 @@ def cgtree(tmp_path: Path) -> tuple[CgroupResolver, dict[str, int]]:
     return r, {k: os.stat(d).st_ino for k, d in dirs.items()}
 
 
-def test_docker_client_inspect(fake_docker) -> None:
+def test_docker_client_container_summary(fake_docker) -> None:
     fake_docker.add(A, "web", "nginx:1.27", "sha256:" + "1" * 64)
+    # the engine's id filter is a pattern: a short id matches both; only an exact Id is taken
+    fake_docker.add("x" + A[:63], "other", "nginx:1.27", "sha256:" + "2" * 64)
     c = DockerClient(fake_docker.socket_path, timeout=2)
-    assert c.inspect_container(A)["Name"] == "/web"
+    s = c.container_summary(A)
+    assert (s["Id"], s["Names"], s["Image"]) == (A, ["/web"], "nginx:1.27")
     with pytest.raises(NotFound):
-        c.inspect_container(B)
+        c.container_summary(B)
+    with pytest.raises(NotFound):
+        c.container_summary(A[:12])   # only the full id is accepted
     with pytest.raises(DockerError):
-        DockerClient(fake_docker.socket_path + ".missing", timeout=0.5).inspect_container(A)
+        DockerClient(fake_docker.socket_path + ".missing", timeout=0.5).container_summary(A)
 
 
 def test_metadata_filled_from_engine(fake_docker, cgtree) -> None:
@@ -155,7 +160,7 @@ def test_metadata_filled_from_engine(fake_docker, cgtree) -> None:
     assert c.metadata is True
     assert at.runtime_status == "ok"
     assert statuses == [("ok", "")]
-    assert fake_docker.requests == [f"/containers/{A}/json"]
+    assert len(fake_docker.requests) == 1 and fake_docker.requests[0].startswith("/containers/json?all=1&filters=")
 
 
 def test_metadata_is_cached(fake_docker, cgtree) -> None:
