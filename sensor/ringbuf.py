@@ -32,11 +32,13 @@ import ctypes
 import mmap
 import os
 import select
+import struct
 from typing import Callable
 
 BUSY = 1 << 31
 DISCARD = 1 << 30
 HDR = 8
+_U32 = struct.Struct("<I").unpack_from
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mmap.restype = ctypes.c_void_p
@@ -64,24 +66,25 @@ class RingReader:
         self._prod_addr = _map(map_fd, self._prod_len, mmap.PROT_READ, page)
         self._cons = ctypes.c_uint64.from_address(self._cons_addr)
         self._prod = ctypes.c_uint64.from_address(self._prod_addr)
-        self._data = self._prod_addr + page
+        # the data area (mapped twice in a row) as one memoryview: a record
+        # that wraps is contiguous in it; reads are plain loads, no ctypes call
+        self._mv = memoryview((ctypes.c_char * (2 * size)).from_address(self._prod_addr + page)).cast("B")
         self.epoll = select.epoll()
         self.epoll.register(map_fd, select.EPOLLIN)
         self.consumed = 0
 
     def consume(self, sink: Callable[[bytes], None]) -> int:
         cons, prod = self._cons.value, self._prod.value
-        data, mask = self._data, self.mask
-        u32 = ctypes.c_uint32.from_address
+        mv, mask, head_of = self._mv, self.mask, _U32
         n = 0
         while cons < prod:
-            rec = data + (cons & mask)
-            head = u32(rec).value
+            off = cons & mask
+            head = head_of(mv, off)[0]
             if head & BUSY:
                 break
             length = head & ~(BUSY | DISCARD)
             if not head & DISCARD:
-                sink(ctypes.string_at(rec + HDR, length))
+                sink(mv[off + HDR:off + HDR + length].tobytes())
                 n += 1
             cons += (length + HDR + 7) & ~7
             self._cons.value = cons   # one 8-byte store: frees the space at once
@@ -99,5 +102,6 @@ class RingReader:
 
     def close(self) -> None:
         self.epoll.close()
+        self._mv.release()
         _libc.munmap(ctypes.c_void_p(self._prod_addr), self._prod_len)
         _libc.munmap(ctypes.c_void_p(self._cons_addr), self.page)
