@@ -1,8 +1,10 @@
 """cgroup id -> container: runtime, id, and metadata from the engine.
 
 cgroup id -> path (CgroupResolver) -> container id parsed from the path ->
-name, image and labels from the Docker Engine API. Metadata is cached per
-container; when the runtime is unreachable the container id alone is kept
+name, image and labels from the Docker Engine API (docker containers) or
+from the OCI bundle's annotations (containerd and CRI-O under Kubernetes:
+pod, namespace, container name and image; see sensor.oci). Metadata is
+cached per container; when the runtime is unreachable the container id alone is kept
 and the status change is reported (a health event), never an exception.
 Processes outside any container cgroup are attributed to the host.
 """
@@ -12,10 +14,11 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from .cgroups import CgroupResolver
 from .docker_api import DockerClient, DockerError, NotFound
+from .oci import BundleError, read_metadata
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 # Container cgroups named by their runtime (systemd cgroup driver).
@@ -108,9 +111,11 @@ class Attributor:
         negative_cache_seconds: float = 30.0,
         on_runtime_status: Callable[[str, str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        oci_bundles: tuple[str, ...] = (),
     ) -> None:
         self.resolver = resolver
         self.docker = docker
+        self.oci_bundles = tuple(oci_bundles)
         self.negative_cache_seconds = negative_cache_seconds
         self.on_runtime_status = on_runtime_status
         self.clock = clock
@@ -121,6 +126,7 @@ class Attributor:
         self._cache: dict[int, Attribution] = {}
         self.lookups = 0
         self.lookup_failures = 0
+        self.bundle_errors: list[str] = []
 
     def _set_status(self, status: str, detail: str) -> None:
         if status != self.runtime_status:
@@ -129,33 +135,57 @@ class Attributor:
                 self.on_runtime_status(status, detail)
 
     def _fill_metadata(self, info: ContainerInfo) -> None:
-        if self.docker is None or info.runtime != "docker":
+        """Docker containers from the engine; the others (containerd and
+        CRI-O under Kubernetes) from their OCI bundle's annotations."""
+        if info.runtime == "docker" and self.docker is None:
+            return
+        if info.runtime != "docker" and not self.oci_bundles:
             return
         now = self.clock()
         if now < self._retry_at.get(info.id, 0.0):
             return
         self.lookups += 1
+        ok = self._from_engine(info) if info.runtime == "docker" else self._from_bundle(info)
+        if ok:
+            info.metadata = True
+            info.workload = None
+            self._retry_at.pop(info.id, None)
+        else:
+            self.lookup_failures += 1
+            self._retry_at[info.id] = now + self.negative_cache_seconds
+
+    def _from_engine(self, info: ContainerInfo) -> bool:
+        assert self.docker is not None
         try:
             data = self.docker.container_summary(info.id)
         except NotFound:
-            self.lookup_failures += 1
-            self._retry_at[info.id] = now + self.negative_cache_seconds
             self._set_status("ok", "")
-            return
+            return False
         except DockerError as e:
-            self.lookup_failures += 1
-            self._retry_at[info.id] = now + self.negative_cache_seconds
             self._set_status("unreachable", str(e))
-            return
+            return False
         self._set_status("ok", "")
         names = data.get("Names") or []
         info.name = names[0].lstrip("/") if names else None
         info.image_name = data.get("Image") or None
         info.image_id = data.get("ImageID") or None
         info.labels = dict(data.get("Labels") or {})
-        info.metadata = True
-        info.workload = None
-        self._retry_at.pop(info.id, None)
+        return True
+
+    def _from_bundle(self, info: ContainerInfo) -> bool:
+        try:
+            md = read_metadata(info.id, self.oci_bundles)
+        except BundleError as e:
+            self.bundle_errors.append(str(e))
+            del self.bundle_errors[:-5]   # the last few, for status
+            return False
+        if md is None:
+            return False
+        info.name, info.image_name = md.name, md.image_name
+        info.labels = {**info.labels, **md.labels}
+        if info.pod_uid is None:
+            info.pod_uid = md.labels.get("io.kubernetes.pod.uid")
+        return True
 
     def container(self, ref: ContainerRef) -> ContainerInfo:
         info = self._containers.get(ref.id)
@@ -190,12 +220,15 @@ class Attributor:
         for k in [k for k, a in self._cache.items() if a.container and a.container.id == container_id]:
             del self._cache[k]
 
-    def lookup_stats(self) -> dict[str, int]:
+    def lookup_stats(self) -> dict[str, Any]:
         """Metadata lookups, failed ones, and known containers still known
         only by id (their documents lack name, image and labels)."""
-        return {"lookups": self.lookups, "lookup_failures": self.lookup_failures,
-                "containers_without_metadata": sum(1 for c in self._containers.values()
-                                                   if c.runtime == "docker" and not c.metadata)}
+        out: dict[str, Any] = {
+            "lookups": self.lookups, "lookup_failures": self.lookup_failures,
+            "containers_without_metadata": sum(1 for c in self._containers.values() if not c.metadata)}
+        if self.bundle_errors:
+            out["last_bundle_errors"] = list(self.bundle_errors)
+        return out
 
     def __len__(self) -> int:
         return len(self._containers)

@@ -52,6 +52,7 @@ class RuntimeSection:
     docker_socket: str
     timeout_seconds: float
     negative_cache_seconds: float
+    oci_bundles: list
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,8 @@ _CHECKS: dict[tuple[str, str], tuple[Any, str]] = {
     ("detection", "suppress_seconds"): (lambda v: 0 <= v <= 86400 * 7, "between 0 and 604800"),
     ("detection", "timezone"): (lambda v: v in ("local", "UTC"), '"local" or "UTC"'),
     ("runtime", "negative_cache_seconds"): (lambda v: 0 <= v <= 86400, "between 0 and 86400"),
+    ("runtime", "oci_bundles"): (lambda v: all(isinstance(x, str) and x.startswith("/") and "{id}" in x for x in v),
+                                 'a list of absolute path patterns, each with "{id}"'),
 }
 
 

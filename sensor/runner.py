@@ -222,7 +222,8 @@ class Sensor:
         resolver.scan()
         docker = DockerClient(cfg.runtime.docker_socket, cfg.runtime.timeout_seconds)
         self.attributor = Attributor(resolver, docker, cfg.runtime.negative_cache_seconds,
-                                     on_runtime_status=self._runtime_status)
+                                     on_runtime_status=self._runtime_status,
+                                     oci_bundles=tuple(cfg.runtime.oci_bundles))
         self._setup_detection()
         # the detector feeds its own learner (learn_while_detecting)
         observers = [self.detector] if self.detector else ([self.learner] if self.learner else [])

@@ -120,10 +120,12 @@ static __always_inline void sl_event_submit(void *ctx, void *ev, __u32 size, __u
 	/* Waking the reader for every record costs more than the record: most
 	 * are submitted without a wake-up and the reader drains on a short
 	 * timer; every SL_WAKEUP_EVERY-th record per CPU forces one, so a
-	 * burst cannot fill the buffer unseen. Execs keep the kernel's
-	 * adaptive wake-up: their arguments are read from /proc right away. */
+	 * burst cannot fill the buffer unseen. Execs and cgroup events keep
+	 * the kernel's adaptive wake-up: exec arguments are read from /proc,
+	 * and a new container's metadata from its runtime (engine or OCI
+	 * bundle), both only while they still exist; cgroups are rare. */
 	__u64 flags = 0;
-	if (type != SL_EV_EXEC) {
+	if (type != SL_EV_EXEC && type != SL_EV_CGROUP) {
 		__u32 zero = 0;
 		__u64 *n = sl_unwoken.lookup(&zero);
 		flags = BPF_RB_NO_WAKEUP;

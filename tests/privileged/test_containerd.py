@@ -1,0 +1,108 @@
+"""Kubernetes containers without the Docker API: a real containerd (the
+test dockerd's own) runs a container the way its CRI plugin does for a pod
+(namespace k8s.io, a kubepods cgroup path, the CRI annotations in the OCI
+spec), and the sensor must attribute the container's execs and egress to
+the pod, namespace, container name and image read from the bundle."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import socket
+import subprocess
+import threading
+import uuid
+from pathlib import Path
+
+from sensor.cgroups import find_cgroup2_mount
+
+from .harness import Docker, SensorProc, action, cid_of
+
+POD, NAMESPACE, CONTAINER = "api-7d9f8c6b5-x2k4q", "shop", "api"
+IMAGE = "registry.example/shop/api:1.4.2"
+
+
+def _rootfs(base: Path) -> Path:
+    root = base / "cri-rootfs"
+    if not root.exists():
+        (root / "bin").mkdir(parents=True)
+        shutil.copy2(shutil.which("busybox") or "/bin/busybox", root / "bin" / "busybox")
+        for applet in ("sh", "nc", "head", "sleep"):
+            (root / "bin" / applet).symlink_to("busybox")
+    return root
+
+
+def _remove_pod_cgroups(uid: str) -> None:
+    """runc leaves the parents of the container's cgroup (kubepods/besteffort/
+    pod<uid>) in every hierarchy; remove ours, and the parents if now empty."""
+    roots = [Path("/sys/fs/cgroup")] + [p for p in Path("/sys/fs/cgroup").iterdir() if p.is_dir()]
+    for r in roots:
+        for d in (r / "kubepods" / "besteffort" / f"pod{uid}", r / "kubepods" / "besteffort", r / "kubepods"):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+
+
+def test_containerd_pod_container_is_attributed_from_its_bundle(base: Path, docker: Docker) -> None:
+    exec_root = docker.base / "exec" / "containerd"
+    sock = exec_root / "containerd.sock"
+    assert sock.exists(), f"the test dockerd's containerd socket is not at {sock}"
+    bundles = f"{exec_root}/daemon/io.containerd.runtime.v2.task/*/{{id}}/config.json"
+    s = SensorProc(base, docker.sock, name="cri", extra_config=f'oci_bundles = ["{bundles}"]\n')
+    s.start()
+    cid, uid = secrets.token_hex(32), str(uuid.uuid4())
+    # a loopback receiver on the host: the container shares the host network
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    received = []
+
+    def drain() -> None:
+        conn, _ = srv.accept()
+        while chunk := conn.recv(65536):
+            received.append(len(chunk))
+        conn.close()
+
+    t = threading.Thread(target=drain, daemon=True)
+    t.start()
+    annotations = {
+        "io.kubernetes.cri.container-type": "container",
+        "io.kubernetes.cri.container-name": CONTAINER,
+        "io.kubernetes.cri.image-name": IMAGE,
+        "io.kubernetes.cri.sandbox-name": POD,
+        "io.kubernetes.cri.sandbox-namespace": NAMESPACE,
+        "io.kubernetes.cri.sandbox-uid": uid,
+    }
+    cmd = ["ctr", "-a", str(sock), "-n", "k8s.io", "run", "--rm", "--net-host", "--rootfs",
+           "--cgroup", f"/kubepods/besteffort/pod{uid}/{cid}", "--env", "PATH=/bin"]
+    for k, v in annotations.items():
+        cmd += ["--annotation", f"{k}={v}"]
+    cmd += [str(_rootfs(base)), cid, "/bin/sh", "-c", f"head -c 50000 /dev/urandom | nc 127.0.0.1 {port}; sleep 1"]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        t.join(10)
+        assert sum(received) == 50000
+        flow = s.wait_for(lambda d: action(d) == "flow_summary" and cid_of(d) == cid
+                          and d["destination"]["port"] == port, what="the pod container's flow")
+        start = s.wait_for(lambda d: action(d) == "container_start" and cid_of(d) == cid, what="container start")
+        execs = s.matching(lambda d: action(d) == "exec" and cid_of(d) == cid)
+        assert execs, "no exec attributed to the pod container"
+        for d in (flow, start, *execs):
+            c = d["container"]
+            assert (c["id"], c["runtime"], c["name"], c["image"]["name"]) == (cid, "containerd", CONTAINER, IMAGE), c
+            assert d["orchestrator"]["resource"]["name"] == POD and d["orchestrator"]["namespace"] == NAMESPACE, d
+            assert d["orchestrator"]["resource"]["id"] == uid   # from the cgroup path
+        assert flow["sluice"]["payload"]["bytes"] >= 50000
+        st = json.loads(s.status("--json").stdout)["runtime"]
+        assert st["lookups"] >= 1 and "last_bundle_errors" not in st, st
+    finally:
+        subprocess.run(["ctr", "-a", str(sock), "-n", "k8s.io", "task", "kill", "-s", "KILL", cid], capture_output=True)
+        subprocess.run(["ctr", "-a", str(sock), "-n", "k8s.io", "container", "rm", cid], capture_output=True)
+        srv.close()
+        assert s.stop() == 0
+        _remove_pod_cgroups(uid)
+    assert not (Path(find_cgroup2_mount()) / "kubepods" / "besteffort" / f"pod{uid}").exists()
