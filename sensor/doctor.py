@@ -31,6 +31,16 @@ def _kernel_version() -> tuple[int, int]:
         return (0, 0)
 
 
+def _pattern_dir(pattern: str) -> str:
+    """The fixed directory part of a bundle pattern (before any {id} or glob)."""
+    parts = []
+    for comp in pattern.split("/"):
+        if "{id}" in comp or any(c in comp for c in "*?["):
+            break
+        parts.append(comp)
+    return "/".join(parts) or "/"
+
+
 def _docker_ping(path: str, timeout: float) -> str | None:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
@@ -98,10 +108,17 @@ def run_checks(cfg: Config, load_programs: bool = True) -> list[Check]:
     else:
         add(Check("docker engine", DEGRADED, f"{rt} absent: containers are attributed by id only",
                   "set runtime.docker_socket if dockerd listens elsewhere"))
+    bundle_dirs = [d for d in (_pattern_dir(p) for p in cfg.runtime.oci_bundles) if os.path.isdir(d)]
     for name, path in (("containerd", "/run/containerd/containerd.sock"), ("cri-o", "/var/run/crio/crio.sock")):
-        if os.path.exists(path):
-            add(Check(name, DEGRADED, f"{path} present: its containers are attributed by id (metadata from "
-                      "the Docker API only)", "label pods' workloads with io.sluice.workload if needed"))
+        if not os.path.exists(path):
+            continue
+        if bundle_dirs:
+            add(Check(name, OK, f"{path} present; pod, namespace, container and image from the OCI bundles "
+                      f"under {', '.join(bundle_dirs)}"))
+        else:
+            add(Check(name, DEGRADED, f"{path} present, but no directory of runtime.oci_bundles exists: its "
+                      "containers are attributed by id only",
+                      "point runtime.oci_bundles at the runtime's bundle directories (state dir, usually /run)"))
     from .fim import FimUnavailable, FimWatcher
     w = FimWatcher(list(cfg.rules["SL-FIM-001"]["paths"]), root=cfg.rules["SL-FIM-001"]["host_root"])
     try:

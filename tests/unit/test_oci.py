@@ -182,3 +182,12 @@ def test_config_checks_bundle_patterns(tmp_path: Path) -> None:
     bad.write_text('[runtime]\noci_bundles = ["/run/containerd/config.json"]\n')
     with pytest.raises(ConfigError):
         load_config(str(bad))
+
+
+def test_doctor_reports_the_fixed_directory_of_a_bundle_pattern() -> None:
+    from sensor.doctor import _pattern_dir
+    assert _pattern_dir("/run/containerd/io.containerd.runtime.v2.task/*/{id}/config.json") == \
+        "/run/containerd/io.containerd.runtime.v2.task"
+    assert _pattern_dir("/run/containers/storage/overlay-containers/{id}/userdata/config.json") == \
+        "/run/containers/storage/overlay-containers"
+    assert _pattern_dir("/{id}/config.json") == "/"
