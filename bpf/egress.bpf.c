@@ -29,6 +29,40 @@ struct sl_l3l4 {
 	__u8 protocol;
 };
 
+/* IPv6 extension headers before the transport header: hop-by-hop (0),
+ * routing (43), destination options (60), fragment (44), authentication
+ * (51). Up to SL_IPV6_EXT_MAX of them are walked; a packet with more, or a
+ * non-first fragment (no transport header), keeps the last next-header
+ * value with port 0. */
+#define SL_IPV6_EXT_MAX 6
+
+static __always_inline void sl_skip_ipv6_ext(struct __sk_buff *skb, struct sl_l3l4 *p)
+{
+#pragma unroll
+	for (int i = 0; i < SL_IPV6_EXT_MAX; i++) {
+		__u8 h[2];
+		__u8 nh = p->protocol;
+		if (nh != 0 && nh != 43 && nh != 60 && nh != 44 && nh != 51)
+			return;
+		if (bpf_skb_load_bytes(skb, p->l4_off, h, 2) < 0)
+			return;
+		if (nh == 44) {
+			__u16 frag;
+			if (bpf_skb_load_bytes(skb, p->l4_off + 2, &frag, 2) < 0)
+				return;
+			p->protocol = h[0];
+			p->l4_off += 8;
+			if (bpf_ntohs(frag) & 0xfff8) {   /* offset != 0: no transport header here */
+				p->protocol = 44;
+				return;
+			}
+		} else {
+			p->protocol = h[0];
+			p->l4_off += nh == 51 ? ((__u32)h[1] + 2) * 4 : ((__u32)h[1] + 1) * 8;
+		}
+	}
+}
+
 static __always_inline int sl_parse(struct __sk_buff *skb, struct sl_l3l4 *p)
 {
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
@@ -43,13 +77,12 @@ static __always_inline int sl_parse(struct __sk_buff *skb, struct sl_l3l4 *p)
 		sl_set_v4mapped(p->daddr, daddr);
 		p->l4_off = (vihl & 0x0f) * 4;
 	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
-		/* Extension headers are not walked: such packets are counted
-		 * under their first next-header value with port 0. */
 		if (bpf_skb_load_bytes(skb, 6, &p->protocol, 1) < 0)
 			return -1;
 		if (bpf_skb_load_bytes(skb, 24, p->daddr, 16) < 0)
 			return -1;
 		p->l4_off = 40;
+		sl_skip_ipv6_ext(skb, p);
 	} else {
 		return -1;
 	}

@@ -8,9 +8,12 @@ that the real `sluice run --events` wrote.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+
+import pytest
 
 from .harness import (
     IMAGE, SINK_IP, SLUICE, Docker, SensorProc, SinkNet, action, cid_of, run_container,
@@ -143,6 +146,38 @@ def test_ipv6_connect_and_bytes_are_visible(sensor: SensorProc) -> None:
              and f["destination"]["ip"] == "::1"]
     assert len(payload) <= sum(f["sluice"]["payload"]["bytes"] for f in flows) <= len(payload) * 1.01
     assert all(f["network"]["type"] == "ipv6" for f in flows)
+
+
+@pytest.mark.parametrize("option", ["IPV6_DSTOPTS", "IPV6_HOPOPTS"])
+def test_ipv6_extension_headers_are_walked(sensor: SensorProc, option: str) -> None:
+    """A TCP stream whose every packet carries an IPv6 extension header
+    (destination options / hop-by-hop, set as sticky socket options) is
+    counted under its real transport and port, payload included."""
+    import socket
+    srv = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    srv.bind(("::1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    c = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    # an 8-byte options header: next header and length (filled by the kernel), PadN of 4
+    c.setsockopt(socket.IPPROTO_IPV6, getattr(socket, option, {"IPV6_DSTOPTS": 59, "IPV6_HOPOPTS": 54}[option]),
+                 bytes([0, 0, 1, 4, 0, 0, 0, 0]))
+    c.connect(("::1", port))
+    conn, _ = srv.accept()
+    payload = os.urandom(50_000)
+    c.sendall(payload)
+    got = 0
+    while got < len(payload):
+        got += len(conn.recv(65536))
+    for s in (c, conn, srv):
+        s.close()
+    sensor.settle()
+    flows = [f for f in sensor.docs() if action(f) == "flow_summary" and f["destination"]["ip"] == "::1"
+             and f["destination"]["port"] == port]
+    assert flows, "the stream was not counted under its port (extension header not walked?)"
+    assert all(f["network"]["transport"] == "tcp" for f in flows)
+    assert len(payload) <= sum(f["sluice"]["payload"]["bytes"] for f in flows) <= len(payload) * 1.01
+    assert max(f["sluice"]["payload"].get("entropy", 0) for f in flows) > 7.5
 
 
 def test_container_start_and_stop_are_seen(sensor: SensorProc, docker: Docker) -> None:
