@@ -108,6 +108,57 @@ static __always_inline __u32 sl_payload_off(struct __sk_buff *skb, struct sl_l3l
 	return skb->len;
 }
 
+/* Containment (`sluice isolate` / `sluice block`): egress of an isolated
+ * cgroup, or to a blocked destination (for one cgroup, or for every cgroup
+ * with cgroup id 0), is dropped here and counted in the entry. Loopback
+ * stays open: an isolated container keeps talking to itself.
+ * sl_contain_on[0] is non-zero only while entries exist, so the common path
+ * pays one array read. */
+#ifndef SL_CONTAIN_ENTRIES
+#define SL_CONTAIN_ENTRIES 4096
+#endif
+struct sl_block_key {
+	__u64 cgroup_id;
+	__u8 daddr[16];
+};
+BPF_ARRAY(sl_contain_on, __u32, 1);
+BPF_HASH(sl_isolated, __u64, __u64, SL_CONTAIN_ENTRIES);
+BPF_HASH(sl_blocked, struct sl_block_key, __u64, SL_CONTAIN_ENTRIES);
+
+static __always_inline int sl_is_loopback(const __u8 *a)
+{
+	/* v4-mapped 127.0.0.0/8, or ::1 */
+	if (a[10] == 0xff && a[11] == 0xff)
+		return a[12] == 127;
+	for (int i = 0; i < 15; i++)
+		if (a[i])
+			return 0;
+	return a[15] == 1;
+}
+
+static __always_inline int sl_contained(__u64 cgroup_id, const __u8 *daddr)
+{
+	__u32 zero = 0;
+	__u32 *on = sl_contain_on.lookup(&zero);
+	if (!on || !*on || sl_is_loopback(daddr))
+		return 0;
+	__u64 *n = sl_isolated.lookup(&cgroup_id);
+	if (!n) {
+		struct sl_block_key bk = {};
+		bk.cgroup_id = cgroup_id;
+		__builtin_memcpy(bk.daddr, daddr, 16);
+		n = sl_blocked.lookup(&bk);
+		if (!n) {
+			bk.cgroup_id = 0;
+			n = sl_blocked.lookup(&bk);
+		}
+	}
+	if (!n)
+		return 0;
+	__sync_fetch_and_add(n, 1);
+	return 1;
+}
+
 int sl_egress(struct __sk_buff *skb)
 {
 	struct sl_l3l4 p = {};
@@ -120,6 +171,8 @@ int sl_egress(struct __sk_buff *skb)
 		return 1;
 
 	key.cgroup_id = bpf_skb_cgroup_id(skb);
+	if (sl_contained(key.cgroup_id, p.daddr))
+		return 0;   /* dropped: not counted as egress, counted in the entry */
 	__builtin_memcpy(key.daddr, p.daddr, 16);
 	key.dport = p.dport;
 	key.protocol = p.protocol;

@@ -256,6 +256,69 @@ def status(
         raise typer.Exit(1)
 
 
+def _ask(config: Optional[str], cmd: str, **args: Any) -> dict[str, Any]:
+    try:
+        return request(_socket(config), cmd, timeout=10.0, **args)
+    except SluiceError as e:
+        _fail(e)
+        raise  # unreachable
+
+
+@app.command()
+def isolate(
+    container: str = typer.Argument(..., help="Container id, id prefix or name."),
+    reason: str = typer.Option("", "--reason", help="Why (kept with the entry and in the event)."),
+    config: Optional[str] = ConfigOpt,
+) -> None:
+    """Contain a container: drop all its egress but loopback, in the kernel,
+    until `sluice release`. Works for any runtime; kept across sensor restarts."""
+    typer.echo(_ask(config, "isolate", container=container, reason=reason)["message"])
+
+
+@app.command()
+def block(
+    destination: str = typer.Argument(..., help="IP address to block (IPv4 or IPv6)."),
+    container: Optional[str] = typer.Option(None, "--container", help="Only for this container (default: every container and host process)."),
+    reason: str = typer.Option("", "--reason", help="Why (kept with the entry and in the event)."),
+    config: Optional[str] = ConfigOpt,
+) -> None:
+    """Drop egress to a destination, for one container or node-wide, until `sluice release`."""
+    typer.echo(_ask(config, "block", destination=destination, container=container, reason=reason)["message"])
+
+
+@app.command()
+def release(
+    container: Optional[str] = typer.Argument(None, help="Container whose isolation (and blocks) to lift."),
+    destination: Optional[str] = typer.Option(None, "--destination", help="Lift the block of this address "
+                                               "(node-wide, or for CONTAINER when given)."),
+    config: Optional[str] = ConfigOpt,
+) -> None:
+    """Lift an isolation or a block."""
+    if not container and not destination:
+        _fail(SluiceError("say which container or --destination to release", hint="`sluice containment` lists them"))
+    typer.echo(_ask(config, "release", container=container, destination=destination)["message"])
+
+
+@app.command()
+def containment(
+    config: Optional[str] = ConfigOpt,
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per entry."),
+) -> None:
+    """What is isolated or blocked now, since when, and the packets dropped."""
+    entries = _ask(config, "containment")["entries"]
+    if as_json:
+        for e in entries:
+            typer.echo(json.dumps(e))
+        return
+    if not entries:
+        typer.echo("nothing is contained")
+        return
+    for e in entries:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["since"]))
+        why = f"  reason: {e['reason']}" if e.get("reason") else ""
+        typer.echo(f"{e['description']:<48} since {since}  dropped {e['dropped']} packets{why}")
+
+
 def _fmt_rate(b: float) -> str:
     for unit in ("B/s", "KiB/s", "MiB/s", "GiB/s"):
         if b < 1024:

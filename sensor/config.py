@@ -28,6 +28,7 @@ class SensorSection:
     health_interval_seconds: float
     control_socket: str
     host_name: str
+    containment_state: str
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,7 @@ _CHECKS: dict[tuple[str, str], tuple[Any, str]] = {
     ("sensor", "window_seconds"): (lambda v: 0.5 <= v <= 3600, "between 0.5 and 3600"),
     ("sensor", "health_interval_seconds"): (lambda v: 1 <= v <= 86400, "between 1 and 86400"),
     ("sensor", "control_socket"): (lambda v: v.startswith("/"), "an absolute path"),
+    ("sensor", "containment_state"): (lambda v: v.startswith("/"), "an absolute path"),
     ("kernel", "ring_buffer_pages"): (lambda v: _is_pow2(v) and v <= 65536, "a power of two up to 65536"),
     ("kernel", "ring_buffer_reader"): (lambda v: v in ("mmap", "bcc"), '"mmap" or "bcc"'),
     ("kernel", "flow_map_entries"): (lambda v: 1024 <= v <= 4_194_304, "between 1024 and 4194304"),

@@ -242,6 +242,15 @@ def _cstr(raw: bytes) -> str:
 
 
 @lru_cache(maxsize=65536)
+def parse_addr(text: str) -> bytes:
+    """An address in text form to the 16 bytes the kernel side uses (IPv4
+    as IPv4-mapped); ValueError if it is not an IP address."""
+    a = ipaddress.ip_address(text)
+    if a.version == 4:
+        return b"\0" * 10 + b"\xff\xff" + a.packed
+    return a.packed
+
+
 def format_addr(raw: bytes) -> str:
     """16 address bytes (IPv4 stored IPv4-mapped) to their text form."""
     if raw[:10] == b"\0" * 10 and raw[10:12] == b"\xff\xff":

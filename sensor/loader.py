@@ -11,6 +11,7 @@ import mmap
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from . import bpfsys, events
 from .config import KernelSection
@@ -230,6 +231,53 @@ class BccSource:
 
     def lost_records(self) -> int:
         return self._lost
+
+    # --- containment (maps of egress.bpf.c) ---------------------------------
+
+    def _contain_switch(self) -> None:
+        """The kernel checks the maps only while some entry exists."""
+        assert self.b is not None
+        on = any(True for _ in self.b["sl_isolated"].keys()) or any(True for _ in self.b["sl_blocked"].keys())
+        self.b["sl_contain_on"][ct.c_int(0)] = ct.c_uint32(1 if on else 0)
+
+    def set_isolated(self, cgroup_id: int, on: bool) -> None:
+        assert self.b is not None
+        t = self.b["sl_isolated"]
+        if on:
+            t[t.Key(cgroup_id)] = t.Leaf(0)
+        else:
+            try:
+                del t[t.Key(cgroup_id)]
+            except KeyError:
+                pass
+        self._contain_switch()
+
+    def _block_key(self, cgroup_id: int, ip: str) -> Any:
+        assert self.b is not None
+        k = self.b["sl_blocked"].Key()
+        k.cgroup_id = cgroup_id
+        ct.memmove(ct.addressof(k.daddr), events.parse_addr(ip), 16)
+        return k
+
+    def set_blocked(self, cgroup_id: int, ip: str, on: bool) -> None:
+        assert self.b is not None
+        t = self.b["sl_blocked"]
+        if on:
+            t[self._block_key(cgroup_id, ip)] = t.Leaf(0)
+        else:
+            try:
+                del t[self._block_key(cgroup_id, ip)]
+            except KeyError:
+                pass
+        self._contain_switch()
+
+    def containment_counts(self) -> tuple[dict[int, int], dict[tuple[int, str], int]]:
+        if self.b is None:
+            return {}, {}
+        iso = {int(k.value): int(v.value) for k, v in self.b["sl_isolated"].items()}
+        blk = {(int(k.cgroup_id), events.format_addr(bytes(k.daddr))): int(v.value)
+               for k, v in self.b["sl_blocked"].items()}
+        return iso, blk
 
     def close(self) -> None:
         for a in self._attachments:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from collections import deque
 from typing import Any, Callable
 
 from . import ecs
-from .attribution import Attributor
+from .attribution import Attribution, Attributor
 from .baseline import Baseline
 from .baseline import load as load_baseline
 from .baseline import save as save_baseline
@@ -21,11 +22,12 @@ from .memory import resident_kb
 from .netmap import NetMap
 from .cgroups import CgroupResolver
 from .config import Config
+from .containment import Containment, ContainmentError, Entry
 from .docker_api import DockerClient
 from .control_server import ControlServer
 from .hooks import EXEC_ARGS_UNIT, UNITS
 from .output import build_output
-from .pipeline import Pipeline, monotonic_to_wall_factory
+from .pipeline import ContainerLife, Pipeline, monotonic_to_wall_factory
 from .errors import SluiceError
 from .fim import FimUnavailable, FimWatcher
 from .probe import ProbeReport, probe, require_root, require_runnable
@@ -77,6 +79,10 @@ class Sensor:
         self._alert_seq = 0
         self._alerts_lock = threading.Lock()
         self._snapshot_waiters: list[threading.Event] = []
+        # control requests that touch the loop's state, run by the loop
+        self._calls: list[tuple[Callable[[], dict[str, Any]], threading.Event, list[dict[str, Any]]]] = []
+        self.containment: Containment | None = None
+        self._containment_problem = ""
         self.control: ControlServer | None = None
         self.pipeline: Pipeline | None = None
         self.attributor: Attributor | None = None
@@ -143,6 +149,8 @@ class Sensor:
                 **(self.attributor.lookup_stats() if self.attributor is not None else {}),
             },
             "containers_tracked": len(self.pipeline.containers) if self.pipeline else 0,
+            "containment": {"entries": self._containment_entries(),
+                            **({"problem": self._containment_problem} if self._containment_problem else {})},
             "memory_kb": resident_kb(),
             "config": self.config.source,
             "mode": "learn" if self.learn_seconds is not None else "detect",
@@ -177,7 +185,29 @@ class Sensor:
         ev.wait(timeout)
         return self._snapshot
 
+    def _call_in_loop(self, fn: Callable[[], dict[str, Any]], timeout: float = 5.0) -> dict[str, Any]:
+        """Run fn on the main loop (which owns pipeline and maps) and return
+        its answer to the control client."""
+        if not self.ready:
+            return {"ok": False, "error": "the sensor is not ready yet"}
+        ev, out = threading.Event(), []
+        with self._alerts_lock:
+            self._calls.append((fn, ev, out))
+        if not ev.wait(timeout):
+            return {"ok": False, "error": f"the sensor did not answer in {timeout:.0f} s"}
+        return out[0]
+
     def _serve_snapshot_requests(self) -> None:
+        with self._alerts_lock:
+            calls, self._calls = self._calls, []
+        for fn, ev, out in calls:
+            try:
+                out.append(fn())
+            except ContainmentError as e:
+                out.append({"ok": False, "error": str(e)})
+            except Exception as e:   # an answer, never a dead control socket
+                out.append({"ok": False, "error": f"{type(e).__name__}: {e}"})
+            ev.set()
         with self._alerts_lock:
             waiters, self._snapshot_waiters = self._snapshot_waiters, []
         if waiters:
@@ -195,7 +225,120 @@ class Sensor:
                 items = [(n, d) for n, d in self._alerts if n > since]
                 last = self._alert_seq
             return {"ok": True, "last": last, "alerts": [d for _n, d in items]}
+        if cmd == "isolate":
+            return self._call_in_loop(lambda: self._isolate(str(req.get("container", "")), str(req.get("reason", ""))))
+        if cmd == "block":
+            return self._call_in_loop(lambda: self._block(str(req.get("destination", "")), req.get("container"),
+                                                          str(req.get("reason", ""))))
+        if cmd == "release":
+            return self._call_in_loop(lambda: self._release(req.get("container"), req.get("destination")))
+        if cmd == "containment":
+            return self._call_in_loop(lambda: {"ok": True, "entries": self._containment_entries()})
         return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    # --- containment (run on the main loop) ----------------------------------
+
+    def _containment_entries(self) -> list[dict[str, Any]]:
+        return self.containment.snapshot() if self.containment is not None else []
+
+    def _container(self, ref: str) -> ContainerLife:
+        """A running container by id, id prefix or name."""
+        assert self.pipeline is not None
+        ref = ref.strip()
+        if not ref:
+            raise ContainmentError("say which container (id, id prefix or name)")
+        lives = self.pipeline.containers
+        hits = [c for cid, c in lives.items() if cid == ref or c.info.name == ref or (len(ref) >= 4 and cid.startswith(ref))]
+        if not hits:
+            raise ContainmentError(f"no running container matches {ref!r} (`sluice top` lists them)")
+        if len(hits) > 1:
+            raise ContainmentError(f"{ref!r} matches {len(hits)} containers: "
+                                   + ", ".join(c.info.id[:12] for c in hits) + "; give more of the id")
+        return hits[0]
+
+    def _containment_doc(self, e: Entry, action: str, message: str, life: ContainerLife | None = None) -> None:
+        assert self.pipeline is not None
+        types = ["allowed"] if action == "containment_released" else ["denied"]
+        attr = None
+        if life is not None:
+            attr = Attribution(life.cgroup_id, None, life.info)
+        elif e.container_id is not None and e.container_id in self.pipeline.containers:
+            life = self.pipeline.containers[e.container_id]
+            attr = Attribution(life.cgroup_id, None, life.info)
+        d = self.pipeline._doc(time.time(), ["network"], types, action, "sluice.response", attr)
+        if attr is None and e.container_id is not None:   # the container is gone: what the entry knew
+            d["container"] = {"id": e.container_id, **({"name": e.container_name} if e.container_name else {})}
+        if e.destination:
+            d["destination"] = {"ip": e.destination, "address": e.destination}
+        d["message"] = message
+        d.setdefault("sluice", {})["containment"] = {
+            "kind": e.kind, "container_id": e.container_id, "destination": e.destination,
+            "cgroup_ids": e.cgroup_ids, "since": ecs.iso(e.since), "reason": e.reason, "dropped_packets": e.dropped}
+        self.emit(d)
+
+    def _isolate(self, ref: str, reason: str) -> dict[str, Any]:
+        assert self.containment is not None
+        life = self._container(ref)
+        e = self.containment.isolate(life.info.id, life.info.name, [life.cgroup_id], reason)
+        msg = f"isolated container {e.container_name or e.container_id[:12]}: all its egress but loopback is dropped"
+        self._containment_doc(e, "container_isolated", msg, life)
+        return {"ok": True, "message": msg}
+
+    def _block(self, destination: str, ref: Any, reason: str) -> dict[str, Any]:
+        assert self.containment is not None
+        if ref:
+            life = self._container(str(ref))
+            e = self.containment.block(destination, life.info.id, life.info.name, [life.cgroup_id], reason)
+        else:
+            life = None
+            e = self.containment.block(destination, reason=reason)
+        msg = f"blocked egress to {e.destination} for {e.label().split(' for ', 1)[1]}"
+        self._containment_doc(e, "destination_blocked", msg, life)
+        return {"ok": True, "message": msg}
+
+    def _release(self, ref: Any, destination: Any) -> dict[str, Any]:
+        assert self.containment is not None
+        cid = None
+        if ref:
+            cid = self._container(str(ref)).info.id
+        gone = self.containment.release(cid, str(destination) if destination else None,
+                                        everything_for_container=not destination)
+        for e in gone:
+            self._containment_doc(e, "containment_released", f"released: {e.label()}")
+        return {"ok": True, "message": "; ".join(f"released: {e.label()}" for e in gone)}
+
+    def _setup_containment(self) -> None:
+        """Re-apply the saved entries of containers still running. A state
+        file that cannot be read is kept aside (renamed), reported, and
+        containment starts empty: the sensor runs either way."""
+        assert self.source is not None and self.pipeline is not None
+        self.containment = Containment(self.source, self.config.sensor.containment_state)
+        try:
+            saved = self.containment.load()
+        except ContainmentError as e:
+            aside = f"{self.config.sensor.containment_state}.unreadable-{int(time.time())}"
+            try:
+                os.replace(self.config.sensor.containment_state, aside)
+                note = f"; moved aside to {aside}"
+            except OSError:
+                note = ""
+            self._containment_problem = f"{e}{note}; nothing was re-applied"
+            print(f"sluice: warning: {self._containment_problem}", file=sys.stderr)
+            return
+        live = {cid: [c.cgroup_id] for cid, c in self.pipeline.containers.items()}
+        applied, dropped = self.containment.restore(saved, live)
+        for e in applied:
+            self._containment_doc(e, "container_isolated" if e.kind == "isolate" else "destination_blocked",
+                                  f"re-applied at start: {e.label()}")
+        for e in dropped:
+            self._containment_doc(e, "containment_released", f"released at start, the container is gone: {e.label()}")
+
+    def _release_gone_containers(self) -> None:
+        if self.containment is None or not self.containment.entries:
+            return
+        assert self.pipeline is not None
+        for e in self.containment.containers_gone(set(self.pipeline.containers)):
+            self._containment_doc(e, "containment_released", f"released, the container is gone: {e.label()}")
 
     # --- main loop -----------------------------------------------------------
 
@@ -237,6 +380,7 @@ class Sensor:
             self.source = self._source_factory(cfg, self.report)
         self.hooks = self.source.start(self.pipeline.handle_raw)
         self.pipeline.note_existing_containers()
+        self._setup_containment()
         self.control = ControlServer(cfg.sensor.control_socket, self._handle)
         self.control.start()
         if cfg.output.metrics:
@@ -337,6 +481,7 @@ class Sensor:
             if now >= next_window:
                 end = time.time()
                 self.pipeline.close_window(self.source.drain_flows(), win_start, end)
+                self._release_gone_containers()
                 win_start = end
                 next_window += window
                 if next_window < now:  # we fell behind: do not burst

@@ -29,6 +29,15 @@ class EventSource(Protocol):
     def lost_records(self) -> int:
         """Records lost between kernel and user space (perf buffer)."""
 
+    def set_isolated(self, cgroup_id: int, on: bool) -> None:
+        """Drop (on) or stop dropping all egress of this cgroup but loopback."""
+
+    def set_blocked(self, cgroup_id: int, ip: str, on: bool) -> None:
+        """Drop egress to ip from this cgroup (0: from every cgroup)."""
+
+    def containment_counts(self) -> tuple[dict[int, int], dict[tuple[int, str], int]]:
+        """Packets dropped per isolated cgroup and per (cgroup, blocked ip)."""
+
     def close(self) -> None:
         """Detach everything."""
 
@@ -41,6 +50,8 @@ class ReplaySource:
         self.windows = list(windows)
         self.sink: RecordSink | None = None
         self.closed = False
+        self.isolated: dict[int, int] = {}
+        self.blocked: dict[tuple[int, str], int] = {}
 
     def start(self, sink: RecordSink) -> dict[str, str]:
         self.sink = sink
@@ -62,6 +73,21 @@ class ReplaySource:
 
     def lost_records(self) -> int:
         return 0
+
+    def set_isolated(self, cgroup_id: int, on: bool) -> None:
+        if on:
+            self.isolated.setdefault(cgroup_id, 0)
+        else:
+            self.isolated.pop(cgroup_id, None)
+
+    def set_blocked(self, cgroup_id: int, ip: str, on: bool) -> None:
+        if on:
+            self.blocked.setdefault((cgroup_id, ip), 0)
+        else:
+            self.blocked.pop((cgroup_id, ip), None)
+
+    def containment_counts(self) -> tuple[dict[int, int], dict[tuple[int, str], int]]:
+        return dict(self.isolated), dict(self.blocked)
 
     def close(self) -> None:
         self.closed = True

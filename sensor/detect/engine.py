@@ -298,6 +298,7 @@ class Detector:
         if c is not None:
             short = c.id[:12]
             r["isolate"] = [
+                f"sluice isolate {short}  # in the kernel, any runtime; `sluice release {short}` undoes it",
                 f"docker network disconnect --force <network> {short}",
                 f"docker pause {short}",
             ]
@@ -310,6 +311,7 @@ class Detector:
             ip = f.destination[0]
             fam = "ip6" if ":" in ip else "ip"
             r["block"] = [
+                f"sluice block {ip}" + (f" --container {c.id[:12]}" if c is not None else ""),
                 f"iptables -I DOCKER-USER -d {ip} -j DROP" if fam == "ip" else f"ip6tables -I DOCKER-USER -d {ip} -j DROP",
                 f"nft add rule inet filter forward {fam} daddr {ip} drop",
             ]

@@ -127,6 +127,7 @@ class SensorProc:
         self.config = self.dir / "sluice.toml"
         self.config.write_text(
             f'[sensor]\nwindow_seconds = 1.0\nhealth_interval_seconds = 5.0\ncontrol_socket = "{self.ctl}"\n'
+            f'containment_state = "{self.dir / "containment.json"}"\n'
             f'[runtime]\ndocker_socket = "{docker_sock}"\n' + extra_config
         )
         self.proc: subprocess.Popen[bytes] | None = None

@@ -383,3 +383,36 @@ def test_health_documents_are_ecs(tmp_path: Path, engine: Any, mode: str) -> Non
     assert {d["sluice"]["health"]["runtime"]["status"] for d in docs if action(d) == "sensor_health"} >= {"unreachable"}
     assert any(d["sluice"]["health"].get("runtime_detail") for d in docs if action(d) == "runtime_status")
     assert_ecs(docs)
+
+
+def test_containment_documents_are_ecs_and_bad_state_is_moved_aside(tmp_path: Path, engine: Any) -> None:
+    cgroot = tmp_path / "cg"
+    (cgroot / "docker" / A).mkdir(parents=True)
+    engine.add(A, "web-1", "nginx:1.27", "sha256:" + "1" * 64)
+    out, state = tmp_path / "out.jsonl", tmp_path / "containment.json"
+    state.write_text("{half a file")
+    cfg_path = tmp_path / "sluice.toml"
+    cfg_path.write_text(
+        f'[sensor]\ncontrol_socket = "{tmp_path}/ctl.sock"\ncontainment_state = "{state}"\n'
+        f'[runtime]\ndocker_socket = "{engine.socket_path}"\n[output]\npath = "{out}"\n')
+    s = Sensor(load_config(cfg_path), source_factory=lambda _c, _r: _StatsSource([], [[]]),
+               report=_probe_report(cgroot))
+    try:
+        s.setup()
+        problem = s._health()["containment"]["problem"]
+        assert "cannot be read" in problem and "moved aside" in problem
+        assert not state.exists() and list(tmp_path.glob("containment.json.unreadable-*"))
+        assert "isolated container web-1" in s._isolate("web-1", "SL-EXF-002")["message"]
+        assert s.source.isolated == {os.stat(cgroot / "docker" / A).st_ino: 0}
+        assert "blocked egress to 198.18.64.1" in s._block("198.18.64.1", A[:8], "")["message"]
+        assert "released" in s._release(A[:12], None)["message"]
+        assert s.source.isolated == {} and s.source.blocked == {}
+        assert json.loads(state.read_text())["entries"] == []
+    finally:
+        s.shutdown()
+    docs = [json.loads(line) for line in out.read_text().splitlines()]
+    acts = [action(d) for d in docs]
+    assert {"container_isolated", "destination_blocked", "containment_released"} <= set(acts), acts
+    iso = next(d for d in docs if action(d) == "container_isolated")
+    assert iso["container"]["id"] == A and iso["event"]["type"] == ["denied"]
+    assert_ecs(docs)

@@ -1,0 +1,126 @@
+"""Containment bookkeeping (sensor.containment) over the replay source: what
+is applied to the kernel maps, saved, restored and released. The kernel
+side is proven in tests/privileged/test_containment.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sensor.containment import Containment, ContainmentError
+from sensor.events import format_addr, parse_addr
+from sensor.source import ReplaySource
+
+A, B = "a" * 64, "b" * 64
+
+
+def _c(tmp_path: Path) -> tuple[Containment, ReplaySource]:
+    src = ReplaySource()
+    return Containment(src, str(tmp_path / "state" / "containment.json")), src
+
+
+def test_isolate_applies_saves_and_refuses_twice(tmp_path: Path) -> None:
+    c, src = _c(tmp_path)
+    e = c.isolate(A, "web", [11], "alert 42")
+    assert src.isolated == {11: 0}
+    assert e.label() == "isolate web"
+    saved = json.loads(Path(c.path).read_text())
+    assert saved["version"] == 1 and saved["entries"][0]["container_id"] == A
+    with pytest.raises(ContainmentError, match="already isolated"):
+        c.isolate(A, "web", [11])
+    assert len(c.entries) == 1
+
+
+def test_block_normalises_and_refuses_bad_addresses(tmp_path: Path) -> None:
+    c, src = _c(tmp_path)
+    c.block("2001:DB8::0001", A, "web", [11])
+    c.block("198.18.64.1")
+    assert src.blocked == {(11, "2001:db8::1"): 0, (0, "198.18.64.1"): 0}
+    with pytest.raises(ContainmentError, match="not an IP address"):
+        c.block("example.com")
+    with pytest.raises(ContainmentError, match="loopback"):
+        c.block("127.0.0.1")
+    with pytest.raises(ContainmentError, match="already blocked for every container"):
+        c.block("198.18.64.1")
+
+
+def test_release_by_container_and_by_destination(tmp_path: Path) -> None:
+    c, src = _c(tmp_path)
+    c.isolate(A, "web", [11])
+    c.block("198.18.64.1", A, "web", [11])
+    c.block("198.18.64.1")
+    # a destination release is exact: the node-wide block only
+    (gone,) = c.release(None, "198.18.64.1")
+    assert gone.container_id is None and (0, "198.18.64.1") not in src.blocked
+    # a container release lifts its isolation and its blocks
+    assert {e.kind for e in c.release(A, None, everything_for_container=True)} == {"isolate", "block"}
+    assert src.isolated == {} and src.blocked == {} and c.entries == []
+    with pytest.raises(ContainmentError, match="nothing to release"):
+        c.release(A)
+    with pytest.raises(ContainmentError, match="say which"):
+        c.release()
+
+
+def test_restore_reapplies_live_containers_and_drops_gone_ones(tmp_path: Path) -> None:
+    c, _ = _c(tmp_path)
+    c.isolate(A, "web", [11])
+    c.isolate(B, "db", [12])
+    c.block("198.18.64.1")
+    c2, src2 = _c(tmp_path)
+    applied, dropped = c2.restore(c2.load(), {A: [21]})   # A restarted under a new cgroup; B is gone
+    assert [e.container_id for e in applied] == [A, None] and [e.container_id for e in dropped] == [B]
+    assert src2.isolated == {21: 0} and src2.blocked == {(0, "198.18.64.1"): 0}
+    assert [e["container_id"] for e in json.loads(Path(c2.path).read_text())["entries"]] == [A, None]
+
+
+def test_containers_gone_are_released(tmp_path: Path) -> None:
+    c, src = _c(tmp_path)
+    c.isolate(A, "web", [11])
+    c.block("198.18.64.1")
+    assert c.containers_gone({A}) == []
+    (gone,) = c.containers_gone(set())
+    assert gone.container_id == A and src.isolated == {} and len(c.entries) == 1
+
+
+def test_snapshot_reports_kernel_drop_counts(tmp_path: Path) -> None:
+    c, src = _c(tmp_path)
+    c.isolate(A, "web", [11])
+    c.block("198.18.64.1")
+    src.isolated[11] = 7
+    src.blocked[(0, "198.18.64.1")] = 3
+    snap = {e["kind"]: e for e in c.snapshot()}
+    assert snap["isolate"]["dropped"] == 7 and snap["block"]["dropped"] == 3
+    assert snap["block"]["description"] == "block 198.18.64.1 for every container"
+
+
+@pytest.mark.parametrize("content, match", [
+    ("{not json", "cannot be read"),
+    ('{"version": 2, "entries": []}', "not a version-1"),
+    ('{"version": 1, "entries": [{"kind": "isolate"}]}', "bad entry"),
+])
+def test_unreadable_state_is_refused_with_its_path(tmp_path: Path, content: str, match: str) -> None:
+    c, _ = _c(tmp_path)
+    Path(c.path).parent.mkdir(parents=True)
+    Path(c.path).write_text(content)
+    with pytest.raises(ContainmentError, match=match) as e:
+        c.load()
+    assert c.path in str(e.value)
+    assert Path(c.path).read_text() == content   # untouched
+
+
+def test_missing_state_is_empty(tmp_path: Path) -> None:
+    c, _ = _c(tmp_path)
+    assert c.load() == []
+    assert not Path(c.path).exists()
+
+
+def test_addresses_round_trip_in_kernel_form() -> None:
+    for ip in ("198.18.0.1", "2001:db8::1", "::ffff:1.2.3.4"):
+        raw = parse_addr(ip)
+        assert len(raw) == 16
+    assert format_addr(parse_addr("198.18.0.1")) == "198.18.0.1"
+    assert format_addr(parse_addr("2001:db8::1")) == "2001:db8::1"
+    with pytest.raises(ValueError):
+        parse_addr("nope")
