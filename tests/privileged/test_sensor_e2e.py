@@ -119,32 +119,44 @@ def test_unconnected_udp_sendto_is_visible(sensor: SensorProc) -> None:
     assert len(sent) == 1
 
 
-def test_ipv6_connect_and_bytes_are_visible(sensor: SensorProc) -> None:
-    """connect6 and the IPv6 egress parser, on loopback ::1 from the host."""
-    import os
+def _ipv6_stream(n: int, option: tuple[int, bytes] | None = None) -> int:
+    """n random bytes over TCP on ::1 from this process (with a sticky IPv6
+    socket option when given); returns the server port."""
     import socket
     srv = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
     srv.bind(("::1", 0))
     srv.listen(1)
     port = srv.getsockname()[1]
     c = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    if option is not None:
+        c.setsockopt(socket.IPPROTO_IPV6, *option)
     c.connect(("::1", port))
     conn, _ = srv.accept()
-    payload = os.urandom(50_000)
-    c.sendall(payload)
+    c.sendall(os.urandom(n))
     got = 0
-    while got < len(payload):
+    while got < n:
         got += len(conn.recv(65536))
     for s in (c, conn, srv):
         s.close()
+    return port
+
+
+def _ipv6_flows(sensor: SensorProc, port: int) -> list[dict]:
+    sensor.settle()
+    return [f for f in sensor.docs() if action(f) == "flow_summary" and f["destination"]["port"] == port
+            and f["destination"]["ip"] == "::1"]
+
+
+def test_ipv6_connect_and_bytes_are_visible(sensor: SensorProc) -> None:
+    """connect6 and the IPv6 egress parser, on loopback ::1 from the host."""
+    n = 50_000
+    port = _ipv6_stream(n)
     d = sensor.wait_for(lambda d: action(d) == "connection_attempted" and d["destination"]["port"] == port,
                         what="IPv6 connect event")
     assert d["destination"]["ip"] == "::1" and d["network"]["type"] == "ipv6"
     assert d["process"]["pid"] == os.getpid()
-    sensor.settle()
-    flows = [f for f in sensor.docs() if action(f) == "flow_summary" and f["destination"]["port"] == port
-             and f["destination"]["ip"] == "::1"]
-    assert len(payload) <= sum(f["sluice"]["payload"]["bytes"] for f in flows) <= len(payload) * 1.01
+    flows = _ipv6_flows(sensor, port)
+    assert n <= sum(f["sluice"]["payload"]["bytes"] for f in flows) <= n * 1.01
     assert all(f["network"]["type"] == "ipv6" for f in flows)
 
 
@@ -154,29 +166,14 @@ def test_ipv6_extension_headers_are_walked(sensor: SensorProc, option: str) -> N
     (destination options / hop-by-hop, set as sticky socket options) is
     counted under its real transport and port, payload included."""
     import socket
-    srv = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-    srv.bind(("::1", 0))
-    srv.listen(1)
-    port = srv.getsockname()[1]
-    c = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    opt = getattr(socket, option, {"IPV6_DSTOPTS": 59, "IPV6_HOPOPTS": 54}[option])
     # an 8-byte options header: next header and length (filled by the kernel), PadN of 4
-    c.setsockopt(socket.IPPROTO_IPV6, getattr(socket, option, {"IPV6_DSTOPTS": 59, "IPV6_HOPOPTS": 54}[option]),
-                 bytes([0, 0, 1, 4, 0, 0, 0, 0]))
-    c.connect(("::1", port))
-    conn, _ = srv.accept()
-    payload = os.urandom(50_000)
-    c.sendall(payload)
-    got = 0
-    while got < len(payload):
-        got += len(conn.recv(65536))
-    for s in (c, conn, srv):
-        s.close()
-    sensor.settle()
-    flows = [f for f in sensor.docs() if action(f) == "flow_summary" and f["destination"]["ip"] == "::1"
-             and f["destination"]["port"] == port]
+    n = 50_000
+    port = _ipv6_stream(n, (opt, bytes([0, 0, 1, 4, 0, 0, 0, 0])))
+    flows = _ipv6_flows(sensor, port)
     assert flows, "the stream was not counted under its port (extension header not walked?)"
     assert all(f["network"]["transport"] == "tcp" for f in flows)
-    assert len(payload) <= sum(f["sluice"]["payload"]["bytes"] for f in flows) <= len(payload) * 1.01
+    assert n <= sum(f["sluice"]["payload"]["bytes"] for f in flows) <= n * 1.01
     assert max(f["sluice"]["payload"].get("entropy", 0) for f in flows) > 7.5
 
 
