@@ -19,7 +19,8 @@ class Sensor:
         self.work = work
         self.proc: subprocess.Popen[bytes] | None = None
         self.cfg = work / f"bench-{abs(hash(extra)) % 10**8}.toml"
-        self.cfg.write_text(f"[sensor]\ncontrol_socket = \"{work}/ctl.sock\"\n" + extra)
+        self.cfg.write_text(f"[sensor]\ncontrol_socket = \"{work}/ctl.sock\"\n"
+                            f"containment_state = \"{work}/containment.json\"\n" + extra)
         self.args = args
         self.out = work / "out.jsonl"
 

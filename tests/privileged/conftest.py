@@ -54,9 +54,24 @@ def net(base: Path) -> Iterator[SinkNet]:
     n.stop()
 
 
+@pytest.fixture(autouse=True)
+def no_leaked_sensor() -> Iterator[None]:
+    """A test that fails between starting and stopping a sensor must not
+    leave it running for the tests after it."""
+    before = set(map(id, SensorProc.started))
+    yield
+    for s in SensorProc.started:
+        if id(s) not in before and s.proc is not None and s.proc.poll() is None and s is not _SESSION.get("sensor"):
+            s.stop()
+
+
+_SESSION: dict[str, SensorProc] = {}
+
+
 @pytest.fixture(scope="session")
 def sensor(base: Path, docker: Docker) -> Iterator[SensorProc]:
     s = SensorProc(base, docker.sock)
     s.start()
+    _SESSION["sensor"] = s
     yield s
     s.stop()

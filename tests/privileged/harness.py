@@ -135,12 +135,17 @@ class SensorProc:
         self._pos = 0
         self.ecs = _output_format(self.config.read_text()) == "ecs"  # else not ECS-validated
 
+    # every sensor a test started: the session stops those a failing test
+    # left running (a leaked sensor would skew every later test and bench)
+    started: list["SensorProc"] = []
+
     def start(self, timeout: float = 30) -> None:
         self.stderr = open(self.dir / "stderr.log", "wb")
         self.proc = subprocess.Popen(
             [SLUICE, "run", "--events", "-c", str(self.config), "-o", str(self.out)],
             stdout=self.stderr, stderr=self.stderr,
         )
+        SensorProc.started.append(self)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
