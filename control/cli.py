@@ -237,6 +237,12 @@ def _fmt_status(s: dict[str, Any]) -> str:
         line += (f"; metadata lookups failed: {rt.get('lookup_failures', 0)} of {rt.get('lookups', 0)}, "
                  f"containers known by id only: {rt.get('containers_without_metadata', 0)}")
     lines.append(line)
+    cont = s.get("containment", {})
+    if cont.get("entries") or cont.get("problem"):
+        n = len(cont.get("entries", []))
+        lines.append(f"containment: {n} entr{'y' if n == 1 else 'ies'}, "
+                     f"{sum(e.get('dropped', 0) for e in cont.get('entries', []))} packets dropped (`sluice containment`)"
+                     + (f"; {cont['problem']}" if cont.get("problem") else ""))
     return "\n".join(lines)
 
 

@@ -73,6 +73,11 @@ class SensorCollector(Collector):
                    out.get("dropped_queue_full", 0))
         yield _one(GaugeMetricFamily, "sluice_containers_tracked", "Containers the sensor is tracking",
                    s.get("containers_tracked", 0))
+        entries = s.get("containment", {}).get("entries", [])
+        yield _one(GaugeMetricFamily, "sluice_containment_entries",
+                   "Containers isolated and destinations blocked now", len(entries))
+        yield _one(CounterMetricFamily, "sluice_containment_dropped_packets",
+                   "Packets dropped by the current containment entries", sum(e.get("dropped", 0) for e in entries))
         rt = s.get("runtime", {})
         yield _one(CounterMetricFamily, "sluice_runtime_lookup_failures",
                    "Container metadata lookups that failed (those containers are known by id only)",

@@ -50,6 +50,7 @@ def test_isolate_block_release_and_restart(base: Path, docker: Docker, net: Sink
         (e,) = _entries(s)
         assert (e["kind"], e["container_id"], e["reason"]) == ("isolate", a, "SL-EXF-002 on it")
         assert e["dropped"] > 0
+        assert "containment: 1 entry" in s.status().stdout
         doc = s.wait_for(lambda d: action(d) == "container_isolated" and cid_of(d) == a, what="isolation event")
         assert doc["event"]["type"] == ["denied"] and doc["sluice"]["containment"]["reason"] == "SL-EXF-002 on it"
         again = _cli(s, "isolate", a[:12], check=False)

@@ -142,3 +142,4 @@ def test_alerts_survive_rsyslog_rotation_and_syslog(base: Path, docker: Any) -> 
     assert "sluice_ready 1.0" in metrics
     assert 'sluice_build_info{' in metrics and "sluice_kernel_dropped_total" in metrics
     assert "sluice_runtime_lookup_failures_total" in metrics and "sluice_containers_without_metadata" in metrics
+    assert "sluice_containment_entries 0.0" in metrics
