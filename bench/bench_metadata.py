@@ -8,8 +8,8 @@ for the engine's per-container lock, held for the whole start; the
 container list filtered by id (what the sensor uses) is served from the
 engine's in-memory view. For each of N real `docker run`s this waits for
 the cgroup directory, then times both calls, alternating which goes first.
-Usage (root, a running dockerd):
-    .venv/bin/python bench/bench_metadata.py --docker-socket /var/run/docker.sock [-n 30]
+Usage (root): .venv/bin/python bench/bench_metadata.py [-n 30] [--docker-socket PATH]
+Without --docker-socket it runs its own private dockerd (as the tests do).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -29,22 +28,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sensor.cgroups import find_cgroup2_mount  # noqa: E402
 from sensor.docker_api import DockerClient  # noqa: E402
+from sensor.emulation.lab import DockerCLI, PrivateEngine, build_image  # noqa: E402
 
 IMAGE = "sluice-bench/busybox:latest"
-
-
-def _image(docker: list[str], work: Path) -> None:
-    busybox = shutil.which("busybox")
-    if busybox is None:
-        sys.exit("bench_metadata: busybox is not installed (sudo make setup)")
-    root = work / "rootfs"
-    (root / "bin").mkdir(parents=True)
-    shutil.copy2(busybox, root / "bin/busybox")
-    for applet in ("sh", "sleep"):
-        (root / "bin" / applet).symlink_to("busybox")
-    with tarfile.open(work / "rootfs.tar", "w") as t:
-        t.add(root, arcname=".")
-    subprocess.run([*docker, "import", str(work / "rootfs.tar"), IMAGE], check=True, capture_output=True)
 
 
 def _container_dirs(base: Path) -> set[str]:
@@ -57,20 +43,24 @@ def _container_dirs(base: Path) -> set[str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--docker-socket", default="/var/run/docker.sock")
+    ap.add_argument("--docker-socket", help="an engine to use (default: a private dockerd of its own)")
     ap.add_argument("-n", type=int, default=30)
     a = ap.parse_args()
     if os.geteuid() != 0:
         print("bench_metadata: run as root", file=sys.stderr)
         return 2
-    docker = ["docker", "-H", f"unix://{a.docker_socket}"]
-    client = DockerClient(a.docker_socket, timeout=30)
     work = Path(tempfile.mkdtemp(prefix="sluice-meta-"))
+    engine = PrivateEngine(work / "docker") if a.docker_socket is None else None
+    sock = engine.sock if engine is not None else a.docker_socket
+    docker = ["docker", "-H", f"unix://{sock}"]
+    client = DockerClient(sock, timeout=30)
     base = Path(find_cgroup2_mount())
-    _image(docker, work)
     times: dict[str, list[float]] = {"inspect": [], "list": []}
     calls = {"inspect": client.get, "list": client.container_summary}
     try:
+        if engine is not None:
+            engine.start()
+        build_image(DockerCLI(sock), work, tags=[IMAGE])
         for i in range(a.n):
             before = _container_dirs(base)
             p = subprocess.Popen([*docker, "run", "-d", "--rm", "--network", "none", IMAGE, "sleep", "0.2"],
@@ -92,6 +82,8 @@ def main() -> int:
             p.wait()
     finally:
         subprocess.run([*docker, "rmi", IMAGE], capture_output=True)
+        if engine is not None:
+            engine.stop()
         shutil.rmtree(work, ignore_errors=True)
     out = {name: {"median_ms": round(statistics.median(v) * 1000, 1), "max_ms": round(max(v) * 1000, 1)}
            for name, v in times.items()}

@@ -58,6 +58,52 @@ class DockerCLI:
         return subprocess.run(["docker", "info"], capture_output=True, env=self.env).returncode == 0
 
 
+class PrivateEngine:
+    """A private dockerd (own socket, data root and exec root) for the
+    tests and benchmarks: nothing of the host's engine is touched. Its
+    containerd listens at base/exec/containerd/containerd.sock."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.sock = str(base / "docker.sock")
+        self.cli = DockerCLI(self.sock)
+        self.env = self.cli.env
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.base.mkdir(parents=True, exist_ok=True)
+        log = open(self.base / "dockerd.log", "ab")
+        self.proc = subprocess.Popen(
+            ["dockerd", "--iptables=false", "--bridge=none", "--ip-masq=false",
+             f"--data-root={self.base / 'root'}", f"--exec-root={self.base / 'exec'}",
+             f"--pidfile={self.base / 'dockerd.pid'}", "-H", f"unix://{self.sock}"],
+            stdout=log, stderr=log, start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"dockerd exited: see {self.base / 'dockerd.log'}")
+            if self.cli.reachable():
+                return
+            time.sleep(0.3)
+        raise RuntimeError("dockerd did not become ready in 60 s")
+
+    def docker(self, *args: str, check: bool = True, timeout: float = 120) -> str:
+        return self.cli(*args, check=check, timeout=timeout)
+
+    def stop(self) -> None:
+        ids = self.docker("ps", "-aq", check=False).split()
+        if ids:
+            self.docker("rm", "-f", *ids, check=False)
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        run("umount", "-l", str(self.base / "root" / "overlay2"), check=False)
+
+
 def build_image(docker: DockerCLI, workdir: Path, tags: list[str] | None = None) -> None:
     """A busybox image with openssl (and curl when the host has it) and a
     text file, imported with `docker import`: no registry needed."""

@@ -20,8 +20,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from sensor.emulation.lab import SINK_IP, DockerCLI, Lab, SinkNet, build_image
-from sensor.emulation.lab import run as sh
+from sensor.emulation.lab import SINK_IP, Lab, PrivateEngine, SinkNet, build_image
 
 from ..ecs_schema import explain, validate
 
@@ -49,52 +48,11 @@ def prerequisite_problems() -> list[str]:
 # --- docker -----------------------------------------------------------------
 
 
-class Docker:
-    """A private dockerd: own socket, data root and exec root."""
-
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.sock = str(base / "docker.sock")
-        self.cli = DockerCLI(self.sock)
-        self.env = self.cli.env
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.base.mkdir(parents=True, exist_ok=True)
-        log = open(self.base / "dockerd.log", "ab")
-        self.proc = subprocess.Popen(
-            ["dockerd", "--iptables=false", "--bridge=none", "--ip-masq=false",
-             f"--data-root={self.base / 'root'}", f"--exec-root={self.base / 'exec'}",
-             f"--pidfile={self.base / 'dockerd.pid'}", "-H", f"unix://{self.sock}"],
-            stdout=log, stderr=log, start_new_session=True,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"dockerd exited: see {self.base / 'dockerd.log'}")
-            if sh("docker", "version", check=False, env=self.env):
-                if subprocess.run(["docker", "info"], capture_output=True, env=self.env).returncode == 0:
-                    return
-            time.sleep(0.3)
-        raise RuntimeError("dockerd did not become ready in 60 s")
-
-    def docker(self, *args: str, check: bool = True, timeout: float = 120) -> str:
-        return self.cli(*args, check=check, timeout=timeout)
+class Docker(PrivateEngine):
+    """The tests' private dockerd, with the test image."""
 
     def build_image(self) -> None:
         build_image(self.cli, self.base, tags=[IMAGE])
-
-    def stop(self) -> None:
-        ids = self.docker("ps", "-aq", check=False).split()
-        if ids:
-            self.docker("rm", "-f", *ids, check=False)
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        sh("umount", "-l", str(self.base / "root" / "overlay2"), check=False)
 
 
 # --- containers on the lab network ---------------------------------------------

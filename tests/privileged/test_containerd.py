@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import shutil
 import socket
 import subprocess
 import threading
@@ -21,16 +20,6 @@ from .harness import Docker, SensorProc, action, cid_of
 
 POD, NAMESPACE, CONTAINER = "api-7d9f8c6b5-x2k4q", "shop", "api"
 IMAGE = "registry.example/shop/api:1.4.2"
-
-
-def _rootfs(base: Path) -> Path:
-    root = base / "cri-rootfs"
-    if not root.exists():
-        (root / "bin").mkdir(parents=True)
-        shutil.copy2(shutil.which("busybox") or "/bin/busybox", root / "bin" / "busybox")
-        for applet in ("sh", "nc", "head", "sleep"):
-            (root / "bin" / applet).symlink_to("busybox")
-    return root
 
 
 def _remove_pod_cgroups(uid: str) -> None:
@@ -80,7 +69,8 @@ def test_containerd_pod_container_is_attributed_from_its_bundle(base: Path, dock
            "--cgroup", f"/kubepods/besteffort/pod{uid}/{cid}", "--env", "PATH=/bin"]
     for k, v in annotations.items():
         cmd += ["--annotation", f"{k}={v}"]
-    cmd += [str(_rootfs(base)), cid, "/bin/sh", "-c", f"head -c 50000 /dev/urandom | nc 127.0.0.1 {port}; sleep 1"]
+    # the root filesystem the docker fixture built the test image from
+    cmd += [str(docker.base / "rootfs"), cid, "/bin/sh", "-c", f"head -c 50000 /dev/urandom | nc 127.0.0.1 {port}; sleep 1"]
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
