@@ -18,7 +18,7 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from .source import EventSource
@@ -39,11 +39,12 @@ class Entry:
     destination: str | None         # block only
     since: float                    # wall clock
     reason: str = ""
-    dropped: int = field(default=0, compare=False)
+
+    def who(self) -> str:
+        return (self.container_name or self.container_id[:12]) if self.container_id else "every container"
 
     def label(self) -> str:
-        who = (self.container_name or (self.container_id or "")[:12]) if self.container_id else "every container"
-        return f"isolate {who}" if self.kind == "isolate" else f"block {self.destination} for {who}"
+        return f"isolate {self.who()}" if self.kind == "isolate" else f"block {self.destination} for {self.who()}"
 
 
 def normalise_ip(text: str) -> str:
@@ -74,7 +75,7 @@ class Containment:
         if not isinstance(data, dict) or data.get("version") != STATE_VERSION or not isinstance(data.get("entries"), list):
             raise ContainmentError(f"containment state {self.path}: not a version-{STATE_VERSION} state file")
         try:
-            return [Entry(**{k: v for k, v in e.items() if k != "dropped"}) for e in data["entries"]]
+            return [Entry(**e) for e in data["entries"]]
         except TypeError as e:
             raise ContainmentError(f"containment state {self.path}: bad entry ({e})") from None
 
@@ -84,9 +85,7 @@ class Containment:
         fd, tmp = tempfile.mkstemp(prefix=".containment-", dir=d)
         try:
             with os.fdopen(fd, "w") as f:
-                json.dump({"version": STATE_VERSION,
-                           "entries": [{k: v for k, v in asdict(e).items() if k != "dropped"} for e in self.entries]},
-                          f, indent=1)
+                json.dump({"version": STATE_VERSION, "entries": [asdict(e) for e in self.entries]}, f, indent=1)
             os.replace(tmp, self.path)
         except BaseException:
             os.unlink(tmp)
@@ -126,14 +125,16 @@ class Containment:
         return next((e for e in self.entries if (e.kind, e.container_id, e.destination)
                      == (kind, container_id, destination)), None)
 
-    def isolate(self, container_id: str, name: str | None, cgroup_ids: list[int], reason: str = "") -> Entry:
-        if self._find("isolate", container_id, None):
-            raise ContainmentError(f"container {name or container_id[:12]} is already isolated")
-        e = Entry("isolate", container_id, name, list(cgroup_ids), None, time.time(), reason)
+    def _add(self, e: Entry) -> Entry:
         self._apply(e, True)
         self.entries.append(e)
         self.save()
         return e
+
+    def isolate(self, container_id: str, name: str | None, cgroup_ids: list[int], reason: str = "") -> Entry:
+        if self._find("isolate", container_id, None):
+            raise ContainmentError(f"container {name or container_id[:12]} is already isolated")
+        return self._add(Entry("isolate", container_id, name, list(cgroup_ids), None, time.time(), reason))
 
     def block(self, destination: str, container_id: str | None = None, name: str | None = None,
               cgroup_ids: list[int] | None = None, reason: str = "") -> Entry:
@@ -142,11 +143,7 @@ class Containment:
             raise ContainmentError(f"{ip} is a loopback address: loopback is never blocked")
         if self._find("block", container_id, ip):
             raise ContainmentError(f"{ip} is already blocked for {name or (container_id or '')[:12] or 'every container'}")
-        e = Entry("block", container_id, name, list(cgroup_ids or []), ip, time.time(), reason)
-        self._apply(e, True)
-        self.entries.append(e)
-        self.save()
-        return e
+        return self._add(Entry("block", container_id, name, list(cgroup_ids or []), ip, time.time(), reason))
 
     def release(self, container_id: str | None = None, destination: str | None = None,
                 everything_for_container: bool = False) -> list[Entry]:
@@ -171,9 +168,13 @@ class Containment:
         self.save()
         return gone
 
+    def gone(self, live: set[str]) -> list[Entry]:
+        """The entries of containers that no longer exist."""
+        return [e for e in self.entries if e.container_id is not None and e.container_id not in live]
+
     def containers_gone(self, live: set[str]) -> list[Entry]:
         """Release the entries of containers that no longer exist."""
-        gone = [e for e in self.entries if e.container_id is not None and e.container_id not in live]
+        gone = self.gone(live)
         for e in gone:
             self._apply(e, False)
             self.entries.remove(e)
@@ -181,14 +182,16 @@ class Containment:
             self.save()
         return gone
 
+    def dropped(self) -> list[int]:
+        """Packets dropped so far by each entry (the kernel maps are read
+        only while there are entries: this runs with every status snapshot)."""
+        if not self.entries:
+            return []
+        iso, blk = self.source.containment_counts()
+        return [sum(iso.get(cg, 0) for cg in e.cgroup_ids) if e.kind == "isolate"
+                else sum(blk.get((cg, e.destination or ""), 0) for cg in (e.cgroup_ids or [0]))
+                for e in self.entries]
+
     def snapshot(self) -> list[dict[str, Any]]:
         """Entries with the packets dropped so far."""
-        iso, blk = self.source.containment_counts()
-        out = []
-        for e in self.entries:
-            if e.kind == "isolate":
-                e.dropped = sum(iso.get(cg, 0) for cg in e.cgroup_ids)
-            else:
-                e.dropped = sum(blk.get((cg, e.destination or ""), 0) for cg in (e.cgroup_ids or [0]))
-            out.append({**asdict(e), "description": e.label()})
-        return out
+        return [{**asdict(e), "dropped": n, "description": e.label()} for e, n in zip(self.entries, self.dropped())]

@@ -256,15 +256,19 @@ class Sensor:
                                    + ", ".join(c.info.id[:12] for c in hits) + "; give more of the id")
         return hits[0]
 
-    def _containment_doc(self, e: Entry, action: str, message: str, life: ContainerLife | None = None) -> None:
+    def _dropped_by_entry(self) -> dict[int, int]:
+        """Packets dropped so far, by id() of the entry: read before a
+        release removes the kernel's counters."""
+        assert self.containment is not None
+        return {id(e): n for e, n in zip(self.containment.entries, self.containment.dropped())}
+
+    def _containment_doc(self, e: Entry, action: str, message: str, life: ContainerLife | None = None,
+                         dropped: int = 0) -> None:
         assert self.pipeline is not None
         types = ["allowed"] if action == "containment_released" else ["denied"]
-        attr = None
-        if life is not None:
-            attr = Attribution(life.cgroup_id, None, life.info)
-        elif e.container_id is not None and e.container_id in self.pipeline.containers:
-            life = self.pipeline.containers[e.container_id]
-            attr = Attribution(life.cgroup_id, None, life.info)
+        if life is None and e.container_id is not None:
+            life = self.pipeline.containers.get(e.container_id)
+        attr = Attribution(life.cgroup_id, None, life.info) if life is not None else None
         d = self.pipeline._doc(time.time(), ["network"], types, action, "sluice.response", attr)
         if attr is None and e.container_id is not None:   # the container is gone: what the entry knew
             d["container"] = {"id": e.container_id, **({"name": e.container_name} if e.container_name else {})}
@@ -273,7 +277,7 @@ class Sensor:
         d["message"] = message
         d.setdefault("sluice", {})["containment"] = {
             "kind": e.kind, "container_id": e.container_id, "destination": e.destination,
-            "cgroup_ids": e.cgroup_ids, "since": ecs.iso(e.since), "reason": e.reason, "dropped_packets": e.dropped}
+            "cgroup_ids": e.cgroup_ids, "since": ecs.iso(e.since), "reason": e.reason, "dropped_packets": dropped}
         self.emit(d)
 
     def _isolate(self, ref: str, reason: str) -> dict[str, Any]:
@@ -292,7 +296,7 @@ class Sensor:
         else:
             life = None
             e = self.containment.block(destination, reason=reason)
-        msg = f"blocked egress to {e.destination} for {e.label().split(' for ', 1)[1]}"
+        msg = f"blocked egress to {e.destination} for {e.who()}"
         self._containment_doc(e, "destination_blocked", msg, life)
         return {"ok": True, "message": msg}
 
@@ -301,10 +305,11 @@ class Sensor:
         cid = None
         if ref:
             cid = self._container(str(ref)).info.id
+        dropped = self._dropped_by_entry()
         gone = self.containment.release(cid, str(destination) if destination else None,
                                         everything_for_container=not destination)
         for e in gone:
-            self._containment_doc(e, "containment_released", f"released: {e.label()}")
+            self._containment_doc(e, "containment_released", f"released: {e.label()}", dropped=dropped.get(id(e), 0))
         return {"ok": True, "message": "; ".join(f"released: {e.label()}" for e in gone)}
 
     def _setup_containment(self) -> None:
@@ -337,8 +342,13 @@ class Sensor:
         if self.containment is None or not self.containment.entries:
             return
         assert self.pipeline is not None
-        for e in self.containment.containers_gone(set(self.pipeline.containers)):
-            self._containment_doc(e, "containment_released", f"released, the container is gone: {e.label()}")
+        live = set(self.pipeline.containers)
+        if not self.containment.gone(live):
+            return
+        dropped = self._dropped_by_entry()
+        for e in self.containment.containers_gone(live):
+            self._containment_doc(e, "containment_released", f"released, the container is gone: {e.label()}",
+                                  dropped=dropped.get(id(e), 0))
 
     # --- main loop -----------------------------------------------------------
 

@@ -67,7 +67,8 @@ def test_isolate_block_release_and_restart(base: Path, docker: Docker, net: Sink
         _cli(s, "release", a[:12])
         assert _send(docker, a, SINK_IP, "released")
         assert _entries(s) == []
-        s.wait_for(lambda d: action(d) == "containment_released" and cid_of(d) == a, what="release event")
+        rel = s.wait_for(lambda d: action(d) == "containment_released" and cid_of(d) == a, what="release event")
+        assert rel["sluice"]["containment"]["dropped_packets"] > 0   # read before the kernel counter went
 
         # block one destination for one container
         _cli(s, "block", SECOND_IP, "--container", a[:12])
