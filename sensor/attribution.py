@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -126,7 +127,7 @@ class Attributor:
         self._cache: dict[int, Attribution] = {}
         self.lookups = 0
         self.lookup_failures = 0
-        self.bundle_errors: list[str] = []
+        self.bundle_errors: deque[str] = deque(maxlen=5)   # the last few, for status
 
     def _set_status(self, status: str, detail: str) -> None:
         if status != self.runtime_status:
@@ -177,7 +178,6 @@ class Attributor:
             md = read_metadata(info.id, self.oci_bundles)
         except BundleError as e:
             self.bundle_errors.append(str(e))
-            del self.bundle_errors[:-5]   # the last few, for status
             return False
         if md is None:
             return False
