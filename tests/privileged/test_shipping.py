@@ -18,8 +18,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from sensor.emulation.lab import run as sh
+
 from ..ecs_schema import validate
-from .harness import SensorProc, sh
+from .harness import SensorProc
 
 
 def _free_port() -> int:
