@@ -35,9 +35,9 @@ from common import HERE, Sensor, build_c  # noqa: E402
 def replay_rates() -> dict[str, float]:
     from _records import connect_rec, exec_rec, sample_rec
 
-    from sensor.attribution import Attributor
-    from sensor.cgroups import CgroupResolver
-    from sensor.pipeline import Pipeline, monotonic_to_wall_factory
+    from sensor.attribution.containers import Attributor
+    from sensor.attribution.cgroups import CgroupResolver
+    from sensor.telemetry.pipeline import Pipeline, monotonic_to_wall_factory
     d = Path(tempfile.mkdtemp())
     (d / "docker" / ("a" * 64)).mkdir(parents=True)
     r = CgroupResolver(str(d))

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import HERE, Sensor, build_c  # noqa: E402
 
-from sensor.cgroups import find_cgroup2_mount  # noqa: E402
+from sensor.attribution.cgroups import find_cgroup2_mount  # noqa: E402
 
 
 def rss_mb(s: Sensor) -> float:

@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from sensor.cgroups import find_cgroup2_mount  # noqa: E402
-from sensor.docker_api import DockerClient  # noqa: E402
-from sensor.emulation.lab import DockerCLI, PrivateEngine, build_image  # noqa: E402
+from sensor.attribution.cgroups import find_cgroup2_mount  # noqa: E402
+from sensor.attribution.docker_api import DockerClient  # noqa: E402
+from emulation.lab import DockerCLI, PrivateEngine, build_image  # noqa: E402
 
 IMAGE = "sluice-bench/busybox:latest"
 

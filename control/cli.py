@@ -11,7 +11,7 @@ from typing import Any, Optional
 import typer
 
 from sensor import __version__
-from sensor.baseline import DEFAULT_PATH as DEFAULT_BASELINE
+from sensor.detect.baseline import DEFAULT_PATH as DEFAULT_BASELINE
 from sensor.config import default_config, load_config
 from sensor.errors import SluiceError
 
@@ -76,7 +76,7 @@ def run(
         help=f"Detect against this baseline (default: {DEFAULT_BASELINE} when it exists; without one every workload is new)."),
 ) -> None:
     """Run the sensor in the foreground until SIGINT or SIGTERM."""
-    from sensor.runner import Sensor
+    from sensor.daemon.runner import Sensor
     try:
         cfg = _run_config(config, output, events, fmt, metrics)
         if baseline is None and os.path.exists(DEFAULT_BASELINE):
@@ -107,7 +107,7 @@ def baseline_learn(
     Learning adds to an existing baseline file unless --replace. `sluice
     status` shows the sensor as ready while it learns, as for `run`.
     """
-    from sensor.runner import Sensor
+    from sensor.daemon.runner import Sensor
     try:
         cfg = _run_config(config, output, events)
         s = Sensor(cfg, baseline_path=baseline, learn_seconds=duration, replace_baseline=replace)
@@ -122,7 +122,7 @@ def baseline_learn(
 
 
 def _load(path: str):  # type: ignore[no-untyped-def]
-    from sensor.baseline import load
+    from sensor.detect.baseline import load
     try:
         return load(path)
     except SluiceError as e:
@@ -137,7 +137,7 @@ def baseline_show(
     """One row per workload: windows, egress per window, destinations, executables."""
     import fnmatch
 
-    from sensor.baseline import LogHist
+    from sensor.detect.baseline import LogHist
     b = _load(baseline)
     typer.echo(f"{baseline}: {len(b.workloads)} workloads, window {b.window_seconds:g}s, nodes: "
                f"{', '.join(sorted(b.nodes)) or '-'}")
@@ -176,7 +176,7 @@ def baseline_merge(
     inputs: list[str] = typer.Argument(..., help="Baselines to merge, e.g. one per node."),
 ) -> None:
     """Merge several nodes' baselines into one (fleet learning)."""
-    from sensor.baseline import merge_all, save
+    from sensor.detect.baseline import merge_all, save
     merged = merge_all(_load(p) for p in inputs)
     if os.path.exists(out) and out not in inputs:
         _load(out)  # refuse to overwrite a file that is not a readable baseline
@@ -191,7 +191,7 @@ def baseline_reset(
     baseline: str = BaselineOpt,
 ) -> None:
     """Forget one workload: it is learned anew."""
-    from sensor.baseline import save
+    from sensor.detect.baseline import save
     b = _load(baseline)
     if workload not in b.workloads:
         typer.echo(f"sluice: error: no workload {workload!r} in {baseline}", err=True)
@@ -380,7 +380,7 @@ app.add_typer(emulate_app, name="emulate")
 @emulate_app.command("list")
 def emulate_list() -> None:
     """The scenarios, what they emulate and which rules must fire."""
-    from sensor.emulation.scenarios import SCENARIOS
+    from emulation.scenarios import SCENARIOS
     typer.echo(f"{'SCENARIO':<26} {'ATT&CK':<10} {'MUST RAISE':<23} WHAT")
     for s in SCENARIOS:
         exp = ",".join(s.expect) or ("(blind spot)" if s.blind_spot else "(nothing)")
@@ -403,9 +403,9 @@ def emulate_run(
     a lab sensor learns the benign workloads first, then detects. Exits
     non-zero if an expected detection is missing or a benign scenario alerts.
     """
-    from sensor.emulation.run import Emulation, as_json_lines, scorecard
-    from sensor.emulation.scenarios import BY_NAME, SCENARIOS
-    from sensor.probe import require_root
+    from emulation.run import Emulation, as_json_lines, scorecard
+    from emulation.scenarios import BY_NAME, SCENARIOS
+    from sensor.kernel.probe import require_root
     try:
         require_root()
         cfg = load_config(config)
@@ -436,7 +436,7 @@ def doctor(
 ) -> None:
     """Preflight: kernel, BTF, build tree, tracefs, cgroups, every hook, runtime
     sockets. Exits non-zero when the sensor cannot run here."""
-    from sensor.doctor import FAIL, as_dicts, render, run_checks, verdict
+    from sensor.ops.doctor import FAIL, as_dicts, render, run_checks, verdict
     try:
         checks = run_checks(load_config(config), load_programs=not no_load)
     except SluiceError as e:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from sensor import wire
+from sensor.daemon import wire
 from sensor.errors import SluiceError
 
 

@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from sensor.errors import ConfigError
 
 DEFAULT_CONFIG_TEXT = resources.files("sensor").joinpath("default.toml").read_text()
 
@@ -299,7 +299,7 @@ def _build(data: dict[str, Any], base: dict[str, Any], text: str, path: str) -> 
 
 
 def _build_rules(body: Any, rules: dict[str, dict[str, Any]], text: str, path: str) -> None:
-    from .detect.catalog import BY_ID
+    from sensor.detect.catalog import BY_ID
     if not isinstance(body, dict):
         raise ConfigError("rules must be a table of [rules.<id>] tables", path, _line_of(text, "rules", None))
     for rid, settings in body.items():
@@ -331,7 +331,7 @@ def _build_rules(body: Any, rules: dict[str, dict[str, Any]], text: str, path: s
 
 
 def _rule_defaults(rid: str) -> dict[str, Any]:
-    from .detect.catalog import BY_ID
+    from sensor.detect.catalog import BY_ID
     info = BY_ID[rid]
     return {"enabled": True, "severity": info.severity, **{k: (list(v) if isinstance(v, list) else v)
                                                            for k, v in info.defaults.items()}}
@@ -361,7 +361,7 @@ def _valid_cron(expr: str) -> bool:
 
 
 def _build_allow(body: Any, text: str, path: str) -> list[AllowEntry]:
-    from .detect.catalog import BY_ID
+    from sensor.detect.catalog import BY_ID
     if not isinstance(body, list):
         raise ConfigError("allow must be an array of tables: write [[allow]]", path, _line_of(text, "allow", None))
     out = []
@@ -404,7 +404,7 @@ _DEFAULTS = _build(_parse(DEFAULT_CONFIG_TEXT, "default.toml"),
 
 
 def _make(merged: dict[str, Any], source: str) -> Config:
-    from .detect.catalog import BY_ID
+    from sensor.detect.catalog import BY_ID
     rules = {rid: {**_rule_defaults(rid), **merged["rules"].get(rid, {})} for rid in BY_ID}
     return Config(**{s: cls(**merged[s]) for s, cls in _SECTIONS.items()}, rules=rules,
                   allow=tuple(merged["allow"]), source=source)

@@ -10,13 +10,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from .. import ecs
-from ..attribution import Attribution
-from ..baseline import Baseline, WorkloadBaseline
-from ..config import AllowEntry, Config
-from .catalog import BY_ID, RuleInfo
-from .learn import Learner, local_hour
-from .view import ProcessRef, WindowView
+from sensor.outputs import ecs
+from sensor.attribution.containers import Attribution
+from sensor.detect.baseline import Baseline, WorkloadBaseline
+from sensor.config import AllowEntry, Config
+from sensor.detect.catalog import BY_ID, RuleInfo
+from sensor.detect.learn import Learner, local_hour
+from sensor.detect.view import ProcessRef, WindowView
 
 Emit = Callable[[dict[str, Any]], None]
 

@@ -6,8 +6,8 @@ import time
 from collections import defaultdict
 from typing import Callable
 
-from ..baseline import Baseline, dest_key
-from .view import WindowView
+from sensor.detect.baseline import Baseline, dest_key
+from sensor.detect.view import WindowView
 
 
 def local_hour(ts: float, tz: str) -> int:

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from ..attribution import Attribution
-from ..protocol import DNS, HTTP, SSH, TLS
-from .catalog import BY_ID, RuleInfo
-from .engine import Context, Finding
-from .view import ConnectView, ExecView, FlowView, ProcessRef, WindowView
+from sensor.attribution.containers import Attribution
+from sensor.telemetry.protocol import DNS, HTTP, SSH, TLS
+from sensor.detect.catalog import BY_ID, RuleInfo
+from sensor.detect.engine import Context, Finding
+from sensor.detect.view import ConnectView, ExecView, FlowView, ProcessRef, WindowView
 
 # How long per-container state is kept without activity.
 STATE_TTL_S = 3600.0

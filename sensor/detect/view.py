@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..attribution import Attribution
-from ..counters import FlowSummary
+from sensor.attribution.containers import Attribution
+from sensor.telemetry.counters import FlowSummary
 
 
 @dataclass(slots=True)

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from sensor.emulation.lab import SINK_IP, Lab, PrivateEngine, SinkNet, build_image
+from emulation.lab import SINK_IP, Lab, PrivateEngine, SinkNet, build_image
 
 from ..ecs_schema import explain, validate
 

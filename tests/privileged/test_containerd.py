@@ -14,7 +14,7 @@ import threading
 import uuid
 from pathlib import Path
 
-from sensor.cgroups import find_cgroup2_mount
+from sensor.attribution.cgroups import find_cgroup2_mount
 
 from .harness import Docker, SensorProc, action, cid_of
 

@@ -9,7 +9,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from sensor.emulation.lab import SECOND_IP
+from emulation.lab import SECOND_IP
 
 from .harness import SINK_IP, SLUICE, Docker, SensorProc, SinkNet, action, cid_of, run_container
 

@@ -12,7 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from sensor.emulation.lab import BRIDGE_MAC, LABEL, SINK_IP
+from emulation.lab import BRIDGE_MAC, LABEL, SINK_IP
 
 from .harness import SLUICE, Docker, SinkNet, run_container
 

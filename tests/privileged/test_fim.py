@@ -58,7 +58,7 @@ def test_config_changes_raise_alerts_naming_writer_and_container(base: Path, doc
 
 def test_host_root_watches_under_it_and_reports_host_paths(base: Path) -> None:
     """In the DaemonSet the node's /etc is mounted at /host/etc."""
-    from sensor.fim import FimWatcher
+    from sensor.ops.fim import FimWatcher
     root = base / "fake-host"
     (root / "etc" / "docker").mkdir(parents=True)
     w = FimWatcher(["/etc/docker/daemon.json"], root=str(root))

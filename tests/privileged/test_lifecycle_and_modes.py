@@ -8,9 +8,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from sensor import bpfsys
-from sensor.cgroups import find_cgroup2_mount
-from sensor.hooks import UNITS
+from sensor.kernel import bpfsys
+from sensor.attribution.cgroups import find_cgroup2_mount
+from sensor.kernel.hooks import UNITS
 
 from .harness import IMAGE, SINK_IP, SLUICE, Docker, SensorProc, SinkNet, action, cid_of, run_container
 

@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from sensor.emulation.lab import run as sh
+from emulation.lab import run as sh
 
 from ..ecs_schema import validate
 from .harness import SensorProc

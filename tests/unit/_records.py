@@ -10,7 +10,7 @@ import ctypes as ct
 import ipaddress
 import struct
 
-from sensor import events as E
+from sensor.kernel import events as E
 
 WALL_EPOCH = 1_700_000_000.0  # wall-clock seconds at ktime 0 in the tests
 NS = 1_000_000_000

@@ -16,16 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from sensor.attribution import Attribution, ContainerInfo
-from sensor.baseline import Baseline
+from sensor.attribution.containers import Attribution, ContainerInfo
+from sensor.detect.baseline import Baseline
 from sensor.config import Config, load_config
-from sensor.counters import FlowSummary
+from sensor.telemetry.counters import FlowSummary
 from sensor.detect.catalog import BY_ID
 from sensor.detect.engine import Detector
 from sensor.detect.learn import Learner
 from sensor.detect.rules import all_rules
 from sensor.detect.view import ConnectView, ExecView, FlowView, LifecycleView, ProcessRef, WindowView
-from sensor.workload import workload_of
+from sensor.attribution.workload import workload_of
 
 KIB = 1024
 MIB = 1024 * 1024

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from sensor.attribution import Attributor, ContainerRef, container_from_path
-from sensor.cgroups import CgroupResolver
-from sensor.docker_api import DockerClient, DockerError, NotFound
+from sensor.attribution.containers import Attributor, ContainerRef, container_from_path
+from sensor.attribution.cgroups import CgroupResolver
+from sensor.attribution.docker_api import DockerClient, DockerError, NotFound
 
 A = "0123456789abcdef" * 4
 B = "fedcba9876543210" * 4

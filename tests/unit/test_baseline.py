@@ -10,8 +10,8 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from sensor import baseline as B
-from sensor.baseline import (
+from sensor.detect import baseline as B
+from sensor.detect.baseline import (
     Baseline, BaselineError, DestStats, LogHist, WorkloadBaseline, dest_key, load, merge_all, save,
 )
 

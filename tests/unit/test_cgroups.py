@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sensor.cgroups import CgroupResolver, Mount, cgroup_mode, find_cgroup2_mount, parse_mountinfo
+from sensor.attribution.cgroups import CgroupResolver, Mount, cgroup_mode, find_cgroup2_mount, parse_mountinfo
 from sensor.errors import SluiceError
 
 # Debian 11 / Ubuntu 20.04 style: v1 controllers + v2 at /sys/fs/cgroup/unified

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from sensor.containment import Containment, ContainmentError
-from sensor.events import format_addr, parse_addr
-from sensor.source import ReplaySource
+from sensor.response.containment import Containment, ContainmentError
+from sensor.kernel.events import format_addr, parse_addr
+from sensor.kernel.source import ReplaySource
 
 A, B = "a" * 64, "b" * 64
 

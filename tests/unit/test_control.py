@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 
 from control.cli import app, render_top
 from control.client import request
-from sensor import __version__, wire
-from sensor.control_server import ControlServer
+from sensor import __version__
+from sensor.daemon import wire
+from sensor.daemon.control_server import ControlServer
 from sensor.errors import SluiceError
 
 runner = CliRunner()

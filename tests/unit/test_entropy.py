@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sensor.entropy import ByteHistogram, corrected_bits, payload_entropy, shannon_bits
+from sensor.telemetry.entropy import ByteHistogram, corrected_bits, payload_entropy, shannon_bits
 
 GPL = Path("/usr/share/common-licenses/GPL-3")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sensor import events as E
+from sensor.kernel import events as E
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADER_DIR = ROOT / "bpf"

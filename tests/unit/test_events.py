@@ -6,7 +6,7 @@ import ctypes as ct
 
 import pytest
 
-from sensor import events as E
+from sensor.kernel import events as E
 
 from _records import (
     cgroup_rec, connect_rec, exec_args_rec, exec_rec, exit_rec, put_bytes, sample_rec,

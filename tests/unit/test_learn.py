@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sensor.baseline import Baseline, LogHist
+from sensor.detect.baseline import Baseline, LogHist
 from sensor.detect.learn import Learner, local_hour
 
 from _views import KIB, T0, WINDOW, connect, container, exec_, flow, host, learn, life, utc, window

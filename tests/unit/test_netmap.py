@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sensor.netmap import NetMap, addresses_of_pid, first_pid, parse_fib_trie_local, parse_if_inet6
+from sensor.attribution.netmap import NetMap, addresses_of_pid, first_pid, parse_fib_trie_local, parse_if_inet6
 
 # /proc/self/net/fib_trie as read on the development machine: one interface
 # with 192.0.2.2/24, plus loopback.

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from sensor.attribution import Attributor
-from sensor.cgroups import CgroupResolver
+from sensor.attribution.containers import Attributor
+from sensor.attribution.cgroups import CgroupResolver
 from sensor.config import ConfigError, load_config
-from sensor.oci import MAX_CONFIG_BYTES, BundleError, find_config, from_annotations, read_metadata
-from sensor.workload import workload_of
+from sensor.attribution.oci import MAX_CONFIG_BYTES, BundleError, find_config, from_annotations, read_metadata
+from sensor.attribution.workload import workload_of
 
 C = "c0ffee" * 10 + "abcd"
 UID = "4f1c2d3e-5a6b-4c7d-8e9f-0a1b2c3d4e5f"
@@ -185,7 +185,7 @@ def test_config_checks_bundle_patterns(tmp_path: Path) -> None:
 
 
 def test_doctor_reports_the_fixed_directory_of_a_bundle_pattern() -> None:
-    from sensor.doctor import _pattern_dir
+    from sensor.ops.doctor import _pattern_dir
     assert _pattern_dir("/run/containerd/io.containerd.runtime.v2.task/*/{id}/config.json") == \
         "/run/containerd/io.containerd.runtime.v2.task"
     assert _pattern_dir("/run/containers/storage/overlay-containers/{id}/userdata/config.json") == \

@@ -17,15 +17,15 @@ from ocsf.v1_7_0.events import BaseEvent, DetectionFinding, NetworkActivity, Pro
 from ocsf.v1_7_0.objects import Actor, Container, Device
 from pydantic import BaseModel
 
-from sensor.attribution import Attribution, Attributor, ContainerInfo
-from sensor.cgroups import CgroupResolver
+from sensor.attribution.containers import Attribution, Attributor, ContainerInfo
+from sensor.attribution.cgroups import CgroupResolver
 from sensor.config import default_config
-from sensor.counters import FlowCounters
+from sensor.telemetry.counters import FlowCounters
 from sensor.detect.engine import Detector, Finding
 from sensor.detect.view import ProcessRef
-from sensor.docker_api import DockerClient
-from sensor.ocsf import severity_id, to_ocsf
-from sensor.pipeline import Pipeline
+from sensor.attribution.docker_api import DockerClient
+from sensor.outputs.ocsf import severity_id, to_ocsf
+from sensor.telemetry.pipeline import Pipeline
 
 from _records import cgroup_rec, connect_rec, exec_rec, exit_rec, sample_rec, to_wall
 

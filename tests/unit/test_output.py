@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from sensor.output import JsonLineWriter
+from sensor.outputs.sinks import JsonLineWriter
 
 
 def read_lines(p: Path) -> list[dict]:

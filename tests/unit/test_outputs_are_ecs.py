@@ -19,21 +19,21 @@ from typing import Any, Callable
 
 import pytest
 
-from sensor import events as E
-from sensor.attribution import Attribution, Attributor, ContainerInfo
-from sensor.cgroups import CgroupResolver
+from sensor.kernel import events as E
+from sensor.attribution.containers import Attribution, Attributor, ContainerInfo
+from sensor.attribution.cgroups import CgroupResolver
 from sensor.config import load_config
-from sensor.counters import FlowCounters
+from sensor.telemetry.counters import FlowCounters
 from sensor.detect.catalog import BY_ID
 from sensor.detect.engine import Detector
 from sensor.detect.rules import all_rules
 from sensor.detect.view import ProcessRef
-from sensor.docker_api import DockerClient
-from sensor.pipeline import Pipeline
-from sensor.probe import ProbeReport
-from sensor.runner import Sensor
-from sensor.source import ReplaySource
-from sensor.workload import workload_of
+from sensor.attribution.docker_api import DockerClient
+from sensor.telemetry.pipeline import Pipeline
+from sensor.kernel.probe import ProbeReport
+from sensor.daemon.runner import Sensor
+from sensor.kernel.source import ReplaySource
+from sensor.attribution.workload import workload_of
 
 from _records import (
     NS, cgroup_rec, connect_rec, dns_query, exec_args_rec, exec_rec, exit_rec, sample_rec,

@@ -346,7 +346,7 @@ def test_start_script_refuses_without_node_name_or_host_name_line(tmp_path: Path
 
 
 def test_baseline_is_on_the_default_path_from_a_host_path() -> None:
-    from sensor.baseline import DEFAULT_PATH
+    from sensor.detect.baseline import DEFAULT_PATH
 
     ds = _one("DaemonSet")
     pod = ds["spec"]["template"]["spec"]

@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from sensor import ecs
-from sensor import events as E
-from sensor.attribution import Attributor
-from sensor.cgroups import CgroupResolver
-from sensor.counters import FlowCounters, WindowCounters
-from sensor.docker_api import DockerClient
-from sensor.pipeline import Pipeline
-from sensor.source import ReplaySource
+from sensor.outputs import ecs
+from sensor.kernel import events as E
+from sensor.attribution.containers import Attributor
+from sensor.attribution.cgroups import CgroupResolver
+from sensor.telemetry.counters import FlowCounters, WindowCounters
+from sensor.attribution.docker_api import DockerClient
+from sensor.telemetry.pipeline import Pipeline
+from sensor.kernel.source import ReplaySource
 
 from _records import (
     NS, cgroup_rec, connect_rec, dns_query, exec_args_rec, exec_rec, exit_rec, sample_rec,

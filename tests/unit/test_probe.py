@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sensor.errors import SluiceError
-from sensor.hooks import EXEC_ARGS_UNIT, UNITS
-from sensor.probe import ProbeReport, require_runnable, units_available
+from sensor.kernel.hooks import EXEC_ARGS_UNIT, UNITS
+from sensor.kernel.probe import ProbeReport, require_runnable, units_available
 
 
 def _report(**kw: object) -> ProbeReport:

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from sensor.protocol import (
+from sensor.telemetry.protocol import (
     DNS, HTTP, IPPROTO_TCP, IPPROTO_UDP, SSH, TLS, protocol_hint, transport_name,
 )
 

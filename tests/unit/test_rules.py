@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sensor.baseline import LogHist
+from sensor.detect.baseline import LogHist
 from sensor.detect.catalog import BY_ID
 
 from _views import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from sensor.emulation.run import Score, as_json_lines, scorecard
+from emulation.run import Score, as_json_lines, scorecard
 
 SCORES = [
     Score("seed-openssl-exfil", "T1048.001", ["SL-EXF-004", "SL-EXF-005"], "detected", True, 2.4,

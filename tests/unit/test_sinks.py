@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sensor.output import JsonLineWriter, Output, SyslogSink, UnixSocketSink, rfc5424, syslog_severity
+from sensor.outputs.sinks import JsonLineWriter, Output, SyslogSink, UnixSocketSink, rfc5424, syslog_severity
 
 DOC = {"@timestamp": "2026-11-22T10:00:00.000Z", "event": {"kind": "alert", "severity": 85, "dataset": "sluice.alert",
                                                            "action": "x"}, "message": "m"}

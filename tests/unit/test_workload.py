@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sensor.attribution import Attribution, ContainerInfo
-from sensor.workload import container_workload, image_repository, pod_controller, workload_of
+from sensor.attribution.containers import Attribution, ContainerInfo
+from sensor.attribution.workload import container_workload, image_repository, pod_controller, workload_of
 
 CID = "3f" * 32
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from .entropy import ByteHistogram
-from .protocol import DNS, HTTP, HTTP_PREFIXES, compression_magic, dns_qname, protocol_hint, split_http
+from sensor.telemetry.entropy import ByteHistogram
+from sensor.telemetry.protocol import DNS, HTTP, HTTP_PREFIXES, compression_magic, dns_qname, protocol_hint, split_http
 
 # A flow: (cgroup id, destination ip, destination port, transport number)
 FlowKey = tuple[int, str, int, int]

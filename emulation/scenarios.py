@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .lab import SECOND_IP, SINK_IP, VAULT_IP, Lab
+from emulation.lab import SECOND_IP, SINK_IP, VAULT_IP, Lab
 
 IMG = "sluice-emu/"
 API = IMG + "api-client:latest"

@@ -13,15 +13,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import bpfsys, events
-from .config import KernelSection
-from .counters import FlowCounters
-from .errors import SluiceError
-from .hooks import EXEC_ARGS_UNIT, UNITS, BpfUnit, assemble_source, bpf_dir
-from .probe import ProbeReport, units_available
-from .memory import release_compiler_memory
-from .ringbuf import RingReader
-from .source import RecordSink
+from sensor.kernel import bpfsys, events
+from sensor.config import KernelSection
+from sensor.telemetry.counters import FlowCounters
+from sensor.errors import SluiceError
+from sensor.kernel.hooks import EXEC_ARGS_UNIT, UNITS, BpfUnit, assemble_source, bpf_dir
+from sensor.kernel.probe import ProbeReport, units_available
+from sensor.kernel.memory import release_compiler_memory
+from sensor.kernel.ringbuf import RingReader
+from sensor.kernel.source import RecordSink
 
 try:
     from bcc import BPF  # Debian python3-bpfcc; not on PyPI

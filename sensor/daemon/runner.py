@@ -10,28 +10,28 @@ import time
 from collections import deque
 from typing import Any, Callable
 
-from . import ecs
-from .attribution import Attribution, Attributor
-from .baseline import Baseline
-from .baseline import load as load_baseline
-from .baseline import save as save_baseline
-from .detect.engine import Detector
-from .detect.learn import Learner
-from .detect.rules import all_rules
-from .memory import resident_kb
-from .netmap import NetMap
-from .cgroups import CgroupResolver
-from .config import Config
-from .containment import Containment, ContainmentError, Entry
-from .docker_api import DockerClient
-from .control_server import ControlServer
-from .hooks import EXEC_ARGS_UNIT, UNITS
-from .output import build_output
-from .pipeline import ContainerLife, Pipeline, monotonic_to_wall_factory
-from .errors import SluiceError
-from .fim import FimUnavailable, FimWatcher
-from .probe import ProbeReport, probe, require_root, require_runnable
-from .source import EventSource
+from sensor.outputs import ecs
+from sensor.attribution.containers import Attribution, Attributor
+from sensor.detect.baseline import Baseline
+from sensor.detect.baseline import load as load_baseline
+from sensor.detect.baseline import save as save_baseline
+from sensor.detect.engine import Detector
+from sensor.detect.learn import Learner
+from sensor.detect.rules import all_rules
+from sensor.kernel.memory import resident_kb
+from sensor.attribution.netmap import NetMap
+from sensor.attribution.cgroups import CgroupResolver
+from sensor.config import Config
+from sensor.response.containment import Containment, ContainmentError, Entry
+from sensor.attribution.docker_api import DockerClient
+from sensor.daemon.control_server import ControlServer
+from sensor.kernel.hooks import EXEC_ARGS_UNIT, UNITS
+from sensor.outputs.sinks import build_output
+from sensor.telemetry.pipeline import ContainerLife, Pipeline, monotonic_to_wall_factory
+from sensor.errors import SluiceError
+from sensor.ops.fim import FimUnavailable, FimWatcher
+from sensor.kernel.probe import ProbeReport, probe, require_root, require_runnable
+from sensor.kernel.source import EventSource
 
 # The reader drains at least this often: most records are submitted without
 # a wake-up (see bpf/lib/common.bpf.h), so this bounds their latency (rules
@@ -384,7 +384,7 @@ class Sensor:
                                  monotonic_to_wall_factory(), observers=observers, netmap=NetMap(),
                                  high_entropy_bits=cfg.detection.high_entropy_bits)
         if self._source_factory is None:
-            from .loader import BccSource
+            from sensor.kernel.loader import BccSource
             self.source = BccSource(cfg.kernel, self.report)
         else:
             self.source = self._source_factory(cfg, self.report)
@@ -394,7 +394,7 @@ class Sensor:
         self.control = ControlServer(cfg.sensor.control_socket, self._handle)
         self.control.start()
         if cfg.output.metrics:
-            from .metrics import serve
+            from sensor.outputs.metrics import serve
             try:
                 self._metrics_server = serve(cfg.output.metrics, self.fresh_snapshot,
                                              {r: int(v["severity"]) for r, v in cfg.rules.items()})

@@ -13,17 +13,17 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import ecs
-from .attribution import Attribution, Attributor, ContainerInfo, container_from_path
-from .counters import ContainerSummary, FlowCounters, FlowSummary, WindowCounters
-from .events import (
+from sensor.outputs import ecs
+from sensor.attribution.containers import Attribution, Attributor, ContainerInfo, container_from_path
+from sensor.telemetry.counters import ContainerSummary, FlowCounters, FlowSummary, WindowCounters
+from sensor.kernel.events import (
     CGROUP_MKDIR, CONNECT_OP_CONNECT, SAMPLE_F_SOCK_START, CgroupEvent, ConnectEvent,
     DecodeError, ExecArgsEvent, ExecEvent, ExitEvent, SampleEvent, decode,
 )
-from .detect.view import ConnectView, ExecView, FlowView, LifecycleView, ProcessRef, WindowObserver, WindowView
-from .netmap import NetMap
-from .protocol import transport_name
-from .workload import workload_of
+from sensor.detect.view import ConnectView, ExecView, FlowView, LifecycleView, ProcessRef, WindowObserver, WindowView
+from sensor.attribution.netmap import NetMap
+from sensor.telemetry.protocol import transport_name
+from sensor.attribution.workload import workload_of
 
 Emit = Callable[[dict[str, Any]], None]
 HOST_KEY = "host"

@@ -22,7 +22,7 @@ import threading
 import time
 from typing import IO, Any, Callable, Protocol
 
-from .ocsf import to_ocsf
+from sensor.outputs.ocsf import to_ocsf
 
 
 class Sink(Protocol):

@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import bpfsys
+from sensor.kernel import bpfsys
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def bpf_dir() -> Path:
     installed data directory."""
     env = os.environ.get("SLUICE_BPF_DIR")
     candidates = [Path(env)] if env else []
-    candidates += [Path(__file__).resolve().parent.parent / "bpf", Path(sys.prefix) / "share" / "sluice" / "bpf"]
+    candidates += [Path(__file__).resolve().parents[2] / "bpf", Path(sys.prefix) / "share" / "sluice" / "bpf"]
     for c in candidates:
         if (c / "sluice_events.h").is_file():
             return c

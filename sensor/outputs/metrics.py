@@ -12,7 +12,7 @@ from prometheus_client import start_http_server
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
-from . import __version__
+from sensor import __version__
 
 
 def _one(family: type, name: str, help_: str, value: float) -> Any:

@@ -12,10 +12,10 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import bpfsys
-from .cgroups import cgroup_mode, find_cgroup2_mount
-from .errors import SluiceError
-from .hooks import BpfUnit
+from sensor.kernel import bpfsys
+from sensor.attribution.cgroups import cgroup_mode, find_cgroup2_mount
+from sensor.errors import SluiceError
+from sensor.kernel.hooks import BpfUnit
 
 TRACEFS_CANDIDATES = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from .attribution import Attribution, ContainerInfo
+from sensor.attribution.containers import Attribution, ContainerInfo
 
 HOST = "host"
 LABEL = "io.sluice.workload"

@@ -17,9 +17,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .cgroups import CgroupResolver
-from .docker_api import DockerClient, DockerError, NotFound
-from .oci import BundleError, read_metadata
+from sensor.attribution.cgroups import CgroupResolver
+from sensor.attribution.docker_api import DockerClient, DockerError, NotFound
+from sensor.attribution.oci import BundleError, read_metadata
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 # Container cgroups named by their runtime (systemd cgroup driver).

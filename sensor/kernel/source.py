@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Protocol
 
-from .counters import FlowCounters
+from sensor.telemetry.counters import FlowCounters
 
 RecordSink = Callable[[bytes], None]
 

@@ -12,7 +12,7 @@ import struct
 import threading
 from typing import Any, Callable
 
-from . import wire
+from sensor.daemon import wire
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -36,7 +36,7 @@ class ControlServer:
                 os.unlink(self.path)  # stale socket of a sensor that died
             else:
                 probe.close()
-                from .errors import SluiceError
+                from sensor.errors import SluiceError
                 raise SluiceError(f"another sensor is serving {self.path}",
                                   hint="stop it first, or set sensor.control_socket to another path")
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import SluiceError
-from .lab import VAULT_IP, DockerCLI, Lab, SinkNet, build_image, run
-from .scenarios import LAB_CONFIG, STAGE2, TAGS, Ctx, Scenario, learn_phase
+from sensor.errors import SluiceError
+from emulation.lab import VAULT_IP, DockerCLI, Lab, SinkNet, build_image, run
+from emulation.scenarios import LAB_CONFIG, STAGE2, TAGS, Ctx, Scenario, learn_phase
 
 SLUICE = str(Path(sys.executable).parent / "sluice")
 

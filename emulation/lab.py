@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ..errors import SluiceError
+from sensor.errors import SluiceError
 
 # Sink addresses in distinct /24s: baselines generalise destinations to
 # their /24 (detection.destination_prefix_v4).

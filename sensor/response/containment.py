@@ -21,7 +21,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .source import EventSource
+from sensor.kernel.source import EventSource
 
 STATE_VERSION = 1
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Any
 
-from . import __version__
-from .attribution import Attribution, ContainerInfo
+from sensor import __version__
+from sensor.attribution.containers import Attribution, ContainerInfo
 
 ECS_VERSION = "9.4.0"
 

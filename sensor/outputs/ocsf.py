@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Any
 
-from . import __version__
+from sensor import __version__
 
 OCSF_VERSION = "1.7.0"
 PROTOCOL_NUM = {"tcp": 6, "udp": 17, "icmp": 1, "ipv6-icmp": 58}

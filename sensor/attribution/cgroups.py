@@ -14,7 +14,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from .errors import SluiceError
+from sensor.errors import SluiceError
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Any, Iterable
 
 import msgpack
 
-from .errors import SluiceError
+from sensor.errors import SluiceError
 
 FORMAT = "sluice-baseline"
 VERSION = 1

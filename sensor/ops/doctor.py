@@ -9,8 +9,8 @@ import socket
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .config import Config
-from .errors import SluiceError
+from sensor.config import Config
+from sensor.errors import SluiceError
 
 OK, DEGRADED, FAIL = "ok", "degraded", "fail"
 
@@ -55,8 +55,8 @@ def _docker_ping(path: str, timeout: float) -> str | None:
 
 
 def run_checks(cfg: Config, load_programs: bool = True) -> list[Check]:
-    from .hooks import EXEC_ARGS_UNIT, UNITS
-    from .probe import probe
+    from sensor.kernel.hooks import EXEC_ARGS_UNIT, UNITS
+    from sensor.kernel.probe import probe
 
     checks: list[Check] = []
     add = checks.append
@@ -119,7 +119,7 @@ def run_checks(cfg: Config, load_programs: bool = True) -> list[Check]:
             add(Check(name, DEGRADED, f"{path} present, but no directory of runtime.oci_bundles exists: its "
                       "containers are attributed by id only",
                       "point runtime.oci_bundles at the runtime's bundle directories (state dir, usually /run)"))
-    from .fim import FimUnavailable, FimWatcher
+    from sensor.ops.fim import FimUnavailable, FimWatcher
     w = FimWatcher(list(cfg.rules["SL-FIM-001"]["paths"]), root=cfg.rules["SL-FIM-001"]["host_root"])
     try:
         w.start()
@@ -133,7 +133,7 @@ def run_checks(cfg: Config, load_programs: bool = True) -> list[Check]:
 
 
 def _load_check(cfg: Config, rep: Any) -> list[Check]:
-    from .loader import BccSource
+    from sensor.kernel.loader import BccSource
     src = BccSource(cfg.kernel, rep)
     try:
         status = src.start(lambda _r: None)
