@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SLUICE, Sensor  # noqa: E402
+from common import SLUICE, Sensor
+
 GETPPID_C = r"""
 #include <stdio.h>
 #include <time.h>
@@ -43,11 +44,12 @@ int main(void) {
 class BpfTrace:
     PROG = "tracepoint:net:net_dev_queue { @[cgroup] = sum(args->len); }"
 
-    def __enter__(self) -> "BpfTrace":
-        self.proc = subprocess.Popen(["bpftrace", "-e", self.PROG], stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, text=True)
+    def __enter__(self) -> BpfTrace:
+        self.proc = subprocess.Popen(
+            ["bpftrace", "-e", self.PROG], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:   # "Attaching 1 probe..."
+        for line in self.proc.stdout:  # "Attaching 1 probe..."
             if line.startswith("Attaching"):
                 break
         time.sleep(0.5)
@@ -57,7 +59,7 @@ class BpfTrace:
         self.proc.send_signal(signal.SIGINT)
         try:
             self.proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:   # it has been seen to hang at exit on a loaded machine
+        except subprocess.TimeoutExpired:  # it has been seen to hang at exit on a loaded machine
             self.proc.kill()
             self.proc.communicate()
 
@@ -70,8 +72,12 @@ def build_getppid(out: Path) -> str:
 
 
 def iperf(port: int, seconds: float) -> float:
-    r = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-l", "16K", "-J"],
-                       capture_output=True, text=True, check=True)
+    r = subprocess.run(
+        ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-l", "16K", "-J"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
 
 
@@ -88,12 +94,14 @@ def main() -> int:
     port = 5201 + os.getpid() % 1000
     server = subprocess.Popen(["iperf3", "-s", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)
-    res: dict[str, list[float]] = {k: [] for k in ("gbps_off", "gbps_on", "gbps_bpftrace", "gbps_contained",
-                                                    "ns_off", "ns_on", "ns_args", "ready_s")}
+    res: dict[str, list[float]] = {
+        k: []
+        for k in ("gbps_off", "gbps_on", "gbps_bpftrace", "gbps_contained", "ns_off", "ns_on", "ns_args", "ready_s")
+    }
     try:
         for i in range(args.rounds):
             # alternate the order so drift does not favour one side
-            for on in ((False, True) if i % 2 == 0 else (True, False)):
+            for on in (False, True) if i % 2 == 0 else (True, False):
                 if on:
                     with Sensor(work) as s:
                         res["ready_s"].append(s.ready_s)
@@ -111,13 +119,17 @@ def main() -> int:
             # (never contacted) makes every packet take the containment path's
             # three map lookups (isolated? blocked for its cgroup? node-wide?)
             with Sensor(work) as s:
-                subprocess.run([SLUICE, "block", "192.0.2.1", "--reason", "bench", "-c", str(s.cfg)],
-                               check=True, capture_output=True)
+                subprocess.run(
+                    [SLUICE, "block", "192.0.2.1", "--reason", "bench", "-c", str(s.cfg)],
+                    check=True,
+                    capture_output=True,
+                )
                 res["gbps_contained"].append(iperf(port, args.seconds))
                 # entries persist across sensor restarts: lift it, or the next
                 # rounds' sensors would start with containment active
-                subprocess.run([SLUICE, "release", "--destination", "192.0.2.1", "-c", str(s.cfg)],
-                               check=True, capture_output=True)
+                subprocess.run(
+                    [SLUICE, "release", "--destination", "192.0.2.1", "-c", str(s.cfg)], check=True, capture_output=True
+                )
             # the documented opt-in: argv at sys_enter_execve (a syscall tracepoint)
             with Sensor(work, '[kernel]\nexec_args = "tracepoint"\n'):
                 res["ns_args"].append(float(subprocess.run([getppid], capture_output=True, text=True).stdout))

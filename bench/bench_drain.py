@@ -29,15 +29,16 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "unit"))
-from common import HERE, Sensor, build_c  # noqa: E402
+from common import HERE, Sensor, build_c
 
 
 def replay_rates() -> dict[str, float]:
     from _records import connect_rec, exec_rec, sample_rec
 
-    from sensor.attribution.containers import Attributor
     from sensor.attribution.cgroups import CgroupResolver
+    from sensor.attribution.containers import Attributor
     from sensor.telemetry.pipeline import Pipeline, monotonic_to_wall_factory
+
     d = Path(tempfile.mkdtemp())
     (d / "docker" / ("a" * 64)).mkdir(parents=True)
     r = CgroupResolver(str(d))
@@ -84,10 +85,17 @@ def sustained(work: Path, gen: str, kind: str, rate: int, seconds: float, procs:
     dropped = c1[f"dropped_{ev}"] - c0[f"dropped_{ev}"]
     handled = c1[ev] - c0[ev]
     cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
-    return {"generated": done, "achieved_rate": round(done / seconds), "kernel_submitted": submitted,
-            "kernel_dropped": dropped, "handled": handled, "lost": submitted - handled,
-            "sensor_cpu_seconds": round(cpu, 2), "sensor_cpu_share": round(cpu / seconds, 3),
-            "events_per_sensor_cpu_second": round(handled / cpu) if cpu else None}
+    return {
+        "generated": done,
+        "achieved_rate": round(done / seconds),
+        "kernel_submitted": submitted,
+        "kernel_dropped": dropped,
+        "handled": handled,
+        "lost": submitted - handled,
+        "sensor_cpu_seconds": round(cpu, 2),
+        "sensor_cpu_share": round(cpu / seconds, 3),
+        "events_per_sensor_cpu_second": round(handled / cpu) if cpu else None,
+    }
 
 
 def overload(work: Path, gen: str, seconds: float) -> dict[str, object]:
@@ -105,13 +113,17 @@ def overload(work: Path, gen: str, seconds: float) -> dict[str, object]:
         health_reports = s.status()["drops"]["total"]
     sub = c1["submitted_connect"] - c0["submitted_connect"]
     drop = c1["dropped_connect"] - c0["dropped_connect"]
-    return {"generated": done, "kernel_submitted": sub, "kernel_dropped": drop,
-            "hook_runs_minus_generated": sub + drop - done,
-            "handled": c1["connect"] - c0["connect"],
-            "after_flood_generated": int(g2.stdout.split()[0]),
-            "after_flood_handled": c2["connect"] - c1["connect"],
-            "after_flood_dropped": c2["dropped_connect"] - c1["dropped_connect"],
-            "drops_reported_in_status": health_reports}
+    return {
+        "generated": done,
+        "kernel_submitted": sub,
+        "kernel_dropped": drop,
+        "hook_runs_minus_generated": sub + drop - done,
+        "handled": c1["connect"] - c0["connect"],
+        "after_flood_generated": int(g2.stdout.split()[0]),
+        "after_flood_handled": c2["connect"] - c1["connect"],
+        "after_flood_dropped": c2["dropped_connect"] - c1["dropped_connect"],
+        "drops_reported_in_status": health_reports,
+    }
 
 
 def main() -> int:

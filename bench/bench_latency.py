@@ -21,11 +21,11 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Sensor  # noqa: E402
+from common import Sensor
 
 
 def stream_once() -> None:
@@ -84,14 +84,24 @@ def main() -> int:
     for now, d in arrivals:
         if d["rule"]["id"] != "SL-EXF-002":
             continue
-        end = datetime.strptime(d["@timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+        end = datetime.strptime(d["@timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
         lat.append(now - end)
     lat.sort()
     p95 = lat[max(0, int(round(0.95 * len(lat))) - 1)] if lat else None
-    print(json.dumps({"window_seconds": a.window, "alerts": len(lat),
-                      "latency_after_window_s": {"median": round(statistics.median(lat), 3) if lat else None,
-                                                 "p95": round(p95, 3) if p95 is not None else None,
-                                                 "max": round(lat[-1], 3) if lat else None}}, indent=2))
+    print(
+        json.dumps(
+            {
+                "window_seconds": a.window,
+                "alerts": len(lat),
+                "latency_after_window_s": {
+                    "median": round(statistics.median(lat), 3) if lat else None,
+                    "p95": round(p95, 3) if p95 is not None else None,
+                    "max": round(lat[-1], 3) if lat else None,
+                },
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

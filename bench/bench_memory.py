@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import HERE, Sensor, build_c  # noqa: E402
+from common import HERE, Sensor, build_c
 
-from sensor.attribution.cgroups import find_cgroup2_mount  # noqa: E402
+from sensor.attribution.cgroups import find_cgroup2_mount
 
 
 def rss_mb(s: Sensor) -> float:
@@ -38,11 +38,12 @@ def main() -> int:
     holder = build_c(HERE / "holder.c", work / "holder")
     base = find_cgroup2_mount()
     out: dict[str, object] = {}
-    with Sensor(work, 'window_seconds = 1.0\n' + f'[runtime]\ndocker_socket = "{work}/no-docker.sock"\n') as s:
+    with Sensor(work, "window_seconds = 1.0\n" + f'[runtime]\ndocker_socket = "{work}/no-docker.sock"\n') as s:
         time.sleep(2)
         out["idle_rss_mb"] = rss_mb(s)
-        h = subprocess.Popen([holder, "hold", base, "1000", "0"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             text=True)
+        h = subprocess.Popen(
+            [holder, "hold", base, "1000", "0"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         assert h.stdout is not None and h.stdout.readline().strip() == "ready"
         deadline = time.monotonic() + 60
         while s.status()["containers_tracked"] < 1000 and time.monotonic() < deadline:
@@ -55,8 +56,7 @@ def main() -> int:
         time.sleep(2)
         samples = []
         for batch in range(4):
-            subprocess.run([holder, "churn", base, "500", str(10_000 + batch * 500)], check=True,
-                           capture_output=True)
+            subprocess.run([holder, "churn", base, "500", str(10_000 + batch * 500)], check=True, capture_output=True)
             time.sleep(2)
             samples.append(rss_mb(s))
         out["rss_mb_after_each_500_cycles"] = samples

@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from sensor.attribution.cgroups import find_cgroup2_mount  # noqa: E402
-from sensor.attribution.docker_api import DockerClient  # noqa: E402
-from emulation.lab import DockerCLI, PrivateEngine, build_image  # noqa: E402
+from emulation.lab import DockerCLI, PrivateEngine, build_image
+from sensor.attribution.cgroups import find_cgroup2_mount
+from sensor.attribution.docker_api import DockerClient
 
 IMAGE = "sluice-bench/busybox:latest"
 
@@ -37,7 +37,9 @@ def _container_dirs(base: Path) -> set[str]:
     found = set()
     for parent in (base / "docker", base / "system.slice"):
         if parent.is_dir():
-            found |= {p.name for p in parent.iterdir() if len(p.name.removeprefix("docker-").removesuffix(".scope")) == 64}
+            found |= {
+                p.name for p in parent.iterdir() if len(p.name.removeprefix("docker-").removesuffix(".scope")) == 64
+            }
     return found
 
 
@@ -63,15 +65,18 @@ def main() -> int:
         build_image(DockerCLI(sock), work, tags=[IMAGE])
         for i in range(a.n):
             before = _container_dirs(base)
-            p = subprocess.Popen([*docker, "run", "-d", "--rm", "--network", "none", IMAGE, "sleep", "0.2"],
-                                 stdout=subprocess.DEVNULL)
+            p = subprocess.Popen(
+                [*docker, "run", "-d", "--rm", "--network", "none", IMAGE, "sleep", "0.2"], stdout=subprocess.DEVNULL
+            )
             deadline = time.monotonic() + 30
             new: list[str] = []
             while not new and time.monotonic() < deadline:
                 new = sorted(_container_dirs(base) - before)
                 time.sleep(0.002)
             if not new:
-                sys.exit("bench_metadata: no container cgroup appeared (is the engine's cgroup under the cgroup2 mount?)")
+                sys.exit(
+                    "bench_metadata: no container cgroup appeared (is the engine's cgroup under the cgroup2 mount?)"
+                )
             cid = new[0].removeprefix("docker-").removesuffix(".scope")
             order = ("inspect", "list") if i % 2 == 0 else ("list", "inspect")
             for name in order:
@@ -85,9 +90,13 @@ def main() -> int:
         if engine is not None:
             engine.stop()
         shutil.rmtree(work, ignore_errors=True)
-    out = {name: {"median_ms": round(statistics.median(v) * 1000, 1), "max_ms": round(max(v) * 1000, 1)}
-           for name, v in times.items()}
-    out["ratio_median_inspect_over_list"] = round(statistics.median(times["inspect"]) / statistics.median(times["list"]), 1)
+    out = {
+        name: {"median_ms": round(statistics.median(v) * 1000, 1), "max_ms": round(max(v) * 1000, 1)}
+        for name, v in times.items()
+    }
+    out["ratio_median_inspect_over_list"] = round(
+        statistics.median(times["inspect"]) / statistics.median(times["list"]), 1
+    )
     out["n"] = a.n
     print(json.dumps(out))
     return 0

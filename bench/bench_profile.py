@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import HERE, Sensor, build_c  # noqa: E402
+from common import HERE, Sensor, build_c
 
 
 def main() -> int:
@@ -35,9 +35,25 @@ def main() -> int:
     raw = work / "stacks.txt"
     with Sensor(work) as s:
         assert s.proc is not None
-        rec = subprocess.Popen([spy, "record", "--pid", str(s.proc.pid), "--duration", str(int(a.seconds)),
-                                "--format", "raw", "--output", str(raw), "--rate", "200", "--nonblocking"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        rec = subprocess.Popen(
+            [
+                spy,
+                "record",
+                "--pid",
+                str(s.proc.pid),
+                "--duration",
+                str(int(a.seconds)),
+                "--format",
+                "raw",
+                "--output",
+                str(raw),
+                "--rate",
+                "200",
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(1)
         subprocess.run([gen, "connect", "20000", str(a.seconds - 2), "9"], capture_output=True)
         rec.wait(a.seconds + 30)

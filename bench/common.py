@@ -19,15 +19,19 @@ class Sensor:
         self.work = work
         self.proc: subprocess.Popen[bytes] | None = None
         self.cfg = work / f"bench-{abs(hash(extra)) % 10**8}.toml"
-        self.cfg.write_text(f"[sensor]\ncontrol_socket = \"{work}/ctl.sock\"\n"
-                            f"containment_state = \"{work}/containment.json\"\n" + extra)
+        self.cfg.write_text(
+            f'[sensor]\ncontrol_socket = "{work}/ctl.sock"\ncontainment_state = "{work}/containment.json"\n' + extra
+        )
         self.args = args
         self.out = work / "out.jsonl"
 
-    def __enter__(self) -> "Sensor":
+    def __enter__(self) -> Sensor:
         t0 = time.monotonic()
-        self.proc = subprocess.Popen([SLUICE, "run", "-c", str(self.cfg), "-o", str(self.out), *self.args],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [SLUICE, "run", "-c", str(self.cfg), "-o", str(self.out), *self.args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         while subprocess.run([SLUICE, "status", "-c", str(self.cfg)], capture_output=True).returncode != 0:
             if self.proc.poll() is not None:
                 raise RuntimeError("sensor exited")

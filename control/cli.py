@@ -6,19 +6,20 @@ import json
 import os
 import sys
 import time
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
 from sensor import __version__
-from sensor.detect.baseline import DEFAULT_PATH as DEFAULT_BASELINE
 from sensor.config import default_config, load_config
+from sensor.detect.baseline import DEFAULT_PATH as DEFAULT_BASELINE
 from sensor.errors import SluiceError
 
 from .client import request
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Sluice: an eBPF sensor for data leaving containers.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Sluice: an eBPF sensor for data leaving containers."
+)
 
 
 def _fail(e: SluiceError) -> None:
@@ -26,7 +27,7 @@ def _fail(e: SluiceError) -> None:
     raise typer.Exit(e.exit_code)
 
 
-def _socket(config: Optional[str]) -> str:
+def _socket(config: str | None) -> str:
     try:
         return (load_config(config) if config else default_config()).sensor.control_socket
     except SluiceError as e:
@@ -37,16 +38,27 @@ def _socket(config: Optional[str]) -> str:
 ConfigOpt = typer.Option(None, "--config", "-c", help="TOML config file (defaults are embedded).")
 
 
-OutputOpt = typer.Option(None, "--output", "-o", help="Append JSON lines to this file (reopened on SIGHUP); default stdout.")
-EventsOpt = typer.Option(False, "--events", help="Emit telemetry (exec, connect, flow and container summaries, container start/stop), not only alerts and health.")
+OutputOpt = typer.Option(
+    None, "--output", "-o", help="Append JSON lines to this file (reopened on SIGHUP); default stdout."
+)
+EventsOpt = typer.Option(
+    False,
+    "--events",
+    help="Emit telemetry (exec, connect, flow and container summaries, container start/stop), not only alerts and health.",
+)
 
 
 FormatOpt = typer.Option(None, "--format", help="ecs (default) or ocsf.")
 MetricsOpt = typer.Option(None, "--metrics", help="Serve Prometheus metrics on host:port, e.g. 0.0.0.0:9464.")
 
 
-def _run_config(config: Optional[str], output: Optional[str], events: bool,  # type: ignore[no-untyped-def]
-                fmt: Optional[str] = None, metrics: Optional[str] = None):
+def _run_config(
+    config: str | None,
+    output: str | None,
+    events: bool,  # type: ignore[no-untyped-def]
+    fmt: str | None = None,
+    metrics: str | None = None,
+):
     cfg = load_config(config)
     if output is not None:
         cfg = cfg.replace("output", path=output)
@@ -66,17 +78,21 @@ def _run_config(config: Optional[str], output: Optional[str], events: bool,  # t
 
 @app.command()
 def run(
-    config: Optional[str] = ConfigOpt,
-    output: Optional[str] = OutputOpt,
+    config: str | None = ConfigOpt,
+    output: str | None = OutputOpt,
     events: bool = EventsOpt,
-    fmt: Optional[str] = FormatOpt,
-    metrics: Optional[str] = MetricsOpt,
-    baseline: Optional[str] = typer.Option(
-        None, "--baseline", "-b",
-        help=f"Detect against this baseline (default: {DEFAULT_BASELINE} when it exists; without one every workload is new)."),
+    fmt: str | None = FormatOpt,
+    metrics: str | None = MetricsOpt,
+    baseline: str | None = typer.Option(
+        None,
+        "--baseline",
+        "-b",
+        help=f"Detect against this baseline (default: {DEFAULT_BASELINE} when it exists; without one every workload is new).",
+    ),
 ) -> None:
     """Run the sensor in the foreground until SIGINT or SIGTERM."""
     from sensor.daemon.runner import Sensor
+
     try:
         cfg = _run_config(config, output, events, fmt, metrics)
         if baseline is None and os.path.exists(DEFAULT_BASELINE):
@@ -97,10 +113,12 @@ BaselineOpt = typer.Option(DEFAULT_BASELINE, "--baseline", "-b", help="Baseline 
 def baseline_learn(
     duration: float = typer.Option(..., "--duration", "-d", min=1, help="Seconds to learn for."),
     baseline: str = BaselineOpt,
-    config: Optional[str] = ConfigOpt,
-    output: Optional[str] = OutputOpt,
+    config: str | None = ConfigOpt,
+    output: str | None = OutputOpt,
     events: bool = EventsOpt,
-    replace: bool = typer.Option(False, "--replace", help="Start from an empty baseline instead of adding to the file."),
+    replace: bool = typer.Option(
+        False, "--replace", help="Start from an empty baseline instead of adding to the file."
+    ),
 ) -> None:
     """Run the sensor in learning mode for DURATION seconds, then write the baseline.
 
@@ -108,6 +126,7 @@ def baseline_learn(
     status` shows the sensor as ready while it learns, as for `run`.
     """
     from sensor.daemon.runner import Sensor
+
     try:
         cfg = _run_config(config, output, events)
         s = Sensor(cfg, baseline_path=baseline, learn_seconds=duration, replace_baseline=replace)
@@ -116,13 +135,17 @@ def baseline_learn(
         _fail(e)
         return
     assert s.baseline is not None
-    typer.echo(f"sluice: learned {s.learner.windows if s.learner else 0} windows; baseline {baseline} "
-               f"has {len(s.baseline.workloads)} workloads", err=True)
+    typer.echo(
+        f"sluice: learned {s.learner.windows if s.learner else 0} windows; baseline {baseline} "
+        f"has {len(s.baseline.workloads)} workloads",
+        err=True,
+    )
     raise typer.Exit(code)
 
 
 def _load(path: str):  # type: ignore[no-untyped-def]
     from sensor.detect.baseline import load
+
     try:
         return load(path)
     except SluiceError as e:
@@ -138,11 +161,16 @@ def baseline_show(
     import fnmatch
 
     from sensor.detect.baseline import LogHist
+
     b = _load(baseline)
-    typer.echo(f"{baseline}: {len(b.workloads)} workloads, window {b.window_seconds:g}s, nodes: "
-               f"{', '.join(sorted(b.nodes)) or '-'}")
-    head = (f"{'WORKLOAD':<32} {'WINDOWS':>7} {'EGRESS p50':>11} {'p99':>11} {'ENCRYPTED p99':>13} "
-            f"{'DESTS':>5} {'EXECS':>5} {'PEERS':>5} {'LIFETIME p50':>12}  HOURS")
+    typer.echo(
+        f"{baseline}: {len(b.workloads)} workloads, window {b.window_seconds:g}s, nodes: "
+        f"{', '.join(sorted(b.nodes)) or '-'}"
+    )
+    head = (
+        f"{'WORKLOAD':<32} {'WINDOWS':>7} {'EGRESS p50':>11} {'p99':>11} {'ENCRYPTED p99':>13} "
+        f"{'DESTS':>5} {'EXECS':>5} {'PEERS':>5} {'LIFETIME p50':>12}  HOURS"
+    )
     typer.echo(head)
 
     def q(h: LogHist, x: float) -> str:
@@ -159,9 +187,11 @@ def baseline_show(
         w = b.workloads[name]
         hours = "".join("#" if n else "." for n in w.hours)
         life = f"{w.lifetimes.quantile(0.5):.1f}s" if w.lifetimes.n else "-"
-        typer.echo(f"{name[:32]:<32} {w.windows:>7} {q(w.egress_bytes, .5):>11} {q(w.egress_bytes, .99):>11} "
-                   f"{q(w.encrypted_bytes, .99):>13} {len(w.destinations):>5} {len(w.executables):>5} "
-                   f"{len(w.peers):>5} {life:>12}  {hours}")
+        typer.echo(
+            f"{name[:32]:<32} {w.windows:>7} {q(w.egress_bytes, 0.5):>11} {q(w.egress_bytes, 0.99):>11} "
+            f"{q(w.encrypted_bytes, 0.99):>13} {len(w.destinations):>5} {len(w.executables):>5} "
+            f"{len(w.peers):>5} {life:>12}  {hours}"
+        )
 
 
 @baseline_app.command("export")
@@ -177,12 +207,15 @@ def baseline_merge(
 ) -> None:
     """Merge several nodes' baselines into one (fleet learning)."""
     from sensor.detect.baseline import merge_all, save
+
     merged = merge_all(_load(p) for p in inputs)
     if os.path.exists(out) and out not in inputs:
         _load(out)  # refuse to overwrite a file that is not a readable baseline
     save(merged, out)
-    typer.echo(f"sluice: merged {len(inputs)} baselines into {out}: {len(merged.workloads)} workloads, "
-               f"nodes {', '.join(sorted(merged.nodes)) or '-'}")
+    typer.echo(
+        f"sluice: merged {len(inputs)} baselines into {out}: {len(merged.workloads)} workloads, "
+        f"nodes {', '.join(sorted(merged.nodes)) or '-'}"
+    )
 
 
 @baseline_app.command("reset")
@@ -192,6 +225,7 @@ def baseline_reset(
 ) -> None:
     """Forget one workload: it is learned anew."""
     from sensor.detect.baseline import save
+
     b = _load(baseline)
     if workload not in b.workloads:
         typer.echo(f"sluice: error: no workload {workload!r} in {baseline}", err=True)
@@ -202,9 +236,10 @@ def baseline_reset(
 
 
 @app.command()
-def rules(config: Optional[str] = ConfigOpt) -> None:
+def rules(config: str | None = ConfigOpt) -> None:
     """The detection rules: id, ATT&CK technique, severity, enabled."""
     from sensor.detect.catalog import RULES
+
     try:
         cfg = load_config(config)
     except SluiceError as e:
@@ -228,27 +263,40 @@ def _fmt_status(s: dict[str, Any]) -> str:
     for k, v in sorted(s.get("hooks", {}).items()):
         lines.append(f"  {k:<28} {v}")
     c = s.get("counters", {})
-    lines.append("counters: " + ", ".join(f"{k}={c[k]}" for k in ("events", "exec", "connect", "sample", "cgroup", "windows", "output_lines") if k in c))
+    lines.append(
+        "counters: "
+        + ", ".join(
+            f"{k}={c[k]}"
+            for k in ("events", "exec", "connect", "sample", "cgroup", "windows", "output_lines")
+            if k in c
+        )
+    )
     d = s.get("drops", {})
-    lines.append(f"drops: total={d.get('total', 0)} " + ", ".join(f"{k}={v}" for k, v in d.items() if v and k != "total"))
+    lines.append(
+        f"drops: total={d.get('total', 0)} " + ", ".join(f"{k}={v}" for k, v in d.items() if v and k != "total")
+    )
     rt = s.get("runtime", {})
     line = f"runtime: docker {rt.get('status')} ({rt.get('docker_socket')}); containers tracked: {s.get('containers_tracked')}"
     if rt.get("lookup_failures") or rt.get("containers_without_metadata"):
-        line += (f"; metadata lookups failed: {rt.get('lookup_failures', 0)} of {rt.get('lookups', 0)}, "
-                 f"containers known by id only: {rt.get('containers_without_metadata', 0)}")
+        line += (
+            f"; metadata lookups failed: {rt.get('lookup_failures', 0)} of {rt.get('lookups', 0)}, "
+            f"containers known by id only: {rt.get('containers_without_metadata', 0)}"
+        )
     lines.append(line)
     cont = s.get("containment", {})
     if cont.get("entries") or cont.get("problem"):
         n = len(cont.get("entries", []))
-        lines.append(f"containment: {n} entr{'y' if n == 1 else 'ies'}, "
-                     f"{sum(e.get('dropped', 0) for e in cont.get('entries', []))} packets dropped (`sluice containment`)"
-                     + (f"; {cont['problem']}" if cont.get("problem") else ""))
+        lines.append(
+            f"containment: {n} entr{'y' if n == 1 else 'ies'}, "
+            f"{sum(e.get('dropped', 0) for e in cont.get('entries', []))} packets dropped (`sluice containment`)"
+            + (f"; {cont['problem']}" if cont.get("problem") else "")
+        )
     return "\n".join(lines)
 
 
 @app.command()
 def status(
-    config: Optional[str] = ConfigOpt,
+    config: str | None = ConfigOpt,
     as_json: bool = typer.Option(False, "--json", help="Print the raw status object."),
 ) -> None:
     """Ask the running sensor for its state; exit 0 only if it is ready."""
@@ -262,7 +310,7 @@ def status(
         raise typer.Exit(1)
 
 
-def _ask(config: Optional[str], cmd: str, **args: Any) -> dict[str, Any]:
+def _ask(config: str | None, cmd: str, **args: Any) -> dict[str, Any]:
     try:
         return request(_socket(config), cmd, timeout=10.0, **args)
     except SluiceError as e:
@@ -274,7 +322,7 @@ def _ask(config: Optional[str], cmd: str, **args: Any) -> dict[str, Any]:
 def isolate(
     container: str = typer.Argument(..., help="Container id, id prefix or name."),
     reason: str = typer.Option("", "--reason", help="Why (kept with the entry and in the event)."),
-    config: Optional[str] = ConfigOpt,
+    config: str | None = ConfigOpt,
 ) -> None:
     """Contain a container: drop all its egress but loopback, in the kernel,
     until `sluice release`. Works for any runtime; kept across sensor restarts."""
@@ -284,9 +332,11 @@ def isolate(
 @app.command()
 def block(
     destination: str = typer.Argument(..., help="IP address to block (IPv4 or IPv6)."),
-    container: Optional[str] = typer.Option(None, "--container", help="Only for this container (default: every container and host process)."),
+    container: str | None = typer.Option(
+        None, "--container", help="Only for this container (default: every container and host process)."
+    ),
     reason: str = typer.Option("", "--reason", help="Why (kept with the entry and in the event)."),
-    config: Optional[str] = ConfigOpt,
+    config: str | None = ConfigOpt,
 ) -> None:
     """Drop egress to a destination, for one container or node-wide, until `sluice release`."""
     typer.echo(_ask(config, "block", destination=destination, container=container, reason=reason)["message"])
@@ -294,10 +344,11 @@ def block(
 
 @app.command()
 def release(
-    container: Optional[str] = typer.Argument(None, help="Container whose isolation (and blocks) to lift."),
-    destination: Optional[str] = typer.Option(None, "--destination", help="Lift the block of this address "
-                                               "(node-wide, or for CONTAINER when given)."),
-    config: Optional[str] = ConfigOpt,
+    container: str | None = typer.Argument(None, help="Container whose isolation (and blocks) to lift."),
+    destination: str | None = typer.Option(
+        None, "--destination", help="Lift the block of this address (node-wide, or for CONTAINER when given)."
+    ),
+    config: str | None = ConfigOpt,
 ) -> None:
     """Lift an isolation or a block."""
     if not container and not destination:
@@ -307,7 +358,7 @@ def release(
 
 @app.command()
 def containment(
-    config: Optional[str] = ConfigOpt,
+    config: str | None = ConfigOpt,
     as_json: bool = typer.Option(False, "--json", help="One JSON object per entry."),
 ) -> None:
     """What is isolated or blocked now, since when, and the packets dropped."""
@@ -336,15 +387,16 @@ def _fmt_rate(b: float) -> str:
 def render_top(s: dict[str, Any]) -> str:
     rows = s.get("top", [])
     head = f"{'CONTAINER':<13} {'NAME':<20} {'IMAGE':<22} {'EGRESS':>13} {'ENTROPY':>7} {'CONN':>5} {'EXEC':>5}  DESTINATIONS"
-    out = [f"sluice top  host {s.get('host')}  window {s.get('window_seconds')}s  "
-           f"(last completed window)", head]
+    out = [f"sluice top  host {s.get('host')}  window {s.get('window_seconds')}s  (last completed window)", head]
     for r in rows:
         ent = f"{r['entropy']:.2f}" if r.get("entropy") is not None else "-"
         dests = ", ".join(r.get("destinations", []))
         if r.get("n_destinations", 0) > len(r.get("destinations", [])):
             dests += f" (+{r['n_destinations'] - len(r['destinations'])})"
-        out.append(f"{r['container']:<13} {r['name'][:20]:<20} {r['image'][:22]:<22} {_fmt_rate(r['bytes_per_s']):>13} "
-                   f"{ent:>7} {r['connects']:>5} {r['execs']:>5}  {dests}")
+        out.append(
+            f"{r['container']:<13} {r['name'][:20]:<20} {r['image'][:22]:<22} {_fmt_rate(r['bytes_per_s']):>13} "
+            f"{ent:>7} {r['connects']:>5} {r['execs']:>5}  {dests}"
+        )
     if not rows:
         out.append("(no egress, connects or execs in the last window)")
     return "\n".join(out)
@@ -352,7 +404,7 @@ def render_top(s: dict[str, Any]) -> str:
 
 @app.command()
 def top(
-    config: Optional[str] = ConfigOpt,
+    config: str | None = ConfigOpt,
     interval: float = typer.Option(2.0, "--interval", "-n", help="Seconds between refreshes."),
     once: bool = typer.Option(False, "--once", help="Print one table and exit."),
 ) -> None:
@@ -381,6 +433,7 @@ app.add_typer(emulate_app, name="emulate")
 def emulate_list() -> None:
     """The scenarios, what they emulate and which rules must fire."""
     from emulation.scenarios import SCENARIOS
+
     typer.echo(f"{'SCENARIO':<26} {'ATT&CK':<10} {'MUST RAISE':<23} WHAT")
     for s in SCENARIOS:
         exp = ",".join(s.expect) or ("(blind spot)" if s.blind_spot else "(nothing)")
@@ -390,12 +443,16 @@ def emulate_list() -> None:
 @emulate_app.command("run")
 def emulate_run(
     scenario: str = typer.Argument(..., help="A scenario name (see `emulate list`), or all."),
-    config: Optional[str] = ConfigOpt,
+    config: str | None = ConfigOpt,
     as_json: bool = typer.Option(False, "--json", help="One JSON object per scenario on stdout."),
     attach: bool = typer.Option(False, "--attach", help="Score against the running sensor instead of a lab sensor."),
-    learn_seconds: float = typer.Option(20.0, "--learn-seconds", min=5, help="How long the lab sensor learns benign workloads."),
+    learn_seconds: float = typer.Option(
+        20.0, "--learn-seconds", min=5, help="How long the lab sensor learns benign workloads."
+    ),
     keep: bool = typer.Option(False, "--keep", help="Keep the lab's work directory (sensor outputs, sink log)."),
-    events: bool = typer.Option(False, "--events", help="The lab sensor also writes telemetry (with --keep, for debugging)."),
+    events: bool = typer.Option(
+        False, "--events", help="The lab sensor also writes telemetry (with --keep, for debugging)."
+    ),
 ) -> None:
     """Run scenarios in containers and network namespaces made (and removed)
     here, and print a scorecard. Nothing leaves the machine: the lab's
@@ -406,6 +463,7 @@ def emulate_run(
     from emulation.run import Emulation, as_json_lines, scorecard
     from emulation.scenarios import BY_NAME, SCENARIOS
     from sensor.kernel.probe import require_root
+
     try:
         require_root()
         cfg = load_config(config)
@@ -415,28 +473,35 @@ def emulate_run(
             chosen = [BY_NAME[scenario]]
         else:
             raise SluiceError(f"no scenario {scenario!r}", hint="see `sluice emulate list`")
-        emu = Emulation(cfg.runtime.docker_socket, chosen, learn_seconds=learn_seconds,
-                        attach_socket=cfg.sensor.control_socket if attach else None, keep=keep, events=events)
+        emu = Emulation(
+            cfg.runtime.docker_socket,
+            chosen,
+            learn_seconds=learn_seconds,
+            attach_socket=cfg.sensor.control_socket if attach else None,
+            keep=keep,
+            events=events,
+        )
         scores = emu.run()
     except SluiceError as e:
         _fail(e)
         return
     except KeyboardInterrupt:
         typer.echo("sluice: interrupted; the lab was cleaned up", err=True)
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     typer.echo(as_json_lines(scores) if as_json else scorecard(scores))
     raise typer.Exit(0 if all(s.passed for s in scores) else 1)
 
 
 @app.command()
 def doctor(
-    config: Optional[str] = ConfigOpt,
+    config: str | None = ConfigOpt,
     as_json: bool = typer.Option(False, "--json", help="One JSON object per check."),
     no_load: bool = typer.Option(False, "--no-load", help="Do not load the BPF programs (faster, less certain)."),
 ) -> None:
     """Preflight: kernel, BTF, build tree, tracefs, cgroups, every hook, runtime
     sockets. Exits non-zero when the sensor cannot run here."""
     from sensor.ops.doctor import FAIL, as_dicts, render, run_checks, verdict
+
     try:
         checks = run_checks(load_config(config), load_programs=not no_load)
     except SluiceError as e:

@@ -15,13 +15,16 @@ def request(path: str, cmd: str, timeout: float = 3.0, **args: Any) -> dict[str,
     try:
         s.connect(path)
     except FileNotFoundError:
-        raise SluiceError(f"no sensor is running (no control socket at {path})",
-                          hint="start one with `sudo sluice run` (or `sudo make run`)") from None
+        raise SluiceError(
+            f"no sensor is running (no control socket at {path})",
+            hint="start one with `sudo sluice run` (or `sudo make run`)",
+        ) from None
     except PermissionError:
         raise SluiceError(f"permission denied on {path}", hint="the control socket is root only: use sudo") from None
     except OSError as e:
-        raise SluiceError(f"cannot reach the sensor at {path}: {e.strerror}",
-                          hint="the sensor may have died; check its output") from None
+        raise SluiceError(
+            f"cannot reach the sensor at {path}: {e.strerror}", hint="the sensor may have died; check its output"
+        ) from None
     try:
         wire.send(s, {"cmd": cmd, **args})
         resp = wire.recv(s)

@@ -21,9 +21,9 @@ from sensor.errors import SluiceError
 
 # Sink addresses in distinct /24s: baselines generalise destinations to
 # their /24 (detection.destination_prefix_v4).
-SINK_IP = "198.18.0.1"       # the "internet" host
-SECOND_IP = "198.18.64.1"    # a second destination (stage two, beacons)
-VAULT_IP = "198.18.128.1"    # the allowed backup destination
+SINK_IP = "198.18.0.1"  # the "internet" host
+SECOND_IP = "198.18.64.1"  # a second destination (stage two, beacons)
+VAULT_IP = "198.18.128.1"  # the allowed backup destination
 BRIDGE_MAC = "02:51:1c:e0:00:01"  # locally administered
 SINK_SCRIPT = str(Path(__file__).with_name("sink.py"))
 BASE_IMAGE = "sluice-emu/base:latest"
@@ -33,8 +33,9 @@ HTTP_PORTS = (80, 8080)
 TLS_PORTS = (443, 8443)
 
 
-def run(*cmd: str, check: bool = True, env: dict[str, str] | None = None, timeout: float = 120,
-        input: str | None = None) -> str:
+def run(
+    *cmd: str, check: bool = True, env: dict[str, str] | None = None, timeout: float = 120, input: str | None = None
+) -> str:
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, input=input)
     except FileNotFoundError:
@@ -74,10 +75,20 @@ class PrivateEngine:
         self.base.mkdir(parents=True, exist_ok=True)
         log = open(self.base / "dockerd.log", "ab")
         self.proc = subprocess.Popen(
-            ["dockerd", "--iptables=false", "--bridge=none", "--ip-masq=false",
-             f"--data-root={self.base / 'root'}", f"--exec-root={self.base / 'exec'}",
-             f"--pidfile={self.base / 'dockerd.pid'}", "-H", f"unix://{self.sock}"],
-            stdout=log, stderr=log, start_new_session=True,
+            [
+                "dockerd",
+                "--iptables=false",
+                "--bridge=none",
+                "--ip-masq=false",
+                f"--data-root={self.base / 'root'}",
+                f"--exec-root={self.base / 'exec'}",
+                f"--pidfile={self.base / 'dockerd.pid'}",
+                "-H",
+                f"unix://{self.sock}",
+            ],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -133,8 +144,9 @@ def build_image(docker: DockerCLI, workdir: Path, tags: list[str] | None = None)
                 shutil.copy2(os.path.realpath(lib), dst)
     (root / "etc/passwd").write_text("root:x:0:0:root:/:/bin/sh\n")
     text = Path("/usr/share/common-licenses/GPL-3")
-    (root / "data/text.txt").write_bytes(text.read_bytes() if text.exists()
-                                         else b"The quick brown fox jumps over the lazy dog. " * 800)
+    (root / "data/text.txt").write_bytes(
+        text.read_bytes() if text.exists() else b"The quick brown fox jumps over the lazy dog. " * 800
+    )
     tar = workdir / "rootfs.tar"
     with tarfile.open(tar, "w") as t:
         t.add(root, arcname=".")
@@ -156,8 +168,22 @@ class SinkNet:
 
     def start(self) -> None:
         w = self.workdir
-        run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=sink.lab", "-days", "2",
-            "-keyout", str(w / "sink.key"), "-out", str(w / "sink.crt"))
+        run(
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=sink.lab",
+            "-days",
+            "2",
+            "-keyout",
+            str(w / "sink.key"),
+            "-out",
+            str(w / "sink.crt"),
+        )
         (w / "stage2").write_bytes(self.stage2)
         run("ip", "netns", "add", self.ns)
         run("ip", "-n", self.ns, "link", "set", "lo", "up")
@@ -170,11 +196,29 @@ class SinkNet:
             run("ip", "-n", self.ns, "addr", "add", f"{ip}/16", "dev", "br0")
         run("ip", "-n", self.ns, "link", "set", "br0", "up")
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns, sys.executable, SINK_SCRIPT, str(self.state),
-             "--tcp", ",".join(map(str, TCP_PORTS)), "--http", ",".join(map(str, HTTP_PORTS)),
-             "--tls", ",".join(map(str, TLS_PORTS)), "--cert", str(w / "sink.crt"), "--key", str(w / "sink.key"),
-             "--stage2", str(w / "stage2")],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.ns,
+                sys.executable,
+                SINK_SCRIPT,
+                str(self.state),
+                "--tcp",
+                ",".join(map(str, TCP_PORTS)),
+                "--http",
+                ",".join(map(str, HTTP_PORTS)),
+                "--tls",
+                ",".join(map(str, TLS_PORTS)),
+                "--cert",
+                str(w / "sink.crt"),
+                "--key",
+                str(w / "sink.key"),
+                "--stage2",
+                str(w / "stage2"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -184,7 +228,7 @@ class SinkNet:
     def attach(self, pid: int) -> str:
         """Give the network namespace of `pid` an eth0 on the sink bridge."""
         n = next(self._hosts)
-        ip = f"198.18.{n // 250 + 1}.{n % 250 + 2}"   # 198.18.1.x-198.18.63.x: clients
+        ip = f"198.18.{n // 250 + 1}.{n % 250 + 2}"  # 198.18.1.x-198.18.63.x: clients
         tag = uuid.uuid4().hex[:6]
         host_end, cont_end = f"slh{tag}", f"slc{tag}"
         run("ip", "link", "add", host_end, "type", "veth", "peer", "name", cont_end)
@@ -228,8 +272,16 @@ class Lab:
         self.net = net
         self.run_id = run_id
 
-    def start(self, image: str, script: str, *, network: bool = True, rm: bool = False,
-              volumes: tuple[str, ...] = (), name: str | None = None) -> tuple[str, str | None]:
+    def start(
+        self,
+        image: str,
+        script: str,
+        *,
+        network: bool = True,
+        rm: bool = False,
+        volumes: tuple[str, ...] = (),
+        name: str | None = None,
+    ) -> tuple[str, str | None]:
         """Start `script` (busybox sh) in a new container; it begins only once
         the network is attached. Returns (container id, its ip)."""
         gate = "until [ -e /tmp/.go ]; do usleep 20000; done; " if network else ""
@@ -254,7 +306,9 @@ class Lab:
         except subprocess.TimeoutExpired:
             logs = self.docker("logs", "--tail", "5", cid, check=False)
             self.docker("rm", "-f", cid, check=False)
-            raise SluiceError(f"container {cid[:12]} did not finish in {timeout:.0f} s (removed); last output: {logs!r}")
+            raise SluiceError(
+                f"container {cid[:12]} did not finish in {timeout:.0f} s (removed); last output: {logs!r}"
+            ) from None
         try:
             return int(out)
         except ValueError:

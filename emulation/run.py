@@ -13,13 +13,14 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from sensor.errors import SluiceError
 from emulation.lab import VAULT_IP, DockerCLI, Lab, SinkNet, build_image, run
 from emulation.scenarios import LAB_CONFIG, STAGE2, TAGS, Ctx, Scenario, learn_phase
+from sensor.errors import SluiceError
 
 SLUICE = str(Path(sys.executable).parent / "sluice")
 
@@ -29,7 +30,7 @@ class Score:
     scenario: str
     attack: str
     expected: list[str]
-    result: str                      # detected | missed | silent | false-positive | blind-spot | detected-bonus | error
+    result: str  # detected | missed | silent | false-positive | blind-spot | detected-bonus | error
     passed: bool
     latency_seconds: float | None = None
     alert_ids: list[str] = field(default_factory=list)
@@ -49,6 +50,7 @@ class SensorHandle:
 
     def request(self, cmd: str, **kw: Any) -> dict[str, Any]:
         from control.client import request
+
         return request(self.ctl, cmd, **kw)
 
     def ready(self) -> bool:
@@ -71,8 +73,9 @@ class SensorHandle:
                 self.proc.kill()
 
 
-def _start_sensor(args: list[str], ctl: str, log: Path, started: list[SensorHandle],
-                  timeout: float = 60) -> SensorHandle:
+def _start_sensor(
+    args: list[str], ctl: str, log: Path, started: list[SensorHandle], timeout: float = 60
+) -> SensorHandle:
     """Start a lab sensor and wait until it is ready. The handle joins
     `started` at once, so an interrupt while it starts still stops it."""
     proc = subprocess.Popen([SLUICE, *args], stdout=open(log, "ab"), stderr=subprocess.STDOUT)
@@ -90,9 +93,17 @@ def _start_sensor(args: list[str], ctl: str, log: Path, started: list[SensorHand
 
 
 class Emulation:
-    def __init__(self, docker_socket: str, scenarios: list[Scenario], *, learn_seconds: float = 20.0,
-                 attach_socket: str | None = None, keep: bool = False, events: bool = False,
-                 progress: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> None:
+    def __init__(
+        self,
+        docker_socket: str,
+        scenarios: list[Scenario],
+        *,
+        learn_seconds: float = 20.0,
+        attach_socket: str | None = None,
+        keep: bool = False,
+        events: bool = False,
+        progress: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
+    ) -> None:
         self.docker = DockerCLI(docker_socket)
         self.docker_socket = docker_socket
         self.scenarios = scenarios
@@ -107,18 +118,26 @@ class Emulation:
 
     def _config(self) -> Path:
         p = self.work / "lab.toml"
-        p.write_text(LAB_CONFIG.format(ctl=self.work / "ctl.sock", docker=self.docker_socket, vault=VAULT_IP,
-                                       events="true" if self.events else "false"))
+        p.write_text(
+            LAB_CONFIG.format(
+                ctl=self.work / "ctl.sock",
+                docker=self.docker_socket,
+                vault=VAULT_IP,
+                events="true" if self.events else "false",
+            )
+        )
         return p
 
     def run(self) -> list[Score]:
         if not self.docker.reachable():
-            raise SluiceError(f"no Docker engine answers at {self.docker_socket}",
-                              hint="start dockerd, or set runtime.docker_socket in the config given with -c")
+            raise SluiceError(
+                f"no Docker engine answers at {self.docker_socket}",
+                hint="start dockerd, or set runtime.docker_socket in the config given with -c",
+            )
         net = SinkNet(self.work, STAGE2)
         lab = Lab(self.docker, net, self.run_id)
         sensor: SensorHandle | None = None
-        self._started: list[SensorHandle] = []   # every lab sensor, stopped by the cleanup
+        self._started: list[SensorHandle] = []  # every lab sensor, stopped by the cleanup
         old_term = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         try:
             self.progress(f"lab: building image, sink netns {net.ns} (198.18.0.0/16), run {self.run_id}")
@@ -130,8 +149,10 @@ class Emulation:
                     raise SluiceError(f"no ready sensor at {self.attach_socket}", hint="start `sluice run` first")
                 st = sensor.request("status")
                 self.window = float(st.get("window_seconds", 10.0))
-                self.progress(f"lab: scoring against the running sensor (pid {st.get('pid')}, window {self.window:g}s); "
-                              "benign scenarios are judged by its own baseline")
+                self.progress(
+                    f"lab: scoring against the running sensor (pid {st.get('pid')}, window {self.window:g}s); "
+                    "benign scenarios are judged by its own baseline"
+                )
             else:
                 sensor = self._learn_then_detect(lab)
             sensor.new_alerts()  # start from now
@@ -163,9 +184,23 @@ class Emulation:
         baseline = self.work / "lab-baseline.msgpack"
         ctl = str(self.work / "ctl.sock")
         self.progress(f"lab: learning benign workloads for {self.learn_seconds:.0f} s")
-        learner = _start_sensor(["baseline", "learn", "-c", str(cfg), "--duration", str(self.learn_seconds + 3),
-                                 "--baseline", str(baseline), "-o", str(self.work / "learn.jsonl")],
-                                ctl, self.work / "learn.log", self._started)
+        learner = _start_sensor(
+            [
+                "baseline",
+                "learn",
+                "-c",
+                str(cfg),
+                "--duration",
+                str(self.learn_seconds + 3),
+                "--baseline",
+                str(baseline),
+                "-o",
+                str(self.work / "learn.jsonl"),
+            ],
+            ctl,
+            self.work / "learn.log",
+            self._started,
+        )
         learn_phase(Ctx(lab, self.work), self.learn_seconds)
         assert learner.proc is not None
         learner.proc.wait(self.learn_seconds + 60)
@@ -173,8 +208,12 @@ class Emulation:
             raise SluiceError(f"learning failed: {(self.work / 'learn.log').read_text()[-800:]}")
         lab.cleanup()
         self.progress("lab: detecting against the learned baseline")
-        return _start_sensor(["run", "-c", str(cfg), "--baseline", str(baseline),
-                              "-o", str(self.work / "alerts.jsonl")], ctl, self.work / "sensor.log", self._started)
+        return _start_sensor(
+            ["run", "-c", str(cfg), "--baseline", str(baseline), "-o", str(self.work / "alerts.jsonl")],
+            ctl,
+            self.work / "sensor.log",
+            self._started,
+        )
 
     def _score(self, sc: Scenario, lab: Lab, sensor: SensorHandle) -> Score:
         ctx = Ctx(lab, self.work)
@@ -194,9 +233,17 @@ class Emulation:
                 break
             time.sleep(0.2)
         fired = sorted({a["rule"]["id"] for a in alerts})
-        s = Score(sc.name, sc.attack, list(sc.expect), "", True, rules_fired=fired,
-                  alert_ids=[a["event"]["id"] for a in alerts], containers=[c[:12] for c in mine],
-                  duration_seconds=round(done - t0, 2))
+        s = Score(
+            sc.name,
+            sc.attack,
+            list(sc.expect),
+            "",
+            True,
+            rules_fired=fired,
+            alert_ids=[a["event"]["id"] for a in alerts],
+            containers=[c[:12] for c in mine],
+            duration_seconds=round(done - t0, 2),
+        )
         if sc.expect:
             hit = [a for a in alerts if a["rule"]["id"] in sc.expect]
             got = {a["rule"]["id"] for a in hit}
@@ -230,8 +277,12 @@ class Emulation:
 
 def _created(alert: dict[str, Any]) -> float:
     from datetime import datetime
-    return datetime.strptime(alert["event"]["created"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
-        tzinfo=__import__("datetime").timezone.utc).timestamp()
+
+    return (
+        datetime.strptime(alert["event"]["created"], "%Y-%m-%dT%H:%M:%S.%fZ")
+        .replace(tzinfo=__import__("datetime").timezone.utc)
+        .timestamp()
+    )
 
 
 def scorecard(scores: list[Score]) -> str:
@@ -240,15 +291,19 @@ def scorecard(scores: list[Score]) -> str:
     for s in scores:
         lat = f"{s.latency_seconds:.1f}s" if s.latency_seconds is not None else "-"
         exp = ",".join(s.expected) or ("(blind spot)" if s.result in ("blind-spot", "detected-bonus") else "(silent)")
-        alert = (s.alert_ids[0][:8] + (f" +{len(s.alert_ids) - 1}" if len(s.alert_ids) > 1 else "")) if s.alert_ids else "-"
+        alert = (
+            (s.alert_ids[0][:8] + (f" +{len(s.alert_ids) - 1}" if len(s.alert_ids) > 1 else "")) if s.alert_ids else "-"
+        )
         mark = "" if s.passed else "  <-- FAIL"
         lines.append(f"{s.scenario:<26} {s.attack:<10} {exp:<23} {s.result:<15} {lat:>7}  {alert}{mark}")
     attacks = [s for s in scores if s.expected]
     benign = [s for s in scores if s.attack == "benign"]
     lats = sorted(s.latency_seconds for s in attacks if s.latency_seconds is not None)
-    lines.append(f"detected {sum(s.result == 'detected' for s in attacks)}/{len(attacks)} attacks, "
-                 f"{sum(s.result == 'false-positive' for s in benign)} false positives in {len(benign)} benign scenarios"
-                 + (f", latency median {statistics.median(lats):.1f}s max {lats[-1]:.1f}s" if lats else ""))
+    lines.append(
+        f"detected {sum(s.result == 'detected' for s in attacks)}/{len(attacks)} attacks, "
+        f"{sum(s.result == 'false-positive' for s in benign)} false positives in {len(benign)} benign scenarios"
+        + (f", latency median {statistics.median(lats):.1f}s max {lats[-1]:.1f}s" if lats else "")
+    )
     return "\n".join(lines)
 
 

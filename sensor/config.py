@@ -106,14 +106,14 @@ class Config:
     runtime: RuntimeSection
     output: OutputSection
     detection: DetectionSection
-    rules: dict = dataclasses.field(default_factory=dict)     # rule id -> settings
+    rules: dict = dataclasses.field(default_factory=dict)  # rule id -> settings
     allow: tuple[AllowEntry, ...] = ()
     source: str = "<embedded defaults>"
 
     def rule(self, rule_id: str) -> dict[str, Any]:
         return self.rules[rule_id]
 
-    def replace(self, section: str, **changes: Any) -> "Config":
+    def replace(self, section: str, **changes: Any) -> Config:
         """A copy with some keys of one section changed (CLI overrides)."""
         sec = dataclasses.replace(getattr(self, section), **changes)
         return dataclasses.replace(self, **{section: sec})
@@ -180,8 +180,14 @@ _CHECKS: dict[tuple[str, str], tuple[Any, str]] = {
     ("output", "backups"): (lambda v: 0 <= v <= 1000, "between 0 and 1000"),
     ("output", "socket"): (lambda v: v == "" or v.startswith("/"), "empty or an absolute path"),
     ("output", "socket_type"): (lambda v: v in ("dgram", "stream"), '"dgram" or "stream"'),
-    ("output", "syslog"): (lambda v: v == "" or _valid_syslog(v), '"", "unix:///dev/log", "udp://host:port" or "tcp://host:port"'),
-    ("output", "syslog_facility"): (lambda v: v in _FACILITIES, "a syslog facility name (local0..local7, daemon, user, ...)"),
+    ("output", "syslog"): (
+        lambda v: v == "" or _valid_syslog(v),
+        '"", "unix:///dev/log", "udp://host:port" or "tcp://host:port"',
+    ),
+    ("output", "syslog_facility"): (
+        lambda v: v in _FACILITIES,
+        "a syslog facility name (local0..local7, daemon, user, ...)",
+    ),
     ("output", "queue_size"): (lambda v: 16 <= v <= 10_000_000, "between 16 and 10000000"),
     ("output", "metrics"): (lambda v: v == "" or _valid_hostport(v), '"" or "host:port"'),
     ("detection", "min_baseline_windows"): (lambda v: 1 <= v <= 1_000_000, "between 1 and 1000000"),
@@ -192,8 +198,10 @@ _CHECKS: dict[tuple[str, str], tuple[Any, str]] = {
     ("detection", "suppress_seconds"): (lambda v: 0 <= v <= 86400 * 7, "between 0 and 604800"),
     ("detection", "timezone"): (lambda v: v in ("local", "UTC"), '"local" or "UTC"'),
     ("runtime", "negative_cache_seconds"): (lambda v: 0 <= v <= 86400, "between 0 and 86400"),
-    ("runtime", "oci_bundles"): (lambda v: all(isinstance(x, str) and x.startswith("/") and "{id}" in x for x in v),
-                                 'a list of absolute path patterns, each with "{id}"'),
+    ("runtime", "oci_bundles"): (
+        lambda v: all(isinstance(x, str) and x.startswith("/") and "{id}" in x for x in v),
+        'a list of absolute path patterns, each with "{id}"',
+    ),
 }
 
 
@@ -215,16 +223,13 @@ def _line_of(text: str, section: str, key: str | None, index: int = 0) -> int | 
             continue
         if seen != index and current == section:
             continue
-        if key is not None and current == section and re.match(
-            rf'^"?{re.escape(key)}"?\s*=', s
-        ):
+        if key is not None and current == section and re.match(rf'^"?{re.escape(key)}"?\s*=', s):
             return no
     return None
 
 
 def _typename(t: Any) -> str:
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-            list: "a list"}.get(t, str(t))
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list"}.get(t, str(t))
 
 
 def _coerce(value: Any, typ: Any) -> Any:
@@ -253,7 +258,9 @@ def _parse(text: str, path: str) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as e:
         m = re.search(r"at line (\d+)", str(e))
         raise ConfigError(
-            f"not valid TOML: {e}", path, int(m.group(1)) if m else None,
+            f"not valid TOML: {e}",
+            path,
+            int(m.group(1)) if m else None,
             hint="fix the syntax at that line (see sensor/default.toml for the format)",
         ) from None
 
@@ -271,7 +278,9 @@ def _build(data: dict[str, Any], base: dict[str, Any], text: str, path: str) -> 
             continue
         if section not in _SECTIONS:
             raise ConfigError(
-                f"unknown section [{section}]", path, _line_of(text, section, None),
+                f"unknown section [{section}]",
+                path,
+                _line_of(text, section, None),
                 hint=f"known sections: {', '.join(_SECTIONS)}",
             )
         if not isinstance(body, dict):
@@ -281,16 +290,16 @@ def _build(data: dict[str, Any], base: dict[str, Any], text: str, path: str) -> 
             line = _line_of(text, section, key)
             if key not in types:
                 raise ConfigError(
-                    f"unknown key {section}.{key}", path, line,
+                    f"unknown key {section}.{key}",
+                    path,
+                    line,
                     hint=f"keys of [{section}]: {', '.join(types)}",
                 )
             typ = {"bool": bool, "int": int, "float": float, "str": str, "list": list}[types[key]]
             try:
                 value = _coerce(value, typ)
             except TypeError:
-                raise ConfigError(
-                    f"{section}.{key} must be {_typename(typ)}, not {value!r}", path, line
-                ) from None
+                raise ConfigError(f"{section}.{key} must be {_typename(typ)}, not {value!r}", path, line) from None
             check = _CHECKS.get((section, key))
             if check and not check[0](value):
                 raise ConfigError(f"{section}.{key} = {value!r}: must be {check[1]}", path, line)
@@ -300,21 +309,22 @@ def _build(data: dict[str, Any], base: dict[str, Any], text: str, path: str) -> 
 
 def _build_rules(body: Any, rules: dict[str, dict[str, Any]], text: str, path: str) -> None:
     from sensor.detect.catalog import BY_ID
+
     if not isinstance(body, dict):
         raise ConfigError("rules must be a table of [rules.<id>] tables", path, _line_of(text, "rules", None))
     for rid, settings in body.items():
         sec = f"rules.{rid}"
         if rid not in BY_ID:
-            raise ConfigError(f"unknown rule {rid}", path, _line_of(text, sec, None),
-                              hint=f"rule ids: {', '.join(BY_ID)}")
+            raise ConfigError(
+                f"unknown rule {rid}", path, _line_of(text, sec, None), hint=f"rule ids: {', '.join(BY_ID)}"
+            )
         if not isinstance(settings, dict):
             raise ConfigError(f"{sec} must be a table", path, _line_of(text, sec, None))
         current = rules.setdefault(rid, _rule_defaults(rid))
         for key, value in settings.items():
             line = _line_of(text, sec, key)
             if key not in current:
-                raise ConfigError(f"unknown key {sec}.{key}", path, line,
-                                  hint=f"keys of [{sec}]: {', '.join(current)}")
+                raise ConfigError(f"unknown key {sec}.{key}", path, line, hint=f"keys of [{sec}]: {', '.join(current)}")
             default = current[key]
             typ = type(default)
             try:
@@ -332,15 +342,19 @@ def _build_rules(body: Any, rules: dict[str, dict[str, Any]], text: str, path: s
 
 def _rule_defaults(rid: str) -> dict[str, Any]:
     from sensor.detect.catalog import BY_ID
+
     info = BY_ID[rid]
-    return {"enabled": True, "severity": info.severity, **{k: (list(v) if isinstance(v, list) else v)
-                                                           for k, v in info.defaults.items()}}
+    return {
+        "enabled": True,
+        "severity": info.severity,
+        **{k: (list(v) if isinstance(v, list) else v) for k, v in info.defaults.items()},
+    }
 
 
 _CRON_FIELD = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*$")
 
 
-_CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))   # minute hour day month weekday
+_CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))  # minute hour day month weekday
 
 
 def _valid_cron(expr: str) -> bool:
@@ -348,7 +362,7 @@ def _valid_cron(expr: str) -> bool:
     parts = expr.split()
     if len(parts) != 5 or not all(_CRON_FIELD.match(p) for p in parts):
         return False
-    for part, (lo, hi) in zip(parts, _CRON_RANGES):
+    for part, (lo, hi) in zip(parts, _CRON_RANGES, strict=False):
         for item in part.split(","):
             rng, _, step = item.partition("/")
             if step and int(step) < 1:
@@ -362,6 +376,7 @@ def _valid_cron(expr: str) -> bool:
 
 def _build_allow(body: Any, text: str, path: str) -> list[AllowEntry]:
     from sensor.detect.catalog import BY_ID
+
     if not isinstance(body, list):
         raise ConfigError("allow must be an array of tables: write [[allow]]", path, _line_of(text, "allow", None))
     out = []
@@ -372,7 +387,9 @@ def _build_allow(body: Any, text: str, path: str) -> list[AllowEntry]:
         for key, value in entry.items():
             kline = _line_of(text, "allow", key, i) or line
             if key not in fields_:
-                raise ConfigError(f"unknown key allow.{key}", path, kline, hint=f"keys of [[allow]]: {', '.join(fields_)}")
+                raise ConfigError(
+                    f"unknown key allow.{key}", path, kline, hint=f"keys of [[allow]]: {', '.join(fields_)}"
+                )
             if key in ("workload", "executable", "comment", "destination", "schedule") and not isinstance(value, str):
                 raise ConfigError(f"allow.{key} must be a string", path, kline)
             if key == "destination" and not _is_cidr(value):
@@ -381,33 +398,45 @@ def _build_allow(body: Any, text: str, path: str) -> list[AllowEntry]:
                 raise ConfigError(f"allow.port = {value!r}: must be a port number", path, kline)
             if key == "rules":
                 if not isinstance(value, list) or any(r not in BY_ID for r in value):
-                    raise ConfigError(f"allow.rules = {value!r}: must list rule ids", path, kline,
-                                      hint=f"rule ids: {', '.join(BY_ID)}")
+                    raise ConfigError(
+                        f"allow.rules = {value!r}: must list rule ids",
+                        path,
+                        kline,
+                        hint=f"rule ids: {', '.join(BY_ID)}",
+                    )
                 value = tuple(value)
             if key == "schedule" and not _valid_cron(value):
-                raise ConfigError(f"allow.schedule = {value!r}: not a cron expression "
-                                  '"minute hour day month weekday"', path, kline)
+                raise ConfigError(
+                    f'allow.schedule = {value!r}: not a cron expression "minute hour day month weekday"', path, kline
+                )
             if key == "duration_minutes":
                 if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= 10080:
                     raise ConfigError("allow.duration_minutes must be between 0 and 10080", path, kline)
                 value = float(value)
             kw[key] = value
         if not any(k in kw for k in ("workload", "executable", "destination", "port")):
-            raise ConfigError("allow entry matches everything: give workload, executable, destination or port",
-                              path, line)
+            raise ConfigError(
+                "allow entry matches everything: give workload, executable, destination or port", path, line
+            )
         out.append(AllowEntry(**kw))
     return out
 
 
-_DEFAULTS = _build(_parse(DEFAULT_CONFIG_TEXT, "default.toml"),
-                   {s: {} for s in _SECTIONS}, DEFAULT_CONFIG_TEXT, "default.toml")
+_DEFAULTS = _build(
+    _parse(DEFAULT_CONFIG_TEXT, "default.toml"), {s: {} for s in _SECTIONS}, DEFAULT_CONFIG_TEXT, "default.toml"
+)
 
 
 def _make(merged: dict[str, Any], source: str) -> Config:
     from sensor.detect.catalog import BY_ID
+
     rules = {rid: {**_rule_defaults(rid), **merged["rules"].get(rid, {})} for rid in BY_ID}
-    return Config(**{s: cls(**merged[s]) for s, cls in _SECTIONS.items()}, rules=rules,
-                  allow=tuple(merged["allow"]), source=source)
+    return Config(
+        **{s: cls(**merged[s]) for s, cls in _SECTIONS.items()},
+        rules=rules,
+        allow=tuple(merged["allow"]),
+        source=source,
+    )
 
 
 def default_config() -> Config:

@@ -47,11 +47,11 @@ CUSTOM_ROOT = "sluice"
 
 STRING_TYPES = frozenset({"keyword", "constant_keyword", "wildcard", "text", "match_only_text"})
 INT_RANGES = {
-    "long": (-(2 ** 63), 2 ** 63 - 1),
-    "integer": (-(2 ** 31), 2 ** 31 - 1),
-    "short": (-(2 ** 15), 2 ** 15 - 1),
-    "byte": (-(2 ** 7), 2 ** 7 - 1),
-    "unsigned_long": (0, 2 ** 64 - 1),
+    "long": (-(2**63), 2**63 - 1),
+    "integer": (-(2**31), 2**31 - 1),
+    "short": (-(2**15), 2**15 - 1),
+    "byte": (-(2**7), 2**7 - 1),
+    "unsigned_long": (0, 2**64 - 1),
 }
 FLOAT_TYPES = frozenset({"float", "double", "half_float", "scaled_float"})
 OBJECT_TYPES = frozenset({"object", "flattened", "nested"})
@@ -63,16 +63,16 @@ JSON_SCALARS = (str, int, float, bool, type(None))
 class EcsField:
     name: str
     type: str
-    array: bool                               # normalize contains "array"
-    allowed: frozenset[str] | None            # allowed_values names
-    object_type: str | None                   # type of the values below an object field
+    array: bool  # normalize contains "array"
+    allowed: frozenset[str] | None  # allowed_values names
+    object_type: str | None  # type of the values below an object field
 
 
 @dataclass(frozen=True)
 class Schema:
     version: str
     fields: dict[str, EcsField]
-    parents: frozenset[str]                   # every proper prefix of a field name
+    parents: frozenset[str]  # every proper prefix of a field name
     expected_types: dict[str, frozenset[str]]  # event.category value -> expected event.type values
 
     def open_ancestor(self, name: str) -> EcsField | None:
@@ -85,7 +85,7 @@ class Schema:
         return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_schema(path: str | Path = ECS_FLAT) -> Schema:
     """Parse an ecs_flat.yml (cached: once per process for each path)."""
     import yaml  # the `test` extra: pyyaml
@@ -106,8 +106,9 @@ def load_schema(path: str | Path = ECS_FLAT) -> Schema:
         )
         parts = name.split(".")
         parents.update(".".join(parts[:i]) for i in range(1, len(parts)))
-    expected = {a["name"]: frozenset(a.get("expected_event_types") or ())
-                for a in raw["event.category"]["allowed_values"]}
+    expected = {
+        a["name"]: frozenset(a.get("expected_event_types") or ()) for a in raw["event.category"]["allowed_values"]
+    }
     m = re.search(r"ecs_flat-(.+)\.yml$", str(path))
     return Schema(m.group(1) if m else "?", fields, frozenset(parents), expected)
 
@@ -167,8 +168,9 @@ def check_scalar(ecs_type: str, v: Any) -> str | None:
     if ecs_type == "geo_point":
         if isinstance(v, str):
             return None
-        if isinstance(v, dict) and all(isinstance(v.get(k), (int, float)) and not isinstance(v.get(k), bool)
-                                       for k in ("lat", "lon")):
+        if isinstance(v, dict) and all(
+            isinstance(v.get(k), (int, float)) and not isinstance(v.get(k), bool) for k in ("lat", "lon")
+        ):
             return None
         return "geo_point needs {lat, lon} or a string"
     return f"unsupported ECS type {ecs_type!r}"
@@ -178,7 +180,7 @@ class _Validator:
     def __init__(self, schema: Schema) -> None:
         self.s = schema
         self.problems: list[str] = []
-        self.values: dict[str, list[Any]] = {}     # ECS field -> its scalar values
+        self.values: dict[str, list[Any]] = {}  # ECS field -> its scalar values
 
     def add(self, name: str, msg: str, value: Any = ...) -> None:
         self.problems.append(f"{name}: {msg}" + ("" if value is ... else f" (value {_short(value)})"))
@@ -231,7 +233,7 @@ class _Validator:
         anc = self.s.open_ancestor(name)
         if anc is not None:
             if anc.object_type:  # e.g. container.labels: keyword values
-                for x in (v if isinstance(v, (list, tuple)) else [v]):
+                for x in v if isinstance(v, (list, tuple)) else [v]:
                     why = check_scalar(anc.object_type, x)
                     if why:
                         self.add(name, f"below {anc.name} ({anc.type} of {anc.object_type}): {why}", x)
@@ -239,8 +241,7 @@ class _Validator:
         if name in self.s.parents:
             self.add(name, f"is an ECS object (it has fields {name}.*), got {_tname(v)}", v)
         else:
-            self.add(name, f"not an ECS {self.s.version} field (custom fields must live under "
-                           f"{CUSTOM_ROOT}.*)", v)
+            self.add(name, f"not an ECS {self.s.version} field (custom fields must live under {CUSTOM_ROOT}.*)", v)
 
     def ecs_field(self, f: EcsField, v: Any, in_array: bool) -> None:
         name = f.name
@@ -300,8 +301,11 @@ class _Validator:
             expected = frozenset().union(*(self.s.expected_types[c] for c in known_cats))
             for t in types:
                 if t not in expected:
-                    self.add("event.type", f"{t!r} is not an expected event type of event.category "
-                                           f"{known_cats} (expected: {', '.join(sorted(expected))})")
+                    self.add(
+                        "event.type",
+                        f"{t!r} is not an expected event type of event.category "
+                        f"{known_cats} (expected: {', '.join(sorted(expected))})",
+                    )
 
 
 def validate(doc: Any, *, strict_version: bool = True, schema: Schema | None = None) -> list[str]:
@@ -323,8 +327,7 @@ def explain(doc: Any, problems: list[str]) -> str:
     ev = doc.get("event") if isinstance(doc, dict) else None
     kind = ev.get("action", "?") if isinstance(ev, dict) else "?"
     body = json.dumps(doc, indent=1, default=repr)
-    return (f"document (event.action={kind}) breaks ECS {ECS_VERSION}:\n  - " + "\n  - ".join(problems)
-            + f"\n{body}")
+    return f"document (event.action={kind}) breaks ECS {ECS_VERSION}:\n  - " + "\n  - ".join(problems) + f"\n{body}"
 
 
 def assert_valid(doc: Any, **kw: Any) -> None:

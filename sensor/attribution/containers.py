@@ -14,8 +14,9 @@ from __future__ import annotations
 import re
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from sensor.attribution.cgroups import CgroupResolver
 from sensor.attribution.docker_api import DockerClient, DockerError, NotFound
@@ -81,8 +82,8 @@ class ContainerInfo:
     image_id: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     pod_uid: str | None = None
-    metadata: bool = False   # name/image came from the runtime
-    workload: str | None = None   # cached by sensor.workload; reset when metadata arrives
+    metadata: bool = False  # name/image came from the runtime
+    workload: str | None = None  # cached by sensor.workload; reset when metadata arrives
 
     @property
     def pod_name(self) -> str | None:
@@ -127,7 +128,7 @@ class Attributor:
         self._cache: dict[int, Attribution] = {}
         self.lookups = 0
         self.lookup_failures = 0
-        self.bundle_errors: deque[str] = deque(maxlen=5)   # the last few, for status
+        self.bundle_errors: deque[str] = deque(maxlen=5)  # the last few, for status
 
     def _set_status(self, status: str, detail: str) -> None:
         if status != self.runtime_status:
@@ -224,8 +225,10 @@ class Attributor:
         """Metadata lookups, failed ones, and known containers still known
         only by id (their documents lack name, image and labels)."""
         out: dict[str, Any] = {
-            "lookups": self.lookups, "lookup_failures": self.lookup_failures,
-            "containers_without_metadata": sum(1 for c in self._containers.values() if not c.metadata)}
+            "lookups": self.lookups,
+            "lookup_failures": self.lookup_failures,
+            "containers_without_metadata": sum(1 for c in self._containers.values() if not c.metadata),
+        }
         if self.bundle_errors:
             out["last_bundle_errors"] = list(self.bundle_errors)
         return out

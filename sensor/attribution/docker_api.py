@@ -59,6 +59,6 @@ class DockerClient:
         sensor's drain loop on every container start."""
         q = urllib.parse.quote(json.dumps({"id": [container_id]}))
         for c in self.get(f"/containers/json?all=1&filters={q}"):
-            if c.get("Id") == container_id:   # the engine's id filter is a pattern match
+            if c.get("Id") == container_id:  # the engine's id filter is a pattern match
                 return c
         raise NotFound(container_id)

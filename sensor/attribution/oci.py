@@ -38,7 +38,7 @@ _IDENTITY = (
 _IMAGE = ("io.kubernetes.cri.image-name", "io.kubernetes.cri-o.ImageName")
 _TYPE = ("io.kubernetes.cri.container-type", "io.kubernetes.cri-o.ContainerType")
 
-MAX_CONFIG_BYTES = 4 << 20   # a spec is a few KiB; refuse to slurp anything odd
+MAX_CONFIG_BYTES = 4 << 20  # a spec is a few KiB; refuse to slurp anything odd
 
 
 class BundleError(Exception):
@@ -51,7 +51,7 @@ class BundleMetadata:
     name: str | None = None
     image_name: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
-    sandbox: bool = False   # the pod's pause container
+    sandbox: bool = False  # the pod's pause container
 
 
 def find_config(container_id: str, patterns: list[str] | tuple[str, ...], root: str = "") -> str | None:
@@ -59,8 +59,9 @@ def find_config(container_id: str, patterns: list[str] | tuple[str, ...], root: 
     globs; the id and the root are matched literally)."""
     prefix = glob.escape(root.rstrip("/"))
     for pattern in patterns:
-        hits = sorted(h for h in glob.glob(prefix + pattern.replace("{id}", glob.escape(container_id)))
-                      if os.path.isfile(h))
+        hits = sorted(
+            h for h in glob.glob(prefix + pattern.replace("{id}", glob.escape(container_id))) if os.path.isfile(h)
+        )
         if hits:
             return hits[0]
     return None
@@ -77,7 +78,7 @@ def from_annotations(annotations: dict[str, Any], path: str) -> BundleMetadata:
     md.image_name = next((a[k] for k in _IMAGE if a.get(k)), None)
     md.sandbox = any(a.get(k) == "sandbox" for k in _TYPE)
     if md.sandbox and not md.name:
-        md.name = "POD"   # what kubelet and crictl call the pause container
+        md.name = "POD"  # what kubelet and crictl call the pause container
     return md
 
 

@@ -19,9 +19,9 @@ from sensor.attribution.containers import Attribution, ContainerInfo
 
 HOST = "host"
 LABEL = "io.sluice.workload"
-_RS_POD = re.compile(r"^(?P<base>.+)-[0-9a-f]{6,10}-[0-9a-z]{5}$")   # deployment pod
-_DS_POD = re.compile(r"^(?P<base>.+)-[0-9a-z]{5}$")                   # daemonset / job pod
-_STS_POD = re.compile(r"^(?P<base>.+)-\d+$")                          # statefulset pod
+_RS_POD = re.compile(r"^(?P<base>.+)-[0-9a-f]{6,10}-[0-9a-z]{5}$")  # deployment pod
+_DS_POD = re.compile(r"^(?P<base>.+)-[0-9a-z]{5}$")  # daemonset / job pod
+_STS_POD = re.compile(r"^(?P<base>.+)-\d+$")  # statefulset pod
 
 
 def image_repository(image: str) -> str:

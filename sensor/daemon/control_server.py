@@ -10,7 +10,8 @@ import os
 import socket
 import struct
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from sensor.daemon import wire
 
@@ -37,8 +38,11 @@ class ControlServer:
             else:
                 probe.close()
                 from sensor.errors import SluiceError
-                raise SluiceError(f"another sensor is serving {self.path}",
-                                  hint="stop it first, or set sensor.control_socket to another path")
+
+                raise SluiceError(
+                    f"another sensor is serving {self.path}",
+                    hint="stop it first, or set sensor.control_socket to another path",
+                )
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)
         try:
@@ -57,7 +61,7 @@ class ControlServer:
         while not self._stop.is_set():
             try:
                 conn, _ = self._sock.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

@@ -8,30 +8,31 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from sensor.outputs import ecs
+from sensor.attribution.cgroups import CgroupResolver
 from sensor.attribution.containers import Attribution, Attributor
+from sensor.attribution.docker_api import DockerClient
+from sensor.attribution.netmap import NetMap
+from sensor.config import Config
+from sensor.daemon.control_server import ControlServer
 from sensor.detect.baseline import Baseline
 from sensor.detect.baseline import load as load_baseline
 from sensor.detect.baseline import save as save_baseline
 from sensor.detect.engine import Detector
 from sensor.detect.learn import Learner
 from sensor.detect.rules import all_rules
-from sensor.kernel.memory import resident_kb
-from sensor.attribution.netmap import NetMap
-from sensor.attribution.cgroups import CgroupResolver
-from sensor.config import Config
-from sensor.response.containment import Containment, ContainmentError, Entry
-from sensor.attribution.docker_api import DockerClient
-from sensor.daemon.control_server import ControlServer
-from sensor.kernel.hooks import EXEC_ARGS_UNIT, UNITS
-from sensor.outputs.sinks import build_output
-from sensor.telemetry.pipeline import ContainerLife, Pipeline, monotonic_to_wall_factory
 from sensor.errors import SluiceError
-from sensor.ops.fim import FimUnavailable, FimWatcher
+from sensor.kernel.hooks import EXEC_ARGS_UNIT, UNITS
+from sensor.kernel.memory import resident_kb
 from sensor.kernel.probe import ProbeReport, probe, require_root, require_runnable
 from sensor.kernel.source import EventSource
+from sensor.ops.fim import FimUnavailable, FimWatcher
+from sensor.outputs import ecs
+from sensor.outputs.sinks import build_output
+from sensor.response.containment import Containment, ContainmentError, Entry
+from sensor.telemetry.pipeline import ContainerLife, Pipeline, monotonic_to_wall_factory
 
 # The reader drains at least this often: most records are submitted without
 # a wake-up (see bpf/lib/common.bpf.h), so this bounds their latency (rules
@@ -49,9 +50,15 @@ class Sensor:
     when one is given); mode "learn" folds every window into a baseline and
     writes it when the learning time is up or the sensor is stopped."""
 
-    def __init__(self, config: Config, source_factory: Callable[[Config, ProbeReport], EventSource] | None = None,
-                 report: ProbeReport | None = None, baseline_path: str | None = None,
-                 learn_seconds: float | None = None, replace_baseline: bool = False) -> None:
+    def __init__(
+        self,
+        config: Config,
+        source_factory: Callable[[Config, ProbeReport], EventSource] | None = None,
+        report: ProbeReport | None = None,
+        baseline_path: str | None = None,
+        learn_seconds: float | None = None,
+        replace_baseline: bool = False,
+    ) -> None:
         self.config = config
         self.baseline_path = baseline_path
         self.learn_seconds = learn_seconds
@@ -116,16 +123,25 @@ class Sensor:
         return msg
 
     def _drops(self, ks: dict[str, int]) -> dict[str, int]:
-        d = {k: v for k, v in ks.items() if k.startswith("dropped_") or k in ("flow_map_full", "flow_bytes_untracked", "parent_map_full")}
+        d = {
+            k: v
+            for k, v in ks.items()
+            if k.startswith("dropped_") or k in ("flow_map_full", "flow_bytes_untracked", "parent_map_full")
+        }
         d["user_lost_records"] = self.source.lost_records() if self.source else 0
         d["decode_errors"] = self.pipeline.counts["decode_errors"] if self.pipeline else 0
         d["output_errors"] = self.output.errors
-        d["total"] = (sum(v for k, v in d.items() if k.startswith("dropped_")) + d.get("flow_map_full", 0)
-                      + d["user_lost_records"] + d["decode_errors"] + d["output_errors"])
+        d["total"] = (
+            sum(v for k, v in d.items() if k.startswith("dropped_"))
+            + d.get("flow_map_full", 0)
+            + d["user_lost_records"]
+            + d["decode_errors"]
+            + d["output_errors"]
+        )
         return d
 
     def _health(self) -> dict[str, Any]:
-        ks = self.source.kernel_stats() if self.source else {}   # one read of the stats map
+        ks = self.source.kernel_stats() if self.source else {}  # one read of the stats map
         drops = self._drops(ks)
         unavailable = any(str(v).startswith("unavailable") for v in self.hooks.values())
         return {
@@ -149,8 +165,10 @@ class Sensor:
                 **(self.attributor.lookup_stats() if self.attributor is not None else {}),
             },
             "containers_tracked": len(self.pipeline.containers) if self.pipeline else 0,
-            "containment": {"entries": self._containment_entries(),
-                            **({"problem": self._containment_problem} if self._containment_problem else {})},
+            "containment": {
+                "entries": self._containment_entries(),
+                **({"problem": self._containment_problem} if self._containment_problem else {}),
+            },
             "memory_kb": resident_kb(),
             "config": self.config.source,
             "mode": "learn" if self.learn_seconds is not None else "detect",
@@ -159,8 +177,11 @@ class Sensor:
                 "workloads": len(self.baseline.workloads) if self.baseline else 0,
                 "learned_windows": self.learner.windows if self.learner else 0,
             },
-            "detection": ({**self.detector.counts, "by_rule": dict(self.detector.by_rule),
-                           "rules": len(self.detector.rules)} if self.detector else None),
+            "detection": (
+                {**self.detector.counts, "by_rule": dict(self.detector.by_rule), "rules": len(self.detector.rules)}
+                if self.detector
+                else None
+            ),
         }
 
     # --- control -------------------------------------------------------------
@@ -168,9 +189,13 @@ class Sensor:
     def _publish_snapshot(self) -> None:
         h = self._health()
         self._snapshot = {
-            "ok": True, "ready": self.ready, "pid": os.getpid(), "host": self.host_name,
+            "ok": True,
+            "ready": self.ready,
+            "pid": os.getpid(),
+            "host": self.host_name,
             "window_seconds": self.config.sensor.window_seconds,
-            "output": self.config.output.path or "stdout", "events": self.config.output.events,
+            "output": self.config.output.path or "stdout",
+            "events": self.config.output.events,
             "top": list(self.pipeline.top) if self.pipeline else [],
             **h,
         }
@@ -205,7 +230,7 @@ class Sensor:
                 out.append(fn())
             except ContainmentError as e:
                 out.append({"ok": False, "error": str(e)})
-            except Exception as e:   # an answer, never a dead control socket
+            except Exception as e:  # an answer, never a dead control socket
                 out.append({"ok": False, "error": f"{type(e).__name__}: {e}"})
             ev.set()
         with self._alerts_lock:
@@ -228,8 +253,9 @@ class Sensor:
         if cmd == "isolate":
             return self._call_in_loop(lambda: self._isolate(str(req.get("container", "")), str(req.get("reason", ""))))
         if cmd == "block":
-            return self._call_in_loop(lambda: self._block(str(req.get("destination", "")), req.get("container"),
-                                                          str(req.get("reason", ""))))
+            return self._call_in_loop(
+                lambda: self._block(str(req.get("destination", "")), req.get("container"), str(req.get("reason", "")))
+            )
         if cmd == "release":
             return self._call_in_loop(lambda: self._release(req.get("container"), req.get("destination")))
         if cmd == "containment":
@@ -248,36 +274,48 @@ class Sensor:
         if not ref:
             raise ContainmentError("say which container (id, id prefix or name)")
         lives = self.pipeline.containers
-        hits = [c for cid, c in lives.items() if cid == ref or c.info.name == ref or (len(ref) >= 4 and cid.startswith(ref))]
+        hits = [
+            c for cid, c in lives.items() if cid == ref or c.info.name == ref or (len(ref) >= 4 and cid.startswith(ref))
+        ]
         if not hits:
             raise ContainmentError(f"no running container matches {ref!r} (`sluice top` lists them)")
         if len(hits) > 1:
-            raise ContainmentError(f"{ref!r} matches {len(hits)} containers: "
-                                   + ", ".join(c.info.id[:12] for c in hits) + "; give more of the id")
+            raise ContainmentError(
+                f"{ref!r} matches {len(hits)} containers: "
+                + ", ".join(c.info.id[:12] for c in hits)
+                + "; give more of the id"
+            )
         return hits[0]
 
     def _dropped_by_entry(self) -> dict[int, int]:
         """Packets dropped so far, by id() of the entry: read before a
         release removes the kernel's counters."""
         assert self.containment is not None
-        return {id(e): n for e, n in zip(self.containment.entries, self.containment.dropped())}
+        return {id(e): n for e, n in zip(self.containment.entries, self.containment.dropped(), strict=False)}
 
-    def _containment_doc(self, e: Entry, action: str, message: str, life: ContainerLife | None = None,
-                         dropped: int = 0) -> None:
+    def _containment_doc(
+        self, e: Entry, action: str, message: str, life: ContainerLife | None = None, dropped: int = 0
+    ) -> None:
         assert self.pipeline is not None
         types = ["allowed"] if action == "containment_released" else ["denied"]
         if life is None and e.container_id is not None:
             life = self.pipeline.containers.get(e.container_id)
         attr = Attribution(life.cgroup_id, None, life.info) if life is not None else None
         d = self.pipeline._doc(time.time(), ["network"], types, action, "sluice.response", attr)
-        if attr is None and e.container_id is not None:   # the container is gone: what the entry knew
+        if attr is None and e.container_id is not None:  # the container is gone: what the entry knew
             d["container"] = {"id": e.container_id, **({"name": e.container_name} if e.container_name else {})}
         if e.destination:
             d["destination"] = {"ip": e.destination, "address": e.destination}
         d["message"] = message
         d.setdefault("sluice", {})["containment"] = {
-            "kind": e.kind, "container_id": e.container_id, "destination": e.destination,
-            "cgroup_ids": e.cgroup_ids, "since": ecs.iso(e.since), "reason": e.reason, "dropped_packets": dropped}
+            "kind": e.kind,
+            "container_id": e.container_id,
+            "destination": e.destination,
+            "cgroup_ids": e.cgroup_ids,
+            "since": ecs.iso(e.since),
+            "reason": e.reason,
+            "dropped_packets": dropped,
+        }
         self.emit(d)
 
     def _isolate(self, ref: str, reason: str) -> dict[str, Any]:
@@ -306,8 +344,9 @@ class Sensor:
         if ref:
             cid = self._container(str(ref)).info.id
         dropped = self._dropped_by_entry()
-        gone = self.containment.release(cid, str(destination) if destination else None,
-                                        everything_for_container=not destination)
+        gone = self.containment.release(
+            cid, str(destination) if destination else None, everything_for_container=not destination
+        )
         for e in gone:
             self._containment_doc(e, "containment_released", f"released: {e.label()}", dropped=dropped.get(id(e), 0))
         return {"ok": True, "message": "; ".join(f"released: {e.label()}" for e in gone)}
@@ -333,8 +372,11 @@ class Sensor:
         live = {cid: [c.cgroup_id] for cid, c in self.pipeline.containers.items()}
         applied, dropped = self.containment.restore(saved, live)
         for e in applied:
-            self._containment_doc(e, "container_isolated" if e.kind == "isolate" else "destination_blocked",
-                                  f"re-applied at start: {e.label()}")
+            self._containment_doc(
+                e,
+                "container_isolated" if e.kind == "isolate" else "destination_blocked",
+                f"re-applied at start: {e.label()}",
+            )
         for e in dropped:
             self._containment_doc(e, "containment_released", f"released at start, the container is gone: {e.label()}")
 
@@ -347,8 +389,12 @@ class Sensor:
             return
         dropped = self._dropped_by_entry()
         for e in self.containment.containers_gone(live):
-            self._containment_doc(e, "containment_released", f"released, the container is gone: {e.label()}",
-                                  dropped=dropped.get(id(e), 0))
+            self._containment_doc(
+                e,
+                "containment_released",
+                f"released, the container is gone: {e.label()}",
+                dropped=dropped.get(id(e), 0),
+            )
 
     # --- main loop -----------------------------------------------------------
 
@@ -374,17 +420,29 @@ class Sensor:
         resolver = CgroupResolver(self.report.cgroup2_mount)
         resolver.scan()
         docker = DockerClient(cfg.runtime.docker_socket, cfg.runtime.timeout_seconds)
-        self.attributor = Attributor(resolver, docker, cfg.runtime.negative_cache_seconds,
-                                     on_runtime_status=self._runtime_status,
-                                     oci_bundles=tuple(cfg.runtime.oci_bundles))
+        self.attributor = Attributor(
+            resolver,
+            docker,
+            cfg.runtime.negative_cache_seconds,
+            on_runtime_status=self._runtime_status,
+            oci_bundles=tuple(cfg.runtime.oci_bundles),
+        )
         self._setup_detection()
         # the detector feeds its own learner (learn_while_detecting)
         observers = [self.detector] if self.detector else ([self.learner] if self.learner else [])
-        self.pipeline = Pipeline(self.attributor, self.emit, self.host_name, cfg.output.events,
-                                 monotonic_to_wall_factory(), observers=observers, netmap=NetMap(),
-                                 high_entropy_bits=cfg.detection.high_entropy_bits)
+        self.pipeline = Pipeline(
+            self.attributor,
+            self.emit,
+            self.host_name,
+            cfg.output.events,
+            monotonic_to_wall_factory(),
+            observers=observers,
+            netmap=NetMap(),
+            high_entropy_bits=cfg.detection.high_entropy_bits,
+        )
         if self._source_factory is None:
             from sensor.kernel.loader import BccSource
+
             self.source = BccSource(cfg.kernel, self.report)
         else:
             self.source = self._source_factory(cfg, self.report)
@@ -395,12 +453,16 @@ class Sensor:
         self.control.start()
         if cfg.output.metrics:
             from sensor.outputs.metrics import serve
+
             try:
-                self._metrics_server = serve(cfg.output.metrics, self.fresh_snapshot,
-                                             {r: int(v["severity"]) for r, v in cfg.rules.items()})
+                self._metrics_server = serve(
+                    cfg.output.metrics, self.fresh_snapshot, {r: int(v["severity"]) for r, v in cfg.rules.items()}
+                )
             except OSError as e:
-                raise SluiceError(f"cannot serve metrics on {cfg.output.metrics}: {e.strerror}",
-                                  hint="choose another --metrics address or free the port") from None
+                raise SluiceError(
+                    f"cannot serve metrics on {cfg.output.metrics}: {e.strerror}",
+                    hint="choose another --metrics address or free the port",
+                ) from None
         self._setup_fim()
         self.startup_seconds = round(time.monotonic() - t0, 3)
         self.ready = True
@@ -514,8 +576,12 @@ class Sensor:
         self.pipeline.close_window(self.source.drain_flows(final=True), win_start, time.time())
 
     def save_learned(self) -> None:
-        if self.learner is not None and self.baseline is not None and self.baseline_path \
-                and (self.learn_seconds is not None or self.config.detection.learn_while_detecting):
+        if (
+            self.learner is not None
+            and self.baseline is not None
+            and self.baseline_path
+            and (self.learn_seconds is not None or self.config.detection.learn_while_detecting)
+        ):
             save_baseline(self.baseline, self.baseline_path)
             self.learned_saved = True
 

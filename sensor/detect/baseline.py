@@ -13,9 +13,10 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import msgpack
 
@@ -55,7 +56,7 @@ class LogHist:
         self.bins[b] = self.bins.get(b, 0) + count
         self.n += count
 
-    def merge(self, other: "LogHist") -> None:
+    def merge(self, other: LogHist) -> None:
         for b, c in other.bins.items():
             self.bins[b] = self.bins.get(b, 0) + c
         self.n += other.n
@@ -84,7 +85,7 @@ class DestStats:
     max_entropy: float = 0.0
     protocols: set[str] = field(default_factory=set)
 
-    def merge(self, o: "DestStats") -> None:
+    def merge(self, o: DestStats) -> None:
         self.windows += o.windows
         self.bytes += o.bytes
         self.encrypted_bytes += o.encrypted_bytes
@@ -95,7 +96,7 @@ class DestStats:
         return [self.windows, self.bytes, self.encrypted_bytes, self.max_entropy, sorted(self.protocols)]
 
     @classmethod
-    def from_wire(cls, w: list[Any]) -> "DestStats":
+    def from_wire(cls, w: list[Any]) -> DestStats:
         return cls(int(w[0]), int(w[1]), int(w[2]), float(w[3]), set(w[4]))
 
 
@@ -125,7 +126,7 @@ class WorkloadBaseline:
     hours: list[int] = field(default_factory=lambda: [0] * 24)
     first_seen: float = 0.0
     last_seen: float = 0.0
-    dropped: int = 0   # observations not kept because a bounded table was full
+    dropped: int = 0  # observations not kept because a bounded table was full
 
     # --- learning -------------------------------------------------------------
 
@@ -177,10 +178,14 @@ class WorkloadBaseline:
 
     # --- merge / wire -----------------------------------------------------------
 
-    def merge(self, o: "WorkloadBaseline") -> None:
+    def merge(self, o: WorkloadBaseline) -> None:
         self.windows += o.windows
-        for mine, theirs in ((self.egress_bytes, o.egress_bytes), (self.encrypted_bytes, o.encrypted_bytes),
-                             (self.lifetimes, o.lifetimes), (self.starts_per_window, o.starts_per_window)):
+        for mine, theirs in (
+            (self.egress_bytes, o.egress_bytes),
+            (self.encrypted_bytes, o.encrypted_bytes),
+            (self.lifetimes, o.lifetimes),
+            (self.starts_per_window, o.starts_per_window),
+        ):
             mine.merge(theirs)
         for k, d in o.destinations.items():
             if k in self.destinations:
@@ -189,13 +194,16 @@ class WorkloadBaseline:
                 self.destinations[k] = DestStats.from_wire(d.to_wire())
             else:
                 self.dropped += 1
-        for table, other, limit in ((self.executables, o.executables, MAX_EXECUTABLES), (self.peers, o.peers, MAX_PEERS)):
+        for table, other, limit in (
+            (self.executables, o.executables, MAX_EXECUTABLES),
+            (self.peers, o.peers, MAX_PEERS),
+        ):
             for k, c in other.items():
                 if _bounded_add(table, k, limit):
                     table[k] = table.get(k, 0) + c
                 else:
                     self.dropped += 1
-        self.hours = [a + b for a, b in zip(self.hours, o.hours)]
+        self.hours = [a + b for a, b in zip(self.hours, o.hours, strict=False)]
         if o.first_seen:
             self.seen(o.first_seen)
         self.last_seen = max(self.last_seen, o.last_seen)
@@ -218,7 +226,7 @@ class WorkloadBaseline:
         }
 
     @classmethod
-    def from_wire(cls, w: dict[str, Any]) -> "WorkloadBaseline":
+    def from_wire(cls, w: dict[str, Any]) -> WorkloadBaseline:
         hours = [int(x) for x in w["hours"]]
         if len(hours) != 24:
             raise ValueError("hours must have 24 entries")
@@ -255,7 +263,7 @@ class Baseline:
     def get(self, key: str) -> WorkloadBaseline | None:
         return self.workloads.get(key)
 
-    def merge(self, o: "Baseline") -> None:
+    def merge(self, o: Baseline) -> None:
         for k, wb in o.workloads.items():
             self.workload(k).merge(wb)
         self.nodes |= o.nodes
@@ -264,29 +272,40 @@ class Baseline:
 
     def to_wire(self) -> dict[str, Any]:
         return {
-            "format": FORMAT, "version": VERSION, "created": self.created, "updated": self.updated,
-            "window_seconds": self.window_seconds, "nodes": sorted(self.nodes),
+            "format": FORMAT,
+            "version": VERSION,
+            "created": self.created,
+            "updated": self.updated,
+            "window_seconds": self.window_seconds,
+            "nodes": sorted(self.nodes),
             "workloads": {k: wb.to_wire() for k, wb in self.workloads.items()},
         }
 
     @classmethod
-    def from_wire(cls, w: Any, path: str) -> "Baseline":
+    def from_wire(cls, w: Any, path: str) -> Baseline:
         if not isinstance(w, dict) or w.get("format") != FORMAT:
-            raise BaselineError(f"{path}: not a Sluice baseline file",
-                                hint="give the path of a file written by `sluice baseline learn`")
+            raise BaselineError(
+                f"{path}: not a Sluice baseline file", hint="give the path of a file written by `sluice baseline learn`"
+            )
         v = w.get("version")
         if not isinstance(v, int) or v > VERSION:
-            raise BaselineError(f"{path}: baseline format version {v!r} is newer than this Sluice reads ({VERSION})",
-                                hint="upgrade Sluice on this node, or learn a new baseline with this version")
+            raise BaselineError(
+                f"{path}: baseline format version {v!r} is newer than this Sluice reads ({VERSION})",
+                hint="upgrade Sluice on this node, or learn a new baseline with this version",
+            )
         try:
             return cls(
                 workloads={str(k): WorkloadBaseline.from_wire(x) for k, x in w["workloads"].items()},
-                window_seconds=float(w["window_seconds"]), nodes=set(w.get("nodes", [])),
-                created=float(w["created"]), updated=float(w["updated"]),
+                window_seconds=float(w["window_seconds"]),
+                nodes=set(w.get("nodes", [])),
+                created=float(w["created"]),
+                updated=float(w["updated"]),
             )
         except (LookupError, TypeError, ValueError, AttributeError) as e:
-            raise BaselineError(f"{path}: baseline file is corrupt ({type(e).__name__}: {e})",
-                                hint="restore it from a copy or learn a new one; Sluice will not overwrite it") from None
+            raise BaselineError(
+                f"{path}: baseline file is corrupt ({type(e).__name__}: {e})",
+                hint="restore it from a copy or learn a new one; Sluice will not overwrite it",
+            ) from None
 
 
 def load(path: str | Path) -> Baseline:
@@ -294,14 +313,18 @@ def load(path: str | Path) -> Baseline:
     try:
         raw = Path(p).read_bytes()
     except FileNotFoundError:
-        raise BaselineError(f"{p}: no baseline file", hint="learn one with `sluice baseline learn --duration SECONDS`") from None
+        raise BaselineError(
+            f"{p}: no baseline file", hint="learn one with `sluice baseline learn --duration SECONDS`"
+        ) from None
     except OSError as e:
         raise BaselineError(f"{p}: cannot read: {e.strerror}") from None
     try:
         w = msgpack.unpackb(raw, raw=False, strict_map_key=False)
     except Exception as e:
-        raise BaselineError(f"{p}: baseline file is corrupt (not msgpack: {e})",
-                            hint="restore it from a copy or learn a new one; Sluice will not overwrite it") from None
+        raise BaselineError(
+            f"{p}: baseline file is corrupt (not msgpack: {e})",
+            hint="restore it from a copy or learn a new one; Sluice will not overwrite it",
+        ) from None
     return Baseline.from_wire(w, p)
 
 

@@ -7,16 +7,17 @@ import fnmatch
 import ipaddress
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
-from sensor.outputs import ecs
 from sensor.attribution.containers import Attribution
-from sensor.detect.baseline import Baseline, WorkloadBaseline
 from sensor.config import AllowEntry, Config
+from sensor.detect.baseline import Baseline, WorkloadBaseline
 from sensor.detect.catalog import BY_ID, RuleInfo
 from sensor.detect.learn import Learner, local_hour
 from sensor.detect.view import ProcessRef, WindowView
+from sensor.outputs import ecs
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -28,15 +29,15 @@ class Finding:
     rule: str
     attr: Attribution
     workload: str
-    ts: float                                # when the activity happened
+    ts: float  # when the activity happened
     message: str
     evidence: dict[str, Any]
-    destination: tuple[str, int, str] | None = None   # ip, port, transport
+    destination: tuple[str, int, str] | None = None  # ip, port, transport
     process: ProcessRef | None = None
     network_protocol: str | None = None
     severity_delta: int = 0
-    file: dict[str, Any] | None = None      # ECS file.* for file integrity findings
-    categories: tuple[list[str], list[str]] | None = None   # event.category / event.type override
+    file: dict[str, Any] | None = None  # ECS file.* for file integrity findings
+    categories: tuple[list[str], list[str]] | None = None  # event.category / event.type override
 
     @property
     def executable(self) -> str | None:
@@ -46,7 +47,7 @@ class Finding:
 class Rule(Protocol):
     info: RuleInfo
 
-    def evaluate(self, view: WindowView, ctx: "Context") -> list[Finding]: ...
+    def evaluate(self, view: WindowView, ctx: Context) -> list[Finding]: ...
 
 
 @dataclass
@@ -71,8 +72,9 @@ class Context:
             return True
         wb = self.workload(workload)
         d = self.config.detection
-        return wb is not None and wb.knows_destination(ip, port, transport, d.destination_prefix_v4,
-                                                       d.destination_prefix_v6)
+        return wb is not None and wb.knows_destination(
+            ip, port, transport, d.destination_prefix_v4, d.destination_prefix_v6
+        )
 
     def baseline_gate(self, workload: str) -> bool:
         """May a rule that compares against the baseline speak about this
@@ -109,13 +111,17 @@ def _cron_field_match(spec: str, value: int, lo: int, hi: int) -> bool:
 
 def cron_matches(expr: str, t: time.struct_time) -> bool:
     minute, hour, dom, month, dow = expr.split()
-    wd = (t.tm_wday + 1) % 7   # cron: 0 = Sunday
+    wd = (t.tm_wday + 1) % 7  # cron: 0 = Sunday
     dom_ok = _cron_field_match(dom, t.tm_mday, 1, 31)
     dow_ok = _cron_field_match(dow, wd, 0, 7) or (wd == 0 and _cron_field_match(dow, 7, 0, 7))
     # cron: when both day fields are restricted, either may match
     day_ok = (dom_ok or dow_ok) if dom != "*" and dow != "*" else (dom_ok and dow_ok)
-    return (_cron_field_match(minute, t.tm_min, 0, 59) and _cron_field_match(hour, t.tm_hour, 0, 23)
-            and _cron_field_match(month, t.tm_mon, 1, 12) and day_ok)
+    return (
+        _cron_field_match(minute, t.tm_min, 0, 59)
+        and _cron_field_match(hour, t.tm_hour, 0, 23)
+        and _cron_field_match(month, t.tm_mon, 1, 12)
+        and day_ok
+    )
 
 
 def in_schedule(expr: str, duration_minutes: float, ts: float, tz: str) -> bool:
@@ -138,7 +144,8 @@ def allowed(entry: AllowEntry, f: Finding, tz: str) -> bool:
         return False
     if entry.destination is not None:
         if f.destination is None or ipaddress.ip_address(f.destination[0]) not in ipaddress.ip_network(
-                entry.destination, strict=False):
+            entry.destination, strict=False
+        ):
             return False
     if entry.port is not None and (f.destination is None or f.destination[1] != entry.port):
         return False
@@ -151,12 +158,20 @@ def allowed(entry: AllowEntry, f: Finding, tz: str) -> bool:
 
 
 class Detector:
-    def __init__(self, config: Config, baseline: Baseline | None, rules: list[Rule], emit: Emit,
-                 host_name: str, learner: Learner | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: Config,
+        baseline: Baseline | None,
+        rules: list[Rule],
+        emit: Emit,
+        host_name: str,
+        learner: Learner | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.config = config
-        self.ctx = Context(config, baseline, [ipaddress.ip_network(n, strict=False)
-                                              for n in config.detection.trusted_networks])
+        self.ctx = Context(
+            config, baseline, [ipaddress.ip_network(n, strict=False) for n in config.detection.trusted_networks]
+        )
         self.rules = [r for r in rules if config.rules[r.info.id]["enabled"]]
         self.emit = emit
         self.host_name = host_name
@@ -226,12 +241,25 @@ class Detector:
         score = max(0, min(100, int(settings["severity"]) + f.severity_delta + delta))
         cats, types = f.categories or (["intrusion_detection", "network"], ["info"])
         d = ecs.base(f.ts, self.host_name, "alert", cats, types, info.slug, "sluice.alert")
-        d["event"].update({"severity": score, "risk_score": float(score), "id": str(uuid.uuid4()),
-                           "created": ecs.iso(self.clock()), "reference": info.attack["technique"][2]})
+        d["event"].update(
+            {
+                "severity": score,
+                "risk_score": float(score),
+                "id": str(uuid.uuid4()),
+                "created": ecs.iso(self.clock()),
+                "reference": info.attack["technique"][2],
+            }
+        )
         ecs.add_attribution(d, f.attr)
         d["message"] = f.message
-        d["rule"] = {"id": info.id, "name": info.name, "description": info.description,
-                     "ruleset": "sluice", "category": info.attack["tactic"][1], "version": "1"}
+        d["rule"] = {
+            "id": info.id,
+            "name": info.name,
+            "description": info.description,
+            "ruleset": "sluice",
+            "category": info.attack["tactic"][1],
+            "version": "1",
+        }
         d["threat"] = self._threat(info)
         if f.process is not None:
             d["process"] = f.process.ecs()
@@ -244,37 +272,52 @@ class Detector:
             if f.network_protocol:
                 d["network"]["protocol"] = f.network_protocol
         wb = self.ctx.workload(f.workload)
-        d["sluice"].update({
-            "workload": f.workload,
-            "evidence": {**f.evidence, "time": tctx,
-                         "baseline": {"known_workload": wb is not None, "windows": wb.windows if wb else 0}},
-            "alert": {"suppressed_since_last": suppressed},
-            "response": self._response(f),
-        })
+        d["sluice"].update(
+            {
+                "workload": f.workload,
+                "evidence": {
+                    **f.evidence,
+                    "time": tctx,
+                    "baseline": {"known_workload": wb is not None, "windows": wb.windows if wb else 0},
+                },
+                "alert": {"suppressed_since_last": suppressed},
+                "response": self._response(f),
+            }
+        )
         return d
 
-    def on_fim(self, path: str, operations: list[str], ts: float, attr: Attribution, workload: str,
-               process: ProcessRef | None) -> None:
+    def on_fim(
+        self, path: str, operations: list[str], ts: float, attr: Attribution, workload: str, process: ProcessRef | None
+    ) -> None:
         """A watched orchestration config file changed."""
         rid = "SL-FIM-001"
         if not self.config.rules[rid]["enabled"]:
             return
         cfg = self.config.rules[rid]
-        types = sorted({"creation" if o == "creation" else "deletion" if o == "deletion" else "change"
-                        for o in operations})
-        who = (f"container {attr.container.name or attr.container.id[:12]} ({workload})" if attr.container
-               else "a host process")
+        types = sorted(
+            {"creation" if o == "creation" else "deletion" if o == "deletion" else "change" for o in operations}
+        )
+        who = (
+            f"container {attr.container.name or attr.container.id[:12]} ({workload})"
+            if attr.container
+            else "a host process"
+        )
         by = f"{process.executable or process.name} (pid {process.pid})" if process else "an unknown process"
         directory, _, name = path.rpartition("/")
-        self._consider(Finding(
-            rid, attr, workload, ts,
-            f"Orchestration config {path} was {'/'.join(operations)} by {by} in {who}",
-            {"path": path, "operations": operations, "writer_in_container": attr.container is not None},
-            process=process,
-            severity_delta=int(cfg["container_severity_bonus"]) if attr.container else 0,
-            file={"path": path, "name": name, "directory": directory or "/"},
-            categories=(["intrusion_detection", "file", "configuration"], ["info", *types]),
-        ))
+        self._consider(
+            Finding(
+                rid,
+                attr,
+                workload,
+                ts,
+                f"Orchestration config {path} was {'/'.join(operations)} by {by} in {who}",
+                {"path": path, "operations": operations, "writer_in_container": attr.container is not None},
+                process=process,
+                severity_delta=int(cfg["container_severity_bonus"]) if attr.container else 0,
+                file={"path": path, "name": name, "directory": directory or "/"},
+                categories=(["intrusion_detection", "file", "configuration"], ["info", *types]),
+            )
+        )
 
     @staticmethod
     def _threat(info: RuleInfo) -> dict[str, Any]:
@@ -303,16 +346,19 @@ class Detector:
                 f"docker pause {short}",
             ]
             if c.pod_name and c.pod_namespace:
-                r["isolate"].append(f"kubectl -n {c.pod_namespace} label pod {c.pod_name} "
-                                    "sluice.io/quarantine=true  # with a deny-all NetworkPolicy on that label")
-            r["investigate"] = [f"docker inspect {short}", f"docker logs --since 30m {short}",
-                                f"docker diff {short}"]
+                r["isolate"].append(
+                    f"kubectl -n {c.pod_namespace} label pod {c.pod_name} "
+                    "sluice.io/quarantine=true  # with a deny-all NetworkPolicy on that label"
+                )
+            r["investigate"] = [f"docker inspect {short}", f"docker logs --since 30m {short}", f"docker diff {short}"]
         if f.destination is not None:
             ip = f.destination[0]
             fam = "ip6" if ":" in ip else "ip"
             r["block"] = [
                 f"sluice block {ip}" + (f" --container {c.id[:12]}" if c is not None else ""),
-                f"iptables -I DOCKER-USER -d {ip} -j DROP" if fam == "ip" else f"ip6tables -I DOCKER-USER -d {ip} -j DROP",
+                f"iptables -I DOCKER-USER -d {ip} -j DROP"
+                if fam == "ip"
+                else f"ip6tables -I DOCKER-USER -d {ip} -j DROP",
                 f"nft add rule inet filter forward {fam} daddr {ip} drop",
             ]
         return r

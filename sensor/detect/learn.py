@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from typing import Callable
+from collections.abc import Callable
 
 from sensor.detect.baseline import Baseline, dest_key
 from sensor.detect.view import WindowView
@@ -18,8 +18,7 @@ class Learner:
     """Adds every window (or, while detecting, every window of a workload
     that raised no alert) to a Baseline."""
 
-    def __init__(self, baseline: Baseline, timezone: str = "local",
-                 skip: Callable[[str], bool] | None = None) -> None:
+    def __init__(self, baseline: Baseline, timezone: str = "local", skip: Callable[[str], bool] | None = None) -> None:
         self.baseline = baseline
         self.tz = timezone
         self.skip = skip or (lambda _w: False)
@@ -40,8 +39,9 @@ class Learner:
             enc = s.payload_bytes if s.encrypted_like else 0
             egress[f.workload] += s.bytes
             encrypted[f.workload] += enc
-            b.workload(f.workload).add_destination(dest_key(f.ip, f.port, f.transport), s.payload_bytes, enc,
-                                                   s.entropy, s.protocol_hint)
+            b.workload(f.workload).add_destination(
+                dest_key(f.ip, f.port, f.transport), s.payload_bytes, enc, s.entropy, s.protocol_hint
+            )
             if f.peer_workload:
                 b.workload(f.workload).add_peer(f.peer_workload)
         for e in view.execs:

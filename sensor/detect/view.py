@@ -58,8 +58,8 @@ class LifecycleView:
     ts: float
     attr: Attribution
     workload: str
-    kind: str                   # "start" | "stop"
-    lifetime: float | None      # stop only; None if the start predates the sensor
+    kind: str  # "start" | "stop"
+    lifetime: float | None  # stop only; None if the start predates the sensor
 
 
 @dataclass(slots=True)
@@ -70,9 +70,9 @@ class FlowView:
     ip: str
     port: int
     transport: str
-    peer: Attribution | None = None     # the destination is a container on this node
+    peer: Attribution | None = None  # the destination is a container on this node
     peer_workload: str | None = None
-    process: ProcessRef | None = None   # the last process that connected to it, when known
+    process: ProcessRef | None = None  # the last process that connected to it, when known
 
     @property
     def container_key(self) -> str:
@@ -89,8 +89,12 @@ class WindowView:
     lifecycle: list[LifecycleView] = field(default_factory=list)
 
     def workloads(self) -> set[str]:
-        return ({f.workload for f in self.flows} | {e.workload for e in self.execs}
-                | {c.workload for c in self.connects} | {x.workload for x in self.lifecycle})
+        return (
+            {f.workload for f in self.flows}
+            | {e.workload for e in self.execs}
+            | {c.workload for c in self.connects}
+            | {x.workload for x in self.lifecycle}
+        )
 
 
 class WindowObserver(Protocol):

@@ -13,9 +13,9 @@ import ctypes as ct
 import ipaddress
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Union
 
 COMM_LEN = 16
 PATH_LEN = 256
@@ -230,7 +230,7 @@ class CgroupEvent:
     path: str
 
 
-Event = Union[ExecEvent, ExitEvent, ExecArgsEvent, ConnectEvent, SampleEvent, CgroupEvent]
+Event = ExecEvent | ExitEvent | ExecArgsEvent | ConnectEvent | SampleEvent | CgroupEvent
 
 
 class DecodeError(ValueError):
@@ -267,8 +267,13 @@ _S_EXIT = struct.Struct(f"=IIQQ{COMM_LEN}s")
 _S_CONNECT = struct.Struct(f"=IIQQQ16sHBBI{COMM_LEN}s")
 _S_SAMPLE = struct.Struct("=IIQQQ16sHBBIII")
 _S_CGROUP = struct.Struct(f"=IIQQII{PATH_LEN}s")
-for _fmt, _mirror in ((_S_HDR, EventHeader), (_S_EXEC, ExecEventC), (_S_EXIT, ExitEventC),
-                      (_S_CONNECT, ConnectEventC), (_S_CGROUP, CgroupEventC)):
+for _fmt, _mirror in (
+    (_S_HDR, EventHeader),
+    (_S_EXEC, ExecEventC),
+    (_S_EXIT, ExitEventC),
+    (_S_CONNECT, ConnectEventC),
+    (_S_CGROUP, CgroupEventC),
+):
     assert _fmt.size == ct.sizeof(_mirror), (_mirror.__name__, _fmt.size, ct.sizeof(_mirror))
 assert _S_SAMPLE.size == SampleEventC.data.offset
 
@@ -302,8 +307,17 @@ _SAMPLE_DATA = SampleEventC.data.offset
 def _dec_sample(buf: bytes) -> SampleEvent:
     t, pid, kt, cg, cookie, daddr, dport, proto, flags, idx, plen, slen = _S_SAMPLE.unpack_from(buf)
     n = min(slen, SAMPLE_MAX)
-    return SampleEvent(Header(t, pid, kt, cg), cookie, format_addr(daddr), dport, proto, flags, idx, plen,
-                       bytes(buf[_SAMPLE_DATA:_SAMPLE_DATA + n]))
+    return SampleEvent(
+        Header(t, pid, kt, cg),
+        cookie,
+        format_addr(daddr),
+        dport,
+        proto,
+        flags,
+        idx,
+        plen,
+        bytes(buf[_SAMPLE_DATA : _SAMPLE_DATA + n]),
+    )
 
 
 def _dec_cgroup(buf: bytes) -> CgroupEvent:
@@ -334,9 +348,7 @@ def decode(buf: bytes) -> Event:
         raise DecodeError(f"unknown event type {etype}")
     struct, fn = entry
     if len(buf) < ct.sizeof(struct):
-        raise DecodeError(
-            f"{EVENT_NAMES[etype]} record of {len(buf)} bytes, expected {ct.sizeof(struct)}"
-        )
+        raise DecodeError(f"{EVENT_NAMES[etype]} record of {len(buf)} bytes, expected {ct.sizeof(struct)}")
     return fn(buf)
 
 

@@ -19,30 +19,32 @@ from sensor.kernel import bpfsys
 
 @dataclass(frozen=True)
 class CgroupProgram:
-    hook: str          # name reported in status and health
-    function: str      # function in the BPF source
-    prog_type: str     # "CGROUP_SKB" | "CGROUP_SOCK_ADDR" (bcc.BPF attribute)
+    hook: str  # name reported in status and health
+    function: str  # function in the BPF source
+    prog_type: str  # "CGROUP_SKB" | "CGROUP_SOCK_ADDR" (bcc.BPF attribute)
     attach_type: int
 
 
 @dataclass(frozen=True)
 class BpfUnit:
     name: str
-    source: str                         # file under bpf/
-    tracepoints: tuple[str, ...] = ()   # "category:event", auto-attached by bcc
+    source: str  # file under bpf/
+    tracepoints: tuple[str, ...] = ()  # "category:event", auto-attached by bcc
     cgroup_programs: tuple[CgroupProgram, ...] = ()
-    required: bool = True               # sensor refuses to start without it
-    what: str = ""                      # what is lost when it is unavailable
+    required: bool = True  # sensor refuses to start without it
+    what: str = ""  # what is lost when it is unavailable
 
 
 UNITS: tuple[BpfUnit, ...] = (
     BpfUnit(
-        "exec", "exec.bpf.c",
+        "exec",
+        "exec.bpf.c",
         tracepoints=("sched:sched_process_exec", "sched:sched_process_fork", "sched:sched_process_exit"),
         what="process exec/exit events and exec counts",
     ),
     BpfUnit(
-        "connect", "connect.bpf.c",
+        "connect",
+        "connect.bpf.c",
         cgroup_programs=(
             CgroupProgram("connect4", "sl_connect4", "CGROUP_SOCK_ADDR", bpfsys.CGROUP_INET4_CONNECT),
             CgroupProgram("connect6", "sl_connect6", "CGROUP_SOCK_ADDR", bpfsys.CGROUP_INET6_CONNECT),
@@ -52,12 +54,14 @@ UNITS: tuple[BpfUnit, ...] = (
         what="connect events (destinations with pid and process name)",
     ),
     BpfUnit(
-        "egress", "egress.bpf.c",
+        "egress",
+        "egress.bpf.c",
         cgroup_programs=(CgroupProgram("egress", "sl_egress", "CGROUP_SKB", bpfsys.CGROUP_INET_EGRESS),),
         what="egress bytes per flow and payload entropy",
     ),
     BpfUnit(
-        "lifecycle", "lifecycle.bpf.c",
+        "lifecycle",
+        "lifecycle.bpf.c",
         tracepoints=("cgroup:cgroup_mkdir", "cgroup:cgroup_rmdir"),
         required=False,
         what="container start/stop events (containers are still attributed by walking cgroupfs)",
@@ -65,7 +69,10 @@ UNITS: tuple[BpfUnit, ...] = (
 )
 
 EXEC_ARGS_UNIT = BpfUnit(
-    "exec_args", "exec_args.bpf.c", tracepoints=("syscalls:sys_enter_execve",), required=False,
+    "exec_args",
+    "exec_args.bpf.c",
+    tracepoints=("syscalls:sys_enter_execve",),
+    required=False,
     what="process arguments captured in the kernel (falls back to /proc/<pid>/cmdline)",
 )
 

@@ -13,15 +13,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sensor.kernel import bpfsys, events
 from sensor.config import KernelSection
-from sensor.telemetry.counters import FlowCounters
 from sensor.errors import SluiceError
+from sensor.kernel import bpfsys, events
 from sensor.kernel.hooks import EXEC_ARGS_UNIT, UNITS, BpfUnit, assemble_source, bpf_dir
-from sensor.kernel.probe import ProbeReport, units_available
 from sensor.kernel.memory import release_compiler_memory
+from sensor.kernel.probe import ProbeReport, units_available
 from sensor.kernel.ringbuf import RingReader
 from sensor.kernel.source import RecordSink
+from sensor.telemetry.counters import FlowCounters
 
 try:
     from bcc import BPF  # Debian python3-bpfcc; not on PyPI
@@ -68,8 +68,7 @@ def cflags(cfg: KernelSection, use_ringbuf: bool, root: Path) -> list[str]:
 
 
 class _Attachment:
-    def __init__(self, hook: str, fn: object, attach_type: int, cgroup_fd: int,
-                 link_fd: int | None) -> None:
+    def __init__(self, hook: str, fn: object, attach_type: int, cgroup_fd: int, link_fd: int | None) -> None:
         self.hook, self.fn, self.attach_type = hook, fn, attach_type
         self.cgroup_fd, self.link_fd = cgroup_fd, link_fd
 
@@ -110,8 +109,10 @@ class BccSource:
         for name, why in missing.items():
             unit = next(u for u in wanted if u.name == name)
             if unit.required:
-                raise SluiceError(f"required hook unit {name!r} unavailable: {why}",
-                                  hint="Sluice needs sched and cgroup tracepoints (Linux 5.8+)")
+                raise SluiceError(
+                    f"required hook unit {name!r} unavailable: {why}",
+                    hint="Sluice needs sched and cgroup tracepoints (Linux 5.8+)",
+                )
             for tp in unit.tracepoints:
                 self.status[tp] = f"unavailable: {why}"
         root = bpf_dir()
@@ -160,9 +161,10 @@ class BccSource:
                     self._attachments.append(_Attachment(cp.hook, fn, cp.attach_type, self._cgroup_fd, None))
                     self.status[cp.hook] = "attached (prog_attach)"
         if not self._attachments:
-            raise SluiceError("no cgroup program could be attached",
-                              hint="see the hook statuses; Sluice needs cgroup_skb and "
-                              "cgroup sock_addr programs (Linux 5.8+)")
+            raise SluiceError(
+                "no cgroup program could be attached",
+                hint="see the hook statuses; Sluice needs cgroup_skb and cgroup sock_addr programs (Linux 5.8+)",
+            )
 
     def _open_buffer(self, sink: RecordSink) -> None:
         assert self.b is not None
@@ -172,17 +174,21 @@ class BccSource:
             self._sink = sink
             self.status["buffer"] = "ring buffer"
         elif self.use_ringbuf:
+
             def on_ring(_ctx: object, data: int, size: int) -> int:
                 sink(ct.string_at(data, size))
                 return 0
+
             table.open_ring_buffer(on_ring)
             self.status["buffer"] = "ring buffer (bcc reader)"
         else:
+
             def on_perf(_cpu: int, data: int, size: int) -> None:
                 sink(ct.string_at(data, size))
 
             def on_lost(n: int) -> None:
                 self._lost += n
+
             table.open_perf_buffer(on_perf, page_cnt=self.cfg.ring_buffer_pages, lost_cb=on_lost)
             self.status["buffer"] = "perf buffer"
 
@@ -217,10 +223,21 @@ class BccSource:
                 del table[k]
             except KeyError:
                 continue
-            out.append(FlowCounters(
-                k.cgroup_id, events.format_addr(bytes(k.daddr)), k.dport, k.protocol,
-                v.bytes, v.packets, v.payload_bytes, v.connects, v.first_ns, v.last_ns, v.samples,
-            ))
+            out.append(
+                FlowCounters(
+                    k.cgroup_id,
+                    events.format_addr(bytes(k.daddr)),
+                    k.dport,
+                    k.protocol,
+                    v.bytes,
+                    v.packets,
+                    v.payload_bytes,
+                    v.connects,
+                    v.first_ns,
+                    v.last_ns,
+                    v.samples,
+                )
+            )
         return out
 
     def kernel_stats(self) -> dict[str, int]:
@@ -275,8 +292,10 @@ class BccSource:
         if self.b is None:
             return {}, {}
         iso = {int(k.value): int(v.value) for k, v in self.b["sl_isolated"].items()}
-        blk = {(int(k.cgroup_id), events.format_addr(bytes(k.daddr))): int(v.value)
-               for k, v in self.b["sl_blocked"].items()}
+        blk = {
+            (int(k.cgroup_id), events.format_addr(bytes(k.daddr))): int(v.value)
+            for k, v in self.b["sl_blocked"].items()
+        }
         return iso, blk
 
     def close(self) -> None:

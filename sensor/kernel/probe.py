@@ -12,9 +12,9 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import Any
 
-from sensor.kernel import bpfsys
 from sensor.attribution.cgroups import cgroup_mode, find_cgroup2_mount
 from sensor.errors import SluiceError
+from sensor.kernel import bpfsys
 from sensor.kernel.hooks import BpfUnit
 
 TRACEFS_CANDIDATES = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
@@ -131,8 +131,8 @@ def require_runnable(report: ProbeReport) -> None:
         )
     if report.tracefs is None:
         raise SluiceError(
-            "tracefs is not mounted", hint="mount -t tracefs nodev /sys/kernel/tracing "
-            "(or set kernel.mount_tracefs = true)",
+            "tracefs is not mounted",
+            hint="mount -t tracefs nodev /sys/kernel/tracing (or set kernel.mount_tracefs = true)",
         )
     if report.cgroup2_mount is None:
         find_cgroup2_mount("")  # raises the explained error

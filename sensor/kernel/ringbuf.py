@@ -33,7 +33,7 @@ import mmap
 import os
 import select
 import struct
-from typing import Callable
+from collections.abc import Callable
 
 BUSY = 1 << 31
 DISCARD = 1 << 30
@@ -84,10 +84,10 @@ class RingReader:
                 break
             length = head & ~(BUSY | DISCARD)
             if not head & DISCARD:
-                sink(mv[off + HDR:off + HDR + length].tobytes())
+                sink(mv[off + HDR : off + HDR + length].tobytes())
                 n += 1
             cons += (length + HDR + 7) & ~7
-            self._cons.value = cons   # one 8-byte store: frees the space at once
+            self._cons.value = cons  # one 8-byte store: frees the space at once
             if cons >= prod:
                 prod = self._prod.value
         self.consumed += n

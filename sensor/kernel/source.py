@@ -6,7 +6,8 @@ interface, so unit tests drive the pipeline from a ReplaySource.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Protocol
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from sensor.telemetry.counters import FlowCounters
 

@@ -37,13 +37,28 @@ FAN_ONDIR = 0x40000000
 FAN_Q_OVERFLOW = 0x4000
 INFO_DFID_NAME = 2
 AT_FDCWD = -100
-MASK = (FAN_MODIFY | FAN_CLOSE_WRITE | FAN_ATTRIB | FAN_MOVED_FROM | FAN_MOVED_TO | FAN_CREATE | FAN_DELETE
-        | FAN_EVENT_ON_CHILD | FAN_ONDIR)
+MASK = (
+    FAN_MODIFY
+    | FAN_CLOSE_WRITE
+    | FAN_ATTRIB
+    | FAN_MOVED_FROM
+    | FAN_MOVED_TO
+    | FAN_CREATE
+    | FAN_DELETE
+    | FAN_EVENT_ON_CHILD
+    | FAN_ONDIR
+)
 
 # (bit, operation) in the order they are reported
-OPERATIONS = ((FAN_CREATE, "creation"), (FAN_MODIFY, "change"), (FAN_CLOSE_WRITE, "change"),
-              (FAN_ATTRIB, "attributes"), (FAN_MOVED_FROM, "rename_from"), (FAN_MOVED_TO, "rename_to"),
-              (FAN_DELETE, "deletion"))
+OPERATIONS = (
+    (FAN_CREATE, "creation"),
+    (FAN_MODIFY, "change"),
+    (FAN_CLOSE_WRITE, "change"),
+    (FAN_ATTRIB, "attributes"),
+    (FAN_MOVED_FROM, "rename_from"),
+    (FAN_MOVED_TO, "rename_to"),
+    (FAN_DELETE, "deletion"),
+)
 
 _libc = ct.CDLL(None, use_errno=True)
 _libc.fanotify_mark.argtypes = [ct.c_int, ct.c_uint, ct.c_uint64, ct.c_int, ct.c_char_p]
@@ -65,7 +80,7 @@ class FimEvent:
 @dataclass
 class _Dir:
     path: str
-    names: set[str] | None          # None: every entry
+    names: set[str] | None  # None: every entry
     handle: bytes = b""
 
 
@@ -78,7 +93,7 @@ def dir_handle(path: str) -> bytes:
         e = ct.get_errno()
         raise OSError(e, os.strerror(e), path)
     nbytes, htype = struct.unpack_from("=Ii", buf, 0)
-    return struct.pack("=i", htype) + buf.raw[8:8 + nbytes]
+    return struct.pack("=i", htype) + buf.raw[8 : 8 + nbytes]
 
 
 def parse_events(buf: bytes, now: float) -> list[tuple[bytes, str, int, int]]:
@@ -96,8 +111,8 @@ def parse_events(buf: bytes, now: float) -> list[tuple[bytes, str, int, int]]:
                 break
             if itype == INFO_DFID_NAME:
                 hbytes, htype = struct.unpack_from("=Ii", buf, info_off + 12)
-                handle = struct.pack("=i", htype) + buf[info_off + 20:info_off + 20 + hbytes]
-                name = buf[info_off + 20 + hbytes:info_off + ilen].split(b"\0", 1)[0].decode("utf-8", "replace")
+                handle = struct.pack("=i", htype) + buf[info_off + 20 : info_off + 20 + hbytes]
+                name = buf[info_off + 20 + hbytes : info_off + ilen].split(b"\0", 1)[0].decode("utf-8", "replace")
                 out.append((handle, name, mask, pid))
             info_off += ilen
         if mask & FAN_Q_OVERFLOW:
@@ -184,7 +199,7 @@ class FimWatcher:
                 self.events += 1
                 path = os.path.join(d.path, name)
                 if self.root and path.startswith(self.root.rstrip("/") + "/"):
-                    path = path[len(self.root.rstrip("/")):]
+                    path = path[len(self.root.rstrip("/")) :]
                 out.append(FimEvent(path, ops, pid, now))
         return out
 

@@ -17,12 +17,13 @@ ECS_VERSION = "9.4.0"
 
 def iso(ts: float) -> str:
     """UTC ISO 8601 with milliseconds and Z."""
-    d = _dt.datetime.fromtimestamp(ts, _dt.timezone.utc)
+    d = _dt.datetime.fromtimestamp(ts, _dt.UTC)
     return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
 
 
-def base(ts: float, host_name: str, kind: str, category: list[str], types: list[str],
-         action: str, dataset: str) -> dict[str, Any]:
+def base(
+    ts: float, host_name: str, kind: str, category: list[str], types: list[str], action: str, dataset: str
+) -> dict[str, Any]:
     return {
         "@timestamp": iso(ts),
         "ecs": {"version": ECS_VERSION},

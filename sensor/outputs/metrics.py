@@ -6,7 +6,8 @@ nothing is counted twice and the event path pays nothing for metrics.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import start_http_server
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
@@ -33,22 +34,30 @@ class SensorCollector(Collector):
         drops = s.get("drops", {})
         kernel = s.get("kernel", {})
         info = InfoMetricFamily("sluice_build", "Sluice build and kernel facts")
-        info.add_metric([], {"version": __version__, "kernel": kernel.get("kernel_release", ""),
-                             "buffer": s.get("hooks", {}).get("buffer", ""), "mode": s.get("mode", "")})
+        info.add_metric(
+            [],
+            {
+                "version": __version__,
+                "kernel": kernel.get("kernel_release", ""),
+                "buffer": s.get("hooks", {}).get("buffer", ""),
+                "mode": s.get("mode", ""),
+            },
+        )
         yield info
         ev = CounterMetricFamily("sluice_events", "Kernel events decoded, by source", labels=["source"])
         for src in ("exec", "exit", "connect", "sample", "cgroup", "exec_args"):
             ev.add_metric([src], counters.get(src, 0))
         yield ev
         sub = CounterMetricFamily("sluice_kernel_submitted", "Events the kernel submitted, by type", labels=["type"])
-        lost = CounterMetricFamily("sluice_kernel_dropped", "Events the kernel could not submit (buffer full)",
-                                   labels=["type"])
+        lost = CounterMetricFamily(
+            "sluice_kernel_dropped", "Events the kernel could not submit (buffer full)", labels=["type"]
+        )
         for k, v in counters.items():
             if k.startswith("submitted_"):
-                sub.add_metric([k[len("submitted_"):]], v)
+                sub.add_metric([k[len("submitted_") :]], v)
         for k, v in drops.items():
             if k.startswith("dropped_"):
-                lost.add_metric([k[len("dropped_"):]], v)
+                lost.add_metric([k[len("dropped_") :]], v)
         yield sub
         yield lost
         for name, key, help_ in (
@@ -60,34 +69,66 @@ class SensorCollector(Collector):
         ):
             yield _one(CounterMetricFamily, name, help_, drops.get(key, 0))
         det = s.get("detection") or {}
-        alerts = CounterMetricFamily("sluice_alerts", "Alerts emitted, by rule and severity", labels=["rule", "severity"])
+        alerts = CounterMetricFamily(
+            "sluice_alerts", "Alerts emitted, by rule and severity", labels=["rule", "severity"]
+        )
         for rule, n in (det.get("by_rule") or {}).items():
             alerts.add_metric([rule, str(self.severities.get(rule, 0))], n)
         yield alerts
-        for name, key, help_ in (("sluice_alerts_suppressed", "suppressed", "Alerts suppressed as repeats"),
-                                 ("sluice_alerts_allowed", "allowed", "Findings silenced by allow lists")):
+        for name, key, help_ in (
+            ("sluice_alerts_suppressed", "suppressed", "Alerts suppressed as repeats"),
+            ("sluice_alerts_allowed", "allowed", "Findings silenced by allow lists"),
+        ):
             yield _one(CounterMetricFamily, name, help_, det.get(key, 0))
         out = s.get("output", {})
         yield _one(CounterMetricFamily, "sluice_output_lines", "Lines delivered to the sinks", out.get("written", 0))
-        yield _one(CounterMetricFamily, "sluice_output_dropped", "Lines dropped because the output queue was full",
-                   out.get("dropped_queue_full", 0))
-        yield _one(GaugeMetricFamily, "sluice_containers_tracked", "Containers the sensor is tracking",
-                   s.get("containers_tracked", 0))
+        yield _one(
+            CounterMetricFamily,
+            "sluice_output_dropped",
+            "Lines dropped because the output queue was full",
+            out.get("dropped_queue_full", 0),
+        )
+        yield _one(
+            GaugeMetricFamily,
+            "sluice_containers_tracked",
+            "Containers the sensor is tracking",
+            s.get("containers_tracked", 0),
+        )
         entries = s.get("containment", {}).get("entries", [])
-        yield _one(GaugeMetricFamily, "sluice_containment_entries",
-                   "Containers isolated and destinations blocked now", len(entries))
-        yield _one(CounterMetricFamily, "sluice_containment_dropped_packets",
-                   "Packets dropped by the current containment entries", sum(e.get("dropped", 0) for e in entries))
+        yield _one(
+            GaugeMetricFamily,
+            "sluice_containment_entries",
+            "Containers isolated and destinations blocked now",
+            len(entries),
+        )
+        yield _one(
+            CounterMetricFamily,
+            "sluice_containment_dropped_packets",
+            "Packets dropped by the current containment entries",
+            sum(e.get("dropped", 0) for e in entries),
+        )
         rt = s.get("runtime", {})
-        yield _one(CounterMetricFamily, "sluice_runtime_lookup_failures",
-                   "Container metadata lookups that failed (those containers are known by id only)",
-                   rt.get("lookup_failures", 0))
-        yield _one(GaugeMetricFamily, "sluice_containers_without_metadata",
-                   "Tracked containers whose name, image and labels are not known", rt.get("containers_without_metadata", 0))
-        yield _one(GaugeMetricFamily, "sluice_uptime_seconds", "Seconds since the sensor started",
-                   s.get("uptime_seconds", 0))
-        yield _one(GaugeMetricFamily, "sluice_ready", "1 when programs are attached and the sensor is running",
-                   1 if s.get("ready") else 0)
+        yield _one(
+            CounterMetricFamily,
+            "sluice_runtime_lookup_failures",
+            "Container metadata lookups that failed (those containers are known by id only)",
+            rt.get("lookup_failures", 0),
+        )
+        yield _one(
+            GaugeMetricFamily,
+            "sluice_containers_without_metadata",
+            "Tracked containers whose name, image and labels are not known",
+            rt.get("containers_without_metadata", 0),
+        )
+        yield _one(
+            GaugeMetricFamily, "sluice_uptime_seconds", "Seconds since the sensor started", s.get("uptime_seconds", 0)
+        )
+        yield _one(
+            GaugeMetricFamily,
+            "sluice_ready",
+            "1 when programs are attached and the sensor is running",
+            1 if s.get("ready") else 0,
+        )
 
 
 def serve(addr: str, snapshot: Callable[[], dict[str, Any]], severities: dict[str, int]) -> Any:

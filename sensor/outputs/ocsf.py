@@ -21,7 +21,7 @@ PROTOCOL_NUM = {"tcp": 6, "udp": 17, "icmp": 1, "ipv6-icmp": 58}
 
 
 def _ms(iso: str) -> int:
-    d = _dt.datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=_dt.timezone.utc)
+    d = _dt.datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=_dt.UTC)
     return int(d.timestamp() * 1000)
 
 
@@ -71,8 +71,7 @@ def _process(p: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: v for k, v in out.items() if v is not None}
 
 
-def _common(doc: dict[str, Any], class_uid: int, category_uid: int, activity_id: int,
-            sev: int = 1) -> dict[str, Any]:
+def _common(doc: dict[str, Any], class_uid: int, category_uid: int, activity_id: int, sev: int = 1) -> dict[str, Any]:
     container = _container(doc)
     profiles = ["host"] + (["container"] if container else [])
     out: dict[str, Any] = {
@@ -117,8 +116,11 @@ def _finding(doc: dict[str, Any]) -> dict[str, Any]:
     t = threat["technique"]
     attack: dict[str, Any] = {
         "technique": {"uid": t["id"][0], "name": t["name"][0], "src_url": t["reference"][0]},
-        "tactic": {"uid": threat["tactic"]["id"][0], "name": threat["tactic"]["name"][0],
-                   "src_url": threat["tactic"]["reference"][0]},
+        "tactic": {
+            "uid": threat["tactic"]["id"][0],
+            "name": threat["tactic"]["name"][0],
+            "src_url": threat["tactic"]["reference"][0],
+        },
     }
     if "subtechnique" in t:
         st = t["subtechnique"]
@@ -155,7 +157,7 @@ def _finding(doc: dict[str, Any]) -> dict[str, Any]:
 
 def _network(doc: dict[str, Any]) -> dict[str, Any]:
     action = doc["event"]["action"]
-    activity = 6 if action in ("flow_summary", "udp_send") else 1   # Traffic / Open
+    activity = 6 if action in ("flow_summary", "udp_send") else 1  # Traffic / Open
     out = _common(doc, 4001, 4, activity)
     out["dst_endpoint"] = _endpoint(doc)
     out["connection_info"] = _connection(doc)

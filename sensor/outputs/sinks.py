@@ -20,7 +20,8 @@ import socket
 import sys
 import threading
 import time
-from typing import IO, Any, Callable, Protocol
+from collections.abc import Callable
+from typing import IO, Any, Protocol
 
 from sensor.outputs.ocsf import to_ocsf
 
@@ -184,8 +185,15 @@ class UnixSocketSink(_SocketSink):
         self._send((line + "\n").encode() if stream else line.encode(), stream)
 
 
-FACILITIES = {"kern": 0, "user": 1, "daemon": 3, "auth": 4, "syslog": 5, "authpriv": 10,
-              **{f"local{i}": 16 + i for i in range(8)}}
+FACILITIES = {
+    "kern": 0,
+    "user": 1,
+    "daemon": 3,
+    "auth": 4,
+    "syslog": 5,
+    "authpriv": 10,
+    **{f"local{i}": 16 + i for i in range(8)},
+}
 
 
 def syslog_severity(doc: dict[str, Any]) -> int:
@@ -199,7 +207,7 @@ def syslog_severity(doc: dict[str, Any]) -> int:
 
 def rfc5424(line: str, doc: dict[str, Any], hostname: str, app: str, facility: int) -> str:
     pri = facility * 8 + syslog_severity(doc)
-    ts = doc.get("@timestamp") or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    ts = doc.get("@timestamp") or _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     msgid = (doc.get("event", {}).get("dataset") or "sluice").replace(" ", "_")[:32]
     return f"<{pri}>1 {ts} {hostname or '-'} {app} {os.getpid()} {msgid} - {line}"
 

@@ -32,12 +32,12 @@ class ContainmentError(Exception):
 
 @dataclass
 class Entry:
-    kind: str                       # "isolate" or "block"
-    container_id: str | None        # None: a block for every cgroup on the node
+    kind: str  # "isolate" or "block"
+    container_id: str | None  # None: a block for every cgroup on the node
     container_name: str | None
     cgroup_ids: list[int]
-    destination: str | None         # block only
-    since: float                    # wall clock
+    destination: str | None  # block only
+    since: float  # wall clock
     reason: str = ""
 
     def who(self) -> str:
@@ -72,7 +72,11 @@ class Containment:
             return []
         except (OSError, ValueError) as e:
             raise ContainmentError(f"containment state {self.path} cannot be read: {e}") from None
-        if not isinstance(data, dict) or data.get("version") != STATE_VERSION or not isinstance(data.get("entries"), list):
+        if (
+            not isinstance(data, dict)
+            or data.get("version") != STATE_VERSION
+            or not isinstance(data.get("entries"), list)
+        ):
             raise ContainmentError(f"containment state {self.path}: not a version-{STATE_VERSION} state file")
         try:
             return [Entry(**e) for e in data["entries"]]
@@ -99,7 +103,7 @@ class Containment:
                 self.source.set_isolated(cg, on)
         else:
             assert e.destination is not None
-            for cg in (e.cgroup_ids or [0]):
+            for cg in e.cgroup_ids or [0]:
                 self.source.set_blocked(cg, e.destination, on)
 
     def restore(self, saved: list[Entry], live: dict[str, list[int]]) -> tuple[list[Entry], list[Entry]]:
@@ -122,8 +126,10 @@ class Containment:
     # --- requests --------------------------------------------------------------
 
     def _find(self, kind: str, container_id: str | None, destination: str | None) -> Entry | None:
-        return next((e for e in self.entries if (e.kind, e.container_id, e.destination)
-                     == (kind, container_id, destination)), None)
+        return next(
+            (e for e in self.entries if (e.kind, e.container_id, e.destination) == (kind, container_id, destination)),
+            None,
+        )
 
     def _add(self, e: Entry) -> Entry:
         self._apply(e, True)
@@ -136,17 +142,26 @@ class Containment:
             raise ContainmentError(f"container {name or container_id[:12]} is already isolated")
         return self._add(Entry("isolate", container_id, name, list(cgroup_ids), None, time.time(), reason))
 
-    def block(self, destination: str, container_id: str | None = None, name: str | None = None,
-              cgroup_ids: list[int] | None = None, reason: str = "") -> Entry:
+    def block(
+        self,
+        destination: str,
+        container_id: str | None = None,
+        name: str | None = None,
+        cgroup_ids: list[int] | None = None,
+        reason: str = "",
+    ) -> Entry:
         ip = normalise_ip(destination)
         if ipaddress.ip_address(ip).is_loopback:
             raise ContainmentError(f"{ip} is a loopback address: loopback is never blocked")
         if self._find("block", container_id, ip):
-            raise ContainmentError(f"{ip} is already blocked for {name or (container_id or '')[:12] or 'every container'}")
+            raise ContainmentError(
+                f"{ip} is already blocked for {name or (container_id or '')[:12] or 'every container'}"
+            )
         return self._add(Entry("block", container_id, name, list(cgroup_ids or []), ip, time.time(), reason))
 
-    def release(self, container_id: str | None = None, destination: str | None = None,
-                everything_for_container: bool = False) -> list[Entry]:
+    def release(
+        self, container_id: str | None = None, destination: str | None = None, everything_for_container: bool = False
+    ) -> list[Entry]:
         """Release the isolation of a container (and, with
         everything_for_container, its blocks), or a destination's block
         (for one container, or node-wide when container_id is None)."""
@@ -188,10 +203,16 @@ class Containment:
         if not self.entries:
             return []
         iso, blk = self.source.containment_counts()
-        return [sum(iso.get(cg, 0) for cg in e.cgroup_ids) if e.kind == "isolate"
-                else sum(blk.get((cg, e.destination or ""), 0) for cg in (e.cgroup_ids or [0]))
-                for e in self.entries]
+        return [
+            sum(iso.get(cg, 0) for cg in e.cgroup_ids)
+            if e.kind == "isolate"
+            else sum(blk.get((cg, e.destination or ""), 0) for cg in (e.cgroup_ids or [0]))
+            for e in self.entries
+        ]
 
     def snapshot(self) -> list[dict[str, Any]]:
         """Entries with the packets dropped so far."""
-        return [{**asdict(e), "dropped": n, "description": e.label()} for e, n in zip(self.entries, self.dropped())]
+        return [
+            {**asdict(e), "dropped": n, "description": e.label()}
+            for e, n in zip(self.entries, self.dropped(), strict=False)
+        ]

@@ -57,7 +57,7 @@ class FlowSummary:
     # what the socket's first payload (or HTTP body) started with, if it is a
     # known compressed format: "gzip", "zstd", "zip", ...
     compression: str | None = None
-    body_entropy: float | None = None      # HTTP bodies only
+    body_entropy: float | None = None  # HTTP bodies only
     body_sampled_bytes: int = 0
     dns_names: list[tuple[str, bool]] = field(default_factory=list)  # (name, complete)
     high_entropy_bits: float = HIGH_ENTROPY_BITS
@@ -175,7 +175,9 @@ class WindowCounters:
     def set_owner(self, key: FlowKey, pid: int, comm: str) -> None:
         self.owners.put(key, (pid, comm))
 
-    def close(self, flows: list[FlowCounters]) -> tuple[list[FlowSummary], dict[int, int], dict[FlowKey, ByteHistogram]]:
+    def close(
+        self, flows: list[FlowCounters]
+    ) -> tuple[list[FlowSummary], dict[int, int], dict[FlowKey, ByteHistogram]]:
         """Flow summaries for this window; execs per cgroup; histograms.
 
         Resets the window. Samples of flows the kernel did not report (a
@@ -198,14 +200,22 @@ class WindowCounters:
         out = [self._summary(k, *t, samples.get(k)) for k, t in totals.items()]
         return out, execs, {k: v.hist for k, v in samples.items()}
 
-    def _summary(self, k: FlowKey, nbytes: int, packets: int, payload: int, connects: int,
-                 samples: int, st: _FlowSamples | None) -> FlowSummary:
+    def _summary(
+        self, k: FlowKey, nbytes: int, packets: int, payload: int, connects: int, samples: int, st: _FlowSamples | None
+    ) -> FlowSummary:
         owner = self.owners.get(k)
         return FlowSummary(
-            key=k, bytes=nbytes, packets=packets, payload_bytes=payload, connects=connects,
-            samples=samples, sampled_bytes=st.hist.total if st else 0,
-            entropy=st.hist.entropy() if st else None, protocol_hint=self.protocols.get(k),
-            pid=owner[0] if owner else None, comm=owner[1] if owner else None,
+            key=k,
+            bytes=nbytes,
+            packets=packets,
+            payload_bytes=payload,
+            connects=connects,
+            samples=samples,
+            sampled_bytes=st.hist.total if st else 0,
+            entropy=st.hist.entropy() if st else None,
+            protocol_hint=self.protocols.get(k),
+            pid=owner[0] if owner else None,
+            comm=owner[1] if owner else None,
             compression=self.compression.get(k),
             body_entropy=st.body.entropy() if st else None,
             body_sampled_bytes=st.body.total if st else 0,

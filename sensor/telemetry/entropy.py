@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Iterable
+from collections.abc import Iterable
 
 MAX_BITS = 8.0
 
@@ -65,7 +65,7 @@ class ByteHistogram:
             self.counts.update(data)
             self.total += len(data)
 
-    def merge(self, other: "ByteHistogram") -> None:
+    def merge(self, other: ByteHistogram) -> None:
         self.counts.update(other.counts)
         self.total += other.total
 

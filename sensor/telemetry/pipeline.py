@@ -10,25 +10,35 @@ from __future__ import annotations
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from sensor.outputs import ecs
 from sensor.attribution.containers import Attribution, Attributor, ContainerInfo, container_from_path
-from sensor.telemetry.counters import ContainerSummary, FlowCounters, FlowSummary, WindowCounters
-from sensor.kernel.events import (
-    CGROUP_MKDIR, CONNECT_OP_CONNECT, SAMPLE_F_SOCK_START, CgroupEvent, ConnectEvent,
-    DecodeError, ExecArgsEvent, ExecEvent, ExitEvent, SampleEvent, decode,
-)
-from sensor.detect.view import ConnectView, ExecView, FlowView, LifecycleView, ProcessRef, WindowObserver, WindowView
 from sensor.attribution.netmap import NetMap
-from sensor.telemetry.protocol import transport_name
 from sensor.attribution.workload import workload_of
+from sensor.detect.view import ConnectView, ExecView, FlowView, LifecycleView, ProcessRef, WindowObserver, WindowView
+from sensor.kernel.events import (
+    CGROUP_MKDIR,
+    CONNECT_OP_CONNECT,
+    SAMPLE_F_SOCK_START,
+    CgroupEvent,
+    ConnectEvent,
+    DecodeError,
+    ExecArgsEvent,
+    ExecEvent,
+    ExitEvent,
+    SampleEvent,
+    decode,
+)
+from sensor.outputs import ecs
+from sensor.telemetry.counters import ContainerSummary, FlowCounters, FlowSummary, WindowCounters
+from sensor.telemetry.protocol import transport_name
 
 Emit = Callable[[dict[str, Any]], None]
 HOST_KEY = "host"
-MAX_CONNECT_VIEWS = 64    # per (cgroup, destination) per window, for the rules
-MAX_EXEC_VIEWS = 16       # per (cgroup, executable) per window
+MAX_CONNECT_VIEWS = 64  # per (cgroup, destination) per window, for the rules
+MAX_EXEC_VIEWS = 16  # per (cgroup, executable) per window
 
 
 @dataclass(slots=True)
@@ -40,7 +50,7 @@ class ProcInfo:
     args: list[str] | None
     cgroup_id: int
     start_ts: float
-    ref: ProcessRef | None = None   # built once, shared by every event of the process
+    ref: ProcessRef | None = None  # built once, shared by every event of the process
 
 
 def read_cmdline(pid: int, proc: str = "/proc") -> list[str] | None:
@@ -69,7 +79,7 @@ def read_ppid(pid: int, proc: str = "/proc") -> int | None:
     try:
         with open(f"{proc}/{pid}/stat", "rb") as f:
             stat = f.read()
-        return int(stat[stat.rindex(b")") + 2:].split()[1])
+        return int(stat[stat.rindex(b")") + 2 :].split()[1])
     except (OSError, ValueError, IndexError):
         return None
 
@@ -78,7 +88,7 @@ def read_ppid(pid: int, proc: str = "/proc") -> int | None:
 class ContainerLife:
     info: ContainerInfo
     cgroup_id: int
-    started: float | None   # wall-clock, None if it predates the sensor
+    started: float | None  # wall-clock, None if it predates the sensor
 
 
 class Pipeline:
@@ -116,8 +126,17 @@ class Pipeline:
         # container id or None), forgotten at the next window close.
         self._removed: list[tuple[int, str | None]] = []
         self.counts: dict[str, int] = {
-            "events": 0, "decode_errors": 0, "exec": 0, "exit": 0, "connect": 0,
-            "sample": 0, "cgroup": 0, "exec_args": 0, "documents": 0, "windows": 0, "view_events_capped": 0,
+            "events": 0,
+            "decode_errors": 0,
+            "exec": 0,
+            "exit": 0,
+            "connect": 0,
+            "sample": 0,
+            "cgroup": 0,
+            "exec_args": 0,
+            "documents": 0,
+            "windows": 0,
+            "view_events_capped": 0,
         }
         self.last_decode_error = ""
         self.top: list[dict[str, Any]] = []
@@ -146,8 +165,9 @@ class Pipeline:
         self.counts["documents"] += 1
         self.emit(doc)
 
-    def _doc(self, ts: float, category: list[str], types: list[str], action: str,
-             dataset: str, attr: Attribution | None) -> dict[str, Any]:
+    def _doc(
+        self, ts: float, category: list[str], types: list[str], action: str, dataset: str, attr: Attribution | None
+    ) -> dict[str, Any]:
         d = ecs.base(ts, self.host_name, "event", category, types, action, dataset)
         if attr is not None:
             ecs.add_attribution(d, attr)
@@ -251,16 +271,20 @@ class Pipeline:
         p = self.procs.get(ev.hdr.pid) or self.exited.get(ev.hdr.pid)
         ref = self._process_ref(p) if p is not None else ProcessRef(ev.hdr.pid, ev.comm)
         if self._view_keep(("c", ev.hdr.cgroup_id, ev.daddr, ev.dport, ev.protocol), MAX_CONNECT_VIEWS):
-            self._view.connects.append(ConnectView(ts, attr, workload_of(attr), ev.daddr, ev.dport,
-                                                   transport_name(ev.protocol), ref))
+            self._view.connects.append(
+                ConnectView(ts, attr, workload_of(attr), ev.daddr, ev.dport, transport_name(ev.protocol), ref)
+            )
         if not self.events:
             return
         action = "connection_attempted" if ev.op == CONNECT_OP_CONNECT else "udp_send"
         d = self._doc(ts, ["network"], ["connection", "start"], action, "sluice.network", attr)
         d["process"] = self._known_process(ev.hdr.pid, ev.comm)
         d["destination"] = {"ip": ev.daddr, "port": ev.dport, "address": ev.daddr}
-        d["network"] = {"transport": transport_name(ev.protocol), "direction": "egress",
-                        "type": "ipv6" if ":" in ev.daddr else "ipv4"}
+        d["network"] = {
+            "transport": transport_name(ev.protocol),
+            "direction": "egress",
+            "type": "ipv6" if ":" in ev.daddr else "ipv4",
+        }
         d["sluice"]["socket"] = {"cookie": ev.sock_cookie}
         self._out(d)
 
@@ -362,7 +386,9 @@ class Pipeline:
 
     # --- windows -------------------------------------------------------------
 
-    def close_window(self, flows: list[FlowCounters], start: float, end: float) -> tuple[list[FlowSummary], dict[str, ContainerSummary]]:
+    def close_window(
+        self, flows: list[FlowCounters], start: float, end: float
+    ) -> tuple[list[FlowSummary], dict[str, ContainerSummary]]:
         """Join kernel counters with samples; emit summaries; reset."""
         self.counts["windows"] += 1
         summaries, execs, hists = self.window.close(flows)
@@ -401,7 +427,7 @@ class Pipeline:
             c.cgroup_ids.add(cgid)
             c.execs += n
         if self.events:
-            for key, c in per.items():
+            for _key, c in per.items():
                 a = attr_of(next(iter(c.cgroup_ids)))
                 self._out(self._container_doc(c, a, start, end))
         self._update_top(per, attrs, end - start)
@@ -418,8 +444,9 @@ class Pipeline:
                     self.netmap.forget(container_id)
         return summaries, per
 
-    def _notify(self, summaries: list[FlowSummary], attr_of: Callable[[int], Attribution],
-                start: float, end: float) -> None:
+    def _notify(
+        self, summaries: list[FlowSummary], attr_of: Callable[[int], Attribution], start: float, end: float
+    ) -> None:
         """Hand the window to the learner and the rules."""
         view, self._view = self._view, WindowView(end, end)
         self._view_counts = {}
@@ -430,8 +457,11 @@ class Pipeline:
         for s in summaries:
             a = attr_of(s.cgroup_id)
             p = (self.procs.get(s.pid) or self.exited.get(s.pid)) if s.pid is not None else None
-            proc = self._process_ref(p) if p is not None else (
-                ProcessRef(s.pid, s.comm or "") if s.pid is not None else None)
+            proc = (
+                self._process_ref(p)
+                if p is not None
+                else (ProcessRef(s.pid, s.comm or "") if s.pid is not None else None)
+            )
             flows.append(FlowView(s, a, workload_of(a), s.key[1], s.key[2], transport_name(s.key[3]), process=proc))
         if self.netmap is not None:
             self._resolve_peers(flows)
@@ -467,14 +497,16 @@ class Pipeline:
         if s.pid is not None:
             d["process"] = self._known_process(s.pid, s.comm or "")
         d["destination"] = {"ip": ip, "port": port, "address": ip}
-        net: dict[str, Any] = {"transport": transport_name(proto), "direction": "egress",
-                               "type": "ipv6" if ":" in ip else "ipv4"}
+        net: dict[str, Any] = {
+            "transport": transport_name(proto),
+            "direction": "egress",
+            "type": "ipv6" if ":" in ip else "ipv4",
+        }
         if s.protocol_hint:
             net["protocol"] = s.protocol_hint
         d["network"] = net
         d["source"] = {"bytes": s.bytes, "packets": s.packets}
-        d["sluice"]["payload"] = {"bytes": s.payload_bytes, "samples": s.samples,
-                                  "sampled_bytes": s.sampled_bytes}
+        d["sluice"]["payload"] = {"bytes": s.payload_bytes, "samples": s.samples, "sampled_bytes": s.sampled_bytes}
         if s.entropy is not None:
             d["sluice"]["payload"]["entropy"] = s.entropy
         d["sluice"]["flow"] = {"connections": s.connects}
@@ -484,12 +516,16 @@ class Pipeline:
         d = self._doc(end, ["network"], ["info"], "container_summary", "sluice.container", a)
         self._window_fields(d, start, end)
         d["source"] = {"bytes": c.bytes, "packets": c.packets}
-        d["sluice"]["payload"] = {"bytes": c.payload_bytes, "high_entropy_bytes": c.high_entropy_bytes,
-                                  "sampled_bytes": c.histogram.total}
+        d["sluice"]["payload"] = {
+            "bytes": c.payload_bytes,
+            "high_entropy_bytes": c.high_entropy_bytes,
+            "sampled_bytes": c.histogram.total,
+        }
         if c.entropy is not None:
             d["sluice"]["payload"]["entropy"] = c.entropy
-        d["sluice"]["window"].update({"connections": c.connects, "execs": c.execs,
-                                      "flows": c.flows, "destinations": len(c.destinations)})
+        d["sluice"]["window"].update(
+            {"connections": c.connects, "execs": c.execs, "flows": c.flows, "destinations": len(c.destinations)}
+        )
         return d
 
     def _update_top(self, per: dict[str, ContainerSummary], attrs: dict[int, Attribution], seconds: float) -> None:
@@ -497,17 +533,19 @@ class Pipeline:
         for key, c in per.items():
             a = attrs[next(iter(c.cgroup_ids))] if c.cgroup_ids & attrs.keys() else None
             info = a.container if a else None
-            rows.append({
-                "container": key[:12] if info else HOST_KEY,
-                "name": (info.name or "") if info else "",
-                "image": (info.image_name or "") if info else "",
-                "bytes_per_s": c.bytes / seconds if seconds > 0 else 0.0,
-                "entropy": c.entropy,
-                "connects": c.connects,
-                "execs": c.execs,
-                "destinations": sorted(c.destinations)[:5],
-                "n_destinations": len(c.destinations),
-            })
+            rows.append(
+                {
+                    "container": key[:12] if info else HOST_KEY,
+                    "name": (info.name or "") if info else "",
+                    "image": (info.image_name or "") if info else "",
+                    "bytes_per_s": c.bytes / seconds if seconds > 0 else 0.0,
+                    "entropy": c.entropy,
+                    "connects": c.connects,
+                    "execs": c.execs,
+                    "destinations": sorted(c.destinations)[:5],
+                    "n_destinations": len(c.destinations),
+                }
+            )
         rows.sort(key=lambda r: r["bytes_per_s"], reverse=True)
         self.top = rows
 
@@ -520,4 +558,3 @@ def monotonic_to_wall_factory() -> Callable[[int], float]:
         return ktime_ns / 1e9 + offset
 
     return conv
-

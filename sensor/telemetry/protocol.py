@@ -16,8 +16,16 @@ HTTP = "http"
 DNS = "dns"
 
 HTTP_PREFIXES = (
-    b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"PATCH ", b"OPTIONS ",
-    b"CONNECT ", b"TRACE ", b"HTTP/1.",
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"HEAD ",
+    b"DELETE ",
+    b"PATCH ",
+    b"OPTIONS ",
+    b"CONNECT ",
+    b"TRACE ",
+    b"HTTP/1.",
 )
 
 IPPROTO_TCP = 6
@@ -44,7 +52,7 @@ def _looks_dns_query(data: bytes) -> bool:
         return False
     # the first label must be followed by printable bytes
     n = data[12]
-    return len(data) > 13 + n and all(32 < b < 127 for b in data[13:13 + n])
+    return len(data) > 13 + n and all(32 < b < 127 for b in data[13 : 13 + n])
 
 
 def protocol_hint(data: bytes, transport: int, dport: int) -> str | None:
@@ -120,7 +128,7 @@ def dns_qname(data: bytes, transport: int) -> tuple[str, bool] | None:
             return ".".join(labels), True
         if n > 63:  # compression pointers do not occur in a question's first name
             return None
-        label = data[i + 1:i + 1 + n]
+        label = data[i + 1 : i + 1 + n]
         labels.append(label.decode("ascii", "replace"))
         if len(label) < n:
             return ".".join(labels), False

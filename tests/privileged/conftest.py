@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -27,8 +27,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def base() -> Iterator[Path]:
     problems = prerequisite_problems()
     if problems:
-        pytest.fail("privileged tests cannot run: " + "; ".join(problems)
-                    + " (run `sudo make test`, or deselect with -m 'not privileged')", pytrace=False)
+        pytest.fail(
+            "privileged tests cannot run: "
+            + "; ".join(problems)
+            + " (run `sudo make test`, or deselect with -m 'not privileged')",
+            pytrace=False,
+        )
     d = Path(tempfile.mkdtemp(prefix="sluice-test-"))
     yield d
     if not os.environ.get("SLUICE_KEEP_TEST_DIR"):  # keep outputs for debugging

@@ -15,8 +15,9 @@ import subprocess
 import sys
 import time
 import tomllib
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -58,8 +59,16 @@ class Docker(PrivateEngine):
 # --- containers on the lab network ---------------------------------------------
 
 
-def run_container(docker: Docker, net: SinkNet | None, script: str, *, rm: bool = False,
-                  volumes: tuple[str, ...] = (), wait: bool = True, timeout: float = 60) -> str:
+def run_container(
+    docker: Docker,
+    net: SinkNet | None,
+    script: str,
+    *,
+    rm: bool = False,
+    volumes: tuple[str, ...] = (),
+    wait: bool = True,
+    timeout: float = 60,
+) -> str:
     """Run `script` (busybox sh) in a new container on the sink network
     (none when net is None); it starts once the network is attached."""
     lab = Lab(docker.cli, net, "tests")  # type: ignore[arg-type]  # no net: no attach
@@ -95,13 +104,14 @@ class SensorProc:
 
     # every sensor a test started: the session stops those a failing test
     # left running (a leaked sensor would skew every later test and bench)
-    started: list["SensorProc"] = []
+    started: list[SensorProc] = []
 
     def start(self, timeout: float = 30) -> None:
         self.stderr = open(self.dir / "stderr.log", "wb")
         self.proc = subprocess.Popen(
             [SLUICE, "run", "--events", "-c", str(self.config), "-o", str(self.out)],
-            stdout=self.stderr, stderr=self.stderr,
+            stdout=self.stderr,
+            stderr=self.stderr,
         )
         SensorProc.started.append(self)
         deadline = time.monotonic() + timeout
@@ -118,8 +128,9 @@ class SensorProc:
         return p.read_text(errors="replace")[-3000:] if p.exists() else ""
 
     def status(self, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        r = subprocess.run([SLUICE, "status", "-c", str(self.config), *extra],
-                           capture_output=True, text=True, timeout=15)
+        r = subprocess.run(
+            [SLUICE, "status", "-c", str(self.config), *extra], capture_output=True, text=True, timeout=15
+        )
         if check and r.returncode != 0:
             raise RuntimeError(f"sluice status failed: {r.stdout}{r.stderr}")
         return r
@@ -137,12 +148,15 @@ class SensorProc:
             if self.ecs:  # every document a test reads is valid ECS 9.4.0
                 bad = [(d, p) for d in self._docs[new:] if (p := validate(d))]
                 if bad:
-                    pytest.fail(f"sensor {self.dir.name} wrote {len(bad)} document(s) that are not valid ECS"
-                                f" (the first {min(len(bad), 5)}):\n\n" + "\n\n".join(explain(d, p) for d, p in bad[:5]))
+                    pytest.fail(
+                        f"sensor {self.dir.name} wrote {len(bad)} document(s) that are not valid ECS"
+                        f" (the first {min(len(bad), 5)}):\n\n" + "\n\n".join(explain(d, p) for d, p in bad[:5])
+                    )
         return self._docs
 
-    def wait_for(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 15,
-                 what: str = "document") -> dict[str, Any]:
+    def wait_for(
+        self, pred: Callable[[dict[str, Any]], bool], timeout: float = 15, what: str = "document"
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             for d in self.docs():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import msgpack
 
-from .harness import SLUICE, Docker, SinkNet, run_container, SINK_IP
+from .harness import SINK_IP, SLUICE, Docker, SinkNet, run_container
 
 
 def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -20,15 +20,33 @@ def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 
 def _config(base: Path, docker: Docker) -> Path:
     cfg = base / "bl.toml"
-    cfg.write_text(f'[sensor]\nwindow_seconds = 1.0\ncontrol_socket = "{base}/bl-ctl.sock"\n'
-                   f'[runtime]\ndocker_socket = "{docker.sock}"\n')
+    cfg.write_text(
+        f'[sensor]\nwindow_seconds = 1.0\ncontrol_socket = "{base}/bl-ctl.sock"\n'
+        f'[runtime]\ndocker_socket = "{docker.sock}"\n'
+    )
     return cfg
 
 
 def test_learn_show_export_merge_reset(base: Path, docker: Docker, net: SinkNet) -> None:
     cfg, bl = _config(base, docker), base / "learned.msgpack"
-    p = subprocess.Popen([SLUICE, "baseline", "learn", "--duration", "8", "-c", str(cfg), "--baseline", str(bl),
-                          "-o", str(base / "learn.jsonl")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [
+            SLUICE,
+            "baseline",
+            "learn",
+            "--duration",
+            "8",
+            "-c",
+            str(cfg),
+            "--baseline",
+            str(bl),
+            "-o",
+            str(base / "learn.jsonl"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 30
     while _cli("status", "-c", str(cfg)).returncode != 0:
         assert p.poll() is None, p.communicate()

@@ -65,19 +65,40 @@ def test_containerd_pod_container_is_attributed_from_its_bundle(base: Path, dock
         "io.kubernetes.cri.sandbox-namespace": NAMESPACE,
         "io.kubernetes.cri.sandbox-uid": uid,
     }
-    cmd = ["ctr", "-a", str(sock), "-n", "k8s.io", "run", "--rm", "--net-host", "--rootfs",
-           "--cgroup", f"/kubepods/besteffort/pod{uid}/{cid}", "--env", "PATH=/bin"]
+    cmd = [
+        "ctr",
+        "-a",
+        str(sock),
+        "-n",
+        "k8s.io",
+        "run",
+        "--rm",
+        "--net-host",
+        "--rootfs",
+        "--cgroup",
+        f"/kubepods/besteffort/pod{uid}/{cid}",
+        "--env",
+        "PATH=/bin",
+    ]
     for k, v in annotations.items():
         cmd += ["--annotation", f"{k}={v}"]
     # the root filesystem the docker fixture built the test image from
-    cmd += [str(docker.base / "rootfs"), cid, "/bin/sh", "-c", f"head -c 50000 /dev/urandom | nc 127.0.0.1 {port}; sleep 1"]
+    cmd += [
+        str(docker.base / "rootfs"),
+        cid,
+        "/bin/sh",
+        "-c",
+        f"head -c 50000 /dev/urandom | nc 127.0.0.1 {port}; sleep 1",
+    ]
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         t.join(10)
         assert sum(received) == 50000
-        flow = s.wait_for(lambda d: action(d) == "flow_summary" and cid_of(d) == cid
-                          and d["destination"]["port"] == port, what="the pod container's flow")
+        flow = s.wait_for(
+            lambda d: action(d) == "flow_summary" and cid_of(d) == cid and d["destination"]["port"] == port,
+            what="the pod container's flow",
+        )
         start = s.wait_for(lambda d: action(d) == "container_start" and cid_of(d) == cid, what="container start")
         execs = s.matching(lambda d: action(d) == "exec" and cid_of(d) == cid)
         assert execs, "no exec attributed to the pod container"
@@ -85,7 +106,7 @@ def test_containerd_pod_container_is_attributed_from_its_bundle(base: Path, dock
             c = d["container"]
             assert (c["id"], c["runtime"], c["name"], c["image"]["name"]) == (cid, "containerd", CONTAINER, IMAGE), c
             assert d["orchestrator"]["resource"]["name"] == POD and d["orchestrator"]["namespace"] == NAMESPACE, d
-            assert d["orchestrator"]["resource"]["id"] == uid   # from the cgroup path
+            assert d["orchestrator"]["resource"]["id"] == uid  # from the cgroup path
         assert flow["sluice"]["payload"]["bytes"] >= 50000
         st = json.loads(s.status("--json").stdout)["runtime"]
         assert st["lookups"] >= 1 and "last_bundle_errors" not in st, st

@@ -16,8 +16,13 @@ from .harness import SINK_IP, SLUICE, Docker, SensorProc, SinkNet, action, cid_o
 
 def _send(docker: Docker, cid: str, ip: str, tag: str) -> bool:
     """One short TCP message from the container; True if it got through."""
-    r = subprocess.run(["docker", "exec", cid, "sh", "-c", f"echo {tag} | nc -w 3 {ip} 9001"],
-                       capture_output=True, text=True, timeout=30, env=docker.env)
+    r = subprocess.run(
+        ["docker", "exec", cid, "sh", "-c", f"echo {tag} | nc -w 3 {ip} 9001"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=docker.env,
+    )
     return r.returncode == 0
 
 
@@ -61,14 +66,16 @@ def test_isolate_block_release_and_restart(base: Path, docker: Docker, net: Sink
         assert _send(docker, a, SINK_IP, "no-sensor")
         s.start()
         assert not _send(docker, a, SINK_IP, "after-restart")
-        s.wait_for(lambda d: action(d) == "container_isolated" and cid_of(d) == a
-                   and "re-applied" in d["message"], what="re-applied isolation")
+        s.wait_for(
+            lambda d: action(d) == "container_isolated" and cid_of(d) == a and "re-applied" in d["message"],
+            what="re-applied isolation",
+        )
 
         _cli(s, "release", a[:12])
         assert _send(docker, a, SINK_IP, "released")
         assert _entries(s) == []
         rel = s.wait_for(lambda d: action(d) == "containment_released" and cid_of(d) == a, what="release event")
-        assert rel["sluice"]["containment"]["dropped_packets"] > 0   # read before the kernel counter went
+        assert rel["sluice"]["containment"]["dropped_packets"] > 0  # read before the kernel counter went
 
         # block one destination for one container
         _cli(s, "block", SECOND_IP, "--container", a[:12])
@@ -95,8 +102,11 @@ def test_isolate_block_release_and_restart(base: Path, docker: Docker, net: Sink
         # an isolated container that goes is released by itself
         _cli(s, "isolate", b[:12])
         docker.docker("rm", "-f", b)
-        s.wait_for(lambda d: action(d) == "containment_released" and cid_of(d) == b and "gone" in d["message"],
-                   what="release of a removed container", timeout=20)
+        s.wait_for(
+            lambda d: action(d) == "containment_released" and cid_of(d) == b and "gone" in d["message"],
+            what="release of a removed container",
+            timeout=20,
+        )
         assert _entries(s) == []
         assert json.loads((s.dir / "containment.json").read_text())["entries"] == []
     finally:

@@ -21,26 +21,33 @@ LATENCY_BUDGET_S = 5.0
 
 def _config(base: Path, docker: Docker, name: str) -> Path:
     cfg = base / f"{name}.toml"
-    cfg.write_text(f'[sensor]\ncontrol_socket = "{base}/{name}-ctl.sock"\n'
-                   f'[runtime]\ndocker_socket = "{docker.sock}"\n')
+    cfg.write_text(f'[sensor]\ncontrol_socket = "{base}/{name}-ctl.sock"\n[runtime]\ndocker_socket = "{docker.sock}"\n')
     return cfg
 
 
 def _lab_leftovers(docker: Docker) -> tuple[list[str], list[str]]:
     """Containers of `sluice emulate` runs (not the other tests' containers,
     which the harness labels with run id "tests") and lab netns."""
-    rows = docker.docker("ps", "-a", "--filter", f"label={LABEL}", "--format",
-                         f'{{{{.ID}}}} {{{{.Label "{LABEL}"}}}}').splitlines()
+    rows = docker.docker(
+        "ps", "-a", "--filter", f"label={LABEL}", "--format", f'{{{{.ID}}}} {{{{.Label "{LABEL}"}}}}'
+    ).splitlines()
     containers = [r.split()[0] for r in rows if r.split()[1:] != ["tests"]]
-    netns = [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
-             if n.startswith("slsink") and not n.endswith(")")]
+    netns = [
+        n
+        for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+        if n.startswith("slsink") and not n.endswith(")")
+    ]
     return containers, netns
 
 
 def test_emulate_all_scorecard(base: Path, docker: Docker) -> None:
     before_ns = set(_lab_leftovers(docker)[1])
-    r = subprocess.run([SLUICE, "emulate", "run", "all", "--json", "-c", str(_config(base, docker, "emu"))],
-                       capture_output=True, text=True, timeout=900)
+    r = subprocess.run(
+        [SLUICE, "emulate", "run", "all", "--json", "-c", str(_config(base, docker, "emu"))],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     scores = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
     (base / "scorecard.json").write_text(r.stdout)
     assert r.returncode == 0, f"scorecard failed:\n{r.stdout}\n{r.stderr[-4000:]}"
@@ -74,8 +81,12 @@ def _lab_dirs_and_procs() -> tuple[set[str], list[str]]:
 def test_emulate_ctrl_c_cleans_up(base: Path, docker: Docker) -> None:
     before_ns = set(_lab_leftovers(docker)[1])
     before_dirs, _ = _lab_dirs_and_procs()
-    p = subprocess.Popen([SLUICE, "emulate", "run", "all", "-c", str(_config(base, docker, "emu-int"))],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [SLUICE, "emulate", "run", "all", "-c", str(_config(base, docker, "emu-int"))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # interrupt once lab containers are running
         if _lab_leftovers(docker)[0]:
@@ -90,8 +101,9 @@ def test_emulate_ctrl_c_cleans_up(base: Path, docker: Docker) -> None:
     assert not containers and set(netns) <= before_ns
     # no lab sensor left running (attached) and no work directory left behind
     dirs, procs = _lab_dirs_and_procs()
-    assert not procs, subprocess.run(["ps", "-o", "pid,args", "-p", ",".join(procs)], capture_output=True,
-                                     text=True).stdout
+    assert not procs, subprocess.run(
+        ["ps", "-o", "pid,args", "-p", ",".join(procs)], capture_output=True, text=True
+    ).stdout
     assert dirs <= before_dirs, dirs - before_dirs
 
 
@@ -99,11 +111,16 @@ def test_emulate_attach_scores_against_the_running_sensor(base: Path, docker: Do
     """--attach: no lab sensor; the running sensor (no baseline: every
     workload is new) must raise the scenario's rule."""
     from .harness import SensorProc
+
     s = SensorProc(base, docker.sock, name="attach")
     s.start()
     try:
-        r = subprocess.run([SLUICE, "emulate", "run", "encrypted-raw-tcp", "--attach", "--json", "-c", str(s.config)],
-                           capture_output=True, text=True, timeout=300)
+        r = subprocess.run(
+            [SLUICE, "emulate", "run", "encrypted-raw-tcp", "--attach", "--json", "-c", str(s.config)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert r.returncode == 0, r.stdout + r.stderr[-3000:]
         (score,) = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
         assert score["result"] == "detected" and "SL-EXF-002" in score["rules_fired"]
@@ -116,8 +133,9 @@ def test_emulate_attach_scores_against_the_running_sensor(base: Path, docker: Do
 
 
 def _bridge_mac(net: SinkNet) -> str:
-    out = subprocess.run(["ip", "-n", net.ns, "-o", "link", "show", "br0"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["ip", "-n", net.ns, "-o", "link", "show", "br0"], capture_output=True, text=True, check=True
+    ).stdout
     return out.split("link/ether", 1)[1].split()[0]
 
 
@@ -129,8 +147,13 @@ def test_sink_keeps_its_mac_while_containers_come_and_go(docker: Docker, net: Si
     reach the sink after others came and went."""
     assert _bridge_mac(net) == BRIDGE_MAC
     # the long-lived client talks to the sink, waits while others come and go, talks again
-    a = run_container(docker, net, f"echo first | nc {SINK_IP} 9001; until [ -e /tmp/.again ]; do usleep 50000; done; "
-                                    f"echo second | nc -w 5 {SINK_IP} 9001", wait=False)
+    a = run_container(
+        docker,
+        net,
+        f"echo first | nc {SINK_IP} 9001; until [ -e /tmp/.again ]; do usleep 50000; done; "
+        f"echo second | nc -w 5 {SINK_IP} 9001",
+        wait=False,
+    )
     try:
         for _ in range(3):
             run_container(docker, net, f"echo churn | nc {SINK_IP} 9001", rm=True)

@@ -15,28 +15,47 @@ def test_config_changes_raise_alerts_naming_writer_and_container(base: Path, doc
     (etc / "docker").mkdir(parents=True)
     (etc / "manifests").mkdir()
     (etc / "docker" / "daemon.json").write_text("{}\n")
-    s = SensorProc(base, docker.sock, name="fim", extra_config=(
-        f'[rules.SL-FIM-001]\npaths = ["{etc}/docker/daemon.json", "{etc}/manifests/", "{etc}/cni/net.d/"]\n'
-        'rescan_seconds = 1.0\n'))
+    s = SensorProc(
+        base,
+        docker.sock,
+        name="fim",
+        extra_config=(
+            f'[rules.SL-FIM-001]\npaths = ["{etc}/docker/daemon.json", "{etc}/manifests/", "{etc}/cni/net.d/"]\n'
+            "rescan_seconds = 1.0\n"
+        ),
+    )
     s.start()
     try:
         st = s.status("--json").stdout
         assert "watching (fanotify)" in st and "absent" in st
         # 1. from the host: an atomic save (temp file + rename), as editors do
-        p = subprocess.Popen(["sh", "-c", f"echo '{{\"debug\": true}}' > {etc}/docker/daemon.json.new && "
-                                          f"mv {etc}/docker/daemon.json.new {etc}/docker/daemon.json"])
+        p = subprocess.Popen(
+            [
+                "sh",
+                "-c",
+                f"echo '{{\"debug\": true}}' > {etc}/docker/daemon.json.new && "
+                f"mv {etc}/docker/daemon.json.new {etc}/docker/daemon.json",
+            ]
+        )
         p.wait()
-        host = s.wait_for(lambda d: action(d) == "orchestration_config_changed"
-                          and d["file"]["path"] == f"{etc}/docker/daemon.json", what="host FIM alert")
+        host = s.wait_for(
+            lambda d: action(d) == "orchestration_config_changed" and d["file"]["path"] == f"{etc}/docker/daemon.json",
+            what="host FIM alert",
+        )
         assert host["sluice"]["attribution"] == "host" and "container" not in host
         assert "rename_to" in host["sluice"]["evidence"]["operations"]
         assert host["event"]["severity"] == 47
         assert host["rule"]["id"] == "SL-FIM-001" and "daemon.json" in host["message"]
         # 2. from inside a container with the directory bind-mounted
-        cid = run_container(docker, None, "echo 'kind: Pod' > /host-manifests/backdoor.yaml; sleep 0.3",
-                            volumes=(f"{etc}/manifests:/host-manifests",))
-        d = s.wait_for(lambda d: action(d) == "orchestration_config_changed" and cid_of(d) == cid,
-                       what="container FIM alert")
+        cid = run_container(
+            docker,
+            None,
+            "echo 'kind: Pod' > /host-manifests/backdoor.yaml; sleep 0.3",
+            volumes=(f"{etc}/manifests:/host-manifests",),
+        )
+        d = s.wait_for(
+            lambda d: action(d) == "orchestration_config_changed" and cid_of(d) == cid, what="container FIM alert"
+        )
         assert d["file"]["path"] == f"{etc}/manifests/backdoor.yaml"
         assert d["container"]["image"]["name"] == IMAGE
         assert d["event"]["severity"] == 47 + 25
@@ -45,13 +64,18 @@ def test_config_changes_raise_alerts_naming_writer_and_container(base: Path, doc
         (etc / "cni" / "net.d").mkdir(parents=True)
         time.sleep(2.5)
         (etc / "cni" / "net.d" / "10-evil.conflist").write_text("{}")
-        s.wait_for(lambda d: action(d) == "orchestration_config_changed"
-                   and d["file"]["path"].endswith("10-evil.conflist"), what="FIM alert after rescan")
+        s.wait_for(
+            lambda d: action(d) == "orchestration_config_changed" and d["file"]["path"].endswith("10-evil.conflist"),
+            what="FIM alert after rescan",
+        )
         # unrelated files in a watched directory are not reported
         (etc / "docker" / "unrelated.txt").write_text("x")
         time.sleep(1.5)
-        assert not [x for x in s.docs() if action(x) == "orchestration_config_changed"
-                    and x["file"]["path"].endswith("unrelated.txt")]
+        assert not [
+            x
+            for x in s.docs()
+            if action(x) == "orchestration_config_changed" and x["file"]["path"].endswith("unrelated.txt")
+        ]
     finally:
         assert s.stop() == 0
 
@@ -59,6 +83,7 @@ def test_config_changes_raise_alerts_naming_writer_and_container(base: Path, doc
 def test_host_root_watches_under_it_and_reports_host_paths(base: Path) -> None:
     """In the DaemonSet the node's /etc is mounted at /host/etc."""
     from sensor.ops.fim import FimWatcher
+
     root = base / "fake-host"
     (root / "etc" / "docker").mkdir(parents=True)
     w = FimWatcher(["/etc/docker/daemon.json"], root=str(root))

@@ -8,8 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from sensor.kernel import bpfsys
 from sensor.attribution.cgroups import find_cgroup2_mount
+from sensor.kernel import bpfsys
 from sensor.kernel.hooks import UNITS
 
 from .harness import IMAGE, SINK_IP, SLUICE, Docker, SensorProc, SinkNet, action, cid_of, run_container
@@ -79,42 +79,57 @@ def test_sigkill_leaves_nothing_attached(base: Path, docker: Docker) -> None:
 def test_perf_buffer_tracepoint_args_and_unreachable_runtime(base: Path, docker: Docker, net: SinkNet) -> None:
     """The fallbacks: perf buffer instead of ring buffer, argv captured at
     sys_enter_execve, and no container runtime to ask for metadata."""
-    s = SensorProc(base, str(base / "no-such-docker.sock"), name="modes",
-                   extra_config='[kernel]\nforce_perf_buffer = true\nexec_args = "tracepoint"\n')
+    s = SensorProc(
+        base,
+        str(base / "no-such-docker.sock"),
+        name="modes",
+        extra_config='[kernel]\nforce_perf_buffer = true\nexec_args = "tracepoint"\n',
+    )
     s.start()
     try:
         st = json.loads(s.status("--json").stdout)
         assert st["hooks"]["buffer"] == "perf buffer"
         assert st["hooks"]["syscalls:sys_enter_execve"] == "attached"
         n = 100_000
-        cid = run_container(docker, net, f"openssl rand -hex 4 >/dev/null; head -c {n} /dev/urandom | nc {SINK_IP} 9003")
-        ex = s.wait_for(lambda d: action(d) == "exec" and cid_of(d) == cid
-                        and d["process"]["executable"] == "/usr/bin/openssl", what="openssl exec")
+        cid = run_container(
+            docker, net, f"openssl rand -hex 4 >/dev/null; head -c {n} /dev/urandom | nc {SINK_IP} 9003"
+        )
+        ex = s.wait_for(
+            lambda d: action(d) == "exec" and cid_of(d) == cid and d["process"]["executable"] == "/usr/bin/openssl",
+            what="openssl exec",
+        )
         # argv from the kernel, even for a process that lives microseconds
         assert ex["process"]["args"] == ["openssl", "rand", "-hex", "4"]
         assert ex["sluice"]["process"]["args_source"] == "tracepoint"
         # no runtime: the container id is kept, name and image are unknown
         assert ex["container"]["id"] == cid and "image" not in ex["container"]
-        s.wait_for(lambda d: action(d) == "runtime_status"
-                   and d["sluice"]["health"]["runtime"]["status"] == "unreachable", what="runtime health event")
+        s.wait_for(
+            lambda d: action(d) == "runtime_status" and d["sluice"]["health"]["runtime"]["status"] == "unreachable",
+            what="runtime health event",
+        )
         s.settle()
-        flows = [d for d in s.docs() if action(d) == "flow_summary" and cid_of(d) == cid
-                 and d["destination"]["port"] == 9003]
+        flows = [
+            d for d in s.docs() if action(d) == "flow_summary" and cid_of(d) == cid and d["destination"]["port"] == 9003
+        ]
         assert n <= sum(f["sluice"]["payload"]["bytes"] for f in flows) <= n * 1.01  # retransmissions
     finally:
         assert s.stop() == 0
 
 
 def test_non_root_gets_a_clear_error(base: Path) -> None:
-    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", SLUICE, "run"],
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", SLUICE, "run"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 2
     assert "must run as root" in r.stderr and "sudo" in r.stderr
 
 
 def test_bad_config_names_file_and_line(base: Path) -> None:
     bad = base / "bad.toml"
-    bad.write_text('[sensor]\nwindow_seconds = 10\n\n[kernel]\nsample_bytes = 4096\n')
+    bad.write_text("[sensor]\nwindow_seconds = 10\n\n[kernel]\nsample_bytes = 4096\n")
     r = subprocess.run([SLUICE, "run", "-c", str(bad)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 2
     assert f"{bad}:5:" in r.stderr and "sample_bytes" in r.stderr
@@ -130,17 +145,30 @@ def test_doctor_reports_every_hook_and_exits_by_verdict(base: Path, docker: Dock
     r = subprocess.run([SLUICE, "doctor", "--json", "-c", str(cfg)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     checks = {c["name"]: c for c in map(json.loads, r.stdout.splitlines())}
-    for hook in ("egress", "connect4", "connect6", "sendmsg4", "sendmsg6", "sched:sched_process_exec",
-                 "cgroup:cgroup_mkdir"):
+    for hook in (
+        "egress",
+        "connect4",
+        "connect6",
+        "sendmsg4",
+        "sendmsg6",
+        "sched:sched_process_exec",
+        "cgroup:cgroup_mkdir",
+    ):
         assert checks[f"hook {hook}"]["status"] == "ok", checks[f"hook {hook}"]
     assert checks["docker engine"]["status"] == "ok" and "OK" in checks["docker engine"]["detail"]
     assert checks["kernel build tree"]["status"] == "ok" and checks["cgroup v2"]["status"] == "ok"
     # the load check detached what it loaded
-    assert not [p for p in json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True,
-                                                      text=True).stdout) if p.get("name") == "sl_egress"
-                and p["id"] not in _all_prog_ids_of_running_sensors()]
-    nobody = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", SLUICE, "doctor",
-                             "--no-load"], capture_output=True, text=True, timeout=60)
+    assert not [
+        p
+        for p in json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True).stdout)
+        if p.get("name") == "sl_egress" and p["id"] not in _all_prog_ids_of_running_sensors()
+    ]
+    nobody = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", SLUICE, "doctor", "--no-load"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert nobody.returncode == 1 and "cannot run here" in nobody.stdout
     assert "sudo sluice doctor" in nobody.stdout
 

@@ -16,19 +16,35 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from .harness import (
-    IMAGE, SINK_IP, SLUICE, Docker, SensorProc, SinkNet, action, cid_of, run_container,
+    IMAGE,
+    SINK_IP,
+    SLUICE,
+    Docker,
+    SensorProc,
+    SinkNet,
+    action,
+    cid_of,
+    run_container,
 )
 
 
 def _flows(sensor: SensorProc, cid: str, port: int) -> list[dict]:
-    return [d for d in sensor.docs() if action(d) == "flow_summary" and cid_of(d) == cid
-            and d["destination"]["ip"] == SINK_IP and d["destination"]["port"] == port]
+    return [
+        d
+        for d in sensor.docs()
+        if action(d) == "flow_summary"
+        and cid_of(d) == cid
+        and d["destination"]["ip"] == SINK_IP
+        and d["destination"]["port"] == port
+    ]
 
 
 def test_exec_in_container_yields_process_event(sensor: SensorProc, docker: Docker) -> None:
     cid = run_container(docker, None, "openssl rand -hex 8 >/dev/null; sleep 0.3")
-    d = sensor.wait_for(lambda d: action(d) == "exec" and cid_of(d) == cid
-                        and d["process"]["executable"] == "/usr/bin/openssl", what="openssl exec")
+    d = sensor.wait_for(
+        lambda d: action(d) == "exec" and cid_of(d) == cid and d["process"]["executable"] == "/usr/bin/openssl",
+        what="openssl exec",
+    )
     assert d["container"]["image"]["name"] == IMAGE
     assert d["container"]["runtime"] == "docker"
     assert d["container"]["name"] == docker.docker("inspect", "-f", "{{.Name}}", cid).lstrip("/")
@@ -37,15 +53,16 @@ def test_exec_in_container_yields_process_event(sensor: SensorProc, docker: Dock
     assert d["event"]["kind"] == "event" and d["event"]["category"] == ["process"]
     assert d["@timestamp"].endswith("Z")
     # a longer-lived process has its arguments from /proc
-    s = sensor.wait_for(lambda d: action(d) == "exec" and cid_of(d) == cid
-                        and d["process"].get("args") == ["sleep", "0.3"], what="sleep exec with args")
+    s = sensor.wait_for(
+        lambda d: action(d) == "exec" and cid_of(d) == cid and d["process"].get("args") == ["sleep", "0.3"],
+        what="sleep exec with args",
+    )
     assert s["sluice"]["process"]["args_source"] == "procfs"
 
 
 def test_connect_yields_network_event(sensor: SensorProc, docker: Docker, net: SinkNet) -> None:
     cid = run_container(docker, net, f"echo hello | nc {SINK_IP} 9004")
-    d = sensor.wait_for(lambda d: action(d) == "connection_attempted" and cid_of(d) == cid,
-                        what="connect event")
+    d = sensor.wait_for(lambda d: action(d) == "connection_attempted" and cid_of(d) == cid, what="connect event")
     assert d["destination"] == {"ip": SINK_IP, "port": 9004, "address": SINK_IP}
     assert d["network"]["transport"] == "tcp"
     assert d["process"]["name"] in ("nc", "exe")  # busybox applets exec via /proc/self/exe
@@ -59,7 +76,11 @@ def test_random_bytes_are_counted_exactly_with_high_entropy(sensor: SensorProc, 
     assert any(r["port"] == 9000 and r["bytes"] == n for r in net.received()), "sink did not get the bytes"
     sensor.settle()
     flows = _flows(sensor, cid, 9000)
-    assert flows, [(cid_of(d), d["destination"], d["source"]) for d in sensor.docs() if action(d) == "flow_summary" and d["destination"]["port"] == 9000]
+    assert flows, [
+        (cid_of(d), d["destination"], d["source"])
+        for d in sensor.docs()
+        if action(d) == "flow_summary" and d["destination"]["port"] == 9000
+    ]
     payload = sum(f["sluice"]["payload"]["bytes"] for f in flows)
     sent = sum(f["source"]["bytes"] for f in flows)
     # every byte sent, counted once; TCP retransmissions (a loaded machine)
@@ -89,8 +110,12 @@ def test_text_bytes_stay_low_entropy(sensor: SensorProc, docker: Docker, net: Si
 def test_udp_dns_is_visible(sensor: SensorProc, docker: Docker, net: SinkNet) -> None:
     cid = run_container(docker, net, f"timeout 2 nslookup exfil.example.test {SINK_IP}; true")
     # busybox nslookup connect()s its UDP socket: a connect event, transport udp
-    d = sensor.wait_for(lambda d: action(d) in ("udp_send", "connection_attempted") and cid_of(d) == cid
-                        and d["destination"]["port"] == 53, what="DNS connect event")
+    d = sensor.wait_for(
+        lambda d: (
+            action(d) in ("udp_send", "connection_attempted") and cid_of(d) == cid and d["destination"]["port"] == 53
+        ),
+        what="DNS connect event",
+    )
     assert d["destination"]["ip"] == SINK_IP
     assert d["network"]["transport"] == "udp"
     sensor.settle()
@@ -103,17 +128,24 @@ def test_unconnected_udp_sendto_is_visible(sensor: SensorProc) -> None:
     """sendto() without connect() (how most resolvers and DNS tunnels send)."""
     import os
     import socket
+
     u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     port = 40000 + os.getpid() % 20000
     for _ in range(20):  # deduplicated in the kernel: one event, 20 packets counted
         u.sendto(b"q" * 40, ("127.0.0.1", port))
     u.close()
-    d = sensor.wait_for(lambda d: action(d) == "udp_send" and d["destination"]["port"] == port
-                        and d["process"]["pid"] == os.getpid(), what="udp_send event")
+    d = sensor.wait_for(
+        lambda d: action(d) == "udp_send" and d["destination"]["port"] == port and d["process"]["pid"] == os.getpid(),
+        what="udp_send event",
+    )
     assert d["sluice"]["attribution"] == "host" and "container" not in d
     assert d["network"]["transport"] == "udp"
-    f = sensor.wait_for(lambda d: action(d) == "flow_summary" and d["destination"]["port"] == port
-                        and d["destination"]["ip"] == "127.0.0.1", what="udp flow summary")
+    f = sensor.wait_for(
+        lambda d: (
+            action(d) == "flow_summary" and d["destination"]["port"] == port and d["destination"]["ip"] == "127.0.0.1"
+        ),
+        what="udp flow summary",
+    )
     assert f["source"]["packets"] == 20 and f["sluice"]["payload"]["bytes"] == 20 * 40
     sent = [d for d in sensor.docs() if action(d) == "udp_send" and d["destination"]["port"] == port]
     assert len(sent) == 1
@@ -123,6 +155,7 @@ def _ipv6_stream(n: int, option: tuple[int, bytes] | None = None) -> int:
     """n random bytes over TCP on ::1 from this process (with a sticky IPv6
     socket option when given); returns the server port."""
     import socket
+
     srv = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
     srv.bind(("::1", 0))
     srv.listen(1)
@@ -143,16 +176,20 @@ def _ipv6_stream(n: int, option: tuple[int, bytes] | None = None) -> int:
 
 def _ipv6_flows(sensor: SensorProc, port: int) -> list[dict]:
     sensor.settle()
-    return [f for f in sensor.docs() if action(f) == "flow_summary" and f["destination"]["port"] == port
-            and f["destination"]["ip"] == "::1"]
+    return [
+        f
+        for f in sensor.docs()
+        if action(f) == "flow_summary" and f["destination"]["port"] == port and f["destination"]["ip"] == "::1"
+    ]
 
 
 def test_ipv6_connect_and_bytes_are_visible(sensor: SensorProc) -> None:
     """connect6 and the IPv6 egress parser, on loopback ::1 from the host."""
     n = 50_000
     port = _ipv6_stream(n)
-    d = sensor.wait_for(lambda d: action(d) == "connection_attempted" and d["destination"]["port"] == port,
-                        what="IPv6 connect event")
+    d = sensor.wait_for(
+        lambda d: action(d) == "connection_attempted" and d["destination"]["port"] == port, what="IPv6 connect event"
+    )
     assert d["destination"]["ip"] == "::1" and d["network"]["type"] == "ipv6"
     assert d["process"]["pid"] == os.getpid()
     flows = _ipv6_flows(sensor, port)
@@ -166,6 +203,7 @@ def test_ipv6_extension_headers_are_walked(sensor: SensorProc, option: str) -> N
     (destination options / hop-by-hop, set as sticky socket options) is
     counted under its real transport and port, payload included."""
     import socket
+
     opt = getattr(socket, option, {"IPV6_DSTOPTS": 59, "IPV6_HOPOPTS": 54}[option])
     # an 8-byte options header: next header and length (filled by the kernel), PadN of 4
     n = 50_000
@@ -194,8 +232,15 @@ def test_status_against_running_sensor(sensor: SensorProc, docker: Docker) -> No
     assert "ready" in r.stdout
     s = json.loads(sensor.status("--json").stdout)
     assert s["ready"] is True
-    for hook in ("egress", "connect4", "connect6", "sendmsg4", "sendmsg6", "sched:sched_process_exec",
-                 "cgroup:cgroup_mkdir"):
+    for hook in (
+        "egress",
+        "connect4",
+        "connect6",
+        "sendmsg4",
+        "sendmsg6",
+        "sched:sched_process_exec",
+        "cgroup:cgroup_mkdir",
+    ):
         assert s["hooks"][hook] == "attached", (hook, s["hooks"])
     assert s["drops"]["total"] == 0, s["drops"]
     assert s["kernel"]["ring_buffer"] is True
@@ -210,13 +255,18 @@ def test_status_against_running_sensor(sensor: SensorProc, docker: Docker) -> No
 
 def test_top_shows_a_busy_container(sensor: SensorProc, docker: Docker, net: SinkNet) -> None:
     # busy for ~8 s: every completed window while `top` is asked has its egress
-    cid = run_container(docker, net, f"i=0; while [ $i -lt 16 ]; do head -c 60000 /dev/urandom | nc {SINK_IP} 9002; "
-                                     "i=$((i+1)); usleep 500000; done", wait=False)
+    cid = run_container(
+        docker,
+        net,
+        f"i=0; while [ $i -lt 16 ]; do head -c 60000 /dev/urandom | nc {SINK_IP} 9002; i=$((i+1)); usleep 500000; done",
+        wait=False,
+    )
     sensor.wait_for(lambda d: action(d) == "flow_summary" and cid_of(d) == cid, what="flow")
     out = ""
     for _ in range(10):
-        r = subprocess.run([SLUICE, "top", "--once", "-c", str(sensor.config)], capture_output=True, text=True,
-                           timeout=15)
+        r = subprocess.run(
+            [SLUICE, "top", "--once", "-c", str(sensor.config)], capture_output=True, text=True, timeout=15
+        )
         assert r.returncode == 0, r.stderr
         out = r.stdout
         if cid[:12] in out:
@@ -232,8 +282,9 @@ def test_survives_churn_of_50_containers(sensor: SensorProc, docker: Docker) -> 
     with ThreadPoolExecutor(5) as pool:
         ids = list(pool.map(lambda _: run_container(docker, None, "true", rm=True), range(50)))
     for cid in ids:
-        sensor.wait_for(lambda d, c=cid: action(d) == "container_stop" and cid_of(d) == c,
-                        timeout=30, what=f"stop of {cid[:12]}")
+        sensor.wait_for(
+            lambda d, c=cid: action(d) == "container_stop" and cid_of(d) == c, timeout=30, what=f"stop of {cid[:12]}"
+        )
     starts = {cid_of(d) for d in sensor.docs() if action(d) == "container_start"}
     assert set(ids) <= starts
     assert sensor.proc and sensor.proc.poll() is None

@@ -84,12 +84,21 @@ def test_alerts_survive_rsyslog_rotation_and_syslog(base: Path, docker: Any) -> 
     conf = d / "rsyslog.conf"
     conf.write_text(RSYSLOG_CONF.format(work=d / "work", dir=d, collector=collector, syslog=syslog_port))
     sh("rsyslogd", "-N1", "-f", str(conf))  # config check
-    rs = subprocess.Popen(["rsyslogd", "-n", "-f", str(conf), "-i", str(d / "rsyslog.pid")],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    rs = subprocess.Popen(
+        ["rsyslogd", "-n", "-f", str(conf), "-i", str(d / "rsyslog.pid")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     time.sleep(1)
-    s = SensorProc(base, docker.sock, name="ship", extra_config=(
-        f'[output]\nmax_bytes = 65536\nbackups = 20\nsyslog = "tcp://127.0.0.1:{syslog_port}"\n'
-        f'metrics = "127.0.0.1:{metrics_port}"\n'))
+    s = SensorProc(
+        base,
+        docker.sock,
+        name="ship",
+        extra_config=(
+            f'[output]\nmax_bytes = 65536\nbackups = 20\nsyslog = "tcp://127.0.0.1:{syslog_port}"\n'
+            f'metrics = "127.0.0.1:{metrics_port}"\n'
+        ),
+    )
     s.out = d / "sluice.jsonl"
     s.start()
     try:
@@ -142,6 +151,6 @@ def test_alerts_survive_rsyslog_rotation_and_syslog(base: Path, docker: Any) -> 
     n_exf2 = sum(1 for a in alerts if a["rule"]["id"] == "SL-EXF-002")
     assert f'sluice_alerts_total{{rule="SL-EXF-002",severity="63"}} {float(n_exf2)}' in metrics, metrics[-3000:]
     assert "sluice_ready 1.0" in metrics
-    assert 'sluice_build_info{' in metrics and "sluice_kernel_dropped_total" in metrics
+    assert "sluice_build_info{" in metrics and "sluice_kernel_dropped_total" in metrics
     assert "sluice_runtime_lookup_failures_total" in metrics and "sluice_containers_without_metadata" in metrics
     assert "sluice_containment_entries 0.0" in metrics

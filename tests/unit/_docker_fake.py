@@ -23,7 +23,7 @@ class FakeDockerEngine:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server API)
+            def do_GET(self) -> None:
                 engine.requests.append(self.path)
                 url = urllib.parse.urlsplit(self.path)
                 parts = url.path.strip("/").split("/")
@@ -31,10 +31,16 @@ class FakeDockerEngine:
                 if url.path == "/containers/json":
                     # the engine's id filter is an unanchored pattern: a prefix matches too
                     ids = json.loads(urllib.parse.parse_qs(url.query).get("filters", ["{}"])[0]).get("id", [])
-                    status, body = 200, [engine.summary(c) for c in engine.containers.values()
-                                         if any(i in c["Id"] for i in ids)]
-                elif len(parts) == 3 and parts[0] == "containers" and parts[2] == "json" \
-                        and parts[1] in engine.containers:
+                    status, body = (
+                        200,
+                        [engine.summary(c) for c in engine.containers.values() if any(i in c["Id"] for i in ids)],
+                    )
+                elif (
+                    len(parts) == 3
+                    and parts[0] == "containers"
+                    and parts[2] == "json"
+                    and parts[1] in engine.containers
+                ):
                     status, body = 200, engine.containers[parts[1]]
                 else:
                     status, body = 404, {"message": f"No such container: {self.path}"}
@@ -55,11 +61,11 @@ class FakeDockerEngine:
             daemon_threads = True
 
         self.server = Server(socket_path, Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
-    def add(self, container_id: str, name: str, image: str, image_id: str,
-            labels: dict[str, str] | None = None) -> None:
+    def add(
+        self, container_id: str, name: str, image: str, image_id: str, labels: dict[str, str] | None = None
+    ) -> None:
         self.containers[container_id] = {
             "Id": container_id,
             "Name": "/" + name,
@@ -70,10 +76,16 @@ class FakeDockerEngine:
     @staticmethod
     def summary(c: dict) -> dict:
         """A container as the engine's list shows it."""
-        return {"Id": c["Id"], "Names": [c["Name"]], "Image": c["Config"]["Image"], "ImageID": c["Image"],
-                "Labels": c["Config"]["Labels"], "State": "running"}
+        return {
+            "Id": c["Id"],
+            "Names": [c["Name"]],
+            "Image": c["Config"]["Image"],
+            "ImageID": c["Image"],
+            "Labels": c["Config"]["Labels"],
+            "State": "running",
+        }
 
-    def start(self) -> "FakeDockerEngine":
+    def start(self) -> FakeDockerEngine:
         self.thread.start()
         return self
 

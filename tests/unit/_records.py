@@ -42,8 +42,15 @@ def put_bytes(c: ct.Structure, field: str, data: bytes) -> None:
     ct.memmove(ct.addressof(c) + desc.offset, data, len(data))
 
 
-def exec_rec(pid: int, cgroup_id: int, ktime_ns: int = 0, comm: bytes = b"sh",
-             filename: bytes = b"/bin/sh", ppid: int = 0, old_pid: int | None = None) -> bytes:
+def exec_rec(
+    pid: int,
+    cgroup_id: int,
+    ktime_ns: int = 0,
+    comm: bytes = b"sh",
+    filename: bytes = b"/bin/sh",
+    ppid: int = 0,
+    old_pid: int | None = None,
+) -> bytes:
     c = E.ExecEventC()
     _fill_hdr(c.hdr, E.EV_EXEC, pid, ktime_ns, cgroup_id)
     c.ppid = ppid
@@ -60,8 +67,9 @@ def exit_rec(pid: int, cgroup_id: int, ktime_ns: int = 0, comm: bytes = b"sh") -
     return E.encode(c)
 
 
-def exec_args_rec(pid: int, cgroup_id: int, args: list[bytes], ktime_ns: int = 0,
-                  argc: int | None = None, args_len: int | None = None) -> bytes:
+def exec_args_rec(
+    pid: int, cgroup_id: int, args: list[bytes], ktime_ns: int = 0, argc: int | None = None, args_len: int | None = None
+) -> bytes:
     c = E.ExecArgsEventC()
     _fill_hdr(c.hdr, E.EV_EXEC_ARGS, pid, ktime_ns, cgroup_id)
     raw = b"".join(a + b"\0" for a in args)[: E.ARGS_LEN]
@@ -71,9 +79,18 @@ def exec_args_rec(pid: int, cgroup_id: int, args: list[bytes], ktime_ns: int = 0
     return E.encode(c)
 
 
-def connect_rec(pid: int, cgroup_id: int, daddr: str, dport: int, protocol: int = 6,
-                ktime_ns: int = 0, comm: bytes = b"curl", cookie: int = 1,
-                op: int = E.CONNECT_OP_CONNECT, family: int = 2) -> bytes:
+def connect_rec(
+    pid: int,
+    cgroup_id: int,
+    daddr: str,
+    dport: int,
+    protocol: int = 6,
+    ktime_ns: int = 0,
+    comm: bytes = b"curl",
+    cookie: int = 1,
+    op: int = E.CONNECT_OP_CONNECT,
+    family: int = 2,
+) -> bytes:
     c = E.ConnectEventC()
     _fill_hdr(c.hdr, E.EV_CONNECT, pid, ktime_ns, cgroup_id)
     c.sock_cookie = cookie
@@ -86,9 +103,19 @@ def connect_rec(pid: int, cgroup_id: int, daddr: str, dport: int, protocol: int 
     return E.encode(c)
 
 
-def sample_rec(cgroup_id: int, daddr: str, dport: int, data: bytes, protocol: int = 6,
-               flags: int = 0, sock_pkt_index: int = 5, ktime_ns: int = 0, cookie: int = 1,
-               payload_len: int | None = None, sample_len: int | None = None) -> bytes:
+def sample_rec(
+    cgroup_id: int,
+    daddr: str,
+    dport: int,
+    data: bytes,
+    protocol: int = 6,
+    flags: int = 0,
+    sock_pkt_index: int = 5,
+    ktime_ns: int = 0,
+    cookie: int = 1,
+    payload_len: int | None = None,
+    sample_len: int | None = None,
+) -> bytes:
     c = E.SampleEventC()
     _fill_hdr(c.hdr, E.EV_SAMPLE, 0, ktime_ns, cgroup_id)
     c.sock_cookie = cookie
@@ -114,18 +141,21 @@ def cgroup_rec(op: int, cgroup_id: int, path: bytes, ktime_ns: int = 0, level: i
 
 # --- payloads ---------------------------------------------------------------
 
+
 def tls_client_hello() -> bytes:
     """Start of a real-looking TLS 1.2/1.3 ClientHello record."""
-    body = (b"\x01"                      # handshake type: ClientHello
-            + (200).to_bytes(3, "big")   # handshake length
-            + b"\x03\x03"                # client version TLS 1.2
-            + bytes(range(32))           # random
-            + b"\x20" + bytes(range(32, 64)))  # session id
+    body = (
+        b"\x01"  # handshake type: ClientHello
+        + (200).to_bytes(3, "big")  # handshake length
+        + b"\x03\x03"  # client version TLS 1.2
+        + bytes(range(32))  # random
+        + b"\x20"
+        + bytes(range(32, 64))
+    )  # session id
     return b"\x16\x03\x01" + (204).to_bytes(2, "big") + body
 
 
-def dns_query(name: str = "example.com", qtype: int = 1, txid: int = 0x1234,
-              flags: int = 0x0100) -> bytes:
+def dns_query(name: str = "example.com", qtype: int = 1, txid: int = 0x1234, flags: int = 0x0100) -> bytes:
     """A standard DNS query (RD set) for `name`."""
     hdr = struct.pack("!HHHHHH", txid, flags, 1, 0, 0, 0)
     q = b"".join(bytes([len(label)]) + label.encode() for label in name.split(".")) + b"\0"

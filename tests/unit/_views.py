@@ -12,20 +12,21 @@ import calendar
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from sensor.attribution.containers import Attribution, ContainerInfo
-from sensor.detect.baseline import Baseline
+from sensor.attribution.workload import workload_of
 from sensor.config import Config, load_config
-from sensor.telemetry.counters import FlowSummary
+from sensor.detect.baseline import Baseline
 from sensor.detect.catalog import BY_ID
 from sensor.detect.engine import Detector
 from sensor.detect.learn import Learner
 from sensor.detect.rules import all_rules
 from sensor.detect.view import ConnectView, ExecView, FlowView, LifecycleView, ProcessRef, WindowView
-from sensor.attribution.workload import workload_of
+from sensor.telemetry.counters import FlowSummary
 
 KIB = 1024
 MIB = 1024 * 1024
@@ -51,12 +52,20 @@ def cid_of(name: str) -> str:
 _CG: dict[str, int] = {}
 
 
-def container(name: str, image: str | None = "acme/app:1.0", labels: dict[str, str] | None = None,
-              cid: str | None = None) -> Attribution:
+def container(
+    name: str, image: str | None = "acme/app:1.0", labels: dict[str, str] | None = None, cid: str | None = None
+) -> Attribution:
     cid = cid or cid_of(name)
     cg = _CG.setdefault(cid, 10_000 + len(_CG))
-    info = ContainerInfo(cid, "docker", name=name, image_name=image, image_id="sha256:" + "e" * 64,
-                         labels=dict(labels or {}), metadata=True)
+    info = ContainerInfo(
+        cid,
+        "docker",
+        name=name,
+        image_name=image,
+        image_id="sha256:" + "e" * 64,
+        labels=dict(labels or {}),
+        metadata=True,
+    )
     return Attribution(cg, f"/system.slice/docker-{cid}.scope", info)
 
 
@@ -64,51 +73,102 @@ def host() -> Attribution:
     return Attribution(1, "/system.slice/cron.service", None)
 
 
-def summary(attr: Attribution, ip: str, port: int, payload: int, *, transport: str = "tcp",
-            entropy: float | None = 7.9, proto: str | None = None, compression: str | None = None,
-            pid: int | None = 4242, comm: str | None = "curl", connects: int = 1,
-            body_entropy: float | None = None, body_sampled_bytes: int = 0,
-            dns_names: Iterable[tuple[str, bool]] = ()) -> FlowSummary:
+def summary(
+    attr: Attribution,
+    ip: str,
+    port: int,
+    payload: int,
+    *,
+    transport: str = "tcp",
+    entropy: float | None = 7.9,
+    proto: str | None = None,
+    compression: str | None = None,
+    pid: int | None = 4242,
+    comm: str | None = "curl",
+    connects: int = 1,
+    body_entropy: float | None = None,
+    body_sampled_bytes: int = 0,
+    dns_names: Iterable[tuple[str, bool]] = (),
+) -> FlowSummary:
     return FlowSummary(
-        key=(attr.cgroup_id, ip, port, PROTO[transport]), bytes=payload + 40 * max(1, payload // 1400),
-        packets=max(1, payload // 1400), payload_bytes=payload, connects=connects, samples=8,
-        sampled_bytes=512, entropy=entropy, protocol_hint=proto, pid=pid, comm=comm,
-        compression=compression, body_entropy=body_entropy, body_sampled_bytes=body_sampled_bytes,
+        key=(attr.cgroup_id, ip, port, PROTO[transport]),
+        bytes=payload + 40 * max(1, payload // 1400),
+        packets=max(1, payload // 1400),
+        payload_bytes=payload,
+        connects=connects,
+        samples=8,
+        sampled_bytes=512,
+        entropy=entropy,
+        protocol_hint=proto,
+        pid=pid,
+        comm=comm,
+        compression=compression,
+        body_entropy=body_entropy,
+        body_sampled_bytes=body_sampled_bytes,
         dns_names=list(dns_names),
     )
 
 
-def flow(attr: Attribution, ip: str, port: int, payload: int, *, transport: str = "tcp",
-         peer: Attribution | None = None, **kw: Any) -> FlowView:
+def flow(
+    attr: Attribution,
+    ip: str,
+    port: int,
+    payload: int,
+    *,
+    transport: str = "tcp",
+    peer: Attribution | None = None,
+    **kw: Any,
+) -> FlowView:
     s = summary(attr, ip, port, payload, transport=transport, **kw)
-    return FlowView(s, attr, workload_of(attr), ip, port, transport, peer,
-                    workload_of(peer) if peer is not None else None)
+    return FlowView(
+        s, attr, workload_of(attr), ip, port, transport, peer, workload_of(peer) if peer is not None else None
+    )
 
 
-def proc(executable: str | None, args: list[str] | None = None, pid: int = 4242,
-         name: str | None = None) -> ProcessRef:
+def proc(executable: str | None, args: list[str] | None = None, pid: int = 4242, name: str | None = None) -> ProcessRef:
     nm = name or (executable.rsplit("/", 1)[-1] if executable else "sh")
     return ProcessRef(pid, nm, executable, args, 1)
 
 
-def exec_(attr: Attribution, ts: float, executable: str | None, args: list[str] | None = None,
-          pid: int = 4242, name: str | None = None) -> ExecView:
+def exec_(
+    attr: Attribution,
+    ts: float,
+    executable: str | None,
+    args: list[str] | None = None,
+    pid: int = 4242,
+    name: str | None = None,
+) -> ExecView:
     return ExecView(ts, attr, workload_of(attr), proc(executable, args, pid, name))
 
 
-def connect(attr: Attribution, ts: float, ip: str, port: int, *, transport: str = "tcp",
-            executable: str = "/usr/bin/curl", pid: int = 4242) -> ConnectView:
-    return ConnectView(ts, attr, workload_of(attr), ip, port, transport,
-                       proc(executable, [executable.rsplit("/", 1)[-1]], pid))
+def connect(
+    attr: Attribution,
+    ts: float,
+    ip: str,
+    port: int,
+    *,
+    transport: str = "tcp",
+    executable: str = "/usr/bin/curl",
+    pid: int = 4242,
+) -> ConnectView:
+    return ConnectView(
+        ts, attr, workload_of(attr), ip, port, transport, proc(executable, [executable.rsplit("/", 1)[-1]], pid)
+    )
 
 
 def life(attr: Attribution, ts: float, kind: str, lifetime: float | None = None) -> LifecycleView:
     return LifecycleView(ts, attr, workload_of(attr), kind, lifetime)
 
 
-def window(end: float, *, flows: Iterable[FlowView] = (), execs: Iterable[ExecView] = (),
-           connects: Iterable[ConnectView] = (), lifecycle: Iterable[LifecycleView] = (),
-           seconds: float = WINDOW) -> WindowView:
+def window(
+    end: float,
+    *,
+    flows: Iterable[FlowView] = (),
+    execs: Iterable[ExecView] = (),
+    connects: Iterable[ConnectView] = (),
+    lifecycle: Iterable[LifecycleView] = (),
+    seconds: float = WINDOW,
+) -> WindowView:
     return WindowView(end - seconds, end, list(flows), list(execs), list(connects), list(lifecycle))
 
 
@@ -238,23 +298,58 @@ def scenario(rule_id: str, attr: Attribution, end: float) -> tuple[list[WindowVi
     if rule_id == "SL-EXF-002":
         return [window(end, flows=[flow(attr, "203.0.113.50", 8444, 128 * KIB, proto="tls")])], "203.0.113.50"
     if rule_id == "SL-EXF-003":
-        return [window(end, flows=[flow(attr, "198.51.100.20", 80, 300 * KIB, proto="http", entropy=6.2,
-                                        body_entropy=7.97, body_sampled_bytes=2048)])], "198.51.100.20"
+        return [
+            window(
+                end,
+                flows=[
+                    flow(
+                        attr,
+                        "198.51.100.20",
+                        80,
+                        300 * KIB,
+                        proto="http",
+                        entropy=6.2,
+                        body_entropy=7.97,
+                        body_sampled_bytes=2048,
+                    )
+                ],
+            )
+        ], "198.51.100.20"
     if rule_id == "SL-EXF-004":
         return [window(end, flows=[flow(attr, "203.0.113.77", 443, 2 * MIB, proto="tls")])], "203.0.113.77"
     if rule_id == "SL-EXF-005":
-        return [window(end, flows=[flow(attr, "203.0.113.88", 443, 100 * KIB, proto="tls", entropy=7.9)],
-                       lifecycle=[life(attr, end - 1, "stop", 12.0)])], "203.0.113.88"
+        return [
+            window(
+                end,
+                flows=[flow(attr, "203.0.113.88", 443, 100 * KIB, proto="tls", entropy=7.9)],
+                lifecycle=[life(attr, end - 1, "stop", 12.0)],
+            )
+        ], "203.0.113.88"
     if rule_id == "SL-EXF-006":
-        return [window(end, execs=[exec_(attr, end - 5, "/usr/bin/openssl", OPENSSL_ENC, pid=77)],
-                       flows=[flow(attr, "203.0.113.99", 443, 8 * KIB, proto="tls", entropy=None)])], "203.0.113.99"
+        return [
+            window(
+                end,
+                execs=[exec_(attr, end - 5, "/usr/bin/openssl", OPENSSL_ENC, pid=77)],
+                flows=[flow(attr, "203.0.113.99", 443, 8 * KIB, proto="tls", entropy=None)],
+            )
+        ], "203.0.113.99"
     if rule_id == "SL-C2-001":
-        return [window(end, connects=[connect(attr, end - 8, "198.51.100.5", 80, executable="/usr/bin/wget"),
-                                      connect(attr, end - 4, "203.0.113.66", 4444, executable="/tmp/stage2")],
-                       execs=[exec_(attr, end - 6, "/tmp/stage2", ["stage2"])])], "203.0.113.66"
+        return [
+            window(
+                end,
+                connects=[
+                    connect(attr, end - 8, "198.51.100.5", 80, executable="/usr/bin/wget"),
+                    connect(attr, end - 4, "203.0.113.66", 4444, executable="/tmp/stage2"),
+                ],
+                execs=[exec_(attr, end - 6, "/tmp/stage2", ["stage2"])],
+            )
+        ], "203.0.113.66"
     if rule_id == "SL-C2-002":
-        return [window(end, seconds=60.0, connects=[connect(attr, end - 50 + 5.0 * i, "203.0.113.44", 8080)
-                                                    for i in range(8)])], "203.0.113.44"
+        return [
+            window(
+                end, seconds=60.0, connects=[connect(attr, end - 50 + 5.0 * i, "203.0.113.44", 8080) for i in range(8)]
+            )
+        ], "203.0.113.44"
     if rule_id == "SL-C2-003":
         db = container("db-peer", image="acme/db:5")
         return [window(end, flows=[flow(attr, "172.17.0.3", 5432, 500, entropy=None, peer=db)])], "172.17.0.3"
@@ -263,10 +358,22 @@ def scenario(rule_id: str, attr: Attribution, end: float) -> tuple[list[WindowVi
         lc = []
         for i, c in enumerate(group):
             lc += [life(c, end - 9 + i, "start"), life(c, end - 8.5 + i, "stop", 0.5)]
-        return [window(end, lifecycle=lc, flows=[flow(attr, "203.0.113.120", 443, 2000, entropy=None)])], "203.0.113.120"
+        return [
+            window(end, lifecycle=lc, flows=[flow(attr, "203.0.113.120", 443, 2000, entropy=None)])
+        ], "203.0.113.120"
     raise KeyError(rule_id)
 
 
 # the ten network rules this suite covers (the catalog may hold more)
-ALL_RULES = ["SL-EXF-001", "SL-EXF-002", "SL-EXF-003", "SL-EXF-004", "SL-EXF-005", "SL-EXF-006",
-             "SL-C2-001", "SL-C2-002", "SL-C2-003", "SL-C2-004"]
+ALL_RULES = [
+    "SL-EXF-001",
+    "SL-EXF-002",
+    "SL-EXF-003",
+    "SL-EXF-004",
+    "SL-EXF-005",
+    "SL-EXF-006",
+    "SL-C2-001",
+    "SL-C2-002",
+    "SL-C2-003",
+    "SL-C2-004",
+]

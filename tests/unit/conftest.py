@@ -11,7 +11,7 @@ import pytest
 # Helpers (_records.py, _docker_fake.py) live next to this file.
 sys.path.insert(0, os.path.dirname(__file__))
 
-from _docker_fake import FakeDockerEngine  # noqa: E402
+from _docker_fake import FakeDockerEngine
 
 
 @pytest.fixture

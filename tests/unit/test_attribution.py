@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sensor.attribution.containers import Attributor, ContainerRef, container_from_path
 from sensor.attribution.cgroups import CgroupResolver
+from sensor.attribution.containers import Attributor, ContainerRef, container_from_path
 from sensor.attribution.docker_api import DockerClient, DockerError, NotFound
 
 A = "0123456789abcdef" * 4
@@ -33,14 +33,12 @@ def test_docker_systemd() -> None:
 
 
 def test_containerd_under_kubepods_systemd() -> None:
-    path = (f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/"
-            f"cri-containerd-{A}.scope")
+    path = f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/cri-containerd-{A}.scope"
     assert container_from_path(path) == ContainerRef("containerd", A, UID)
 
 
 def test_containerd_besteffort_and_guaranteed() -> None:
-    path = (f"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_}.slice/"
-            f"cri-containerd-{B}.scope")
+    path = f"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_}.slice/cri-containerd-{B}.scope"
     assert container_from_path(path) == ContainerRef("containerd", B, UID)
     path = f"/kubepods.slice/kubepods-pod{UID_}.slice/cri-containerd-{A}.scope"
     assert container_from_path(path) == ContainerRef("containerd", A, UID)
@@ -83,16 +81,26 @@ def test_cgroupfs_container_nested_in_systemd_scope_last_match_wins() -> None:
     assert container_from_path(f"/system.slice/docker-{A}.scope/docker/{B}") == ContainerRef("docker", B)
 
 
-@pytest.mark.parametrize("path", [
-    "", "/", "/init.scope", "/system.slice", "/system.slice/docker.service",
-    "/system.slice/containerd.service", "/system.slice/sshd.service",
-    "/user.slice/user-1000.slice/session-3.scope",
-    "/user.slice/user-1000.slice/user@1000.service/app.slice/dbus.socket",
-    "/kubepods.slice/kubepods-burstable.slice",
-    f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice",
-    "/docker", f"/docker/{A[:12]}", f"/system.slice/docker-{A[:63]}.scope",
-    f"/system.slice/docker-{A.upper()}.scope",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "",
+        "/",
+        "/init.scope",
+        "/system.slice",
+        "/system.slice/docker.service",
+        "/system.slice/containerd.service",
+        "/system.slice/sshd.service",
+        "/user.slice/user-1000.slice/session-3.scope",
+        "/user.slice/user-1000.slice/user@1000.service/app.slice/dbus.socket",
+        "/kubepods.slice/kubepods-burstable.slice",
+        f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice",
+        "/docker",
+        f"/docker/{A[:12]}",
+        f"/system.slice/docker-{A[:63]}.scope",
+        f"/system.slice/docker-{A.upper()}.scope",
+    ],
+)
 def test_host_paths(path: str) -> None:
     assert container_from_path(path) is None
 
@@ -134,7 +142,7 @@ def test_docker_client_container_summary(fake_docker) -> None:
     with pytest.raises(NotFound):
         c.container_summary(B)
     with pytest.raises(NotFound):
-        c.container_summary(A[:12])   # only the full id is accepted
+        c.container_summary(A[:12])  # only the full id is accepted
     with pytest.raises(DockerError):
         DockerClient(fake_docker.socket_path + ".missing", timeout=0.5).container_summary(A)
 
@@ -144,15 +152,16 @@ def test_metadata_filled_from_engine(fake_docker, cgtree) -> None:
     labels = {"io.kubernetes.pod.name": "api-7d9f", "io.kubernetes.pod.namespace": "prod", "team": "x"}
     fake_docker.add(A, "web-1", "registry.example/web:2.3", "sha256:" + "c" * 64, labels)
     statuses: list[tuple[str, str]] = []
-    at = Attributor(resolver, DockerClient(fake_docker.socket_path, 2.0),
-                    on_runtime_status=lambda s, d: statuses.append((s, d)))
+    at = Attributor(
+        resolver, DockerClient(fake_docker.socket_path, 2.0), on_runtime_status=lambda s, d: statuses.append((s, d))
+    )
     a = at.attribute(ids["a"])
     assert not a.is_host
     assert a.cgroup_path == f"/system.slice/docker-{A}.scope"
     c = a.container
     assert c is not None
     assert (c.id, c.runtime) == (A, "docker")
-    assert c.name == "web-1"                       # leading slash removed
+    assert c.name == "web-1"  # leading slash removed
     assert c.image_name == "registry.example/web:2.3"
     assert c.image_id == "sha256:" + "c" * 64
     assert c.labels == labels
@@ -199,7 +208,7 @@ def test_unknown_container_is_negatively_cached(fake_docker, cgtree) -> None:
     at = Attributor(resolver, DockerClient(fake_docker.socket_path, 2.0), negative_cache_seconds=30, clock=clock)
     c = at.attribute(ids["b"]).container
     assert c is not None and c.id == B and c.name is None and not c.metadata
-    assert at.runtime_status == "ok"   # the engine answered (404)
+    assert at.runtime_status == "ok"  # the engine answered (404)
     at.attribute(ids["b"])
     assert len(fake_docker.requests) == 1
     # the container appears in the engine; it is found after the negative cache expires
@@ -217,8 +226,9 @@ def test_unreachable_engine_keeps_id_and_reports_once(tmp_path: Path, cgtree) ->
     clock = Clock()
     calls: list[tuple[str, str]] = []
     docker = DockerClient(str(tmp_path / "no-docker.sock"), timeout=0.5)
-    at = Attributor(resolver, docker, negative_cache_seconds=30, clock=clock,
-                    on_runtime_status=lambda s, d: calls.append((s, d)))
+    at = Attributor(
+        resolver, docker, negative_cache_seconds=30, clock=clock, on_runtime_status=lambda s, d: calls.append((s, d))
+    )
     a = at.attribute(ids["a"])
     assert a.container is not None
     assert a.container.id == A and a.container.runtime == "docker"
@@ -246,8 +256,13 @@ def test_engine_comes_back_after_negative_cache(tmp_path: Path, cgtree) -> None:
     clock = Clock()
     calls: list[str] = []
     sock = str(tmp_path / "later.sock")
-    at = Attributor(resolver, DockerClient(sock, timeout=0.5), negative_cache_seconds=5, clock=clock,
-                    on_runtime_status=lambda s, d: calls.append(s))
+    at = Attributor(
+        resolver,
+        DockerClient(sock, timeout=0.5),
+        negative_cache_seconds=5,
+        clock=clock,
+        on_runtime_status=lambda s, d: calls.append(s),
+    )
     assert at.attribute(ids["a"]).container.name is None
     engine = FakeDockerEngine(sock).start()
     try:

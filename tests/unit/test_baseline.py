@@ -12,9 +12,16 @@ import pytest
 
 from sensor.detect import baseline as B
 from sensor.detect.baseline import (
-    Baseline, BaselineError, DestStats, LogHist, WorkloadBaseline, dest_key, load, merge_all, save,
+    Baseline,
+    BaselineError,
+    DestStats,
+    LogHist,
+    WorkloadBaseline,
+    dest_key,
+    load,
+    merge_all,
+    save,
 )
-
 
 # --- LogHist ----------------------------------------------------------------------------
 
@@ -22,12 +29,12 @@ from sensor.detect.baseline import (
 def test_loghist_bins() -> None:
     assert LogHist.bin_of(0) == 0 and LogHist.bin_of(-5) == 0
     assert LogHist.upper(0) == 0.0
-    assert LogHist.bin_of(1) == 5            # 4 * log2(2) + 1
+    assert LogHist.bin_of(1) == 5  # 4 * log2(2) + 1
     # every value lies in (upper(b-1), upper(b)]
     for v in (0.5, 1, 3, 10, 1000, 12345.6, 1 << 30):
         b = LogHist.bin_of(v)
         assert LogHist.upper(b - 1) <= v < LogHist.upper(b) or v == LogHist.upper(b)
-        assert LogHist.upper(b) <= (v + 1) * 2 ** 0.25
+        assert LogHist.upper(b) <= (v + 1) * 2**0.25
 
 
 def test_loghist_quantiles() -> None:
@@ -37,8 +44,8 @@ def test_loghist_quantiles() -> None:
         h.add(v)
     assert h.n == 100
     q50, q99 = h.quantile(0.5), h.quantile(0.99)
-    assert 50 <= q50 <= 51 * 2 ** 0.25
-    assert 99 <= q99 <= 101 * 2 ** 0.25
+    assert 50 <= q50 <= 51 * 2**0.25
+    assert 99 <= q99 <= 101 * 2**0.25
     assert h.quantile(1.0) == LogHist.upper(LogHist.bin_of(100))
     assert h.quantile(0.0) == LogHist.upper(LogHist.bin_of(1))
     assert h.quantile(0.1) <= q50 <= q99
@@ -96,13 +103,13 @@ def test_knows_destination_exact_and_generalised_v4() -> None:
     wb = WorkloadBaseline()
     wb.add_destination(dest_key("203.0.113.5", 443, "tcp"), 1, 0, None, None)
     assert wb.knows_destination("203.0.113.5", 443, "tcp")
-    assert not wb.knows_destination("203.0.113.6", 443, "tcp")            # exact by default
+    assert not wb.knows_destination("203.0.113.6", 443, "tcp")  # exact by default
     assert wb.knows_destination("203.0.113.200", 443, "tcp", 24, 64)
     assert not wb.knows_destination("203.0.114.5", 443, "tcp", 24, 64)
     assert not wb.knows_destination("203.0.113.200", 8443, "tcp", 24, 64)  # port must match
-    assert not wb.knows_destination("203.0.113.200", 443, "udp", 24, 64)   # transport too
+    assert not wb.knows_destination("203.0.113.200", 443, "udp", 24, 64)  # transport too
     assert wb.knows_destination("203.0.112.9", 443, "tcp", 16, 64)
-    assert not wb.knows_destination("2001:db8::5", 443, "tcp", 24, 64)     # other family
+    assert not wb.knows_destination("2001:db8::5", 443, "tcp", 24, 64)  # other family
 
 
 def test_knows_destination_generalised_v6() -> None:
@@ -187,9 +194,9 @@ def sample_baseline() -> Baseline:
 
 def test_save_load_roundtrip_is_atomic(tmp_path: Path) -> None:
     b = sample_baseline()
-    path = tmp_path / "state" / "baseline.msgpack"       # parent created
+    path = tmp_path / "state" / "baseline.msgpack"  # parent created
     save(b, path)
-    assert os.listdir(path.parent) == ["baseline.msgpack"]            # no temporary file left
+    assert os.listdir(path.parent) == ["baseline.msgpack"]  # no temporary file left
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert b.updated > 1000.0
     got = load(path)
@@ -208,7 +215,7 @@ def test_save_load_roundtrip_is_atomic(tmp_path: Path) -> None:
 
 def test_save_failure_leaves_no_temporary_file(tmp_path: Path) -> None:
     target = tmp_path / "baseline.msgpack"
-    target.mkdir()                  # os.replace onto a directory fails
+    target.mkdir()  # os.replace onto a directory fails
     (target / "keep").write_text("x")
     with pytest.raises(OSError):
         save(sample_baseline(), target)
@@ -279,8 +286,17 @@ def _corrupt_workloads_type(w):
     w["workloads"] = None
 
 
-@pytest.mark.parametrize("corrupt", [_corrupt_missing_workloads, _corrupt_hours, _corrupt_windows,
-                                     _corrupt_histogram, _corrupt_destination, _corrupt_workloads_type])
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        _corrupt_missing_workloads,
+        _corrupt_hours,
+        _corrupt_windows,
+        _corrupt_histogram,
+        _corrupt_destination,
+        _corrupt_workloads_type,
+    ],
+)
 def test_load_structurally_corrupt(tmp_path: Path, corrupt) -> None:
     w = sample_baseline().to_wire()
     corrupt(w)
@@ -309,7 +325,7 @@ def test_merge_all() -> None:
     b.workload("acme/db").windows = 4
 
     m = merge_all([a, b])
-    assert m.window_seconds == 5.0                     # the first file's
+    assert m.window_seconds == 5.0  # the first file's
     assert m.nodes == {"node-a", "node-b"}
     assert m.created == 500.0 and m.updated >= 2000.0
     assert set(m.workloads) == {"acme/api", "host", "acme/db"}

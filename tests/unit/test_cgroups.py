@@ -127,8 +127,7 @@ def test_scan_maps_inodes_to_paths_relative_to_the_mount(tree: Path) -> None:
     assert r.path(ino(tree)) == "/"
     assert r.path(ino(tree / "docker")) == "/docker"
     assert r.path(ino(tree / "docker" / HEX_A)) == f"/docker/{HEX_A}"
-    assert r.path(ino(tree / "system.slice" / f"docker-{HEX_B}.scope")) == \
-        f"/system.slice/docker-{HEX_B}.scope"
+    assert r.path(ino(tree / "system.slice" / f"docker-{HEX_B}.scope")) == f"/system.slice/docker-{HEX_B}.scope"
     assert r.path(ino(tree / "user.slice" / "user-1000.slice")) == "/user.slice/user-1000.slice"
     assert len(r) == 7  # cg, docker, docker/<id>, system.slice, its scope, user.slice, user-1000
     assert r.id_of(f"/docker/{HEX_A}") == ino(tree / "docker" / HEX_A)
@@ -151,7 +150,7 @@ def test_learn_and_forget(tree: Path) -> None:
     r.forget(123456789)
     assert r.path(123456789) is None
     r.forget(123456789)  # forgetting twice is fine
-    assert r.scans == 1   # the miss did not rescan within the interval
+    assert r.scans == 1  # the miss did not rescan within the interval
 
 
 def test_unknown_id_triggers_rescan_that_finds_new_directory(tree: Path) -> None:

@@ -48,7 +48,9 @@ def test_config_is_frozen() -> None:
 
 
 def test_override_file_merges_with_defaults(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 [sensor]
 window_seconds = 2.5
 host_name = "node-7"
@@ -59,7 +61,8 @@ exec_args = "tracepoint"
 
 [output]
 events = true
-""")
+""",
+    )
     c = load_config(path)
     assert c.source == path
     assert c.sensor.window_seconds == 2.5
@@ -117,13 +120,13 @@ def test_unknown_key_has_file_and_line(tmp_path: Path) -> None:
 
 
 def test_wrong_type_has_file_and_line(tmp_path: Path) -> None:
-    e, path = _error(tmp_path, "[output]\npath = \"/tmp/x\"\nevents = \"yes\"\n")
+    e, path = _error(tmp_path, '[output]\npath = "/tmp/x"\nevents = "yes"\n')
     assert f"{path}:3:" in str(e)
     assert "output.events must be true or false" in str(e)
 
 
 def test_string_for_number_is_refused(tmp_path: Path) -> None:
-    e, path = _error(tmp_path, "[sensor]\n\n\nwindow_seconds = \"10\"\n")
+    e, path = _error(tmp_path, '[sensor]\n\n\nwindow_seconds = "10"\n')
     assert f"{path}:4:" in str(e)
     assert "must be a number" in str(e)
 
@@ -144,15 +147,18 @@ def test_float_not_accepted_for_int(tmp_path: Path) -> None:
     assert f"{path}:3:" in str(e)
 
 
-@pytest.mark.parametrize("text, line, what", [
-    ("[kernel]\nsample_bytes = 64\nring_buffer_pages = 3\n", 3, "power of two"),
-    ("[kernel]\nsample_bytes = 257\n", 2, "between 1 and 256"),
-    ("[sensor]\nhost_name = \"h\"\nwindow_seconds = 0.1\n", 3, "between 0.5 and 3600"),
-    ("[sensor]\ncontrol_socket = \"run/sluice.sock\"\n", 2, "an absolute path"),
-    ("[kernel]\n# exec_args = \"procfs\"\nexec_args = \"ebpf\"\n", 3, "\"procfs\" or \"tracepoint\""),
-    ("[runtime]\ntimeout_seconds = 0\n", 2, "between 0 and 30"),
-    ("[kernel]\nflow_map_entries = 1023\n", 2, "between 1024 and 4194304"),
-])
+@pytest.mark.parametrize(
+    "text, line, what",
+    [
+        ("[kernel]\nsample_bytes = 64\nring_buffer_pages = 3\n", 3, "power of two"),
+        ("[kernel]\nsample_bytes = 257\n", 2, "between 1 and 256"),
+        ('[sensor]\nhost_name = "h"\nwindow_seconds = 0.1\n', 3, "between 0.5 and 3600"),
+        ('[sensor]\ncontrol_socket = "run/sluice.sock"\n', 2, "an absolute path"),
+        ('[kernel]\n# exec_args = "procfs"\nexec_args = "ebpf"\n', 3, '"procfs" or "tracepoint"'),
+        ("[runtime]\ntimeout_seconds = 0\n", 2, "between 0 and 30"),
+        ("[kernel]\nflow_map_entries = 1023\n", 2, "between 1024 and 4194304"),
+    ],
+)
 def test_out_of_range_has_file_and_line(tmp_path: Path, text: str, line: int, what: str) -> None:
     e, path = _error(tmp_path, text)
     assert f"{path}:{line}:" in str(e)
@@ -160,7 +166,7 @@ def test_out_of_range_has_file_and_line(tmp_path: Path, text: str, line: int, wh
 
 
 def test_toml_syntax_error_has_file_and_line(tmp_path: Path) -> None:
-    e, path = _error(tmp_path, "[sensor]\nwindow_seconds = 5\nhost_name = \"unterminated\n[kernel]\n")
+    e, path = _error(tmp_path, '[sensor]\nwindow_seconds = 5\nhost_name = "unterminated\n[kernel]\n')
     assert f"{path}:3:" in str(e)
     assert "not valid TOML" in str(e)
     assert e.line == 3

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from sensor.response.containment import Containment, ContainmentError
 from sensor.kernel.events import format_addr, parse_addr
 from sensor.kernel.source import ReplaySource
+from sensor.response.containment import Containment, ContainmentError
 
 A, B = "a" * 64, "b" * 64
 
@@ -69,7 +69,7 @@ def test_restore_reapplies_live_containers_and_drops_gone_ones(tmp_path: Path) -
     c.isolate(B, "db", [12])
     c.block("198.18.64.1")
     c2, src2 = _c(tmp_path)
-    applied, dropped = c2.restore(c2.load(), {A: [21]})   # A restarted under a new cgroup; B is gone
+    applied, dropped = c2.restore(c2.load(), {A: [21]})  # A restarted under a new cgroup; B is gone
     assert [e.container_id for e in applied] == [A, None] and [e.container_id for e in dropped] == [B]
     assert src2.isolated == {21: 0} and src2.blocked == {(0, "198.18.64.1"): 0}
     assert [e["container_id"] for e in json.loads(Path(c2.path).read_text())["entries"]] == [A, None]
@@ -95,11 +95,14 @@ def test_snapshot_reports_kernel_drop_counts(tmp_path: Path) -> None:
     assert snap["block"]["description"] == "block 198.18.64.1 for every container"
 
 
-@pytest.mark.parametrize("content, match", [
-    ("{not json", "cannot be read"),
-    ('{"version": 2, "entries": []}', "not a version-1"),
-    ('{"version": 1, "entries": [{"kind": "isolate"}]}', "bad entry"),
-])
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ("{not json", "cannot be read"),
+        ('{"version": 2, "entries": []}', "not a version-1"),
+        ('{"version": 1, "entries": [{"kind": "isolate"}]}', "bad entry"),
+    ],
+)
 def test_unreadable_state_is_refused_with_its_path(tmp_path: Path, content: str, match: str) -> None:
     c, _ = _c(tmp_path)
     Path(c.path).parent.mkdir(parents=True)
@@ -107,7 +110,7 @@ def test_unreadable_state_is_refused_with_its_path(tmp_path: Path, content: str,
     with pytest.raises(ContainmentError, match=match) as e:
         c.load()
     assert c.path in str(e.value)
-    assert Path(c.path).read_text() == content   # untouched
+    assert Path(c.path).read_text() == content  # untouched
 
 
 def test_missing_state_is_empty(tmp_path: Path) -> None:

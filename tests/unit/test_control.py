@@ -50,6 +50,7 @@ def test_wire_frame_is_length_prefixed_msgpack() -> None:
         body = b.recv(n)
         assert len(body) == n
         import msgpack
+
         assert msgpack.unpackb(body) == {"k": 1}
 
 
@@ -90,21 +91,49 @@ def test_wire_refuses_oversized_frame() -> None:
 
 
 SNAPSHOT: dict[str, Any] = {
-    "ok": True, "ready": True, "pid": 4242, "host": "node-1", "uptime_seconds": 12.3,
-    "startup_seconds": 0.8, "status": "ok", "output": "stdout", "events": True, "window_seconds": 10.0,
-    "hooks": {"exec": "attached", "connect4": "attached", "egress": "attached",
-              "lifecycle": "unavailable: no cgroup tracepoints"},
-    "counters": {"events": 10, "exec": 2, "connect": 3, "sample": 4, "cgroup": 1, "windows": 1,
-                 "output_lines": 7},
+    "ok": True,
+    "ready": True,
+    "pid": 4242,
+    "host": "node-1",
+    "uptime_seconds": 12.3,
+    "startup_seconds": 0.8,
+    "status": "ok",
+    "output": "stdout",
+    "events": True,
+    "window_seconds": 10.0,
+    "hooks": {
+        "exec": "attached",
+        "connect4": "attached",
+        "egress": "attached",
+        "lifecycle": "unavailable: no cgroup tracepoints",
+    },
+    "counters": {"events": 10, "exec": 2, "connect": 3, "sample": 4, "cgroup": 1, "windows": 1, "output_lines": 7},
     "drops": {"total": 0, "decode_errors": 0},
     "runtime": {"status": "ok", "docker_socket": "/var/run/docker.sock"},
     "containers_tracked": 1,
     "top": [
-        {"container": "a0a0a0a0a0a0", "name": "exfil-test", "image": "alpine:3.20",
-         "bytes_per_s": 3.5 * 1024 * 1024, "entropy": 7.93, "connects": 3, "execs": 2,
-         "destinations": ["203.0.113.9:4444", "192.0.2.80:80"], "n_destinations": 7},
-        {"container": "host", "name": "", "image": "", "bytes_per_s": 90.0, "entropy": None,
-         "connects": 0, "execs": 1, "destinations": [], "n_destinations": 0},
+        {
+            "container": "a0a0a0a0a0a0",
+            "name": "exfil-test",
+            "image": "alpine:3.20",
+            "bytes_per_s": 3.5 * 1024 * 1024,
+            "entropy": 7.93,
+            "connects": 3,
+            "execs": 2,
+            "destinations": ["203.0.113.9:4444", "192.0.2.80:80"],
+            "n_destinations": 7,
+        },
+        {
+            "container": "host",
+            "name": "",
+            "image": "",
+            "bytes_per_s": 90.0,
+            "entropy": None,
+            "connects": 0,
+            "execs": 1,
+            "destinations": [],
+            "n_destinations": 0,
+        },
     ],
 }
 
@@ -256,6 +285,7 @@ def test_cli_status_ready(tmp_path: Path, server, sock_path: str) -> None:
 
 def test_cli_status_json(tmp_path: Path, server, sock_path: str) -> None:
     import json
+
     r = runner.invoke(app, ["status", "--json", "-c", config_for(tmp_path, sock_path)])
     assert r.exit_code == 0
     assert json.loads(r.stdout)["hooks"] == SNAPSHOT["hooks"]
@@ -289,7 +319,7 @@ def test_cli_top_once(tmp_path: Path, server, sock_path: str) -> None:
     assert "203.0.113.9:4444, 192.0.2.80:80 (+5)" in row
     host = next(ln for ln in lines if ln.startswith("host"))
     assert "90.0 B/s" in host and " - " in host
-    assert "\x1b[" not in r.output   # --once prints no screen control codes
+    assert "\x1b[" not in r.output  # --once prints no screen control codes
 
 
 def test_cli_top_without_sensor(tmp_path: Path) -> None:

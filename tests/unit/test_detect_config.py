@@ -6,12 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from _views import ALL_RULES
 
 from sensor.config import AllowEntry, default_config, load_config
 from sensor.detect.catalog import BY_ID, RULES
 from sensor.errors import ConfigError
-
-from _views import ALL_RULES
 
 
 def write(tmp_path: Path, text: str) -> str:
@@ -48,12 +47,22 @@ def test_defaults_for_every_rule() -> None:
             assert c.rules[rid][k] == v
     assert c.allow == ()
     d = c.detection
-    assert (d.min_baseline_windows, d.high_entropy_bits, d.destination_prefix_v4, d.destination_prefix_v6,
-            d.suppress_seconds, d.alert_on_unknown_workload, d.timezone) == (30, 7.0, 24, 64, 600.0, True, "local")
+    assert (
+        d.min_baseline_windows,
+        d.high_entropy_bits,
+        d.destination_prefix_v4,
+        d.destination_prefix_v6,
+        d.suppress_seconds,
+        d.alert_on_unknown_workload,
+        d.timezone,
+    ) == (30, 7.0, 24, 64, 600.0, True, "local")
 
 
 def test_rule_overrides_and_allow_entries_load(tmp_path: Path) -> None:
-    c = load_config(write(tmp_path, """\
+    c = load_config(
+        write(
+            tmp_path,
+            """\
 [detection]
 trusted_networks = ["10.0.0.0/8", "fd00::/8"]
 timezone = "UTC"
@@ -78,15 +87,23 @@ comment = "nightly backup"
 [[allow]]
 executable = "/usr/bin/rsync"
 rules = ["SL-EXF-004", "SL-EXF-006"]
-"""))
+""",
+        )
+    )
     assert c.rules["SL-EXF-004"]["min_bytes"] == 4194304 and c.rules["SL-EXF-004"]["severity"] == 80
     assert c.rules["SL-C2-002"]["max_jitter"] == 0.0 and isinstance(c.rules["SL-C2-002"]["max_jitter"], float)
     assert c.rules["SL-C2-002"]["min_interval_seconds"] == 2.0 and c.rules["SL-C2-002"]["enabled"] is False
     assert c.rules["SL-C2-002"]["min_connections"] == 6
     assert c.rules["SL-EXF-001"] == default_config().rules["SL-EXF-001"]
     assert c.allow == (
-        AllowEntry(workload="restic*", destination="10.20.0.0/16", port=443, schedule="0 2 * * *",
-                   duration_minutes=90.0, comment="nightly backup"),
+        AllowEntry(
+            workload="restic*",
+            destination="10.20.0.0/16",
+            port=443,
+            schedule="0 2 * * *",
+            duration_minutes=90.0,
+            comment="nightly backup",
+        ),
         AllowEntry(executable="/usr/bin/rsync", rules=("SL-EXF-004", "SL-EXF-006")),
     )
     assert c.detection.trusted_networks == ["10.0.0.0/8", "fd00::/8"]
@@ -99,29 +116,39 @@ def test_rule_defaults_are_not_shared_between_configs(tmp_path: Path) -> None:
     assert 8443 in BY_ID["SL-EXF-002"].defaults["tls_ports"]
 
 
-@pytest.mark.parametrize("text,line,what", [
-    # unknown rule id
-    ('[detection]\ntimezone = "UTC"\n\n[rules.SL-EXF-999]\nmin_bytes = 5\n', 4, "unknown rule SL-EXF-999"),
-    # unknown key
-    ("[rules.SL-EXF-004]\nseverity = 70\nmin_bytez = 5\n", 3, "unknown key rules.SL-EXF-004.min_bytez"),
-    # wrong types
-    ('[rules.SL-EXF-004]\n\nmin_bytes = "1MiB"\n', 3, "rules.SL-EXF-004.min_bytes must be an integer"),
-    ("[rules.SL-EXF-004]\nmin_bytes = 1.5e6\n", 2, "must be an integer"),
-    ('[rules.SL-C2-002]\nenabled = "yes"\n', 2, "rules.SL-C2-002.enabled must be true or false"),
-    ("[rules.SL-EXF-001]\nmultiplier = true\n", 2, "rules.SL-EXF-001.multiplier must be a number"),
-    ('[rules.SL-EXF-002]\ntls_ports = ["443"]\n', 2, "rules.SL-EXF-002.tls_ports: every item must be an integer"),
-    ("[rules.SL-EXF-002]\ntls_ports = 443\n", 2, "must be a list"),
-    # negative thresholds
-    ("[rules.SL-C2-002]\nmin_connections = 6\nmax_jitter = -0.1\n", 3, "rules.SL-C2-002.max_jitter = -0.1: must not be negative"),
-    ("[rules.SL-EXF-005]\nmax_lifetime_seconds = -1\n", 2, "must not be negative"),
-    # severity out of range
-    ("[rules.SL-EXF-001]\nseverity = 101\n", 2, "rules.SL-EXF-001.severity = 101: must be between 0 and 100"),
-    ("[rules.SL-EXF-001]\nseverity = -1\n", 2, "must be between 0 and 100"),
-    # a later rule section: the line of its own key
-    ("[rules.SL-EXF-001]\nseverity = 50\n\n[rules.SL-EXF-003]\nseverity = 50\ndns_min_label_length = -4\n", 6,
-     "rules.SL-EXF-003.dns_min_label_length"),
-    ("[rules.SL-EXF-004]\nmin_bytes = 1\n[rules.SL-EXF-005]\nmin_bytes = -1\n", 4, "rules.SL-EXF-005.min_bytes"),
-])
+@pytest.mark.parametrize(
+    "text,line,what",
+    [
+        # unknown rule id
+        ('[detection]\ntimezone = "UTC"\n\n[rules.SL-EXF-999]\nmin_bytes = 5\n', 4, "unknown rule SL-EXF-999"),
+        # unknown key
+        ("[rules.SL-EXF-004]\nseverity = 70\nmin_bytez = 5\n", 3, "unknown key rules.SL-EXF-004.min_bytez"),
+        # wrong types
+        ('[rules.SL-EXF-004]\n\nmin_bytes = "1MiB"\n', 3, "rules.SL-EXF-004.min_bytes must be an integer"),
+        ("[rules.SL-EXF-004]\nmin_bytes = 1.5e6\n", 2, "must be an integer"),
+        ('[rules.SL-C2-002]\nenabled = "yes"\n', 2, "rules.SL-C2-002.enabled must be true or false"),
+        ("[rules.SL-EXF-001]\nmultiplier = true\n", 2, "rules.SL-EXF-001.multiplier must be a number"),
+        ('[rules.SL-EXF-002]\ntls_ports = ["443"]\n', 2, "rules.SL-EXF-002.tls_ports: every item must be an integer"),
+        ("[rules.SL-EXF-002]\ntls_ports = 443\n", 2, "must be a list"),
+        # negative thresholds
+        (
+            "[rules.SL-C2-002]\nmin_connections = 6\nmax_jitter = -0.1\n",
+            3,
+            "rules.SL-C2-002.max_jitter = -0.1: must not be negative",
+        ),
+        ("[rules.SL-EXF-005]\nmax_lifetime_seconds = -1\n", 2, "must not be negative"),
+        # severity out of range
+        ("[rules.SL-EXF-001]\nseverity = 101\n", 2, "rules.SL-EXF-001.severity = 101: must be between 0 and 100"),
+        ("[rules.SL-EXF-001]\nseverity = -1\n", 2, "must be between 0 and 100"),
+        # a later rule section: the line of its own key
+        (
+            "[rules.SL-EXF-001]\nseverity = 50\n\n[rules.SL-EXF-003]\nseverity = 50\ndns_min_label_length = -4\n",
+            6,
+            "rules.SL-EXF-003.dns_min_label_length",
+        ),
+        ("[rules.SL-EXF-004]\nmin_bytes = 1\n[rules.SL-EXF-005]\nmin_bytes = -1\n", 4, "rules.SL-EXF-005.min_bytes"),
+    ],
+)
 def test_rule_errors_name_file_and_line(tmp_path: Path, text: str, line: int, what: str) -> None:
     e, path = refused(tmp_path, text)
     assert e.path == path and e.line == line, (str(e), e.line)
@@ -149,33 +176,45 @@ def test_unknown_key_hint_lists_keys(tmp_path: Path) -> None:
 ALLOW_OK = '[[allow]]\nworkload = "ok"\n\n'
 
 
-@pytest.mark.parametrize("text,line,what", [
-    # bad CIDR
-    ('[[allow]]\nworkload = "x"\ndestination = "10.0.0.300/8"\n', 3, "allow.destination = '10.0.0.300/8': not an address or CIDR"),
-    ('[[allow]]\ndestination = "backup.internal"\n', 2, "not an address or CIDR"),
-    # bad cron
-    ('[[allow]]\nworkload = "x"\nschedule = "0 2 * *"\n', 3, "allow.schedule = '0 2 * *': not a cron expression"),
-    ('[[allow]]\nworkload = "x"\nschedule = "every night"\n', 3, "not a cron expression"),
-    ('[[allow]]\nworkload = "x"\nschedule = "0 2 * * mon"\n', 3, "not a cron expression"),
-    ('[[allow]]\nworkload = "x"\nschedule = "0 2 * * * *"\n', 3, "not a cron expression"),
-    # no matcher at all: the line of that [[allow]]
-    ('[[allow]]\nrules = ["SL-EXF-004"]\ncomment = "everything"\n', 1, "allow entry matches everything"),
-    (ALLOW_OK + '[[allow]]\nschedule = "0 2 * * *"\n', 4, "allow entry matches everything"),
-    (ALLOW_OK + ALLOW_OK + '# third\n[[allow]]\ncomment = "oops"\n', 8, "allow entry matches everything"),
-    # unknown key, wrong types, out of range: the line of the key in that entry
-    ('[[allow]]\nworkload = "x"\nworkloads = "y"\n', 3, "unknown key allow.workloads"),
-    (ALLOW_OK + '[[allow]]\nworkload = "x"\nport = 70000\n', 6, "allow.port = 70000: must be a port number"),
-    ('[[allow]]\nworkload = "x"\nport = "443"\n', 3, "must be a port number"),
-    ('[[allow]]\nworkload = "x"\nport = true\n', 3, "must be a port number"),
-    ('[[allow]]\nworkload = 7\n', 2, "allow.workload must be a string"),
-    ('[[allow]]\nworkload = "x"\nrules = ["SL-EXF-404"]\n', 3, "must list rule ids"),
-    ('[[allow]]\nworkload = "x"\nrules = "SL-EXF-004"\n', 3, "must list rule ids"),
-    ('[[allow]]\nworkload = "x"\nschedule = "0 2 * * *"\nduration_minutes = 0\n', 4, "duration_minutes"),
-    ('[[allow]]\nworkload = "x"\nschedule = "0 2 * * *"\nduration_minutes = 20000\n', 4, "duration_minutes"),
-    # allow entries after other sections
-    ('[detection]\ntimezone = "UTC"\n[rules.SL-EXF-004]\nmin_bytes = 1\n' + ALLOW_OK +
-     '[[allow]]\nport = 443\ndestination = "nope"\n', 10, "not an address or CIDR"),
-])
+@pytest.mark.parametrize(
+    "text,line,what",
+    [
+        # bad CIDR
+        (
+            '[[allow]]\nworkload = "x"\ndestination = "10.0.0.300/8"\n',
+            3,
+            "allow.destination = '10.0.0.300/8': not an address or CIDR",
+        ),
+        ('[[allow]]\ndestination = "backup.internal"\n', 2, "not an address or CIDR"),
+        # bad cron
+        ('[[allow]]\nworkload = "x"\nschedule = "0 2 * *"\n', 3, "allow.schedule = '0 2 * *': not a cron expression"),
+        ('[[allow]]\nworkload = "x"\nschedule = "every night"\n', 3, "not a cron expression"),
+        ('[[allow]]\nworkload = "x"\nschedule = "0 2 * * mon"\n', 3, "not a cron expression"),
+        ('[[allow]]\nworkload = "x"\nschedule = "0 2 * * * *"\n', 3, "not a cron expression"),
+        # no matcher at all: the line of that [[allow]]
+        ('[[allow]]\nrules = ["SL-EXF-004"]\ncomment = "everything"\n', 1, "allow entry matches everything"),
+        (ALLOW_OK + '[[allow]]\nschedule = "0 2 * * *"\n', 4, "allow entry matches everything"),
+        (ALLOW_OK + ALLOW_OK + '# third\n[[allow]]\ncomment = "oops"\n', 8, "allow entry matches everything"),
+        # unknown key, wrong types, out of range: the line of the key in that entry
+        ('[[allow]]\nworkload = "x"\nworkloads = "y"\n', 3, "unknown key allow.workloads"),
+        (ALLOW_OK + '[[allow]]\nworkload = "x"\nport = 70000\n', 6, "allow.port = 70000: must be a port number"),
+        ('[[allow]]\nworkload = "x"\nport = "443"\n', 3, "must be a port number"),
+        ('[[allow]]\nworkload = "x"\nport = true\n', 3, "must be a port number"),
+        ("[[allow]]\nworkload = 7\n", 2, "allow.workload must be a string"),
+        ('[[allow]]\nworkload = "x"\nrules = ["SL-EXF-404"]\n', 3, "must list rule ids"),
+        ('[[allow]]\nworkload = "x"\nrules = "SL-EXF-004"\n', 3, "must list rule ids"),
+        ('[[allow]]\nworkload = "x"\nschedule = "0 2 * * *"\nduration_minutes = 0\n', 4, "duration_minutes"),
+        ('[[allow]]\nworkload = "x"\nschedule = "0 2 * * *"\nduration_minutes = 20000\n', 4, "duration_minutes"),
+        # allow entries after other sections
+        (
+            '[detection]\ntimezone = "UTC"\n[rules.SL-EXF-004]\nmin_bytes = 1\n'
+            + ALLOW_OK
+            + '[[allow]]\nport = 443\ndestination = "nope"\n',
+            10,
+            "not an address or CIDR",
+        ),
+    ],
+)
 def test_allow_errors_name_file_and_line(tmp_path: Path, text: str, line: int, what: str) -> None:
     e, path = refused(tmp_path, text)
     assert e.path == path and e.line == line, (str(e), e.line)
@@ -204,15 +243,18 @@ def test_cron_values_out_of_range_are_refused(tmp_path: Path, schedule: str) -> 
     assert e.line == 3 and "schedule" in str(e)
 
 
-@pytest.mark.parametrize("text,line,what", [
-    ('[detection]\ntrusted_networks = ["10.0.0.0/8", "nope"]\n', 2, "a list of CIDR strings"),
-    ('[detection]\ntimezone = "Europe/Paris"\n', 2, '"local" or "UTC"'),
-    ("[detection]\nmin_baseline_windows = 0\n", 2, "between 1 and 1000000"),
-    ("[detection]\nhigh_entropy_bits = 9\n", 2, "between 0 and 8"),
-    ("[detection]\ndestination_prefix_v4 = 33\n", 2, "between 0 and 32"),
-    ("[detection]\nsuppress_seconds = -1\n", 2, "between 0 and 604800"),
-    ('[detection]\nalert_on_unknown_workload = "no"\n', 2, "true or false"),
-])
+@pytest.mark.parametrize(
+    "text,line,what",
+    [
+        ('[detection]\ntrusted_networks = ["10.0.0.0/8", "nope"]\n', 2, "a list of CIDR strings"),
+        ('[detection]\ntimezone = "Europe/Paris"\n', 2, '"local" or "UTC"'),
+        ("[detection]\nmin_baseline_windows = 0\n", 2, "between 1 and 1000000"),
+        ("[detection]\nhigh_entropy_bits = 9\n", 2, "between 0 and 8"),
+        ("[detection]\ndestination_prefix_v4 = 33\n", 2, "between 0 and 32"),
+        ("[detection]\nsuppress_seconds = -1\n", 2, "between 0 and 604800"),
+        ('[detection]\nalert_on_unknown_workload = "no"\n', 2, "true or false"),
+    ],
+)
 def test_detection_section_errors(tmp_path: Path, text: str, line: int, what: str) -> None:
     e, path = refused(tmp_path, text)
     assert e.line == line and what in str(e) and str(e).startswith(f"{path}:{line}: ")

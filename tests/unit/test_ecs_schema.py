@@ -19,21 +19,41 @@ def flow_summary() -> dict[str, Any]:
     return {
         "@timestamp": "2024-01-09T14:00:10.000Z",
         "ecs": {"version": "9.4.0"},
-        "event": {"kind": "event", "category": ["network"], "type": ["info"], "action": "flow_summary",
-                  "module": "sluice", "dataset": "sluice.flow",
-                  "start": "2024-01-09T14:00:00.000Z", "end": "2024-01-09T14:00:10.000Z"},
+        "event": {
+            "kind": "event",
+            "category": ["network"],
+            "type": ["info"],
+            "action": "flow_summary",
+            "module": "sluice",
+            "dataset": "sluice.flow",
+            "start": "2024-01-09T14:00:00.000Z",
+            "end": "2024-01-09T14:00:10.000Z",
+        },
         "host": {"name": "node-7"},
         "agent": {"type": "sluice", "version": "0.1.0"},
-        "sluice": {"cgroup": {"id": 4242, "path": f"/docker/{CID}"}, "attribution": "container",
-                   "window": {"start": "2024-01-09T14:00:00.000Z", "end": "2024-01-09T14:00:10.000Z"},
-                   "payload": {"bytes": 1_200_000, "samples": 9, "sampled_bytes": 1160, "entropy": 7.93},
-                   "flow": {"connections": 1}},
-        "container": {"id": CID, "runtime": "docker", "name": "exfil-test",
-                      "image": {"name": "alpine:3.20", "hash": {"all": ["sha256:" + "a" * 64]}}},
+        "sluice": {
+            "cgroup": {"id": 4242, "path": f"/docker/{CID}"},
+            "attribution": "container",
+            "window": {"start": "2024-01-09T14:00:00.000Z", "end": "2024-01-09T14:00:10.000Z"},
+            "payload": {"bytes": 1_200_000, "samples": 9, "sampled_bytes": 1160, "entropy": 7.93},
+            "flow": {"connections": 1},
+        },
+        "container": {
+            "id": CID,
+            "runtime": "docker",
+            "name": "exfil-test",
+            "image": {"name": "alpine:3.20", "hash": {"all": ["sha256:" + "a" * 64]}},
+        },
         "orchestrator": {"type": "kubernetes", "resource": {"type": "pod", "name": "db-0"}, "namespace": "data"},
-        "process": {"pid": 5_000_123, "name": "curl", "executable": "/usr/bin/curl",
-                    "args": ["curl", "https://198.51.100.7/"], "args_count": 2,
-                    "command_line": "curl https://198.51.100.7/", "parent": {"pid": 1}},
+        "process": {
+            "pid": 5_000_123,
+            "name": "curl",
+            "executable": "/usr/bin/curl",
+            "args": ["curl", "https://198.51.100.7/"],
+            "args_count": 2,
+            "command_line": "curl https://198.51.100.7/",
+            "parent": {"pid": 1},
+        },
         "destination": {"ip": "198.51.100.7", "port": 443, "address": "198.51.100.7"},
         "network": {"transport": "tcp", "direction": "egress", "type": "ipv4", "protocol": "tls"},
         "source": {"bytes": 1_234_567, "packets": 900},
@@ -44,35 +64,72 @@ def alert() -> dict[str, Any]:
     return {
         "@timestamp": "2024-01-09T14:00:10.000Z",
         "ecs": {"version": "9.4.0"},
-        "event": {"kind": "alert", "category": ["intrusion_detection", "network"], "type": ["info"],
-                  "action": "new_destination_encrypted", "module": "sluice", "dataset": "sluice.alert",
-                  "severity": 68, "risk_score": 68.0, "id": "6f1c2f0e-7c0b-4b8e-9a53-1c2d3e4f5a6b",
-                  "created": "2024-01-09T14:00:10.125Z",
-                  "reference": "https://attack.mitre.org/techniques/T1048/"},
+        "event": {
+            "kind": "alert",
+            "category": ["intrusion_detection", "network"],
+            "type": ["info"],
+            "action": "new_destination_encrypted",
+            "module": "sluice",
+            "dataset": "sluice.alert",
+            "severity": 68,
+            "risk_score": 68.0,
+            "id": "6f1c2f0e-7c0b-4b8e-9a53-1c2d3e4f5a6b",
+            "created": "2024-01-09T14:00:10.125Z",
+            "reference": "https://attack.mitre.org/techniques/T1048/",
+        },
         "host": {"name": "node-7"},
         "agent": {"type": "sluice", "version": "0.1.0"},
         "message": "Container exfil-test (acme/app) sent 2.0 MiB of encrypted-looking data to 203.0.113.9:4444",
-        "rule": {"id": "SL-EXF-004", "name": "Large encrypted transfer to a new destination",
-                 "description": "A destination not in the workload's baseline received ...",
-                 "ruleset": "sluice", "category": "Exfiltration", "version": "1"},
-        "threat": {"framework": "MITRE ATT&CK",
-                   "technique": {"id": ["T1048"], "name": ["Exfiltration Over Alternative Protocol"],
-                                 "reference": ["https://attack.mitre.org/techniques/T1048/"],
-                                 "subtechnique": {"id": ["T1048.001"],
-                                                  "name": ["Exfiltration Over Symmetric Encrypted Non-C2 Protocol"],
-                                                  "reference": ["https://attack.mitre.org/techniques/T1048/001/"]}},
-                   "tactic": {"id": ["TA0010"], "name": ["Exfiltration"],
-                              "reference": ["https://attack.mitre.org/tactics/TA0010/"]}},
-        "container": {"id": CID, "runtime": "docker", "name": "exfil-test", "image": {"name": "acme/app:1.0"},
-                      "labels": {"com.example.team": "data"}},
+        "rule": {
+            "id": "SL-EXF-004",
+            "name": "Large encrypted transfer to a new destination",
+            "description": "A destination not in the workload's baseline received ...",
+            "ruleset": "sluice",
+            "category": "Exfiltration",
+            "version": "1",
+        },
+        "threat": {
+            "framework": "MITRE ATT&CK",
+            "technique": {
+                "id": ["T1048"],
+                "name": ["Exfiltration Over Alternative Protocol"],
+                "reference": ["https://attack.mitre.org/techniques/T1048/"],
+                "subtechnique": {
+                    "id": ["T1048.001"],
+                    "name": ["Exfiltration Over Symmetric Encrypted Non-C2 Protocol"],
+                    "reference": ["https://attack.mitre.org/techniques/T1048/001/"],
+                },
+            },
+            "tactic": {
+                "id": ["TA0010"],
+                "name": ["Exfiltration"],
+                "reference": ["https://attack.mitre.org/tactics/TA0010/"],
+            },
+        },
+        "container": {
+            "id": CID,
+            "runtime": "docker",
+            "name": "exfil-test",
+            "image": {"name": "acme/app:1.0"},
+            "labels": {"com.example.team": "data"},
+        },
         "process": {"pid": 4242, "name": "curl"},
         "destination": {"ip": "2001:db8::9", "port": 4444, "address": "2001:db8::9"},
         "network": {"transport": "tcp", "direction": "egress", "type": "ipv6"},
-        "sluice": {"cgroup": {"id": 10_000}, "attribution": "container", "workload": "acme/app",
-                   "evidence": {"bytes": 2 * 1024 * 1024, "since": 1704808800.0, "entropy": None,
-                                "time": {"hour": 14}, "baseline": {"known_workload": False, "windows": 0}},
-                   "alert": {"suppressed_since_last": 0},
-                   "response": {"block": ["ip6tables -I DOCKER-USER -d 2001:db8::9 -j DROP"]}},
+        "sluice": {
+            "cgroup": {"id": 10_000},
+            "attribution": "container",
+            "workload": "acme/app",
+            "evidence": {
+                "bytes": 2 * 1024 * 1024,
+                "since": 1704808800.0,
+                "entropy": None,
+                "time": {"hour": 14},
+                "baseline": {"known_workload": False, "windows": 0},
+            },
+            "alert": {"suppressed_since_last": 0},
+            "response": {"block": ["ip6tables -I DOCKER-USER -d 2001:db8::9 -j DROP"]},
+        },
     }
 
 
@@ -120,7 +177,7 @@ def test_any_field_may_be_an_array_and_dotted_keys_flatten() -> None:
     d = with_(flow_summary(), "destination.port", [443, 8443])
     assert validate(d) == []
     d = flow_summary()
-    d["event.outcome"] = "success"            # a dotted key is the same field
+    d["event.outcome"] = "success"  # a dotted key is the same field
     d["tags"] = ["a", "b"]
     assert validate(d) == []
 
@@ -128,8 +185,11 @@ def test_any_field_may_be_an_array_and_dotted_keys_flatten() -> None:
 def test_object_fields_take_any_sub_keys_of_their_object_type() -> None:
     d = with_(flow_summary(), "container.labels", {"io.kubernetes.pod.name": "db-0", "x": {"y": "z"}})
     assert validate(d) == []
-    p = only_problem(with_(flow_summary(), "container.labels", {"replicas": 3}), "container.labels.replicas",
-                     "keyword needs a string")
+    p = only_problem(
+        with_(flow_summary(), "container.labels", {"replicas": 3}),
+        "container.labels.replicas",
+        "keyword needs a string",
+    )
     assert "container.labels" in p
 
 
@@ -163,37 +223,43 @@ def test_rejects_a_scalar_where_ecs_has_an_object() -> None:
     only_problem(with_(flow_summary(), "destination", "198.51.100.7"), "destination", "is an ECS object")
 
 
-@pytest.mark.parametrize("path,value,words", [
-    ("destination.port", "443", ("long needs an integer", "str")),
-    ("process.pid", True, ("long needs an integer", "bool")),
-    ("source.bytes", 12.5, ("long needs an integer",)),
-    ("destination.port", 2 ** 63, ("out of range",)),
-    ("host.name", 7, ("keyword needs a string",)),
-    ("message", ["fine", 3], ("match_only_text needs a string",)),
-    ("event.risk_score", "68", ("float needs a number",)),
-    ("event.risk_score", float("inf"), ("finite",)),
-    ("event.start", 1704808800.0, ("date needs an ISO 8601 string",)),
-    ("event.start", "2024-01-09T14:00:00+00:00", ("ending in Z",)),
-    ("event.start", "2024-01-09 14:00:00Z", ("ending in Z",)),
-    ("event.end", "2024-13-09T14:00:00.000Z", ("not a valid date-time",)),
-    ("process.interactive", "yes", ("boolean needs true/false",)),
-    ("process.name", None, ("null",)),
-    ("container.labels", "a=b", ("object needs an object",)),
-    ("process.args", ["curl", ["-k"]], ("array elements must be keyword",)),
-])
+@pytest.mark.parametrize(
+    "path,value,words",
+    [
+        ("destination.port", "443", ("long needs an integer", "str")),
+        ("process.pid", True, ("long needs an integer", "bool")),
+        ("source.bytes", 12.5, ("long needs an integer",)),
+        ("destination.port", 2**63, ("out of range",)),
+        ("host.name", 7, ("keyword needs a string",)),
+        ("message", ["fine", 3], ("match_only_text needs a string",)),
+        ("event.risk_score", "68", ("float needs a number",)),
+        ("event.risk_score", float("inf"), ("finite",)),
+        ("event.start", 1704808800.0, ("date needs an ISO 8601 string",)),
+        ("event.start", "2024-01-09T14:00:00+00:00", ("ending in Z",)),
+        ("event.start", "2024-01-09 14:00:00Z", ("ending in Z",)),
+        ("event.end", "2024-13-09T14:00:00.000Z", ("not a valid date-time",)),
+        ("process.interactive", "yes", ("boolean needs true/false",)),
+        ("process.name", None, ("null",)),
+        ("container.labels", "a=b", ("object needs an object",)),
+        ("process.args", ["curl", ["-k"]], ("array elements must be keyword",)),
+    ],
+)
 def test_rejects_wrong_types(path: str, value: Any, words: tuple[str, ...]) -> None:
     only_problem(with_(flow_summary(), path, value), path, *words)
 
 
-@pytest.mark.parametrize("path,value", [
-    ("event.category", "network"),
-    ("event.type", "info"),
-    ("process.args", "curl https://x/"),
-    ("threat.technique.id", "T1048"),
-    ("threat.tactic.name", "Exfiltration"),
-    ("container.image.hash.all", "sha256:abc"),
-    ("related.ip", "198.51.100.7"),
-])
+@pytest.mark.parametrize(
+    "path,value",
+    [
+        ("event.category", "network"),
+        ("event.type", "info"),
+        ("process.args", "curl https://x/"),
+        ("threat.technique.id", "T1048"),
+        ("threat.tactic.name", "Exfiltration"),
+        ("container.image.hash.all", "sha256:abc"),
+        ("related.ip", "198.51.100.7"),
+    ],
+)
 def test_rejects_scalar_where_ecs_requires_an_array(path: str, value: Any) -> None:
     doc = alert() if path.startswith("threat") else flow_summary()
     only_problem(with_(doc, path, value), path, "must be an array")
@@ -201,27 +267,35 @@ def test_rejects_scalar_where_ecs_requires_an_array(path: str, value: Any) -> No
 
 def test_array_of_objects_satisfies_array_fields() -> None:
     d = alert()
-    d["threat"] = [{"framework": "MITRE ATT&CK", "technique": {"id": "T1048"}},
-                   {"framework": "MITRE ATT&CK", "technique": {"id": "T1104"}}]
+    d["threat"] = [
+        {"framework": "MITRE ATT&CK", "technique": {"id": "T1048"}},
+        {"framework": "MITRE ATT&CK", "technique": {"id": "T1104"}},
+    ]
     assert validate(d) == []
 
 
-@pytest.mark.parametrize("path,value", [
-    ("event.kind", "detection"),
-    ("event.category", ["network", "exfiltration"]),
-    ("event.type", ["flow"]),
-    ("event.outcome", "ok"),
-])
+@pytest.mark.parametrize(
+    "path,value",
+    [
+        ("event.kind", "detection"),
+        ("event.category", ["network", "exfiltration"]),
+        ("event.type", ["flow"]),
+        ("event.outcome", "ok"),
+    ],
+)
 def test_rejects_values_outside_ecs_allowed_values(path: str, value: Any) -> None:
     p = only_problem(with_(flow_summary(), path, value), path, "not an ECS allowed value")
     assert "allowed:" in p
 
 
-@pytest.mark.parametrize("category,types,bad", [
-    (["host"], ["connection"], "connection"),             # host: access change end info start
-    (["process"], ["start", "protocol"], "protocol"),
-    (["intrusion_detection"], ["start"], "start"),
-])
+@pytest.mark.parametrize(
+    "category,types,bad",
+    [
+        (["host"], ["connection"], "connection"),  # host: access change end info start
+        (["process"], ["start", "protocol"], "protocol"),
+        (["intrusion_detection"], ["start"], "start"),
+    ],
+)
 def test_rejects_event_type_not_expected_for_the_categories(category: list[str], types: list[str], bad: str) -> None:
     d = with_(with_(flow_summary(), "event.category", category), "event.type", types)
     only_problem(d, "event.type", f"{bad!r} is not an expected event type")
@@ -229,14 +303,14 @@ def test_rejects_event_type_not_expected_for_the_categories(category: list[str],
 
 def test_event_type_needs_only_one_matching_category() -> None:
     # "connection" is not expected for intrusion_detection, but it is for network
-    d = with_(with_(alert(), "event.type", ["connection", "start"]), "event.category",
-              ["intrusion_detection", "network"])
+    d = with_(
+        with_(alert(), "event.type", ["connection", "start"]), "event.category", ["intrusion_detection", "network"]
+    )
     assert validate(d) == []
     only_problem(without(flow_summary(), "event.category"), "event.type", "without event.category")
 
 
-@pytest.mark.parametrize("ip", ["198.51.100.256", "not-an-ip", "", "fe80::1%eth0", "198.51.100.7:443",
-                                "2001:db8::zz"])
+@pytest.mark.parametrize("ip", ["198.51.100.256", "not-an-ip", "", "fe80::1%eth0", "198.51.100.7:443", "2001:db8::zz"])
 def test_rejects_bad_ip(ip: str) -> None:
     only_problem(with_(flow_summary(), "destination.ip", ip), "destination.ip")
 

@@ -9,15 +9,29 @@ import time
 from pathlib import Path
 
 import pytest
+from _views import (
+    ALL_RULES,
+    KIB,
+    MIB,
+    T0,
+    WINDOW,
+    check_alert,
+    config,
+    container,
+    detector,
+    exec_,
+    flow,
+    host,
+    learn,
+    only,
+    scenario,
+    utc,
+    window,
+)
 
 from sensor.detect.catalog import BY_ID
 from sensor.detect.engine import cron_matches, in_schedule
 from sensor.detect.learn import Learner
-
-from _views import (
-    ALL_RULES, KIB, MIB, T0, WINDOW, check_alert, config, container, detector, exec_, flow, host, learn,
-    only, scenario, utc, window,
-)
 
 DET = T0 + 600.0
 EXFIL = container("exfil", image="evil/exfil:latest")
@@ -26,8 +40,7 @@ API = container("api-1", image="acme/api:1.0")
 
 def api_baseline(n: int = 5, start: float = T0):
     """acme/api: 1 MiB of TLS to 203.0.113.10:443 per window, at 14:xx UTC."""
-    return learn(window(start + i * WINDOW, flows=[flow(API, "203.0.113.10", 443, MIB, proto="tls")])
-                 for i in range(n))
+    return learn(window(start + i * WINDOW, flows=[flow(API, "203.0.113.10", 443, MIB, proto="tls")]) for i in range(n))
 
 
 def rules_of(alerts):
@@ -48,11 +61,11 @@ def test_each_rule_scenario_fires_alone_with_a_complete_document(tmp_path: Path,
     check_alert(a, rule_id, attr, ip)
     info = BY_ID[rule_id]
     assert a["event"]["severity"] == info.severity and a["event"]["risk_score"] == float(info.severity)
-    assert a["event"]["created"] == "2024-01-09T14:10:00.000Z"       # the detector's clock
+    assert a["event"]["created"] == "2024-01-09T14:10:00.000Z"  # the detector's clock
     assert a["sluice"]["alert"]["suppressed_since_last"] == 0
     assert a["sluice"]["evidence"]["baseline"]["known_workload"] is (attr is API)
     assert a["message"] and (attr.container.name in a["message"])
-    if rule_id == "SL-EXF-001":     # a per-workload volume: destinations are in the evidence
+    if rule_id == "SL-EXF-001":  # a per-workload volume: destinations are in the evidence
         assert f"{ip}:443" in a["sluice"]["evidence"]["destinations"]
     else:
         assert ip in a["message"]
@@ -86,7 +99,7 @@ def test_severity_is_clamped_to_100(tmp_path: Path) -> None:
 
 
 def test_activity_outside_the_baselines_hours_adds_ten(tmp_path: Path) -> None:
-    h = detector(config(tmp_path), api_baseline())          # learned at 14h UTC
+    h = detector(config(tmp_path), api_baseline())  # learned at 14h UTC
     night = utc(2024, 1, 10, 3, 0)
     alerts = h.run(window(night, flows=[flow(API, "198.51.100.7", 443, 2 * MIB, proto="tls")]))
     a = only(alerts, "SL-EXF-004")[0]
@@ -133,9 +146,15 @@ def test_host_process_alert(tmp_path: Path) -> None:
 
 
 def test_kubernetes_pod_gets_a_quarantine_hint(tmp_path: Path) -> None:
-    pod = container("k8s_app", image="acme/app:1",
-                    labels={"io.kubernetes.pod.name": "app-5d8f7c9b6d-x7k2p", "io.kubernetes.pod.namespace": "prod",
-                            "io.kubernetes.container.name": "app"})
+    pod = container(
+        "k8s_app",
+        image="acme/app:1",
+        labels={
+            "io.kubernetes.pod.name": "app-5d8f7c9b6d-x7k2p",
+            "io.kubernetes.pod.namespace": "prod",
+            "io.kubernetes.container.name": "app",
+        },
+    )
     h = detector(config(tmp_path))
     a = h.run(*scenario("SL-EXF-004", pod, DET)[0])[0]
     assert a["sluice"]["workload"] == "k8s:prod/app/app"
@@ -151,7 +170,7 @@ def http(attr, port=80, ip="198.51.100.20"):
 
 
 def test_suppression_per_rule_workload_destination(tmp_path: Path) -> None:
-    h = detector(config(tmp_path))                 # suppress_seconds = 600
+    h = detector(config(tmp_path))  # suppress_seconds = 600
     assert len(h.run(window(DET, flows=[http(EXFIL)]))) == 1
     assert h.run(window(DET + 100, flows=[http(EXFIL)])) == []
     assert h.run(window(DET + 599, flows=[http(EXFIL)])) == []
@@ -189,20 +208,23 @@ def test_suppress_seconds_zero_alerts_every_time(tmp_path: Path) -> None:
 # --- allow lists --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("entry,silenced", [
-    ('workload = "evil/*"', True),
-    ('workload = "evil/exfil"', True),
-    ('workload = "acme/*"', False),
-    ('destination = "203.0.113.0/24"', True),
-    ('destination = "203.0.113.77"', True),
-    ('destination = "198.51.100.0/24"', False),
-    ('port = 443', True),
-    ('port = 8443', False),
-    ('workload = "evil/*"\nport = 443\ndestination = "203.0.113.0/24"', True),
-    ('workload = "evil/*"\nport = 8443', False),                 # every key must match
-    ('workload = "evil/*"\nrules = ["SL-EXF-004", "SL-C2-002"]', True),
-    ('workload = "evil/*"\nrules = ["SL-EXF-002"]', False),
-])
+@pytest.mark.parametrize(
+    "entry,silenced",
+    [
+        ('workload = "evil/*"', True),
+        ('workload = "evil/exfil"', True),
+        ('workload = "acme/*"', False),
+        ('destination = "203.0.113.0/24"', True),
+        ('destination = "203.0.113.77"', True),
+        ('destination = "198.51.100.0/24"', False),
+        ("port = 443", True),
+        ("port = 8443", False),
+        ('workload = "evil/*"\nport = 443\ndestination = "203.0.113.0/24"', True),
+        ('workload = "evil/*"\nport = 8443', False),  # every key must match
+        ('workload = "evil/*"\nrules = ["SL-EXF-004", "SL-C2-002"]', True),
+        ('workload = "evil/*"\nrules = ["SL-EXF-002"]', False),
+    ],
+)
 def test_allow_entry_matchers(tmp_path: Path, entry: str, silenced: bool) -> None:
     h = detector(config(tmp_path, f"[[allow]]\n{entry}\n"))
     alerts = h.run(*scenario("SL-EXF-004", EXFIL, DET)[0])
@@ -235,8 +257,11 @@ def test_allow_by_executable_matches_flow_findings(tmp_path: Path) -> None:
     exec'ing /usr/bin/restic: the allow entry should apply."""
     backup = container("restic-1", image="acme/restic:0.16")
     h = detector(config(tmp_path, '[[allow]]\nexecutable = "/usr/bin/restic"\n'))
-    v = window(DET, execs=[exec_(backup, DET - 9, "/usr/bin/restic", ["restic", "backup", "/data"], pid=4242)],
-               flows=[flow(backup, "203.0.113.77", 443, 8 * MIB, proto="tls", pid=4242, comm="restic")])
+    v = window(
+        DET,
+        execs=[exec_(backup, DET - 9, "/usr/bin/restic", ["restic", "backup", "/data"], pid=4242)],
+        flows=[flow(backup, "203.0.113.77", 443, 8 * MIB, proto="tls", pid=4242, comm="restic")],
+    )
     alerts = h.run(v)
     assert alerts == [], [(a["rule"]["id"], a.get("process")) for a in alerts]
     assert h.counts["allowed"] == 1
@@ -249,63 +274,69 @@ def gm(*a: int) -> time.struct_time:
     return time.gmtime(utc(*a))
 
 
-@pytest.mark.parametrize("expr,when,expected", [
-    ("30 2 * * *", (2024, 1, 9, 2, 30), True),
-    ("30 2 * * *", (2024, 1, 9, 2, 31), False),
-    ("30 2 * * *", (2024, 1, 9, 3, 30), False),
-    ("0-15 * * * *", (2024, 1, 9, 5, 15), True),
-    ("0-15 * * * *", (2024, 1, 9, 5, 16), False),
-    ("0,30,45 * * * *", (2024, 1, 9, 5, 30), True),
-    ("0,30,45 * * * *", (2024, 1, 9, 5, 31), False),
-    ("*/15 * * * *", (2024, 1, 9, 5, 45), True),
-    ("*/15 * * * *", (2024, 1, 9, 5, 40), False),
-    ("5/20 * * * *", (2024, 1, 9, 5, 45), True),
-    ("5/20 * * * *", (2024, 1, 9, 5, 15), False),
-    ("5/20 * * * *", (2024, 1, 9, 5, 0), False),
-    ("10-30/10 * * * *", (2024, 1, 9, 5, 20), True),
-    ("10-30/10 * * * *", (2024, 1, 9, 5, 25), False),
-    ("10-30/10 * * * *", (2024, 1, 9, 5, 40), False),
-    ("0 22-23,0-5 * * *", (2024, 1, 9, 23, 0), True),
-    ("0 22-23,0-5 * * *", (2024, 1, 9, 12, 0), False),
-    ("0 0 9 1 *", (2024, 1, 9, 0, 0), True),
-    ("0 0 9 2 *", (2024, 1, 9, 0, 0), False),
-    ("0 0 10 * *", (2024, 1, 9, 0, 0), False),
-    # 2024-01-07 is a Sunday, 01-06 a Saturday, 01-08 a Monday, 01-04 a Thursday
-    ("0 0 * * 0", (2024, 1, 7, 0, 0), True),
-    ("0 0 * * 7", (2024, 1, 7, 0, 0), True),
-    ("0 0 * * 7", (2024, 1, 8, 0, 0), False),
-    ("0 0 * * 0", (2024, 1, 6, 0, 0), False),
-    ("0 0 * * 1", (2024, 1, 8, 0, 0), True),
-    ("0 0 * * 6", (2024, 1, 6, 0, 0), True),
-    ("0 0 * * 5-7", (2024, 1, 7, 0, 0), True),
-    ("0 0 * * 5-7", (2024, 1, 6, 0, 0), True),
-    ("0 0 * * 5-7", (2024, 1, 4, 0, 0), False),
-    ("* * * * 1-5", (2024, 1, 6, 12, 0), False),
-    ("* * * * 1-5", (2024, 1, 9, 12, 0), True),
-    ("* * * * 0,6", (2024, 1, 6, 12, 0), True),
-    ("* * * * *", (2024, 2, 29, 23, 59), True),
-])
+@pytest.mark.parametrize(
+    "expr,when,expected",
+    [
+        ("30 2 * * *", (2024, 1, 9, 2, 30), True),
+        ("30 2 * * *", (2024, 1, 9, 2, 31), False),
+        ("30 2 * * *", (2024, 1, 9, 3, 30), False),
+        ("0-15 * * * *", (2024, 1, 9, 5, 15), True),
+        ("0-15 * * * *", (2024, 1, 9, 5, 16), False),
+        ("0,30,45 * * * *", (2024, 1, 9, 5, 30), True),
+        ("0,30,45 * * * *", (2024, 1, 9, 5, 31), False),
+        ("*/15 * * * *", (2024, 1, 9, 5, 45), True),
+        ("*/15 * * * *", (2024, 1, 9, 5, 40), False),
+        ("5/20 * * * *", (2024, 1, 9, 5, 45), True),
+        ("5/20 * * * *", (2024, 1, 9, 5, 15), False),
+        ("5/20 * * * *", (2024, 1, 9, 5, 0), False),
+        ("10-30/10 * * * *", (2024, 1, 9, 5, 20), True),
+        ("10-30/10 * * * *", (2024, 1, 9, 5, 25), False),
+        ("10-30/10 * * * *", (2024, 1, 9, 5, 40), False),
+        ("0 22-23,0-5 * * *", (2024, 1, 9, 23, 0), True),
+        ("0 22-23,0-5 * * *", (2024, 1, 9, 12, 0), False),
+        ("0 0 9 1 *", (2024, 1, 9, 0, 0), True),
+        ("0 0 9 2 *", (2024, 1, 9, 0, 0), False),
+        ("0 0 10 * *", (2024, 1, 9, 0, 0), False),
+        # 2024-01-07 is a Sunday, 01-06 a Saturday, 01-08 a Monday, 01-04 a Thursday
+        ("0 0 * * 0", (2024, 1, 7, 0, 0), True),
+        ("0 0 * * 7", (2024, 1, 7, 0, 0), True),
+        ("0 0 * * 7", (2024, 1, 8, 0, 0), False),
+        ("0 0 * * 0", (2024, 1, 6, 0, 0), False),
+        ("0 0 * * 1", (2024, 1, 8, 0, 0), True),
+        ("0 0 * * 6", (2024, 1, 6, 0, 0), True),
+        ("0 0 * * 5-7", (2024, 1, 7, 0, 0), True),
+        ("0 0 * * 5-7", (2024, 1, 6, 0, 0), True),
+        ("0 0 * * 5-7", (2024, 1, 4, 0, 0), False),
+        ("* * * * 1-5", (2024, 1, 6, 12, 0), False),
+        ("* * * * 1-5", (2024, 1, 9, 12, 0), True),
+        ("* * * * 0,6", (2024, 1, 6, 12, 0), True),
+        ("* * * * *", (2024, 2, 29, 23, 59), True),
+    ],
+)
 def test_cron_matches(expr: str, when: tuple[int, ...], expected: bool) -> None:
     assert cron_matches(expr, gm(*when)) is expected
 
 
-@pytest.mark.parametrize("expr,minutes,when,expected", [
-    ("0 2 * * *", 90, (2024, 1, 9, 2, 0), True),
-    ("0 2 * * *", 90, (2024, 1, 9, 3, 30, 59), True),
-    ("0 2 * * *", 90, (2024, 1, 9, 3, 31), False),
-    ("0 2 * * *", 90, (2024, 1, 9, 1, 59, 59), False),
-    # spanning midnight
-    ("30 23 * * *", 60, (2024, 1, 9, 23, 30), True),
-    ("30 23 * * *", 60, (2024, 1, 10, 0, 15), True),
-    ("30 23 * * *", 60, (2024, 1, 10, 0, 30), True),
-    ("30 23 * * *", 60, (2024, 1, 10, 0, 31), False),
-    ("30 23 * * *", 60, (2024, 1, 9, 23, 29), False),
-    # the start's day counts, not the day the window reaches
-    ("30 23 * * 6", 60, (2024, 1, 7, 0, 15), True),      # Saturday 23:30 -> Sunday 00:15
-    ("30 23 * * 6", 60, (2024, 1, 8, 0, 15), False),     # Sunday 23:30 is not a start
-    ("30 23 * * 7", 60, (2024, 1, 8, 0, 15), True),      # Sunday as 7
-    ("0 0 * * *", 2880, (2024, 1, 10, 12, 0), True),
-])
+@pytest.mark.parametrize(
+    "expr,minutes,when,expected",
+    [
+        ("0 2 * * *", 90, (2024, 1, 9, 2, 0), True),
+        ("0 2 * * *", 90, (2024, 1, 9, 3, 30, 59), True),
+        ("0 2 * * *", 90, (2024, 1, 9, 3, 31), False),
+        ("0 2 * * *", 90, (2024, 1, 9, 1, 59, 59), False),
+        # spanning midnight
+        ("30 23 * * *", 60, (2024, 1, 9, 23, 30), True),
+        ("30 23 * * *", 60, (2024, 1, 10, 0, 15), True),
+        ("30 23 * * *", 60, (2024, 1, 10, 0, 30), True),
+        ("30 23 * * *", 60, (2024, 1, 10, 0, 31), False),
+        ("30 23 * * *", 60, (2024, 1, 9, 23, 29), False),
+        # the start's day counts, not the day the window reaches
+        ("30 23 * * 6", 60, (2024, 1, 7, 0, 15), True),  # Saturday 23:30 -> Sunday 00:15
+        ("30 23 * * 6", 60, (2024, 1, 8, 0, 15), False),  # Sunday 23:30 is not a start
+        ("30 23 * * 7", 60, (2024, 1, 8, 0, 15), True),  # Sunday as 7
+        ("0 0 * * *", 2880, (2024, 1, 10, 12, 0), True),
+    ],
+)
 def test_in_schedule_utc(expr: str, minutes: float, when: tuple[int, ...], expected: bool) -> None:
     assert in_schedule(expr, minutes, utc(*when), "UTC") is expected
 
@@ -326,12 +357,15 @@ comment = "nightly transfer"
 """
 
 
-@pytest.mark.parametrize("when,silenced", [
-    ((2024, 1, 9, 2, 30), True),
-    ((2024, 1, 9, 3, 30), True),
-    ((2024, 1, 9, 4, 0), False),
-    ((2024, 1, 9, 1, 50), False),
-])
+@pytest.mark.parametrize(
+    "when,silenced",
+    [
+        ((2024, 1, 9, 2, 30), True),
+        ((2024, 1, 9, 3, 30), True),
+        ((2024, 1, 9, 4, 0), False),
+        ((2024, 1, 9, 1, 50), False),
+    ],
+)
 def test_allow_with_schedule_only_inside_the_window(tmp_path: Path, when, silenced: bool) -> None:
     h = detector(config(tmp_path, SCHEDULED))
     alerts = h.run(*scenario("SL-EXF-004", EXFIL, utc(*when))[0])

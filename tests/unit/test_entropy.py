@@ -32,7 +32,7 @@ def english_text() -> bytes:
 
 
 def chunks(data: bytes, n: int) -> list[bytes]:
-    return [data[i:i + n] for i in range(0, len(data) - n + 1, n)]
+    return [data[i : i + n] for i in range(0, len(data) - n + 1, n)]
 
 
 def test_random_64_bytes_score_above_7_on_average() -> None:
@@ -49,8 +49,8 @@ def test_random_4096_bytes_score_above_7_9() -> None:
 def test_plain_shannon_is_biased_low_on_64_random_bytes() -> None:
     plain = [shannon_bits(Counter(d).values(), 64) for d in (os.urandom(64) for _ in range(300))]
     mean = statistics.mean(plain)
-    assert 5.5 < mean < 6.0            # about 5.8, far from 8
-    assert max(plain) <= 6.0           # log2(64): 64 draws cannot exceed it
+    assert 5.5 < mean < 6.0  # about 5.8, far from 8
+    assert max(plain) <= 6.0  # log2(64): 64 draws cannot exceed it
     # the correction removes most of the bias
     corrected = statistics.mean(payload_entropy(os.urandom(64)) for _ in range(300))
     assert corrected - mean > 1.5

@@ -74,8 +74,11 @@ def c_layout(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     d = tmp_path_factory.mktemp("layout")
     src, exe = d / "layout.c", d / "layout"
     src.write_text(_c_program())
-    cc = subprocess.run([gcc, "-std=c11", "-Wall", "-Werror", f"-I{HEADER_DIR}", "-o", str(exe), str(src)],
-                        capture_output=True, text=True)
+    cc = subprocess.run(
+        [gcc, "-std=c11", "-Wall", "-Werror", f"-I{HEADER_DIR}", "-o", str(exe), str(src)],
+        capture_output=True,
+        text=True,
+    )
     assert cc.returncode == 0, f"the header does not compile:\n{cc.stderr}"
     out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout
     sizes: dict[str, int] = {}

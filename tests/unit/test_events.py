@@ -5,12 +5,17 @@ from __future__ import annotations
 import ctypes as ct
 
 import pytest
+from _records import (
+    cgroup_rec,
+    connect_rec,
+    exec_args_rec,
+    exec_rec,
+    exit_rec,
+    put_bytes,
+    sample_rec,
+)
 
 from sensor.kernel import events as E
-
-from _records import (
-    cgroup_rec, connect_rec, exec_args_rec, exec_rec, exit_rec, put_bytes, sample_rec,
-)
 
 
 def test_encode_is_the_raw_struct_bytes() -> None:
@@ -24,8 +29,17 @@ def test_encode_is_the_raw_struct_bytes() -> None:
 
 
 def test_exec_event_fields() -> None:
-    ev = E.decode(exec_rec(pid=4321, cgroup_id=77, ktime_ns=123_456_789, comm=b"python3",
-                           filename=b"/usr/bin/python3.11", ppid=1000, old_pid=4325))
+    ev = E.decode(
+        exec_rec(
+            pid=4321,
+            cgroup_id=77,
+            ktime_ns=123_456_789,
+            comm=b"python3",
+            filename=b"/usr/bin/python3.11",
+            ppid=1000,
+            old_pid=4325,
+        )
+    )
     assert isinstance(ev, E.ExecEvent)
     assert ev.hdr == E.Header(E.EV_EXEC, 4321, 123_456_789, 77)
     assert (ev.ppid, ev.old_pid) == (1000, 4325)
@@ -57,8 +71,19 @@ def test_invalid_utf8_is_replaced_not_fatal() -> None:
 
 
 def test_connect_ipv4_is_formatted_from_the_mapped_address() -> None:
-    ev = E.decode(connect_rec(pid=55, cgroup_id=9, daddr="93.184.216.34", dport=443, protocol=6,
-                              comm=b"curl", cookie=0xDEADBEEF, op=E.CONNECT_OP_CONNECT, family=2))
+    ev = E.decode(
+        connect_rec(
+            pid=55,
+            cgroup_id=9,
+            daddr="93.184.216.34",
+            dport=443,
+            protocol=6,
+            comm=b"curl",
+            cookie=0xDEADBEEF,
+            op=E.CONNECT_OP_CONNECT,
+            family=2,
+        )
+    )
     assert isinstance(ev, E.ConnectEvent)
     assert ev.daddr == "93.184.216.34"
     assert (ev.dport, ev.protocol, ev.op, ev.family) == (443, 6, E.CONNECT_OP_CONNECT, 2)
@@ -67,17 +92,19 @@ def test_connect_ipv4_is_formatted_from_the_mapped_address() -> None:
     assert ev.hdr.pid == 55 and ev.hdr.cgroup_id == 9
 
 
-@pytest.mark.parametrize("addr, text", [
-    ("2001:db8::1", "2001:db8::1"),
-    ("::1", "::1"),
-    ("fe80::1:2:3:4", "fe80::1:2:3:4"),
-    ("10.0.0.1", "10.0.0.1"),
-    ("255.255.255.255", "255.255.255.255"),
-    ("0.0.0.0", "0.0.0.0"),
-])
+@pytest.mark.parametrize(
+    "addr, text",
+    [
+        ("2001:db8::1", "2001:db8::1"),
+        ("::1", "::1"),
+        ("fe80::1:2:3:4", "fe80::1:2:3:4"),
+        ("10.0.0.1", "10.0.0.1"),
+        ("255.255.255.255", "255.255.255.255"),
+        ("0.0.0.0", "0.0.0.0"),
+    ],
+)
 def test_address_formatting(addr: str, text: str) -> None:
-    ev = E.decode(connect_rec(pid=1, cgroup_id=1, daddr=addr, dport=53, protocol=17,
-                              op=E.CONNECT_OP_SENDMSG))
+    ev = E.decode(connect_rec(pid=1, cgroup_id=1, daddr=addr, dport=53, protocol=17, op=E.CONNECT_OP_SENDMSG))
     assert ev.daddr == text
     assert ev.op == E.CONNECT_OP_SENDMSG
 
@@ -119,9 +146,20 @@ def test_exec_args_len_beyond_buffer_is_clamped() -> None:
 
 def test_sample_data_truncated_to_sample_len() -> None:
     data = bytes(range(100))
-    ev = E.decode(sample_rec(cgroup_id=5, daddr="2001:db8::7", dport=8443, data=data, protocol=6,
-                             flags=E.SAMPLE_F_SOCK_START, sock_pkt_index=0, payload_len=1400,
-                             sample_len=10, cookie=42))
+    ev = E.decode(
+        sample_rec(
+            cgroup_id=5,
+            daddr="2001:db8::7",
+            dport=8443,
+            data=data,
+            protocol=6,
+            flags=E.SAMPLE_F_SOCK_START,
+            sock_pkt_index=0,
+            payload_len=1400,
+            sample_len=10,
+            cookie=42,
+        )
+    )
     assert isinstance(ev, E.SampleEvent)
     assert ev.data == data[:10]
     assert ev.payload_len == 1400
@@ -158,21 +196,24 @@ def test_shorter_than_header_is_a_decode_error(n: int) -> None:
         E.decode(b"\x01" + b"\0" * (n - 1) if n else b"")
 
 
-@pytest.mark.parametrize("maker", [
-    lambda: exec_rec(pid=1, cgroup_id=1),
-    lambda: exit_rec(pid=1, cgroup_id=1),
-    lambda: connect_rec(pid=1, cgroup_id=1, daddr="1.2.3.4", dport=1),
-    lambda: sample_rec(cgroup_id=1, daddr="1.2.3.4", dport=1, data=b"x"),
-    lambda: cgroup_rec(E.CGROUP_MKDIR, 1, b"/x"),
-    lambda: exec_args_rec(pid=1, cgroup_id=1, args=[b"x"]),
-])
+@pytest.mark.parametrize(
+    "maker",
+    [
+        lambda: exec_rec(pid=1, cgroup_id=1),
+        lambda: exit_rec(pid=1, cgroup_id=1),
+        lambda: connect_rec(pid=1, cgroup_id=1, daddr="1.2.3.4", dport=1),
+        lambda: sample_rec(cgroup_id=1, daddr="1.2.3.4", dport=1, data=b"x"),
+        lambda: cgroup_rec(E.CGROUP_MKDIR, 1, b"/x"),
+        lambda: exec_args_rec(pid=1, cgroup_id=1, args=[b"x"]),
+    ],
+)
 def test_truncated_record_is_a_decode_error(maker) -> None:
     raw = maker()
     E.decode(raw)  # the full record is fine
     with pytest.raises(E.DecodeError, match=r"expected \d+"):
         E.decode(raw[:-1])
     with pytest.raises(E.DecodeError):
-        E.decode(raw[:ct.sizeof(E.EventHeader)])
+        E.decode(raw[: ct.sizeof(E.EventHeader)])
 
 
 @pytest.mark.parametrize("etype", [0, E.EV_TYPE_MAX, 99, 0xFFFFFFFF])

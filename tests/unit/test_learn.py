@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from _views import KIB, T0, WINDOW, connect, container, exec_, flow, host, learn, life, utc, window
+
 from sensor.detect.baseline import Baseline, LogHist
 from sensor.detect.learn import Learner, local_hour
-
-from _views import KIB, T0, WINDOW, connect, container, exec_, flow, host, learn, life, utc, window
 
 API = container("api-1", image="acme/api:1.0")
 API2 = container("api-2", image="acme/api:1.1")
@@ -22,12 +22,13 @@ def test_windows_counted_per_active_workload() -> None:
     b = Baseline()
     lr = Learner(b, "UTC")
     lr.on_window(window(T0, flows=[flow(API, "203.0.113.5", 443, KIB)]))
-    lr.on_window(window(T0 + 10, flows=[flow(API2, "203.0.113.5", 443, KIB), flow(DB, "10.0.0.9", 53, 80,
-                                                                                  transport="udp")]))
-    lr.on_window(window(T0 + 20))                                   # an idle window
+    lr.on_window(
+        window(T0 + 10, flows=[flow(API2, "203.0.113.5", 443, KIB), flow(DB, "10.0.0.9", 53, 80, transport="udp")])
+    )
+    lr.on_window(window(T0 + 20))  # an idle window
     lr.on_window(window(T0 + 30, execs=[exec_(JOB, T0 + 25, "/usr/bin/job")]))
     assert lr.windows == 4
-    assert b.get("acme/api").windows == 2           # two containers, one workload
+    assert b.get("acme/api").windows == 2  # two containers, one workload
     assert b.get("acme/db").windows == 1
     assert b.get("acme/job").windows == 1
     assert set(b.workloads) == {"acme/api", "acme/db", "acme/job"}
@@ -39,18 +40,31 @@ def test_windows_counted_per_active_workload() -> None:
 
 
 def test_destinations_bytes_and_encryption() -> None:
-    b = learn([window(T0 + i * WINDOW, flows=[
-        flow(API, "203.0.113.5", 443, 100 * KIB, proto="tls", entropy=7.9),
-        flow(API, "198.51.100.9", 8080, 50 * KIB, entropy=5.0),
-        flow(API, "198.51.100.10", 9000, 70 * KIB, entropy=7.99, compression="gzip"),
-    ]) for i in range(3)])
+    b = learn(
+        [
+            window(
+                T0 + i * WINDOW,
+                flows=[
+                    flow(API, "203.0.113.5", 443, 100 * KIB, proto="tls", entropy=7.9),
+                    flow(API, "198.51.100.9", 8080, 50 * KIB, entropy=5.0),
+                    flow(API, "198.51.100.10", 9000, 70 * KIB, entropy=7.99, compression="gzip"),
+                ],
+            )
+            for i in range(3)
+        ]
+    )
     api = b.get("acme/api")
     assert set(api.destinations) == {"203.0.113.5|443|tcp", "198.51.100.9|8080|tcp", "198.51.100.10|9000|tcp"}
     tls = api.destinations["203.0.113.5|443|tcp"]
-    assert (tls.windows, tls.bytes, tls.encrypted_bytes, tls.max_entropy, tls.protocols) == \
-        (3, 300 * KIB, 300 * KIB, 7.9, {"tls"})
+    assert (tls.windows, tls.bytes, tls.encrypted_bytes, tls.max_entropy, tls.protocols) == (
+        3,
+        300 * KIB,
+        300 * KIB,
+        7.9,
+        {"tls"},
+    )
     assert api.destinations["198.51.100.9|8080|tcp"].encrypted_bytes == 0
-    assert api.destinations["198.51.100.10|9000|tcp"].encrypted_bytes == 0        # compressed
+    assert api.destinations["198.51.100.10|9000|tcp"].encrypted_bytes == 0  # compressed
     # per-window encrypted volume: only the TLS flow counts
     assert api.encrypted_bytes.n == 3
     assert api.encrypted_bytes.quantile(0.5) == LogHist.upper(LogHist.bin_of(100 * KIB))
@@ -58,13 +72,17 @@ def test_destinations_bytes_and_encryption() -> None:
 
 
 def test_executables_peers_lifetimes_hours() -> None:
-    b = learn([
-        window(utc(2024, 1, 9, 9, 0, 10),
-               execs=[exec_(API, 1, "/usr/bin/curl"), exec_(API, 2, "/usr/bin/curl"), exec_(API, 3, None)],
-               flows=[flow(API, "172.17.0.3", 5432, 500, peer=DB)],
-               lifecycle=[life(JOB, 4, "start"), life(JOB, 9, "stop", 5.0), life(JOB, 9.5, "stop", None)]),
-        window(utc(2024, 1, 9, 17, 30), connects=[connect(API, 5, "203.0.113.1", 443)]),
-    ])
+    b = learn(
+        [
+            window(
+                utc(2024, 1, 9, 9, 0, 10),
+                execs=[exec_(API, 1, "/usr/bin/curl"), exec_(API, 2, "/usr/bin/curl"), exec_(API, 3, None)],
+                flows=[flow(API, "172.17.0.3", 5432, 500, peer=DB)],
+                lifecycle=[life(JOB, 4, "start"), life(JOB, 9, "stop", 5.0), life(JOB, 9.5, "stop", None)],
+            ),
+            window(utc(2024, 1, 9, 17, 30), connects=[connect(API, 5, "203.0.113.1", 443)]),
+        ]
+    )
     api = b.get("acme/api")
     assert api.executables == {"/usr/bin/curl": 2}
     assert api.peers == {"acme/db": 1}
@@ -84,10 +102,14 @@ def test_host_is_a_workload() -> None:
 def test_skip_excludes_workloads() -> None:
     b = Baseline()
     lr = Learner(b, "UTC", skip=lambda w: w == "acme/db")
-    lr.on_window(window(T0, flows=[flow(API, "172.17.0.3", 5432, 500, peer=DB),
-                                   flow(DB, "203.0.113.5", 443, 10)],
-                        execs=[exec_(DB, T0 - 1, "/usr/bin/psql")],
-                        lifecycle=[life(DB, T0 - 2, "stop", 3.0)]))
+    lr.on_window(
+        window(
+            T0,
+            flows=[flow(API, "172.17.0.3", 5432, 500, peer=DB), flow(DB, "203.0.113.5", 443, 10)],
+            execs=[exec_(DB, T0 - 1, "/usr/bin/psql")],
+            lifecycle=[life(DB, T0 - 2, "stop", 3.0)],
+        )
+    )
     assert b.get("acme/db") is None
     # the peer relation of a learned workload is still learned
     assert b.get("acme/api").peers == {"acme/db": 1}

@@ -125,9 +125,9 @@ def test_addresses_of_pid_with_a_proc_tree(tmp_path: Path) -> None:
 def test_first_pid(tmp_path: Path) -> None:
     cg = tmp_path / "cg"
     cg.mkdir()
-    assert first_pid(str(cg)) is None                  # no cgroup.procs
+    assert first_pid(str(cg)) is None  # no cgroup.procs
     (cg / "cgroup.procs").write_text("")
-    assert first_pid(str(cg)) is None                  # an empty cgroup
+    assert first_pid(str(cg)) is None  # an empty cgroup
     (cg / "cgroup.procs").write_text("\n  \n815\n816\n")
     assert first_pid(str(cg)) == 815
     (cg / "cgroup.procs").write_text("not-a-pid\n")
@@ -155,7 +155,7 @@ def test_netmap_refresh_and_forget_with_own_process(tmp_path: Path) -> None:
     assert not m.has("c1")
     for ip in mine:
         assert m.container_of(ip) is None
-    m.forget("c1")                                     # forgetting twice is harmless
+    m.forget("c1")  # forgetting twice is harmless
 
 
 def test_netmap_host_addresses_are_never_a_containers(tmp_path: Path) -> None:
@@ -174,7 +174,7 @@ def test_netmap_address_moves_to_the_newest_owner(tmp_path: Path) -> None:
     m.refresh("new", own_cgroup(tmp_path, "new"))
     for ip in mine:
         assert m.container_of(ip) == "new"
-    m.forget("old")                                    # must not drop what "new" owns now
+    m.forget("old")  # must not drop what "new" owns now
     for ip in mine:
         assert m.container_of(ip) == "new"
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from sensor.attribution.containers import Attributor
 from sensor.attribution.cgroups import CgroupResolver
-from sensor.config import ConfigError, load_config
+from sensor.attribution.containers import Attributor
 from sensor.attribution.oci import MAX_CONFIG_BYTES, BundleError, find_config, from_annotations, read_metadata
 from sensor.attribution.workload import workload_of
+from sensor.config import ConfigError, load_config
 
 C = "c0ffee" * 10 + "abcd"
 UID = "4f1c2d3e-5a6b-4c7d-8e9f-0a1b2c3d4e5f"
@@ -36,8 +36,10 @@ CRIO = {
     "io.kubernetes.pod.namespace": "batch",
     "io.kubernetes.pod.uid": UID,
 }
-PATTERNS = ("{root}/containerd/io.containerd.runtime.v2.task/*/{id}/config.json",
-            "{root}/containers/storage/overlay-containers/{id}/userdata/config.json")
+PATTERNS = (
+    "{root}/containerd/io.containerd.runtime.v2.task/*/{id}/config.json",
+    "{root}/containers/storage/overlay-containers/{id}/userdata/config.json",
+)
 
 
 def _patterns(root: Path) -> tuple[str, ...]:
@@ -47,16 +49,23 @@ def _patterns(root: Path) -> tuple[str, ...]:
 def _bundle(root: Path, rel: str, annotations: dict[str, str] | None, raw: bytes | None = None) -> Path:
     p = root / rel / "config.json"
     p.parent.mkdir(parents=True)
-    p.write_bytes(raw if raw is not None else json.dumps(
-        {"ociVersion": "1.0.2", "process": {"args": ["/app"]}, "annotations": annotations}).encode())
+    p.write_bytes(
+        raw
+        if raw is not None
+        else json.dumps({"ociVersion": "1.0.2", "process": {"args": ["/app"]}, "annotations": annotations}).encode()
+    )
     return p
 
 
 def test_containerd_cri_annotations() -> None:
     md = from_annotations(CONTAINERD, "/x/config.json")
     assert md.name == "api" and md.image_name == "registry.example/shop/api:1.4.2" and not md.sandbox
-    assert md.labels == {"io.kubernetes.pod.name": "api-7d9f8c6b5-x2k4q", "io.kubernetes.pod.namespace": "shop",
-                         "io.kubernetes.pod.uid": UID, "io.kubernetes.container.name": "api"}
+    assert md.labels == {
+        "io.kubernetes.pod.name": "api-7d9f8c6b5-x2k4q",
+        "io.kubernetes.pod.namespace": "shop",
+        "io.kubernetes.pod.uid": UID,
+        "io.kubernetes.container.name": "api",
+    }
 
 
 def test_crio_annotations() -> None:
@@ -66,8 +75,15 @@ def test_crio_annotations() -> None:
 
 
 def test_sandbox_is_named_pod_and_non_strings_are_ignored() -> None:
-    md = from_annotations({"io.kubernetes.cri.container-type": "sandbox", "io.kubernetes.cri.sandbox-name": "web-1",
-                           "io.kubernetes.cri.sandbox-namespace": 7, 3: "x"}, "/x")  # type: ignore[dict-item]
+    md = from_annotations(
+        {
+            "io.kubernetes.cri.container-type": "sandbox",
+            "io.kubernetes.cri.sandbox-name": "web-1",
+            "io.kubernetes.cri.sandbox-namespace": 7,
+            3: "x",
+        },
+        "/x",
+    )  # type: ignore[dict-item]
     assert md.sandbox and md.name == "POD"
     assert md.labels == {"io.kubernetes.pod.name": "web-1"}
 
@@ -96,8 +112,7 @@ def test_read_metadata_errors_are_explained(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="not JSON"):
         read_metadata(C, pats)
     big = "e" * 64
-    _bundle(tmp_path, f"containerd/io.containerd.runtime.v2.task/k8s.io/{big}", None,
-            raw=b" " * (MAX_CONFIG_BYTES + 1))
+    _bundle(tmp_path, f"containerd/io.containerd.runtime.v2.task/k8s.io/{big}", None, raw=b" " * (MAX_CONFIG_BYTES + 1))
     with pytest.raises(BundleError, match="larger than"):
         read_metadata(big, pats)
     # a spec without annotations (plain containerd, not Kubernetes): found, no identity
@@ -116,8 +131,7 @@ class Clock:
 
 
 def _pod_cgroup(tmp_path: Path) -> tuple[CgroupResolver, int]:
-    d = (tmp_path / "cg" / "kubepods.slice" / f"kubepods-pod{UID.replace('-', '_')}.slice"
-         / f"cri-containerd-{C}.scope")
+    d = tmp_path / "cg" / "kubepods.slice" / f"kubepods-pod{UID.replace('-', '_')}.slice" / f"cri-containerd-{C}.scope"
     d.mkdir(parents=True)
     r = CgroupResolver(str(tmp_path / "cg"), rescan_interval=0)
     r.scan()
@@ -133,7 +147,7 @@ def test_attributor_reads_the_bundle_of_a_kubernetes_container(tmp_path: Path) -
     assert c is not None and c.runtime == "containerd" and c.metadata
     assert (c.name, c.image_name, c.pod_uid) == ("api", "registry.example/shop/api:1.4.2", UID)
     assert (c.pod_name, c.pod_namespace) == ("api-7d9f8c6b5-x2k4q", "shop")
-    assert workload_of(a) == "k8s:shop/api/api"   # baselines follow the Deployment, not the pod
+    assert workload_of(a) == "k8s:shop/api/api"  # baselines follow the Deployment, not the pod
     assert at.lookup_stats() == {"lookups": 1, "lookup_failures": 0, "containers_without_metadata": 0}
 
 
@@ -151,7 +165,7 @@ def test_attributor_bundle_not_found_is_retried_after_the_negative_cache(tmp_pat
     clock.t += 1
     a = at.attribute(cgid)
     assert a.container.name == "api" and at.lookups == 2 and at.lookup_failures == 1
-    assert workload_of(a) == "k8s:shop/api/api"   # the cached id-only workload was replaced
+    assert workload_of(a) == "k8s:shop/api/api"  # the cached id-only workload was replaced
 
 
 def test_attributor_reports_a_corrupt_bundle(tmp_path: Path) -> None:
@@ -186,8 +200,13 @@ def test_config_checks_bundle_patterns(tmp_path: Path) -> None:
 
 def test_doctor_reports_the_fixed_directory_of_a_bundle_pattern() -> None:
     from sensor.ops.doctor import _pattern_dir
-    assert _pattern_dir("/run/containerd/io.containerd.runtime.v2.task/*/{id}/config.json") == \
-        "/run/containerd/io.containerd.runtime.v2.task"
-    assert _pattern_dir("/run/containers/storage/overlay-containers/{id}/userdata/config.json") == \
-        "/run/containers/storage/overlay-containers"
+
+    assert (
+        _pattern_dir("/run/containerd/io.containerd.runtime.v2.task/*/{id}/config.json")
+        == "/run/containerd/io.containerd.runtime.v2.task"
+    )
+    assert (
+        _pattern_dir("/run/containers/storage/overlay-containers/{id}/userdata/config.json")
+        == "/run/containers/storage/overlay-containers"
+    )
     assert _pattern_dir("/{id}/config.json") == "/"

@@ -11,30 +11,35 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _records import cgroup_rec, connect_rec, exec_rec, exit_rec, sample_rec, to_wall
+
 # explicit imports: the package builds its models on import (attribute
 # access on the namespace modules leaves BaseEvent's references unresolved)
 from ocsf.v1_7_0.events import BaseEvent, DetectionFinding, NetworkActivity, ProcessActivity
 from ocsf.v1_7_0.objects import Actor, Container, Device
 from pydantic import BaseModel
 
-from sensor.attribution.containers import Attribution, Attributor, ContainerInfo
 from sensor.attribution.cgroups import CgroupResolver
+from sensor.attribution.containers import Attribution, Attributor, ContainerInfo
+from sensor.attribution.docker_api import DockerClient
 from sensor.config import default_config
-from sensor.telemetry.counters import FlowCounters
 from sensor.detect.engine import Detector, Finding
 from sensor.detect.view import ProcessRef
-from sensor.attribution.docker_api import DockerClient
 from sensor.outputs.ocsf import severity_id, to_ocsf
+from sensor.telemetry.counters import FlowCounters
 from sensor.telemetry.pipeline import Pipeline
-
-from _records import cgroup_rec, connect_rec, exec_rec, exit_rec, sample_rec, to_wall
 
 CID = "c3" * 32
 CLASSES: dict[int, type[BaseModel]] = {
-    2004: DetectionFinding, 4001: NetworkActivity, 1007: ProcessActivity, 0: BaseEvent,
+    2004: DetectionFinding,
+    4001: NetworkActivity,
+    1007: ProcessActivity,
+    0: BaseEvent,
 }
-PROFILE_ATTRS = {"container": {"container": Container, "namespace_pid": None},
-                 "host": {"device": Device, "actor": Actor}}
+PROFILE_ATTRS = {
+    "container": {"container": Container, "namespace_pid": None},
+    "host": {"device": Device, "actor": Actor},
+}
 
 
 def _models(annotation: Any) -> list[type[BaseModel]]:
@@ -67,6 +72,7 @@ def strict(model: type[BaseModel], data: Any, path: str, extra: dict[str, Any] |
 
 def _raw_schema() -> dict[str, Any]:
     import ocsf
+
     return json.loads((Path(ocsf.__file__).parent / "schemas" / "v1_7_0.json").read_text())
 
 
@@ -83,7 +89,7 @@ def validate(doc: dict[str, Any]) -> None:
         if "device" in holder:
             assert str(holder["device"]["type_id"]) in ENDPOINT_TYPES
             holder["device"]["type_id"] = 0
-    model.model_validate(checked)   # types, enums, required attributes
+    model.model_validate(checked)  # types, enums, required attributes
     extra: dict[str, Any] = {}
     for p in doc["metadata"].get("profiles", []):
         extra.update(PROFILE_ATTRS[p])
@@ -94,8 +100,13 @@ def validate(doc: dict[str, Any]) -> None:
 
 @pytest.fixture
 def ecs_docs(tmp_path: Path, fake_docker: Any) -> list[dict[str, Any]]:
-    fake_docker.add(CID, "web-1", "nginx:1.27", "sha256:" + "d" * 64,
-                    {"io.kubernetes.pod.name": "web-7d4b9c8f5-x2k9p", "io.kubernetes.pod.namespace": "shop"})
+    fake_docker.add(
+        CID,
+        "web-1",
+        "nginx:1.27",
+        "sha256:" + "d" * 64,
+        {"io.kubernetes.pod.name": "web-7d4b9c8f5-x2k9p", "io.kubernetes.pod.namespace": "shop"},
+    )
     root = tmp_path / "cg"
     (root / "docker" / CID).mkdir(parents=True)
     resolver = CgroupResolver(str(root), rescan_interval=0)
@@ -105,29 +116,68 @@ def ecs_docs(tmp_path: Path, fake_docker: Any) -> list[dict[str, Any]]:
     att = Attributor(resolver, DockerClient(fake_docker.socket_path))
     pipe = Pipeline(att, docs.append, "node-1", True, to_wall)
     path = f"/docker/{CID}".encode()
-    for rec in (cgroup_rec(1, cg, path, 10), exec_rec(4242, cg, 20, filename=b"/usr/bin/curl", comm=b"curl"),
-                connect_rec(4242, cg, "203.0.113.9", 443, ktime_ns=30),
-                sample_rec(cg, "203.0.113.9", 443, b"\x16\x03\x01" + b"x" * 60, flags=1, sock_pkt_index=0, ktime_ns=40),
-                exit_rec(4242, cg, 50), cgroup_rec(2, cg, path, 60)):
+    for rec in (
+        cgroup_rec(1, cg, path, 10),
+        exec_rec(4242, cg, 20, filename=b"/usr/bin/curl", comm=b"curl"),
+        connect_rec(4242, cg, "203.0.113.9", 443, ktime_ns=30),
+        sample_rec(cg, "203.0.113.9", 443, b"\x16\x03\x01" + b"x" * 60, flags=1, sock_pkt_index=0, ktime_ns=40),
+        exit_rec(4242, cg, 50),
+        cgroup_rec(2, cg, path, 60),
+    ):
         pipe.handle_raw(rec)
     pipe.close_window([FlowCounters(cg, "203.0.113.9", 443, 6, 5000, 9, 4000, 1, 1, 2, 1)], 1.0e9, 1.0e9 + 10)
     info = ContainerInfo(CID, "docker", "web-1", "nginx:1.27", "sha256:" + "d" * 64, {}, None, True)
     det = Detector(default_config(), None, [], docs.append, "node-1")
     for rule in ("SL-EXF-002", "SL-C2-001"):
-        docs.append(det.alert_doc(Finding(rule, Attribution(cg, f"/docker/{CID}", info), "nginx", 1.0e9 + 5,
-                                          "Container web-1 did a thing", {"bytes": 1},
-                                          ("203.0.113.9", 4444, "tcp"), ProcessRef(4242, "curl", "/usr/bin/curl", ["curl"])), 0))
-    docs.append({"@timestamp": "2026-11-22T10:00:00.000Z", "ecs": {"version": "9.4.0"}, "host": {"name": "node-1"},
-                 "event": {"kind": "state", "category": ["host"], "type": ["info"], "action": "sensor_health",
-                           "module": "sluice", "dataset": "sluice.health"},
-                 "sluice": {"health": {"status": "ok"}}, "message": "sluice health: ok"})
+        docs.append(
+            det.alert_doc(
+                Finding(
+                    rule,
+                    Attribution(cg, f"/docker/{CID}", info),
+                    "nginx",
+                    1.0e9 + 5,
+                    "Container web-1 did a thing",
+                    {"bytes": 1},
+                    ("203.0.113.9", 4444, "tcp"),
+                    ProcessRef(4242, "curl", "/usr/bin/curl", ["curl"]),
+                ),
+                0,
+            )
+        )
+    docs.append(
+        {
+            "@timestamp": "2026-11-22T10:00:00.000Z",
+            "ecs": {"version": "9.4.0"},
+            "host": {"name": "node-1"},
+            "event": {
+                "kind": "state",
+                "category": ["host"],
+                "type": ["info"],
+                "action": "sensor_health",
+                "module": "sluice",
+                "dataset": "sluice.health",
+            },
+            "sluice": {"health": {"status": "ok"}},
+            "message": "sluice health: ok",
+        }
+    )
     return docs
 
 
 def test_every_document_kind_is_valid_ocsf(ecs_docs: list[dict[str, Any]]) -> None:
     actions = {d["event"]["action"] for d in ecs_docs}
-    assert {"exec", "exit", "connection_attempted", "flow_summary", "container_summary", "container_start",
-            "container_stop", "encrypted_nonstandard_port", "multi_stage_chain", "sensor_health"} <= actions
+    assert {
+        "exec",
+        "exit",
+        "connection_attempted",
+        "flow_summary",
+        "container_summary",
+        "container_start",
+        "container_stop",
+        "encrypted_nonstandard_port",
+        "multi_stage_chain",
+        "sensor_health",
+    } <= actions
     seen = set()
     for d in ecs_docs:
         o = to_ocsf(d)

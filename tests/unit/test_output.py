@@ -52,9 +52,9 @@ def test_reopen_after_rename_writes_a_new_file(tmp_path: Path) -> None:
     p = tmp_path / "sluice.json"
     w = JsonLineWriter(str(p))
     w.write({"n": 1})
-    os.rename(p, tmp_path / "sluice.json.1")      # what logrotate does
-    w.write({"n": 2})                              # still goes to the moved file
-    w.reopen()                                     # SIGHUP
+    os.rename(p, tmp_path / "sluice.json.1")  # what logrotate does
+    w.write({"n": 2})  # still goes to the moved file
+    w.reopen()  # SIGHUP
     w.write({"n": 3})
     w.close()
     assert read_lines(tmp_path / "sluice.json.1") == [{"n": 1}, {"n": 2}]
@@ -67,14 +67,14 @@ def test_stdout_for_empty_and_dash(capsys) -> None:
         w = JsonLineWriter(path)
         assert w.path is None
         w.write({"to": "stdout"})
-        w.reopen()   # no-op
-        w.close()    # does not close stdout
+        w.reopen()  # no-op
+        w.close()  # does not close stdout
     out = capsys.readouterr().out
     assert out.splitlines() == ['{"to":"stdout"}'] * 3
 
 
 def test_write_errors_are_counted(tmp_path: Path) -> None:
-    w = JsonLineWriter("/dev/full")   # every write fails with ENOSPC
+    w = JsonLineWriter("/dev/full")  # every write fails with ENOSPC
     w.write({"a": 1})
     w.write({"a": 2})
     assert w.errors == 2 and w.lines == 0
@@ -87,10 +87,10 @@ def test_reopen_failure_is_counted_and_keeps_the_old_file(tmp_path: Path) -> Non
     p = d / "out.json"
     w = JsonLineWriter(str(p))
     w.write({"n": 1})
-    os.rename(d, tmp_path / "logs.old")   # the directory is gone: open() fails
+    os.rename(d, tmp_path / "logs.old")  # the directory is gone: open() fails
     w.reopen()
     assert w.errors == 1 and "reopen" in w.last_error
-    w.write({"n": 2})                      # still writing to the old file
+    w.write({"n": 2})  # still writing to the old file
     w.close()
     assert read_lines(tmp_path / "logs.old" / "out.json") == [{"n": 1}, {"n": 2}]
 

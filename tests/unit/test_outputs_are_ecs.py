@@ -14,44 +14,71 @@ import hashlib
 import json
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
+from _records import (
+    NS,
+    cgroup_rec,
+    connect_rec,
+    dns_query,
+    exec_args_rec,
+    exec_rec,
+    exit_rec,
+    sample_rec,
+    tls_client_hello,
+    to_wall,
+)
+from _views import (
+    KIB,
+    MIB,
+    T0,
+    config,
+    connect,
+    container,
+    detector,
+    exec_,
+    flow,
+    learn_flows,
+    life,
+    window,
+)
 
-from sensor.kernel import events as E
-from sensor.attribution.containers import Attribution, Attributor, ContainerInfo
 from sensor.attribution.cgroups import CgroupResolver
+from sensor.attribution.containers import Attribution, Attributor, ContainerInfo
+from sensor.attribution.docker_api import DockerClient
+from sensor.attribution.workload import workload_of
 from sensor.config import load_config
-from sensor.telemetry.counters import FlowCounters
+from sensor.daemon.runner import Sensor
 from sensor.detect.catalog import BY_ID
 from sensor.detect.engine import Detector
 from sensor.detect.rules import all_rules
 from sensor.detect.view import ProcessRef
-from sensor.attribution.docker_api import DockerClient
-from sensor.telemetry.pipeline import Pipeline
+from sensor.kernel import events as E
 from sensor.kernel.probe import ProbeReport
-from sensor.daemon.runner import Sensor
 from sensor.kernel.source import ReplaySource
-from sensor.attribution.workload import workload_of
-
-from _records import (
-    NS, cgroup_rec, connect_rec, dns_query, exec_args_rec, exec_rec, exit_rec, sample_rec,
-    tls_client_hello, to_wall,
-)
-from _views import (
-    KIB, MIB, T0, config, connect, container, detector, exec_, flow, learn_flows, life, window,
-)
+from sensor.telemetry.counters import FlowCounters
+from sensor.telemetry.pipeline import Pipeline
 from tests.ecs_schema import explain, validate
 
-A = "a0" * 32          # docker (cgroupfs driver), Kubernetes pod labels
-B = "b1" * 32          # docker (systemd driver), started and stopped while watched
-K = "c2" * 32          # containerd under kubepods: no metadata, pod uid from the path
+A = "a0" * 32  # docker (cgroupfs driver), Kubernetes pod labels
+B = "b1" * 32  # docker (systemd driver), started and stopped while watched
+K = "c2" * 32  # containerd under kubepods: no metadata, pod uid from the path
 POD_UID = "12345678-90ab-cdef-1234-567890abcdef"
 PID, PID2, PID3, PID4, GONE = 5_000_123, 5_000_456, 5_000_789, 5_000_999, 5_001_111
 RNG = random.Random(7)
-TELEMETRY = {"exec", "exit", "connection_attempted", "udp_send", "flow_summary", "container_summary",
-             "container_start", "container_stop"}
+TELEMETRY = {
+    "exec",
+    "exit",
+    "connection_attempted",
+    "udp_send",
+    "flow_summary",
+    "container_summary",
+    "container_start",
+    "container_stop",
+}
 HEALTH = {"sensor_start", "sensor_health", "runtime_status", "sensor_stop"}
 
 
@@ -64,26 +91,37 @@ def assert_ecs(docs: list[dict[str, Any]]) -> None:
     assert docs, "no documents"
     bad = [(d, p) for d in docs if (p := validate(d))]
     assert not bad, f"{len(bad)} of {len(docs)} documents are not valid ECS:\n\n" + "\n\n".join(
-        explain(d, p) for d, p in bad)
+        explain(d, p) for d, p in bad
+    )
 
 
 # --- the pipeline: every telemetry document kind ------------------------------------
 
 
-def _pipeline_world(tmp_path: Path, docker_sock: str, observers: list[Any] | None = None,
-                    docs: list[dict[str, Any]] | None = None) -> tuple[Pipeline, list[dict[str, Any]], dict[str, int]]:
+def _pipeline_world(
+    tmp_path: Path, docker_sock: str, observers: list[Any] | None = None, docs: list[dict[str, Any]] | None = None
+) -> tuple[Pipeline, list[dict[str, Any]], dict[str, int]]:
     root = tmp_path / "cg"
-    dirs = {"a": root / "docker" / A, "a_sub": root / "docker" / A / "app",
-            "k": root / "kubepods" / "besteffort" / f"pod{POD_UID}" / K,
-            "host": root / "system.slice" / "cron.service"}
+    dirs = {
+        "a": root / "docker" / A,
+        "a_sub": root / "docker" / A / "app",
+        "k": root / "kubepods" / "besteffort" / f"pod{POD_UID}" / K,
+        "host": root / "system.slice" / "cron.service",
+    }
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
     resolver = CgroupResolver(str(root), rescan_interval=3600)
     resolver.scan()
     cg = {k: os.stat(d).st_ino for k, d in dirs.items()}
     out: list[dict[str, Any]] = docs if docs is not None else []
-    pipe = Pipeline(Attributor(resolver, DockerClient(docker_sock, 2.0)), out.append, "test-host", True,
-                    to_wall, observers=observers)
+    pipe = Pipeline(
+        Attributor(resolver, DockerClient(docker_sock, 2.0)),
+        out.append,
+        "test-host",
+        True,
+        to_wall,
+        observers=observers,
+    )
     return pipe, out, cg
 
 
@@ -99,18 +137,46 @@ def _telemetry_records(cg: dict[str, int]) -> list[bytes]:
         exec_rec(PID3, cg["host"], ktime_ns=1 * NS + 3, comm=b"cron", filename=b"/usr/sbin/cron", ppid=1),
         # TCP connect (IPv4), unconnected UDP sends (IPv6, IPv4), a process never seen exec'ing
         connect_rec(PID, cg["a"], "198.51.100.7", 443, ktime_ns=2 * NS, comm=b"curl", cookie=11),
-        connect_rec(PID2, cg["k"], "2001:db8::53", 53, protocol=17, ktime_ns=2 * NS + 1, comm=b"nc",
-                    cookie=12, op=E.CONNECT_OP_SENDMSG, family=10),
-        connect_rec(PID3, cg["host"], "192.0.2.123", 123, protocol=17, ktime_ns=2 * NS + 2, comm=b"ntpd",
-                    cookie=13, op=E.CONNECT_OP_SENDMSG),
+        connect_rec(
+            PID2,
+            cg["k"],
+            "2001:db8::53",
+            53,
+            protocol=17,
+            ktime_ns=2 * NS + 1,
+            comm=b"nc",
+            cookie=12,
+            op=E.CONNECT_OP_SENDMSG,
+            family=10,
+        ),
+        connect_rec(
+            PID3,
+            cg["host"],
+            "192.0.2.123",
+            123,
+            protocol=17,
+            ktime_ns=2 * NS + 2,
+            comm=b"ntpd",
+            cookie=13,
+            op=E.CONNECT_OP_SENDMSG,
+        ),
         connect_rec(GONE, cg["a"], "203.0.113.9", 4444, ktime_ns=2 * NS + 3, comm=b"sh", cookie=14),
         # payload samples: TLS, HTTP, DNS over IPv6, random bytes
-        sample_rec(cg["a"], "198.51.100.7", 443, tls_client_hello(), flags=E.SAMPLE_F_SOCK_START,
-                   sock_pkt_index=0, cookie=11),
-        *[sample_rec(cg["a"], "198.51.100.7", 443, RNG.randbytes(128), sock_pkt_index=64 * i, cookie=11)
-          for i in range(1, 9)],
-        sample_rec(cg["a_sub"], "192.0.2.80", 80, b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n",
-                   flags=E.SAMPLE_F_SOCK_START, sock_pkt_index=0),
+        sample_rec(
+            cg["a"], "198.51.100.7", 443, tls_client_hello(), flags=E.SAMPLE_F_SOCK_START, sock_pkt_index=0, cookie=11
+        ),
+        *[
+            sample_rec(cg["a"], "198.51.100.7", 443, RNG.randbytes(128), sock_pkt_index=64 * i, cookie=11)
+            for i in range(1, 9)
+        ],
+        sample_rec(
+            cg["a_sub"],
+            "192.0.2.80",
+            80,
+            b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n",
+            flags=E.SAMPLE_F_SOCK_START,
+            sock_pkt_index=0,
+        ),
         sample_rec(cg["k"], "2001:db8::53", 53, dns_query("www.example.org"), protocol=17),
         *[sample_rec(cg["a"], "203.0.113.9", 4444, RNG.randbytes(128), sock_pkt_index=i) for i in range(4)],
         # a container started and stopped while watched; exits of a known and an unknown process
@@ -125,8 +191,17 @@ def _telemetry_records(cg: dict[str, int]) -> list[bytes]:
 
 
 def _flows(cg: dict[str, int]) -> list[FlowCounters]:
-    def fc(cgid: int, ip: str, port: int, proto: int, nbytes: int, payload: int, packets: int = 10,
-           connects: int = 1, samples: int = 0) -> FlowCounters:
+    def fc(
+        cgid: int,
+        ip: str,
+        port: int,
+        proto: int,
+        nbytes: int,
+        payload: int,
+        packets: int = 10,
+        connects: int = 1,
+        samples: int = 0,
+    ) -> FlowCounters:
         return FlowCounters(cgid, ip, port, proto, nbytes, packets, payload, connects, 1, 2, samples)
 
     return [
@@ -134,15 +209,19 @@ def _flows(cg: dict[str, int]) -> list[FlowCounters]:
         fc(cg["a_sub"], "192.0.2.80", 80, 6, 20_000, 15_000, 20, connects=2),
         fc(cg["k"], "2001:db8::53", 53, 17, 100, 72, 1, connects=1),
         fc(cg["host"], "192.0.2.123", 123, 17, 900, 480, 10, connects=0),
-        fc(9_100_001, "203.0.113.66", 443, 6, 4096, 3000, 5),      # the stopped container's last bytes
+        fc(9_100_001, "203.0.113.66", 443, 6, 4096, 3000, 5),  # the stopped container's last bytes
     ]
 
 
 @pytest.fixture
 def engine(fake_docker: Any) -> Any:
-    fake_docker.add(A, "exfil-test", "alpine:3.20", "sha256:" + "a" * 64,
-                    {"io.kubernetes.pod.name": "db-0", "io.kubernetes.pod.namespace": "data",
-                     "com.example.team": "storage"})
+    fake_docker.add(
+        A,
+        "exfil-test",
+        "alpine:3.20",
+        "sha256:" + "a" * 64,
+        {"io.kubernetes.pod.name": "db-0", "io.kubernetes.pod.namespace": "data", "com.example.team": "storage"},
+    )
     fake_docker.add(B, "late-starter", "busybox:1.36", "sha256:" + "b" * 64)
     return fake_docker
 
@@ -155,19 +234,23 @@ def test_pipeline_telemetry_documents_are_ecs(tmp_path: Path, engine: Any) -> No
     src.poll(0)
     pipe.close_window(src.drain_flows(), to_wall(0), to_wall(10 * NS))
     # a container that predates the sensor stops: no lifetime
-    src.records = [cgroup_rec(E.CGROUP_RMDIR, cg["k"], f"/kubepods/besteffort/pod{POD_UID}/{K}".encode(),
-                              ktime_ns=11 * NS)]
+    src.records = [
+        cgroup_rec(E.CGROUP_RMDIR, cg["k"], f"/kubepods/besteffort/pod{POD_UID}/{K}".encode(), ktime_ns=11 * NS)
+    ]
     src.poll(0)
     pipe.close_window([], to_wall(10 * NS), to_wall(20 * NS))
 
     assert TELEMETRY <= {action(d) for d in docs}, sorted({action(d) for d in docs})
     # the shapes that matter are all here
-    assert any(d.get("orchestrator") for d in docs)                                   # pod labels
-    assert any(d.get("container", {}).get("runtime") == "containerd" for d in docs)   # no metadata
+    assert any(d.get("orchestrator") for d in docs)  # pod labels
+    assert any(d.get("container", {}).get("runtime") == "containerd" for d in docs)  # no metadata
     assert any(d["sluice"]["attribution"] == "host" for d in docs)
     assert any(d.get("network", {}).get("type") == "ipv6" for d in docs)
-    assert {d["sluice"]["process"]["args_source"] for d in docs if action(d) == "exec"} == \
-        {"tracepoint", "procfs", "unavailable"}
+    assert {d["sluice"]["process"]["args_source"] for d in docs if action(d) == "exec"} == {
+        "tracepoint",
+        "procfs",
+        "unavailable",
+    }
     assert any("duration" in d["event"] for d in docs if action(d) == "container_stop")
     assert any("duration" not in d["event"] for d in docs if action(d) == "container_stop")
     assert_ecs(docs)
@@ -192,13 +275,23 @@ def test_pipeline_with_detector_alerts_are_ecs(tmp_path: Path, engine: Any) -> N
         exec_args_rec(PID3, cg["a"], enc),
         exec_rec(PID3, cg["a"], ktime_ns=4 * NS, comm=b"openssl", filename=b"/usr/bin/openssl"),
         connect_rec(PID4, cg["a"], "203.0.113.50", 8444, ktime_ns=5 * NS, comm=b"curl", cookie=3),
-        sample_rec(cg["a"], "203.0.113.50", 8444, tls_client_hello(), flags=E.SAMPLE_F_SOCK_START,
-                   sock_pkt_index=0, cookie=3),
-        *[sample_rec(cg["a"], "203.0.113.50", 8444, RNG.randbytes(128), sock_pkt_index=64 * i, cookie=3)
-          for i in range(1, 9)],
+        sample_rec(
+            cg["a"], "203.0.113.50", 8444, tls_client_hello(), flags=E.SAMPLE_F_SOCK_START, sock_pkt_index=0, cookie=3
+        ),
+        *[
+            sample_rec(cg["a"], "203.0.113.50", 8444, RNG.randbytes(128), sock_pkt_index=64 * i, cookie=3)
+            for i in range(1, 9)
+        ],
     ]
-    src = ReplaySource(recs, [[FlowCounters(cg["a"], "203.0.113.50", 8444, 6, 300 * KIB, 250, 256 * KIB, 1, 1, 2, 9),
-                               FlowCounters(cg["a"], "203.0.113.66", 4444, 6, 9000, 12, 8000, 1, 1, 2, 0)]])
+    src = ReplaySource(
+        recs,
+        [
+            [
+                FlowCounters(cg["a"], "203.0.113.50", 8444, 6, 300 * KIB, 250, 256 * KIB, 1, 1, 2, 9),
+                FlowCounters(cg["a"], "203.0.113.66", 4444, 6, 9000, 12, 8000, 1, 1, 2, 0),
+            ]
+        ],
+    )
     src.start(pipe.handle_raw)
     src.poll(0)
     pipe.close_window(src.drain_flows(), to_wall(0), to_wall(10 * NS))
@@ -225,15 +318,16 @@ def _windows(make: Callable[[Attribution], list[Any]]) -> Callable[[Path, Attrib
 def _volume_spike(tmp_path: Path, attr: Attribution) -> Alerts:
     base = learn_flows(lambda end: window(end, flows=[flow(attr, "198.51.100.1", 443, 10 * KIB, proto="tls")]))
     return detector(config(tmp_path), base).run(
-        window(T0, flows=[flow(attr, "2001:db8::10", 443, 64 * MIB, proto="tls")]))
+        window(T0, flows=[flow(attr, "2001:db8::10", 443, 64 * MIB, proto="tls")])
+    )
 
 
 def _burst(attr: Attribution) -> list[Any]:
     c = attr.container
     assert c is not None
-    if c.metadata:   # siblings of the same workload
+    if c.metadata:  # siblings of the same workload
         group = [attr] + [container(f"burst-{i}", image=c.image_name, labels=c.labels) for i in range(1, 6)]
-    else:            # a workload known only by its id: the same container restarting
+    else:  # a workload known only by its id: the same container restarting
         group = [attr] * 6
     lc = []
     for i, g in enumerate(group):
@@ -244,8 +338,14 @@ def _burst(attr: Attribution) -> list[Any]:
 def _fim(tmp_path: Path, attr: Attribution) -> Alerts:
     """The event-driven rule: file integrity of orchestration config."""
     h = detector(config(tmp_path))
-    h.detector.on_fim("/etc/docker/daemon.json", ["creation", "change", "rename_to"], T0, attr, workload_of(attr),
-                      ProcessRef(4242, "vi", "/usr/bin/vi", ["vi", "/etc/docker/daemon.json"], 1))
+    h.detector.on_fim(
+        "/etc/docker/daemon.json",
+        ["creation", "change", "rename_to"],
+        T0,
+        attr,
+        workload_of(attr),
+        ProcessRef(4242, "vi", "/usr/bin/vi", ["vi", "/etc/docker/daemon.json"], 1),
+    )
     h.detector.on_fim("/etc/kubernetes/manifests/evil.yaml", ["deletion"], T0 + 1, attr, workload_of(attr), None)
     return h.alerts
 
@@ -253,23 +353,72 @@ def _fim(tmp_path: Path, attr: Attribution) -> Alerts:
 SCENARIOS: dict[str, Callable[[Path, Attribution], Alerts]] = {
     "SL-EXF-001": _volume_spike,
     "SL-EXF-002": _windows(lambda a: [window(T0, flows=[flow(a, "203.0.113.50", 8444, 128 * KIB, proto="tls")])]),
-    "SL-EXF-003": _windows(lambda a: [window(T0, flows=[
-        flow(a, "198.51.100.20", 80, 300 * KIB, proto="http", entropy=6.2, body_entropy=7.97, body_sampled_bytes=2048),
-        flow(a, "10.0.0.53", 53, 4 * KIB, transport="udp", proto="dns", entropy=5.1, connects=0,
-             dns_names=[(f"{_hexname(i)}.t.exfil.example.com", True) for i in range(25)]),
-    ])]),
+    "SL-EXF-003": _windows(
+        lambda a: [
+            window(
+                T0,
+                flows=[
+                    flow(
+                        a,
+                        "198.51.100.20",
+                        80,
+                        300 * KIB,
+                        proto="http",
+                        entropy=6.2,
+                        body_entropy=7.97,
+                        body_sampled_bytes=2048,
+                    ),
+                    flow(
+                        a,
+                        "10.0.0.53",
+                        53,
+                        4 * KIB,
+                        transport="udp",
+                        proto="dns",
+                        entropy=5.1,
+                        connects=0,
+                        dns_names=[(f"{_hexname(i)}.t.exfil.example.com", True) for i in range(25)],
+                    ),
+                ],
+            )
+        ]
+    ),
     "SL-EXF-004": _windows(lambda a: [window(T0, flows=[flow(a, "203.0.113.77", 443, 2 * MIB, proto="tls")])]),
-    "SL-EXF-005": _windows(lambda a: [window(T0, flows=[flow(a, "203.0.113.88", 443, 100 * KIB, proto="tls")],
-                                             lifecycle=[life(a, T0 - 1, "stop", 12.0)])]),
-    "SL-EXF-006": _windows(lambda a: [window(T0, execs=[exec_(a, T0 - 5, "/usr/bin/openssl",
-                                                              ["openssl", "enc", "-aes-256-cbc", "-in", "/d"])],
-                                             flows=[flow(a, "203.0.113.99", 443, 8 * KIB, proto="tls", entropy=None)])]),
-    "SL-C2-001": _windows(lambda a: [window(T0, connects=[
-        connect(a, T0 - 8, "198.51.100.5", 80, executable="/usr/bin/wget"),
-        connect(a, T0 - 4, "2001:db8::66", 4444, executable="/tmp/stage2")],
-        execs=[exec_(a, T0 - 6, "/tmp/stage2", ["/tmp/stage2"])])]),
-    "SL-C2-002": _windows(lambda a: [window(T0, seconds=60.0, connects=[
-        connect(a, T0 - 50 + 5.0 * i, "203.0.113.44", 8080) for i in range(8)])]),
+    "SL-EXF-005": _windows(
+        lambda a: [
+            window(
+                T0,
+                flows=[flow(a, "203.0.113.88", 443, 100 * KIB, proto="tls")],
+                lifecycle=[life(a, T0 - 1, "stop", 12.0)],
+            )
+        ]
+    ),
+    "SL-EXF-006": _windows(
+        lambda a: [
+            window(
+                T0,
+                execs=[exec_(a, T0 - 5, "/usr/bin/openssl", ["openssl", "enc", "-aes-256-cbc", "-in", "/d"])],
+                flows=[flow(a, "203.0.113.99", 443, 8 * KIB, proto="tls", entropy=None)],
+            )
+        ]
+    ),
+    "SL-C2-001": _windows(
+        lambda a: [
+            window(
+                T0,
+                connects=[
+                    connect(a, T0 - 8, "198.51.100.5", 80, executable="/usr/bin/wget"),
+                    connect(a, T0 - 4, "2001:db8::66", 4444, executable="/tmp/stage2"),
+                ],
+                execs=[exec_(a, T0 - 6, "/tmp/stage2", ["/tmp/stage2"])],
+            )
+        ]
+    ),
+    "SL-C2-002": _windows(
+        lambda a: [
+            window(T0, seconds=60.0, connects=[connect(a, T0 - 50 + 5.0 * i, "203.0.113.44", 8080) for i in range(8)])
+        ]
+    ),
     "SL-C2-003": _windows(lambda a: [window(T0, flows=[flow(a, "172.17.0.3", 5432, 500, entropy=None, peer=PEER)])]),
     "SL-C2-004": _windows(_burst),
     "SL-FIM-001": _fim,
@@ -277,12 +426,16 @@ SCENARIOS: dict[str, Callable[[Path, Attribution], Alerts]] = {
 
 SUBJECTS: dict[str, Callable[[], Attribution]] = {
     "docker": lambda: container("web-1", image="acme/web:2.1"),
-    "k8s-pod": lambda: container("k8s_app_api-7d9f-x2x_prod_0", image="registry.example/api:3",
-                                 labels={"io.kubernetes.pod.name": "api-7d9f-x2x",
-                                         "io.kubernetes.pod.namespace": "prod"}),
+    "k8s-pod": lambda: container(
+        "k8s_app_api-7d9f-x2x_prod_0",
+        image="registry.example/api:3",
+        labels={"io.kubernetes.pod.name": "api-7d9f-x2x", "io.kubernetes.pod.namespace": "prod"},
+    ),
     "no-metadata": lambda: Attribution(
-        20_001, f"/kubepods/besteffort/pod{POD_UID}/{'d3' * 32}",
-        ContainerInfo("d3" * 32, "containerd", pod_uid=POD_UID)),
+        20_001,
+        f"/kubepods/besteffort/pod{POD_UID}/{'d3' * 32}",
+        ContainerInfo("d3" * 32, "containerd", pod_uid=POD_UID),
+    ),
 }
 
 
@@ -305,8 +458,9 @@ def test_host_process_alerts_are_ecs(tmp_path: Path) -> None:
     """Beaconing and a config change from host processes: no container fields."""
     host = Attribution(1, "/system.slice/cron.service", None)
     h = detector(config(tmp_path))
-    alerts = h.run(window(T0, seconds=60.0, connects=[connect(host, T0 - 50 + 5.0 * i, "203.0.113.45", 8080)
-                                                      for i in range(8)]))
+    alerts = h.run(
+        window(T0, seconds=60.0, connects=[connect(host, T0 - 50 + 5.0 * i, "203.0.113.45", 8080) for i in range(8)])
+    )
     if "SL-FIM-001" in BY_ID:
         h.detector.on_fim("/etc/containerd/config.toml", ["change"], T0, host, "host", ProcessRef(0, ""))
         alerts = h.alerts
@@ -329,19 +483,34 @@ def test_repeated_alert_with_suppressed_count_is_ecs(tmp_path: Path) -> None:
 
 
 def _probe_report(cgroot: Path) -> ProbeReport:
-    return ProbeReport(kernel_release="6.1.0-test", btf=True, build_tree="/usr/src/linux-headers-6.1.0",
-                       tracefs="/sys/kernel/tracing", tracefs_mounted_by_sluice=False,
-                       cgroup2_mount=str(cgroot), cgroup_mode="unified", ringbuf=True,
-                       tracepoints={"sched:sched_process_exec": True, "sched:sched_process_exit": False})
+    return ProbeReport(
+        kernel_release="6.1.0-test",
+        btf=True,
+        build_tree="/usr/src/linux-headers-6.1.0",
+        tracefs="/sys/kernel/tracing",
+        tracefs_mounted_by_sluice=False,
+        cgroup2_mount=str(cgroot),
+        cgroup_mode="unified",
+        ringbuf=True,
+        tracepoints={"sched:sched_process_exec": True, "sched:sched_process_exit": False},
+    )
 
 
 class _StatsSource(ReplaySource):
     """A replay with kernel counters, some of them drops."""
 
     def kernel_stats(self) -> dict[str, int]:
-        return {"submitted_exec": 12, "submitted_connect": 7, "dropped_exec": 0, "dropped_sample": 3,
-                "flow_map_full": 0, "flow_bytes_untracked": 0, "parent_map_full": 0,
-                "egress_packets": 4242, "udp_sends_deduplicated": 5}
+        return {
+            "submitted_exec": 12,
+            "submitted_connect": 7,
+            "dropped_exec": 0,
+            "dropped_sample": 3,
+            "flow_map_full": 0,
+            "flow_bytes_untracked": 0,
+            "parent_map_full": 0,
+            "egress_packets": 4242,
+            "udp_sends_deduplicated": 5,
+        }
 
     def lost_records(self) -> int:
         return 2
@@ -357,7 +526,8 @@ def test_health_documents_are_ecs(tmp_path: Path, engine: Any, mode: str) -> Non
     cfg_path.write_text(
         f'[sensor]\nhost_name = "node-7"\ncontrol_socket = "{tmp_path}/ctl.sock"\n'
         f'[runtime]\ndocker_socket = "{engine.socket_path}"\ntimeout_seconds = 1.0\n'
-        f'[output]\npath = "{out}"\nevents = true\n')
+        f'[output]\npath = "{out}"\nevents = true\n'
+    )
     cfg = load_config(cfg_path)
     cg_a = os.stat(cgroot / "docker" / A).st_ino
     records = [exec_rec(PID, cg_a, ktime_ns=1 * NS, comm=b"sh", filename=b"/bin/sh")]
@@ -366,7 +536,7 @@ def test_health_documents_are_ecs(tmp_path: Path, engine: Any, mode: str) -> Non
         kw = {"baseline_path": str(tmp_path / "baseline.slb"), "learn_seconds": 60.0}
     s = Sensor(cfg, source_factory=lambda _c, _r: _StatsSource(records, [[]]), report=_probe_report(cgroot), **kw)
     try:
-        s.setup()                                        # sensor_start; runtime "ok" on the first lookup
+        s.setup()  # sensor_start; runtime "ok" on the first lookup
         s.source.poll(0)
         s.pipeline.close_window(s.source.drain_flows(), to_wall(0), to_wall(10 * NS))
         s.emit(s._health_doc("sensor_health"))
@@ -376,7 +546,7 @@ def test_health_documents_are_ecs(tmp_path: Path, engine: Any, mode: str) -> Non
         s.pipeline.handle_raw(cgroup_rec(E.CGROUP_MKDIR, 9_300_001, scope, ktime_ns=2 * NS))
         s.emit(s._health_doc("sensor_health"))
     finally:
-        s.shutdown()                                     # sensor_stop
+        s.shutdown()  # sensor_stop
     docs = [json.loads(line) for line in out.read_text().splitlines()]
     acts = [action(d) for d in docs]
     assert HEALTH <= set(acts), acts
@@ -394,9 +564,11 @@ def test_containment_documents_are_ecs_and_bad_state_is_moved_aside(tmp_path: Pa
     cfg_path = tmp_path / "sluice.toml"
     cfg_path.write_text(
         f'[sensor]\ncontrol_socket = "{tmp_path}/ctl.sock"\ncontainment_state = "{state}"\n'
-        f'[runtime]\ndocker_socket = "{engine.socket_path}"\n[output]\npath = "{out}"\n')
-    s = Sensor(load_config(cfg_path), source_factory=lambda _c, _r: _StatsSource([], [[]]),
-               report=_probe_report(cgroot))
+        f'[runtime]\ndocker_socket = "{engine.socket_path}"\n[output]\npath = "{out}"\n'
+    )
+    s = Sensor(
+        load_config(cfg_path), source_factory=lambda _c, _r: _StatsSource([], [[]]), report=_probe_report(cgroot)
+    )
     try:
         s.setup()
         problem = s._health()["containment"]["problem"]

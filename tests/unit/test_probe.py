@@ -10,9 +10,16 @@ from sensor.kernel.probe import ProbeReport, require_runnable, units_available
 
 
 def _report(**kw: object) -> ProbeReport:
-    base = dict(kernel_release="6.1.0-test", btf=True, build_tree="/usr/src/linux-headers-6.1.0",
-                tracefs="/sys/kernel/tracing", tracefs_mounted_by_sluice=False,
-                cgroup2_mount="/sys/fs/cgroup", cgroup_mode="unified", ringbuf=True)
+    base = dict(
+        kernel_release="6.1.0-test",
+        btf=True,
+        build_tree="/usr/src/linux-headers-6.1.0",
+        tracefs="/sys/kernel/tracing",
+        tracefs_mounted_by_sluice=False,
+        cgroup2_mount="/sys/fs/cgroup",
+        cgroup_mode="unified",
+        ringbuf=True,
+    )
     base.update(kw)
     return ProbeReport(**base)  # type: ignore[arg-type]
 

@@ -6,12 +6,18 @@ import random
 import struct
 
 import pytest
+from _records import dns_query, tls_client_hello
 
 from sensor.telemetry.protocol import (
-    DNS, HTTP, IPPROTO_TCP, IPPROTO_UDP, SSH, TLS, protocol_hint, transport_name,
+    DNS,
+    HTTP,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    SSH,
+    TLS,
+    protocol_hint,
+    transport_name,
 )
-
-from _records import dns_query, tls_client_hello
 
 TCP, UDP = IPPROTO_TCP, IPPROTO_UDP
 
@@ -22,22 +28,28 @@ def test_tls_client_hello() -> None:
     assert protocol_hint(tls_client_hello(), TCP, 9999) == TLS
 
 
-@pytest.mark.parametrize("head", [
-    b"\x16\x03\x01\x00\xc8",   # handshake, TLS 1.0 record version (ClientHello)
-    b"\x16\x03\x03\x00\x50",   # handshake, TLS 1.2
-    b"\x17\x03\x03\x01\x00",   # application data
-    b"\x15\x03\x03\x00\x02",   # alert
-    b"\x14\x03\x03\x00\x01",   # change cipher spec
-])
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"\x16\x03\x01\x00\xc8",  # handshake, TLS 1.0 record version (ClientHello)
+        b"\x16\x03\x03\x00\x50",  # handshake, TLS 1.2
+        b"\x17\x03\x03\x01\x00",  # application data
+        b"\x15\x03\x03\x00\x02",  # alert
+        b"\x14\x03\x03\x00\x01",  # change cipher spec
+    ],
+)
 def test_tls_record_types(head: bytes) -> None:
     assert protocol_hint(head + b"\0" * 20, TCP, 443) == TLS
 
 
-@pytest.mark.parametrize("head", [
-    b"\x16\x02\x00\x00\x10",   # SSLv2-ish version byte
-    b"\x16\x03\x05\x00\x10",   # minor version out of range
-    b"\x18\x03\x03\x00\x10",   # unknown content type
-])
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"\x16\x02\x00\x00\x10",  # SSLv2-ish version byte
+        b"\x16\x03\x05\x00\x10",  # minor version out of range
+        b"\x18\x03\x03\x00\x10",  # unknown content type
+    ],
+)
 def test_not_tls(head: bytes) -> None:
     assert protocol_hint(head + b"\0" * 20, TCP, 443) is None
 
@@ -51,8 +63,7 @@ def test_ssh_banner() -> None:
     assert protocol_hint(b"SSH-2.0-Go\r\n", TCP, 2222) == SSH
 
 
-@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "HEAD", "DELETE", "PATCH", "OPTIONS",
-                                    "CONNECT", "TRACE"])
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "HEAD", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"])
 def test_http_methods(method: str) -> None:
     req = f"{method} /upload HTTP/1.1\r\nHost: example.com\r\n\r\n".encode()
     assert protocol_hint(req, TCP, 8080) == HTTP

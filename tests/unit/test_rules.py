@@ -11,16 +11,28 @@ import statistics
 from pathlib import Path
 
 import pytest
+from _views import (
+    KIB,
+    MIB,
+    T0,
+    WINDOW,
+    check_alert,
+    config,
+    connect,
+    container,
+    detector,
+    exec_,
+    flow,
+    learn,
+    life,
+    only,
+    window,
+)
 
 from sensor.detect.baseline import LogHist
 from sensor.detect.catalog import BY_ID
 
-from _views import (
-    KIB, MIB, T0, WINDOW, check_alert, config, connect, container, detector, exec_, flow, learn, life,
-    only, window,
-)
-
-DET = T0 + 600.0          # detection windows: 14:10 UTC, same hour as learning
+DET = T0 + 600.0  # detection windows: 14:10 UTC, same hour as learning
 EVIL = dict(image="evil/exfil:latest")
 
 
@@ -36,7 +48,7 @@ def learned(make, n: int = 5, start: float = T0):
 # --- SL-EXF-001 volume spike ----------------------------------------------------------
 
 API = container("api-1", image="acme/api:1.0")
-API_BASE_BYTES = MIB   # encrypted bytes per window while learning
+API_BASE_BYTES = MIB  # encrypted bytes per window while learning
 
 
 def api_baseline(n: int = 5, per_window: int = API_BASE_BYTES):
@@ -44,7 +56,7 @@ def api_baseline(n: int = 5, per_window: int = API_BASE_BYTES):
 
 
 def exf001_threshold() -> float:
-    base = LogHist.upper(LogHist.bin_of(API_BASE_BYTES))     # p99 of a constant series
+    base = LogHist.upper(LogHist.bin_of(API_BASE_BYTES))  # p99 of a constant series
     return max(1 * MIB, 4.0 * base)
 
 
@@ -53,8 +65,15 @@ class TestVolumeSpike:
         h = detector(config(tmp_path), api_baseline())
         thr = exf001_threshold()
         big = int(thr) + 1 - 200 * KIB
-        alerts = h.run(window(DET, flows=[flow(API, "203.0.113.10", 443, big, proto="tls"),
-                                          flow(API, "203.0.113.11", 443, 200 * KIB, proto="tls")]))
+        alerts = h.run(
+            window(
+                DET,
+                flows=[
+                    flow(API, "203.0.113.10", 443, big, proto="tls"),
+                    flow(API, "203.0.113.11", 443, 200 * KIB, proto="tls"),
+                ],
+            )
+        )
         assert rules_of(alerts) == ["SL-EXF-001"]
         a = alerts[0]
         check_alert(a, "SL-EXF-001", API, "203.0.113.10")
@@ -83,7 +102,7 @@ class TestVolumeSpike:
         assert alerts == []
 
     def test_silent_until_min_baseline_windows(self, tmp_path: Path) -> None:
-        cfg = config(tmp_path)                  # min_baseline_windows = 3
+        cfg = config(tmp_path)  # min_baseline_windows = 3
         h = detector(cfg, api_baseline(n=2))
         v = window(DET, flows=[flow(API, "203.0.113.10", 443, 50 * MIB, proto="tls")])
         assert only(h.run(v), "SL-EXF-001") == []
@@ -98,8 +117,7 @@ class TestVolumeSpike:
 
     def test_compressed_bytes_do_not_count(self, tmp_path: Path) -> None:
         h = detector(config(tmp_path), api_baseline())
-        alerts = h.run(window(DET, flows=[flow(API, "203.0.113.10", 443, 50 * MIB, entropy=7.99,
-                                               compression="zstd")]))
+        alerts = h.run(window(DET, flows=[flow(API, "203.0.113.10", 443, 50 * MIB, entropy=7.99, compression="zstd")]))
         assert alerts == []
 
     def test_low_entropy_bytes_do_not_count(self, tmp_path: Path) -> None:
@@ -130,11 +148,14 @@ EXFIL = container("exfil", **EVIL)
 
 
 class TestNonStandardPort:
-    @pytest.mark.parametrize("proto,port,kind,what", [
-        ("tls", 8444, "tls_on_nonstandard_port", "TLS to port 8444"),
-        ("ssh", 2200, "ssh_on_nonstandard_port", "SSH to port 2200"),
-        (None, 9999, "raw_encrypted_stream", "raw encrypted-looking TCP stream"),
-    ])
+    @pytest.mark.parametrize(
+        "proto,port,kind,what",
+        [
+            ("tls", 8444, "tls_on_nonstandard_port", "TLS to port 8444"),
+            ("ssh", 2200, "ssh_on_nonstandard_port", "SSH to port 2200"),
+            (None, 9999, "raw_encrypted_stream", "raw encrypted-looking TCP stream"),
+        ],
+    )
     def test_fires(self, tmp_path: Path, proto, port, kind, what) -> None:
         h = detector(config(tmp_path))
         alerts = h.run(window(DET, flows=[flow(EXFIL, "203.0.113.50", port, 64 * KIB, proto=proto)]))
@@ -169,8 +190,9 @@ class TestNonStandardPort:
 
     def test_compressed_raw_stream_is_silent(self, tmp_path: Path) -> None:
         h = detector(config(tmp_path))
-        alerts = h.run(window(DET, flows=[flow(EXFIL, "203.0.113.50", 9999, 512 * KIB, entropy=7.99,
-                                               compression="gzip")]))
+        alerts = h.run(
+            window(DET, flows=[flow(EXFIL, "203.0.113.50", 9999, 512 * KIB, entropy=7.99, compression="gzip")])
+        )
         assert alerts == []
 
     def test_udp_is_not_considered(self, tmp_path: Path) -> None:
@@ -191,8 +213,9 @@ class TestNonStandardPort:
         assert h.run(window(DET, flows=[flow(EXFIL, "203.0.113.50", 8444, 128 * KIB, proto="tls")])) == []
         assert h.counts["allowed"] == 1
         # the entry is about 8444 only
-        assert rules_of(h.run(window(DET + 10, flows=[flow(EXFIL, "203.0.113.50", 8445, 128 * KIB,
-                                                           proto="tls")]))) == ["SL-EXF-002"]
+        assert rules_of(h.run(window(DET + 10, flows=[flow(EXFIL, "203.0.113.50", 8445, 128 * KIB, proto="tls")]))) == [
+            "SL-EXF-002"
+        ]
 
 
 # --- SL-EXF-003 encrypted payload inside a cleartext protocol ---------------------------
@@ -201,7 +224,7 @@ WEB = container("web-1", image="acme/web:2")
 
 
 def http_flow(attr, ip="198.51.100.20", port=80, *, body_entropy=7.97, body=2048, **kw):
-    kw.setdefault("entropy", 6.2)   # headers keep the whole stream below 7 bits
+    kw.setdefault("entropy", 6.2)  # headers keep the whole stream below 7 bits
     return flow(attr, ip, port, 300 * KIB, proto="http", body_entropy=body_entropy, body_sampled_bytes=body, **kw)
 
 
@@ -210,8 +233,9 @@ def hexname(i: int, n: int = 32) -> str:
 
 
 def dns_flow(attr, names, ip="192.0.2.53"):
-    return flow(attr, ip, 53, 60 * len(names), transport="udp", proto="dns", entropy=4.0,
-                dns_names=[(n, True) for n in names])
+    return flow(
+        attr, ip, 53, 60 * len(names), transport="udp", proto="dns", entropy=4.0, dns_names=[(n, True) for n in names]
+    )
 
 
 class TestCleartextCarrier:
@@ -289,8 +313,9 @@ class TestCleartextCarrier:
         h = detector(config(tmp_path))
         first = [f"h{i}.cdn-example.org" for i in range(10)]
         second = [f"h{i}.cdn-example.org" for i in range(10, 19)]
-        assert h.run(window(DET, flows=[dns_flow(EXFIL, first)]),
-                     window(DET + 10, flows=[dns_flow(EXFIL, second)])) == []
+        assert (
+            h.run(window(DET, flows=[dns_flow(EXFIL, first)]), window(DET + 10, flows=[dns_flow(EXFIL, second)])) == []
+        )
         alerts = h.run(window(DET + 20, flows=[dns_flow(EXFIL, ["h19.cdn-example.org"])]))
         assert rules_of(alerts) == ["SL-EXF-003"]
         assert alerts[0]["sluice"]["evidence"]["unique_subdomains"] == 20
@@ -363,8 +388,9 @@ class TestNewDestination:
         b = learned(lambda end: window(end, flows=[flow(API, "203.0.113.5", 443, 10 * KIB, proto="tls")]))
         h = detector(config(tmp_path), b)
         # (4 MiB is also a volume spike for this workload: only SL-EXF-004 is looked at)
-        assert only(h.run(window(DET, flows=[flow(API, "203.0.113.77", 443, 4 * MIB, proto="tls")])),
-                    "SL-EXF-004") == []
+        assert (
+            only(h.run(window(DET, flows=[flow(API, "203.0.113.77", 443, 4 * MIB, proto="tls")])), "SL-EXF-004") == []
+        )
         # same network, other port: new
         alerts = h.run(window(DET + 10, flows=[flow(API, "203.0.113.77", 8443, 4 * MIB, proto="tls")]))
         assert len(only(alerts, "SL-EXF-004")) == 1
@@ -378,8 +404,18 @@ class TestNewDestination:
 
     def test_trusted_network_is_never_new(self, tmp_path: Path) -> None:
         h = detector(config(tmp_path, detection='trusted_networks = ["203.0.113.0/24", "2001:db8::/32"]\n'))
-        assert h.run(window(DET, flows=[flow(EXFIL, "203.0.113.77", 443, 8 * MIB, proto="tls"),
-                                        flow(EXFIL, "2001:db8::7", 443, 8 * MIB, proto="tls")])) == []
+        assert (
+            h.run(
+                window(
+                    DET,
+                    flows=[
+                        flow(EXFIL, "203.0.113.77", 443, 8 * MIB, proto="tls"),
+                        flow(EXFIL, "2001:db8::7", 443, 8 * MIB, proto="tls"),
+                    ],
+                )
+            )
+            == []
+        )
         alerts = h.run(window(DET + 10, flows=[flow(EXFIL, "2001:db9::7", 443, 8 * MIB, proto="tls")]))
         assert rules_of(alerts) == ["SL-EXF-004"]
         assert alerts[0]["network"]["type"] == "ipv6"
@@ -388,8 +424,9 @@ class TestNewDestination:
 
     def test_compressed_is_silent(self, tmp_path: Path) -> None:
         h = detector(config(tmp_path))
-        assert h.run(window(DET, flows=[flow(EXFIL, "203.0.113.77", 443, 8 * MIB, entropy=7.99,
-                                             compression="zip")])) == []
+        assert (
+            h.run(window(DET, flows=[flow(EXFIL, "203.0.113.77", 443, 8 * MIB, entropy=7.99, compression="zip")])) == []
+        )
 
     def test_unknown_workload_silent_when_configured(self, tmp_path: Path) -> None:
         h = detector(config(tmp_path, detection="alert_on_unknown_workload = false\n"), api_baseline())
@@ -412,8 +449,9 @@ JOB = container("job-1", image="evil/burst:1")
 
 
 def short_life(attr, end, lifetime, payload=100 * KIB, ip="203.0.113.88", **kw):
-    return window(end, flows=[flow(attr, ip, 443, payload, proto="tls", **kw)],
-                  lifecycle=[life(attr, end - 1, "stop", lifetime)])
+    return window(
+        end, flows=[flow(attr, ip, 443, payload, proto="tls", **kw)], lifecycle=[life(attr, end - 1, "stop", lifetime)]
+    )
 
 
 BATCH_RUNS = [container(f"batch-{i}", image="acme/batch:7") for i in range(5)]
@@ -423,8 +461,13 @@ def batch_baseline(lifetime: float, ip: str = "203.0.113.88"):
     views = []
     for i, c in enumerate(BATCH_RUNS):
         end = T0 + i * WINDOW
-        views.append(window(end, flows=[flow(c, ip, 443, 200 * KIB, proto="tls")],
-                            lifecycle=[life(c, end - 8, "start"), life(c, end - 1, "stop", lifetime)]))
+        views.append(
+            window(
+                end,
+                flows=[flow(c, ip, 443, 200 * KIB, proto="tls")],
+                lifecycle=[life(c, end - 8, "start"), life(c, end - 1, "stop", lifetime)],
+            )
+        )
     return learn(views)
 
 
@@ -445,8 +488,9 @@ class TestShortLivedContainer:
 
     def test_bytes_from_earlier_windows_count(self, tmp_path: Path) -> None:
         h = detector(config(tmp_path))
-        w1 = window(DET, flows=[flow(JOB, "203.0.113.88", 443, 40 * KIB, proto="tls")],
-                    lifecycle=[life(JOB, DET - 5, "start")])
+        w1 = window(
+            DET, flows=[flow(JOB, "203.0.113.88", 443, 40 * KIB, proto="tls")], lifecycle=[life(JOB, DET - 5, "start")]
+        )
         w2 = short_life(JOB, DET + 10, 12.0, payload=40 * KIB)
         alerts = h.run(w1, w2)
         assert rules_of(alerts) == ["SL-EXF-005"]
@@ -479,7 +523,8 @@ class TestShortLivedContainer:
         alerts = h.run(short_life(run, DET, 25.0, ip="198.51.100.88"))
         assert rules_of(alerts) == ["SL-EXF-005"]
         assert alerts[0]["sluice"]["evidence"]["baseline_lifetime_p50_seconds"] == round(
-            LogHist.upper(LogHist.bin_of(30.0)), 1)
+            LogHist.upper(LogHist.bin_of(30.0)), 1
+        )
 
     def test_long_running_workload_dying_young_fires(self, tmp_path: Path) -> None:
         h = detector(config(tmp_path), batch_baseline(3600.0))
@@ -538,7 +583,7 @@ class TestEncryptThenEgress:
     def test_egress_after_within_seconds_is_silent(self, tmp_path: Path) -> None:
         h = detector(config(tmp_path))
         assert h.run(enc_window(CRYPT, DET, DET - 5, payload=0)) == []
-        assert h.run(enc_window(CRYPT, DET + 116, None)) == []     # 121 s after the exec
+        assert h.run(enc_window(CRYPT, DET + 116, None)) == []  # 121 s after the exec
 
     def test_bytes_just_below_is_silent(self, tmp_path: Path) -> None:
         h = detector(config(tmp_path))
@@ -571,8 +616,9 @@ class TestEncryptThenEgress:
     def test_new_tool_to_known_destination_fires(self, tmp_path: Path) -> None:
         b = learned(lambda end: enc_window(BACKUP, end, end - 3, payload=200 * KIB))
         h = detector(config(tmp_path), b)
-        alerts = h.run(enc_window(BACKUP, DET, DET - 3, payload=300 * KIB, exe="/usr/local/bin/gpg",
-                                  args=["gpg", "-c", "f"]))
+        alerts = h.run(
+            enc_window(BACKUP, DET, DET - 3, payload=300 * KIB, exe="/usr/local/bin/gpg", args=["gpg", "-c", "f"])
+        )
         assert rules_of(alerts) == ["SL-EXF-006"]
         assert alerts[0]["sluice"]["evidence"]["tool"] == "gpg"
 
@@ -591,10 +637,15 @@ DROP = container("dropper", **EVIL)
 
 
 def chain(attr, t, *, exe="/tmp/stage2", second=("203.0.113.66", 4444), gap=2.0, first=("198.51.100.5", 80)):
-    return window(t + gap + 1, seconds=gap + 11,
-                  connects=[connect(attr, t - 1, *first, executable="/usr/bin/wget", pid=10),
-                            connect(attr, t + gap, *second, executable=exe, pid=11)],
-                  execs=[exec_(attr, t, exe, [exe.rsplit("/", 1)[-1], "-d"], pid=11)])
+    return window(
+        t + gap + 1,
+        seconds=gap + 11,
+        connects=[
+            connect(attr, t - 1, *first, executable="/usr/bin/wget", pid=10),
+            connect(attr, t + gap, *second, executable=exe, pid=11),
+        ],
+        execs=[exec_(attr, t, exe, [exe.rsplit("/", 1)[-1], "-d"], pid=11)],
+    )
 
 
 class TestMultiStageChain:
@@ -618,8 +669,11 @@ class TestMultiStageChain:
 
     def test_stages_span_windows(self, tmp_path: Path) -> None:
         h = detector(config(tmp_path))
-        w1 = window(DET, connects=[connect(DROP, DET - 8, "198.51.100.5", 80)],
-                    execs=[exec_(DROP, DET - 2, "/dev/shm/x", ["x"])])
+        w1 = window(
+            DET,
+            connects=[connect(DROP, DET - 8, "198.51.100.5", 80)],
+            execs=[exec_(DROP, DET - 2, "/dev/shm/x", ["x"])],
+        )
         w2 = window(DET + 10, connects=[connect(DROP, DET + 5, "203.0.113.66", 4444, executable="/dev/shm/x")])
         alerts = h.run(w1, w2)
         assert rules_of(alerts) == ["SL-C2-001"]
@@ -627,15 +681,21 @@ class TestMultiStageChain:
 
     def test_second_connect_after_horizon_is_silent(self, tmp_path: Path) -> None:
         h = detector(config(tmp_path))
-        w1 = window(DET, connects=[connect(DROP, DET - 8, "198.51.100.5", 80)],
-                    execs=[exec_(DROP, DET - 2, "/tmp/stage2", ["stage2"])])
+        w1 = window(
+            DET,
+            connects=[connect(DROP, DET - 8, "198.51.100.5", 80)],
+            execs=[exec_(DROP, DET - 2, "/tmp/stage2", ["stage2"])],
+        )
         w2 = window(DET + 299, connects=[connect(DROP, DET + 299, "203.0.113.66", 4444)])
         assert h.run(w1, w2) == []
 
     def test_second_connect_at_horizon_fires(self, tmp_path: Path) -> None:
         h = detector(config(tmp_path))
-        w1 = window(DET, connects=[connect(DROP, DET - 8, "198.51.100.5", 80)],
-                    execs=[exec_(DROP, DET - 2, "/tmp/stage2", ["stage2"])])
+        w1 = window(
+            DET,
+            connects=[connect(DROP, DET - 8, "198.51.100.5", 80)],
+            execs=[exec_(DROP, DET - 2, "/tmp/stage2", ["stage2"])],
+        )
         w2 = window(DET + 298, connects=[connect(DROP, DET + 298, "203.0.113.66", 4444)])
         assert rules_of(h.run(w1, w2)) == ["SL-C2-001"]
 
@@ -645,8 +705,11 @@ class TestMultiStageChain:
 
     def test_no_prior_connect_is_silent(self, tmp_path: Path) -> None:
         h = detector(config(tmp_path))
-        v = window(DET, execs=[exec_(DROP, DET - 5, "/tmp/stage2", ["stage2"])],
-                   connects=[connect(DROP, DET - 3, "203.0.113.66", 4444)])
+        v = window(
+            DET,
+            execs=[exec_(DROP, DET - 5, "/tmp/stage2", ["stage2"])],
+            connects=[connect(DROP, DET - 3, "203.0.113.66", 4444)],
+        )
         assert h.run(v) == []
 
     def test_same_destination_twice_is_silent(self, tmp_path: Path) -> None:
@@ -688,12 +751,15 @@ BEACON = container("beacon", **EVIL)
 
 def beacons(attr, times, ip="203.0.113.44", port=8080, seconds=None):
     end = max(times) + 1
-    return window(end, seconds=seconds or (end - min(times) + 1),
-                  connects=[connect(attr, t, ip, port, executable="/usr/bin/curl") for t in times])
+    return window(
+        end,
+        seconds=seconds or (end - min(times) + 1),
+        connects=[connect(attr, t, ip, port, executable="/usr/bin/curl") for t in times],
+    )
 
 
 def jitter(times: list[float]) -> float:
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     return statistics.pstdev(gaps) / statistics.fmean(gaps)
 
 
@@ -707,7 +773,7 @@ class TestBeaconing:
         check_alert(a, "SL-C2-002", BEACON, "203.0.113.44")
         ev = a["sluice"]["evidence"]
         assert ev["connections"] == 6 and ev["min_connections"] == 6
-        gaps = [b - a for a, b in zip(times, times[1:])]
+        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
         assert ev["mean_interval_seconds"] == round(statistics.fmean(gaps), 3) == 5.02
         assert ev["jitter"] == round(jitter(times), 3) and ev["jitter"] <= 0.2
         assert "every 5.0 s" in a["message"] and "6 connections" in a["message"]
@@ -878,6 +944,7 @@ class TestLifecycleBurst:
         # acme/worker starts ten containers in every 10 s window: bursts are its normal
         def busy(end):
             return window(end, lifecycle=[life(WORKERS[i], end - 5, "start") for i in range(10)])
+
         b = learned(busy, n=5)
         need = 2 * LogHist.upper(LogHist.bin_of(10)) * 60.0 / WINDOW
         h = detector(config(tmp_path), b)

@@ -12,8 +12,11 @@ from typing import Any
 
 from sensor.outputs.sinks import JsonLineWriter, Output, SyslogSink, UnixSocketSink, rfc5424, syslog_severity
 
-DOC = {"@timestamp": "2026-11-22T10:00:00.000Z", "event": {"kind": "alert", "severity": 85, "dataset": "sluice.alert",
-                                                           "action": "x"}, "message": "m"}
+DOC = {
+    "@timestamp": "2026-11-22T10:00:00.000Z",
+    "event": {"kind": "alert", "severity": 85, "dataset": "sluice.alert", "action": "x"},
+    "message": "m",
+}
 
 
 class Blocking:
@@ -97,6 +100,7 @@ def test_unix_dgram_and_stream_sinks(tmp_path: Path) -> None:
         c, _ = srv.accept()
         while len(got) < 16:
             got.extend(c.recv(100))
+
     t = threading.Thread(target=accept)
     t.start()
     s2 = UnixSocketSink(st_path, "stream")
@@ -130,7 +134,7 @@ def test_syslog_udp_and_tcp_octet_counting() -> None:
     s = SyslogSink(f"udp://127.0.0.1:{u.getsockname()[1]}", "h", "daemon")
     s.write_line(json.dumps(DOC), DOC)
     data = u.recv(65535).decode()
-    assert data.startswith("<26>1 ") and data.endswith(json.dumps(DOC))   # daemon(3)*8 + 2
+    assert data.startswith("<26>1 ") and data.endswith(json.dumps(DOC))  # daemon(3)*8 + 2
 
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
@@ -149,6 +153,6 @@ def test_syslog_udp_and_tcp_octet_counting() -> None:
     rest = buf
     while rest:
         n, _, rest = rest.partition(b" ")
-        frames.append(rest[:int(n)])
-        rest = rest[int(n):]
+        frames.append(rest[: int(n)])
+        rest = rest[int(n) :]
     assert len(frames) == 2 and all(f.startswith(b"<130>1 ") and f.endswith(b"{}") for f in frames)

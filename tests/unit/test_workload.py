@@ -31,16 +31,19 @@ def test_empty_label_is_ignored() -> None:
     assert container_workload(info("nginx:1.25", {"io.sluice.workload": ""})) == "nginx"
 
 
-@pytest.mark.parametrize("pod,controller", [
-    ("web-5d8f7c9b6d-x7k2p", "web"),                  # Deployment: ReplicaSet hash + pod suffix
-    ("api-v2-7c9f8b6d54-4jw2q", "api-v2"),
-    ("coredns-565d847f94-8c9kn", "coredns"),
-    ("db-0", "db"),                                   # StatefulSet ordinal
-    ("kafka-broker-12", "kafka-broker"),
-    ("fluentd-x7k2p", "fluentd"),                     # DaemonSet / Job suffix
-    ("node-exporter-4bq9z", "node-exporter"),
-    ("standalone", "standalone"),
-])
+@pytest.mark.parametrize(
+    "pod,controller",
+    [
+        ("web-5d8f7c9b6d-x7k2p", "web"),  # Deployment: ReplicaSet hash + pod suffix
+        ("api-v2-7c9f8b6d54-4jw2q", "api-v2"),
+        ("coredns-565d847f94-8c9kn", "coredns"),
+        ("db-0", "db"),  # StatefulSet ordinal
+        ("kafka-broker-12", "kafka-broker"),
+        ("fluentd-x7k2p", "fluentd"),  # DaemonSet / Job suffix
+        ("node-exporter-4bq9z", "node-exporter"),
+        ("standalone", "standalone"),
+    ],
+)
 def test_pod_controller(pod: str, controller: str) -> None:
     assert pod_controller(pod) == controller
 
@@ -48,8 +51,9 @@ def test_pod_controller(pod: str, controller: str) -> None:
 def test_kubernetes_workload_keys() -> None:
     assert container_workload(info("nginx:1", k8s("web-5d8f7c9b6d-x7k2p"))) == "k8s:prod/web/app"
     assert container_workload(info("pg:16", k8s("db-1", ns="data", cname="postgres"))) == "k8s:data/db/postgres"
-    assert container_workload(info("fluentd:1", k8s("fluentd-x7k2p", ns="kube-system"))) == \
-        "k8s:kube-system/fluentd/app"
+    assert (
+        container_workload(info("fluentd:1", k8s("fluentd-x7k2p", ns="kube-system"))) == "k8s:kube-system/fluentd/app"
+    )
     # the pause container has no container name label
     assert container_workload(info("pause:3.9", k8s("web-5d8f7c9b6d-x7k2p", cname=None))) == "k8s:prod/web"
     # two replicas of one Deployment share a workload
@@ -62,19 +66,22 @@ def test_pod_name_without_namespace_is_not_kubernetes() -> None:
     assert container_workload(info("nginx:1", {"io.kubernetes.pod.name": "web-0"})) == "nginx"
 
 
-@pytest.mark.parametrize("image,repo", [
-    ("nginx", "nginx"),
-    ("nginx:1.25", "nginx"),
-    ("nginx:latest", "nginx"),
-    ("library/nginx:1.25-alpine", "library/nginx"),
-    ("ghcr.io/acme/api:v2.1.0", "ghcr.io/acme/api"),
-    ("registry:5000/team/app", "registry:5000/team/app"),
-    ("registry:5000/team/app:1.2", "registry:5000/team/app"),
-    ("registry:5000/team/app:1.2@sha256:" + "ab" * 32, "registry:5000/team/app"),
-    ("registry:5000/team/app@sha256:" + "ab" * 32, "registry:5000/team/app"),
-    ("localhost:5000/app", "localhost:5000/app"),
-    ("alpine@sha256:" + "cd" * 32, "alpine"),
-])
+@pytest.mark.parametrize(
+    "image,repo",
+    [
+        ("nginx", "nginx"),
+        ("nginx:1.25", "nginx"),
+        ("nginx:latest", "nginx"),
+        ("library/nginx:1.25-alpine", "library/nginx"),
+        ("ghcr.io/acme/api:v2.1.0", "ghcr.io/acme/api"),
+        ("registry:5000/team/app", "registry:5000/team/app"),
+        ("registry:5000/team/app:1.2", "registry:5000/team/app"),
+        ("registry:5000/team/app:1.2@sha256:" + "ab" * 32, "registry:5000/team/app"),
+        ("registry:5000/team/app@sha256:" + "ab" * 32, "registry:5000/team/app"),
+        ("localhost:5000/app", "localhost:5000/app"),
+        ("alpine@sha256:" + "cd" * 32, "alpine"),
+    ],
+)
 def test_image_repository(image: str, repo: str) -> None:
     assert image_repository(image) == repo
 

@@ -1,0 +1,72 @@
+"""SL-C2-002: periodic, low-jitter connections to a new destination."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict, deque
+
+from sensor.detect.engine import Context, Finding
+from sensor.detect.rules._common import STATE_TTL_S, _Base, _dest, _drop_containers, _who
+from sensor.detect.view import ConnectView, WindowView
+
+
+class Beaconing(_Base):
+    """SL-C2-002: periodic, low-jitter connections to a new destination."""
+
+    def __init__(self) -> None:
+        super().__init__("SL-C2-002")
+        self._times: dict[tuple[str, str, int, str], deque[float]] = defaultdict(lambda: deque(maxlen=64))
+        self._ctx: dict[tuple[str, str, int, str], ConnectView] = {}
+
+    def forget_containers(self, ids: set[str]) -> None:
+        _drop_containers(self._times, ids)
+        _drop_containers(self._ctx, ids)
+
+    def evaluate(self, view: WindowView, ctx: Context) -> list[Finding]:
+        cfg = ctx.settings(self.info.id)
+        touched = set()
+        for c in view.connects:
+            key = (c.attr.container.id if c.attr.container else "host", c.ip, c.port, c.transport)
+            self._times[key].append(c.ts)
+            self._ctx[key] = c
+            touched.add(key)
+        out = []
+        for key in touched:
+            c = self._ctx[key]
+            ts = [t for t in self._times[key] if view.end - t <= cfg["horizon_seconds"]]
+            if len(ts) < cfg["min_connections"]:
+                continue
+            gaps = [b - a for a, b in zip(ts, ts[1:], strict=False)]
+            mean = statistics.fmean(gaps)
+            if mean < cfg["min_interval_seconds"]:
+                continue
+            jitter = statistics.pstdev(gaps) / mean
+            if jitter > cfg["max_jitter"]:
+                continue
+            if ctx.known_destination(c.workload, c.ip, c.port, c.transport) or not ctx.baseline_gate(c.workload):
+                continue
+            out.append(
+                Finding(
+                    self.info.id,
+                    c.attr,
+                    c.workload,
+                    c.ts,
+                    f"{_who(c.attr, c.workload)} connects to {_dest(c.ip, c.port)} every {mean:.1f} s "
+                    f"(jitter {jitter * 100:.0f} %, {len(ts)} connections), a destination not in its baseline",
+                    {
+                        "connections": len(ts),
+                        "mean_interval_seconds": round(mean, 3),
+                        "jitter": round(jitter, 3),
+                        "max_jitter": cfg["max_jitter"],
+                        "min_connections": cfg["min_connections"],
+                        "horizon_seconds": cfg["horizon_seconds"],
+                    },
+                    (c.ip, c.port, c.transport),
+                    c.process,
+                )
+            )
+            self._times[key].clear()
+        for k in [k for k, d in self._times.items() if not d or view.end - d[-1] > STATE_TTL_S]:
+            del self._times[k]
+            self._ctx.pop(k, None)
+        return out

@@ -1,0 +1,177 @@
+"""SL-EXF-003: encrypted bytes in HTTP bodies or DNS query names."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter, defaultdict
+from typing import Any
+
+from sensor.detect.engine import Context, Finding
+from sensor.detect.rules._common import STATE_TTL_S, _Base, _dest, _drop_containers, _human, _proc, _who
+from sensor.detect.view import FlowView, WindowView
+from sensor.telemetry.protocol import DNS, HTTP
+
+_HEX = re.compile(r"^[0-9a-f]+$", re.I)
+_B32 = re.compile(r"^[a-z2-7]+=*$", re.I)
+_B64 = re.compile(r"^[A-Za-z0-9+/_-]+=*$")
+_MULTI_TLD = {"co", "com", "net", "org", "gov", "ac", "edu"}
+
+
+def registered_domain(name: str) -> tuple[str, str]:
+    """(registered domain, subdomain part): a.b.example.co.uk ->
+    (example.co.uk, a.b). A small heuristic, not the public suffix list."""
+    labels = [x for x in name.lower().rstrip(".").split(".") if x]
+    n = 3 if len(labels) >= 3 and len(labels[-1]) == 2 and labels[-2] in _MULTI_TLD else 2
+    return ".".join(labels[-n:]), ".".join(labels[:-n])
+
+
+def char_entropy(s: str) -> float:
+    if not s:
+        return 0.0
+    c = Counter(s)
+    return -sum(v / len(s) * math.log2(v / len(s)) for v in c.values())
+
+
+def encoding_of(sub: str, min_len: int) -> str | None:
+    """hex / base32 / base64 if the subdomain, or one of its labels, looks
+    encoded (tunnels add plain labels such as a sequence tag: <hex>.t.x.net)."""
+    for label in [sub.replace(".", ""), *sub.split(".")]:
+        enc = _encoding(label, min_len)
+        if enc:
+            return enc
+    return None
+
+
+def _encoding(s: str, min_len: int) -> str | None:
+    if len(s) < min_len:
+        return None
+    if _HEX.match(s) and any(ch.isdigit() for ch in s) and any(ch.isalpha() for ch in s):
+        return "hex"
+    digits = sum(ch.isdigit() for ch in s)
+    if _B32.match(s) and digits >= len(s) // 10 and char_entropy(s.lower()) >= 4.0:
+        return "base32"
+    if _B64.match(s) and any(ch.isupper() for ch in s) and any(ch.islower() for ch in s) and digits:
+        return "base64"
+    return None
+
+
+class CleartextCarrier(_Base):
+    """SL-EXF-003: encrypted bytes in HTTP bodies or DNS query names."""
+
+    def __init__(self) -> None:
+        super().__init__("SL-EXF-003")
+        # (container, domain) -> subdomains seen recently, with times
+        self._subs: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+
+    def forget_containers(self, ids: set[str]) -> None:
+        _drop_containers(self._subs, ids)
+
+    def evaluate(self, view: WindowView, ctx: Context) -> list[Finding]:
+        cfg = ctx.settings(self.info.id)
+        out = []
+        for f in view.flows:
+            s = f.summary
+            if (
+                s.protocol_hint == HTTP
+                and s.compression is None
+                and s.body_entropy is not None
+                and s.body_entropy >= ctx.high_bits()
+                and s.body_sampled_bytes >= cfg["http_min_body_bytes"]
+            ):
+                if ctx.known_destination(f.workload, f.ip, f.port, f.transport) and self._known_encrypted(ctx, f):
+                    continue
+                if not ctx.baseline_gate(f.workload):
+                    continue
+                out.append(
+                    Finding(
+                        self.info.id,
+                        f.attr,
+                        f.workload,
+                        view.end,
+                        f"{_who(f.attr, f.workload)} sent encrypted-looking HTTP bodies "
+                        f"(entropy {s.body_entropy:.2f} bits/byte, {_human(s.payload_bytes)}) to {_dest(f.ip, f.port)} "
+                        "over plain HTTP",
+                        {
+                            "kind": "encrypted_http_body",
+                            "body_entropy": s.body_entropy,
+                            "body_sampled_bytes": s.body_sampled_bytes,
+                            "bytes": s.payload_bytes,
+                            "threshold_bits": ctx.high_bits(),
+                        },
+                        (f.ip, f.port, f.transport),
+                        _proc(f),
+                        HTTP,
+                    )
+                )
+            if s.dns_names:
+                out += self._dns(f, view, ctx, cfg)
+        self._expire(view.end)
+        return out
+
+    @staticmethod
+    def _known_encrypted(ctx: Context, f: FlowView) -> bool:
+        wb = ctx.workload(f.workload)
+        return wb is not None and any(
+            d.max_entropy >= ctx.high_bits() for k, d in wb.destinations.items() if k.startswith(f"{f.ip}|{f.port}|")
+        )
+
+    def _dns(self, f: FlowView, view: WindowView, ctx: Context, cfg: dict[str, Any]) -> list[Finding]:
+        by_domain: dict[str, list[str]] = defaultdict(list)
+        for name, _complete in f.summary.dns_names:
+            dom, sub = registered_domain(name)
+            if sub:
+                by_domain[dom].append(sub)
+        out = []
+        for dom, subs in by_domain.items():
+            seen = self._subs[(f.container_key, dom)]
+            for sub in subs:
+                seen[sub] = view.end
+            encoded = [(x, e) for x in subs if (e := encoding_of(x, cfg["dns_min_encoded_length"]))]
+            longest = max(subs, key=lambda x: max(len(p) for p in x.split(".")))
+            long_label = max(len(p) for p in longest.split("."))
+            ent = max(char_entropy(x.replace(".", "")) for x in subs)
+            reasons = []
+            if len(encoded) >= 2:
+                reasons.append(f"{len(encoded)} names carry {encoded[0][1]}-encoded data")
+            if long_label >= cfg["dns_min_label_length"] and ent >= cfg["dns_label_entropy_bits"]:
+                reasons.append(f"labels up to {long_label} characters with entropy {ent:.1f} bits/char")
+            if len(seen) >= cfg["dns_unique_subdomains"]:
+                reasons.append(f"{len(seen)} unique subdomains of {dom} in {STATE_TTL_S / 60:.0f} min")
+            if not reasons:
+                continue
+            if not ctx.baseline_gate(f.workload):
+                continue
+            out.append(
+                Finding(
+                    self.info.id,
+                    f.attr,
+                    f.workload,
+                    view.end,
+                    f"{_who(f.attr, f.workload)} looks like it tunnels data through DNS queries for {dom}: "
+                    + "; ".join(reasons),
+                    {
+                        "kind": "dns_tunnel",
+                        "domain": dom,
+                        "queries_in_window": len(subs),
+                        "unique_subdomains": len(seen),
+                        "encoded_names": len(encoded),
+                        "encoding": encoded[0][1] if encoded else None,
+                        "max_label_length": long_label,
+                        "max_label_entropy_bits": round(ent, 2),
+                        "examples": [f"{x}.{dom}" for x in subs[:3]],
+                    },
+                    (f.ip, f.port, f.transport),
+                    _proc(f),
+                    DNS,
+                )
+            )
+        return out
+
+    def _expire(self, now: float) -> None:
+        for k in list(self._subs):
+            d = self._subs[k]
+            for sub in [s for s, t in d.items() if now - t > STATE_TTL_S]:
+                del d[sub]
+            if not d:
+                del self._subs[k]

@@ -1,0 +1,86 @@
+"""SL-EXF-005: a container that lived briefly and sent encrypted data."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from sensor.attribution.containers import Attribution
+from sensor.detect.engine import Context, Finding
+from sensor.detect.rules._common import STATE_TTL_S, _Base, _dest, _human, _who
+from sensor.detect.view import WindowView
+
+
+@dataclass
+class _Life:
+    attr: Attribution
+    workload: str
+    encrypted: int = 0
+    destinations: Counter[tuple[str, int, str]] = field(default_factory=Counter)
+    last: float = 0.0
+
+
+class ShortLivedContainer(_Base):
+    """SL-EXF-005: a container that lived briefly and sent encrypted data."""
+
+    def __init__(self) -> None:
+        super().__init__("SL-EXF-005")
+        self._lives: dict[str, _Life] = {}
+
+    def evaluate(self, view: WindowView, ctx: Context) -> list[Finding]:
+        cfg = ctx.settings(self.info.id)
+        for f in view.flows:
+            if f.attr.container is None or not f.summary.encrypted_like:
+                continue
+            lf = self._lives.setdefault(f.attr.container.id, _Life(f.attr, f.workload))
+            lf.encrypted += f.summary.payload_bytes
+            lf.destinations[(f.ip, f.port, f.transport)] += f.summary.payload_bytes
+            lf.last = view.end
+        out = []
+        for x in view.lifecycle:
+            if x.kind != "stop" or x.attr.container is None:
+                continue
+            lf = self._lives.pop(x.attr.container.id, None)
+            if lf is None or x.lifetime is None or x.lifetime > cfg["max_lifetime_seconds"]:
+                continue
+            if lf.encrypted < cfg["min_bytes"]:
+                continue
+            wb = ctx.workload(x.workload)
+            if (
+                wb is not None
+                and wb.lifetimes.n
+                and wb.lifetimes.quantile(0.5) <= cfg["max_lifetime_seconds"]
+                and all(ctx.known_destination(x.workload, *d) for d in lf.destinations)
+            ):
+                continue  # a batch workload doing what it always does
+            if not ctx.baseline_gate(x.workload):
+                continue
+            dests = sorted(_dest(ip, port) for ip, port, _t in lf.destinations)
+            top = lf.destinations.most_common(1)[0][0]
+            out.append(
+                Finding(
+                    self.info.id,
+                    x.attr,
+                    x.workload,
+                    x.ts,
+                    f"{_who(x.attr, x.workload)} lived {x.lifetime:.1f} s and sent {_human(lf.encrypted)} of "
+                    f"encrypted-looking data to {', '.join(dests[:5])} before it exited",
+                    {
+                        "lifetime_seconds": round(x.lifetime, 3),
+                        "encrypted_bytes": lf.encrypted,
+                        "max_lifetime_seconds": cfg["max_lifetime_seconds"],
+                        "threshold_bytes": cfg["min_bytes"],
+                        "destinations": dests[:10],
+                        "baseline_lifetime_p50_seconds": round(wb.lifetimes.quantile(0.5), 1)
+                        if wb and wb.lifetimes.n
+                        else None,
+                    },
+                    top,
+                )
+            )
+        for k in [k for k, v in self._lives.items() if view.end - v.last > STATE_TTL_S]:
+            del self._lives[k]
+        return out
+
+
+# `openssl <cipher>` shorthand commands (openssl aes-256-cbc -in f ...)
