@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 RUN_ARGS ?= --events
 PYTEST_ARGS ?=
 
-.PHONY: setup host venv run test unit bench clean
+.PHONY: setup host venv run lint test unit bench clean
 
 setup: host venv
 
@@ -23,7 +23,13 @@ venv: $(VENV)/.installed
 run: setup
 	$(VENV)/bin/sluice run $(RUN_ARGS)
 
-test: setup
+# lint, import order, format and types (config in pyproject.toml); `make test` runs it first
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: setup lint
 	$(PY) -m pytest tests -ra $(PYTEST_ARGS)
 
 unit: venv

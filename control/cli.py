@@ -11,7 +11,7 @@ from typing import Any
 import typer
 
 from sensor import __version__
-from sensor.config import default_config, load_config
+from sensor.config import Config, default_config, load_config
 from sensor.detect.baseline import DEFAULT_PATH as DEFAULT_BASELINE
 from sensor.errors import SluiceError
 
@@ -55,10 +55,10 @@ MetricsOpt = typer.Option(None, "--metrics", help="Serve Prometheus metrics on h
 def _run_config(
     config: str | None,
     output: str | None,
-    events: bool,  # type: ignore[no-untyped-def]
+    events: bool,
     fmt: str | None = None,
     metrics: str | None = None,
-):
+) -> Config:
     cfg = load_config(config)
     if output is not None:
         cfg = cfg.replace("output", path=output)

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from emulation.lab import VAULT_IP, DockerCLI, Lab, SinkNet, build_image, run
 from emulation.scenarios import LAB_CONFIG, STAGE2, TAGS, Ctx, Scenario, learn_phase
@@ -62,7 +62,7 @@ class SensorHandle:
     def new_alerts(self) -> list[dict[str, Any]]:
         r = self.request("alerts", since=self.seq)
         self.seq = r["last"]
-        return r["alerts"]
+        return cast(list[dict[str, Any]], r["alerts"])
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -128,7 +128,10 @@ def main() -> None:
     a = ap.parse_args()
     stage2 = open(a.stage2, "rb").read() if a.stage2 else b"#!/bin/sh\n"
     sink = Sink(a.state, stage2)
-    ports = lambda s: [int(p) for p in s.split(",") if p]  # noqa: E731
+
+    def ports(s: str) -> list[int]:
+        return [int(p) for p in s.split(",") if p]
+
     threads = [threading.Thread(target=sink.serve_dns, daemon=True)]
     for p in ports(a.tcp):
         threads.append(threading.Thread(target=sink.serve_tcp, args=(p, "raw", None), daemon=True))

@@ -53,7 +53,7 @@ class RuntimeSection:
     docker_socket: str
     timeout_seconds: float
     negative_cache_seconds: float
-    oci_bundles: list
+    oci_bundles: list[str]
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class DetectionSection:
     high_entropy_bits: float
     destination_prefix_v4: int
     destination_prefix_v6: int
-    trusted_networks: list
+    trusted_networks: list[str]
     suppress_seconds: float
     alert_on_unknown_workload: bool
     learn_while_detecting: bool
@@ -106,7 +106,7 @@ class Config:
     runtime: RuntimeSection
     output: OutputSection
     detection: DetectionSection
-    rules: dict = dataclasses.field(default_factory=dict)  # rule id -> settings
+    rules: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # rule id -> settings
     allow: tuple[AllowEntry, ...] = ()
     source: str = "<embedded defaults>"
 
@@ -266,7 +266,7 @@ def _parse(text: str, path: str) -> dict[str, Any]:
 
 
 def _build(data: dict[str, Any], base: dict[str, Any], text: str, path: str) -> dict[str, Any]:
-    merged = {s: dict(v) for s, v in base.items() if s in _SECTIONS}
+    merged: dict[str, Any] = {s: dict(v) for s, v in base.items() if s in _SECTIONS}
     merged["rules"] = {k: dict(v) for k, v in base.get("rules", {}).items()}
     merged["allow"] = list(base.get("allow", []))
     for section, body in data.items():
@@ -295,7 +295,9 @@ def _build(data: dict[str, Any], base: dict[str, Any], text: str, path: str) -> 
                     line,
                     hint=f"keys of [{section}]: {', '.join(types)}",
                 )
-            typ = {"bool": bool, "int": int, "float": float, "str": str, "list": list}[types[key]]
+            typ = {"bool": bool, "int": int, "float": float, "str": str, "list": list}[
+                str(types[key]).partition("[")[0]
+            ]
             try:
                 value = _coerce(value, typ)
             except TypeError:

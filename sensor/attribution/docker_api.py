@@ -6,7 +6,7 @@ import http.client
 import json
 import socket
 import urllib.parse
-from typing import Any
+from typing import Any, cast
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -60,5 +60,5 @@ class DockerClient:
         q = urllib.parse.quote(json.dumps({"id": [container_id]}))
         for c in self.get(f"/containers/json?all=1&filters={q}"):
             if c.get("Id") == container_id:  # the engine's id filter is a pattern match
-                return c
+                return cast(dict[str, Any], c)
         raise NotFound(container_id)

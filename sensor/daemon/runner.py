@@ -9,7 +9,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from sensor.attribution.cgroups import CgroupResolver
 from sensor.attribution.containers import Attribution, Attributor
@@ -23,6 +23,7 @@ from sensor.detect.baseline import save as save_baseline
 from sensor.detect.engine import Detector
 from sensor.detect.learn import Learner
 from sensor.detect.rules import all_rules
+from sensor.detect.view import WindowObserver
 from sensor.errors import SluiceError
 from sensor.kernel.hooks import EXEC_ARGS_UNIT, UNITS
 from sensor.kernel.memory import resident_kb
@@ -215,7 +216,7 @@ class Sensor:
         its answer to the control client."""
         if not self.ready:
             return {"ok": False, "error": "the sensor is not ready yet"}
-        ev, out = threading.Event(), []
+        ev, out = threading.Event(), cast(list[dict[str, Any]], [])
         with self._alerts_lock:
             self._calls.append((fn, ev, out))
         if not ev.wait(timeout):
@@ -322,7 +323,7 @@ class Sensor:
         assert self.containment is not None
         life = self._container(ref)
         e = self.containment.isolate(life.info.id, life.info.name, [life.cgroup_id], reason)
-        msg = f"isolated container {e.container_name or e.container_id[:12]}: all its egress but loopback is dropped"
+        msg = f"isolated container {e.who()}: all its egress but loopback is dropped"
         self._containment_doc(e, "container_isolated", msg, life)
         return {"ok": True, "message": msg}
 
@@ -359,14 +360,14 @@ class Sensor:
         self.containment = Containment(self.source, self.config.sensor.containment_state)
         try:
             saved = self.containment.load()
-        except ContainmentError as e:
+        except ContainmentError as err:
             aside = f"{self.config.sensor.containment_state}.unreadable-{int(time.time())}"
             try:
                 os.replace(self.config.sensor.containment_state, aside)
                 note = f"; moved aside to {aside}"
             except OSError:
                 note = ""
-            self._containment_problem = f"{e}{note}; nothing was re-applied"
+            self._containment_problem = f"{err}{note}; nothing was re-applied"
             print(f"sluice: warning: {self._containment_problem}", file=sys.stderr)
             return
         live = {cid: [c.cgroup_id] for cid, c in self.pipeline.containers.items()}
@@ -429,7 +430,7 @@ class Sensor:
         )
         self._setup_detection()
         # the detector feeds its own learner (learn_while_detecting)
-        observers = [self.detector] if self.detector else ([self.learner] if self.learner else [])
+        observers: list[WindowObserver] = [self.detector] if self.detector else ([self.learner] if self.learner else [])
         self.pipeline = Pipeline(
             self.attributor,
             self.emit,

@@ -188,9 +188,9 @@ class Detector:
         # a flow's process, when it exec'd in this window: executable and
         # args for the alert and for allow entries by executable
         execs = {(e.attr.cgroup_id, e.process.pid): e.process for e in view.execs}
-        for f in view.flows:
-            if f.summary.pid is not None and (f.process is None or not f.process.executable):
-                f.process = execs.get((f.attr.cgroup_id, f.summary.pid), f.process)
+        for fv in view.flows:
+            if fv.summary.pid is not None and (fv.process is None or not fv.process.executable):
+                fv.process = execs.get((fv.attr.cgroup_id, fv.summary.pid), fv.process)
         for rule in self.rules:
             for f in rule.evaluate(view, self.ctx):
                 self._consider(f)

@@ -109,7 +109,7 @@ def probe(mount: bool, units: tuple[BpfUnit, ...]) -> ProbeReport:
     )
     for u in units:
         for tp in u.tracepoints:
-            report.tracepoints[tp] = bool(tracefs) and tracepoint_exists(tracefs, tp)
+            report.tracepoints[tp] = tracefs is not None and tracepoint_exists(tracefs, tp)
     return report
 
 

@@ -142,7 +142,7 @@ class FimWatcher:
         self.rescan()
 
     def _targets(self) -> list[tuple[str, str, set[str] | None]]:
-        out = []
+        out: list[tuple[str, str, set[str] | None]] = []
         root = self.root.rstrip("/")
         for p in self.paths:
             local = root + p
@@ -166,8 +166,8 @@ class FimWatcher:
             known = self.dirs.get(h)
             if known is None:
                 if _libc.fanotify_mark(self.fd, FAN_MARK_ADD, MASK, AT_FDCWD, d.encode()) != 0:
-                    e = ct.get_errno()
-                    self.status[p] = f"unavailable: fanotify_mark: {os.strerror(e)}"
+                    err = ct.get_errno()
+                    self.status[p] = f"unavailable: fanotify_mark: {os.strerror(err)}"
                     continue
                 self.dirs[h] = _Dir(d, names, h)
             elif known.names is not None:

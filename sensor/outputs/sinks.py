@@ -255,7 +255,7 @@ _STOP = object()
 class Output:
     """Formats documents and hands them to the writer thread."""
 
-    def __init__(self, sinks: list[Any], fmt: str = "ecs", queue_size: int = 10000) -> None:
+    def __init__(self, sinks: list[Sink], fmt: str = "ecs", queue_size: int = 10000) -> None:
         self.sinks = sinks
         self.format = FORMATS[fmt]
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
@@ -326,7 +326,7 @@ class Output:
 
 def build_output(cfg: Any, hostname: str) -> Output:
     """The sinks an [output] config section asks for."""
-    sinks: list[Any] = [JsonLineWriter(cfg.path, cfg.max_bytes, cfg.backups)]
+    sinks: list[Sink] = [JsonLineWriter(cfg.path, cfg.max_bytes, cfg.backups)]
     if cfg.socket:
         sinks.append(UnixSocketSink(cfg.socket, cfg.socket_type))
     if cfg.syslog:

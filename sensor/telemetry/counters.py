@@ -197,7 +197,7 @@ class WindowCounters:
             t[4] += f.samples
         for k in samples:
             totals.setdefault(k, [0, 0, 0, 0, 0])
-        out = [self._summary(k, *t, samples.get(k)) for k, t in totals.items()]
+        out = [self._summary(k, t[0], t[1], t[2], t[3], t[4], samples.get(k)) for k, t in totals.items()]
         return out, execs, {k: v.hist for k, v in samples.items()}
 
     def _summary(

@@ -529,7 +529,7 @@ class Pipeline:
         return d
 
     def _update_top(self, per: dict[str, ContainerSummary], attrs: dict[int, Attribution], seconds: float) -> None:
-        rows = []
+        rows: list[dict[str, Any]] = []
         for key, c in per.items():
             a = attrs[next(iter(c.cgroup_ids))] if c.cgroup_ids & attrs.keys() else None
             info = a.container if a else None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from typing import Any
+from typing import Any, cast
 
 from sensor.detect.engine import Context, Finding
 from sensor.detect.rules._common import _Base, _dest, _proc, _who
@@ -79,6 +79,6 @@ class LifecycleBurst(_Base):
         """min_events, raised for workloads whose baseline shows bursts."""
         wb = ctx.workload(w)
         if wb is None or wb.windows < ctx.config.detection.min_baseline_windows or window <= 0:
-            return cfg["min_events"]
+            return cast(float, cfg["min_events"])
         usual = 2 * wb.starts_per_window.quantile(0.99) * horizon / window  # starts and stops
-        return max(cfg["min_events"], usual)
+        return cast(float, max(cfg["min_events"], usual))

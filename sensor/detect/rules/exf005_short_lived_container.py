@@ -32,10 +32,10 @@ class ShortLivedContainer(_Base):
         for f in view.flows:
             if f.attr.container is None or not f.summary.encrypted_like:
                 continue
-            lf = self._lives.setdefault(f.attr.container.id, _Life(f.attr, f.workload))
-            lf.encrypted += f.summary.payload_bytes
-            lf.destinations[(f.ip, f.port, f.transport)] += f.summary.payload_bytes
-            lf.last = view.end
+            acc = self._lives.setdefault(f.attr.container.id, _Life(f.attr, f.workload))
+            acc.encrypted += f.summary.payload_bytes
+            acc.destinations[(f.ip, f.port, f.transport)] += f.summary.payload_bytes
+            acc.last = view.end
         out = []
         for x in view.lifecycle:
             if x.kind != "stop" or x.attr.container is None:
