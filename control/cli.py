@@ -6,13 +6,14 @@ import json
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 
 from sensor import __version__
 from sensor.config import Config, default_config, load_config
 from sensor.detect.baseline import DEFAULT_PATH as DEFAULT_BASELINE
+from sensor.detect.baseline import Baseline
 from sensor.errors import SluiceError
 
 from .client import request
@@ -22,7 +23,7 @@ app = typer.Typer(
 )
 
 
-def _fail(e: SluiceError) -> None:
+def _fail(e: SluiceError) -> NoReturn:
     typer.echo(f"sluice: error: {e}", err=True)
     raise typer.Exit(e.exit_code)
 
@@ -143,7 +144,7 @@ def baseline_learn(
     raise typer.Exit(code)
 
 
-def _load(path: str):  # type: ignore[no-untyped-def]
+def _load(path: str) -> Baseline:
     from sensor.detect.baseline import load
 
     try:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from emulation.lab import SECOND_IP, SINK_IP, VAULT_IP, Lab
 
@@ -73,14 +74,14 @@ class Ctx:
     workdir: Path
     containers: list[str] = field(default_factory=list)
 
-    def run(self, image: str, script: str, **kw: object) -> str:
-        cid, _ip = self.lab.start(image, script, **kw)  # type: ignore[arg-type]
+    def run(self, image: str, script: str, **kw: Any) -> str:
+        cid, _ip = self.lab.start(image, script, **kw)
         self.containers.append(cid)
         self.lab.wait(cid)
         return cid
 
-    def start(self, image: str, script: str, **kw: object) -> tuple[str, str | None]:
-        cid, ip = self.lab.start(image, script, **kw)  # type: ignore[arg-type]
+    def start(self, image: str, script: str, **kw: Any) -> tuple[str, str | None]:
+        cid, ip = self.lab.start(image, script, **kw)
         self.containers.append(cid)
         return cid, ip
 

@@ -39,7 +39,7 @@ class BpfError(OSError):
     pass
 
 
-def _bpf(cmd: int, attr: ct.Array) -> int:  # type: ignore[type-arg]
+def _bpf(cmd: int, attr: ct.Array[ct.c_char]) -> int:
     nr = _SYS_BPF.get(platform.machine())
     if nr is None:
         raise BpfError(errno.ENOSYS, f"bpf(2) syscall number unknown for {platform.machine()}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 from sensor.telemetry.entropy import ByteHistogram
 from sensor.telemetry.protocol import DNS, HTTP, HTTP_PREFIXES, compression_magic, dns_qname, protocol_hint, split_http
@@ -94,14 +95,14 @@ class ContainerSummary:
         return self.histogram.entropy()
 
 
-class _Bounded(OrderedDict):  # type: ignore[type-arg]
+class _Bounded(OrderedDict[Any, Any]):
     """A dict that forgets its oldest keys beyond `limit`."""
 
     def __init__(self, limit: int) -> None:
         super().__init__()
         self.limit = limit
 
-    def put(self, key, value) -> None:  # type: ignore[no-untyped-def]
+    def put(self, key: Any, value: Any) -> None:
         self[key] = value
         self.move_to_end(key)
         while len(self) > self.limit:
