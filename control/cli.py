@@ -250,7 +250,7 @@ def rules(config: str | None = ConfigOpt) -> None:
     for r in RULES:
         st = cfg.rules[r.id]
         tech = (r.attack["subtechnique"] or r.attack["technique"])[0]
-        typer.echo(f"{r.id:<11} {tech:<10} {st['severity']:>3} {'yes' if st['enabled'] else 'no':<3} {r.name}")
+        typer.echo(f"{r.id:<11} {tech:<10} {st.severity:>3} {'yes' if st.enabled else 'no':<3} {r.name}")
 
 
 def _fmt_status(s: dict[str, Any]) -> str:

@@ -15,9 +15,14 @@ import tomllib
 from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, get_args, get_origin, get_type_hints
 
 from sensor.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sensor.detect.rule import RuleSettings
+
+S = TypeVar("S", bound="RuleSettings")
 
 DEFAULT_CONFIG_TEXT = resources.files("sensor").joinpath("default.toml").read_text()
 
@@ -106,12 +111,16 @@ class Config:
     runtime: RuntimeSection
     output: OutputSection
     detection: DetectionSection
-    rules: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # rule id -> settings
+    rules: dict[str, RuleSettings] = dataclasses.field(default_factory=dict)  # rule id -> typed settings
     allow: tuple[AllowEntry, ...] = ()
     source: str = "<embedded defaults>"
 
-    def rule(self, rule_id: str) -> dict[str, Any]:
-        return self.rules[rule_id]
+    def rule(self, rule_id: str, kind: type[S]) -> S:
+        """A rule's settings as its module's Settings class (kind)."""
+        s = self.rules[rule_id]
+        if not isinstance(s, kind):
+            raise TypeError(f"settings of {rule_id} are {type(s).__name__}, not {kind.__name__}")
+        return s
 
     def replace(self, section: str, **changes: Any) -> Config:
         """A copy with some keys of one section changed (CLI overrides)."""
@@ -323,12 +332,12 @@ def _build_rules(body: Any, rules: dict[str, dict[str, Any]], text: str, path: s
         if not isinstance(settings, dict):
             raise ConfigError(f"{sec} must be a table", path, _line_of(text, sec, None))
         current = rules.setdefault(rid, _rule_defaults(rid))
+        types = _rule_types(rid)
         for key, value in settings.items():
             line = _line_of(text, sec, key)
-            if key not in current:
-                raise ConfigError(f"unknown key {sec}.{key}", path, line, hint=f"keys of [{sec}]: {', '.join(current)}")
-            default = current[key]
-            typ = type(default)
+            if key not in types:
+                raise ConfigError(f"unknown key {sec}.{key}", path, line, hint=f"keys of [{sec}]: {', '.join(types)}")
+            typ, item = types[key]
             try:
                 value = _coerce(value, typ)
             except TypeError:
@@ -337,20 +346,31 @@ def _build_rules(body: Any, rules: dict[str, dict[str, Any]], text: str, path: s
                 raise ConfigError(f"{sec}.severity = {value}: must be between 0 and 100", path, line)
             if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
                 raise ConfigError(f"{sec}.{key} = {value}: must not be negative", path, line)
-            if typ is list and default and not all(isinstance(x, type(default[0])) for x in value):
-                raise ConfigError(f"{sec}.{key}: every item must be {_typename(type(default[0]))}", path, line)
+            if item is not None:
+                if not all(isinstance(x, item) for x in value):
+                    raise ConfigError(f"{sec}.{key}: every item must be {_typename(item)}", path, line)
+                value = tuple(value)
             current[key] = value
 
 
 def _rule_defaults(rid: str) -> dict[str, Any]:
     from sensor.detect.catalog import BY_ID
 
-    info = BY_ID[rid]
-    return {
-        "enabled": True,
-        "severity": info.severity,
-        **{k: (list(v) if isinstance(v, list) else v) for k, v in info.defaults.items()},
-    }
+    return BY_ID[rid].default_values()
+
+
+def _rule_types(rid: str) -> dict[str, tuple[type, type | None]]:
+    """Key -> (TOML type, item type for arrays), from the rule's Settings
+    fields in order; tuple fields are given as TOML arrays."""
+    from sensor.detect.catalog import BY_ID
+
+    out: dict[str, tuple[type, type | None]] = {}
+    for key, hint in get_type_hints(BY_ID[rid].settings).items():
+        if get_origin(hint) is tuple:
+            out[key] = (list, get_args(hint)[0])
+        else:
+            out[key] = (hint, None)
+    return out
 
 
 _CRON_FIELD = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*$")
@@ -432,7 +452,9 @@ _DEFAULTS = _build(
 def _make(merged: dict[str, Any], source: str) -> Config:
     from sensor.detect.catalog import BY_ID
 
-    rules = {rid: {**_rule_defaults(rid), **merged["rules"].get(rid, {})} for rid in BY_ID}
+    rules = {
+        rid: info.settings(**{**_rule_defaults(rid), **merged["rules"].get(rid, {})}) for rid, info in BY_ID.items()
+    }
     return Config(
         **{s: cls(**merged[s]) for s, cls in _SECTIONS.items()},
         rules=rules,

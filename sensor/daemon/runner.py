@@ -23,6 +23,7 @@ from sensor.detect.baseline import save as save_baseline
 from sensor.detect.engine import Detector
 from sensor.detect.learn import Learner
 from sensor.detect.rules import all_rules
+from sensor.detect.rules.fim001_orchestration_config import Settings as FimSettings
 from sensor.detect.view import WindowObserver
 from sensor.errors import SluiceError
 from sensor.kernel.hooks import EXEC_ARGS_UNIT, UNITS
@@ -457,7 +458,7 @@ class Sensor:
 
             try:
                 self._metrics_server = serve(
-                    cfg.output.metrics, self.fresh_snapshot, {r: int(v["severity"]) for r, v in cfg.rules.items()}
+                    cfg.output.metrics, self.fresh_snapshot, {r: v.severity for r, v in cfg.rules.items()}
                 )
             except OSError as e:
                 raise SluiceError(
@@ -495,10 +496,10 @@ class Sensor:
 
     def _setup_fim(self) -> None:
         """Orchestration config integrity (rule SL-FIM-001), via fanotify."""
-        rule = self.config.rules["SL-FIM-001"]
-        if self.detector is None or not rule["enabled"]:
+        rule = self.config.rule("SL-FIM-001", FimSettings)
+        if self.detector is None or not rule.enabled:
             return
-        w = FimWatcher(list(rule["paths"]), root=rule["host_root"])
+        w = FimWatcher(list(rule.paths), root=rule.host_root)
         try:
             w.start()
         except FimUnavailable as e:
@@ -540,7 +541,7 @@ class Sensor:
         next_health = time.monotonic() + health_every
         next_snapshot = 0.0
         learn_until = (time.monotonic() + self.learn_seconds) if self.learn_seconds is not None else None
-        fim_rescan = self.config.rules["SL-FIM-001"]["rescan_seconds"]
+        fim_rescan = self.config.rule("SL-FIM-001", FimSettings).rescan_seconds
         next_fim_rescan = time.monotonic() + fim_rescan
         while not self._stop:
             if learn_until is not None and time.monotonic() >= learn_until:

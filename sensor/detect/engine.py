@@ -8,83 +8,21 @@ import ipaddress
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from sensor.attribution.containers import Attribution
 from sensor.config import AllowEntry, Config
-from sensor.detect.baseline import Baseline, WorkloadBaseline
+from sensor.detect.baseline import Baseline
 from sensor.detect.catalog import BY_ID, RuleInfo
 from sensor.detect.learn import Learner, local_hour
+from sensor.detect.rule import Context, Finding, Rule, RuleSettings
+from sensor.detect.rules import fim001_orchestration_config as fim001
 from sensor.detect.view import ProcessRef, WindowView
 from sensor.outputs import ecs
 
+__all__ = ["Context", "Detector", "Finding", "Rule", "allowed", "cron_matches", "in_schedule"]
+
 Emit = Callable[[dict[str, Any]], None]
-
-
-@dataclass
-class Finding:
-    """What a rule saw; the engine turns it into an alert (or not)."""
-
-    rule: str
-    attr: Attribution
-    workload: str
-    ts: float  # when the activity happened
-    message: str
-    evidence: dict[str, Any]
-    destination: tuple[str, int, str] | None = None  # ip, port, transport
-    process: ProcessRef | None = None
-    network_protocol: str | None = None
-    severity_delta: int = 0
-    file: dict[str, Any] | None = None  # ECS file.* for file integrity findings
-    categories: tuple[list[str], list[str]] | None = None  # event.category / event.type override
-
-    @property
-    def executable(self) -> str | None:
-        return self.process.executable if self.process else None
-
-
-class Rule(Protocol):
-    info: RuleInfo
-
-    def evaluate(self, view: WindowView, ctx: Context) -> list[Finding]: ...
-
-
-@dataclass
-class Context:
-    config: Config
-    baseline: Baseline | None
-    trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(default_factory=list)
-
-    def settings(self, rule_id: str) -> dict[str, Any]:
-        return self.config.rules[rule_id]
-
-    def workload(self, name: str) -> WorkloadBaseline | None:
-        return self.baseline.get(name) if self.baseline else None
-
-    def trusted_ip(self, ip: str) -> bool:
-        a = ipaddress.ip_address(ip)
-        return any(a in n for n in self.trusted)
-
-    def known_destination(self, workload: str, ip: str, port: int, transport: str) -> bool:
-        """In the workload's baseline (or trusted). Unknown workload: False."""
-        if self.trusted_ip(ip):
-            return True
-        wb = self.workload(workload)
-        d = self.config.detection
-        return wb is not None and wb.knows_destination(
-            ip, port, transport, d.destination_prefix_v4, d.destination_prefix_v6
-        )
-
-    def baseline_gate(self, workload: str) -> bool:
-        """May a rule that compares against the baseline speak about this
-        workload? Known workloads yes; unknown ones per config."""
-        if self.workload(workload) is not None:
-            return True
-        return self.config.detection.alert_on_unknown_workload
-
-    def high_bits(self) -> float:
-        return self.config.detection.high_entropy_bits
 
 
 # --- allow lists and schedules -------------------------------------------------
@@ -172,7 +110,7 @@ class Detector:
         self.ctx = Context(
             config, baseline, [ipaddress.ip_network(n, strict=False) for n in config.detection.trusted_networks]
         )
-        self.rules = [r for r in rules if config.rules[r.info.id]["enabled"]]
+        self.rules = [r for r in rules if config.rules[r.info.id].enabled]
         self.emit = emit
         self.host_name = host_name
         self.learner = learner
@@ -198,9 +136,7 @@ class Detector:
         gone = {x.attr.container.id for x in view.lifecycle if x.kind == "stop" and x.attr.container}
         if gone:
             for rule in self.rules:
-                forget = getattr(rule, "forget_containers", None)
-                if forget is not None:
-                    forget(gone)
+                rule.forget_containers(gone)
         if self.learner is not None:
             self.learner.skip = lambda w: w in self._alerting
             self.learner.on_window(view)
@@ -236,9 +172,9 @@ class Detector:
 
     def alert_doc(self, f: Finding, suppressed: int) -> dict[str, Any]:
         info = BY_ID[f.rule]
-        settings = self.config.rules[f.rule]
+        settings = self.config.rule(f.rule, RuleSettings)
         delta, tctx = self._time_context(f)
-        score = max(0, min(100, int(settings["severity"]) + f.severity_delta + delta))
+        score = max(0, min(100, settings.severity + f.severity_delta + delta))
         cats, types = f.categories or (["intrusion_detection", "network"], ["info"])
         d = ecs.base(f.ts, self.host_name, "alert", cats, types, info.slug, "sluice.alert")
         d["event"].update(
@@ -289,35 +225,10 @@ class Detector:
     def on_fim(
         self, path: str, operations: list[str], ts: float, attr: Attribution, workload: str, process: ProcessRef | None
     ) -> None:
-        """A watched orchestration config file changed."""
-        rid = "SL-FIM-001"
-        if not self.config.rules[rid]["enabled"]:
-            return
-        cfg = self.config.rules[rid]
-        types = sorted(
-            {"creation" if o == "creation" else "deletion" if o == "deletion" else "change" for o in operations}
-        )
-        who = (
-            f"container {attr.container.name or attr.container.id[:12]} ({workload})"
-            if attr.container
-            else "a host process"
-        )
-        by = f"{process.executable or process.name} (pid {process.pid})" if process else "an unknown process"
-        directory, _, name = path.rpartition("/")
-        self._consider(
-            Finding(
-                rid,
-                attr,
-                workload,
-                ts,
-                f"Orchestration config {path} was {'/'.join(operations)} by {by} in {who}",
-                {"path": path, "operations": operations, "writer_in_container": attr.container is not None},
-                process=process,
-                severity_delta=int(cfg["container_severity_bonus"]) if attr.container else 0,
-                file={"path": path, "name": name, "directory": directory or "/"},
-                categories=(["intrusion_detection", "file", "configuration"], ["info", *types]),
-            )
-        )
+        """A watched orchestration config file changed (rule SL-FIM-001)."""
+        cfg = self.config.rule(fim001.INFO.id, fim001.Settings)
+        if cfg.enabled:
+            self._consider(fim001.finding(cfg, path, operations, ts, attr, workload, process))
 
     @staticmethod
     def _threat(info: RuleInfo) -> dict[str, Any]:

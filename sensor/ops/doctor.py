@@ -199,9 +199,11 @@ def run_checks(cfg: Config, load_programs: bool = True) -> list[Check]:
                     "point runtime.oci_bundles at the runtime's bundle directories (state dir, usually /run)",
                 )
             )
+    from sensor.detect.rules.fim001_orchestration_config import Settings as FimSettings
     from sensor.ops.fim import FimUnavailable, FimWatcher
 
-    w = FimWatcher(list(cfg.rules["SL-FIM-001"]["paths"]), root=cfg.rules["SL-FIM-001"]["host_root"])
+    fim = cfg.rule("SL-FIM-001", FimSettings)
+    w = FimWatcher(list(fim.paths), root=fim.host_root)
     try:
         w.start()
         watching = sum(1 for v in w.status.values() if v.startswith("watching"))

@@ -18,6 +18,9 @@ from sensor.telemetry.protocol import DNS, HTTP, HTTP_PREFIXES, compression_magi
 # A flow: (cgroup id, destination ip, destination port, transport number)
 FlowKey = tuple[int, str, int, int]
 
+# Bits per byte at or above which a sample looks encrypted or compressed: the
+# one definition; [detection] high_entropy_bits in default.toml documents it
+# (tests/unit/test_config.py checks they agree) and may override it.
 HIGH_ENTROPY_BITS = 7.0
 
 

@@ -32,7 +32,7 @@ from sensor.kernel.events import (
     decode,
 )
 from sensor.outputs import ecs
-from sensor.telemetry.counters import ContainerSummary, FlowCounters, FlowSummary, WindowCounters
+from sensor.telemetry.counters import HIGH_ENTROPY_BITS, ContainerSummary, FlowCounters, FlowSummary, WindowCounters
 from sensor.telemetry.protocol import transport_name
 
 Emit = Callable[[dict[str, Any]], None]
@@ -102,7 +102,7 @@ class Pipeline:
         max_processes: int = 65536,
         observers: list[WindowObserver] | None = None,
         netmap: NetMap | None = None,
-        high_entropy_bits: float = 7.0,
+        high_entropy_bits: float = HIGH_ENTROPY_BITS,
     ) -> None:
         self.attributor = attributor
         self.emit = emit

@@ -37,8 +37,17 @@ def test_defaults_cover_every_field_of_the_toml() -> None:
     data = tomllib.loads(DEFAULT_CONFIG_TEXT)
     c = default_config()
     for section, body in data.items():
+        if section == "rules":  # test_detect_config: default.toml agrees with each rule's Settings
+            continue
         for key, value in body.items():
             assert getattr(getattr(c, section), key) == value, f"{section}.{key}"
+
+
+def test_high_entropy_threshold_is_defined_once() -> None:
+    from sensor.telemetry.counters import HIGH_ENTROPY_BITS
+
+    assert tomllib.loads(DEFAULT_CONFIG_TEXT)["detection"]["high_entropy_bits"] == HIGH_ENTROPY_BITS
+    assert default_config().detection.high_entropy_bits == HIGH_ENTROPY_BITS
 
 
 def test_config_is_frozen() -> None:

@@ -3,13 +3,22 @@ name the file and the line."""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import pkgutil
+import tomllib
 from pathlib import Path
+from typing import get_type_hints
 
 import pytest
 from _views import ALL_RULES
 
-from sensor.config import AllowEntry, default_config, load_config
+import sensor.detect.rules as rules_pkg
+from sensor.config import DEFAULT_CONFIG_TEXT, AllowEntry, default_config, load_config
 from sensor.detect.catalog import BY_ID, RULES
+from sensor.detect.rules import c2002_beaconing as c2002
+from sensor.detect.rules import exf002_nonstandard_port as exf002
+from sensor.detect.rules import exf004_new_destination as exf004
 from sensor.errors import ConfigError
 
 
@@ -41,10 +50,10 @@ def test_defaults_for_every_rule() -> None:
     c = default_config()
     assert set(c.rules) == set(BY_ID)
     for rid, info in BY_ID.items():
-        assert c.rules[rid]["enabled"] is True
-        assert c.rules[rid]["severity"] == info.severity
-        for k, v in info.defaults.items():
-            assert c.rules[rid][k] == v
+        assert c.rules[rid].enabled is True
+        assert c.rules[rid].severity == info.severity
+        assert type(c.rules[rid]) is info.settings
+        assert c.rules[rid] == info.defaults()
     assert c.allow == ()
     d = c.detection
     assert (
@@ -56,6 +65,30 @@ def test_defaults_for_every_rule() -> None:
         d.alert_on_unknown_workload,
         d.timezone,
     ) == (30, 7.0, 24, 64, 600.0, True, "local")
+
+
+def test_default_toml_documents_every_rule_as_its_settings_declare() -> None:
+    """sensor/default.toml is the documented config: every rule has its
+    [rules.<id>] table there, with every Settings field, in field order,
+    at the dataclass default."""
+    documented = tomllib.loads(DEFAULT_CONFIG_TEXT)["rules"]
+    assert list(documented) == list(BY_ID)
+    for rid, info in BY_ID.items():
+        want = {k: list(v) if isinstance(v, tuple) else v for k, v in info.default_values().items()}
+        assert list(documented[rid].items()) == list(want.items()), rid
+
+
+def test_every_rule_module_is_in_the_catalog_with_typed_frozen_settings() -> None:
+    allowed = {bool, int, float, str, tuple[int, ...], tuple[str, ...]}
+    modules = [m.name for m in pkgutil.iter_modules(rules_pkg.__path__) if not m.name.startswith("_")]
+    infos = [importlib.import_module(f"sensor.detect.rules.{m}").INFO for m in modules]
+    assert sorted(i.id for i in infos) == sorted(BY_ID)
+    for info in infos:
+        assert BY_ID[info.id] is info
+        assert info.settings.__dataclass_params__.frozen  # type: ignore[attr-defined]
+        hints = get_type_hints(info.settings)
+        assert set(hints.values()) <= allowed, info.id
+        assert [f.name for f in dataclasses.fields(info.settings)][:2] == ["enabled", "severity"]
 
 
 def test_rule_overrides_and_allow_entries_load(tmp_path: Path) -> None:
@@ -90,10 +123,11 @@ rules = ["SL-EXF-004", "SL-EXF-006"]
 """,
         )
     )
-    assert c.rules["SL-EXF-004"]["min_bytes"] == 4194304 and c.rules["SL-EXF-004"]["severity"] == 80
-    assert c.rules["SL-C2-002"]["max_jitter"] == 0.0 and isinstance(c.rules["SL-C2-002"]["max_jitter"], float)
-    assert c.rules["SL-C2-002"]["min_interval_seconds"] == 2.0 and c.rules["SL-C2-002"]["enabled"] is False
-    assert c.rules["SL-C2-002"]["min_connections"] == 6
+    exf4, c2 = c.rule("SL-EXF-004", exf004.Settings), c.rule("SL-C2-002", c2002.Settings)
+    assert exf4.min_bytes == 4194304 and exf4.severity == 80
+    assert c2.max_jitter == 0.0 and isinstance(c2.max_jitter, float)
+    assert c2.min_interval_seconds == 2.0 and c2.enabled is False
+    assert c2.min_connections == 6
     assert c.rules["SL-EXF-001"] == default_config().rules["SL-EXF-001"]
     assert c.allow == (
         AllowEntry(
@@ -111,9 +145,9 @@ rules = ["SL-EXF-004", "SL-EXF-006"]
 
 def test_rule_defaults_are_not_shared_between_configs(tmp_path: Path) -> None:
     c = load_config(write(tmp_path, "[rules.SL-EXF-002]\ntls_ports = [443]\n"))
-    assert c.rules["SL-EXF-002"]["tls_ports"] == [443]
-    assert 8443 in default_config().rules["SL-EXF-002"]["tls_ports"]
-    assert 8443 in BY_ID["SL-EXF-002"].defaults["tls_ports"]
+    assert c.rule("SL-EXF-002", exf002.Settings).tls_ports == (443,)
+    assert 8443 in default_config().rule("SL-EXF-002", exf002.Settings).tls_ports
+    assert 8443 in exf002.Settings().tls_ports
 
 
 @pytest.mark.parametrize(

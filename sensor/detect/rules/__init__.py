@@ -1,13 +1,13 @@
 """The rules, one module per rule: its class, its helpers, its state.
 
+Each module holds its catalog entry (INFO) and typed settings (Settings).
 The engine iterates over all_rules(); a new rule is a new module here and
-an entry in sensor/detect/catalog.py (see CONTRIBUTING.md).
+a line in sensor/detect/catalog.py (see CONTRIBUTING.md).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
+from sensor.detect.rule import Rule
 from sensor.detect.rules.c2001_multistage_chain import MultiStageChain
 from sensor.detect.rules.c2002_beaconing import Beaconing
 from sensor.detect.rules.c2003_inter_container import InterContainer
@@ -20,7 +20,7 @@ from sensor.detect.rules.exf005_short_lived_container import ShortLivedContainer
 from sensor.detect.rules.exf006_encrypt_then_egress import EncryptThenEgress
 
 
-def all_rules() -> list[Any]:
+def all_rules() -> list[Rule]:
     return [
         VolumeSpike(),
         NonStandardPort(),

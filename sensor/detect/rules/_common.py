@@ -6,7 +6,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from sensor.attribution.containers import Attribution
-from sensor.detect.catalog import BY_ID, RuleInfo
+from sensor.detect.rule import RuleInfo
 from sensor.detect.view import FlowView, ProcessRef
 
 # How long per-container state is kept without activity.
@@ -62,5 +62,8 @@ def _drop_containers(table: dict[Any, Any], ids: set[str]) -> None:
 class _Base:
     info: RuleInfo
 
-    def __init__(self, rule_id: str) -> None:
-        self.info = BY_ID[rule_id]
+    def __init__(self, info: RuleInfo) -> None:
+        self.info = info
+
+    def forget_containers(self, ids: set[str]) -> None:
+        """Rules that keep per-container state override this."""

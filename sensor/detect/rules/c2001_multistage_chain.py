@@ -3,11 +3,40 @@
 from __future__ import annotations
 
 from collections import defaultdict, deque
+from dataclasses import dataclass
 from typing import Any
 
-from sensor.detect.engine import Context, Finding
+from sensor.detect.rule import T1104, Context, Finding, RuleInfo, RuleSettings
 from sensor.detect.rules._common import STATE_TTL_S, _Base, _dest, _pname, _secs, _who
 from sensor.detect.view import ConnectView, ExecView, WindowView
+
+
+@dataclass(frozen=True)
+class Settings(RuleSettings):
+    within_seconds: float = 300.0
+    writable_paths: tuple[str, ...] = (
+        "/tmp/",
+        "/var/tmp/",
+        "/dev/shm/",
+        "/run/",
+        "/memfd:",
+        "/proc/self/fd/",
+        "/home/",
+        "/root/",
+    )
+
+
+INFO = RuleInfo(
+    "SL-C2-001",
+    "multi_stage_chain",
+    "Multi-stage chain: fetch, execute, new channel",
+    "In one container: a connection, then a new executable (not in the baseline, from a writable "
+    "path such as /tmp, /dev/shm or memfd) ran, then a connection to a destination not seen "
+    "before.",
+    T1104,
+    85,
+    Settings,
+)
 
 
 class MultiStageChain(_Base):
@@ -15,7 +44,7 @@ class MultiStageChain(_Base):
     B (new), in one container, within the window of time."""
 
     def __init__(self) -> None:
-        super().__init__("SL-C2-001")
+        super().__init__(INFO)
         self._connects: dict[str, deque[ConnectView]] = defaultdict(lambda: deque(maxlen=256))
         self._stages: dict[str, list[tuple[ExecView, ConnectView]]] = defaultdict(list)
 
@@ -25,8 +54,8 @@ class MultiStageChain(_Base):
             self._stages.pop(cid, None)
 
     def evaluate(self, view: WindowView, ctx: Context) -> list[Finding]:
-        cfg = ctx.settings(self.info.id)
-        horizon = cfg["within_seconds"]
+        cfg = ctx.settings(self.info.id, Settings)
+        horizon = cfg.within_seconds
         events: list[tuple[float, int, Any]] = [(c.ts, 0, c) for c in view.connects if c.attr.container]
         events += [(e.ts, 1, e) for e in view.execs if e.attr.container]
         out = []
@@ -58,8 +87,8 @@ class MultiStageChain(_Base):
         return [f for f in out if ctx.baseline_gate(f.workload)]
 
     @staticmethod
-    def _new_writable(e: ExecView, path: str, ctx: Context, cfg: dict[str, Any]) -> bool:
-        if not path.startswith(tuple(cfg["writable_paths"])):
+    def _new_writable(e: ExecView, path: str, ctx: Context, cfg: Settings) -> bool:
+        if not path.startswith(tuple(cfg.writable_paths)):
             return False
         wb = ctx.workload(e.workload)
         return wb is None or path not in wb.executables

@@ -4,17 +4,37 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict, deque
+from dataclasses import dataclass
 
-from sensor.detect.engine import Context, Finding
+from sensor.detect.rule import T1104, Context, Finding, RuleInfo, RuleSettings
 from sensor.detect.rules._common import STATE_TTL_S, _Base, _dest, _drop_containers, _who
 from sensor.detect.view import ConnectView, WindowView
+
+
+@dataclass(frozen=True)
+class Settings(RuleSettings):
+    min_connections: int = 6
+    max_jitter: float = 0.2
+    min_interval_seconds: float = 0.5
+    horizon_seconds: float = 900.0
+
+
+INFO = RuleInfo(
+    "SL-C2-002",
+    "beaconing",
+    "Beaconing to a new destination",
+    "Periodic, low-jitter connections from a container to a destination outside its baseline.",
+    T1104,
+    60,
+    Settings,
+)
 
 
 class Beaconing(_Base):
     """SL-C2-002: periodic, low-jitter connections to a new destination."""
 
     def __init__(self) -> None:
-        super().__init__("SL-C2-002")
+        super().__init__(INFO)
         self._times: dict[tuple[str, str, int, str], deque[float]] = defaultdict(lambda: deque(maxlen=64))
         self._ctx: dict[tuple[str, str, int, str], ConnectView] = {}
 
@@ -23,7 +43,7 @@ class Beaconing(_Base):
         _drop_containers(self._ctx, ids)
 
     def evaluate(self, view: WindowView, ctx: Context) -> list[Finding]:
-        cfg = ctx.settings(self.info.id)
+        cfg = ctx.settings(self.info.id, Settings)
         touched = set()
         for c in view.connects:
             key = (c.attr.container.id if c.attr.container else "host", c.ip, c.port, c.transport)
@@ -33,15 +53,15 @@ class Beaconing(_Base):
         out = []
         for key in touched:
             c = self._ctx[key]
-            ts = [t for t in self._times[key] if view.end - t <= cfg["horizon_seconds"]]
-            if len(ts) < cfg["min_connections"]:
+            ts = [t for t in self._times[key] if view.end - t <= cfg.horizon_seconds]
+            if len(ts) < cfg.min_connections:
                 continue
             gaps = [b - a for a, b in zip(ts, ts[1:], strict=False)]
             mean = statistics.fmean(gaps)
-            if mean < cfg["min_interval_seconds"]:
+            if mean < cfg.min_interval_seconds:
                 continue
             jitter = statistics.pstdev(gaps) / mean
-            if jitter > cfg["max_jitter"]:
+            if jitter > cfg.max_jitter:
                 continue
             if ctx.known_destination(c.workload, c.ip, c.port, c.transport) or not ctx.baseline_gate(c.workload):
                 continue
@@ -57,9 +77,9 @@ class Beaconing(_Base):
                         "connections": len(ts),
                         "mean_interval_seconds": round(mean, 3),
                         "jitter": round(jitter, 3),
-                        "max_jitter": cfg["max_jitter"],
-                        "min_connections": cfg["min_connections"],
-                        "horizon_seconds": cfg["horizon_seconds"],
+                        "max_jitter": cfg.max_jitter,
+                        "min_connections": cfg.min_connections,
+                        "horizon_seconds": cfg.horizon_seconds,
                     },
                     (c.ip, c.port, c.transport),
                     c.process,

@@ -2,25 +2,43 @@
 
 from __future__ import annotations
 
-from sensor.detect.engine import Context, Finding
+from dataclasses import dataclass
+
+from sensor.detect.rule import T1104, Context, Finding, RuleInfo, RuleSettings
 from sensor.detect.rules._common import _Base, _dest, _proc, _who
 from sensor.detect.view import WindowView
+
+
+@dataclass(frozen=True)
+class Settings(RuleSettings):
+    min_bytes: int = 1
+
+
+INFO = RuleInfo(
+    "SL-C2-003",
+    "atypical_inter_container",
+    "Atypical inter-container communication",
+    "A container talked to another container whose workload is not among its baseline peers.",
+    T1104,
+    55,
+    Settings,
+)
 
 
 class InterContainer(_Base):
     """SL-C2-003: a container-to-container peer not in the baseline."""
 
     def __init__(self) -> None:
-        super().__init__("SL-C2-003")
+        super().__init__(INFO)
 
     def evaluate(self, view: WindowView, ctx: Context) -> list[Finding]:
-        cfg = ctx.settings(self.info.id)
+        cfg = ctx.settings(self.info.id, Settings)
         out = []
         seen: set[tuple[str, str]] = set()
         for f in view.flows:
             if f.peer is None or f.peer_workload is None or f.attr.container is None:
                 continue
-            if f.summary.payload_bytes < cfg["min_bytes"] or f.peer.container is None:
+            if f.summary.payload_bytes < cfg.min_bytes or f.peer.container is None:
                 continue
             if f.peer.container.id == f.attr.container.id:
                 continue

@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from typing import Any, cast
+from dataclasses import dataclass
 
-from sensor.detect.engine import Context, Finding
+from sensor.detect.rule import T1104, Context, Finding, RuleInfo, RuleSettings
 from sensor.detect.rules._common import _Base, _dest, _proc, _who
 from sensor.detect.view import WindowView
+
+
+@dataclass(frozen=True)
+class Settings(RuleSettings):
+    min_events: int = 10
+    horizon_seconds: float = 60.0
+
+
+INFO = RuleInfo(
+    "SL-C2-004",
+    "lifecycle_burst_with_egress",
+    "Container lifecycle burst with new egress",
+    "A burst of container creation/removal coincided with egress to destinations outside the baseline.",
+    T1104,
+    58,
+    Settings,
+)
 
 
 class LifecycleBurst(_Base):
@@ -15,13 +32,13 @@ class LifecycleBurst(_Base):
     of them sends data to a destination outside the baseline."""
 
     def __init__(self) -> None:
-        super().__init__("SL-C2-004")
+        super().__init__(INFO)
         self._events: dict[str, deque[tuple[float, str]]] = defaultdict(lambda: deque(maxlen=10_000))
         self._fired_until: dict[str, float] = {}  # workload -> quiet until
 
     def evaluate(self, view: WindowView, ctx: Context) -> list[Finding]:
-        cfg = ctx.settings(self.info.id)
-        horizon = cfg["horizon_seconds"]
+        cfg = ctx.settings(self.info.id, Settings)
+        horizon = cfg.horizon_seconds
         for x in view.lifecycle:
             if x.attr.container is not None:
                 self._events[x.workload].append((x.ts, x.attr.container.id))
@@ -75,10 +92,10 @@ class LifecycleBurst(_Base):
         return out
 
     @staticmethod
-    def _threshold(ctx: Context, w: str, cfg: dict[str, Any], horizon: float, window: float) -> float:
+    def _threshold(ctx: Context, w: str, cfg: Settings, horizon: float, window: float) -> float:
         """min_events, raised for workloads whose baseline shows bursts."""
         wb = ctx.workload(w)
         if wb is None or wb.windows < ctx.config.detection.min_baseline_windows or window <= 0:
-            return cast(float, cfg["min_events"])
+            return cfg.min_events
         usual = 2 * wb.starts_per_window.quantile(0.99) * horizon / window  # starts and stops
-        return cast(float, max(cfg["min_events"], usual))
+        return max(cfg.min_events, usual)

@@ -3,10 +3,30 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 
-from sensor.detect.engine import Context, Finding
+from sensor.detect.rule import MIB, T1048, Context, Finding, RuleInfo, RuleSettings
 from sensor.detect.rules._common import _Base, _dest, _human, _proc, _who
 from sensor.detect.view import FlowView, WindowView
+
+
+@dataclass(frozen=True)
+class Settings(RuleSettings):
+    multiplier: float = 4.0
+    quantile: float = 0.99
+    min_bytes: int = 1 * MIB
+
+
+INFO = RuleInfo(
+    "SL-EXF-001",
+    "egress_volume_spike",
+    "Encrypted egress volume spike",
+    "A workload sent far more high-entropy (encrypted-looking) bytes in one window than its "
+    "baseline says it ever does.",
+    T1048,
+    73,
+    Settings,
+)
 
 
 class VolumeSpike(_Base):
@@ -14,10 +34,10 @@ class VolumeSpike(_Base):
     above its baseline quantile."""
 
     def __init__(self) -> None:
-        super().__init__("SL-EXF-001")
+        super().__init__(INFO)
 
     def evaluate(self, view: WindowView, ctx: Context) -> list[Finding]:
-        cfg = ctx.settings(self.info.id)
+        cfg = ctx.settings(self.info.id, Settings)
         per: dict[str, list[FlowView]] = defaultdict(list)
         for f in view.flows:
             if f.summary.encrypted_like and f.summary.payload_bytes:
@@ -28,8 +48,8 @@ class VolumeSpike(_Base):
             if wb is None or wb.windows < ctx.config.detection.min_baseline_windows:
                 continue  # no trusted statistics for this workload yet
             observed = sum(f.summary.payload_bytes for f in flows)
-            base = wb.encrypted_bytes.quantile(cfg["quantile"])
-            threshold = max(cfg["min_bytes"], cfg["multiplier"] * base)
+            base = wb.encrypted_bytes.quantile(cfg.quantile)
+            threshold = max(cfg.min_bytes, cfg.multiplier * base)
             if observed <= threshold:
                 continue
             by_container: Counter[str] = Counter()
@@ -45,13 +65,13 @@ class VolumeSpike(_Base):
                     w,
                     view.end,
                     f"{_who(top.attr, w)} sent {_human(observed)} of encrypted-looking data in "
-                    f"{view.end - view.start:.0f} s; its baseline p{int(cfg['quantile'] * 100)} is {_human(base)} "
+                    f"{view.end - view.start:.0f} s; its baseline p{int(cfg.quantile * 100)} is {_human(base)} "
                     f"per window" + (f" ({ratio:.0f}x)" if ratio else ""),
                     {
                         "observed_bytes": observed,
-                        "baseline_quantile": cfg["quantile"],
+                        "baseline_quantile": cfg.quantile,
                         "baseline_bytes": round(base),
-                        "multiplier": cfg["multiplier"],
+                        "multiplier": cfg.multiplier,
                         "threshold_bytes": round(threshold),
                         "window_seconds": round(view.end - view.start, 3),
                         "destinations": sorted({_dest(f.ip, f.port) for f in flows})[:10],

@@ -3,34 +3,54 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 
-from sensor.detect.engine import Context, Finding
+from sensor.detect.rule import KIB, T1048, Context, Finding, RuleInfo, RuleSettings
 from sensor.detect.rules._common import _Base, _dest, _drop_containers, _human, _proc, _who
 from sensor.detect.view import WindowView
 from sensor.telemetry.protocol import SSH, TLS
+
+
+@dataclass(frozen=True)
+class Settings(RuleSettings):
+    min_bytes: int = 64 * KIB
+    tls_ports: tuple[int, ...] = (443, 8443, 465, 587, 636, 853, 993, 995, 2376, 5061, 6443, 9443, 10250)
+    ssh_ports: tuple[int, ...] = (22, 2222)
+
+
+INFO = RuleInfo(
+    "SL-EXF-002",
+    "encrypted_nonstandard_port",
+    "Encrypted channel on a non-standard port",
+    "TLS or SSH to a port not on the allow list for that protocol, or a raw high-entropy TCP "
+    "stream with no TLS/SSH handshake, that the workload's baseline does not have.",
+    T1048,
+    63,
+    Settings,
+)
 
 
 class NonStandardPort(_Base):
     """SL-EXF-002: TLS/SSH off their ports, or raw encrypted TCP."""
 
     def __init__(self) -> None:
-        super().__init__("SL-EXF-002")
+        super().__init__(INFO)
         self._sent: dict[tuple[str, str, int], int] = defaultdict(int)
 
     def forget_containers(self, ids: set[str]) -> None:
         _drop_containers(self._sent, ids)
 
     def evaluate(self, view: WindowView, ctx: Context) -> list[Finding]:
-        cfg = ctx.settings(self.info.id)
+        cfg = ctx.settings(self.info.id, Settings)
         out = []
         for f in view.flows:
             s = f.summary
             if f.transport != "tcp" or not s.payload_bytes:
                 continue
             proto = s.protocol_hint
-            if proto == TLS and f.port not in cfg["tls_ports"]:
+            if proto == TLS and f.port not in cfg.tls_ports:
                 kind = "tls_on_nonstandard_port"
-            elif proto == SSH and f.port not in cfg["ssh_ports"]:
+            elif proto == SSH and f.port not in cfg.ssh_ports:
                 kind = "ssh_on_nonstandard_port"
             elif proto is None and s.encrypted_like:
                 kind = "raw_encrypted_stream"
@@ -38,7 +58,7 @@ class NonStandardPort(_Base):
                 continue
             key = (f.container_key, f.ip, f.port)
             self._sent[key] += s.payload_bytes
-            if self._sent[key] < cfg["min_bytes"]:
+            if self._sent[key] < cfg.min_bytes:
                 continue
             if ctx.known_destination(f.workload, f.ip, f.port, f.transport) or not ctx.baseline_gate(f.workload):
                 continue
@@ -62,9 +82,9 @@ class NonStandardPort(_Base):
                         "entropy": s.entropy,
                         "protocol_hint": proto,
                         "allowed_ports": (
-                            cfg["tls_ports"] if proto == TLS else cfg["ssh_ports"] if proto == SSH else None
+                            list(cfg.tls_ports) if proto == TLS else list(cfg.ssh_ports) if proto == SSH else None
                         ),
-                        "threshold_bytes": cfg["min_bytes"],
+                        "threshold_bytes": cfg.min_bytes,
                     },
                     (f.ip, f.port, f.transport),
                     _proc(f),

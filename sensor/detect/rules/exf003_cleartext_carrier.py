@@ -5,12 +5,33 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter, defaultdict
-from typing import Any
+from dataclasses import dataclass
 
-from sensor.detect.engine import Context, Finding
+from sensor.detect.rule import T1048, Context, Finding, RuleInfo, RuleSettings
 from sensor.detect.rules._common import STATE_TTL_S, _Base, _dest, _drop_containers, _human, _proc, _who
 from sensor.detect.view import FlowView, WindowView
 from sensor.telemetry.protocol import DNS, HTTP
+
+
+@dataclass(frozen=True)
+class Settings(RuleSettings):
+    http_min_body_bytes: int = 256
+    dns_min_label_length: int = 40
+    dns_label_entropy_bits: float = 3.8
+    dns_unique_subdomains: int = 20
+    dns_min_encoded_length: int = 24
+
+
+INFO = RuleInfo(
+    "SL-EXF-003",
+    "encrypted_in_cleartext",
+    "Encrypted payload inside a cleartext protocol",
+    "High-entropy bodies in plain HTTP, or DNS queries whose names carry encoded data "
+    "(long or high-entropy labels, hex/base32/base64, many unique subdomains of one domain).",
+    T1048,
+    68,
+    Settings,
+)
 
 _HEX = re.compile(r"^[0-9a-f]+$", re.I)
 _B32 = re.compile(r"^[a-z2-7]+=*$", re.I)
@@ -60,7 +81,7 @@ class CleartextCarrier(_Base):
     """SL-EXF-003: encrypted bytes in HTTP bodies or DNS query names."""
 
     def __init__(self) -> None:
-        super().__init__("SL-EXF-003")
+        super().__init__(INFO)
         # (container, domain) -> subdomains seen recently, with times
         self._subs: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
 
@@ -68,7 +89,7 @@ class CleartextCarrier(_Base):
         _drop_containers(self._subs, ids)
 
     def evaluate(self, view: WindowView, ctx: Context) -> list[Finding]:
-        cfg = ctx.settings(self.info.id)
+        cfg = ctx.settings(self.info.id, Settings)
         out = []
         for f in view.flows:
             s = f.summary
@@ -77,7 +98,7 @@ class CleartextCarrier(_Base):
                 and s.compression is None
                 and s.body_entropy is not None
                 and s.body_entropy >= ctx.high_bits()
-                and s.body_sampled_bytes >= cfg["http_min_body_bytes"]
+                and s.body_sampled_bytes >= cfg.http_min_body_bytes
             ):
                 if ctx.known_destination(f.workload, f.ip, f.port, f.transport) and self._known_encrypted(ctx, f):
                     continue
@@ -116,7 +137,7 @@ class CleartextCarrier(_Base):
             d.max_entropy >= ctx.high_bits() for k, d in wb.destinations.items() if k.startswith(f"{f.ip}|{f.port}|")
         )
 
-    def _dns(self, f: FlowView, view: WindowView, ctx: Context, cfg: dict[str, Any]) -> list[Finding]:
+    def _dns(self, f: FlowView, view: WindowView, ctx: Context, cfg: Settings) -> list[Finding]:
         by_domain: dict[str, list[str]] = defaultdict(list)
         for name, _complete in f.summary.dns_names:
             dom, sub = registered_domain(name)
@@ -127,16 +148,16 @@ class CleartextCarrier(_Base):
             seen = self._subs[(f.container_key, dom)]
             for sub in subs:
                 seen[sub] = view.end
-            encoded = [(x, e) for x in subs if (e := encoding_of(x, cfg["dns_min_encoded_length"]))]
+            encoded = [(x, e) for x in subs if (e := encoding_of(x, cfg.dns_min_encoded_length))]
             longest = max(subs, key=lambda x: max(len(p) for p in x.split(".")))
             long_label = max(len(p) for p in longest.split("."))
             ent = max(char_entropy(x.replace(".", "")) for x in subs)
             reasons = []
             if len(encoded) >= 2:
                 reasons.append(f"{len(encoded)} names carry {encoded[0][1]}-encoded data")
-            if long_label >= cfg["dns_min_label_length"] and ent >= cfg["dns_label_entropy_bits"]:
+            if long_label >= cfg.dns_min_label_length and ent >= cfg.dns_label_entropy_bits:
                 reasons.append(f"labels up to {long_label} characters with entropy {ent:.1f} bits/char")
-            if len(seen) >= cfg["dns_unique_subdomains"]:
+            if len(seen) >= cfg.dns_unique_subdomains:
                 reasons.append(f"{len(seen)} unique subdomains of {dom} in {STATE_TTL_S / 60:.0f} min")
             if not reasons:
                 continue

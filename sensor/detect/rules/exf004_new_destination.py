@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from sensor.detect.engine import Context, Finding
+from sensor.detect.rule import MIB, T1048, Context, Finding, RuleInfo, RuleSettings
 from sensor.detect.rules._common import STATE_TTL_S, _Base, _dest, _drop_containers, _human, _proc, _who
 from sensor.detect.view import WindowView
+
+
+@dataclass(frozen=True)
+class Settings(RuleSettings):
+    min_bytes: int = 1 * MIB
+
+
+INFO = RuleInfo(
+    "SL-EXF-004",
+    "new_destination_encrypted",
+    "Large encrypted transfer to a new destination",
+    "A destination not in the workload's baseline received a large amount of high-entropy data.",
+    T1048,
+    68,
+    Settings,
+)
 
 
 class NewDestination(_Base):
@@ -14,14 +31,14 @@ class NewDestination(_Base):
     encrypted-looking data (cumulative, so slow transfers count too)."""
 
     def __init__(self) -> None:
-        super().__init__("SL-EXF-004")
+        super().__init__(INFO)
         self._sent: dict[tuple[str, str, int, str], list[Any]] = {}
 
     def forget_containers(self, ids: set[str]) -> None:
         _drop_containers(self._sent, ids)
 
     def evaluate(self, view: WindowView, ctx: Context) -> list[Finding]:
-        cfg = ctx.settings(self.info.id)
+        cfg = ctx.settings(self.info.id, Settings)
         out = []
         for f in view.flows:
             s = f.summary
@@ -33,7 +50,7 @@ class NewDestination(_Base):
             st = self._sent.setdefault(key, [0, view.start, False, view.end])  # bytes, since, fired, last
             st[0] += s.payload_bytes
             st[3] = view.end
-            if st[0] >= cfg["min_bytes"] and not st[2]:
+            if st[0] >= cfg.min_bytes and not st[2]:
                 st[2] = True
                 known = ctx.workload(f.workload) is not None
                 out.append(
@@ -51,7 +68,7 @@ class NewDestination(_Base):
                         ),
                         {
                             "bytes": st[0],
-                            "threshold_bytes": cfg["min_bytes"],
+                            "threshold_bytes": cfg.min_bytes,
                             "since": st[1],
                             "entropy": s.entropy,
                             "protocol_hint": s.protocol_hint,

@@ -6,9 +6,26 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from sensor.attribution.containers import Attribution
-from sensor.detect.engine import Context, Finding
+from sensor.detect.rule import KIB, T1048, Context, Finding, RuleInfo, RuleSettings
 from sensor.detect.rules._common import STATE_TTL_S, _Base, _dest, _human, _who
 from sensor.detect.view import WindowView
+
+
+@dataclass(frozen=True)
+class Settings(RuleSettings):
+    max_lifetime_seconds: float = 300.0
+    min_bytes: int = 64 * KIB
+
+
+INFO = RuleInfo(
+    "SL-EXF-005",
+    "short_lived_container_egress",
+    "Short-lived container sent encrypted data",
+    "A container that lived only briefly (the docker run --rm pattern) sent high-entropy data out before it exited.",
+    T1048,
+    70,
+    Settings,
+)
 
 
 @dataclass
@@ -24,11 +41,11 @@ class ShortLivedContainer(_Base):
     """SL-EXF-005: a container that lived briefly and sent encrypted data."""
 
     def __init__(self) -> None:
-        super().__init__("SL-EXF-005")
+        super().__init__(INFO)
         self._lives: dict[str, _Life] = {}
 
     def evaluate(self, view: WindowView, ctx: Context) -> list[Finding]:
-        cfg = ctx.settings(self.info.id)
+        cfg = ctx.settings(self.info.id, Settings)
         for f in view.flows:
             if f.attr.container is None or not f.summary.encrypted_like:
                 continue
@@ -41,15 +58,15 @@ class ShortLivedContainer(_Base):
             if x.kind != "stop" or x.attr.container is None:
                 continue
             lf = self._lives.pop(x.attr.container.id, None)
-            if lf is None or x.lifetime is None or x.lifetime > cfg["max_lifetime_seconds"]:
+            if lf is None or x.lifetime is None or x.lifetime > cfg.max_lifetime_seconds:
                 continue
-            if lf.encrypted < cfg["min_bytes"]:
+            if lf.encrypted < cfg.min_bytes:
                 continue
             wb = ctx.workload(x.workload)
             if (
                 wb is not None
                 and wb.lifetimes.n
-                and wb.lifetimes.quantile(0.5) <= cfg["max_lifetime_seconds"]
+                and wb.lifetimes.quantile(0.5) <= cfg.max_lifetime_seconds
                 and all(ctx.known_destination(x.workload, *d) for d in lf.destinations)
             ):
                 continue  # a batch workload doing what it always does
@@ -68,8 +85,8 @@ class ShortLivedContainer(_Base):
                     {
                         "lifetime_seconds": round(x.lifetime, 3),
                         "encrypted_bytes": lf.encrypted,
-                        "max_lifetime_seconds": cfg["max_lifetime_seconds"],
-                        "threshold_bytes": cfg["min_bytes"],
+                        "max_lifetime_seconds": cfg.max_lifetime_seconds,
+                        "threshold_bytes": cfg.min_bytes,
                         "destinations": dests[:10],
                         "baseline_lifetime_p50_seconds": round(wb.lifetimes.quantile(0.5), 1)
                         if wb and wb.lifetimes.n

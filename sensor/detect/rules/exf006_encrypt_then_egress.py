@@ -4,11 +4,30 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from sensor.detect.engine import Context, Finding
+from sensor.detect.rule import KIB, T1048, Context, Finding, RuleInfo, RuleSettings
 from sensor.detect.rules._common import _Base, _dest, _human, _who
 from sensor.detect.view import ExecView, FlowView, ProcessRef, WindowView
+
+
+@dataclass(frozen=True)
+class Settings(RuleSettings):
+    within_seconds: float = 120.0
+    min_bytes: int = 4 * KIB
+
+
+INFO = RuleInfo(
+    "SL-EXF-006",
+    "encryption_tool_then_egress",
+    "Encryption tool run, then egress",
+    "An encryption tool (openssl enc, gpg symmetric, 7z/zip with a password, age, ccrypt) ran in "
+    "a container and the container sent data out shortly after.",
+    T1048,
+    66,
+    Settings,
+)
 
 _OPENSSL_CIPHERS = ("aes", "des", "chacha20", "camellia", "aria", "bf", "cast", "sm4", "seed", "rc2", "rc4", "idea")
 # gpg short options, possibly clustered: -c (symmetric), -e (encrypt): -c, -ac, -se
@@ -49,7 +68,7 @@ class EncryptThenEgress(_Base):
     """SL-EXF-006: an encryption tool ran, then the container sent data."""
 
     def __init__(self) -> None:
-        super().__init__("SL-EXF-006")
+        super().__init__(INFO)
         self._pending: dict[str, list[tuple[ExecView, str, bool]]] = defaultdict(list)
 
     def forget_containers(self, ids: set[str]) -> None:
@@ -57,7 +76,7 @@ class EncryptThenEgress(_Base):
             self._pending.pop(cid, None)
 
     def evaluate(self, view: WindowView, ctx: Context) -> list[Finding]:
-        cfg = ctx.settings(self.info.id)
+        cfg = ctx.settings(self.info.id, Settings)
         for e in view.execs:
             if e.attr.container is None:
                 continue
@@ -70,15 +89,15 @@ class EncryptThenEgress(_Base):
             if f.attr.container is not None and f.summary.payload_bytes:
                 by_container[f.attr.container.id].append(f)
         for cid in list(self._pending):
-            pend = [p for p in self._pending[cid] if view.end - p[0].ts <= cfg["within_seconds"]]
+            pend = [p for p in self._pending[cid] if view.end - p[0].ts <= cfg.within_seconds]
             self._pending[cid] = pend
             flows = by_container.get(cid, [])
             sent = sum(f.summary.payload_bytes for f in flows)
-            if pend and sent >= cfg["min_bytes"] and self._routine(ctx, pend[0][0], flows):
+            if pend and sent >= cfg.min_bytes and self._routine(ctx, pend[0][0], flows):
                 pend.clear()
-            if pend and sent >= cfg["min_bytes"] and not ctx.baseline_gate(pend[0][0].workload):
+            if pend and sent >= cfg.min_bytes and not ctx.baseline_gate(pend[0][0].workload):
                 pend.clear()
-            if pend and sent >= cfg["min_bytes"]:
+            if pend and sent >= cfg.min_bytes:
                 e, tool, sure = pend[0]
                 top = max(flows, key=lambda f: f.summary.payload_bytes)
                 out.append(
@@ -96,8 +115,8 @@ class EncryptThenEgress(_Base):
                             "exec_time": e.ts,
                             "seconds_to_egress": round(max(0.0, view.end - e.ts), 3),
                             "bytes": sent,
-                            "within_seconds": cfg["within_seconds"],
-                            "threshold_bytes": cfg["min_bytes"],
+                            "within_seconds": cfg.within_seconds,
+                            "threshold_bytes": cfg.min_bytes,
                             "destinations": sorted({_dest(f.ip, f.port) for f in flows})[:10],
                             "max_entropy": max((f.summary.entropy or 0.0) for f in flows),
                         },

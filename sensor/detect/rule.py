@@ -1,0 +1,143 @@
+"""What a rule is: its catalog entry (RuleInfo), its typed settings
+(a frozen RuleSettings subclass), what it reports (Finding), what it may
+consult (Context) and the protocol the engine drives (Rule).
+
+Each module under sensor/detect/rules/ defines one INFO and one Settings;
+sensor/detect/catalog.py collects the INFOs. Nothing here imports a rule
+or the engine, so rule modules and the catalog import this without cycles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from sensor.attribution.containers import Attribution
+from sensor.detect.view import ProcessRef, WindowView
+
+if TYPE_CHECKING:
+    from sensor.config import Config
+    from sensor.detect.baseline import Baseline, WorkloadBaseline
+
+T1048 = {
+    "technique": ("T1048", "Exfiltration Over Alternative Protocol", "https://attack.mitre.org/techniques/T1048/"),
+    "subtechnique": (
+        "T1048.001",
+        "Exfiltration Over Symmetric Encrypted Non-C2 Protocol",
+        "https://attack.mitre.org/techniques/T1048/001/",
+    ),
+    "tactic": ("TA0010", "Exfiltration", "https://attack.mitre.org/tactics/TA0010/"),
+}
+T1104 = {
+    "technique": ("T1104", "Multi-Stage Channels", "https://attack.mitre.org/techniques/T1104/"),
+    "subtechnique": None,
+    "tactic": ("TA0011", "Command and Control", "https://attack.mitre.org/tactics/TA0011/"),
+}
+
+KIB = 1024
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RuleSettings:
+    """[rules.<id>] keys every rule has; a rule's Settings subclass adds its
+    thresholds, each with its default. Field types are what the config
+    loader accepts (bool, int, float, str, tuple[int, ...], tuple[str, ...]);
+    numbers must not be negative (checked at load, with file and line)."""
+
+    enabled: bool = True
+    severity: int = 0  # 0-100, also event.risk_score; the default is RuleInfo.severity
+
+
+@dataclass(frozen=True)
+class RuleInfo:
+    id: str
+    slug: str
+    name: str
+    description: str
+    attack: dict[str, Any]
+    severity: int  # 0-100, also event.risk_score
+    settings: type[RuleSettings] = RuleSettings
+
+    def defaults(self) -> RuleSettings:
+        """The settings when the config says nothing about this rule."""
+        return self.settings(severity=self.severity)
+
+    def default_values(self) -> dict[str, Any]:
+        """defaults() as a dict in field order (enabled, severity, thresholds)."""
+        return {f.name: getattr(self.defaults(), f.name) for f in dataclasses.fields(self.settings)}
+
+
+S = TypeVar("S", bound=RuleSettings)
+
+
+@dataclass
+class Finding:
+    """What a rule saw; the engine turns it into an alert (or not)."""
+
+    rule: str
+    attr: Attribution
+    workload: str
+    ts: float  # when the activity happened
+    message: str
+    evidence: dict[str, Any]
+    destination: tuple[str, int, str] | None = None  # ip, port, transport
+    process: ProcessRef | None = None
+    network_protocol: str | None = None
+    severity_delta: int = 0
+    file: dict[str, Any] | None = None  # ECS file.* for file integrity findings
+    categories: tuple[list[str], list[str]] | None = None  # event.category / event.type override
+
+    @property
+    def executable(self) -> str | None:
+        return self.process.executable if self.process else None
+
+
+class Rule(Protocol):
+    info: RuleInfo
+
+    def evaluate(self, view: WindowView, ctx: Context) -> list[Finding]: ...
+
+    def forget_containers(self, ids: set[str]) -> None:
+        """Drop per-container state of containers that are gone."""
+        ...
+
+
+@dataclass
+class Context:
+    config: Config
+    baseline: Baseline | None
+    trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(default_factory=list)
+
+    def settings(self, rule_id: str, kind: type[S]) -> S:
+        """The rule's typed settings (kind: the rule module's Settings)."""
+        return self.config.rule(rule_id, kind)
+
+    def workload(self, name: str) -> WorkloadBaseline | None:
+        return self.baseline.get(name) if self.baseline else None
+
+    def trusted_ip(self, ip: str) -> bool:
+        a = ipaddress.ip_address(ip)
+        return any(a in n for n in self.trusted)
+
+    def known_destination(self, workload: str, ip: str, port: int, transport: str) -> bool:
+        """In the workload's baseline (or trusted). Unknown workload: False."""
+        if self.trusted_ip(ip):
+            return True
+        wb = self.workload(workload)
+        d = self.config.detection
+        return wb is not None and wb.knows_destination(
+            ip, port, transport, d.destination_prefix_v4, d.destination_prefix_v6
+        )
+
+    def baseline_gate(self, workload: str) -> bool:
+        """May a rule that compares against the baseline speak about this
+        workload? Known workloads yes; unknown ones per config."""
+        if self.workload(workload) is not None:
+            return True
+        return self.config.detection.alert_on_unknown_workload
+
+    def high_bits(self) -> float:
+        return self.config.detection.high_entropy_bits
