@@ -11,7 +11,7 @@
  *    most SL_SAMPLE_MAX_PER_FLOW_WINDOW per flow per window. Sample volume
  *    is therefore bounded by connections and flows, not by throughput.
  *
- * The program always returns 1 (allow).
+ * The program returns 1 (allow), or 0 (drop) for a contained cgroup's packets.
  */
 #include "lib/common.bpf.h"
 #include <uapi/linux/if_ether.h>

@@ -16,18 +16,19 @@ from __future__ import annotations
 
 import ctypes
 
+import psutil
+
 MADV_DONTNEED = 4
 _LIBS = ("libLLVM", "libclang", "libbcc")
 
 
 def resident_kb() -> dict[str, int]:
-    out = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(("VmRSS", "RssAnon", "RssFile")):
-                k, v = line.split(":", 1)
-                out[k] = int(v.split()[0])
-    return out
+    """This process's resident memory in kB, under the names of
+    /proc/self/status: VmRSS (all), RssFile (file-backed and shared pages,
+    which here includes shmem) and RssAnon (the rest). psutil reads
+    /proc/self/statm."""
+    m = psutil.Process().memory_info()
+    return {"VmRSS": m.rss // 1024, "RssAnon": (m.rss - m.shared) // 1024, "RssFile": m.shared // 1024}
 
 
 def release_compiler_memory() -> int:

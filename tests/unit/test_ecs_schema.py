@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from sensor import __version__
 from tests.ecs_schema import ECS_VERSION, load_schema, validate
 
 CID = "a0" * 32
@@ -30,7 +31,7 @@ def flow_summary() -> dict[str, Any]:
             "end": "2024-01-09T14:00:10.000Z",
         },
         "host": {"name": "node-7"},
-        "agent": {"type": "sluice", "version": "0.1.0"},
+        "agent": {"type": "sluice", "version": __version__},
         "sluice": {
             "cgroup": {"id": 4242, "path": f"/docker/{CID}"},
             "attribution": "container",
@@ -78,7 +79,7 @@ def alert() -> dict[str, Any]:
             "reference": "https://attack.mitre.org/techniques/T1048/",
         },
         "host": {"name": "node-7"},
-        "agent": {"type": "sluice", "version": "0.1.0"},
+        "agent": {"type": "sluice", "version": __version__},
         "message": "Container exfil-test (acme/app) sent 2.0 MiB of encrypted-looking data to 203.0.113.9:4444",
         "rule": {
             "id": "SL-EXF-004",
