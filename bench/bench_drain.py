@@ -28,13 +28,11 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "unit"))
 from common import HERE, Sensor, build_c
 
 
 def replay_rates() -> dict[str, float]:
-    from _records import connect_rec, exec_rec, sample_rec
-
+    from emulation.records import connect_rec, exec_rec, sample_rec
     from sensor.attribution.cgroups import CgroupResolver
     from sensor.attribution.containers import Attributor
     from sensor.telemetry.pipeline import Pipeline, monotonic_to_wall_factory

@@ -22,8 +22,7 @@ from typing import Any
 import pytest
 
 from emulation.lab import SINK_IP, Lab, PrivateEngine, SinkNet, build_image
-
-from ..ecs_schema import explain, validate
+from tests.support.ecs_schema import explain, validate
 
 IMAGE = "sluice-test:latest"
 SLUICE = str(Path(sys.executable).parent / "sluice")

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from emulation.lab import run as sh
+from tests.support.ecs_schema import validate
 
-from ..ecs_schema import validate
 from .harness import SensorProc
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _records import (
+
+from emulation.records import (
     NS,
     cgroup_rec,
     connect_rec,
@@ -24,7 +25,6 @@ from _records import (
     tls_client_hello,
     to_wall,
 )
-
 from sensor.attribution.cgroups import CgroupResolver
 from sensor.attribution.containers import Attributor
 from sensor.attribution.docker_api import DockerClient

@@ -4,7 +4,7 @@ The real Pipeline (raw kernel records from a ReplaySource, attributed through
 a fake Docker Engine), the real Detector with the real rules (one firing
 scenario per rule in the catalog, plus the same rules behind the pipeline),
 and the real Sensor (its health documents, read back from the output file it
-wrote) produce documents; tests/ecs_schema.py validates each one against the
+wrote) produce documents; tests/support/ecs_schema.py validates each one against the
 ECS definitions in tests/data/ecs/.
 """
 
@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _records import (
+
+from emulation.records import (
     NS,
     cgroup_rec,
     connect_rec,
@@ -31,21 +32,6 @@ from _records import (
     tls_client_hello,
     to_wall,
 )
-from _views import (
-    KIB,
-    MIB,
-    T0,
-    config,
-    connect,
-    container,
-    detector,
-    exec_,
-    flow,
-    learn_flows,
-    life,
-    window,
-)
-
 from sensor.attribution.cgroups import CgroupResolver
 from sensor.attribution.containers import Attribution, Attributor, ContainerInfo
 from sensor.attribution.docker_api import DockerClient
@@ -61,7 +47,21 @@ from sensor.kernel.probe import ProbeReport
 from sensor.kernel.source import ReplaySource
 from sensor.telemetry.counters import FlowCounters
 from sensor.telemetry.pipeline import Pipeline
-from tests.ecs_schema import explain, validate
+from tests.support.ecs_schema import explain, validate
+from tests.support.views import (
+    KIB,
+    MIB,
+    T0,
+    config,
+    connect,
+    container,
+    detector,
+    exec_,
+    flow,
+    learn_flows,
+    life,
+    window,
+)
 
 A = "a0" * 32  # docker (cgroupfs driver), Kubernetes pod labels
 B = "b1" * 32  # docker (systemd driver), started and stopped while watched

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from _views import KIB, T0, WINDOW, connect, container, exec_, flow, host, learn, life, utc, window
-
 from sensor.detect.baseline import Baseline, LogHist
 from sensor.detect.learn import Learner, local_hour
+from tests.support.views import KIB, T0, WINDOW, connect, container, exec_, flow, host, learn, life, utc, window
 
 API = container("api-1", image="acme/api:1.0")
 API2 = container("api-2", image="acme/api:1.1")

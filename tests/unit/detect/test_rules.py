@@ -11,7 +11,10 @@ import statistics
 from pathlib import Path
 
 import pytest
-from _views import (
+
+from sensor.detect.baseline import LogHist
+from sensor.detect.catalog import BY_ID
+from tests.support.views import (
     KIB,
     MIB,
     T0,
@@ -28,9 +31,6 @@ from _views import (
     only,
     window,
 )
-
-from sensor.detect.baseline import LogHist
-from sensor.detect.catalog import BY_ID
 
 DET = T0 + 600.0  # detection windows: 14:10 UTC, same hour as learning
 EVIL = dict(image="evil/exfil:latest")

@@ -6,8 +6,8 @@ import random
 import struct
 
 import pytest
-from _records import dns_query, tls_client_hello
 
+from emulation.records import dns_query, tls_client_hello
 from sensor.telemetry.protocol import (
     DNS,
     HTTP,

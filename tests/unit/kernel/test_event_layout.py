@@ -15,7 +15,7 @@ import pytest
 
 from sensor.kernel import events as E
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 HEADER_DIR = ROOT / "bpf"
 
 # C name -> Python constant, for every #define / enumerator mirrored in events.py

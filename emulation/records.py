@@ -1,7 +1,7 @@
 """Builders for raw kernel records, made with the ctypes mirrors + encode.
 
-Imported by the unit tests (pytest puts this directory on sys.path). Not a
-test module: the name does not start with test_.
+Synthetic kernel input for replay: the unit tests (telemetry, outputs,
+kernel) and bench/bench_drain.py build their records here.
 """
 
 from __future__ import annotations

@@ -9,7 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
-from _views import (
+
+from sensor.detect.catalog import BY_ID
+from sensor.detect.engine import cron_matches, in_schedule
+from sensor.detect.learn import Learner
+from tests.support.views import (
     ALL_RULES,
     KIB,
     MIB,
@@ -28,10 +32,6 @@ from _views import (
     utc,
     window,
 )
-
-from sensor.detect.catalog import BY_ID
-from sensor.detect.engine import cron_matches, in_schedule
-from sensor.detect.learn import Learner
 
 DET = T0 + 600.0
 EXFIL = container("exfil", image="evil/exfil:latest")

@@ -1,4 +1,4 @@
-"""The ECS validator (tests/ecs_schema.py) itself: it accepts realistic Sluice
+"""The ECS validator (tests/support/ecs_schema.py) itself: it accepts realistic Sluice
 documents and rejects each kind of schema violation."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from sensor import __version__
-from tests.ecs_schema import ECS_VERSION, load_schema, validate
+from tests.support.ecs_schema import ECS_VERSION, load_schema, validate
 
 CID = "a0" * 32
 

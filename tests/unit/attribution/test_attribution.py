@@ -250,7 +250,7 @@ def test_unreachable_engine_keeps_id_and_reports_once(tmp_path: Path, cgtree) ->
 
 
 def test_engine_comes_back_after_negative_cache(tmp_path: Path, cgtree) -> None:
-    from _docker_fake import FakeDockerEngine
+    from tests.support.docker_fake import FakeDockerEngine
 
     resolver, ids = cgtree
     clock = Clock()

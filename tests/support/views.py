@@ -2,8 +2,7 @@
 WindowViews, configs written to disk, baselines learned through the real
 Learner, and a Detector whose alerts land in a list under a settable clock.
 
-Imported by the detection unit tests (pytest puts this directory on
-sys.path). Not a test module: the name does not start with test_.
+Imported by the detection and output unit tests (tests.support.views).
 """
 
 from __future__ import annotations

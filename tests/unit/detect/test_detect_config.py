@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import get_type_hints
 
 import pytest
-from _views import ALL_RULES
 
 import sensor.detect.rules as rules_pkg
 from sensor.config import DEFAULT_CONFIG_TEXT, AllowEntry, default_config, load_config
@@ -20,6 +19,7 @@ from sensor.detect.rules import c2002_beaconing as c2002
 from sensor.detect.rules import exf002_nonstandard_port as exf002
 from sensor.detect.rules import exf004_new_destination as exf004
 from sensor.errors import ConfigError
+from tests.support.views import ALL_RULES
 
 
 def write(tmp_path: Path, text: str) -> str:

@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PACKAGING = ROOT / "packaging"
 K8S_DIR = PACKAGING / "kubernetes"
 DOCKERFILE = PACKAGING / "Dockerfile"

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _records import cgroup_rec, connect_rec, exec_rec, exit_rec, sample_rec, to_wall
 
 # explicit imports: the package builds its models on import (attribute
 # access on the namespace modules leaves BaseEvent's references unresolved)
@@ -19,6 +18,7 @@ from ocsf.v1_7_0.events import BaseEvent, DetectionFinding, NetworkActivity, Pro
 from ocsf.v1_7_0.objects import Actor, Container, Device
 from pydantic import BaseModel
 
+from emulation.records import cgroup_rec, connect_rec, exec_rec, exit_rec, sample_rec, to_wall
 from sensor.attribution.cgroups import CgroupResolver
 from sensor.attribution.containers import Attribution, Attributor, ContainerInfo
 from sensor.attribution.docker_api import DockerClient

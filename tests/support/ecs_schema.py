@@ -1,6 +1,6 @@
 """Validate Sluice's JSON documents against the ECS 9.4.0 field definitions.
 
-    from tests.ecs_schema import validate
+    from tests.support.ecs_schema import validate
     assert validate(doc) == [], problems
 
 `validate(doc)` returns a list of problems, one string each, naming the
@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 ECS_VERSION = "9.4.0"
-ECS_DIR = Path(__file__).resolve().parent / "data" / "ecs"
+ECS_DIR = Path(__file__).resolve().parent.parent / "data" / "ecs"
 ECS_FLAT = ECS_DIR / f"ecs_flat-{ECS_VERSION}.yml"
 CUSTOM_ROOT = "sluice"
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import ctypes as ct
 
 import pytest
-from _records import (
+
+from emulation.records import (
     cgroup_rec,
     connect_rec,
     exec_args_rec,
@@ -14,7 +15,6 @@ from _records import (
     put_bytes,
     sample_rec,
 )
-
 from sensor.kernel import events as E
 
 
