@@ -34,6 +34,7 @@ class SensorSection:
     control_socket: str
     host_name: str
     containment_state: str
+    max_cmdline_bytes: int
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,7 @@ _CHECKS: dict[tuple[str, str], tuple[Any, str]] = {
     ("sensor", "health_interval_seconds"): (lambda v: 1 <= v <= 86400, "between 1 and 86400"),
     ("sensor", "control_socket"): (lambda v: v.startswith("/"), "an absolute path"),
     ("sensor", "containment_state"): (lambda v: v.startswith("/"), "an absolute path"),
+    ("sensor", "max_cmdline_bytes"): (lambda v: 64 <= v <= 1 << 20, "between 64 and 1048576"),
     ("kernel", "ring_buffer_pages"): (lambda v: _is_pow2(v) and v <= 65536, "a power of two up to 65536"),
     ("kernel", "ring_buffer_reader"): (lambda v: v in ("mmap", "bcc"), '"mmap" or "bcc"'),
     ("kernel", "flow_map_entries"): (lambda v: 1024 <= v <= 4_194_304, "between 1024 and 4194304"),

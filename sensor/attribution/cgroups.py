@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 from sensor.errors import SluiceError
+from sensor.text import safe_text
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ class CgroupResolver:
                 ino = os.stat(dirpath).st_ino
             except OSError:
                 continue
-            self._paths[ino] = dirpath[base:] or "/"
+            self._paths[ino] = safe_text(dirpath[base:]) or "/"
 
     def path(self, cgroup_id: int) -> str | None:
         p = self._paths.get(cgroup_id)

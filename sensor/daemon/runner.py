@@ -71,7 +71,10 @@ class Sensor:
         self.learned_saved = False
         self.fim: FimWatcher | None = None
         self.host_name = config.sensor.host_name or os.uname().nodename
+        if report is None:
+            require_root()  # before any file is opened: a non-root user gets this, not an output error
         self.output = build_output(config.output, self.host_name)
+        self.output.on_writer_restart = lambda: self.emit(self._health_doc("output_writer_restarted"))
         self._metrics_server: Any = None
         self._source_factory = source_factory
         self.report = report
@@ -147,7 +150,7 @@ class Sensor:
         drops = self._drops(ks)
         unavailable = any(str(v).startswith("unavailable") for v in self.hooks.values())
         return {
-            "status": "degraded" if unavailable or drops["total"] else "ok",
+            "status": "degraded" if unavailable or drops["total"] or self.output.writer_restarts else "ok",
             "uptime_seconds": round(time.time() - self.started_at, 3),
             "startup_seconds": self.startup_seconds,
             "hooks": dict(self.hooks),
@@ -441,6 +444,7 @@ class Sensor:
             observers=observers,
             netmap=NetMap(),
             high_entropy_bits=cfg.detection.high_entropy_bits,
+            max_cmdline_bytes=cfg.sensor.max_cmdline_bytes,
         )
         if self._source_factory is None:
             from sensor.kernel.loader import BccSource

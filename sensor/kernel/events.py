@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
+from sensor.text import safe_cstr, safe_text
+
 COMM_LEN = 16
 PATH_LEN = 256
 SAMPLE_MAX = 256
@@ -238,7 +240,7 @@ class DecodeError(ValueError):
 
 
 def _cstr(raw: bytes) -> str:
-    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+    return safe_cstr(raw)
 
 
 @lru_cache(maxsize=65536)
@@ -292,7 +294,7 @@ def _dec_exec_args(buf: bytes) -> ExecArgsEvent:
     c = ExecArgsEventC.from_buffer_copy(buf)
     raw = bytes(c.args)[: min(c.args_len, ARGS_LEN)]
     parts = raw.split(b"\0")
-    args = tuple(p.decode("utf-8", "replace") for p in parts[: c.argc])
+    args = tuple(safe_text(p) for p in parts[: c.argc])
     return ExecArgsEvent(Header(c.hdr.type, c.hdr.pid, c.hdr.ktime_ns, c.hdr.cgroup_id), args)
 
 

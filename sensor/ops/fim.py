@@ -112,7 +112,9 @@ def parse_events(buf: bytes, now: float) -> list[tuple[bytes, str, int, int]]:
             if itype == INFO_DFID_NAME:
                 hbytes, htype = struct.unpack_from("=Ii", buf, info_off + 12)
                 handle = struct.pack("=i", htype) + buf[info_off + 20 : info_off + 20 + hbytes]
-                name = buf[info_off + 20 + hbytes : info_off + ilen].split(b"\0", 1)[0].decode("utf-8", "replace")
+                name = (
+                    buf[info_off + 20 + hbytes : info_off + ilen].split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
+                )
                 out.append((handle, name, mask, pid))
             info_off += ilen
         if mask & FAN_Q_OVERFLOW:

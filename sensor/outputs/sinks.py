@@ -13,17 +13,20 @@ metrics report it). Sinks:
 from __future__ import annotations
 
 import datetime as _dt
-import json
+import errno
 import os
 import queue
 import socket
+import stat
 import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import IO, Any, Protocol
 
+from sensor.errors import SluiceError
 from sensor.outputs.ocsf import to_ocsf
+from sensor.text import json_line
 
 
 class Sink(Protocol):
@@ -48,24 +51,34 @@ class JsonLineWriter:
         self.errors = 0
         self.rotations = 0
         self.last_error = ""
+        # the last write failed: reopen (at most once a second) before the next one
+        self._broken = False
+        self._retry_at = 0.0
         self._f: IO[str] = self._open()
 
     def _open(self) -> IO[str]:
         if self.path is None:
             return sys.stdout
-        return open(self.path, "a", encoding="utf-8", buffering=1)
+        return open_output(self.path)
 
     def write(self, doc: dict[str, Any]) -> None:
-        self.write_line(json.dumps(doc, separators=(",", ":"), ensure_ascii=False, default=str), doc)
+        self.write_line(json_line(doc), doc)
 
     def write_line(self, line: str, doc: dict[str, Any] | None = None) -> None:
+        if self._broken and time.monotonic() >= self._retry_at:
+            # retry a failed file: it may have been removed, the disk freed
+            self._broken = False
+            self.reopen()
         try:
             self._f.write(line + "\n")
             self._f.flush()
             self.lines += 1
-        except OSError as e:
+            self._broken = False
+        except (OSError, ValueError, UnicodeError) as e:  # ValueError: closed file
             self.errors += 1
-            self.last_error = str(e)
+            self.last_error = f"{self.path or 'stdout'}: {e}"
+            self._broken = self.path is not None
+            self._retry_at = time.monotonic() + 1.0
             return
         if self.max_bytes and self.path is not None:
             try:
@@ -93,7 +106,7 @@ class JsonLineWriter:
             return
         try:
             new = self._open()
-        except OSError as e:
+        except (OSError, SluiceError) as e:
             self.errors += 1
             self.last_error = f"reopen {self.path}: {e}"
             return
@@ -112,6 +125,23 @@ class JsonLineWriter:
     def close(self) -> None:
         if self.path is not None:
             self._close(self._f)
+
+
+def open_output(path: str) -> IO[str]:
+    """An output file for append: created 0600 (documents name processes,
+    containers and destinations), never through a symlink (O_NOFOLLOW: a
+    link planted in a shared directory must not redirect the sensor's
+    writes, as root, to another file), and only a regular file (or a
+    pipe or character device such as /dev/stdout)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)):
+            raise SluiceError(f"{path} is not a regular file", hint="give a file path to --output")
+        return open(fd, "a", encoding="utf-8", errors="backslashreplace", buffering=1)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 class _SocketSink:
@@ -241,7 +271,7 @@ class SyslogSink(_SocketSink):
 
 
 def ecs_line(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, default=str)
+    return json_line(doc)
 
 
 FORMATS: dict[str, Callable[[dict[str, Any]], str]] = {
@@ -262,16 +292,42 @@ class Output:
         self.dropped = 0
         self.format_errors = 0
         self.written = 0
+        # A sink that raises something unexpected is counted against that
+        # sink and skipped for that line; the others still get it.
+        self.sink_exceptions = 0
+        # The writer thread is restarted (and counted) if it ever stops;
+        # health reports it from the moment it is seen stopped.
+        self.writer_restarts = 0
+        self.writer_problem = ""
+        # called (once per restart) so the sensor can say so at once
+        self.on_writer_restart: Callable[[], None] | None = None
+        self._closing = False
         self._reopen = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sluice-output", daemon=True)
-        self._thread.start()
+        self._thread = self._start_writer()
+
+    def _start_writer(self) -> threading.Thread:
+        t = threading.Thread(target=self._run, name="sluice-output", daemon=True)
+        t.start()
+        return t
+
+    def writer_alive(self) -> bool:
+        """Is the writer running? If it stopped, say so and start another."""
+        if self._thread.is_alive() or self._closing:
+            return True
+        self.writer_restarts += 1
+        self.writer_problem = f"the output writer stopped ({self.writer_restarts} restart(s))"
+        self._thread = self._start_writer()
+        if self.on_writer_restart is not None:
+            self.on_writer_restart()
+        return False
 
     def emit(self, doc: dict[str, Any]) -> None:
         try:
             line = self.format(doc)
-        except (KeyError, ValueError, TypeError):
+        except Exception:  # a document that cannot be written is counted, never raised
             self.format_errors += 1
             return
+        self.writer_alive()
         try:
             self.queue.put_nowait((line, doc))
         except queue.Full:
@@ -286,12 +342,21 @@ class Output:
             if self._reopen.is_set():
                 self._reopen.clear()
                 for s in self.sinks:
-                    s.reopen()
+                    try:
+                        s.reopen()
+                    except Exception as e:
+                        self.sink_exceptions += 1
+                        s.last_error = f"reopen: {type(e).__name__}: {e}"
             if item is _STOP:
                 return
             line, doc = item
             for s in self.sinks:
-                s.write_line(line, doc)
+                try:
+                    s.write_line(line, doc)
+                except Exception as e:  # one sink's bug must not silence the others
+                    self.sink_exceptions += 1
+                    s.errors = getattr(s, "errors", 0) + 1
+                    s.last_error = f"{type(s).__name__}: {type(e).__name__}: {e}"
             self.written += 1
 
     def flush(self, timeout: float = 5.0) -> None:
@@ -301,6 +366,8 @@ class Output:
 
     def close(self, timeout: float = 10.0) -> None:
         """Deliver what is queued, then close the sinks."""
+        self.writer_alive()
+        self._closing = True
         try:
             self.queue.put(_STOP, timeout=timeout)
         except queue.Full:
@@ -315,6 +382,9 @@ class Output:
             "queued": self.queue.qsize(),
             "dropped_queue_full": self.dropped,
             "format_errors": self.format_errors,
+            "sink_exceptions": self.sink_exceptions,
+            "writer": "running" if self.writer_alive() else "restarted",
+            "writer_restarts": self.writer_restarts,
             "sink_errors": {type(s).__name__: s.errors for s in self.sinks},
             "last_error": next((s.last_error for s in self.sinks if s.last_error), ""),
         }
@@ -326,7 +396,15 @@ class Output:
 
 def build_output(cfg: Any, hostname: str) -> Output:
     """The sinks an [output] config section asks for."""
-    sinks: list[Sink] = [JsonLineWriter(cfg.path, cfg.max_bytes, cfg.backups)]
+    try:
+        sinks: list[Sink] = [JsonLineWriter(cfg.path, cfg.max_bytes, cfg.backups)]
+    except OSError as e:
+        hint = (
+            "it must not be a symlink (outputs are never written through one)"
+            if e.errno == errno.ELOOP
+            else "check that the directory exists and root can write to it"
+        )
+        raise SluiceError(f"cannot open output {cfg.path}: {e.strerror}", hint=hint) from None
     if cfg.socket:
         sinks.append(UnixSocketSink(cfg.socket, cfg.socket_type))
     if cfg.syslog:

@@ -7,12 +7,13 @@ counters drained once per window.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+import psutil
 
 from sensor.attribution.containers import Attribution, Attributor, ContainerInfo, container_from_path
 from sensor.attribution.netmap import NetMap
@@ -34,6 +35,7 @@ from sensor.kernel.events import (
 from sensor.outputs import ecs
 from sensor.telemetry.counters import HIGH_ENTROPY_BITS, ContainerSummary, FlowCounters, FlowSummary, WindowCounters
 from sensor.telemetry.protocol import transport_name
+from sensor.text import safe_text
 
 Emit = Callable[[dict[str, Any]], None]
 HOST_KEY = "host"
@@ -53,34 +55,45 @@ class ProcInfo:
     ref: ProcessRef | None = None  # built once, shared by every event of the process
 
 
-def read_cmdline(pid: int, proc: str = "/proc") -> list[str] | None:
+CMDLINE_TRUNCATED = "...[truncated]"
+
+
+def read_cmdline(pid: int, proc: str = "/proc", max_bytes: int = 4096) -> tuple[list[str] | None, bool]:
+    """(arguments, truncated?). At most max_bytes are read: a container
+    decides how long its command lines are, the sensor's memory must not
+    follow (a truncated list ends with CMDLINE_TRUNCATED). psutil's
+    Process.cmdline() reads the whole file, so this one read stays ours."""
     try:
         with open(f"{proc}/{pid}/cmdline", "rb") as f:
-            raw = f.read()
+            raw = f.read(max_bytes + 1)
     except OSError:
-        return None
+        return None, False
     if not raw:
-        return None
-    return [a.decode("utf-8", "replace") for a in raw.rstrip(b"\0").split(b"\0")]
+        return None, False
+    truncated = len(raw) > max_bytes
+    if truncated:
+        raw = raw[:max_bytes]
+    args = [safe_text(a) for a in raw.rstrip(b"\0").split(b"\0")]
+    if truncated:
+        args.append(CMDLINE_TRUNCATED)
+    return args, truncated
 
 
-def resolve_executable(pid: int, filename: str, proc: str = "/proc") -> str:
+def resolve_executable(pid: int, filename: str) -> str:
     """The exec'd file; /proc/self/exe (busybox applets, runc) resolved to
     the binary it names, as seen from the process's own mount namespace."""
     if filename != "/proc/self/exe":
         return filename
     try:
-        return os.readlink(f"{proc}/{pid}/exe")
-    except OSError:
+        return safe_text(psutil.Process(pid).exe()) or filename
+    except psutil.Error:
         return filename
 
 
-def read_ppid(pid: int, proc: str = "/proc") -> int | None:
+def read_ppid(pid: int) -> int | None:
     try:
-        with open(f"{proc}/{pid}/stat", "rb") as f:
-            stat = f.read()
-        return int(stat[stat.rindex(b")") + 2 :].split()[1])
-    except (OSError, ValueError, IndexError):
+        return psutil.Process(pid).ppid() or None
+    except psutil.Error:
         return None
 
 
@@ -103,7 +116,9 @@ class Pipeline:
         observers: list[WindowObserver] | None = None,
         netmap: NetMap | None = None,
         high_entropy_bits: float = HIGH_ENTROPY_BITS,
+        max_cmdline_bytes: int = 4096,
     ) -> None:
+        self.max_cmdline_bytes = max_cmdline_bytes
         self.attributor = attributor
         self.emit = emit
         self.host_name = host_name
@@ -137,6 +152,7 @@ class Pipeline:
             "documents": 0,
             "windows": 0,
             "view_events_capped": 0,
+            "cmdline_truncated": 0,
         }
         self.last_decode_error = ""
         self.top: list[dict[str, Any]] = []
@@ -193,7 +209,8 @@ class Pipeline:
         args = self._pending_args.pop(pid, None) or self._pending_args.pop(ev.old_pid, None)
         args_source = "tracepoint" if args is not None else "procfs"
         if args is None:
-            args = read_cmdline(pid)
+            args, truncated = read_cmdline(pid, max_bytes=self.max_cmdline_bytes)
+            self.counts["cmdline_truncated"] += truncated
         ppid = ev.ppid or read_ppid(pid)
         ts = self.to_wall(ev.hdr.ktime_ns)
         p = ProcInfo(pid, ppid, ev.comm, resolve_executable(pid, ev.filename), args, ev.hdr.cgroup_id, ts)
@@ -366,11 +383,14 @@ class Pipeline:
         p = self.procs.get(pid) or self.exited.get(pid)
         if p is not None:
             ref: ProcessRef | None = self._process_ref(p)
+        elif not pid:
+            ref = None
         else:
             try:
-                exe = os.readlink(f"/proc/{pid}/exe")
-                ref = ProcessRef(pid, os.path.basename(exe), exe, read_cmdline(pid), read_ppid(pid))
-            except OSError:
+                exe = safe_text(psutil.Process(pid).exe())
+                args, _t = read_cmdline(pid, max_bytes=self.max_cmdline_bytes)
+                ref = ProcessRef(pid, exe.rsplit("/", 1)[-1], exe, args, read_ppid(pid))
+            except psutil.Error:
                 ref = ProcessRef(pid, "") if pid else None
         return attr, workload_of(attr), ref
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 import struct
 
+from sensor.text import safe_text
+
 TLS = "tls"
 SSH = "ssh"
 HTTP = "http"
@@ -129,7 +131,7 @@ def dns_qname(data: bytes, transport: int) -> tuple[str, bool] | None:
         if n > 63:  # compression pointers do not occur in a question's first name
             return None
         label = data[i + 1 : i + 1 + n]
-        labels.append(label.decode("ascii", "replace"))
+        labels.append(safe_text(label))
         if len(label) < n:
             return ".".join(labels), False
         i += 1 + n

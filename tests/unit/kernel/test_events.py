@@ -65,9 +65,11 @@ def test_full_length_comm_without_nul() -> None:
     assert ev.comm == comm.decode()
 
 
-def test_invalid_utf8_is_replaced_not_fatal() -> None:
+def test_invalid_utf8_is_shown_escaped_not_fatal() -> None:
+    # escaped, not replaced by U+FFFD: the report shows what the name was
     ev = E.decode(exit_rec(pid=1, cgroup_id=1, comm=b"ab\xffcd"))
-    assert ev.comm == "ab\ufffdcd"
+    assert ev.comm == "ab\\xffcd"
+    ev.comm.encode("utf-8")
 
 
 def test_connect_ipv4_is_formatted_from_the_mapped_address() -> None:
