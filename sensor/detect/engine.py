@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
+import re
+import shlex
 import time
 import uuid
 from collections.abc import Callable
@@ -23,6 +25,20 @@ from sensor.outputs import ecs
 __all__ = ["Context", "Detector", "Finding", "Rule", "allowed", "cron_matches", "in_schedule"]
 
 Emit = Callable[[dict[str, Any]], None]
+
+# Names that may appear in a response command (Kubernetes: RFC 1123
+# subdomain for pods, RFC 1123 label for namespaces).
+_HEX_ID = re.compile(r"\A[0-9a-f]{12,64}\Z")
+_K8S_NAME = re.compile(r"\A(?=.{1,253}\Z)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
+_K8S_LABEL = re.compile(r"\A[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
+
+
+def _is_ip(s: str) -> bool:
+    try:
+        ipaddress.ip_address(s)
+        return True
+    except ValueError:
+        return False
 
 
 # --- allow lists and schedules -------------------------------------------------
@@ -246,27 +262,35 @@ class Detector:
 
     @staticmethod
     def _response(f: Finding) -> dict[str, Any]:
-        """The strategies' response path, as commands for this alert."""
+        """The strategies' response path, as commands for this alert.
+
+        Pod names and namespaces come from labels a workload can influence:
+        they are offered only when they are valid Kubernetes names and are
+        quoted all the same (shlex.quote); container ids and addresses are
+        checked for what they must be. Nothing else reaches a command."""
         r: dict[str, Any] = {}
         c = f.attr.container
-        if c is not None:
-            short = c.id[:12]
+        if c is not None and _HEX_ID.match(c.id):
+            short = shlex.quote(c.id[:12])
             r["isolate"] = [
                 f"sluice isolate {short}  # in the kernel, any runtime; `sluice release {short}` undoes it",
                 f"docker network disconnect --force <network> {short}",
                 f"docker pause {short}",
             ]
             if c.pod_name and c.pod_namespace:
-                r["isolate"].append(
-                    f"kubectl -n {c.pod_namespace} label pod {c.pod_name} "
-                    "sluice.io/quarantine=true  # with a deny-all NetworkPolicy on that label"
-                )
+                if _K8S_NAME.match(c.pod_name) and _K8S_LABEL.match(c.pod_namespace):
+                    r["isolate"].append(
+                        f"kubectl -n {shlex.quote(c.pod_namespace)} label pod {shlex.quote(c.pod_name)} "
+                        "sluice.io/quarantine=true  # with a deny-all NetworkPolicy on that label"
+                    )
+                else:
+                    r["note"] = "the pod's name or namespace is not a valid Kubernetes name: no kubectl command offered"
             r["investigate"] = [f"docker inspect {short}", f"docker logs --since 30m {short}", f"docker diff {short}"]
-        if f.destination is not None:
-            ip = f.destination[0]
+        if f.destination is not None and _is_ip(f.destination[0]):
+            ip = shlex.quote(str(ipaddress.ip_address(f.destination[0])))
             fam = "ip6" if ":" in ip else "ip"
             r["block"] = [
-                f"sluice block {ip}" + (f" --container {c.id[:12]}" if c is not None else ""),
+                f"sluice block {ip}" + (f" --container {c.id[:12]}" if c is not None and _HEX_ID.match(c.id) else ""),
                 f"iptables -I DOCKER-USER -d {ip} -j DROP"
                 if fam == "ip"
                 else f"ip6tables -I DOCKER-USER -d {ip} -j DROP",
