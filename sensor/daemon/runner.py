@@ -91,6 +91,7 @@ class Sensor:
         self._alert_seq = 0
         self._alerts_lock = threading.Lock()
         self._snapshot_waiters: list[threading.Event] = []
+        self._loop_beat = time.monotonic()  # the main loop's last turn
         # control requests that touch the loop's state, run by the loop
         self._calls: list[tuple[Callable[[], dict[str, Any]], threading.Event, list[dict[str, Any]]]] = []
         self.containment: Containment | None = None
@@ -170,6 +171,7 @@ class Sensor:
                 **(self.attributor.lookup_stats() if self.attributor is not None else {}),
             },
             "containers_tracked": len(self.pipeline.containers) if self.pipeline else 0,
+            "control": self.control.stats() if self.control is not None else {},
             "containment": {
                 "entries": self._containment_entries(),
                 **({"problem": self._containment_problem} if self._containment_problem else {}),
@@ -206,14 +208,24 @@ class Sensor:
         }
 
     def fresh_snapshot(self, timeout: float = 1.0) -> dict[str, Any]:
-        """Ask the main loop (which owns the state) for a new snapshot."""
+        """Ask the main loop (which owns the state) for a new snapshot. A
+        loop that does not answer is stalled: the sensor is then not ready
+        (the last snapshot is shown, marked), whatever it said before."""
         if not self.ready:
             return self._snapshot
         ev = threading.Event()
         with self._alerts_lock:
             self._snapshot_waiters.append(ev)
-        ev.wait(timeout)
-        return self._snapshot
+        if ev.wait(timeout):
+            return self._snapshot
+        stalled = round(time.monotonic() - self._loop_beat, 1)
+        return {
+            **self._snapshot,
+            "ready": False,
+            "status": "stalled",
+            "not_ready": f"the main loop has not answered for {stalled} s (last snapshot shown)",
+            "loop_stalled_seconds": stalled,
+        }
 
     def _call_in_loop(self, fn: Callable[[], dict[str, Any]], timeout: float = 5.0) -> dict[str, Any]:
         """Run fn on the main loop (which owns pipeline and maps) and return
@@ -221,13 +233,20 @@ class Sensor:
         if not self.ready:
             return {"ok": False, "error": "the sensor is not ready yet"}
         ev, out = threading.Event(), cast(list[dict[str, Any]], [])
+        call = (fn, ev, out)
         with self._alerts_lock:
-            self._calls.append((fn, ev, out))
+            self._calls.append(call)
         if not ev.wait(timeout):
-            return {"ok": False, "error": f"the sensor did not answer in {timeout:.0f} s"}
+            with self._alerts_lock:
+                if call in self._calls:  # not started: it never will be
+                    self._calls.remove(call)
+                    return {"ok": False, "error": f"the sensor did not answer in {timeout:.0f} s; nothing was done"}
+            if not ev.wait(timeout):  # started just now: wait for its answer, the truth
+                return {"ok": False, "error": f"the request started but had not finished after {2 * timeout:.0f} s"}
         return out[0]
 
     def _serve_snapshot_requests(self) -> None:
+        self._loop_beat = time.monotonic()
         with self._alerts_lock:
             calls, self._calls = self._calls, []
         for fn, ev, out in calls:
