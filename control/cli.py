@@ -144,11 +144,20 @@ def baseline_learn(
     raise typer.Exit(code)
 
 
-def _load(path: str) -> Baseline:
+def _load(path: str, key: bytes | None = None) -> Baseline:
     from sensor.detect.baseline import load
 
     try:
-        return load(path)
+        return load(path, key)
+    except SluiceError as e:
+        _fail(e)
+
+
+def _key(path: str | None) -> bytes | None:
+    from sensor.detect.baseline import read_key
+
+    try:
+        return read_key(path) if path else None
     except SluiceError as e:
         _fail(e)
 
@@ -205,14 +214,21 @@ def baseline_export(baseline: str = BaselineOpt) -> None:
 def baseline_merge(
     out: str = typer.Argument(..., help="Merged baseline to write (atomically)."),
     inputs: list[str] = typer.Argument(..., help="Baselines to merge, e.g. one per node."),
+    key_file: str | None = typer.Option(
+        None, "--key", help="HMAC key file: every input must be signed with it; the output is signed."
+    ),
 ) -> None:
     """Merge several nodes' baselines into one (fleet learning)."""
     from sensor.detect.baseline import merge_all, save
 
-    merged = merge_all(_load(p) for p in inputs)
+    key = _key(key_file)
+    merged = merge_all(_load(p, key) for p in inputs)
     if os.path.exists(out) and out not in inputs:
         _load(out)  # refuse to overwrite a file that is not a readable baseline
-    save(merged, out)
+    try:
+        save(merged, out, key)
+    except OSError as e:
+        _fail(SluiceError(f"cannot write {out}: {e.strerror}"))
     typer.echo(
         f"sluice: merged {len(inputs)} baselines into {out}: {len(merged.workloads)} workloads, "
         f"nodes {', '.join(sorted(merged.nodes)) or '-'}"

@@ -121,6 +121,7 @@ class Emulation:
         p.write_text(
             LAB_CONFIG.format(
                 ctl=self.work / "ctl.sock",
+                containment=self.work / "containment.json",
                 docker=self.docker_socket,
                 vault=VAULT_IP,
                 events="true" if self.events else "false",

@@ -293,6 +293,8 @@ events = {events}
 window_seconds = 1.0
 health_interval_seconds = 30.0
 control_socket = "{ctl}"
+# the lab's own containment file: never the production sensor's
+containment_state = "{containment}"
 
 [runtime]
 docker_socket = "{docker}"

@@ -89,6 +89,7 @@ class DetectionSection:
     alert_on_unknown_workload: bool
     learn_while_detecting: bool
     timezone: str
+    baseline_key_file: str
 
 
 @dataclass(frozen=True)
@@ -208,6 +209,7 @@ _CHECKS: dict[tuple[str, str], tuple[Any, str]] = {
     ("detection", "trusted_networks"): (lambda v: all(_is_cidr(x) for x in v), "a list of CIDR strings"),
     ("detection", "suppress_seconds"): (lambda v: 0 <= v <= 86400 * 7, "between 0 and 604800"),
     ("detection", "timezone"): (lambda v: v in ("local", "UTC"), '"local" or "UTC"'),
+    ("detection", "baseline_key_file"): (lambda v: v == "" or v.startswith("/"), '"" or an absolute path'),
     ("runtime", "negative_cache_seconds"): (lambda v: 0 <= v <= 86400, "between 0 and 86400"),
     ("runtime", "oci_bundles"): (
         lambda v: all(isinstance(x, str) and x.startswith("/") and "{id}" in x for x in v),
@@ -348,11 +350,44 @@ def _build_rules(body: Any, rules: dict[str, dict[str, Any]], text: str, path: s
                 raise ConfigError(f"{sec}.severity = {value}: must be between 0 and 100", path, line)
             if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
                 raise ConfigError(f"{sec}.{key} = {value}: must not be negative", path, line)
+            bad = _rule_value_ok(key, value)
+            if bad is not None:
+                raise ConfigError(f"{sec}.{key} = {value}: must be {bad}", path, line)
             if item is not None:
                 if not all(isinstance(x, item) for x in value):
                     raise ConfigError(f"{sec}.{key}: every item must be {_typename(item)}", path, line)
                 value = tuple(value)
             current[key] = value
+
+
+# Rule thresholds by key name, wherever they appear: (lowest, highest,
+# why). A value outside fails validation with its file and line, instead
+# of failing (or silently never firing) at run time.
+_RULE_BOUNDS: dict[str, tuple[float, float, str]] = {
+    "min_connections": (3, 1_000_000, "at least 3 (two intervals to compare)"),
+    "min_events": (1, 1_000_000, "at least 1"),
+    "max_jitter": (0.0, 10.0, "between 0 and 10"),
+    "quantile": (0.5, 1.0, "between 0.5 and 1"),
+    "multiplier": (1.0, 1_000_000.0, "at least 1"),
+    "min_interval_seconds": (0.001, 86400.0, "between 0.001 and 86400"),
+    "horizon_seconds": (1.0, 7 * 86400.0, "between 1 and 604800"),
+    "within_seconds": (1.0, 7 * 86400.0, "between 1 and 604800"),
+    "max_lifetime_seconds": (1.0, 7 * 86400.0, "between 1 and 604800"),
+    "rescan_seconds": (1.0, 86400.0, "between 1 and 86400"),
+    "dns_label_entropy_bits": (0.1, 8.0, "between 0.1 and 8"),
+    "dns_unique_subdomains": (2, 1_000_000, "at least 2"),
+    "dns_min_label_length": (1, 63, "between 1 and 63 (a DNS label)"),
+    "dns_min_encoded_length": (1, 253, "between 1 and 253 (a DNS name)"),
+}
+
+
+def _rule_value_ok(key: str, value: Any) -> str | None:
+    """What is wrong with a rule setting's value, or None."""
+    b = _RULE_BOUNDS.get(key)
+    if b is None or not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    lo, hi, what = b
+    return None if lo <= value <= hi else what
 
 
 def _rule_defaults(rid: str) -> dict[str, Any]:

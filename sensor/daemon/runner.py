@@ -17,7 +17,7 @@ from sensor.attribution.docker_api import DockerClient
 from sensor.attribution.netmap import NetMap
 from sensor.config import Config
 from sensor.daemon.control_server import ControlServer
-from sensor.detect.baseline import Baseline
+from sensor.detect.baseline import Baseline, read_key
 from sensor.detect.baseline import load as load_baseline
 from sensor.detect.baseline import save as save_baseline
 from sensor.detect.engine import Detector
@@ -92,6 +92,7 @@ class Sensor:
         self._alerts_lock = threading.Lock()
         self._snapshot_waiters: list[threading.Event] = []
         self._loop_beat = time.monotonic()  # the main loop's last turn
+        self._key: bytes | None = None  # baseline signing key
         # control requests that touch the loop's state, run by the loop
         self._calls: list[tuple[Callable[[], dict[str, Any]], threading.Event, list[dict[str, Any]]]] = []
         self.containment: Containment | None = None
@@ -185,7 +186,13 @@ class Sensor:
                 "learned_windows": self.learner.windows if self.learner else 0,
             },
             "detection": (
-                {**self.detector.counts, "by_rule": dict(self.detector.by_rule), "rules": len(self.detector.rules)}
+                {
+                    **self.detector.counts,
+                    "by_rule": dict(self.detector.by_rule),
+                    "rules": len(self.detector.rules),
+                    "rule_errors_by_rule": dict(self.detector.rule_errors),
+                    "last_rule_error": self.detector.last_rule_error,
+                }
                 if self.detector
                 else None
             ),
@@ -499,11 +506,12 @@ class Sensor:
         newer baseline file stops the sensor with the reason, untouched."""
         cfg = self.config
         tz = cfg.detection.timezone
+        self._key = read_key(cfg.detection.baseline_key_file) if cfg.detection.baseline_key_file else None
         if self.learn_seconds is not None:
             assert self.baseline_path
             # An existing file is read even with --replace: a corrupt or newer
             # one is refused rather than overwritten.
-            existing = load_baseline(self.baseline_path) if os.path.exists(self.baseline_path) else None
+            existing = load_baseline(self.baseline_path, self._key) if os.path.exists(self.baseline_path) else None
             self.baseline = existing if existing is not None and not self.replace_baseline else Baseline()
             self.baseline.window_seconds = cfg.sensor.window_seconds
             self.baseline.nodes.add(self.host_name)
@@ -512,7 +520,7 @@ class Sensor:
         if not cfg.detection.enabled:
             return
         if self.baseline_path:
-            self.baseline = load_baseline(self.baseline_path)
+            self.baseline = load_baseline(self.baseline_path, self._key)
         learner = Learner(self.baseline, tz) if cfg.detection.learn_while_detecting and self.baseline else None
         self.learner = learner
         self.detector = Detector(cfg, self.baseline, all_rules(), self.emit, self.host_name, learner)
@@ -607,7 +615,7 @@ class Sensor:
             and self.baseline_path
             and (self.learn_seconds is not None or self.config.detection.learn_while_detecting)
         ):
-            save_baseline(self.baseline, self.baseline_path)
+            save_baseline(self.baseline, self.baseline_path, self._key)
             self.learned_saved = True
 
     def shutdown(self) -> None:

@@ -4,10 +4,22 @@ Everything here is mergeable (histograms add, sets union), so baselines
 learned on many nodes merge into one fleet baseline exactly. Files are
 msgpack, versioned, written atomically; a corrupt or newer file is refused
 and never overwritten.
+
+A baseline decides what is normal, so a file is checked before it is
+believed: at most MAX_FILE_BYTES, every value in its range (counts not
+negative, entropy 0..8, destination keys that parse, tables within their
+caps), so a rule never meets a value it cannot handle. Files shared across
+a fleet can be signed: with a key file (any secret bytes, e.g. 32 random
+ones, readable by root only) the file is written as an envelope holding the
+baseline and its HMAC-SHA256, and a reader given the key refuses a file
+whose signature is missing or wrong (`baseline merge --key` checks every
+input).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import math
 import os
@@ -28,6 +40,10 @@ DEFAULT_PATH = "/var/lib/sluice/baseline.msgpack"
 MAX_DESTINATIONS = 4096
 MAX_EXECUTABLES = 4096
 MAX_PEERS = 1024
+MAX_FILE_BYTES = 256 * 1024 * 1024
+MAX_WORKLOADS = 100_000
+MAX_BIN = 512  # LogHist.bin_of(2**127) = 509
+SIGNED_FORMAT = "sluice-baseline-signed"
 
 
 class BaselineError(SluiceError):
@@ -97,7 +113,39 @@ class DestStats:
 
     @classmethod
     def from_wire(cls, w: list[Any]) -> DestStats:
-        return cls(int(w[0]), int(w[1]), int(w[2]), float(w[3]), set(w[4]))
+        d = cls(_count(w[0]), _count(w[1]), _count(w[2]), float(w[3]), {str(x) for x in w[4]})
+        if not 0.0 <= d.max_entropy <= 8.0:
+            raise ValueError(f"entropy {d.max_entropy!r} outside 0..8")
+        return d
+
+
+def _count(v: Any) -> int:
+    """A count from a file: an integer, not negative."""
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError(f"{v!r} is not a count")
+    return v
+
+
+def _hist(w: Any) -> LogHist:
+    bins = {int(k): _count(v) for k, v in w.items()}
+    if any(not 0 <= b <= MAX_BIN for b in bins):
+        raise ValueError("histogram bin out of range")
+    return LogHist(bins)
+
+
+def _time(v: Any) -> float:
+    t = float(v)
+    if not math.isfinite(t) or t < 0:
+        raise ValueError(f"time {v!r} out of range")
+    return t
+
+
+def _dest_key_ok(k: Any) -> str:
+    ip, port, transport = str(k).split("|")
+    ipaddress.ip_address(ip)
+    if not 0 <= int(port) <= 65535 or not transport:
+        raise ValueError(f"destination {k!r} out of range")
+    return str(k)
 
 
 def dest_key(ip: str, port: int, transport: str) -> str:
@@ -227,22 +275,25 @@ class WorkloadBaseline:
 
     @classmethod
     def from_wire(cls, w: dict[str, Any]) -> WorkloadBaseline:
-        hours = [int(x) for x in w["hours"]]
+        hours = [_count(x) for x in w["hours"]]
         if len(hours) != 24:
             raise ValueError("hours must have 24 entries")
+        for table, cap in (("destinations", MAX_DESTINATIONS), ("executables", MAX_EXECUTABLES), ("peers", MAX_PEERS)):
+            if len(w[table]) > cap:
+                raise ValueError(f"{len(w[table])} {table}, more than the {cap} a baseline keeps")
         return cls(
-            windows=int(w["windows"]),
-            egress_bytes=LogHist({int(k): int(v) for k, v in w["egress_bytes"].items()}),
-            encrypted_bytes=LogHist({int(k): int(v) for k, v in w["encrypted_bytes"].items()}),
-            destinations={str(k): DestStats.from_wire(v) for k, v in w["destinations"].items()},
-            executables={str(k): int(v) for k, v in w["executables"].items()},
-            peers={str(k): int(v) for k, v in w["peers"].items()},
-            lifetimes=LogHist({int(k): int(v) for k, v in w["lifetimes"].items()}),
-            starts_per_window=LogHist({int(k): int(v) for k, v in w["starts_per_window"].items()}),
+            windows=_count(w["windows"]),
+            egress_bytes=_hist(w["egress_bytes"]),
+            encrypted_bytes=_hist(w["encrypted_bytes"]),
+            destinations={_dest_key_ok(k): DestStats.from_wire(v) for k, v in w["destinations"].items()},
+            executables={str(k): _count(v) for k, v in w["executables"].items()},
+            peers={str(k): _count(v) for k, v in w["peers"].items()},
+            lifetimes=_hist(w["lifetimes"]),
+            starts_per_window=_hist(w["starts_per_window"]),
             hours=hours,
-            first_seen=float(w["first_seen"]),
-            last_seen=float(w["last_seen"]),
-            dropped=int(w.get("dropped", 0)),
+            first_seen=_time(w["first_seen"]),
+            last_seen=_time(w["last_seen"]),
+            dropped=_count(w.get("dropped", 0)),
         )
 
 
@@ -294,12 +345,17 @@ class Baseline:
                 hint="upgrade Sluice on this node, or learn a new baseline with this version",
             )
         try:
+            if len(w["workloads"]) > MAX_WORKLOADS:
+                raise ValueError(f"{len(w['workloads'])} workloads, more than {MAX_WORKLOADS}")
+            window_seconds = float(w["window_seconds"])
+            if not 0.5 <= window_seconds <= 3600:
+                raise ValueError(f"window_seconds {window_seconds!r} outside 0.5..3600")
             return cls(
                 workloads={str(k): WorkloadBaseline.from_wire(x) for k, x in w["workloads"].items()},
-                window_seconds=float(w["window_seconds"]),
-                nodes=set(w.get("nodes", [])),
-                created=float(w["created"]),
-                updated=float(w["updated"]),
+                window_seconds=window_seconds,
+                nodes={str(n) for n in w.get("nodes", [])},
+                created=_time(w["created"]),
+                updated=_time(w["updated"]),
             )
         except (LookupError, TypeError, ValueError, AttributeError) as e:
             raise BaselineError(
@@ -308,33 +364,80 @@ class Baseline:
             ) from None
 
 
-def load(path: str | Path) -> Baseline:
+def read_key(path: str | Path) -> bytes:
+    """A signing key from its file (whitespace around it ignored)."""
+    try:
+        key = Path(path).read_bytes().strip()
+    except OSError as e:
+        raise BaselineError(f"{path}: cannot read the baseline key: {e.strerror}") from None
+    if len(key) < 16:
+        raise BaselineError(f"{path}: a baseline key must be at least 16 bytes", hint="e.g. head -c 32 /dev/urandom")
+    return key
+
+
+def _sign(key: bytes, body: bytes) -> bytes:
+    return hmac.new(key, body, hashlib.sha256).digest()
+
+
+def _unpack(raw: bytes, p: str) -> Any:
+    try:
+        return msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    except Exception as e:
+        raise BaselineError(
+            f"{p}: baseline file is corrupt (not msgpack: {e})",
+            hint="restore it from a copy or learn a new one; Sluice will not overwrite it",
+        ) from None
+
+
+def loads(raw: bytes, p: str, key: bytes | None = None) -> Baseline:
+    """A baseline from a file's bytes; with a key, only a correctly signed one."""
+    if len(raw) > MAX_FILE_BYTES:
+        raise BaselineError(f"{p}: larger than {MAX_FILE_BYTES} bytes, not read")
+    w = _unpack(raw, p)
+    if isinstance(w, dict) and w.get("format") == SIGNED_FORMAT:
+        body, sig = w.get("body"), w.get("hmac_sha256")
+        if not isinstance(body, bytes) or not isinstance(sig, bytes):
+            raise BaselineError(f"{p}: signed baseline file is corrupt")
+        if key is not None and not hmac.compare_digest(_sign(key, body), sig):
+            raise BaselineError(
+                f"{p}: the baseline's signature does not match the key",
+                hint="the file was changed after it was signed, or signed with another key: do not use it",
+            )
+        w = _unpack(body, p)
+    elif key is not None:
+        raise BaselineError(
+            f"{p}: the baseline is not signed and a key was given",
+            hint="sign it by merging it with `sluice baseline merge --key` where it was learned",
+        )
+    return Baseline.from_wire(w, p)
+
+
+def load(path: str | Path, key: bytes | None = None) -> Baseline:
     p = str(path)
     try:
-        raw = Path(p).read_bytes()
+        with open(p, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise BaselineError(
             f"{p}: no baseline file", hint="learn one with `sluice baseline learn --duration SECONDS`"
         ) from None
     except OSError as e:
         raise BaselineError(f"{p}: cannot read: {e.strerror}") from None
-    try:
-        w = msgpack.unpackb(raw, raw=False, strict_map_key=False)
-    except Exception as e:
-        raise BaselineError(
-            f"{p}: baseline file is corrupt (not msgpack: {e})",
-            hint="restore it from a copy or learn a new one; Sluice will not overwrite it",
-        ) from None
-    return Baseline.from_wire(w, p)
+    return loads(raw, p, key)
 
 
-def save(b: Baseline, path: str | Path) -> None:
+def save(b: Baseline, path: str | Path, key: bytes | None = None) -> None:
     """Atomic: written to a temporary file in the same directory, fsynced,
-    renamed over the target."""
+    renamed over the target. With a key, signed."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     b.updated = time.time()
     data = msgpack.packb(b.to_wire(), use_bin_type=True)
+    if key is not None:
+        data = msgpack.packb(
+            {"format": SIGNED_FORMAT, "version": VERSION, "body": data, "hmac_sha256": _sign(key, data)},
+            use_bin_type=True,
+        )
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
     try:
         with os.fdopen(fd, "wb") as f:

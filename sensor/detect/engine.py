@@ -133,8 +133,12 @@ class Detector:
         self.clock = clock
         self._last: dict[tuple[str, str, str], float] = {}
         self._suppressed: dict[tuple[str, str, str], int] = {}
-        self.counts: dict[str, int] = {"alerts": 0, "suppressed": 0, "allowed": 0}
+        self.counts: dict[str, int] = {"alerts": 0, "suppressed": 0, "allowed": 0, "rule_errors": 0}
         self.by_rule: dict[str, int] = {}
+        # A rule that raises is skipped for that window, counted here and
+        # in health/metrics; the loop and the other rules go on.
+        self.rule_errors: dict[str, int] = {}
+        self.last_rule_error = ""
         self._alerting: set[str] = set()
 
     def on_window(self, view: WindowView) -> None:
@@ -146,16 +150,30 @@ class Detector:
             if fv.summary.pid is not None and (fv.process is None or not fv.process.executable):
                 fv.process = execs.get((fv.attr.cgroup_id, fv.summary.pid), fv.process)
         for rule in self.rules:
-            for f in rule.evaluate(view, self.ctx):
-                self._consider(f)
+            try:
+                for f in rule.evaluate(view, self.ctx):
+                    self._consider(f)
+            except Exception as e:
+                self._rule_failed(rule.info.id, e)
         # containers that stopped in this window: their rule state goes with them
         gone = {x.attr.container.id for x in view.lifecycle if x.kind == "stop" and x.attr.container}
         if gone:
             for rule in self.rules:
-                rule.forget_containers(gone)
+                try:
+                    rule.forget_containers(gone)
+                except Exception as e:
+                    self._rule_failed(rule.info.id, e)
         if self.learner is not None:
             self.learner.skip = lambda w: w in self._alerting
-            self.learner.on_window(view)
+            try:
+                self.learner.on_window(view)
+            except Exception as e:
+                self._rule_failed("learner", e)
+
+    def _rule_failed(self, rule_id: str, e: Exception) -> None:
+        self.counts["rule_errors"] += 1
+        self.rule_errors[rule_id] = self.rule_errors.get(rule_id, 0) + 1
+        self.last_rule_error = f"{rule_id}: {type(e).__name__}: {e}"
 
     def _consider(self, f: Finding) -> None:
         tz = self.config.detection.timezone

@@ -80,6 +80,12 @@ class SensorCollector(Collector):
             ("sluice_alerts_allowed", "allowed", "Findings silenced by allow lists"),
         ):
             yield _one(CounterMetricFamily, name, help_, det.get(key, 0))
+        errs = CounterMetricFamily(
+            "sluice_rule_errors", "Windows a rule was skipped because it raised, by rule", labels=["rule"]
+        )
+        for rule, n in (det.get("rule_errors_by_rule") or {}).items():
+            errs.add_metric([rule], n)
+        yield errs
         out = s.get("output", {})
         yield _one(CounterMetricFamily, "sluice_output_lines", "Lines delivered to the sinks", out.get("written", 0))
         yield _one(

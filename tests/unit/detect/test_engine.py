@@ -70,7 +70,7 @@ def test_each_rule_scenario_fires_alone_with_a_complete_document(tmp_path: Path,
     else:
         assert ip in a["message"]
     assert json.loads(json.dumps(a)) == a
-    assert h.counts == {"alerts": 1, "suppressed": 0, "allowed": 0}
+    assert h.counts == {"alerts": 1, "suppressed": 0, "allowed": 0, "rule_errors": 0}
     assert h.detector.by_rule == {rule_id: 1}
 
 
@@ -187,7 +187,7 @@ def test_suppression_per_rule_workload_destination(tmp_path: Path) -> None:
     assert h.run(window(DET + 700, flows=[http(EXFIL)])) == []
     last = h.run(window(DET + 1300, flows=[http(EXFIL)]))
     assert last[0]["sluice"]["alert"]["suppressed_since_last"] == 1
-    assert h.counts == {"alerts": 4, "suppressed": 3, "allowed": 0}
+    assert h.counts == {"alerts": 4, "suppressed": 3, "allowed": 0, "rule_errors": 0}
 
 
 def test_suppression_distinguishes_workloads_and_ips(tmp_path: Path) -> None:
