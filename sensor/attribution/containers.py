@@ -43,34 +43,66 @@ class ContainerRef:
 def container_from_path(path: str) -> ContainerRef | None:
     """Container runtime and id encoded in a cgroup path, if any.
 
-    Components are walked from the root and the deepest container wins, so a
-    container nested in another (docker-in-docker) is attributed to itself.
-    Recognised: docker-<id>.scope, cri-containerd-<id>.scope, crio-<id>.scope,
-    libpod-<id>.scope (systemd driver), docker/<id> and
-    kubepods/.../pod<uid>/<id> (cgroupfs driver).
+    Only a container cgroup where its runtime puts it counts: a cgroup below
+    a container's own is part of that container (the container may create
+    it: cgroup delegation, docker-in-docker), whatever it is named, so a
+    process in a delegated subtree cannot pose as another container by
+    naming a cgroup `docker-<id>.scope`. Accepted:
+      docker     /system.slice/docker-<id>.scope, /docker/<id>
+      podman     /machine.slice/libpod-<id>.scope,
+                 /user.slice/user-<uid>.slice/user@<uid>.service/user.slice/libpod-<id>.scope
+      kubernetes /kubepods[.slice]/[<qos>/]pod<uid>/<runtime scope or id>
+                 (cri-containerd-, crio-, docker- scopes; a bare id on cgroupfs)
+    A container nested in another (docker-in-docker) is attributed to the
+    outer one, the one the node's runtime knows.
     """
-    if not path or path == "/":
+    comps = [c for c in path.split("/") if c]
+    if len(comps) < 2:
         return None
-    found: ContainerRef | None = None
-    pod_uid: str | None = None
-    prev = ""
-    for comp in path.strip("/").split("/"):
-        m = _POD.search(comp)
-        if m and comp.startswith(("pod", "kubepods")):
-            pod_uid = m.group(1).replace("_", "-")
-        for runtime, pat in _SCOPES:
-            sm = pat.match(comp)
-            if sm:
-                found = ContainerRef(runtime, sm.group(1), pod_uid)
-                break
-        else:
-            if _HEX64.match(comp):
-                if prev == "docker":
-                    found = ContainerRef("docker", comp, pod_uid)
-                elif prev.startswith("pod") and pod_uid:
-                    found = ContainerRef("containerd", comp, pod_uid)
-        prev = comp
-    return found
+    top = comps[0]
+    if top == "docker":
+        return ContainerRef("docker", comps[1]) if _HEX64.match(comps[1]) else None
+    if top == "system.slice":
+        return _scope(comps[1], ("docker",), None)
+    if top == "machine.slice":
+        return _scope(comps[1], ("podman",), None)
+    if top == "user.slice":
+        m = _USER_SLICE.match(comps[1])
+        if m and len(comps) >= 5 and comps[2] == f"user@{m.group(1)}.service" and comps[3] == "user.slice":
+            return _scope(comps[4], ("podman",), None)
+        return None
+    if top in ("kubepods", "kubepods.slice"):
+        return _kubepods(comps[1:], systemd=top == "kubepods.slice")
+    return None
+
+
+_USER_SLICE = re.compile(r"^user-(\d+)\.slice$")
+_QOS = ("burstable", "besteffort", "guaranteed")
+_K8S_RUNTIMES = ("containerd", "cri-o", "docker")
+
+
+def _scope(comp: str, runtimes: tuple[str, ...], pod_uid: str | None) -> ContainerRef | None:
+    for runtime, pat in _SCOPES:
+        if runtime in runtimes:
+            m = pat.match(comp)
+            if m:
+                return ContainerRef(runtime, m.group(1), pod_uid)
+    return None
+
+
+def _kubepods(comps: list[str], systemd: bool) -> ContainerRef | None:
+    """[<qos>/]pod<uid>/<container> below the kubepods root."""
+    if comps and (comps[0] in _QOS or comps[0] in tuple(f"kubepods-{q}.slice" for q in _QOS)):
+        comps = comps[1:]
+    if len(comps) < 2:
+        return None
+    m = _POD.search(comps[0])
+    if m is None or not comps[0].startswith(("pod", "kubepods")):
+        return None
+    uid = m.group(1).replace("_", "-")
+    if systemd:
+        return _scope(comps[1], _K8S_RUNTIMES, uid)
+    return ContainerRef("containerd", comps[1], uid) if _HEX64.match(comps[1]) else None
 
 
 @dataclass

@@ -65,20 +65,45 @@ def test_podman() -> None:
     assert container_from_path(f"/machine.slice/libpod-{B}.scope/container") == ContainerRef("podman", B)
 
 
-def test_nested_systemd_scopes_last_match_wins() -> None:
+# A cgroup below a container's own is the container's to create (delegation,
+# docker-in-docker): whatever it is called, it is that container (issue 10:
+# identity is the runtime's, not the workload's).
+
+
+def test_nested_systemd_scopes_are_the_outer_container() -> None:
     path = f"/system.slice/docker-{A}.scope/system.slice/docker-{B}.scope"
-    assert container_from_path(path) == ContainerRef("docker", B)
+    assert container_from_path(path) == ContainerRef("docker", A)
 
 
-def test_nested_docker_cgroupfs_last_match_wins() -> None:
-    # docker-in-docker with the cgroupfs driver and a private cgroup namespace:
-    # the inner container's cgroup is below the outer one's
-    assert container_from_path(f"/docker/{A}/docker/{B}") == ContainerRef("docker", B)
+def test_nested_docker_cgroupfs_is_the_outer_container() -> None:
+    # docker-in-docker with the cgroupfs driver: the inner "container" lives
+    # in the outer one's subtree, which the outer container controls
+    assert container_from_path(f"/docker/{A}/docker/{B}") == ContainerRef("docker", A)
 
 
-def test_cgroupfs_container_nested_in_systemd_scope_last_match_wins() -> None:
-    # docker-in-docker: outer dockerd uses systemd, inner dockerd cgroupfs
-    assert container_from_path(f"/system.slice/docker-{A}.scope/docker/{B}") == ContainerRef("docker", B)
+def test_cgroupfs_container_nested_in_systemd_scope_is_the_outer_container() -> None:
+    assert container_from_path(f"/system.slice/docker-{A}.scope/docker/{B}") == ContainerRef("docker", A)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        # a delegated user subtree naming a cgroup after a docker container
+        f"/user.slice/user-1000.slice/user@1000.service/app.slice/docker-{A}.scope",
+        f"/user.slice/user-1000.slice/user@1000.service/docker/{A}",
+        # a service's own subtree (delegated to it)
+        f"/system.slice/myservice.service/docker-{A}.scope",
+        f"/system.slice/containerd.service/docker/{A}",
+        # runtimes outside their own parents
+        f"/system.slice/cri-containerd-{A}.scope",
+        f"/machine.slice/docker-{A}.scope",
+        f"/kubepods.slice/docker-{A}.scope",
+        f"/somewhere/docker/{A}",
+        f"/user.slice/user-1000.slice/user@1001.service/user.slice/libpod-{A}.scope",
+    ],
+)
+def test_container_names_outside_the_runtimes_parents_are_not_containers(path: str) -> None:
+    assert container_from_path(path) is None
 
 
 @pytest.mark.parametrize(
