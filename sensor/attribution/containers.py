@@ -21,8 +21,11 @@ from typing import Any
 from sensor.attribution.cgroups import CgroupResolver
 from sensor.attribution.docker_api import DockerClient, DockerError, NotFound
 from sensor.attribution.oci import BundleError, read_metadata
+from sensor.text import safe_text
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+# labels that decide a container's identity (workload, pod)
+IDENTITY_LABEL_PREFIXES = ("io.sluice.", "io.kubernetes.")
 # Container cgroups named by their runtime (systemd cgroup driver).
 _SCOPES: list[tuple[str, re.Pattern[str]]] = [
     ("docker", re.compile(r"^docker-([0-9a-f]{64})\.scope$")),
@@ -116,14 +119,24 @@ class ContainerInfo:
     pod_uid: str | None = None
     metadata: bool = False  # name/image came from the runtime
     workload: str | None = None  # cached by sensor.workload; reset when metadata arrives
+    # identity labels whose value came from the image, not from whoever
+    # created the container: shown, never used for identity
+    image_set_labels: frozenset[str] = frozenset()
+
+    def identity_label(self, key: str) -> str | None:
+        """A label that may decide identity (workload, pod): only when the
+        runtime or orchestrator set it on the container, not when the image
+        carries it (an image's own LABEL io.sluice.workload=... must not pick
+        the baseline it is judged by)."""
+        return None if key in self.image_set_labels else self.labels.get(key)
 
     @property
     def pod_name(self) -> str | None:
-        return self.labels.get("io.kubernetes.pod.name")
+        return self.identity_label("io.kubernetes.pod.name")
 
     @property
     def pod_namespace(self) -> str | None:
-        return self.labels.get("io.kubernetes.pod.namespace")
+        return self.identity_label("io.kubernetes.pod.namespace")
 
 
 @dataclass(frozen=True)
@@ -156,6 +169,7 @@ class Attributor:
         self.runtime_status = "unknown"
         self._containers: dict[str, ContainerInfo] = {}
         self._retry_at: dict[str, float] = {}
+        self._image_labels: dict[str, dict[str, str]] = {}  # image id -> its labels
         # cgroup id -> attribution: the path parse runs once per cgroup
         self._cache: dict[int, Attribution] = {}
         self.lookups = 0
@@ -200,11 +214,38 @@ class Attributor:
             return False
         self._set_status("ok", "")
         names = data.get("Names") or []
-        info.name = names[0].lstrip("/") if names else None
-        info.image_name = data.get("Image") or None
-        info.image_id = data.get("ImageID") or None
-        info.labels = dict(data.get("Labels") or {})
+        labels = {safe_text(str(k)): safe_text(str(v)) for k, v in (data.get("Labels") or {}).items()}
+        image_id = safe_text(str(data.get("ImageID") or "")) or None
+        try:
+            from_image = self._image_set(image_id, labels)
+        except DockerError as e:
+            self._set_status("unreachable", str(e))
+            return False  # retried: identity is not guessed
+        info.name = safe_text(names[0]).lstrip("/") if names else None
+        info.image_name = safe_text(str(data.get("Image") or "")) or None
+        info.image_id = image_id
+        info.labels = labels
+        info.image_set_labels = from_image
         return True
+
+    def _image_set(self, image_id: str | None, labels: dict[str, str]) -> frozenset[str]:
+        """Identity labels of the container whose value is the image's own.
+        The engine's container list merges image and container labels, so
+        the image is asked (once per image) only when there is any."""
+        ident = [k for k in labels if k.startswith(IDENTITY_LABEL_PREFIXES)]
+        if not ident or image_id is None:
+            return frozenset()
+        assert self.docker is not None
+        img = self._image_labels.get(image_id)
+        if img is None:
+            try:
+                img = self.docker.image_labels(image_id)
+            except NotFound:
+                img = {}  # the image is gone: nothing it could have set
+            self._image_labels[image_id] = img
+            while len(self._image_labels) > 1024:
+                self._image_labels.pop(next(iter(self._image_labels)))
+        return frozenset(k for k in ident if k in img and img[k] == labels[k])
 
     def _from_bundle(self, info: ContainerInfo) -> bool:
         try:

@@ -62,3 +62,10 @@ class DockerClient:
             if c.get("Id") == container_id:  # the engine's id filter is a pattern match
                 return cast(dict[str, Any], c)
         raise NotFound(container_id)
+
+    def image_labels(self, image_id: str) -> dict[str, str]:
+        """The labels an image carries (its Config.Labels): what every
+        container of it shows unless the container sets its own."""
+        data = self.get(f"/images/{urllib.parse.quote(image_id, safe='')}/json")
+        labels = (data.get("Config") or {}).get("Labels") if isinstance(data, dict) else None
+        return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}

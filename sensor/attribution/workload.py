@@ -43,11 +43,11 @@ def pod_controller(pod_name: str) -> str:
 
 
 def container_workload(info: ContainerInfo) -> str:
-    label = info.labels.get(LABEL)
+    label = info.identity_label(LABEL)
     if label:
         return label
     if info.pod_name and info.pod_namespace:
-        cname = info.labels.get("io.kubernetes.container.name", "")
+        cname = info.identity_label("io.kubernetes.container.name") or ""
         base = f"k8s:{info.pod_namespace}/{pod_controller(info.pod_name)}"
         return f"{base}/{cname}" if cname else base
     if info.image_name:

@@ -17,6 +17,7 @@ class FakeDockerEngine:
     def __init__(self, socket_path: str) -> None:
         self.socket_path = socket_path
         self.containers: dict[str, dict] = {}
+        self.images: dict[str, dict[str, str]] = {}  # image id -> the image's own labels
         self.requests: list[str] = []
         engine = self
 
@@ -42,6 +43,8 @@ class FakeDockerEngine:
                     and parts[1] in engine.containers
                 ):
                     status, body = 200, engine.containers[parts[1]]
+                elif len(parts) == 3 and parts[0] == "images" and urllib.parse.unquote(parts[1]) in engine.images:
+                    status, body = 200, {"Config": {"Labels": engine.images[urllib.parse.unquote(parts[1])]}}
                 else:
                     status, body = 404, {"message": f"No such container: {self.path}"}
                 raw = json.dumps(body).encode()

@@ -194,7 +194,9 @@ def test_metadata_filled_from_engine(fake_docker, cgtree) -> None:
     assert c.metadata is True
     assert at.runtime_status == "ok"
     assert statuses == [("ok", "")]
-    assert len(fake_docker.requests) == 1 and fake_docker.requests[0].startswith("/containers/json?all=1&filters=")
+    # one list entry; the image is asked for its labels since identity labels are present
+    assert len(fake_docker.requests) == 2 and fake_docker.requests[0].startswith("/containers/json?all=1&filters=")
+    assert fake_docker.requests[1] == "/images/sha256%3A" + "c" * 64 + "/json"
 
 
 def test_metadata_is_cached(fake_docker, cgtree) -> None:
@@ -326,3 +328,40 @@ def test_unknown_cgroup_id_is_host_with_no_path(cgtree) -> None:
     resolver, _ids = cgtree
     a = Attributor(resolver, None).attribute(2**63 + 1)
     assert a.is_host and a.cgroup_path is None
+
+
+# --- identity labels: the runtime's, not the image's (issue 10) ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("image_labels", "container_labels", "workload"),
+    [
+        # the image carries the label, the container was not given one: the image does not choose
+        ({"io.sluice.workload": "payments"}, {"io.sluice.workload": "payments"}, "evil/app"),
+        # the operator set it on the container (another value than the image's): it counts
+        ({"io.sluice.workload": "payments"}, {"io.sluice.workload": "batch"}, "batch"),
+        # set on the container, the image has none: it counts
+        ({}, {"io.sluice.workload": "batch"}, "batch"),
+        # a pod identity baked into the image is not a pod
+        (
+            {"io.kubernetes.pod.name": "api-7d9f", "io.kubernetes.pod.namespace": "prod"},
+            {"io.kubernetes.pod.name": "api-7d9f", "io.kubernetes.pod.namespace": "prod"},
+            "evil/app",
+        ),
+    ],
+)
+def test_an_image_label_does_not_choose_the_workload(
+    fake_docker, cgtree, image_labels: dict, container_labels: dict, workload: str
+) -> None:
+    from sensor.attribution.workload import workload_of
+
+    resolver, ids = cgtree
+    image_id = "sha256:" + "d" * 64
+    fake_docker.images[image_id] = image_labels
+    fake_docker.add(A, "web-1", "evil/app:1", image_id, {**container_labels, "team": "x"})
+    at = Attributor(resolver, DockerClient(fake_docker.socket_path, 2.0))
+    a = at.attribute(ids["a"])
+    assert workload_of(a) == workload
+    assert a.container is not None and a.container.labels["team"] == "x"  # every label still shown
+    if workload == "evil/app":
+        assert a.container.pod_name is None
