@@ -11,7 +11,9 @@ Processes outside any container cgroup are attributed to the host.
 
 from __future__ import annotations
 
+import queue
 import re
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -170,6 +172,15 @@ class Attributor:
         self._containers: dict[str, ContainerInfo] = {}
         self._retry_at: dict[str, float] = {}
         self._image_labels: dict[str, dict[str, str]] = {}  # image id -> its labels
+        # lookups on a worker thread (start_worker); None: on the caller's thread
+        self._worker: threading.Thread | None = None
+        self._jobs: queue.Queue[tuple[str, str, str | None, threading.Event]] = queue.Queue()
+        self._done: deque[Callable[[], None]] = deque()
+        self._pending: set[str] = set()
+        self._engine_slow = False
+        self.inline_wait = 0.0
+        self.lookups_dropped = 0  # queue full: retried
+        self.lookups_late = 0  # not answered within inline_wait: id only until they are
         # cgroup id -> attribution: the path parse runs once per cgroup
         self._cache: dict[int, Attribution] = {}
         self.lookups = 0
@@ -177,6 +188,9 @@ class Attributor:
         self.bundle_errors: deque[str] = deque(maxlen=5)  # the last few, for status
 
     def _set_status(self, status: str, detail: str) -> None:
+        if self._worker is not None and threading.current_thread() is self._worker:
+            self._done.append(lambda: self._set_status(status, detail))  # told on the caller's thread
+            return
         if status != self.runtime_status:
             self.runtime_status = status
             if self.on_runtime_status:
@@ -192,15 +206,88 @@ class Attributor:
         now = self.clock()
         if now < self._retry_at.get(info.id, 0.0):
             return
+        if self._worker is not None:
+            self._submit(info, now)
+            return
         self.lookups += 1
         ok = self._from_engine(info) if info.runtime == "docker" else self._from_bundle(info)
+        self._settle(info, info, ok, now)
+
+    def _settle(self, info: ContainerInfo, found: ContainerInfo, ok: bool, now: float) -> None:
+        """A lookup's result into the container's record (the caller's thread)."""
         if ok:
+            if found is not info:
+                info.name, info.image_name, info.image_id = found.name, found.image_name, found.image_id
+                info.labels = {**info.labels, **found.labels}
+                info.image_set_labels = found.image_set_labels
+                info.pod_uid = info.pod_uid or found.pod_uid
             info.metadata = True
             info.workload = None
             self._retry_at.pop(info.id, None)
         else:
             self.lookup_failures += 1
             self._retry_at[info.id] = now + self.negative_cache_seconds
+
+    # --- lookups off the caller's thread ------------------------------------------
+    #
+    # The sensor's drain loop must never wait for a container engine: a hung
+    # engine would delay every alert. With start_worker(), lookups run on one
+    # worker thread fed by a bounded queue; the caller waits for a result at
+    # most `inline_wait` seconds (so a healthy engine still names a new
+    # container in its first events) and not at all once a wait has timed
+    # out, until the engine answers again. Until the answer arrives the
+    # container is known by id; its record is filled in (on the caller's
+    # thread) when it does. A full queue is counted, and the lookup retried.
+
+    def start_worker(self, inline_wait: float = 0.05, queue_size: int = 256) -> None:
+        self.inline_wait = inline_wait
+        self._jobs = queue.Queue(maxsize=queue_size)
+        self._worker = threading.Thread(target=self._work, name="sluice-metadata", daemon=True)
+        self._worker.start()
+
+    def _submit(self, info: ContainerInfo, now: float) -> None:
+        if info.id in self._pending:
+            return
+        done = threading.Event()
+        try:
+            self._jobs.put_nowait((info.id, info.runtime, info.pod_uid, done))
+        except queue.Full:
+            self.lookups_dropped += 1
+            self._retry_at[info.id] = now + 1.0
+            return
+        self._pending.add(info.id)
+        if self._engine_slow or self.inline_wait <= 0:
+            return
+        if done.wait(self.inline_wait):
+            self.apply_results()
+        else:
+            self._engine_slow = True  # do not wait again until it answers
+            self.lookups_late += 1
+
+    def _work(self) -> None:
+        while True:
+            cid, runtime, pod_uid, done = self._jobs.get()
+            found = ContainerInfo(cid, runtime, pod_uid=pod_uid)
+            try:
+                self.lookups += 1
+                ok = self._from_engine(found) if runtime == "docker" else self._from_bundle(found)
+            except Exception as e:  # a lookup bug must not end the worker
+                ok = False
+                self.bundle_errors.append(f"{cid[:12]}: {type(e).__name__}: {e}")
+            self._done.append(lambda cid=cid, found=found, ok=ok: self._finish(cid, found, ok))  # type: ignore[misc]
+            done.set()
+
+    def _finish(self, cid: str, found: ContainerInfo, ok: bool) -> None:
+        self._pending.discard(cid)
+        self._engine_slow = False
+        info = self._containers.get(cid)
+        if info is not None:  # else forgotten meanwhile
+            self._settle(info, found, ok, self.clock())
+
+    def apply_results(self) -> None:
+        """Results of lookups done on the worker, applied on this thread."""
+        while self._done:
+            self._done.popleft()()
 
     def _from_engine(self, info: ContainerInfo) -> bool:
         assert self.docker is not None
@@ -262,6 +349,8 @@ class Attributor:
         return True
 
     def container(self, ref: ContainerRef) -> ContainerInfo:
+        if self._done:
+            self.apply_results()
         info = self._containers.get(ref.id)
         if info is None:
             info = ContainerInfo(ref.id, ref.runtime, pod_uid=ref.pod_uid)
@@ -271,6 +360,8 @@ class Attributor:
         return info
 
     def attribute(self, cgroup_id: int) -> Attribution:
+        if self._done:
+            self.apply_results()
         a = self._cache.get(cgroup_id)
         if a is not None:
             c = a.container
@@ -301,6 +392,9 @@ class Attributor:
             "lookups": self.lookups,
             "lookup_failures": self.lookup_failures,
             "containers_without_metadata": sum(1 for c in self._containers.values() if not c.metadata),
+            "lookups_pending": len(self._pending),
+            "lookups_late": self.lookups_late,
+            "lookups_dropped": self.lookups_dropped,
         }
         if self.bundle_errors:
             out["last_bundle_errors"] = list(self.bundle_errors)

@@ -458,6 +458,7 @@ class Sensor:
             on_runtime_status=self._runtime_status,
             oci_bundles=tuple(cfg.runtime.oci_bundles),
         )
+        self.attributor.start_worker()  # engine lookups never on the drain loop
         self._setup_detection()
         # the detector feeds its own learner (learn_while_detecting)
         observers: list[WindowObserver] = [self.detector] if self.detector else ([self.learner] if self.learner else [])

@@ -19,6 +19,8 @@ class FakeDockerEngine:
         self.containers: dict[str, dict] = {}
         self.images: dict[str, dict[str, str]] = {}  # image id -> the image's own labels
         self.requests: list[str] = []
+        # when set: every request waits for the gate to open (a hung engine)
+        self.gate: threading.Event | None = None
         engine = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -26,6 +28,8 @@ class FakeDockerEngine:
 
             def do_GET(self) -> None:
                 engine.requests.append(self.path)
+                if engine.gate is not None:
+                    engine.gate.wait(30)
                 url = urllib.parse.urlsplit(self.path)
                 parts = url.path.strip("/").split("/")
                 body: dict | list
