@@ -442,6 +442,12 @@ def _build_allow(body: Any, text: str, path: str) -> list[AllowEntry]:
     fields_ = {f.name: f.type for f in fields(AllowEntry)}
     for i, entry in enumerate(body):
         line = _line_of(text, "allow", None, i)
+        if not isinstance(entry, dict):
+            raise ConfigError(
+                f"allow entries must be tables, not {entry!r}: write [[allow]]",
+                path,
+                line or _line_of(text, "", "allow"),
+            )
         kw: dict[str, Any] = {}
         for key, value in entry.items():
             kline = _line_of(text, "allow", key, i) or line
