@@ -191,6 +191,7 @@ class Sensor:
                     "by_rule": dict(self.detector.by_rule),
                     "rules": len(self.detector.rules),
                     "rule_errors_by_rule": dict(self.detector.rule_errors),
+                    "state_evictions": self.detector.state_evictions(),
                     "last_rule_error": self.detector.last_rule_error,
                 }
                 if self.detector

@@ -170,6 +170,12 @@ class Detector:
             except Exception as e:
                 self._rule_failed("learner", e)
 
+    def state_evictions(self) -> int:
+        """Rule state dropped by its caps (per-container and total), all rules."""
+        from sensor.detect.rules._common import state_evictions
+
+        return sum(state_evictions(r) for r in self.rules)
+
     def _rule_failed(self, rule_id: str, e: Exception) -> None:
         self.counts["rule_errors"] += 1
         self.rule_errors[rule_id] = self.rule_errors.get(rule_id, 0) + 1

@@ -41,6 +41,7 @@ Emit = Callable[[dict[str, Any]], None]
 HOST_KEY = "host"
 MAX_CONNECT_VIEWS = 64  # per (cgroup, destination) per window, for the rules
 MAX_EXEC_VIEWS = 16  # per (cgroup, executable) per window
+MAX_VIEWS_PER_CGROUP = 4096  # connects and execs per cgroup per window, all keys together
 
 
 @dataclass(slots=True)
@@ -233,9 +234,15 @@ class Pipeline:
         rules need no more (a beacon is a few connects per window; a chain
         needs the first connect to each destination) and a flood must not
         stall the reader while the window closes. Counted in health."""
+        total_key = ("n", key[1])  # the cgroup's views this window: a churn of keys cannot grow them
+        total = self._view_counts.get(total_key, 0)
+        if total >= MAX_VIEWS_PER_CGROUP:
+            self.counts["view_events_capped"] += 1
+            return False
         n = self._view_counts.get(key, 0) + 1
         self._view_counts[key] = n
         if n <= cap:
+            self._view_counts[total_key] = total + 1
             return True
         self.counts["view_events_capped"] += 1
         return False

@@ -59,11 +59,89 @@ def _drop_containers(table: dict[Any, Any], ids: set[str]) -> None:
         del table[k]
 
 
+# Caps on a rule's state keyed by (container id, ...): what one container
+# may make a rule remember (destinations it churns through, DNS names it
+# invents) and what all of them together may.
+PER_CONTAINER_KEYS = 1024
+TOTAL_KEYS = 65536
+
+
+class CappedTable(dict[Any, Any]):
+    """A rule's state keyed by (container id, ...) tuples, bounded: at most
+    `per_container` keys for one container and `total` overall. Making room
+    evicts that container's oldest key (so a container churning destinations
+    only forgets its own), or the oldest overall; every eviction is counted
+    (health: detection.state_evictions). With a factory it behaves as a
+    defaultdict."""
+
+    def __init__(self, per_container: int = PER_CONTAINER_KEYS, total: int = TOTAL_KEYS, factory: Any = None) -> None:
+        super().__init__()
+        self.per_container, self.total, self.factory = per_container, total, factory
+        self._by_container: dict[Any, dict[Any, None]] = {}  # insertion order per container
+        self.evictions = 0
+
+    def __missing__(self, key: Any) -> Any:
+        if self.factory is None:
+            raise KeyError(key)
+        v = self.factory()
+        self[key] = v
+        return v
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if key not in self:
+            mine = self._by_container.setdefault(key[0], {})
+            if len(mine) >= self.per_container:
+                self._evict(next(iter(mine)))
+            while len(self) >= self.total:
+                self._evict(next(iter(self)))
+            mine = self._by_container.setdefault(key[0], {})
+            mine[key] = None
+        super().__setitem__(key, value)
+
+    def _evict(self, key: Any) -> None:
+        self.evictions += 1
+        del self[key]
+
+    def __delitem__(self, key: Any) -> None:
+        super().__delitem__(key)
+        mine = self._by_container.get(key[0])
+        if mine is not None:
+            mine.pop(key, None)
+            if not mine:
+                del self._by_container[key[0]]
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        if key in self:
+            v = self[key]
+            del self[key]
+            return v
+        if default:
+            return default[0]
+        raise KeyError(key)
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def clear(self) -> None:
+        super().clear()
+        self._by_container.clear()
+
+
+def state_evictions(rule: Any) -> int:
+    """Keys a rule's capped tables (and its own counter) evicted so far."""
+    return int(getattr(rule, "evicted", 0)) + sum(
+        v.evictions for v in vars(rule).values() if isinstance(v, CappedTable)
+    )
+
+
 class _Base:
     info: RuleInfo
 
     def __init__(self, info: RuleInfo) -> None:
         self.info = info
+        self.evicted = 0  # state a rule dropped by its own caps
 
     def forget_containers(self, ids: set[str]) -> None:
         """Rules that keep per-container state override this."""

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import statistics
-from collections import defaultdict, deque
+from collections import deque
 from dataclasses import dataclass
 
 from sensor.detect.rule import T1104, Context, Finding, RuleInfo, RuleSettings
-from sensor.detect.rules._common import STATE_TTL_S, _Base, _dest, _drop_containers, _who
+from sensor.detect.rules._common import STATE_TTL_S, CappedTable, _Base, _dest, _drop_containers, _who
 from sensor.detect.view import ConnectView, WindowView
 
 
@@ -35,8 +35,9 @@ class Beaconing(_Base):
 
     def __init__(self) -> None:
         super().__init__(INFO)
-        self._times: dict[tuple[str, str, int, str], deque[float]] = defaultdict(lambda: deque(maxlen=64))
-        self._ctx: dict[tuple[str, str, int, str], ConnectView] = {}
+        # one entry per (container, destination): capped, a churning container evicts its own
+        self._times: dict[tuple[str, str, int, str], deque[float]] = CappedTable(factory=lambda: deque(maxlen=64))
+        self._ctx: dict[tuple[str, str, int, str], ConnectView] = CappedTable()
 
     def forget_containers(self, ids: set[str]) -> None:
         _drop_containers(self._times, ids)
@@ -52,7 +53,9 @@ class Beaconing(_Base):
             touched.add(key)
         out = []
         for key in touched:
-            c = self._ctx[key]
+            c = self._ctx.get(key)
+            if c is None or key not in self._times:  # evicted by the cap meanwhile
+                continue
             ts = [t for t in self._times[key] if view.end - t <= cfg.horizon_seconds]
             if len(ts) < cfg.min_connections:
                 continue

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 
 from sensor.detect.rule import KIB, T1048, Context, Finding, RuleInfo, RuleSettings
-from sensor.detect.rules._common import _Base, _dest, _drop_containers, _human, _proc, _who
+from sensor.detect.rules._common import CappedTable, _Base, _dest, _drop_containers, _human, _proc, _who
 from sensor.detect.view import WindowView
 from sensor.telemetry.protocol import SSH, TLS
 
@@ -35,7 +34,7 @@ class NonStandardPort(_Base):
 
     def __init__(self) -> None:
         super().__init__(INFO)
-        self._sent: dict[tuple[str, str, int], int] = defaultdict(int)
+        self._sent: dict[tuple[str, str, int], int] = CappedTable(factory=int)
 
     def forget_containers(self, ids: set[str]) -> None:
         _drop_containers(self._sent, ids)

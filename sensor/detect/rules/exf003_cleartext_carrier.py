@@ -8,7 +8,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 from sensor.detect.rule import T1048, Context, Finding, RuleInfo, RuleSettings
-from sensor.detect.rules._common import STATE_TTL_S, _Base, _dest, _drop_containers, _human, _proc, _who
+from sensor.detect.rules._common import STATE_TTL_S, CappedTable, _Base, _dest, _drop_containers, _human, _proc, _who
 from sensor.detect.view import FlowView, WindowView
 from sensor.telemetry.protocol import DNS, HTTP
 
@@ -33,6 +33,7 @@ INFO = RuleInfo(
     Settings,
 )
 
+MAX_SUBDOMAINS = 1024  # per (container, domain)
 _HEX = re.compile(r"^[0-9a-f]+$", re.I)
 _B32 = re.compile(r"^[a-z2-7]+=*$", re.I)
 _B64 = re.compile(r"^[A-Za-z0-9+/_-]+=*$")
@@ -83,7 +84,8 @@ class CleartextCarrier(_Base):
     def __init__(self) -> None:
         super().__init__(INFO)
         # (container, domain) -> subdomains seen recently, with times
-        self._subs: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+        # (container, domain) -> subdomains: capped per container and per domain
+        self._subs: dict[tuple[str, str], dict[str, float]] = CappedTable(per_container=256, factory=dict)
 
     def forget_containers(self, ids: set[str]) -> None:
         _drop_containers(self._subs, ids)
@@ -148,6 +150,9 @@ class CleartextCarrier(_Base):
             seen = self._subs[(f.container_key, dom)]
             for sub in subs:
                 seen[sub] = view.end
+            while len(seen) > MAX_SUBDOMAINS:  # far past any threshold: forget the oldest
+                del seen[next(iter(seen))]
+                self.evicted += 1
             encoded = [(x, e) for x in subs if (e := encoding_of(x, cfg.dns_min_encoded_length))]
             longest = max(subs, key=lambda x: max(len(p) for p in x.split(".")))
             long_label = max(len(p) for p in longest.split("."))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sensor.detect.rule import MIB, T1048, Context, Finding, RuleInfo, RuleSettings
-from sensor.detect.rules._common import STATE_TTL_S, _Base, _dest, _drop_containers, _human, _proc, _who
+from sensor.detect.rules._common import STATE_TTL_S, CappedTable, _Base, _dest, _drop_containers, _human, _proc, _who
 from sensor.detect.view import WindowView
 
 
@@ -32,7 +32,7 @@ class NewDestination(_Base):
 
     def __init__(self) -> None:
         super().__init__(INFO)
-        self._sent: dict[tuple[str, str, int, str], list[Any]] = {}
+        self._sent: dict[tuple[str, str, int, str], list[Any]] = CappedTable()
 
     def forget_containers(self, ids: set[str]) -> None:
         _drop_containers(self._sent, ids)
