@@ -41,6 +41,7 @@ Emit = Callable[[dict[str, Any]], None]
 HOST_KEY = "host"
 MAX_CONNECT_VIEWS = 64  # per (cgroup, destination) per window, for the rules
 MAX_EXEC_VIEWS = 16  # per (cgroup, executable) per window
+MANY_PROCESSES = 8192  # live processes beyond which command lines are read at 256 bytes
 MAX_VIEWS_PER_CGROUP = 4096  # connects and execs per cgroup per window, all keys together
 
 
@@ -210,7 +211,10 @@ class Pipeline:
         args = self._pending_args.pop(pid, None) or self._pending_args.pop(ev.old_pid, None)
         args_source = "tracepoint" if args is not None else "procfs"
         if args is None:
-            args, truncated = read_cmdline(pid, max_bytes=self.max_cmdline_bytes)
+            # with many live processes, read less of each: what the table of
+            # live processes holds stays bounded (8192 x 4 KiB + the rest x 256 B)
+            cap = self.max_cmdline_bytes if len(self.procs) < MANY_PROCESSES else min(self.max_cmdline_bytes, 256)
+            args, truncated = read_cmdline(pid, max_bytes=cap)
             self.counts["cmdline_truncated"] += truncated
         ppid = ev.ppid or read_ppid(pid)
         ts = self.to_wall(ev.hdr.ktime_ns)
