@@ -53,9 +53,9 @@ class Beaconing(_Base):
             touched.add(key)
         out = []
         for key in touched:
-            c = self._ctx.get(key)
-            if c is None or key not in self._times:  # evicted by the cap meanwhile
+            if key not in self._ctx or key not in self._times:  # evicted by the cap meanwhile
                 continue
+            c = self._ctx[key]
             ts = [t for t in self._times[key] if view.end - t <= cfg.horizon_seconds]
             if len(ts) < cfg.min_connections:
                 continue

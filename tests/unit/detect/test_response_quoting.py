@@ -8,7 +8,8 @@ import shlex
 from pathlib import Path
 
 import pytest
-from _views import T0, config, container, detector, scenario
+
+from tests.support.views import T0, config, container, detector, scenario
 
 DET = T0 + 600.0
 

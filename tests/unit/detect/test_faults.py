@@ -10,7 +10,6 @@ from typing import Any
 
 import msgpack
 import pytest
-from _views import MIB, T0, container, flow, window
 from typer.testing import CliRunner
 
 from control.cli import app
@@ -21,6 +20,7 @@ from sensor.detect.catalog import BY_ID
 from sensor.detect.engine import Detector
 from sensor.detect.rules import all_rules
 from sensor.errors import ConfigError
+from tests.support.views import MIB, T0, container, flow, window
 
 EXFIL = container("exfil", image="evil/exfil:latest")
 

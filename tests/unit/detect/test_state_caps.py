@@ -9,15 +9,14 @@ import ipaddress
 import os
 from pathlib import Path
 
-from _records import connect_rec, to_wall
-from _views import T0, config, connect, container, detector, flow, window
-
+from emulation.records import connect_rec, to_wall
 from sensor.attribution.cgroups import CgroupResolver
 from sensor.attribution.containers import Attributor
 from sensor.detect.rules._common import PER_CONTAINER_KEYS, CappedTable, state_evictions
 from sensor.detect.rules.c2002_beaconing import Beaconing
 from sensor.detect.rules.exf003_cleartext_carrier import MAX_SUBDOMAINS, CleartextCarrier
 from sensor.telemetry.pipeline import MAX_VIEWS_PER_CGROUP, Pipeline
+from tests.support.views import T0, config, connect, container, detector, flow, window
 
 CHURN = container("churner", image="evil/churn:1")
 BEACON = container("beacon", image="evil/beacon:1")

@@ -12,8 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _records import cgroup_rec, exec_rec, sample_rec, to_wall
-
+from emulation.records import cgroup_rec, exec_rec, sample_rec, to_wall
 from sensor.attribution.cgroups import CgroupResolver
 from sensor.attribution.containers import Attributor
 from sensor.attribution.docker_api import DockerClient
