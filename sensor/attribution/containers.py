@@ -18,12 +18,15 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sensor.attribution.cgroups import CgroupResolver
 from sensor.attribution.docker_api import DockerClient, DockerError, NotFound
 from sensor.attribution.oci import BundleError, read_metadata
 from sensor.text import safe_text
+
+if TYPE_CHECKING:
+    from sensor.attribution.registry import ContainerLife
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 # labels that decide a container's identity (workload, pod)
@@ -379,11 +382,35 @@ class Attributor:
         """The cgroup's path changed or went away."""
         self._cache.pop(cgroup_id, None)
 
+    def learn_cgroup(self, cgroup_id: int, path: str) -> None:
+        """A cgroup was created (its path from the kernel event)."""
+        self.resolver.learn(cgroup_id, path)
+        self.invalidate(cgroup_id)
+
+    def cgroup_id_of(self, path: str) -> int:
+        """The id of the cgroup at a v2 path (e.g. from /proc/<pid>/cgroup)."""
+        return self.resolver.id_of(path)
+
+    def cgroup_dir(self, attr: Attribution) -> str | None:
+        """The cgroup's directory on this host, if its path is known."""
+        return self.resolver.mount.rstrip("/") + attr.cgroup_path if attr.cgroup_path else None
+
     def forget_container(self, container_id: str) -> None:
         self._containers.pop(container_id, None)
         self._retry_at.pop(container_id, None)
         for k in [k for k, a in self._cache.items() if a.container and a.container.id == container_id]:
             del self._cache[k]
+
+    # --- ContainerRegistry subscriptions (after the grace period) -------------
+
+    def cgroups_removed(self, cgroup_ids: set[int]) -> None:
+        for cgid in cgroup_ids:
+            self.resolver.forget(cgid)
+            self.invalidate(cgid)
+
+    def containers_removed(self, lives: list[ContainerLife]) -> None:
+        for life in lives:
+            self.forget_container(life.info.id)
 
     def lookup_stats(self) -> dict[str, Any]:
         """Metadata lookups, failed ones, and known containers still known

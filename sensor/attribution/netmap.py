@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sensor.attribution.registry import ContainerLife
 
 
 def parse_fib_trie_local(text: str) -> set[str]:
@@ -83,6 +87,11 @@ class NetMap:
 
     def container_of(self, ip: str) -> str | None:
         return self._by_ip.get(ip)
+
+    def containers_removed(self, lives: list[ContainerLife]) -> None:
+        """ContainerRegistry subscription: stopped containers' addresses go."""
+        for life in lives:
+            self.forget(life.info.id)
 
     def forget(self, container_id: str) -> None:
         for ip in self._by_container.pop(container_id, set()):

@@ -12,9 +12,10 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from sensor.attribution.cgroups import CgroupResolver
-from sensor.attribution.containers import Attribution, Attributor
+from sensor.attribution.containers import Attributor
 from sensor.attribution.docker_api import DockerClient
 from sensor.attribution.netmap import NetMap
+from sensor.attribution.registry import ContainerLife, ContainerRegistry
 from sensor.config import Config
 from sensor.daemon.control_server import ControlServer
 from sensor.detect.baseline import Baseline, read_key
@@ -34,7 +35,7 @@ from sensor.ops.fim import FimUnavailable, FimWatcher
 from sensor.outputs import ecs
 from sensor.outputs.sinks import build_output
 from sensor.response.containment import Containment, ContainmentError, Entry
-from sensor.telemetry.pipeline import ContainerLife, Pipeline, monotonic_to_wall_factory
+from sensor.telemetry.pipeline import Pipeline, monotonic_to_wall_factory
 
 # The reader drains at least this often: most records are submitted without
 # a wake-up (see bpf/lib/common.bpf.h), so this bounds their latency (rules
@@ -100,6 +101,8 @@ class Sensor:
         self.control: ControlServer | None = None
         self.pipeline: Pipeline | None = None
         self.attributor: Attributor | None = None
+        self.registry: ContainerRegistry | None = None
+        self._final_window = False
 
     # --- documents -----------------------------------------------------------
 
@@ -171,7 +174,7 @@ class Sensor:
                 "status": self.attributor.runtime_status if self.attributor is not None else "unknown",
                 **(self.attributor.lookup_stats() if self.attributor is not None else {}),
             },
-            "containers_tracked": len(self.pipeline.containers) if self.pipeline else 0,
+            "containers_tracked": len(self.registry) if self.registry is not None else 0,
             "control": self.control.stats() if self.control is not None else {},
             "containment": {
                 "entries": self._containment_entries(),
@@ -301,11 +304,11 @@ class Sensor:
 
     def _container(self, ref: str) -> ContainerLife:
         """A running container by id, id prefix or name."""
-        assert self.pipeline is not None
+        assert self.registry is not None
         ref = ref.strip()
         if not ref:
             raise ContainmentError("say which container (id, id prefix or name)")
-        lives = self.pipeline.containers
+        lives = self.registry.running
         hits = [
             c for cid, c in lives.items() if cid == ref or c.info.name == ref or (len(ref) >= 4 and cid.startswith(ref))
         ]
@@ -328,11 +331,11 @@ class Sensor:
     def _containment_doc(
         self, e: Entry, action: str, message: str, life: ContainerLife | None = None, dropped: int = 0
     ) -> None:
-        assert self.pipeline is not None
+        assert self.pipeline is not None and self.registry is not None
         types = ["allowed"] if action == "containment_released" else ["denied"]
         if life is None and e.container_id is not None:
-            life = self.pipeline.containers.get(e.container_id)
-        attr = Attribution(life.cgroup_id, None, life.info) if life is not None else None
+            life = self.registry.get(e.container_id)
+        attr = life.attribution() if life is not None else None
         d = self.pipeline._doc(time.time(), ["network"], types, action, "sluice.response", attr)
         if attr is None and e.container_id is not None:  # the container is gone: what the entry knew
             d["container"] = {"id": e.container_id, **({"name": e.container_name} if e.container_name else {})}
@@ -387,8 +390,9 @@ class Sensor:
         """Re-apply the saved entries of containers still running. A state
         file that cannot be read is kept aside (renamed), reported, and
         containment starts empty: the sensor runs either way."""
-        assert self.source is not None and self.pipeline is not None
+        assert self.source is not None and self.registry is not None
         self.containment = Containment(self.source, self.config.sensor.containment_state)
+        self.registry.subscribe(on_removed=self._containers_removed)
         try:
             saved = self.containment.load()
         except ContainmentError as err:
@@ -401,7 +405,7 @@ class Sensor:
             self._containment_problem = f"{err}{note}; nothing was re-applied"
             print(f"sluice: warning: {self._containment_problem}", file=sys.stderr)
             return
-        live = {cid: [c.cgroup_id] for cid, c in self.pipeline.containers.items()}
+        live = {cid: [c.cgroup_id] for cid, c in self.registry.running.items()}
         applied, dropped = self.containment.restore(saved, live)
         for e in applied:
             self._containment_doc(
@@ -412,11 +416,14 @@ class Sensor:
         for e in dropped:
             self._containment_doc(e, "containment_released", f"released at start, the container is gone: {e.label()}")
 
-    def _release_gone_containers(self) -> None:
-        if self.containment is None or not self.containment.entries:
+    def _containers_removed(self, _lives: list[ContainerLife]) -> None:
+        """ContainerRegistry subscription: release the entries of containers
+        that are gone. Not in the final window at shutdown: those entries
+        stay saved and the next start releases them (and says so)."""
+        if self.containment is None or not self.containment.entries or self._final_window:
             return
-        assert self.pipeline is not None
-        live = set(self.pipeline.containers)
+        assert self.registry is not None
+        live = set(self.registry.running)
         if not self.containment.gone(live):
             return
         dropped = self._dropped_by_entry()
@@ -460,7 +467,10 @@ class Sensor:
             oci_bundles=tuple(cfg.runtime.oci_bundles),
         )
         self.attributor.start_worker()  # engine lookups never on the drain loop
+        self.registry = ContainerRegistry(self.attributor)
         self._setup_detection()
+        if self.detector is not None:
+            self.registry.subscribe(on_removed=self.detector.containers_removed)
         # the detector feeds its own learner (learn_while_detecting)
         observers: list[WindowObserver] = [self.detector] if self.detector else ([self.learner] if self.learner else [])
         self.pipeline = Pipeline(
@@ -473,6 +483,7 @@ class Sensor:
             netmap=NetMap(),
             high_entropy_bits=cfg.detection.high_entropy_bits,
             max_cmdline_bytes=cfg.sensor.max_cmdline_bytes,
+            registry=self.registry,
         )
         if self._source_factory is None:
             from sensor.kernel.loader import BccSource
@@ -481,7 +492,7 @@ class Sensor:
         else:
             self.source = self._source_factory(cfg, self.report)
         self.hooks = self.source.start(self.pipeline.handle_raw)
-        self.pipeline.note_existing_containers()
+        self.registry.note_existing()
         self._setup_containment()
         self.control = ControlServer(cfg.sensor.control_socket, self._handle)
         self.control.start()
@@ -588,7 +599,6 @@ class Sensor:
             if now >= next_window:
                 end = time.time()
                 self.pipeline.close_window(self.source.drain_flows(), win_start, end)
-                self._release_gone_containers()
                 win_start = end
                 next_window += window
                 if next_window < now:  # we fell behind: do not burst
@@ -607,6 +617,7 @@ class Sensor:
                 self._publish_snapshot()
                 next_snapshot = now + SNAPSHOT_EVERY_S
         # final window: what is still buffered, then both generations
+        self._final_window = True
         self.source.poll(0)
         self.pipeline.close_window(self.source.drain_flows(final=True), win_start, time.time())
 

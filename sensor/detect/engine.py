@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sensor.attribution.containers import Attribution
+from sensor.attribution.registry import ContainerLife
 from sensor.config import AllowEntry, Config
 from sensor.detect.baseline import Baseline
 from sensor.detect.catalog import BY_ID, RuleInfo
@@ -155,14 +156,6 @@ class Detector:
                     self._consider(f)
             except Exception as e:
                 self._rule_failed(rule.info.id, e)
-        # containers that stopped in this window: their rule state goes with them
-        gone = {x.attr.container.id for x in view.lifecycle if x.kind == "stop" and x.attr.container}
-        if gone:
-            for rule in self.rules:
-                try:
-                    rule.forget_containers(gone)
-                except Exception as e:
-                    self._rule_failed(rule.info.id, e)
         if self.learner is not None:
             self.learner.skip = lambda w: w in self._alerting
             try:
@@ -180,6 +173,16 @@ class Detector:
         self.counts["rule_errors"] += 1
         self.rule_errors[rule_id] = self.rule_errors.get(rule_id, 0) + 1
         self.last_rule_error = f"{rule_id}: {type(e).__name__}: {e}"
+
+    def containers_removed(self, lives: list[ContainerLife]) -> None:
+        """ContainerRegistry subscription: stopped containers (after the
+        window that saw them stop): their rule state goes with them."""
+        gone = {life.info.id for life in lives}
+        for rule in self.rules:
+            try:
+                rule.forget_containers(gone)
+            except Exception as e:
+                self._rule_failed(rule.info.id, e)
 
     def _consider(self, f: Finding) -> None:
         tz = self.config.detection.timezone

@@ -15,8 +15,9 @@ from typing import Any
 
 import psutil
 
-from sensor.attribution.containers import Attribution, Attributor, ContainerInfo, container_from_path
+from sensor.attribution.containers import Attribution, Attributor
 from sensor.attribution.netmap import NetMap
+from sensor.attribution.registry import ContainerRegistry
 from sensor.attribution.workload import workload_of
 from sensor.detect.view import ConnectView, ExecView, FlowView, LifecycleView, ProcessRef, WindowObserver, WindowView
 from sensor.kernel.events import (
@@ -99,13 +100,6 @@ def read_ppid(pid: int) -> int | None:
         return None
 
 
-@dataclass
-class ContainerLife:
-    info: ContainerInfo
-    cgroup_id: int
-    started: float | None  # wall-clock, None if it predates the sensor
-
-
 class Pipeline:
     def __init__(
         self,
@@ -119,6 +113,7 @@ class Pipeline:
         netmap: NetMap | None = None,
         high_entropy_bits: float = HIGH_ENTROPY_BITS,
         max_cmdline_bytes: int = 4096,
+        registry: ContainerRegistry | None = None,
     ) -> None:
         self.max_cmdline_bytes = max_cmdline_bytes
         self.attributor = attributor
@@ -137,11 +132,12 @@ class Pipeline:
         self.exited: OrderedDict[int, ProcInfo] = OrderedDict()
         self.max_processes = max_processes
         self._pending_args: dict[int, list[str]] = {}
-        self.containers: dict[str, ContainerLife] = {}
-        # Removed cgroups (and their containers) stay resolvable until the
-        # window holding their last bytes is summarised: (cgroup id,
-        # container id or None), forgotten at the next window close.
-        self._removed: list[tuple[int, str | None]] = []
+        # which containers exist; removed ones stay resolvable until the
+        # window holding their last bytes is summarised (expire() below)
+        self.registry = registry if registry is not None else ContainerRegistry(attributor)
+        self.registry.subscribe(on_cgroups_removed=self.window.forget_cgroups)
+        if netmap is not None:
+            self.registry.subscribe(on_removed=netmap.containers_removed)
         self.counts: dict[str, int] = {
             "events": 0,
             "decode_errors": 0,
@@ -343,28 +339,18 @@ class Pipeline:
             self._on_cgroup_rmdir(ev, ts)
 
     def _on_cgroup_mkdir(self, ev: CgroupEvent, ts: float) -> None:
-        self.attributor.resolver.learn(ev.hdr.cgroup_id, ev.path)
-        self.attributor.invalidate(ev.hdr.cgroup_id)
-        ref = container_from_path(ev.path)
-        if ref is None or ref.id in self.containers:
+        new = self.registry.cgroup_created(ev.hdr.cgroup_id, ev.path, ts)
+        if new is None:
             return  # not a container, or a sub-cgroup of a known one
-        attr = self.attributor.attribute(ev.hdr.cgroup_id)
-        if attr.container is None:
-            return
-        self.containers[ref.id] = ContainerLife(attr.container, ev.hdr.cgroup_id, ts)
+        _life, attr = new
         self._view.lifecycle.append(LifecycleView(ts, attr, workload_of(attr), "start", None))
         if self.events:
             self._out(self._doc(ts, ["host"], ["start"], "container_start", "sluice.container", attr))
 
     def _on_cgroup_rmdir(self, ev: CgroupEvent, ts: float) -> None:
-        ref = container_from_path(ev.path)
-        life = self.containers.get(ref.id) if ref else None
-        if ref is None or life is None or life.cgroup_id != ev.hdr.cgroup_id:
-            # a sub-cgroup or a host cgroup: a running container stays known
-            self._removed.append((ev.hdr.cgroup_id, None))
-            return
-        del self.containers[ref.id]
-        self._removed.append((ev.hdr.cgroup_id, ref.id))
+        life = self.registry.cgroup_removed(ev.hdr.cgroup_id, ev.path)
+        if life is None:
+            return  # a sub-cgroup or a host cgroup: a running container stays known
         attr = Attribution(ev.hdr.cgroup_id, ev.path, life.info)
         lifetime = ts - life.started if life.started is not None else None
         self._view.lifecycle.append(LifecycleView(ts, attr, workload_of(attr), "stop", lifetime))
@@ -386,7 +372,7 @@ class Pipeline:
         try:
             with open(f"/proc/{pid}/cgroup") as f:
                 path = next((line.split(":", 2)[2].strip() for line in f if line.startswith("0::")), "/")
-            cgid = self.attributor.resolver.id_of(path)
+            cgid = self.attributor.cgroup_id_of(path)
         except (OSError, StopIteration):
             p = self.procs.get(pid) or self.exited.get(pid)
             cgid = p.cgroup_id if p else 0
@@ -404,16 +390,6 @@ class Pipeline:
             except psutil.Error:
                 ref = ProcessRef(pid, "") if pid else None
         return attr, workload_of(attr), ref
-
-    def note_existing_containers(self) -> None:
-        """Track containers that were running before the sensor started."""
-        for cgid, path in self.attributor.resolver.items():
-            ref = container_from_path(path)
-            # the container's own cgroup, not one of its sub-cgroups
-            if ref and ref.id not in self.containers and ref.id in path.rsplit("/", 1)[-1]:
-                attr = self.attributor.attribute(cgid)
-                if attr.container is not None:
-                    self.containers[ref.id] = ContainerLife(attr.container, cgid, None)
 
     # --- windows -------------------------------------------------------------
 
@@ -463,16 +439,8 @@ class Pipeline:
                 self._out(self._container_doc(c, a, start, end))
         self._update_top(per, attrs, end - start)
         self._notify(summaries, attr_of, start, end)
-        removed, self._removed = self._removed, []
-        if removed:
-            self.window.forget_cgroups({cgid for cgid, _c in removed})
-        for cgid, container_id in removed:
-            self.attributor.resolver.forget(cgid)
-            self.attributor.invalidate(cgid)
-            if container_id is not None:
-                self.attributor.forget_container(container_id)
-                if self.netmap is not None:
-                    self.netmap.forget(container_id)
+        # what was removed in this window is summarised: its owners forget it
+        self.registry.expire()
         return summaries, per
 
     def _notify(
@@ -502,18 +470,20 @@ class Pipeline:
 
     def _resolve_peers(self, flows: list[FlowView]) -> None:
         assert self.netmap is not None
-        mount = self.attributor.resolver.mount.rstrip("/")
         for f in flows:  # learn the addresses of containers active now
             c = f.attr.container
-            if c is not None and not self.netmap.has(c.id) and f.attr.cgroup_path:
-                self.netmap.refresh(c.id, mount + f.attr.cgroup_path)
+            if c is None or self.netmap.has(c.id):
+                continue
+            cgroup_dir = self.attributor.cgroup_dir(f.attr)
+            if cgroup_dir is not None:
+                self.netmap.refresh(c.id, cgroup_dir)
         for f in flows:
             peer_id = self.netmap.container_of(f.ip)
             if peer_id is None:
                 continue
-            life = self.containers.get(peer_id)
+            life = self.registry.get(peer_id)
             if life is not None:
-                f.peer = Attribution(life.cgroup_id, None, life.info)
+                f.peer = life.attribution()
                 f.peer_workload = workload_of(f.peer)
 
     def _window_fields(self, d: dict[str, Any], start: float, end: float) -> None:

@@ -228,7 +228,7 @@ def engine(fake_docker: Any) -> Any:
 
 def test_pipeline_telemetry_documents_are_ecs(tmp_path: Path, engine: Any) -> None:
     pipe, docs, cg = _pipeline_world(tmp_path, engine.socket_path)
-    pipe.note_existing_containers()
+    pipe.registry.note_existing()
     src = ReplaySource(_telemetry_records(cg), [_flows(cg)])
     src.start(pipe.handle_raw)
     src.poll(0)

@@ -493,7 +493,7 @@ def test_container_start_and_stop_with_lifetime(world: World) -> None:
     assert stop["event"]["end"] == ecs.iso(to_wall(6 * NS + 500_000_000))
     assert stop["event"]["duration"] == 5_500_000_000
     assert stop["sluice"]["container"] == {"lifetime_seconds": 5.5}
-    assert world.pipe.containers == {}
+    assert world.pipe.registry.running == {}
     assert dict(world.resolver.items())[cgid + 2] == "/system.slice/foo.service"
     assert world.pipe.counts["cgroup"] == 5
 
@@ -533,20 +533,20 @@ def test_sub_cgroup_removal_keeps_the_running_container(world: World, fake_docke
         ],
     )
     world.pipe.close_window([], to_wall(0), to_wall(3 * NS))
-    assert B in world.pipe.containers and world.pipe.containers[B].cgroup_id == cgid
+    assert B in world.pipe.registry.running and world.pipe.registry.running[B].cgroup_id == cgid
     assert cgid + 1 not in dict(world.resolver.items())
     # the container still runs: its metadata stays cached, no new engine request
     a = world.attributor.attribute(cgid)
     assert a.container is not None and a.container.name == "late-starter"
-    assert a.container is world.pipe.containers[B].info
+    assert a.container is world.pipe.registry.running[B].info
     assert len([r for r in fake_docker.requests if B in r]) == 1
 
 
 def test_existing_container_stop_has_no_lifetime(world: World) -> None:
-    world.pipe.note_existing_containers()
-    assert set(world.pipe.containers) == {A}
-    assert world.pipe.containers[A].cgroup_id == world.cg
-    assert world.pipe.containers[A].started is None
+    world.pipe.registry.note_existing()
+    assert set(world.pipe.registry.running) == {A}
+    assert world.pipe.registry.running[A].cgroup_id == world.cg
+    assert world.pipe.registry.running[A].started is None
     replay(world, [cgroup_rec(E.CGROUP_RMDIR, world.cg, f"/docker/{A}".encode(), ktime_ns=NS)])
     check_all(world)
     (stop,) = world.by_action("container_stop")
