@@ -32,7 +32,7 @@ from sensor.kernel.memory import resident_kb
 from sensor.kernel.probe import ProbeReport, probe, require_root, require_runnable
 from sensor.kernel.source import EventSource
 from sensor.ops.fim import FimUnavailable, FimWatcher
-from sensor.outputs import ecs
+from sensor.outputs import documents
 from sensor.outputs.sinks import build_output
 from sensor.response.containment import Containment, ContainmentError, Entry
 from sensor.telemetry.pipeline import Pipeline, monotonic_to_wall_factory
@@ -114,13 +114,11 @@ class Sensor:
                 self._alerts.append((self._alert_seq, doc))
 
     def _health_doc(self, action: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        d = ecs.base(time.time(), self.host_name, "state", ["host"], ["info"], action, "sluice.health")
+        ts = time.time()
         h = self._health()
         if extra:
             h.update(extra)
-        d["sluice"] = {"health": h}
-        d["message"] = self._health_message(action, h)
-        return d
+        return documents.health(self.host_name, ts, action, h, self._health_message(action, h))
 
     @staticmethod
     def _health_message(action: str, h: dict[str, Any]) -> str:
@@ -331,27 +329,11 @@ class Sensor:
     def _containment_doc(
         self, e: Entry, action: str, message: str, life: ContainerLife | None = None, dropped: int = 0
     ) -> None:
-        assert self.pipeline is not None and self.registry is not None
-        types = ["allowed"] if action == "containment_released" else ["denied"]
+        assert self.registry is not None
         if life is None and e.container_id is not None:
             life = self.registry.get(e.container_id)
-        attr = life.attribution() if life is not None else None
-        d = self.pipeline._doc(time.time(), ["network"], types, action, "sluice.response", attr)
-        if attr is None and e.container_id is not None:  # the container is gone: what the entry knew
-            d["container"] = {"id": e.container_id, **({"name": e.container_name} if e.container_name else {})}
-        if e.destination:
-            d["destination"] = {"ip": e.destination, "address": e.destination}
-        d["message"] = message
-        d.setdefault("sluice", {})["containment"] = {
-            "kind": e.kind,
-            "container_id": e.container_id,
-            "destination": e.destination,
-            "cgroup_ids": e.cgroup_ids,
-            "since": ecs.iso(e.since),
-            "reason": e.reason,
-            "dropped_packets": dropped,
-        }
-        self.emit(d)
+        attr = life.attribution() if life is not None else None  # None: the container is gone
+        self.emit(documents.containment(self.host_name, time.time(), e, action, message, attr, dropped))
 
     def _isolate(self, ref: str, reason: str) -> dict[str, Any]:
         assert self.containment is not None

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
-import re
-import shlex
 import time
 import uuid
 from collections.abc import Callable
@@ -16,30 +14,16 @@ from sensor.attribution.containers import Attribution
 from sensor.attribution.registry import ContainerLife
 from sensor.config import AllowEntry, Config
 from sensor.detect.baseline import Baseline
-from sensor.detect.catalog import BY_ID, RuleInfo
+from sensor.detect.catalog import BY_ID
 from sensor.detect.learn import Learner, local_hour
 from sensor.detect.rule import Context, Finding, Rule, RuleSettings
 from sensor.detect.rules import fim001_orchestration_config as fim001
 from sensor.detect.view import ProcessRef, WindowView
-from sensor.outputs import ecs
+from sensor.outputs import documents
 
 __all__ = ["Context", "Detector", "Finding", "Rule", "allowed", "cron_matches", "in_schedule"]
 
 Emit = Callable[[dict[str, Any]], None]
-
-# Names that may appear in a response command (Kubernetes: RFC 1123
-# subdomain for pods, RFC 1123 label for namespaces).
-_HEX_ID = re.compile(r"\A[0-9a-f]{12,64}\Z")
-_K8S_NAME = re.compile(r"\A(?=.{1,253}\Z)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
-_K8S_LABEL = re.compile(r"\A[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
-
-
-def _is_ip(s: str) -> bool:
-    try:
-        ipaddress.ip_address(s)
-        return True
-    except ValueError:
-        return False
 
 
 # --- allow lists and schedules -------------------------------------------------
@@ -218,52 +202,13 @@ class Detector:
         settings = self.config.rule(f.rule, RuleSettings)
         delta, tctx = self._time_context(f)
         score = max(0, min(100, settings.severity + f.severity_delta + delta))
-        cats, types = f.categories or (["intrusion_detection", "network"], ["info"])
-        d = ecs.base(f.ts, self.host_name, "alert", cats, types, info.slug, "sluice.alert")
-        d["event"].update(
-            {
-                "severity": score,
-                "risk_score": float(score),
-                "id": str(uuid.uuid4()),
-                "created": ecs.iso(self.clock()),
-                "reference": info.attack["technique"][2],
-            }
-        )
-        ecs.add_attribution(d, f.attr)
-        d["message"] = f.message
-        d["rule"] = {
-            "id": info.id,
-            "name": info.name,
-            "description": info.description,
-            "ruleset": "sluice",
-            "category": info.attack["tactic"][1],
-            "version": "1",
-        }
-        d["threat"] = self._threat(info)
-        if f.process is not None:
-            d["process"] = f.process.ecs()
-        if f.file is not None:
-            d["file"] = f.file
-        if f.destination is not None:
-            ip, port, transport = f.destination
-            d["destination"] = {"ip": ip, "port": port, "address": ip}
-            d["network"] = {"transport": transport, "direction": "egress", "type": "ipv6" if ":" in ip else "ipv4"}
-            if f.network_protocol:
-                d["network"]["protocol"] = f.network_protocol
         wb = self.ctx.workload(f.workload)
-        d["sluice"].update(
-            {
-                "workload": f.workload,
-                "evidence": {
-                    **f.evidence,
-                    "time": tctx,
-                    "baseline": {"known_workload": wb is not None, "windows": wb.windows if wb else 0},
-                },
-                "alert": {"suppressed_since_last": suppressed},
-                "response": self._response(f),
-            }
-        )
-        return d
+        evidence = {
+            **f.evidence,
+            "time": tctx,
+            "baseline": {"known_workload": wb is not None, "windows": wb.windows if wb else 0},
+        }
+        return documents.alert(self.host_name, f, info, score, self.clock(), str(uuid.uuid4()), evidence, suppressed)
 
     def on_fim(
         self, path: str, operations: list[str], ts: float, attr: Attribution, workload: str, process: ProcessRef | None
@@ -272,55 +217,3 @@ class Detector:
         cfg = self.config.rule(fim001.INFO.id, fim001.Settings)
         if cfg.enabled:
             self._consider(fim001.finding(cfg, path, operations, ts, attr, workload, process))
-
-    @staticmethod
-    def _threat(info: RuleInfo) -> dict[str, Any]:
-        tech_id, tech_name, tech_ref = info.attack["technique"]
-        tac_id, tac_name, tac_ref = info.attack["tactic"]
-        t: dict[str, Any] = {
-            "framework": "MITRE ATT&CK",
-            "technique": {"id": [tech_id], "name": [tech_name], "reference": [tech_ref]},
-            "tactic": {"id": [tac_id], "name": [tac_name], "reference": [tac_ref]},
-        }
-        if info.attack["subtechnique"]:
-            sid, sname, sref = info.attack["subtechnique"]
-            t["technique"]["subtechnique"] = {"id": [sid], "name": [sname], "reference": [sref]}
-        return t
-
-    @staticmethod
-    def _response(f: Finding) -> dict[str, Any]:
-        """The strategies' response path, as commands for this alert.
-
-        Pod names and namespaces come from labels a workload can influence:
-        they are offered only when they are valid Kubernetes names and are
-        quoted all the same (shlex.quote); container ids and addresses are
-        checked for what they must be. Nothing else reaches a command."""
-        r: dict[str, Any] = {}
-        c = f.attr.container
-        if c is not None and _HEX_ID.match(c.id):
-            short = shlex.quote(c.id[:12])
-            r["isolate"] = [
-                f"sluice isolate {short}  # in the kernel, any runtime; `sluice release {short}` undoes it",
-                f"docker network disconnect --force <network> {short}",
-                f"docker pause {short}",
-            ]
-            if c.pod_name and c.pod_namespace:
-                if _K8S_NAME.match(c.pod_name) and _K8S_LABEL.match(c.pod_namespace):
-                    r["isolate"].append(
-                        f"kubectl -n {shlex.quote(c.pod_namespace)} label pod {shlex.quote(c.pod_name)} "
-                        "sluice.io/quarantine=true  # with a deny-all NetworkPolicy on that label"
-                    )
-                else:
-                    r["note"] = "the pod's name or namespace is not a valid Kubernetes name: no kubectl command offered"
-            r["investigate"] = [f"docker inspect {short}", f"docker logs --since 30m {short}", f"docker diff {short}"]
-        if f.destination is not None and _is_ip(f.destination[0]):
-            ip = shlex.quote(str(ipaddress.ip_address(f.destination[0])))
-            fam = "ip6" if ":" in ip else "ip"
-            r["block"] = [
-                f"sluice block {ip}" + (f" --container {c.id[:12]}" if c is not None and _HEX_ID.match(c.id) else ""),
-                f"iptables -I DOCKER-USER -d {ip} -j DROP"
-                if fam == "ip"
-                else f"ip6tables -I DOCKER-USER -d {ip} -j DROP",
-                f"nft add rule inet filter forward {fam} daddr {ip} drop",
-            ]
-        return r

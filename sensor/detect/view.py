@@ -8,7 +8,7 @@ timestamps (in order).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from sensor.attribution.containers import Attribution
 from sensor.telemetry.counters import FlowSummary
@@ -21,17 +21,6 @@ class ProcessRef:
     executable: str | None = None
     args: list[str] | None = None
     ppid: int | None = None
-
-    def ecs(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"pid": self.pid, "name": self.name}
-        if self.executable:
-            d["executable"] = self.executable
-        if self.args is not None:
-            d["args"] = self.args
-            d["command_line"] = " ".join(self.args)
-        if self.ppid:
-            d["parent"] = {"pid": self.ppid}
-        return d
 
 
 @dataclass(slots=True)

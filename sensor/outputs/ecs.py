@@ -21,6 +21,12 @@ def iso(ts: float) -> str:
     return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
 
 
+def ms(ts: float) -> int:
+    """Epoch milliseconds of ts as iso(ts) writes it (truncated to the ms)."""
+    d = _dt.datetime.fromtimestamp(ts, _dt.UTC)
+    return int(d.replace(microsecond=d.microsecond // 1000 * 1000).timestamp() * 1000)
+
+
 def base(
     ts: float, host_name: str, kind: str, category: list[str], types: list[str], action: str, dataset: str
 ) -> dict[str, Any]:

@@ -1,4 +1,9 @@
-"""OCSF 1.7.0 rendering of Sluice's ECS documents (`--format ocsf`).
+"""OCSF 1.7.0 rendering of Sluice's documents (`--format ocsf`).
+
+The input is the Document a builder in sensor/outputs/documents.py made:
+times come from the numbers it was built from (Document.times); only a
+plain dict assembled elsewhere (by hand, by a tool) has its ECS time text
+parsed.
 
 - alerts -> Detection Finding (2004), with the ATT&CK `attacks[]` and the
   rule as the finding's analytic;
@@ -15,13 +20,19 @@ import datetime as _dt
 from typing import Any
 
 from sensor import __version__
+from sensor.outputs.ecs import ms
 
 OCSF_VERSION = "1.7.0"
 PROTOCOL_NUM = {"tcp": 6, "udp": 17, "icmp": 1, "ipv6-icmp": 58}
 
 
-def _ms(iso: str) -> int:
-    d = _dt.datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=_dt.UTC)
+def _ms(doc: dict[str, Any], field: str) -> int:
+    """Epoch ms of an ECS time field ("@timestamp", "event.start", ...)."""
+    ts = getattr(doc, "times", {}).get(field)
+    if ts is not None:
+        return ms(ts)
+    text = doc["@timestamp"] if field == "@timestamp" else doc["event"][field.split(".", 1)[1]]
+    d = _dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=_dt.UTC)
     return int(d.timestamp() * 1000)
 
 
@@ -79,7 +90,7 @@ def _common(doc: dict[str, Any], class_uid: int, category_uid: int, activity_id:
         "category_uid": category_uid,
         "activity_id": activity_id,
         "type_uid": class_uid * 100 + activity_id,
-        "time": _ms(doc["@timestamp"]),
+        "time": _ms(doc, "@timestamp"),
         "severity_id": sev,
         "metadata": _metadata(doc, profiles),
         "device": {"hostname": doc["host"]["name"], "type_id": 1},
@@ -89,9 +100,9 @@ def _common(doc: dict[str, Any], class_uid: int, category_uid: int, activity_id:
     if doc.get("message"):
         out["message"] = doc["message"]
     if doc["event"].get("start"):
-        out["start_time"] = _ms(doc["event"]["start"])
+        out["start_time"] = _ms(doc, "event.start")
     if doc["event"].get("end"):
-        out["end_time"] = _ms(doc["event"]["end"])
+        out["end_time"] = _ms(doc, "event.end")
     return out
 
 
@@ -130,7 +141,7 @@ def _finding(doc: dict[str, Any]) -> dict[str, Any]:
         "title": rule["name"],
         "desc": rule["description"],
         "types": [rule["category"]],
-        "created_time": _ms(doc["event"]["created"]),
+        "created_time": _ms(doc, "event.created"),
         "analytic": {"uid": rule["id"], "name": rule["name"], "type_id": 1, "category": rule["category"]},
         "attacks": [attack],
         "product": {"name": "Sluice", "vendor_name": "Sluice", "version": __version__},

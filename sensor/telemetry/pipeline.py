@@ -33,7 +33,7 @@ from sensor.kernel.events import (
     SampleEvent,
     decode,
 )
-from sensor.outputs import ecs
+from sensor.outputs import documents
 from sensor.telemetry.counters import HIGH_ENTROPY_BITS, ContainerSummary, FlowCounters, FlowSummary, WindowCounters
 from sensor.telemetry.protocol import transport_name
 from sensor.text import safe_text
@@ -179,14 +179,6 @@ class Pipeline:
         self.counts["documents"] += 1
         self.emit(doc)
 
-    def _doc(
-        self, ts: float, category: list[str], types: list[str], action: str, dataset: str, attr: Attribution | None
-    ) -> dict[str, Any]:
-        d = ecs.base(ts, self.host_name, "event", category, types, action, dataset)
-        if attr is not None:
-            ecs.add_attribution(d, attr)
-        return d
-
     # --- processes ---------------------------------------------------------
 
     def _remember(self, p: ProcInfo) -> None:
@@ -222,11 +214,8 @@ class Pipeline:
             self._view.execs.append(ExecView(ts, attr, workload_of(attr), self._process_ref(p)))
         if not self.events:
             return
-        d = self._doc(ts, ["process"], ["start"], "exec", "sluice.process", attr)
-        d["process"] = self._process_fields(p)
-        d["process"]["start"] = ecs.iso(ts)
-        d["sluice"]["process"] = {"args_source": args_source if args is not None else "unavailable"}
-        self._out(d)
+        source = args_source if args is not None else "unavailable"
+        self._out(documents.process_start(self.host_name, ts, attr, self._process_ref(p), source))
 
     def _view_keep(self, key: tuple[Any, ...], cap: int) -> bool:
         """Bound what one window hands to the rules: the first `cap` connects
@@ -253,16 +242,6 @@ class Pipeline:
             p.ref = ProcessRef(p.pid, p.name, p.executable, p.args, p.ppid)
         return p.ref
 
-    def _process_fields(self, p: ProcInfo) -> dict[str, Any]:
-        f: dict[str, Any] = {"pid": p.pid, "name": p.name, "executable": p.executable}
-        if p.args is not None:
-            f["args"] = p.args
-            f["args_count"] = len(p.args)
-            f["command_line"] = " ".join(p.args)
-        if p.ppid:
-            f["parent"] = {"pid": p.ppid}
-        return f
-
     def _on_exit(self, ev: ExitEvent) -> None:
         self.counts["exit"] += 1
         p = self.procs.pop(ev.hdr.pid, None)
@@ -274,15 +253,8 @@ class Pipeline:
             return
         ts = self.to_wall(ev.hdr.ktime_ns)
         attr = self.attributor.attribute(ev.hdr.cgroup_id)
-        d = self._doc(ts, ["process"], ["end"], "exit", "sluice.process", attr)
-        if p is not None:
-            d["process"] = self._process_fields(p)
-            d["process"]["start"] = ecs.iso(p.start_ts)
-            d["event"]["duration"] = int((ts - p.start_ts) * 1e9)
-        else:
-            d["process"] = {"pid": ev.hdr.pid, "name": ev.comm}
-        d["process"]["end"] = ecs.iso(ts)
-        self._out(d)
+        ref, started = (self._process_ref(p), p.start_ts) if p is not None else (None, None)
+        self._out(documents.process_end(self.host_name, ts, attr, ref, started, ev.hdr.pid, ev.comm))
 
     # --- network -------------------------------------------------------------
 
@@ -301,26 +273,18 @@ class Pipeline:
         if not self.events:
             return
         action = "connection_attempted" if ev.op == CONNECT_OP_CONNECT else "udp_send"
-        d = self._doc(ts, ["network"], ["connection", "start"], action, "sluice.network", attr)
-        d["process"] = self._known_process(ev.hdr.pid, ev.comm)
-        d["destination"] = {"ip": ev.daddr, "port": ev.dport, "address": ev.daddr}
-        d["network"] = {
-            "transport": transport_name(ev.protocol),
-            "direction": "egress",
-            "type": "ipv6" if ":" in ev.daddr else "ipv4",
-        }
-        d["sluice"]["socket"] = {"cookie": ev.sock_cookie}
-        self._out(d)
+        proc = self._known_process(ev.hdr.pid, ev.comm)
+        transport = transport_name(ev.protocol)
+        self._out(
+            documents.connection(self.host_name, ts, attr, action, proc, ev.daddr, ev.dport, transport, ev.sock_cookie)
+        )
 
     def _known_process(self, pid: int, comm: str) -> dict[str, Any]:
+        """process.* from the exec table, else what the event and /proc say."""
         p = self.procs.get(pid) or self.exited.get(pid)
         if p is not None:
-            return self._process_fields(p)
-        f: dict[str, Any] = {"pid": pid, "name": comm}
-        ppid = read_ppid(pid)
-        if ppid:
-            f["parent"] = {"pid": ppid}
-        return f
+            return documents.process_fields(self._process_ref(p))
+        return documents.process_brief(ProcessRef(pid, comm, ppid=read_ppid(pid)))
 
     def _on_sample(self, ev: SampleEvent) -> None:
         self.counts["sample"] += 1
@@ -345,7 +309,7 @@ class Pipeline:
         _life, attr = new
         self._view.lifecycle.append(LifecycleView(ts, attr, workload_of(attr), "start", None))
         if self.events:
-            self._out(self._doc(ts, ["host"], ["start"], "container_start", "sluice.container", attr))
+            self._out(documents.container_start(self.host_name, ts, attr))
 
     def _on_cgroup_rmdir(self, ev: CgroupEvent, ts: float) -> None:
         life = self.registry.cgroup_removed(ev.hdr.cgroup_id, ev.path)
@@ -354,15 +318,8 @@ class Pipeline:
         attr = Attribution(ev.hdr.cgroup_id, ev.path, life.info)
         lifetime = ts - life.started if life.started is not None else None
         self._view.lifecycle.append(LifecycleView(ts, attr, workload_of(attr), "stop", lifetime))
-        if not self.events:
-            return
-        d = self._doc(ts, ["host"], ["end"], "container_stop", "sluice.container", attr)
-        if life.started is not None:
-            d["event"]["start"] = ecs.iso(life.started)
-            d["event"]["end"] = ecs.iso(ts)
-            d["event"]["duration"] = int((ts - life.started) * 1e9)
-            d["sluice"]["container"] = {"lifetime_seconds": round(ts - life.started, 3)}
-        self._out(d)
+        if self.events:
+            self._out(documents.container_stop(self.host_name, ts, attr, life.started))
 
     def attribute_pid(self, pid: int) -> tuple[Attribution, str, ProcessRef | None]:
         """Attribution, workload and process of a pid (for non-BPF sources
@@ -427,7 +384,8 @@ class Pipeline:
             if h is not None:
                 c.histogram.merge(h)
             if self.events:
-                self._out(self._flow_doc(s, a, start, end))
+                proc = self._known_process(s.pid, s.comm or "") if s.pid is not None else None
+                self._out(documents.flow_summary(self.host_name, s, a, proc, start, end))
         for cgid, n in execs.items():
             a = attr_of(cgid)
             c = per.setdefault(key_of(a), ContainerSummary())
@@ -436,7 +394,7 @@ class Pipeline:
         if self.events:
             for _key, c in per.items():
                 a = attr_of(next(iter(c.cgroup_ids)))
-                self._out(self._container_doc(c, a, start, end))
+                self._out(documents.container_summary(self.host_name, c, a, start, end))
         self._update_top(per, attrs, end - start)
         self._notify(summaries, attr_of, start, end)
         # what was removed in this window is summarised: its owners forget it
@@ -485,49 +443,6 @@ class Pipeline:
             if life is not None:
                 f.peer = life.attribution()
                 f.peer_workload = workload_of(f.peer)
-
-    def _window_fields(self, d: dict[str, Any], start: float, end: float) -> None:
-        d["event"]["start"] = ecs.iso(start)
-        d["event"]["end"] = ecs.iso(end)
-        d["sluice"]["window"] = {"start": ecs.iso(start), "end": ecs.iso(end)}
-
-    def _flow_doc(self, s: FlowSummary, a: Attribution, start: float, end: float) -> dict[str, Any]:
-        _cg, ip, port, proto = s.key
-        d = self._doc(end, ["network"], ["info"], "flow_summary", "sluice.flow", a)
-        self._window_fields(d, start, end)
-        if s.pid is not None:
-            d["process"] = self._known_process(s.pid, s.comm or "")
-        d["destination"] = {"ip": ip, "port": port, "address": ip}
-        net: dict[str, Any] = {
-            "transport": transport_name(proto),
-            "direction": "egress",
-            "type": "ipv6" if ":" in ip else "ipv4",
-        }
-        if s.protocol_hint:
-            net["protocol"] = s.protocol_hint
-        d["network"] = net
-        d["source"] = {"bytes": s.bytes, "packets": s.packets}
-        d["sluice"]["payload"] = {"bytes": s.payload_bytes, "samples": s.samples, "sampled_bytes": s.sampled_bytes}
-        if s.entropy is not None:
-            d["sluice"]["payload"]["entropy"] = s.entropy
-        d["sluice"]["flow"] = {"connections": s.connects}
-        return d
-
-    def _container_doc(self, c: ContainerSummary, a: Attribution, start: float, end: float) -> dict[str, Any]:
-        d = self._doc(end, ["network"], ["info"], "container_summary", "sluice.container", a)
-        self._window_fields(d, start, end)
-        d["source"] = {"bytes": c.bytes, "packets": c.packets}
-        d["sluice"]["payload"] = {
-            "bytes": c.payload_bytes,
-            "high_entropy_bytes": c.high_entropy_bytes,
-            "sampled_bytes": c.histogram.total,
-        }
-        if c.entropy is not None:
-            d["sluice"]["payload"]["entropy"] = c.entropy
-        d["sluice"]["window"].update(
-            {"connections": c.connects, "execs": c.execs, "flows": c.flows, "destinations": len(c.destinations)}
-        )
-        return d
 
     def _update_top(self, per: dict[str, ContainerSummary], attrs: dict[int, Attribution], seconds: float) -> None:
         rows: list[dict[str, Any]] = []

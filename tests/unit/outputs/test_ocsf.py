@@ -25,6 +25,8 @@ from sensor.attribution.docker_api import DockerClient
 from sensor.config import default_config
 from sensor.detect.engine import Detector, Finding
 from sensor.detect.view import ProcessRef
+from sensor.outputs.documents import Document
+from sensor.outputs.ecs import iso, ms
 from sensor.outputs.ocsf import severity_id, to_ocsf
 from sensor.telemetry.counters import FlowCounters
 from sensor.telemetry.pipeline import Pipeline
@@ -223,3 +225,29 @@ def test_strict_check_rejects_unknown_attributes(ecs_docs: list[dict[str, Any]])
     f["finding_info"]["not_an_ocsf_field"] = 1
     with pytest.raises(AssertionError):
         validate(f)
+
+
+def test_times_come_from_the_document_not_its_text(ecs_docs: list[dict[str, Any]]) -> None:
+    """Builders' documents carry the numbers their ECS times were written
+    from; OCSF uses them (and agrees with the text to the millisecond)."""
+    flow = next(d for d in ecs_docs if d["event"]["action"] == "flow_summary")
+    assert isinstance(flow, Document) and set(flow.times) == {"@timestamp", "event.start", "event.end"}
+    n = to_ocsf(flow)
+    assert (n["time"], n["start_time"], n["end_time"]) == tuple(
+        ms(flow.times[k]) for k in ("@timestamp", "event.start", "event.end")
+    )
+    plain = dict(flow)  # the same document without its numbers: the text is parsed, same answer
+    assert to_ocsf(plain)["start_time"] == n["start_time"] and to_ocsf(plain)["time"] == n["time"]
+    flow.times["event.start"] += 3600  # proof the numbers, not the text, were used
+    assert to_ocsf(flow)["start_time"] == n["start_time"] + 3_600_000
+    alert = next(d for d in ecs_docs if d["event"]["kind"] == "alert")
+    assert isinstance(alert, Document) and "event.created" in alert.times
+
+
+def test_ms_matches_iso_to_the_millisecond() -> None:
+    import datetime as dt
+
+    for ts in (0.0, 1.0e9 + 0.0005, 1_700_000_000.9999, 1_732_000_000.123456):
+        text = iso(ts)
+        parsed = dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+        assert ms(ts) == int(parsed.timestamp() * 1000), ts

@@ -1,0 +1,363 @@
+"""Every document Sluice writes is built here, from the typed records of the
+other layers (Attribution, ProcessRef, FlowSummary, ContainerSummary,
+ContainerLife, Finding, containment Entry, the health dict): the pipeline,
+the detector and the runner say what happened, this module says how it
+reads in ECS. Field order is part of the output (JSON lines keep it).
+
+Each builder returns a Document: the ECS dict that is written, which also
+keeps the wall-clock times it was built from, so that sensor/outputs/ocsf.py
+renders OCSF times from the same numbers instead of parsing ECS text.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shlex
+from typing import TYPE_CHECKING, Any
+
+from sensor.outputs.ecs import add_attribution, base, iso
+from sensor.telemetry.protocol import transport_name
+
+if TYPE_CHECKING:
+    from sensor.attribution.containers import Attribution
+    from sensor.detect.rule import Finding, RuleInfo
+    from sensor.detect.view import ProcessRef
+    from sensor.response.containment import Entry
+    from sensor.telemetry.counters import ContainerSummary, FlowSummary
+
+
+# Names that may appear in a response command (Kubernetes: RFC 1123
+# subdomain for pods, RFC 1123 label for namespaces).
+_HEX_ID = re.compile(r"\A[0-9a-f]{12,64}\Z")
+_K8S_NAME = re.compile(r"\A(?=.{1,253}\Z)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
+_K8S_LABEL = re.compile(r"\A[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
+
+
+def _is_ip(s: str) -> bool:
+    try:
+        ipaddress.ip_address(s)
+        return True
+    except ValueError:
+        return False
+
+
+class Document(dict[str, Any]):
+    """An ECS document; `times` holds the epoch seconds of its time fields
+    by ECS name ("@timestamp", "event.start", "event.end", "event.created")."""
+
+    __slots__ = ("times",)
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.times: dict[str, float] = {}
+
+    def set_time(self, field: str, ts: float) -> None:
+        """event.<field> = ISO text of ts, remembering ts."""
+        self["event"][field] = iso(ts)
+        self.times[f"event.{field}"] = ts
+
+
+def event(
+    ts: float,
+    host_name: str,
+    kind: str,
+    category: list[str],
+    types: list[str],
+    action: str,
+    dataset: str,
+    attr: Attribution | None = None,
+) -> Document:
+    """The common head: @timestamp, ecs, event.*, host, agent (and the
+    container, orchestrator and cgroup of an attribution)."""
+    d = Document(base(ts, host_name, kind, category, types, action, dataset))
+    d.times["@timestamp"] = ts
+    if attr is not None:
+        add_attribution(d, attr)
+    return d
+
+
+# --- processes ------------------------------------------------------------------
+
+
+def process_fields(p: ProcessRef) -> dict[str, Any]:
+    """process.* of a process from the exec table (executable always, args
+    with their count)."""
+    f: dict[str, Any] = {"pid": p.pid, "name": p.name, "executable": p.executable}
+    if p.args is not None:
+        f["args"] = p.args
+        f["args_count"] = len(p.args)
+        f["command_line"] = " ".join(p.args)
+    if p.ppid:
+        f["parent"] = {"pid": p.ppid}
+    return f
+
+
+def process_brief(p: ProcessRef) -> dict[str, Any]:
+    """process.* of what is known of a process (alerts, processes the exec
+    table never saw): only the fields that are set."""
+    d: dict[str, Any] = {"pid": p.pid, "name": p.name}
+    if p.executable:
+        d["executable"] = p.executable
+    if p.args is not None:
+        d["args"] = p.args
+        d["command_line"] = " ".join(p.args)
+    if p.ppid:
+        d["parent"] = {"pid": p.ppid}
+    return d
+
+
+def process_start(host: str, ts: float, attr: Attribution, p: ProcessRef, args_source: str) -> Document:
+    d = event(ts, host, "event", ["process"], ["start"], "exec", "sluice.process", attr)
+    d["process"] = process_fields(p)
+    d["process"]["start"] = iso(ts)
+    d["sluice"]["process"] = {"args_source": args_source}
+    return d
+
+
+def process_end(
+    host: str, ts: float, attr: Attribution, p: ProcessRef | None, started: float | None, pid: int, comm: str
+) -> Document:
+    """An exit; p and started when the exec table knew the process."""
+    d = event(ts, host, "event", ["process"], ["end"], "exit", "sluice.process", attr)
+    if p is not None and started is not None:
+        d["process"] = process_fields(p)
+        d["process"]["start"] = iso(started)
+        d["event"]["duration"] = int((ts - started) * 1e9)
+    else:
+        d["process"] = {"pid": pid, "name": comm}
+    d["process"]["end"] = iso(ts)
+    return d
+
+
+# --- network ------------------------------------------------------------------
+
+
+def _network(ip: str, transport: str) -> dict[str, Any]:
+    return {"transport": transport, "direction": "egress", "type": "ipv6" if ":" in ip else "ipv4"}
+
+
+def connection(
+    host: str,
+    ts: float,
+    attr: Attribution,
+    action: str,
+    process: dict[str, Any],
+    ip: str,
+    port: int,
+    transport: str,
+    sock_cookie: int,
+) -> Document:
+    """A connect (action connection_attempted) or a UDP send (udp_send)."""
+    d = event(ts, host, "event", ["network"], ["connection", "start"], action, "sluice.network", attr)
+    d["process"] = process
+    d["destination"] = {"ip": ip, "port": port, "address": ip}
+    d["network"] = _network(ip, transport)
+    d["sluice"]["socket"] = {"cookie": sock_cookie}
+    return d
+
+
+def _window(d: Document, start: float, end: float) -> None:
+    d.set_time("start", start)
+    d.set_time("end", end)
+    d["sluice"]["window"] = {"start": iso(start), "end": iso(end)}
+
+
+def flow_summary(
+    host: str, s: FlowSummary, attr: Attribution, process: dict[str, Any] | None, start: float, end: float
+) -> Document:
+    _cg, ip, port, proto = s.key
+    d = event(end, host, "event", ["network"], ["info"], "flow_summary", "sluice.flow", attr)
+    _window(d, start, end)
+    if process is not None:
+        d["process"] = process
+    d["destination"] = {"ip": ip, "port": port, "address": ip}
+    net = _network(ip, transport_name(proto))
+    if s.protocol_hint:
+        net["protocol"] = s.protocol_hint
+    d["network"] = net
+    d["source"] = {"bytes": s.bytes, "packets": s.packets}
+    d["sluice"]["payload"] = {"bytes": s.payload_bytes, "samples": s.samples, "sampled_bytes": s.sampled_bytes}
+    if s.entropy is not None:
+        d["sluice"]["payload"]["entropy"] = s.entropy
+    d["sluice"]["flow"] = {"connections": s.connects}
+    return d
+
+
+# --- containers -----------------------------------------------------------------
+
+
+def container_summary(host: str, c: ContainerSummary, attr: Attribution, start: float, end: float) -> Document:
+    d = event(end, host, "event", ["network"], ["info"], "container_summary", "sluice.container", attr)
+    _window(d, start, end)
+    d["source"] = {"bytes": c.bytes, "packets": c.packets}
+    d["sluice"]["payload"] = {
+        "bytes": c.payload_bytes,
+        "high_entropy_bytes": c.high_entropy_bytes,
+        "sampled_bytes": c.histogram.total,
+    }
+    if c.entropy is not None:
+        d["sluice"]["payload"]["entropy"] = c.entropy
+    d["sluice"]["window"].update(
+        {"connections": c.connects, "execs": c.execs, "flows": c.flows, "destinations": len(c.destinations)}
+    )
+    return d
+
+
+def container_start(host: str, ts: float, attr: Attribution) -> Document:
+    return event(ts, host, "event", ["host"], ["start"], "container_start", "sluice.container", attr)
+
+
+def container_stop(host: str, ts: float, attr: Attribution, started: float | None) -> Document:
+    """started: when the container started, None if before the sensor."""
+    d = event(ts, host, "event", ["host"], ["end"], "container_stop", "sluice.container", attr)
+    if started is not None:
+        d.set_time("start", started)
+        d.set_time("end", ts)
+        d["event"]["duration"] = int((ts - started) * 1e9)
+        d["sluice"]["container"] = {"lifetime_seconds": round(ts - started, 3)}
+    return d
+
+
+# --- the sensor itself ------------------------------------------------------------
+
+
+def health(host: str, ts: float, action: str, h: dict[str, Any], message: str) -> Document:
+    """sensor_start, sensor_health, sensor_stop, runtime_status."""
+    d = event(ts, host, "state", ["host"], ["info"], action, "sluice.health")
+    d["sluice"] = {"health": h}
+    d["message"] = message
+    return d
+
+
+def containment(
+    host: str, ts: float, e: Entry, action: str, message: str, attr: Attribution | None, dropped: int
+) -> Document:
+    """An isolation or block applied or released; attr None when the
+    container is gone (then the entry's id and name stand in)."""
+    types = ["allowed"] if action == "containment_released" else ["denied"]
+    d = event(ts, host, "event", ["network"], types, action, "sluice.response", attr)
+    if attr is None and e.container_id is not None:
+        d["container"] = {"id": e.container_id, **({"name": e.container_name} if e.container_name else {})}
+    if e.destination:
+        d["destination"] = {"ip": e.destination, "address": e.destination}
+    d["message"] = message
+    d.setdefault("sluice", {})["containment"] = {
+        "kind": e.kind,
+        "container_id": e.container_id,
+        "destination": e.destination,
+        "cgroup_ids": e.cgroup_ids,
+        "since": iso(e.since),
+        "reason": e.reason,
+        "dropped_packets": dropped,
+    }
+    return d
+
+
+# --- alerts -----------------------------------------------------------------------
+
+
+def alert(
+    host: str,
+    f: Finding,
+    info: RuleInfo,
+    score: int,
+    created: float,
+    alert_id: str,
+    evidence: dict[str, Any],
+    suppressed: int,
+) -> Document:
+    """A rule's finding as an alert; evidence is the finding's with the
+    engine's context (time of day, baseline) added."""
+    cats, types = f.categories or (["intrusion_detection", "network"], ["info"])
+    d = event(f.ts, host, "alert", cats, types, info.slug, "sluice.alert")
+    d["event"].update(
+        {
+            "severity": score,
+            "risk_score": float(score),
+            "id": alert_id,
+            "created": iso(created),
+            "reference": info.attack["technique"][2],
+        }
+    )
+    d.times["event.created"] = created
+    add_attribution(d, f.attr)
+    d["message"] = f.message
+    d["rule"] = {
+        "id": info.id,
+        "name": info.name,
+        "description": info.description,
+        "ruleset": "sluice",
+        "category": info.attack["tactic"][1],
+        "version": "1",
+    }
+    d["threat"] = threat(info)
+    if f.process is not None:
+        d["process"] = process_brief(f.process)
+    if f.file is not None:
+        d["file"] = f.file
+    if f.destination is not None:
+        ip, port, transport = f.destination
+        d["destination"] = {"ip": ip, "port": port, "address": ip}
+        d["network"] = _network(ip, transport)
+        if f.network_protocol:
+            d["network"]["protocol"] = f.network_protocol
+    d["sluice"].update(
+        {
+            "workload": f.workload,
+            "evidence": evidence,
+            "alert": {"suppressed_since_last": suppressed},
+            "response": response(f),
+        }
+    )
+    return d
+
+
+def threat(info: RuleInfo) -> dict[str, Any]:
+    tech_id, tech_name, tech_ref = info.attack["technique"]
+    tac_id, tac_name, tac_ref = info.attack["tactic"]
+    t: dict[str, Any] = {
+        "framework": "MITRE ATT&CK",
+        "technique": {"id": [tech_id], "name": [tech_name], "reference": [tech_ref]},
+        "tactic": {"id": [tac_id], "name": [tac_name], "reference": [tac_ref]},
+    }
+    if info.attack["subtechnique"]:
+        sid, sname, sref = info.attack["subtechnique"]
+        t["technique"]["subtechnique"] = {"id": [sid], "name": [sname], "reference": [sref]}
+    return t
+
+
+def response(f: Finding) -> dict[str, Any]:
+    """The strategies' response path, as commands for this alert.
+
+    Pod names and namespaces come from labels a workload can influence:
+    they are offered only when they are valid Kubernetes names and are
+    quoted all the same (shlex.quote); container ids and addresses are
+    checked for what they must be. Nothing else reaches a command."""
+    r: dict[str, Any] = {}
+    c = f.attr.container
+    if c is not None and _HEX_ID.match(c.id):
+        short = shlex.quote(c.id[:12])
+        r["isolate"] = [
+            f"sluice isolate {short}  # in the kernel, any runtime; `sluice release {short}` undoes it",
+            f"docker network disconnect --force <network> {short}",
+            f"docker pause {short}",
+        ]
+        if c.pod_name and c.pod_namespace:
+            if _K8S_NAME.match(c.pod_name) and _K8S_LABEL.match(c.pod_namespace):
+                r["isolate"].append(
+                    f"kubectl -n {shlex.quote(c.pod_namespace)} label pod {shlex.quote(c.pod_name)} "
+                    "sluice.io/quarantine=true  # with a deny-all NetworkPolicy on that label"
+                )
+            else:
+                r["note"] = "the pod's name or namespace is not a valid Kubernetes name: no kubectl command offered"
+        r["investigate"] = [f"docker inspect {short}", f"docker logs --since 30m {short}", f"docker diff {short}"]
+    if f.destination is not None and _is_ip(f.destination[0]):
+        ip = shlex.quote(str(ipaddress.ip_address(f.destination[0])))
+        fam = "ip6" if ":" in ip else "ip"
+        r["block"] = [
+            f"sluice block {ip}" + (f" --container {c.id[:12]}" if c is not None and _HEX_ID.match(c.id) else ""),
+            f"iptables -I DOCKER-USER -d {ip} -j DROP" if fam == "ip" else f"ip6tables -I DOCKER-USER -d {ip} -j DROP",
+            f"nft add rule inet filter forward {fam} daddr {ip} drop",
+        ]
+    return r
