@@ -1,23 +1,28 @@
-"""The sensor process: probe, load, drain, count, emit, until told to stop."""
+"""The sensor process: probe, load, drain, count, emit, until told to stop.
+
+The runner composes: it builds the parts (source, attributor, container
+registry, pipeline, detector, containment service, outputs, control socket),
+wires the registry's subscribers, and runs the main loop. Control requests
+reach the loop through daemon/handoff.py; health wording is daemon/health.py.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
-import sys
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from sensor.attribution.cgroups import CgroupResolver
 from sensor.attribution.containers import Attributor
 from sensor.attribution.docker_api import DockerClient
 from sensor.attribution.netmap import NetMap
-from sensor.attribution.registry import ContainerLife, ContainerRegistry
+from sensor.attribution.registry import ContainerRegistry
 from sensor.config import Config
+from sensor.daemon import health
 from sensor.daemon.control_server import ControlServer
+from sensor.daemon.handoff import Handoff
 from sensor.detect.baseline import Baseline, read_key
 from sensor.detect.baseline import load as load_baseline
 from sensor.detect.baseline import save as save_baseline
@@ -34,7 +39,7 @@ from sensor.kernel.source import EventSource
 from sensor.ops.fim import FimUnavailable, FimWatcher
 from sensor.outputs import documents
 from sensor.outputs.sinks import build_output
-from sensor.response.containment import Containment, ContainmentError, Entry
+from sensor.response.service import ContainmentService
 from sensor.telemetry.pipeline import Pipeline, monotonic_to_wall_factory
 
 # The reader drains at least this often: most records are submitted without
@@ -87,70 +92,36 @@ class Sensor:
         self._stop = False
         self._reopen = False
         self._snapshot: dict[str, Any] = {"ok": True, "ready": False}
-        # recent alerts for `alerts` requests (sluice emulate, tooling)
-        self._alerts: deque[tuple[int, dict[str, Any]]] = deque(maxlen=ALERT_RING)
-        self._alert_seq = 0
-        self._alerts_lock = threading.Lock()
-        self._snapshot_waiters: list[threading.Event] = []
-        self._loop_beat = time.monotonic()  # the main loop's last turn
+        self._handoff = Handoff(ALERT_RING)  # control requests -> main loop; recent alerts
         self._key: bytes | None = None  # baseline signing key
-        # control requests that touch the loop's state, run by the loop
-        self._calls: list[tuple[Callable[[], dict[str, Any]], threading.Event, list[dict[str, Any]]]] = []
-        self.containment: Containment | None = None
-        self._containment_problem = ""
+        self.containment: ContainmentService | None = None
         self.control: ControlServer | None = None
         self.pipeline: Pipeline | None = None
         self.attributor: Attributor | None = None
         self.registry: ContainerRegistry | None = None
-        self._final_window = False
 
     # --- documents -----------------------------------------------------------
 
     def emit(self, doc: dict[str, Any]) -> None:
         self.output.emit(doc)
         if doc["event"]["kind"] == "alert":
-            with self._alerts_lock:
-                self._alert_seq += 1
-                self._alerts.append((self._alert_seq, doc))
+            self._handoff.record_alert(doc)
 
     def _health_doc(self, action: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         ts = time.time()
         h = self._health()
         if extra:
             h.update(extra)
-        return documents.health(self.host_name, ts, action, h, self._health_message(action, h))
-
-    @staticmethod
-    def _health_message(action: str, h: dict[str, Any]) -> str:
-        msg = f"sluice {action.replace('sensor_', '')}: {h['status']}"
-        bad = sorted(k for k, v in h["hooks"].items() if str(v).startswith("unavailable"))
-        if bad:
-            msg += "; unavailable: " + ", ".join(bad)
-        if h["drops"]["total"]:
-            msg += f"; {h['drops']['total']} records lost since start"
-        return msg
-
-    def _drops(self, ks: dict[str, int]) -> dict[str, int]:
-        d = {
-            k: v
-            for k, v in ks.items()
-            if k.startswith("dropped_") or k in ("flow_map_full", "flow_bytes_untracked", "parent_map_full")
-        }
-        d["user_lost_records"] = self.source.lost_records() if self.source else 0
-        d["decode_errors"] = self.pipeline.counts["decode_errors"] if self.pipeline else 0
-        d["output_errors"] = self.output.errors
-        d["total"] = (
-            sum(v for k, v in d.items() if k.startswith("dropped_"))
-            + d.get("flow_map_full", 0)
-            + d["user_lost_records"]
-            + d["decode_errors"]
-            + d["output_errors"]
-        )
-        return d
+        return documents.health(self.host_name, ts, action, h, health.message(action, h))
 
     def _health(self) -> dict[str, Any]:
         ks = self.source.kernel_stats() if self.source else {}  # one read of the stats map
-        drops = self._drops(ks)
+        drops = health.drops(
+            ks,
+            self.source.lost_records() if self.source else 0,
+            self.pipeline.counts["decode_errors"] if self.pipeline else 0,
+            self.output.errors,
+        )
         unavailable = any(str(v).startswith("unavailable") for v in self.hooks.values())
         return {
             "status": "degraded" if unavailable or drops["total"] or self.output.writer_restarts else "ok",
@@ -176,7 +147,7 @@ class Sensor:
             "control": self.control.stats() if self.control is not None else {},
             "containment": {
                 "entries": self._containment_entries(),
-                **({"problem": self._containment_problem} if self._containment_problem else {}),
+                **({"problem": self.containment.problem} if self.containment and self.containment.problem else {}),
             },
             "memory_kb": resident_kb(),
             "config": self.config.source,
@@ -222,12 +193,9 @@ class Sensor:
         (the last snapshot is shown, marked), whatever it said before."""
         if not self.ready:
             return self._snapshot
-        ev = threading.Event()
-        with self._alerts_lock:
-            self._snapshot_waiters.append(ev)
-        if ev.wait(timeout):
+        if self._handoff.wait_for_snapshot(timeout):
             return self._snapshot
-        stalled = round(time.monotonic() - self._loop_beat, 1)
+        stalled = round(time.monotonic() - self._handoff.loop_beat, 1)
         return {
             **self._snapshot,
             "ready": False,
@@ -241,56 +209,30 @@ class Sensor:
         its answer to the control client."""
         if not self.ready:
             return {"ok": False, "error": "the sensor is not ready yet"}
-        ev, out = threading.Event(), cast(list[dict[str, Any]], [])
-        call = (fn, ev, out)
-        with self._alerts_lock:
-            self._calls.append(call)
-        if not ev.wait(timeout):
-            with self._alerts_lock:
-                if call in self._calls:  # not started: it never will be
-                    self._calls.remove(call)
-                    return {"ok": False, "error": f"the sensor did not answer in {timeout:.0f} s; nothing was done"}
-            if not ev.wait(timeout):  # started just now: wait for its answer, the truth
-                return {"ok": False, "error": f"the request started but had not finished after {2 * timeout:.0f} s"}
-        return out[0]
+        return self._handoff.call(fn, timeout)
 
     def _serve_snapshot_requests(self) -> None:
-        self._loop_beat = time.monotonic()
-        with self._alerts_lock:
-            calls, self._calls = self._calls, []
-        for fn, ev, out in calls:
-            try:
-                out.append(fn())
-            except ContainmentError as e:
-                out.append({"ok": False, "error": str(e)})
-            except Exception as e:  # an answer, never a dead control socket
-                out.append({"ok": False, "error": f"{type(e).__name__}: {e}"})
-            ev.set()
-        with self._alerts_lock:
-            waiters, self._snapshot_waiters = self._snapshot_waiters, []
-        if waiters:
-            self._publish_snapshot()
-            for ev in waiters:
-                ev.set()
+        """The main loop's turn: run queued control calls, answer status waiters."""
+        self._handoff.serve(self._publish_snapshot)
 
     def _handle(self, req: dict[str, Any]) -> dict[str, Any]:
         cmd = req.get("cmd")
         if cmd in ("status", "top"):
             return self.fresh_snapshot()
         if cmd == "alerts":
-            since = int(req.get("since", 0))
-            with self._alerts_lock:
-                items = [(n, d) for n, d in self._alerts if n > since]
-                last = self._alert_seq
-            return {"ok": True, "last": last, "alerts": [d for _n, d in items]}
+            return self._handoff.alerts_since(int(req.get("since", 0)))
         if cmd == "isolate":
-            return self._call_in_loop(lambda: self._isolate(str(req.get("container", "")), str(req.get("reason", ""))))
+            return self._call_in_loop(
+                lambda: self._contain().isolate(str(req.get("container", "")), str(req.get("reason", "")))
+            )
         if cmd == "block":
             return self._call_in_loop(
-                lambda: self._block(str(req.get("destination", "")), req.get("container"), str(req.get("reason", "")))
+                lambda: self._contain().block(
+                    str(req.get("destination", "")), req.get("container"), str(req.get("reason", ""))
+                )
             )
         if cmd == "release":
-            return self._call_in_loop(lambda: self._release(req.get("container"), req.get("destination")))
+            return self._call_in_loop(lambda: self._contain().release(req.get("container"), req.get("destination")))
         if cmd == "containment":
             return self._call_in_loop(lambda: {"ok": True, "entries": self._containment_entries()})
         return {"ok": False, "error": f"unknown command {cmd!r}"}
@@ -298,124 +240,18 @@ class Sensor:
     # --- containment (run on the main loop) ----------------------------------
 
     def _containment_entries(self) -> list[dict[str, Any]]:
-        return self.containment.snapshot() if self.containment is not None else []
+        return self.containment.entries() if self.containment is not None else []
 
-    def _container(self, ref: str) -> ContainerLife:
-        """A running container by id, id prefix or name."""
-        assert self.registry is not None
-        ref = ref.strip()
-        if not ref:
-            raise ContainmentError("say which container (id, id prefix or name)")
-        lives = self.registry.running
-        hits = [
-            c for cid, c in lives.items() if cid == ref or c.info.name == ref or (len(ref) >= 4 and cid.startswith(ref))
-        ]
-        if not hits:
-            raise ContainmentError(f"no running container matches {ref!r} (`sluice top` lists them)")
-        if len(hits) > 1:
-            raise ContainmentError(
-                f"{ref!r} matches {len(hits)} containers: "
-                + ", ".join(c.info.id[:12] for c in hits)
-                + "; give more of the id"
-            )
-        return hits[0]
-
-    def _dropped_by_entry(self) -> dict[int, int]:
-        """Packets dropped so far, by id() of the entry: read before a
-        release removes the kernel's counters."""
+    def _contain(self) -> ContainmentService:
         assert self.containment is not None
-        return {id(e): n for e, n in zip(self.containment.entries, self.containment.dropped(), strict=False)}
-
-    def _containment_doc(
-        self, e: Entry, action: str, message: str, life: ContainerLife | None = None, dropped: int = 0
-    ) -> None:
-        assert self.registry is not None
-        if life is None and e.container_id is not None:
-            life = self.registry.get(e.container_id)
-        attr = life.attribution() if life is not None else None  # None: the container is gone
-        self.emit(documents.containment(self.host_name, time.time(), e, action, message, attr, dropped))
-
-    def _isolate(self, ref: str, reason: str) -> dict[str, Any]:
-        assert self.containment is not None
-        life = self._container(ref)
-        e = self.containment.isolate(life.info.id, life.info.name, [life.cgroup_id], reason)
-        msg = f"isolated container {e.who()}: all its egress but loopback is dropped"
-        self._containment_doc(e, "container_isolated", msg, life)
-        return {"ok": True, "message": msg}
-
-    def _block(self, destination: str, ref: Any, reason: str) -> dict[str, Any]:
-        assert self.containment is not None
-        if ref:
-            life = self._container(str(ref))
-            e = self.containment.block(destination, life.info.id, life.info.name, [life.cgroup_id], reason)
-        else:
-            life = None
-            e = self.containment.block(destination, reason=reason)
-        msg = f"blocked egress to {e.destination} for {e.who()}"
-        self._containment_doc(e, "destination_blocked", msg, life)
-        return {"ok": True, "message": msg}
-
-    def _release(self, ref: Any, destination: Any) -> dict[str, Any]:
-        assert self.containment is not None
-        cid = None
-        if ref:
-            cid = self._container(str(ref)).info.id
-        dropped = self._dropped_by_entry()
-        gone = self.containment.release(
-            cid, str(destination) if destination else None, everything_for_container=not destination
-        )
-        for e in gone:
-            self._containment_doc(e, "containment_released", f"released: {e.label()}", dropped=dropped.get(id(e), 0))
-        return {"ok": True, "message": "; ".join(f"released: {e.label()}" for e in gone)}
+        return self.containment
 
     def _setup_containment(self) -> None:
-        """Re-apply the saved entries of containers still running. A state
-        file that cannot be read is kept aside (renamed), reported, and
-        containment starts empty: the sensor runs either way."""
         assert self.source is not None and self.registry is not None
-        self.containment = Containment(self.source, self.config.sensor.containment_state)
-        self.registry.subscribe(on_removed=self._containers_removed)
-        try:
-            saved = self.containment.load()
-        except ContainmentError as err:
-            aside = f"{self.config.sensor.containment_state}.unreadable-{int(time.time())}"
-            try:
-                os.replace(self.config.sensor.containment_state, aside)
-                note = f"; moved aside to {aside}"
-            except OSError:
-                note = ""
-            self._containment_problem = f"{err}{note}; nothing was re-applied"
-            print(f"sluice: warning: {self._containment_problem}", file=sys.stderr)
-            return
-        live = {cid: [c.cgroup_id] for cid, c in self.registry.running.items()}
-        applied, dropped = self.containment.restore(saved, live)
-        for e in applied:
-            self._containment_doc(
-                e,
-                "container_isolated" if e.kind == "isolate" else "destination_blocked",
-                f"re-applied at start: {e.label()}",
-            )
-        for e in dropped:
-            self._containment_doc(e, "containment_released", f"released at start, the container is gone: {e.label()}")
-
-    def _containers_removed(self, _lives: list[ContainerLife]) -> None:
-        """ContainerRegistry subscription: release the entries of containers
-        that are gone. Not in the final window at shutdown: those entries
-        stay saved and the next start releases them (and says so)."""
-        if self.containment is None or not self.containment.entries or self._final_window:
-            return
-        assert self.registry is not None
-        live = set(self.registry.running)
-        if not self.containment.gone(live):
-            return
-        dropped = self._dropped_by_entry()
-        for e in self.containment.containers_gone(live):
-            self._containment_doc(
-                e,
-                "containment_released",
-                f"released, the container is gone: {e.label()}",
-                dropped=dropped.get(id(e), 0),
-            )
+        self.containment = ContainmentService(
+            self.source, self.config.sensor.containment_state, self.registry, self.emit, self.host_name
+        )
+        self.containment.restore()
 
     # --- main loop -----------------------------------------------------------
 
@@ -599,7 +435,8 @@ class Sensor:
                 self._publish_snapshot()
                 next_snapshot = now + SNAPSHOT_EVERY_S
         # final window: what is still buffered, then both generations
-        self._final_window = True
+        if self.containment is not None:
+            self.containment.final_window = True
         self.source.poll(0)
         self.pipeline.close_window(self.source.drain_flows(final=True), win_start, time.time())
 

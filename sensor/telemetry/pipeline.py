@@ -1,8 +1,14 @@
-"""Decoded kernel events -> attributed counters and ECS documents.
+"""Decoded kernel events -> attributed counters, window views for the rules,
+and documents (built by sensor/outputs/documents.py).
 
 The pipeline never touches the kernel: it consumes raw records from any
 EventSource (bcc in production, a replay in unit tests) and kernel flow
-counters drained once per window.
+counters drained once per window. Which containers exist is the
+ContainerRegistry's business; the pipeline tells it about cgroup events.
+
+Size (~450 lines): the event handlers share the process table (procs,
+exited, pending args) and the window; the process table is the next thing
+to move out (to sensor/attribution/), after issue 10's /proc changes land.
 """
 
 from __future__ import annotations

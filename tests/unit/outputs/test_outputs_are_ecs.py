@@ -574,10 +574,11 @@ def test_containment_documents_are_ecs_and_bad_state_is_moved_aside(tmp_path: Pa
         problem = s._health()["containment"]["problem"]
         assert "cannot be read" in problem and "moved aside" in problem
         assert not state.exists() and list(tmp_path.glob("containment.json.unreadable-*"))
-        assert "isolated container web-1" in s._isolate("web-1", "SL-EXF-002")["message"]
+        assert s.containment is not None
+        assert "isolated container web-1" in s.containment.isolate("web-1", "SL-EXF-002")["message"]
         assert s.source.isolated == {os.stat(cgroot / "docker" / A).st_ino: 0}
-        assert "blocked egress to 198.18.64.1" in s._block("198.18.64.1", A[:8], "")["message"]
-        assert "released" in s._release(A[:12], None)["message"]
+        assert "blocked egress to 198.18.64.1" in s.containment.block("198.18.64.1", A[:8], "")["message"]
+        assert "released" in s.containment.release(A[:12], None)["message"]
         assert s.source.isolated == {} and s.source.blocked == {}
         assert json.loads(state.read_text())["entries"] == []
     finally:

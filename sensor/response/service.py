@@ -1,0 +1,147 @@
+"""The containment commands (isolate, block, release) as the sensor runs
+them, on its main loop: container references resolved through the
+ContainerRegistry, entries applied in the kernel (Containment), every change
+reported as a document, saved entries re-applied at start, and the entries
+of containers that are gone released (a registry subscription).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sensor.attribution.registry import ContainerLife, ContainerRegistry
+from sensor.kernel.source import EventSource
+from sensor.outputs import documents
+from sensor.response.containment import Containment, ContainmentError, Entry
+
+
+class ContainmentService:
+    def __init__(
+        self,
+        source: EventSource,
+        state_path: str,
+        registry: ContainerRegistry,
+        emit: Callable[[dict[str, Any]], None],
+        host_name: str,
+    ) -> None:
+        self.containment = Containment(source, state_path)
+        self.state_path = state_path
+        self.registry = registry
+        self.emit = emit
+        self.host_name = host_name
+        self.problem = ""  # why saved entries were not re-applied, for status
+        # at shutdown, the final window's removals are left for the next start
+        self.final_window = False
+        registry.subscribe(on_removed=self._containers_removed)
+
+    def entries(self) -> list[dict[str, Any]]:
+        return self.containment.snapshot()
+
+    def _container(self, ref: str) -> ContainerLife:
+        """A running container by id, id prefix or name."""
+        ref = ref.strip()
+        if not ref:
+            raise ContainmentError("say which container (id, id prefix or name)")
+        lives = self.registry.running
+        hits = [
+            c for cid, c in lives.items() if cid == ref or c.info.name == ref or (len(ref) >= 4 and cid.startswith(ref))
+        ]
+        if not hits:
+            raise ContainmentError(f"no running container matches {ref!r} (`sluice top` lists them)")
+        if len(hits) > 1:
+            raise ContainmentError(
+                f"{ref!r} matches {len(hits)} containers: "
+                + ", ".join(c.info.id[:12] for c in hits)
+                + "; give more of the id"
+            )
+        return hits[0]
+
+    def _dropped_by_entry(self) -> dict[int, int]:
+        """Packets dropped so far, by id() of the entry: read before a
+        release removes the kernel's counters."""
+        return {id(e): n for e, n in zip(self.containment.entries, self.containment.dropped(), strict=False)}
+
+    def _doc(self, e: Entry, action: str, message: str, life: ContainerLife | None = None, dropped: int = 0) -> None:
+        if life is None and e.container_id is not None:
+            life = self.registry.get(e.container_id)
+        attr = life.attribution() if life is not None else None  # None: the container is gone
+        self.emit(documents.containment(self.host_name, time.time(), e, action, message, attr, dropped))
+
+    def isolate(self, ref: str, reason: str) -> dict[str, Any]:
+        life = self._container(ref)
+        e = self.containment.isolate(life.info.id, life.info.name, [life.cgroup_id], reason)
+        msg = f"isolated container {e.who()}: all its egress but loopback is dropped"
+        self._doc(e, "container_isolated", msg, life)
+        return {"ok": True, "message": msg}
+
+    def block(self, destination: str, ref: Any, reason: str) -> dict[str, Any]:
+        if ref:
+            life = self._container(str(ref))
+            e = self.containment.block(destination, life.info.id, life.info.name, [life.cgroup_id], reason)
+        else:
+            life = None
+            e = self.containment.block(destination, reason=reason)
+        msg = f"blocked egress to {e.destination} for {e.who()}"
+        self._doc(e, "destination_blocked", msg, life)
+        return {"ok": True, "message": msg}
+
+    def release(self, ref: Any, destination: Any) -> dict[str, Any]:
+        cid = None
+        if ref:
+            cid = self._container(str(ref)).info.id
+        dropped = self._dropped_by_entry()
+        gone = self.containment.release(
+            cid, str(destination) if destination else None, everything_for_container=not destination
+        )
+        for e in gone:
+            self._doc(e, "containment_released", f"released: {e.label()}", dropped=dropped.get(id(e), 0))
+        return {"ok": True, "message": "; ".join(f"released: {e.label()}" for e in gone)}
+
+    def restore(self) -> None:
+        """Re-apply the saved entries of containers still running. A state
+        file that cannot be read is kept aside (renamed), reported, and
+        containment starts empty: the sensor runs either way."""
+        try:
+            saved = self.containment.load()
+        except ContainmentError as err:
+            aside = f"{self.state_path}.unreadable-{int(time.time())}"
+            try:
+                os.replace(self.state_path, aside)
+                note = f"; moved aside to {aside}"
+            except OSError:
+                note = ""
+            self.problem = f"{err}{note}; nothing was re-applied"
+            print(f"sluice: warning: {self.problem}", file=sys.stderr)
+            return
+        live = {cid: [c.cgroup_id] for cid, c in self.registry.running.items()}
+        applied, dropped = self.containment.restore(saved, live)
+        for e in applied:
+            self._doc(
+                e,
+                "container_isolated" if e.kind == "isolate" else "destination_blocked",
+                f"re-applied at start: {e.label()}",
+            )
+        for e in dropped:
+            self._doc(e, "containment_released", f"released at start, the container is gone: {e.label()}")
+
+    def _containers_removed(self, _lives: list[ContainerLife]) -> None:
+        """ContainerRegistry subscription: release the entries of containers
+        that are gone. Not in the final window at shutdown: those entries
+        stay saved and the next start releases them (and says so)."""
+        if not self.containment.entries or self.final_window:
+            return
+        live = set(self.registry.running)
+        if not self.containment.gone(live):
+            return
+        dropped = self._dropped_by_entry()
+        for e in self.containment.containers_gone(live):
+            self._doc(
+                e,
+                "containment_released",
+                f"released, the container is gone: {e.label()}",
+                dropped=dropped.get(id(e), 0),
+            )
