@@ -5,7 +5,7 @@ there). A file given with --config overrides any subset of keys; unknown
 sections or keys, wrong types and out-of-range values are refused with the
 file and line. Rule settings are each rule module's typed Settings.
 
-Size (~480 lines): the sections, every key's check and the file:line
+Size (~530 lines): the sections, every key's check and the file:line
 locator stay in one module so a key and its refusal message are read
 together; [[allow]] and cron checks are the part to move if it grows.
 """

@@ -4,6 +4,10 @@ The runner composes: it builds the parts (source, attributor, container
 registry, pipeline, detector, containment service, outputs, control socket),
 wires the registry's subscribers, and runs the main loop. Control requests
 reach the loop through daemon/handoff.py; health wording is daemon/health.py.
+
+Size (~470 lines): most of it is the health and status record, which reads
+every part; it is the next piece to move (daemon/health.py) once the
+branches that add health fields (issues 10, 13) have landed.
 """
 
 from __future__ import annotations

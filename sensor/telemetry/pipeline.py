@@ -6,7 +6,7 @@ EventSource (bcc in production, a replay in unit tests) and kernel flow
 counters drained once per window. Which containers exist is the
 ContainerRegistry's business; the pipeline tells it about cgroup events.
 
-Size (~450 lines): the event handlers share the process table (procs,
+Size (~480 lines): the event handlers share the process table (procs,
 exited, pending args) and the window; the process table is the next thing
 to move out (to sensor/attribution/), after issue 10's /proc changes land.
 """
