@@ -3,13 +3,24 @@
  * Egress bytes and payload samples: one cgroup_skb program at the cgroup v2
  * root sees every socket's outgoing packets with the socket's cgroup id.
  *
- * Cost model (the data path must stay near free):
- *  - every packet: header loads, one hash lookup, a few atomic adds;
- *  - payload is read only for sampled packets: the first
- *    SL_SAMPLE_FIRST_PACKETS payload packets of each socket (protocol hint,
- *    handshake), then every SL_SAMPLE_EVERY-th payload packet of a flow, at
- *    most SL_SAMPLE_MAX_PER_FLOW_WINDOW per flow per window. Sample volume
- *    is therefore bounded by connections and flows, not by throughput.
+ * Cost model: this runs for every packet the host sends, so the common case
+ * is kept to ONE helper call. On this machine kind a helper call costs 25 to
+ * 90 ns (return thunks of the CPU mitigations), an empty program on this hook
+ * about 33 ns: a clock read, a cgroup id, a skb_load_bytes or a hash lookup
+ * each cost more than the floor. So (bench/bench_bpf_cost.py measures it):
+ *  - headers are read by direct packet access (bpf_skb_load_bytes only
+ *    when they are not in the linear part, or for IPv6 extension headers);
+ *  - the socket's storage (the one helper call) caches the flow slot,
+ *    destination and cgroup id of its last packet for the current window:
+ *    a hit reaches the counters through an inlined array lookup, with no
+ *    flow hash, no bpf_skb_cgroup_id and no clock read;
+ *  - everything else is off the fast path: new flows and new windows (the
+ *    flow hash, insertion), containment (one inlined array read while no
+ *    entry exists), and sampling (the first SL_SAMPLE_FIRST_PACKETS payload
+ *    packets of each socket, every SL_SAMPLE_EVERY-th payload packet of a
+ *    flow, at most SL_SAMPLE_MAX_PER_FLOW_WINDOW per flow per window; DNS
+ *    queries whole). Sample volume is bounded by connections and flows, not
+ *    by throughput.
  *
  * The program returns 1 (allow), or 0 (drop) for a contained cgroup's packets.
  */
@@ -17,14 +28,25 @@
 #include <uapi/linux/if_ether.h>
 #include <uapi/linux/in.h>
 
+/* Per socket. Sends on one socket may run concurrently (lockless UDP), so
+ * the cache is a hint validated field by field, and payload_pkts (sampling
+ * pace only) may miss an increment. */
 struct sl_sock_state {
-	__u32 payload_pkts;
+	__u32 payload_pkts;  /* payload packets sent on the socket */
+	__u32 epoch;         /* sl_gen[0] when the slot was cached */
+	__u32 slot;          /* flow slot + 1; 0: nothing cached */
+	__u16 dport;
+	__u8 protocol;
+	__u8 pad;
+	__u64 cgroup_id;
+	__u64 daddr[2];
 };
 BPF_SK_STORAGE(sl_sock, struct sl_sock_state);
 
 struct sl_l3l4 {
-	__u8 daddr[16];
+	__u8 daddr[16] __attribute__((aligned(8)));  /* compared as two __u64 */
 	__u32 l4_off;
+	__u32 poff;      /* payload offset; skb->len when not TCP/UDP */
 	__u16 dport;
 	__u8 protocol;
 };
@@ -63,7 +85,9 @@ static __always_inline void sl_skip_ipv6_ext(struct __sk_buff *skb, struct sl_l3
 	}
 }
 
-static __always_inline int sl_parse(struct __sk_buff *skb, struct sl_l3l4 *p)
+/* Header parse through bpf_skb_load_bytes: headers outside the linear
+ * part, IPv6 extension headers. */
+static __always_inline int sl_parse_slow(struct __sk_buff *skb, struct sl_l3l4 *p)
 {
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
 		__u8 vihl;
@@ -86,26 +110,67 @@ static __always_inline int sl_parse(struct __sk_buff *skb, struct sl_l3l4 *p)
 	} else {
 		return -1;
 	}
+	p->poff = skb->len;
 	if (p->protocol == IPPROTO_TCP || p->protocol == IPPROTO_UDP) {
 		__u16 port;
 		if (bpf_skb_load_bytes(skb, p->l4_off + 2, &port, 2) < 0)
 			return -1;
 		p->dport = bpf_ntohs(port);
+		if (p->protocol == IPPROTO_UDP) {
+			p->poff = p->l4_off + 8;
+		} else {
+			__u8 doff;
+			if (bpf_skb_load_bytes(skb, p->l4_off + 12, &doff, 1) == 0)
+				p->poff = p->l4_off + (doff >> 4) * 4;
+		}
 	}
 	return 0;
 }
 
-static __always_inline __u32 sl_payload_off(struct __sk_buff *skb, struct sl_l3l4 *p)
+/* Header parse by direct packet access (no helper call): IPv4, or IPv6
+ * without extension headers, with the transport header in the linear part.
+ * Returns 1 when sl_parse_slow must do it, -1 when not IP. */
+static __always_inline int sl_parse_direct(struct __sk_buff *skb, struct sl_l3l4 *p)
 {
-	if (p->protocol == IPPROTO_TCP) {
-		__u8 doff;
-		if (bpf_skb_load_bytes(skb, p->l4_off + 12, &doff, 1) < 0)
-			return skb->len;
-		return p->l4_off + (doff >> 4) * 4;
+	__u8 *data = (__u8 *)(long)skb->data;
+	__u8 *end = (__u8 *)(long)skb->data_end;
+	__u32 l4;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		if (data + 20 > end)
+			return 1;
+		l4 = (data[0] & 0x0f) * 4;
+		p->protocol = data[9];
+		sl_set_v4mapped(p->daddr, *(__u32 *)(data + 16));
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		if (data + 40 > end)
+			return 1;
+		p->protocol = data[6];
+		if (p->protocol != IPPROTO_TCP && p->protocol != IPPROTO_UDP)
+			return 1;  /* extension headers */
+		__builtin_memcpy(p->daddr, data + 24, 16);
+		l4 = 40;
+	} else {
+		return -1;
 	}
-	if (p->protocol == IPPROTO_UDP)
-		return p->l4_off + 8;
-	return skb->len;
+	p->l4_off = l4;
+	p->poff = skb->len;
+	if (p->protocol != IPPROTO_TCP && p->protocol != IPPROTO_UDP)
+		return 0;
+	__u8 *th = data + l4;
+	if (th + 14 > end)   /* ports, and the TCP data offset at byte 12 */
+		return 1;
+	p->dport = ((__u16)th[2] << 8) | th[3];
+	p->poff = p->protocol == IPPROTO_UDP ? l4 + 8 : l4 + (th[12] >> 4) * 4;
+	return 0;
+}
+
+static __always_inline int sl_parse(struct __sk_buff *skb, struct sl_l3l4 *p)
+{
+	int r = sl_parse_direct(skb, p);
+	if (r > 0)
+		return sl_parse_slow(skb, p);
+	return r;
 }
 
 /* Containment (`sluice isolate` / `sluice block`): egress of an isolated
@@ -159,86 +224,96 @@ static __always_inline int sl_contained(__u64 cgroup_id, const __u8 *daddr)
 	return 1;
 }
 
-int sl_egress(struct __sk_buff *skb)
+/* The socket's storage, created on its first packet. Kernels before 5.11
+ * take only full sockets in bpf_sk_storage_get (the loader says so). */
+static __always_inline struct sl_sock_state *sl_sock_state_of(struct __sk_buff *skb)
 {
-	struct sl_l3l4 p = {};
-	struct sl_flow_key key = {};
-	__u64 now = bpf_ktime_get_ns();
-	__u32 len = skb->len;
-
-	sl_stat_add(SL_STAT_EGRESS_PACKETS, 1);
-	if (sl_parse(skb, &p) < 0)
-		return 1;
-
-	key.cgroup_id = bpf_skb_cgroup_id(skb);
-	if (sl_contained(key.cgroup_id, p.daddr))
-		return 0;   /* dropped: not counted as egress, counted in the entry */
-	__builtin_memcpy(key.daddr, p.daddr, 16);
-	key.dport = p.dport;
-	key.protocol = p.protocol;
-	key.gen = sl_current_gen();
-
-	struct sl_flow_value *fv = sl_flow_get(&key, now, len);
-	if (!fv)
-		return 1;
-
-	__u32 segs = skb->gso_segs;
-	if (segs == 0)
-		segs = 1;
-	__u32 poff = sl_payload_off(skb, &p);
-	__u32 plen = poff < len ? len - poff : 0;
-
-	/* GSO: each segment repeats the headers, which skb->len counts once. */
-	__sync_fetch_and_add(&fv->bytes, len + (segs - 1) * poff);
-	__sync_fetch_and_add(&fv->packets, segs);
-	fv->last_ns = now;
-	if (plen == 0)
-		return 1;
-	__sync_fetch_and_add(&fv->payload_bytes, plen);
-	/* The fetched value of an atomic add needs BPF_FETCH (v3 ISA), which bcc
-	 * does not target; a racy read is good enough to pace sampling. */
-	__sync_fetch_and_add(&fv->payload_packets, 1);
-	__u32 flow_pkt = fv->payload_packets - 1;
-
-	/* Decide whether to sample this packet's payload. */
-	__u8 flags = 0;
-	__u32 sock_idx = 0;
 	struct bpf_sock *sk = skb->sk;
-	struct sl_sock_state *ss = 0;
-	if (sk)
-		sk = bpf_sk_fullsock(sk);
-	if (sk)
-		ss = sl_sock.sk_storage_get(sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!sk)
+		return 0;
+#ifdef SL_SK_STORAGE_NEEDS_FULLSOCK
+	sk = bpf_sk_fullsock(sk);
+	if (!sk)
+		return 0;
+#endif
+	return sl_sock.sk_storage_get(sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+}
+
+/* The slot cached for this packet's flow, + 1; 0 when the cache does not
+ * match. The slot is read once, before the fields it vouches for: the
+ * writer (sl_flow_slow) clears it first and sets it last. */
+static __always_inline __u32 sl_sock_cached(const struct sl_sock_state *ss, const struct sl_l3l4 *p,
+					    __u32 epoch)
+{
+	const __u64 *d = (const __u64 *)p->daddr;
+	__u32 slot = *(volatile const __u32 *)&ss->slot;
+	if (slot && ss->epoch == epoch && ss->dport == p->dport && ss->protocol == p->protocol &&
+	    ss->daddr[0] == d[0] && ss->daddr[1] == d[1])
+		return slot;
+	return 0;
+}
+
+/* A flow seen for the first time in this window by this socket (or a
+ * packet without socket storage): the flow hash, insertion of new flows,
+ * then the socket caches the slot. */
+static __always_inline struct sl_flow_value *sl_flow_slow(struct sl_sock_state *ss,
+							  const struct sl_l3l4 *p, __u64 cgroup_id,
+							  __u32 epoch, __u32 len)
+{
+	struct sl_flow_key key = {};
+	__u32 slot = 0;
+	key.cgroup_id = cgroup_id;
+	__builtin_memcpy(key.daddr, p->daddr, 16);
+	key.dport = p->dport;
+	key.protocol = p->protocol;
+	key.gen = epoch & 1;
+	__u64 now = bpf_ktime_get_ns();
+	struct sl_flow_value *fv = sl_flow_get_slot(&key, now, len, &slot);
+	if (!fv)
+		return 0;
+	fv->last_ns = now;
 	if (ss) {
-		/* Per-socket: sends on one socket are serialised by its lock. */
-		sock_idx = ss->payload_pkts++;
-		if (sock_idx < SL_SAMPLE_FIRST_PACKETS)
-			flags |= SL_SAMPLE_F_SOCK_START;
-	} else {
-		flags |= SL_SAMPLE_F_NO_SOCK;
+		*(volatile __u32 *)&ss->slot = 0;
+		ss->epoch = epoch;
+		ss->dport = p->dport;
+		ss->protocol = p->protocol;
+		ss->cgroup_id = cgroup_id;
+		__builtin_memcpy(ss->daddr, p->daddr, 16);
+		*(volatile __u32 *)&ss->slot = slot + 1;
 	}
+	return fv;
+}
+
+/* Emit a sample of this packet's payload if its socket is in its first
+ * packets, the flow is due (every SL_SAMPLE_EVERY-th payload packet), or
+ * it is a DNS query; within the per-flow caps. */
+static __always_inline void sl_sample(struct __sk_buff *skb, const struct sl_l3l4 *p,
+				      struct sl_flow_value *fv, __u64 cgroup_id, __u8 flags,
+				      __u32 sock_idx, __u32 flow_pkt, __u32 plen)
+{
 	/* DNS: every query is sampled (names are the payload), up to a cap. */
-	int dns = p.dport == 53;
+	int dns = p->dport == 53;
 	if (dns) {
 		if (fv->samples >= SL_SAMPLE_MAX_DNS_PER_FLOW_WINDOW)
-			return 1;
+			return;
 	} else if (!(flags & SL_SAMPLE_F_SOCK_START)) {
 		if (flow_pkt % SL_SAMPLE_EVERY != 0)
-			return 1;
+			return;
 		if (fv->samples >= SL_SAMPLE_MAX_PER_FLOW_WINDOW)
-			return 1;
+			return;
 	}
 	__sync_fetch_and_add(&fv->samples, 1);
 
 	struct sl_sample_event *ev;
 	ev = sl_event_alloc(sizeof(*ev), SL_EV_SAMPLE);
 	if (!ev)
-		return 1;
-	sl_fill_header(&ev->hdr, SL_EV_SAMPLE, 0, key.cgroup_id);
+		return;
+	sl_fill_header(&ev->hdr, SL_EV_SAMPLE, 0, cgroup_id);
+	fv->last_ns = ev->hdr.ktime_ns;
 	ev->sock_cookie = bpf_get_socket_cookie(skb);
-	__builtin_memcpy(ev->daddr, p.daddr, 16);
-	ev->dport = p.dport;
-	ev->protocol = p.protocol;
+	__builtin_memcpy(ev->daddr, p->daddr, 16);
+	ev->dport = p->dport;
+	ev->protocol = p->protocol;
 	ev->flags = flags;
 	ev->sock_pkt_index = sock_idx;
 	ev->payload_len = plen;
@@ -249,10 +324,71 @@ int sl_egress(struct __sk_buff *skb)
 	 * For n in [1, SL_SAMPLE_MAX] this is the identity. */
 	if (n > 0) {
 		__u32 sz = ((n - 1) & (SL_SAMPLE_MAX - 1)) + 1;
-		if (bpf_skb_load_bytes(skb, poff, ev->data, sz) < 0)
+		if (bpf_skb_load_bytes(skb, p->poff, ev->data, sz) < 0)
 			n = 0;
 	}
 	ev->sample_len = n;
 	sl_event_submit(skb, ev, sizeof(*ev), SL_EV_SAMPLE);
+}
+
+int sl_egress(struct __sk_buff *skb)
+{
+	struct sl_l3l4 p = {};
+	__u32 len = skb->len;
+
+	sl_stat_add(SL_STAT_EGRESS_PACKETS, 1);
+	if (sl_parse(skb, &p) < 0)
+		return 1;
+
+	__u32 epoch = sl_current_epoch();
+	struct sl_sock_state *ss = sl_sock_state_of(skb);
+	struct sl_flow_value *fv = 0;
+	__u64 cgroup_id;
+	__u32 cached = ss ? sl_sock_cached(ss, &p, epoch) : 0;
+	if (cached) {
+		/* fast path: the socket's cached slot */
+		cgroup_id = ss->cgroup_id;
+		fv = sl_flow_at(cached - 1);
+	} else {
+		cgroup_id = bpf_skb_cgroup_id(skb);
+	}
+	if (sl_contained(cgroup_id, p.daddr))
+		return 0;   /* dropped: not counted as egress, counted in the entry */
+	if (!fv) {
+		fv = sl_flow_slow(ss, &p, cgroup_id, epoch, len);
+		if (!fv)
+			return 1;
+	}
+
+	__u32 segs = skb->gso_segs;
+	if (segs == 0)
+		segs = 1;
+	__u32 poff = p.poff;
+	__u32 plen = poff < len ? len - poff : 0;
+
+	/* GSO: each segment repeats the headers, which skb->len counts once. */
+	__sync_fetch_and_add(&fv->bytes, len + (segs - 1) * poff);
+	__sync_fetch_and_add(&fv->packets, segs);
+	if (plen == 0)
+		return 1;
+	__sync_fetch_and_add(&fv->payload_bytes, plen);
+	/* A racy read after the add paces sampling well enough, and needs no
+	 * fetching atomic (BPF_FETCH: Linux 5.12, v3 ISA). */
+	__sync_fetch_and_add(&fv->payload_packets, 1);
+	__u32 flow_pkt = fv->payload_packets - 1;
+
+	__u8 flags = 0;
+	__u32 sock_idx = 0;
+	if (ss) {
+		sock_idx = ss->payload_pkts++;
+		if (sock_idx < SL_SAMPLE_FIRST_PACKETS)
+			flags |= SL_SAMPLE_F_SOCK_START;
+	} else {
+		flags |= SL_SAMPLE_F_NO_SOCK;
+	}
+	/* the common case: past the socket's first packets, flow not due */
+	if (!flags && p.dport != 53 && flow_pkt % SL_SAMPLE_EVERY != 0)
+		return 1;
+	sl_sample(skb, &p, fv, cgroup_id, flags, sock_idx, flow_pkt, plen);
 	return 1;
 }

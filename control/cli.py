@@ -308,6 +308,10 @@ def _fmt_status(s: dict[str, Any]) -> str:
             f"{sum(e.get('dropped', 0) for e in cont.get('entries', []))} packets dropped (`sluice containment`)"
             + (f"; {cont['problem']}" if cont.get("problem") else "")
         )
+    if s.get("bpf_programs"):
+        from sensor.kernel.progstats import format_lines
+
+        lines.extend(format_lines(s["bpf_programs"]))
     return "\n".join(lines)
 
 

@@ -56,6 +56,7 @@ class KernelSection:
     udp_send_dedup_ms: int
     exec_args: str
     mount_tracefs: bool
+    bpf_stats: bool
 
 
 @dataclass(frozen=True)

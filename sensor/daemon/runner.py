@@ -39,6 +39,7 @@ from sensor.errors import SluiceError
 from sensor.kernel.hooks import EXEC_ARGS_UNIT, UNITS
 from sensor.kernel.memory import resident_kb
 from sensor.kernel.probe import ProbeReport, probe, require_root, require_runnable
+from sensor.kernel.progstats import stats_enabled, status_section
 from sensor.kernel.source import EventSource
 from sensor.ops.fim import FimUnavailable, FimWatcher
 from sensor.outputs import documents
@@ -189,6 +190,8 @@ class Sensor:
             "events": self.config.output.events,
             "top": list(self.pipeline.top) if self.pipeline else [],
             **h,
+            # the sensor's own kernel cost (kernel bpf_stats), status and metrics only
+            "bpf_programs": status_section(self.source.program_costs() if self.source else [], stats_enabled()),
         }
 
     def fresh_snapshot(self, timeout: float = 1.0) -> dict[str, Any]:

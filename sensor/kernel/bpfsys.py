@@ -20,6 +20,8 @@ _SYS_BPF = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "ppc64le": 361, "s390x
 BPF_MAP_CREATE = 0
 BPF_PROG_QUERY = 16
 BPF_LINK_CREATE = 28
+BPF_ENABLE_STATS = 32
+BPF_STATS_RUN_TIME = 0
 BPF_MAP_TYPE_RINGBUF = 27
 BPF_F_QUERY_EFFECTIVE = 1
 BPF_F_ALLOW_MULTI = 2
@@ -78,3 +80,10 @@ def cgroup_prog_ids(cgroup_path: str, attach_type: int, effective: bool = False)
         return list(ids[:count])
     finally:
         os.close(fd)
+
+
+def enable_stats() -> int:
+    """BPF_ENABLE_STATS: the kernel times every BPF program run while the
+    returned fd is open (Linux 5.8+), without touching the sysctl."""
+    attr = ct.create_string_buffer(struct.pack("=I", BPF_STATS_RUN_TIME), 8)
+    return _bpf(BPF_ENABLE_STATS, attr)

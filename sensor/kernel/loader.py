@@ -19,6 +19,7 @@ from sensor.kernel import bpfsys, events
 from sensor.kernel.hooks import EXEC_ARGS_UNIT, UNITS, BpfUnit, assemble_source, bpf_dir
 from sensor.kernel.memory import release_compiler_memory
 from sensor.kernel.probe import ProbeReport, units_available
+from sensor.kernel.progstats import ProgramCost, read_costs, tracepoint_hook
 from sensor.kernel.ringbuf import RingReader
 from sensor.kernel.source import RecordSink
 from sensor.telemetry.counters import FlowCounters
@@ -44,7 +45,16 @@ _STAT_NAMES = {
 }
 
 
-def cflags(cfg: KernelSection, use_ringbuf: bool, root: Path) -> list[str]:
+def kernel_version(release: str) -> tuple[int, int]:
+    """(major, minor) of a kernel release string such as "6.1.0-18-amd64"."""
+    parts = release.split(".")
+    try:
+        return int(parts[0]), int("".join(c for c in parts[1].split("-")[0] if c.isdigit()) or 0)
+    except (IndexError, ValueError):
+        return (0, 0)
+
+
+def cflags(cfg: KernelSection, use_ringbuf: bool, root: Path, kernel_release: str = "") -> list[str]:
     """Configuration enters BPF as -D constants at load time."""
     flags = [
         f"-I{root}",
@@ -64,7 +74,16 @@ def cflags(cfg: KernelSection, use_ringbuf: bool, root: Path) -> list[str]:
     ]
     if use_ringbuf:
         flags.append("-DSL_USE_RINGBUF=1")
+    # bpf_sk_storage_get takes any socket pointer from 5.11; before, only a
+    # full socket (one more helper call per packet).
+    if kernel_version(kernel_release or os.uname().release) < (5, 11):
+        flags.append("-DSL_SK_STORAGE_NEEDS_FULLSOCK=1")
     return flags
+
+
+def _name(fn: Any) -> str:
+    n = fn.name
+    return n.decode() if isinstance(n, bytes) else str(n)
 
 
 class _Attachment:
@@ -93,13 +112,14 @@ class BccSource:
         self.b: BPF | None = None
         self._attachments: list[_Attachment] = []
         self._cgroup_fd: int | None = None
-        self._gen = 0
+        self._epoch = 0  # sl_gen[0]: its low bit is the flow generation
         self._lost = 0
         self.status: dict[str, str] = {}
         self.units: list[BpfUnit] = []
         self._ring: RingReader | None = None
         self.released_kb = 0
         self._sink: RecordSink = lambda _r: None
+        self._stats_fd: int | None = None
 
     # --- start ---------------------------------------------------------------
 
@@ -118,7 +138,9 @@ class BccSource:
         root = bpf_dir()
         text = assemble_source(root, [u.source for u in self.units])
         try:
-            self.b = BPF(text=text.encode(), cflags=cflags(self.cfg, self.use_ringbuf, root))
+            self.b = BPF(
+                text=text.encode(), cflags=cflags(self.cfg, self.use_ringbuf, root, self.report.kernel_release)
+            )
         except Exception as e:
             raise SluiceError(
                 f"compiling or loading the BPF programs failed: {e}",
@@ -130,6 +152,12 @@ class BccSource:
                 self.status[tp] = "attached"
         self._attach_cgroup_programs()
         self._open_buffer(sink)
+        if self.cfg.bpf_stats:
+            try:
+                self._stats_fd = bpfsys.enable_stats()
+                self.status["bpf_stats"] = "on (held by the sensor)"
+            except bpfsys.BpfError as e:
+                self.status["bpf_stats"] = f"unavailable: {e.strerror}"
         self.released_kb = release_compiler_memory()
         return dict(self.status)
 
@@ -207,19 +235,23 @@ class BccSource:
     def drain_flows(self, final: bool = False) -> list[FlowCounters]:
         """Flip the generation, then read and delete the old one's entries.
 
-        final=True drains both generations (shutdown).
+        final=True drains both generations (shutdown). The window epoch (not
+        only the generation bit) advances, so sockets' cached flow slots
+        (egress.bpf.c) go stale at the flip.
         """
         assert self.b is not None
-        old = self._gen
-        self._gen ^= 1
-        self.b["sl_gen"][ct.c_int(0)] = ct.c_uint32(self._gen)
+        old = self._epoch & 1
+        self._epoch = (self._epoch + 1) & 0xFFFFFFFF
+        self.b["sl_gen"][ct.c_int(0)] = ct.c_uint32(self._epoch)
         time.sleep(GEN_FLIP_GRACE_S)
         table = self.b["sl_flows"]
+        vals = self.b["sl_flow_vals"]
         out: list[FlowCounters] = []
         keys = [k for k in table.keys() if final or k.gen == old]
         for k in keys:
             try:
-                v = table[k]
+                slot = table[k]
+                v = vals[ct.c_int(slot.value)].v
                 del table[k]
             except KeyError:
                 continue
@@ -238,6 +270,11 @@ class BccSource:
                     v.samples,
                 )
             )
+        # Its slots are free again: the kernel zeroes a slot when it hands
+        # it out, and no socket cache from this window survives the flip.
+        nxt = self.b["sl_flow_next"]
+        for g in (0, 1) if final else (old,):
+            nxt[ct.c_int(g)] = ct.c_uint32(0)
         return out
 
     def kernel_stats(self) -> dict[str, int]:
@@ -248,6 +285,16 @@ class BccSource:
 
     def lost_records(self) -> int:
         return self._lost
+
+    def program_costs(self) -> list[ProgramCost]:
+        if self.b is None:
+            return []
+        hooks = {_name(a.fn): a.hook for a in self._attachments}
+        progs = {}
+        for fn in list(self.b.funcs.values()):
+            name = _name(fn)
+            progs[name] = (hooks.get(name) or tracepoint_hook(name), int(fn.fd))
+        return read_costs(progs)
 
     # --- containment (maps of egress.bpf.c) ---------------------------------
 
@@ -299,6 +346,9 @@ class BccSource:
         return iso, blk
 
     def close(self) -> None:
+        if self._stats_fd is not None:
+            os.close(self._stats_fd)
+            self._stats_fd = None
         for a in self._attachments:
             try:
                 a.detach()

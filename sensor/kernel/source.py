@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+from sensor.kernel.progstats import ProgramCost
 from sensor.telemetry.counters import FlowCounters
 
 RecordSink = Callable[[bytes], None]
@@ -29,6 +30,9 @@ class EventSource(Protocol):
 
     def lost_records(self) -> int:
         """Records lost between kernel and user space (perf buffer)."""
+
+    def program_costs(self) -> list[ProgramCost]:
+        """Run count and run time of each loaded BPF program (kernel bpf_stats)."""
 
     def set_isolated(self, cgroup_id: int, on: bool) -> None:
         """Drop (on) or stop dropping all egress of this cgroup but loopback."""
@@ -74,6 +78,9 @@ class ReplaySource:
 
     def lost_records(self) -> int:
         return 0
+
+    def program_costs(self) -> list[ProgramCost]:
+        return []
 
     def set_isolated(self, cgroup_id: int, on: bool) -> None:
         if on:

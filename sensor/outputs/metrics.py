@@ -113,6 +113,7 @@ class SensorCollector(Collector):
             "Packets dropped by the current containment entries",
             sum(e.get("dropped", 0) for e in entries),
         )
+        yield from bpf_program_metrics(s.get("bpf_programs") or {})
         rt = s.get("runtime", {})
         yield _one(
             CounterMetricFamily,
@@ -135,6 +136,27 @@ class SensorCollector(Collector):
             "1 when programs are attached and the sensor is running",
             1 if s.get("ready") else 0,
         )
+
+
+def bpf_program_metrics(section: dict[str, Any]) -> Iterator[Any]:
+    """Each BPF program's runs and run time (as Tetragon's overhead metrics),
+    only while the kernel measures them (bpf_stats): zeros would read as
+    "free"."""
+    if not section.get("stats_enabled"):
+        return
+    runs = CounterMetricFamily(
+        "sluice_bpf_program_runs", "Runs of each sensor BPF program (kernel bpf_stats)", labels=["program", "hook"]
+    )
+    secs = CounterMetricFamily(
+        "sluice_bpf_program_run_seconds",
+        "Time spent in each sensor BPF program (kernel bpf_stats)",
+        labels=["program", "hook"],
+    )
+    for name, p in (section.get("programs") or {}).items():
+        runs.add_metric([name, str(p.get("hook", ""))], p.get("runs", 0))
+        secs.add_metric([name, str(p.get("hook", ""))], p.get("run_time_ns", 0) / 1e9)
+    yield runs
+    yield secs
 
 
 def serve(addr: str, snapshot: Callable[[], dict[str, Any]], severities: dict[str, int]) -> Any:

@@ -1,0 +1,284 @@
+#!/usr/bin/env python3
+"""Per-packet kernel cost of the sensor's programs, measured in the kernel.
+
+`kernel.bpf_stats_enabled` makes the kernel time every BPF program run
+(run_time_ns, run_cnt per program). The floor is an EMPTY cgroup_skb egress
+program (`return 1`) attached at the cgroup v2 root, where sl_egress is: no
+program on that hook can cost less per packet. Loads, each over loopback:
+
+- tcp16k: iperf3, 16 KiB writes (GSO super-packets: few, large packets);
+- udp64:  iperf3 -u -b 0 -l 64 (as many 64-byte datagrams as it can send);
+- conns:  many short TCP connections (bench/conns.c: connect, 32-byte
+  request and answer, close), i.e. connect hooks and socket starts.
+
+Per round, the order of "none" and "sensor" alternating between rounds:
+  1. bpf_stats OFF: no program / the empty program alone / `sluice run`
+     (default config) alone: packet rate and throughput, so the ratios are
+     taken as production runs (bpf_stats adds two clock reads per run);
+  2. bpf_stats ON: `sluice run` AND the empty program attached together, so
+     the floor and every sensor program are timed over the same packets in
+     the same seconds: ns per run and runs per second of each program.
+Medians over rounds. The machine is shared: quote the same-run ratios.
+
+Usage (root): .venv/bin/python bench/bench_bpf_cost.py [--rounds 3] [--seconds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import HERE, Sensor, build_c
+
+from sensor.kernel import bpfsys
+
+STATS_SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
+FLOOR_SRC = "int sl_floor(struct __sk_buff *skb) { return 1; }"
+
+
+def cgroup2_mount() -> str:
+    """The cgroup v2 mount point, from /proc/self/mountinfo (never assumed)."""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        if right.split(" ", 1)[0] == "cgroup2":
+            return left.split(" ")[4]
+    raise RuntimeError("no cgroup2 mount in /proc/self/mountinfo")
+
+
+def prog_fdinfo(pid: int | str, fd: int | str) -> dict[str, int] | None:
+    """prog_id, run_time_ns, run_cnt, verified_insns of a BPF program fd."""
+    try:
+        text = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+    except OSError:
+        return None
+    out = {}
+    for line in text.splitlines():
+        k, _, v = line.partition(":")
+        if k in ("prog_id", "run_time_ns", "run_cnt", "verified_insns"):
+            out[k] = int(v.strip())
+    return out if "prog_id" in out else None
+
+
+def process_progs(pid: int) -> dict[int, dict[str, int]]:
+    """Every BPF program a process holds open, by program id."""
+    out: dict[int, dict[str, int]] = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:bpf-prog":
+                continue
+        except OSError:
+            continue
+        info = prog_fdinfo(pid, fd)
+        if info:
+            out[info["prog_id"]] = info
+    return out
+
+
+def prog_facts(prog_id: int) -> dict[str, Any]:
+    r = subprocess.run(["bpftool", "prog", "show", "id", str(prog_id), "--json"], capture_output=True, text=True)
+    d = json.loads(r.stdout) if r.returncode == 0 else {}
+    return {
+        "name": d.get("name", f"id{prog_id}"),
+        "bytes_jited": d.get("bytes_jited"),
+        "bytes_xlated": d.get("bytes_xlated"),
+    }
+
+
+@contextmanager
+def bpf_stats(on: bool) -> Iterator[None]:
+    old = STATS_SYSCTL.read_text().strip()
+    STATS_SYSCTL.write_text("1" if on else "0")
+    try:
+        yield
+    finally:
+        STATS_SYSCTL.write_text(old)
+
+
+class Floor:
+    """The empty cgroup_skb egress program, attached at the cgroup v2 root
+    through a bpf_link (detached when the link fd closes)."""
+
+    def __enter__(self) -> Floor:
+        from bcc import BPF  # Debian python3-bpfcc
+
+        self.b = BPF(text=FLOOR_SRC.encode())
+        self.fn = self.b.load_func(b"sl_floor", BPF.CGROUP_SKB, None, bpfsys.CGROUP_INET_EGRESS)
+        self.cg = os.open(cgroup2_mount(), os.O_RDONLY | os.O_DIRECTORY)
+        self.link = bpfsys.link_create(self.fn.fd, self.cg, bpfsys.CGROUP_INET_EGRESS)
+        return self
+
+    def progs(self) -> dict[int, dict[str, int]]:
+        info = prog_fdinfo(os.getpid(), self.fn.fd)
+        assert info
+        return {info["prog_id"]: info}
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.link)
+        os.close(self.cg)
+        self.b.cleanup()
+
+
+# --- loads: each returns its figure (higher is better) ------------------------
+
+
+def iperf_tcp16k(port: int, seconds: float) -> float:
+    r = subprocess.run(
+        ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-l", "16K", "-J"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"]) / 1e9  # Gbit/s
+
+
+def iperf_udp64(port: int, seconds: float) -> float:
+    r = subprocess.run(
+        ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-u", "-b", "0", "-l", "64", "-J"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    s = json.loads(r.stdout)["end"]["sum_sent"]
+    return float(s["packets"]) / float(s["seconds"])  # datagrams sent per second
+
+
+def short_conns(exe: str, port: int, seconds: float) -> float:
+    r = subprocess.run([exe, str(seconds), str(port)], capture_output=True, text=True, check=True)
+    return float(r.stdout.split()[0])  # connections per second
+
+
+LOADS = ("tcp16k", "udp64", "conns")
+UNITS = {"tcp16k": "Gbit/s", "udp64": "packets/s", "conns": "connections/s"}
+
+
+def measure_progs(
+    load: Callable[[], float], holders: list[Callable[[], dict[int, dict[str, int]]]]
+) -> tuple[float, float, dict[int, dict[str, int]], dict[int, dict[str, int]]]:
+    before: dict[int, dict[str, int]] = {}
+    for h in holders:
+        before.update(h())
+    t0 = time.monotonic()
+    figure = load()
+    elapsed = time.monotonic() - t0
+    after: dict[int, dict[str, int]] = {}
+    for h in holders:
+        after.update(h())
+    return figure, elapsed, before, after
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench_bpf_cost: run as root (it loads BPF programs)", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="sluice-bench-cost-"))
+    conns = build_c(HERE / "conns.c", work / "conns")
+    base = 5201 + os.getpid() % 1000
+    tcp_port, conn_port = base, base + 1500
+    server = subprocess.Popen(
+        ["iperf3", "-s", "-p", str(tcp_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    time.sleep(0.5)
+    loads: dict[str, Callable[[], float]] = {
+        "tcp16k": lambda: iperf_tcp16k(tcp_port, args.seconds),
+        "udp64": lambda: iperf_udp64(tcp_port, args.seconds),
+        "conns": lambda: short_conns(conns, conn_port, args.seconds),
+    }
+    # figures[load][setup] -> per-round figure; cost[load][prog] -> per-round (ns/run, runs/s)
+    figures: dict[str, dict[str, list[float]]] = {ld: {"none": [], "floor": [], "sensor": []} for ld in LOADS}
+    cost: dict[str, dict[str, list[tuple[float, float]]]] = {ld: {} for ld in LOADS}
+    names: dict[int, dict[str, Any]] = {}
+    verified: dict[str, int] = {}
+    load_avg: list[float] = []
+
+    def run_plain(setup: str) -> None:
+        for ld in LOADS:
+            figures[ld][setup].append(loads[ld]())
+
+    try:
+        with bpf_stats(False):
+            for i in range(args.rounds):
+                load_avg.append(os.getloadavg()[0])
+                order = ("none", "sensor") if i % 2 == 0 else ("sensor", "none")
+                for setup in order:
+                    if setup == "none":
+                        run_plain("none")
+                        with Floor():
+                            run_plain("floor")
+                        continue
+                    with Sensor(work) as s:
+                        assert s.proc
+                        pid = s.proc.pid
+                        run_plain("sensor")
+                        holders = [partial(process_progs, pid)]
+                        with Floor() as fl, bpf_stats(True):
+                            for ld in LOADS:
+                                _, el, b, a = measure_progs(loads[ld], [*holders, fl.progs])
+                                floor_id = next(iter(fl.progs()))
+                                for pid_, info in a.items():
+                                    if pid_ not in names:
+                                        names[pid_] = prog_facts(pid_)
+                                    name = "FLOOR (empty cgroup_skb)" if pid_ == floor_id else names[pid_]["name"]
+                                    verified[name] = info.get("verified_insns", 0)
+                                    d_cnt = info["run_cnt"] - b.get(pid_, {}).get("run_cnt", 0)
+                                    d_ns = info["run_time_ns"] - b.get(pid_, {}).get("run_time_ns", 0)
+                                    cost[ld].setdefault(name, []).append((d_ns / d_cnt if d_cnt else 0.0, d_cnt / el))
+    finally:
+        server.terminate()
+        shutil.rmtree(work, ignore_errors=True)
+
+    out: dict[str, Any] = {"rounds": args.rounds, "seconds_per_load": args.seconds, "loadavg_1m": load_avg}
+    for ld in LOADS:
+        med = {k: statistics.median(v) for k, v in figures[ld].items()}
+        progs = {}
+        for name, vals in sorted(cost[ld].items()):
+            progs[name] = {
+                "ns_per_run": round(statistics.median(v[0] for v in vals), 1),
+                "runs_per_s": round(statistics.median(v[1] for v in vals)),
+            }
+        floor_ns = progs.get("FLOOR (empty cgroup_skb)", {}).get("ns_per_run", 0.0)
+        egress_ns = progs.get("sl_egress", {}).get("ns_per_run", 0.0)
+        # per-round same-run ratio sl_egress / floor, then its median
+        per_round = [
+            e[0] / f[0]
+            for e, f in zip(cost[ld].get("sl_egress", []), cost[ld].get("FLOOR (empty cgroup_skb)", []), strict=True)
+            if f[0]
+        ]
+        out[ld] = {
+            "unit": UNITS[ld],
+            "median": {k: round(v, 2) for k, v in med.items()},
+            "ratio_sensor_vs_none": round(med["sensor"] / med["none"], 3),
+            "ratio_floor_vs_none": round(med["floor"] / med["none"], 3),
+            "sl_egress_over_floor": round(statistics.median(per_round), 2) if per_round else None,
+            "floor_ns_per_run": floor_ns,
+            "sl_egress_ns_per_run": egress_ns,
+            "programs": progs,
+            "per_round": figures[ld],
+        }
+    out["program_sizes"] = {
+        v["name"]: {"bytes_xlated": v["bytes_xlated"], "bytes_jited": v["bytes_jited"]} for v in names.values()
+    }
+    out["verified_insns"] = verified
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
