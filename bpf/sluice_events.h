@@ -123,7 +123,8 @@ struct sl_flow_value {
 	__u64 payload_bytes;  /* transport payload bytes */
 	__u64 connects;       /* connect(2) calls to this destination */
 	__u64 first_ns;
-	__u64 last_ns;
+	__u64 last_ns;        /* last connect, new flow or sample: the egress fast
+	                       * path reads no clock (it costs more than the rest) */
 	__u32 samples;        /* sample events emitted in this window */
 	__u32 payload_packets;
 };
