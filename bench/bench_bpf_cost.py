@@ -20,7 +20,7 @@ Per round, the order of "none" and "sensor" alternating between rounds:
      the same seconds: ns per run and runs per second of each program.
 Medians over rounds. The machine is shared: quote the same-run ratios.
 
-Usage (root): .venv/bin/python bench/bench_bpf_cost.py [--rounds 3] [--seconds 3]
+Usage (root): .venv/bin/python bench/bench_bpf_cost.py [--rounds 3] [--seconds 3] [--loads udp64,...]
 """
 
 from __future__ import annotations
@@ -184,7 +184,12 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--loads", default=",".join(LOADS), help=f"comma-separated subset of {','.join(LOADS)}")
     args = ap.parse_args()
+    chosen = tuple(ld for ld in LOADS if ld in args.loads.split(","))
+    if not chosen:
+        print(f"bench_bpf_cost: --loads must name some of {', '.join(LOADS)}", file=sys.stderr)
+        return 2
     if os.geteuid() != 0:
         print("bench_bpf_cost: run as root (it loads BPF programs)", file=sys.stderr)
         return 2
@@ -202,14 +207,14 @@ def main() -> int:
         "conns": lambda: short_conns(conns, conn_port, args.seconds),
     }
     # figures[load][setup] -> per-round figure; cost[load][prog] -> per-round (ns/run, runs/s)
-    figures: dict[str, dict[str, list[float]]] = {ld: {"none": [], "floor": [], "sensor": []} for ld in LOADS}
-    cost: dict[str, dict[str, list[tuple[float, float]]]] = {ld: {} for ld in LOADS}
+    figures: dict[str, dict[str, list[float]]] = {ld: {"none": [], "floor": [], "sensor": []} for ld in chosen}
+    cost: dict[str, dict[str, list[tuple[float, float]]]] = {ld: {} for ld in chosen}
     names: dict[int, dict[str, Any]] = {}
     verified: dict[str, int] = {}
     load_avg: list[float] = []
 
     def run_plain(setup: str) -> None:
-        for ld in LOADS:
+        for ld in chosen:
             figures[ld][setup].append(loads[ld]())
 
     try:
@@ -229,7 +234,7 @@ def main() -> int:
                         run_plain("sensor")
                         holders = [partial(process_progs, pid)]
                         with Floor() as fl, bpf_stats(True):
-                            for ld in LOADS:
+                            for ld in chosen:
                                 _, el, b, a = measure_progs(loads[ld], [*holders, fl.progs])
                                 floor_id = next(iter(fl.progs()))
                                 for pid_, info in a.items():
@@ -245,7 +250,7 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     out: dict[str, Any] = {"rounds": args.rounds, "seconds_per_load": args.seconds, "loadavg_1m": load_avg}
-    for ld in LOADS:
+    for ld in chosen:
         med = {k: statistics.median(v) for k, v in figures[ld].items()}
         progs = {}
         for name, vals in sorted(cost[ld].items()):
