@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from control.cli import app, render_top
+from control.cli import app
 from control.client import request
+from control.commands.top import render_top
 from sensor import __version__
 from sensor.daemon import wire
 from sensor.daemon.control_server import ControlServer

@@ -1,0 +1,1 @@
+"""One module per `sluice` command group; control/cli.py assembles them."""
