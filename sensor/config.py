@@ -21,6 +21,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, get_args, get_origin, get_type_hints
 
+from croniter import CroniterBadDateError, croniter
+
 from sensor.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -435,6 +437,10 @@ def _valid_cron(expr: str) -> bool:
                 nums = [int(x) for x in rng.split("-")]
                 if any(not lo <= n <= hi for n in nums) or (len(nums) == 2 and nums[0] > nums[1]):
                     return False
+    try:  # a day that never comes (30 February): the window would never start
+        croniter(expr).get_next()
+    except CroniterBadDateError:
+        return False
     return True
 
 

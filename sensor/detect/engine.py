@@ -3,12 +3,16 @@ suppression, and ECS alert documents that explain themselves."""
 
 from __future__ import annotations
 
+import datetime as _dt
 import fnmatch
 import ipaddress
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
+
+import dateutil.tz
+from croniter import CroniterBadDateError, croniter
 
 from sensor.attribution.containers import Attribution
 from sensor.attribution.registry import ContainerLife
@@ -29,49 +33,26 @@ Emit = Callable[[dict[str, Any]], None]
 # --- allow lists and schedules -------------------------------------------------
 
 
-def _cron_field_match(spec: str, value: int, lo: int, hi: int) -> bool:
-    for part in spec.split(","):
-        step = 1
-        if "/" in part:
-            part, s = part.split("/")
-            step = int(s)
-        if part == "*":
-            a, b = lo, hi
-        elif "-" in part:
-            a, b = (int(x) for x in part.split("-"))
-        else:
-            a = b = int(part)
-            if step != 1:
-                b = hi
-        if a <= value <= b and (value - a) % step == 0:
-            return True
-    return False
-
-
 def cron_matches(expr: str, t: time.struct_time) -> bool:
-    minute, hour, dom, month, dow = expr.split()
-    wd = (t.tm_wday + 1) % 7  # cron: 0 = Sunday
-    dom_ok = _cron_field_match(dom, t.tm_mday, 1, 31)
-    dow_ok = _cron_field_match(dow, wd, 0, 7) or (wd == 0 and _cron_field_match(dow, 7, 0, 7))
-    # cron: when both day fields are restricted, either may match
-    day_ok = (dom_ok or dow_ok) if dom != "*" and dow != "*" else (dom_ok and dow_ok)
-    return (
-        _cron_field_match(minute, t.tm_min, 0, 59)
-        and _cron_field_match(hour, t.tm_hour, 0, 23)
-        and _cron_field_match(month, t.tm_mon, 1, 12)
-        and day_ok
-    )
+    """Does a five-field cron expression match the minute `t`? (croniter:
+    ranges, lists, steps, 0 and 7 for Sunday, and cron's rule that when both
+    day fields are restricted either may match.)"""
+    return bool(croniter.match(expr, _dt.datetime(*t[:5])))
 
 
 def in_schedule(expr: str, duration_minutes: float, ts: float, tz: str) -> bool:
     """Did a schedule window (start matching `expr`, lasting the duration)
-    cover `ts`?"""
-    conv = time.gmtime if tz == "UTC" else time.localtime
-    start = int(ts // 60) * 60
-    for i in range(int(duration_minutes) + 1):
-        if cron_matches(expr, conv(start - 60 * i)):
-            return True
-    return False
+    cover `ts`? The latest start at or before ts's minute, in UTC or local
+    time (DST-aware), no more than the duration before it."""
+    zone = _dt.UTC if tz == "UTC" else dateutil.tz.tzlocal()
+    minute = _dt.datetime.fromtimestamp(int(ts // 60) * 60, zone)
+    # get_prev is strictly before its start: from one second past the
+    # minute, a start on the minute itself counts
+    try:
+        last_start = float(croniter(expr, minute + _dt.timedelta(seconds=1)).get_prev(float))
+    except CroniterBadDateError:  # a date that never comes (30 February): no window ever starts
+        return False
+    return minute.timestamp() - last_start <= 60 * int(duration_minutes)
 
 
 def allowed(entry: AllowEntry, f: Finding, tz: str) -> bool:

@@ -269,7 +269,7 @@ def test_cron_step_zero_is_refused(tmp_path: Path, schedule: str) -> None:
     assert e.line == 3 and "schedule" in str(e)
 
 
-@pytest.mark.parametrize("schedule", ["0 24 * * *", "0 2 * * 8"])
+@pytest.mark.parametrize("schedule", ["0 24 * * *", "0 2 * * 8", "0 0 30 2 *", "0 0 31 4,6 *"])
 def test_cron_values_out_of_range_are_refused(tmp_path: Path, schedule: str) -> None:
     """The config module refuses out-of-range values with file and line; a
     schedule that can never start would silently never allow anything."""

@@ -32,6 +32,8 @@ from tests.support.views import (
     utc,
     window,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 DET = T0 + 600.0
 EXFIL = container("exfil", image="evil/exfil:latest")
@@ -311,6 +313,13 @@ def gm(*a: int) -> time.struct_time:
         ("* * * * 1-5", (2024, 1, 9, 12, 0), True),
         ("* * * * 0,6", (2024, 1, 6, 12, 0), True),
         ("* * * * *", (2024, 2, 29, 23, 59), True),
+        # both day fields restricted: either may match (2024-01-09 is a Tuesday)
+        ("0 0 10 * 2", (2024, 1, 9, 0, 0), True),
+        ("0 0 10 * 2", (2024, 1, 10, 0, 0), True),
+        ("0 0 10 * 2", (2024, 1, 11, 0, 0), False),
+        # a restricted day of month with * weekday: only that day
+        ("0 0 9 * *", (2024, 1, 9, 0, 0), True),
+        ("0 0 9 * *", (2024, 1, 10, 0, 0), False),
     ],
 )
 def test_cron_matches(expr: str, when: tuple[int, ...], expected: bool) -> None:
@@ -339,6 +348,39 @@ def test_cron_matches(expr: str, when: tuple[int, ...], expected: bool) -> None:
 )
 def test_in_schedule_utc(expr: str, minutes: float, when: tuple[int, ...], expected: bool) -> None:
     assert in_schedule(expr, minutes, utc(*when), "UTC") is expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    expr=st.sampled_from(["0 2 * * *", "*/15 * * * *", "30 23 * * 6", "0 0 1 * *", "5/20 3-5 * * 1-5", "0 0 10 * 2"]),
+    minutes=st.integers(min_value=1, max_value=600),
+    ts=st.integers(min_value=1_704_067_200, max_value=1_735_689_600),  # 2024
+)
+def test_in_schedule_agrees_with_minute_by_minute_matching(expr: str, minutes: int, ts: int) -> None:
+    """in_schedule asks croniter for the latest start; the definition is
+    "some minute within the duration before ts matched": they must agree."""
+    start = ts // 60 * 60
+    brute = any(cron_matches(expr, time.gmtime(start - 60 * i)) for i in range(minutes + 1))
+    assert in_schedule(expr, minutes, ts, "UTC") is brute
+
+
+def test_in_schedule_local_time_counts_real_minutes_across_dst(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Paris, 2024-03-31: clocks jump from 02:00 to 03:00. A window starting
+    01:30 local (00:30 UTC) lasting 120 minutes ends at 02:30 UTC, 04:30 local."""
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    time.tzset()
+    try:
+        assert in_schedule("30 1 * * *", 120, utc(2024, 3, 31, 2, 15), "local")  # 04:15 local
+        assert not in_schedule("30 1 * * *", 120, utc(2024, 3, 31, 2, 45), "local")  # 04:45 local
+        assert not in_schedule("30 1 * * *", 120, utc(2024, 3, 31, 0, 15), "local")  # 01:15 local
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+def test_in_schedule_that_never_starts_is_never_in_the_window() -> None:
+    # the config refuses it; the engine must not raise if one gets through
+    assert not in_schedule("0 0 30 2 *", 60, utc(2024, 3, 1, 0, 10), "UTC")
 
 
 def test_in_schedule_local_time_follows_time_localtime() -> None:
