@@ -147,6 +147,7 @@ _SECTIONS: dict[str, type] = {
 
 
 _FACILITIES = {"kern", "user", "daemon", "auth", "syslog", "authpriv", *(f"local{i}" for i in range(8))}
+OUTPUT_FORMATS = ("auto", "ecs", "ocsf", "compact")
 
 
 def _valid_hostport(v: str) -> bool:
@@ -194,7 +195,7 @@ _CHECKS: dict[tuple[str, str], tuple[Any, str]] = {
     ("kernel", "udp_send_dedup_ms"): (lambda v: 0 <= v <= 3_600_000, "between 0 and 3600000"),
     ("kernel", "exec_args"): (lambda v: v in ("procfs", "tracepoint"), '"procfs" or "tracepoint"'),
     ("runtime", "timeout_seconds"): (lambda v: 0 < v <= 30, "between 0 and 30"),
-    ("output", "format"): (lambda v: v in ("ecs", "ocsf"), '"ecs" or "ocsf"'),
+    ("output", "format"): (lambda v: v in OUTPUT_FORMATS, '"auto", "ecs", "ocsf" or "compact"'),
     ("output", "max_bytes"): (lambda v: v == 0 or v >= 4096, "0 (no rotation) or at least 4096"),
     ("output", "backups"): (lambda v: 0 <= v <= 1000, "between 0 and 1000"),
     ("output", "socket"): (lambda v: v == "" or v.startswith("/"), "empty or an absolute path"),

@@ -7,7 +7,7 @@ from typing import Any, NoReturn
 
 import typer
 
-from sensor.config import Config, default_config, load_config
+from sensor.config import OUTPUT_FORMATS, Config, default_config, load_config
 from sensor.errors import SluiceError
 
 from ..client import request
@@ -45,7 +45,12 @@ EventsOpt = typer.Option(
 )
 
 
-FormatOpt = typer.Option(None, "--format", help="ecs (default) or ocsf.")
+FormatOpt = typer.Option(
+    None,
+    "--format",
+    help="ecs, ocsf, compact (one readable line per document) or auto: compact when stdout is a terminal, "
+    "else ecs (the default).",
+)
 MetricsOpt = typer.Option(None, "--metrics", help="Serve Prometheus metrics on host:port, e.g. 0.0.0.0:9464.")
 
 
@@ -62,8 +67,8 @@ def run_config(
     if events:
         cfg = cfg.replace("output", events=True)
     if fmt is not None:
-        if fmt not in ("ecs", "ocsf"):
-            raise SluiceError(f"--format {fmt!r}: must be ecs or ocsf")
+        if fmt not in OUTPUT_FORMATS:
+            raise SluiceError(f"--format {fmt!r}: must be one of {', '.join(OUTPUT_FORMATS)}")
         cfg = cfg.replace("output", format=fmt)
     if metrics is not None:
         host, sep, port = metrics.rpartition(":")

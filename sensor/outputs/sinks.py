@@ -4,7 +4,8 @@ Detection never waits for output: emit() puts the formatted line on a
 bounded queue and returns; a writer thread delivers it to every sink. When
 the queue is full the line is dropped and counted (health events and
 metrics report it). Sinks:
-  - stdout, or a file (append; reopened on SIGHUP; optional size rotation),
+  - stdout, or a file (append; reopened on SIGHUP; optional size rotation);
+    JSON lines, or the compact format for people (sensor/outputs/compact.py),
   - a unix datagram or stream socket,
   - syslog, RFC 5424 with the JSON document as the message, over
     unix:///dev/log, udp://host:port or tcp://host:port (octet counting).
@@ -25,6 +26,7 @@ from collections.abc import Callable
 from typing import IO, Any, Protocol
 
 from sensor.errors import SluiceError
+from sensor.outputs import compact
 from sensor.outputs.ocsf import to_ocsf
 from sensor.text import json_line
 
@@ -41,12 +43,16 @@ class Sink(Protocol):
 
 
 class JsonLineWriter:
-    """stdout, or a file opened for append; one line per document."""
+    """stdout, or a file opened for append; one line per document: the JSON
+    line, or with `compact` the document rendered for people (coloured on a
+    terminal unless NO_COLOR is set; with the date in a file)."""
 
-    def __init__(self, path: str | None, max_bytes: int = 0, backups: int = 5) -> None:
+    def __init__(self, path: str | None, max_bytes: int = 0, backups: int = 5, compact: bool = False) -> None:
         self.path = path if path not in (None, "", "-") else None
         self.max_bytes = max_bytes
         self.backups = backups
+        self.compact = compact
+        self.render_fallbacks = 0
         self.lines = 0
         self.errors = 0
         self.rotations = 0
@@ -55,6 +61,7 @@ class JsonLineWriter:
         self._broken = False
         self._retry_at = 0.0
         self._f: IO[str] = self._open()
+        self.color = compact and self.path is None and _isatty(self._f) and not os.environ.get("NO_COLOR")
 
     def _open(self) -> IO[str]:
         if self.path is None:
@@ -69,6 +76,14 @@ class JsonLineWriter:
             # retry a failed file: it may have been removed, the disk freed
             self._broken = False
             self.reopen()
+        if self.compact and doc is not None:
+            try:
+                line = compact.render(doc, color=self.color, date=self.path is not None)
+            except (KeyError, ValueError, TypeError, AttributeError) as e:
+                # a document the renderer does not understand: its JSON line
+                # instead (nothing is lost), counted
+                self.render_fallbacks += 1
+                self.last_error = f"compact: {type(e).__name__}: {e}"
         try:
             self._f.write(line + "\n")
             self._f.flush()
@@ -277,7 +292,24 @@ def ecs_line(doc: dict[str, Any]) -> str:
 FORMATS: dict[str, Callable[[dict[str, Any]], str]] = {
     "ecs": ecs_line,
     "ocsf": lambda doc: ecs_line(to_ocsf(doc)),
+    "compact": ecs_line,  # for the socket and syslog sinks; the line writer renders its own
 }
+
+
+def _isatty(f: IO[str]) -> bool:
+    try:
+        return f.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def resolve_format(fmt: str, path: str | None) -> str:
+    """ "auto": compact when the lines go to stdout and stdout is a terminal
+    (a person is reading), ECS otherwise (a shipper, a pipe, a file, a test)."""
+    if fmt != "auto":
+        return fmt
+    return "compact" if path in (None, "", "-") and _isatty(sys.stdout) else "ecs"
+
 
 _STOP = object()
 
@@ -396,8 +428,9 @@ class Output:
 
 def build_output(cfg: Any, hostname: str) -> Output:
     """The sinks an [output] config section asks for."""
+    fmt = resolve_format(cfg.format, cfg.path)
     try:
-        sinks: list[Sink] = [JsonLineWriter(cfg.path, cfg.max_bytes, cfg.backups)]
+        sinks: list[Sink] = [JsonLineWriter(cfg.path, cfg.max_bytes, cfg.backups, compact=fmt == "compact")]
     except OSError as e:
         hint = (
             "it must not be a symlink (outputs are never written through one)"
@@ -409,4 +442,4 @@ def build_output(cfg: Any, hostname: str) -> Output:
         sinks.append(UnixSocketSink(cfg.socket, cfg.socket_type))
     if cfg.syslog:
         sinks.append(SyslogSink(cfg.syslog, hostname, cfg.syslog_facility))
-    return Output(sinks, cfg.format, cfg.queue_size)
+    return Output(sinks, fmt, cfg.queue_size)

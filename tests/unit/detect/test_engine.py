@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sensor.detect.catalog import BY_ID
 from sensor.detect.engine import cron_matches, in_schedule
@@ -32,8 +34,6 @@ from tests.support.views import (
     utc,
     window,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 DET = T0 + 600.0
 EXFIL = container("exfil", image="evil/exfil:latest")
