@@ -9,7 +9,7 @@ import typer
 
 from sensor import __version__
 
-from .commands import baseline, containment, doctor, emulate, rules, run, status, top
+from .commands import alerts, baseline, containment, doctor, emulate, rules, run, status, top
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Sluice: an eBPF sensor for data leaving containers."
@@ -24,6 +24,7 @@ app.command("block")(containment.block)
 app.command("release")(containment.release)
 app.command("containment")(containment.containment)
 app.command("top")(top.top)
+app.command("alerts")(alerts.alerts)
 app.add_typer(emulate.app, name="emulate")
 app.command("doctor")(doctor.doctor)
 

@@ -3,7 +3,9 @@
 # side. Idempotent: run it as often as you like (make setup does).
 #
 #   - Debian packages: bcc (python3-bpfcc), docker.io (tests and container
-#     metadata), busybox-static, iperf3, openssl, iproute2, bpftool, venv
+#     metadata), busybox-static, iperf3, openssl, iproute2, bpftool, venv,
+#     prometheus (its server and promtool check the packaged alert rules and
+#     dashboard in the tests), tmux (a real terminal for the CLI view tests)
 #   - a kernel build tree at /lib/modules/$(uname -r)/build: bcc compiles the
 #     BPF programs at load time. When no headers package matches the running
 #     kernel, the distribution's newest headers are linked instead; that is
@@ -21,7 +23,7 @@ export DEBIAN_FRONTEND=noninteractive
 krel=$(uname -r)
 arch=$(dpkg --print-architecture)
 
-want=(python3-bpfcc python3-venv docker.io busybox-static iperf3 openssl curl iproute2 bpftool bpftrace gcc libc6-dev rsyslog)
+want=(python3-bpfcc python3-venv docker.io busybox-static iperf3 openssl curl iproute2 bpftool bpftrace gcc libc6-dev rsyslog prometheus tmux)
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -8,6 +8,7 @@ import time
 import typer
 
 from sensor.errors import SluiceError
+from sensor.outputs.terminal import safe
 
 from ._common import ConfigOpt, ask, fail
 
@@ -19,7 +20,7 @@ def isolate(
 ) -> None:
     """Contain a container: drop all its egress but loopback, in the kernel,
     until `sluice release`. Works for any runtime; kept across sensor restarts."""
-    typer.echo(ask(config, "isolate", container=container, reason=reason)["message"])
+    typer.echo(safe(ask(config, "isolate", container=container, reason=reason)["message"]))
 
 
 def block(
@@ -31,7 +32,7 @@ def block(
     config: str | None = ConfigOpt,
 ) -> None:
     """Drop egress to a destination, for one container or node-wide, until `sluice release`."""
-    typer.echo(ask(config, "block", destination=destination, container=container, reason=reason)["message"])
+    typer.echo(safe(ask(config, "block", destination=destination, container=container, reason=reason)["message"]))
 
 
 def release(
@@ -44,7 +45,7 @@ def release(
     """Lift an isolation or a block."""
     if not container and not destination:
         fail(SluiceError("say which container or --destination to release", hint="`sluice containment` lists them"))
-    typer.echo(ask(config, "release", container=container, destination=destination)["message"])
+    typer.echo(safe(ask(config, "release", container=container, destination=destination)["message"]))
 
 
 def containment(
@@ -55,12 +56,12 @@ def containment(
     entries = ask(config, "containment")["entries"]
     if as_json:
         for e in entries:
-            typer.echo(json.dumps(e))
+            typer.echo(json.dumps(e))  # ASCII JSON: control characters are escaped
         return
     if not entries:
         typer.echo("nothing is contained")
         return
     for e in entries:
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["since"]))
-        why = f"  reason: {e['reason']}" if e.get("reason") else ""
-        typer.echo(f"{e['description']:<48} since {since}  dropped {e['dropped']} packets{why}")
+        why = f"  reason: {safe(e['reason'])}" if e.get("reason") else ""
+        typer.echo(f"{safe(e['description']):<48} since {since}  dropped {e['dropped']} packets{why}")

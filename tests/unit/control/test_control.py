@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 
 from control.cli import app
 from control.client import request
-from control.commands.top import render_top
 from sensor import __version__
 from sensor.daemon import wire
 from sensor.daemon.control_server import ControlServer
@@ -306,32 +305,6 @@ def test_cli_status_bad_config(tmp_path: Path) -> None:
     r = runner.invoke(app, ["status", "-c", str(p)])
     assert r.exit_code == 2
     assert f"{p}:2:" in r.output
-
-
-def test_cli_top_once(tmp_path: Path, server, sock_path: str) -> None:
-    r = runner.invoke(app, ["top", "--once", "-c", config_for(tmp_path, sock_path)])
-    assert r.exit_code == 0, r.output
-    lines = r.output.splitlines()
-    assert lines[0].startswith("sluice top  host node-1  window 10.0s")
-    assert lines[1].split()[:4] == ["CONTAINER", "NAME", "IMAGE", "EGRESS"]
-    row = next(ln for ln in lines if ln.startswith("a0a0a0a0a0a0"))
-    assert "exfil-test" in row and "alpine:3.20" in row
-    assert "3.5 MiB/s" in row and "7.93" in row
-    assert "203.0.113.9:4444, 192.0.2.80:80 (+5)" in row
-    host = next(ln for ln in lines if ln.startswith("host"))
-    assert "90.0 B/s" in host and " - " in host
-    assert "\x1b[" not in r.output  # --once prints no screen control codes
-
-
-def test_cli_top_without_sensor(tmp_path: Path) -> None:
-    r = runner.invoke(app, ["top", "--once", "-c", config_for(tmp_path, str(tmp_path / "x.sock"))])
-    assert r.exit_code != 0
-    assert "no sensor is running" in r.output
-
-
-def test_render_top_empty() -> None:
-    out = render_top({"host": "h", "window_seconds": 5, "top": []})
-    assert "(no egress, connects or execs in the last window)" in out
 
 
 def test_cli_run_bad_config_fails_before_the_kernel(tmp_path: Path) -> None:
