@@ -104,6 +104,7 @@ class Sensor:
         self.pipeline: Pipeline | None = None
         self.attributor: Attributor | None = None
         self.registry: ContainerRegistry | None = None
+        self.flow_entries = 0
 
     # --- documents -----------------------------------------------------------
 
@@ -150,6 +151,7 @@ class Sensor:
             },
             "containers_tracked": len(self.registry) if self.registry is not None else 0,
             "control": self.control.stats() if self.control is not None else {},
+            "flow_table": {"entries": self.flow_entries, "capacity": self.config.kernel.flow_map_entries},
             "containment": {
                 "entries": self._containment_entries(),
                 **({"problem": self.containment.problem} if self.containment and self.containment.problem else {}),
@@ -423,7 +425,9 @@ class Sensor:
                 self.output.reopen()
             if now >= next_window:
                 end = time.time()
-                self.pipeline.close_window(self.source.drain_flows(), win_start, end)
+                flows = self.source.drain_flows()
+                self.flow_entries = len(flows)  # the flow table's use by one window (metrics)
+                self.pipeline.close_window(flows, win_start, end)
                 win_start = end
                 next_window += window
                 if next_window < now:  # we fell behind: do not burst

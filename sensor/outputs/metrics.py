@@ -72,8 +72,10 @@ class SensorCollector(Collector):
         alerts = CounterMetricFamily(
             "sluice_alerts", "Alerts emitted, by rule and severity", labels=["rule", "severity"]
         )
-        for rule, n in (det.get("by_rule") or {}).items():
-            alerts.add_metric([rule, str(self.severities.get(rule, 0))], n)
+        by_rule = det.get("by_rule") or {}
+        # every rule from zero, so rate() and increase() see its first alert
+        for rule in sorted(set(self.severities) | set(by_rule)):
+            alerts.add_metric([rule, str(self.severities.get(rule, 0))], by_rule.get(rule, 0))
         yield alerts
         for name, key, help_ in (
             ("sluice_alerts_suppressed", "suppressed", "Alerts suppressed as repeats"),
@@ -114,6 +116,19 @@ class SensorCollector(Collector):
             sum(e.get("dropped", 0) for e in entries),
         )
         yield from bpf_program_metrics(s.get("bpf_programs") or {})
+        ft = s.get("flow_table", {})
+        yield _one(
+            GaugeMetricFamily,
+            "sluice_flow_table_entries",
+            "Kernel flow table entries used by the last window (cgroup x destination)",
+            ft.get("entries", 0),
+        )
+        yield _one(
+            GaugeMetricFamily,
+            "sluice_flow_table_capacity",
+            "Kernel flow table size (kernel.flow_map_entries); beyond it flows are not tracked",
+            ft.get("capacity", 0),
+        )
         rt = s.get("runtime", {})
         yield _one(
             CounterMetricFamily,
