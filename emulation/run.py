@@ -103,6 +103,7 @@ class Emulation:
         keep: bool = False,
         events: bool = False,
         progress: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
+        phase: Callable[[int, int, str, str], None] | None = None,
     ) -> None:
         self.docker = DockerCLI(docker_socket)
         self.docker_socket = docker_socket
@@ -112,6 +113,8 @@ class Emulation:
         self.keep = keep
         self.events = events
         self.progress = progress
+        # (scenarios done, scenarios, current scenario or "lab", what it is doing): a live view
+        self.phase = phase or (lambda done, total, name, what: None)
         self.run_id = uuid.uuid4().hex[:8]
         self.work = Path(tempfile.mkdtemp(prefix=f"sluice-emulate-{self.run_id}-"))
         self.window = 1.0
@@ -142,6 +145,7 @@ class Emulation:
         old_term = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         try:
             self.progress(f"lab: building image, sink netns {net.ns} (198.18.0.0/16), run {self.run_id}")
+            self.phase(0, len(self.scenarios), "lab", "building the image and the sink network")
             build_image(self.docker, self.work, tags=TAGS)
             net.start()
             if self.attach_socket:
@@ -158,15 +162,18 @@ class Emulation:
                 sensor = self._learn_then_detect(lab)
             sensor.new_alerts()  # start from now
             scores = []
+            n = len(self.scenarios)
             for i, sc in enumerate(self.scenarios, 1):
-                self.progress(f"[{i:2}/{len(self.scenarios)}] {sc.name} ({sc.attack}) ...")
-                score = self._score(sc, lab, sensor)
+                self.progress(f"[{i:2}/{n}] {sc.name} ({sc.attack}) ...")
+                score = self._score(sc, lab, sensor, self._phase_of(i - 1, n, sc.name))
                 scores.append(score)
+                self.phase(i, n, sc.name, score.result)
                 self.progress(f"        {self._line(score)}")
             return scores
         finally:
             signal.signal(signal.SIGTERM, old_term)
             self.progress("lab: cleaning up")
+            self.phase(len(self.scenarios), len(self.scenarios), "lab", "cleaning up")
             for handle in self._started:
                 handle.stop()
             left = lab.cleanup()
@@ -185,6 +192,7 @@ class Emulation:
         baseline = self.work / "lab-baseline.msgpack"
         ctl = str(self.work / "ctl.sock")
         self.progress(f"lab: learning benign workloads for {self.learn_seconds:.0f} s")
+        self.phase(0, len(self.scenarios), "lab", f"learning benign workloads for {self.learn_seconds:.0f} s")
         learner = _start_sensor(
             [
                 "baseline",
@@ -209,6 +217,7 @@ class Emulation:
             raise SluiceError(f"learning failed: {(self.work / 'learn.log').read_text()[-800:]}")
         lab.cleanup()
         self.progress("lab: detecting against the learned baseline")
+        self.phase(0, len(self.scenarios), "lab", "starting the detecting sensor")
         return _start_sensor(
             ["run", "-c", str(cfg), "--baseline", str(baseline), "-o", str(self.work / "alerts.jsonl")],
             ctl,
@@ -216,9 +225,15 @@ class Emulation:
             self._started,
         )
 
-    def _score(self, sc: Scenario, lab: Lab, sensor: SensorHandle) -> Score:
+    def _phase_of(self, done: int, total: int, name: str) -> Callable[[str], None]:
+        return lambda what: self.phase(done, total, name, what)
+
+    def _score(
+        self, sc: Scenario, lab: Lab, sensor: SensorHandle, phase: Callable[[str], None] = lambda what: None
+    ) -> Score:
         ctx = Ctx(lab, self.work)
         t0 = time.monotonic()
+        phase("running")
         try:
             sc.run(ctx)
         except SluiceError as e:
@@ -228,6 +243,7 @@ class Emulation:
         alerts: list[dict[str, Any]] = []
         wait = 3 * self.window + (6.0 if sc.expect else 3.0)
         deadline = done + wait
+        phase(f"waiting for {'its alerts' if sc.expect else 'silence'} (up to {wait:.0f} s)")
         while time.monotonic() < deadline:
             alerts += [a for a in sensor.new_alerts() if a.get("container", {}).get("id") in mine]
             if sc.expect and set(sc.expect) <= {a["rule"]["id"] for a in alerts}:

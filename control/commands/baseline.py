@@ -11,6 +11,7 @@ import typer
 from sensor.detect.baseline import DEFAULT_PATH as DEFAULT_BASELINE
 from sensor.errors import SluiceError
 
+from ..progress import LearnProgress
 from ._common import ConfigOpt, EventsOpt, OutputOpt, fail, run_config
 
 if TYPE_CHECKING:
@@ -38,10 +39,14 @@ def baseline_learn(
     """
     from sensor.daemon.runner import Sensor
 
+    made: list[Sensor] = []
     try:
         cfg = run_config(config, output, events)
-        s = Sensor(cfg, baseline_path=baseline, learn_seconds=duration, replace_baseline=replace)
-        code = s.run()
+        # the sensor is made inside: its stdout lines go above a live bar
+        with LearnProgress(lambda: made[0] if made else None, duration):
+            s = Sensor(cfg, baseline_path=baseline, learn_seconds=duration, replace_baseline=replace)
+            made.append(s)
+            code = s.run()
     except SluiceError as e:
         fail(e)
     assert s.baseline is not None

@@ -7,6 +7,7 @@ import typer
 from sensor.config import load_config
 from sensor.errors import SluiceError
 
+from ..progress import EmulateProgress
 from ._common import ConfigOpt, fail
 
 app = typer.Typer(no_args_is_help=True, help="Adversary emulation: prove the detections on this node.")
@@ -56,15 +57,18 @@ def emulate_run(
             chosen = [BY_NAME[scenario]]
         else:
             raise SluiceError(f"no scenario {scenario!r}", hint="see `sluice emulate list`")
-        emu = Emulation(
-            cfg.runtime.docker_socket,
-            chosen,
-            learn_seconds=learn_seconds,
-            attach_socket=cfg.sensor.control_socket if attach else None,
-            keep=keep,
-            events=events,
-        )
-        scores = emu.run()
+        with EmulateProgress(len(chosen)) as prog:
+            emu = Emulation(
+                cfg.runtime.docker_socket,
+                chosen,
+                learn_seconds=learn_seconds,
+                attach_socket=cfg.sensor.control_socket if attach else None,
+                keep=keep,
+                events=events,
+                progress=prog.line,
+                phase=prog.phase,
+            )
+            scores = emu.run()
     except SluiceError as e:
         fail(e)
     except KeyboardInterrupt:

@@ -105,6 +105,7 @@ class Sensor:
         self.attributor: Attributor | None = None
         self.registry: ContainerRegistry | None = None
         self.flow_entries = 0
+        self.learn_until: float | None = None
 
     # --- documents -----------------------------------------------------------
 
@@ -412,6 +413,7 @@ class Sensor:
         next_health = time.monotonic() + health_every
         next_snapshot = 0.0
         learn_until = (time.monotonic() + self.learn_seconds) if self.learn_seconds is not None else None
+        self.learn_until = learn_until  # monotonic; progress shown by `baseline learn`
         fim_rescan = self.config.rule("SL-FIM-001", FimSettings).rescan_seconds
         next_fim_rescan = time.monotonic() + fim_rescan
         while not self._stop:

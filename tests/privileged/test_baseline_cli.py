@@ -58,6 +58,13 @@ def test_learn_show_export_merge_reset(base: Path, docker: Docker, net: SinkNet)
     _out, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
     assert "learned" in err and str(bl) in err
+    # progress on stderr, plain lines (not a terminal): the last one says where it ended
+    progress = [ln for ln in err.splitlines() if ln.startswith("sluice: learning: ")]
+    assert progress, err
+    last = progress[-1]
+    assert "of 8s, 0s left" in last and " windows, " in last and last.endswith(" workloads"), last
+    assert int(last.split(", ")[-2].split()[0]) >= 5  # windows of 1 s
+    assert "\x1b" not in err
     assert bl.exists()
 
     show = _cli("baseline", "show", "--baseline", str(bl))
