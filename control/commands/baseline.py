@@ -8,10 +8,13 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from sensor.config import load_config
 from sensor.detect.baseline import DEFAULT_PATH as DEFAULT_BASELINE
 from sensor.errors import SluiceError
+from sensor.outputs.terminal import safe
 
 from ..progress import LearnProgress
+from ..ui import console
 from ._common import ConfigOpt, EventsOpt, OutputOpt, fail, run_config
 
 if TYPE_CHECKING:
@@ -78,44 +81,38 @@ def _key(path: str | None) -> bytes | None:
 
 @app.command("show")
 def baseline_show(
+    name: str | None = typer.Argument(
+        None, help="One workload in detail: destinations, histograms and each rule's threshold."
+    ),
     baseline: str = BaselineOpt,
     workload: str = typer.Option("*", "--workload", "-w", help="Only workloads matching this glob."),
+    config: str | None = ConfigOpt,
 ) -> None:
-    """One row per workload: windows, egress per window, destinations, executables."""
-    import fnmatch
-
-    from sensor.detect.baseline import LogHist
+    """One row per workload (windows, egress per window, the SL-EXF-001
+    threshold, destinations, executables, active hours), or one workload in
+    detail."""
+    from ..baseline_view import detail, table
 
     b = _load(baseline)
-    typer.echo(
-        f"{baseline}: {len(b.workloads)} workloads, window {b.window_seconds:g}s, nodes: "
-        f"{', '.join(sorted(b.nodes)) or '-'}"
-    )
-    head = (
-        f"{'WORKLOAD':<32} {'WINDOWS':>7} {'EGRESS p50':>11} {'p99':>11} {'ENCRYPTED p99':>13} "
-        f"{'DESTS':>5} {'EXECS':>5} {'PEERS':>5} {'LIFETIME p50':>12}  HOURS"
-    )
-    typer.echo(head)
-
-    def q(h: LogHist, x: float) -> str:
-        v = h.quantile(x)
-        for unit in ("B", "K", "M", "G"):
-            if v < 1024:
-                return f"{v:.0f}{unit}"
-            v /= 1024
-        return f"{v:.0f}T"
-
-    for name in sorted(b.workloads):
-        if not fnmatch.fnmatchcase(name, workload):
-            continue
-        w = b.workloads[name]
-        hours = "".join("#" if n else "." for n in w.hours)
-        life = f"{w.lifetimes.quantile(0.5):.1f}s" if w.lifetimes.n else "-"
-        typer.echo(
-            f"{name[:32]:<32} {w.windows:>7} {q(w.egress_bytes, 0.5):>11} {q(w.egress_bytes, 0.99):>11} "
-            f"{q(w.encrypted_bytes, 0.99):>13} {len(w.destinations):>5} {len(w.executables):>5} "
-            f"{len(w.peers):>5} {life:>12}  {hours}"
+    try:
+        cfg = load_config(config)
+    except SluiceError as e:
+        fail(e)
+    con = console()
+    if name is None:
+        con.print(table(b, baseline, cfg, workload))
+        return
+    if name not in b.workloads:
+        near = sorted(w for w in b.workloads if name.lower() in w.lower())[:5]
+        fail(
+            SluiceError(
+                f"no workload {safe(name)!r} in {baseline}",
+                hint=("did you mean " + ", ".join(safe(w) for w in near))
+                if near
+                else "`sluice baseline show` lists them",
+            )
         )
+    con.print(detail(b, name, cfg))
 
 
 @app.command("export")

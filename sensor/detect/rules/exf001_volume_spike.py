@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
+from sensor.detect.baseline import WorkloadBaseline
 from sensor.detect.rule import MIB, T1048, Context, Finding, RuleInfo, RuleSettings
 from sensor.detect.rules._common import _Base, _dest, _human, _proc, _who
 from sensor.detect.view import FlowView, WindowView
@@ -29,6 +30,13 @@ INFO = RuleInfo(
 )
 
 
+def volume_threshold(wb: WorkloadBaseline, cfg: Settings) -> tuple[float, float]:
+    """Encrypted bytes in one window above which a workload alerts, and the
+    baseline quantile it derives from (also shown by `sluice baseline show`)."""
+    base = wb.encrypted_bytes.quantile(cfg.quantile)
+    return max(cfg.min_bytes, cfg.multiplier * base), base
+
+
 class VolumeSpike(_Base):
     """SL-EXF-001: a workload's encrypted-looking bytes in one window, far
     above its baseline quantile."""
@@ -48,8 +56,7 @@ class VolumeSpike(_Base):
             if wb is None or wb.windows < ctx.config.detection.min_baseline_windows:
                 continue  # no trusted statistics for this workload yet
             observed = sum(f.summary.payload_bytes for f in flows)
-            base = wb.encrypted_bytes.quantile(cfg.quantile)
-            threshold = max(cfg.min_bytes, cfg.multiplier * base)
+            threshold, base = volume_threshold(wb, cfg)
             if observed <= threshold:
                 continue
             by_container: Counter[str] = Counter()
