@@ -92,7 +92,8 @@ class LearnProgress:
             self._task,
             completed=done,
             description="starting" if phase == "starting" else "learning",
-            info=f"{duration(self.seconds - done)} left  {windows} windows  {workloads} workloads",
+            info=f"{duration(done)} of {duration(self.seconds)}, {duration(self.seconds - done)} left, "
+            f"{windows} windows, {workloads} workloads",
         )
 
     def _run(self) -> None:
@@ -111,7 +112,6 @@ class LearnProgress:
                 SpinnerColumn(),
                 TextColumn("{task.description}", markup=False),
                 BarColumn(),
-                TimeElapsedColumn(),
                 TextColumn("{task.fields[info]}", markup=False),
             )
             self._task = self._bar.add_task("starting", total=self.seconds, info="")

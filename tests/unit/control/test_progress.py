@@ -93,8 +93,8 @@ def test_learn_bar_on_a_real_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
         tty.close()
         os.close(master)
     assert "learning" in screen and "7 windows" in screen and "2 workloads" in screen, screen
-    assert re.search(r"0:00:0\d", screen)  # elapsed
-    assert "left" in screen and "\u2501" in screen  # the bar
+    assert re.search(r"\ds of 1m00s, 5\ds left, 7 windows, 2 workloads", screen), screen
+    assert "\u2501" in screen  # the bar
 
 
 def test_emulate_progress_bar_and_lines_on_a_real_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
