@@ -418,6 +418,8 @@ class Output:
             "writer": "running" if self.writer_alive() else "restarted",
             "writer_restarts": self.writer_restarts,
             "sink_errors": {type(s).__name__: s.errors for s in self.sinks},
+            # compact lines written as JSON because the renderer failed on the document
+            "compact_fallbacks": sum(getattr(s, "render_fallbacks", 0) for s in self.sinks),
             "last_error": next((s.last_error for s in self.sinks if s.last_error), ""),
         }
 

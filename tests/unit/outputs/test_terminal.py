@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sensor.outputs import compact, ecs
-from sensor.outputs.sinks import JsonLineWriter, build_output, resolve_format
+from sensor.outputs.sinks import JsonLineWriter, Output, build_output, resolve_format
 from sensor.outputs.terminal import safe
 from tests.support.views import T0, config, container, detector, scenario
 
@@ -300,3 +300,6 @@ def test_compact_writer_falls_back_to_json_for_a_document_it_cannot_render(tmp_p
     assert json.loads(lines[0]) == bad  # kept, as JSON
     assert " info exec " in lines[1]
     assert w.render_fallbacks == 1 and "ValueError" in w.last_error
+    o = Output([w])
+    assert o.stats()["compact_fallbacks"] == 1  # reported in health and status
+    o.close()
