@@ -9,7 +9,7 @@ from pathlib import Path
 from prometheus_client import generate_latest
 from prometheus_client.core import CollectorRegistry
 
-from control.cli import _fmt_status
+from control.commands.status import _fmt_status
 from sensor.kernel.progstats import (
     ProgramCost,
     format_lines,
