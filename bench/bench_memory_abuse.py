@@ -110,7 +110,10 @@ def main() -> int:
                     p.wait()
                 procs.clear()
                 time.sleep(3)  # the windows holding all that have closed
-                samples.append(rss_mb(s))
+                mem = s.status()["memory_kb"]
+                samples.append(round(mem["VmRSS"] / 1024, 1))
+                out.setdefault("rss_anon_mb_after_each_round", []).append(round(mem.get("RssAnon", 0) / 1024, 1))  # type: ignore[union-attr]
+                out.setdefault("rss_file_mb_after_each_round", []).append(round(mem.get("RssFile", 0) / 1024, 1))  # type: ignore[union-attr]
             st = s.status()
             out["rss_mb_after_each_round"] = samples
             out["growth_mb_from_first_round"] = round(samples[-1] - samples[0], 1)
