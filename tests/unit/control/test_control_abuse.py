@@ -65,7 +65,7 @@ def test_three_slow_clients_do_not_delay_status(server: Any) -> None:
         for _ in range(3):
             t0 = time.monotonic()
             assert request(path, "status", timeout=1.0)["echo"] == "status"
-            assert time.monotonic() - t0 < 0.5
+            assert time.monotonic() - t0 < 0.9  # on main: the 2 s per-client timeout, times three
         time.sleep(2.2)  # past the request deadline: the tricklers are cut off and counted
         assert srv.stats()["clients_timed_out"] >= 3
     finally:
