@@ -224,6 +224,48 @@ static __always_inline int sl_contained(__u64 cgroup_id, const __u8 *daddr)
 	return 1;
 }
 
+/* Does a socket's first payload start a TLS handshake record or an HTTP
+ * request line? Then it is read up to SL_FIRST_MAX bytes (server_name,
+ * Host). One 4-byte load, once per TCP socket, on the sampling path only. */
+static __always_inline int sl_names_first(struct __sk_buff *skb, __u32 poff)
+{
+	__u8 b[4];
+	if (bpf_skb_load_bytes(skb, poff, b, 4) < 0)
+		return 0;
+	if (b[0] == 0x16 && b[1] == 0x03)   /* TLS record: handshake */
+		return 1;
+	__u32 w = (__u32)b[0] << 24 | (__u32)b[1] << 16 | (__u32)b[2] << 8 | b[3];
+	return w == 0x47455420 /* "GET " */ || w == 0x504f5354 /* POST */ ||
+	       w == 0x50555420 /* "PUT " */ || w == 0x48454144 /* HEAD */ ||
+	       w == 0x44454c45 /* DELE */ || w == 0x50415443 /* PATC */ ||
+	       w == 0x4f505449 /* OPTI */ || w == 0x434f4e4e /* CONN */;
+}
+
+static __always_inline void sl_sample_first(struct __sk_buff *skb, __u64 cgroup_id,
+					    const struct sl_l3l4 *p, __u32 plen, __u8 flags)
+{
+	struct sl_sample_first_event *ev;
+	ev = sl_event_alloc(sizeof(*ev), SL_EV_SAMPLE);
+	if (!ev)
+		return;
+	sl_fill_header(&ev->s.hdr, SL_EV_SAMPLE, 0, cgroup_id);
+	ev->s.sock_cookie = bpf_get_socket_cookie(skb);
+	__builtin_memcpy(ev->s.daddr, p->daddr, 16);
+	ev->s.dport = p->dport;
+	ev->s.protocol = p->protocol;
+	ev->s.flags = flags | SL_SAMPLE_F_FIRST;
+	ev->s.sock_pkt_index = 0;
+	ev->s.payload_len = plen;
+	__u32 n = plen < SL_FIRST_MAX ? plen : SL_FIRST_MAX;
+	/* [1, SL_FIRST_MAX] by a mask the verifier keeps; plen > 0 here. */
+	__u32 sz = ((n - 1) & (SL_FIRST_MAX - 1)) + 1;
+	if (bpf_skb_load_bytes(skb, p->poff, ev->s.data, sz) < 0)
+		n = 0;
+	ev->s.sample_len = n;
+	sl_event_submit(skb, ev, sizeof(*ev), SL_EV_SAMPLE);
+}
+
+
 /* The socket's storage, created on its first packet. Kernels before 5.11
  * take only full sockets in bpf_sk_storage_get (the loader says so). */
 static __always_inline struct sl_sock_state *sl_sock_state_of(struct __sk_buff *skb)
@@ -303,6 +345,13 @@ static __always_inline void sl_sample(struct __sk_buff *skb, const struct sl_l3l
 			return;
 	}
 	__sync_fetch_and_add(&fv->samples, 1);
+	/* A socket's first payload that starts a TLS handshake or an HTTP
+	 * request: read longer, for its server_name / Host (names). */
+	if (sock_idx == 0 && !(flags & SL_SAMPLE_F_NO_SOCK) && p->protocol == IPPROTO_TCP &&
+	    plen > SL_SAMPLE_BYTES && sl_names_first(skb, p->poff)) {
+		sl_sample_first(skb, cgroup_id, p, plen, flags);
+		return;
+	}
 
 	struct sl_sample_event *ev;
 	ev = sl_event_alloc(sizeof(*ev), SL_EV_SAMPLE);

@@ -21,6 +21,14 @@
  * except DNS packets (port 53), loaded up to this bound so that long
  * (tunnelled) query names are seen whole. */
 #define SL_SAMPLE_MAX 256
+/* A socket's first payload is read up to this many bytes (a power of two)
+ * when it starts a TLS handshake or an HTTP request: enough for the TLS
+ * ClientHello's server_name (post-quantum key shares make hellos ~1.8 KB) or
+ * the HTTP Host header. Carried by a longer SL_EV_SAMPLE record. */
+#define SL_FIRST_MAX 2048
+/* DNS response payload carried by one SL_EV_DNS event (longer responses are
+ * cut here and counted in SL_STAT_DNS_TRUNCATED). */
+#define SL_DNS_MAX 512
 
 enum sl_event_type {
 	SL_EV_EXEC = 1,
@@ -29,7 +37,8 @@ enum sl_event_type {
 	SL_EV_SAMPLE = 4,
 	SL_EV_CGROUP = 5,
 	SL_EV_EXEC_ARGS = 6,
-	SL_EV_TYPE_MAX = 7,
+	SL_EV_DNS = 7,         /* a DNS response received (ingress, source port 53) */
+	SL_EV_TYPE_MAX = 13,   /* 8..12 are assigned to other event types */
 };
 
 /* Every event starts with this header; user space dispatches on .type. */
@@ -93,6 +102,31 @@ struct sl_sample_event {
 
 #define SL_SAMPLE_F_SOCK_START 0x1  /* among the socket's first packets */
 #define SL_SAMPLE_F_NO_SOCK    0x2  /* no socket state (sampled by rate only) */
+#define SL_SAMPLE_F_FIRST      0x4  /* a socket's first payload, read up to SL_FIRST_MAX */
+
+/* The longer record of a socket's first payload (TLS handshake or HTTP
+ * request): the same type and layout as sl_sample_event, with .data going on
+ * for SL_FIRST_MAX bytes; .sample_len says how many are valid. */
+struct sl_sample_first_event {
+	struct sl_sample_event s;
+	__u8 more[SL_FIRST_MAX - SL_SAMPLE_MAX];
+};
+
+/* A DNS response delivered to a socket (cgroup_skb ingress, source port 53,
+ * UDP or TCP). hdr.cgroup_id is the receiving socket's cgroup. */
+struct sl_dns_event {
+	struct sl_event_header hdr;   /* pid is 0: ingress runs in softirq */
+	__u8 saddr[16];       /* the resolver that answered */
+	__u16 sport;          /* 53 */
+	__u8 protocol;        /* IPPROTO_UDP / IPPROTO_TCP (with its 2-byte length prefix) */
+	__u8 flags;           /* SL_DNS_F_* */
+	__u32 payload_len;    /* transport payload length of the packet */
+	__u32 data_len;       /* bytes valid in .data */
+	__u32 pad;
+	__u8 data[SL_DNS_MAX];
+};
+
+#define SL_DNS_F_TRUNCATED 0x1  /* payload longer than SL_DNS_MAX */
 
 enum sl_cgroup_op {
 	SL_CGROUP_MKDIR = 1,
@@ -127,6 +161,13 @@ struct sl_flow_value {
 	                       * path reads no clock (it costs more than the rest) */
 	__u32 samples;        /* sample events emitted in this window */
 	__u32 payload_packets;
+	/* Ingress (bpf/ingress.bpf.c): what the destination sent back on this
+	 * flow, counted under the same key (its source is our destination). */
+	__u64 rx_bytes;       /* L3 bytes received (IP header included) */
+	__u64 rx_packets;     /* packets received (GRO segments counted) */
+	__u64 rx_payload_bytes;
+	__u32 dns_events;     /* SL_EV_DNS events emitted in this window */
+	__u32 rx_pad;
 };
 
 /* Indexes into the per-CPU sl_stats array. */
@@ -138,6 +179,8 @@ enum sl_stat {
 	SL_STAT_PARENT_MAP_FULL,
 	SL_STAT_UDP_SEND_DEDUPED,
 	SL_STAT_EGRESS_PACKETS,
+	SL_STAT_DNS_TRUNCATED,    /* DNS responses longer than SL_DNS_MAX (cut) */
+	SL_STAT_DNS_CAPPED,       /* DNS responses over the per-flow window cap (not sent) */
 	SL_STAT_MAX,
 };
 

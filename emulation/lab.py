@@ -162,6 +162,7 @@ class SinkNet:
         self.workdir = workdir
         self.ns = f"slsink{uuid.uuid4().hex[:6]}"
         self.state = workdir / "sink.jsonl"
+        self.zone = workdir / "zone.json"  # the sink's DNS names (set_names)
         self.stage2 = stage2
         self.proc: subprocess.Popen[bytes] | None = None
         self._hosts = itertools.count(10)
@@ -216,6 +217,8 @@ class SinkNet:
                 str(w / "sink.key"),
                 "--stage2",
                 str(w / "stage2"),
+                "--zone",
+                str(self.zone),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -241,6 +244,15 @@ class SinkNet:
         run(*nse, "ip", "link", "set", "eth0", "up")
         run(*nse, "ip", "link", "set", "lo", "up")
         return ip
+
+    def set_names(self, names: dict[str, list[str]]) -> None:
+        """What the sink's DNS server answers from now on (name -> A records),
+        written atomically; the sink re-reads it on every query."""
+        cur = json.loads(self.zone.read_text()) if self.zone.exists() else {}
+        cur.update(names)
+        tmp = self.zone.with_suffix(".tmp")
+        tmp.write_text(json.dumps(cur))
+        os.replace(tmp, self.zone)
 
     def received(self) -> list[dict[str, Any]]:
         if not self.state.exists():

@@ -160,3 +160,36 @@ def dns_query(name: str = "example.com", qtype: int = 1, txid: int = 0x1234, fla
     hdr = struct.pack("!HHHHHH", txid, flags, 1, 0, 0, 0)
     q = b"".join(bytes([len(label)]) + label.encode() for label in name.split(".")) + b"\0"
     return hdr + q + struct.pack("!HH", qtype, 1)
+
+
+def dns_rec(cgroup_id: int, saddr: str, data: bytes, protocol: int = 17, ktime_ns: int = 0, sport: int = 53) -> bytes:
+    """An SL_EV_DNS record: a DNS response the cgroup's socket received."""
+    c = E.DnsEventC()
+    _fill_hdr(c.hdr, E.EV_DNS, 0, ktime_ns, cgroup_id)
+    put_bytes(c, "saddr", addr16(saddr))
+    c.sport = sport
+    c.protocol = protocol
+    c.payload_len = len(data)
+    n = min(len(data), E.DNS_MAX)
+    put_bytes(c, "data", data[:n])
+    c.data_len = n
+    c.flags = E.DNS_F_TRUNCATED if len(data) > E.DNS_MAX else 0
+    return E.encode(c)
+
+
+def sample_first_rec(cgroup_id: int, daddr: str, dport: int, data: bytes, ktime_ns: int = 0, cookie: int = 1) -> bytes:
+    """A socket's first payload in the longer record (SAMPLE_F_FIRST)."""
+    c = E.SampleFirstEventC()
+    _fill_hdr(c.s.hdr, E.EV_SAMPLE, 0, ktime_ns, cgroup_id)
+    s = c.s
+    s.sock_cookie = cookie
+    put_bytes(s, "daddr", addr16(daddr))
+    s.dport = dport
+    s.protocol = 6
+    s.flags = E.SAMPLE_F_SOCK_START | E.SAMPLE_F_FIRST
+    s.sock_pkt_index = 0
+    s.payload_len = len(data)
+    n = min(len(data), E.FIRST_MAX)
+    ct.memmove(ct.addressof(c) + E.SampleEventC.data.offset, data[:n], n)
+    s.sample_len = n
+    return E.encode(c)

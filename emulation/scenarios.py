@@ -64,6 +64,28 @@ BACKUP_RUN = f"head -c 400000 /dev/urandom > /tmp/b; {ENC} -in /tmp/b -out /tmp/
 )
 
 
+# A partner API the API client reaches by name: the sink's DNS server answers
+# it (SinkNet.set_names); the learn phase sees it at SINK_IP, the
+# benign-service-moved scenario at SECOND_IP (another /24).
+SERVICE = "api.partner-svc.test"
+
+
+def resolve(name: str) -> str:
+    """Ask the sink's DNS server for `name` (a real DNS answer into the
+    container, busybox nslookup); $ip is the last address it gave."""
+    return f"ip=$(nslookup {name} {SINK_IP} | tail -n +3 | grep -o '198[.]18[.][0-9.]*' | tail -1)"
+
+
+def https_get_named(name: str) -> str:
+    return (
+        f"{resolve(name)}; printf 'GET /api/v1/items HTTP/1.1\\r\\nHost: {name}\\r\\nConnection: close\\r\\n\\r\\n' | "
+        f"openssl s_client -quiet -no_ign_eof -connect $ip:443 -servername {name} >/dev/null 2>&1"
+    )
+
+
+NAMED_API_CALL = https_get_named(SERVICE)
+
+
 def loop(body: str, every: float, times: int) -> str:
     return f"i=0; while [ $i -lt {times} ]; do {body}; i=$((i+1)); sleep {every}; done"
 
@@ -106,7 +128,8 @@ class Scenario:
 def learn_phase(ctx: Ctx, seconds: float) -> None:
     """Benign workloads doing their normal job while the baseline learns."""
     n = max(3, int(seconds))
-    ctx.start(API, loop(API_CALL, 1, n))
+    ctx.lab.net.set_names({SERVICE: [SINK_IP]})
+    ctx.start(API, loop(f"{API_CALL}; {NAMED_API_CALL}", 1, n))
     ctx.start(LOGS, loop(f"{LOG_TEXT}; {LOG_GZIP}", 1, n))
     end = time.monotonic() + seconds
     while time.monotonic() < end - 3:  # nightly backup jobs: short-lived containers
@@ -208,6 +231,17 @@ def _b_text(ctx: Ctx) -> None:
     ctx.run(LOGS, loop(LOG_TEXT, 0.5, 4))
 
 
+def _b_moved(ctx: Ctx) -> None:
+    """The partner API moved to another address block: by address, its
+    steady calls would be beaconing to a new destination; by name, they are
+    what the baseline learned."""
+    ctx.lab.net.set_names({SERVICE: [SECOND_IP]})
+    try:
+        ctx.run(API, loop(NAMED_API_CALL, 1, 8))
+    finally:
+        ctx.lab.net.set_names({SERVICE: [SINK_IP]})
+
+
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         "seed-openssl-https",
@@ -281,6 +315,13 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("benign-compressed-logs", "benign", (), "gzip-compressed logs POSTed over HTTP, as learned", _b_logs),
     Scenario("benign-https-api", "benign", (), "steady small HTTPS API calls, as learned", _b_api),
     Scenario("benign-plaintext-logs", "benign", (), "plain-text log shipping over TCP, as learned", _b_text),
+    Scenario(
+        "benign-service-moved",
+        "benign",
+        (),
+        f"the API client's partner service ({SERVICE}) now resolves to another address block",
+        _b_moved,
+    ),
 )
 
 BY_NAME = {s.name: s for s in SCENARIOS}

@@ -8,7 +8,11 @@ end of every scenario and records what it received.
 - HTTP ports (and TLS ports, after the handshake): answer requests with 200;
   GET /stage2 returns the given file (the multi-stage scenario's payload).
   A connection that does not start with an HTTP request is read to EOF.
-- UDP 53: answer every DNS query with NXDOMAIN, so resolvers do not wait.
+- HTTP GET /bytes/N: N bytes back (what a download looks like).
+- UDP 53: a DNS server for the names in the --zone file (JSON, name ->
+  addresses; re-read on every query, so a test can move a name): A queries
+  get A records (TTL 5 s), other types of a known name an empty answer, any
+  other name NXDOMAIN.
 Writes one JSON line per connection or datagram to STATE_FILE. Standalone:
 standard library only.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import ssl
 import struct
@@ -26,9 +31,10 @@ _METHODS = (b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"PATCH ", b"OPTIO
 
 
 class Sink:
-    def __init__(self, state: str, stage2: bytes) -> None:
+    def __init__(self, state: str, stage2: bytes, zone: str | None = None) -> None:
         self.state = open(state, "a", buffering=1)
         self.stage2 = stage2
+        self.zone = zone
         self.lock = threading.Lock()
 
     def record(self, **kw: object) -> None:
@@ -100,8 +106,16 @@ class Sink:
                 break
             got += len(more)
             total += len(more)
-        reply = self.stage2 if head.split(b" ")[1:2] == [b"/stage2"] else b"ok\n"
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(reply) + reply)
+        target = (head.split(b" ")[1:2] or [b""])[0]
+        if target == b"/stage2":
+            reply = self.stage2
+        elif target.startswith(b"/bytes/") and target[7:].isdigit():
+            reply = b"d" * min(int(target[7:]), 64 << 20)
+        else:
+            reply = b"ok\n"
+        out = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(reply) + reply
+        conn.sendall(out)
+        self.record(proto="http-reply", port=0, bytes=len(out), path=target.decode(errors="replace"))
         return total
 
     def serve_dns(self) -> None:
@@ -111,9 +125,41 @@ class Sink:
             data, peer = u.recvfrom(65535)
             self.record(proto="udp", port=53, bytes=len(data), peer=peer[0])
             if len(data) >= 12:
-                # NXDOMAIN: same id, QR + RD + RA, rcode 3, question echoed
-                qd = struct.unpack("!H", data[4:6])[0]
-                u.sendto(data[:2] + b"\x81\x83" + struct.pack("!HHHH", qd, 0, 0, 0) + data[12:], peer)
+                reply = self._dns_answer(data)
+                u.sendto(reply, peer)
+                self.record(proto="dns-reply", port=53, bytes=len(reply), peer=peer[0])
+
+    def _names(self) -> dict[str, list[str]]:
+        if not self.zone or not os.path.exists(self.zone):
+            return {}
+        try:
+            with open(self.zone) as f:
+                return {str(k).lower(): list(v) for k, v in json.load(f).items()}
+        except (OSError, ValueError):
+            return {}
+
+    def _dns_answer(self, q: bytes) -> bytes:
+        """One question: the zone's A records, an empty answer, or
+        NXDOMAIN; same id, QR + RD + RA, the question echoed."""
+        labels: list[str] = []
+        i = 12
+        while i < len(q) and q[i] != 0 and len(labels) < 64:
+            labels.append(q[i + 1 : i + 1 + q[i]].decode("ascii", "replace"))
+            i += 1 + q[i]
+        qend = i + 5
+        qtype = struct.unpack("!H", q[i + 1 : i + 3])[0] if len(q) >= qend else 0
+        name = ".".join(labels).lower()
+        question = q[12:qend]
+        addrs = self._names().get(name)
+        if addrs is None:
+            return q[:2] + b"\x81\x83" + struct.pack("!HHHH", 1, 0, 0, 0) + question
+        rrs = b""
+        n = 0
+        if qtype == 1:
+            for a in addrs:
+                rrs += b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 5, 4) + socket.inet_aton(a)
+                n += 1
+        return q[:2] + b"\x81\x80" + struct.pack("!HHHH", 1, n, 0, 0) + question + rrs
 
 
 def main() -> None:
@@ -125,9 +171,10 @@ def main() -> None:
     ap.add_argument("--cert")
     ap.add_argument("--key")
     ap.add_argument("--stage2")
+    ap.add_argument("--zone")
     a = ap.parse_args()
     stage2 = open(a.stage2, "rb").read() if a.stage2 else b"#!/bin/sh\n"
-    sink = Sink(a.state, stage2)
+    sink = Sink(a.state, stage2, a.zone)
 
     def ports(s: str) -> list[int]:
         return [int(p) for p in s.split(",") if p]

@@ -106,6 +106,9 @@ class AllowEntry:
     workload: str | None = None
     executable: str | None = None
     destination: str | None = None
+    # glob over the destination's name (case-insensitive): "*.example.com"
+    # matches its subdomains, "example.com" only itself
+    domain: str | None = None
     port: int | None = None
     rules: tuple[str, ...] = ()
     schedule: str | None = None
@@ -467,7 +470,9 @@ def _build_allow(body: Any, text: str, path: str) -> list[AllowEntry]:
                 raise ConfigError(
                     f"unknown key allow.{key}", path, kline, hint=f"keys of [[allow]]: {', '.join(fields_)}"
                 )
-            if key in ("workload", "executable", "comment", "destination", "schedule") and not isinstance(value, str):
+            if key in ("workload", "executable", "comment", "destination", "schedule", "domain") and not isinstance(
+                value, str
+            ):
                 raise ConfigError(f"allow.{key} must be a string", path, kline)
             if key == "destination" and not _is_cidr(value):
                 raise ConfigError(f"allow.destination = {value!r}: not an address or CIDR", path, kline)
@@ -491,9 +496,9 @@ def _build_allow(body: Any, text: str, path: str) -> list[AllowEntry]:
                     raise ConfigError("allow.duration_minutes must be between 0 and 10080", path, kline)
                 value = float(value)
             kw[key] = value
-        if not any(k in kw for k in ("workload", "executable", "destination", "port")):
+        if not any(k in kw for k in ("workload", "executable", "destination", "domain", "port")):
             raise ConfigError(
-                "allow entry matches everything: give workload, executable, destination or port", path, line
+                "allow entry matches everything: give workload, executable, destination, domain or port", path, line
             )
         out.append(AllowEntry(**kw))
     return out

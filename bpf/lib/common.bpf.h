@@ -58,7 +58,9 @@ union sl_any_event {
 	struct sl_exec_args_event args;
 	struct sl_connect_event connect;
 	struct sl_sample_event sample;
+	struct sl_sample_first_event sample_first;
 	struct sl_cgroup_event cgroup;
+	struct sl_dns_event dns;
 };
 BPF_PERCPU_ARRAY(sl_scratch, union sl_any_event, SL_EV_TYPE_MAX);
 #endif

@@ -312,6 +312,7 @@ class Sensor:
             high_entropy_bits=cfg.detection.high_entropy_bits,
             max_cmdline_bytes=cfg.sensor.max_cmdline_bytes,
             registry=self.registry,
+            sample_bytes=cfg.kernel.sample_bytes,
         )
         if self._source_factory is None:
             from sensor.kernel.loader import BccSource

@@ -15,6 +15,14 @@ baseline and its HMAC-SHA256, and a reader given the key refuses a file
 whose signature is missing or wrong (`baseline merge --key` checks every
 input).
 
+Destinations are names (version 2): a flow that had a name (SNI, HTTP Host,
+DNS answer) is learned as its registered domain + port + transport, with the
+addresses it used kept alongside (bounded); only flows that never had a name
+are learned by address. Version 1 files (addresses only) load: their
+workloads are marked `by_address`, and a named flow of such a workload is
+also known when its address is (so an upgrade raises nothing new), until the
+workload is relearned (`sluice baseline reset`, then learn).
+
 Size (~460 lines): the model, its merge, its checks and its file format
 stay together so that a field and its validation change in one place; the
 file format (load/save/signing) is the part to move if it grows.
@@ -27,10 +35,12 @@ import hmac
 import ipaddress
 import math
 import os
+import re
 import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +49,7 @@ import msgpack
 from sensor.errors import SluiceError
 
 FORMAT = "sluice-baseline"
-VERSION = 1
+VERSION = 2  # 2: destinations by registered domain (1: by address; migrated on load)
 DEFAULT_PATH = "/var/lib/sluice/baseline.msgpack"
 MAX_DESTINATIONS = 4096
 MAX_EXECUTABLES = 4096
@@ -48,6 +58,9 @@ MAX_FILE_BYTES = 256 * 1024 * 1024
 MAX_WORKLOADS = 100_000
 MAX_BIN = 512  # LogHist.bin_of(2**127) = 509
 SIGNED_FORMAT = "sluice-baseline-signed"
+MAX_ADDRESSES_PER_DESTINATION = 32  # addresses kept per named destination
+# a registered domain as a destination key (lower case, dot-separated labels)
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*$")
 
 
 class BaselineError(SluiceError):
@@ -104,6 +117,12 @@ class DestStats:
     encrypted_bytes: int = 0
     max_entropy: float = 0.0
     protocols: set[str] = field(default_factory=set)
+    # named destinations: addresses they resolved to (bounded)
+    addresses: set[str] = field(default_factory=set)
+
+    def add_address(self, ip: str) -> None:
+        if ip in self.addresses or len(self.addresses) < MAX_ADDRESSES_PER_DESTINATION:
+            self.addresses.add(ip)
 
     def merge(self, o: DestStats) -> None:
         self.windows += o.windows
@@ -111,13 +130,26 @@ class DestStats:
         self.encrypted_bytes += o.encrypted_bytes
         self.max_entropy = max(self.max_entropy, o.max_entropy)
         self.protocols |= o.protocols
+        for a in sorted(o.addresses):
+            self.add_address(a)
 
     def to_wire(self) -> list[Any]:
-        return [self.windows, self.bytes, self.encrypted_bytes, self.max_entropy, sorted(self.protocols)]
+        return [
+            self.windows,
+            self.bytes,
+            self.encrypted_bytes,
+            self.max_entropy,
+            sorted(self.protocols),
+            sorted(self.addresses),
+        ]
 
     @classmethod
     def from_wire(cls, w: list[Any]) -> DestStats:
-        d = cls(_count(w[0]), _count(w[1]), _count(w[2]), float(w[3]), {str(x) for x in w[4]})
+        # version 1 entries have no address list (w[5])
+        addrs = {str(ipaddress.ip_address(x)) for x in w[5]} if len(w) > 5 else set()
+        if len(addrs) > MAX_ADDRESSES_PER_DESTINATION:
+            raise ValueError(f"{len(addrs)} addresses for one destination, more than {MAX_ADDRESSES_PER_DESTINATION}")
+        d = cls(_count(w[0]), _count(w[1]), _count(w[2]), float(w[3]), {str(x) for x in w[4]}, addrs)
         if not 0.0 <= d.max_entropy <= 8.0:
             raise ValueError(f"entropy {d.max_entropy!r} outside 0..8")
         return d
@@ -145,20 +177,35 @@ def _time(v: Any) -> float:
 
 
 def _dest_key_ok(k: Any) -> str:
-    ip, port, transport = str(k).split("|")
-    ipaddress.ip_address(ip)
+    host, port, transport = str(k).split("|")
+    if not _is_ip(host) and not _HOSTNAME.match(host):  # an address or a registered domain
+        raise ValueError(f"destination {k!r}: not an address or a domain name")
     if not 0 <= int(port) <= 65535 or not transport:
         raise ValueError(f"destination {k!r} out of range")
     return str(k)
 
 
-def dest_key(ip: str, port: int, transport: str) -> str:
-    return f"{ip}|{port}|{transport}"
+def dest_key(host: str, port: int, transport: str) -> str:
+    """Key of a learned destination: an address, or a registered domain."""
+    return f"{host}|{port}|{transport}"
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
 
 
 def _prefix(ip: str, v4: int, v6: int) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     a = ipaddress.ip_address(ip)
     return ipaddress.ip_network(f"{ip}/{v4 if a.version == 4 else v6}", strict=False)
+
+
+@lru_cache(maxsize=65536)
+def _addr(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.ip_address(text)
 
 
 def _bounded_add(d: dict[str, Any], key: str, limit: int) -> bool:
@@ -179,6 +226,9 @@ class WorkloadBaseline:
     first_seen: float = 0.0
     last_seen: float = 0.0
     dropped: int = 0  # observations not kept because a bounded table was full
+    # learned from a version 1 file (destinations by address only) and not
+    # yet by name: named flows fall back to address matching
+    by_address: bool = False
 
     # --- learning -------------------------------------------------------------
 
@@ -186,11 +236,23 @@ class WorkloadBaseline:
         self.first_seen = ts if not self.first_seen else min(self.first_seen, ts)
         self.last_seen = max(self.last_seen, ts)
 
-    def add_destination(self, key: str, nbytes: int, encrypted: int, entropy: float | None, proto: str | None) -> None:
+    def add_destination(
+        self,
+        key: str,
+        nbytes: int,
+        encrypted: int,
+        entropy: float | None,
+        proto: str | None,
+        address: str | None = None,
+    ) -> None:
+        """address: for a named destination, the address the name resolved to
+        (kept, bounded, so that a later unnamed flow to it is known)."""
         if not _bounded_add(self.destinations, key, MAX_DESTINATIONS):
             self.dropped += 1
             return
         d = self.destinations.setdefault(key, DestStats())
+        if address:
+            d.add_address(address)
         d.windows += 1
         d.bytes += nbytes
         d.encrypted_bytes += encrypted
@@ -213,17 +275,44 @@ class WorkloadBaseline:
 
     # --- questions ------------------------------------------------------------
 
-    def knows_destination(self, ip: str, port: int, transport: str, prefix_v4: int = 32, prefix_v6: int = 128) -> bool:
+    def knows_destination(
+        self,
+        ip: str,
+        port: int,
+        transport: str,
+        prefix_v4: int = 32,
+        prefix_v6: int = 128,
+        domain: str | None = None,
+    ) -> bool:
+        """Named (domain given): is its registered domain learned for this
+        port and transport? The address does not matter, unless this
+        workload was learned by address only (a version 1 file).
+        Unnamed: is the address, or its prefix, learned, either as an
+        unnamed destination or as an address a learned name resolved to?"""
+        if domain:
+            from sensor.telemetry.names import registered_domain
+
+            if dest_key(registered_domain(domain), port, transport) in self.destinations:
+                return True
+            if not self.by_address:
+                return False
         if dest_key(ip, port, transport) in self.destinations:
             return True
-        if prefix_v4 >= 32 and prefix_v6 >= 128:
-            return False
-        net = _prefix(ip, prefix_v4, prefix_v6)
-        for k in self.destinations:
-            kip, kport, ktr = k.split("|")
-            if int(kport) == port and ktr == transport and ipaddress.ip_address(kip) in net:
+        exact = prefix_v4 >= 32 and prefix_v6 >= 128
+        net = None if exact else _prefix(ip, prefix_v4, prefix_v6)
+        for k, d in self.destinations.items():
+            khost, kport, ktr = k.split("|")
+            if int(kport) != port or ktr != transport:
+                continue
+            if _is_ip(khost):
+                if net is not None and _addr(khost) in net:
+                    return True
+            elif ip in d.addresses or (net is not None and any(_addr(x) in net for x in d.addresses)):
                 return True
         return False
+
+    def named_destinations(self) -> int:
+        return sum(1 for k in self.destinations if not _is_ip(k.split("|", 1)[0]))
 
     def active_hour(self, hour: int) -> bool:
         return self.hours[hour] > 0
@@ -260,6 +349,8 @@ class WorkloadBaseline:
             self.seen(o.first_seen)
         self.last_seen = max(self.last_seen, o.last_seen)
         self.dropped += o.dropped
+        # a migrated (version 1) side keeps address matching for named flows
+        self.by_address = self.by_address or o.by_address
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -275,6 +366,7 @@ class WorkloadBaseline:
             "first_seen": self.first_seen,
             "last_seen": self.last_seen,
             "dropped": self.dropped,
+            "by_address": self.by_address,
         }
 
     @classmethod
@@ -298,6 +390,7 @@ class WorkloadBaseline:
             first_seen=_time(w["first_seen"]),
             last_seen=_time(w["last_seen"]),
             dropped=_count(w.get("dropped", 0)),
+            by_address=bool(w.get("by_address", False)),
         )
 
 
@@ -354,8 +447,11 @@ class Baseline:
             window_seconds = float(w["window_seconds"])
             if not 0.5 <= window_seconds <= 3600:
                 raise ValueError(f"window_seconds {window_seconds!r} outside 0.5..3600")
+            workloads = {str(k): WorkloadBaseline.from_wire(x) for k, x in w["workloads"].items()}
+            if v < 2:
+                migrate_v1(workloads)
             return cls(
-                workloads={str(k): WorkloadBaseline.from_wire(x) for k, x in w["workloads"].items()},
+                workloads=workloads,
                 window_seconds=window_seconds,
                 nodes={str(n) for n in w.get("nodes", [])},
                 created=_time(w["created"]),
@@ -366,6 +462,16 @@ class Baseline:
                 f"{path}: baseline file is corrupt ({type(e).__name__}: {e})",
                 hint="restore it from a copy or learn a new one; Sluice will not overwrite it",
             ) from None
+
+
+def migrate_v1(workloads: dict[str, WorkloadBaseline]) -> None:
+    """Version 1 -> 2: destinations were addresses only. Keep them (they
+    are what an unnamed flow is checked against) and mark each workload
+    `by_address`, so that its named flows are also known by their address
+    (until the workload is relearned): upgrading must not turn every known
+    destination into a new one."""
+    for wb in workloads.values():
+        wb.by_address = True
 
 
 def read_key(path: str | Path) -> bytes:

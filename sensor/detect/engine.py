@@ -67,6 +67,8 @@ def allowed(entry: AllowEntry, f: Finding, tz: str) -> bool:
             entry.destination, strict=False
         ):
             return False
+    if entry.domain is not None and not (f.domain and fnmatch.fnmatchcase(f.domain.lower(), entry.domain.lower())):
+        return False
     if entry.port is not None and (f.destination is None or f.destination[1] != entry.port):
         return False
     if entry.schedule is not None and not in_schedule(entry.schedule, entry.duration_minutes, f.ts, tz):

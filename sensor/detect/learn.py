@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from sensor.detect.baseline import Baseline, dest_key
 from sensor.detect.view import WindowView
+from sensor.telemetry.names import registered_domain
 
 
 def local_hour(ts: float, tz: str) -> int:
@@ -39,8 +40,15 @@ class Learner:
             enc = s.payload_bytes if s.encrypted_like else 0
             egress[f.workload] += s.bytes
             encrypted[f.workload] += enc
+            # by name (registered domain) when the flow had one, else by address
+            host = registered_domain(s.domain) if s.domain else f.ip
             b.workload(f.workload).add_destination(
-                dest_key(f.ip, f.port, f.transport), s.payload_bytes, enc, s.entropy, s.protocol_hint
+                dest_key(host, f.port, f.transport),
+                s.payload_bytes,
+                enc,
+                s.entropy,
+                s.protocol_hint,
+                address=f.ip if s.domain else None,
             )
             if f.peer_workload:
                 b.workload(f.workload).add_peer(f.peer_workload)

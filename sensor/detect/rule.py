@@ -89,6 +89,8 @@ class Finding:
     severity_delta: int = 0
     file: dict[str, Any] | None = None  # ECS file.* for file integrity findings
     categories: tuple[list[str], list[str]] | None = None  # event.category / event.type override
+    domain: str | None = None  # the destination's name (SNI, Host or DNS answer), when known
+    name_source: str | None = None  # "sni" | "http_host" | "dns"
 
     @property
     def executable(self) -> str | None:
@@ -122,14 +124,17 @@ class Context:
         a = ipaddress.ip_address(ip)
         return any(a in n for n in self.trusted)
 
-    def known_destination(self, workload: str, ip: str, port: int, transport: str) -> bool:
-        """In the workload's baseline (or trusted). Unknown workload: False."""
+    def known_destination(self, workload: str, ip: str, port: int, transport: str, domain: str | None = None) -> bool:
+        """In the workload's baseline (or trusted). Unknown workload: False.
+        A named destination is known by its registered domain (a learned
+        name on a new address is known; a new name on a known address is
+        not); an unnamed one by address prefix."""
         if self.trusted_ip(ip):
             return True
         wb = self.workload(workload)
         d = self.config.detection
         return wb is not None and wb.knows_destination(
-            ip, port, transport, d.destination_prefix_v4, d.destination_prefix_v6
+            ip, port, transport, d.destination_prefix_v4, d.destination_prefix_v6, domain=domain
         )
 
     def baseline_gate(self, workload: str) -> bool:

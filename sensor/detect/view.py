@@ -40,6 +40,7 @@ class ConnectView:
     port: int
     transport: str
     process: ProcessRef
+    domain: str | None = None  # the container's latest DNS answer for ip, when any
 
 
 @dataclass(slots=True)
@@ -66,6 +67,11 @@ class FlowView:
     @property
     def container_key(self) -> str:
         return self.attr.container.id if self.attr.container else "host"
+
+    @property
+    def domain(self) -> str | None:
+        """The destination's name: SNI, Host, or a DNS answer."""
+        return self.summary.domain
 
 
 @dataclass

@@ -22,6 +22,8 @@ from sensor.text import safe_cstr, safe_text
 COMM_LEN = 16
 PATH_LEN = 256
 SAMPLE_MAX = 256
+FIRST_MAX = 2048
+DNS_MAX = 512
 ARGS_LEN = 512
 
 EV_EXEC = 1
@@ -30,7 +32,8 @@ EV_CONNECT = 3
 EV_SAMPLE = 4
 EV_CGROUP = 5
 EV_EXEC_ARGS = 6
-EV_TYPE_MAX = 7
+EV_DNS = 7
+EV_TYPE_MAX = 13  # 8..12 are assigned to other event types
 
 EVENT_NAMES = {
     EV_EXEC: "exec",
@@ -39,6 +42,7 @@ EVENT_NAMES = {
     EV_SAMPLE: "sample",
     EV_CGROUP: "cgroup",
     EV_EXEC_ARGS: "exec_args",
+    EV_DNS: "dns",
 }
 
 CONNECT_OP_CONNECT = 1
@@ -47,6 +51,8 @@ CGROUP_MKDIR = 1
 CGROUP_RMDIR = 2
 SAMPLE_F_SOCK_START = 0x1
 SAMPLE_F_NO_SOCK = 0x2
+SAMPLE_F_FIRST = 0x4
+DNS_F_TRUNCATED = 0x1
 
 # enum sl_stat
 STAT_SUBMITTED = 0
@@ -56,7 +62,9 @@ STAT_FLOW_BYTES_UNTRACKED = STAT_FLOW_MAP_FULL + 1
 STAT_PARENT_MAP_FULL = STAT_FLOW_MAP_FULL + 2
 STAT_UDP_SEND_DEDUPED = STAT_FLOW_MAP_FULL + 3
 STAT_EGRESS_PACKETS = STAT_FLOW_MAP_FULL + 4
-STAT_MAX = STAT_FLOW_MAP_FULL + 5
+STAT_DNS_TRUNCATED = STAT_FLOW_MAP_FULL + 5
+STAT_DNS_CAPPED = STAT_FLOW_MAP_FULL + 6
+STAT_MAX = STAT_FLOW_MAP_FULL + 7
 
 
 class EventHeader(ct.Structure):
@@ -120,6 +128,24 @@ class SampleEventC(ct.Structure):
     ]
 
 
+class SampleFirstEventC(ct.Structure):
+    _fields_ = [("s", SampleEventC), ("more", ct.c_uint8 * (FIRST_MAX - SAMPLE_MAX))]
+
+
+class DnsEventC(ct.Structure):
+    _fields_ = [
+        ("hdr", EventHeader),
+        ("saddr", ct.c_uint8 * 16),
+        ("sport", ct.c_uint16),
+        ("protocol", ct.c_uint8),
+        ("flags", ct.c_uint8),
+        ("payload_len", ct.c_uint32),
+        ("data_len", ct.c_uint32),
+        ("pad", ct.c_uint32),
+        ("data", ct.c_uint8 * DNS_MAX),
+    ]
+
+
 class CgroupEventC(ct.Structure):
     _fields_ = [
         ("hdr", EventHeader),
@@ -150,6 +176,11 @@ class FlowValueC(ct.Structure):
         ("last_ns", ct.c_uint64),
         ("samples", ct.c_uint32),
         ("payload_packets", ct.c_uint32),
+        ("rx_bytes", ct.c_uint64),
+        ("rx_packets", ct.c_uint64),
+        ("rx_payload_bytes", ct.c_uint64),
+        ("dns_events", ct.c_uint32),
+        ("rx_pad", ct.c_uint32),
     ]
 
 
@@ -161,6 +192,8 @@ C_MIRRORS: dict[str, type[ct.Structure]] = {
     "sl_exec_args_event": ExecArgsEventC,
     "sl_connect_event": ConnectEventC,
     "sl_sample_event": SampleEventC,
+    "sl_sample_first_event": SampleFirstEventC,
+    "sl_dns_event": DnsEventC,
     "sl_cgroup_event": CgroupEventC,
     "sl_flow_key": FlowKeyC,
     "sl_flow_value": FlowValueC,
@@ -225,6 +258,19 @@ class SampleEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class DnsEvent:
+    """A DNS response delivered to a socket of hdr.cgroup_id."""
+
+    hdr: Header
+    saddr: str  # the resolver that answered
+    sport: int
+    protocol: int
+    flags: int
+    payload_len: int
+    data: bytes  # UDP: the DNS message; TCP: with its 2-byte length prefix
+
+
+@dataclass(frozen=True, slots=True)
 class CgroupEvent:
     hdr: Header
     op: int
@@ -232,7 +278,7 @@ class CgroupEvent:
     path: str
 
 
-Event = ExecEvent | ExitEvent | ExecArgsEvent | ConnectEvent | SampleEvent | CgroupEvent
+Event = ExecEvent | ExitEvent | ExecArgsEvent | ConnectEvent | SampleEvent | CgroupEvent | DnsEvent
 
 
 class DecodeError(ValueError):
@@ -269,6 +315,7 @@ _S_EXIT = struct.Struct(f"=IIQQ{COMM_LEN}s")
 _S_CONNECT = struct.Struct(f"=IIQQQ16sHBBI{COMM_LEN}s")
 _S_SAMPLE = struct.Struct("=IIQQQ16sHBBIII")
 _S_CGROUP = struct.Struct(f"=IIQQII{PATH_LEN}s")
+_S_DNS = struct.Struct("=IIQQ16sHBBIII")
 for _fmt, _mirror in (
     (_S_HDR, EventHeader),
     (_S_EXEC, ExecEventC),
@@ -278,6 +325,7 @@ for _fmt, _mirror in (
 ):
     assert _fmt.size == ct.sizeof(_mirror), (_mirror.__name__, _fmt.size, ct.sizeof(_mirror))
 assert _S_SAMPLE.size == SampleEventC.data.offset
+assert _S_DNS.size == DnsEventC.data.offset
 
 
 def _dec_exec(buf: bytes) -> ExecEvent:
@@ -308,7 +356,8 @@ _SAMPLE_DATA = SampleEventC.data.offset
 
 def _dec_sample(buf: bytes) -> SampleEvent:
     t, pid, kt, cg, cookie, daddr, dport, proto, flags, idx, plen, slen = _S_SAMPLE.unpack_from(buf)
-    n = min(slen, SAMPLE_MAX)
+    # a socket's first payload (SAMPLE_F_FIRST) comes in a longer record
+    n = min(slen, FIRST_MAX, len(buf) - _SAMPLE_DATA)
     return SampleEvent(
         Header(t, pid, kt, cg),
         cookie,
@@ -319,6 +368,17 @@ def _dec_sample(buf: bytes) -> SampleEvent:
         idx,
         plen,
         bytes(buf[_SAMPLE_DATA : _SAMPLE_DATA + n]),
+    )
+
+
+_DNS_DATA = DnsEventC.data.offset
+
+
+def _dec_dns(buf: bytes) -> DnsEvent:
+    t, pid, kt, cg, saddr, sport, proto, flags, plen, dlen, _pad = _S_DNS.unpack_from(buf)
+    n = min(dlen, DNS_MAX)
+    return DnsEvent(
+        Header(t, pid, kt, cg), format_addr(saddr), sport, proto, flags, plen, bytes(buf[_DNS_DATA : _DNS_DATA + n])
     )
 
 
@@ -335,6 +395,7 @@ DECODERS: dict[int, tuple[type[ct.Structure], Callable[[bytes], Event]]] = {
     EV_CONNECT: (ConnectEventC, _dec_connect),
     EV_SAMPLE: (SampleEventC, _dec_sample),
     EV_CGROUP: (CgroupEventC, _dec_cgroup),
+    EV_DNS: (DnsEventC, _dec_dns),
 }
 
 _HDR_SIZE = ct.sizeof(EventHeader)

@@ -59,6 +59,14 @@ UNITS: tuple[BpfUnit, ...] = (
         cgroup_programs=(CgroupProgram("egress", "sl_egress", "CGROUP_SKB", bpfsys.CGROUP_INET_EGRESS),),
         what="egress bytes per flow and payload entropy",
     ),
+    # After egress: it uses egress.bpf.c's IPv6 extension header walk.
+    BpfUnit(
+        "ingress",
+        "ingress.bpf.c",
+        cgroup_programs=(CgroupProgram("ingress", "sl_ingress", "CGROUP_SKB", bpfsys.CGROUP_INET_INGRESS),),
+        required=False,
+        what="bytes received per flow and DNS answers (flows are named by SNI and Host only)",
+    ),
     BpfUnit(
         "lifecycle",
         "lifecycle.bpf.c",

@@ -42,6 +42,8 @@ _STAT_NAMES = {
     events.STAT_PARENT_MAP_FULL: "parent_map_full",
     events.STAT_UDP_SEND_DEDUPED: "udp_sends_deduplicated",
     events.STAT_EGRESS_PACKETS: "egress_packets",
+    events.STAT_DNS_TRUNCATED: "dns_responses_truncated",
+    events.STAT_DNS_CAPPED: "dns_responses_capped",
 }
 
 
@@ -268,6 +270,9 @@ class BccSource:
                     v.first_ns,
                     v.last_ns,
                     v.samples,
+                    v.rx_bytes,
+                    v.rx_packets,
+                    v.rx_payload_bytes,
                 )
             )
         # Its slots are free again: the kernel zeroes a slot when it hands

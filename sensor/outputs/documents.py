@@ -16,7 +16,7 @@ import re
 import shlex
 from typing import TYPE_CHECKING, Any
 
-from sensor.outputs.ecs import add_attribution, base, iso
+from sensor.outputs.ecs import add_attribution, base, destination_fields, iso
 from sensor.telemetry.protocol import transport_name
 
 if TYPE_CHECKING:
@@ -147,11 +147,13 @@ def connection(
     port: int,
     transport: str,
     sock_cookie: int,
+    domain: str | None = None,
 ) -> Document:
-    """A connect (action connection_attempted) or a UDP send (udp_send)."""
+    """A connect (action connection_attempted) or a UDP send (udp_send);
+    domain: the container's latest DNS answer for ip, when any."""
     d = event(ts, host, "event", ["network"], ["connection", "start"], action, "sluice.network", attr)
     d["process"] = process
-    d["destination"] = {"ip": ip, "port": port, "address": ip}
+    d["destination"] = destination_fields(ip, port, domain)
     d["network"] = _network(ip, transport)
     d["sluice"]["socket"] = {"cookie": sock_cookie}
     return d
@@ -171,7 +173,13 @@ def flow_summary(
     _window(d, start, end)
     if process is not None:
         d["process"] = process
-    d["destination"] = {"ip": ip, "port": port, "address": ip}
+    # the destination's name (SNI, Host or DNS answer) and what it sent back
+    d["destination"] = destination_fields(ip, port, s.domain)
+    d["destination"].update({"bytes": s.rx_bytes, "packets": s.rx_packets})
+    if s.sni:
+        d["tls"] = {"client": {"server_name": s.sni}}
+    if s.http_host:
+        d["url"] = {"domain": s.http_host}
     net = _network(ip, transport_name(proto))
     if s.protocol_hint:
         net["protocol"] = s.protocol_hint
@@ -180,7 +188,12 @@ def flow_summary(
     d["sluice"]["payload"] = {"bytes": s.payload_bytes, "samples": s.samples, "sampled_bytes": s.sampled_bytes}
     if s.entropy is not None:
         d["sluice"]["payload"]["entropy"] = s.entropy
+    d["sluice"]["payload"]["received_bytes"] = s.rx_payload_bytes
     d["sluice"]["flow"] = {"connections": s.connects}
+    if s.upload_ratio is not None:
+        d["sluice"]["flow"]["upload_download_ratio"] = round(s.upload_ratio, 3)
+    if s.domain_source:
+        d["sluice"]["flow"]["name_source"] = s.domain_source
     return d
 
 
@@ -298,10 +311,14 @@ def alert(
         d["file"] = f.file
     if f.destination is not None:
         ip, port, transport = f.destination
-        d["destination"] = {"ip": ip, "port": port, "address": ip}
+        d["destination"] = destination_fields(ip, port, f.domain)
         d["network"] = _network(ip, transport)
         if f.network_protocol:
             d["network"]["protocol"] = f.network_protocol
+        if f.domain and f.name_source == "sni":
+            d["tls"] = {"client": {"server_name": f.domain}}
+        elif f.domain and f.name_source == "http_host":
+            d["url"] = {"domain": f.domain}
     d["sluice"].update(
         {
             "workload": f.workload,

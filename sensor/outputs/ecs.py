@@ -82,3 +82,22 @@ def add_attribution(doc: dict[str, Any], attr: Attribution) -> dict[str, Any]:
             orch["namespace"] = info.pod_namespace
         doc["orchestrator"] = orch
     return doc
+
+
+def destination_fields(ip: str, port: int, domain: str | None = None) -> dict[str, Any]:
+    """ECS destination.* of an address, with its name when known:
+    destination.domain, .registered_domain, .subdomain, .top_level_domain
+    (public suffix list, sensor/telemetry/names.py)."""
+    d: dict[str, Any] = {"ip": ip, "port": port, "address": ip}
+    if domain:
+        from sensor.telemetry.names import public_suffix, split_domain
+
+        rd, sub = split_domain(domain)
+        d["domain"] = domain
+        d["registered_domain"] = rd
+        if sub:
+            d["subdomain"] = sub
+        tld = public_suffix(domain)
+        if tld:
+            d["top_level_domain"] = tld
+    return d

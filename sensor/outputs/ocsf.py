@@ -108,7 +108,11 @@ def _common(doc: dict[str, Any], class_uid: int, category_uid: int, activity_id:
 
 def _endpoint(doc: dict[str, Any]) -> dict[str, Any]:
     d = doc["destination"]
-    return {"ip": d["ip"], "port": d["port"]}
+    e: dict[str, Any] = {"ip": d["ip"], "port": d["port"]}
+    if d.get("domain"):  # the name (SNI, Host, DNS answer) and its registered domain
+        e["hostname"] = d["domain"]
+        e["domain"] = d.get("registered_domain", d["domain"])
+    return e
 
 
 def _connection(doc: dict[str, Any]) -> dict[str, Any]:
@@ -178,10 +182,21 @@ def _network(doc: dict[str, Any]) -> dict[str, Any]:
     out["src_endpoint"] = src
     if "source" in doc:
         out["traffic"] = {"bytes_out": doc["source"]["bytes"], "packets_out": doc["source"]["packets"]}
+        if "bytes" in doc.get("destination", {}):
+            out["traffic"]["bytes_in"] = doc["destination"]["bytes"]
+            out["traffic"]["packets_in"] = doc["destination"].get("packets", 0)
+    host = doc.get("url", {}).get("domain")
+    if host:
+        out["url"] = {"hostname": host}
     sl = doc.get("sluice", {})
     if doc.get("network", {}).get("protocol"):
         out["app_name"] = doc["network"]["protocol"]
     out["unmapped"] = {"sluice": {k: sl[k] for k in ("payload", "window", "flow", "cgroup", "socket") if k in sl}}
+    # OCSF's tls object requires the negotiated version, which a ClientHello
+    # does not tell: the SNI stays unmapped (dst_endpoint.hostname has the name)
+    sni = doc.get("tls", {}).get("client", {}).get("server_name")
+    if sni:
+        out["unmapped"]["tls"] = {"client": {"server_name": sni}}
     return out
 
 

@@ -39,6 +39,10 @@ class FlowCounters:
     first_ns: int
     last_ns: int
     samples: int
+    # what the destination sent back (bpf/ingress.bpf.c); 0 without it
+    rx_bytes: int = 0
+    rx_packets: int = 0
+    rx_payload_bytes: int = 0
 
     @property
     def key(self) -> FlowKey:
@@ -65,6 +69,16 @@ class FlowSummary:
     body_sampled_bytes: int = 0
     dns_names: list[tuple[str, bool]] = field(default_factory=list)  # (name, complete)
     high_entropy_bits: float = HIGH_ENTROPY_BITS
+    # what the destination sent back (ingress); 0 when the hook is missing
+    rx_bytes: int = 0
+    rx_packets: int = 0
+    rx_payload_bytes: int = 0
+    # the destination's name (sensor/telemetry/names.py) and where it came
+    # from: "sni", "http_host" or "dns"; SNI and Host also on their own
+    domain: str | None = None
+    domain_source: str | None = None
+    sni: str | None = None
+    http_host: str | None = None
 
     @property
     def cgroup_id(self) -> int:
@@ -78,6 +92,17 @@ class FlowSummary:
     def encrypted_like(self) -> bool:
         """High entropy that is not explained by a known compressed format."""
         return self.high_entropy and self.compression is None
+
+    @property
+    def upload_ratio(self) -> float | None:
+        """Payload sent per payload byte received (None without ingress
+        counts or without payload sent): megabytes up and kilobytes down is
+        what exfiltration looks like; an API call is closer to 1."""
+        if not self.payload_bytes:
+            return None
+        if not self.rx_payload_bytes and not self.rx_packets:
+            return None  # no ingress counts for this flow (hook missing or nothing back)
+        return self.payload_bytes / max(self.rx_payload_bytes, 1)
 
 
 @dataclass(slots=True)
@@ -193,15 +218,22 @@ class WindowCounters:
         # Sum per flow: at shutdown both generations are drained at once.
         totals: dict[FlowKey, list[int]] = {}
         for f in flows:
-            t = totals.setdefault(f.key, [0, 0, 0, 0, 0])
+            t = totals.setdefault(f.key, [0] * 8)
             t[0] += f.bytes
             t[1] += f.packets
             t[2] += f.payload_bytes
             t[3] += f.connects
             t[4] += f.samples
+            t[5] += f.rx_bytes
+            t[6] += f.rx_packets
+            t[7] += f.rx_payload_bytes
         for k in samples:
-            totals.setdefault(k, [0, 0, 0, 0, 0])
-        out = [self._summary(k, t[0], t[1], t[2], t[3], t[4], samples.get(k)) for k, t in totals.items()]
+            totals.setdefault(k, [0] * 8)
+        out = []
+        for k, t in totals.items():
+            s = self._summary(k, t[0], t[1], t[2], t[3], t[4], samples.get(k))
+            s.rx_bytes, s.rx_packets, s.rx_payload_bytes = t[5], t[6], t[7]
+            out.append(s)
         return out, execs, {k: v.hist for k, v in samples.items()}
 
     def _summary(

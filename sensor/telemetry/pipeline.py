@@ -29,10 +29,12 @@ from sensor.detect.view import ConnectView, ExecView, FlowView, LifecycleView, P
 from sensor.kernel.events import (
     CGROUP_MKDIR,
     CONNECT_OP_CONNECT,
+    SAMPLE_F_FIRST,
     SAMPLE_F_SOCK_START,
     CgroupEvent,
     ConnectEvent,
     DecodeError,
+    DnsEvent,
     ExecArgsEvent,
     ExecEvent,
     ExitEvent,
@@ -41,6 +43,7 @@ from sensor.kernel.events import (
 )
 from sensor.outputs import documents
 from sensor.telemetry.counters import HIGH_ENTROPY_BITS, ContainerSummary, FlowCounters, FlowSummary, WindowCounters
+from sensor.telemetry.names import FlowNamer
 from sensor.telemetry.protocol import transport_name
 from sensor.text import safe_text
 
@@ -120,6 +123,7 @@ class Pipeline:
         high_entropy_bits: float = HIGH_ENTROPY_BITS,
         max_cmdline_bytes: int = 4096,
         registry: ContainerRegistry | None = None,
+        sample_bytes: int = 64,
     ) -> None:
         self.max_cmdline_bytes = max_cmdline_bytes
         self.attributor = attributor
@@ -128,6 +132,11 @@ class Pipeline:
         self.events = events
         self.to_wall = monotonic_to_wall
         self.window = WindowCounters(high_entropy_bits=high_entropy_bits)
+        # flows named by SNI, Host and DNS answers
+        self.names = FlowNamer()
+        # a socket's first payload comes longer (names); entropy and protocol
+        # state see the usual sample length (kernel.sample_bytes)
+        self.sample_bytes = sample_bytes
         self.observers: list[WindowObserver] = list(observers or [])
         self.netmap = netmap
         self._view = WindowView(0.0, 0.0)
@@ -142,6 +151,7 @@ class Pipeline:
         # window holding their last bytes is summarised (expire() below)
         self.registry = registry if registry is not None else ContainerRegistry(attributor)
         self.registry.subscribe(on_cgroups_removed=self.window.forget_cgroups)
+        self.registry.subscribe(on_cgroups_removed=self.names.forget_cgroups)
         if netmap is not None:
             self.registry.subscribe(on_removed=netmap.containers_removed)
         self.counts: dict[str, int] = {
@@ -153,6 +163,7 @@ class Pipeline:
             "sample": 0,
             "cgroup": 0,
             "exec_args": 0,
+            "dns": 0,
             "documents": 0,
             "windows": 0,
             "view_events_capped": 0,
@@ -167,6 +178,7 @@ class Pipeline:
             ConnectEvent: self._on_connect,
             SampleEvent: self._on_sample,
             CgroupEvent: self._on_cgroup,
+            DnsEvent: self._on_dns,
         }
 
     # --- input -------------------------------------------------------------
@@ -272,9 +284,12 @@ class Pipeline:
         attr = self.attributor.attribute(ev.hdr.cgroup_id)
         p = self.procs.get(ev.hdr.pid) or self.exited.get(ev.hdr.pid)
         ref = self._process_ref(p) if p is not None else ProcessRef(ev.hdr.pid, ev.comm)
+        domain = self.names.dns_name(ev.hdr.cgroup_id, ev.daddr, ts)
         if self._view_keep(("c", ev.hdr.cgroup_id, ev.daddr, ev.dport, ev.protocol), MAX_CONNECT_VIEWS):
             self._view.connects.append(
-                ConnectView(ts, attr, workload_of(attr), ev.daddr, ev.dport, transport_name(ev.protocol), ref)
+                ConnectView(
+                    ts, attr, workload_of(attr), ev.daddr, ev.dport, transport_name(ev.protocol), ref, domain=domain
+                )
             )
         if not self.events:
             return
@@ -282,7 +297,9 @@ class Pipeline:
         proc = self._known_process(ev.hdr.pid, ev.comm)
         transport = transport_name(ev.protocol)
         self._out(
-            documents.connection(self.host_name, ts, attr, action, proc, ev.daddr, ev.dport, transport, ev.sock_cookie)
+            documents.connection(
+                self.host_name, ts, attr, action, proc, ev.daddr, ev.dport, transport, ev.sock_cookie, domain
+            )
         )
 
     def _known_process(self, pid: int, comm: str) -> dict[str, Any]:
@@ -296,7 +313,17 @@ class Pipeline:
         self.counts["sample"] += 1
         key = (ev.hdr.cgroup_id, ev.daddr, ev.dport, ev.protocol)
         first = bool(ev.flags & SAMPLE_F_SOCK_START) and ev.sock_pkt_index == 0
-        self.window.add_sample(key, ev.data, first)
+        data = ev.data
+        if first:
+            self.names.on_first_payload(key, data)
+        if ev.flags & SAMPLE_F_FIRST:
+            data = data[: self.sample_bytes]
+        self.window.add_sample(key, data, first)
+
+    def _on_dns(self, ev: DnsEvent) -> None:
+        """A DNS response a container received: its name -> address map."""
+        self.counts["dns"] += 1
+        self.names.on_dns(ev.hdr.cgroup_id, ev.data, ev.protocol, self.to_wall(ev.hdr.ktime_ns))
 
     # --- containers ----------------------------------------------------------
 
@@ -362,6 +389,11 @@ class Pipeline:
         """Join kernel counters with samples; emit summaries; reset."""
         self.counts["windows"] += 1
         summaries, execs, hists = self.window.close(flows)
+        for s in summaries:
+            named = self.names.name(s.key, end)
+            if named is not None:
+                s.domain, s.domain_source = named
+            s.sni, s.http_host = self.names.sni(s.key), self.names.host(s.key)
         per: dict[str, ContainerSummary] = {}
         attrs: dict[int, Attribution] = {}
 

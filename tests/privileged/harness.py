@@ -105,10 +105,10 @@ class SensorProc:
     # left running (a leaked sensor would skew every later test and bench)
     started: list[SensorProc] = []
 
-    def start(self, timeout: float = 30) -> None:
+    def start(self, timeout: float = 30, args: tuple[str, ...] = ()) -> None:
         self.stderr = open(self.dir / "stderr.log", "wb")
         self.proc = subprocess.Popen(
-            [SLUICE, "run", "--events", "-c", str(self.config), "-o", str(self.out)],
+            [SLUICE, "run", "--events", "-c", str(self.config), "-o", str(self.out), *args],
             stdout=self.stderr,
             stderr=self.stderr,
         )

@@ -52,7 +52,7 @@ def test_emulate_all_scorecard(base: Path, docker: Docker) -> None:
     (base / "scorecard.json").write_text(r.stdout)
     assert r.returncode == 0, f"scorecard failed:\n{r.stdout}\n{r.stderr[-4000:]}"
     by = {s["scenario"]: s for s in scores}
-    assert len(by) == 14, sorted(by)
+    assert len(by) == 15, sorted(by)
     attacks = [s for s in scores if s["expected"]]
     assert len(attacks) == 9
     for s in attacks:

@@ -40,8 +40,15 @@ def _pname(p: ProcessRef) -> str:
     return p.name
 
 
-def _dest(ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+def _dest(ip: str, port: int, domain: str | None = None) -> str:
+    """The destination for a message: its name first, then the address."""
+    addr = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+    return f"{domain} ({addr})" if domain else addr
+
+
+def _names(f: FlowView) -> dict[str, Any]:
+    """Finding keyword arguments naming a flow's destination."""
+    return {"domain": f.summary.domain, "name_source": f.summary.domain_source}
 
 
 def _proc(f: FlowView) -> ProcessRef | None:

@@ -66,7 +66,7 @@ class MultiStageChain(_Base):
                     if ev.ts - stage.ts > horizon:
                         continue
                     same = (ev.ip, ev.port) == (first.ip, first.port)
-                    if same or ctx.known_destination(ev.workload, ev.ip, ev.port, ev.transport):
+                    if same or ctx.known_destination(ev.workload, ev.ip, ev.port, ev.transport, ev.domain):
                         continue
                     out.append(self._finding(first, stage, ev, ctx))
                     self._stages[cid].remove((stage, first))
@@ -98,7 +98,7 @@ class MultiStageChain(_Base):
             {
                 "step": "connect",
                 "time": a.ts,
-                "destination": _dest(a.ip, a.port),
+                "destination": _dest(a.ip, a.port, a.domain),
                 "process": _pname(a.process),
                 "pid": a.process.pid,
             },
@@ -112,7 +112,7 @@ class MultiStageChain(_Base):
             {
                 "step": "connect",
                 "time": b.ts,
-                "destination": _dest(b.ip, b.port),
+                "destination": _dest(b.ip, b.port, b.domain),
                 "process": _pname(b.process),
                 "pid": b.process.pid,
             },
@@ -122,8 +122,8 @@ class MultiStageChain(_Base):
             b.attr,
             b.workload,
             b.ts,
-            f"{_who(b.attr, b.workload)} connected to {_dest(a.ip, a.port)}, then ran new executable "
-            f"{stage.process.executable} and opened a channel to {_dest(b.ip, b.port)} "
+            f"{_who(b.attr, b.workload)} connected to {_dest(a.ip, a.port, a.domain)}, then ran new executable "
+            f"{stage.process.executable} and opened a channel to {_dest(b.ip, b.port, b.domain)} "
             f"{_secs(b.ts - a.ts)} later",
             {
                 "chain": steps,
@@ -133,4 +133,6 @@ class MultiStageChain(_Base):
             },
             (b.ip, b.port, b.transport),
             stage.process,
+            domain=b.domain,
+            name_source="dns" if b.domain else None,
         )

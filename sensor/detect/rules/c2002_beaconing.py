@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sensor.detect.rule import T1104, Context, Finding, RuleInfo, RuleSettings
 from sensor.detect.rules._common import STATE_TTL_S, CappedTable, _Base, _dest, _drop_containers, _who
 from sensor.detect.view import ConnectView, WindowView
+from sensor.telemetry.names import registered_domain
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,10 @@ class Beaconing(_Base):
         cfg = ctx.settings(self.info.id, Settings)
         touched = set()
         for c in view.connects:
-            key = (c.attr.container.id if c.attr.container else "host", c.ip, c.port, c.transport)
+            # by registered domain when the container resolved the address (a
+            # beacon rotating across a CDN's addresses is one beacon), else address
+            target = registered_domain(c.domain) if c.domain else c.ip
+            key = (c.attr.container.id if c.attr.container else "host", target, c.port, c.transport)
             self._times[key].append(c.ts)
             self._ctx[key] = c
             touched.add(key)
@@ -66,7 +70,9 @@ class Beaconing(_Base):
             jitter = statistics.pstdev(gaps) / mean
             if jitter > cfg.max_jitter:
                 continue
-            if ctx.known_destination(c.workload, c.ip, c.port, c.transport) or not ctx.baseline_gate(c.workload):
+            if ctx.known_destination(c.workload, c.ip, c.port, c.transport, c.domain) or not ctx.baseline_gate(
+                c.workload
+            ):
                 continue
             out.append(
                 Finding(
@@ -74,7 +80,7 @@ class Beaconing(_Base):
                     c.attr,
                     c.workload,
                     c.ts,
-                    f"{_who(c.attr, c.workload)} connects to {_dest(c.ip, c.port)} every {mean:.1f} s "
+                    f"{_who(c.attr, c.workload)} connects to {_dest(c.ip, c.port, c.domain)} every {mean:.1f} s "
                     f"(jitter {jitter * 100:.0f} %, {len(ts)} connections), a destination not in its baseline",
                     {
                         "connections": len(ts),
@@ -83,9 +89,12 @@ class Beaconing(_Base):
                         "max_jitter": cfg.max_jitter,
                         "min_connections": cfg.min_connections,
                         "horizon_seconds": cfg.horizon_seconds,
+                        "grouped_by": "registered_domain" if c.domain else "address",
                     },
                     (c.ip, c.port, c.transport),
                     c.process,
+                    domain=c.domain,
+                    name_source="dns" if c.domain else None,
                 )
             )
             self._times[key].clear()

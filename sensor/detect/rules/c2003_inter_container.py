@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sensor.detect.rule import T1104, Context, Finding, RuleInfo, RuleSettings
-from sensor.detect.rules._common import _Base, _dest, _proc, _who
+from sensor.detect.rules._common import _Base, _dest, _names, _proc, _who
 from sensor.detect.view import WindowView
 
 
@@ -62,7 +62,7 @@ class InterContainer(_Base):
                     f.workload,
                     view.end,
                     f"{_who(f.attr, f.workload)} talked to container {pc.name or pc.id[:12]} ({f.peer_workload}) "
-                    f"at {_dest(f.ip, f.port)}; that peer is not in its baseline",
+                    f"at {_dest(f.ip, f.port, f.domain)}; that peer is not in its baseline",
                     {
                         "peer_container_id": pc.id,
                         "peer_container_name": pc.name,
@@ -73,6 +73,7 @@ class InterContainer(_Base):
                     (f.ip, f.port, f.transport),
                     _proc(f),
                     f.summary.protocol_hint,
+                    **_names(f),
                 )
             )
         return out

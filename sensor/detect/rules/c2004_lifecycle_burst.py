@@ -6,7 +6,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 
 from sensor.detect.rule import T1104, Context, Finding, RuleInfo, RuleSettings
-from sensor.detect.rules._common import _Base, _dest, _proc, _who
+from sensor.detect.rules._common import _Base, _dest, _names, _proc, _who
 from sensor.detect.view import WindowView
 
 
@@ -63,7 +63,7 @@ class LifecycleBurst(_Base):
                 and f.attr.container is not None
                 and f.attr.container.id in burst
                 and f.summary.payload_bytes
-                and not ctx.known_destination(f.workload, f.ip, f.port, f.transport)
+                and not ctx.known_destination(f.workload, f.ip, f.port, f.transport, f.domain)
             ]
             if not new or not ctx.baseline_gate(w):
                 continue
@@ -76,17 +76,18 @@ class LifecycleBurst(_Base):
                     w,
                     view.end,
                     f"{len(dq)} container starts/stops of {w} in {horizon:.0f} s ({len(burst)} containers) while "
-                    f"{_who(top.attr, w).lower()} sent data to new destination {_dest(top.ip, top.port)}",
+                    f"{_who(top.attr, w).lower()} sent data to new destination {_dest(top.ip, top.port, top.domain)}",
                     {
                         "lifecycle_events": len(dq),
                         "containers": len(burst),
                         "horizon_seconds": horizon,
                         "threshold_events": need,
-                        "new_destinations": sorted({_dest(f.ip, f.port) for f in new})[:10],
+                        "new_destinations": sorted({_dest(f.ip, f.port, f.domain) for f in new})[:10],
                     },
                     (top.ip, top.port, top.transport),
                     _proc(top),
                     top.summary.protocol_hint,
+                    **_names(top),
                 )
             )
         return out

@@ -81,7 +81,7 @@ class VolumeSpike(_Base):
                         "multiplier": cfg.multiplier,
                         "threshold_bytes": round(threshold),
                         "window_seconds": round(view.end - view.start, 3),
-                        "destinations": sorted({_dest(f.ip, f.port) for f in flows})[:10],
+                        "destinations": sorted({_dest(f.ip, f.port, f.domain) for f in flows})[:10],
                         "entropy": top.summary.entropy,
                     },
                     (top.ip, top.port, top.transport),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sensor.detect.rule import KIB, T1048, Context, Finding, RuleInfo, RuleSettings
-from sensor.detect.rules._common import CappedTable, _Base, _dest, _drop_containers, _human, _proc, _who
+from sensor.detect.rules._common import CappedTable, _Base, _dest, _drop_containers, _human, _names, _proc, _who
 from sensor.detect.view import WindowView
 from sensor.telemetry.protocol import SSH, TLS
 
@@ -59,7 +59,9 @@ class NonStandardPort(_Base):
             self._sent[key] += s.payload_bytes
             if self._sent[key] < cfg.min_bytes:
                 continue
-            if ctx.known_destination(f.workload, f.ip, f.port, f.transport) or not ctx.baseline_gate(f.workload):
+            if ctx.known_destination(f.workload, f.ip, f.port, f.transport, f.domain) or not ctx.baseline_gate(
+                f.workload
+            ):
                 continue
             what = {
                 "tls_on_nonstandard_port": f"TLS to port {f.port}",
@@ -73,7 +75,7 @@ class NonStandardPort(_Base):
                     f.workload,
                     view.end,
                     f"{_who(f.attr, f.workload)} sent {_human(self._sent[key])} over {what} to "
-                    f"{_dest(f.ip, f.port)}, a destination not in its baseline",
+                    f"{_dest(f.ip, f.port, f.domain)}, a destination not in its baseline",
                     {
                         "kind": kind,
                         "bytes": self._sent[key],
@@ -88,6 +90,7 @@ class NonStandardPort(_Base):
                     (f.ip, f.port, f.transport),
                     _proc(f),
                     proto,
+                    **_names(f),
                 )
             )
             del self._sent[key]

@@ -8,8 +8,19 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 from sensor.detect.rule import T1048, Context, Finding, RuleInfo, RuleSettings
-from sensor.detect.rules._common import STATE_TTL_S, CappedTable, _Base, _dest, _drop_containers, _human, _proc, _who
+from sensor.detect.rules._common import (
+    STATE_TTL_S,
+    CappedTable,
+    _Base,
+    _dest,
+    _drop_containers,
+    _human,
+    _names,
+    _proc,
+    _who,
+)
 from sensor.detect.view import FlowView, WindowView
+from sensor.telemetry.names import split_domain
 from sensor.telemetry.protocol import DNS, HTTP
 
 
@@ -37,15 +48,13 @@ MAX_SUBDOMAINS = 1024  # per (container, domain)
 _HEX = re.compile(r"^[0-9a-f]+$", re.I)
 _B32 = re.compile(r"^[a-z2-7]+=*$", re.I)
 _B64 = re.compile(r"^[A-Za-z0-9+/_-]+=*$")
-_MULTI_TLD = {"co", "com", "net", "org", "gov", "ac", "edu"}
 
 
 def registered_domain(name: str) -> tuple[str, str]:
     """(registered domain, subdomain part): a.b.example.co.uk ->
-    (example.co.uk, a.b). A small heuristic, not the public suffix list."""
-    labels = [x for x in name.lower().rstrip(".").split(".") if x]
-    n = 3 if len(labels) >= 3 and len(labels[-1]) == 2 and labels[-2] in _MULTI_TLD else 2
-    return ".".join(labels[-n:]), ".".join(labels[:-n])
+    (example.co.uk, a.b), from the public suffix list (private suffixes
+    honoured; sensor/telemetry/names.py)."""
+    return split_domain(name)
 
 
 def char_entropy(s: str) -> float:
@@ -102,7 +111,9 @@ class CleartextCarrier(_Base):
                 and s.body_entropy >= ctx.high_bits()
                 and s.body_sampled_bytes >= cfg.http_min_body_bytes
             ):
-                if ctx.known_destination(f.workload, f.ip, f.port, f.transport) and self._known_encrypted(ctx, f):
+                if ctx.known_destination(f.workload, f.ip, f.port, f.transport, f.domain) and self._known_encrypted(
+                    ctx, f
+                ):
                     continue
                 if not ctx.baseline_gate(f.workload):
                     continue
@@ -113,7 +124,7 @@ class CleartextCarrier(_Base):
                         f.workload,
                         view.end,
                         f"{_who(f.attr, f.workload)} sent encrypted-looking HTTP bodies "
-                        f"(entropy {s.body_entropy:.2f} bits/byte, {_human(s.payload_bytes)}) to {_dest(f.ip, f.port)} "
+                        f"(entropy {s.body_entropy:.2f} bits/byte, {_human(s.payload_bytes)}) to {_dest(f.ip, f.port, f.domain)} "
                         "over plain HTTP",
                         {
                             "kind": "encrypted_http_body",
@@ -125,6 +136,7 @@ class CleartextCarrier(_Base):
                         (f.ip, f.port, f.transport),
                         _proc(f),
                         HTTP,
+                        **_names(f),
                     )
                 )
             if s.dns_names:

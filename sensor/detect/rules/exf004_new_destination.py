@@ -6,13 +6,28 @@ from dataclasses import dataclass
 from typing import Any
 
 from sensor.detect.rule import MIB, T1048, Context, Finding, RuleInfo, RuleSettings
-from sensor.detect.rules._common import STATE_TTL_S, CappedTable, _Base, _dest, _drop_containers, _human, _proc, _who
+from sensor.detect.rules._common import (
+    STATE_TTL_S,
+    CappedTable,
+    _Base,
+    _dest,
+    _drop_containers,
+    _human,
+    _names,
+    _proc,
+    _who,
+)
 from sensor.detect.view import WindowView
 
 
 @dataclass(frozen=True)
 class Settings(RuleSettings):
     min_bytes: int = 1 * MIB
+    # upload/download ratio (payload sent per byte received, cumulative): at
+    # or above upload_ratio_high raises the severity, at or below
+    # upload_ratio_balanced (an API answering in proportion) lowers it
+    upload_ratio_high: float = 20.0
+    upload_ratio_balanced: float = 2.0
 
 
 INFO = RuleInfo(
@@ -44,15 +59,26 @@ class NewDestination(_Base):
             s = f.summary
             if not s.encrypted_like or not s.payload_bytes:
                 continue
-            if ctx.known_destination(f.workload, f.ip, f.port, f.transport) or not ctx.baseline_gate(f.workload):
+            if ctx.known_destination(f.workload, f.ip, f.port, f.transport, f.domain) or not ctx.baseline_gate(
+                f.workload
+            ):
                 continue
             key = (f.container_key, f.ip, f.port, f.transport)
-            st = self._sent.setdefault(key, [0, view.start, False, view.end])  # bytes, since, fired, last
+            # bytes, since, fired, last, bytes received, packets received
+            st = self._sent.setdefault(key, [0, view.start, False, view.end, 0, 0])
             st[0] += s.payload_bytes
             st[3] = view.end
+            st[4] += s.rx_payload_bytes
+            st[5] += s.rx_packets
             if st[0] >= cfg.min_bytes and not st[2]:
                 st[2] = True
                 known = ctx.workload(f.workload) is not None
+                ratio = st[0] / max(st[4], 1) if st[5] else None
+                delta, shape = 0, ""
+                if ratio is not None and ratio >= cfg.upload_ratio_high:
+                    delta, shape = 10, f" while receiving only {_human(st[4])}"
+                elif ratio is not None and ratio <= cfg.upload_ratio_balanced:
+                    delta, shape = -20, f" and received {_human(st[4])} back, in proportion"
                 out.append(
                     Finding(
                         self.info.id,
@@ -60,12 +86,13 @@ class NewDestination(_Base):
                         f.workload,
                         view.end,
                         f"{_who(f.attr, f.workload)} sent {_human(st[0])} of encrypted-looking data to "
-                        f"{_dest(f.ip, f.port)}, "
+                        f"{_dest(f.ip, f.port, f.domain)}, "
                         + (
                             "a destination its baseline has never seen"
                             if known
                             else "and its workload is not in the baseline at all"
-                        ),
+                        )
+                        + shape,
                         {
                             "bytes": st[0],
                             "threshold_bytes": cfg.min_bytes,
@@ -73,10 +100,17 @@ class NewDestination(_Base):
                             "entropy": s.entropy,
                             "protocol_hint": s.protocol_hint,
                             "workload_in_baseline": known,
+                            **(
+                                {"received_bytes": st[4], "upload_download_ratio": round(ratio, 2)}
+                                if ratio is not None
+                                else {}
+                            ),
                         },
                         (f.ip, f.port, f.transport),
                         _proc(f),
                         s.protocol_hint,
+                        severity_delta=delta,
+                        **_names(f),
                     )
                 )
         for k in [k for k, v in self._sent.items() if view.end - v[3] > STATE_TTL_S]:

@@ -34,6 +34,7 @@ class _Life:
     workload: str
     encrypted: int = 0
     destinations: Counter[tuple[str, int, str]] = field(default_factory=Counter)
+    names: dict[tuple[str, int, str], str] = field(default_factory=dict)  # destination -> its name
     last: float = 0.0
 
 
@@ -52,6 +53,8 @@ class ShortLivedContainer(_Base):
             acc = self._lives.setdefault(f.attr.container.id, _Life(f.attr, f.workload))
             acc.encrypted += f.summary.payload_bytes
             acc.destinations[(f.ip, f.port, f.transport)] += f.summary.payload_bytes
+            if f.domain:
+                acc.names[(f.ip, f.port, f.transport)] = f.domain
             acc.last = view.end
         out = []
         for x in view.lifecycle:
@@ -67,12 +70,12 @@ class ShortLivedContainer(_Base):
                 wb is not None
                 and wb.lifetimes.n
                 and wb.lifetimes.quantile(0.5) <= cfg.max_lifetime_seconds
-                and all(ctx.known_destination(x.workload, *d) for d in lf.destinations)
+                and all(ctx.known_destination(x.workload, *d, lf.names.get(d)) for d in lf.destinations)
             ):
                 continue  # a batch workload doing what it always does
             if not ctx.baseline_gate(x.workload):
                 continue
-            dests = sorted(_dest(ip, port) for ip, port, _t in lf.destinations)
+            dests = sorted(_dest(ip, port, lf.names.get((ip, port, t))) for ip, port, t in lf.destinations)
             top = lf.destinations.most_common(1)[0][0]
             out.append(
                 Finding(
@@ -93,6 +96,8 @@ class ShortLivedContainer(_Base):
                         else None,
                     },
                     top,
+                    domain=lf.names.get(top),
+                    name_source="dns" if lf.names.get(top) else None,
                 )
             )
         for k in [k for k, v in self._lives.items() if view.end - v.last > STATE_TTL_S]:

@@ -108,7 +108,7 @@ class EncryptThenEgress(_Base):
                         view.end,
                         f"{_who(e.attr, e.workload)} ran {tool}"
                         + ("" if sure else " (arguments unknown)")
-                        + f" and then sent {_human(sent)} to {', '.join(sorted({_dest(f.ip, f.port) for f in flows})[:5])}",
+                        + f" and then sent {_human(sent)} to {', '.join(sorted({_dest(f.ip, f.port, f.domain) for f in flows})[:5])}",
                         {
                             "tool": tool,
                             "arguments_known": sure,
@@ -117,7 +117,7 @@ class EncryptThenEgress(_Base):
                             "bytes": sent,
                             "within_seconds": cfg.within_seconds,
                             "threshold_bytes": cfg.min_bytes,
-                            "destinations": sorted({_dest(f.ip, f.port) for f in flows})[:10],
+                            "destinations": sorted({_dest(f.ip, f.port, f.domain) for f in flows})[:10],
                             "max_entropy": max((f.summary.entropy or 0.0) for f in flows),
                         },
                         (top.ip, top.port, top.transport),
@@ -139,5 +139,5 @@ class EncryptThenEgress(_Base):
         return (
             wb is not None
             and (e.process.executable or "") in wb.executables
-            and all(ctx.known_destination(f.workload, f.ip, f.port, f.transport) for f in flows)
+            and all(ctx.known_destination(f.workload, f.ip, f.port, f.transport, f.domain) for f in flows)
         )

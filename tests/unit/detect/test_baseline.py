@@ -82,7 +82,7 @@ def test_deststats_merge_and_wire() -> None:
     a.merge(DestStats(3, 50, 0, 4.0, {"http"}))
     assert (a.windows, a.bytes, a.encrypted_bytes, a.max_entropy, a.protocols) == (5, 150, 60, 7.2, {"tls", "http"})
     w = a.to_wire()
-    assert w == [5, 150, 60, 7.2, ["http", "tls"]]
+    assert w == [5, 150, 60, 7.2, ["http", "tls"], []]
     assert DestStats.from_wire(w) == a
 
 

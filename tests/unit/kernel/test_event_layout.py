@@ -24,6 +24,13 @@ CONSTANTS: dict[str, int] = {
     "SL_PATH_LEN": E.PATH_LEN,
     "SL_ARGS_LEN": E.ARGS_LEN,
     "SL_SAMPLE_MAX": E.SAMPLE_MAX,
+    "SL_FIRST_MAX": E.FIRST_MAX,
+    "SL_DNS_MAX": E.DNS_MAX,
+    "SL_EV_DNS": E.EV_DNS,
+    "SL_SAMPLE_F_FIRST": E.SAMPLE_F_FIRST,
+    "SL_DNS_F_TRUNCATED": E.DNS_F_TRUNCATED,
+    "SL_STAT_DNS_TRUNCATED": E.STAT_DNS_TRUNCATED,
+    "SL_STAT_DNS_CAPPED": E.STAT_DNS_CAPPED,
     "SL_EV_EXEC": E.EV_EXEC,
     "SL_EV_EXIT": E.EV_EXIT,
     "SL_EV_CONNECT": E.EV_CONNECT,
@@ -124,7 +131,7 @@ def test_mirror_has_no_hidden_tail(c_layout: dict, cname: str) -> None:
 
 
 def test_decoders_cover_every_event_type() -> None:
-    types = {E.EV_EXEC, E.EV_EXIT, E.EV_CONNECT, E.EV_SAMPLE, E.EV_CGROUP, E.EV_EXEC_ARGS}
+    types = {E.EV_EXEC, E.EV_EXIT, E.EV_CONNECT, E.EV_SAMPLE, E.EV_CGROUP, E.EV_EXEC_ARGS, E.EV_DNS}
     assert set(E.DECODERS) == types
     assert max(types) < E.EV_TYPE_MAX
     for t, (struct, _fn) in E.DECODERS.items():

@@ -209,7 +209,7 @@ def test_network_activity_carries_traffic(ecs_docs: list[dict[str, Any]]) -> Non
     flow = next(d for d in ecs_docs if d["event"]["action"] == "flow_summary")
     n = to_ocsf(flow)
     assert n["class_uid"] == 4001 and n["activity_id"] == 6
-    assert n["traffic"] == {"bytes_out": 5000, "packets_out": 9}
+    assert n["traffic"] == {"bytes_out": 5000, "packets_out": 9, "bytes_in": 0, "packets_in": 0}
     assert n["dst_endpoint"] == {"ip": "203.0.113.9", "port": 443}
     assert n["connection_info"]["direction_id"] == 2 and n["connection_info"]["protocol_num"] == 6
     assert n["app_name"] == "tls"

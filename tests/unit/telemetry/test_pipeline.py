@@ -322,7 +322,7 @@ def test_flow_summary_joins_kernel_counters_samples_and_process(world: World) ->
     assert d["event"]["start"] == ecs.iso(to_wall(0)) and d["event"]["end"] == ecs.iso(to_wall(10 * NS))
     assert d["sluice"]["window"] == {"start": ecs.iso(to_wall(0)), "end": ecs.iso(to_wall(10 * NS))}
     assert d["source"] == {"bytes": 1_234_567, "packets": 900}
-    assert d["destination"] == {"ip": "198.51.100.7", "port": 443, "address": "198.51.100.7"}
+    assert d["destination"] == {"ip": "198.51.100.7", "port": 443, "address": "198.51.100.7", "bytes": 0, "packets": 0}
     assert d["network"] == {"transport": "tcp", "direction": "egress", "type": "ipv4", "protocol": "tls"}
     pay = d["sluice"]["payload"]
     assert pay["bytes"] == 1_200_000 and pay["samples"] == 9

@@ -1,0 +1,140 @@
+/* SPDX-License-Identifier: Apache-2.0
+ *
+ * Ingress: what destinations send back, and DNS answers. One cgroup_skb
+ * program at the cgroup v2 root sees every packet delivered to a socket,
+ * with the receiving socket's cgroup id.
+ *
+ *  - every packet: header loads, one hash lookup, three atomic adds into the
+ *    flow entry the egress program keeps for the same (cgroup, remote
+ *    address, remote port, transport): the packet's source is the flow's
+ *    destination. No per-packet events.
+ *  - source port 53 (UDP or TCP), and only that: the response payload, up
+ *    to SL_DNS_MAX bytes (longer ones cut and counted), is submitted as an
+ *    SL_EV_DNS event, at most SL_SAMPLE_MAX_DNS_PER_FLOW_WINDOW per flow per
+ *    window (the rest counted), so user space can bind names to addresses.
+ *
+ * IPv6 extension headers are walked by sl_skip_ipv6_ext() from
+ * egress.bpf.c: this unit is assembled after it (sensor/kernel/hooks.py).
+ * No kernel struct is read. The program always returns 1 (allow).
+ */
+
+struct sl_l3l4_in {
+	__u8 saddr[16];
+	__u32 l4_off;
+	__u16 sport;
+	__u8 protocol;
+};
+
+static __always_inline int sl_parse_in(struct __sk_buff *skb, struct sl_l3l4_in *p)
+{
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		__u8 vihl;
+		__u32 saddr;
+		if (bpf_skb_load_bytes(skb, 0, &vihl, 1) < 0)
+			return -1;
+		if (bpf_skb_load_bytes(skb, 9, &p->protocol, 1) < 0)
+			return -1;
+		if (bpf_skb_load_bytes(skb, 12, &saddr, 4) < 0)
+			return -1;
+		sl_set_v4mapped(p->saddr, saddr);
+		p->l4_off = (vihl & 0x0f) * 4;
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		struct sl_l3l4 e = {};
+		if (bpf_skb_load_bytes(skb, 6, &e.protocol, 1) < 0)
+			return -1;
+		if (bpf_skb_load_bytes(skb, 8, p->saddr, 16) < 0)
+			return -1;
+		e.l4_off = 40;
+		sl_skip_ipv6_ext(skb, &e);
+		p->protocol = e.protocol;
+		p->l4_off = e.l4_off;
+	} else {
+		return -1;
+	}
+	if (p->protocol == IPPROTO_TCP || p->protocol == IPPROTO_UDP) {
+		__u16 port;
+		if (bpf_skb_load_bytes(skb, p->l4_off, &port, 2) < 0)
+			return -1;
+		p->sport = bpf_ntohs(port);
+	}
+	return 0;
+}
+
+static __always_inline void sl_dns_submit(struct __sk_buff *skb, struct sl_flow_key *key,
+					  struct sl_l3l4_in *p, __u32 poff, __u32 plen)
+{
+	struct sl_dns_event *ev = sl_event_alloc(sizeof(*ev), SL_EV_DNS);
+	if (!ev)
+		return;
+	sl_fill_header(&ev->hdr, SL_EV_DNS, 0, key->cgroup_id);
+	__builtin_memcpy(ev->saddr, p->saddr, 16);
+	ev->sport = p->sport;
+	ev->protocol = p->protocol;
+	ev->flags = 0;
+	ev->payload_len = plen;
+	ev->pad = 0;
+	__u32 n = plen;
+	if (n > SL_DNS_MAX) {
+		n = SL_DNS_MAX;
+		ev->flags |= SL_DNS_F_TRUNCATED;
+		sl_stat_add(SL_STAT_DNS_TRUNCATED, 1);
+	}
+	/* Length bounded to [1, SL_DNS_MAX] by a mask the verifier keeps (the
+	 * identity for n in that range); plen > 0 here. */
+	__u32 sz = ((n - 1) & (SL_DNS_MAX - 1)) + 1;
+	if (bpf_skb_load_bytes(skb, poff, ev->data, sz) < 0)
+		n = 0;
+	ev->data_len = n;
+	sl_event_submit(skb, ev, sizeof(*ev), SL_EV_DNS);
+}
+
+int sl_ingress(struct __sk_buff *skb)
+{
+	struct sl_l3l4_in p = {};
+	struct sl_flow_key key = {};
+	__u32 len = skb->len;
+
+	if (sl_parse_in(skb, &p) < 0)
+		return 1;
+	key.cgroup_id = bpf_skb_cgroup_id(skb);
+	__builtin_memcpy(key.daddr, p.saddr, 16);
+	key.dport = p.sport;
+	key.protocol = p.protocol;
+	key.gen = sl_current_gen();
+
+	/* Inserting (not only looking up) keeps the bytes of a download whose
+	 * window flipped between request and answer, at the price of an entry
+	 * for a flow that only receives (its egress ACKs would make one). */
+	struct sl_flow_value *fv = sl_flow_get(&key, bpf_ktime_get_ns(), len);
+	if (!fv)
+		return 1;
+	__u32 poff = len;
+	if (p.protocol == IPPROTO_TCP) {
+		__u8 doff;
+		if (bpf_skb_load_bytes(skb, p.l4_off + 12, &doff, 1) == 0)
+			poff = p.l4_off + (doff >> 4) * 4;
+	} else if (p.protocol == IPPROTO_UDP) {
+		poff = p.l4_off + 8;
+	}
+	__u32 segs = skb->gso_segs;
+	if (segs == 0)
+		segs = 1;
+	__u32 plen = poff < len ? len - poff : 0;
+	/* GRO: each coalesced segment had its own headers, counted once in len. */
+	__sync_fetch_and_add(&fv->rx_bytes, len + (segs - 1) * (poff < len ? poff : 0));
+	__sync_fetch_and_add(&fv->rx_packets, segs);
+	if (plen == 0)
+		return 1;
+	__sync_fetch_and_add(&fv->rx_payload_bytes, plen);
+
+	if (p.sport != 53 || (p.protocol != IPPROTO_UDP && p.protocol != IPPROTO_TCP))
+		return 1;
+	/* Racy read of the cap, like egress sampling: a bound, not an exact count. */
+	if (fv->dns_events >= SL_SAMPLE_MAX_DNS_PER_FLOW_WINDOW) {
+		sl_stat_add(SL_STAT_DNS_CAPPED, 1);
+		return 1;
+	}
+	__sync_fetch_and_add(&fv->dns_events, 1);
+	sl_dns_submit(skb, &key, &p, poff, plen);
+	return 1;
+}

@@ -1,0 +1,419 @@
+"""Destinations are names: DNS answers, TLS SNI and HTTP Host per flow.
+
+- DNS answers arrive from bpf/ingress.bpf.c (responses from source port 53
+  delivered to a socket); dnspython parses them. Each cgroup keeps its own
+  name -> address map with TTLs: what that container was told, CNAME chains
+  followed back to the name it asked for.
+- A socket's first payload, when it starts a TLS handshake or an HTTP request,
+  is read longer by bpf/egress.bpf.c; the ClientHello's server_name or the
+  request's Host names the flow.
+- A flow's name is the best of SNI, Host, then the most recent DNS answer the
+  container received for the address. Once named, a flow keeps its name.
+
+Registered domains come from the public suffix list bundled with the
+`publicsuffixlist` package (no network at run time). Private suffixes are
+honoured: bucket.s3.amazonaws.com, app.herokuapp.com, user.github.io and
+d123.cloudfront.net are registered domains of their own, because each is a
+different tenant; for a sensor that tells "our bucket" from "someone else's
+bucket", the tenant is the unit that matters.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import lru_cache
+
+import dns.exception
+import dns.message
+import dns.name
+import dns.rdatatype
+from publicsuffixlist import PublicSuffixList
+
+from sensor.telemetry.protocol import HTTP_PREFIXES, IPPROTO_TCP
+
+SNI = "sni"
+HTTP_HOST = "http_host"
+DNS_ANSWER = "dns"
+
+# A name is kept at least this long after its answer, whatever its TTL:
+# clients and connection pools keep using an address after the record
+# expired (glibc does not cache, but Java, Go and curl pools do), and a
+# name learned from a 5-second CDN TTL should still name the transfer that
+# starts 30 s later. Expired beyond that, the address is unnamed again.
+MIN_HOLD_S = 300.0
+MAX_NAMES_PER_CGROUP = 4096
+MAX_CGROUPS = 16384
+MAX_FLOW_NAMES = 65536
+
+_PSL: PublicSuffixList | None = None
+
+
+def _psl() -> PublicSuffixList:
+    global _PSL
+    if _PSL is None:
+        _PSL = PublicSuffixList()  # the list bundled with the package
+    return _PSL
+
+
+@lru_cache(maxsize=65536)
+def registered_domain(name: str) -> str:
+    """The registrable domain of a host name (public suffix list, private
+    suffixes honoured): a.b.example.co.uk -> example.co.uk,
+    x.mybucket.s3.amazonaws.com -> mybucket.s3.amazonaws.com. A name that is
+    itself a public suffix (or a single label) is returned as it is."""
+    n = name.lower().rstrip(".")
+    if not n:
+        return n
+    try:
+        rd = _psl().privatesuffix(n)
+    except (ValueError, UnicodeError):
+        rd = None
+    return rd or n
+
+
+@lru_cache(maxsize=65536)
+def public_suffix(name: str) -> str | None:
+    """The public suffix of a name (co.uk, s3.amazonaws.com), or None."""
+    try:
+        return _psl().publicsuffix(name.lower().rstrip(".")) or None
+    except (ValueError, UnicodeError):
+        return None
+
+
+def split_domain(name: str) -> tuple[str, str]:
+    """(registered domain, subdomain part) of a name."""
+    n = name.lower().rstrip(".")
+    rd = registered_domain(n)
+    sub = n[: -len(rd)].rstrip(".") if n.endswith(rd) and n != rd else ""
+    return rd, sub
+
+
+# --- DNS answers -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    name: str  # the name the client asked for
+    address: str
+    ttl: int
+    chain: tuple[str, ...] = ()  # CNAME targets from the asked name to the address owner
+
+
+def _from_wire(wire: bytes) -> dns.message.Message:
+    """Parse a DNS message; a response cut short (SL_DNS_MAX, or a TCP
+    segment) is parsed as far as its complete answer records go: the
+    authority and additional sections are dropped first, then answers from
+    the end, until what is left parses."""
+    try:
+        return dns.message.from_wire(wire, ignore_trailing=True)
+    except (dns.exception.DNSException, ValueError, struct.error):
+        if len(wire) < 12:
+            raise
+    qd, an = struct.unpack("!HH", wire[4:8])
+    for n in range(an, -1, -1):
+        fixed = wire[:4] + struct.pack("!HHHH", qd, n, 0, 0) + wire[12:]
+        try:
+            return dns.message.from_wire(fixed, ignore_trailing=True)
+        except (dns.exception.DNSException, ValueError, struct.error):
+            continue
+    raise ValueError("no complete question in the response")
+
+
+def parse_dns_answers(data: bytes, transport: int) -> list[Answer]:
+    """Address records of a DNS response, each named by the question it
+    answers (CNAME chains followed). Raises ValueError when `data` is not a
+    DNS response."""
+    wire = data[2:] if transport == IPPROTO_TCP else data
+    try:
+        msg = _from_wire(wire)
+    except (dns.exception.DNSException, ValueError, struct.error) as e:
+        raise ValueError(f"not a DNS response: {e}") from None
+    if not msg.flags & 0x8000:  # QR
+        raise ValueError("a DNS query, not a response")
+    cname: dict[dns.name.Name, dns.name.Name] = {}
+    for rrset in msg.answer:
+        if rrset.rdtype == dns.rdatatype.CNAME:
+            for rd in rrset:
+                cname[rrset.name] = rd.target
+    out: list[Answer] = []
+    for q in msg.question:
+        # follow the chain from the asked name; bounded against loops
+        chain: list[dns.name.Name] = []
+        cur = q.name
+        for _ in range(16):
+            nxt = cname.get(cur)
+            if nxt is None or nxt in chain:
+                break
+            chain.append(nxt)
+            cur = nxt
+        owners = {q.name, *chain}
+        asked = q.name.to_text(omit_final_dot=True).lower()
+        for rrset in msg.answer:
+            if rrset.rdtype not in (dns.rdatatype.A, dns.rdatatype.AAAA) or rrset.name not in owners:
+                continue
+            for rd in rrset:
+                out.append(
+                    Answer(
+                        asked,
+                        str(ipaddress.ip_address(rd.address)),
+                        int(rrset.ttl),
+                        tuple(c.to_text(omit_final_dot=True).lower() for c in chain),
+                    )
+                )
+    return out
+
+
+class NameMap:
+    """Per cgroup: address -> (name, expiry), from the answers it received.
+    Bounded (oldest forgotten first); expired entries are dropped on read."""
+
+    def __init__(self, min_hold_s: float = MIN_HOLD_S, max_names: int = MAX_NAMES_PER_CGROUP) -> None:
+        self.min_hold_s = min_hold_s
+        self.max_names = max_names
+        self._by_cg: OrderedDict[int, OrderedDict[str, tuple[str, float]]] = OrderedDict()
+
+    def add(self, cgroup_id: int, answers: list[Answer], now: float) -> None:
+        m = self._by_cg.get(cgroup_id)
+        if m is None:
+            m = self._by_cg[cgroup_id] = OrderedDict()
+            while len(self._by_cg) > MAX_CGROUPS:
+                self._by_cg.popitem(last=False)
+        self._by_cg.move_to_end(cgroup_id)
+        for a in answers:
+            m[a.address] = (a.name, now + max(float(a.ttl), self.min_hold_s))
+            m.move_to_end(a.address)
+        while len(m) > self.max_names:
+            m.popitem(last=False)
+
+    def lookup(self, cgroup_id: int, address: str, now: float) -> str | None:
+        m = self._by_cg.get(cgroup_id)
+        if not m:
+            return None
+        e = m.get(address)
+        if e is None:
+            return None
+        if e[1] < now:
+            del m[address]
+            return None
+        return e[0]
+
+    def forget(self, cgroup_ids: set[int]) -> None:
+        for cg in cgroup_ids:
+            self._by_cg.pop(cg, None)
+
+    def __len__(self) -> int:
+        return sum(len(m) for m in self._by_cg.values())
+
+
+# --- TLS ClientHello server_name ------------------------------------------------
+#
+# Parsed by hand: no maintained Python library parses a *partial* ClientHello
+# (dpkt and scapy want whole records; the kernel hands us at most
+# SL_FIRST_MAX bytes of the first write). The walk is bounds-checked at every
+# step and gives up (None) on anything it does not understand.
+
+
+def _handshake_bytes(data: bytes) -> bytes:
+    """Concatenated payloads of the leading TLS handshake records (a
+    ClientHello may span records); the last one may be cut short."""
+    out = bytearray()
+    i = 0
+    while i + 5 <= len(data) and data[i] == 0x16 and data[i + 1] == 0x03:
+        n = int.from_bytes(data[i + 3 : i + 5], "big")
+        out += data[i + 5 : i + 5 + n]
+        i += 5 + n
+    return bytes(out)
+
+
+def tls_sni(data: bytes) -> str | None:
+    """The server_name of a ClientHello at the start of `data`, or None
+    (not a ClientHello, no SNI, or cut before the SNI is complete)."""
+    h = _handshake_bytes(data)
+    if len(h) < 4 or h[0] != 0x01:  # handshake type ClientHello
+        return None
+    p = 4 + 2 + 32  # handshake header, legacy_version, random
+    if p >= len(h):
+        return None
+    p += 1 + h[p]  # session id
+    if p + 2 > len(h):
+        return None
+    p += 2 + int.from_bytes(h[p : p + 2], "big")  # cipher suites
+    if p >= len(h):
+        return None
+    p += 1 + h[p]  # compression methods
+    if p + 2 > len(h):
+        return None
+    end = min(len(h), p + 2 + int.from_bytes(h[p : p + 2], "big"))
+    p += 2
+    while p + 4 <= end:
+        etype = int.from_bytes(h[p : p + 2], "big")
+        elen = int.from_bytes(h[p + 2 : p + 4], "big")
+        body = h[p + 4 : p + 4 + elen]
+        if etype == 0:  # server_name
+            if len(body) < elen or len(body) < 5:
+                return None  # cut short
+            q = 2  # server_name_list length
+            while q + 3 <= len(body):
+                ntype = body[q]
+                nlen = int.from_bytes(body[q + 1 : q + 3], "big")
+                name = body[q + 3 : q + 3 + nlen]
+                if len(name) < nlen:
+                    return None
+                if ntype == 0:  # host_name
+                    return _hostname(name)
+                q += 3 + nlen
+            return None
+        p += 4 + elen
+    return None
+
+
+def _hostname(raw: bytes) -> str | None:
+    try:
+        s = raw.decode("ascii").strip().lower().rstrip(".")
+    except UnicodeDecodeError:
+        return None
+    if not s or len(s) > 253 or any(c in s for c in " /\\@\0\r\n\t"):
+        return None
+    return s
+
+
+# --- HTTP Host --------------------------------------------------------------------
+
+
+def http_host(data: bytes) -> str | None:
+    """The host a cleartext HTTP request names: its Host header, else the
+    authority of an absolute-form or CONNECT request target. Port removed."""
+    if not data.startswith(HTTP_PREFIXES) or data.startswith(b"HTTP/"):
+        return None
+    head = data.split(b"\r\n\r\n", 1)[0]
+    lines = head.split(b"\r\n")
+    for line in lines[1:]:
+        k, sep, v = line.partition(b":")
+        if sep and k.strip().lower() == b"host":
+            return _strip_port(v.strip())
+    parts = lines[0].split(b" ")
+    if len(parts) >= 2:
+        target = parts[1]
+        if b"://" in target:
+            target = target.split(b"://", 1)[1].split(b"/", 1)[0]
+            return _strip_port(target.rpartition(b"@")[2])
+        if parts[0] == b"CONNECT":
+            return _strip_port(target)
+    return None
+
+
+def _strip_port(v: bytes) -> str | None:
+    if v.startswith(b"["):  # [v6]:port
+        v = v[1:].split(b"]", 1)[0]
+    elif v.count(b":") == 1:
+        v = v.split(b":", 1)[0]
+    return _hostname(v)
+
+
+def is_ip_literal(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
+
+
+# --- the per-flow namer ----------------------------------------------------------------
+
+FlowKey = tuple[int, str, int, int]
+
+
+class _LRU(OrderedDict):  # type: ignore[type-arg]
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def put(self, key: object, value: object) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.limit:
+            self.popitem(last=False)
+
+
+class FlowNamer:
+    """Names flows: SNI, else Host, else the container's latest DNS answer
+    for the address. Counts what it could not parse."""
+
+    def __init__(self, min_hold_s: float = MIN_HOLD_S) -> None:
+        self.dns = NameMap(min_hold_s)
+        self._sni: _LRU = _LRU(MAX_FLOW_NAMES)
+        self._host: _LRU = _LRU(MAX_FLOW_NAMES)
+        self._dns_named: _LRU = _LRU(MAX_FLOW_NAMES)  # a flow keeps its DNS name
+        self.counts: dict[str, int] = {
+            "dns_responses": 0,
+            "dns_answers": 0,
+            "dns_unparsed": 0,
+            "sni": 0,
+            "http_host": 0,
+        }
+
+    def on_dns(self, cgroup_id: int, data: bytes, transport: int, now: float) -> list[Answer]:
+        self.counts["dns_responses"] += 1
+        try:
+            answers = parse_dns_answers(data, transport)
+        except ValueError:
+            self.counts["dns_unparsed"] += 1
+            return []
+        self.counts["dns_answers"] += len(answers)
+        if answers:
+            self.dns.add(cgroup_id, answers, now)
+        return answers
+
+    def on_first_payload(self, key: FlowKey, data: bytes) -> None:
+        """A socket's first payload: SNI or Host, when it has one."""
+        if not data:
+            return
+        if data[0] == 0x16:
+            sni = tls_sni(data)
+            if sni:
+                self.counts["sni"] += 1
+                self._sni.put(key, sni)
+        elif data.startswith(HTTP_PREFIXES):
+            host = http_host(data)
+            if host and not is_ip_literal(host):
+                self.counts["http_host"] += 1
+                self._host.put(key, host)
+
+    def sni(self, key: FlowKey) -> str | None:
+        v = self._sni.get(key)
+        return v if isinstance(v, str) else None
+
+    def host(self, key: FlowKey) -> str | None:
+        v = self._host.get(key)
+        return v if isinstance(v, str) else None
+
+    def dns_name(self, cgroup_id: int, address: str, now: float) -> str | None:
+        return self.dns.lookup(cgroup_id, address, now)
+
+    def name(self, key: FlowKey, now: float) -> tuple[str, str] | None:
+        """(name, source) of a flow: source is "sni", "http_host" or "dns"."""
+        sni = self.sni(key)
+        if sni:
+            return sni, SNI
+        host = self.host(key)
+        if host:
+            return host, HTTP_HOST
+        if key[2] == 53:
+            # the resolver itself: named by what it answered, it would take
+            # the name of whatever it resolved to its own address
+            return None
+        n = self.dns.lookup(key[0], key[1], now)
+        if n:
+            self._dns_named.put(key, n)
+            return n, DNS_ANSWER
+        kept = self._dns_named.get(key)
+        return (kept, DNS_ANSWER) if isinstance(kept, str) else None
+
+    def forget_cgroups(self, ids: set[int]) -> None:
+        self.dns.forget(ids)
+        for t in (self._sni, self._host, self._dns_named):
+            for k in [k for k in t if k[0] in ids]:
+                del t[k]

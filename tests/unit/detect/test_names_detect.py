@@ -1,0 +1,185 @@
+"""Baselines and rules by name: registered domains are what a workload
+learns; a learned name on a new address is not new, a new name on a known
+address is; beacons group by registered domain; [[allow]] takes domain
+globs; upload/download ratio; version 1 baselines migrate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from sensor.detect import baseline as B
+from sensor.detect.view import FlowView
+from tests.support.ecs_schema import explain, validate
+from tests.support.views import KIB, MIB, T0, WINDOW, config, connect, container, detector, flow, learn, only, window
+
+DET = T0 + 600.0
+API = container("api-named", image="acme/api:1.0")
+
+
+def named(f: FlowView, domain: str, source: str = "dns", rx: int | None = None) -> FlowView:
+    f.summary.domain, f.summary.domain_source = domain, source
+    if source == "sni":
+        f.summary.sni = domain
+    if rx is not None:
+        f.summary.rx_payload_bytes, f.summary.rx_packets = rx, max(1, rx // 1400)
+    return f
+
+
+def api_call(ip: str, domain: str | None, payload: int = 20 * KIB, port: int = 443) -> FlowView:
+    f = flow(API, ip, port, payload, proto="tls")
+    return named(f, domain) if domain else f
+
+
+def learned_by_name(n: int = 5) -> B.Baseline:
+    return learn(window(T0 + i * WINDOW, flows=[api_call("198.18.10.5", "api.partner.example")]) for i in range(n))
+
+
+def assert_ecs(docs: list[dict[str, Any]]) -> None:
+    for d in docs:
+        problems = validate(d)
+        assert not problems, explain(d, problems)
+
+
+def test_baseline_learns_registered_domain_with_its_address() -> None:
+    b = learned_by_name()
+    wb = b.workloads["acme/api"]
+    assert set(wb.destinations) == {"partner.example|443|tcp"}
+    assert wb.destinations["partner.example|443|tcp"].addresses == {"198.18.10.5"}
+    assert wb.named_destinations() == 1
+    assert wb.knows_destination("203.0.113.9", 443, "tcp", 24, 64, domain="other.partner.example")
+    assert not wb.knows_destination("198.18.10.5", 443, "tcp", 24, 64, domain="evil.example")  # new name, known address
+    assert not wb.knows_destination("203.0.113.9", 8443, "tcp", 24, 64, domain="api.partner.example")  # port matters
+    # an unnamed flow to the address the name used (its DNS answer was missed) is known
+    assert wb.knows_destination("198.18.10.5", 443, "tcp", 32, 128)
+    assert wb.knows_destination("198.18.10.77", 443, "tcp", 24, 64)
+    assert not wb.knows_destination("198.18.11.77", 443, "tcp", 24, 64)
+
+
+def test_learned_name_on_a_new_address_block_is_silent(tmp_path: Path) -> None:
+    h = detector(config(tmp_path), learned_by_name())
+    # the service moved to another /24 (and another /16): same name, big encrypted transfer
+    alerts = h.run(window(DET, flows=[api_call("203.0.113.200", "api.partner.example", 4 * MIB)]))
+    assert [a for a in alerts if a["rule"]["id"] in ("SL-EXF-004", "SL-EXF-002")] == []
+    # the same transfer unnamed to that address would have been new
+    h2 = detector(config(tmp_path), learned_by_name())
+    alerts = h2.run(window(DET, flows=[api_call("203.0.113.200", None, 4 * MIB)]))
+    assert len(only(alerts, "SL-EXF-004")) == 1
+
+
+def test_new_name_on_a_known_address_is_new_and_named_in_the_alert(tmp_path: Path) -> None:
+    h = detector(config(tmp_path), learned_by_name())
+    f = named(api_call("198.18.10.5", None, 4 * MIB), "upload.share-files.example", "sni", rx=8 * KIB)
+    alerts = only(h.run(window(DET, flows=[f])), "SL-EXF-004")
+    assert len(alerts) == 1
+    a = alerts[0]
+    assert a["destination"]["domain"] == "upload.share-files.example"
+    assert a["destination"]["registered_domain"] == "share-files.example"
+    assert a["destination"]["ip"] == "198.18.10.5"
+    assert a["tls"]["client"]["server_name"] == "upload.share-files.example"
+    # the message names the domain first, then the address
+    assert "upload.share-files.example (198.18.10.5:443)" in a["message"]
+    assert a["message"].index("upload.share-files.example") < a["message"].index("198.18.10.5")
+    ev = a["sluice"]["evidence"]
+    assert ev["received_bytes"] == 8 * KIB and ev["upload_download_ratio"] == 512.0
+    assert "receiving only 8.0 KiB" in a["message"]
+    assert_ecs(alerts)
+
+
+def test_upload_download_ratio_moves_the_severity(tmp_path: Path) -> None:
+    sev = {}
+    for label, rx in (("lopsided", 16 * KIB), ("balanced", 4 * MIB), ("unknown", None)):
+        h = detector(config(tmp_path))
+        f = named(flow(container(f"ratio-{label}"), "198.18.20.1", 443, 4 * MIB, proto="tls"), "x.example.org", rx=rx)
+        (a,) = only(h.run(window(DET, flows=[f])), "SL-EXF-004")
+        sev[label] = a["event"]["severity"]
+        if rx is None:
+            assert "upload_download_ratio" not in a["sluice"]["evidence"]
+    assert sev["lopsided"] == sev["unknown"] + 10
+    assert sev["balanced"] == sev["unknown"] - 20
+
+
+def test_allow_by_domain_glob(tmp_path: Path) -> None:
+    extra = '[[allow]]\ndomain = "*.backups.example"\nrules = ["SL-EXF-004"]\n'
+    h = detector(config(tmp_path, extra=extra))
+    ok = named(flow(container("bk"), "198.18.30.1", 443, 4 * MIB, proto="tls"), "Vault.Backups.example")
+    assert only(h.run(window(DET, flows=[ok])), "SL-EXF-004") == []
+    assert h.counts["allowed"] >= 1
+    other = named(flow(container("bk2"), "198.18.30.1", 443, 4 * MIB, proto="tls"), "backups.example.evil.test")
+    assert len(only(h.run(window(DET + 10, flows=[other])), "SL-EXF-004")) == 1
+
+
+def test_beaconing_groups_by_registered_domain(tmp_path: Path) -> None:
+    beacon = container("beacon-named", image="evil/b:1")
+    times = [DET + 5.0 * i for i in range(6)]
+    conns = []
+    for i, t in enumerate(times):
+        c = connect(beacon, t, f"198.18.{40 + i}.7", 443)  # a new address every time
+        c.domain = f"n{i}.c2.example.net"
+        conns.append(c)
+    h = detector(config(tmp_path))
+    alerts = only(h.run(window(max(times) + 1, seconds=40, connects=conns)), "SL-C2-002")
+    assert len(alerts) == 1
+    a = alerts[0]
+    assert a["sluice"]["evidence"]["grouped_by"] == "registered_domain"
+    assert a["destination"]["registered_domain"] == "example.net"
+    assert a["message"].split(" connects to ")[1].startswith("n5.c2.example.net (198.18.45.7:443)")
+    assert_ecs(alerts)
+    # unnamed, the rotating addresses are six different one-off destinations
+    h2 = detector(config(tmp_path))
+    for c in conns:
+        c.domain = None
+    assert only(h2.run(window(max(times) + 1, seconds=40, connects=conns)), "SL-C2-002") == []
+
+
+def test_dns_tunnel_groups_by_public_suffix_registered_domain(tmp_path: Path) -> None:
+    names = [(f"{i:02x}a1b2c3d4e5f60718293a4b5c6d7e8f9.t.tunnel.co.uk", True) for i in range(40)]
+    f = flow(
+        container("dns-t", image="evil/t:1"), "198.18.0.53", 53, 4 * KIB, transport="udp", proto="dns", dns_names=names
+    )
+    h = detector(config(tmp_path))
+    (a,) = only(h.run(window(DET, flows=[f])), "SL-EXF-003")
+    assert a["sluice"]["evidence"]["domain"] == "tunnel.co.uk"
+
+
+def _v1_file(b: B.Baseline, path: Path) -> None:
+    w = b.to_wire()
+    w["version"] = 1
+    for wb in w["workloads"].values():
+        wb.pop("by_address", None)
+        wb["destinations"] = {k: v[:5] for k, v in wb["destinations"].items()}
+    path.write_bytes(msgpack.packb(w, use_bin_type=True))
+
+
+def test_version_1_baseline_migrates(tmp_path: Path) -> None:
+    # a version 1 baseline: destinations by address only
+    v1 = learn(window(T0 + i * WINDOW, flows=[api_call("198.18.10.5", None)]) for i in range(5))
+    p = tmp_path / "v1.msgpack"
+    _v1_file(v1, p)
+    b = B.load(p)
+    wb = b.workloads["acme/api"]
+    assert wb.by_address and set(wb.destinations) == {"198.18.10.5|443|tcp"}
+    # named flows to the learned addresses are still known after the upgrade
+    assert wb.knows_destination("198.18.10.5", 443, "tcp", 24, 64, domain="api.partner.example")
+    assert not wb.knows_destination("203.0.113.9", 443, "tcp", 24, 64, domain="api.partner.example")
+    h = detector(config(tmp_path), b)
+    assert only(h.run(window(DET, flows=[api_call("198.18.10.9", "api.partner.example", 4 * MIB)])), "SL-EXF-004") == []
+    # saved again it is version 2, and still marked
+    B.save(b, tmp_path / "v2.msgpack")
+    again = B.load(tmp_path / "v2.msgpack")
+    assert msgpack.unpackb((tmp_path / "v2.msgpack").read_bytes(), strict_map_key=False)["version"] == 2
+    assert again.workloads["acme/api"].by_address
+    # a fresh version 2 baseline is by name
+    assert not learned_by_name().workloads["acme/api"].by_address
+
+
+def test_merge_keeps_addresses_and_migration_mark() -> None:
+    a, b = learned_by_name(), learned_by_name()
+    b.workloads["acme/api"].destinations["partner.example|443|tcp"].addresses = {"203.0.113.1"}
+    b.workloads["acme/api"].by_address = True
+    a.merge(b)
+    wb = a.workloads["acme/api"]
+    assert wb.destinations["partner.example|443|tcp"].addresses == {"198.18.10.5", "203.0.113.1"}
+    assert wb.by_address

@@ -1,0 +1,143 @@
+"""Names through the pipeline: DNS answer, SNI and Host records from the
+kernel name flows and connects; ECS (and OCSF) documents carry them with
+the bytes received."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any
+
+import dns.message
+import dns.rrset
+import pytest
+
+from emulation.records import NS, connect_rec, dns_rec, sample_first_rec, to_wall
+from sensor.kernel import events as E
+from sensor.outputs.ocsf import to_ocsf
+from sensor.telemetry.counters import FlowCounters
+from tests.support.ecs_schema import explain, validate
+from tests.unit.telemetry.test_names import client_hello
+from tests.unit.telemetry.test_pipeline import World, make_world, replay
+
+A = "a0" * 32
+PID = 5_000_123
+
+
+@pytest.fixture
+def world(tmp_path: Path, fake_docker: Any) -> World:
+    fake_docker.add(A, "exfil-test", "alpine:3.20", "sha256:" + "a" * 64, {})
+    return make_world(tmp_path, fake_docker.socket_path)
+
+
+def answer(qname: str, *records: tuple[str, int, str, str]) -> bytes:
+    r = dns.message.make_response(dns.message.make_query(qname, "A"))
+    for name, ttl, rtype, value in records:
+        r.answer.append(dns.rrset.from_text(name, ttl, "IN", rtype, value))
+    return r.to_wire()
+
+
+def fc(cg: int, ip: str, port: int, sent: int, received: int) -> FlowCounters:
+    return FlowCounters(cg, ip, port, 6, sent + 400, 10, sent, 1, 1, 2, 1, received + 300, 8, received)
+
+
+def test_flows_and_connects_are_named(world: World) -> None:
+    cg = world.cg
+    hello = client_hello("upload.share-files.example", ssl.TLSVersion.TLSv1_3)
+    recs = [
+        dns_rec(
+            cg,
+            "198.18.0.53",
+            answer(
+                "api.partner.co.uk",
+                ("api.partner.co.uk.", 60, "CNAME", "edge.cdn.example.net."),
+                ("edge.cdn.example.net.", 60, "A", "198.18.77.7"),
+            ),
+            ktime_ns=1 * NS,
+        ),
+        connect_rec(PID, cg, "198.18.77.7", 443, ktime_ns=2 * NS, comm=b"curl", cookie=1),
+        sample_first_rec(cg, "198.18.77.8", 443, hello, ktime_ns=3 * NS, cookie=2),
+        sample_first_rec(
+            cg, "198.18.77.9", 80, b"POST /up HTTP/1.1\r\nHost: files.example.org\r\n\r\n" + b"x" * 300, cookie=3
+        ),
+    ]
+    replay(world, recs)
+    summaries, _ = world.pipe.close_window(
+        [
+            fc(cg, "198.18.77.7", 443, 50_000, 2_000_000),
+            fc(cg, "198.18.77.8", 443, 4_000_000, 9_000),
+            fc(cg, "198.18.77.9", 80, 1_000, 1_000),
+            fc(cg, "198.18.99.1", 443, 1_000, 0),
+        ],
+        to_wall(0),
+        to_wall(10 * NS),
+    )
+    flows = {d["destination"]["ip"]: d for d in world.by_action("flow_summary")}
+    dns_flow, sni_flow, http_flow, bare = (
+        flows[ip] for ip in ("198.18.77.7", "198.18.77.8", "198.18.77.9", "198.18.99.1")
+    )
+    assert dns_flow["destination"]["domain"] == "api.partner.co.uk"  # the asked name, not the CDN edge
+    assert dns_flow["destination"]["registered_domain"] == "partner.co.uk"
+    assert dns_flow["destination"]["top_level_domain"] == "co.uk"
+    assert dns_flow["destination"]["subdomain"] == "api"
+    assert dns_flow["sluice"]["flow"]["name_source"] == "dns"
+    assert dns_flow["destination"]["bytes"] == 2_000_300 and dns_flow["source"]["bytes"] == 50_400
+    assert dns_flow["sluice"]["payload"]["received_bytes"] == 2_000_000
+    assert sni_flow["destination"]["domain"] == "upload.share-files.example"
+    assert sni_flow["tls"]["client"]["server_name"] == "upload.share-files.example"
+    assert sni_flow["sluice"]["flow"]["upload_download_ratio"] == round(4_000_000 / 9_000, 3)
+    assert http_flow["url"]["domain"] == "files.example.org"
+    assert http_flow["destination"]["domain"] == "files.example.org"
+    assert "domain" not in bare["destination"]
+    (conn,) = world.by_action("connection_attempted")
+    assert conn["destination"]["domain"] == "api.partner.co.uk"
+    # the long first sample feeds entropy only with the usual sample length
+    s = next(x for x in summaries if x.key[1] == "198.18.77.9")
+    assert s.sampled_bytes == 64
+    assert world.pipe.names.counts["dns_answers"] == 1 and world.pipe.counts["dns"] == 1
+    docs = world.docs
+    for d in docs:
+        problems = validate(d)
+        assert not problems, explain(d, problems)
+    o = to_ocsf(sni_flow)
+    assert o["dst_endpoint"]["hostname"] == "upload.share-files.example"
+    assert o["dst_endpoint"]["domain"] == "share-files.example"
+    assert o["unmapped"]["tls"]["client"]["server_name"] == "upload.share-files.example"
+    assert o["traffic"]["bytes_in"] == 9_300
+
+
+def test_bad_dns_record_is_counted_not_fatal(world: World) -> None:
+    replay(world, [dns_rec(world.cg, "198.18.0.53", b"\x12\x34garbage")])
+    assert world.pipe.names.counts["dns_unparsed"] == 1
+    assert world.pipe.counts["decode_errors"] == 0
+
+
+def test_sample_first_record_decodes_whole() -> None:
+    data = bytes(range(256)) * 8
+    ev = E.decode(sample_first_rec(7, "198.18.1.1", 443, data))
+    assert isinstance(ev, E.SampleEvent) and ev.data == data[: E.FIRST_MAX] and ev.flags & E.SAMPLE_F_FIRST
+    # an ordinary sample record is unchanged
+    d = E.decode(dns_rec(7, "198.18.0.53", b"\x00" * 600))
+    assert isinstance(d, E.DnsEvent) and len(d.data) == E.DNS_MAX and d.flags & E.DNS_F_TRUNCATED
+
+
+def test_named_documents_are_ocsf(world: World) -> None:
+    from tests.unit.outputs.test_ocsf import validate as ocsf_validate
+
+    hello = client_hello("upload.share-files.example", ssl.TLSVersion.TLSv1_2)
+    replay(
+        world,
+        [
+            sample_first_rec(world.cg, "198.18.77.8", 443, hello, cookie=2),
+            sample_first_rec(
+                world.cg, "198.18.77.9", 80, b"GET / HTTP/1.1\r\nHost: files.example.org\r\n\r\n", cookie=3
+            ),
+        ],
+    )
+    world.pipe.close_window(
+        [fc(world.cg, "198.18.77.8", 443, 4_000, 9_000), fc(world.cg, "198.18.77.9", 80, 100, 100)],
+        to_wall(0),
+        to_wall(10 * NS),
+    )
+    for d in world.by_action("flow_summary"):
+        ocsf_validate(to_ocsf(d))
