@@ -141,7 +141,11 @@ class Sensor:
                 **({k: v for k, v in ks.items() if k.startswith("submitted_")}),
                 "egress_packets": ks.get("egress_packets", 0),
                 "udp_sends_deduplicated": ks.get("udp_sends_deduplicated", 0),
+                "dns_responses_truncated": ks.get("dns_responses_truncated", 0),
+                "dns_responses_capped": ks.get("dns_responses_capped", 0),
                 **(self.pipeline.counts if self.pipeline else {}),
+                # destination names: DNS responses parsed / unparsable, SNI and Host found
+                **({f"names_{k}": v for k, v in self.pipeline.names.counts.items()} if self.pipeline else {}),
                 "output_lines": self.output.written,
             },
             "output": self.output.stats(),
