@@ -6,6 +6,7 @@ new name on a known address."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -163,3 +164,24 @@ def test_baseline_by_name_moves_silently_and_flags_new_name(base: Path, docker: 
         assert a["tls"]["client"]["server_name"] == NEW
     finally:
         s.stop()
+
+
+def test_emulate_benign_service_moved_is_silent(base: Path, docker: Docker) -> None:
+    """`sluice emulate run benign-service-moved`: the lab learns the API
+    client calling its partner service by name at 198.18.0.1, then the name
+    resolves to 198.18.64.1: the scorecard must say silent."""
+    cfg = base / "emu-moved.toml"
+    cfg.write_text(
+        f'[sensor]\ncontrol_socket = "{base}/emu-moved-ctl.sock"\n[runtime]\ndocker_socket = "{docker.sock}"\n'
+    )
+    r = subprocess.run(
+        [SLUICE, "emulate", "run", "benign-service-moved", "--json", "--learn-seconds", "12", "-c", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    scores = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr[-3000:]}"
+    (s,) = scores
+    assert s["scenario"] == "benign-service-moved" and s["attack"] == "benign"
+    assert s["result"] == "silent" and not s["rules_fired"], s
