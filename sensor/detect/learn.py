@@ -37,6 +37,8 @@ class Learner:
             if f.workload not in active:
                 continue
             s = f.summary
+            if not s.bytes and not s.connects:
+                continue  # only received (ingress counts): not a destination it sends to
             enc = s.payload_bytes if s.encrypted_like else 0
             egress[f.workload] += s.bytes
             encrypted[f.workload] += enc

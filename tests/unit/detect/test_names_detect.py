@@ -183,3 +183,11 @@ def test_merge_keeps_addresses_and_migration_mark() -> None:
     wb = a.workloads["acme/api"]
     assert wb.destinations["partner.example|443|tcp"].addresses == {"198.18.10.5", "203.0.113.1"}
     assert wb.by_address
+
+
+def test_receive_only_flows_are_not_learned_as_destinations() -> None:
+    f = flow(API, "198.18.50.1", 5353, 0, transport="udp")
+    f.summary.bytes, f.summary.connects = 0, 0
+    f.summary.rx_bytes, f.summary.rx_packets = 9000, 10
+    b = learn([window(T0, flows=[f, api_call("198.18.10.5", "api.partner.example")])])
+    assert set(b.workloads["acme/api"].destinations) == {"partner.example|443|tcp"}
