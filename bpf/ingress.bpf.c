@@ -4,10 +4,12 @@
  * program at the cgroup v2 root sees every packet delivered to a socket,
  * with the receiving socket's cgroup id.
  *
- *  - every packet: header loads, one hash lookup, three atomic adds into the
- *    flow entry the egress program keeps for the same (cgroup, remote
- *    address, remote port, transport): the packet's source is the flow's
- *    destination. No per-packet events.
+ *  - every packet: headers by direct packet access (bpf_skb_load_bytes only
+ *    when they are not in the linear part, or for IPv6 extension headers),
+ *    the cgroup id, one hash lookup, three atomic adds into the flow entry
+ *    the egress program keeps for the same (cgroup, remote address, remote
+ *    port, transport): the packet's source is the flow's destination. No
+ *    clock read (only for an entry the packet creates), no per-packet events.
  *  - source port 53 (UDP or TCP), and only that: the response payload, up
  *    to SL_DNS_MAX bytes (longer ones cut and counted), is submitted as an
  *    SL_EV_DNS event, at most SL_SAMPLE_MAX_DNS_PER_FLOW_WINDOW per flow per
@@ -88,14 +90,56 @@ static __always_inline void sl_dns_submit(struct __sk_buff *skb, struct sl_flow_
 	sl_event_submit(skb, ev, sizeof(*ev), SL_EV_DNS);
 }
 
+/* The common case without a helper call: IPv4 (no options beyond what the
+ * linear part holds) or IPv6 without extension headers, TCP or UDP, headers
+ * read by direct packet access. Returns 0 when the slow parse must decide.
+ * *poff: the payload offset (TCP data offset read here too). */
+static __always_inline int sl_parse_in_fast(struct __sk_buff *skb, struct sl_l3l4_in *p, __u32 *poff)
+{
+	__u8 *d = (__u8 *)(long)skb->data;
+	__u8 *end = (__u8 *)(long)skb->data_end;
+	__u32 l4;
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		if (d + 20 > end)
+			return 0;
+		l4 = (d[0] & 0x0f) * 4;
+		p->protocol = d[9];
+		sl_set_v4mapped(p->saddr, *(__u32 *)(d + 12));
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		if (d + 40 > end)
+			return 0;
+		l4 = 40;
+		p->protocol = d[6];
+		__builtin_memcpy(p->saddr, d + 8, 16);
+	} else {
+		return 0;
+	}
+	if (p->protocol != IPPROTO_TCP && p->protocol != IPPROTO_UDP)
+		return 0;
+	if (l4 < 20 || l4 > 60)
+		return 0;
+	__u8 *t = d + l4;
+	if (t + 14 > end)
+		return 0;
+	p->l4_off = l4;
+	p->sport = (__u16)t[0] << 8 | t[1];
+	*poff = l4 + (p->protocol == IPPROTO_TCP ? (t[12] >> 4) * 4 : 8);
+	return 1;
+}
+
 int sl_ingress(struct __sk_buff *skb)
 {
 	struct sl_l3l4_in p = {};
 	struct sl_flow_key key = {};
 	__u32 len = skb->len;
+	__u32 poff = len;
 
-	if (sl_parse_in(skb, &p) < 0)
-		return 1;
+	int fast = sl_parse_in_fast(skb, &p, &poff);
+	if (!fast) {
+		__builtin_memset(&p, 0, sizeof(p));
+		if (sl_parse_in(skb, &p) < 0)
+			return 1;
+	}
 	key.cgroup_id = bpf_skb_cgroup_id(skb);
 	__builtin_memcpy(key.daddr, p.saddr, 16);
 	key.dport = p.sport;
@@ -104,17 +148,21 @@ int sl_ingress(struct __sk_buff *skb)
 
 	/* Inserting (not only looking up) keeps the bytes of a download whose
 	 * window flipped between request and answer, at the price of an entry
-	 * for a flow that only receives (its egress ACKs would make one). */
-	struct sl_flow_value *fv = sl_flow_get(&key, bpf_ktime_get_ns(), len);
+	 * for a flow that only receives (its egress ACKs would make one). The
+	 * clock is read only for an entry this packet created. */
+	struct sl_flow_value *fv = sl_flow_get(&key, 0, len);
 	if (!fv)
 		return 1;
-	__u32 poff = len;
-	if (p.protocol == IPPROTO_TCP) {
-		__u8 doff;
-		if (bpf_skb_load_bytes(skb, p.l4_off + 12, &doff, 1) == 0)
-			poff = p.l4_off + (doff >> 4) * 4;
-	} else if (p.protocol == IPPROTO_UDP) {
-		poff = p.l4_off + 8;
+	if (fv->first_ns == 0)
+		fv->first_ns = bpf_ktime_get_ns();
+	if (!fast) {
+		if (p.protocol == IPPROTO_TCP) {
+			__u8 doff;
+			if (bpf_skb_load_bytes(skb, p.l4_off + 12, &doff, 1) == 0)
+				poff = p.l4_off + (doff >> 4) * 4;
+		} else if (p.protocol == IPPROTO_UDP) {
+			poff = p.l4_off + 8;
+		}
 	}
 	__u32 segs = skb->gso_segs;
 	if (segs == 0)

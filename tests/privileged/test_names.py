@@ -31,7 +31,7 @@ def tls_upload(name: str, nbytes: int) -> str:
         f"head -c {nbytes} /dev/urandom > /tmp/up; "
         + resolve(name)
         # stdin held open a moment: s_client stops at EOF, unsent data with it
-        + f"(cat /tmp/up; sleep 1) | openssl s_client -quiet -no_ign_eof -connect $ip:443 -servername {name} "
+        + f"(cat /tmp/up; sleep 2) | openssl s_client -quiet -no_ign_eof -connect $ip:443 -servername {name} "
         + ">/dev/null 2>&1; "
     )
 
@@ -123,7 +123,14 @@ def test_baseline_by_name_moves_silently_and_flags_new_name(base: Path, docker: 
     ).stdout
     assert "svc-names.test|443|tcp" in exp, exp
 
-    s = SensorProc(d, docker.sock, name="names-detect", extra_config="[detection]\nmin_baseline_windows = 1\n")
+    # SL-EXF-004's threshold low: on a loaded machine s_client may stop
+    # before the whole 1.5 MB is out; what matters here is new vs known
+    s = SensorProc(
+        d,
+        docker.sock,
+        name="names-detect",
+        extra_config="[detection]\nmin_baseline_windows = 1\n[rules.SL-EXF-004]\nmin_bytes = 65536\n",
+    )
     s.start(args=("--baseline", str(bl)))
     try:
         # the service moved to another address block
