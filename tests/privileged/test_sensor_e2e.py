@@ -273,7 +273,8 @@ def test_top_shows_a_busy_container(sensor: SensorProc, docker: Docker, net: Sin
             break
         time.sleep(0.5)
     docker.docker("wait", cid)
-    row = next((line for line in out.splitlines() if line.startswith(cid[:12])), None)
+    # the STATE column (open alert, containment) comes before the container id
+    row = next((line for line in out.splitlines() if cid[:12] in line.split()), None)
     assert row is not None, out
     assert IMAGE[:22] in row and f"{SINK_IP}:9002" in row, row
 
