@@ -67,6 +67,8 @@ static __always_inline int sl_on_sock_addr(struct bpf_sock_addr *ctx, __u8 op,
 		}
 	}
 
+	if (!sl_event_quota_ok(ctx, cgid))
+		return 1;
 	ev = sl_event_alloc(sizeof(*ev), SL_EV_CONNECT);
 	if (!ev)
 		return 1;

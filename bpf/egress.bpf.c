@@ -25,6 +25,7 @@
  * The program returns 1 (allow), or 0 (drop) for a contained cgroup's packets.
  */
 #include "lib/common.bpf.h"
+#include "lib/contain.bpf.h"
 #include <uapi/linux/if_ether.h>
 #include <uapi/linux/in.h>
 
@@ -91,15 +92,22 @@ static __always_inline int sl_parse_slow(struct __sk_buff *skb, struct sl_l3l4 *
 {
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
 		__u8 vihl;
+		__u8 fttp[4];   /* flags + fragment offset, ttl, protocol */
 		__u32 daddr;
 		if (bpf_skb_load_bytes(skb, 0, &vihl, 1) < 0)
 			return -1;
-		if (bpf_skb_load_bytes(skb, 9, &p->protocol, 1) < 0)
+		if (bpf_skb_load_bytes(skb, 6, fttp, 4) < 0)
 			return -1;
 		if (bpf_skb_load_bytes(skb, 16, &daddr, 4) < 0)
 			return -1;
 		sl_set_v4mapped(p->daddr, daddr);
+		p->protocol = fttp[3];
 		p->l4_off = (vihl & 0x0f) * 4;
+		/* a non-first fragment: see sl_parse_direct */
+		if ((fttp[0] & 0x1f) | fttp[1]) {
+			p->protocol = 44;
+			sl_stat_add(SL_STAT_IPV4_FRAGMENTS, 1);
+		}
 	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
 		if (bpf_skb_load_bytes(skb, 6, &p->protocol, 1) < 0)
 			return -1;
@@ -142,6 +150,13 @@ static __always_inline int sl_parse_direct(struct __sk_buff *skb, struct sl_l3l4
 		l4 = (data[0] & 0x0f) * 4;
 		p->protocol = data[9];
 		sl_set_v4mapped(p->daddr, *(__u32 *)(data + 16));
+		/* A non-first fragment (offset != 0) carries no transport
+		 * header: no ports, no payload. Like IPv6's, it is counted
+		 * under protocol 44 (fragment) with port 0; bytes are kept. */
+		if ((data[6] & 0x1f) | data[7]) {
+			p->protocol = 44;
+			sl_stat_add(SL_STAT_IPV4_FRAGMENTS, 1);
+		}
 	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
 		if (data + 40 > end)
 			return 1;
@@ -173,23 +188,13 @@ static __always_inline int sl_parse(struct __sk_buff *skb, struct sl_l3l4 *p)
 	return r;
 }
 
-/* Containment (`sluice isolate` / `sluice block`): egress of an isolated
- * cgroup, or to a blocked destination (for one cgroup, or for every cgroup
- * with cgroup id 0), is dropped here and counted in the entry. Loopback
- * stays open: an isolated container keeps talking to itself.
+/* Containment (`sluice isolate` / `sluice block`, maps and handles in
+ * lib/contain.bpf.h): egress of a contained container's cgroups (and their
+ * sub-cgroups), or to a blocked destination (for one container, or for
+ * every cgroup with handle 0), is dropped here and counted in the entry.
+ * Loopback stays open: an isolated container keeps talking to itself.
  * sl_contain_on[0] is non-zero only while entries exist, so the common path
  * pays one array read. */
-#ifndef SL_CONTAIN_ENTRIES
-#define SL_CONTAIN_ENTRIES 4096
-#endif
-struct sl_block_key {
-	__u64 cgroup_id;
-	__u8 daddr[16];
-};
-BPF_ARRAY(sl_contain_on, __u32, 1);
-BPF_HASH(sl_isolated, __u64, __u64, SL_CONTAIN_ENTRIES);
-BPF_HASH(sl_blocked, struct sl_block_key, __u64, SL_CONTAIN_ENTRIES);
-
 static __always_inline int sl_is_loopback(const __u8 *a)
 {
 	/* v4-mapped 127.0.0.0/8, or ::1 */
@@ -201,22 +206,24 @@ static __always_inline int sl_is_loopback(const __u8 *a)
 	return a[15] == 1;
 }
 
-static __always_inline int sl_contained(__u64 cgroup_id, const __u8 *daddr)
+static __always_inline int sl_contained(struct __sk_buff *skb, __u64 cgroup_id, const __u8 *daddr)
 {
-	__u32 zero = 0;
-	__u32 *on = sl_contain_on.lookup(&zero);
-	if (!on || !*on || sl_is_loopback(daddr))
+	if (!sl_contain_active() || sl_is_loopback(daddr))
 		return 0;
-	__u64 *n = sl_isolated.lookup(&cgroup_id);
-	if (!n) {
-		struct sl_block_key bk = {};
-		bk.cgroup_id = cgroup_id;
-		__builtin_memcpy(bk.daddr, daddr, 16);
-		n = sl_blocked.lookup(&bk);
+	struct sl_block_key bk = {};
+	__builtin_memcpy(bk.daddr, daddr, 16);
+	__u64 *n = 0;
+	__u64 handle = sl_contain_handle_skb(skb, cgroup_id);
+	if (handle) {
+		n = sl_isolated.lookup(&handle);
 		if (!n) {
-			bk.cgroup_id = 0;
+			bk.handle = handle;
 			n = sl_blocked.lookup(&bk);
 		}
+	}
+	if (!n) {
+		bk.handle = 0;
+		n = sl_blocked.lookup(&bk);
 	}
 	if (!n)
 		return 0;
@@ -354,6 +361,8 @@ static __always_inline void sl_sample(struct __sk_buff *skb, const struct sl_l3l
 	}
 
 	struct sl_sample_event *ev;
+	if (!sl_event_quota_ok(skb, cgroup_id))
+		return;
 	ev = sl_event_alloc(sizeof(*ev), SL_EV_SAMPLE);
 	if (!ev)
 		return;
@@ -401,7 +410,7 @@ int sl_egress(struct __sk_buff *skb)
 	} else {
 		cgroup_id = bpf_skb_cgroup_id(skb);
 	}
-	if (sl_contained(cgroup_id, p.daddr))
+	if (sl_contained(skb, cgroup_id, p.daddr))
 		return 0;   /* dropped: not counted as egress, counted in the entry */
 	if (!fv) {
 		fv = sl_flow_slow(ss, &p, cgroup_id, epoch, len);

@@ -31,11 +31,16 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	__u32 old_pid = args->old_pid;
 	__u8 one = 1;
 
-	sl_execd.update(&pid, &one);
+	/* A full table costs this process its exit event: counted. */
+	if (sl_execd.update(&pid, &one) != 0)
+		sl_stat_add(SL_STAT_EXECD_MAP_FULL, 1);
+	__u64 cgid = bpf_get_current_cgroup_id();
+	if (!sl_event_quota_ok(args, cgid))
+		return 0;
 	ev = sl_event_alloc(sizeof(*ev), SL_EV_EXEC);
 	if (!ev)
 		return 0;
-	sl_fill_header(&ev->hdr, SL_EV_EXEC, pid, bpf_get_current_cgroup_id());
+	sl_fill_header(&ev->hdr, SL_EV_EXEC, pid, cgid);
 	ev->old_pid = old_pid;
 	__u32 *ppid = sl_parent.lookup(&pid);
 	if (!ppid)
@@ -60,10 +65,13 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 	if (tid != tgid || !sl_execd.lookup(&tgid))
 		return 0;
 	sl_execd.delete(&tgid);
+	__u64 cgid = bpf_get_current_cgroup_id();
+	if (!sl_event_quota_ok(args, cgid))
+		return 0;
 	ev = sl_event_alloc(sizeof(*ev), SL_EV_EXIT);
 	if (!ev)
 		return 0;
-	sl_fill_header(&ev->hdr, SL_EV_EXIT, tgid, bpf_get_current_cgroup_id());
+	sl_fill_header(&ev->hdr, SL_EV_EXIT, tgid, cgid);
 	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
 	sl_event_submit(args, ev, sizeof(*ev), SL_EV_EXIT);
 	return 0;

@@ -38,7 +38,10 @@ enum sl_event_type {
 	SL_EV_CGROUP = 5,
 	SL_EV_EXEC_ARGS = 6,
 	SL_EV_DNS = 7,         /* a DNS response received (ingress, source port 53) */
-	SL_EV_TYPE_MAX = 13,   /* 8..12 are assigned to other event types */
+	/* 8..10 are assigned to other event types */
+	SL_EV_SOCKET = 11,     /* raw or packet socket created */
+	SL_EV_QUOTA = 12,      /* a cgroup hit its flow or event quota this window */
+	SL_EV_TYPE_MAX = 13,
 };
 
 /* Every event starts with this header; user space dispatches on .type. */
@@ -140,6 +143,54 @@ struct sl_cgroup_event {
 	char path[SL_PATH_LEN];      /* relative to the cgroup2 mount */
 };
 
+/* A raw (AF_INET/AF_INET6 SOCK_RAW) or packet (AF_PACKET) socket was
+ * created. Reported by the BPF LSM socket_create hook where it loads (it
+ * sees AF_PACKET), else by the cgroup sock_create hook (inet sockets only).
+ * One event per (cgroup, pid, family, type) per SL_UDP_DEDUP_NS. */
+enum sl_socket_hook {
+	SL_SOCKET_HOOK_LSM = 1,
+	SL_SOCKET_HOOK_CGROUP = 2,
+};
+
+struct sl_socket_event {
+	struct sl_event_header hdr;
+	__u32 family;      /* AF_INET, AF_INET6, AF_PACKET */
+	__u32 type;        /* SOCK_RAW, SOCK_DGRAM, ... (flags masked off) */
+	__u32 protocol;    /* as passed (AF_PACKET: ethertype, network order) */
+	__u8 denied;       /* 1: creation refused (the container is contained) */
+	__u8 hook;         /* enum sl_socket_hook */
+	__u16 pad;
+	char comm[SL_COMM_LEN];
+};
+
+/* Fair share: a cgroup that creates more than its quota of flow entries or
+ * submits more than its quota of events in one window. Sent once per cgroup
+ * per window and kind, at the first refusal; the counts are read from
+ * sl_quota when the window closes. */
+enum sl_quota_kind {
+	SL_QUOTA_FLOWS = 1,
+	SL_QUOTA_EVENTS = 2,
+};
+
+struct sl_quota_event {
+	struct sl_event_header hdr;  /* cgroup_id: the cgroup over quota */
+	__u32 kind;                  /* enum sl_quota_kind */
+	__u32 limit;                 /* the quota (per window) */
+};
+
+/* Per-cgroup quota state (LRU hash keyed by cgroup id). Counts belong to
+ * window .window (the sl_gen[0] value); the first update in a new window
+ * resets them. The refused counts are kept per generation, so user space
+ * can read the closed window's after the flip. */
+struct sl_quota {
+	__u32 window;
+	__u32 flows;            /* flow entries created in .window */
+	__u32 events;           /* events submitted in .window */
+	__u32 reported;         /* SL_QUOTA_* bits already reported in .window */
+	__u64 flows_over[2];    /* by generation: flow entries refused */
+	__u64 events_over[2];   /* by generation: events not submitted */
+};
+
 /* Per-(generation, cgroup, destination) counters aggregated in the kernel and
  * drained once per window. */
 struct sl_flow_key {
@@ -148,8 +199,13 @@ struct sl_flow_key {
 	__u16 dport;
 	__u8 protocol;
 	__u8 gen;          /* window generation the entry belongs to (0 or 1) */
-	__u32 pad;
+	__u32 flags;       /* SL_FLOW_F_*; 0 for a per-destination entry */
 };
+
+/* The aggregate of a cgroup over its flow quota: every destination it
+ * reached after the quota, daddr/dport/protocol zero. Bytes and packets
+ * stay counted. */
+#define SL_FLOW_F_OVER_QUOTA 0x1
 
 struct sl_flow_value {
 	__u64 bytes;          /* L3 bytes sent (IP header included) */
@@ -181,6 +237,15 @@ enum sl_stat {
 	SL_STAT_EGRESS_PACKETS,
 	SL_STAT_DNS_TRUNCATED,    /* DNS responses longer than SL_DNS_MAX (cut) */
 	SL_STAT_DNS_CAPPED,       /* DNS responses over the per-flow window cap (not sent) */
+	/* kernel-hostile (issue 10) */
+	SL_STAT_EXECD_MAP_FULL,         /* sl_execd.update failed: no exit event */
+	SL_STAT_IPV4_FRAGMENTS,         /* IPv4 non-first fragments (no ports) */
+	SL_STAT_CONTAIN_FOLLOWED,       /* new cgroups contained at creation */
+	SL_STAT_CONTAIN_MAP_FULL,       /* ... that did not fit the map */
+	SL_STAT_SOCKETS_DENIED,         /* raw/packet sockets refused */
+	SL_STAT_SOCKET_DEDUPED,         /* raw/packet socket events deduplicated */
+	SL_STAT_FLOW_QUOTA_REFUSED,     /* flow entries refused by the quota */
+	SL_STAT_EVENT_QUOTA_REFUSED,    /* events refused by the quota */
 	SL_STAT_MAX,
 };
 

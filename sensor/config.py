@@ -56,6 +56,8 @@ class KernelSection:
     max_samples_per_flow_window: int
     max_dns_samples_per_flow_window: int
     udp_send_dedup_ms: int
+    flow_quota_per_cgroup: int
+    event_quota_per_cgroup: int
     exec_args: str
     mount_tracefs: bool
     bpf_stats: bool
@@ -189,6 +191,8 @@ _CHECKS: dict[tuple[str, str], tuple[Any, str]] = {
     ("kernel", "ring_buffer_pages"): (lambda v: _is_pow2(v) and v <= 65536, "a power of two up to 65536"),
     ("kernel", "ring_buffer_reader"): (lambda v: v in ("mmap", "bcc"), '"mmap" or "bcc"'),
     ("kernel", "flow_map_entries"): (lambda v: 1024 <= v <= 4_194_304, "between 1024 and 4194304"),
+    ("kernel", "flow_quota_per_cgroup"): (lambda v: 16 <= v <= 4_194_304, "between 16 and 4194304"),
+    ("kernel", "event_quota_per_cgroup"): (lambda v: 16 <= v <= 10_000_000, "between 16 and 10000000"),
     ("kernel", "pid_map_entries"): (lambda v: 1024 <= v <= 4_194_304, "between 1024 and 4194304"),
     ("kernel", "sample_bytes"): (lambda v: 1 <= v <= 256, "between 1 and 256"),
     ("kernel", "max_dns_samples_per_flow_window"): (lambda v: 0 <= v <= 100_000, "between 0 and 100000"),

@@ -44,6 +44,16 @@
 #ifndef SL_CGROUP2_HIERARCHY
 #define SL_CGROUP2_HIERARCHY 0
 #endif
+/* Fair share, per cgroup and window: new flow entries, events submitted. */
+#ifndef SL_FLOW_QUOTA
+#define SL_FLOW_QUOTA 2048
+#endif
+#ifndef SL_EVENT_QUOTA
+#define SL_EVENT_QUOTA 16384
+#endif
+#ifndef SL_QUOTA_ENTRIES
+#define SL_QUOTA_ENTRIES 8192
+#endif
 
 /* Ring buffer where the kernel has one (5.8+), perf buffer otherwise. With
  * the perf buffer, events are built in a per-CPU scratch slot (one slot per
@@ -92,6 +102,9 @@ struct sl_flow_slot {
 } __attribute__((aligned(64)));
 BPF_ARRAY(sl_flow_vals, struct sl_flow_slot, 2 * SL_FLOW_ENTRIES);
 BPF_ARRAY(sl_flow_next, __u32, 2);  /* slots handed out per generation */
+/* Per-cgroup quota state. LRU: cgroups that stopped sending age out, and a
+ * full map evicts instead of failing. */
+BPF_TABLE("lru_hash", __u64, struct sl_quota, sl_quota, SL_QUOTA_ENTRIES);
 
 static __always_inline void sl_stat_add(__u32 idx, __u64 n)
 {
@@ -176,6 +189,78 @@ static __always_inline void sl_set_v4mapped(__u8 *dst, __u32 addr_be)
 	__builtin_memcpy(dst + 12, &addr_be, 4);
 }
 
+/* --- fair share ------------------------------------------------------------
+ * A cgroup may create SL_FLOW_QUOTA flow entries and submit SL_EVENT_QUOTA
+ * events per window; past that, its new destinations are counted in one
+ * aggregate entry (SL_FLOW_F_OVER_QUOTA: bytes and packets kept) and its
+ * events only counted, so a flooding container cannot push the others out
+ * of the flow table or the event buffer. The first refusal of each kind in
+ * a window sends one SL_EV_QUOTA (user space names the cgroup). Only new
+ * flows and events pay for this: one LRU lookup, never on the fast path of
+ * a known flow. Counters race between CPUs (no atomics on the reset): a
+ * quota may be overrun by a few entries, never by a flood. */
+static __always_inline struct sl_quota *sl_quota_get(__u64 cgroup_id, __u32 window)
+{
+	struct sl_quota *q = sl_quota.lookup(&cgroup_id);
+	if (!q) {
+		struct sl_quota z = {};
+		z.window = window;
+		sl_quota.update(&cgroup_id, &z);
+		q = sl_quota.lookup(&cgroup_id);
+		if (!q)
+			return 0;
+	}
+	if (q->window != window) {
+		q->window = window;
+		q->flows = 0;
+		q->events = 0;
+		q->reported = 0;
+		if (window & 1) {
+			q->flows_over[1] = 0;
+			q->events_over[1] = 0;
+		} else {
+			q->flows_over[0] = 0;
+			q->events_over[0] = 0;
+		}
+	}
+	return q;
+}
+
+static __always_inline void sl_quota_report(void *ctx, struct sl_quota *q, __u64 cgroup_id, __u32 kind,
+					    __u32 limit)
+{
+	if (q->reported & kind)
+		return;
+	q->reported |= kind;
+	struct sl_quota_event *ev = sl_event_alloc(sizeof(*ev), SL_EV_QUOTA);
+	if (!ev)
+		return;
+	sl_fill_header(&ev->hdr, SL_EV_QUOTA, bpf_get_current_pid_tgid() >> 32, cgroup_id);
+	ev->kind = kind;
+	ev->limit = limit;
+	sl_event_submit(ctx, ev, sizeof(*ev), SL_EV_QUOTA);
+}
+
+/* May this cgroup submit one more event in this window? Counted either way. */
+static __always_inline int sl_event_quota_ok(void *ctx, __u64 cgroup_id)
+{
+	__u32 window = sl_current_epoch();
+	struct sl_quota *q = sl_quota_get(cgroup_id, window);
+	if (!q)
+		return 1;   /* no quota state: fail open (the map is LRU, so rare) */
+	if (q->events < SL_EVENT_QUOTA) {
+		__sync_fetch_and_add(&q->events, 1);
+		return 1;
+	}
+	if (window & 1)
+		__sync_fetch_and_add(&q->events_over[1], 1);
+	else
+		__sync_fetch_and_add(&q->events_over[0], 1);
+	sl_stat_add(SL_STAT_EVENT_QUOTA_REFUSED, 1);
+	sl_quota_report(ctx, q, cgroup_id, SL_QUOTA_EVENTS, SL_EVENT_QUOTA);
+	return 0;
+}
+
 /* The counters in slot `slot` (from sl_flows or a per-socket cache). */
 static __always_inline struct sl_flow_value *sl_flow_at(__u32 slot)
 {
@@ -210,8 +295,8 @@ static __always_inline __s64 sl_slot_claim(__u32 gen)
  * (hash lookup, insertion of new flows). Returns the counters and their
  * slot, or NULL when the table is full (counted: nothing is dropped
  * silently). */
-static __always_inline struct sl_flow_value *sl_flow_get_slot(struct sl_flow_key *key, __u64 now,
-							      __u64 bytes, __u32 *slot_out)
+static __always_inline struct sl_flow_value *sl_flow_insert_slot(struct sl_flow_key *key, __u64 now,
+								 __u64 bytes, __u32 *slot_out)
 {
 	__u32 *slot = sl_flows.lookup(key);
 	if (slot) {
@@ -241,6 +326,41 @@ static __always_inline struct sl_flow_value *sl_flow_get_slot(struct sl_flow_key
 	}
 	*slot_out = *slot;
 	return sl_flow_at(*slot);
+}
+
+/* The flow's counters, or (a new flow of a cgroup past its flow quota)
+ * its cgroup's over-quota aggregate. The quota report needs the program's
+ * context only for the perf buffer, which this path does not have: there,
+ * user space learns of the cgroup from the aggregate entry it drains. */
+static __always_inline struct sl_flow_value *sl_flow_get_slot(struct sl_flow_key *key, __u64 now,
+							      __u64 bytes, __u32 *slot_out)
+{
+	__u32 *slot = sl_flows.lookup(key);
+	if (slot) {
+		*slot_out = *slot;
+		return sl_flow_at(*slot);
+	}
+	/* A new flow: charge its cgroup's quota. */
+	__u32 window = sl_current_epoch();
+	struct sl_quota *q = sl_quota_get(key->cgroup_id, window);
+	if (q && q->flows >= SL_FLOW_QUOTA) {
+		if (window & 1)
+			__sync_fetch_and_add(&q->flows_over[1], 1);
+		else
+			__sync_fetch_and_add(&q->flows_over[0], 1);
+		sl_stat_add(SL_STAT_FLOW_QUOTA_REFUSED, 1);
+#ifdef SL_USE_RINGBUF
+		sl_quota_report(0, q, key->cgroup_id, SL_QUOTA_FLOWS, SL_FLOW_QUOTA);
+#endif
+		struct sl_flow_key agg = {};
+		agg.cgroup_id = key->cgroup_id;
+		agg.gen = key->gen;
+		agg.flags = SL_FLOW_F_OVER_QUOTA;
+		return sl_flow_insert_slot(&agg, now, bytes, slot_out);
+	}
+	if (q)
+		__sync_fetch_and_add(&q->flows, 1);
+	return sl_flow_insert_slot(key, now, bytes, slot_out);
 }
 
 static __always_inline struct sl_flow_value *sl_flow_get(struct sl_flow_key *key, __u64 now, __u64 bytes)

@@ -7,7 +7,17 @@ from __future__ import annotations
 from typing import Any
 
 # kernel stats that count lost records or unaccounted bytes
-_LOSS_STATS = ("flow_map_full", "flow_bytes_untracked", "parent_map_full")
+_LOSS_STATS = ("flow_map_full", "flow_bytes_untracked", "parent_map_full", "execd_map_full", "containment_map_full")
+# kernel stats shown as counters (not losses): fair-share refusals (counted,
+# their bytes kept), fragments, containment and raw-socket activity
+KERNEL_COUNTERS = (
+    "flow_quota_refused",
+    "event_quota_refused",
+    "ipv4_fragments",
+    "containment_followed_cgroups",
+    "raw_sockets_denied",
+    "raw_socket_events_deduplicated",
+)
 
 
 def drops(kernel_stats: dict[str, int], lost_records: int, decode_errors: int, output_errors: int) -> dict[str, int]:

@@ -143,6 +143,7 @@ class Sensor:
                 "udp_sends_deduplicated": ks.get("udp_sends_deduplicated", 0),
                 "dns_responses_truncated": ks.get("dns_responses_truncated", 0),
                 "dns_responses_capped": ks.get("dns_responses_capped", 0),
+                **{k: ks.get(k, 0) for k in health.KERNEL_COUNTERS},
                 **(self.pipeline.counts if self.pipeline else {}),
                 # destination names: DNS responses parsed / unparsable, SNI and Host found
                 **({f"names_{k}": v for k, v in self.pipeline.names.counts.items()} if self.pipeline else {}),
@@ -324,6 +325,7 @@ class Sensor:
             self.source = BccSource(cfg.kernel, self.report)
         else:
             self.source = self._source_factory(cfg, self.report)
+        self.pipeline.on_quota = self.source.note_quota_event
         self.hooks = self.source.start(self.pipeline.handle_raw)
         self.registry.note_existing()
         self._setup_containment()
@@ -434,7 +436,9 @@ class Sensor:
                 end = time.time()
                 flows = self.source.drain_flows()
                 self.flow_entries = len(flows)  # the flow table's use by one window (metrics)
-                self.pipeline.close_window(flows, win_start, end)
+                self.pipeline.close_window(flows, win_start, end, self.source.quota_overflows())
+                if self.containment is not None:
+                    self.containment.recheck()
                 win_start = end
                 next_window += window
                 if next_window < now:  # we fell behind: do not burst
@@ -456,7 +460,8 @@ class Sensor:
         if self.containment is not None:
             self.containment.final_window = True
         self.source.poll(0)
-        self.pipeline.close_window(self.source.drain_flows(final=True), win_start, time.time())
+        flows = self.source.drain_flows(final=True)
+        self.pipeline.close_window(flows, win_start, time.time(), self.source.quota_overflows())
 
     def save_learned(self) -> None:
         if (

@@ -13,6 +13,7 @@ from sensor.detect.rules import (
     c2002_beaconing,
     c2003_inter_container,
     c2004_lifecycle_burst,
+    eva001_sensor_flood,
     exf001_volume_spike,
     exf002_nonstandard_port,
     exf003_cleartext_carrier,
@@ -35,6 +36,7 @@ RULES: tuple[RuleInfo, ...] = tuple(
         c2002_beaconing,
         c2003_inter_container,
         c2004_lifecycle_burst,
+        eva001_sensor_flood,
         fim001_orchestration_config,
     )
 )

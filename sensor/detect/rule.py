@@ -36,6 +36,12 @@ T1104 = {
     "tactic": ("TA0011", "Command and Control", "https://attack.mitre.org/tactics/TA0011/"),
 }
 
+T1562 = {
+    "technique": ("T1562", "Impair Defenses", "https://attack.mitre.org/techniques/T1562/"),
+    "subtechnique": None,
+    "tactic": ("TA0005", "Defense Evasion", "https://attack.mitre.org/tactics/TA0005/"),
+}
+
 KIB = 1024
 MIB = 1024 * 1024
 

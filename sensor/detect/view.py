@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from sensor.attribution.containers import Attribution
-from sensor.telemetry.counters import FlowSummary
+from sensor.telemetry.counters import FlowSummary, QuotaOverflow
 
 
 @dataclass(slots=True)
@@ -74,6 +74,16 @@ class FlowView:
         return self.summary.domain
 
 
+@dataclass(slots=True)
+class OverflowView:
+    """A cgroup over its fair share of the kernel's flow table or event
+    buffer in this window (bpf/lib/common.bpf.h)."""
+
+    overflow: QuotaOverflow
+    attr: Attribution
+    workload: str
+
+
 @dataclass
 class WindowView:
     start: float
@@ -82,6 +92,7 @@ class WindowView:
     execs: list[ExecView] = field(default_factory=list)
     connects: list[ConnectView] = field(default_factory=list)
     lifecycle: list[LifecycleView] = field(default_factory=list)
+    overflows: list[OverflowView] = field(default_factory=list)
 
     def workloads(self) -> set[str]:
         return (

@@ -33,7 +33,10 @@ EV_SAMPLE = 4
 EV_CGROUP = 5
 EV_EXEC_ARGS = 6
 EV_DNS = 7
-EV_TYPE_MAX = 13  # 8..12 are assigned to other event types
+# 8..10 are assigned to other event types
+EV_SOCKET = 11
+EV_QUOTA = 12
+EV_TYPE_MAX = 13
 
 EVENT_NAMES = {
     EV_EXEC: "exec",
@@ -43,6 +46,8 @@ EVENT_NAMES = {
     EV_CGROUP: "cgroup",
     EV_EXEC_ARGS: "exec_args",
     EV_DNS: "dns",
+    EV_SOCKET: "socket",
+    EV_QUOTA: "quota",
 }
 
 CONNECT_OP_CONNECT = 1
@@ -53,6 +58,11 @@ SAMPLE_F_SOCK_START = 0x1
 SAMPLE_F_NO_SOCK = 0x2
 SAMPLE_F_FIRST = 0x4
 DNS_F_TRUNCATED = 0x1
+SOCKET_HOOK_LSM = 1
+SOCKET_HOOK_CGROUP = 2
+QUOTA_FLOWS = 1
+QUOTA_EVENTS = 2
+FLOW_F_OVER_QUOTA = 0x1
 
 # enum sl_stat
 STAT_SUBMITTED = 0
@@ -64,7 +74,15 @@ STAT_UDP_SEND_DEDUPED = STAT_FLOW_MAP_FULL + 3
 STAT_EGRESS_PACKETS = STAT_FLOW_MAP_FULL + 4
 STAT_DNS_TRUNCATED = STAT_FLOW_MAP_FULL + 5
 STAT_DNS_CAPPED = STAT_FLOW_MAP_FULL + 6
-STAT_MAX = STAT_FLOW_MAP_FULL + 7
+STAT_EXECD_MAP_FULL = STAT_FLOW_MAP_FULL + 7
+STAT_IPV4_FRAGMENTS = STAT_FLOW_MAP_FULL + 8
+STAT_CONTAIN_FOLLOWED = STAT_FLOW_MAP_FULL + 9
+STAT_CONTAIN_MAP_FULL = STAT_FLOW_MAP_FULL + 10
+STAT_SOCKETS_DENIED = STAT_FLOW_MAP_FULL + 11
+STAT_SOCKET_DEDUPED = STAT_FLOW_MAP_FULL + 12
+STAT_FLOW_QUOTA_REFUSED = STAT_FLOW_MAP_FULL + 13
+STAT_EVENT_QUOTA_REFUSED = STAT_FLOW_MAP_FULL + 14
+STAT_MAX = STAT_FLOW_MAP_FULL + 15
 
 
 class EventHeader(ct.Structure):
@@ -155,6 +173,34 @@ class CgroupEventC(ct.Structure):
     ]
 
 
+class SocketEventC(ct.Structure):
+    _fields_ = [
+        ("hdr", EventHeader),
+        ("family", ct.c_uint32),
+        ("type", ct.c_uint32),
+        ("protocol", ct.c_uint32),
+        ("denied", ct.c_uint8),
+        ("hook", ct.c_uint8),
+        ("pad", ct.c_uint16),
+        ("comm", ct.c_char * COMM_LEN),
+    ]
+
+
+class QuotaEventC(ct.Structure):
+    _fields_ = [("hdr", EventHeader), ("kind", ct.c_uint32), ("limit", ct.c_uint32)]
+
+
+class QuotaC(ct.Structure):
+    _fields_ = [
+        ("window", ct.c_uint32),
+        ("flows", ct.c_uint32),
+        ("events", ct.c_uint32),
+        ("reported", ct.c_uint32),
+        ("flows_over", ct.c_uint64 * 2),
+        ("events_over", ct.c_uint64 * 2),
+    ]
+
+
 class FlowKeyC(ct.Structure):
     _fields_ = [
         ("cgroup_id", ct.c_uint64),
@@ -162,7 +208,7 @@ class FlowKeyC(ct.Structure):
         ("dport", ct.c_uint16),
         ("protocol", ct.c_uint8),
         ("gen", ct.c_uint8),
-        ("pad", ct.c_uint32),
+        ("flags", ct.c_uint32),
     ]
 
 
@@ -195,6 +241,9 @@ C_MIRRORS: dict[str, type[ct.Structure]] = {
     "sl_sample_first_event": SampleFirstEventC,
     "sl_dns_event": DnsEventC,
     "sl_cgroup_event": CgroupEventC,
+    "sl_socket_event": SocketEventC,
+    "sl_quota_event": QuotaEventC,
+    "sl_quota": QuotaC,
     "sl_flow_key": FlowKeyC,
     "sl_flow_value": FlowValueC,
 }
@@ -278,7 +327,35 @@ class CgroupEvent:
     path: str
 
 
-Event = ExecEvent | ExitEvent | ExecArgsEvent | ConnectEvent | SampleEvent | CgroupEvent | DnsEvent
+@dataclass(frozen=True, slots=True)
+class SocketEvent:
+    hdr: Header
+    family: int
+    type: int
+    protocol: int
+    denied: bool
+    hook: int
+    comm: str
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaEvent:
+    hdr: Header
+    kind: int
+    limit: int
+
+
+Event = (
+    ExecEvent
+    | ExitEvent
+    | ExecArgsEvent
+    | ConnectEvent
+    | SampleEvent
+    | CgroupEvent
+    | DnsEvent
+    | SocketEvent
+    | QuotaEvent
+)
 
 
 class DecodeError(ValueError):
@@ -316,12 +393,16 @@ _S_CONNECT = struct.Struct(f"=IIQQQ16sHBBI{COMM_LEN}s")
 _S_SAMPLE = struct.Struct("=IIQQQ16sHBBIII")
 _S_CGROUP = struct.Struct(f"=IIQQII{PATH_LEN}s")
 _S_DNS = struct.Struct("=IIQQ16sHBBIII")
+_S_SOCKET = struct.Struct(f"=IIQQIIIBBH{COMM_LEN}s")
+_S_QUOTA = struct.Struct("=IIQQII")
 for _fmt, _mirror in (
     (_S_HDR, EventHeader),
     (_S_EXEC, ExecEventC),
     (_S_EXIT, ExitEventC),
     (_S_CONNECT, ConnectEventC),
     (_S_CGROUP, CgroupEventC),
+    (_S_SOCKET, SocketEventC),
+    (_S_QUOTA, QuotaEventC),
 ):
     assert _fmt.size == ct.sizeof(_mirror), (_mirror.__name__, _fmt.size, ct.sizeof(_mirror))
 assert _S_SAMPLE.size == SampleEventC.data.offset
@@ -387,6 +468,16 @@ def _dec_cgroup(buf: bytes) -> CgroupEvent:
     return CgroupEvent(Header(t, pid, kt, cg), op, level, _cstr(path))
 
 
+def _dec_socket(buf: bytes) -> SocketEvent:
+    t, pid, kt, cg, fam, typ, proto, denied, hook, _pad, comm = _S_SOCKET.unpack_from(buf)
+    return SocketEvent(Header(t, pid, kt, cg), fam, typ, proto, bool(denied), hook, _cstr(comm))
+
+
+def _dec_quota(buf: bytes) -> QuotaEvent:
+    t, pid, kt, cg, kind, limit = _S_QUOTA.unpack_from(buf)
+    return QuotaEvent(Header(t, pid, kt, cg), kind, limit)
+
+
 # type -> (C struct, decoder)
 DECODERS: dict[int, tuple[type[ct.Structure], Callable[[bytes], Event]]] = {
     EV_EXEC: (ExecEventC, _dec_exec),
@@ -396,6 +487,8 @@ DECODERS: dict[int, tuple[type[ct.Structure], Callable[[bytes], Event]]] = {
     EV_SAMPLE: (SampleEventC, _dec_sample),
     EV_CGROUP: (CgroupEventC, _dec_cgroup),
     EV_DNS: (DnsEventC, _dec_dns),
+    EV_SOCKET: (SocketEventC, _dec_socket),
+    EV_QUOTA: (QuotaEventC, _dec_quota),
 }
 
 _HDR_SIZE = ct.sizeof(EventHeader)

@@ -68,6 +68,17 @@ UNITS: tuple[BpfUnit, ...] = (
         what="bytes received per flow and DNS answers (flows are named by SNI and Host only)",
     ),
     BpfUnit(
+        "socket",
+        "socket.bpf.c",
+        # the BPF LSM socket_create hook replaces this one where it loads
+        # (see loader.lsm_problem)
+        cgroup_programs=(
+            CgroupProgram("sock_create", "sl_sock_create", "CGROUP_SOCK", bpfsys.CGROUP_INET_SOCK_CREATE),
+        ),
+        required=False,
+        what="raw/packet socket reports, and their refusal in contained containers",
+    ),
+    BpfUnit(
         "lifecycle",
         "lifecycle.bpf.c",
         tracepoints=("cgroup:cgroup_mkdir", "cgroup:cgroup_rmdir"),

@@ -22,7 +22,7 @@ from sensor.kernel.probe import ProbeReport, units_available
 from sensor.kernel.progstats import ProgramCost, read_costs, tracepoint_hook
 from sensor.kernel.ringbuf import RingReader
 from sensor.kernel.source import RecordSink
-from sensor.telemetry.counters import FlowCounters
+from sensor.telemetry.counters import FlowCounters, QuotaOverflow
 
 try:
     from bcc import BPF  # Debian python3-bpfcc; not on PyPI
@@ -44,7 +44,49 @@ _STAT_NAMES = {
     events.STAT_EGRESS_PACKETS: "egress_packets",
     events.STAT_DNS_TRUNCATED: "dns_responses_truncated",
     events.STAT_DNS_CAPPED: "dns_responses_capped",
+    events.STAT_EXECD_MAP_FULL: "execd_map_full",
+    events.STAT_IPV4_FRAGMENTS: "ipv4_fragments",
+    events.STAT_CONTAIN_FOLLOWED: "containment_followed_cgroups",
+    events.STAT_CONTAIN_MAP_FULL: "containment_map_full",
+    events.STAT_SOCKETS_DENIED: "raw_sockets_denied",
+    events.STAT_SOCKET_DEDUPED: "raw_socket_events_deduplicated",
+    events.STAT_FLOW_QUOTA_REFUSED: "flow_quota_refused",
+    events.STAT_EVENT_QUOTA_REFUSED: "event_quota_refused",
 }
+
+# The smallest BPF LSM program: does this kernel let one load and attach?
+_LSM_PROBE_TEXT = b"LSM_PROBE(socket_create, int family, int type, int protocol, int kern) { return 0; }"
+SECURITYFS = "/sys/kernel/security"
+
+
+def lsm_problem() -> str:
+    """Why BPF LSM programs cannot be used here ("" when they can): bpf must
+    be among the active LSMs (securityfs, mounted when missing), and the
+    kernel must accept the program (lockdown, for one, may refuse it)."""
+    lsm_file = f"{SECURITYFS}/lsm"
+    if not os.path.exists(lsm_file):
+        os.system(f"mountpoint -q {SECURITYFS} || mount -t securityfs none {SECURITYFS} 2>/dev/null")
+    try:
+        with open(lsm_file) as f:
+            active = f.read().strip().split(",")
+    except OSError as e:
+        return f"cannot read {lsm_file} ({e.strerror})"
+    if "bpf" not in active:
+        return f"bpf is not an active LSM ({','.join(active)}; boot with lsm=...,bpf)"
+    try:
+        probe_prog = BPF(text=_LSM_PROBE_TEXT)  # compiles, loads and attaches (then detaches)
+    except Exception as e:
+        reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        if "super-user" in reason:  # bcc's words for EPERM from BPF_PROG_LOAD
+            reason = "EPERM from bpf(BPF_PROG_LOAD) although root"
+            try:
+                with open(f"{SECURITYFS}/lockdown") as f:
+                    reason += f"; kernel lockdown: {f.read().strip()}"
+            except OSError:
+                pass
+        return f"the kernel refused a BPF LSM program ({reason})"
+    probe_prog.cleanup()
+    return ""
 
 
 def kernel_version(release: str) -> tuple[int, int]:
@@ -69,6 +111,8 @@ def cflags(cfg: KernelSection, use_ringbuf: bool, root: Path, kernel_release: st
         f"-DSL_SAMPLE_MAX_PER_FLOW_WINDOW={cfg.max_samples_per_flow_window}",
         f"-DSL_SAMPLE_MAX_DNS_PER_FLOW_WINDOW={cfg.max_dns_samples_per_flow_window}",
         f"-DSL_UDP_DEDUP_NS={cfg.udp_send_dedup_ms * 1_000_000}ULL",
+        f"-DSL_FLOW_QUOTA={cfg.flow_quota_per_cgroup}",
+        f"-DSL_EVENT_QUOTA={cfg.event_quota_per_cgroup}",
         # /proc/<pid>/cgroup lists the v2 hierarchy as id 0
         "-DSL_CGROUP2_HIERARCHY=0",
         "-Wno-unused-function",
@@ -114,7 +158,11 @@ class BccSource:
         self.b: BPF | None = None
         self._attachments: list[_Attachment] = []
         self._cgroup_fd: int | None = None
-        self._epoch = 0  # sl_gen[0]: its low bit is the flow generation
+        self._epoch = 0  # sl_gen[0]: the window epoch; its low bit is the flow generation
+        self._closed_epoch = 0  # the epoch the last drain_flows() closed
+        self.lsm = ""  # "" when the BPF LSM socket hook is attached, else why not
+        self._overflow: list[FlowCounters] = []
+        self._quota_cgroups: set[int] = set()
         self._lost = 0
         self.status: dict[str, str] = {}
         self.units: list[BpfUnit] = []
@@ -139,10 +187,13 @@ class BccSource:
                 self.status[tp] = f"unavailable: {why}"
         root = bpf_dir()
         text = assemble_source(root, [u.source for u in self.units])
+        flags = cflags(self.cfg, self.use_ringbuf, root, self.report.kernel_release)
+        if any(u.name == "socket" for u in self.units):
+            self.lsm = lsm_problem()
+            if not self.lsm:
+                flags.append("-DSL_SOCKET_LSM=1")
         try:
-            self.b = BPF(
-                text=text.encode(), cflags=cflags(self.cfg, self.use_ringbuf, root, self.report.kernel_release)
-            )
+            self.b = BPF(text=text.encode(), cflags=flags)
         except Exception as e:
             raise SluiceError(
                 f"compiling or loading the BPF programs failed: {e}",
@@ -152,6 +203,14 @@ class BccSource:
         for u in self.units:
             for tp in u.tracepoints:
                 self.status[tp] = "attached"
+        if any(u.name == "socket" for u in self.units):
+            # bcc attached lsm__socket_create when it was compiled in
+            self.status["socket_lsm"] = (
+                "attached"
+                if not self.lsm
+                else f"unavailable: {self.lsm}; raw inet sockets are handled by cgroup sock_create, "
+                "AF_PACKET sockets are neither reported nor refused"
+            )
         self._attach_cgroup_programs()
         self._open_buffer(sink)
         if self.cfg.bpf_stats:
@@ -168,6 +227,9 @@ class BccSource:
         self._cgroup_fd = os.open(self.report.cgroup2_mount, os.O_RDONLY | os.O_DIRECTORY)
         for u in self.units:
             for cp in u.cgroup_programs:
+                if cp.hook == "sock_create" and not self.lsm:
+                    self.status[cp.hook] = "not needed (the BPF LSM socket hook sees every family)"
+                    continue
                 try:
                     fn = self.b.load_func(cp.function.encode(), getattr(BPF, cp.prog_type), None, cp.attach_type)
                 except Exception as e:
@@ -242,6 +304,7 @@ class BccSource:
         (egress.bpf.c) go stale at the flip.
         """
         assert self.b is not None
+        self._closed_epoch = self._epoch
         old = self._epoch & 1
         self._epoch = (self._epoch + 1) & 0xFFFFFFFF
         self.b["sl_gen"][ct.c_int(0)] = ct.c_uint32(self._epoch)
@@ -249,6 +312,7 @@ class BccSource:
         table = self.b["sl_flows"]
         vals = self.b["sl_flow_vals"]
         out: list[FlowCounters] = []
+        self._overflow = []
         keys = [k for k in table.keys() if final or k.gen == old]
         for k in keys:
             try:
@@ -257,7 +321,12 @@ class BccSource:
                 del table[k]
             except KeyError:
                 continue
-            out.append(
+            target = out
+            if k.flags & events.FLOW_F_OVER_QUOTA:
+                # a cgroup's new destinations past its quota, aggregated
+                target = self._overflow
+                self._quota_cgroups.add(k.cgroup_id)
+            target.append(
                 FlowCounters(
                     k.cgroup_id,
                     events.format_addr(bytes(k.daddr)),
@@ -282,6 +351,48 @@ class BccSource:
             nxt[ct.c_int(g)] = ct.c_uint32(0)
         return out
 
+    def note_quota_event(self, cgroup_id: int) -> None:
+        """A cgroup reported going over a quota (SL_EV_QUOTA) this window."""
+        self._quota_cgroups.add(cgroup_id)
+
+    def quota_overflows(self) -> list[QuotaOverflow]:
+        """The cgroups over their flow or event quota in the window the last
+        drain_flows() closed: refused counts and the aggregated traffic."""
+        if self.b is None:
+            return []
+        cgs, self._quota_cgroups = self._quota_cgroups, set()
+        if not cgs:
+            return []
+        gen = self._closed_epoch & 1
+        table = self.b["sl_quota"]
+        agg: dict[int, list[int]] = {}
+        for f in self._overflow:
+            a = agg.setdefault(f.cgroup_id, [0, 0, 0])
+            a[0] += f.bytes
+            a[1] += f.packets
+            a[2] += f.connects
+        out = []
+        for cg in sorted(cgs):
+            try:
+                q = table[table.Key(cg)]
+                flows_over, events_over = int(q.flows_over[gen]), int(q.events_over[gen])
+            except KeyError:
+                flows_over = events_over = 0  # evicted from the LRU map: only the traffic is known
+            nbytes, packets, connects = agg.get(cg, [0, 0, 0])
+            out.append(
+                QuotaOverflow(
+                    cg,
+                    flows_over,
+                    events_over,
+                    nbytes,
+                    packets,
+                    connects,
+                    self.cfg.flow_quota_per_cgroup,
+                    self.cfg.event_quota_per_cgroup,
+                )
+            )
+        return out
+
     def kernel_stats(self) -> dict[str, int]:
         if self.b is None:
             return {}
@@ -301,7 +412,7 @@ class BccSource:
             progs[name] = (hooks.get(name) or tracepoint_hook(name), int(fn.fd))
         return read_costs(progs)
 
-    # --- containment (maps of egress.bpf.c) ---------------------------------
+    # --- containment (maps of bpf/lib/contain.bpf.h) --------------------------
 
     def _contain_switch(self) -> None:
         """The kernel checks the maps only while some entry exists."""
@@ -309,44 +420,69 @@ class BccSource:
         on = any(True for _ in self.b["sl_isolated"].keys()) or any(True for _ in self.b["sl_blocked"].keys())
         self.b["sl_contain_on"][ct.c_int(0)] = ct.c_uint32(1 if on else 0)
 
-    def set_isolated(self, cgroup_id: int, on: bool) -> None:
-        assert self.b is not None
-        t = self.b["sl_isolated"]
+    @staticmethod
+    def _set(table: Any, key: Any, leaf: Any, on: bool) -> None:
         if on:
-            t[t.Key(cgroup_id)] = t.Leaf(0)
+            table[key] = leaf
         else:
             try:
-                del t[t.Key(cgroup_id)]
+                del table[key]
             except KeyError:
                 pass
+
+    def set_isolated(self, handle: int, on: bool) -> None:
+        assert self.b is not None
+        t = self.b["sl_isolated"]
+        self._set(t, t.Key(handle), t.Leaf(0), on)
         self._contain_switch()
 
-    def _block_key(self, cgroup_id: int, ip: str) -> Any:
+    def _block_key(self, handle: int, ip: str) -> Any:
         assert self.b is not None
         k = self.b["sl_blocked"].Key()
-        k.cgroup_id = cgroup_id
+        k.handle = handle
         ct.memmove(ct.addressof(k.daddr), events.parse_addr(ip), 16)
         return k
 
-    def set_blocked(self, cgroup_id: int, ip: str, on: bool) -> None:
+    def set_blocked(self, handle: int, ip: str, on: bool) -> None:
         assert self.b is not None
         t = self.b["sl_blocked"]
-        if on:
-            t[self._block_key(cgroup_id, ip)] = t.Leaf(0)
-        else:
-            try:
-                del t[self._block_key(cgroup_id, ip)]
-            except KeyError:
-                pass
+        self._set(t, self._block_key(handle, ip), t.Leaf(0), on)
         self._contain_switch()
+
+    def set_contained_cgroup(self, cgroup_id: int, handle: int, level: int, on: bool) -> None:
+        """Map a cgroup (and, through ancestors, its sub-cgroups) of a
+        contained container to its handle."""
+        assert self.b is not None
+        t = self.b["sl_contain_cg"]
+        self._set(t, t.Key(cgroup_id), t.Leaf(handle), on)
+        if on and 0 < level <= 12:
+            lv = self.b["sl_contain_levels"]
+            cur = int(lv[ct.c_int(0)].value)
+            lv[ct.c_int(0)] = ct.c_uint32(cur | (1 << level))
+
+    def set_contained_container(self, container_id: str, handle: int, on: bool) -> None:
+        """The cgroups the runtime creates for this container id from now
+        on get the handle in the kernel, at creation (cgroup_mkdir)."""
+        assert self.b is not None
+        t = self.b["sl_contain_ids"]
+        k = t.Key()
+        raw = container_id.encode()[:64].ljust(64, b"\0")
+        ct.memmove(ct.addressof(k), raw, 64)
+        self._set(t, k, t.Leaf(handle), on)
+
+    def contained_cgroups(self) -> dict[int, int]:
+        """cgroup id -> handle, as the kernel has them (including the cgroups
+        cgroup_mkdir added)."""
+        if self.b is None:
+            return {}
+        return {int(k.value): int(v.value) for k, v in self.b["sl_contain_cg"].items()}
 
     def containment_counts(self) -> tuple[dict[int, int], dict[tuple[int, str], int]]:
         if self.b is None:
             return {}, {}
         iso = {int(k.value): int(v.value) for k, v in self.b["sl_isolated"].items()}
         blk = {
-            (int(k.cgroup_id), events.format_addr(bytes(k.daddr))): int(v.value)
-            for k, v in self.b["sl_blocked"].items()
+            (int(k.handle), events.format_addr(bytes(k.daddr))): int(v.value) for k, v in self.b["sl_blocked"].items()
         }
         return iso, blk
 

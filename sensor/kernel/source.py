@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from sensor.kernel.progstats import ProgramCost
-from sensor.telemetry.counters import FlowCounters
+from sensor.telemetry.counters import FlowCounters, QuotaOverflow
 
 RecordSink = Callable[[bytes], None]
 
@@ -34,14 +34,32 @@ class EventSource(Protocol):
     def program_costs(self) -> list[ProgramCost]:
         """Run count and run time of each loaded BPF program (kernel bpf_stats)."""
 
-    def set_isolated(self, cgroup_id: int, on: bool) -> None:
-        """Drop (on) or stop dropping all egress of this cgroup but loopback."""
+    def quota_overflows(self) -> list[QuotaOverflow]:
+        """Cgroups over their flow or event quota in the window just drained."""
 
-    def set_blocked(self, cgroup_id: int, ip: str, on: bool) -> None:
-        """Drop egress to ip from this cgroup (0: from every cgroup)."""
+    def note_quota_event(self, cgroup_id: int) -> None:
+        """A cgroup reported going over a quota in this window."""
+
+    def set_isolated(self, handle: int, on: bool) -> None:
+        """Drop (on) or stop dropping all egress but loopback of the
+        container with this containment handle."""
+
+    def set_blocked(self, handle: int, ip: str, on: bool) -> None:
+        """Drop egress to ip from the container with this handle (0: from
+        every cgroup)."""
+
+    def set_contained_cgroup(self, cgroup_id: int, handle: int, level: int, on: bool) -> None:
+        """Put a cgroup (at this level under the root) and its sub-cgroups
+        under a containment handle."""
+
+    def set_contained_container(self, container_id: str, handle: int, on: bool) -> None:
+        """New cgroups of this container id get the handle at creation."""
+
+    def contained_cgroups(self) -> dict[int, int]:
+        """cgroup id -> handle, as the kernel has them."""
 
     def containment_counts(self) -> tuple[dict[int, int], dict[tuple[int, str], int]]:
-        """Packets dropped per isolated cgroup and per (cgroup, blocked ip)."""
+        """Packets dropped per isolation handle and per (handle, blocked ip)."""
 
     def close(self) -> None:
         """Detach everything."""
@@ -57,6 +75,9 @@ class ReplaySource:
         self.closed = False
         self.isolated: dict[int, int] = {}
         self.blocked: dict[tuple[int, str], int] = {}
+        self.cgroups: dict[int, int] = {}
+        self.container_ids: dict[str, int] = {}
+        self.overflows: list[list[QuotaOverflow]] = []
 
     def start(self, sink: RecordSink) -> dict[str, str]:
         self.sink = sink
@@ -82,17 +103,38 @@ class ReplaySource:
     def program_costs(self) -> list[ProgramCost]:
         return []
 
-    def set_isolated(self, cgroup_id: int, on: bool) -> None:
-        if on:
-            self.isolated.setdefault(cgroup_id, 0)
-        else:
-            self.isolated.pop(cgroup_id, None)
+    def quota_overflows(self) -> list[QuotaOverflow]:
+        return self.overflows.pop(0) if self.overflows else []
 
-    def set_blocked(self, cgroup_id: int, ip: str, on: bool) -> None:
+    def note_quota_event(self, cgroup_id: int) -> None:
+        pass
+
+    def set_isolated(self, handle: int, on: bool) -> None:
         if on:
-            self.blocked.setdefault((cgroup_id, ip), 0)
+            self.isolated.setdefault(handle, 0)
         else:
-            self.blocked.pop((cgroup_id, ip), None)
+            self.isolated.pop(handle, None)
+
+    def set_blocked(self, handle: int, ip: str, on: bool) -> None:
+        if on:
+            self.blocked.setdefault((handle, ip), 0)
+        else:
+            self.blocked.pop((handle, ip), None)
+
+    def set_contained_cgroup(self, cgroup_id: int, handle: int, level: int, on: bool) -> None:
+        if on:
+            self.cgroups[cgroup_id] = handle
+        else:
+            self.cgroups.pop(cgroup_id, None)
+
+    def set_contained_container(self, container_id: str, handle: int, on: bool) -> None:
+        if on:
+            self.container_ids[container_id] = handle
+        else:
+            self.container_ids.pop(container_id, None)
+
+    def contained_cgroups(self) -> dict[int, int]:
+        return dict(self.cgroups)
 
     def containment_counts(self) -> tuple[dict[int, int], dict[tuple[int, str], int]]:
         return dict(self.isolated), dict(self.blocked)

@@ -231,7 +231,7 @@ def _load_check(cfg: Config, rep: Any) -> list[Check]:
         src.close()
     out = []
     for hook, st in sorted(status.items()):
-        ok = st.startswith("attached") or hook == "buffer"
+        ok = st.startswith(("attached", "not needed")) or hook == "buffer"
         out.append(Check(f"hook {hook}", OK if ok else DEGRADED, st, "" if ok else "see the detail"))
     return out
 

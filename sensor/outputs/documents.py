@@ -159,6 +159,28 @@ def connection(
     return d
 
 
+def raw_socket(
+    host: str,
+    ts: float,
+    attr: Attribution,
+    process: dict[str, Any],
+    family: str,
+    sock_type: str,
+    protocol: int,
+    denied: bool,
+    hook: str,
+    message: str,
+) -> Document:
+    """A raw or packet socket created (raw_socket_created) or refused in a
+    contained container (raw_socket_denied)."""
+    action = "raw_socket_denied" if denied else "raw_socket_created"
+    d = event(ts, host, "event", ["network"], ["denied" if denied else "start"], action, "sluice.socket", attr)
+    d["process"] = process
+    d["sluice"]["socket"] = {"family": family, "type": sock_type, "protocol": protocol, "denied": denied, "hook": hook}
+    d["message"] = message
+    return d
+
+
 def _window(d: Document, start: float, end: float) -> None:
     d.set_time("start", start)
     d.set_time("end", end)

@@ -6,9 +6,18 @@ container's cgroup (loopback excepted), or to a blocked destination (from
 one container, or from every cgroup on the node), are dropped in the kernel
 and counted per entry. Entries are kept in a state file (JSON, written
 atomically) and applied again when the sensor starts; an entry whose
-container is gone is released. Containment lives in the sensor's programs:
-while the sensor is stopped, nothing is contained (the start health event
-lists what was re-applied).
+container is gone (the runtime no longer knows it) is released. Containment
+lives in the sensor's programs: while the sensor is stopped, nothing is
+contained (the start health event lists what was re-applied).
+
+Containment follows the container, not a cgroup (bpf/lib/contain.bpf.h):
+each contained container has a kernel *handle*; its container id is given
+to the kernel, which puts the cgroup of a restart or re-creation of the
+same container under the handle when the cgroup is created, before any
+process can join it; sub-cgroups are covered through their ancestors. The
+kernel also refuses raw and packet sockets to contained containers (where
+the socket hooks load). follow() catches up user space (and, where the
+cgroup_mkdir tracepoint is missing, the kernel) at each window.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -39,6 +49,9 @@ class Entry:
     destination: str | None  # block only
     since: float  # wall clock
     reason: str = ""
+    # kernel handle shared by a container's entries (its first contained
+    # cgroup id); 0 for node-wide blocks and for files written before it
+    handle: int = 0
 
     def who(self) -> str:
         return (self.container_name or self.container_id[:12]) if self.container_id else "every container"
@@ -55,10 +68,13 @@ def normalise_ip(text: str) -> str:
 
 
 class Containment:
-    def __init__(self, source: EventSource, state_path: str) -> None:
+    def __init__(self, source: EventSource, state_path: str, level_of: Callable[[int], int] = lambda _cg: 0) -> None:
         self.source = source
         self.path = state_path
         self.entries: list[Entry] = []
+        # cgroup id -> its level (depth under the cgroup2 root): the kernel
+        # covers sub-cgroups through their ancestor at that level
+        self.level_of = level_of
 
     # --- state file ----------------------------------------------------------
 
@@ -97,25 +113,54 @@ class Containment:
 
     # --- kernel --------------------------------------------------------------
 
+    def _handle_for(self, e: Entry) -> int:
+        """The container's handle: the one its other entries use, else its
+        first cgroup id (any non-zero value unique to the container)."""
+        if e.container_id is None:
+            return 0
+        other = next((o.handle for o in self.entries if o.container_id == e.container_id and o.handle), 0)
+        return other or (e.cgroup_ids[0] if e.cgroup_ids else 0)
+
     def _apply(self, e: Entry, on: bool) -> None:
-        if e.kind == "isolate":
+        if e.container_id is None:  # node-wide block
+            assert e.destination is not None
+            self.source.set_blocked(0, e.destination, on)
+            return
+        if on and not e.handle:
+            e.handle = self._handle_for(e)
+        h = e.handle
+        if on:
+            self.source.set_contained_container(e.container_id, h, True)
             for cg in e.cgroup_ids:
-                self.source.set_isolated(cg, on)
+                self.source.set_contained_cgroup(cg, h, self.level_of(cg), True)
+        if e.kind == "isolate":
+            self.source.set_isolated(h, on)
         else:
             assert e.destination is not None
-            for cg in e.cgroup_ids or [0]:
-                self.source.set_blocked(cg, e.destination, on)
+            self.source.set_blocked(h, e.destination, on)
+        if not on and not any(o is not e and o.container_id == e.container_id for o in self.entries):
+            # the container's last entry: its id and cgroups leave the kernel
+            self.source.set_contained_container(e.container_id, h, False)
+            for cg, hh in self.source.contained_cgroups().items():
+                if hh == h:
+                    self.source.set_contained_cgroup(cg, h, 0, False)
 
-    def restore(self, saved: list[Entry], live: dict[str, list[int]]) -> tuple[list[Entry], list[Entry]]:
+    def restore(
+        self, saved: list[Entry], live: dict[str, list[int]], exists: Callable[[str], bool] = lambda _cid: False
+    ) -> tuple[list[Entry], list[Entry]]:
         """Apply saved entries whose container still runs (with its current
-        cgroups); returns (applied, dropped)."""
+        cgroups) or still exists (stopped: it is contained when it starts
+        again); returns (applied, dropped)."""
         applied, dropped = [], []
         for e in saved:
             if e.container_id is not None:
-                if e.container_id not in live:
+                if e.container_id in live:
+                    e.cgroup_ids = list(live[e.container_id])
+                elif exists(e.container_id):
+                    e.cgroup_ids = []
+                else:
                     dropped.append(e)
                     continue
-                e.cgroup_ids = list(live[e.container_id])
             self._apply(e, True)
             self.entries.append(e)
             applied.append(e)
@@ -183,12 +228,43 @@ class Containment:
         self.save()
         return gone
 
+    def follow(self, live: dict[str, int]) -> list[tuple[Entry, int, bool]]:
+        """Contained containers now running in a cgroup their entries do not
+        name (restarted or re-created): make sure the kernel has it, and
+        record it. Returns (entry, new cgroup id, whether the kernel already
+        had it: put there by cgroup_mkdir at creation)."""
+        out: list[tuple[Entry, int, bool]] = []
+        kernel: dict[int, int] | None = None
+        had_by_container: dict[str, bool] = {}
+        for e in self.entries:
+            if e.container_id is None or e.container_id not in live:
+                continue
+            cg = live[e.container_id]
+            if cg in e.cgroup_ids:
+                continue
+            if kernel is None:
+                kernel = self.source.contained_cgroups()
+            had = had_by_container.setdefault(e.container_id, kernel.get(cg) == e.handle)
+            if kernel.get(cg) != e.handle:
+                self.source.set_contained_cgroup(cg, e.handle, self.level_of(cg), True)
+                kernel[cg] = e.handle
+            for old in e.cgroup_ids:  # the old cgroup is gone: its id is never reused
+                if kernel.pop(old, None) is not None:
+                    self.source.set_contained_cgroup(old, e.handle, 0, False)
+            e.cgroup_ids = [cg]
+            out.append((e, cg, had))
+        if out:
+            self.save()
+        return out
+
     def gone(self, live: set[str]) -> list[Entry]:
-        """The entries of containers that no longer exist."""
+        """The entries of containers not running now (candidates: a
+        restarting container is not running for a moment either)."""
         return [e for e in self.entries if e.container_id is not None and e.container_id not in live]
 
     def containers_gone(self, live: set[str]) -> list[Entry]:
-        """Release the entries of containers that no longer exist."""
+        """Release the entries of containers not running now (the caller
+        leaves out of `live` only the containers the runtime says are gone)."""
         gone = self.gone(live)
         for e in gone:
             self._apply(e, False)
@@ -204,9 +280,7 @@ class Containment:
             return []
         iso, blk = self.source.containment_counts()
         return [
-            sum(iso.get(cg, 0) for cg in e.cgroup_ids)
-            if e.kind == "isolate"
-            else sum(blk.get((cg, e.destination or ""), 0) for cg in (e.cgroup_ids or [0]))
+            iso.get(e.handle, 0) if e.kind == "isolate" else blk.get((e.handle, e.destination or ""), 0)
             for e in self.entries
         ]
 

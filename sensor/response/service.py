@@ -1,8 +1,12 @@
 """The containment commands (isolate, block, release) as the sensor runs
 them, on its main loop: container references resolved through the
 ContainerRegistry, entries applied in the kernel (Containment), every change
-reported as a document, saved entries re-applied at start, and the entries
-of containers that are gone released (a registry subscription).
+reported as a document, saved entries re-applied at start, entries that
+follow their container into the cgroup of its next run (restart,
+re-creation: done in the kernel at cgroup creation, confirmed here), and the
+entries of containers that are gone released (registry subscriptions). Gone
+means the runtime no longer has the container: a stopped or restarting one
+keeps its containment.
 """
 
 from __future__ import annotations
@@ -13,10 +17,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from sensor.attribution.docker_api import DockerError, NotFound
 from sensor.attribution.registry import ContainerLife, ContainerRegistry
 from sensor.kernel.source import EventSource
 from sensor.outputs import documents
 from sensor.response.containment import Containment, ContainmentError, Entry
+
+# A contained container that has not run for this long is released when the
+# runtime cannot say whether it still exists (engine unreachable, runtimes
+# other than docker).
+GRACE_S = 300.0
 
 
 class ContainmentService:
@@ -28,7 +38,15 @@ class ContainmentService:
         emit: Callable[[dict[str, Any]], None],
         host_name: str,
     ) -> None:
-        self.containment = Containment(source, state_path)
+        resolver = registry.attributor.resolver
+
+        def level_of(cgroup_id: int) -> int:
+            """The cgroup's depth under the cgroup2 root (its level)."""
+            path = resolver.path(cgroup_id)
+            return len(path.strip("/").split("/")) if path and path != "/" else 0
+
+        self.containment = Containment(source, state_path, level_of)
+        self._not_running_since: dict[str, float] = {}
         self.state_path = state_path
         self.registry = registry
         self.emit = emit
@@ -36,7 +54,7 @@ class ContainmentService:
         self.problem = ""  # why saved entries were not re-applied, for status
         # at shutdown, the final window's removals are left for the next start
         self.final_window = False
-        registry.subscribe(on_removed=self._containers_removed)
+        registry.subscribe(on_added=self._container_added, on_removed=self._containers_removed)
 
     def entries(self) -> list[dict[str, Any]]:
         return self.containment.snapshot()
@@ -118,7 +136,7 @@ class ContainmentService:
             print(f"sluice: warning: {self.problem}", file=sys.stderr)
             return
         live = {cid: [c.cgroup_id] for cid, c in self.registry.running.items()}
-        applied, dropped = self.containment.restore(saved, live)
+        applied, dropped = self.containment.restore(saved, live, lambda cid: not self._gone(cid))
         for e in applied:
             self._doc(
                 e,
@@ -128,17 +146,61 @@ class ContainmentService:
         for e in dropped:
             self._doc(e, "containment_released", f"released at start, the container is gone: {e.label()}")
 
+    def _gone(self, container_id: str) -> bool:
+        """Does the runtime say this container no longer exists? Docker is
+        asked (a stopped or restarting container still exists); with no
+        answer, a container is gone once it has not run for GRACE_S."""
+        docker = self.registry.attributor.docker
+        if docker is not None:
+            try:
+                docker.container_summary(container_id)
+                return False
+            except NotFound:
+                return True
+            except DockerError:
+                pass
+        since = self._not_running_since.setdefault(container_id, time.monotonic())
+        return time.monotonic() - since > GRACE_S
+
+    def _container_added(self, life: ContainerLife) -> None:
+        """ContainerRegistry subscription: a contained container runs again
+        in a new cgroup (restart, re-creation). The kernel put the cgroup
+        under containment when it was created (cgroup_mkdir); this confirms
+        it, or does it where that hook is missing, and records the cgroup."""
+        self._not_running_since.pop(life.info.id, None)
+        if not self.containment.entries:
+            return
+        for e, cg, in_kernel in self.containment.follow({life.info.id: life.cgroup_id}):
+            how = (
+                "in the kernel when the cgroup was created, before any process ran in it"
+                if in_kernel
+                else "by user space when the sensor saw the cgroup (the cgroup_mkdir hook did not)"
+            )
+            self._doc(e, "containment_followed", f"{e.label()} follows the container to cgroup {cg}, {how}", life)
+
+    def recheck(self) -> None:
+        """Once a window: entries of containers not running are released
+        when the runtime no longer has them (a stopped container can be
+        removed later, without any cgroup event)."""
+        if self.containment.entries and self.containment.gone(set(self.registry.running)):
+            self._containers_removed([])
+
     def _containers_removed(self, _lives: list[ContainerLife]) -> None:
         """ContainerRegistry subscription: release the entries of containers
-        that are gone. Not in the final window at shutdown: those entries
-        stay saved and the next start releases them (and says so)."""
+        that are gone (not running, and the runtime no longer has them). Not
+        in the final window at shutdown: those entries stay saved and the
+        next start releases them (and says so)."""
         if not self.containment.entries or self.final_window:
             return
         live = set(self.registry.running)
-        if not self.containment.gone(live):
+        candidates = {e.container_id for e in self.containment.gone(live) if e.container_id is not None}
+        if not candidates:
+            return
+        gone = {cid for cid in candidates if self._gone(cid)}
+        if not gone:
             return
         dropped = self._dropped_by_entry()
-        for e in self.containment.containers_gone(live):
+        for e in self.containment.containers_gone(live | (candidates - gone)):
             self._doc(
                 e,
                 "containment_released",

@@ -49,6 +49,22 @@ class FlowCounters:
         return (self.cgroup_id, self.daddr, self.dport, self.protocol)
 
 
+@dataclass(frozen=True, slots=True)
+class QuotaOverflow:
+    """A cgroup over its fair share in one window (bpf/lib/common.bpf.h):
+    flow entries and events the kernel refused, and the traffic to the
+    destinations it reached past the flow quota (aggregated, still counted)."""
+
+    cgroup_id: int
+    flows_refused: int
+    events_refused: int
+    bytes: int
+    packets: int
+    connects: int
+    flow_quota: int
+    event_quota: int
+
+
 @dataclass(slots=True)
 class FlowSummary:
     key: FlowKey

@@ -25,7 +25,16 @@ from sensor.attribution.containers import Attribution, Attributor
 from sensor.attribution.netmap import NetMap
 from sensor.attribution.registry import ContainerRegistry
 from sensor.attribution.workload import workload_of
-from sensor.detect.view import ConnectView, ExecView, FlowView, LifecycleView, ProcessRef, WindowObserver, WindowView
+from sensor.detect.view import (
+    ConnectView,
+    ExecView,
+    FlowView,
+    LifecycleView,
+    OverflowView,
+    ProcessRef,
+    WindowObserver,
+    WindowView,
+)
 from sensor.kernel.events import (
     CGROUP_MKDIR,
     CONNECT_OP_CONNECT,
@@ -38,11 +47,20 @@ from sensor.kernel.events import (
     ExecArgsEvent,
     ExecEvent,
     ExitEvent,
+    QuotaEvent,
     SampleEvent,
+    SocketEvent,
     decode,
 )
 from sensor.outputs import documents
-from sensor.telemetry.counters import HIGH_ENTROPY_BITS, ContainerSummary, FlowCounters, FlowSummary, WindowCounters
+from sensor.telemetry.counters import (
+    HIGH_ENTROPY_BITS,
+    ContainerSummary,
+    FlowCounters,
+    FlowSummary,
+    QuotaOverflow,
+    WindowCounters,
+)
 from sensor.telemetry.names import FlowNamer
 from sensor.telemetry.protocol import transport_name
 from sensor.text import safe_text
@@ -164,6 +182,8 @@ class Pipeline:
             "cgroup": 0,
             "exec_args": 0,
             "dns": 0,
+            "socket": 0,
+            "quota": 0,
             "documents": 0,
             "windows": 0,
             "view_events_capped": 0,
@@ -179,7 +199,12 @@ class Pipeline:
             SampleEvent: self._on_sample,
             CgroupEvent: self._on_cgroup,
             DnsEvent: self._on_dns,
+            SocketEvent: self._on_socket,
+            QuotaEvent: self._on_quota,
         }
+        # told of every cgroup that reports going over a quota (the source
+        # reads its counts when the window closes)
+        self.on_quota: Callable[[int], None] = lambda _cgroup_id: None
 
     # --- input -------------------------------------------------------------
 
@@ -325,6 +350,35 @@ class Pipeline:
         self.counts["dns"] += 1
         self.names.on_dns(ev.hdr.cgroup_id, ev.data, ev.protocol, self.to_wall(ev.hdr.ktime_ns))
 
+    # --- raw sockets and quotas --------------------------------------------------
+
+    _FAMILIES = {2: "AF_INET", 10: "AF_INET6", 17: "AF_PACKET"}
+    _TYPES = {1: "SOCK_STREAM", 2: "SOCK_DGRAM", 3: "SOCK_RAW", 10: "SOCK_PACKET"}
+
+    def _on_socket(self, ev: SocketEvent) -> None:
+        """A raw or packet socket (bpf/socket.bpf.c): sends that no egress
+        program sees (AF_PACKET) or that forge headers. Reported for every
+        container, always; on the host only with telemetry on."""
+        self.counts["socket"] += 1
+        attr = self.attributor.attribute(ev.hdr.cgroup_id)
+        if attr.container is None and not self.events:
+            return
+        ts = self.to_wall(ev.hdr.ktime_ns)
+        fam = self._FAMILIES.get(ev.family, str(ev.family))
+        typ = self._TYPES.get(ev.type, str(ev.type))
+        who = (attr.container.name or attr.container.id[:12]) if attr.container else "the host"
+        message = (
+            f"{'refused' if ev.denied else 'created'}: a raw socket ({fam}, {typ}) in {who} "
+            f"({ev.comm or 'pid ' + str(ev.hdr.pid)})" + (" (the container is contained)" if ev.denied else "")
+        )
+        hook = "lsm" if ev.hook == 1 else "cgroup_sock_create"
+        proc = self._known_process(ev.hdr.pid, ev.comm)
+        self._out(documents.raw_socket(self.host_name, ts, attr, proc, fam, typ, ev.protocol, ev.denied, hook, message))
+
+    def _on_quota(self, ev: QuotaEvent) -> None:
+        self.counts["quota"] += 1
+        self.on_quota(ev.hdr.cgroup_id)
+
     # --- containers ----------------------------------------------------------
 
     def _on_cgroup(self, ev: CgroupEvent) -> None:
@@ -384,9 +438,11 @@ class Pipeline:
     # --- windows -------------------------------------------------------------
 
     def close_window(
-        self, flows: list[FlowCounters], start: float, end: float
+        self, flows: list[FlowCounters], start: float, end: float, overflows: list[QuotaOverflow] | None = None
     ) -> tuple[list[FlowSummary], dict[str, ContainerSummary]]:
-        """Join kernel counters with samples; emit summaries; reset."""
+        """Join kernel counters with samples; emit summaries; reset.
+        `overflows`: cgroups over their fair share; the traffic they sent
+        past their flow quota counts in their container's totals."""
         self.counts["windows"] += 1
         summaries, execs, hists = self.window.close(flows)
         for s in summaries:
@@ -429,6 +485,16 @@ class Pipeline:
             c = per.setdefault(key_of(a), ContainerSummary())
             c.cgroup_ids.add(cgid)
             c.execs += n
+        over_views = []
+        for o in overflows or []:
+            a = attr_of(o.cgroup_id)
+            c = per.setdefault(key_of(a), ContainerSummary())
+            c.cgroup_ids.add(o.cgroup_id)
+            c.bytes += o.bytes
+            c.packets += o.packets
+            c.connects += o.connects
+            over_views.append(OverflowView(o, a, workload_of(a)))
+        self._view.overflows = over_views
         if self.events:
             for _key, c in per.items():
                 a = attr_of(next(iter(c.cgroup_ids)))

@@ -24,8 +24,8 @@ from sensor.detect.catalog import BY_ID
 from sensor.detect.engine import Detector
 from sensor.detect.learn import Learner
 from sensor.detect.rules import all_rules
-from sensor.detect.view import ConnectView, ExecView, FlowView, LifecycleView, ProcessRef, WindowView
-from sensor.telemetry.counters import FlowSummary
+from sensor.detect.view import ConnectView, ExecView, FlowView, LifecycleView, OverflowView, ProcessRef, WindowView
+from sensor.telemetry.counters import FlowSummary, QuotaOverflow
 
 KIB = 1024
 MIB = 1024 * 1024
@@ -166,9 +166,16 @@ def window(
     execs: Iterable[ExecView] = (),
     connects: Iterable[ConnectView] = (),
     lifecycle: Iterable[LifecycleView] = (),
+    overflows: Iterable[OverflowView] = (),
     seconds: float = WINDOW,
 ) -> WindowView:
-    return WindowView(end - seconds, end, list(flows), list(execs), list(connects), list(lifecycle))
+    return WindowView(end - seconds, end, list(flows), list(execs), list(connects), list(lifecycle), list(overflows))
+
+
+def overflow(attr: Attribution, flows_refused: int, events_refused: int = 0, nbytes: int = 0) -> OverflowView:
+    """A cgroup over its fair share in a window."""
+    o = QuotaOverflow(attr.cgroup_id, flows_refused, events_refused, nbytes, nbytes // 100, flows_refused, 2048, 8192)
+    return OverflowView(o, attr, workload_of(attr))
 
 
 # --- config, baseline, detector -------------------------------------------------
@@ -254,6 +261,11 @@ def check_alert(doc: dict[str, Any], rule_id: str, attr: Attribution, dest_ip: s
         assert t["technique"]["subtechnique"]["id"] == ["T1048.001"]
         assert t["tactic"]["id"] == ["TA0010"]
         assert doc["rule"]["category"] == "Exfiltration"
+    elif rule_id.startswith("SL-EVA"):
+        assert t["technique"]["id"] == ["T1562"]
+        assert "subtechnique" not in t["technique"]
+        assert t["tactic"]["id"] == ["TA0005"]
+        assert doc["rule"]["category"] == "Defense Evasion"
     else:
         assert t["technique"]["id"] == ["T1104"]
         assert "subtechnique" not in t["technique"]

@@ -12,6 +12,7 @@ from sensor.detect.rules.c2001_multistage_chain import MultiStageChain
 from sensor.detect.rules.c2002_beaconing import Beaconing
 from sensor.detect.rules.c2003_inter_container import InterContainer
 from sensor.detect.rules.c2004_lifecycle_burst import LifecycleBurst
+from sensor.detect.rules.eva001_sensor_flood import SensorFlood
 from sensor.detect.rules.exf001_volume_spike import VolumeSpike
 from sensor.detect.rules.exf002_nonstandard_port import NonStandardPort
 from sensor.detect.rules.exf003_cleartext_carrier import CleartextCarrier
@@ -32,6 +33,7 @@ def all_rules() -> list[Rule]:
         Beaconing(),
         InterContainer(),
         LifecycleBurst(),
+        SensorFlood(),
     ]
 
 
@@ -46,5 +48,6 @@ __all__ = [
     "Beaconing",
     "InterContainer",
     "LifecycleBurst",
+    "SensorFlood",
     "all_rules",
 ]

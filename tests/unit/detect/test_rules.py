@@ -963,3 +963,20 @@ class TestLifecycleBurst:
         h = detector(config(tmp_path, '[[allow]]\nport = 443\nrules = ["SL-C2-004"]\n'))
         assert h.run(burst(DET, 10)) == []
         assert h.counts["allowed"] == 1
+
+
+# --- SL-EVA-001: sensor flood ----------------------------------------------------
+
+
+def test_sensor_flood_names_the_container_with_its_counts(tmp_path: Path) -> None:
+    from tests.support.views import overflow
+
+    flooder, quiet = container("flooder"), container("quiet")
+    h = detector(config(tmp_path))
+    (d,) = only(
+        h.run(window(T0, overflows=[overflow(flooder, 150_000, 40_000, 9 * MIB), overflow(quiet, 0, 0)])), "SL-EVA-001"
+    )
+    check_alert(d, "SL-EVA-001", flooder, None)
+    ev = d["sluice"]["evidence"]
+    assert (ev["flows_refused"], ev["events_refused"], ev["over_quota_bytes"]) == (150_000, 40_000, 9 * MIB)
+    assert "150000 new destinations past its flow-table share of 2048" in d["message"]

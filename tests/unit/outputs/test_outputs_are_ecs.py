@@ -60,6 +60,7 @@ from tests.support.views import (
     flow,
     learn_flows,
     life,
+    overflow,
     window,
 )
 
@@ -421,6 +422,7 @@ SCENARIOS: dict[str, Callable[[Path, Attribution], Alerts]] = {
     ),
     "SL-C2-003": _windows(lambda a: [window(T0, flows=[flow(a, "172.17.0.3", 5432, 500, entropy=None, peer=PEER)])]),
     "SL-C2-004": _windows(_burst),
+    "SL-EVA-001": _windows(lambda a: [window(T0, overflows=[overflow(a, 150_000, 40_000, 9 * MIB)])]),
     "SL-FIM-001": _fim,
 }
 

@@ -71,8 +71,43 @@ def test_restore_reapplies_live_containers_and_drops_gone_ones(tmp_path: Path) -
     c2, src2 = _c(tmp_path)
     applied, dropped = c2.restore(c2.load(), {A: [21]})  # A restarted under a new cgroup; B is gone
     assert [e.container_id for e in applied] == [A, None] and [e.container_id for e in dropped] == [B]
-    assert src2.isolated == {21: 0} and src2.blocked == {(0, "198.18.64.1"): 0}
+    # the kernel handle stays the one saved; the new cgroup maps to it
+    assert src2.isolated == {11: 0} and src2.blocked == {(0, "198.18.64.1"): 0}
+    assert src2.cgroups == {21: 11} and src2.container_ids == {A: 11}
     assert [e["container_id"] for e in json.loads(Path(c2.path).read_text())["entries"]] == [A, None]
+
+
+def test_restore_keeps_stopped_containers_the_runtime_still_has(tmp_path: Path) -> None:
+    c, _ = _c(tmp_path)
+    c.isolate(A, "web", [11])
+    c2, src2 = _c(tmp_path)
+    applied, dropped = c2.restore(c2.load(), {}, exists=lambda cid: cid == A)
+    assert [e.container_id for e in applied] == [A] and dropped == []
+    # contained by id: its next cgroup gets handle 11 at creation
+    assert src2.container_ids == {A: 11} and src2.isolated == {11: 0} and src2.cgroups == {}
+
+
+def test_entries_of_a_container_share_one_handle_and_follow_it(tmp_path: Path) -> None:
+    c, src = _c(tmp_path)
+    c.isolate(A, "web", [11])
+    c.block("198.18.64.1", A, "web", [11])
+    assert src.isolated == {11: 0} and src.blocked == {(11, "198.18.64.1"): 0}
+    assert src.container_ids == {A: 11} and src.cgroups == {11: 11}
+    # restarted as cgroup 31, which the kernel already put under the handle
+    src.cgroups[31] = 11
+    followed = c.follow({A: 31})
+    assert [(e.kind, cg, had) for e, cg, had in followed] == [("isolate", 31, True), ("block", 31, True)]
+    assert src.cgroups == {31: 11}  # the old cgroup left the map
+    assert all(e.cgroup_ids == [31] for e in c.entries)
+    assert c.follow({A: 31}) == []
+    # restarted again, the kernel missed it (no cgroup_mkdir hook): user space adds it
+    (first, *_rest) = c.follow({A: 41})
+    assert first[1:] == (41, False) and src.cgroups == {41: 11}
+    # releasing the isolation keeps the block's mapping; releasing the block clears it
+    c.release(A, None)
+    assert src.isolated == {} and src.cgroups == {41: 11} and src.container_ids == {A: 11}
+    c.release(A, "198.18.64.1")
+    assert src.cgroups == {} and src.container_ids == {} and src.blocked == {}
 
 
 def test_containers_gone_are_released(tmp_path: Path) -> None:

@@ -1,0 +1,95 @@
+/* SPDX-License-Identifier: Apache-2.0
+ *
+ * Raw and packet sockets: an AF_PACKET socket sends frames below the IP
+ * layer, where no cgroup egress program sees them, and containers get
+ * CAP_NET_RAW by default. Creation of a raw (AF_INET/AF_INET6 SOCK_RAW) or
+ * packet (AF_PACKET) socket is reported from any cgroup (one event per
+ * cgroup, pid, family and type per SL_UDP_DEDUP_NS), and refused with
+ * EPERM in a contained container (lib/contain.bpf.h).
+ *
+ * Two hooks, one of which is attached:
+ *  - the BPF LSM socket_create hook (SL_SOCKET_LSM), when the kernel lets
+ *    LSM programs load: every family, scalar arguments only;
+ *  - else the cgroup sock_create hook at the cgroup v2 root: inet sockets
+ *    only, so AF_PACKET is neither seen nor refused (said in health).
+ */
+#include "lib/common.bpf.h"
+#include "lib/contain.bpf.h"
+
+#define SL_AF_INET 2
+#define SL_AF_INET6 10
+#define SL_AF_PACKET 17
+#define SL_SOCK_RAW 3
+#define SL_SOCK_TYPE_MASK 0xf   /* SOCK_NONBLOCK / SOCK_CLOEXEC are flags above */
+
+struct sl_socket_seen_key {
+	__u64 cgroup_id;
+	__u32 pid;
+	__u16 family;
+	__u8 type;
+	__u8 denied;
+};
+BPF_TABLE("lru_hash", struct sl_socket_seen_key, __u64, sl_socket_seen, 4096);
+
+static __always_inline int sl_raw_socket(__u32 family, __u32 type)
+{
+	if (family == SL_AF_PACKET)
+		return 1;
+	return (family == SL_AF_INET || family == SL_AF_INET6) && (type & SL_SOCK_TYPE_MASK) == SL_SOCK_RAW;
+}
+
+/* Report a raw/packet socket creation; returns 1 when it must be refused. */
+static __always_inline int sl_on_raw_socket(void *ctx, __u32 family, __u32 type, __u32 protocol, __u8 hook)
+{
+	__u64 cgid = bpf_get_current_cgroup_id();
+	__u32 pid = bpf_get_current_pid_tgid() >> 32;
+	__u64 now = bpf_ktime_get_ns();
+	int deny = sl_contain_active() && sl_contain_handle_current(cgid) != 0;
+	if (deny)
+		sl_stat_add(SL_STAT_SOCKETS_DENIED, 1);
+
+	struct sl_socket_seen_key k = {};
+	k.cgroup_id = cgid;
+	k.pid = pid;
+	k.family = family;
+	k.type = type & SL_SOCK_TYPE_MASK;
+	k.denied = deny;
+	__u64 *last = sl_socket_seen.lookup(&k);
+	if (last && now - *last < SL_UDP_DEDUP_NS) {
+		sl_stat_add(SL_STAT_SOCKET_DEDUPED, 1);
+		return deny;
+	}
+	sl_socket_seen.update(&k, &now);
+	if (!sl_event_quota_ok(ctx, cgid))
+		return deny;
+	struct sl_socket_event *ev = sl_event_alloc(sizeof(*ev), SL_EV_SOCKET);
+	if (!ev)
+		return deny;
+	sl_fill_header(&ev->hdr, SL_EV_SOCKET, pid, cgid);
+	ev->family = family;
+	ev->type = type & SL_SOCK_TYPE_MASK;
+	ev->protocol = protocol;
+	ev->denied = deny;
+	ev->hook = hook;
+	ev->pad = 0;
+	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+	sl_event_submit(ctx, ev, sizeof(*ev), SL_EV_SOCKET);
+	return deny;
+}
+
+#ifdef SL_SOCKET_LSM
+LSM_PROBE(socket_create, int family, int type, int protocol, int kern)
+{
+	if (kern || !sl_raw_socket(family, type))
+		return 0;
+	return sl_on_raw_socket(ctx, family, type, protocol, SL_SOCKET_HOOK_LSM) ? -1 /* EPERM */ : 0;
+}
+#endif
+
+/* cgroup sock_create (inet sockets only): 0 refuses with EPERM. */
+int sl_sock_create(struct bpf_sock *sk)
+{
+	if (!sl_raw_socket(sk->family, sk->type))
+		return 1;
+	return sl_on_raw_socket(sk, sk->family, sk->type, sk->protocol, SL_SOCKET_HOOK_CGROUP) ? 0 : 1;
+}

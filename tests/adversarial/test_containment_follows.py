@@ -1,0 +1,126 @@
+"""Containment follows the container (issue 10): an isolation holds across
+`docker restart` (same container id, new cgroup) with no packet leaving in
+between, and covers sub-cgroups of the container.
+
+The target shares the network namespace of a holder container (`--network
+container:`), so it has a network from its very first instruction after a
+restart and starts sending at once: every packet the restarted container
+could send before containment applied would be counted by the egress
+program (flow documents) and reach the sink."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from sensor.attribution.cgroups import find_cgroup2_mount
+
+from ..privileged.harness import IMAGE, SINK_IP, SLUICE, Docker, SensorProc, SinkNet, action, cid_of, run_container
+
+PORT, SUB_PORT = 9003, 9004
+
+
+def _cli(s: SensorProc, *args: str) -> str:
+    r = subprocess.run([SLUICE, *args, "-c", str(s.config)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def _entry(s: SensorProc) -> dict:
+    (e,) = [json.loads(x) for x in _cli(s, "containment", "--json").splitlines() if x.strip()]
+    return e
+
+
+def _sink_conns(net: SinkNet, port: int) -> int:
+    return sum(1 for r in net.received() if r.get("port") == port)
+
+
+def _left(s: SensorProc, cid: str, port: int, after: float) -> int:
+    """Bytes the egress program let out of the container to the sink port
+    in windows that started after `after` (wall clock)."""
+    total = 0
+    for d in s.docs():
+        if action(d) != "flow_summary" or cid_of(d) != cid or d["destination"]["port"] != port:
+            continue
+        start = datetime.datetime.fromisoformat(d["event"]["start"].replace("Z", "+00:00")).timestamp()
+        if start >= after:
+            total += int(d["source"]["bytes"])
+    return total
+
+
+def test_isolation_holds_across_restart_and_sub_cgroups(base: Path, docker: Docker, net: SinkNet) -> None:
+    s = SensorProc(base, docker.sock, name="follow")
+    s.start()
+    holder = run_container(docker, net, "sleep 600", wait=False)
+    loop = f"i=0; while true; do echo r$i | nc -w 1 {SINK_IP} {PORT}; i=$((i+1)); usleep 50000; done"
+    target = docker.docker("run", "-d", "--network", f"container:{holder}", IMAGE, "sh", "-c", loop)
+    cg2 = find_cgroup2_mount()
+    sub = Path(cg2) / "docker" / target / "sub"
+    try:
+        deadline = time.monotonic() + 20
+        while _sink_conns(net, PORT) < 3:
+            assert time.monotonic() < deadline, "the target's traffic never reached the sink"
+            time.sleep(0.2)
+        s.wait_for(lambda d: cid_of(d) == target, what="a document about the target", timeout=10)
+        _cli(s, "isolate", target[:12], "--reason", "restart test")
+        time.sleep(1.5)  # connections in flight finish
+        before = _sink_conns(net, PORT)
+        dropped_before = _entry(s)["dropped"]
+        assert dropped_before > 0
+
+        # restart: same container id, new cgroup; the script sends at once
+        old_cg = _entry(s)["cgroup_ids"]
+        t_restart = time.time()
+        docker.docker("restart", "-t", "1", target)
+        started = docker.docker("inspect", "-f", "{{.State.StartedAt}}", target)
+        followed = s.wait_for(
+            lambda d: action(d) == "containment_followed" and cid_of(d) == target,
+            what="containment_followed document",
+            timeout=15,
+        )
+        assert "in the kernel when the cgroup was created" in followed["message"], followed["message"]
+        time.sleep(4)  # the restarted container keeps trying
+        e = _entry(s)
+        assert e["cgroup_ids"] != old_cg
+        assert e["dropped"] > dropped_before, "the restarted container never tried to send"
+        assert _sink_conns(net, PORT) == before, "a connection from the restarted container reached the sink"
+        s.settle()
+        leaked = _left(s, target, PORT, t_restart)
+        assert leaked == 0, f"{leaked} bytes left the restarted container (started {started})"
+        stats = json.loads(s.status("--json").stdout)
+        assert stats["drops"].get("containment_map_full", 0) == 0
+
+        # a sub-cgroup of the container (a delegated subtree): still isolated
+        script = f"sleep 2; echo sub | nc -w 1 {SINK_IP} {SUB_PORT}; touch /tmp/sub-done"
+        docker.docker("exec", "-d", target, "sh", "-c", script)
+        pid = ""
+        deadline = time.monotonic() + 5
+        while not pid and time.monotonic() < deadline:
+            found = subprocess.run(["pgrep", "-f", "sleep 2; echo sub"], capture_output=True, text=True).stdout.split()
+            pid = found[0] if found else ""
+            time.sleep(0.05)
+        assert pid, "the sub-cgroup sender did not start"
+        sub.mkdir()
+        (sub / "cgroup.procs").write_text(pid)
+        d0 = _entry(s)["dropped"]
+        deadline = time.monotonic() + 10
+        while docker.docker("exec", target, "ls", "/tmp/sub-done", check=False) == "":
+            assert time.monotonic() < deadline, "the sub-cgroup sender did not finish"
+            time.sleep(0.3)
+        assert _sink_conns(net, SUB_PORT) == 0, "a connection from the container's sub-cgroup reached the sink"
+        assert _entry(s)["dropped"] > d0
+        print(f"restart: {e['dropped'] - dropped_before} packets of the restarted container dropped, 0 left")
+    finally:
+        docker.docker("rm", "-f", target, holder, check=False)
+        if sub.exists():
+            for _ in range(20):
+                try:
+                    os.rmdir(sub)
+                    break
+                except OSError:
+                    time.sleep(0.2)
+        assert s.stop() == 0
