@@ -139,6 +139,31 @@ def cgroup_rec(op: int, cgroup_id: int, path: bytes, ktime_ns: int = 0, level: i
     return E.encode(c)
 
 
+def socket_rec(
+    pid: int,
+    cgroup_id: int,
+    family: int = 17,
+    sock_type: int = 3,
+    protocol: int = 0,
+    denied: bool = False,
+    ktime_ns: int = 0,
+    comm: bytes = b"sh",
+    hook: int = E.SOCKET_HOOK_LSM,
+) -> bytes:
+    c = E.SocketEventC()
+    _fill_hdr(c.hdr, E.EV_SOCKET, pid, ktime_ns, cgroup_id)
+    c.family, c.type, c.protocol, c.denied, c.hook = family, sock_type, protocol, int(denied), hook
+    c.comm = comm
+    return E.encode(c)
+
+
+def quota_rec(cgroup_id: int, kind: int = E.QUOTA_FLOWS, limit: int = 2048, ktime_ns: int = 0) -> bytes:
+    c = E.QuotaEventC()
+    _fill_hdr(c.hdr, E.EV_QUOTA, 0, ktime_ns, cgroup_id)
+    c.kind, c.limit = kind, limit
+    return E.encode(c)
+
+
 # --- payloads ---------------------------------------------------------------
 
 

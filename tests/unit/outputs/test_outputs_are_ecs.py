@@ -28,7 +28,9 @@ from emulation.records import (
     exec_args_rec,
     exec_rec,
     exit_rec,
+    quota_rec,
     sample_rec,
+    socket_rec,
     tls_client_hello,
     to_wall,
 )
@@ -71,6 +73,8 @@ POD_UID = "12345678-90ab-cdef-1234-567890abcdef"
 PID, PID2, PID3, PID4, GONE = 5_000_123, 5_000_456, 5_000_789, 5_000_999, 5_001_111
 RNG = random.Random(7)
 TELEMETRY = {
+    "raw_socket_created",
+    "raw_socket_denied",
     "exec",
     "exit",
     "connection_attempted",
@@ -187,6 +191,11 @@ def _telemetry_records(cg: dict[str, int]) -> list[bytes]:
         exit_rec(GONE, cg["a"], ktime_ns=4 * NS + 1, comm=b"sh"),
         cgroup_rec(E.CGROUP_RMDIR, 9_100_002, scope + b"/init.scope", ktime_ns=5 * NS),
         cgroup_rec(E.CGROUP_RMDIR, 9_100_001, scope, ktime_ns=5 * NS + 500_000_000),
+        # raw/packet sockets: created, refused (contained), on the host; a quota report
+        socket_rec(PID, cg["a"], family=2, sock_type=3, protocol=1, ktime_ns=6 * NS, comm=b"ping"),
+        socket_rec(PID2, cg["k"], family=17, sock_type=2, protocol=0x0608, denied=True, ktime_ns=6 * NS + 1),
+        socket_rec(PID3, cg["host"], family=17, sock_type=3, ktime_ns=6 * NS + 2, comm=b"dhclient"),
+        quota_rec(cg["a"], ktime_ns=6 * NS + 3),
     ]
     return recs
 

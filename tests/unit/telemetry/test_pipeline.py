@@ -21,6 +21,7 @@ from emulation.records import (
     exec_args_rec,
     exec_rec,
     exit_rec,
+    quota_rec,
     sample_rec,
     tls_client_hello,
     to_wall,
@@ -31,7 +32,7 @@ from sensor.attribution.docker_api import DockerClient
 from sensor.kernel import events as E
 from sensor.kernel.source import ReplaySource
 from sensor.outputs import ecs
-from sensor.telemetry.counters import FlowCounters, WindowCounters
+from sensor.telemetry.counters import FlowCounters, QuotaOverflow, WindowCounters
 from sensor.telemetry.pipeline import Pipeline
 
 A = "a0" * 32  # a running docker container (cgroupfs driver)
@@ -598,3 +599,22 @@ def test_window_counters_owner_and_protocol_memory_is_bounded() -> None:
     assert len(wc.owners) == 3 and len(wc.protocols) == 3
     assert (1, "10.0.0.0", 80, 6) not in wc.owners
     assert wc.owners[(1, "10.0.0.4", 80, 6)] == (4, "p")
+
+
+def test_quota_reports_reach_the_source_and_overflow_bytes_count(world: World) -> None:
+    """A cgroup over its fair share: its SL_EV_QUOTA reaches the source's
+    hook; the traffic aggregated past its flow quota still counts in its
+    container's totals, and the window view carries it for SL-EVA-001."""
+    seen: list[int] = []
+    world.pipe.on_quota = seen.append
+    views = []
+    world.pipe.observers.append(type("Obs", (), {"on_window": lambda self, v: views.append(v)})())
+    replay(world, [quota_rec(world.cg), quota_rec(world.cg, kind=E.QUOTA_EVENTS)])
+    assert seen == [world.cg, world.cg]
+    over = QuotaOverflow(world.cg, 5000, 700, 300_000, 5000, 5000, 2048, 16384)
+    flows = [flow(world.cg, "203.0.113.9", 4444, 6, nbytes=1000, payload=900, packets=10, connects=1)]
+    _summaries, per = world.pipe.close_window(flows, to_wall(0), to_wall(10 * NS), [over])
+    (c,) = per.values()
+    assert c.bytes == 301_000 and c.packets == 5010 and c.connects == 5001
+    (ov,) = views[0].overflows
+    assert ov.overflow == over and ov.attr.container is not None
