@@ -22,6 +22,7 @@ cgroup_mkdir tracepoint is missing, the kernel) at each window.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import os
@@ -115,11 +116,16 @@ class Containment:
 
     def _handle_for(self, e: Entry) -> int:
         """The container's handle: the one its other entries use, else its
-        first cgroup id (any non-zero value unique to the container)."""
+        first cgroup id, else (a stopped container restored from a state
+        file of an older version) one derived from its id; any non-zero
+        value unique to the container does (0 means node-wide)."""
         if e.container_id is None:
             return 0
         other = next((o.handle for o in self.entries if o.container_id == e.container_id and o.handle), 0)
-        return other or (e.cgroup_ids[0] if e.cgroup_ids else 0)
+        if other or e.cgroup_ids:
+            return other or e.cgroup_ids[0]
+        digest = hashlib.blake2b(e.container_id.encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") | (1 << 63)  # above any cgroup id
 
     def _apply(self, e: Entry, on: bool) -> None:
         if e.container_id is None:  # node-wide block

@@ -77,20 +77,20 @@ def test_isolation_holds_across_restart_and_sub_cgroups(base: Path, docker: Dock
         t_restart = time.time()
         docker.docker("restart", "-t", "1", target)
         started = docker.docker("inspect", "-f", "{{.State.StartedAt}}", target)
+        time.sleep(4)  # the restarted container keeps trying
+        assert _sink_conns(net, PORT) == before, "a connection from the restarted container reached the sink"
+        s.settle()
+        leaked = _left(s, target, PORT, t_restart)
+        assert leaked == 0, f"{leaked} bytes left the restarted container (started {started})"
         followed = s.wait_for(
             lambda d: action(d) == "containment_followed" and cid_of(d) == target,
             what="containment_followed document",
             timeout=15,
         )
         assert "in the kernel when the cgroup was created" in followed["message"], followed["message"]
-        time.sleep(4)  # the restarted container keeps trying
         e = _entry(s)
         assert e["cgroup_ids"] != old_cg
         assert e["dropped"] > dropped_before, "the restarted container never tried to send"
-        assert _sink_conns(net, PORT) == before, "a connection from the restarted container reached the sink"
-        s.settle()
-        leaked = _left(s, target, PORT, t_restart)
-        assert leaked == 0, f"{leaked} bytes left the restarted container (started {started})"
         stats = json.loads(s.status("--json").stdout)
         assert stats["drops"].get("containment_map_full", 0) == 0
 
