@@ -1,0 +1,63 @@
+"""The containment service over a real registry, the replay source and a
+fake Docker engine: an isolation follows its container through a restart
+(same id, new cgroup), holds while the container is stopped, and is
+released only when the runtime no longer has the container."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sensor.attribution.cgroups import CgroupResolver
+from sensor.attribution.containers import Attributor
+from sensor.attribution.docker_api import DockerClient
+from sensor.attribution.registry import ContainerRegistry
+from sensor.kernel.source import ReplaySource
+from sensor.response.service import ContainmentService
+from tests.support.docker_fake import FakeDockerEngine
+
+A = "a0" * 32
+
+
+def _world(
+    tmp_path: Path, engine: FakeDockerEngine
+) -> tuple[ContainmentService, ContainerRegistry, ReplaySource, list]:
+    resolver = CgroupResolver(str(tmp_path), rescan_interval=3600)
+    resolver.learn(100, f"/docker/{A}")
+    reg = ContainerRegistry(Attributor(resolver, DockerClient(engine.socket_path)))
+    reg.note_existing()
+    src = ReplaySource()
+    docs: list[dict[str, Any]] = []
+    svc = ContainmentService(src, str(tmp_path / "containment.json"), reg, docs.append, "node-1")
+    return svc, reg, src, docs
+
+
+def test_isolation_follows_a_restart_and_is_released_when_the_container_is_gone(
+    tmp_path: Path, fake_docker: FakeDockerEngine
+) -> None:
+    fake_docker.add(A, "web", "acme/web:1", "sha256:" + "1" * 64)
+    svc, reg, src, docs = _world(tmp_path, fake_docker)
+    svc.isolate(A[:12], "test")
+    assert src.isolated == {100: 0} and src.cgroups == {100: 100} and src.container_ids == {A: 100}
+
+    # docker restart: the old cgroup goes, a window closes, the new one comes
+    reg.cgroup_removed(100, f"/docker/{A}")
+    reg.expire()
+    svc.recheck()
+    assert src.isolated == {100: 0}, "released while the runtime still has the container"
+    src.cgroups[200] = 100  # what cgroup_mkdir did in the kernel
+    reg.cgroup_created(200, f"/docker/{A}", 1.0)
+    (d,) = [x for x in docs if x["event"]["action"] == "containment_followed"]
+    assert "in the kernel when the cgroup was created" in d["message"]
+    assert src.cgroups == {200: 100}
+    (e,) = svc.entries()
+    assert e["cgroup_ids"] == [200]
+
+    # stopped, then removed: released once the engine no longer has it
+    reg.cgroup_removed(200, f"/docker/{A}")
+    reg.expire()
+    assert src.isolated == {100: 0}
+    del fake_docker.containers[A]
+    svc.recheck()
+    assert src.isolated == {} and src.cgroups == {} and src.container_ids == {}
+    assert any(x["event"]["action"] == "containment_released" for x in docs)
