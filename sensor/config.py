@@ -97,6 +97,7 @@ class DetectionSection:
     suppress_seconds: float
     alert_on_unknown_workload: bool
     learn_while_detecting: bool
+    learn_quarantine_windows: int
     timezone: str
     baseline_key_file: str
 
@@ -225,6 +226,7 @@ _CHECKS: dict[tuple[str, str], tuple[Any, str]] = {
     ("detection", "suppress_seconds"): (lambda v: 0 <= v <= 86400 * 7, "between 0 and 604800"),
     ("detection", "timezone"): (lambda v: v in ("local", "UTC"), '"local" or "UTC"'),
     ("detection", "baseline_key_file"): (lambda v: v == "" or v.startswith("/"), '"" or an absolute path'),
+    ("detection", "learn_quarantine_windows"): (lambda v: 0 <= v <= 10_000, "between 0 and 10000"),
     ("runtime", "negative_cache_seconds"): (lambda v: 0 <= v <= 86400, "between 0 and 86400"),
     ("runtime", "oci_bundles"): (
         lambda v: all(isinstance(x, str) and x.startswith("/") and "{id}" in x for x in v),

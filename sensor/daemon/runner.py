@@ -318,6 +318,7 @@ class Sensor:
             max_cmdline_bytes=cfg.sensor.max_cmdline_bytes,
             registry=self.registry,
             sample_bytes=cfg.kernel.sample_bytes,
+            sample_every=cfg.kernel.sample_every,
         )
         if self._source_factory is None:
             from sensor.kernel.loader import BccSource
@@ -369,7 +370,11 @@ class Sensor:
             return
         if self.baseline_path:
             self.baseline = load_baseline(self.baseline_path, self._key)
-        learner = Learner(self.baseline, tz) if cfg.detection.learn_while_detecting and self.baseline else None
+        learner = (
+            Learner(self.baseline, tz, quarantine_windows=cfg.detection.learn_quarantine_windows)
+            if cfg.detection.learn_while_detecting and self.baseline
+            else None
+        )
         self.learner = learner
         self.detector = Detector(cfg, self.baseline, all_rules(), self.emit, self.host_name, learner)
 

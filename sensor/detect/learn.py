@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 
 from sensor.detect.baseline import Baseline, dest_key
@@ -17,21 +17,56 @@ def local_hour(ts: float, tz: str) -> int:
 
 class Learner:
     """Adds every window (or, while detecting, every window of a workload
-    that raised no alert) to a Baseline."""
+    that raised no alert and was not near one) to a Baseline."""
 
-    def __init__(self, baseline: Baseline, timezone: str = "local", skip: Callable[[str], bool] | None = None) -> None:
+    def __init__(
+        self,
+        baseline: Baseline,
+        timezone: str = "local",
+        skip: Callable[[str], bool] | None = None,
+        quarantine_windows: int = 0,
+    ) -> None:
         self.baseline = baseline
         self.tz = timezone
         self.skip = skip or (lambda _w: False)
         self.windows = 0
+        # Quarantine (learning while detecting): a workload's windows within
+        # `quarantine_windows` of a window where skip() held (it raised) are
+        # not learned, before or after it. Windows wait that long before
+        # they are learned, so a finding can still exclude them (the last
+        # ones before a stop are never learned).
+        self.quarantine = quarantine_windows
+        self._pending: deque[tuple[WindowView, set[str]]] = deque()
+        self._cooldown: dict[str, int] = {}
+        self.quarantined = 0  # workload-windows not learned because of a nearby finding
 
     def on_window(self, view: WindowView) -> None:
+        if not self.quarantine:
+            self._learn(view, {w for w in view.workloads() if self.skip(w)})
+            return
+        hot = {w for w in view.workloads() if self.skip(w)}
+        for _v, excluded in self._pending:
+            self.quarantined += len(hot - excluded)
+            excluded |= hot
+        for w in hot:
+            self._cooldown[w] = self.quarantine
+        excluded = hot | set(self._cooldown)
+        self.quarantined += len((excluded - hot) & view.workloads())
+        for w in [w for w in self._cooldown if w not in hot]:
+            self._cooldown[w] -= 1
+            if self._cooldown[w] <= 0:
+                del self._cooldown[w]
+        self._pending.append((view, excluded))
+        while len(self._pending) > self.quarantine:
+            self._learn(*self._pending.popleft())
+
+    def _learn(self, view: WindowView, skipped: set[str]) -> None:
         self.windows += 1
         egress: dict[str, int] = defaultdict(int)
         encrypted: dict[str, int] = defaultdict(int)
         starts: dict[str, int] = defaultdict(int)
         hour = local_hour(view.end, self.tz)
-        active = {w for w in view.workloads() if not self.skip(w)}
+        active = view.workloads() - skipped
         b = self.baseline
         for f in view.flows:
             if f.workload not in active:
@@ -39,7 +74,7 @@ class Learner:
             s = f.summary
             if not s.bytes and not s.connects:
                 continue  # only received (ingress counts): not a destination it sends to
-            enc = s.payload_bytes if s.encrypted_like else 0
+            enc = s.encrypted_bytes
             egress[f.workload] += s.bytes
             encrypted[f.workload] += enc
             # by name (registered domain) when the flow had one, else by address

@@ -29,6 +29,10 @@ class ExecView:
     attr: Attribution
     workload: str
     process: ProcessRef
+    # sensor.telemetry.stage: how the program got its content, when that is a
+    # stage-two pattern (memfd, fd_exec, stdin_pipe, stdin_socket)
+    origin: str | None = None
+    writers: tuple[int, ...] = ()  # stdin_pipe: pids writing the script
 
 
 @dataclass(slots=True)

@@ -211,6 +211,13 @@ def flow_summary(
     if s.entropy is not None:
         d["sluice"]["payload"]["entropy"] = s.entropy
     d["sluice"]["payload"]["received_bytes"] = s.rx_payload_bytes
+    if s.byte_classes is not None:
+        # bytes per class (sensor/telemetry/classify.py) and what was recognised
+        d["sluice"]["payload"]["encrypted_bytes"] = s.encrypted_bytes
+        d["sluice"]["payload"]["classes"] = s.byte_classes.as_dict()
+        for k in ("encoding", "compression", "fake_compression"):
+            if getattr(s.byte_classes, k):
+                d["sluice"]["payload"][k] = getattr(s.byte_classes, k)
     d["sluice"]["flow"] = {"connections": s.connects}
     if s.upload_ratio is not None:
         d["sluice"]["flow"]["upload_download_ratio"] = round(s.upload_ratio, 3)

@@ -12,8 +12,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from sensor.telemetry.classify import ByteClasses, FlowClassifier, datagram_protocol
 from sensor.telemetry.entropy import ByteHistogram
-from sensor.telemetry.protocol import DNS, HTTP, HTTP_PREFIXES, compression_magic, dns_qname, protocol_hint, split_http
+from sensor.telemetry.protocol import DNS, HTTP, HTTP_PREFIXES, dns_qname, protocol_hint, split_http
 
 # A flow: (cgroup id, destination ip, destination port, transport number)
 FlowKey = tuple[int, str, int, int]
@@ -96,6 +97,20 @@ class FlowSummary:
     sni: str | None = None
     http_host: str | None = None
 
+    # Payload bytes per class (sensor.telemetry.classify), estimated from
+    # this window's samples weighted by the bytes each stands for; None when
+    # the summary was not built from classified samples (then the flow is
+    # judged as a whole, by entropy and compression).
+    byte_classes: ByteClasses | None = None
+
+    @property
+    def encrypted_bytes(self) -> int:
+        """Payload bytes of this window counted as encrypted (ciphertext,
+        encoded randomness, compression headers that did not decode)."""
+        if self.byte_classes is not None:
+            return self.byte_classes.opaque()
+        return self.payload_bytes if self.high_entropy and self.compression is None else 0
+
     @property
     def cgroup_id(self) -> int:
         return self.key[0]
@@ -106,8 +121,8 @@ class FlowSummary:
 
     @property
     def encrypted_like(self) -> bool:
-        """High entropy that is not explained by a known compressed format."""
-        return self.high_entropy and self.compression is None
+        """Some of this window's payload is counted as encrypted."""
+        return self.encrypted_bytes > 0
 
     @property
     def upload_ratio(self) -> float | None:
@@ -163,13 +178,18 @@ class _FlowSamples:
     hist: ByteHistogram = field(default_factory=ByteHistogram)
     body: ByteHistogram = field(default_factory=ByteHistogram)
     dns_names: list[tuple[str, bool]] = field(default_factory=list)
+    classes: ByteClasses = field(default_factory=ByteClasses)
 
 
 class WindowCounters:
     """User-space half of the counters for the window being filled."""
 
-    def __init__(self, max_flows: int = 65536, high_entropy_bits: float = HIGH_ENTROPY_BITS) -> None:
+    def __init__(
+        self, max_flows: int = 65536, high_entropy_bits: float = HIGH_ENTROPY_BITS, sample_every: int = 64
+    ) -> None:
         self._samples: dict[FlowKey, _FlowSamples] = {}
+        self.classifier = FlowClassifier(max_flows, high_entropy_bits)
+        self.sample_every = sample_every
         self._execs: dict[int, int] = {}
         self.high_entropy_bits = high_entropy_bits
         # Long-lived knowledge, bounded: protocol and compression seen at
@@ -178,26 +198,40 @@ class WindowCounters:
         self.compression: _Bounded = _Bounded(max_flows)
         self.owners: _Bounded = _Bounded(max_flows)
 
-    def add_sample(self, key: FlowKey, data: bytes, socket_start: bool) -> None:
-        """One payload sample; socket_start: the socket's first payload."""
+    def add_sample(
+        self,
+        key: FlowKey,
+        data: bytes,
+        socket_start: bool,
+        payload_len: int | None = None,
+        in_socket_start: bool = False,
+    ) -> None:
+        """One payload sample; socket_start: the socket's first payload;
+        payload_len: the packet's payload bytes (the sample is a prefix);
+        in_socket_start: among the socket's first packets, which are all
+        sampled (later ones stand for `sample_every` packets each)."""
         st = self._samples.get(key)
         if st is None:
             st = self._samples[key] = _FlowSamples()
         st.hist.add(data)
         _cg, _ip, port, proto = key
+        weight = 1 if in_socket_start or socket_start or port == 53 else self.sample_every
+        v = self.classifier.add(
+            key, st.classes, data, payload_len or len(data), weight, socket_start or in_socket_start, socket_start
+        )
+        # Compression is what decoded (classify.prove), never a header's or
+        # a Content-Encoding's claim.
+        if v.compression:
+            self.compression.put(key, v.compression)
+        elif socket_start:
+            self.compression.pop(key, None)
         if socket_start:
-            hint = protocol_hint(data, proto, port)
+            hint = protocol_hint(data, proto, port) or datagram_protocol(data, proto)
             if hint:
                 self.protocols.put(key, hint)
-            encoding, start = None, data
             if hint == HTTP:
-                _head, start, encoding = split_http(data)
+                _head, start, _encoding = split_http(data)
                 st.body.add(start)
-            fmt = encoding or (compression_magic(start) if start else None)
-            if fmt:
-                self.compression.put(key, fmt)
-            elif start:  # the newest connection starts with something else
-                self.compression.pop(key, None)
         elif self.protocols.get(key) == HTTP and not data.startswith(HTTP_PREFIXES):
             st.body.add(data)
         elif port == 53 and protocol_hint(data, proto, port) == DNS:
@@ -216,6 +250,7 @@ class WindowCounters:
         for table in (self.protocols, self.compression, self.owners):
             for k in [k for k in table if k[0] in ids]:
                 del table[k]
+        self.classifier.forget_cgroups(ids)
 
     def set_owner(self, key: FlowKey, pid: int, comm: str) -> None:
         self.owners.put(key, (pid, comm))
@@ -250,12 +285,14 @@ class WindowCounters:
             s = self._summary(k, t[0], t[1], t[2], t[3], t[4], samples.get(k))
             s.rx_bytes, s.rx_packets, s.rx_payload_bytes = t[5], t[6], t[7]
             out.append(s)
+        self.classifier.end_window()
         return out, execs, {k: v.hist for k, v in samples.items()}
 
     def _summary(
         self, k: FlowKey, nbytes: int, packets: int, payload: int, connects: int, samples: int, st: _FlowSamples | None
     ) -> FlowSummary:
         owner = self.owners.get(k)
+        classes = self.classifier.estimate(k, st.classes if st else None, payload)
         return FlowSummary(
             key=k,
             bytes=nbytes,
@@ -273,4 +310,5 @@ class WindowCounters:
             body_sampled_bytes=st.body.total if st else 0,
             dns_names=st.dns_names if st else [],
             high_entropy_bits=self.high_entropy_bits,
+            byte_classes=classes,
         )

@@ -63,6 +63,7 @@ from sensor.telemetry.counters import (
 )
 from sensor.telemetry.names import FlowNamer
 from sensor.telemetry.protocol import transport_name
+from sensor.telemetry.stage import FD_PATH, stage_origin
 from sensor.text import safe_text
 
 Emit = Callable[[dict[str, Any]], None]
@@ -110,9 +111,11 @@ def read_cmdline(pid: int, proc: str = "/proc", max_bytes: int = 4096) -> tuple[
 
 
 def resolve_executable(pid: int, filename: str) -> str:
-    """The exec'd file; /proc/self/exe (busybox applets, runc) resolved to
-    the binary it names, as seen from the process's own mount namespace."""
-    if filename != "/proc/self/exe":
+    """The exec'd file; /proc/self/exe (busybox applets, runc) and fd paths
+    (/proc/self/fd/N, /dev/fd/N: memfd and fexecve payloads) resolved to the
+    file they name, as seen from the process's own mount namespace (a memfd
+    reads "/memfd:NAME (deleted)")."""
+    if filename != "/proc/self/exe" and not FD_PATH.match(filename):
         return filename
     try:
         return safe_text(psutil.Process(pid).exe()) or filename
@@ -142,6 +145,7 @@ class Pipeline:
         max_cmdline_bytes: int = 4096,
         registry: ContainerRegistry | None = None,
         sample_bytes: int = 64,
+        sample_every: int = 64,
     ) -> None:
         self.max_cmdline_bytes = max_cmdline_bytes
         self.attributor = attributor
@@ -149,11 +153,11 @@ class Pipeline:
         self.host_name = host_name
         self.events = events
         self.to_wall = monotonic_to_wall
-        self.window = WindowCounters(high_entropy_bits=high_entropy_bits)
+        self.window = WindowCounters(high_entropy_bits=high_entropy_bits, sample_every=sample_every)
         # flows named by SNI, Host and DNS answers
         self.names = FlowNamer()
-        # a socket's first payload comes longer (names); entropy and protocol
-        # state see the usual sample length (kernel.sample_bytes)
+        # a socket's first payload comes longer (names); entropy, byte classes
+        # and protocol state see the usual sample length (kernel.sample_bytes)
         self.sample_bytes = sample_bytes
         self.observers: list[WindowObserver] = list(observers or [])
         self.netmap = netmap
@@ -253,12 +257,26 @@ class Pipeline:
         self._remember(p)
         self.window.add_exec(ev.hdr.cgroup_id)
         attr = self.attributor.attribute(ev.hdr.cgroup_id)
-        if self._view_keep(("e", ev.hdr.cgroup_id, p.executable), MAX_EXEC_VIEWS):
-            self._view.execs.append(ExecView(ts, attr, workload_of(attr), self._process_ref(p)))
+        origin = stage_origin(pid, ev.filename, p.executable, args, lambda: self._siblings(p))
+        if origin is not None or self._view_keep(("e", ev.hdr.cgroup_id, p.executable), MAX_EXEC_VIEWS):
+            ex = ExecView(ts, attr, workload_of(attr), self._process_ref(p))
+            if origin is not None:
+                ex.origin, ex.writers = origin.kind, origin.writers
+            self._view.execs.append(ex)
         if not self.events:
             return
         source = args_source if args is not None else "unavailable"
         self._out(documents.process_start(self.host_name, ts, attr, self._process_ref(p), source))
+
+    def _siblings(self, p: ProcInfo) -> list[int]:
+        """Running processes of p's cgroup with p's parent (the other side of
+        a shell pipeline), newest first, and the parent itself."""
+        out = [
+            q.pid
+            for q in reversed(self.procs.values())
+            if q.ppid == p.ppid and q.pid != p.pid and q.cgroup_id == p.cgroup_id
+        ]
+        return out + ([p.ppid] if p.ppid else [])
 
     def _view_keep(self, key: tuple[Any, ...], cap: int) -> bool:
         """Bound what one window hands to the rules: the first `cap` connects
@@ -337,13 +355,14 @@ class Pipeline:
     def _on_sample(self, ev: SampleEvent) -> None:
         self.counts["sample"] += 1
         key = (ev.hdr.cgroup_id, ev.daddr, ev.dport, ev.protocol)
-        first = bool(ev.flags & SAMPLE_F_SOCK_START) and ev.sock_pkt_index == 0
+        in_start = bool(ev.flags & SAMPLE_F_SOCK_START)
+        first = in_start and ev.sock_pkt_index == 0
         data = ev.data
         if first:
             self.names.on_first_payload(key, data)
         if ev.flags & SAMPLE_F_FIRST:
             data = data[: self.sample_bytes]
-        self.window.add_sample(key, data, first)
+        self.window.add_sample(key, data, first, ev.payload_len, in_start)
 
     def _on_dns(self, ev: DnsEvent) -> None:
         """A DNS response a container received: its name -> address map."""
@@ -472,8 +491,7 @@ class Pipeline:
             c.connects += s.connects
             c.flows += 1
             c.destinations.add(f"{s.key[1]}:{s.key[2]}")
-            if s.high_entropy:
-                c.high_entropy_bytes += s.payload_bytes
+            c.high_entropy_bytes += s.encrypted_bytes
             h = hists.get(s.key)
             if h is not None:
                 c.histogram.merge(h)

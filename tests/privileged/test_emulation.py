@@ -52,9 +52,15 @@ def test_emulate_all_scorecard(base: Path, docker: Docker) -> None:
     (base / "scorecard.json").write_text(r.stdout)
     assert r.returncode == 0, f"scorecard failed:\n{r.stdout}\n{r.stderr[-4000:]}"
     by = {s["scenario"]: s for s in scores}
-    assert len(by) == 15, sorted(by)
+    assert len(by) == 24, sorted(by)
     attacks = [s for s in scores if s["expected"]]
-    assert len(attacks) == 9
+    assert len(attacks) == 15
+    # compromised-workload mode: inside the learned web application, no
+    # encryption tool, no short lifetime; each evasion class caught by a
+    # content, volume or destination rule, the benign look-alikes silent
+    cw = [s for s in scores if s["mode"] == "compromised"]
+    assert len(cw) == 9 and len({c for s in cw for c in s["containers"]}) == 1, cw
+    assert not {r for s in cw for r in s["rules_fired"]} & {"SL-EXF-005", "SL-EXF-006"}, cw
     for s in attacks:
         assert s["result"] == "detected", s
         assert set(s["expected"]) <= set(s["rules_fired"]), s

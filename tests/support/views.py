@@ -25,6 +25,7 @@ from sensor.detect.engine import Detector
 from sensor.detect.learn import Learner
 from sensor.detect.rules import all_rules
 from sensor.detect.view import ConnectView, ExecView, FlowView, LifecycleView, OverflowView, ProcessRef, WindowView
+from sensor.telemetry.classify import ByteClasses
 from sensor.telemetry.counters import FlowSummary, QuotaOverflow
 
 KIB = 1024
@@ -88,6 +89,7 @@ def summary(
     body_entropy: float | None = None,
     body_sampled_bytes: int = 0,
     dns_names: Iterable[tuple[str, bool]] = (),
+    byte_classes: ByteClasses | None = None,
 ) -> FlowSummary:
     return FlowSummary(
         key=(attr.cgroup_id, ip, port, PROTO[transport]),
@@ -105,6 +107,7 @@ def summary(
         body_entropy=body_entropy,
         body_sampled_bytes=body_sampled_bytes,
         dns_names=list(dns_names),
+        byte_classes=byte_classes,
     )
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from sensor.attribution.containers import Attribution
 from sensor.detect.rule import RuleInfo
 from sensor.detect.view import FlowView, ProcessRef
+from sensor.telemetry.counters import FlowSummary
 
 # How long per-container state is kept without activity.
 STATE_TTL_S = 3600.0
@@ -58,6 +59,19 @@ def _proc(f: FlowView) -> ProcessRef | None:
         return f.process
     s = f.summary
     return ProcessRef(s.pid, s.comm or "") if s.pid is not None else None
+
+
+def _classes(s: FlowSummary) -> dict[str, Any]:
+    """Evidence: the window's payload bytes per class, and what the
+    classifier recognised (encoding, compression proven or claimed)."""
+    c = s.byte_classes
+    if c is None:
+        return {}
+    out: dict[str, Any] = {"byte_classes": c.as_dict(), "encrypted_bytes": s.encrypted_bytes}
+    for k in ("encoding", "compression", "fake_compression"):
+        if getattr(c, k):
+            out[k] = getattr(c, k)
+    return out
 
 
 def _drop_containers(table: dict[Any, Any], ids: set[str]) -> None:

@@ -1,4 +1,6 @@
-"""SL-C2-001: connect A -> new executable from a writable path -> connect."""
+"""SL-C2-001: fetched content executed (new executable, memfd or /proc fd
+exec, an interpreter fed by a pipe or socket), then a channel to a new
+destination."""
 
 from __future__ import annotations
 
@@ -9,6 +11,16 @@ from typing import Any
 from sensor.detect.rule import T1104, Context, Finding, RuleInfo, RuleSettings
 from sensor.detect.rules._common import STATE_TTL_S, _Base, _dest, _pname, _secs, _who
 from sensor.detect.view import ConnectView, ExecView, WindowView
+from sensor.telemetry.stage import FD_EXEC, MEMFD, STDIN_PIPE, STDIN_SOCKET
+
+_STAGE_TEXT = {
+    "writable_path": "new executable",
+    "new_executable": "an executable outside its baseline,",
+    MEMFD: "a memfd payload",
+    FD_EXEC: "a payload through a file descriptor,",
+    STDIN_PIPE: "a script piped into",
+    STDIN_SOCKET: "a script from a socket into",
+}
 
 
 @dataclass(frozen=True)
@@ -21,6 +33,7 @@ class Settings(RuleSettings):
         "/run/",
         "/memfd:",
         "/proc/self/fd/",
+        "/dev/fd/",
         "/home/",
         "/root/",
     )
@@ -30,23 +43,47 @@ INFO = RuleInfo(
     "SL-C2-001",
     "multi_stage_chain",
     "Multi-stage chain: fetch, execute, new channel",
-    "In one container: a connection, then a new executable (not in the baseline, from a writable "
-    "path such as /tmp, /dev/shm or memfd) ran, then a connection to a destination not seen "
-    "before.",
+    "In one container: content fetched over the network is executed (a new executable from a "
+    "writable path, an executable outside a learned workload's baseline, an exec from a memfd or "
+    "/proc/*/fd, an interpreter whose script arrives on a pipe written by a process that connected "
+    "or on a socket), then a connection to a destination not seen before.",
     T1104,
     85,
     Settings,
 )
 
+# A connect within this many seconds of an interpreter's exec, by another
+# process, is the fetch feeding it when the pipe's writer could not be read.
+PIPE_FETCH_SECONDS = 10.0
+_STDIN = (STDIN_PIPE, STDIN_SOCKET)
+
+
+@dataclass
+class _Stage:
+    exec: ExecView
+    kind: str  # writable_path, new_executable, memfd, fd_exec, stdin_pipe, stdin_socket
+    first: ConnectView | None  # the fetch; None until seen (a pipe's writer may connect after the exec)
+
+
+def _exe(e: ExecView) -> str:
+    """The executable, with argv[0] when they differ (busybox applets)."""
+    exe = e.process.executable or e.process.name
+    name = _pname(e.process)
+    return exe if exe.rsplit("/", 1)[-1] == name else f"{exe} ({name})"
+
 
 class MultiStageChain(_Base):
-    """SL-C2-001: connect A -> new executable from a writable path -> connect
-    B (new), in one container, within the window of time."""
+    """SL-C2-001: content fetched over the network is executed, then a
+    channel opens to a new destination, in one container, within the window
+    of time. A stage is: a new executable from a writable path; any
+    executable outside a learned workload's baseline executables; an exec
+    from a memfd or /proc/*/fd; an interpreter whose script arrives on a
+    pipe written by a process that connected, or on a socket."""
 
     def __init__(self) -> None:
         super().__init__(INFO)
         self._connects: dict[str, deque[ConnectView]] = defaultdict(lambda: deque(maxlen=256))
-        self._stages: dict[str, list[tuple[ExecView, ConnectView]]] = defaultdict(list)
+        self._stages: dict[str, list[_Stage]] = defaultdict(list)
 
     def forget_containers(self, ids: set[str]) -> None:
         for cid in ids:
@@ -62,24 +99,33 @@ class MultiStageChain(_Base):
         for _ts, kind, ev in sorted(events, key=lambda t: (t[0], t[1])):
             cid = ev.attr.container.id
             if kind == 0:
-                for stage, first in list(self._stages.get(cid, [])):
-                    if ev.ts - stage.ts > horizon:
+                for st in list(self._stages.get(cid, [])):
+                    if ev.ts - st.exec.ts > horizon:
                         continue
-                    same = (ev.ip, ev.port) == (first.ip, first.port)
+                    if st.first is None:
+                        if self._is_fetch(st, ev):
+                            st.first = ev
+                        continue
+                    same = (ev.ip, ev.port) == (st.first.ip, st.first.port)
                     if same or ctx.known_destination(ev.workload, ev.ip, ev.port, ev.transport, ev.domain):
                         continue
-                    out.append(self._finding(first, stage, ev, ctx))
-                    self._stages[cid].remove((stage, first))
+                    out.append(self._finding(st.first, st.exec, ev, st.kind))
+                    self._stages[cid].remove(st)
                 self._connects[cid].append(ev)
             else:
-                path = ev.process.executable or ""
-                if not self._new_writable(ev, path, ctx, cfg):
+                stage = self._stage_kind(ev, ctx, cfg)
+                if stage is None:
                     continue
-                prior = [c for c in self._connects.get(cid, ()) if 0 <= ev.ts - c.ts <= horizon]
-                if prior:
-                    self._stages[cid].append((ev, prior[-1]))
+                recent = [c for c in self._connects.get(cid, ()) if 0 <= ev.ts - c.ts <= horizon]
+                if stage in _STDIN:
+                    st = _Stage(ev, stage, None)
+                    prior = [c for c in recent if self._is_fetch(st, c)]
+                    st.first = prior[-1] if prior else None
+                    self._stages[cid].append(st)
+                elif recent:
+                    self._stages[cid].append(_Stage(ev, stage, recent[-1]))
         for cid in list(self._stages):
-            self._stages[cid] = [(s, c) for s, c in self._stages[cid] if view.end - s.ts <= horizon]
+            self._stages[cid] = [s for s in self._stages[cid] if view.end - s.exec.ts <= horizon]
             if not self._stages[cid]:
                 del self._stages[cid]
         for cid in [c for c, d in self._connects.items() if d and view.end - d[-1].ts > STATE_TTL_S]:
@@ -87,13 +133,32 @@ class MultiStageChain(_Base):
         return [f for f in out if ctx.baseline_gate(f.workload)]
 
     @staticmethod
-    def _new_writable(e: ExecView, path: str, ctx: Context, cfg: Settings) -> bool:
-        if not path.startswith(tuple(cfg.writable_paths)):
-            return False
-        wb = ctx.workload(e.workload)
-        return wb is None or path not in wb.executables
+    def _is_fetch(st: _Stage, c: ConnectView) -> bool:
+        """Is `c` the download feeding a stdin stage? A connect by the pipe's
+        writer; when the writer is unknown (it exited before /proc was read,
+        or the script came on a socket), a connect by another process close
+        in time."""
+        if st.exec.writers:
+            return c.process.pid in st.exec.writers
+        return c.process.pid != st.exec.process.pid and abs(c.ts - st.exec.ts) <= PIPE_FETCH_SECONDS
 
-    def _finding(self, a: ConnectView, stage: ExecView, b: ConnectView, ctx: Context) -> Finding:
+    @staticmethod
+    def _stage_kind(e: ExecView, ctx: Context, cfg: Settings) -> str | None:
+        if e.origin is not None:
+            return e.origin
+        path = e.process.executable or ""
+        wb = ctx.workload(e.workload)
+        if path and wb is not None and path in wb.executables:
+            return None
+        if path.startswith(cfg.writable_paths):
+            return "writable_path"
+        # Outside writable paths, "new" needs a baseline that has seen the
+        # workload long enough to know its executables.
+        if path and wb is not None and wb.windows >= ctx.config.detection.min_baseline_windows:
+            return "new_executable"
+        return None
+
+    def _finding(self, a: ConnectView, stage: ExecView, b: ConnectView, kind: str) -> Finding:
         steps = [
             {
                 "step": "connect",
@@ -108,6 +173,8 @@ class MultiStageChain(_Base):
                 "executable": stage.process.executable,
                 "args": stage.process.args,
                 "pid": stage.process.pid,
+                "stage": kind,
+                **({"script_writers": list(stage.writers)} if stage.writers else {}),
             },
             {
                 "step": "connect",
@@ -122,11 +189,12 @@ class MultiStageChain(_Base):
             b.attr,
             b.workload,
             b.ts,
-            f"{_who(b.attr, b.workload)} connected to {_dest(a.ip, a.port, a.domain)}, then ran new executable "
-            f"{stage.process.executable} and opened a channel to {_dest(b.ip, b.port, b.domain)} "
-            f"{_secs(b.ts - a.ts)} later",
+            f"{_who(b.attr, b.workload)} connected to {_dest(a.ip, a.port, a.domain)}, then ran "
+            f"{_STAGE_TEXT.get(kind, 'new executable')} {_exe(stage)} and opened a channel to "
+            f"{_dest(b.ip, b.port, b.domain)} {_secs(abs(b.ts - a.ts))} later",
             {
                 "chain": steps,
+                "stage": kind,
                 "seconds": round(b.ts - a.ts, 3),
                 "executable_in_baseline": False,
                 "second_destination_in_baseline": False,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from sensor.detect.baseline import WorkloadBaseline
 from sensor.detect.rule import MIB, T1048, Context, Finding, RuleInfo, RuleSettings
-from sensor.detect.rules._common import _Base, _dest, _human, _proc, _who
+from sensor.detect.rules._common import _Base, _classes, _dest, _human, _proc, _who
 from sensor.detect.view import FlowView, WindowView
 
 
@@ -48,22 +48,22 @@ class VolumeSpike(_Base):
         cfg = ctx.settings(self.info.id, Settings)
         per: dict[str, list[FlowView]] = defaultdict(list)
         for f in view.flows:
-            if f.summary.encrypted_like and f.summary.payload_bytes:
+            if f.summary.encrypted_bytes:
                 per[f.workload].append(f)
         out = []
         for w, flows in per.items():
             wb = ctx.workload(w)
             if wb is None or wb.windows < ctx.config.detection.min_baseline_windows:
                 continue  # no trusted statistics for this workload yet
-            observed = sum(f.summary.payload_bytes for f in flows)
+            observed = sum(f.summary.encrypted_bytes for f in flows)
             threshold, base = volume_threshold(wb, cfg)
             if observed <= threshold:
                 continue
             by_container: Counter[str] = Counter()
             for f in flows:
-                by_container[f.container_key] += f.summary.payload_bytes
+                by_container[f.container_key] += f.summary.encrypted_bytes
             top_c = by_container.most_common(1)[0][0]
-            top = max((f for f in flows if f.container_key == top_c), key=lambda f: f.summary.payload_bytes)
+            top = max((f for f in flows if f.container_key == top_c), key=lambda f: f.summary.encrypted_bytes)
             ratio = observed / base if base else None
             out.append(
                 Finding(
@@ -83,6 +83,7 @@ class VolumeSpike(_Base):
                         "window_seconds": round(view.end - view.start, 3),
                         "destinations": sorted({_dest(f.ip, f.port, f.domain) for f in flows})[:10],
                         "entropy": top.summary.entropy,
+                        **_classes(top.summary),
                     },
                     (top.ip, top.port, top.transport),
                     _proc(top),

@@ -1,13 +1,25 @@
-"""SL-EXF-002: TLS/SSH off their ports, or raw encrypted TCP."""
+"""SL-EXF-002: TLS/SSH/QUIC/DTLS/WireGuard off their ports, or raw
+encrypted bytes over TCP or UDP."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from sensor.detect.rule import KIB, T1048, Context, Finding, RuleInfo, RuleSettings
-from sensor.detect.rules._common import CappedTable, _Base, _dest, _drop_containers, _human, _names, _proc, _who
-from sensor.detect.view import WindowView
-from sensor.telemetry.protocol import SSH, TLS
+from sensor.detect.rules._common import (
+    CappedTable,
+    _Base,
+    _classes,
+    _dest,
+    _drop_containers,
+    _human,
+    _names,
+    _proc,
+    _who,
+)
+from sensor.detect.view import FlowView, WindowView
+from sensor.telemetry.classify import DTLS, QUIC, WIREGUARD
+from sensor.telemetry.protocol import DNS, SSH, TLS
 
 
 @dataclass(frozen=True)
@@ -15,59 +27,81 @@ class Settings(RuleSettings):
     min_bytes: int = 64 * KIB
     tls_ports: tuple[int, ...] = (443, 8443, 465, 587, 636, 853, 993, 995, 2376, 5061, 6443, 9443, 10250)
     ssh_ports: tuple[int, ...] = (22, 2222)
+    quic_ports: tuple[int, ...] = (443, 8443)
+    dtls_ports: tuple[int, ...] = (443, 3478, 4433, 5349, 5684)
+    wireguard_ports: tuple[int, ...] = (51820,)
 
 
 INFO = RuleInfo(
     "SL-EXF-002",
     "encrypted_nonstandard_port",
     "Encrypted channel on a non-standard port",
-    "TLS or SSH to a port not on the allow list for that protocol, or a raw high-entropy TCP "
-    "stream with no TLS/SSH handshake, that the workload's baseline does not have.",
+    "TLS, SSH, QUIC, DTLS or WireGuard to a port not on the allow list for that protocol, or "
+    "encrypted-looking bytes over TCP or UDP with no known handshake, to a destination the "
+    "workload's baseline does not have.",
     T1048,
     63,
     Settings,
 )
 
+# protocol hint -> the setting listing the ports where it belongs
+_PORTS = {TLS: "tls_ports", SSH: "ssh_ports", QUIC: "quic_ports", DTLS: "dtls_ports", WIREGUARD: "wireguard_ports"}
+_NAMES = {TLS: "TLS", SSH: "SSH", QUIC: "QUIC", DTLS: "DTLS", WIREGUARD: "WireGuard"}
+
 
 class NonStandardPort(_Base):
-    """SL-EXF-002: TLS/SSH off their ports, or raw encrypted TCP."""
+    """SL-EXF-002: an encrypted protocol off its ports, or raw encrypted
+    bytes (no handshake of a known protocol) over TCP or UDP."""
 
     def __init__(self) -> None:
         super().__init__(INFO)
-        self._sent: dict[tuple[str, str, int], int] = CappedTable(factory=int)
+        self._sent: dict[tuple[str, str, int, str], int] = CappedTable(factory=int)
 
     def forget_containers(self, ids: set[str]) -> None:
         _drop_containers(self._sent, ids)
+
+    @staticmethod
+    def _kind(f: FlowView, cfg: Settings) -> tuple[str, int] | None:
+        """(kind, bytes counted) of a flow this rule is about, else None."""
+        s = f.summary
+        proto = s.protocol_hint
+        if f.transport not in ("tcp", "udp") or not s.payload_bytes:
+            return None
+        setting = _PORTS.get(proto or "")
+        if setting is not None:
+            if f.port in getattr(cfg, setting):
+                return None
+            return f"{proto}_on_nonstandard_port", s.payload_bytes
+        if proto == DNS or (f.transport == "udp" and f.port == 53):
+            return None  # DNS carriers: SL-EXF-003
+        if proto is None and s.encrypted_bytes:
+            return ("raw_encrypted_stream" if f.transport == "tcp" else "raw_encrypted_datagrams"), s.encrypted_bytes
+        return None
 
     def evaluate(self, view: WindowView, ctx: Context) -> list[Finding]:
         cfg = ctx.settings(self.info.id, Settings)
         out = []
         for f in view.flows:
             s = f.summary
-            if f.transport != "tcp" or not s.payload_bytes:
+            k = self._kind(f, cfg)
+            if k is None:
                 continue
+            kind, nbytes = k
             proto = s.protocol_hint
-            if proto == TLS and f.port not in cfg.tls_ports:
-                kind = "tls_on_nonstandard_port"
-            elif proto == SSH and f.port not in cfg.ssh_ports:
-                kind = "ssh_on_nonstandard_port"
-            elif proto is None and s.encrypted_like:
-                kind = "raw_encrypted_stream"
-            else:
-                continue
-            key = (f.container_key, f.ip, f.port)
-            self._sent[key] += s.payload_bytes
+            key = (f.container_key, f.ip, f.port, f.transport)
+            self._sent[key] += nbytes
             if self._sent[key] < cfg.min_bytes:
                 continue
             if ctx.known_destination(f.workload, f.ip, f.port, f.transport, f.domain) or not ctx.baseline_gate(
                 f.workload
             ):
                 continue
-            what = {
-                "tls_on_nonstandard_port": f"TLS to port {f.port}",
-                "ssh_on_nonstandard_port": f"SSH to port {f.port}",
-                "raw_encrypted_stream": "a raw encrypted-looking TCP stream (no TLS or SSH handshake)",
-            }[kind]
+            if kind == "raw_encrypted_stream":
+                what = "a raw encrypted-looking TCP stream (no TLS or SSH handshake)"
+            elif kind == "raw_encrypted_datagrams":
+                what = "encrypted-looking UDP datagrams (no QUIC, DTLS or WireGuard header)"
+            else:
+                what = f"{_NAMES[proto or '']} to {'UDP ' if f.transport == 'udp' else ''}port {f.port}"
             out.append(
                 Finding(
                     self.info.id,
@@ -82,10 +116,9 @@ class NonStandardPort(_Base):
                         "window_bytes": s.payload_bytes,
                         "entropy": s.entropy,
                         "protocol_hint": proto,
-                        "allowed_ports": (
-                            list(cfg.tls_ports) if proto == TLS else list(cfg.ssh_ports) if proto == SSH else None
-                        ),
+                        "allowed_ports": list(getattr(cfg, _PORTS[proto])) if proto in _PORTS else None,
                         "threshold_bytes": cfg.min_bytes,
+                        **_classes(s),
                     },
                     (f.ip, f.port, f.transport),
                     _proc(f),

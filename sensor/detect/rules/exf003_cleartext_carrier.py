@@ -12,6 +12,7 @@ from sensor.detect.rules._common import (
     STATE_TTL_S,
     CappedTable,
     _Base,
+    _classes,
     _dest,
     _drop_containers,
     _human,
@@ -20,6 +21,7 @@ from sensor.detect.rules._common import (
     _who,
 )
 from sensor.detect.view import FlowView, WindowView
+from sensor.telemetry.counters import FlowSummary
 from sensor.telemetry.names import split_domain
 from sensor.telemetry.protocol import DNS, HTTP
 
@@ -37,7 +39,8 @@ INFO = RuleInfo(
     "SL-EXF-003",
     "encrypted_in_cleartext",
     "Encrypted payload inside a cleartext protocol",
-    "High-entropy bodies in plain HTTP, or DNS queries whose names carry encoded data "
+    "Encrypted or encoded-random bytes in plain HTTP (bodies, JSON values, upgraded streams), or DNS "
+    "queries (any port) whose names carry encoded data "
     "(long or high-entropy labels, hex/base32/base64, many unique subdomains of one domain).",
     T1048,
     68,
@@ -48,6 +51,7 @@ MAX_SUBDOMAINS = 1024  # per (container, domain)
 _HEX = re.compile(r"^[0-9a-f]+$", re.I)
 _B32 = re.compile(r"^[a-z2-7]+=*$", re.I)
 _B64 = re.compile(r"^[A-Za-z0-9+/_-]+=*$")
+TRUNCATED = "(domain cut off by the sample)"
 
 
 def registered_domain(name: str) -> tuple[str, str]:
@@ -104,13 +108,7 @@ class CleartextCarrier(_Base):
         out = []
         for f in view.flows:
             s = f.summary
-            if (
-                s.protocol_hint == HTTP
-                and s.compression is None
-                and s.body_entropy is not None
-                and s.body_entropy >= ctx.high_bits()
-                and s.body_sampled_bytes >= cfg.http_min_body_bytes
-            ):
+            if self._opaque_http(s, ctx, cfg):
                 if ctx.known_destination(f.workload, f.ip, f.port, f.transport, f.domain) and self._known_encrypted(
                     ctx, f
                 ):
@@ -124,7 +122,7 @@ class CleartextCarrier(_Base):
                         f.workload,
                         view.end,
                         f"{_who(f.attr, f.workload)} sent encrypted-looking HTTP bodies "
-                        f"(entropy {s.body_entropy:.2f} bits/byte, {_human(s.payload_bytes)}) to {_dest(f.ip, f.port, f.domain)} "
+                        f"({self._what(s)}, {_human(s.payload_bytes)}) to {_dest(f.ip, f.port, f.domain)} "
                         "over plain HTTP",
                         {
                             "kind": "encrypted_http_body",
@@ -132,6 +130,7 @@ class CleartextCarrier(_Base):
                             "body_sampled_bytes": s.body_sampled_bytes,
                             "bytes": s.payload_bytes,
                             "threshold_bits": ctx.high_bits(),
+                            **_classes(s),
                         },
                         (f.ip, f.port, f.transport),
                         _proc(f),
@@ -145,15 +144,56 @@ class CleartextCarrier(_Base):
         return out
 
     @staticmethod
+    def _opaque_http(s: FlowSummary, ctx: Context, cfg: Settings) -> bool:
+        """Encrypted bytes inside HTTP: bodies, WebSocket frames, an
+        upgraded or CONNECTed stream. Judged per sample (classify) when the
+        summary has byte classes: a Content-Encoding header exempts nothing,
+        only a body that decodes does."""
+        if s.protocol_hint != HTTP:
+            return False
+        if s.byte_classes is not None:
+            return s.encrypted_bytes >= cfg.http_min_body_bytes
+        return (
+            s.compression is None
+            and s.body_entropy is not None
+            and s.body_entropy >= ctx.high_bits()
+            and s.body_sampled_bytes >= cfg.http_min_body_bytes
+        )
+
+    @staticmethod
+    def _what(s: FlowSummary) -> str:
+        parts = []
+        if s.body_entropy is not None:
+            parts.append(f"entropy {s.body_entropy:.2f} bits/byte")
+        c = s.byte_classes
+        if c is not None:
+            parts.append(f"{_human(s.encrypted_bytes)} opaque")
+            if c.encoding:
+                parts.append(f"{c.encoding}-encoded")
+            if c.fake_compression:
+                parts.append(f"compression claimed but not proven: {c.fake_compression}")
+        return ", ".join(parts) or "high entropy"
+
+    @staticmethod
     def _known_encrypted(ctx: Context, f: FlowView) -> bool:
+        """The baseline saw encrypted bytes go to this destination (TLS-level
+        entropy, or classified encrypted/encoded bytes: base64 images a web
+        application uploads), so more of them is not news."""
         wb = ctx.workload(f.workload)
         return wb is not None and any(
-            d.max_entropy >= ctx.high_bits() for k, d in wb.destinations.items() if k.startswith(f"{f.ip}|{f.port}|")
+            d.max_entropy >= ctx.high_bits() or d.encrypted_bytes > 0
+            for k, d in wb.destinations.items()
+            if k.startswith(f"{f.ip}|{f.port}|")
         )
 
     def _dns(self, f: FlowView, view: WindowView, ctx: Context, cfg: Settings) -> list[Finding]:
         by_domain: dict[str, list[str]] = defaultdict(list)
-        for name, _complete in f.summary.dns_names:
+        for name, complete in f.summary.dns_names:
+            if not complete and "." not in name.strip("."):
+                # the sample ended inside the first label (64-byte samples
+                # off port 53): the label is all there is to judge
+                by_domain[TRUNCATED].append(name)
+                continue
             dom, sub = registered_domain(name)
             if sub:
                 by_domain[dom].append(sub)

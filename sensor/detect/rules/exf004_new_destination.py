@@ -7,9 +7,9 @@ from typing import Any
 
 from sensor.detect.rule import MIB, T1048, Context, Finding, RuleInfo, RuleSettings
 from sensor.detect.rules._common import (
-    STATE_TTL_S,
     CappedTable,
     _Base,
+    _classes,
     _dest,
     _drop_containers,
     _human,
@@ -28,6 +28,9 @@ class Settings(RuleSettings):
     # upload_ratio_balanced (an API answering in proportion) lowers it
     upload_ratio_high: float = 20.0
     upload_ratio_balanced: float = 2.0
+    # A destination's running count is kept this long after its last
+    # encrypted byte: a drip with sends further apart than this starts over.
+    quiet_seconds: float = 86400.0
 
 
 INFO = RuleInfo(
@@ -54,10 +57,13 @@ class NewDestination(_Base):
 
     def evaluate(self, view: WindowView, ctx: Context) -> list[Finding]:
         cfg = ctx.settings(self.info.id, Settings)
+        # quiet for too long: forget, before this window adds to the count
+        for k in [k for k, v in self._sent.items() if view.start - v[3] > cfg.quiet_seconds]:
+            del self._sent[k]
         out = []
         for f in view.flows:
             s = f.summary
-            if not s.encrypted_like or not s.payload_bytes:
+            if not s.encrypted_bytes:
                 continue
             if ctx.known_destination(f.workload, f.ip, f.port, f.transport, f.domain) or not ctx.baseline_gate(
                 f.workload
@@ -66,7 +72,7 @@ class NewDestination(_Base):
             key = (f.container_key, f.ip, f.port, f.transport)
             # bytes, since, fired, last, bytes received, packets received
             st = self._sent.setdefault(key, [0, view.start, False, view.end, 0, 0])
-            st[0] += s.payload_bytes
+            st[0] += s.encrypted_bytes
             st[3] = view.end
             st[4] += s.rx_payload_bytes
             st[5] += s.rx_packets
@@ -105,6 +111,7 @@ class NewDestination(_Base):
                                 if ratio is not None
                                 else {}
                             ),
+                            **_classes(s),
                         },
                         (f.ip, f.port, f.transport),
                         _proc(f),
@@ -113,6 +120,4 @@ class NewDestination(_Base):
                         **_names(f),
                     )
                 )
-        for k in [k for k, v in self._sent.items() if view.end - v[3] > STATE_TTL_S]:
-            del self._sent[k]  # quiet for an hour: forget
         return out

@@ -51,8 +51,8 @@ class ShortLivedContainer(_Base):
             if f.attr.container is None or not f.summary.encrypted_like:
                 continue
             acc = self._lives.setdefault(f.attr.container.id, _Life(f.attr, f.workload))
-            acc.encrypted += f.summary.payload_bytes
-            acc.destinations[(f.ip, f.port, f.transport)] += f.summary.payload_bytes
+            acc.encrypted += f.summary.encrypted_bytes
+            acc.destinations[(f.ip, f.port, f.transport)] += f.summary.encrypted_bytes
             if f.domain:
                 acc.names[(f.ip, f.port, f.transport)] = f.domain
             acc.last = view.end

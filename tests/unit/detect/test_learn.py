@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sensor.detect.baseline import Baseline, LogHist
 from sensor.detect.learn import Learner, local_hour
+from sensor.detect.view import WindowView
 from tests.support.views import KIB, T0, WINDOW, connect, container, exec_, flow, host, learn, life, utc, window
 
 API = container("api-1", image="acme/api:1.0")
@@ -115,3 +116,33 @@ def test_skip_excludes_workloads() -> None:
     lr.skip = lambda w: False
     lr.on_window(window(T0 + 10, flows=[flow(DB, "203.0.113.5", 443, 10)]))
     assert b.get("acme/db").windows == 1
+
+
+# --- learning while detecting: quarantine around findings ------------------------------
+
+
+def _qwin(i: int, ip: str) -> WindowView:
+    return window(T0 + i * WINDOW, flows=[flow(container("api-1", image="acme/api:1"), ip, 443, 1000, proto="tls")])
+
+
+def test_quarantine_excludes_windows_before_and_after_a_finding() -> None:
+    """An attacker's quiet window right before the alert (connect, small
+    probe) and right after it must not make the destination known."""
+    hot = {5}
+    i_now = [0]
+    lr = Learner(Baseline(), "UTC", skip=lambda _w: i_now[0] in hot, quarantine_windows=2)
+    for i in range(12):
+        i_now[0] = i
+        lr.on_window(_qwin(i, f"198.18.0.{i + 1}"))
+    wb = lr.baseline.get("acme/api")
+    assert wb is not None
+    known = sorted(int(k.split("|")[0].rsplit(".", 1)[1]) - 1 for k in wb.destinations)
+    # windows 3..7 are within 2 of the finding at 5; 10 and 11 still wait
+    assert known == [0, 1, 2, 8, 9]
+    assert lr.quarantined == 4  # 3, 4, 6, 7 quarantined; 5 itself raised
+
+
+def test_no_quarantine_learns_at_once() -> None:
+    lr = Learner(Baseline(), "UTC")
+    lr.on_window(_qwin(0, "198.18.0.1"))
+    assert lr.baseline.get("acme/api") is not None and lr.windows == 1

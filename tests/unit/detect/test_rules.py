@@ -14,6 +14,7 @@ import pytest
 
 from sensor.detect.baseline import LogHist
 from sensor.detect.catalog import BY_ID
+from sensor.telemetry.classify import ByteClasses
 from tests.support.views import (
     KIB,
     MIB,
@@ -195,9 +196,34 @@ class TestNonStandardPort:
         )
         assert alerts == []
 
-    def test_udp_is_not_considered(self, tmp_path: Path) -> None:
+    def test_raw_encrypted_udp_fires(self, tmp_path: Path) -> None:
         h = detector(config(tmp_path))
-        assert h.run(window(DET, flows=[flow(EXFIL, "203.0.113.50", 9999, 512 * KIB, transport="udp")])) == []
+        alerts = h.run(window(DET, flows=[flow(EXFIL, "203.0.113.50", 9999, 512 * KIB, transport="udp")]))
+        assert rules_of(alerts) == ["SL-EXF-002"]
+        assert alerts[0]["sluice"]["evidence"]["kind"] == "raw_encrypted_datagrams"
+        assert "UDP datagrams" in alerts[0]["message"]
+
+    @pytest.mark.parametrize(
+        ("proto", "port", "fires"),
+        [
+            ("quic", 443, False),
+            ("quic", 7443, True),
+            ("wireguard", 51820, False),
+            ("wireguard", 4500, True),
+            ("dtls", 5684, False),
+            ("dtls", 9999, True),
+        ],
+    )
+    def test_datagram_protocols_by_port(self, tmp_path: Path, proto: str, port: int, fires: bool) -> None:
+        h = detector(config(tmp_path))
+        alerts = h.run(window(DET, flows=[flow(EXFIL, "203.0.113.50", port, 512 * KIB, transport="udp", proto=proto)]))
+        assert rules_of(alerts) == (["SL-EXF-002"] if fires else [])
+        if fires:
+            assert alerts[0]["sluice"]["evidence"]["kind"] == f"{proto}_on_nonstandard_port"
+
+    def test_dns_port_is_left_to_exf003(self, tmp_path: Path) -> None:
+        h = detector(config(tmp_path))
+        assert h.run(window(DET, flows=[flow(EXFIL, "203.0.113.50", 53, 512 * KIB, transport="udp")])) == []
 
     def test_known_destination_is_silent(self, tmp_path: Path) -> None:
         b = learned(lambda end: window(end, flows=[flow(API, "203.0.113.9", 8444, 10 * KIB, proto="tls")]))
@@ -270,10 +296,45 @@ class TestCleartextCarrier:
         h = detector(config(tmp_path), b)
         assert h.run(window(DET, flows=[http_flow(WEB)])) == []
 
+    def test_http_learned_encoded_uploads_are_silent(self, tmp_path: Path) -> None:
+        """A web application that uploads base64 images learns that its
+        destination carries encoded (encrypted-class) bytes; the same
+        uploads are then silent, the same bytes to a new host are not."""
+
+        def encoded(n: int) -> ByteClasses:
+            return ByteClasses({"header": 300.0, "encoded": float(n - 300)}, encoding="base64")
+
+        b = learned(
+            lambda end: window(
+                end, flows=[http_flow(WEB, body_entropy=6.0, entropy=6.0, byte_classes=encoded(300 * KIB))]
+            )
+        )
+        h = detector(config(tmp_path), b)
+        same = http_flow(WEB, body_entropy=6.0, entropy=6.0, byte_classes=encoded(300 * KIB))
+        assert h.run(window(DET, flows=[same])) == []
+        other = http_flow(WEB, "203.0.113.80", body_entropy=6.0, entropy=6.0, byte_classes=encoded(300 * KIB))
+        alerts = h.run(window(DET + 10, flows=[other]))
+        assert "SL-EXF-003" in rules_of(alerts)
+        ev = next(a for a in alerts if a["rule"]["id"] == "SL-EXF-003")["sluice"]["evidence"]
+        assert ev["encoding"] == "base64" and ev["byte_classes"]["encoded"] == 300 * KIB - 300
+
     def test_http_known_destination_without_encrypted_history_fires(self, tmp_path: Path) -> None:
         b = learned(lambda end: window(end, flows=[http_flow(WEB, body_entropy=4.5, entropy=4.8)]))
         h = detector(config(tmp_path), b)
         assert rules_of(h.run(window(DET, flows=[http_flow(WEB)]))) == ["SL-EXF-003"]
+
+    def test_dns_names_cut_inside_their_first_label_are_judged(self, tmp_path: Path) -> None:
+        """Off port 53 a 64-byte sample ends inside a long first label: the
+        label is judged without its domain."""
+        h = detector(config(tmp_path))
+        cut = [(hexname(i, 51), False) for i in range(3)]
+        flow_ = flow(EXFIL, "192.0.2.53", 5353, 300, transport="udp", proto="dns", entropy=4.0, dns_names=cut)
+        alerts = h.run(window(DET, flows=[flow_]))
+        assert rules_of(alerts) == ["SL-EXF-003"]
+        assert alerts[0]["sluice"]["evidence"]["encoding"] == "hex"
+        plain = [("wwwexamplecom", False), ("mail", False)]
+        flow_ = flow(EXFIL, "192.0.2.54", 5353, 300, transport="udp", proto="dns", entropy=4.0, dns_names=plain)
+        assert h.run(window(DET + 10, flows=[flow_])) == []
 
     def test_dns_encoded_names_fire(self, tmp_path: Path) -> None:
         h = detector(config(tmp_path))
@@ -383,6 +444,24 @@ class TestNewDestination:
             alerts += h.run(window(DET + 600 * k, flows=[flow(EXFIL, "203.0.113.77", 443, 100 * KIB, proto="tls")]))
         assert rules_of(alerts) == ["SL-EXF-004"]
         assert alerts[0]["sluice"]["evidence"]["bytes"] >= MIB
+
+    def test_drip_with_hours_between_sends_accumulates(self, tmp_path: Path) -> None:
+        """100 KiB every 3 hours: the count survives quiet_seconds (a day by
+        default); with quiet_seconds = 2 h it starts over each time."""
+        h = detector(config(tmp_path))
+        alerts = []
+        for k in range(12):
+            alerts += h.run(
+                window(DET + 3 * 3600 * k, flows=[flow(EXFIL, "203.0.113.77", 443, 100 * KIB, proto="tls")])
+            )
+        assert rules_of(alerts) == ["SL-EXF-004"]
+        h = detector(config(tmp_path, "[rules.SL-EXF-004]\nquiet_seconds = 7200.0\n"))
+        alerts = []
+        for k in range(12):
+            alerts += h.run(
+                window(DET + 3 * 3600 * k, flows=[flow(EXFIL, "203.0.113.77", 443, 100 * KIB, proto="tls")])
+            )
+        assert alerts == []
 
     def test_known_destination_with_prefix_generalisation(self, tmp_path: Path) -> None:
         b = learned(lambda end: window(end, flows=[flow(API, "203.0.113.5", 443, 10 * KIB, proto="tls")]))

@@ -106,5 +106,6 @@ def test_as_json_lines() -> None:
             "containers",
             "message",
             "duration_seconds",
+            "mode",
         }
     assert as_json_lines([]) == ""

