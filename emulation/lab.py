@@ -27,9 +27,13 @@ VAULT_IP = "198.18.128.1"  # the allowed backup destination
 BRIDGE_MAC = "02:51:1c:e0:00:01"  # locally administered
 SINK_SCRIPT = str(Path(__file__).with_name("sink.py"))
 BASE_IMAGE = "sluice-emu/base:latest"
+# The compromised-workload image: busybox and perl (an interpreter a real
+# application image may well have), no openssl, no curl, no encryption tool.
+BARE_IMAGE = "sluice-emu/bare:latest"
 LABEL = "io.sluice.emulation"
 TCP_PORTS = (4444, 9000, 9001, 9002, 9003, 9004, 9005)
 HTTP_PORTS = (80, 8080)
+UDP_PORTS = (5000, 5353)  # discard: datagrams are recorded, never answered
 TLS_PORTS = (443, 8443)
 
 
@@ -115,9 +119,13 @@ class PrivateEngine:
         run("umount", "-l", str(self.base / "root" / "overlay2"), check=False)
 
 
-def build_image(docker: DockerCLI, workdir: Path, tags: list[str] | None = None) -> None:
+def build_image(
+    docker: DockerCLI, workdir: Path, tags: list[str] | None = None, bare_tags: list[str] | None = None
+) -> None:
     """A busybox image with openssl (and curl when the host has it) and a
-    text file, imported with `docker import`: no registry needed."""
+    text file, imported with `docker import`: no registry needed. With
+    `bare_tags`, also BARE_IMAGE: the same without openssl and curl, with
+    perl (its base library only)."""
     root = workdir / "rootfs"
     if root.exists():
         shutil.rmtree(root)
@@ -153,6 +161,35 @@ def build_image(docker: DockerCLI, workdir: Path, tags: list[str] | None = None)
     docker("import", "-c", "ENV PATH=/usr/bin:/bin", str(tar), BASE_IMAGE)
     for tag in tags or []:
         docker("tag", BASE_IMAGE, tag)
+    if bare_tags:
+        _bare(root)
+        with tarfile.open(tar, "w") as t:
+            t.add(root, arcname=".")
+        docker("import", "-c", "ENV PATH=/usr/bin:/bin", str(tar), BARE_IMAGE)
+        for tag in bare_tags:
+            docker("tag", BARE_IMAGE, tag)
+
+
+PERL_BASE = "/usr/lib/x86_64-linux-gnu/perl-base"
+
+
+def _bare(root: Path) -> None:
+    """The image root without encryption tools, with perl."""
+    for name in ("openssl", "curl"):
+        (root / "usr/bin" / name).unlink(missing_ok=True)
+    perl = shutil.which("perl")
+    if perl is None or not Path(PERL_BASE).is_dir():
+        raise SluiceError("perl is not installed", hint="apt-get install perl-base (part of every Debian)")
+    shutil.copy2(perl, root / "usr/bin/perl")
+    for lib in run("ldd", perl).split():
+        if lib.startswith("/"):
+            dst = root / lib.lstrip("/")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(os.path.realpath(lib), dst)
+    dst = root / PERL_BASE.lstrip("/")
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(PERL_BASE, dst, symlinks=True)
 
 
 class SinkNet:
@@ -211,6 +248,8 @@ class SinkNet:
                 ",".join(map(str, HTTP_PORTS)),
                 "--tls",
                 ",".join(map(str, TLS_PORTS)),
+                "--udp",
+                ",".join(map(str, UDP_PORTS)),
                 "--cert",
                 str(w / "sink.crt"),
                 "--key",
@@ -283,6 +322,7 @@ class Lab:
         self.docker = docker
         self.net = net
         self.run_id = run_id
+        self.kept: dict[str, str] = {}  # image -> id of its long-lived container (start(keep=True))
 
     def start(
         self,
@@ -293,11 +333,15 @@ class Lab:
         rm: bool = False,
         volumes: tuple[str, ...] = (),
         name: str | None = None,
+        keep: bool = False,
     ) -> tuple[str, str | None]:
         """Start `script` (busybox sh) in a new container; it begins only once
-        the network is attached. Returns (container id, its ip)."""
+        the network is attached. Returns (container id, its ip). keep: a
+        long-lived workload that survives cleanup() between the learn and
+        detect phases (cleanup(kept=True) removes it)."""
         gate = "until [ -e /tmp/.go ]; do usleep 20000; done; " if network else ""
-        args = ["run", "-d", "--network", "none", "--label", f"{LABEL}={self.run_id}"]
+        label = f"{self.run_id}-kept" if keep else self.run_id
+        args = ["run", "-d", "--network", "none", "--label", f"{LABEL}={label}"]
         if rm:
             args.append("--rm")
         if name:
@@ -331,7 +375,22 @@ class Lab:
         self.wait(cid)
         return cid
 
-    def cleanup(self, timeout: float = 15.0) -> list[str]:
+    def exec(self, cid: str, script: str, timeout: float = 120) -> int:
+        """Run `script` (busybox sh) inside a running container, as an
+        intruder with a shell in it would; returns its exit status."""
+        try:
+            r = subprocess.run(
+                ["docker", "exec", cid, "sh", "-c", script],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env=self.docker.env,
+            )
+        except subprocess.TimeoutExpired:
+            raise SluiceError(f"docker exec in {cid[:12]} did not finish in {timeout:.0f} s") from None
+        return r.returncode
+
+    def cleanup(self, timeout: float = 15.0, kept: bool = False) -> list[str]:
         """Remove every container of this run and wait until they are gone;
         returns any that could not be removed. Repeated passes: a `docker
         run` interrupted by Ctrl-C can still be creating its container, and
@@ -339,8 +398,13 @@ class Lab:
         deadline = time.monotonic() + timeout
         empty_passes = 0
         ids: list[str] = []
+        labels = [self.run_id] + ([f"{self.run_id}-kept"] if kept else [])
         while time.monotonic() < deadline:
-            ids = self.docker("ps", "-aq", "--filter", f"label={LABEL}={self.run_id}", check=False).split()
+            ids = [
+                i
+                for lb in labels
+                for i in self.docker("ps", "-aq", "--filter", f"label={LABEL}={lb}", check=False).split()
+            ]
             if not ids:
                 empty_passes += 1
                 if empty_passes >= 2:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from emulation.lab import VAULT_IP, DockerCLI, Lab, SinkNet, build_image, run
-from emulation.scenarios import LAB_CONFIG, STAGE2, TAGS, Ctx, Scenario, learn_phase
+from emulation.scenarios import BARE_TAGS, LAB_CONFIG, STAGE2, TAGS, Ctx, Scenario, learn_phase
 from sensor.errors import SluiceError
 
 SLUICE = str(Path(sys.executable).parent / "sluice")
@@ -38,6 +38,7 @@ class Score:
     containers: list[str] = field(default_factory=list)
     message: str = ""
     duration_seconds: float = 0.0
+    mode: str = "container"  # or "compromised": by docker exec inside the learned web application
 
 
 class SensorHandle:
@@ -146,7 +147,7 @@ class Emulation:
         try:
             self.progress(f"lab: building image, sink netns {net.ns} (198.18.0.0/16), run {self.run_id}")
             self.phase(0, len(self.scenarios), "lab", "building the image and the sink network")
-            build_image(self.docker, self.work, tags=TAGS)
+            build_image(self.docker, self.work, tags=TAGS, bare_tags=BARE_TAGS)
             net.start()
             if self.attach_socket:
                 sensor = SensorHandle(self.attach_socket)
@@ -176,13 +177,13 @@ class Emulation:
             self.phase(len(self.scenarios), len(self.scenarios), "lab", "cleaning up")
             for handle in self._started:
                 handle.stop()
-            left = lab.cleanup()
+            left = lab.cleanup(kept=True)
             if left:
                 self.progress(f"lab: could not remove containers {', '.join(c[:12] for c in left)}")
             problem = net.stop()
             if problem:
                 self.progress(f"lab: {problem}")
-            for tag in TAGS:
+            for tag in TAGS + BARE_TAGS:
                 self.docker("rmi", tag, check=False)
             if not self.keep:
                 shutil.rmtree(self.work, ignore_errors=True)
@@ -237,7 +238,7 @@ class Emulation:
         try:
             sc.run(ctx)
         except SluiceError as e:
-            return Score(sc.name, sc.attack, list(sc.expect), "error", False, message=str(e))
+            return Score(sc.name, sc.attack, list(sc.expect), "error", False, message=str(e), mode=_mode(sc))
         done_wall, done = time.time(), time.monotonic()
         mine = set(ctx.containers)
         alerts: list[dict[str, Any]] = []
@@ -260,6 +261,7 @@ class Emulation:
             alert_ids=[a["event"]["id"] for a in alerts],
             containers=[c[:12] for c in mine],
             duration_seconds=round(done - t0, 2),
+            mode=_mode(sc),
         )
         if sc.expect:
             hit = [a for a in alerts if a["rule"]["id"] in sc.expect]
@@ -290,6 +292,10 @@ class Emulation:
         lat = f" in {s.latency_seconds:.1f}s" if s.latency_seconds is not None else ""
         rules = f" [{', '.join(s.rules_fired)}]" if s.rules_fired else ""
         return f"{s.result}{lat}{rules}" + (f": {s.message}" if s.message and not s.passed else "")
+
+
+def _mode(sc: Scenario) -> str:
+    return "compromised" if sc.compromised else "container"
 
 
 def _created(alert: dict[str, Any]) -> float:

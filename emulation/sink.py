@@ -2,7 +2,7 @@
 end of every scenario and records what it received.
 
     python3 sink.py STATE_FILE --tcp 9000,9001 --http 80,8080 --tls 443,8443 \
-        --cert CERT --key KEY --stage2 FILE
+        --udp 5000 --cert CERT --key KEY --stage2 FILE
 
 - TCP ports: read until EOF (a discard server).
 - HTTP ports (and TLS ports, after the handshake): answer requests with 200;
@@ -13,6 +13,7 @@ end of every scenario and records what it received.
   addresses; re-read on every query, so a test can move a name): A queries
   get A records (TTL 5 s), other types of a known name an empty answer, any
   other name NXDOMAIN.
+- UDP ports (--udp): discard datagrams, one record per burst.
 Writes one JSON line per connection or datagram to STATE_FILE. Standalone:
 standard library only.
 """
@@ -161,6 +162,20 @@ class Sink:
                 n += 1
         return q[:2] + b"\x81\x80" + struct.pack("!HHHH", 1, n, 0, 0) + question + rrs
 
+    def serve_udp(self, port: int) -> None:
+        """Discard datagrams (so a sender sees no port-unreachable)."""
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.bind(("0.0.0.0", port))
+        total, peer = 0, ("", 0)
+        while True:
+            u.settimeout(2.0 if total else None)
+            try:
+                data, peer = u.recvfrom(65535)
+                total += len(data)
+            except TimeoutError:  # a quiet sender: one record per burst
+                self.record(proto="udp", port=port, bytes=total, peer=peer[0])
+                total = 0
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -168,6 +183,7 @@ def main() -> None:
     ap.add_argument("--tcp", default="")
     ap.add_argument("--http", default="")
     ap.add_argument("--tls", default="")
+    ap.add_argument("--udp", default="")
     ap.add_argument("--cert")
     ap.add_argument("--key")
     ap.add_argument("--stage2")
@@ -182,6 +198,8 @@ def main() -> None:
     threads = [threading.Thread(target=sink.serve_dns, daemon=True)]
     for p in ports(a.tcp):
         threads.append(threading.Thread(target=sink.serve_tcp, args=(p, "raw", None), daemon=True))
+    for p in ports(a.udp):
+        threads.append(threading.Thread(target=sink.serve_udp, args=(p,), daemon=True))
     for p in ports(a.http):
         threads.append(threading.Thread(target=sink.serve_tcp, args=(p, "http", None), daemon=True))
     if a.tls:
