@@ -22,6 +22,7 @@ from sensor.detect.rules._common import (
 )
 from sensor.detect.view import FlowView, WindowView
 from sensor.telemetry.counters import FlowSummary
+from sensor.telemetry.names import registered_domain as learned_host
 from sensor.telemetry.names import split_domain
 from sensor.telemetry.protocol import DNS, HTTP
 
@@ -178,12 +179,18 @@ class CleartextCarrier(_Base):
     def _known_encrypted(ctx: Context, f: FlowView) -> bool:
         """The baseline saw encrypted bytes go to this destination (TLS-level
         entropy, or classified encrypted/encoded bytes: base64 images a web
-        application uploads), so more of them is not news."""
+        application uploads), so more of them is not news. A named
+        destination is learned under its registered domain (Learner), an
+        unnamed one (or a version 1 baseline) under its address."""
         wb = ctx.workload(f.workload)
+        hosts = {f.ip}
+        if f.domain:
+            hosts.add(learned_host(f.domain))
+        prefixes = tuple(f"{h}|{f.port}|" for h in hosts)
         return wb is not None and any(
             d.max_entropy >= ctx.high_bits() or d.encrypted_bytes > 0
             for k, d in wb.destinations.items()
-            if k.startswith(f"{f.ip}|{f.port}|")
+            if k.startswith(prefixes)
         )
 
     def _dns(self, f: FlowView, view: WindowView, ctx: Context, cfg: Settings) -> list[Finding]:

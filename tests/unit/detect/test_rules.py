@@ -14,6 +14,7 @@ import pytest
 
 from sensor.detect.baseline import LogHist
 from sensor.detect.catalog import BY_ID
+from sensor.detect.view import FlowView
 from sensor.telemetry.classify import ByteClasses
 from tests.support.views import (
     KIB,
@@ -317,6 +318,20 @@ class TestCleartextCarrier:
         assert "SL-EXF-003" in rules_of(alerts)
         ev = next(a for a in alerts if a["rule"]["id"] == "SL-EXF-003")["sluice"]["evidence"]
         assert ev["encoding"] == "base64" and ev["byte_classes"]["encoded"] == 300 * KIB - 300
+
+    def test_http_learned_encoded_uploads_by_name_are_silent(self, tmp_path: Path) -> None:
+        """Named uploads are learned under the registered domain: the same
+        uploads to the name on another address are silent too."""
+
+        def named(ip: str) -> FlowView:
+            c = ByteClasses({"header": 300.0, "encoded": float(300 * KIB - 300)}, encoding="base64")
+            f = http_flow(WEB, ip, body_entropy=6.0, entropy=6.0, byte_classes=c)
+            f.summary.domain, f.summary.domain_source = "img.uploads.example.com", "http_host"
+            return f
+
+        b = learned(lambda end: window(end, flows=[named("198.51.100.20")]))
+        h = detector(config(tmp_path), b)
+        assert h.run(window(DET, flows=[named("203.0.113.80")])) == []
 
     def test_http_known_destination_without_encrypted_history_fires(self, tmp_path: Path) -> None:
         b = learned(lambda end: window(end, flows=[http_flow(WEB, body_entropy=4.5, entropy=4.8)]))
