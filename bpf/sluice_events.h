@@ -37,10 +37,12 @@ enum sl_event_type {
 	SL_EV_SAMPLE = 4,
 	SL_EV_CGROUP = 5,
 	SL_EV_EXEC_ARGS = 6,
-	SL_EV_DNS = 7,         /* a DNS response received (ingress, source port 53) */
-	/* 8..10 are assigned to other event types */
-	SL_EV_SOCKET = 11,     /* raw or packet socket created */
-	SL_EV_QUOTA = 12,      /* a cgroup hit its flow or event quota this window */
+	SL_EV_DNS = 7,           /* a DNS response received (ingress, source port 53) */
+	SL_EV_LISTEN = 8,        /* bind(2) with a port, listen(2) (listen.bpf.c) */
+	SL_EV_ACCEPT = 9,        /* inbound TCP connection established (listen.bpf.c) */
+	SL_EV_UNIX_CONNECT = 10, /* connect(2) to a unix socket path (sensor/kernel/unixconnect.py) */
+	SL_EV_SOCKET = 11,       /* raw or packet socket created */
+	SL_EV_QUOTA = 12,        /* a cgroup hit its flow or event quota this window */
 	SL_EV_TYPE_MAX = 13,
 };
 
@@ -191,6 +193,53 @@ struct sl_quota {
 	__u64 events_over[2];   /* by generation: events not submitted */
 };
 
+enum sl_listen_op {
+	SL_LISTEN_BIND = 1,    /* bind(2) with a non-zero port (TCP or UDP) */
+	SL_LISTEN_LISTEN = 2,  /* listen(2): the TCP socket's real port, also when auto-bound */
+};
+
+/* A socket bound or listening, in the caller's context (pid, comm, cgroup). */
+struct sl_listen_event {
+	struct sl_event_header hdr;
+	__u64 sock_cookie;
+	__u8 laddr[16];    /* IPv4 as ::ffff:a.b.c.d; all zero for a wildcard */
+	__u16 lport;       /* host byte order */
+	__u8 protocol;     /* IPPROTO_TCP / IPPROTO_UDP */
+	__u8 op;           /* enum sl_listen_op */
+	__u32 family;      /* AF_INET / AF_INET6 */
+	char comm[SL_COMM_LEN];
+};
+
+/* An inbound TCP connection, seen when the handshake completes (softirq:
+ * hdr.pid is 0). hdr.cgroup_id is the listening socket's cgroup, recorded at
+ * listen(2); 0 when the listener predates the sensor. One event per
+ * (cgroup, local port, peer address) per SL_ACCEPT_DEDUP_NS; .suppressed
+ * counts the connections folded into it since the previous event. */
+struct sl_accept_event {
+	struct sl_event_header hdr;
+	__u64 netns_cookie;
+	__u8 raddr[16];
+	__u8 laddr[16];
+	__u16 rport;       /* host byte order */
+	__u16 lport;       /* host byte order */
+	__u32 family;
+	__u32 suppressed;
+	__u32 pad;
+};
+
+#define SL_UNIX_PATH_LEN 108  /* sizeof(sockaddr_un.sun_path) */
+
+/* connect(2) to a unix socket, in the caller's context. */
+struct sl_unix_connect_event {
+	struct sl_event_header hdr;
+	__u64 sock_cookie;
+	__u32 path_len;    /* bytes of .path that came from the caller's address */
+	__u32 pad;
+	char comm[SL_COMM_LEN];
+	char path[SL_UNIX_PATH_LEN];  /* sun_path; abstract names start with NUL */
+	__u32 pad2;
+};
+
 /* Per-(generation, cgroup, destination) counters aggregated in the kernel and
  * drained once per window. */
 struct sl_flow_key {
@@ -246,6 +295,8 @@ enum sl_stat {
 	SL_STAT_SOCKET_DEDUPED,         /* raw/packet socket events deduplicated */
 	SL_STAT_FLOW_QUOTA_REFUSED,     /* flow entries refused by the quota */
 	SL_STAT_EVENT_QUOTA_REFUSED,    /* events refused by the quota */
+	SL_STAT_ACCEPT_DEDUPED,       /* inbound connections folded into an earlier event */
+	SL_STAT_ACCEPT_NO_LISTENER,   /* inbound connections whose listener predates the sensor */
 	SL_STAT_MAX,
 };
 

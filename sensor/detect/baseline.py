@@ -61,6 +61,18 @@ SIGNED_FORMAT = "sluice-baseline-signed"
 MAX_ADDRESSES_PER_DESTINATION = 32  # addresses kept per named destination
 # a registered domain as a destination key (lower case, dot-separated labels)
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*$")
+MAX_LISTENERS = 1024  # listen ports, inbound (port, peer class) pairs, unix sockets, spawned workloads
+
+
+def _bounded_table(w: dict[str, Any], name: str) -> dict[str, int]:
+    """An optional name -> count table (absent in files written before it
+    existed), refused beyond MAX_LISTENERS entries like the others."""
+    t = w.get(name, {})
+    if not isinstance(t, dict):
+        raise ValueError(f"{name} must be a table")
+    if len(t) > MAX_LISTENERS:
+        raise ValueError(f"{len(t)} {name}, more than the {MAX_LISTENERS} a baseline keeps")
+    return {str(k): _count(v) for k, v in t.items()}
 
 
 class BaselineError(SluiceError):
@@ -229,6 +241,12 @@ class WorkloadBaseline:
     # learned from a version 1 file (destinations by address only) and not
     # yet by name: named flows fall back to address matching
     by_address: bool = False
+    # inbound side and the container runtime (all optional on the wire: files
+    # written before these existed read as empty)
+    listen_ports: dict[str, int] = field(default_factory=dict)  # "tcp/8080" -> windows seen
+    inbound: dict[str, int] = field(default_factory=dict)  # "tcp/8080|external" -> connections
+    unix_sockets: dict[str, int] = field(default_factory=dict)  # socket file name -> connects
+    spawned: dict[str, int] = field(default_factory=dict)  # workloads it started through a runtime
 
     # --- learning -------------------------------------------------------------
 
@@ -270,6 +288,13 @@ class WorkloadBaseline:
     def add_peer(self, workload: str) -> None:
         if _bounded_add(self.peers, workload, MAX_PEERS):
             self.peers[workload] = self.peers.get(workload, 0) + 1
+        else:
+            self.dropped += 1
+
+    def add_count(self, table: dict[str, int], key: str, n: int = 1) -> None:
+        """Count into one of the bounded inbound/runtime tables."""
+        if _bounded_add(table, key, MAX_LISTENERS):
+            table[key] = table.get(key, 0) + n
         else:
             self.dropped += 1
 
@@ -338,6 +363,10 @@ class WorkloadBaseline:
         for table, other, limit in (
             (self.executables, o.executables, MAX_EXECUTABLES),
             (self.peers, o.peers, MAX_PEERS),
+            (self.listen_ports, o.listen_ports, MAX_LISTENERS),
+            (self.inbound, o.inbound, MAX_LISTENERS),
+            (self.unix_sockets, o.unix_sockets, MAX_LISTENERS),
+            (self.spawned, o.spawned, MAX_LISTENERS),
         ):
             for k, c in other.items():
                 if _bounded_add(table, k, limit):
@@ -367,6 +396,10 @@ class WorkloadBaseline:
             "last_seen": self.last_seen,
             "dropped": self.dropped,
             "by_address": self.by_address,
+            "listen_ports": dict(self.listen_ports),
+            "inbound": dict(self.inbound),
+            "unix_sockets": dict(self.unix_sockets),
+            "spawned": dict(self.spawned),
         }
 
     @classmethod
@@ -391,6 +424,10 @@ class WorkloadBaseline:
             last_seen=_time(w["last_seen"]),
             dropped=_count(w.get("dropped", 0)),
             by_address=bool(w.get("by_address", False)),
+            listen_ports=_bounded_table(w, "listen_ports"),
+            inbound=_bounded_table(w, "inbound"),
+            unix_sockets=_bounded_table(w, "unix_sockets"),
+            spawned=_bounded_table(w, "spawned"),
         )
 
 

@@ -159,7 +159,11 @@ class Detector:
                 return
         # alerting (or suppressed) windows are not learned from; allowed ones are
         self._alerting.add(f.workload)
-        target = f"{f.destination[0]}:{f.destination[1]}" if f.destination else (f.file or {}).get("path", "")
+        target = (
+            f"{f.destination[0]}:{f.destination[1]}"
+            if f.destination
+            else (f.unix_path or (f.file or {}).get("path", ""))
+        )
         key = (f.rule, f.workload, target)
         now = self.clock()
         last = self._last.get(key)

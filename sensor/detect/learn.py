@@ -7,8 +7,11 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 
 from sensor.detect.baseline import Baseline, dest_key
+from sensor.detect.rules.c2007_runtime_socket import RUNTIME_SOCKETS
 from sensor.detect.view import WindowView
 from sensor.telemetry.names import registered_domain
+
+SPAWN_WINDOW_S = 5.0
 
 
 def local_hour(ts: float, tz: str) -> int:
@@ -39,6 +42,10 @@ class Learner:
         self._pending: deque[tuple[WindowView, set[str]]] = deque()
         self._cooldown: dict[str, int] = {}
         self.quarantined = 0  # workload-windows not learned because of a nearby finding
+        # workload -> time of its last runtime-socket connect: a container
+        # started within SPAWN_WINDOW_S after it counts as spawned by it
+        # (the start can fall in the next window)
+        self._callers: dict[str, float] = {}
 
     def on_window(self, view: WindowView) -> None:
         if not self.quarantine:
@@ -92,6 +99,7 @@ class Learner:
         for e in view.execs:
             if e.workload in active and e.process.executable:
                 b.workload(e.workload).add_executable(e.process.executable)
+        self._inbound(view, active, skipped)
         for x in view.lifecycle:
             if x.workload not in active:
                 continue
@@ -107,3 +115,36 @@ class Learner:
             wb.egress_bytes.add(egress.get(w, 0))
             wb.encrypted_bytes.add(encrypted.get(w, 0))
             wb.starts_per_window.add(starts.get(w, 0))
+
+    def _inbound(self, view: WindowView, active: set[str], skipped: set[str]) -> None:
+        """Listen ports, inbound peer classes, unix sockets used and the
+        workloads started while a runtime socket was in use. A caller that
+        raised (skip) or is quarantined in this window (skipped) learns no
+        spawned workload."""
+        b = self.baseline
+        for lv in view.listens:
+            if lv.workload in active and lv.attr.container is not None:
+                wb = b.workload(lv.workload)
+                wb.add_count(wb.listen_ports, f"{lv.transport}/{lv.port}")
+        for a in view.accepts:
+            if a.workload in active and a.attr.container is not None:
+                wb = b.workload(a.workload)
+                wb.add_count(wb.inbound, f"tcp/{a.port}|{a.peer_class}", a.count)
+                # a port that accepts connections listens, also when its
+                # listen(2) predates learning (no count: no listen was seen)
+                wb.add_count(wb.listen_ports, f"tcp/{a.port}", 0)
+        for u in view.unix_connects:
+            if u.workload in active:
+                wb = b.workload(u.workload)
+                name = u.path.rsplit("/", 1)[-1]
+                wb.add_count(wb.unix_sockets, name)
+                if name in RUNTIME_SOCKETS:
+                    self._callers[u.workload] = max(u.ts, self._callers.get(u.workload, 0.0))
+        for x in view.lifecycle:
+            if x.kind != "start":
+                continue
+            for w, ts in self._callers.items():
+                if w != x.workload and w not in skipped and not self.skip(w) and 0 <= x.ts - ts <= SPAWN_WINDOW_S:
+                    wb = b.workload(w)
+                    wb.add_count(wb.spawned, x.workload)
+        self._callers = {w: ts for w, ts in self._callers.items() if view.end - ts <= SPAWN_WINDOW_S}

@@ -41,6 +41,16 @@ T1562 = {
     "subtechnique": None,
     "tactic": ("TA0005", "Defense Evasion", "https://attack.mitre.org/tactics/TA0005/"),
 }
+T1610 = {
+    "technique": ("T1610", "Deploy Container", "https://attack.mitre.org/techniques/T1610/"),
+    "subtechnique": None,
+    "tactic": ("TA0002", "Execution", "https://attack.mitre.org/tactics/TA0002/"),
+}
+T1609 = {
+    "technique": ("T1609", "Container Administration Command", "https://attack.mitre.org/techniques/T1609/"),
+    "subtechnique": None,
+    "tactic": ("TA0002", "Execution", "https://attack.mitre.org/tactics/TA0002/"),
+}
 
 KIB = 1024
 MIB = 1024 * 1024
@@ -97,6 +107,9 @@ class Finding:
     categories: tuple[list[str], list[str]] | None = None  # event.category / event.type override
     domain: str | None = None  # the destination's name (SNI, Host or DNS answer), when known
     name_source: str | None = None  # "sni" | "http_host" | "dns"
+    source: tuple[str, int] | None = None  # the peer of an inbound connection: ip, port
+    direction: str = "egress"  # network.direction: "ingress" for listeners and inbound connections
+    unix_path: str | None = None  # a unix socket the finding is about (destination.address)
 
     @property
     def executable(self) -> str | None:

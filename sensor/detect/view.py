@@ -57,6 +57,58 @@ class LifecycleView:
 
 
 @dataclass(slots=True)
+class ListenView:
+    """A socket bound to a port (bind) or listening (listen) in a container."""
+
+    ts: float
+    attr: Attribution
+    workload: str
+    ip: str  # local address, "0.0.0.0" / "::" for a wildcard
+    port: int
+    transport: str
+    op: str  # "bind" | "listen"
+    process: ProcessRef
+
+
+@dataclass(slots=True)
+class AcceptView:
+    """Inbound TCP connections to a listener, first of a (listener, local
+    port, peer) in the kernel's deduplication interval; `count` includes the
+    ones folded into it."""
+
+    ts: float
+    attr: Attribution  # the listener's cgroup
+    workload: str
+    peer_ip: str
+    peer_port: int
+    local_ip: str
+    port: int
+    count: int
+    peer: Attribution | None = None  # the peer is a container on this node
+    peer_workload: str | None = None
+    peer_node: bool = False  # the peer is this node (loopback, a host address)
+
+    @property
+    def peer_class(self) -> str:
+        """node | container:<workload> | external (trusted or not: the
+        rules decide with the trusted networks)."""
+        if self.peer_workload:
+            return f"container:{self.peer_workload}"
+        return "node" if self.peer_node else "external"
+
+
+@dataclass(slots=True)
+class UnixConnectView:
+    """connect(2) to a unix socket path from a container."""
+
+    ts: float
+    attr: Attribution
+    workload: str
+    path: str
+    process: ProcessRef
+
+
+@dataclass(slots=True)
 class FlowView:
     summary: FlowSummary
     attr: Attribution
@@ -97,6 +149,9 @@ class WindowView:
     connects: list[ConnectView] = field(default_factory=list)
     lifecycle: list[LifecycleView] = field(default_factory=list)
     overflows: list[OverflowView] = field(default_factory=list)
+    listens: list[ListenView] = field(default_factory=list)
+    accepts: list[AcceptView] = field(default_factory=list)
+    unix_connects: list[UnixConnectView] = field(default_factory=list)
 
     def workloads(self) -> set[str]:
         return (
@@ -104,6 +159,9 @@ class WindowView:
             | {e.workload for e in self.execs}
             | {c.workload for c in self.connects}
             | {x.workload for x in self.lifecycle}
+            | {x.workload for x in self.listens}
+            | {x.workload for x in self.accepts if x.attr.cgroup_id}
+            | {x.workload for x in self.unix_connects}
         )
 
 

@@ -33,10 +33,13 @@ EV_SAMPLE = 4
 EV_CGROUP = 5
 EV_EXEC_ARGS = 6
 EV_DNS = 7
-# 8..10 are assigned to other event types
+EV_LISTEN = 8
+EV_ACCEPT = 9
+EV_UNIX_CONNECT = 10
 EV_SOCKET = 11
 EV_QUOTA = 12
 EV_TYPE_MAX = 13
+UNIX_PATH_LEN = 108
 
 EVENT_NAMES = {
     EV_EXEC: "exec",
@@ -46,6 +49,9 @@ EVENT_NAMES = {
     EV_CGROUP: "cgroup",
     EV_EXEC_ARGS: "exec_args",
     EV_DNS: "dns",
+    EV_LISTEN: "listen",
+    EV_ACCEPT: "accept",
+    EV_UNIX_CONNECT: "unix_connect",
     EV_SOCKET: "socket",
     EV_QUOTA: "quota",
 }
@@ -63,6 +69,8 @@ SOCKET_HOOK_CGROUP = 2
 QUOTA_FLOWS = 1
 QUOTA_EVENTS = 2
 FLOW_F_OVER_QUOTA = 0x1
+LISTEN_OP_BIND = 1
+LISTEN_OP_LISTEN = 2
 
 # enum sl_stat
 STAT_SUBMITTED = 0
@@ -82,7 +90,9 @@ STAT_SOCKETS_DENIED = STAT_FLOW_MAP_FULL + 11
 STAT_SOCKET_DEDUPED = STAT_FLOW_MAP_FULL + 12
 STAT_FLOW_QUOTA_REFUSED = STAT_FLOW_MAP_FULL + 13
 STAT_EVENT_QUOTA_REFUSED = STAT_FLOW_MAP_FULL + 14
-STAT_MAX = STAT_FLOW_MAP_FULL + 15
+STAT_ACCEPT_DEDUPED = STAT_FLOW_MAP_FULL + 15
+STAT_ACCEPT_NO_LISTENER = STAT_FLOW_MAP_FULL + 16
+STAT_MAX = STAT_FLOW_MAP_FULL + 17
 
 
 class EventHeader(ct.Structure):
@@ -186,6 +196,19 @@ class SocketEventC(ct.Structure):
     ]
 
 
+class ListenEventC(ct.Structure):
+    _fields_ = [
+        ("hdr", EventHeader),
+        ("sock_cookie", ct.c_uint64),
+        ("laddr", ct.c_uint8 * 16),
+        ("lport", ct.c_uint16),
+        ("protocol", ct.c_uint8),
+        ("op", ct.c_uint8),
+        ("family", ct.c_uint32),
+        ("comm", ct.c_char * COMM_LEN),
+    ]
+
+
 class QuotaEventC(ct.Structure):
     _fields_ = [("hdr", EventHeader), ("kind", ct.c_uint32), ("limit", ct.c_uint32)]
 
@@ -198,6 +221,33 @@ class QuotaC(ct.Structure):
         ("reported", ct.c_uint32),
         ("flows_over", ct.c_uint64 * 2),
         ("events_over", ct.c_uint64 * 2),
+    ]
+
+
+class AcceptEventC(ct.Structure):
+    _fields_ = [
+        ("hdr", EventHeader),
+        ("netns_cookie", ct.c_uint64),
+        ("raddr", ct.c_uint8 * 16),
+        ("laddr", ct.c_uint8 * 16),
+        ("rport", ct.c_uint16),
+        ("lport", ct.c_uint16),
+        ("family", ct.c_uint32),
+        ("suppressed", ct.c_uint32),
+        ("pad", ct.c_uint32),
+    ]
+
+
+class UnixConnectEventC(ct.Structure):
+    _fields_ = [
+        ("hdr", EventHeader),
+        ("sock_cookie", ct.c_uint64),
+        ("path_len", ct.c_uint32),
+        ("pad", ct.c_uint32),
+        ("comm", ct.c_char * COMM_LEN),
+        # uint8, not c_char: abstract socket names start with a NUL
+        ("path", ct.c_uint8 * UNIX_PATH_LEN),
+        ("pad2", ct.c_uint32),
     ]
 
 
@@ -244,6 +294,9 @@ C_MIRRORS: dict[str, type[ct.Structure]] = {
     "sl_socket_event": SocketEventC,
     "sl_quota_event": QuotaEventC,
     "sl_quota": QuotaC,
+    "sl_listen_event": ListenEventC,
+    "sl_accept_event": AcceptEventC,
+    "sl_unix_connect_event": UnixConnectEventC,
     "sl_flow_key": FlowKeyC,
     "sl_flow_value": FlowValueC,
 }
@@ -339,10 +392,42 @@ class SocketEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class ListenEvent:
+    hdr: Header
+    sock_cookie: int
+    laddr: str
+    lport: int
+    protocol: int
+    op: int
+    family: int
+    comm: str
+
+
+@dataclass(frozen=True, slots=True)
 class QuotaEvent:
     hdr: Header
     kind: int
     limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptEvent:
+    hdr: Header  # pid 0; cgroup_id of the listener, 0 when unknown
+    netns_cookie: int
+    raddr: str
+    laddr: str
+    rport: int
+    lport: int
+    family: int
+    suppressed: int
+
+
+@dataclass(frozen=True, slots=True)
+class UnixConnectEvent:
+    hdr: Header
+    sock_cookie: int
+    path: str  # "@name" for an abstract socket
+    comm: str
 
 
 Event = (
@@ -355,6 +440,9 @@ Event = (
     | DnsEvent
     | SocketEvent
     | QuotaEvent
+    | ListenEvent
+    | AcceptEvent
+    | UnixConnectEvent
 )
 
 
@@ -395,6 +483,9 @@ _S_CGROUP = struct.Struct(f"=IIQQII{PATH_LEN}s")
 _S_DNS = struct.Struct("=IIQQ16sHBBIII")
 _S_SOCKET = struct.Struct(f"=IIQQIIIBBH{COMM_LEN}s")
 _S_QUOTA = struct.Struct("=IIQQII")
+_S_LISTEN = struct.Struct(f"=IIQQQ16sHBBI{COMM_LEN}s")
+_S_ACCEPT = struct.Struct("=IIQQQ16s16sHHIII")
+_S_UNIX = struct.Struct(f"=IIQQQII{COMM_LEN}s{UNIX_PATH_LEN}sI")
 for _fmt, _mirror in (
     (_S_HDR, EventHeader),
     (_S_EXEC, ExecEventC),
@@ -403,6 +494,9 @@ for _fmt, _mirror in (
     (_S_CGROUP, CgroupEventC),
     (_S_SOCKET, SocketEventC),
     (_S_QUOTA, QuotaEventC),
+    (_S_LISTEN, ListenEventC),
+    (_S_ACCEPT, AcceptEventC),
+    (_S_UNIX, UnixConnectEventC),
 ):
     assert _fmt.size == ct.sizeof(_mirror), (_mirror.__name__, _fmt.size, ct.sizeof(_mirror))
 assert _S_SAMPLE.size == SampleEventC.data.offset
@@ -478,6 +572,30 @@ def _dec_quota(buf: bytes) -> QuotaEvent:
     return QuotaEvent(Header(t, pid, kt, cg), kind, limit)
 
 
+def _dec_listen(buf: bytes) -> ListenEvent:
+    t, pid, kt, cg, cookie, laddr, lport, proto, op, fam, comm = _S_LISTEN.unpack_from(buf)
+    return ListenEvent(Header(t, pid, kt, cg), cookie, format_addr(laddr), lport, proto, op, fam, _cstr(comm))
+
+
+def _dec_accept(buf: bytes) -> AcceptEvent:
+    t, pid, kt, cg, netns, raddr, laddr, rport, lport, fam, supp, _pad = _S_ACCEPT.unpack_from(buf)
+    return AcceptEvent(Header(t, pid, kt, cg), netns, format_addr(raddr), format_addr(laddr), rport, lport, fam, supp)
+
+
+def unix_path(raw: bytes, length: int) -> str:
+    """sun_path as the caller gave it: a path up to its NUL, or an abstract
+    name (leading NUL, may hold NULs) shown as "@name"."""
+    raw = raw[: max(0, min(length, UNIX_PATH_LEN))]
+    if raw[:1] == b"\0":
+        return "@" + safe_text(raw[1:].rstrip(b"\0").replace(b"\0", b"@"))
+    return _cstr(raw)
+
+
+def _dec_unix(buf: bytes) -> UnixConnectEvent:
+    t, pid, kt, cg, cookie, plen, _pad, comm, path, _pad2 = _S_UNIX.unpack_from(buf)
+    return UnixConnectEvent(Header(t, pid, kt, cg), cookie, unix_path(path, plen), _cstr(comm))
+
+
 # type -> (C struct, decoder)
 DECODERS: dict[int, tuple[type[ct.Structure], Callable[[bytes], Event]]] = {
     EV_EXEC: (ExecEventC, _dec_exec),
@@ -487,6 +605,9 @@ DECODERS: dict[int, tuple[type[ct.Structure], Callable[[bytes], Event]]] = {
     EV_SAMPLE: (SampleEventC, _dec_sample),
     EV_CGROUP: (CgroupEventC, _dec_cgroup),
     EV_DNS: (DnsEventC, _dec_dns),
+    EV_LISTEN: (ListenEventC, _dec_listen),
+    EV_ACCEPT: (AcceptEventC, _dec_accept),
+    EV_UNIX_CONNECT: (UnixConnectEventC, _dec_unix),
     EV_SOCKET: (SocketEventC, _dec_socket),
     EV_QUOTA: (QuotaEventC, _dec_quota),
 }

@@ -21,7 +21,7 @@ from sensor.kernel import bpfsys
 class CgroupProgram:
     hook: str  # name reported in status and health
     function: str  # function in the BPF source
-    prog_type: str  # "CGROUP_SKB" | "CGROUP_SOCK_ADDR" (bcc.BPF attribute)
+    prog_type: str  # "CGROUP_SKB" | "CGROUP_SOCK_ADDR" | "SOCK_OPS" (bcc.BPF attribute)
     attach_type: int
 
 
@@ -79,6 +79,17 @@ UNITS: tuple[BpfUnit, ...] = (
         what="raw/packet socket reports, and their refusal in contained containers",
     ),
     BpfUnit(
+        "listen",
+        "listen.bpf.c",
+        cgroup_programs=(
+            CgroupProgram("bind4", "sl_bind4", "CGROUP_SOCK_ADDR", bpfsys.CGROUP_INET4_BIND),
+            CgroupProgram("bind6", "sl_bind6", "CGROUP_SOCK_ADDR", bpfsys.CGROUP_INET6_BIND),
+            CgroupProgram("sockops", "sl_sockops", "SOCK_OPS", bpfsys.CGROUP_SOCK_OPS),
+        ),
+        required=False,
+        what="listeners (bind, listen) and inbound TCP connections per container",
+    ),
+    BpfUnit(
         "lifecycle",
         "lifecycle.bpf.c",
         tracepoints=("cgroup:cgroup_mkdir", "cgroup:cgroup_rmdir"),
@@ -86,6 +97,12 @@ UNITS: tuple[BpfUnit, ...] = (
         what="container start/stop events (containers are still attributed by walking cgroupfs)",
     ),
 )
+
+# One more cgroup program is not in this table: connect_unix (unix-socket
+# connects with their path, Linux 6.7+). bcc cannot compile it (it calls a
+# kfunc), so sensor/kernel/unixconnect.py assembles it and the loader attaches
+# it after the units above, reporting it as hook "connect_unix".
+UNIX_CONNECT_HOOK = "connect_unix"
 
 EXEC_ARGS_UNIT = BpfUnit(
     "exec_args",

@@ -15,8 +15,8 @@ from typing import Any
 
 from sensor.config import KernelSection
 from sensor.errors import SluiceError
-from sensor.kernel import bpfsys, events
-from sensor.kernel.hooks import EXEC_ARGS_UNIT, UNITS, BpfUnit, assemble_source, bpf_dir
+from sensor.kernel import bpfsys, events, unixconnect
+from sensor.kernel.hooks import EXEC_ARGS_UNIT, UNITS, UNIX_CONNECT_HOOK, BpfUnit, assemble_source, bpf_dir
 from sensor.kernel.memory import release_compiler_memory
 from sensor.kernel.probe import ProbeReport, units_available
 from sensor.kernel.progstats import ProgramCost, read_costs, tracepoint_hook
@@ -52,6 +52,8 @@ _STAT_NAMES = {
     events.STAT_SOCKET_DEDUPED: "raw_socket_events_deduplicated",
     events.STAT_FLOW_QUOTA_REFUSED: "flow_quota_refused",
     events.STAT_EVENT_QUOTA_REFUSED: "event_quota_refused",
+    events.STAT_ACCEPT_DEDUPED: "accepts_deduplicated",
+    events.STAT_ACCEPT_NO_LISTENER: "accepts_listener_unknown",
 }
 
 # The smallest BPF LSM program: does this kernel let one load and attach?
@@ -163,6 +165,7 @@ class BccSource:
         self.lsm = ""  # "" when the BPF LSM socket hook is attached, else why not
         self._overflow: list[FlowCounters] = []
         self._quota_cgroups: set[int] = set()
+        self._unix_prog_fd: int | None = None
         self._lost = 0
         self.status: dict[str, str] = {}
         self.units: list[BpfUnit] = []
@@ -212,6 +215,7 @@ class BccSource:
                 "AF_PACKET sockets are neither reported nor refused"
             )
         self._attach_cgroup_programs()
+        self._attach_unix_connect()
         self._open_buffer(sink)
         if self.cfg.bpf_stats:
             try:
@@ -257,6 +261,31 @@ class BccSource:
                 "no cgroup program could be attached",
                 hint="see the hook statuses; Sluice needs cgroup_skb and cgroup sock_addr programs (Linux 5.8+)",
             )
+
+    def _attach_unix_connect(self) -> None:
+        """connect(2) to unix sockets, with the path (runtime sockets). Linux
+        6.7+ and the ring buffer; assembled outside bcc (see unixconnect.py).
+        Degrades to a status line when unavailable."""
+        hook = UNIX_CONNECT_HOOK
+        assert self.b is not None and self._cgroup_fd is not None
+        if not self.use_ringbuf:
+            self.status[hook] = "unavailable: needs the BPF ring buffer"
+            return
+        try:
+            layout = unixconnect.kernel_layout()
+            fd = unixconnect.load(layout, self.b["sl_events"].map_fd, self.b["sl_stats"].map_fd)
+        except unixconnect.UnixConnectUnavailable as e:
+            self.status[hook] = f"unavailable: {e}"
+            return
+        try:
+            link = bpfsys.link_create(fd, self._cgroup_fd, bpfsys.CGROUP_UNIX_CONNECT)
+        except bpfsys.BpfError as e:
+            os.close(fd)
+            self.status[hook] = f"unavailable: attach failed ({e.strerror}; cgroup connect_unix needs Linux 6.7+)"
+            return
+        self._unix_prog_fd = fd
+        self._attachments.append(_Attachment(hook, None, bpfsys.CGROUP_UNIX_CONNECT, self._cgroup_fd, link))
+        self.status[hook] = "attached"
 
     def _open_buffer(self, sink: RecordSink) -> None:
         assert self.b is not None
@@ -496,6 +525,9 @@ class BccSource:
             except Exception:
                 pass
         self._attachments = []
+        if self._unix_prog_fd is not None:
+            os.close(self._unix_prog_fd)
+            self._unix_prog_fd = None
         if self._ring is not None:
             self._ring.close()
             self._ring = None

@@ -133,8 +133,8 @@ def process_end(
 # --- network ------------------------------------------------------------------
 
 
-def _network(ip: str, transport: str) -> dict[str, Any]:
-    return {"transport": transport, "direction": "egress", "type": "ipv6" if ":" in ip else "ipv4"}
+def _network(ip: str, transport: str, direction: str = "egress") -> dict[str, Any]:
+    return {"transport": transport, "direction": direction, "type": "ipv6" if ":" in ip else "ipv4"}
 
 
 def connection(
@@ -178,6 +178,70 @@ def raw_socket(
     d["process"] = process
     d["sluice"]["socket"] = {"family": family, "type": sock_type, "protocol": protocol, "denied": denied, "hook": hook}
     d["message"] = message
+    return d
+
+
+def listening(
+    host: str,
+    ts: float,
+    attr: Attribution,
+    op: str,
+    process: dict[str, Any],
+    ip: str,
+    port: int,
+    transport: str,
+    sock_cookie: int,
+) -> Document:
+    """A socket listening (op "listen") or bound to a port (op "bind"):
+    destination.* is the local address."""
+    action = "listening" if op == "listen" else "socket_bound"
+    d = event(ts, host, "event", ["network"], ["start"], action, "sluice.network", attr)
+    d["process"] = process
+    d["destination"] = {"ip": ip, "port": port, "address": ip}
+    d["network"] = _network(ip, transport, "ingress")
+    d["sluice"]["socket"] = {"cookie": sock_cookie}
+    d["sluice"]["listen"] = {"operation": op}
+    return d
+
+
+def connection_accepted(
+    host: str,
+    ts: float,
+    attr: Attribution,
+    peer_ip: str,
+    peer_port: int,
+    local_ip: str,
+    local_port: int,
+    listener_known: bool,
+    suppressed: int,
+    netns_cookie: int,
+) -> Document:
+    """An inbound TCP connection: source.* is the peer, destination.* the
+    listener; suppressed counts the connections from the same peer folded
+    into this one by the kernel."""
+    d = event(ts, host, "event", ["network"], ["connection", "start"], "connection_accepted", "sluice.network", attr)
+    d["source"] = {"ip": peer_ip, "port": peer_port, "address": peer_ip}
+    d["destination"] = {"ip": local_ip, "port": local_port, "address": local_ip}
+    d["network"] = _network(peer_ip, "tcp", "ingress")
+    d["sluice"]["inbound"] = {
+        "listener_known": listener_known,
+        "connections": 1 + suppressed,
+        "suppressed_since_last": suppressed,
+        "netns_cookie": netns_cookie,
+    }
+    return d
+
+
+def unix_connect(
+    host: str, ts: float, attr: Attribution, process: dict[str, Any], path: str, sock_cookie: int
+) -> Document:
+    """connect(2) to a unix socket: destination.address is its path."""
+    d = event(ts, host, "event", ["network"], ["connection", "start"], "unix_socket_connect", "sluice.network", attr)
+    d["process"] = process
+    d["destination"] = {"address": path}
+    d["network"] = {"transport": "unix", "direction": "egress"}
+    d["sluice"]["socket"] = {"cookie": sock_cookie}
+    d["sluice"]["unix"] = {"path": path}
     return d
 
 
@@ -341,13 +405,18 @@ def alert(
     if f.destination is not None:
         ip, port, transport = f.destination
         d["destination"] = destination_fields(ip, port, f.domain)
-        d["network"] = _network(ip, transport)
+        d["network"] = _network(ip, transport, f.direction)
         if f.network_protocol:
             d["network"]["protocol"] = f.network_protocol
         if f.domain and f.name_source == "sni":
             d["tls"] = {"client": {"server_name": f.domain}}
         elif f.domain and f.name_source == "http_host":
             d["url"] = {"domain": f.domain}
+    elif f.unix_path is not None:
+        d["destination"] = {"address": f.unix_path}
+        d["network"] = {"transport": "unix", "direction": f.direction}
+    if f.source is not None:
+        d["source"] = {"ip": f.source[0], "port": f.source[1], "address": f.source[0]}
     d["sluice"].update(
         {
             "workload": f.workload,
@@ -398,7 +467,15 @@ def response(f: Finding) -> dict[str, Any]:
             else:
                 r["note"] = "the pod's name or namespace is not a valid Kubernetes name: no kubectl command offered"
         r["investigate"] = [f"docker inspect {short}", f"docker logs --since 30m {short}", f"docker diff {short}"]
-    if f.destination is not None and _is_ip(f.destination[0]):
+    if f.source is not None and _is_ip(f.source[0]) and c is not None:
+        # an inbound peer: block what it sends, not what the container sends
+        ip = shlex.quote(str(ipaddress.ip_address(f.source[0])))
+        fam = "ip6" if ":" in ip else "ip"
+        r["block"] = [
+            f"iptables -I DOCKER-USER -s {ip} -j DROP" if fam == "ip" else f"ip6tables -I DOCKER-USER -s {ip} -j DROP",
+            f"nft add rule inet filter forward {fam} saddr {ip} drop",
+        ]
+    elif f.destination is not None and f.direction == "egress" and _is_ip(f.destination[0]):
         ip = shlex.quote(str(ipaddress.ip_address(f.destination[0])))
         fam = "ip6" if ":" in ip else "ip"
         r["block"] = [

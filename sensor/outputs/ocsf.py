@@ -117,7 +117,8 @@ def _endpoint(doc: dict[str, Any]) -> dict[str, Any]:
 
 def _connection(doc: dict[str, Any]) -> dict[str, Any]:
     transport = doc.get("network", {}).get("transport", "")
-    c: dict[str, Any] = {"direction_id": 2, "protocol_name": transport}
+    inbound = doc.get("network", {}).get("direction") == "ingress"
+    c: dict[str, Any] = {"direction_id": 1 if inbound else 2, "protocol_name": transport}
     if transport in PROTOCOL_NUM:
         c["protocol_num"] = PROTOCOL_NUM[transport]
     c["protocol_ver_id"] = 6 if doc.get("network", {}).get("type") == "ipv6" else 4
@@ -154,9 +155,11 @@ def _finding(doc: dict[str, Any]) -> dict[str, Any]:
     out["risk_score"] = score
     out["status_id"] = 1
     ev: dict[str, Any] = {"data": doc["sluice"]["evidence"]}
-    if doc.get("destination"):
+    if doc.get("destination", {}).get("ip"):
         ev["dst_endpoint"] = _endpoint(doc)
         ev["connection_info"] = _connection(doc)
+    if doc.get("source", {}).get("ip"):
+        ev["src_endpoint"] = {"ip": doc["source"]["ip"], "port": doc["source"]["port"]}
     if doc.get("process"):
         ev["process"] = _process(doc["process"])
     if out.get("container"):

@@ -40,6 +40,7 @@ from sensor.kernel.events import (
     CONNECT_OP_CONNECT,
     SAMPLE_F_FIRST,
     SAMPLE_F_SOCK_START,
+    AcceptEvent,
     CgroupEvent,
     ConnectEvent,
     DecodeError,
@@ -47,12 +48,15 @@ from sensor.kernel.events import (
     ExecArgsEvent,
     ExecEvent,
     ExitEvent,
+    ListenEvent,
     QuotaEvent,
     SampleEvent,
     SocketEvent,
+    UnixConnectEvent,
     decode,
 )
 from sensor.outputs import documents
+from sensor.telemetry import inbound
 from sensor.telemetry.counters import (
     HIGH_ENTROPY_BITS,
     ContainerSummary,
@@ -192,6 +196,10 @@ class Pipeline:
             "windows": 0,
             "view_events_capped": 0,
             "cmdline_truncated": 0,
+            "listen": 0,
+            "accept": 0,
+            "unix_connect": 0,
+            "unix_connect_host": 0,
         }
         self.last_decode_error = ""
         self.top: list[dict[str, Any]] = []
@@ -205,6 +213,10 @@ class Pipeline:
             DnsEvent: self._on_dns,
             SocketEvent: self._on_socket,
             QuotaEvent: self._on_quota,
+            # listeners, inbound connections, unix connects: sensor/telemetry/inbound.py
+            ListenEvent: lambda ev: inbound.on_listen(self, ev),
+            AcceptEvent: lambda ev: inbound.on_accept(self, ev),
+            UnixConnectEvent: lambda ev: inbound.on_unix_connect(self, ev),
         }
         # told of every cgroup that reports going over a quota (the source
         # reads its counts when the window closes)
@@ -544,6 +556,7 @@ class Pipeline:
             flows.append(FlowView(s, a, workload_of(a), s.key[1], s.key[2], transport_name(s.key[3]), process=proc))
         if self.netmap is not None:
             self._resolve_peers(flows)
+        inbound.resolve_accept_peers(self, view)
         view.flows = flows
         for o in self.observers:
             o.on_window(view)

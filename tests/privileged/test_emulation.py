@@ -52,9 +52,9 @@ def test_emulate_all_scorecard(base: Path, docker: Docker) -> None:
     (base / "scorecard.json").write_text(r.stdout)
     assert r.returncode == 0, f"scorecard failed:\n{r.stdout}\n{r.stderr[-4000:]}"
     by = {s["scenario"]: s for s in scores}
-    assert len(by) == 24, sorted(by)
+    assert len(by) == 30, sorted(by)
     attacks = [s for s in scores if s["expected"]]
-    assert len(attacks) == 15
+    assert len(attacks) == 19
     # compromised-workload mode: inside the learned web application, no
     # encryption tool, no short lifetime; each evasion class caught by a
     # content, volume or destination rule, the benign look-alikes silent
@@ -72,7 +72,10 @@ def test_emulate_all_scorecard(base: Path, docker: Docker) -> None:
     assert by["slow-exfil"]["result"] in ("blind-spot", "detected-bonus")
     # every rule is proven by at least one scenario
     fired = {r for s in attacks for r in s["expected"]}
-    assert fired == {f"SL-EXF-00{i}" for i in range(1, 7)} | {f"SL-C2-00{i}" for i in range(1, 5)}
+    assert fired == {f"SL-EXF-00{i}" for i in range(1, 7)} | {f"SL-C2-00{i}" for i in range(1, 10)}
+    # the sibling started through the Docker socket is linked to its creator
+    sib = by["docker-socket-sibling"]
+    assert len(sib["containers"]) == 2, sib
     containers, netns = _lab_leftovers(docker)
     assert not containers, "lab containers left behind"
     assert set(netns) <= before_ns, "lab netns left behind"

@@ -24,7 +24,18 @@ from sensor.detect.catalog import BY_ID
 from sensor.detect.engine import Detector
 from sensor.detect.learn import Learner
 from sensor.detect.rules import all_rules
-from sensor.detect.view import ConnectView, ExecView, FlowView, LifecycleView, OverflowView, ProcessRef, WindowView
+from sensor.detect.view import (
+    AcceptView,
+    ConnectView,
+    ExecView,
+    FlowView,
+    LifecycleView,
+    ListenView,
+    OverflowView,
+    ProcessRef,
+    UnixConnectView,
+    WindowView,
+)
 from sensor.telemetry.classify import ByteClasses
 from sensor.telemetry.counters import FlowSummary, QuotaOverflow
 
@@ -162,6 +173,50 @@ def life(attr: Attribution, ts: float, kind: str, lifetime: float | None = None)
     return LifecycleView(ts, attr, workload_of(attr), kind, lifetime)
 
 
+def listen(
+    attr: Attribution,
+    ts: float,
+    port: int,
+    *,
+    ip: str = "0.0.0.0",
+    transport: str = "tcp",
+    op: str = "listen",
+    executable: str = "/bin/nc",
+) -> ListenView:
+    return ListenView(ts, attr, workload_of(attr), ip, port, transport, op, proc(executable, ["nc", "-l"]))
+
+
+def accept(
+    attr: Attribution,
+    ts: float,
+    peer_ip: str,
+    port: int,
+    *,
+    count: int = 1,
+    peer: Attribution | None = None,
+    node: bool = False,
+) -> AcceptView:
+    return AcceptView(
+        ts,
+        attr,
+        workload_of(attr),
+        peer_ip,
+        40000,
+        "172.17.0.2",
+        port,
+        count,
+        peer,
+        workload_of(peer) if peer is not None else None,
+        node,
+    )
+
+
+def unix(
+    attr: Attribution, ts: float, path: str = "/var/run/docker.sock", executable: str = "/usr/bin/docker"
+) -> UnixConnectView:
+    return UnixConnectView(ts, attr, workload_of(attr), path, proc(executable, ["docker", "run"]))
+
+
 def window(
     end: float,
     *,
@@ -170,9 +225,23 @@ def window(
     connects: Iterable[ConnectView] = (),
     lifecycle: Iterable[LifecycleView] = (),
     overflows: Iterable[OverflowView] = (),
+    listens: Iterable[ListenView] = (),
+    accepts: Iterable[AcceptView] = (),
+    unix_connects: Iterable[UnixConnectView] = (),
     seconds: float = WINDOW,
 ) -> WindowView:
-    return WindowView(end - seconds, end, list(flows), list(execs), list(connects), list(lifecycle), list(overflows))
+    return WindowView(
+        end - seconds,
+        end,
+        list(flows),
+        list(execs),
+        list(connects),
+        list(lifecycle),
+        overflows=list(overflows),
+        listens=list(listens),
+        accepts=list(accepts),
+        unix_connects=list(unix_connects),
+    )
 
 
 def overflow(attr: Attribution, flows_refused: int, events_refused: int = 0, nbytes: int = 0) -> OverflowView:

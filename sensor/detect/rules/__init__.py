@@ -12,6 +12,11 @@ from sensor.detect.rules.c2001_multistage_chain import MultiStageChain
 from sensor.detect.rules.c2002_beaconing import Beaconing
 from sensor.detect.rules.c2003_inter_container import InterContainer
 from sensor.detect.rules.c2004_lifecycle_burst import LifecycleBurst
+from sensor.detect.rules.c2005_new_listener import NewListener
+from sensor.detect.rules.c2006_inbound_outside import InboundFromOutside
+from sensor.detect.rules.c2007_runtime_socket import RuntimeSocket
+from sensor.detect.rules.c2008_kubernetes_api import KubernetesApi
+from sensor.detect.rules.c2009_container_spawn import ContainerSpawn
 from sensor.detect.rules.eva001_sensor_flood import SensorFlood
 from sensor.detect.rules.exf001_volume_spike import VolumeSpike
 from sensor.detect.rules.exf002_nonstandard_port import NonStandardPort
@@ -33,6 +38,11 @@ def all_rules() -> list[Rule]:
         Beaconing(),
         InterContainer(),
         LifecycleBurst(),
+        NewListener(),
+        InboundFromOutside(),
+        RuntimeSocket(),
+        KubernetesApi(),
+        ContainerSpawn(),
         SensorFlood(),
     ]
 
@@ -48,6 +58,11 @@ __all__ = [
     "Beaconing",
     "InterContainer",
     "LifecycleBurst",
+    "NewListener",
+    "InboundFromOutside",
+    "RuntimeSocket",
+    "KubernetesApi",
+    "ContainerSpawn",
     "SensorFlood",
     "all_rules",
 ]

@@ -37,6 +37,12 @@ CONSTANTS: dict[str, int] = {
     "SL_EV_SAMPLE": E.EV_SAMPLE,
     "SL_EV_CGROUP": E.EV_CGROUP,
     "SL_EV_EXEC_ARGS": E.EV_EXEC_ARGS,
+    "SL_EV_LISTEN": E.EV_LISTEN,
+    "SL_EV_ACCEPT": E.EV_ACCEPT,
+    "SL_EV_UNIX_CONNECT": E.EV_UNIX_CONNECT,
+    "SL_UNIX_PATH_LEN": E.UNIX_PATH_LEN,
+    "SL_LISTEN_BIND": E.LISTEN_OP_BIND,
+    "SL_LISTEN_LISTEN": E.LISTEN_OP_LISTEN,
     "SL_EV_SOCKET": E.EV_SOCKET,
     "SL_EV_QUOTA": E.EV_QUOTA,
     "SL_EV_TYPE_MAX": E.EV_TYPE_MAX,
@@ -66,6 +72,8 @@ CONSTANTS: dict[str, int] = {
     "SL_STAT_SOCKET_DEDUPED": E.STAT_SOCKET_DEDUPED,
     "SL_STAT_FLOW_QUOTA_REFUSED": E.STAT_FLOW_QUOTA_REFUSED,
     "SL_STAT_EVENT_QUOTA_REFUSED": E.STAT_EVENT_QUOTA_REFUSED,
+    "SL_STAT_ACCEPT_DEDUPED": E.STAT_ACCEPT_DEDUPED,
+    "SL_STAT_ACCEPT_NO_LISTENER": E.STAT_ACCEPT_NO_LISTENER,
     "SL_STAT_MAX": E.STAT_MAX,
 }
 
@@ -117,6 +125,31 @@ def c_layout(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     return {"sizes": sizes, "fields": fields, "consts": consts}
 
 
+def test_new_event_decoders_round_trip() -> None:
+    lc = E.ListenEventC()
+    lc.hdr.type, lc.hdr.pid, lc.hdr.cgroup_id = E.EV_LISTEN, 42, 7
+    ct.memmove(ct.addressof(lc.laddr), E.parse_addr("198.18.0.5"), 16)
+    lc.lport, lc.protocol, lc.op, lc.comm = 4444, 6, E.LISTEN_OP_LISTEN, b"nc"
+    ev = E.decode(E.encode(lc))
+    assert isinstance(ev, E.ListenEvent)
+    assert (ev.laddr, ev.lport, ev.op, ev.comm, ev.hdr.cgroup_id) == ("198.18.0.5", 4444, 2, "nc", 7)
+    ac = E.AcceptEventC()
+    ac.hdr.type, ac.hdr.cgroup_id = E.EV_ACCEPT, 9
+    ct.memmove(ct.addressof(ac.raddr), E.parse_addr("2001:db8::1"), 16)
+    ac.rport, ac.lport, ac.suppressed = 50000, 80, 3
+    ev2 = E.decode(E.encode(ac))
+    assert isinstance(ev2, E.AcceptEvent)
+    assert (ev2.raddr, ev2.rport, ev2.lport, ev2.suppressed) == ("2001:db8::1", 50000, 80, 3)
+    uc = E.UnixConnectEventC()
+    uc.hdr.type = E.EV_UNIX_CONNECT
+    path = b"/var/run/docker.sock"
+    ct.memmove(ct.addressof(uc.path), path, len(path))
+    uc.path_len = len(path) + 1
+    ev3 = E.decode(E.encode(uc))
+    assert isinstance(ev3, E.UnixConnectEvent) and ev3.path == "/var/run/docker.sock"
+    assert E.unix_path(b"\0abstract\0\0", 9) == "@abstract"
+
+
 def test_every_mirrored_struct_is_in_the_header(c_layout: dict) -> None:
     assert set(c_layout["sizes"]) == set(E.C_MIRRORS)
     assert len(E.C_MIRRORS) >= 9
@@ -154,6 +187,9 @@ def test_decoders_cover_every_event_type() -> None:
         E.EV_CGROUP,
         E.EV_EXEC_ARGS,
         E.EV_DNS,
+        E.EV_LISTEN,
+        E.EV_ACCEPT,
+        E.EV_UNIX_CONNECT,
         E.EV_SOCKET,
         E.EV_QUOTA,
     }

@@ -18,7 +18,17 @@ from ocsf.v1_7_0.events import BaseEvent, DetectionFinding, NetworkActivity, Pro
 from ocsf.v1_7_0.objects import Actor, Container, Device
 from pydantic import BaseModel
 
-from emulation.records import cgroup_rec, connect_rec, exec_rec, exit_rec, sample_rec, to_wall
+from emulation.records import (
+    accept_rec,
+    cgroup_rec,
+    connect_rec,
+    exec_rec,
+    exit_rec,
+    listen_rec,
+    sample_rec,
+    to_wall,
+    unix_rec,
+)
 from sensor.attribution.cgroups import CgroupResolver
 from sensor.attribution.containers import Attribution, Attributor, ContainerInfo
 from sensor.attribution.docker_api import DockerClient
@@ -128,8 +138,32 @@ def ecs_docs(tmp_path: Path, fake_docker: Any) -> list[dict[str, Any]]:
     ):
         pipe.handle_raw(rec)
     pipe.close_window([FlowCounters(cg, "203.0.113.9", 443, 6, 5000, 9, 4000, 1, 1, 2, 1)], 1.0e9, 1.0e9 + 10)
+    for rec in (
+        listen_rec(4242, cg, "0.0.0.0", 4444, ktime_ns=70),
+        accept_rec(cg, "203.0.113.5", 50000, "172.17.0.2", 4444, ktime_ns=71),
+        unix_rec(4242, cg, b"/var/run/docker.sock", ktime_ns=72),
+    ):
+        pipe.handle_raw(rec)
     info = ContainerInfo(CID, "docker", "web-1", "nginx:1.27", "sha256:" + "d" * 64, {}, None, True)
     det = Detector(default_config(), None, [], docs.append, "node-1")
+    # inbound (source.* is the peer) and unix-socket findings
+    attr = Attribution(cg, f"/docker/{CID}", info)
+    for f in (
+        Finding(
+            "SL-C2-006",
+            attr,
+            "nginx",
+            1.0e9 + 5,
+            "inbound",
+            {"bytes": 1},
+            ("172.17.0.2", 4444, "tcp"),
+            None,
+            source=("203.0.113.5", 50000),
+            direction="ingress",
+        ),
+        Finding("SL-C2-007", attr, "nginx", 1.0e9 + 5, "socket", {}, None, None, unix_path="/var/run/docker.sock"),
+    ):
+        docs.append(det.alert_doc(f, 0))
     for rule in ("SL-EXF-002", "SL-C2-001"):
         docs.append(
             det.alert_doc(

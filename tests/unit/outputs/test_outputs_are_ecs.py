@@ -22,17 +22,20 @@ import pytest
 
 from emulation.records import (
     NS,
+    accept_rec,
     cgroup_rec,
     connect_rec,
     dns_query,
     exec_args_rec,
     exec_rec,
     exit_rec,
+    listen_rec,
     quota_rec,
     sample_rec,
     socket_rec,
     tls_client_hello,
     to_wall,
+    unix_rec,
 )
 from sensor.attribution.cgroups import CgroupResolver
 from sensor.attribution.containers import Attribution, Attributor, ContainerInfo
@@ -54,6 +57,7 @@ from tests.support.views import (
     KIB,
     MIB,
     T0,
+    accept,
     config,
     connect,
     container,
@@ -62,7 +66,9 @@ from tests.support.views import (
     flow,
     learn_flows,
     life,
+    listen,
     overflow,
+    unix,
     window,
 )
 
@@ -83,6 +89,10 @@ TELEMETRY = {
     "container_summary",
     "container_start",
     "container_stop",
+    "listening",
+    "socket_bound",
+    "connection_accepted",
+    "unix_socket_connect",
 }
 HEALTH = {"sensor_start", "sensor_health", "runtime_status", "sensor_stop"}
 
@@ -196,6 +206,15 @@ def _telemetry_records(cg: dict[str, int]) -> list[bytes]:
         socket_rec(PID2, cg["k"], family=17, sock_type=2, protocol=0x0608, denied=True, ktime_ns=6 * NS + 1),
         socket_rec(PID3, cg["host"], family=17, sock_type=3, ktime_ns=6 * NS + 2, comm=b"dhclient"),
         quota_rec(cg["a"], ktime_ns=6 * NS + 3),
+        # a listener (listen and a UDP bind), inbound connections (IPv4, IPv6, listener unknown),
+        # unix connects from a container and from the host
+        listen_rec(PID2, cg["k"], "0.0.0.0", 4444, ktime_ns=6 * NS),
+        listen_rec(PID2, cg["k"], "::", 5353, op=E.LISTEN_OP_BIND, protocol=17, family=10, ktime_ns=6 * NS + 1),
+        accept_rec(cg["k"], "203.0.113.5", 51000, "172.17.0.9", 4444, ktime_ns=6 * NS + 2, suppressed=4),
+        accept_rec(cg["k"], "2001:db8::5", 51001, "2001:db8::9", 4444, ktime_ns=6 * NS + 3),
+        accept_rec(0, "198.51.100.1", 51002, "192.0.2.1", 22, ktime_ns=6 * NS + 4),
+        unix_rec(PID, cg["a"], b"/var/run/docker.sock", ktime_ns=6 * NS + 5),
+        unix_rec(PID3, cg["host"], b"/run/systemd/journal/stdout", ktime_ns=6 * NS + 6),
     ]
     return recs
 
@@ -432,6 +451,27 @@ SCENARIOS: dict[str, Callable[[Path, Attribution], Alerts]] = {
     "SL-C2-003": _windows(lambda a: [window(T0, flows=[flow(a, "172.17.0.3", 5432, 500, entropy=None, peer=PEER)])]),
     "SL-C2-004": _windows(_burst),
     "SL-EVA-001": _windows(lambda a: [window(T0, overflows=[overflow(a, 150_000, 40_000, 9 * MIB)])]),
+    "SL-C2-005": _windows(lambda a: [window(T0, listens=[listen(a, T0 - 3, 4444)])]),
+    "SL-C2-006": _windows(
+        lambda a: [
+            window(
+                T0, accepts=[accept(a, T0 - 3, "203.0.113.5", 4444, count=3), accept(a, T0 - 2, "2001:db8::7", 4444)]
+            )
+        ]
+    ),
+    "SL-C2-007": _windows(lambda a: [window(T0, unix_connects=[unix(a, T0 - 3)])]),
+    "SL-C2-008": lambda tmp_path, a: detector(
+        config(tmp_path, extra='[rules.SL-C2-008]\napi_servers = ["10.96.0.1:443"]\n')
+    ).run(window(T0, connects=[connect(a, T0 - 3, "10.96.0.1", 443, executable="/usr/bin/kubectl")])),
+    "SL-C2-009": _windows(
+        lambda a: [
+            window(
+                T0,
+                unix_connects=[unix(a, T0 - 5)],
+                lifecycle=[life(container("sibling-1", image="alpine:3"), T0 - 4, "start")],
+            )
+        ]
+    ),
     "SL-FIM-001": _fim,
 }
 

@@ -1,0 +1,88 @@
+"""SL-C2-007: a container uses a container runtime socket."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sensor.detect.rule import T1610, Context, Finding, RuleInfo, RuleSettings
+from sensor.detect.rules._common import _Base, _pname, _who
+from sensor.detect.view import UnixConnectView, WindowView
+
+# Unix socket file names of container runtimes (matched on the last path
+# component, so a socket mounted anywhere in a container still counts).
+RUNTIME_SOCKETS = (
+    "docker.sock",
+    "containerd.sock",
+    "crio.sock",
+    "podman.sock",
+    "cri-dockerd.sock",
+    "dockershim.sock",
+    "buildkitd.sock",
+)
+
+
+@dataclass(frozen=True)
+class Settings(RuleSettings):
+    sockets: tuple[str, ...] = RUNTIME_SOCKETS
+
+
+INFO = RuleInfo(
+    "SL-C2-007",
+    "runtime_socket_use",
+    "Container runtime socket used from a container",
+    "A process in a container connected to a container runtime socket (docker.sock, containerd.sock, "
+    "CRI-O, podman) that its workload's baseline does not use: it can start containers on the node.",
+    T1610,
+    78,
+    Settings,
+)
+
+
+def runtime_socket(u: UnixConnectView, names: tuple[str, ...]) -> str | None:
+    """The runtime socket's file name when the path is one, else None."""
+    name = u.path.rsplit("/", 1)[-1]
+    return name if name in names else None
+
+
+class RuntimeSocket(_Base):
+    """SL-C2-007: a container uses a container runtime socket."""
+
+    def __init__(self) -> None:
+        super().__init__(INFO)
+
+    def evaluate(self, view: WindowView, ctx: Context) -> list[Finding]:
+        cfg = ctx.settings(self.info.id, Settings)
+        out = []
+        seen: set[tuple[str, str]] = set()
+        for u in view.unix_connects:
+            name = runtime_socket(u, cfg.sockets)
+            if name is None or u.attr.container is None:
+                continue
+            wb = ctx.workload(u.workload)
+            if wb is not None and name in wb.unix_sockets:
+                continue  # a CI runner or an operator that always does this
+            if not ctx.baseline_gate(u.workload):
+                continue
+            k = (u.attr.container.id, u.path)
+            if k in seen:
+                continue
+            seen.add(k)
+            n = sum(1 for v in view.unix_connects if v.attr.container is u.attr.container and v.path == u.path)
+            out.append(
+                Finding(
+                    self.info.id,
+                    u.attr,
+                    u.workload,
+                    u.ts,
+                    f"{_who(u.attr, u.workload)} connected to the container runtime socket {u.path} "
+                    f"({_pname(u.process)}, pid {u.process.pid}); its baseline does not use it",
+                    {
+                        "socket": {"path": u.path, "name": name, "connects_in_window": n},
+                        "baseline_unix_sockets": sorted(wb.unix_sockets)[:20] if wb else [],
+                    },
+                    None,
+                    u.process,
+                    unix_path=u.path,
+                )
+            )
+        return out

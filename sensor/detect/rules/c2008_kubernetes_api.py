@@ -1,0 +1,91 @@
+"""SL-C2-008: a container talks to the Kubernetes API server."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sensor.detect.rule import T1609, Context, Finding, RuleInfo, RuleSettings
+from sensor.detect.rules._common import _Base, _dest, _pname, _who
+from sensor.detect.view import WindowView
+
+
+@dataclass(frozen=True)
+class Settings(RuleSettings):
+    api_servers: tuple[str, ...] = ()
+    use_service_env: bool = True
+
+
+INFO = RuleInfo(
+    "SL-C2-008",
+    "kubernetes_api_use",
+    "Kubernetes API server contacted from a container",
+    "A container connected to the Kubernetes API server, which its workload's baseline never does "
+    "(api_servers lists ip:port; empty takes KUBERNETES_SERVICE_HOST/PORT from the sensor's environment).",
+    T1609,
+    60,
+    Settings,
+)
+
+
+def api_servers(cfg: Settings, env: Mapping[str, str]) -> set[tuple[str, int]]:
+    """(ip, port) pairs: the configured ones, else the in-cluster service
+    address from KUBERNETES_SERVICE_HOST/PORT (when use_service_env)."""
+    out: set[tuple[str, int]] = set()
+    for s in cfg.api_servers:
+        host, _, port = str(s).rpartition(":")
+        host = host.strip("[]")
+        try:
+            out.add((str(ipaddress.ip_address(host)), int(port)))
+        except ValueError:
+            continue  # not ip:port; config validation names the entry
+    if not out and cfg.use_service_env:
+        host, port = env.get("KUBERNETES_SERVICE_HOST", ""), env.get("KUBERNETES_SERVICE_PORT", "443")
+        try:
+            out.add((str(ipaddress.ip_address(host)), int(port)))
+        except ValueError:
+            pass
+    return out
+
+
+class KubernetesApi(_Base):
+    """SL-C2-008: a container talks to the Kubernetes API server."""
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        super().__init__(INFO)
+        self._env = env if env is not None else os.environ
+
+    def evaluate(self, view: WindowView, ctx: Context) -> list[Finding]:
+        servers = api_servers(ctx.settings(self.info.id, Settings), self._env)
+        if not servers:
+            return []
+        out = []
+        seen: set[tuple[str, str, int]] = set()
+        for c in view.connects:
+            if c.attr.container is None or c.transport != "tcp" or (c.ip, c.port) not in servers:
+                continue
+            wb = ctx.workload(c.workload)
+            if wb is not None and wb.knows_destination(c.ip, c.port, c.transport):
+                continue  # an operator or controller that always talks to the API
+            if not ctx.baseline_gate(c.workload):
+                continue
+            k = (c.attr.container.id, c.ip, c.port)
+            if k in seen:
+                continue
+            seen.add(k)
+            out.append(
+                Finding(
+                    self.info.id,
+                    c.attr,
+                    c.workload,
+                    c.ts,
+                    f"{_who(c.attr, c.workload)} connected to the Kubernetes API server {_dest(c.ip, c.port)} "
+                    f"({_pname(c.process)}, pid {c.process.pid}); its baseline never does",
+                    {"api_server": _dest(c.ip, c.port), "configured_api_servers": sorted(_dest(*s) for s in servers)},
+                    (c.ip, c.port, c.transport),
+                    c.process,
+                )
+            )
+        return out

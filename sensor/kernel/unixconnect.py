@@ -1,0 +1,260 @@
+"""The cgroup connect_unix program (Linux 6.7+), assembled here, not by bcc.
+
+Why not bcc: the unix path is only reachable through the kfunc
+bpf_cast_to_kern_ctx (the uapi bpf_sock_addr has no sun_path field; the
+kernel's own selftest connect_unix_prog.c reads it the same way), and bcc
+0.26 cannot emit kfunc calls ("cannot call non-static helper function").
+The program is small, so it is written as BPF instructions and loaded with
+the bpf(2) syscall.
+
+Why this is still header-independent: the kfunc's id and the two fields it
+reads (bpf_sock_addr_kern.uaddr and .uaddrlen) are looked up in the running
+kernel's own BTF (/sys/kernel/btf/vmlinux), never in installed headers. No
+other kernel memory is read: the path bytes are copied from the kernel's
+copy of the caller's sockaddr with bpf_probe_read_kernel.
+
+The program emits one SL_EV_UNIX_CONNECT record per connect(2) to a unix
+socket (into the shared ring buffer) and counts submitted/dropped records in
+sl_stats like every other program. It returns 1: it never denies.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import os
+import struct
+from dataclasses import dataclass
+
+from sensor.kernel import bpfsys, events
+
+BTF_PATH = "/sys/kernel/btf/vmlinux"
+KFUNC = "bpf_cast_to_kern_ctx"
+KERN_CTX = "bpf_sock_addr_kern"
+
+BPF_PROG_LOAD = 5
+BPF_PROG_TYPE_CGROUP_SOCK_ADDR = 18
+BPF_PSEUDO_MAP_FD = 1
+BPF_PSEUDO_KFUNC_CALL = 2
+
+# helpers
+GET_CURRENT_CGROUP_ID = 80
+GET_CURRENT_PID_TGID = 14
+KTIME_GET_NS = 5
+GET_SOCKET_COOKIE = 46
+GET_CURRENT_COMM = 16
+PROBE_READ_KERNEL = 113
+RINGBUF_RESERVE = 131
+RINGBUF_SUBMIT = 132
+MAP_LOOKUP_ELEM = 1
+BPF_RB_NO_WAKEUP = 1
+
+EVENT_SIZE = ct.sizeof(events.UnixConnectEventC)
+_F = events.UnixConnectEventC
+
+
+class UnixConnectUnavailable(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class KernelLayout:
+    kfunc_btf_id: int
+    uaddr_offset: int
+    uaddrlen_offset: int
+
+
+# --- BTF: just enough to find one function and one struct's members ---------
+
+_KIND_EXTRA = {1: 4, 3: 12, 14: 4, 17: 4}  # fixed extra bytes per kind
+_KIND_VLEN = {4: 12, 5: 12, 6: 8, 13: 8, 15: 12, 19: 12}  # bytes per vlen entry
+
+
+def kernel_layout(path: str = BTF_PATH) -> KernelLayout:
+    """The kfunc's BTF id and the kern ctx's field offsets, from vmlinux BTF."""
+    try:
+        data = open(path, "rb").read()
+    except OSError as e:
+        raise UnixConnectUnavailable(f"no kernel BTF ({e.strerror})") from None
+    magic, _ver, _flags, hdr_len, type_off, type_len, str_off, _str_len = struct.unpack_from("<HBBIIIII", data)
+    if magic != 0xEB9F:
+        raise UnixConnectUnavailable("kernel BTF has an unexpected byte order or magic")
+    types = hdr_len + type_off
+    strings = hdr_len + str_off
+
+    def name(off: int) -> str:
+        end = data.index(b"\0", strings + off)
+        return data[strings + off : end].decode()
+
+    pos, tid, end = types, 1, types + type_len
+    func_id = None
+    members: dict[str, int] | None = None
+    while pos < end:
+        name_off, info, _size = struct.unpack_from("<III", data, pos)
+        kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
+        body = pos + 12
+        if kind == 12 and func_id is None and name(name_off) == KFUNC:
+            func_id = tid
+        if kind == 4 and members is None and name(name_off) == KERN_CTX:
+            members = {}
+            kflag = info >> 31
+            for i in range(vlen):
+                m_name, _m_type, m_off = struct.unpack_from("<III", data, body + 12 * i)
+                members[name(m_name)] = (m_off & 0xFFFFFF if kflag else m_off) // 8
+        pos = body + _KIND_EXTRA.get(kind, 0) + _KIND_VLEN.get(kind, 0) * vlen
+        tid += 1
+        if func_id is not None and members is not None:
+            break
+    if func_id is None:
+        raise UnixConnectUnavailable(f"kernel has no {KFUNC} kfunc (Linux 6.2+)")
+    if members is None or "uaddr" not in members or "uaddrlen" not in members:
+        raise UnixConnectUnavailable(f"kernel BTF has no {KERN_CTX}.uaddr/uaddrlen")
+    return KernelLayout(func_id, members["uaddr"], members["uaddrlen"])
+
+
+# --- assembling --------------------------------------------------------------
+
+
+def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
+    return struct.pack("<BBhi", code, (src << 4) | dst, off, imm)
+
+
+def _mov_reg(dst: int, src: int) -> bytes:
+    return _insn(0xBF, dst, src)
+
+
+def _mov_imm(dst: int, imm: int) -> bytes:
+    return _insn(0xB7, dst, 0, 0, imm)
+
+
+def _call(helper: int) -> bytes:
+    return _insn(0x85, 0, 0, 0, helper)
+
+
+def _ld_map_fd(dst: int, fd: int) -> bytes:
+    return _insn(0x18, dst, BPF_PSEUDO_MAP_FD, 0, fd) + _insn(0, 0, 0, 0, 0)
+
+
+def _stx(size: int, dst: int, off: int, src: int) -> bytes:  # *(size *)(dst + off) = src
+    return _insn({4: 0x63, 8: 0x7B}[size], dst, src, off)
+
+
+def _st_imm(size: int, dst: int, off: int, imm: int) -> bytes:
+    return _insn({4: 0x62, 8: 0x7A}[size], dst, 0, off, imm)
+
+
+def _ldx(size: int, dst: int, src: int, off: int) -> bytes:
+    return _insn({4: 0x61, 8: 0x79}[size], dst, src, off)
+
+
+def _stat_add(stats_fd: int, index: int) -> list[bytes]:
+    """sl_stats[index] += 1 (this CPU's slot)."""
+    return [
+        _st_imm(4, 10, -4, index),
+        _ld_map_fd(1, stats_fd),
+        _mov_reg(2, 10),
+        _insn(0x07, 2, 0, 0, -4),  # r2 += -4
+        _call(MAP_LOOKUP_ELEM),
+        _insn(0x15, 0, 0, 3, 0),  # if r0 == 0 goto +3
+        _ldx(8, 1, 0, 0),
+        _insn(0x07, 1, 0, 0, 1),  # r1 += 1
+        _stx(8, 0, 0, 1),
+    ]
+
+
+def assemble(layout: KernelLayout, ringbuf_fd: int, stats_fd: int) -> bytes:
+    # the ld_imm64 of a map fd is two instruction slots: jump offsets count slots
+    def slots(parts: list[bytes]) -> int:
+        return sum(len(p) // 8 for p in parts)
+
+    ok_stat = _stat_add(stats_fd, events.STAT_SUBMITTED + events.EV_UNIX_CONNECT)
+    drop_stat = _stat_add(stats_fd, events.STAT_DROPPED + events.EV_UNIX_CONNECT)
+    body: list[bytes] = [
+        _mov_reg(6, 1),  # r6 = ctx
+        _call(GET_CURRENT_CGROUP_ID),
+        _mov_reg(7, 0),  # r7 = cgroup id
+        _mov_reg(1, 6),
+        _insn(0x85, 0, BPF_PSEUDO_KFUNC_CALL, 0, layout.kfunc_btf_id),  # r0 = bpf_cast_to_kern_ctx(ctx)
+        _mov_reg(8, 0),  # r8 = struct bpf_sock_addr_kern *
+        _ld_map_fd(1, ringbuf_fd),
+        _mov_imm(2, EVENT_SIZE),
+        _mov_imm(3, 0),
+        _call(RINGBUF_RESERVE),
+        _mov_reg(9, 0),  # r9 = event or NULL
+    ]
+    fill: list[bytes] = [
+        _st_imm(4, 9, _F.hdr.offset + 0, events.EV_UNIX_CONNECT),
+        _call(GET_CURRENT_PID_TGID),
+        _insn(0x77, 0, 0, 0, 32),  # r0 >>= 32
+        _stx(4, 9, _F.hdr.offset + 4, 0),
+        _call(KTIME_GET_NS),
+        _stx(8, 9, _F.hdr.offset + 8, 0),
+        _stx(8, 9, _F.hdr.offset + 16, 7),
+        _mov_reg(1, 6),
+        _call(GET_SOCKET_COOKIE),
+        _stx(8, 9, _F.sock_cookie.offset, 0),
+        # path_len = max(uaddrlen, 2) - 2 (the sun_family bytes)
+        _ldx(4, 1, 8, layout.uaddrlen_offset),
+        _insn(0x25, 1, 0, 1, 2),  # if r1 > 2 goto +1
+        _mov_imm(1, 2),
+        _insn(0x07, 1, 0, 0, -2),
+        _stx(4, 9, _F.path_len.offset, 1),
+        _st_imm(4, 9, _F.pad.offset, 0),
+        _st_imm(4, 9, _F.pad2.offset, 0),
+        _mov_reg(1, 9),
+        _insn(0x07, 1, 0, 0, _F.comm.offset),
+        _mov_imm(2, events.COMM_LEN),
+        _call(GET_CURRENT_COMM),
+        _mov_reg(1, 9),
+        _insn(0x07, 1, 0, 0, _F.path.offset),
+        _mov_imm(2, events.UNIX_PATH_LEN),
+        _ldx(8, 3, 8, layout.uaddr_offset),
+        _insn(0x07, 3, 0, 0, 2),  # skip sun_family
+        _call(PROBE_READ_KERNEL),  # zero-fills on failure
+        _mov_reg(1, 9),
+        # BPF_RB_NO_WAKEUP, as the other programs' records: a wake-up per
+        # record is the costly part of a submit; the reader drains on its timer
+        _mov_imm(2, BPF_RB_NO_WAKEUP),
+        _call(RINGBUF_SUBMIT),
+        *ok_stat,
+    ]
+    exit_ = [_mov_imm(0, 1), _insn(0x95)]
+    # if r9 == 0 goto drop; <fill>; goto exit; drop: <drop_stat>; exit: r0 = 1
+    prog = body + [_insn(0x15, 9, 0, slots(fill) + 1, 0)] + fill
+    prog += [_insn(0x05, 0, 0, slots(drop_stat), 0)] + drop_stat + exit_
+    return b"".join(prog)
+
+
+def load(layout: KernelLayout, ringbuf_fd: int, stats_fd: int) -> int:
+    """Load the program; returns its fd. Raises UnixConnectUnavailable with
+    the verifier's log when the kernel refuses it."""
+    code = assemble(layout, ringbuf_fd, stats_fd)
+    insns = ct.create_string_buffer(code, len(code))
+    lic = ct.create_string_buffer(b"GPL")
+    log = ct.create_string_buffer(65536)
+    attr = ct.create_string_buffer(128)
+    struct.pack_into(
+        "<IIQQIIQII16sII",
+        attr,
+        0,
+        BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
+        len(code) // 8,
+        ct.addressof(insns),
+        ct.addressof(lic),
+        1,
+        len(log),
+        ct.addressof(log),
+        0,
+        0,
+        b"sl_connect_unix",
+        0,
+        bpfsys.CGROUP_UNIX_CONNECT,
+    )
+    try:
+        return bpfsys._bpf(BPF_PROG_LOAD, attr)
+    except bpfsys.BpfError as e:
+        detail = log.value.decode(errors="replace").strip().splitlines()[-3:]
+        raise UnixConnectUnavailable(f"the kernel refused the program ({e.strerror}): {' | '.join(detail)}") from None
+
+
+def close(fd: int) -> None:
+    os.close(fd)

@@ -1,0 +1,158 @@
+"""Listeners, inbound connections and unix-socket connects: kernel events ->
+window views for the rules and (with --events) ECS documents.
+
+Kept apart from pipeline.py, which only dispatches these event types here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from typing import TYPE_CHECKING, Any
+
+from sensor.attribution.containers import Attribution
+from sensor.attribution.workload import workload_of
+from sensor.detect.view import AcceptView, ListenView, ProcessRef, UnixConnectView, WindowView
+from sensor.kernel.events import LISTEN_OP_LISTEN, AcceptEvent, ListenEvent, UnixConnectEvent
+from sensor.outputs import documents
+from sensor.telemetry.protocol import transport_name
+
+if TYPE_CHECKING:
+    from sensor.telemetry.pipeline import Pipeline
+
+MAX_LISTEN_VIEWS = 64  # per window: listeners are rare; a flood must not stall the reader
+MAX_ACCEPT_VIEWS = 1024  # per window, after the kernel's per-peer deduplication
+MAX_UNIX_VIEWS = 256  # per window, container callers only
+
+
+def _ref(p: Pipeline, pid: int, comm: str) -> ProcessRef:
+    proc = p.procs.get(pid) or p.exited.get(pid)
+    return p._process_ref(proc) if proc is not None else ProcessRef(pid, comm)
+
+
+def on_listen(p: Pipeline, ev: ListenEvent) -> None:
+    p.counts["listen"] = p.counts.get("listen", 0) + 1
+    ts = p.to_wall(ev.hdr.ktime_ns)
+    attr = p.attributor.attribute(ev.hdr.cgroup_id)
+    op = "listen" if ev.op == LISTEN_OP_LISTEN else "bind"
+    transport = transport_name(ev.protocol)
+    if len(p._view.listens) < MAX_LISTEN_VIEWS:
+        p._view.listens.append(
+            ListenView(ts, attr, workload_of(attr), ev.laddr, ev.lport, transport, op, _ref(p, ev.hdr.pid, ev.comm))
+        )
+    else:
+        p.counts["view_events_capped"] += 1
+    if not p.events:
+        return
+    proc = p._known_process(ev.hdr.pid, ev.comm)
+    p._out(documents.listening(p.host_name, ts, attr, op, proc, ev.laddr, ev.lport, transport, ev.sock_cookie))
+
+
+def on_accept(p: Pipeline, ev: AcceptEvent) -> None:
+    p.counts["accept"] = p.counts.get("accept", 0) + 1
+    ts = p.to_wall(ev.hdr.ktime_ns)
+    known = ev.hdr.cgroup_id != 0
+    attr = p.attributor.attribute(ev.hdr.cgroup_id) if known else Attribution(0, None, None)
+    if known and len(p._view.accepts) < MAX_ACCEPT_VIEWS:
+        av = AcceptView(ts, attr, workload_of(attr), ev.raddr, ev.rport, ev.laddr, ev.lport, 1 + ev.suppressed)
+        # now, while a short-lived peer container still exists to be mapped;
+        # the kernel's per-peer deduplication bounds how often this reads /proc
+        _resolve(p, av, refresh=True)
+        p._view.accepts.append(av)
+    elif known:
+        p.counts["view_events_capped"] += 1
+    if not p.events:
+        return
+    p._out(
+        documents.connection_accepted(
+            p.host_name, ts, attr, ev.raddr, ev.rport, ev.laddr, ev.lport, known, ev.suppressed, ev.netns_cookie
+        )
+    )
+
+
+def on_unix_connect(p: Pipeline, ev: UnixConnectEvent) -> None:
+    """Only container callers become views and documents: host processes
+    talk to unix sockets all the time (journald, dbus, the runtime itself)."""
+    p.counts["unix_connect"] = p.counts.get("unix_connect", 0) + 1
+    attr = p.attributor.attribute(ev.hdr.cgroup_id)
+    if attr.container is None:
+        p.counts["unix_connect_host"] = p.counts.get("unix_connect_host", 0) + 1
+        return
+    ts = p.to_wall(ev.hdr.ktime_ns)
+    ref = _ref(p, ev.hdr.pid, ev.comm)
+    if len(p._view.unix_connects) < MAX_UNIX_VIEWS:
+        p._view.unix_connects.append(UnixConnectView(ts, attr, workload_of(attr), ev.path, ref))
+    else:
+        p.counts["view_events_capped"] += 1
+    if not p.events:
+        return
+    proc = p._known_process(ev.hdr.pid, ev.comm)
+    p._out(documents.unix_connect(p.host_name, ts, attr, proc, ev.path, ev.sock_cookie))
+
+
+def _is_node(ip: str, host: set[str]) -> bool:
+    if ip in host:
+        return True
+    a = ipaddress.ip_address(ip)
+    if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped is not None:
+        a = a.ipv4_mapped
+    return a.is_loopback or a.is_unspecified
+
+
+def _resolve(p: Pipeline, a: AcceptView, refresh: bool) -> bool:
+    """Class one inbound peer: this node, a container on it (by workload),
+    or external (the rules split trusted from outside). With refresh, the
+    addresses of containers missing from the map are read first when the
+    peer is unknown. Returns whether the peer is still unresolved."""
+    host = p.netmap.host if p.netmap is not None else set()
+    if _is_node(a.peer_ip, host):
+        a.peer_node = True
+        return False
+    if p.netmap is None:
+        return False
+    peer_id = p.netmap.container_of(a.peer_ip)
+    if peer_id is None and refresh:
+        _refresh_unmapped(p)
+        peer_id = p.netmap.container_of(a.peer_ip)
+    life = p.registry.get(peer_id) if peer_id else None
+    if life is None:
+        return True
+    a.peer = life.attribution()
+    a.peer_workload = workload_of(a.peer)
+    return False
+
+
+def resolve_accept_peers(p: Pipeline, view: WindowView) -> None:
+    """At window close: peers not resolved when their connection arrived."""
+    refreshed = False
+    for a in view.accepts:
+        if a.peer_workload is None and not a.peer_node and _resolve(p, a, not refreshed):
+            refreshed = True
+
+
+MAX_REFRESH = 64  # containers read from /proc per refresh at most
+REFRESH_EVERY_S = 1.0  # unknown peers (outside hosts) trigger at most this often
+
+
+def _refresh_unmapped(p: Pipeline) -> None:
+    assert p.netmap is not None
+    now = time.monotonic()
+    if now - getattr(p, "_inbound_refreshed", 0.0) < REFRESH_EVERY_S:
+        return
+    p._inbound_refreshed = now  # type: ignore[attr-defined]
+    n = 0
+    for cid, life in list(p.registry.running.items()):
+        if n >= MAX_REFRESH:
+            break
+        if p.netmap.has(cid):
+            continue
+        # attribute(): the attribution with the cgroup's path (life.attribution() has none)
+        cgroup_dir = p.attributor.cgroup_dir(p.attributor.attribute(life.cgroup_id))
+        if cgroup_dir is not None:
+            p.netmap.refresh(cid, cgroup_dir)
+            n += 1
+
+
+def describe(view: WindowView) -> dict[str, Any]:
+    """Counts for debugging and tests."""
+    return {"listens": len(view.listens), "accepts": len(view.accepts), "unix": len(view.unix_connects)}

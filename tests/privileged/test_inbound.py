@@ -1,0 +1,114 @@
+"""Listeners, inbound connections and the container runtime driven from
+inside a container, on a real kernel with real containers and the real
+sensor (SL-C2-005..009).
+
+The session sensor has no baseline: every workload is unknown, so the rules
+speak (detection.alert_on_unknown_workload). Inbound traffic comes from the
+sink netns (198.18.0.0/16), the lab's "outside".
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+from emulation.lab import Lab
+
+from .harness import IMAGE, Docker, SensorProc, SinkNet, action, cid_of, run_container
+
+DOCKER_CLI = os.path.realpath(shutil.which("docker") or "/usr/bin/docker")
+
+
+def _alerts(sensor: SensorProc, rule: str, cid: str) -> list[dict]:
+    return [d for d in sensor.docs() if d["event"]["kind"] == "alert" and d["rule"]["id"] == rule and cid_of(d) == cid]
+
+
+def test_listener_and_inbound_connection_from_outside(sensor: SensorProc, docker: Docker, net: SinkNet) -> None:
+    lab = Lab(docker.cli, net, "tests")
+    cid, ip = lab.start(IMAGE, "nc -l -p 4444 > /tmp/got; sleep 1")
+    assert ip is not None
+    listen = sensor.wait_for(
+        lambda d: action(d) == "listening" and cid_of(d) == cid and d["destination"]["port"] == 4444,
+        what="listening event",
+    )
+    assert listen["network"]["direction"] == "ingress" and listen["network"]["transport"] == "tcp"
+    assert listen["process"]["pid"] > 0
+    subprocess.run(
+        ["ip", "netns", "exec", net.ns, "busybox", "nc", "-w", "2", ip, "4444"],
+        input=b"hello from outside\n",
+        timeout=10,
+        check=False,
+    )
+    lab.wait(cid, 30)
+    acc = sensor.wait_for(
+        lambda d: action(d) == "connection_accepted" and cid_of(d) == cid, what="connection_accepted event"
+    )
+    assert acc["destination"]["port"] == 4444 and acc["destination"]["ip"] == ip
+    assert acc["source"]["ip"].startswith("198.18.0.") and acc["source"]["port"] > 0
+    assert acc["network"]["direction"] == "ingress"
+    assert acc["sluice"]["inbound"]["listener_known"] is True
+    new_listener = sensor.wait_for(
+        lambda d: bool(_alerts(sensor, "SL-C2-005", cid)), what="SL-C2-005 alert", timeout=10
+    )
+    a5 = _alerts(sensor, "SL-C2-005", cid)[0]
+    assert a5["destination"]["port"] == 4444 and a5["network"]["direction"] == "ingress"
+    assert a5["sluice"]["evidence"]["listen"]["operation"] == "listen"
+    assert new_listener
+    sensor.wait_for(lambda d: bool(_alerts(sensor, "SL-C2-006", cid)), what="SL-C2-006 alert", timeout=10)
+    a6 = _alerts(sensor, "SL-C2-006", cid)[0]
+    assert a6["source"]["ip"] == acc["source"]["ip"]
+    assert a6["network"]["direction"] == "ingress" and a6["event"]["category"] == ["intrusion_detection", "network"]
+    assert a6["sluice"]["evidence"]["inbound"]["port"] == 4444
+
+
+def test_loopback_listener_inside_container_is_not_an_alert(sensor: SensorProc, docker: Docker) -> None:
+    cid = run_container(
+        docker,
+        None,
+        "timeout 3 openssl s_server -quiet -nocert -accept 127.0.0.1:7070 -naccept 1 >/dev/null 2>&1 & "
+        "sleep 1; echo x | nc -w 1 127.0.0.1 7070; wait",
+    )
+    sensor.wait_for(
+        lambda d: action(d) == "listening" and cid_of(d) == cid and d["destination"]["port"] == 7070,
+        what="loopback listening event",
+    )
+    sensor.settle()
+    assert not _alerts(sensor, "SL-C2-005", cid)
+    # the loopback peer is this node: never "outside"
+    assert not _alerts(sensor, "SL-C2-006", cid)
+
+
+def test_runtime_socket_use_and_the_container_it_creates(sensor: SensorProc, docker: Docker) -> None:
+    inner = f"docker -H unix:///var/run/docker.sock run -d --network none {IMAGE} sh -c 'sleep 2'"
+    caller = run_container(
+        docker,
+        None,
+        inner + " > /tmp/child; sleep 1",
+        volumes=(f"{docker.sock}:/var/run/docker.sock", f"{DOCKER_CLI}:/usr/bin/docker:ro"),
+    )
+    u = sensor.wait_for(
+        lambda d: action(d) == "unix_socket_connect" and cid_of(d) == caller, what="unix_socket_connect event"
+    )
+    assert u["sluice"]["unix"]["path"] == "/var/run/docker.sock"
+    assert u["destination"]["address"] == "/var/run/docker.sock"
+    sensor.wait_for(lambda d: bool(_alerts(sensor, "SL-C2-007", caller)), what="SL-C2-007 alert", timeout=10)
+    a7 = _alerts(sensor, "SL-C2-007", caller)[0]
+    assert a7["sluice"]["evidence"]["socket"]["path"] == "/var/run/docker.sock"
+    assert a7["threat"]["technique"]["id"] == ["T1610"]
+    spawned = sensor.wait_for(
+        lambda d: (
+            d["event"]["kind"] == "alert"
+            and d["rule"]["id"] == "SL-C2-009"
+            and d["sluice"]["evidence"]["created_by"]["container_id"] == caller
+        ),
+        what="SL-C2-009 alert",
+        timeout=15,
+    )
+    child = cid_of(spawned)
+    assert child and child != caller
+    # the child is the container the caller's docker run created
+    names = docker.docker("ps", "-a", "--no-trunc", "-q").split()
+    assert child in names
+    assert spawned["sluice"]["evidence"]["created_by"]["socket"] == "/var/run/docker.sock"
+    assert spawned["sluice"]["evidence"]["created_by"]["seconds_before_start"] >= 0
