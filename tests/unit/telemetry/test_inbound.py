@@ -1,0 +1,50 @@
+"""Inbound peers classed when the connection arrives: this node, a container
+on it (by workload, its addresses read from /proc then), or external."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from emulation.records import accept_rec, listen_rec, unix_rec
+from sensor.attribution.netmap import NetMap, addresses_of_pid
+from tests.unit.telemetry.test_pipeline import A, World, make_world
+
+
+def _world(tmp_path: Path, fake_docker) -> World:  # type: ignore[no-untyped-def]
+    fake_docker.add(A, "api-1", "acme/api:1", "sha256:" + "a" * 64, {})
+    w = make_world(tmp_path, fake_docker.socket_path)
+    # container A's only process is this test: its addresses are A's
+    (tmp_path / "cg" / "docker" / A / "cgroup.procs").write_text(f"{os.getpid()}\n")
+    w.pipe.netmap = NetMap(host_addresses=set())
+    w.pipe.registry.note_existing()
+    return w
+
+
+def test_peer_classes_at_accept_time(tmp_path: Path, fake_docker) -> None:  # type: ignore[no-untyped-def]
+    w = _world(tmp_path, fake_docker)
+    mine = sorted(a for a in addresses_of_pid(os.getpid()) if ":" not in a)
+    assert mine, "this host has no IPv4 address outside loopback to play container A"
+    for rec in (
+        listen_rec(77, w.host_cg, "0.0.0.0", 8080),
+        accept_rec(w.host_cg, mine[0], 40000, "192.0.2.1", 8080, ktime_ns=1),
+        accept_rec(w.host_cg, "127.0.0.1", 40001, "127.0.0.1", 8080, ktime_ns=2),
+        accept_rec(w.host_cg, "203.0.113.5", 40002, "192.0.2.1", 8080, ktime_ns=3, suppressed=2),
+        accept_rec(0, "203.0.113.6", 40003, "192.0.2.1", 22, ktime_ns=4),  # listener predates the sensor
+        unix_rec(78, w.cg, b"/var/run/docker.sock", ktime_ns=5),
+        unix_rec(79, w.host_cg, b"/run/systemd/notify", ktime_ns=6),
+    ):
+        w.pipe.handle_raw(rec)
+    v = w.pipe._view
+    assert [a.peer_class for a in v.accepts] == ["container:acme/api", "node", "external"]
+    assert v.accepts[0].peer is not None and v.accepts[0].peer.container is not None
+    assert v.accepts[0].peer.container.id == A
+    assert v.accepts[2].count == 3
+    assert [(x.port, x.op) for x in v.listens] == [(8080, "listen")]
+    # only container callers become views; host unix connects are counted
+    assert [u.path for u in v.unix_connects] == ["/var/run/docker.sock"]
+    assert w.pipe.counts["unix_connect_host"] == 1 and w.pipe.counts["accept"] == 4
+    acc = [d for d in w.docs if d["event"]["action"] == "connection_accepted"]
+    assert [d["sluice"]["inbound"]["listener_known"] for d in acc] == [True, True, True, False]
+    assert acc[2]["source"] == {"ip": "203.0.113.5", "port": 40002, "address": "203.0.113.5"}
+    assert acc[2]["sluice"]["inbound"]["connections"] == 3
