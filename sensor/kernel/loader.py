@@ -434,11 +434,14 @@ class BccSource:
     def program_costs(self) -> list[ProgramCost]:
         if self.b is None:
             return []
-        hooks = {_name(a.fn): a.hook for a in self._attachments}
+        # connect_unix is not a bcc function (fn None): it is added by its fd
+        hooks = {_name(a.fn): a.hook for a in self._attachments if a.fn is not None}
         progs = {}
         for fn in list(self.b.funcs.values()):
             name = _name(fn)
             progs[name] = (hooks.get(name) or tracepoint_hook(name), int(fn.fd))
+        if self._unix_prog_fd is not None:
+            progs["sl_connect_unix"] = (UNIX_CONNECT_HOOK, self._unix_prog_fd)
         return read_costs(progs)
 
     # --- containment (maps of bpf/lib/contain.bpf.h) --------------------------
