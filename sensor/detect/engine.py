@@ -60,8 +60,15 @@ def allowed(entry: AllowEntry, f: Finding, tz: str) -> bool:
         return False
     if entry.workload is not None and not fnmatch.fnmatchcase(f.workload, entry.workload):
         return False
-    if entry.executable is not None and not (f.executable and fnmatch.fnmatchcase(f.executable, entry.executable)):
-        return False
+    if entry.executable is not None:
+        # every process that sent on the flow, not only the one named: an
+        # allowed tool connecting to the same destination does not cover an
+        # intruder's socket
+        procs: list[ProcessRef | None] = [*f.senders] if f.senders else [f.process]
+        if not all(
+            p is not None and p.executable and fnmatch.fnmatchcase(p.executable, entry.executable) for p in procs
+        ):
+            return False
     if entry.destination is not None:
         if f.destination is None or ipaddress.ip_address(f.destination[0]) not in ipaddress.ip_network(
             entry.destination, strict=False
@@ -108,15 +115,23 @@ class Detector:
         self.rule_errors: dict[str, int] = {}
         self.last_rule_error = ""
         self._alerting: set[str] = set()
+        # (container, ip, port, transport) -> the window's sending processes by pid
+        self._senders: dict[tuple[str, str, int, str], dict[int, ProcessRef]] = {}
 
     def on_window(self, view: WindowView) -> None:
         self._alerting = set()
         # a flow's process, when it exec'd in this window: executable and
         # args for the alert and for allow entries by executable
         execs = {(e.attr.cgroup_id, e.process.pid): e.process for e in view.execs}
+        self._senders = {}
         for fv in view.flows:
             if fv.summary.pid is not None and (fv.process is None or not fv.process.executable):
                 fv.process = execs.get((fv.attr.cgroup_id, fv.summary.pid), fv.process)
+            fv.senders = [p if p.executable else execs.get((fv.attr.cgroup_id, p.pid), p) for p in fv.senders]
+            if fv.senders:
+                senders = self._senders.setdefault((fv.container_key, fv.ip, fv.port, fv.transport), {})
+                for p in fv.senders:
+                    senders.setdefault(p.pid, p)
         for rule in self.rules:
             try:
                 for f in rule.evaluate(view, self.ctx):
@@ -153,6 +168,9 @@ class Detector:
 
     def _consider(self, f: Finding) -> None:
         tz = self.config.detection.timezone
+        if f.destination is not None and not f.senders:
+            ck = f.attr.container.id if f.attr.container else "host"
+            f.senders = list(self._senders.get((ck, *f.destination), {}).values())
         for entry in self.config.allow:
             if allowed(entry, f, tz):
                 self.counts["allowed"] += 1
@@ -195,6 +213,8 @@ class Detector:
             "time": tctx,
             "baseline": {"known_workload": wb is not None, "windows": wb.windows if wb else 0},
         }
+        if len({p.pid for p in f.senders}) > 1:  # more than one process sent on the flow
+            evidence["senders"] = [{"pid": p.pid, "name": p.name, "executable": p.executable} for p in f.senders]
         return documents.alert(self.host_name, f, info, score, self.clock(), str(uuid.uuid4()), evidence, suppressed)
 
     def on_fim(

@@ -110,6 +110,9 @@ class Finding:
     source: tuple[str, int] | None = None  # the peer of an inbound connection: ip, port
     direction: str = "egress"  # network.direction: "ingress" for listeners and inbound connections
     unix_path: str | None = None  # a unix socket the finding is about (destination.address)
+    # every process that sent on the finding's flow in its window (set by the
+    # engine from the window's flows; an allow entry by executable must match all)
+    senders: list[ProcessRef] = field(default_factory=list)
 
     @property
     def executable(self) -> str | None:

@@ -118,7 +118,9 @@ class FlowView:
     transport: str
     peer: Attribution | None = None  # the destination is a container on this node
     peer_workload: str | None = None
-    process: ProcessRef | None = None  # the last process that connected to it, when known
+    process: ProcessRef | None = None  # the process that sent the most of its sampled bytes, else the last to connect
+    # every process whose sockets sent on the flow in this window, most bytes first
+    senders: list[ProcessRef] = field(default_factory=list)
 
     @property
     def container_key(self) -> str:

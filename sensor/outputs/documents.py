@@ -283,6 +283,11 @@ def flow_summary(
             if getattr(s.byte_classes, k):
                 d["sluice"]["payload"][k] = getattr(s.byte_classes, k)
     d["sluice"]["flow"] = {"connections": s.connects}
+    if len(s.senders) > 1 or s.unattributed_bytes:
+        # more than one process (or an unknown socket) sent on the flow:
+        # process.* is the one that sent the most
+        d["sluice"]["flow"]["senders"] = [{"pid": pid, "name": comm, "bytes": n} for pid, comm, n in s.senders]
+        d["sluice"]["flow"]["unattributed_bytes"] = s.unattributed_bytes
     if s.upload_ratio is not None:
         d["sluice"]["flow"]["upload_download_ratio"] = round(s.upload_ratio, 3)
     if s.domain_source:

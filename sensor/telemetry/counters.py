@@ -97,6 +97,14 @@ class FlowSummary:
     sni: str | None = None
     http_host: str | None = None
 
+    # The processes whose sockets sent this window's sampled payload, by the
+    # payload bytes their samples stand for, most first: (pid, comm, bytes).
+    # Every socket's first payload packets are sampled, so every socket that
+    # sent on the flow is here once its connect (or UDP send) was seen;
+    # `unattributed_bytes` stands for sockets whose owner is not known.
+    senders: list[tuple[int, str, int]] = field(default_factory=list)
+    unattributed_bytes: int = 0
+
     # Payload bytes per class (sensor.telemetry.classify), estimated from
     # this window's samples weighted by the bytes each stands for; None when
     # the summary was not built from classified samples (then the flow is
@@ -169,6 +177,9 @@ class _Bounded(OrderedDict[Any, Any]):
 
 
 MAX_DNS_NAMES_PER_FLOW = 512
+# Distinct sending processes remembered per flow and window; the bytes of
+# any more count as unattributed (and in `senders_capped`).
+MAX_SENDERS_PER_FLOW = 16
 
 
 @dataclass(slots=True)
@@ -179,6 +190,8 @@ class _FlowSamples:
     body: ByteHistogram = field(default_factory=ByteHistogram)
     dns_names: list[tuple[str, bool]] = field(default_factory=list)
     classes: ByteClasses = field(default_factory=ByteClasses)
+    senders: dict[int, list[Any]] = field(default_factory=dict)  # pid -> [comm, bytes]
+    unattributed: int = 0
 
 
 class WindowCounters:
@@ -197,6 +210,12 @@ class WindowCounters:
         self.protocols: _Bounded = _Bounded(max_flows)
         self.compression: _Bounded = _Bounded(max_flows)
         self.owners: _Bounded = _Bounded(max_flows)
+        # The process that connected each socket (by socket cookie): bytes
+        # are the sender's, not the flow's last connector's (an allowed
+        # executable connecting to the same destination must not take over
+        # the attacker's bytes).
+        self.sock_owners: _Bounded = _Bounded(max_flows)
+        self.senders_capped = 0
 
     def add_sample(
         self,
@@ -205,17 +224,20 @@ class WindowCounters:
         socket_start: bool,
         payload_len: int | None = None,
         in_socket_start: bool = False,
+        cookie: int = 0,
     ) -> None:
         """One payload sample; socket_start: the socket's first payload;
         payload_len: the packet's payload bytes (the sample is a prefix);
         in_socket_start: among the socket's first packets, which are all
-        sampled (later ones stand for `sample_every` packets each)."""
+        sampled (later ones stand for `sample_every` packets each);
+        cookie: the sending socket's cookie (0: unknown)."""
         st = self._samples.get(key)
         if st is None:
             st = self._samples[key] = _FlowSamples()
         st.hist.add(data)
         _cg, _ip, port, proto = key
         weight = 1 if in_socket_start or socket_start or port == 53 else self.sample_every
+        self._add_sender(st, cookie, (payload_len or len(data)) * weight)
         v = self.classifier.add(
             key, st.classes, data, payload_len or len(data), weight, socket_start or in_socket_start, socket_start
         )
@@ -250,10 +272,28 @@ class WindowCounters:
         for table in (self.protocols, self.compression, self.owners):
             for k in [k for k in table if k[0] in ids]:
                 del table[k]
+        # socket owners carry no cgroup: they age out by the table's bound
         self.classifier.forget_cgroups(ids)
 
-    def set_owner(self, key: FlowKey, pid: int, comm: str) -> None:
+    def set_owner(self, key: FlowKey, pid: int, comm: str, cookie: int = 0) -> None:
         self.owners.put(key, (pid, comm))
+        if cookie:
+            self.sock_owners.put(cookie, (pid, comm))
+
+    def _add_sender(self, st: _FlowSamples, cookie: int, nbytes: int) -> None:
+        owner = self.sock_owners.get(cookie) if cookie else None
+        if owner is None:
+            st.unattributed += nbytes
+            return
+        pid, comm = owner
+        entry = st.senders.get(pid)
+        if entry is not None:
+            entry[1] += nbytes
+        elif len(st.senders) < MAX_SENDERS_PER_FLOW:
+            st.senders[pid] = [comm, nbytes]
+        else:
+            self.senders_capped += 1
+            st.unattributed += nbytes
 
     def close(
         self, flows: list[FlowCounters]
@@ -292,6 +332,9 @@ class WindowCounters:
         self, k: FlowKey, nbytes: int, packets: int, payload: int, connects: int, samples: int, st: _FlowSamples | None
     ) -> FlowSummary:
         owner = self.owners.get(k)
+        senders = sorted(((pid, c, n) for pid, (c, n) in st.senders.items()), key=lambda x: -x[2]) if st else []
+        if senders:  # the flow's process: the one that sent the most, not the last to connect
+            owner = (senders[0][0], senders[0][1])
         classes = self.classifier.estimate(k, st.classes if st else None, payload)
         return FlowSummary(
             key=k,
@@ -311,4 +354,6 @@ class WindowCounters:
             dns_names=st.dns_names if st else [],
             high_entropy_bits=self.high_entropy_bits,
             byte_classes=classes,
+            senders=senders,
+            unattributed_bytes=st.unattributed if st else 0,
         )

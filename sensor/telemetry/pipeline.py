@@ -334,7 +334,7 @@ class Pipeline:
     def _on_connect(self, ev: ConnectEvent) -> None:
         self.counts["connect"] += 1
         key = (ev.hdr.cgroup_id, ev.daddr, ev.dport, ev.protocol)
-        self.window.set_owner(key, ev.hdr.pid, ev.comm)
+        self.window.set_owner(key, ev.hdr.pid, ev.comm, ev.sock_cookie)
         ts = self.to_wall(ev.hdr.ktime_ns)
         attr = self.attributor.attribute(ev.hdr.cgroup_id)
         p = self.procs.get(ev.hdr.pid) or self.exited.get(ev.hdr.pid)
@@ -374,7 +374,7 @@ class Pipeline:
             self.names.on_first_payload(key, data)
         if ev.flags & SAMPLE_F_FIRST:
             data = data[: self.sample_bytes]
-        self.window.add_sample(key, data, first, ev.payload_len, in_start)
+        self.window.add_sample(key, data, first, ev.payload_len, in_start, ev.sock_cookie)
 
     def _on_dns(self, ev: DnsEvent) -> None:
         """A DNS response a container received: its name -> address map."""
@@ -547,19 +547,22 @@ class Pipeline:
         flows = []
         for s in summaries:
             a = attr_of(s.cgroup_id)
-            p = (self.procs.get(s.pid) or self.exited.get(s.pid)) if s.pid is not None else None
-            proc = (
-                self._process_ref(p)
-                if p is not None
-                else (ProcessRef(s.pid, s.comm or "") if s.pid is not None else None)
-            )
-            flows.append(FlowView(s, a, workload_of(a), s.key[1], s.key[2], transport_name(s.key[3]), process=proc))
+            proc = self._flow_process(s.pid, s.comm or "") if s.pid is not None else None
+            fv = FlowView(s, a, workload_of(a), s.key[1], s.key[2], transport_name(s.key[3]), process=proc)
+            fv.senders = [self._flow_process(pid, comm) for pid, comm, _n in s.senders]
+            flows.append(fv)
         if self.netmap is not None:
             self._resolve_peers(flows)
         inbound.resolve_accept_peers(self, view)
         view.flows = flows
         for o in self.observers:
             o.on_window(view)
+
+    def _flow_process(self, pid: int, comm: str) -> ProcessRef:
+        """A flow's process: from the exec table when known, else what the
+        connect event said."""
+        p = self.procs.get(pid) or self.exited.get(pid)
+        return self._process_ref(p) if p is not None else ProcessRef(pid, comm)
 
     def _resolve_peers(self, flows: list[FlowView]) -> None:
         assert self.netmap is not None

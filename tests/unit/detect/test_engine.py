@@ -469,3 +469,25 @@ def test_learning_while_detecting_skips_alerting_workloads(tmp_path: Path) -> No
     # a quiet window of the same workload is learned
     h.run(window(DET + 10, flows=[flow(EXFIL, "203.0.113.77", 443, 10, entropy=None)]))
     assert b.get("evil/exfil").windows == 1
+
+
+def test_allow_by_executable_needs_every_sender_of_the_flow(tmp_path: Path) -> None:
+    """Issue 11 (attribution): restic is allowed by its executable. An
+    intruder's /tmp/x sends on the same flow: the finding names both senders
+    and the allow entry no longer covers it."""
+    from tests.support.views import proc
+
+    backup = container("restic-1", image="acme/restic:0.16")
+    h = detector(config(tmp_path, '[[allow]]\nexecutable = "/usr/bin/restic"\n'))
+    f = flow(backup, "203.0.113.77", 443, 8 * MIB, proto="tls", pid=4242, comm="restic")
+    f.senders = [proc("/usr/bin/restic", pid=4242), proc(None, pid=4343, name="x")]
+    v = window(DET, execs=[exec_(backup, DET - 9, "/tmp/x", ["x"], pid=4343)], flows=[f])
+    alerts = h.run(v)
+    assert alerts and h.counts["allowed"] == 0
+    ev = alerts[0]["sluice"]["evidence"]
+    assert [(s["pid"], s["executable"]) for s in ev["senders"]] == [(4242, "/usr/bin/restic"), (4343, "/tmp/x")]
+    # the same flow sent by restic alone stays allowed
+    h2 = detector(config(tmp_path, '[[allow]]\nexecutable = "/usr/bin/restic"\n'))
+    f2 = flow(backup, "203.0.113.77", 443, 8 * MIB, proto="tls", pid=4242, comm="restic")
+    f2.senders = [proc("/usr/bin/restic", pid=4242)]
+    assert h2.run(window(DET, flows=[f2])) == [] and h2.counts["allowed"] >= 1

@@ -618,3 +618,55 @@ def test_quota_reports_reach_the_source_and_overflow_bytes_count(world: World) -
     assert c.bytes == 301_000 and c.packets == 5010 and c.connects == 5001
     (ov,) = views[0].overflows
     assert ov.overflow == over and ov.attr.container is not None
+
+
+def test_bytes_belong_to_the_socket_that_sent_them_not_the_last_connect(world: World) -> None:
+    """Issue 11 (attribution): an intruder's socket sends ciphertext to a
+    destination; then an allowed tool (pid PID2) connects to the same
+    destination and sends a little. The flow's process is the intruder (the
+    most bytes), and both senders are named with their bytes."""
+    dst = "198.51.100.9"
+    recs = [
+        exec_rec(pid=PID, cgroup_id=world.cg, ktime_ns=NS, comm=b"x", filename=b"/tmp/x"),
+        exec_rec(pid=PID2, cgroup_id=world.cg, ktime_ns=NS, comm=b"restic", filename=b"/usr/bin/restic"),
+        connect_rec(pid=PID, cgroup_id=world.cg, daddr=dst, dport=443, comm=b"x", cookie=11, ktime_ns=NS),
+        sample_rec(world.cg, dst, 443, RNG.randbytes(64), flags=E.SAMPLE_F_SOCK_START, sock_pkt_index=0, cookie=11),
+    ]
+    recs += [sample_rec(world.cg, dst, 443, RNG.randbytes(64), sock_pkt_index=64 * i, cookie=11) for i in range(1, 6)]
+    recs += [
+        connect_rec(pid=PID2, cgroup_id=world.cg, daddr=dst, dport=443, comm=b"restic", cookie=22, ktime_ns=2 * NS),
+        sample_rec(world.cg, dst, 443, tls_client_hello(), flags=E.SAMPLE_F_SOCK_START, sock_pkt_index=0, cookie=22),
+        # a socket whose connect the sensor never saw (opened before it started)
+        sample_rec(world.cg, dst, 443, RNG.randbytes(64), sock_pkt_index=64, cookie=33),
+    ]
+    fc = flow(world.cg, dst, 443, 6, nbytes=40_000, payload=30_000, packets=300, connects=2, samples=8)
+    src = replay(world, recs, [[fc]])
+    (s,), _per = world.pipe.close_window(src.drain_flows(), to_wall(0), to_wall(10 * NS))
+    assert s.pid == PID and s.comm == "x"
+    assert [(pid, comm) for pid, comm, _n in s.senders] == [(PID, "x"), (PID2, "restic")]
+    assert s.senders[0][2] == 64 + 5 * 64 * 64 and s.senders[1][2] == len(tls_client_hello())
+    assert s.unattributed_bytes == 64 * 64
+    (d,) = world.by_action("flow_summary")
+    assert d["process"]["pid"] == PID and d["process"]["executable"] == "/tmp/x"
+    assert [x["pid"] for x in d["sluice"]["flow"]["senders"]] == [PID, PID2]
+    assert d["sluice"]["flow"]["unattributed_bytes"] == 64 * 64
+
+
+def test_socket_owners_are_bounded() -> None:
+    w = WindowCounters(max_flows=8)
+    for c in range(1, 100):
+        w.set_owner((1, "198.51.100.1", 443, 6), c, "p", cookie=c)
+    assert len(w.sock_owners) == 8 and 99 in w.sock_owners and 1 not in w.sock_owners
+
+
+def test_senders_per_flow_are_capped_and_counted() -> None:
+    from sensor.telemetry.counters import MAX_SENDERS_PER_FLOW
+
+    w = WindowCounters()
+    key = (1, "198.51.100.1", 443, 6)
+    for c in range(1, MAX_SENDERS_PER_FLOW + 5):
+        w.set_owner(key, 1000 + c, "p", cookie=c)
+        w.add_sample(key, b"x" * 64, True, 64, True, cookie=c)
+    (s,), _e, _h = w.close([])
+    assert len(s.senders) == MAX_SENDERS_PER_FLOW and w.senders_capped == 4
+    assert s.unattributed_bytes == 4 * 64
