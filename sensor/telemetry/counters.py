@@ -97,11 +97,13 @@ class FlowSummary:
     sni: str | None = None
     http_host: str | None = None
 
-    # The processes whose sockets sent this window's sampled payload, by the
-    # payload bytes their samples stand for, most first: (pid, comm, bytes).
-    # Every socket's first payload packets are sampled, so every socket that
-    # sent on the flow is here once its connect (or UDP send) was seen;
-    # `unattributed_bytes` stands for sockets whose owner is not known.
+    # The processes whose sockets sent on the flow (pid, comm, payload bytes
+    # their samples stand for in this window), the most bytes since first
+    # seen first. Every socket's first payload packets are sampled, so every
+    # socket that sent is here once its connect (or UDP send) was seen; a
+    # sender stays listed for SENDER_MEMORY_WINDOWS after its last sample (a
+    # long-lived socket past its sampled prefix keeps sending unsampled).
+    # `unattributed_bytes`: samples of sockets whose owner is not known.
     senders: list[tuple[int, str, int]] = field(default_factory=list)
     unattributed_bytes: int = 0
 
@@ -180,6 +182,8 @@ MAX_DNS_NAMES_PER_FLOW = 512
 # Distinct sending processes remembered per flow and window; the bytes of
 # any more count as unattributed (and in `senders_capped`).
 MAX_SENDERS_PER_FLOW = 16
+# How long (windows) a flow's sender is remembered after its last sample.
+SENDER_MEMORY_WINDOWS = 60
 
 
 @dataclass(slots=True)
@@ -216,6 +220,9 @@ class WindowCounters:
         # the attacker's bytes).
         self.sock_owners: _Bounded = _Bounded(max_flows)
         self.senders_capped = 0
+        # per flow: pid -> [comm, payload bytes since first seen, last window seen]
+        self.recent_senders: _Bounded = _Bounded(max_flows)
+        self._window_index = 0
 
     def add_sample(
         self,
@@ -269,7 +276,7 @@ class WindowCounters:
 
     def forget_cgroups(self, ids: set[int]) -> None:
         """Removed cgroups: what was remembered about their flows goes."""
-        for table in (self.protocols, self.compression, self.owners):
+        for table in (self.protocols, self.compression, self.owners, self.recent_senders):
             for k in [k for k in table if k[0] in ids]:
                 del table[k]
         # socket owners carry no cgroup: they age out by the table's bound
@@ -279,6 +286,29 @@ class WindowCounters:
         self.owners.put(key, (pid, comm))
         if cookie:
             self.sock_owners.put(cookie, (pid, comm))
+
+    def _senders(self, k: FlowKey, st: _FlowSamples | None) -> list[tuple[int, str, int]]:
+        """This window's senders merged into the flow's remembered ones;
+        (pid, comm, bytes this window), the most bytes since first seen first."""
+        now = self._window_index
+        recent: dict[int, list[Any]] | None = self.recent_senders.get(k)
+        if st is not None and st.senders:
+            if recent is None:
+                recent = {}
+                self.recent_senders.put(k, recent)
+            for pid, (comm, n) in st.senders.items():
+                r = recent.get(pid)
+                if r is not None:
+                    r[0], r[1], r[2] = comm, r[1] + n, now
+                elif len(recent) < MAX_SENDERS_PER_FLOW:
+                    recent[pid] = [comm, n, now]
+        if not recent:
+            return []
+        for pid in [p for p, r in recent.items() if now - r[2] > SENDER_MEMORY_WINDOWS]:
+            del recent[pid]
+        this = st.senders if st is not None else {}
+        order = sorted(recent.items(), key=lambda x: -x[1][1])
+        return [(pid, r[0], this[pid][1] if pid in this else 0) for pid, r in order]
 
     def _add_sender(self, st: _FlowSamples, cookie: int, nbytes: int) -> None:
         owner = self.sock_owners.get(cookie) if cookie else None
@@ -326,13 +356,14 @@ class WindowCounters:
             s.rx_bytes, s.rx_packets, s.rx_payload_bytes = t[5], t[6], t[7]
             out.append(s)
         self.classifier.end_window()
+        self._window_index += 1
         return out, execs, {k: v.hist for k, v in samples.items()}
 
     def _summary(
         self, k: FlowKey, nbytes: int, packets: int, payload: int, connects: int, samples: int, st: _FlowSamples | None
     ) -> FlowSummary:
         owner = self.owners.get(k)
-        senders = sorted(((pid, c, n) for pid, (c, n) in st.senders.items()), key=lambda x: -x[2]) if st else []
+        senders = self._senders(k, st)
         if senders:  # the flow's process: the one that sent the most, not the last to connect
             owner = (senders[0][0], senders[0][1])
         classes = self.classifier.estimate(k, st.classes if st else None, payload)

@@ -670,3 +670,29 @@ def test_senders_per_flow_are_capped_and_counted() -> None:
     (s,), _e, _h = w.close([])
     assert len(s.senders) == MAX_SENDERS_PER_FLOW and w.senders_capped == 4
     assert s.unattributed_bytes == 4 * 64
+
+
+def test_a_long_lived_senders_unsampled_windows_stay_its_own() -> None:
+    """A socket past its sampled prefix sends unsampled: in the windows
+    where only a newcomer's fresh sockets are sampled, the earlier sender is
+    still listed (first: the most bytes since first seen) until
+    SENDER_MEMORY_WINDOWS pass without a sample of it."""
+    from sensor.telemetry.counters import SENDER_MEMORY_WINDOWS
+
+    w = WindowCounters()
+    key = (1, "198.51.100.1", 443, 6)
+    w.set_owner(key, 100, "x", cookie=1)
+    for _ in range(8):
+        w.add_sample(key, RNG.randbytes(64), False, 65_000, True, cookie=1)
+    (s,), _e, _h = w.close([])
+    assert [p for p, _c, _n in s.senders] == [100]
+    w.set_owner(key, 200, "backup", cookie=2)
+    w.add_sample(key, b"ok\n", True, 3, True, cookie=2)
+    (s,), _e, _h = w.close([])
+    assert s.senders == [(100, "x", 0), (200, "backup", 3)] and s.pid == 100
+    for _ in range(SENDER_MEMORY_WINDOWS):
+        w.add_sample(key, b"ok\n", True, 3, True, cookie=2)
+        w.close([])
+    w.add_sample(key, b"ok\n", True, 3, True, cookie=2)
+    (s,), _e, _h = w.close([])
+    assert s.senders == [(200, "backup", 3)]
