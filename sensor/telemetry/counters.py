@@ -300,7 +300,16 @@ class WindowCounters:
                 r = recent.get(pid)
                 if r is not None:
                     r[0], r[1], r[2] = comm, r[1] + n, now
-                elif len(recent) < MAX_SENDERS_PER_FLOW:
+                else:
+                    if len(recent) >= MAX_SENDERS_PER_FLOW:
+                        # full: the sender with the fewest bytes goes (churning
+                        # short-lived processes cannot push a big sender out)
+                        least = min(recent, key=lambda q: recent[q][1])
+                        if recent[least][1] > n:
+                            self.senders_capped += 1
+                            continue
+                        del recent[least]
+                        self.senders_capped += 1
                     recent[pid] = [comm, n, now]
         if not recent:
             return []

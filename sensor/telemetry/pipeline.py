@@ -196,6 +196,7 @@ class Pipeline:
             "windows": 0,
             "view_events_capped": 0,
             "cmdline_truncated": 0,
+            "senders_capped": 0,  # a flow's senders past MAX_SENDERS_PER_FLOW (their bytes unattributed)
             "listen": 0,
             "accept": 0,
             "unix_connect": 0,
@@ -476,6 +477,7 @@ class Pipeline:
         past their flow quota counts in their container's totals."""
         self.counts["windows"] += 1
         summaries, execs, hists = self.window.close(flows)
+        self.counts["senders_capped"] = self.window.senders_capped
         for s in summaries:
             named = self.names.name(s.key, end)
             if named is not None:

@@ -696,3 +696,19 @@ def test_a_long_lived_senders_unsampled_windows_stay_its_own() -> None:
     w.add_sample(key, b"ok\n", True, 3, True, cookie=2)
     (s,), _e, _h = w.close([])
     assert s.senders == [(200, "backup", 3)]
+
+
+def test_churning_small_senders_cannot_push_out_a_big_one() -> None:
+    from sensor.telemetry.counters import MAX_SENDERS_PER_FLOW
+
+    w = WindowCounters()
+    key = (1, "198.51.100.1", 443, 6)
+    w.set_owner(key, 100, "x", cookie=1)
+    w.add_sample(key, RNG.randbytes(64), True, 65_000, True, cookie=1)
+    w.close([])
+    for c in range(2, 3 * MAX_SENDERS_PER_FLOW):
+        w.set_owner(key, 1000 + c, "backup", cookie=c)
+        w.add_sample(key, b"ok\n", True, 3, True, cookie=c)
+        (s,), _e, _h = w.close([])
+        assert s.pid == 100 and len(s.senders) <= MAX_SENDERS_PER_FLOW
+    assert w.senders_capped > 0
