@@ -147,11 +147,16 @@ struct sl_cgroup_event {
 
 /* A raw (AF_INET/AF_INET6 SOCK_RAW) or packet (AF_PACKET) socket was
  * created. Reported by the BPF LSM socket_create hook where it loads (it
- * sees AF_PACKET), else by the cgroup sock_create hook (inet sockets only).
+ * sees AF_PACKET), else by the cgroup sock_create hook (inet sockets only),
+ * and for AF_PACKET by the sock_send_length tracepoint (at a socket's send:
+ * type 0, unknown there) and, while some container is contained, by the
+ * sys_enter_socket tracepoint (bpf/socket.bpf.c, bpf/packet.bpf.c).
  * One event per (cgroup, pid, family, type) per SL_UDP_DEDUP_NS. */
 enum sl_socket_hook {
 	SL_SOCKET_HOOK_LSM = 1,
 	SL_SOCKET_HOOK_CGROUP = 2,
+	SL_SOCKET_HOOK_SYSCALL = 3,  /* sys_enter_socket: denied means killed (SIGKILL) */
+	SL_SOCKET_HOOK_SEND = 4,     /* sock_send_length: denied means killed after the send */
 };
 
 struct sl_socket_event {
@@ -159,7 +164,7 @@ struct sl_socket_event {
 	__u32 family;      /* AF_INET, AF_INET6, AF_PACKET */
 	__u32 type;        /* SOCK_RAW, SOCK_DGRAM, ... (flags masked off) */
 	__u32 protocol;    /* as passed (AF_PACKET: ethertype, network order) */
-	__u8 denied;       /* 1: creation refused (the container is contained) */
+	__u8 denied;       /* 1: refused (EPERM) or the process killed: the container is contained */
 	__u8 hook;         /* enum sl_socket_hook */
 	__u16 pad;
 	char comm[SL_COMM_LEN];
@@ -297,6 +302,7 @@ enum sl_stat {
 	SL_STAT_EVENT_QUOTA_REFUSED,    /* events refused by the quota */
 	SL_STAT_ACCEPT_DEDUPED,       /* inbound connections folded into an earlier event */
 	SL_STAT_ACCEPT_NO_LISTENER,   /* inbound connections whose listener predates the sensor */
+	SL_STAT_PACKET_KILLED,        /* processes of contained containers killed for an AF_PACKET socket */
 	SL_STAT_MAX,
 };
 

@@ -11,7 +11,14 @@
  *  - the BPF LSM socket_create hook (SL_SOCKET_LSM), when the kernel lets
  *    LSM programs load: every family, scalar arguments only;
  *  - else the cgroup sock_create hook at the cgroup v2 root: inet sockets
- *    only, so AF_PACKET is neither seen nor refused (said in health).
+ *    only. AF_PACKET is then covered by two tracepoints instead:
+ *    sock_send_length (bpf/packet.bpf.c: reports the first send on a
+ *    packet socket, kills a contained sender after it) and sl_packet_guard
+ *    below on syscalls:sys_enter_socket, which kills a contained process
+ *    creating a packet socket before it can use it. A syscall tracepoint
+ *    moves every task of the host to the slow syscall path (+35-40 ns per
+ *    syscall), so the loader attaches the guard only while some container
+ *    is contained.
  */
 #include "lib/common.bpf.h"
 #include "lib/contain.bpf.h"
@@ -21,6 +28,7 @@
 #define SL_AF_PACKET 17
 #define SL_SOCK_RAW 3
 #define SL_SOCK_TYPE_MASK 0xf   /* SOCK_NONBLOCK / SOCK_CLOEXEC are flags above */
+#define SL_SIGKILL 9
 
 struct sl_socket_seen_key {
 	__u64 cgroup_id;
@@ -92,4 +100,39 @@ int sl_sock_create(struct bpf_sock *sk)
 	if (!sl_raw_socket(sk->family, sk->type))
 		return 1;
 	return sl_on_raw_socket(sk, sk->family, sk->type, sk->protocol, SL_SOCKET_HOOK_CGROUP) ? 0 : 1;
+}
+
+/* syscalls:sys_enter_socket as tracefs lays it out (struct
+ * syscall_trace_enter: the common fields, the syscall number, then each
+ * argument in 8 bytes). Not TRACEPOINT_PROBE: bcc would attach that at
+ * load, and this one is attached only while some container is contained.
+ * The loader checks these offsets against the tracefs format first. */
+struct sl_sys_enter_socket_args {
+	__u64 common;
+	__s32 nr;
+	__u32 pad;
+	__u64 family;
+	__u64 type;
+	__u64 protocol;
+};
+
+/* A task of a contained container that creates an AF_PACKET socket is
+ * killed: a tracepoint cannot refuse the call, and SIGKILL is delivered
+ * before the syscall returns to user space, so the socket is never used
+ * (another thread of the process would have to send on the new descriptor
+ * in the microseconds before the group exit reaches it). Other processes'
+ * packet sockets are reported while the guard is attached. The kernel
+ * ignores SIGKILL a task sends to its own PID namespace's init (PID 1 of the
+ * container): user space kills those holders from the host's namespace
+ * (sensor/response/packetsockets.py). */
+int sl_packet_guard(struct sl_sys_enter_socket_args *args)
+{
+	__u32 family = (__u32)args->family;
+	if (family != SL_AF_PACKET)
+		return 0;
+	if (sl_on_raw_socket(args, family, (__u32)args->type, (__u32)args->protocol, SL_SOCKET_HOOK_SYSCALL)) {
+		bpf_send_signal(SL_SIGKILL);
+		sl_stat_add(SL_STAT_PACKET_KILLED, 1);
+	}
+	return 0;
 }

@@ -78,6 +78,15 @@ UNITS: tuple[BpfUnit, ...] = (
         required=False,
         what="raw/packet socket reports, and their refusal in contained containers",
     ),
+    # After socket (it calls sl_on_raw_socket). Left out where the BPF LSM
+    # socket hook loads: that one sees AF_PACKET sockets at creation.
+    BpfUnit(
+        "packet",
+        "packet.bpf.c",
+        tracepoints=("sock:sock_send_length",),
+        required=False,
+        what="AF_PACKET sends reported, and contained senders killed, without the BPF LSM hook",
+    ),
     BpfUnit(
         "listen",
         "listen.bpf.c",
@@ -103,6 +112,13 @@ UNITS: tuple[BpfUnit, ...] = (
 # kfunc), so sensor/kernel/unixconnect.py assembles it and the loader attaches
 # it after the units above, reporting it as hook "connect_unix".
 UNIX_CONNECT_HOOK = "connect_unix"
+
+# Nor is the packet guard (bpf/socket.bpf.c, sl_packet_guard): the loader
+# attaches it to this syscall tracepoint only while some container is
+# contained and the BPF LSM socket hook is unavailable, because any syscall
+# tracepoint slows every syscall on the host.
+PACKET_GUARD_TRACEPOINT = "syscalls:sys_enter_socket"
+PACKET_GUARD_FUNCTION = "sl_packet_guard"
 
 EXEC_ARGS_UNIT = BpfUnit(
     "exec_args",

@@ -16,9 +16,18 @@ from typing import Any
 from sensor.config import KernelSection
 from sensor.errors import SluiceError
 from sensor.kernel import bpfsys, events, unixconnect
-from sensor.kernel.hooks import EXEC_ARGS_UNIT, UNITS, UNIX_CONNECT_HOOK, BpfUnit, assemble_source, bpf_dir
+from sensor.kernel.hooks import (
+    EXEC_ARGS_UNIT,
+    PACKET_GUARD_FUNCTION,
+    PACKET_GUARD_TRACEPOINT,
+    UNITS,
+    UNIX_CONNECT_HOOK,
+    BpfUnit,
+    assemble_source,
+    bpf_dir,
+)
 from sensor.kernel.memory import release_compiler_memory
-from sensor.kernel.probe import ProbeReport, units_available
+from sensor.kernel.probe import ProbeReport, syscall_args_problem, units_available
 from sensor.kernel.progstats import ProgramCost, read_costs, tracepoint_hook
 from sensor.kernel.ringbuf import RingReader
 from sensor.kernel.source import RecordSink
@@ -54,11 +63,14 @@ _STAT_NAMES = {
     events.STAT_EVENT_QUOTA_REFUSED: "event_quota_refused",
     events.STAT_ACCEPT_DEDUPED: "accepts_deduplicated",
     events.STAT_ACCEPT_NO_LISTENER: "accepts_listener_unknown",
+    events.STAT_PACKET_KILLED: "packet_socket_processes_killed",
 }
 
 # The smallest BPF LSM program: does this kernel let one load and attach?
 _LSM_PROBE_TEXT = b"LSM_PROBE(socket_create, int family, int type, int protocol, int kern) { return 0; }"
 SECURITYFS = "/sys/kernel/security"
+GUARD_ATTACHED = "attached (a container is contained: its AF_PACKET sockets are refused by SIGKILL)"
+GUARD_DETACHED = "detached (attached only while a container is contained)"
 
 
 def lsm_problem() -> str:
@@ -173,6 +185,8 @@ class BccSource:
         self.released_kb = 0
         self._sink: RecordSink = lambda _r: None
         self._stats_fd: int | None = None
+        self._guard_ready = False  # sl_packet_guard loaded and attachable
+        self._guard_attached = False
 
     # --- start ---------------------------------------------------------------
 
@@ -189,12 +203,17 @@ class BccSource:
             for tp in unit.tracepoints:
                 self.status[tp] = f"unavailable: {why}"
         root = bpf_dir()
-        text = assemble_source(root, [u.source for u in self.units])
         flags = cflags(self.cfg, self.use_ringbuf, root, self.report.kernel_release)
-        if any(u.name == "socket" for u in self.units):
+        socket_unit = any(u.name == "socket" for u in self.units)
+        if socket_unit:
             self.lsm = lsm_problem()
             if not self.lsm:
                 flags.append("-DSL_SOCKET_LSM=1")
+        if any(u.name == "packet" for u in self.units) and not socket_unit:
+            self.units = [u for u in self.units if u.name != "packet"]  # it needs socket.bpf.c
+            for tp in next(u for u in wanted if u.name == "packet").tracepoints:
+                self.status[tp] = "unavailable: the socket unit is not loaded"
+        text = assemble_source(root, [u.source for u in self.units])
         try:
             self.b = BPF(text=text.encode(), cflags=flags)
         except Exception as e:
@@ -206,14 +225,22 @@ class BccSource:
         for u in self.units:
             for tp in u.tracepoints:
                 self.status[tp] = "attached"
-        if any(u.name == "socket" for u in self.units):
+        if socket_unit:
             # bcc attached lsm__socket_create when it was compiled in
+            packet = any(u.name == "packet" for u in self.units)
             self.status["socket_lsm"] = (
                 "attached"
                 if not self.lsm
-                else f"unavailable: {self.lsm}; raw inet sockets are handled by cgroup sock_create, "
-                "AF_PACKET sockets are neither reported nor refused"
+                else f"unavailable: {self.lsm}; raw inet sockets are handled by cgroup sock_create; "
+                + (
+                    "AF_PACKET sockets are reported at their first send (sock:sock_send_length) and, "
+                    f"while a container is contained, its processes are killed when they create one "
+                    f"({PACKET_GUARD_TRACEPOINT})"
+                    if packet
+                    else "AF_PACKET sockets are neither reported nor refused"
+                )
             )
+            self._init_packet_guard()
         self._attach_cgroup_programs()
         self._attach_unix_connect()
         self._open_buffer(sink)
@@ -224,7 +251,52 @@ class BccSource:
             except bpfsys.BpfError as e:
                 self.status["bpf_stats"] = f"unavailable: {e.strerror}"
         self.released_kb = release_compiler_memory()
-        return dict(self.status)
+        # the live dict, not a copy: the packet guard's entry follows containment
+        return self.status
+
+    # --- the AF_PACKET guard (bpf/socket.bpf.c sl_packet_guard) ---------------
+
+    def _init_packet_guard(self) -> None:
+        """Verify the guard at start (a verifier problem shows now, not at
+        the first containment); it is attached by _packet_guard_switch."""
+        assert self.b is not None
+        tp = PACKET_GUARD_TRACEPOINT
+        if not self.lsm:
+            self.status[tp] = "not needed (the BPF LSM socket hook refuses AF_PACKET sockets)"
+            return
+        problem = syscall_args_problem(self.report.tracefs, tp, ("family", "type", "protocol"))
+        if problem:
+            self.status[tp] = f"unavailable: {problem}"
+            return
+        try:
+            self.b.load_func(PACKET_GUARD_FUNCTION.encode(), BPF.TRACEPOINT)
+        except Exception as e:
+            self.status[tp] = f"unavailable: verifier rejected it ({e})"
+            return
+        self._guard_ready = True
+        self.status[tp] = GUARD_DETACHED
+
+    def _packet_guard_switch(self) -> None:
+        """Attach the guard while some container is contained (its id or a
+        cgroup in the containment maps), detach it when none is: a syscall
+        tracepoint costs every syscall on the host (bench/RESULTS.md)."""
+        if not self._guard_ready or self.b is None:
+            return
+        want = any(True for _ in self.b["sl_contain_ids"].keys()) or any(True for _ in self.b["sl_contain_cg"].keys())
+        if want == self._guard_attached:
+            return
+        tp = PACKET_GUARD_TRACEPOINT
+        try:
+            if want:
+                self.b.attach_tracepoint(tp=tp.encode(), fn_name=PACKET_GUARD_FUNCTION.encode())
+            else:
+                self.b.detach_tracepoint(tp.encode())
+        except Exception as e:
+            # retried at the next containment change
+            self.status[tp] = f"unavailable: {'attaching' if want else 'detaching'} failed ({e})"
+            return
+        self._guard_attached = want
+        self.status[tp] = GUARD_ATTACHED if want else GUARD_DETACHED
 
     def _attach_cgroup_programs(self) -> None:
         assert self.b is not None and self.report.cgroup2_mount
@@ -436,6 +508,7 @@ class BccSource:
             return []
         # connect_unix is not a bcc function (fn None): it is added by its fd
         hooks = {_name(a.fn): a.hook for a in self._attachments if a.fn is not None}
+        hooks[PACKET_GUARD_FUNCTION] = PACKET_GUARD_TRACEPOINT
         progs = {}
         for fn in list(self.b.funcs.values()):
             name = _name(fn)
@@ -467,6 +540,7 @@ class BccSource:
         t = self.b["sl_isolated"]
         self._set(t, t.Key(handle), t.Leaf(0), on)
         self._contain_switch()
+        self._packet_guard_switch()
 
     def _block_key(self, handle: int, ip: str) -> Any:
         assert self.b is not None
@@ -480,6 +554,7 @@ class BccSource:
         t = self.b["sl_blocked"]
         self._set(t, self._block_key(handle, ip), t.Leaf(0), on)
         self._contain_switch()
+        self._packet_guard_switch()
 
     def set_contained_cgroup(self, cgroup_id: int, handle: int, level: int, on: bool) -> None:
         """Map a cgroup (and, through ancestors, its sub-cgroups) of a
@@ -491,6 +566,7 @@ class BccSource:
             lv = self.b["sl_contain_levels"]
             cur = int(lv[ct.c_int(0)].value)
             lv[ct.c_int(0)] = ct.c_uint32(cur | (1 << level))
+        self._packet_guard_switch()
 
     def set_contained_container(self, container_id: str, handle: int, on: bool) -> None:
         """The cgroups the runtime creates for this container id from now
@@ -501,6 +577,7 @@ class BccSource:
         raw = container_id.encode()[:64].ljust(64, b"\0")
         ct.memmove(ct.addressof(k), raw, 64)
         self._set(t, k, t.Leaf(handle), on)
+        self._packet_guard_switch()
 
     def contained_cgroups(self) -> dict[int, int]:
         """cgroup id -> handle, as the kernel has them (including the cgroups
@@ -519,6 +596,12 @@ class BccSource:
         return iso, blk
 
     def close(self) -> None:
+        if self._guard_attached and self.b is not None:
+            try:
+                self.b.detach_tracepoint(PACKET_GUARD_TRACEPOINT.encode())
+            except Exception:
+                pass
+            self._guard_attached = False
         if self._stats_fd is not None:
             os.close(self._stats_fd)
             self._stats_fd = None

@@ -70,6 +70,38 @@ def tracepoint_exists(tracefs: str, tp: str) -> bool:
     return os.path.exists(os.path.join(tracefs, "events", cat, name, "format"))
 
 
+def tracepoint_fields(format_text: str) -> dict[str, tuple[int, int]]:
+    """name -> (offset, size) from a tracefs event's `format` file."""
+    out = {}
+    for line in format_text.splitlines():
+        parts = dict(
+            (k.strip(), v.strip()) for k, _, v in (p.partition(":") for p in line.strip().split(";")) if v.strip()
+        )
+        decl, off, size = parts.get("field"), parts.get("offset"), parts.get("size")
+        if decl and off and size and off.isdigit() and size.isdigit():
+            name = decl.split()[-1].split("[")[0].lstrip("*")
+            out[name] = (int(off), int(size))
+    return out
+
+
+def syscall_args_problem(tracefs: str | None, tp: str, args: tuple[str, ...]) -> str:
+    """Why a BPF program that reads a syscalls:sys_enter_* tracepoint's
+    arguments at the fixed layout (8 bytes each from offset 16, as struct
+    syscall_trace_enter has them) cannot be used ("" when it can)."""
+    if tracefs is None:
+        return "tracefs is not mounted"
+    category, _, event = tp.partition(":")
+    try:
+        with open(os.path.join(tracefs, "events", category, event, "format")) as f:
+            fields = tracepoint_fields(f.read())
+    except OSError as e:
+        return f"tracepoint {tp} not readable ({e.strerror})"
+    for i, name in enumerate(args):
+        if fields.get(name) != (16 + 8 * i, 8):
+            return f"tracepoint {tp}: argument {name} at {fields.get(name)}, expected ({16 + 8 * i}, 8)"
+    return ""
+
+
 def units_available(report: ProbeReport, units: tuple[BpfUnit, ...]) -> tuple[list[BpfUnit], dict[str, str]]:
     """Units whose tracepoints all exist, and why the others are left out."""
     ok, missing = [], {}

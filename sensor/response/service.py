@@ -21,6 +21,7 @@ from sensor.attribution.docker_api import DockerError, NotFound
 from sensor.attribution.registry import ContainerLife, ContainerRegistry
 from sensor.kernel.source import EventSource
 from sensor.outputs import documents
+from sensor.response import packetsockets
 from sensor.response.containment import Containment, ContainmentError, Entry
 
 # A contained container that has not run for this long is released when the
@@ -89,17 +90,70 @@ class ContainmentService:
         attr = life.attribution() if life is not None else None  # None: the container is gone
         self.emit(documents.containment(self.host_name, time.time(), e, action, message, attr, dropped))
 
+    # --- AF_PACKET sockets (sensor/response/packetsockets.py) ----------------
+
+    def _cgroup_dirs(self, cgroup_ids: list[int]) -> list[str]:
+        resolver = self.registry.attributor.resolver
+        paths = [resolver.path(cg) for cg in cgroup_ids]
+        return [resolver.mount.rstrip("/") + p for p in paths if p and p != "/"]
+
+    def _packet_doc(self, life: ContainerLife | None, pid: int, comm: str, hook: str, message: str) -> None:
+        attr = life.attribution() if life is not None else None
+        if attr is None:
+            return
+        proc = {"pid": pid, "name": comm}
+        self.emit(
+            documents.raw_socket(
+                self.host_name, time.time(), attr, proc, "AF_PACKET", "unknown", 0, True, hook, message
+            )
+        )
+
+    def sweep_packet_sockets(self, life: ContainerLife, cgroup_ids: list[int]) -> int:
+        """Kill the container's processes that hold a packet socket when
+        containment starts: the kernel would stop them only after their
+        next frame left. Returns how many were killed."""
+        killed = packetsockets.sweep(self._cgroup_dirs(cgroup_ids))
+        who = life.info.name or life.info.id[:12]
+        for h in killed:
+            self._packet_doc(
+                life,
+                h.pid,
+                h.comm,
+                "containment_sweep",
+                f"process killed at containment: {h.comm or h.pid} held a packet socket (AF_PACKET) in {who}",
+            )
+        return len(killed)
+
+    def packet_sender_killed(self, pid: int, cgroup_id: int) -> None:
+        """The kernel killed a contained process for a packet socket; a
+        container's PID 1 survives that (its own namespace's SIGKILL), so
+        it is killed from here, from the host's PID namespace."""
+        mount = self.registry.attributor.resolver.mount
+        comm = packetsockets.kill_if_alive(pid, cgroup_id, mount)
+        if comm is not None:
+            life = next((c for c in self.registry.running.values() if c.cgroup_id == cgroup_id), None)
+            self._packet_doc(
+                life,
+                pid,
+                comm,
+                "user_space_kill",
+                f"process killed from the host: {comm or pid} survived the kernel's SIGKILL for a packet "
+                "socket (as a container's PID 1 does)",
+            )
+
     def isolate(self, ref: str, reason: str) -> dict[str, Any]:
         life = self._container(ref)
         e = self.containment.isolate(life.info.id, life.info.name, [life.cgroup_id], reason)
         msg = f"isolated container {e.who()}: all its egress but loopback is dropped"
         self._doc(e, "container_isolated", msg, life)
+        self.sweep_packet_sockets(life, [life.cgroup_id])
         return {"ok": True, "message": msg}
 
     def block(self, destination: str, ref: Any, reason: str) -> dict[str, Any]:
         if ref:
             life = self._container(str(ref))
             e = self.containment.block(destination, life.info.id, life.info.name, [life.cgroup_id], reason)
+            self.sweep_packet_sockets(life, [life.cgroup_id])
         else:
             life = None
             e = self.containment.block(destination, reason=reason)

@@ -40,6 +40,10 @@ from sensor.kernel.events import (
     CONNECT_OP_CONNECT,
     SAMPLE_F_FIRST,
     SAMPLE_F_SOCK_START,
+    SOCKET_HOOK_CGROUP,
+    SOCKET_HOOK_LSM,
+    SOCKET_HOOK_SEND,
+    SOCKET_HOOK_SYSCALL,
     AcceptEvent,
     CgroupEvent,
     ConnectEvent,
@@ -222,6 +226,8 @@ class Pipeline:
         # told of every cgroup that reports going over a quota (the source
         # reads its counts when the window closes)
         self.on_quota: Callable[[int], None] = lambda _cgroup_id: None
+        # (pid, cgroup id) of a contained process the kernel killed for a packet socket
+        self.on_packet_sender_killed: Callable[[int, int], None] = lambda _pid, _cgroup_id: None
 
     # --- input -------------------------------------------------------------
 
@@ -386,6 +392,13 @@ class Pipeline:
 
     _FAMILIES = {2: "AF_INET", 10: "AF_INET6", 17: "AF_PACKET"}
     _TYPES = {1: "SOCK_STREAM", 2: "SOCK_DGRAM", 3: "SOCK_RAW", 10: "SOCK_PACKET"}
+    # hook -> (sluice.socket.hook, (message when allowed, when denied))
+    _SOCKET_HOOKS = {
+        SOCKET_HOOK_LSM: ("lsm", ("created", "refused")),
+        SOCKET_HOOK_CGROUP: ("cgroup_sock_create", ("created", "refused")),
+        SOCKET_HOOK_SYSCALL: ("sys_enter_socket", ("created", "process killed at creation")),
+        SOCKET_HOOK_SEND: ("sock_send_length", ("sent on", "process killed after its first send on")),
+    }
 
     def _on_socket(self, ev: SocketEvent) -> None:
         """A raw or packet socket (bpf/socket.bpf.c): sends that no egress
@@ -397,15 +410,19 @@ class Pipeline:
             return
         ts = self.to_wall(ev.hdr.ktime_ns)
         fam = self._FAMILIES.get(ev.family, str(ev.family))
-        typ = self._TYPES.get(ev.type, str(ev.type))
+        # the send hook does not know the type (0)
+        typ = self._TYPES.get(ev.type, str(ev.type)) if ev.type else "unknown"
         who = (attr.container.name or attr.container.id[:12]) if attr.container else "the host"
+        hook, verb = self._SOCKET_HOOKS.get(ev.hook, ("unknown", ("created", "refused")))
         message = (
-            f"{'refused' if ev.denied else 'created'}: a raw socket ({fam}, {typ}) in {who} "
+            f"{verb[1] if ev.denied else verb[0]}: a raw socket ({fam}, {typ}) in {who} "
             f"({ev.comm or 'pid ' + str(ev.hdr.pid)})" + (" (the container is contained)" if ev.denied else "")
         )
-        hook = "lsm" if ev.hook == 1 else "cgroup_sock_create"
         proc = self._known_process(ev.hdr.pid, ev.comm)
         self._out(documents.raw_socket(self.host_name, ts, attr, proc, fam, typ, ev.protocol, ev.denied, hook, message))
+        if ev.denied and ev.hook in (SOCKET_HOOK_SYSCALL, SOCKET_HOOK_SEND):
+            # the kernel's SIGKILL does not stop a container's PID 1
+            self.on_packet_sender_killed(ev.hdr.pid, ev.hdr.cgroup_id)
 
     def _on_quota(self, ev: QuotaEvent) -> None:
         self.counts["quota"] += 1

@@ -23,6 +23,7 @@ from emulation.records import (
     exit_rec,
     quota_rec,
     sample_rec,
+    socket_rec,
     tls_client_hello,
     to_wall,
 )
@@ -712,3 +713,34 @@ def test_churning_small_senders_cannot_push_out_a_big_one() -> None:
         (s,), _e, _h = w.close([])
         assert s.pid == 100 and len(s.senders) <= MAX_SENDERS_PER_FLOW
     assert w.senders_capped > 0
+
+
+# --- AF_PACKET sockets seen by the tracepoints (no BPF LSM) ------------------
+
+
+def test_packet_socket_hooks_name_what_happened(world: World) -> None:
+    """sock_send_length reports a packet socket at its send (type unknown);
+    sys_enter_socket at creation; denied there means the process was killed,
+    and the daemon is told (pid, cgroup) so that it can kill a container's
+    PID 1, which survives the kernel's SIGKILL."""
+    killed: list[tuple[int, int]] = []
+    world.pipe.on_packet_sender_killed = lambda pid, cg: killed.append((pid, cg))
+    replay(
+        world,
+        [
+            socket_rec(PID, world.cg, sock_type=0, protocol=0x0608, hook=E.SOCKET_HOOK_SEND, comm=b"arping"),
+            socket_rec(PID2, world.cg, sock_type=3, denied=True, hook=E.SOCKET_HOOK_SYSCALL, comm=b"arping"),
+            socket_rec(PID, world.cg, sock_type=0, denied=True, hook=E.SOCKET_HOOK_SEND, comm=b"arping"),
+            # raw inet refused by cgroup sock_create (EPERM): nobody to kill
+            socket_rec(PID2, world.cg, family=2, sock_type=3, denied=True, hook=E.SOCKET_HOOK_CGROUP),
+        ],
+    )
+    sent, created, after_send, refused = (d for d in world.docs if d["event"]["dataset"] == "sluice.socket")
+    assert sent["event"]["action"] == "raw_socket_created" and sent["sluice"]["socket"]["type"] == "unknown"
+    assert sent["sluice"]["socket"]["hook"] == "sock_send_length" and sent["message"].startswith("sent on:")
+    assert created["event"]["action"] == "raw_socket_denied" and created["sluice"]["socket"]["type"] == "SOCK_RAW"
+    assert created["sluice"]["socket"]["hook"] == "sys_enter_socket" and "killed at creation" in created["message"]
+    assert after_send["message"].startswith("process killed after its first send on:")
+    assert refused["message"].startswith("refused:")
+    assert killed == [(PID2, world.cg), (PID, world.cg)]
+    check_all(world)

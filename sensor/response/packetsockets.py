@@ -1,0 +1,161 @@
+"""AF_PACKET sockets of contained containers, stopped from user space.
+
+Without the BPF LSM socket hook, the kernel side (bpf/socket.bpf.c
+sl_packet_guard, bpf/packet.bpf.c) kills a contained process when it creates
+a packet socket, or after it sends on one. Two holders it cannot stop in
+time, which this module kills from the host's PID namespace:
+
+- a process that already holds a packet socket when its container is
+  contained: the kernel would kill it only after its next send, so that
+  frame would leave. `sweep` finds such holders when containment starts;
+- a holder that is its PID namespace's init (PID 1 of the container): the
+  kernel ignores a SIGKILL that a namespace init receives from inside its
+  own namespace (SIGNAL_UNKILLABLE), and bpf_send_signal sends it as the
+  task itself. `kill_if_alive` kills it when the kernel's report arrives,
+  one poll later (about 0.1 s): frames it sends until then leave.
+
+A packet socket is found the way `ss -0p` finds one, from /proc: each
+network namespace lists its packet sockets by inode in /proc/<pid>/net/packet,
+and /proc/<pid>/fd names the socket inodes a process holds
+("socket:[<inode>]"). Only processes of the contained container's cgroups
+are read, so the cost is the container's process and descriptor count.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sensor.text import safe_text
+
+
+@dataclass(frozen=True)
+class Holder:
+    pid: int
+    comm: str
+    inodes: tuple[int, ...]
+
+
+def parse_packet_inodes(text: str) -> set[int]:
+    """Socket inodes from a /proc/<pid>/net/packet table (the last column)."""
+    out: set[int] = set()
+    for line in text.splitlines()[1:]:
+        cols = line.split()
+        if cols and cols[-1].isdigit():
+            out.add(int(cols[-1]))
+    return out
+
+
+def socket_inodes(pid: int, proc: str = "/proc") -> set[int]:
+    """Inodes of the sockets a process holds (empty when it is gone)."""
+    out: set[int] = set()
+    fd_dir = f"{proc}/{pid}/fd"
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:
+        return out
+    for fd in fds:
+        try:
+            target = os.readlink(f"{fd_dir}/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target.endswith("]") and target[8:-1].isdigit():
+            out.add(int(target[8:-1]))
+    return out
+
+
+def cgroup_pids(cgroup_dir: str) -> list[int]:
+    """Processes of a cgroup and its sub-cgroups."""
+    pids = []
+    for dirpath, _dirs, files in os.walk(cgroup_dir):
+        if "cgroup.procs" not in files:
+            continue
+        try:
+            with open(os.path.join(dirpath, "cgroup.procs")) as f:
+                pids += [int(x) for x in f.read().split() if x.isdigit()]
+        except OSError:
+            continue
+    return pids
+
+
+def _comm(pid: int, proc: str) -> str:
+    try:
+        with open(f"{proc}/{pid}/comm", "rb") as f:
+            return safe_text(f.read().strip())
+    except OSError:
+        return ""
+
+
+def holders(pids: Iterable[int], proc: str = "/proc") -> list[Holder]:
+    """The processes among `pids` that hold a packet socket."""
+    by_netns: dict[int, set[int]] = {}  # netns inode -> its packet socket inodes
+    out = []
+    for pid in pids:
+        try:
+            netns = os.stat(f"{proc}/{pid}/ns/net").st_ino
+            if netns not in by_netns:
+                with open(f"{proc}/{pid}/net/packet") as f:
+                    by_netns[netns] = parse_packet_inodes(f.read())
+        except OSError:
+            continue  # gone
+        if not by_netns[netns]:
+            continue
+        held = socket_inodes(pid, proc) & by_netns[netns]
+        if held:
+            out.append(Holder(pid, _comm(pid, proc), tuple(sorted(held))))
+    return out
+
+
+def sweep(cgroup_dirs: Iterable[str], proc: str = "/proc") -> list[Holder]:
+    """Kill every process of these cgroups that holds a packet socket;
+    returns those signalled."""
+    killed = []
+    for h in holders([p for d in cgroup_dirs for p in cgroup_pids(d)], proc):
+        try:
+            os.kill(h.pid, signal.SIGKILL)
+        except OSError:
+            continue  # exited meanwhile
+        killed.append(h)
+    return killed
+
+
+def in_cgroup(pid: int, cgroup_id: int, cgroup2_mount: str, proc: str = "/proc") -> bool:
+    """Whether the process is (still) in the cgroup v2 with this id: a pid
+    reused since the kernel's report is not."""
+    try:
+        with open(f"{proc}/{pid}/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        hier, _, rest = line.partition(":")
+        ctrl, _, path = rest.partition(":")
+        if hier == "0" and ctrl == "":
+            try:
+                return os.stat(cgroup2_mount.rstrip("/") + path).st_ino == cgroup_id
+            except OSError:
+                return False
+    return False
+
+
+def kill_if_alive(pid: int, cgroup_id: int, cgroup2_mount: str, proc: str = "/proc") -> str | None:
+    """Kill a process the kernel reported killed for a packet socket if it
+    is still alive in the same cgroup (a container's PID 1 survives the
+    kernel's SIGKILL); its name when it was signalled here, else None."""
+    if not in_cgroup(pid, cgroup_id, cgroup2_mount, proc):
+        return None
+    try:
+        with open(f"{proc}/{pid}/stat", "rb") as f:
+            state = f.read().rpartition(b")")[2].split()[:1]
+    except OSError:
+        return None
+    if state in ([b"Z"], [b"X"]):
+        return None  # the kernel's kill worked: exiting
+    comm = _comm(pid, proc)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        return None
+    return comm

@@ -1,0 +1,67 @@
+"""Finding the holders of packet sockets from /proc (a fake /proc tree:
+the parsing and matching are pure; the kill is tested on real containers in
+tests/adversarial/test_raw_sockets.py)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sensor.response.packetsockets import cgroup_pids, holders, in_cgroup, parse_packet_inodes, socket_inodes
+
+NET_PACKET = """sk               RefCnt Type Proto  Iface R Rmem   User   Inode
+ffff8881033d6000 3      3    0003   2     1 0      0      91234
+ffff8881033d7000 3      2    0608   2     1 0      0      91240
+"""
+
+
+def _proc(root: Path, pid: int, netns: str, packet_table: str, fds: dict[int, str], comm: str = "arping") -> None:
+    d = root / str(pid)
+    (d / "fd").mkdir(parents=True)
+    (d / "ns").mkdir()
+    (d / "net").mkdir()
+    ns = root / f"netns-{netns}"
+    if not ns.exists():
+        ns.write_text("")
+    os.link(ns, d / "ns" / "net")  # same inode: same network namespace
+    (d / "net" / "packet").write_text(packet_table)
+    (d / "comm").write_text(comm + "\n")
+    for fd, target in fds.items():
+        os.symlink(target, d / "fd" / str(fd))
+
+
+def test_packet_table_inodes() -> None:
+    assert parse_packet_inodes(NET_PACKET) == {91234, 91240}
+    assert parse_packet_inodes(NET_PACKET.splitlines()[0]) == set()
+    assert parse_packet_inodes("") == set()
+
+
+def test_holders_are_the_processes_with_a_packet_socket_of_their_netns(tmp_path: Path) -> None:
+    _proc(tmp_path, 10, "a", NET_PACKET, {0: "/dev/null", 3: "socket:[91234]", 4: "socket:[777]"})
+    _proc(tmp_path, 11, "a", NET_PACKET, {3: "socket:[777]", 5: "pipe:[91240]"}, comm="sh")
+    # a socket inode that is a packet socket in another netns only
+    _proc(tmp_path, 12, "b", "sk RefCnt Type Proto Iface R Rmem User Inode\n", {3: "socket:[91240]"})
+    assert socket_inodes(10, str(tmp_path)) == {91234, 777}
+    assert socket_inodes(99, str(tmp_path)) == set()  # gone
+    found = holders([10, 11, 12, 99], str(tmp_path))
+    assert [(h.pid, h.comm, h.inodes) for h in found] == [(10, "arping", (91234,))]
+
+
+def test_cgroup_pids_include_sub_cgroups(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "cgroup.procs").write_text("1\n7\n")
+    (tmp_path / "sub" / "cgroup.procs").write_text("9\n")
+    assert sorted(cgroup_pids(str(tmp_path))) == [1, 7, 9]
+
+
+def test_a_reused_pid_in_another_cgroup_is_not_killed(tmp_path: Path) -> None:
+    mount = tmp_path / "cg"
+    (mount / "docker" / "abc").mkdir(parents=True)
+    (mount / "other").mkdir()
+    proc = tmp_path / "proc"
+    (proc / "5").mkdir(parents=True)
+    (proc / "5" / "cgroup").write_text("12:cpu:/x\n0::/docker/abc\n")
+    cg = os.stat(mount / "docker" / "abc").st_ino
+    assert in_cgroup(5, cg, str(mount), str(proc))
+    assert not in_cgroup(5, os.stat(mount / "other").st_ino, str(mount), str(proc))
+    assert not in_cgroup(6, cg, str(mount), str(proc))
