@@ -121,10 +121,9 @@ struct sl_sys_enter_socket_args {
  * before the syscall returns to user space, so the socket is never used
  * (another thread of the process would have to send on the new descriptor
  * in the microseconds before the group exit reaches it). Other processes'
- * packet sockets are reported while the guard is attached. The kernel
- * ignores SIGKILL a task sends to its own PID namespace's init (PID 1 of the
- * container): user space kills those holders from the host's namespace
- * (sensor/response/packetsockets.py). */
+ * packet sockets are reported while the guard is attached. (bpf_send_signal
+ * on the current task sends a kernel-private SIGKILL: it stops a container's
+ * PID 1 too, tested.) */
 int sl_packet_guard(struct sl_sys_enter_socket_args *args)
 {
 	__u32 family = (__u32)args->family;

@@ -17,6 +17,7 @@ KERNEL_COUNTERS = (
     "containment_followed_cgroups",
     "raw_sockets_denied",
     "raw_socket_events_deduplicated",
+    "packet_socket_processes_killed",
 )
 
 

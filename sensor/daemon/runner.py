@@ -267,8 +267,6 @@ class Sensor:
             self.source, self.config.sensor.containment_state, self.registry, self.emit, self.host_name
         )
         self.containment.restore()
-        assert self.pipeline is not None
-        self.pipeline.on_packet_sender_killed = self.containment.packet_sender_killed
 
     # --- main loop -----------------------------------------------------------
 

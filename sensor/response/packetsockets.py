@@ -2,17 +2,11 @@
 
 Without the BPF LSM socket hook, the kernel side (bpf/socket.bpf.c
 sl_packet_guard, bpf/packet.bpf.c) kills a contained process when it creates
-a packet socket, or after it sends on one. Two holders it cannot stop in
-time, which this module kills from the host's PID namespace:
-
-- a process that already holds a packet socket when its container is
-  contained: the kernel would kill it only after its next send, so that
-  frame would leave. `sweep` finds such holders when containment starts;
-- a holder that is its PID namespace's init (PID 1 of the container): the
-  kernel ignores a SIGKILL that a namespace init receives from inside its
-  own namespace (SIGNAL_UNKILLABLE), and bpf_send_signal sends it as the
-  task itself. `kill_if_alive` kills it when the kernel's report arrives,
-  one poll later (about 0.1 s): frames it sends until then leave.
+a packet socket, or after it sends on one. A process that already holds a
+packet socket when its container is contained would only be killed after
+its next send, so that frame would leave: `sweep` finds such holders when
+containment starts and kills them from here (the container's PID 1
+included: a SIGKILL from the host's PID namespace reaches it).
 
 A packet socket is found the way `ss -0p` finds one, from /proc: each
 network namespace lists its packet sockets by inode in /proc/<pid>/net/packet,
@@ -119,43 +113,3 @@ def sweep(cgroup_dirs: Iterable[str], proc: str = "/proc") -> list[Holder]:
             continue  # exited meanwhile
         killed.append(h)
     return killed
-
-
-def in_cgroup(pid: int, cgroup_id: int, cgroup2_mount: str, proc: str = "/proc") -> bool:
-    """Whether the process is (still) in the cgroup v2 with this id: a pid
-    reused since the kernel's report is not."""
-    try:
-        with open(f"{proc}/{pid}/cgroup") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return False
-    for line in lines:
-        hier, _, rest = line.partition(":")
-        ctrl, _, path = rest.partition(":")
-        if hier == "0" and ctrl == "":
-            try:
-                return os.stat(cgroup2_mount.rstrip("/") + path).st_ino == cgroup_id
-            except OSError:
-                return False
-    return False
-
-
-def kill_if_alive(pid: int, cgroup_id: int, cgroup2_mount: str, proc: str = "/proc") -> str | None:
-    """Kill a process the kernel reported killed for a packet socket if it
-    is still alive in the same cgroup (a container's PID 1 survives the
-    kernel's SIGKILL); its name when it was signalled here, else None."""
-    if not in_cgroup(pid, cgroup_id, cgroup2_mount, proc):
-        return None
-    try:
-        with open(f"{proc}/{pid}/stat", "rb") as f:
-            state = f.read().rpartition(b")")[2].split()[:1]
-    except OSError:
-        return None
-    if state in ([b"Z"], [b"X"]):
-        return None  # the kernel's kill worked: exiting
-    comm = _comm(pid, proc)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except OSError:
-        return None
-    return comm

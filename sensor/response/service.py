@@ -124,23 +124,6 @@ class ContainmentService:
             )
         return len(killed)
 
-    def packet_sender_killed(self, pid: int, cgroup_id: int) -> None:
-        """The kernel killed a contained process for a packet socket; a
-        container's PID 1 survives that (its own namespace's SIGKILL), so
-        it is killed from here, from the host's PID namespace."""
-        mount = self.registry.attributor.resolver.mount
-        comm = packetsockets.kill_if_alive(pid, cgroup_id, mount)
-        if comm is not None:
-            life = next((c for c in self.registry.running.values() if c.cgroup_id == cgroup_id), None)
-            self._packet_doc(
-                life,
-                pid,
-                comm,
-                "user_space_kill",
-                f"process killed from the host: {comm or pid} survived the kernel's SIGKILL for a packet "
-                "socket (as a container's PID 1 does)",
-            )
-
     def isolate(self, ref: str, reason: str) -> dict[str, Any]:
         life = self._container(ref)
         e = self.containment.isolate(life.info.id, life.info.name, [life.cgroup_id], reason)

@@ -226,8 +226,6 @@ class Pipeline:
         # told of every cgroup that reports going over a quota (the source
         # reads its counts when the window closes)
         self.on_quota: Callable[[int], None] = lambda _cgroup_id: None
-        # (pid, cgroup id) of a contained process the kernel killed for a packet socket
-        self.on_packet_sender_killed: Callable[[int, int], None] = lambda _pid, _cgroup_id: None
 
     # --- input -------------------------------------------------------------
 
@@ -420,9 +418,6 @@ class Pipeline:
         )
         proc = self._known_process(ev.hdr.pid, ev.comm)
         self._out(documents.raw_socket(self.host_name, ts, attr, proc, fam, typ, ev.protocol, ev.denied, hook, message))
-        if ev.denied and ev.hook in (SOCKET_HOOK_SYSCALL, SOCKET_HOOK_SEND):
-            # the kernel's SIGKILL does not stop a container's PID 1
-            self.on_packet_sender_killed(ev.hdr.pid, ev.hdr.cgroup_id)
 
     def _on_quota(self, ev: QuotaEvent) -> None:
         self.counts["quota"] += 1

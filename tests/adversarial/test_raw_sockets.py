@@ -152,9 +152,7 @@ def test_raw_and_packet_sockets_reported_and_refused_when_contained(base: Path, 
 def test_packet_socket_opened_before_containment(base: Path, docker: Docker, net: SinkNet) -> None:
     """A packet socket that already exists when the container is contained
     (no creation to catch): its holder is killed when containment starts
-    (the sweep), so no frame leaves after it. Also when the holder is the
-    container's PID 1, which the kernel does not let a task's own SIGKILL
-    stop."""
+    (the sweep), so no frame leaves after it; the container's PID 1 too."""
     s = SensorProc(base, docker.sock, name="rawheld")
     s.start()
     # PID 1 of this container is arping itself (sh execs it), one request a second
@@ -198,6 +196,7 @@ def test_packet_socket_opened_before_containment(base: Path, docker: Docker, net
 
 
 TARGET_SEND = "198.18.0.75"  # held, contained by the kernel half alone
+TARGET_SEND_INIT = "198.18.0.76"  # the same, held by the container's PID 1
 
 
 def _cgroup_of(pid: int, mount: str) -> tuple[int, int]:
@@ -211,8 +210,11 @@ def test_kernel_kills_a_contained_sender_after_its_send(base: Path, docker: Dock
     """The kernel half alone (the loader in this process, no sensor, so no
     containment sweep): a process that held a packet socket before its
     container was contained is killed by sock:sock_send_length at its next
-    send, after that frame; the frame is the most that leaves."""
+    send, after that frame; the frame is the most that leaves. The same for
+    a container's PID 1 (bpf_send_signal's SIGKILL is kernel-private: a
+    namespace init does not ignore it)."""
     cid = run_container(docker, net, "sleep 300", wait=False)
+    init = run_container(docker, net, f"exec arping -c 120 -I eth0 {TARGET_SEND_INIT}", wait=False)
     report = probe(True, H.UNITS)
     assert report.cgroup2_mount
     src = BccSource(default_config().kernel, report)
@@ -225,26 +227,32 @@ def test_kernel_kills_a_contained_sender_after_its_send(base: Path, docker: Dock
                 ["docker", "exec", cid, "arping", "-c", "120", "-I", "eth0", TARGET_SEND], env=docker.env
             )
             deadline = time.monotonic() + 10
-            while not seen.times(TARGET_SEND):
-                assert time.monotonic() < deadline, "the arping's requests did not reach the sink"
+            while not (seen.times(TARGET_SEND) and seen.times(TARGET_SEND_INIT)):
+                assert time.monotonic() < deadline, "the arpings' requests did not reach the sink"
                 time.sleep(0.1)
-            init_pid = int(docker.docker("inspect", "-f", "{{.State.Pid}}", cid))
-            cg, level = _cgroup_of(init_pid, report.cgroup2_mount)
-            src.set_contained_cgroup(cg, cg, level, True)
-            src.set_isolated(cg, True)
-            contained_at = time.time()
+            cgroups, contained_at = {}, {}
+            for c in (cid, init):
+                cg, level = _cgroup_of(int(docker.docker("inspect", "-f", "{{.State.Pid}}", c)), report.cgroup2_mount)
+                src.set_contained_cgroup(cg, cg, level, True)
+                src.set_isolated(cg, True)
+                cgroups[c], contained_at[c] = cg, time.time()
             assert held.wait(5) == 128 + signal.SIGKILL
+            r = docker.docker("wait", init, check=False, timeout=5)
+            assert r.strip() == str(128 + signal.SIGKILL), r
             time.sleep(0.5)
-            leaked = [t for t in seen.times(TARGET_SEND) if t > contained_at]
-            assert len(leaked) <= 1, f"{len(leaked)} frames left after containment"
+            for c, target in ((cid, TARGET_SEND), (init, TARGET_SEND_INIT)):
+                leaked = [t for t in seen.times(target) if t > contained_at[c]]
+                assert len(leaked) <= 1, f"{len(leaked)} frames to {target} left after containment"
         assert src.status["sock:sock_send_length"] == "attached", src.status
         src.poll(100)
         socks = [e for e in map(E.decode, raw) if isinstance(e, E.SocketEvent)]
-        killed = [e for e in socks if e.denied and e.hook == E.SOCKET_HOOK_SEND and e.hdr.cgroup_id == cg]
-        assert killed and killed[0].family == 17 and killed[0].comm == "arping", socks
-        assert src.kernel_stats()["packet_socket_processes_killed"] >= 1
+        for c in (cid, init):
+            killed = [e for e in socks if e.denied and e.hook == E.SOCKET_HOOK_SEND and e.hdr.cgroup_id == cgroups[c]]
+            assert killed and killed[0].family == 17 and killed[0].comm == "arping", socks
+        assert src.kernel_stats()["packet_socket_processes_killed"] >= 2
     finally:
         if held is not None and held.poll() is None:
             held.kill()
         src.close()
-        docker.docker("rm", "-f", cid, check=False)
+        for c in (cid, init):
+            docker.docker("rm", "-f", c, check=False)
