@@ -2,10 +2,10 @@
  *
  * AF_PACKET sends. A packet socket's frames leave below every cgroup
  * egress program, and where the BPF LSM socket hook does not load, the
- * cgroup sock_create hook does not see the socket's creation (inet only). sock:sock_send_length fires after
- * every sendmsg of every socket on the host (write, send, sendmmsg,
- * io_uring and PACKET_TX_RING flushes included), in the sender's context,
- * with the socket's family: a packet socket's use is reported (one event
+ * cgroup sock_create hook does not see the socket's creation (inet only).
+ * sock:sock_send_length fires after every sendmsg of every socket on the
+ * host (write, send, sendmmsg, io_uring and PACKET_TX_RING flushes
+ * included), in the sender's context, with the socket's family: a packet socket's use is reported (one event
  * per cgroup, pid per SL_UDP_DEDUP_NS, as sl_on_raw_socket does), and a
  * sender in a contained container is killed. That is after the send: the
  * frame of that call has left. The guard on sys_enter_socket

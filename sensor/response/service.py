@@ -97,17 +97,6 @@ class ContainmentService:
         paths = [resolver.path(cg) for cg in cgroup_ids]
         return [resolver.mount.rstrip("/") + p for p in paths if p and p != "/"]
 
-    def _packet_doc(self, life: ContainerLife | None, pid: int, comm: str, hook: str, message: str) -> None:
-        attr = life.attribution() if life is not None else None
-        if attr is None:
-            return
-        proc = {"pid": pid, "name": comm}
-        self.emit(
-            documents.raw_socket(
-                self.host_name, time.time(), attr, proc, "AF_PACKET", "unknown", 0, True, hook, message
-            )
-        )
-
     def sweep_packet_sockets(self, life: ContainerLife, cgroup_ids: list[int]) -> int:
         """Kill the container's processes that hold a packet socket when
         containment starts: the kernel would stop them only after their
@@ -115,12 +104,21 @@ class ContainmentService:
         killed = packetsockets.sweep(self._cgroup_dirs(cgroup_ids))
         who = life.info.name or life.info.id[:12]
         for h in killed:
-            self._packet_doc(
-                life,
-                h.pid,
-                h.comm,
-                "containment_sweep",
-                f"process killed at containment: {h.comm or h.pid} held a packet socket (AF_PACKET) in {who}",
+            msg = f"process killed at containment: {h.comm or h.pid} held a packet socket (AF_PACKET) in {who}"
+            proc = {"pid": h.pid, "name": h.comm}
+            self.emit(
+                documents.raw_socket(
+                    self.host_name,
+                    time.time(),
+                    life.attribution(),
+                    proc,
+                    "AF_PACKET",
+                    "unknown",
+                    0,
+                    True,
+                    "containment_sweep",
+                    msg,
+                )
             )
         return len(killed)
 
@@ -182,6 +180,10 @@ class ContainmentService:
             )
         for e in dropped:
             self._doc(e, "containment_released", f"released at start, the container is gone: {e.label()}")
+        # packet sockets opened while the sensor was not running
+        for cid in sorted({e.container_id for e in applied if e.container_id in self.registry.running}):
+            life = self.registry.running[cid]
+            self.sweep_packet_sockets(life, [life.cgroup_id])
 
     def _gone(self, container_id: str) -> bool:
         """Does the runtime say this container no longer exists? Docker is
