@@ -262,17 +262,24 @@ struct sl_flow_key {
 #define SL_FLOW_F_OVER_QUOTA 0x1
 
 struct sl_flow_value {
+	/* First cache line: written per packet by egress (and per connect). */
 	__u64 bytes;          /* L3 bytes sent (IP header included) */
 	__u64 packets;        /* packets sent (GSO segments counted) */
 	__u64 payload_bytes;  /* transport payload bytes */
 	__u64 connects;       /* connect(2) calls to this destination */
-	__u64 first_ns;
 	__u64 last_ns;        /* last connect, new flow or sample: the egress fast
 	                       * path reads no clock (it costs more than the rest) */
 	__u32 samples;        /* sample events emitted in this window */
 	__u32 payload_packets;
-	/* Ingress (bpf/ingress.bpf.c): what the destination sent back on this
-	 * flow, counted under the same key (its source is our destination). */
+	/* Pads what egress writes to one 64-byte line: a TCP flow's data leave
+	 * on one CPU while its ACKs arrive on another, and ingress writing into
+	 * the line egress writes made both pay a cache-line transfer per packet
+	 * (measured: bench/RESULTS.md, 2026-12-02). */
+	__u64 line_pad[2];
+	/* Second line: first_ns (read per packet by ingress) and ingress
+	 * (bpf/ingress.bpf.c): what the destination sent back on this flow,
+	 * counted under the same key (its source is our destination). */
+	__u64 first_ns;
 	__u64 rx_bytes;       /* L3 bytes received (IP header included) */
 	__u64 rx_packets;     /* packets received (GRO segments counted) */
 	__u64 rx_payload_bytes;
