@@ -16,11 +16,19 @@
  *    flow hash, no bpf_skb_cgroup_id and no clock read;
  *  - everything else is off the fast path: new flows and new windows (the
  *    flow hash, insertion), containment (one inlined array read while no
- *    entry exists), and sampling (the first SL_SAMPLE_FIRST_PACKETS payload
- *    packets of each socket, every SL_SAMPLE_EVERY-th payload packet of a
- *    flow, at most SL_SAMPLE_MAX_PER_FLOW_WINDOW per flow per window; DNS
- *    queries whole). Sample volume is bounded by connections and flows, not
- *    by throughput.
+ *    entry exists), and sampling. A packet is sampled when it is among its
+ *    socket's first SL_SAMPLE_FIRST_PACKETS payload packets, when its
+ *    socket has sent SL_SAMPLE_EVERY_BYTES payload bytes or SL_SAMPLE_EVERY
+ *    payload packets since its last sample point (bytes: a GSO stream of
+ *    64 KiB super-packets gets samples in proportion to its bytes, not one
+ *    per 4 MiB), when it is its flow's first packet from this socket in the
+ *    window and the flow has no sample yet, or when it is a DNS query; at
+ *    most SL_SAMPLE_MAX_PER_FLOW_WINDOW per flow per window (DNS: its own
+ *    cap), within the cgroup's event quota. Each sample says how many
+ *    payload bytes it stands for (span_bytes), and a large packet is read
+ *    a second time at a random offset, so a cleartext prefix at the start
+ *    of each write cannot hide what follows it. Sample volume is bounded
+ *    by connections and flows, not by throughput.
  *
  * The program returns 1 (allow), or 0 (drop) for a contained cgroup's packets.
  */
@@ -29,9 +37,20 @@
 #include <uapi/linux/if_ether.h>
 #include <uapi/linux/in.h>
 
+/* Sampling by bytes: a socket is due for a sample when it has sent this
+ * many payload bytes since its last sample point (kernel.sample_every_bytes). */
+#ifndef SL_SAMPLE_EVERY_BYTES
+#define SL_SAMPLE_EVERY_BYTES 131072
+#endif
+/* The second read of a large packet: as long as the first, within the
+ * record (SL_SAMPLE_MAX); none when the first read takes it all. */
+#define SL_SAMPLE_SECOND_BYTES \
+	(SL_SAMPLE_BYTES <= SL_SAMPLE_MAX / 2 ? SL_SAMPLE_BYTES : SL_SAMPLE_MAX - SL_SAMPLE_BYTES)
+#define SL_SAMPLE_SECOND_MIN 16   /* shorter reads are not judged by user space */
+
 /* Per socket. Sends on one socket may run concurrently (lockless UDP), so
- * the cache is a hint validated field by field, and payload_pkts (sampling
- * pace only) may miss an increment. */
+ * the cache is a hint validated field by field, and the sampling pace
+ * (payload_pkts, since_bytes, mark_pkt) may miss an update. */
 struct sl_sock_state {
 	__u32 payload_pkts;  /* payload packets sent on the socket */
 	__u32 epoch;         /* sl_gen[0] when the slot was cached */
@@ -41,6 +60,8 @@ struct sl_sock_state {
 	__u8 pad;
 	__u64 cgroup_id;
 	__u64 daddr[2];
+	__u32 since_bytes;   /* payload bytes since the last sample point */
+	__u32 mark_pkt;      /* payload_pkts index of the last sample point */
 };
 BPF_SK_STORAGE(sl_sock, struct sl_sock_state);
 
@@ -263,6 +284,10 @@ static __always_inline void sl_sample_first(struct __sk_buff *skb, __u64 cgroup_
 	ev->s.flags = flags | SL_SAMPLE_F_FIRST;
 	ev->s.sock_pkt_index = 0;
 	ev->s.payload_len = plen;
+	ev->s.span_bytes = plen;
+	ev->s.second_off = 0;
+	ev->s.second_len = 0;
+	ev->s.pad = 0;
 	__u32 n = plen < SL_FIRST_MAX ? plen : SL_FIRST_MAX;
 	/* [1, SL_FIRST_MAX] by a mask the verifier keeps; plen > 0 here. */
 	__u32 sz = ((n - 1) & (SL_FIRST_MAX - 1)) + 1;
@@ -333,12 +358,12 @@ static __always_inline struct sl_flow_value *sl_flow_slow(struct sl_sock_state *
 	return fv;
 }
 
-/* Emit a sample of this packet's payload if its socket is in its first
- * packets, the flow is due (every SL_SAMPLE_EVERY-th payload packet), or
- * it is a DNS query; within the per-flow caps. */
+/* Emit a sample of this packet's payload, which is due (sl_egress says
+ * why), within the per-flow caps and the cgroup's event quota. span: the
+ * payload bytes it stands for (0: unknown). */
 static __always_inline void sl_sample(struct __sk_buff *skb, const struct sl_l3l4 *p,
 				      struct sl_flow_value *fv, __u64 cgroup_id, __u8 flags,
-				      __u32 sock_idx, __u32 flow_pkt, __u32 plen)
+				      __u32 sock_idx, __u32 plen, __u32 span)
 {
 	/* DNS: every query is sampled (names are the payload), up to a cap. */
 	int dns = p->dport == 53;
@@ -346,8 +371,6 @@ static __always_inline void sl_sample(struct __sk_buff *skb, const struct sl_l3l
 		if (fv->samples >= SL_SAMPLE_MAX_DNS_PER_FLOW_WINDOW)
 			return;
 	} else if (!(flags & SL_SAMPLE_F_SOCK_START)) {
-		if (flow_pkt % SL_SAMPLE_EVERY != 0)
-			return;
 		if (fv->samples >= SL_SAMPLE_MAX_PER_FLOW_WINDOW)
 			return;
 	}
@@ -375,6 +398,10 @@ static __always_inline void sl_sample(struct __sk_buff *skb, const struct sl_l3l
 	ev->flags = flags;
 	ev->sock_pkt_index = sock_idx;
 	ev->payload_len = plen;
+	ev->span_bytes = span;
+	ev->second_off = 0;
+	ev->second_len = 0;
+	ev->pad = 0;
 	__u32 want = dns ? SL_SAMPLE_MAX : SL_SAMPLE_BYTES;
 	__u32 n = plen < want ? plen : want;
 	/* The verifier needs the length register itself bounded to
@@ -384,6 +411,21 @@ static __always_inline void sl_sample(struct __sk_buff *skb, const struct sl_l3l
 		__u32 sz = ((n - 1) & (SL_SAMPLE_MAX - 1)) + 1;
 		if (bpf_skb_load_bytes(skb, p->poff, ev->data, sz) < 0)
 			n = 0;
+	}
+	/* A large packet, read again at a random offset past the first read:
+	 * a low-entropy prefix in front of every write (or every packet) then
+	 * hides nothing behind it, and where the read lands cannot be aimed
+	 * at. bpf_skb_load_bytes reads the paged (non-linear) part of GSO
+	 * packets too. One more helper call per sample, none per packet. */
+	if (SL_SAMPLE_SECOND_BYTES >= SL_SAMPLE_SECOND_MIN && !dns && n == SL_SAMPLE_BYTES &&
+	    plen >= SL_SAMPLE_BYTES + SL_SAMPLE_SECOND_BYTES) {
+		__u32 room = plen - SL_SAMPLE_BYTES - SL_SAMPLE_SECOND_BYTES + 1;
+		__u32 off = SL_SAMPLE_BYTES + (__u32)(((__u64)bpf_get_prandom_u32() * room) >> 32);
+		if (bpf_skb_load_bytes(skb, p->poff + off, ev->data + SL_SAMPLE_BYTES, SL_SAMPLE_SECOND_BYTES) == 0) {
+			ev->second_off = off;
+			ev->second_len = SL_SAMPLE_SECOND_BYTES;
+			n += SL_SAMPLE_SECOND_BYTES;
+		}
 	}
 	ev->sample_len = n;
 	sl_event_submit(skb, ev, sizeof(*ev), SL_EV_SAMPLE);
@@ -430,23 +472,37 @@ int sl_egress(struct __sk_buff *skb)
 	if (plen == 0)
 		return 1;
 	__sync_fetch_and_add(&fv->payload_bytes, plen);
-	/* A racy read after the add paces sampling well enough, and needs no
-	 * fetching atomic (BPF_FETCH: Linux 5.12, v3 ISA). */
-	__sync_fetch_and_add(&fv->payload_packets, 1);
-	__u32 flow_pkt = fv->payload_packets - 1;
 
 	__u8 flags = 0;
-	__u32 sock_idx = 0;
+	__u32 sock_idx = 0, span = 0;
 	if (ss) {
 		sock_idx = ss->payload_pkts++;
+		__u32 since = ss->since_bytes + plen;
+		/* The common case: past the socket's first packets, under its
+		 * byte and packet pace, not DNS, and a flow the socket already
+		 * sent to in this window (cached) or one that has its sample of
+		 * the window. */
+		if (sock_idx >= SL_SAMPLE_FIRST_PACKETS && since < SL_SAMPLE_EVERY_BYTES &&
+		    sock_idx - ss->mark_pkt < SL_SAMPLE_EVERY && p.dport != 53 && (cached || fv->samples)) {
+			ss->since_bytes = since;
+			return 1;
+		}
+		/* A sample point, even when a cap then refuses the sample: the
+		 * next sample stands for the bytes sent after this one. */
+		ss->since_bytes = 0;
+		ss->mark_pkt = sock_idx;
+		span = since;
 		if (sock_idx < SL_SAMPLE_FIRST_PACKETS)
-			flags |= SL_SAMPLE_F_SOCK_START;
+			flags = SL_SAMPLE_F_SOCK_START;
 	} else {
-		flags |= SL_SAMPLE_F_NO_SOCK;
+		/* No socket state: paced by the flow's payload packets. A racy
+		 * read after the add paces well enough, and needs no fetching
+		 * atomic (BPF_FETCH: Linux 5.12, v3 ISA). */
+		__sync_fetch_and_add(&fv->payload_packets, 1);
+		if (p.dport != 53 && (fv->payload_packets - 1) % SL_SAMPLE_EVERY != 0)
+			return 1;
+		flags = SL_SAMPLE_F_NO_SOCK;
 	}
-	/* the common case: past the socket's first packets, flow not due */
-	if (!flags && p.dport != 53 && flow_pkt % SL_SAMPLE_EVERY != 0)
-		return 1;
-	sl_sample(skb, &p, fv, cgroup_id, flags, sock_idx, flow_pkt, plen);
+	sl_sample(skb, &p, fv, cgroup_id, flags, sock_idx, plen, span);
 	return 1;
 }

@@ -101,7 +101,16 @@ struct sl_sample_event {
 	__u8 flags;           /* SL_SAMPLE_F_* */
 	__u32 sock_pkt_index; /* payload packets sent before this one on the socket */
 	__u32 payload_len;    /* transport payload length of the packet */
-	__u32 sample_len;     /* bytes valid in .data */
+	__u32 sample_len;     /* bytes valid in .data: the first read, then the second */
+	/* Payload bytes this sample stands for: sent on its socket since the
+	 * socket's previous sample point, this packet's included (0: unknown,
+	 * no socket state; then it stands for SL_SAMPLE_EVERY packets). */
+	__u32 span_bytes;
+	/* A large packet is read a second time at a random payload offset: its
+	 * second_len bytes are the last ones of .data[0, sample_len). 0: none. */
+	__u32 second_off;
+	__u32 second_len;
+	__u32 pad;
 	__u8 data[SL_SAMPLE_MAX];
 };
 

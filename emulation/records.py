@@ -115,7 +115,12 @@ def sample_rec(
     cookie: int = 1,
     payload_len: int | None = None,
     sample_len: int | None = None,
+    span_bytes: int = 0,
+    second: bytes = b"",
+    second_off: int = 0,
 ) -> bytes:
+    """An SL_EV_SAMPLE record; `second`: the kernel's read from inside a
+    large packet at payload offset `second_off` (appended to the data)."""
     c = E.SampleEventC()
     _fill_hdr(c.hdr, E.EV_SAMPLE, 0, ktime_ns, cgroup_id)
     c.sock_cookie = cookie
@@ -124,8 +129,12 @@ def sample_rec(
     c.protocol = protocol
     c.flags = flags
     c.sock_pkt_index = sock_pkt_index
-    put_bytes(c, "data", data[: E.SAMPLE_MAX])
     c.payload_len = len(data) if payload_len is None else payload_len
+    c.span_bytes = span_bytes
+    if second:
+        data = data[: E.SAMPLE_MAX - len(second)] + second
+        c.second_off, c.second_len = second_off, len(second)
+    put_bytes(c, "data", data[: E.SAMPLE_MAX])
     c.sample_len = min(len(data), E.SAMPLE_MAX) if sample_len is None else sample_len
     return E.encode(c)
 

@@ -53,6 +53,7 @@ class KernelSection:
     sample_bytes: int
     sample_first_packets: int
     sample_every: int
+    sample_every_bytes: int
     max_samples_per_flow_window: int
     max_dns_samples_per_flow_window: int
     udp_send_dedup_ms: int
@@ -199,6 +200,7 @@ _CHECKS: dict[tuple[str, str], tuple[Any, str]] = {
     ("kernel", "max_dns_samples_per_flow_window"): (lambda v: 0 <= v <= 100_000, "between 0 and 100000"),
     ("kernel", "sample_first_packets"): (lambda v: 0 <= v <= 1024, "between 0 and 1024"),
     ("kernel", "sample_every"): (lambda v: 1 <= v <= 1_000_000, "between 1 and 1000000"),
+    ("kernel", "sample_every_bytes"): (lambda v: 1024 <= v <= 1 << 30, "between 1024 and 1073741824"),
     ("kernel", "max_samples_per_flow_window"): (lambda v: 0 <= v <= 100_000, "between 0 and 100000"),
     ("kernel", "udp_send_dedup_ms"): (lambda v: 0 <= v <= 3_600_000, "between 0 and 3600000"),
     ("kernel", "exec_args"): (lambda v: v in ("procfs", "tracepoint"), '"procfs" or "tracepoint"'),

@@ -155,6 +155,10 @@ class SampleEventC(ct.Structure):
         ("sock_pkt_index", ct.c_uint32),
         ("payload_len", ct.c_uint32),
         ("sample_len", ct.c_uint32),
+        ("span_bytes", ct.c_uint32),
+        ("second_off", ct.c_uint32),
+        ("second_len", ct.c_uint32),
+        ("pad", ct.c_uint32),
         ("data", ct.c_uint8 * SAMPLE_MAX),
     ]
 
@@ -360,7 +364,12 @@ class SampleEvent:
     flags: int
     sock_pkt_index: int
     payload_len: int
-    data: bytes
+    data: bytes  # the packet's payload from its start
+    # payload bytes the sample stands for (0: unknown, see sl_sample_event)
+    span_bytes: int = 0
+    # a second read from inside a large packet, at payload offset second_off
+    second_off: int = 0
+    second: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -482,7 +491,7 @@ _S_HDR = struct.Struct("=IIQQ")
 _S_EXEC = struct.Struct(f"=IIQQII{COMM_LEN}s{PATH_LEN}s")
 _S_EXIT = struct.Struct(f"=IIQQ{COMM_LEN}s")
 _S_CONNECT = struct.Struct(f"=IIQQQ16sHBBI{COMM_LEN}s")
-_S_SAMPLE = struct.Struct("=IIQQQ16sHBBIII")
+_S_SAMPLE = struct.Struct("=IIQQQ16sHBBIIIIIII")
 _S_CGROUP = struct.Struct(f"=IIQQII{PATH_LEN}s")
 _S_DNS = struct.Struct("=IIQQ16sHBBIII")
 _S_SOCKET = struct.Struct(f"=IIQQIIIBBH{COMM_LEN}s")
@@ -534,9 +543,15 @@ _SAMPLE_DATA = SampleEventC.data.offset
 
 
 def _dec_sample(buf: bytes) -> SampleEvent:
-    t, pid, kt, cg, cookie, daddr, dport, proto, flags, idx, plen, slen = _S_SAMPLE.unpack_from(buf)
+    t, pid, kt, cg, cookie, daddr, dport, proto, flags, idx, plen, slen, span, off2, n2, _pad = _S_SAMPLE.unpack_from(
+        buf
+    )
     # a socket's first payload (SAMPLE_F_FIRST) comes in a longer record
     n = min(slen, FIRST_MAX, len(buf) - _SAMPLE_DATA)
+    data = bytes(buf[_SAMPLE_DATA : _SAMPLE_DATA + n])
+    # the second read, from inside a large packet: the last n2 bytes
+    n2 = min(n2, n) if off2 else 0
+    second = data[n - n2 :] if n2 else b""
     return SampleEvent(
         Header(t, pid, kt, cg),
         cookie,
@@ -546,7 +561,10 @@ def _dec_sample(buf: bytes) -> SampleEvent:
         flags,
         idx,
         plen,
-        bytes(buf[_SAMPLE_DATA : _SAMPLE_DATA + n]),
+        data[: n - n2] if n2 else data,
+        span,
+        off2 if n2 else 0,
+        second,
     )
 
 

@@ -122,6 +122,7 @@ def cflags(cfg: KernelSection, use_ringbuf: bool, root: Path, kernel_release: st
         f"-DSL_SAMPLE_BYTES={cfg.sample_bytes}",
         f"-DSL_SAMPLE_FIRST_PACKETS={cfg.sample_first_packets}",
         f"-DSL_SAMPLE_EVERY={cfg.sample_every}",
+        f"-DSL_SAMPLE_EVERY_BYTES={cfg.sample_every_bytes}",
         f"-DSL_SAMPLE_MAX_PER_FLOW_WINDOW={cfg.max_samples_per_flow_window}",
         f"-DSL_SAMPLE_MAX_DNS_PER_FLOW_WINDOW={cfg.max_dns_samples_per_flow_window}",
         f"-DSL_UDP_DEDUP_NS={cfg.udp_send_dedup_ms * 1_000_000}ULL",

@@ -497,6 +497,7 @@ class Verdict:
     fake_compression: str | None = None  # a format claimed by a header that did not decode
     protocol: str | None = None  # framing recognised in this sample (http, websocket, tls, ...)
     pending: bytes | None = None  # a compression header alone, to prove with the next sample
+    extent: int | None = None  # payload bytes the framing at the sample's start announced (TLS record)
 
     def add(self, cls: str, n: int) -> None:
         if n > 0:
@@ -728,6 +729,7 @@ class StreamJudge:
             # handshakes are framing, but only at a socket's start: a TLS
             # header on every packet is not a handshake
             cls = HEADER if ctype in (0x14, 0x15, 0x16) and socket_start else ENCRYPTED
+            v.extent = n + 5
             v.add(HEADER, 5)
             v.add(cls, len(data) - 5)
             v.rest = cls if n + 5 >= payload_len else ENCRYPTED
@@ -766,6 +768,56 @@ class StreamJudge:
             state.compressed = v.compression
         state.pending = v.pending
 
+    def judge_inside(self, data: bytes, offset: int, start: Verdict, state: StreamState, transport: int = 6) -> Verdict:
+        """Classify a read from inside a packet (the kernel's second read,
+        at payload offset `offset`) whose start `start` judged. The stream
+        state is read, never changed: framing and compression are set by
+        the starts of packets (judge() runs on this packet's start first).
+
+        Inside a TLS handshake record the start announced, bytes are
+        framing; inside an HTTP head whose end the start did not show, a
+        read with a line break is head, one with the head's end is head
+        then body; masked WebSocket text is unmasked; random bytes continue
+        a body proven compressed; anything else is judged as a body."""
+        v = Verdict()
+        if not data:
+            return v
+        if transport == 6:
+            if start.rest == HEADER and start.extent is not None and offset + len(data) <= start.extent:
+                v.protocol = start.protocol
+                v.add(HEADER, len(data))
+                v.rest = HEADER
+                return v
+            if start.rest == HEADER and start.protocol == "http" and offset < MAX_HEAD:
+                head, sep, body = data.partition(b"\r\n\r\n")
+                if sep:
+                    v.add(HEADER, len(head) + 4)
+                    if body:
+                        judge_body(body, v, self.high_bits)
+                    else:
+                        v.rest = PLAIN
+                    v.pending = None
+                    return v
+                if b"\r\n" in data:
+                    v.add(HEADER, len(data))
+                    v.rest = HEADER
+                    return v
+            if state.websocket:
+                unmasked = unmask_mid_frame(data)
+                if unmasked is not None:
+                    v.protocol = "websocket"
+                    judge_body(unmasked, v, self.high_bits)
+                    v.compression = v.pending = None
+                    return v
+            if state.compressed is not None and looks_random(data, self.high_bits):
+                v.compression = state.compressed
+                v.add(COMPRESSED, len(data))
+                v.rest = COMPRESSED
+                return v
+        judge_body(data, v, self.high_bits)
+        v.pending = None
+        return v
+
     def _body(self, body: bytes, state: StreamState, v: Verdict) -> None:
         state.pending = None
         if not body:
@@ -791,6 +843,30 @@ def weigh(v: Verdict, sample_len: int, payload_len: int) -> dict[str, float]:
                 out[UNKNOWN] = out.get(UNKNOWN, 0.0) + rest - head
         else:
             out[v.rest] = out.get(v.rest, 0.0) + rest
+    return out
+
+
+def weigh_pair(
+    start: Verdict, start_len: int, inside: Verdict, inside_len: int, inside_off: int, payload_len: int
+) -> dict[str, float]:
+    """Bytes per class of a packet read twice: at its start (`start_len`
+    bytes) and at payload offset `inside_off` (`inside_len` bytes). The
+    start's verdict covers the packet up to the second read, the second
+    read's the rest. Between the two reads, when the start's last class is
+    not the class the second read begins with, the class changed somewhere
+    unseen: those bytes are UNKNOWN, and take the mix of the bytes the
+    window judged (ByteClasses.scaled_to), framing excluded."""
+    payload_len = max(payload_len, start_len + inside_len)
+    inside_off = max(start_len, min(inside_off, payload_len - inside_len))
+    out = weigh(start, start_len, inside_off)
+    gap = inside_off - start_len
+    if gap and start.rest != HEADER and inside.spans and inside.spans[0][0] != start.rest:
+        out[start.rest] -= gap
+        if out[start.rest] <= 0:
+            del out[start.rest]
+        out[UNKNOWN] = out.get(UNKNOWN, 0.0) + gap
+    for cls, n in weigh(inside, inside_len, payload_len - inside_off).items():
+        out[cls] = out.get(cls, 0.0) + n
     return out
 
 
@@ -874,13 +950,17 @@ class FlowClassifier:
         acc: ByteClasses,
         data: bytes,
         payload_len: int,
-        weight: int,
+        weight: float,
         socket_start: bool,
         first: bool = False,
+        second: bytes = b"",
+        second_off: int = 0,
     ) -> Verdict:
-        """One sample of `key`: classify it and add its bytes, times
-        `weight` (the packets it stands for), to the window's `acc`.
-        first: the socket's first payload (framing state starts over)."""
+        """One sample of `key`: classify it and add its packet's bytes per
+        class, times `weight` (how many such packets it stands for), to the
+        window's `acc`. first: the socket's first payload (framing state
+        starts over); second: a read from inside the packet at payload
+        offset second_off (weigh_pair). Returns the start's verdict."""
         state = self.streams.get(key)
         if state is None or first:
             state = StreamState()
@@ -890,7 +970,13 @@ class FlowClassifier:
             v.add(HEADER, len(data))
         else:
             v = self.judge_.judge(data, payload_len, state, socket_start, key[3])
-        acc.add(weigh(v, len(data), payload_len), weight)
+        if second and key[2] != 53 and second_off >= len(data):
+            v2 = self.judge_.judge_inside(second, second_off, v, state, key[3])
+            acc.add(weigh_pair(v, len(data), v2, len(second), second_off, payload_len), weight)
+            acc.encoding = acc.encoding or v2.encoding
+            acc.fake_compression = acc.fake_compression or v2.fake_compression
+        else:
+            acc.add(weigh(v, len(data), payload_len), weight)
         acc.encoding = acc.encoding or v.encoding
         acc.compression = v.compression or acc.compression
         acc.fake_compression = acc.fake_compression or v.fake_compression

@@ -232,21 +232,38 @@ class WindowCounters:
         payload_len: int | None = None,
         in_socket_start: bool = False,
         cookie: int = 0,
+        span_bytes: int = 0,
+        second: bytes = b"",
+        second_off: int = 0,
     ) -> None:
         """One payload sample; socket_start: the socket's first payload;
         payload_len: the packet's payload bytes (the sample is a prefix);
         in_socket_start: among the socket's first packets, which are all
-        sampled (later ones stand for `sample_every` packets each);
-        cookie: the sending socket's cookie (0: unknown)."""
+        sampled; cookie: the sending socket's cookie (0: unknown);
+        span_bytes: the payload bytes the sample stands for (the kernel's
+        count since the socket's previous sample point; 0 when unknown: then
+        a socket-start or DNS sample stands for its packet, any other for
+        `sample_every` packets); second: a read from inside the packet at
+        payload offset second_off."""
         st = self._samples.get(key)
         if st is None:
             st = self._samples[key] = _FlowSamples()
         st.hist.add(data)
+        if second:
+            st.hist.add(second)
         _cg, _ip, port, proto = key
-        weight = 1 if in_socket_start or socket_start or port == 53 else self.sample_every
-        self._add_sender(st, cookie, (payload_len or len(data)) * weight)
+        plen = max(payload_len or 0, len(data) + len(second))
+        weight: float
+        if span_bytes > 0 and plen > 0:
+            # bytes it stands for / bytes of its packet: a GSO super-packet
+            # sampled after 128 KiB stands for two of its kind, a 64-byte
+            # datagram after 64 packets for 64
+            weight = max(span_bytes, plen) / plen
+        else:
+            weight = 1 if in_socket_start or socket_start or port == 53 else self.sample_every
+        self._add_sender(st, cookie, round(plen * weight))
         v = self.classifier.add(
-            key, st.classes, data, payload_len or len(data), weight, socket_start or in_socket_start, socket_start
+            key, st.classes, data, plen, weight, socket_start or in_socket_start, socket_start, second, second_off
         )
         # Compression is what decoded (classify.prove), never a header's or
         # a Content-Encoding's claim.

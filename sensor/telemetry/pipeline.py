@@ -379,7 +379,9 @@ class Pipeline:
             self.names.on_first_payload(key, data)
         if ev.flags & SAMPLE_F_FIRST:
             data = data[: self.sample_bytes]
-        self.window.add_sample(key, data, first, ev.payload_len, in_start, ev.sock_cookie)
+        self.window.add_sample(
+            key, data, first, ev.payload_len, in_start, ev.sock_cookie, ev.span_bytes, ev.second, ev.second_off
+        )
 
     def _on_dns(self, ev: DnsEvent) -> None:
         """A DNS response a container received: its name -> address map."""

@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""A/B of sl_egress variants, timed by the kernel over the same packets.
+
+Each variant is a bpf/ directory (a git revision's, or the working tree's),
+compiled with the sensor's default -D flags and attached, each as its own
+program with its own maps, at the cgroup v2 root next to the EMPTY
+cgroup_skb program (the floor). With `kernel.bpf_stats_enabled=1` every
+packet runs every attached program, so their ns per run are comparable
+within one run even on a shared, noisy machine. Between loads the window
+epoch of each variant is advanced (as the sensor does once per window), so
+sampling caps reset as they do in production.
+
+This is a development tool for changes to bpf/egress.bpf.c; the figures to
+quote come from bench_bpf_cost.py (the whole sensor), this one says which
+variant is cheaper and by how much.
+
+Usage (root): .venv/bin/python bench/bench_egress_ab.py [--rounds 3] [--seconds 3]
+    [--loads tcp16k,udp64] VARIANT...   (VARIANT: a git revision, or "worktree")
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench_bpf_cost import Floor, bpf_stats, cgroup2_mount, iperf_tcp16k, iperf_udp64, prog_facts, prog_fdinfo
+
+from sensor.config import default_config
+from sensor.kernel import bpfsys
+from sensor.kernel.hooks import assemble_source
+from sensor.kernel.loader import cflags
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def variant_dir(rev: str, work: Path) -> Path:
+    if rev == "worktree":
+        return REPO / "bpf"
+    out = work / rev.replace("/", "_")
+    out.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "bpf"], check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive.stdout, check=True)
+    return out / "bpf"
+
+
+class Variant:
+    def __init__(self, name: str, root: Path, ingress: bool) -> None:
+        from bcc import BPF  # Debian python3-bpfcc
+
+        self.name = name
+        cfg = default_config().kernel
+        files = ["egress.bpf.c"] + (["ingress.bpf.c"] if ingress and (root / "ingress.bpf.c").exists() else [])
+        text = assemble_source(root, files)
+        self.b = BPF(text=text.encode(), cflags=cflags(cfg, bpfsys.ringbuf_supported(), root))
+        self.fn = self.b.load_func(b"sl_egress", BPF.CGROUP_SKB, None, bpfsys.CGROUP_INET_EGRESS)
+        self.cg = os.open(cgroup2_mount(), os.O_RDONLY | os.O_DIRECTORY)
+        self.links = [bpfsys.link_create(self.fn.fd, self.cg, bpfsys.CGROUP_INET_EGRESS)]
+        self.ingress = None
+        if len(files) == 2:
+            self.ingress = self.b.load_func(b"sl_ingress", BPF.CGROUP_SKB, None, bpfsys.CGROUP_INET_INGRESS)
+            self.links.append(bpfsys.link_create(self.ingress.fd, self.cg, bpfsys.CGROUP_INET_INGRESS))
+        self.samples = 0
+        if bpfsys.ringbuf_supported():
+            self.b["sl_events"].open_ring_buffer(self._on_record)
+
+    def _on_record(self, _ctx: Any, _data: Any, _size: int) -> None:
+        self.samples += 1
+
+    def poll(self) -> None:
+        self.b.ring_buffer_poll(50)
+
+    def next_window(self) -> None:
+        """What the sensor does at a window end: advance the epoch, free the
+        old generation's slots (this tool never reads them)."""
+        g = self.b["sl_gen"]
+        k = g.Key(0)
+        epoch = g[k].value + 1
+        g[k] = g.Leaf(epoch)
+        flows = self.b["sl_flows"]
+        for key in list(flows.keys()):
+            if key.gen != (epoch & 1):
+                del flows[key]
+        nxt = self.b["sl_flow_next"]
+        nxt[nxt.Key(1 - (epoch & 1))] = nxt.Leaf(0)
+
+    def info(self, fn: Any = None) -> dict[str, int]:
+        info = prog_fdinfo(os.getpid(), (fn or self.fn).fd)
+        assert info
+        return info
+
+    def timed(self) -> dict[str, dict[str, int]]:
+        out = {self.name: self.info()}
+        if self.ingress is not None:
+            out[f"{self.name} (sl_ingress)"] = self.info(self.ingress)
+        return out
+
+    def close(self) -> None:
+        for fd in self.links:
+            os.close(fd)
+        os.close(self.cg)
+        self.b.cleanup()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--loads", default="tcp16k,udp64")
+    ap.add_argument(
+        "--no-ingress", action="store_true", help="attach sl_egress only (default: with sl_ingress, as the sensor runs)"
+    )
+    ap.add_argument("variants", nargs="+")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench_egress_ab: run as root", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="sluice-egress-ab-"))
+    port = 5201 + os.getpid() % 1000 + 2000
+    server = subprocess.Popen(["iperf3", "-s", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    loads = {
+        "tcp16k": lambda: iperf_tcp16k(port, args.seconds),
+        "udp64": lambda: iperf_udp64(port, args.seconds),
+    }
+    chosen = [ld for ld in args.loads.split(",") if ld in loads]
+    variants: list[Variant] = []
+    stop = threading.Event()
+    res: dict[str, dict[str, list[float]]] = {ld: {} for ld in chosen}
+    try:
+        for v in args.variants:
+            variants.append(Variant(v, variant_dir(v, work), not args.no_ingress))
+
+        def drain() -> None:
+            while not stop.is_set():
+                for v in variants:
+                    v.poll()
+
+        t = threading.Thread(target=drain, daemon=True)
+        t.start()
+        with Floor() as fl, bpf_stats(True):
+            for _ in range(args.rounds):
+                for ld in chosen:
+                    for v in variants:
+                        v.next_window()
+                    before = {k: i for v in variants for k, i in v.timed().items()} | {
+                        "FLOOR": next(iter(fl.progs().values()))
+                    }
+                    loads[ld]()
+                    after = {k: i for v in variants for k, i in v.timed().items()} | {
+                        "FLOOR": next(iter(fl.progs().values()))
+                    }
+                    for name in after:
+                        d_cnt = after[name]["run_cnt"] - before[name]["run_cnt"]
+                        d_ns = after[name]["run_time_ns"] - before[name]["run_time_ns"]
+                        res[ld].setdefault(name, []).append(d_ns / d_cnt if d_cnt else 0.0)
+        stop.set()
+        t.join()
+        out: dict[str, Any] = {"rounds": args.rounds, "seconds": args.seconds, "loadavg_1m": os.getloadavg()[0]}
+        for ld in chosen:
+            floor = res[ld]["FLOOR"]
+            out[ld] = {
+                name: {
+                    "ns_per_run": round(statistics.median(vals), 1),
+                    "x_floor": round(statistics.median(a / f for a, f in zip(vals, floor, strict=True) if f), 2),
+                    "per_round": [round(x, 1) for x in vals],
+                }
+                for name, vals in res[ld].items()
+            }
+        out["programs"] = {
+            v.name: {
+                **prog_facts(v.info()["prog_id"]),
+                "verified_insns": v.info().get("verified_insns"),
+                "samples": v.samples,
+            }
+            for v in variants
+        }
+        print(json.dumps(out, indent=2))
+    finally:
+        stop.set()
+        for v in variants:
+            v.close()
+        server.terminate()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
