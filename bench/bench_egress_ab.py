@@ -15,7 +15,7 @@ quote come from bench_bpf_cost.py (the whole sensor), this one says which
 variant is cheaper and by how much.
 
 Usage (root): .venv/bin/python bench/bench_egress_ab.py [--rounds 3] [--seconds 3]
-    [--loads tcp16k,udp64] VARIANT...   (VARIANT: a git revision, or "worktree")
+    [--loads tcp16k,udp64] VARIANT...   (VARIANT: a git revision, "worktree", or a bpf/ directory)
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,8 @@ REPO = Path(__file__).resolve().parent.parent
 def variant_dir(rev: str, work: Path) -> Path:
     if rev == "worktree":
         return REPO / "bpf"
+    if Path(rev).is_dir():  # a copy of a bpf/ directory
+        return Path(rev)
     out = work / rev.replace("/", "_")
     out.mkdir()
     archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "bpf"], check=True, capture_output=True)
@@ -64,14 +67,27 @@ class Variant:
         self.b = BPF(text=text.encode(), cflags=cflags(cfg, bpfsys.ringbuf_supported(), root))
         self.fn = self.b.load_func(b"sl_egress", BPF.CGROUP_SKB, None, bpfsys.CGROUP_INET_EGRESS)
         self.cg = os.open(cgroup2_mount(), os.O_RDONLY | os.O_DIRECTORY)
-        self.links = [bpfsys.link_create(self.fn.fd, self.cg, bpfsys.CGROUP_INET_EGRESS)]
+        self.links: list[int] = []
         self.ingress = None
         if len(files) == 2:
             self.ingress = self.b.load_func(b"sl_ingress", BPF.CGROUP_SKB, None, bpfsys.CGROUP_INET_INGRESS)
-            self.links.append(bpfsys.link_create(self.ingress.fd, self.cg, bpfsys.CGROUP_INET_INGRESS))
+        self.attach()
         self.samples = 0
         if bpfsys.ringbuf_supported():
             self.b["sl_events"].open_ring_buffer(self._on_record)
+
+    def attach(self) -> None:
+        """Attached last: the cgroup runs its programs in attach order, and
+        the first to touch a packet pays its cold cache lines, so the order
+        rotates between rounds."""
+        self.links.append(bpfsys.link_create(self.fn.fd, self.cg, bpfsys.CGROUP_INET_EGRESS))
+        if self.ingress is not None:
+            self.links.append(bpfsys.link_create(self.ingress.fd, self.cg, bpfsys.CGROUP_INET_INGRESS))
+
+    def detach(self) -> None:
+        for fd in self.links:
+            os.close(fd)
+        self.links = []
 
     def _on_record(self, _ctx: Any, _data: Any, _size: int) -> None:
         self.samples += 1
@@ -105,8 +121,7 @@ class Variant:
         return out
 
     def close(self) -> None:
-        for fd in self.links:
-            os.close(fd)
+        self.detach()
         os.close(self.cg)
         self.b.cleanup()
 
@@ -147,14 +162,28 @@ def main() -> int:
         t = threading.Thread(target=drain, daemon=True)
         t.start()
         with Floor() as fl, bpf_stats(True):
-            for _ in range(args.rounds):
+            for r in range(args.rounds):
+                # rotate the attach order (the floor stays last: as in bench_bpf_cost)
+                os.close(fl.link)
+                for v in variants:
+                    v.detach()
+                for v in variants[r % len(variants) :] + variants[: r % len(variants)]:
+                    v.attach()
+                fl.link = bpfsys.link_create(fl.fn.fd, fl.cg, bpfsys.CGROUP_INET_EGRESS)
                 for ld in chosen:
                     for v in variants:
                         v.next_window()
                     before = {k: i for v in variants for k, i in v.timed().items()} | {
                         "FLOOR": next(iter(fl.progs().values()))
                     }
-                    loads[ld]()
+                    for attempt in range(3):  # iperf3's server may still be busy with the last test
+                        try:
+                            loads[ld]()
+                            break
+                        except (KeyError, subprocess.CalledProcessError):
+                            if attempt == 2:
+                                raise
+                            time.sleep(1)
                     after = {k: i for v in variants for k, i in v.timed().items()} | {
                         "FLOOR": next(iter(fl.progs().values()))
                     }
@@ -162,6 +191,7 @@ def main() -> int:
                         d_cnt = after[name]["run_cnt"] - before[name]["run_cnt"]
                         d_ns = after[name]["run_time_ns"] - before[name]["run_time_ns"]
                         res[ld].setdefault(name, []).append(d_ns / d_cnt if d_cnt else 0.0)
+                    print(ld, {k: round(v[-1], 1) for k, v in res[ld].items()}, file=sys.stderr, flush=True)
         stop.set()
         t.join()
         out: dict[str, Any] = {"rounds": args.rounds, "seconds": args.seconds, "loadavg_1m": os.getloadavg()[0]}
