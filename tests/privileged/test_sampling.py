@@ -13,9 +13,11 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from .harness import SensorProc, action
 
@@ -88,48 +90,55 @@ def _wait_flows(s: SensorProc, port: int, payload: int) -> list[dict[str, Any]]:
         time.sleep(0.3)
 
 
-def test_samples_follow_bytes_and_a_cleartext_prefix_hides_nothing(base: Path) -> None:
+@pytest.fixture(scope="module")
+def sampling_sensor(base: Path) -> Iterator[SensorProc]:
     s = SensorProc(base, str(base / "no-docker.sock"), name="sampling")
     s.start()
-    try:
-        # (a) multi-megabyte transfers in 64 KiB writes: GSO-sized packets
-        sizes = {"1 MiB": 1 << 20, "2.5 MiB": 5 << 19, "24 MiB": 24 << 20}
-        ports = {k: _send(n, os.urandom, 65536) for k, n in sizes.items()}
-        # (b) every 16 KiB write starts with 125 bytes of cleartext, then
-        # ciphertext (random bytes); paced so that each write leaves as
-        # its own packet (the packet starts with the prefix)
-        assert len(PREFIX) > 100
-        pre_total = 4 << 20
-        pre_port = _send(pre_total, lambda n: PREFIX + os.urandom(n - len(PREFIX)), 16384, pause=0.0005)
+    yield s
+    s.stop()
 
-        samples: dict[str, int] = {}
-        for k, port in ports.items():
-            flows = _wait_flows(s, port, sizes[k])
-            payload = sum(f["sluice"]["payload"]["bytes"] for f in flows)
-            assert sizes[k] <= payload <= sizes[k] * 1.01  # retransmissions may add a little
-            # per flow and window, at most the cap (socket-start samples included)
-            assert all(f["sluice"]["payload"]["samples"] <= CAP for f in flows), [f["sluice"]["payload"] for f in flows]
-            samples[k] = sum(f["sluice"]["payload"]["samples"] for f in flows)
-            enc = sum(f["sluice"]["payload"].get("encrypted_bytes", 0) for f in flows)
-            assert enc >= 0.95 * payload, (k, [f["sluice"]["payload"] for f in flows])
-        # In proportion to the bytes: FIRST socket-start samples (their 8
-        # packets carry at most 512 KiB), then one per B bytes. Before, a
-        # sample per 64 packets left 8 or 9 samples for all three.
-        for k in ("1 MiB", "2.5 MiB"):
-            lo = FIRST + (sizes[k] - FIRST * 65536) // B - 1
-            hi = FIRST + sizes[k] // B + 2
-            assert lo <= samples[k] <= hi, (k, samples, lo, hi)
-        assert samples["2.5 MiB"] - samples["1 MiB"] >= (sizes["2.5 MiB"] - sizes["1 MiB"]) // B - 3, samples
-        # 24 MiB: bounded by the cap in each window it spans, not by its bytes
-        assert samples["24 MiB"] < FIRST + sizes["24 MiB"] // B, samples
 
-        flows = _wait_flows(s, pre_port, pre_total)
-        pay = [f["sluice"]["payload"] for f in flows]
-        payload = sum(p["bytes"] for p in pay)
-        enc = sum(p.get("encrypted_bytes", 0) for p in pay)
-        # 125 of every 16,384 bytes are cleartext: >= 99 % ciphertext; a
-        # sample reading only the first 64 bytes saw text in every packet
-        assert enc >= 0.9 * payload, pay
-        assert all(p["samples"] <= CAP for p in pay), pay
-    finally:
-        s.stop()
+def test_samples_follow_the_bytes_of_a_gso_stream(sampling_sensor: SensorProc) -> None:
+    """(a) Multi-megabyte transfers in 64 KiB writes (GSO-sized packets):
+    samples in proportion to their bytes, within the per-flow cap."""
+    s = sampling_sensor
+    sizes = {"1 MiB": 1 << 20, "2.5 MiB": 5 << 19, "24 MiB": 24 << 20}
+    ports = {k: _send(n, os.urandom, 65536) for k, n in sizes.items()}
+    samples: dict[str, int] = {}
+    for k, port in ports.items():
+        flows = _wait_flows(s, port, sizes[k])
+        payload = sum(f["sluice"]["payload"]["bytes"] for f in flows)
+        assert sizes[k] <= payload <= sizes[k] * 1.01  # retransmissions may add a little
+        # per flow and window, at most the cap (socket-start samples included)
+        assert all(f["sluice"]["payload"]["samples"] <= CAP for f in flows), [f["sluice"]["payload"] for f in flows]
+        samples[k] = sum(f["sluice"]["payload"]["samples"] for f in flows)
+        enc = sum(f["sluice"]["payload"].get("encrypted_bytes", 0) for f in flows)
+        assert enc >= 0.95 * payload, (k, [f["sluice"]["payload"] for f in flows])
+    # In proportion to the bytes: FIRST socket-start samples (their 8
+    # packets carry at most 512 KiB), then one per B bytes. Before, a
+    # sample per 64 packets left 8 or 9 samples for 1 and 2.5 MiB alike.
+    for k in ("1 MiB", "2.5 MiB"):
+        lo = FIRST + (sizes[k] - FIRST * 65536) // B - 1
+        hi = FIRST + sizes[k] // B + 2
+        assert lo <= samples[k] <= hi, (k, samples, lo, hi)
+    assert samples["2.5 MiB"] - samples["1 MiB"] >= (sizes["2.5 MiB"] - sizes["1 MiB"]) // B - 3, samples
+    # 24 MiB: bounded by the cap in each window it spans, not by its bytes
+    assert samples["24 MiB"] < FIRST + sizes["24 MiB"] // B, samples
+
+
+def test_cleartext_prefix_on_every_write_hides_no_ciphertext(sampling_sensor: SensorProc) -> None:
+    """(b) Every 16 KiB write starts with 125 bytes of cleartext, then
+    ciphertext (random bytes); paced so that each write leaves as its own
+    packet, which starts with the prefix. A sample of the first 64 bytes saw
+    text in every packet (before: counted plain); the second read inside the
+    packet sees the ciphertext."""
+    s = sampling_sensor
+    assert len(PREFIX) > 100
+    total = 4 << 20
+    port = _send(total, lambda n: PREFIX + os.urandom(n - len(PREFIX)), 16384, pause=0.0005)
+    pay = [f["sluice"]["payload"] for f in _wait_flows(s, port, total)]
+    payload = sum(p["bytes"] for p in pay)
+    enc = sum(p.get("encrypted_bytes", 0) for p in pay)
+    # 125 of every 16,384 bytes are cleartext: over 99 % is ciphertext
+    assert enc >= 0.9 * payload, pay
+    assert all(p["samples"] <= CAP for p in pay), pay
