@@ -2,11 +2,14 @@
 """A/B of sl_egress variants, timed by the kernel over the same packets.
 
 Each variant is a bpf/ directory (a git revision's, or the working tree's),
-compiled with the sensor's default -D flags and attached, each as its own
-program with its own maps, at the cgroup v2 root next to the EMPTY
-cgroup_skb program (the floor). With `kernel.bpf_stats_enabled=1` every
-packet runs every attached program, so their ns per run are comparable
-within one run even on a shared, noisy machine. Between loads the window
+compiled with the sensor's default -D flags (with its ingress program, as
+the sensor runs them: both write the same flow slots) and attached alone,
+in turn, at the cgroup v2 root before the EMPTY cgroup_skb program (the
+floor). With `kernel.bpf_stats_enabled=1` the kernel times both over the
+same packets, so each variant's ratio to the floor is comparable between
+variants on a shared, noisy machine (attached together, variants disturb
+each other: the first pays the packet's cold cache lines, and their socket
+storages share lines). Between loads the window
 epoch of each variant is advanced (as the sensor does once per window), so
 sampling caps reset as they do in production.
 
@@ -150,6 +153,7 @@ def main() -> int:
     variants: list[Variant] = []
     stop = threading.Event()
     res: dict[str, dict[str, list[float]]] = {ld: {} for ld in chosen}
+    floors: dict[str, dict[str, list[float]]] = {ld: {} for ld in chosen}
     try:
         for v in args.variants:
             variants.append(Variant(v, variant_dir(v, work), not args.no_ingress))
@@ -163,44 +167,49 @@ def main() -> int:
         t.start()
         with Floor() as fl, bpf_stats(True):
             for r in range(args.rounds):
-                # rotate the attach order (the floor stays last: as in bench_bpf_cost)
-                os.close(fl.link)
-                for v in variants:
-                    v.detach()
-                for v in variants[r % len(variants) :] + variants[: r % len(variants)]:
-                    v.attach()
-                fl.link = bpfsys.link_create(fl.fn.fd, fl.cg, bpfsys.CGROUP_INET_EGRESS)
                 for ld in chosen:
-                    for v in variants:
+                    # One variant at a time with the floor attached after it
+                    # (as bench_bpf_cost attaches it after the sensor): no
+                    # variant shares a socket's storage or a cache line with
+                    # another; the order rotates between rounds.
+                    for v in variants[r % len(variants) :] + variants[: r % len(variants)]:
+                        os.close(fl.link)
+                        for other in variants:
+                            other.detach()
+                        v.attach()
+                        fl.link = bpfsys.link_create(fl.fn.fd, fl.cg, bpfsys.CGROUP_INET_EGRESS)
                         v.next_window()
-                    before = {k: i for v in variants for k, i in v.timed().items()} | {
-                        "FLOOR": next(iter(fl.progs().values()))
-                    }
-                    for attempt in range(3):  # iperf3's server may still be busy with the last test
-                        try:
-                            loads[ld]()
-                            break
-                        except (KeyError, subprocess.CalledProcessError):
-                            if attempt == 2:
-                                raise
-                            time.sleep(1)
-                    after = {k: i for v in variants for k, i in v.timed().items()} | {
-                        "FLOOR": next(iter(fl.progs().values()))
-                    }
-                    for name in after:
-                        d_cnt = after[name]["run_cnt"] - before[name]["run_cnt"]
-                        d_ns = after[name]["run_time_ns"] - before[name]["run_time_ns"]
-                        res[ld].setdefault(name, []).append(d_ns / d_cnt if d_cnt else 0.0)
-                    print(ld, {k: round(v[-1], 1) for k, v in res[ld].items()}, file=sys.stderr, flush=True)
+                        before = v.timed() | {"FLOOR": next(iter(fl.progs().values()))}
+                        for attempt in range(3):  # iperf3's server may still be busy with the last test
+                            try:
+                                loads[ld]()
+                                break
+                            except (KeyError, subprocess.CalledProcessError):
+                                if attempt == 2:
+                                    raise
+                                time.sleep(1)
+                        after = v.timed() | {"FLOOR": next(iter(fl.progs().values()))}
+                        ns = {}
+                        for name in after:
+                            d_cnt = after[name]["run_cnt"] - before[name]["run_cnt"]
+                            d_ns = after[name]["run_time_ns"] - before[name]["run_time_ns"]
+                            ns[name] = d_ns / d_cnt if d_cnt else 0.0
+                        for name, x in ns.items():
+                            if name != "FLOOR":
+                                res[ld].setdefault(name, []).append(x)
+                                floors[ld].setdefault(name, []).append(ns["FLOOR"])
+                        print(ld, {k: round(x, 1) for k, x in ns.items()}, file=sys.stderr, flush=True)
         stop.set()
         t.join()
         out: dict[str, Any] = {"rounds": args.rounds, "seconds": args.seconds, "loadavg_1m": os.getloadavg()[0]}
         for ld in chosen:
-            floor = res[ld]["FLOOR"]
             out[ld] = {
                 name: {
                     "ns_per_run": round(statistics.median(vals), 1),
-                    "x_floor": round(statistics.median(a / f for a, f in zip(vals, floor, strict=True) if f), 2),
+                    "floor_ns_per_run": round(statistics.median(floors[ld][name]), 1),
+                    "x_floor": round(
+                        statistics.median(a / f for a, f in zip(vals, floors[ld][name], strict=True) if f), 2
+                    ),
                     "per_round": [round(x, 1) for x in vals],
                 }
                 for name, vals in res[ld].items()
