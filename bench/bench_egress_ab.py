@@ -215,11 +215,7 @@ def main() -> int:
                 for name, vals in res[ld].items()
             }
         out["programs"] = {
-            v.name: {
-                **prog_facts(v.info()["prog_id"]),
-                "verified_insns": v.info().get("verified_insns"),
-                "samples": v.samples,
-            }
+            v.name: {**prog_facts(v.info()["prog_id"]), "verified_insns": v.info().get("verified_insns")}
             for v in variants
         }
         print(json.dumps(out, indent=2))
