@@ -64,8 +64,8 @@ def test_prefix_longer_than_the_sample_is_seen_through_by_the_second_read() -> N
     for i, p in enumerate(packets):
         second, off = _second(p)
         start = i < 8
-        with_second.add_sample(KEY, p[:64], i == 0, len(p), start, len(p), second, off)
-        first_only.add_sample(KEY, p[:64], i == 0, len(p), start, len(p))
+        with_second.add_sample(KEY, p[:64], i == 0, len(p), start, span_bytes=len(p), second=second, second_off=off)
+        first_only.add_sample(KEY, p[:64], i == 0, len(p), start, span_bytes=len(p))
     payload = 16384 * 200
     (s,), _e, _h = with_second.close([_flow(payload, 200)])
     (old,), _e, _h = first_only.close([_flow(payload, 200)])
@@ -80,7 +80,7 @@ def test_text_stream_read_twice_stays_plain() -> None:
     w = WindowCounters()
     for i in range(20):
         second, off = _second(text)
-        w.add_sample(KEY, text[:64], i == 0, len(text), i < 8, 131072, second, off)
+        w.add_sample(KEY, text[:64], i == 0, len(text), i < 8, span_bytes=131072, second=second, second_off=off)
     (s,), _e, _h = w.close([_flow(16384 * 160, 160)])
     assert s.encrypted_bytes == 0, s.byte_classes
 
@@ -91,8 +91,8 @@ def test_samples_are_weighted_by_the_bytes_they_stand_for() -> None:
     GSO packet after 90,000 bytes make the flow 90 % encrypted. Weighted by
     packets (64 each, the old rate samples) it would read 98.5 %."""
     w = WindowCounters()
-    w.add_sample(KEY, (PREFIX * 10)[:64], False, 1000, False, 10_000)
-    w.add_sample(KEY, rand(64), False, 65536, False, 90_000)
+    w.add_sample(KEY, (PREFIX * 10)[:64], False, 1000, False, span_bytes=10_000)
+    w.add_sample(KEY, rand(64), False, 65536, False, span_bytes=90_000)
     (s,), _e, _h = w.close([_flow(100_000, 10)])
     assert 0.89 <= s.encrypted_bytes / 100_000 <= 0.91, s.byte_classes
     legacy = WindowCounters(sample_every=64)
@@ -104,8 +104,8 @@ def test_samples_are_weighted_by_the_bytes_they_stand_for() -> None:
 
 def test_a_span_never_weighs_less_than_its_packet() -> None:
     w = WindowCounters()
-    w.add_sample(KEY, rand(64), False, 4096, False, 10)  # span below the packet: racy counter, clamp
-    w.add_sample(KEY, (PREFIX * 10)[:64], False, 4096, False, 4096)
+    w.add_sample(KEY, rand(64), False, 4096, False, span_bytes=10)  # span below the packet: racy counter, clamp
+    w.add_sample(KEY, (PREFIX * 10)[:64], False, 4096, False, span_bytes=4096)
     (s,), _e, _h = w.close([_flow(8192, 2)])
     assert s.encrypted_bytes == 4096
 
