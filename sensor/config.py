@@ -60,6 +60,7 @@ class KernelSection:
     flow_quota_per_cgroup: int
     event_quota_per_cgroup: int
     exec_args: str
+    packet_send_reports: bool
     mount_tracefs: bool
     bpf_stats: bool
 

@@ -193,6 +193,12 @@ class BccSource:
 
     def start(self, sink: RecordSink) -> dict[str, str]:
         wanted = UNITS + ((EXEC_ARGS_UNIT,) if self.cfg.exec_args == "tracepoint" else ())
+        if not self.cfg.packet_send_reports:
+            wanted = tuple(u for u in wanted if u.name != "packet")
+            for u in UNITS:
+                if u.name == "packet":
+                    for tp in u.tracepoints:
+                        self.status[tp] = "off (kernel.packet_send_reports = false)"
         self.units, missing = units_available(self.report, wanted)
         for name, why in missing.items():
             unit = next(u for u in wanted if u.name == name)

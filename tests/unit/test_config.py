@@ -197,3 +197,13 @@ def test_error_str_carries_hint() -> None:
     e = ConfigError("bad", "/etc/sluice.toml", 4, hint="fix it")
     assert str(e) == "/etc/sluice.toml:4: bad\n  hint: fix it"
     assert e.exit_code == 2
+
+
+def test_packet_send_reports_default_on_and_switchable(tmp_path: Path) -> None:
+    assert default_config().kernel.packet_send_reports is True
+    p = tmp_path / "s.toml"
+    p.write_text("[kernel]\npacket_send_reports = false\n")
+    assert load_config(p).kernel.packet_send_reports is False
+    p.write_text('[kernel]\npacket_send_reports = "no"\n')
+    with pytest.raises(ConfigError, match="packet_send_reports"):
+        load_config(p)
