@@ -244,7 +244,9 @@ class BccSource:
                     f"while a container is contained, its processes are killed when they create one "
                     f"({PACKET_GUARD_TRACEPOINT})"
                     if packet
-                    else "AF_PACKET sockets are neither reported nor refused"
+                    else "AF_PACKET sockets are not reported (kernel.packet_send_reports = false or "
+                    "sock:sock_send_length missing); while a container is contained, its processes are killed "
+                    f"when they create one ({PACKET_GUARD_TRACEPOINT})"
                 )
             )
             self._init_packet_guard()
