@@ -4,13 +4,17 @@ entries, never another's; every eviction is counted."""
 
 from __future__ import annotations
 
-import os
+import random
 
 import pytest
 
 from sensor.telemetry.classify import CLASSES, ENCRYPTED, PLAIN, StreamState
 from sensor.telemetry.counters import FlowCounters, WindowCounters
 from sensor.telemetry.flowstate import FlowTable
+
+RNG = random.Random(7)
+# 64 random bytes judged encrypted (fixed: a random draw may look encoded)
+CIPHER = RNG.randbytes(64)
 
 
 def _k(cg: int, i: int, port: int = 443) -> tuple[int, str, int, int]:
@@ -71,7 +75,7 @@ def test_window_counters_flood_of_one_cgroup_keeps_anothers_owner_and_protocol()
     wc = WindowCounters(per_cgroup=64)
     victim = (7, "203.0.113.9", 443, 6)
     wc.set_owner(victim, 42, "curl")
-    wc.add_sample(victim, b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + os.urandom(53), True, 200, True)
+    wc.add_sample(victim, b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + RNG.randbytes(53), True, 200, True)
     for i in range(5000):  # a flood from cgroup 1
         k = _k(1, i, 9)
         wc.set_owner(k, 100, "flood")
@@ -104,7 +108,7 @@ def test_last_mixes_are_shared_between_flows_and_carried() -> None:
     wc = WindowCounters()
     keys = [_k(1, i, 9) for i in range(50)]
     for k in keys:
-        wc.add_sample(k, os.urandom(64), False, 1400, False)
+        wc.add_sample(k, CIPHER, False, 1400, False)
     wc.close([FlowCounters(*k, 1500, 1, 1400, 0, 0, 0, 1) for k in keys])
     mixes = [wc.classifier.last_mix[k] for k in keys]
     assert len(mixes[0]) == len(CLASSES) and mixes[0][CLASSES.index(ENCRYPTED)] == 1.0
