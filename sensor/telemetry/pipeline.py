@@ -63,6 +63,7 @@ from sensor.outputs import documents
 from sensor.telemetry import inbound
 from sensor.telemetry.counters import (
     HIGH_ENTROPY_BITS,
+    SENDER_MEMORY_WINDOWS,
     ContainerSummary,
     FlowCounters,
     FlowSummary,
@@ -81,10 +82,11 @@ MAX_CONNECT_VIEWS = 64  # per (cgroup, destination) per window, for the rules
 MAX_EXEC_VIEWS = 16  # per (cgroup, executable) per window
 MANY_PROCESSES = 8192  # live processes beyond which command lines are read at 256 bytes
 MAX_VIEWS_PER_CGROUP = 4096  # connects and execs per cgroup per window, all keys together
-# Exited processes stay known while the windows that may hold their last
-# bytes close (the one they exited in and the next), at most this many.
+# Exited processes stay known while a flow may still name them: the window
+# they exited in, the next (bytes around the flip), and as long as a flow
+# remembers them as a sender; at most this many.
 MAX_EXITED = 4096
-EXITED_WINDOWS = 2
+EXITED_WINDOWS = SENDER_MEMORY_WINDOWS + 2
 
 
 @dataclass(slots=True)
@@ -565,7 +567,7 @@ class Pipeline:
 
     def _expire_exited(self) -> None:
         """Processes that exited before the last EXITED_WINDOWS windows are
-        forgotten: every window that could hold their bytes is summarised."""
+        forgotten: every window that could name them is summarised."""
         oldest = self.counts["windows"] - EXITED_WINDOWS
         while self.exited and next(iter(self.exited.values())).exit_window < oldest:
             self.exited.popitem(last=False)

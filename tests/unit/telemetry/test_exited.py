@@ -1,6 +1,7 @@
-"""Exited processes stay known while the windows that may hold their last
-bytes close (the one they exited in and the next), then they are forgotten:
-a churn of processes does not keep thousands of command lines (issue 10)."""
+"""Exited processes stay known while a flow may still name them (the window
+they exited in, the next, and while flows remember them as senders), then
+they are forgotten: a churn of processes does not keep thousands of command
+lines past that (issue 10)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 from emulation.records import exec_rec, exit_rec
 from sensor.kernel.source import ReplaySource
+from sensor.telemetry.counters import SENDER_MEMORY_WINDOWS
 from sensor.telemetry.pipeline import EXITED_WINDOWS, MAX_EXITED
 from tests.unit.telemetry.test_pipeline import make_world
 
@@ -24,14 +26,16 @@ def test_exited_processes_are_forgotten_after_their_windows(tmp_path: Path) -> N
     w = make_world(tmp_path, str(tmp_path / "no-docker.sock"), events=False)
     _feed(w, [exec_rec(pid=PID + i, cgroup_id=w.cg, comm=b"job") for i in range(3)])
     _feed(w, [exit_rec(pid=PID, cgroup_id=w.cg, comm=b"job")])
-    assert EXITED_WINDOWS == 2
+    # a flow remembers a sender for SENDER_MEMORY_WINDOWS: it must stay resolvable
+    assert EXITED_WINDOWS > SENDER_MEMORY_WINDOWS
     w.pipe.close_window([], 0.0, 1.0)  # the window it exited in
     _feed(w, [exit_rec(pid=PID + 1, cgroup_id=w.cg, comm=b"job")])
-    w.pipe.close_window([], 1.0, 2.0)  # the next one: bytes around the flip
+    for i in range(1, EXITED_WINDOWS):
+        w.pipe.close_window([], float(i), i + 1.0)
     assert set(w.pipe.exited) == {PID, PID + 1}
-    w.pipe.close_window([], 2.0, 3.0)
+    w.pipe.close_window([], 100.0, 101.0)
     assert set(w.pipe.exited) == {PID + 1}
-    w.pipe.close_window([], 3.0, 4.0)
+    w.pipe.close_window([], 101.0, 102.0)
     assert not w.pipe.exited and set(w.pipe.procs) == {PID + 2}  # the living stay
 
 
