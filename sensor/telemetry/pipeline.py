@@ -87,6 +87,10 @@ MAX_VIEWS_PER_CGROUP = 4096  # connects and execs per cgroup per window, all key
 # remembers them as a sender; at most this many.
 MAX_EXITED = 4096
 EXITED_WINDOWS = SENDER_MEMORY_WINDOWS + 2
+# Past the window it exited in and the next, an exited process is kept only
+# to name a remembered sender: its command line shrinks to this many bytes.
+EXITED_FULL_WINDOWS = 2
+EXITED_CMDLINE_BYTES = 256
 
 
 @dataclass(slots=True)
@@ -100,6 +104,7 @@ class ProcInfo:
     start_ts: float
     ref: ProcessRef | None = None  # built once, shared by every event of the process
     exit_window: int = 0  # the window (pipeline.counts["windows"]) it exited in
+    lean: bool = False  # exited long enough ago that its command line was shortened
 
 
 CMDLINE_TRUNCATED = "...[truncated]"
@@ -124,6 +129,24 @@ def read_cmdline(pid: int, proc: str = "/proc", max_bytes: int = 4096) -> tuple[
     if truncated:
         args.append(CMDLINE_TRUNCATED)
     return args, truncated
+
+
+def shorten_args(args: list[str], max_bytes: int) -> list[str]:
+    """A command line cut to about max_bytes characters (arguments and their
+    separators), ending with CMDLINE_TRUNCATED when something was cut."""
+    out: list[str] = []
+    n = 0
+    for a in args:
+        if a == CMDLINE_TRUNCATED:
+            out.append(a)
+            break
+        if n + len(a) > max_bytes:
+            out.append(a[: max(0, max_bytes - n)])
+            out.append(CMDLINE_TRUNCATED)
+            break
+        out.append(a)
+        n += len(a) + 1
+    return out
 
 
 def resolve_executable(pid: int, filename: str) -> str:
@@ -571,6 +594,15 @@ class Pipeline:
         oldest = self.counts["windows"] - EXITED_WINDOWS
         while self.exited and next(iter(self.exited.values())).exit_window < oldest:
             self.exited.popitem(last=False)
+        lean = self.counts["windows"] - EXITED_FULL_WINDOWS
+        for p in self.exited.values():  # oldest first
+            if p.exit_window >= lean:
+                break
+            if not p.lean:
+                p.lean = True
+                if p.args is not None:
+                    p.args = shorten_args(p.args, EXITED_CMDLINE_BYTES)
+                    p.ref = None  # rebuilt with the short command line when asked
 
     def _notify(
         self, summaries: list[FlowSummary], attr_of: Callable[[int], Attribution], start: float, end: float
