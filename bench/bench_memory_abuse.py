@@ -123,6 +123,8 @@ def main() -> int:
             out["cmdline_truncated"] = c.get("cmdline_truncated")
             out["view_events_capped"] = c.get("view_events_capped")
             out["state_evictions"] = (st.get("detection") or {}).get("state_evictions")
+            out["flow_state_evictions"] = c.get("flow_state_evictions")
+            out["memory_trim"] = st.get("memory_trim")
             out["drops_total"] = st["drops"]["total"]
     finally:
         for p in procs:

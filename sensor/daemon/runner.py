@@ -37,7 +37,7 @@ from sensor.detect.rules.fim001_orchestration_config import Settings as FimSetti
 from sensor.detect.view import WindowObserver
 from sensor.errors import SluiceError
 from sensor.kernel.hooks import EXEC_ARGS_UNIT, UNITS
-from sensor.kernel.memory import resident_kb
+from sensor.kernel.memory import HeapTrimmer, resident_kb
 from sensor.kernel.probe import ProbeReport, probe, require_root, require_runnable
 from sensor.kernel.progstats import stats_enabled, status_section
 from sensor.kernel.source import EventSource
@@ -106,6 +106,8 @@ class Sensor:
         self.registry: ContainerRegistry | None = None
         self.flow_entries = 0
         self.learn_until: float | None = None
+        # free heap a flood's window left behind goes back to the kernel
+        self.trimmer = HeapTrimmer()
 
     # --- documents -----------------------------------------------------------
 
@@ -163,6 +165,7 @@ class Sensor:
                 **({"problem": self.containment.problem} if self.containment and self.containment.problem else {}),
             },
             "memory_kb": resident_kb(),
+            "memory_trim": self.trimmer.stats(),
             "config": self.config.source,
             "mode": "learn" if self.learn_seconds is not None else "detect",
             "baseline": {
@@ -319,6 +322,9 @@ class Sensor:
             registry=self.registry,
             sample_bytes=cfg.kernel.sample_bytes,
             sample_every=cfg.kernel.sample_every,
+            # a cgroup has at most flow_quota_per_cgroup flows counted per
+            # window: knowledge of two windows' worth per cgroup
+            flow_state_per_cgroup=2 * cfg.kernel.flow_quota_per_cgroup,
         )
         if self._source_factory is None:
             from sensor.kernel.loader import BccSource
@@ -442,6 +448,8 @@ class Sensor:
                 flows = self.source.drain_flows()
                 self.flow_entries = len(flows)  # the flow table's use by one window (metrics)
                 self.pipeline.close_window(flows, win_start, end, self.source.quota_overflows())
+                del flows
+                self.trimmer.maybe_trim()
                 if self.containment is not None:
                     self.containment.recheck()
                 win_start = end

@@ -48,10 +48,11 @@ import math
 import re
 import struct
 import zlib
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass, field
 
 from sensor.telemetry.entropy import corrected_bits
+from sensor.telemetry.flowstate import PER_CGROUP, FlowTable
 from sensor.telemetry.protocol import HTTP_PREFIXES
 
 ENCRYPTED = "encrypted"
@@ -923,26 +924,23 @@ class ByteClasses:
         return {c: self.get(c) for c in CLASSES if self.get(c)}
 
 
-class _Lru(OrderedDict):  # type: ignore[type-arg]
-    def __init__(self, limit: int) -> None:
-        super().__init__()
-        self.limit = limit
-
-    def put(self, key, value) -> None:  # type: ignore[no-untyped-def]
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.limit:
-            self.popitem(last=False)
+# Distinct class mixes kept shared (a flood of flows carrying the same kind
+# of bytes stores one mix, not one per flow); a cache, cleared when full.
+MAX_SHARED_MIXES = 4096
 
 
 class FlowClassifier:
     """Turns each flow's samples into bytes per class, remembering each
     flow's framing state and its last mix (bounded, oldest forgotten)."""
 
-    def __init__(self, max_flows: int = 65536, high_bits: float = 7.0) -> None:
+    def __init__(self, max_flows: int = 65536, high_bits: float = 7.0, per_cgroup: int = PER_CGROUP) -> None:
         self.judge_ = StreamJudge(high_bits)
-        self.streams: _Lru = _Lru(max_flows)
-        self.last_mix: _Lru = _Lru(max_flows)
+        # framing state, only for flows whose samples established some (a
+        # flow without one is judged from a fresh StreamState)
+        self.streams: FlowTable[StreamState] = FlowTable(per_cgroup, max_flows)
+        # the last window's class fractions, in CLASSES order
+        self.last_mix: FlowTable[tuple[float, ...]] = FlowTable(per_cgroup, max_flows)
+        self._mixes: dict[tuple[float, ...], tuple[float, ...]] = {}
 
     def add(
         self,
@@ -964,7 +962,6 @@ class FlowClassifier:
         state = self.streams.get(key)
         if state is None or first:
             state = StreamState()
-        self.streams.put(key, state)
         if key[2] == 53:  # DNS: the names are the payload, judged by SL-EXF-003
             v = Verdict(rest=HEADER, protocol="dns")
             v.add(HEADER, len(data))
@@ -977,6 +974,10 @@ class FlowClassifier:
             acc.fake_compression = acc.fake_compression or v2.fake_compression
         else:
             acc.add(weigh(v, len(data), payload_len), weight)
+        if state.http or state.websocket or state.compressed is not None or state.pending is not None:
+            self.streams.put(key, state)
+        else:
+            self.streams.pop(key)  # nothing established: a fresh state is the same
         acc.encoding = acc.encoding or v.encoding
         acc.compression = v.compression or acc.compression
         acc.fake_compression = acc.fake_compression or v.fake_compression
@@ -985,21 +986,33 @@ class FlowClassifier:
     def estimate(self, key: tuple[int, str, int, int], acc: ByteClasses | None, payload: int) -> ByteClasses:
         """The window's payload bytes of `key` per class."""
         if acc is not None and acc.total() > 0:
-            self.last_mix.put(key, acc.fractions())
+            self.last_mix.put(key, self._shared_mix(acc.fractions()))
             return acc.scaled_to(payload)
         mix = self.last_mix.get(key)
         out = ByteClasses(carried=mix is not None)
         if payload:
-            out.bytes = {c: round(f * payload) for c, f in mix.items()} if mix else {UNKNOWN: float(payload)}
+            out.bytes = (
+                {c: round(f * payload) for c, f in zip(CLASSES, mix, strict=True) if f}
+                if mix
+                else {UNKNOWN: float(payload)}
+            )
         return out
+
+    def _shared_mix(self, fractions: dict[str, float]) -> tuple[float, ...]:
+        mix = tuple(fractions.get(c, 0.0) for c in CLASSES)
+        shared = self._mixes.get(mix)
+        if shared is None:
+            if len(self._mixes) >= MAX_SHARED_MIXES:
+                self._mixes.clear()
+            shared = self._mixes[mix] = mix
+        return shared
 
     def end_window(self) -> None:
         """Nothing to reset: framing and mixes outlive windows (bounded)."""
 
     def forget_cgroups(self, ids: set[int]) -> None:
-        for table in (self.streams, self.last_mix):
-            for k in [k for k in table if k[0] in ids]:
-                del table[k]
+        self.streams.forget_cgroups(ids)
+        self.last_mix.forget_cgroups(ids)
 
 
 # --- datagram protocols -----------------------------------------------------------

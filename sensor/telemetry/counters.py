@@ -8,12 +8,12 @@ them into FlowSummary and ContainerSummary records: the input of outputs,
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 from sensor.telemetry.classify import ByteClasses, FlowClassifier, datagram_protocol
 from sensor.telemetry.entropy import ByteHistogram
+from sensor.telemetry.flowstate import PER_CGROUP, FlowTable
 from sensor.telemetry.protocol import DNS, HTTP, HTTP_PREFIXES, dns_qname, protocol_hint, split_http
 
 # A flow: (cgroup id, destination ip, destination port, transport number)
@@ -164,20 +164,6 @@ class ContainerSummary:
         return self.histogram.entropy()
 
 
-class _Bounded(OrderedDict[Any, Any]):
-    """A dict that forgets its oldest keys beyond `limit`."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__()
-        self.limit = limit
-
-    def put(self, key: Any, value: Any) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.limit:
-            self.popitem(last=False)
-
-
 MAX_DNS_NAMES_PER_FLOW = 512
 # Distinct sending processes remembered per flow and window; the bytes of
 # any more count as unattributed (and in `senders_capped`).
@@ -202,27 +188,36 @@ class WindowCounters:
     """User-space half of the counters for the window being filled."""
 
     def __init__(
-        self, max_flows: int = 65536, high_entropy_bits: float = HIGH_ENTROPY_BITS, sample_every: int = 64
+        self,
+        max_flows: int = 65536,
+        high_entropy_bits: float = HIGH_ENTROPY_BITS,
+        sample_every: int = 64,
+        per_cgroup: int = PER_CGROUP,
     ) -> None:
         self._samples: dict[FlowKey, _FlowSamples] = {}
-        self.classifier = FlowClassifier(max_flows, high_entropy_bits)
+        self.classifier = FlowClassifier(max_flows, high_entropy_bits, per_cgroup)
         self.sample_every = sample_every
         self._execs: dict[int, int] = {}
         self.high_entropy_bits = high_entropy_bits
-        # Long-lived knowledge, bounded: protocol and compression seen at
-        # socket start, and the last process that connected, per flow.
-        self.protocols: _Bounded = _Bounded(max_flows)
-        self.compression: _Bounded = _Bounded(max_flows)
-        self.owners: _Bounded = _Bounded(max_flows)
-        # The process that connected each socket (by socket cookie): bytes
-        # are the sender's, not the flow's last connector's (an allowed
-        # executable connecting to the same destination must not take over
-        # the attacker's bytes).
-        self.sock_owners: _Bounded = _Bounded(max_flows)
+        # Long-lived knowledge, bounded per cgroup and in all (flowstate.py):
+        # protocol and compression seen at socket start, and the last
+        # process that connected, per flow.
+        self.protocols: FlowTable[str] = FlowTable(per_cgroup, max_flows)
+        self.compression: FlowTable[str] = FlowTable(per_cgroup, max_flows)
+        self.owners: FlowTable[tuple[int, str]] = FlowTable(per_cgroup, max_flows)
+        # The process that connected each socket, by (cgroup id, socket
+        # cookie): bytes are the sender's, not the flow's last connector's
+        # (an allowed executable connecting to the same destination must not
+        # take over the attacker's bytes).
+        self.sock_owners: FlowTable[tuple[int, str]] = FlowTable(per_cgroup, max_flows)
         self.senders_capped = 0
         # per flow: pid -> [comm, payload bytes since first seen, last window seen]
-        self.recent_senders: _Bounded = _Bounded(max_flows)
+        self.recent_senders: FlowTable[dict[int, list[Any]]] = FlowTable(per_cgroup, max_flows)
         self._window_index = 0
+        # (pid, name) shared by every flow of a process (a flood of
+        # destinations from one process costs one tuple, not one per flow);
+        # a cache, cleared when full
+        self._owner_refs: dict[tuple[int, str], tuple[int, str]] = {}
 
     def add_sample(
         self,
@@ -261,7 +256,7 @@ class WindowCounters:
             weight = max(span_bytes, plen) / plen
         else:
             weight = 1 if in_socket_start or socket_start or port == 53 else self.sample_every
-        self._add_sender(st, cookie, round(plen * weight))
+        self._add_sender(st, key[0], cookie, round(plen * weight))
         v = self.classifier.add(
             key, st.classes, data, plen, weight, socket_start or in_socket_start, socket_start, second, second_off
         )
@@ -293,16 +288,32 @@ class WindowCounters:
 
     def forget_cgroups(self, ids: set[int]) -> None:
         """Removed cgroups: what was remembered about their flows goes."""
-        for table in (self.protocols, self.compression, self.owners, self.recent_senders):
-            for k in [k for k in table if k[0] in ids]:
-                del table[k]
-        # socket owners carry no cgroup: they age out by the table's bound
+        for table in (self.protocols, self.compression, self.owners, self.sock_owners, self.recent_senders):
+            table.forget_cgroups(ids)
         self.classifier.forget_cgroups(ids)
 
+    def state_evictions(self) -> int:
+        """Per-flow knowledge forgotten to the caps (counted in health)."""
+        return (
+            self.protocols.evictions
+            + self.compression.evictions
+            + self.owners.evictions
+            + self.sock_owners.evictions
+            + self.recent_senders.evictions
+            + self.classifier.streams.evictions
+            + self.classifier.last_mix.evictions
+        )
+
     def set_owner(self, key: FlowKey, pid: int, comm: str, cookie: int = 0) -> None:
-        self.owners.put(key, (pid, comm))
+        owner = (pid, comm)
+        shared = self._owner_refs.get(owner)
+        if shared is None:
+            if len(self._owner_refs) >= 4096:
+                self._owner_refs.clear()  # owners already stored stay valid
+            shared = self._owner_refs[owner] = owner
+        self.owners.put(key, shared)
         if cookie:
-            self.sock_owners.put(cookie, (pid, comm))
+            self.sock_owners.put((key[0], cookie), shared)
 
     def _senders(self, k: FlowKey, st: _FlowSamples | None) -> list[tuple[int, str, int]]:
         """This window's senders merged into the flow's remembered ones;
@@ -336,8 +347,8 @@ class WindowCounters:
         order = sorted(recent.items(), key=lambda x: -x[1][1])
         return [(pid, r[0], this[pid][1] if pid in this else 0) for pid, r in order]
 
-    def _add_sender(self, st: _FlowSamples, cookie: int, nbytes: int) -> None:
-        owner = self.sock_owners.get(cookie) if cookie else None
+    def _add_sender(self, st: _FlowSamples, cgroup_id: int, cookie: int, nbytes: int) -> None:
+        owner = self.sock_owners.get((cgroup_id, cookie)) if cookie else None
         if owner is None:
             st.unattributed += nbytes
             return

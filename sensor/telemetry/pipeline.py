@@ -63,12 +63,14 @@ from sensor.outputs import documents
 from sensor.telemetry import inbound
 from sensor.telemetry.counters import (
     HIGH_ENTROPY_BITS,
+    SENDER_MEMORY_WINDOWS,
     ContainerSummary,
     FlowCounters,
     FlowSummary,
     QuotaOverflow,
     WindowCounters,
 )
+from sensor.telemetry.flowstate import PER_CGROUP
 from sensor.telemetry.names import FlowNamer
 from sensor.telemetry.protocol import transport_name
 from sensor.telemetry.stage import FD_PATH, stage_origin
@@ -80,6 +82,15 @@ MAX_CONNECT_VIEWS = 64  # per (cgroup, destination) per window, for the rules
 MAX_EXEC_VIEWS = 16  # per (cgroup, executable) per window
 MANY_PROCESSES = 8192  # live processes beyond which command lines are read at 256 bytes
 MAX_VIEWS_PER_CGROUP = 4096  # connects and execs per cgroup per window, all keys together
+# Exited processes stay known while a flow may still name them: the window
+# they exited in, the next (bytes around the flip), and as long as a flow
+# remembers them as a sender; at most this many.
+MAX_EXITED = 4096
+EXITED_WINDOWS = SENDER_MEMORY_WINDOWS + 2
+# Past the window it exited in and the next, an exited process is kept only
+# to name a remembered sender: its command line shrinks to this many bytes.
+EXITED_FULL_WINDOWS = 2
+EXITED_CMDLINE_BYTES = 256
 
 
 @dataclass(slots=True)
@@ -92,6 +103,8 @@ class ProcInfo:
     cgroup_id: int
     start_ts: float
     ref: ProcessRef | None = None  # built once, shared by every event of the process
+    exit_window: int = 0  # the window (pipeline.counts["windows"]) it exited in
+    lean: bool = False  # exited long enough ago that its command line was shortened
 
 
 CMDLINE_TRUNCATED = "...[truncated]"
@@ -116,6 +129,24 @@ def read_cmdline(pid: int, proc: str = "/proc", max_bytes: int = 4096) -> tuple[
     if truncated:
         args.append(CMDLINE_TRUNCATED)
     return args, truncated
+
+
+def shorten_args(args: list[str], max_bytes: int) -> list[str]:
+    """A command line cut to about max_bytes characters (arguments and their
+    separators), ending with CMDLINE_TRUNCATED when something was cut."""
+    out: list[str] = []
+    n = 0
+    for a in args:
+        if a == CMDLINE_TRUNCATED:
+            out.append(a)
+            break
+        if n + len(a) > max_bytes:
+            out.append(a[: max(0, max_bytes - n)])
+            out.append(CMDLINE_TRUNCATED)
+            break
+        out.append(a)
+        n += len(a) + 1
+    return out
 
 
 def resolve_executable(pid: int, filename: str) -> str:
@@ -154,6 +185,7 @@ class Pipeline:
         registry: ContainerRegistry | None = None,
         sample_bytes: int = 64,
         sample_every: int = 64,
+        flow_state_per_cgroup: int = PER_CGROUP,
     ) -> None:
         self.max_cmdline_bytes = max_cmdline_bytes
         self.attributor = attributor
@@ -161,7 +193,9 @@ class Pipeline:
         self.host_name = host_name
         self.events = events
         self.to_wall = monotonic_to_wall
-        self.window = WindowCounters(high_entropy_bits=high_entropy_bits, sample_every=sample_every)
+        self.window = WindowCounters(
+            high_entropy_bits=high_entropy_bits, sample_every=sample_every, per_cgroup=flow_state_per_cgroup
+        )
         # flows named by SNI, Host and DNS answers
         self.names = FlowNamer()
         # a socket's first payload comes longer (names); entropy, byte classes
@@ -205,6 +239,8 @@ class Pipeline:
             "accept": 0,
             "unix_connect": 0,
             "unix_connect_host": 0,
+            # per-flow knowledge (owner, protocol, byte classes) forgotten to its caps
+            "flow_state_evictions": 0,
         }
         self.last_decode_error = ""
         self.top: list[dict[str, Any]] = []
@@ -324,8 +360,9 @@ class Pipeline:
         self.counts["exit"] += 1
         p = self.procs.pop(ev.hdr.pid, None)
         if p is not None:
+            p.exit_window = self.counts["windows"]
             self.exited[p.pid] = p
-            while len(self.exited) > 4096:
+            while len(self.exited) > MAX_EXITED:
                 self.exited.popitem(last=False)
         if not self.events:
             return
@@ -549,7 +586,25 @@ class Pipeline:
         self._notify(summaries, attr_of, start, end)
         # what was removed in this window is summarised: its owners forget it
         self.registry.expire()
+        self._expire_exited()
+        self.counts["flow_state_evictions"] = self.window.state_evictions()
         return summaries, per
+
+    def _expire_exited(self) -> None:
+        """Processes that exited before the last EXITED_WINDOWS windows are
+        forgotten: every window that could name them is summarised."""
+        oldest = self.counts["windows"] - EXITED_WINDOWS
+        while self.exited and next(iter(self.exited.values())).exit_window < oldest:
+            self.exited.popitem(last=False)
+        lean = self.counts["windows"] - EXITED_FULL_WINDOWS
+        for p in self.exited.values():  # oldest first
+            if p.exit_window >= lean:
+                break
+            if not p.lean:
+                p.lean = True
+                if p.args is not None:
+                    p.args = shorten_args(p.args, EXITED_CMDLINE_BYTES)
+                    p.ref = None  # rebuilt with the short command line when asked
 
     def _notify(
         self, summaries: list[FlowSummary], attr_of: Callable[[int], Attribution], start: float, end: float

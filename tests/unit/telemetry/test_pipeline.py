@@ -657,7 +657,8 @@ def test_socket_owners_are_bounded() -> None:
     w = WindowCounters(max_flows=8)
     for c in range(1, 100):
         w.set_owner((1, "198.51.100.1", 443, 6), c, "p", cookie=c)
-    assert len(w.sock_owners) == 8 and 99 in w.sock_owners and 1 not in w.sock_owners
+    # keyed by (cgroup id, cookie): bounded per cgroup like the other flow tables
+    assert len(w.sock_owners) == 8 and (1, 99) in w.sock_owners and (1, 1) not in w.sock_owners
 
 
 def test_senders_per_flow_are_capped_and_counted() -> None:
