@@ -494,7 +494,7 @@ class Baseline:
                 created=_time(w["created"]),
                 updated=_time(w["updated"]),
             )
-        except (LookupError, TypeError, ValueError, AttributeError) as e:
+        except (LookupError, TypeError, ValueError, AttributeError, OverflowError) as e:
             raise BaselineError(
                 f"{path}: baseline file is corrupt ({type(e).__name__}: {e})",
                 hint="restore it from a copy or learn a new one; Sluice will not overwrite it",

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -357,3 +358,12 @@ def test_every_document_is_one_line_of_utf8_json_without_raw_controls(doc: dict[
 def test_fuzz_budget_is_fixed() -> None:
     assert FUZZ.max_examples <= 200  # keep CI fast: raise only with a reason
     assert Path(__file__).exists()
+
+
+def test_baseline_with_an_infinite_histogram_bin_is_corrupt_not_a_crash() -> None:
+    """Found by the fuzzer: a float infinity as a histogram bin raised
+    OverflowError out of the loader instead of BaselineError."""
+    w = _valid_wire()
+    w["workloads"]["acme/app"]["egress_bytes"] = {1e309: 1}
+    with pytest.raises(B.BaselineError, match="OverflowError"):
+        B.loads(msgpack.packb(w, use_bin_type=True), "inf.msgpack")
