@@ -21,7 +21,7 @@
  */
 
 struct sl_l3l4_in {
-	__u8 saddr[16];
+	__u8 saddr[16] __attribute__((aligned(8)));  /* compared as two __u64 */
 	__u32 l4_off;
 	__u16 sport;
 	__u8 protocol;
@@ -127,10 +127,73 @@ static __always_inline int sl_parse_in_fast(struct __sk_buff *skb, struct sl_l3l
 	return 1;
 }
 
+/* Per socket: the flow slot of the last packet it received, for the
+ * current window. Its own storage, not egress's sl_sock: a socket's sends
+ * and receives are counted under the same key, but keeping the two caches
+ * apart means neither program's cache thrashes the other's (an unconnected
+ * UDP socket sending to one peer and hearing from another), and each file
+ * keeps its own layout. Packets of one socket may be received on several
+ * CPUs at once, so the cache is a hint validated field by field; the slot
+ * is read once, before the fields it vouches for, and written last. */
+struct sl_sock_in_state {
+	__u32 slot;       /* flow slot + 1; 0: nothing cached */
+	__u32 epoch;      /* sl_gen[0] when the slot was cached */
+	__u16 sport;
+	__u8 protocol;
+	__u8 pad;
+	__u32 pad2;
+	__u64 cgroup_id;  /* the socket's cgroup: fixed for its life */
+	__u64 saddr[2];
+};
+BPF_SK_STORAGE(sl_sock_in, struct sl_sock_in_state);
+
+static __always_inline struct sl_sock_in_state *sl_sock_in_of(struct __sk_buff *skb)
+{
+	struct bpf_sock *sk = skb->sk;
+	if (!sk)
+		return 0;
+#ifdef SL_SK_STORAGE_NEEDS_FULLSOCK
+	sk = bpf_sk_fullsock(sk);
+	if (!sk)
+		return 0;
+#endif
+	return sl_sock_in.sk_storage_get(sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+}
+
+/* A packet whose flow the socket has not cached in this window (or with no
+ * socket storage): the flow hash (inserting the flow if new), then the
+ * socket caches the slot. The cgroup id comes from the socket's storage
+ * once it has been read for it. */
+static __always_inline struct sl_flow_value *sl_ingress_slow(struct __sk_buff *skb, struct sl_sock_in_state *ss,
+							     struct sl_flow_key *key, __u32 epoch, __u32 len)
+{
+	__u32 slot = 0;
+	key->cgroup_id = ss && ss->cgroup_id ? ss->cgroup_id : bpf_skb_cgroup_id(skb);
+	key->gen = epoch & 1;
+	/* Inserting (not only looking up) keeps the bytes of a download whose
+	 * window flipped between request and answer, at the price of an entry
+	 * for a flow that only receives (its egress ACKs would make one). The
+	 * clock is read only for an entry this packet created. */
+	struct sl_flow_value *fv = sl_flow_get_slot(key, 0, len, &slot);
+	if (!fv)
+		return 0;
+	if (fv->first_ns == 0)
+		fv->first_ns = bpf_ktime_get_ns();
+	if (ss) {
+		*(volatile __u32 *)&ss->slot = 0;
+		ss->epoch = epoch;
+		ss->sport = key->dport;
+		ss->protocol = key->protocol;
+		ss->cgroup_id = key->cgroup_id;
+		__builtin_memcpy(ss->saddr, key->daddr, 16);
+		*(volatile __u32 *)&ss->slot = slot + 1;
+	}
+	return fv;
+}
+
 int sl_ingress(struct __sk_buff *skb)
 {
 	struct sl_l3l4_in p = {};
-	struct sl_flow_key key = {};
 	__u32 len = skb->len;
 	__u32 poff = len;
 
@@ -140,21 +203,27 @@ int sl_ingress(struct __sk_buff *skb)
 		if (sl_parse_in(skb, &p) < 0)
 			return 1;
 	}
-	key.cgroup_id = bpf_skb_cgroup_id(skb);
+	/* Fast path: one helper call (the socket's storage), then an inlined
+	 * array read for the window and one for the counters. */
+	__u32 epoch = sl_current_epoch();
+	struct sl_sock_in_state *ss = sl_sock_in_of(skb);
+	struct sl_flow_value *fv = 0;
+	const __u64 *a = (const __u64 *)p.saddr;
+	if (ss) {
+		__u32 slot = *(volatile __u32 *)&ss->slot;
+		if (slot && ss->epoch == epoch && ss->sport == p.sport && ss->protocol == p.protocol &&
+		    ss->saddr[0] == a[0] && ss->saddr[1] == a[1])
+			fv = sl_flow_at(slot - 1);
+	}
+	struct sl_flow_key key = {};
 	__builtin_memcpy(key.daddr, p.saddr, 16);
 	key.dport = p.sport;
 	key.protocol = p.protocol;
-	key.gen = sl_current_gen();
-
-	/* Inserting (not only looking up) keeps the bytes of a download whose
-	 * window flipped between request and answer, at the price of an entry
-	 * for a flow that only receives (its egress ACKs would make one). The
-	 * clock is read only for an entry this packet created. */
-	struct sl_flow_value *fv = sl_flow_get(&key, 0, len);
-	if (!fv)
-		return 1;
-	if (fv->first_ns == 0)
-		fv->first_ns = bpf_ktime_get_ns();
+	if (!fv) {
+		fv = sl_ingress_slow(skb, ss, &key, epoch, len);
+		if (!fv)
+			return 1;
+	}
 	if (!fast) {
 		if (p.protocol == IPPROTO_TCP) {
 			__u8 doff;
@@ -183,6 +252,8 @@ int sl_ingress(struct __sk_buff *skb)
 		return 1;
 	}
 	__sync_fetch_and_add(&fv->dns_events, 1);
+	if (!key.cgroup_id)
+		key.cgroup_id = ss ? ss->cgroup_id : bpf_skb_cgroup_id(skb);
 	sl_dns_submit(skb, &key, &p, poff, plen);
 	return 1;
 }
