@@ -6,10 +6,15 @@
  *
  *  - every packet: headers by direct packet access (bpf_skb_load_bytes only
  *    when they are not in the linear part, or for IPv6 extension headers),
- *    the cgroup id, one hash lookup, three atomic adds into the flow entry
- *    the egress program keeps for the same (cgroup, remote address, remote
- *    port, transport): the packet's source is the flow's destination. No
- *    clock read (only for an entry the packet creates), no per-packet events.
+ *    then three atomic adds into the flow entry the egress program keeps for
+ *    the same (cgroup, remote address, remote port, transport): the packet's
+ *    source is the flow's destination. The receiving socket's storage
+ *    (sl_sock_in) caches that entry's slot, its cgroup id and the window:
+ *    a packet of the flow the socket last received in this window makes ONE
+ *    helper call (bpf_sk_storage_get) and two inlined array reads; only the
+ *    socket's first packet from a source in a window pays the cgroup id
+ *    (once per socket) and the flow hash. No clock read (only for an entry
+ *    the packet creates), no per-packet events.
  *  - source port 53 (UDP or TCP), and only that: the response payload, up
  *    to SL_DNS_MAX bytes (longer ones cut and counted), is submitted as an
  *    SL_EV_DNS event, at most SL_SAMPLE_MAX_DNS_PER_FLOW_WINDOW per flow per
@@ -216,10 +221,10 @@ int sl_ingress(struct __sk_buff *skb)
 			fv = sl_flow_at(slot - 1);
 	}
 	struct sl_flow_key key = {};
-	__builtin_memcpy(key.daddr, p.saddr, 16);
-	key.dport = p.sport;
-	key.protocol = p.protocol;
 	if (!fv) {
+		__builtin_memcpy(key.daddr, p.saddr, 16);
+		key.dport = p.sport;
+		key.protocol = p.protocol;
 		fv = sl_ingress_slow(skb, ss, &key, epoch, len);
 		if (!fv)
 			return 1;
@@ -252,7 +257,7 @@ int sl_ingress(struct __sk_buff *skb)
 		return 1;
 	}
 	__sync_fetch_and_add(&fv->dns_events, 1);
-	if (!key.cgroup_id)
+	if (!key.cgroup_id)   /* a cache hit: the socket's cgroup */
 		key.cgroup_id = ss ? ss->cgroup_id : bpf_skb_cgroup_id(skb);
 	sl_dns_submit(skb, &key, &p, poff, plen);
 	return 1;
