@@ -20,11 +20,16 @@ TRACEPOINT_PROBE(syscalls, sys_enter_execve)
 	const char *const *argv = (const char *const *)args->argv;
 	__u32 off = 0;
 
+	__u64 cgid = bpf_get_current_cgroup_id();
+	/* A record of SL_ARGS_LEN bytes per execve(2), even a failing one: the
+	 * cgroup's event share (lib/common.bpf.h) bounds what a container can
+	 * put in the ring buffer this way. */
+	if (!sl_event_quota_ok(args, cgid))
+		return 0;
 	ev = sl_event_alloc(sizeof(*ev), SL_EV_EXEC_ARGS);
 	if (!ev)
 		return 0;
-	sl_fill_header(&ev->hdr, SL_EV_EXEC_ARGS, bpf_get_current_pid_tgid() >> 32,
-		       bpf_get_current_cgroup_id());
+	sl_fill_header(&ev->hdr, SL_EV_EXEC_ARGS, bpf_get_current_pid_tgid() >> 32, cgid);
 	ev->argc = 0;
 #pragma unroll
 	for (int i = 0; i < SL_MAX_ARGS; i++) {

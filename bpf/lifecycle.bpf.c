@@ -59,10 +59,26 @@ static __always_inline void sl_contain_follow(char *path, __u32 len, __u64 cgrou
 		*lv |= 1u << level;
 }
 
+/* Fair share follows delegation (see sl_quota_charge in lib/common.bpf.h):
+ * a cgroup created by a task whose cgroup is charged to a container is
+ * charged to the same container. The tracepoint runs in the creating task,
+ * before the new directory is activated: no process can run in the new
+ * cgroup uncharged. */
+static __always_inline void sl_quota_follow(__u64 cgroup_id)
+{
+	__u64 creator = bpf_get_current_cgroup_id();
+	__u64 *c = sl_quota_charge.lookup(&creator);
+	if (!c || !*c)
+		return;
+	__u64 charged = *c;
+	sl_quota_charge.update(&cgroup_id, &charged);
+}
+
 TRACEPOINT_PROBE(cgroup, cgroup_mkdir)
 {
 	if (args->root != SL_CGROUP2_HIERARCHY)
 		return 0;
+	sl_quota_follow(args->id);
 	/* before the event: containment must not depend on buffer space */
 	if (sl_contain_active())
 		sl_contain_follow((char *)args + (args->data_loc_path & 0xffff), args->data_loc_path >> 16,

@@ -16,6 +16,11 @@
  *   cloned storage instead. Deduplicated per (cgroup, local port, peer
  *   address) per SL_ACCEPT_DEDUP_NS in an LRU; the rest are counted.
  *
+ * Every event here is charged to its cgroup's event share
+ * (sl_event_quota_ok, lib/common.bpf.h): a container binding, listening or
+ * being connected to in a loop gets its share of the ring buffer and is
+ * reported (SL_EV_QUOTA), the others keep theirs.
+ *
  * sock_ops runs for a handful of other callbacks per TCP connection
  * (timeout and window init, ECN, connect); it returns at once for those and
  * sets no callback flags, so it adds no per-packet work. Every program
@@ -51,11 +56,15 @@ BPF_TABLE("lru_hash", struct sl_accept_seen_key, struct sl_accept_seen, sl_accep
 static __always_inline void sl_listen_submit(void *ctx, __u8 op, __u8 proto, __u32 family,
 					     __u8 *laddr, __u16 lport, __u64 cookie)
 {
+	__u64 cgid = bpf_get_current_cgroup_id();
+	/* binds and listens are the caller's to repeat at will: the cgroup's
+	 * event share (lib/common.bpf.h), like connects */
+	if (!sl_event_quota_ok(ctx, cgid))
+		return;
 	struct sl_listen_event *ev = sl_event_alloc(sizeof(*ev), SL_EV_LISTEN);
 	if (!ev)
 		return;
-	sl_fill_header(&ev->hdr, SL_EV_LISTEN, bpf_get_current_pid_tgid() >> 32,
-		       bpf_get_current_cgroup_id());
+	sl_fill_header(&ev->hdr, SL_EV_LISTEN, bpf_get_current_pid_tgid() >> 32, cgid);
 	ev->sock_cookie = cookie;
 	__builtin_memcpy(ev->laddr, laddr, 16);
 	ev->lport = lport;
@@ -165,6 +174,11 @@ static __always_inline void sl_on_passive_established(struct bpf_sock_ops *skops
 	fresh.last_ns = now;
 	sl_accept_seen.update(&k, &fresh);
 
+	/* Peers are the container's to multiply (each new source address
+	 * passes the dedup): charged to the listener's cgroup. No listener
+	 * known (cgroup 0): charged to cgroup 0, one share for all of them. */
+	if (!sl_event_quota_ok(skops, k.cgroup_id))
+		return;
 	ev = sl_event_alloc(sizeof(*ev), SL_EV_ACCEPT);
 	if (!ev)
 		return;

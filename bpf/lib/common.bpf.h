@@ -107,6 +107,17 @@ BPF_ARRAY(sl_flow_next, __u32, 2);  /* slots handed out per generation */
 /* Per-cgroup quota state. LRU: cgroups that stopped sending age out, and a
  * full map evicts instead of failing. */
 BPF_TABLE("lru_hash", __u64, struct sl_quota, sl_quota, SL_QUOTA_ENTRIES);
+/* cgroup id -> the cgroup its quotas are charged to: a container's own
+ * cgroup for each of its sub-cgroups (and itself), so that a container that
+ * can create sub-cgroups (a delegated subtree) does not multiply its share.
+ * A map rather than an ancestor walk (lib/contain.bpf.h does that for
+ * containment): one lookup, and it works where no ancestor helper applies
+ * (sock_ops in softirq knows its cgroup only as a number). Filled by user
+ * space for the containers it knows (their own cgroup and sub-cgroups it
+ * sees) and by cgroup_mkdir (lifecycle.bpf.c) for a cgroup created from
+ * inside a charged cgroup, before the new cgroup can hold a process. No
+ * entry: the cgroup is charged itself. */
+BPF_HASH(sl_quota_charge, __u64, __u64, SL_QUOTA_ENTRIES);
 
 static __always_inline void sl_stat_add(__u32 idx, __u64 n)
 {
@@ -243,9 +254,18 @@ static __always_inline void sl_quota_report(void *ctx, struct sl_quota *q, __u64
 	sl_event_submit(ctx, ev, sizeof(*ev), SL_EV_QUOTA);
 }
 
-/* May this cgroup submit one more event in this window? Counted either way. */
-static __always_inline int sl_event_quota_ok(void *ctx, __u64 cgroup_id)
+/* The cgroup a cgroup's quotas are charged to (see sl_quota_charge). */
+static __always_inline __u64 sl_quota_cgroup(__u64 cgroup_id)
 {
+	__u64 *c = sl_quota_charge.lookup(&cgroup_id);
+	return c && *c ? *c : cgroup_id;
+}
+
+/* May this cgroup submit one more event in this window? Counted either way,
+ * against its container's share (sl_quota_cgroup), which a refusal names. */
+static __always_inline int sl_event_quota_ok(void *ctx, __u64 leaf_cgroup_id)
+{
+	__u64 cgroup_id = sl_quota_cgroup(leaf_cgroup_id);
 	__u32 window = sl_current_epoch();
 	struct sl_quota *q = sl_quota_get(cgroup_id, window);
 	if (!q)
@@ -342,9 +362,10 @@ static __always_inline struct sl_flow_value *sl_flow_get_slot(struct sl_flow_key
 		*slot_out = *slot;
 		return sl_flow_at(*slot);
 	}
-	/* A new flow: charge its cgroup's quota. */
+	/* A new flow: charge its cgroup's (its container's) quota. */
 	__u32 window = sl_current_epoch();
-	struct sl_quota *q = sl_quota_get(key->cgroup_id, window);
+	__u64 charged = sl_quota_cgroup(key->cgroup_id);
+	struct sl_quota *q = sl_quota_get(charged, window);
 	if (q && q->flows >= SL_FLOW_QUOTA) {
 		if (window & 1)
 			__sync_fetch_and_add(&q->flows_over[1], 1);
@@ -352,10 +373,11 @@ static __always_inline struct sl_flow_value *sl_flow_get_slot(struct sl_flow_key
 			__sync_fetch_and_add(&q->flows_over[0], 1);
 		sl_stat_add(SL_STAT_FLOW_QUOTA_REFUSED, 1);
 #ifdef SL_USE_RINGBUF
-		sl_quota_report(0, q, key->cgroup_id, SL_QUOTA_FLOWS, SL_FLOW_QUOTA);
+		sl_quota_report(0, q, charged, SL_QUOTA_FLOWS, SL_FLOW_QUOTA);
 #endif
+		/* aggregated under the cgroup charged, which user space names */
 		struct sl_flow_key agg = {};
-		agg.cgroup_id = key->cgroup_id;
+		agg.cgroup_id = charged;
 		agg.gen = key->gen;
 		agg.flags = SL_FLOW_F_OVER_QUOTA;
 		return sl_flow_insert_slot(&agg, now, bytes, slot_out);

@@ -5,6 +5,8 @@ The registry learns containers from cgroup creation and removal (and, at
 start, from the cgroups that already exist), keeps what it knows about each
 (ContainerLife), and publishes to subscribers:
   - on_added(life): a container's own cgroup appeared;
+  - on_member(cgroup id, container's cgroup id): a cgroup that belongs to a
+    running container (its own, or one below it: a delegated subtree);
   - on_removed(lives) and on_cgroups_removed(cgroup ids): after a grace
     period. A removed container (or cgroup) stays resolvable until the window
     holding its last bytes is summarised: the pipeline calls expire() when it
@@ -34,6 +36,9 @@ class ContainerLife:
 
 
 Added = Callable[[ContainerLife], None]
+# (cgroup id, the container's own cgroup id): a cgroup that belongs to a
+# running container, its own or one below it (a delegated subtree)
+Member = Callable[[int, int], None]
 Removed = Callable[[list[ContainerLife]], None]
 CgroupsRemoved = Callable[[set[int]], None]
 
@@ -48,6 +53,7 @@ class ContainerRegistry:
         self._added: list[Added] = []
         self._on_removed: list[Removed] = []
         self._on_cgroups_removed: list[CgroupsRemoved] = []
+        self._on_member: list[Member] = []
         # the attribution caches follow the registry
         self.subscribe(on_removed=attributor.containers_removed, on_cgroups_removed=attributor.cgroups_removed)
 
@@ -56,7 +62,10 @@ class ContainerRegistry:
         on_added: Added | None = None,
         on_removed: Removed | None = None,
         on_cgroups_removed: CgroupsRemoved | None = None,
+        on_member: Member | None = None,
     ) -> None:
+        if on_member is not None:
+            self._on_member.append(on_member)
         if on_added is not None:
             self._added.append(on_added)
         if on_removed is not None:
@@ -75,8 +84,13 @@ class ContainerRegistry:
         when it is a container's own cgroup seen for the first time."""
         self.attributor.learn_cgroup(cgroup_id, path)
         ref = container_from_path(path)
-        if ref is None or ref.id in self.running:
-            return None  # not a container, or a sub-cgroup of a known one
+        if ref is None:
+            return None  # not a container
+        known = self.running.get(ref.id)
+        if known is not None:
+            if known.cgroup_id != cgroup_id:  # a sub-cgroup of a known one
+                self._member(cgroup_id, known.cgroup_id)
+            return None
         attr = self.attributor.attribute(cgroup_id)
         if attr.container is None:
             return None
@@ -106,11 +120,22 @@ class ContainerRegistry:
                 attr = self.attributor.attribute(cgid)
                 if attr.container is not None:
                     self._add(ref.id, ContainerLife(attr.container, cgid, None))
+        # their sub-cgroups that already exist
+        for cgid, path in self.attributor.resolver.items():
+            ref = container_from_path(path)
+            life = self.running.get(ref.id) if ref else None
+            if life is not None and life.cgroup_id != cgid:
+                self._member(cgid, life.cgroup_id)
 
     def _add(self, container_id: str, life: ContainerLife) -> None:
         self.running[container_id] = life
+        self._member(life.cgroup_id, life.cgroup_id)
         for fn in self._added:
             fn(life)
+
+    def _member(self, cgroup_id: int, container_cgroup_id: int) -> None:
+        for fn in self._on_member:
+            fn(cgroup_id, container_cgroup_id)
 
     def expire(self) -> None:
         """End of the grace period for what was removed since the last call:

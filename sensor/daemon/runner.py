@@ -333,6 +333,10 @@ class Sensor:
         else:
             self.source = self._source_factory(cfg, self.report)
         self.pipeline.on_quota = self.source.note_quota_event
+        # a container's sub-cgroups share its quotas (delegation cannot multiply them)
+        self.registry.subscribe(
+            on_member=self.source.set_quota_charge, on_cgroups_removed=self.source.forget_quota_charges
+        )
         self.hooks = self.source.start(self.pipeline.handle_raw)
         self.registry.note_existing()
         self._setup_containment()

@@ -178,6 +178,7 @@ class BccSource:
         self.lsm = ""  # "" when the BPF LSM socket hook is attached, else why not
         self._overflow: list[FlowCounters] = []
         self._quota_cgroups: set[int] = set()
+        self.quota_charge_full = 0  # sl_quota_charge updates refused (map full)
         self._unix_prog_fd: int | None = None
         self._lost = 0
         self.status: dict[str, str] = {}
@@ -354,7 +355,15 @@ class BccSource:
             return
         try:
             layout = unixconnect.kernel_layout()
-            fd = unixconnect.load(layout, self.b["sl_events"].map_fd, self.b["sl_stats"].map_fd)
+            fd = unixconnect.load(
+                layout,
+                self.b["sl_events"].map_fd,
+                self.b["sl_stats"].map_fd,
+                self.b["sl_quota"].map_fd,
+                self.b["sl_quota_charge"].map_fd,
+                self.b["sl_gen"].map_fd,
+                self.cfg.event_quota_per_cgroup,
+            )
         except unixconnect.UnixConnectUnavailable as e:
             self.status[hook] = f"unavailable: {e}"
             return
@@ -464,6 +473,28 @@ class BccSource:
     def note_quota_event(self, cgroup_id: int) -> None:
         """A cgroup reported going over a quota (SL_EV_QUOTA) this window."""
         self._quota_cgroups.add(cgroup_id)
+
+    def set_quota_charge(self, cgroup_id: int, container_cgroup_id: int) -> None:
+        """sl_quota_charge (bpf/lib/common.bpf.h): the cgroup's quotas are
+        its container's. A full map is counted; the cgroup is then charged
+        itself, as before this map existed."""
+        if self.b is None:
+            return
+        t = self.b["sl_quota_charge"]
+        try:
+            t[t.Key(cgroup_id)] = t.Leaf(container_cgroup_id)
+        except Exception:  # bcc raises a bare Exception when the map is full
+            self.quota_charge_full += 1
+
+    def forget_quota_charges(self, cgroup_ids: set[int]) -> None:
+        if self.b is None:
+            return
+        t = self.b["sl_quota_charge"]
+        for c in cgroup_ids:
+            try:
+                del t[t.Key(c)]
+            except KeyError:
+                pass
 
     def quota_overflows(self) -> list[QuotaOverflow]:
         """The cgroups over their flow or event quota in the window the last

@@ -40,6 +40,12 @@ class EventSource(Protocol):
     def note_quota_event(self, cgroup_id: int) -> None:
         """A cgroup reported going over a quota in this window."""
 
+    def set_quota_charge(self, cgroup_id: int, container_cgroup_id: int) -> None:
+        """Charge this cgroup's flow and event quotas to its container's cgroup."""
+
+    def forget_quota_charges(self, cgroup_ids: set[int]) -> None:
+        """These cgroups are gone: drop their quota charges."""
+
     def set_isolated(self, handle: int, on: bool) -> None:
         """Drop (on) or stop dropping all egress but loopback of the
         container with this containment handle."""
@@ -78,6 +84,7 @@ class ReplaySource:
         self.cgroups: dict[int, int] = {}
         self.container_ids: dict[str, int] = {}
         self.overflows: list[list[QuotaOverflow]] = []
+        self.quota_charges: dict[int, int] = {}
 
     def start(self, sink: RecordSink) -> dict[str, str]:
         self.sink = sink
@@ -108,6 +115,13 @@ class ReplaySource:
 
     def note_quota_event(self, cgroup_id: int) -> None:
         pass
+
+    def set_quota_charge(self, cgroup_id: int, container_cgroup_id: int) -> None:
+        self.quota_charges[cgroup_id] = container_cgroup_id
+
+    def forget_quota_charges(self, cgroup_ids: set[int]) -> None:
+        for c in cgroup_ids:
+            self.quota_charges.pop(c, None)
 
     def set_isolated(self, handle: int, on: bool) -> None:
         if on:

@@ -15,7 +15,12 @@ copy of the caller's sockaddr with bpf_probe_read_kernel.
 
 The program emits one SL_EV_UNIX_CONNECT record per connect(2) to a unix
 socket (into the shared ring buffer) and counts submitted/dropped records in
-sl_stats like every other program. It returns 1: it never denies.
+sl_stats like every other program. Each record is charged to the caller's
+cgroup's event share first, exactly as sl_event_quota_ok in
+bpf/lib/common.bpf.h does it (same sl_quota map and layout, one SL_EV_QUOTA
+report per window when refused): connect(2) to a unix socket is cheap to
+repeat, and without the share a container could fill the ring buffer with
+them. It returns 1: it never denies.
 """
 
 from __future__ import annotations
@@ -46,10 +51,13 @@ PROBE_READ_KERNEL = 113
 RINGBUF_RESERVE = 131
 RINGBUF_SUBMIT = 132
 MAP_LOOKUP_ELEM = 1
+MAP_UPDATE_ELEM = 2
 BPF_RB_NO_WAKEUP = 1
 
 EVENT_SIZE = ct.sizeof(events.UnixConnectEventC)
 _F = events.UnixConnectEventC
+_Q = events.QuotaC
+_QE = events.QuotaEventC
 
 
 class UnixConnectUnavailable(Exception):
@@ -161,17 +169,173 @@ def _stat_add(stats_fd: int, index: int) -> list[bytes]:
     ]
 
 
-def assemble(layout: KernelLayout, ringbuf_fd: int, stats_fd: int) -> bytes:
+# an instruction, a label, or a jump to a label ("jmp", code, dst, src, imm, label)
+_Part = bytes | str | tuple[str, int, int, int, int, str]
+
+
+def _resolve(parts: list[_Part]) -> list[bytes]:
+    """Labels (a str) and jumps to them (("jmp", code, dst, src, imm, label)) into
+    instructions; offsets count instruction slots (ld_imm64 takes two)."""
+    at: dict[str, int] = {}
+    n = 0
+    for x in parts:
+        if isinstance(x, str):
+            at[x] = n
+        else:
+            n += len(x) // 8 if isinstance(x, bytes) else 1
+    out: list[bytes] = []
+    n = 0
+    for x in parts:
+        if isinstance(x, str):
+            continue
+        if isinstance(x, tuple):
+            _, code, dst, src, imm, label = x
+            out.append(_insn(code, dst, src, at[label] - n - 1, imm))
+            n += 1
+        else:
+            out.append(x)
+            n += len(x) // 8
+    return out
+
+
+def _quota_check(
+    quota_fd: int, charge_fd: int, gen_fd: int, ringbuf_fd: int, stats_fd: int, event_quota: int
+) -> list[_Part]:
+    """sl_event_quota_ok(ctx, r7) of bpf/lib/common.bpf.h, step for step
+    (the cgroup charged from sl_quota_charge, then its sl_quota entry): falls through when the event may be submitted, jumps to
+    "exit" when the cgroup is over its share (counted, reported once per
+    window). Uses r1-r5, r8, r9 and the stack from fp-64 to fp-1."""
+    q_window, q_events, q_reported = _Q.window.offset, _Q.events.offset, _Q.reported.offset
+    q_events_over = _Q.events_over.offset
+    ev_over = events.QUOTA_EVENTS
+    parts: list[_Part] = [
+        # r8 = sl_gen[0] (the window epoch), 0 if unreadable
+        _st_imm(4, 10, -4, 0),
+        _ld_map_fd(1, gen_fd),
+        _mov_reg(2, 10),
+        _insn(0x07, 2, 0, 0, -4),
+        _call(MAP_LOOKUP_ELEM),
+        _mov_imm(8, 0),
+        _insn(0x15, 0, 0, 1, 0),  # if r0 == 0 goto +1
+        _ldx(4, 8, 0, 0),
+        # fp-16 = the cgroup charged: sl_quota_charge[cgroup id] or itself
+        _stx(8, 10, -16, 7),
+        _ld_map_fd(1, charge_fd),
+        _mov_reg(2, 10),
+        _insn(0x07, 2, 0, 0, -16),
+        _call(MAP_LOOKUP_ELEM),
+        _insn(0x15, 0, 0, 3, 0),  # if r0 == 0 goto +3
+        _ldx(8, 1, 0, 0),
+        _insn(0x15, 1, 0, 1, 0),  # if r1 == 0 goto +1
+        _stx(8, 10, -16, 1),
+        # r0 = sl_quota[fp-16]
+        _ld_map_fd(1, quota_fd),
+        _mov_reg(2, 10),
+        _insn(0x07, 2, 0, 0, -16),
+        _call(MAP_LOOKUP_ELEM),
+        ("jmp", 0x55, 0, 0, 0, "have"),  # if r0 != 0 goto have
+        # a new entry: zeroes, window = epoch
+        *[_st_imm(8, 10, off, 0) for off in range(-64, -16, 8)],
+        _stx(4, 10, -64 + q_window, 8),
+        _ld_map_fd(1, quota_fd),
+        _mov_reg(2, 10),
+        _insn(0x07, 2, 0, 0, -16),
+        _mov_reg(3, 10),
+        _insn(0x07, 3, 0, 0, -64),
+        _mov_imm(4, 0),
+        _call(MAP_UPDATE_ELEM),
+        _ld_map_fd(1, quota_fd),
+        _mov_reg(2, 10),
+        _insn(0x07, 2, 0, 0, -16),
+        _call(MAP_LOOKUP_ELEM),
+        ("jmp", 0x15, 0, 0, 0, "ok"),  # no quota state: fail open
+        "have",
+        _mov_reg(9, 0),
+        _ldx(4, 1, 9, q_window),
+        ("jmp", 0x1D, 1, 8, 0, "same_window"),  # if r1 == r8
+        # a new window: reset the counts and this generation's refusals
+        _stx(4, 9, q_window, 8),
+        _st_imm(4, 9, _Q.flows.offset, 0),
+        _st_imm(4, 9, q_events, 0),
+        _st_imm(4, 9, q_reported, 0),
+        _mov_reg(1, 8),
+        _insn(0x57, 1, 0, 0, 1),  # r1 &= 1
+        _insn(0x67, 1, 0, 0, 3),  # r1 <<= 3
+        _mov_reg(2, 9),
+        _insn(0x0F, 2, 1),  # r2 += r1
+        _st_imm(8, 2, _Q.flows_over.offset, 0),
+        _st_imm(8, 2, q_events_over, 0),
+        "same_window",
+        _ldx(4, 1, 9, q_events),
+        ("jmp", 0x35, 1, 0, event_quota, "over"),  # if r1 >= quota goto over
+        _mov_imm(1, 1),
+        _insn(0xC3, 9, 1, q_events, 0),  # lock *(u32 *)(r9 + events) += r1
+        ("jmp", 0x05, 0, 0, 0, "ok"),
+        "over",
+        _mov_reg(1, 8),
+        _insn(0x57, 1, 0, 0, 1),
+        _insn(0x67, 1, 0, 0, 3),
+        _mov_reg(2, 9),
+        _insn(0x0F, 2, 1),
+        _mov_imm(1, 1),
+        _insn(0xDB, 2, 1, q_events_over, 0),  # lock *(u64 *)(r2 + events_over[gen]) += r1
+        *_stat_add(stats_fd, events.STAT_EVENT_QUOTA_REFUSED),
+        _ldx(4, 1, 9, q_reported),
+        _mov_reg(2, 1),
+        _insn(0x57, 2, 0, 0, ev_over),
+        ("jmp", 0x55, 2, 0, 0, "exit"),  # reported in this window already
+        _insn(0x47, 1, 0, 0, ev_over),  # r1 |= QUOTA_EVENTS
+        _stx(4, 9, q_reported, 1),
+        _ld_map_fd(1, ringbuf_fd),
+        _mov_imm(2, ct.sizeof(_QE)),
+        _mov_imm(3, 0),
+        _call(RINGBUF_RESERVE),
+        ("jmp", 0x15, 0, 0, 0, "report_dropped"),
+        _mov_reg(9, 0),
+        _st_imm(4, 9, _QE.hdr.offset + 0, events.EV_QUOTA),
+        _call(GET_CURRENT_PID_TGID),
+        _insn(0x77, 0, 0, 0, 32),
+        _stx(4, 9, _QE.hdr.offset + 4, 0),
+        _call(KTIME_GET_NS),
+        _stx(8, 9, _QE.hdr.offset + 8, 0),
+        _ldx(8, 1, 10, -16),
+        _stx(8, 9, _QE.hdr.offset + 16, 1),  # the cgroup charged
+        _st_imm(4, 9, _QE.kind.offset, ev_over),
+        _st_imm(4, 9, _QE.limit.offset, event_quota),
+        _mov_reg(1, 9),
+        _mov_imm(2, BPF_RB_NO_WAKEUP),
+        _call(RINGBUF_SUBMIT),
+        *_stat_add(stats_fd, events.STAT_SUBMITTED + events.EV_QUOTA),
+        ("jmp", 0x05, 0, 0, 0, "exit"),
+        "report_dropped",
+        *_stat_add(stats_fd, events.STAT_DROPPED + events.EV_QUOTA),
+        ("jmp", 0x05, 0, 0, 0, "exit"),
+        "ok",
+    ]
+    return parts
+
+
+def assemble(
+    layout: KernelLayout,
+    ringbuf_fd: int,
+    stats_fd: int,
+    quota_fd: int | None = None,
+    charge_fd: int | None = None,
+    gen_fd: int | None = None,
+    event_quota: int = 0,
+) -> bytes:
     # the ld_imm64 of a map fd is two instruction slots: jump offsets count slots
     def slots(parts: list[bytes]) -> int:
         return sum(len(p) // 8 for p in parts)
 
     ok_stat = _stat_add(stats_fd, events.STAT_SUBMITTED + events.EV_UNIX_CONNECT)
     drop_stat = _stat_add(stats_fd, events.STAT_DROPPED + events.EV_UNIX_CONNECT)
-    body: list[bytes] = [
+    head: list[bytes] = [
         _mov_reg(6, 1),  # r6 = ctx
         _call(GET_CURRENT_CGROUP_ID),
         _mov_reg(7, 0),  # r7 = cgroup id
+    ]
+    body: list[bytes] = [
         _mov_reg(1, 6),
         _insn(0x85, 0, BPF_PSEUDO_KFUNC_CALL, 0, layout.kfunc_btf_id),  # r0 = bpf_cast_to_kern_ctx(ctx)
         _mov_reg(8, 0),  # r8 = struct bpf_sock_addr_kern *
@@ -220,14 +384,30 @@ def assemble(layout: KernelLayout, ringbuf_fd: int, stats_fd: int) -> bytes:
     exit_ = [_mov_imm(0, 1), _insn(0x95)]
     # if r9 == 0 goto drop; <fill>; goto exit; drop: <drop_stat>; exit: r0 = 1
     prog = body + [_insn(0x15, 9, 0, slots(fill) + 1, 0)] + fill
-    prog += [_insn(0x05, 0, 0, slots(drop_stat), 0)] + drop_stat + exit_
-    return b"".join(prog)
+    prog += [_insn(0x05, 0, 0, slots(drop_stat), 0)] + drop_stat
+    quota: list[_Part] = []
+    if quota_fd is not None:
+        if charge_fd is None or gen_fd is None or event_quota <= 0:
+            raise ValueError("the event quota needs sl_quota_charge's and sl_gen's fds and a quota")
+        quota = _quota_check(quota_fd, charge_fd, gen_fd, ringbuf_fd, stats_fd, event_quota)
+    parts: list[_Part] = [*head, *quota, *prog, "exit", *exit_]
+    return b"".join(_resolve(parts))
 
 
-def load(layout: KernelLayout, ringbuf_fd: int, stats_fd: int) -> int:
+def load(
+    layout: KernelLayout,
+    ringbuf_fd: int,
+    stats_fd: int,
+    quota_fd: int | None = None,
+    charge_fd: int | None = None,
+    gen_fd: int | None = None,
+    event_quota: int = 0,
+) -> int:
     """Load the program; returns its fd. Raises UnixConnectUnavailable with
-    the verifier's log when the kernel refuses it."""
-    code = assemble(layout, ringbuf_fd, stats_fd)
+    the verifier's log when the kernel refuses it. With quota_fd (sl_quota),
+    charge_fd (sl_quota_charge), gen_fd (sl_gen) and event_quota, each record
+    is charged to the caller's container's event share first."""
+    code = assemble(layout, ringbuf_fd, stats_fd, quota_fd, charge_fd, gen_fd, event_quota)
     insns = ct.create_string_buffer(code, len(code))
     lic = ct.create_string_buffer(b"GPL")
     log = ct.create_string_buffer(65536)

@@ -111,3 +111,17 @@ def test_netmap_and_rules_forget_through_their_subscriptions(tmp_path: Path) -> 
     reg.expire()
     assert netmap.container_of("172.17.0.2") is None and not netmap.has(A)
     assert list(rule._sent) == [(B, "203.0.113.9", 443, "tcp")]
+
+
+def test_members_are_a_containers_own_cgroup_and_its_sub_cgroups(tmp_path: Path) -> None:
+    """What the kernel's quota charge map is fed with (sl_quota_charge): a
+    container's sub-cgroups share its fair share, host cgroups are not members."""
+    reg, _at, _log = make(tmp_path)
+    members: dict[int, int] = {}
+    reg.subscribe(on_member=members.__setitem__)
+    reg.note_existing()
+    assert members == {100: 100, 101: 100}  # the container and its existing sub-cgroup
+    reg.cgroup_created(103, f"/docker/{A}/app/deeper", 1.0)  # a delegated subtree grows
+    reg.cgroup_created(104, "/system.slice/other.service", 1.0)
+    reg.cgroup_created(200, f"/docker/{B}", 2.0)  # a new container
+    assert members == {100: 100, 101: 100, 103: 100, 200: 200}
