@@ -185,3 +185,44 @@ def test_sub_cgroups_share_their_containers_event_quota(base: Path, docker: Dock
             if own is not None and (own / f"sub{i}").exists():
                 (own / f"sub{i}").rmdir()
         assert s.stop() == 0
+
+
+def test_a_cgroup_made_from_inside_a_container_is_charged_to_it(base: Path, docker: Docker) -> None:
+    """The kernel half of the charge map: cgroup_mkdir charges a cgroup made
+    by a task of a charged cgroup to the same container, before any process
+    can join it. Made here outside the container's subtree (a container with
+    the host's cgroupfs writable could), where user space, which maps
+    sub-cgroups by path, does not map it: only the kernel rule can."""
+    exe = _build(base)
+    s = SensorProc(base, docker.sock, name="evquota-mkdir", extra_config=CONFIG)
+    s.start()
+    cid = run_container(docker, None, "sleep 60", wait=False)
+    outside = Path(_cgroup2()) / f"sluice-evquota-{os.getpid()}"
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        own = _cgroup_dir(docker, cid)
+        time.sleep(1)  # the sensor has registered the container
+        script = (
+            f"echo $$ > {own}/cgroup.procs && mkdir {outside} && echo $$ > {outside}/cgroup.procs "
+            f"&& exec {exe} connect 15 2000"
+        )
+        proc = subprocess.Popen(["sh", "-c", script], stdout=subprocess.DEVNULL)
+        got = s.wait_for(lambda d: _alert(d, "SL-EVA-001", cid), what="the flood alert", timeout=15)
+        ev = got["sluice"]["evidence"]
+        assert ev["events_refused"] > 0 and ev["cgroup_id"] == os.stat(own).st_ino, ev
+        assert f"/{outside.name}" in Path(f"/proc/{proc.pid}/cgroup").read_text()
+        print(f"a cgroup made from inside the container is charged to it: {ev}")
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+        docker.docker("rm", "-f", cid, check=False)
+        for _ in range(50):  # empty once the killed process is reaped
+            try:
+                outside.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert s.stop() == 0
