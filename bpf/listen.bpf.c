@@ -16,13 +16,22 @@
  *   cloned storage instead. Deduplicated per (cgroup, local port, peer
  *   address) per SL_ACCEPT_DEDUP_NS in an LRU; the rest are counted.
  *
+ * - sock_ops BPF_SOCK_OPS_TCP_CONNECT_CB: an outbound connect(2), in the
+ *   caller's context, with its source address and port already chosen.
+ *   (source address, port) -> caller's cgroup goes into an LRU, so an
+ *   inbound connection from a client on this node names the client's
+ *   cgroup (peer_cgroup_id) even when the client has exited by the time
+ *   user space reads the event (a short-lived container's address can no
+ *   longer be read from /proc then). One LRU update per outbound TCP
+ *   connection; a source-NATed client does not match (peer_cgroup_id 0).
+ *
  * Every event here is charged to its cgroup's event share
  * (sl_event_quota_ok, lib/common.bpf.h): a container binding, listening or
  * being connected to in a loop gets its share of the ring buffer and is
  * reported (SL_EV_QUOTA), the others keep theirs.
  *
  * sock_ops runs for a handful of other callbacks per TCP connection
- * (timeout and window init, ECN, connect); it returns at once for those and
+ * (timeout and window init, ECN); it returns at once for those and
  * sets no callback flags, so it adds no per-packet work. Every program
  * returns 1: Sluice observes, it never denies; the sock_ops reply stays 0,
  * which every callback reads as "kernel default".
@@ -34,6 +43,15 @@
 #endif
 #ifndef SL_ACCEPT_SEEN_ENTRIES
 #define SL_ACCEPT_SEEN_ENTRIES 16384
+#endif
+#ifndef SL_CLIENT_ENTRIES
+#define SL_CLIENT_ENTRIES 8192
+#endif
+/* a client entry names the peer only this soon after its connect: the
+ * handshake takes a round trip, and a reused (address, port) later must not
+ * inherit a gone client's cgroup */
+#ifndef SL_CLIENT_MAX_AGE_NS
+#define SL_CLIENT_MAX_AGE_NS 10000000000ULL
 #endif
 
 /* The cgroup that called listen(2), kept with the listening socket and
@@ -52,6 +70,19 @@ struct sl_accept_seen {
 	__u64 suppressed;
 };
 BPF_TABLE("lru_hash", struct sl_accept_seen_key, struct sl_accept_seen, sl_accept_seen, SL_ACCEPT_SEEN_ENTRIES);
+
+/* An outbound TCP connection's source (address, port) -> its caller. */
+struct sl_client_key {
+	__u8 addr[16];
+	__u16 port;
+	__u16 pad1;
+	__u32 pad2;
+};
+struct sl_client {
+	__u64 cgroup_id;
+	__u64 connect_ns;
+};
+BPF_TABLE("lru_hash", struct sl_client_key, struct sl_client, sl_client_cgroup, SL_CLIENT_ENTRIES);
 
 static __always_inline void sl_listen_submit(void *ctx, __u8 op, __u8 proto, __u32 family,
 					     __u8 *laddr, __u16 lport, __u64 cookie)
@@ -144,6 +175,19 @@ static __always_inline void sl_on_tcp_listen(struct bpf_sock_ops *skops)
 			 (__u16)skops->local_port, bpf_get_socket_cookie(skops));
 }
 
+static __always_inline void sl_on_tcp_connect(struct bpf_sock_ops *skops)
+{
+	struct sl_client_key k = {};
+	struct sl_client v = {};
+	__u8 raddr[16];
+
+	sl_sockops_addrs(skops, raddr, k.addr);
+	k.port = (__u16)skops->local_port;
+	v.cgroup_id = bpf_get_current_cgroup_id();
+	v.connect_ns = bpf_ktime_get_ns();
+	sl_client_cgroup.update(&k, &v);
+}
+
 static __always_inline void sl_on_passive_established(struct bpf_sock_ops *skops)
 {
 	struct bpf_sock *sk = skops->sk;
@@ -192,6 +236,13 @@ static __always_inline void sl_on_passive_established(struct bpf_sock_ops *skops
 	ev->family = skops->family;
 	ev->suppressed = (__u32)suppressed;
 	ev->pad = 0;
+	ev->peer_cgroup_id = 0;
+	struct sl_client_key ck = {};
+	__builtin_memcpy(ck.addr, k.raddr, 16);
+	ck.port = ev->rport;
+	struct sl_client *client = sl_client_cgroup.lookup(&ck);
+	if (client && now - client->connect_ns < SL_CLIENT_MAX_AGE_NS)
+		ev->peer_cgroup_id = client->cgroup_id;
 	sl_event_submit(skops, ev, sizeof(*ev), SL_EV_ACCEPT);
 }
 
@@ -203,6 +254,9 @@ int sl_sockops(struct bpf_sock_ops *skops)
 		break;
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		sl_on_passive_established(skops);
+		break;
+	case BPF_SOCK_OPS_TCP_CONNECT_CB:
+		sl_on_tcp_connect(skops);
 		break;
 	}
 	return 1;

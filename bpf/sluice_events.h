@@ -228,7 +228,9 @@ struct sl_listen_event {
  * hdr.pid is 0). hdr.cgroup_id is the listening socket's cgroup, recorded at
  * listen(2); 0 when the listener predates the sensor. One event per
  * (cgroup, local port, peer address) per SL_ACCEPT_DEDUP_NS; .suppressed
- * counts the connections folded into it since the previous event. */
+ * counts the connections folded into it since the previous event.
+ * .peer_cgroup_id: the cgroup that connected from (raddr, rport) on this
+ * node (listen.bpf.c, TCP_CONNECT_CB), 0 when not a local client. */
 struct sl_accept_event {
 	struct sl_event_header hdr;
 	__u64 netns_cookie;
@@ -239,6 +241,7 @@ struct sl_accept_event {
 	__u32 family;
 	__u32 suppressed;
 	__u32 pad;
+	__u64 peer_cgroup_id;
 };
 
 #define SL_UNIX_PATH_LEN 108  /* sizeof(sockaddr_un.sun_path) */

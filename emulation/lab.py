@@ -323,6 +323,7 @@ class Lab:
         self.net = net
         self.run_id = run_id
         self.kept: dict[str, str] = {}  # image -> id of its long-lived container (start(keep=True))
+        self.kept_ips: dict[str, str] = {}  # id of a kept container -> its address on the sink network
 
     def start(
         self,

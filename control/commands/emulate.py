@@ -26,7 +26,9 @@ def emulate_list() -> None:
 
 @app.command("run")
 def emulate_run(
-    scenario: str = typer.Argument(..., help="A scenario name (see `emulate list`), or all."),
+    scenario: str = typer.Argument(
+        ..., help="A scenario name (see `emulate list`), several separated by commas, or all."
+    ),
     config: str | None = ConfigOpt,
     as_json: bool = typer.Option(False, "--json", help="One JSON object per scenario on stdout."),
     attach: bool = typer.Option(False, "--attach", help="Score against the running sensor instead of a lab sensor."),
@@ -53,10 +55,14 @@ def emulate_run(
         cfg = load_config(config)
         if scenario == "all":
             chosen = list(SCENARIOS)
-        elif scenario in BY_NAME:
-            chosen = [BY_NAME[scenario]]
         else:
-            raise SluiceError(f"no scenario {scenario!r}", hint="see `sluice emulate list`")
+            names = [n.strip() for n in scenario.split(",") if n.strip()]
+            unknown = [n for n in names if n not in BY_NAME]
+            if unknown or not names:
+                raise SluiceError(
+                    f"no scenario {', '.join(map(repr, unknown or [scenario]))}", hint="see `sluice emulate list`"
+                )
+            chosen = [BY_NAME[n] for n in names]
         with EmulateProgress(len(chosen)) as prog:
             emu = Emulation(
                 cfg.runtime.docker_socket,

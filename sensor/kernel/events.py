@@ -242,6 +242,7 @@ class AcceptEventC(ct.Structure):
         ("family", ct.c_uint32),
         ("suppressed", ct.c_uint32),
         ("pad", ct.c_uint32),
+        ("peer_cgroup_id", ct.c_uint64),
     ]
 
 
@@ -433,6 +434,7 @@ class AcceptEvent:
     lport: int
     family: int
     suppressed: int
+    peer_cgroup_id: int = 0  # the cgroup of a client on this node that connected from (raddr, rport)
 
 
 @dataclass(frozen=True, slots=True)
@@ -497,7 +499,7 @@ _S_DNS = struct.Struct("=IIQQ16sHBBIII")
 _S_SOCKET = struct.Struct(f"=IIQQIIIBBH{COMM_LEN}s")
 _S_QUOTA = struct.Struct("=IIQQII")
 _S_LISTEN = struct.Struct(f"=IIQQQ16sHBBI{COMM_LEN}s")
-_S_ACCEPT = struct.Struct("=IIQQQ16s16sHHIII")
+_S_ACCEPT = struct.Struct("=IIQQQ16s16sHHIIIQ")
 _S_UNIX = struct.Struct(f"=IIQQQII{COMM_LEN}s{UNIX_PATH_LEN}sI")
 for _fmt, _mirror in (
     (_S_HDR, EventHeader),
@@ -600,8 +602,10 @@ def _dec_listen(buf: bytes) -> ListenEvent:
 
 
 def _dec_accept(buf: bytes) -> AcceptEvent:
-    t, pid, kt, cg, netns, raddr, laddr, rport, lport, fam, supp, _pad = _S_ACCEPT.unpack_from(buf)
-    return AcceptEvent(Header(t, pid, kt, cg), netns, format_addr(raddr), format_addr(laddr), rport, lport, fam, supp)
+    t, pid, kt, cg, netns, raddr, laddr, rport, lport, fam, supp, _pad, peer_cg = _S_ACCEPT.unpack_from(buf)
+    return AcceptEvent(
+        Header(t, pid, kt, cg), netns, format_addr(raddr), format_addr(laddr), rport, lport, fam, supp, peer_cg
+    )
 
 
 def unix_path(raw: bytes, length: int) -> str:

@@ -55,9 +55,10 @@ def on_accept(p: Pipeline, ev: AcceptEvent) -> None:
     attr = p.attributor.attribute(ev.hdr.cgroup_id) if known else Attribution(0, None, None)
     if known and len(p._view.accepts) < MAX_ACCEPT_VIEWS:
         av = AcceptView(ts, attr, workload_of(attr), ev.raddr, ev.rport, ev.laddr, ev.lport, 1 + ev.suppressed)
-        # now, while a short-lived peer container still exists to be mapped;
-        # the kernel's per-peer deduplication bounds how often this reads /proc
-        _resolve(p, av, refresh=True)
+        if not (ev.peer_cgroup_id and _peer_container(p, av, ev.peer_cgroup_id)):
+            # now, while a short-lived peer container still exists to be mapped;
+            # the kernel's per-peer deduplication bounds how often this reads /proc
+            _resolve(p, av, refresh=True)
         p._view.accepts.append(av)
     elif known:
         p.counts["view_events_capped"] += 1
@@ -88,6 +89,22 @@ def on_unix_connect(p: Pipeline, ev: UnixConnectEvent) -> None:
         return
     proc = p._known_process(ev.hdr.pid, ev.comm)
     p._out(documents.unix_connect(p.host_name, ts, attr, proc, ev.path, ev.sock_cookie))
+
+
+def _peer_container(p: Pipeline, a: AcceptView, cgroup_id: int) -> bool:
+    """The kernel saw a client on this node connect from the peer's
+    (address, port): when its cgroup is a container's, that container is the
+    peer, even when it exited before this event was read (its address can
+    then no longer be read from /proc, and the peer would look external).
+    A host process is judged by its address as before: a process in a
+    network namespace of its own is not this node's address (the lab's sink
+    plays the outside that way)."""
+    peer = p.attributor.attribute(cgroup_id)
+    if peer.container is None:
+        return False
+    a.peer = peer
+    a.peer_workload = workload_of(peer)
+    return True
 
 
 def _is_node(ip: str, host: set[str]) -> bool:

@@ -29,6 +29,7 @@ FD_PATH = re.compile(r"^(/proc/(self|\d+)/fd/\d+|/dev/fd/\d+)$")
 _SHELLS = frozenset(
     {"sh", "ash", "bash", "dash", "zsh", "ksh", "mksh", "busybox", "fish", "tclsh", "pwsh", "osascript"}
 )
+_MULTICALL = frozenset({"busybox", "toybox"})
 _VERSIONED = re.compile(r"^(python|perl|ruby|php|lua|node|nodejs|jshell|Rscript)[\d.]*$")
 # Options that make an interpreter read its program from the command line.
 _INLINE = frozenset({"-c", "-e", "-E", "-r", "--eval", "-p", "--command"})
@@ -119,7 +120,11 @@ def stage_origin(
     if executable.startswith("/memfd:"):
         return Origin(MEMFD)
     name = args[0] if args else executable
-    if not (is_interpreter(executable) or is_interpreter(name)) or not script_from_stdin(args):
+    # a multi-call binary (busybox: sh, gzip and base64 are all /bin/busybox)
+    # is the program its argv names, never its executable
+    multicall = executable.rsplit("/", 1)[-1] in _MULTICALL
+    interpreter = is_interpreter(name) or (not multicall and is_interpreter(executable))
+    if not interpreter or not script_from_stdin(args):
         return None
     stdin = _link(f"{proc}/{pid}/fd/0")
     if stdin is None:

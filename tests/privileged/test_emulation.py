@@ -13,10 +13,12 @@ import time
 from pathlib import Path
 
 from emulation.lab import BRIDGE_MAC, LABEL, SINK_IP
+from emulation.scenarios import TWINS
 
 from .harness import SLUICE, Docker, SinkNet, run_container
 
 LATENCY_BUDGET_S = 5.0
+SHORTCUTS = {"SL-EXF-005", "SL-EXF-006"}
 
 
 def _config(base: Path, docker: Docker, name: str) -> Path:
@@ -52,15 +54,29 @@ def test_emulate_all_scorecard(base: Path, docker: Docker) -> None:
     (base / "scorecard.json").write_text(r.stdout)
     assert r.returncode == 0, f"scorecard failed:\n{r.stdout}\n{r.stderr[-4000:]}"
     by = {s["scenario"]: s for s in scores}
-    assert len(by) == 30, sorted(by)
+    assert len(by) == 44, sorted(by)
     attacks = [s for s in scores if s["expected"]]
-    assert len(attacks) == 19
+    assert len(attacks) == 32
     # compromised-workload mode: inside the learned web application, no
-    # encryption tool, no short lifetime; each evasion class caught by a
-    # content, volume or destination rule, the benign look-alikes silent
+    # encryption tool, no short lifetime; each evasion class, and a twin of
+    # every container-mode attack, caught by a content, volume, destination
+    # or behaviour rule (never the shortcuts), the benign look-alikes silent
     cw = [s for s in scores if s["mode"] == "compromised"]
-    assert len(cw) == 9 and len({c for s in cw for c in s["containers"]}) == 1, cw
-    assert not {r for s in cw for r in s["rules_fired"]} & {"SL-EXF-005", "SL-EXF-006"}, cw
+    assert len(cw) == 23, cw
+    (webapp,) = set.intersection(*(set(s["containers"]) for s in cw))  # every one runs inside it
+    for s in cw:
+        assert not set(s["expected"]) & SHORTCUTS, s
+        # the web application itself never raises a shortcut rule; containers
+        # the intruder starts through its Docker socket are fresh, short-lived
+        # containers, where SL-EXF-005 is right (the twins do not expect it)
+        assert not set(s["rules_by_container"].get(webapp, [])) & SHORTCUTS, s
+    # a twin of every container-mode attack, by the same rules minus the shortcuts
+    for t in TWINS:
+        assert by[t.name]["mode"] == "compromised" and by[t.twin]["mode"] == "container", t.name
+        assert set(by[t.twin]["expected"]) - SHORTCUTS <= set(by[t.name]["expected"]), t.name
+    # the db's short-lived client is a container on this node, not "outside"
+    assert "SL-C2-006" not in by["inter-container-pivot"]["rules_fired"], by["inter-container-pivot"]
+    assert "SL-C2-006" not in by["cw-inter-container-pivot"]["rules_fired"], by["cw-inter-container-pivot"]
     for s in attacks:
         assert s["result"] == "detected", s
         assert set(s["expected"]) <= set(s["rules_fired"]), s
@@ -70,6 +86,7 @@ def test_emulate_all_scorecard(base: Path, docker: Docker) -> None:
         if s["attack"] == "benign":
             assert s["result"] == "silent" and not s["rules_fired"], s
     assert by["slow-exfil"]["result"] in ("blind-spot", "detected-bonus")
+    assert by["cw-slow-exfil"]["result"] in ("blind-spot", "detected-bonus")
     # every rule is proven by at least one scenario
     fired = {r for s in attacks for r in s["expected"]}
     assert fired == {f"SL-EXF-00{i}" for i in range(1, 7)} | {f"SL-C2-00{i}" for i in range(1, 10)}

@@ -62,6 +62,32 @@ def test_listener_and_inbound_connection_from_outside(sensor: SensorProc, docker
     assert a6["sluice"]["evidence"]["inbound"]["port"] == 4444
 
 
+def test_a_short_lived_client_container_is_not_outside(sensor: SensorProc, docker: Docker, net: SinkNet) -> None:
+    """The inter-container pivot's db: a client container connects, sends a
+    line and exits, usually before the sensor reads the accept, when its
+    address can no longer be read from /proc. The kernel names the client's
+    cgroup from its connect, so the peer is a container on this node, never
+    "outside" (SL-C2-006 fired on the emulation's pivot every time)."""
+    lab = Lab(docker.cli, net, "tests")
+    srv, ip = lab.start(IMAGE, "nc -ll -p 7000 -e sh -c 'cat > /dev/null'")
+    try:
+        for _ in range(3):
+            run_container(
+                docker,
+                net,
+                f"i=0; until echo pivot | nc {ip} 7000; do i=$((i+1)); [ $i -ge 50 ] && exit 1; usleep 200000; done",
+            )
+        sensor.wait_for(
+            lambda d: action(d) == "connection_accepted" and cid_of(d) == srv, what="connection_accepted event"
+        )
+        sensor.settle()
+        accepted = [d for d in sensor.docs() if action(d) == "connection_accepted" and cid_of(d) == srv]
+        assert len(accepted) == 3, accepted
+        assert not _alerts(sensor, "SL-C2-006", srv), _alerts(sensor, "SL-C2-006", srv)[0]["message"]
+    finally:
+        docker.docker("rm", "-f", srv, check=False)
+
+
 def test_loopback_listener_inside_container_is_not_an_alert(sensor: SensorProc, docker: Docker) -> None:
     cid = run_container(
         docker,

@@ -107,5 +107,6 @@ def test_as_json_lines() -> None:
             "message",
             "duration_seconds",
             "mode",
+            "rules_by_container",
         }
     assert as_json_lines([]) == ""

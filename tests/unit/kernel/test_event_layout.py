@@ -139,10 +139,16 @@ def test_new_event_decoders_round_trip() -> None:
     ac = E.AcceptEventC()
     ac.hdr.type, ac.hdr.cgroup_id = E.EV_ACCEPT, 9
     ct.memmove(ct.addressof(ac.raddr), E.parse_addr("2001:db8::1"), 16)
-    ac.rport, ac.lport, ac.suppressed = 50000, 80, 3
+    ac.rport, ac.lport, ac.suppressed, ac.peer_cgroup_id = 50000, 80, 3, 1 << 40
     ev2 = E.decode(E.encode(ac))
     assert isinstance(ev2, E.AcceptEvent)
-    assert (ev2.raddr, ev2.rport, ev2.lport, ev2.suppressed) == ("2001:db8::1", 50000, 80, 3)
+    assert (ev2.raddr, ev2.rport, ev2.lport, ev2.suppressed, ev2.peer_cgroup_id) == (
+        "2001:db8::1",
+        50000,
+        80,
+        3,
+        1 << 40,
+    )
     uc = E.UnixConnectEventC()
     uc.hdr.type = E.EV_UNIX_CONNECT
     path = b"/var/run/docker.sock"

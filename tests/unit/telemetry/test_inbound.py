@@ -48,3 +48,24 @@ def test_peer_classes_at_accept_time(tmp_path: Path, fake_docker) -> None:  # ty
     assert [d["sluice"]["inbound"]["listener_known"] for d in acc] == [True, True, True, False]
     assert acc[2]["source"] == {"ip": "203.0.113.5", "port": 40002, "address": "203.0.113.5"}
     assert acc[2]["sluice"]["inbound"]["connections"] == 3
+
+
+def test_a_client_that_exited_is_named_by_the_kernel(tmp_path: Path, fake_docker) -> None:  # type: ignore[no-untyped-def]
+    """A short-lived client container connects and exits before the sensor
+    reads the accept: its address is gone from /proc (here: A's cgroup has
+    no process), so by address it would be an outside peer (SL-C2-006 on an
+    internal pivot). The kernel names the client's cgroup from the
+    connect's (address, port): the peer is that container. A host process
+    is judged by its address, as before (here: outside)."""
+    w = _world(tmp_path, fake_docker)
+    (tmp_path / "cg" / "docker" / A / "cgroup.procs").write_text("")  # the client exited
+    for rec in (
+        accept_rec(w.host_cg, "198.18.1.27", 58896, "198.18.1.26", 7000, ktime_ns=1),
+        accept_rec(w.host_cg, "198.18.1.27", 58897, "198.18.1.26", 7000, ktime_ns=2, peer_cgroup_id=w.cg),
+        accept_rec(w.host_cg, "203.0.113.7", 58898, "198.18.1.26", 7000, ktime_ns=3, peer_cgroup_id=w.host_cg),
+    ):
+        w.pipe.handle_raw(rec)
+    v = w.pipe._view
+    assert [a.peer_class for a in v.accepts] == ["external", "container:acme/api", "external"]
+    assert v.accepts[1].peer is not None and v.accepts[1].peer.container is not None
+    assert v.accepts[1].peer.container.id == A

@@ -68,6 +68,29 @@ def test_piped_script_names_its_writer(tmp_path: Path) -> None:
     assert o is not None and o.kind == STDIN_PIPE and o.writers == (199,)
 
 
+@pytest.mark.parametrize(
+    ("filename", "args", "stage"),
+    [
+        ("/bin/base64", ["base64"], False),  # `head -c N /dev/urandom | base64`
+        ("/bin/gzip", ["gzip"], False),  # `head -c N file | gzip > x.gz`
+        ("/bin/busybox", ["busybox", "gzip"], False),
+        ("/bin/sh", ["sh"], True),  # `wget -O- URL | sh`
+        ("/bin/busybox", ["busybox", "sh"], True),
+        ("/bin/ash", ["ash", "-s"], True),
+    ],
+)
+def test_busybox_applets_on_a_pipe_are_no_script(tmp_path: Path, filename: str, args: list[str], stage: bool) -> None:
+    """A multi-call binary is the applet argv[0] (or argv[1]) names: every
+    busybox applet's executable is /bin/busybox, a shell's as well as
+    gzip's, so the executable alone says nothing. A filter fed by a pipe
+    (the lab's web application, `... | base64`) is no script piped into an
+    interpreter; it chained a connect before and after into SL-C2-001."""
+    fake_proc(tmp_path, 200, {0: ("pipe:[777]", 0)})
+    fake_proc(tmp_path, 199, {1: ("pipe:[777]", 1)})
+    o = stage_origin(200, filename, "/bin/busybox", args, lambda: [199], str(tmp_path))
+    assert (o is not None and o.kind == STDIN_PIPE) is stage, o
+
+
 def test_socket_on_stdin(tmp_path: Path) -> None:
     fake_proc(tmp_path, 300, {0: ("socket:[123]", 2)})
     o = stage_origin(300, "/usr/bin/python3", "/usr/bin/python3", ["python3"], list, str(tmp_path))
