@@ -30,16 +30,7 @@ static __always_inline int sl_on_sock_addr(struct bpf_sock_addr *ctx, __u8 op,
 	__u8 proto = ctx->protocol;
 	__u64 now = bpf_ktime_get_ns();
 
-	if (v6) {
-		__u32 a[4];
-		a[0] = ctx->user_ip6[0];
-		a[1] = ctx->user_ip6[1];
-		a[2] = ctx->user_ip6[2];
-		a[3] = ctx->user_ip6[3];
-		__builtin_memcpy(daddr, a, 16);
-	} else {
-		sl_set_v4mapped(daddr, ctx->user_ip4);
-	}
+	sl_sock_addr_ip(ctx, v6, daddr);
 
 	if (op == SL_SENDMSG) {
 		struct sl_udp_seen_key k = {};

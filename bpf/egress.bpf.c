@@ -302,14 +302,9 @@ static __always_inline void sl_sample_first(struct __sk_buff *skb, __u64 cgroup_
  * take only full sockets in bpf_sk_storage_get (the loader says so). */
 static __always_inline struct sl_sock_state *sl_sock_state_of(struct __sk_buff *skb)
 {
-	struct bpf_sock *sk = skb->sk;
+	struct bpf_sock *sk = sl_skb_storage_sock(skb);
 	if (!sk)
 		return 0;
-#ifdef SL_SK_STORAGE_NEEDS_FULLSOCK
-	sk = bpf_sk_fullsock(sk);
-	if (!sk)
-		return 0;
-#endif
 	return sl_sock.sk_storage_get(sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 }
 

@@ -154,14 +154,9 @@ BPF_SK_STORAGE(sl_sock_in, struct sl_sock_in_state);
 
 static __always_inline struct sl_sock_in_state *sl_sock_in_of(struct __sk_buff *skb)
 {
-	struct bpf_sock *sk = skb->sk;
+	struct bpf_sock *sk = sl_skb_storage_sock(skb);
 	if (!sk)
 		return 0;
-#ifdef SL_SK_STORAGE_NEEDS_FULLSOCK
-	sk = bpf_sk_fullsock(sk);
-	if (!sk)
-		return 0;
-#endif
 	return sl_sock_in.sk_storage_get(sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 }
 

@@ -113,16 +113,7 @@ static __always_inline int sl_on_bind(struct bpf_sock_addr *ctx, int v6)
 
 	if (port == 0)
 		return 1;
-	if (v6) {
-		__u32 a[4];
-		a[0] = ctx->user_ip6[0];
-		a[1] = ctx->user_ip6[1];
-		a[2] = ctx->user_ip6[2];
-		a[3] = ctx->user_ip6[3];
-		__builtin_memcpy(laddr, a, 16);
-	} else {
-		sl_set_v4mapped(laddr, ctx->user_ip4);
-	}
+	sl_sock_addr_ip(ctx, v6, laddr);
 	sl_listen_submit(ctx, SL_LISTEN_BIND, ctx->protocol, ctx->user_family, laddr, port,
 			 bpf_get_socket_cookie(ctx));
 	return 1;

@@ -202,6 +202,36 @@ static __always_inline void sl_set_v4mapped(__u8 *dst, __u32 addr_be)
 	__builtin_memcpy(dst + 12, &addr_be, 4);
 }
 
+/* A sock_addr hook's user address (connect, sendmsg, bind) as 16 bytes:
+ * IPv6 as given, IPv4 as ::ffff:a.b.c.d. The IPv6 words are read one by
+ * one (the verifier takes user_ip6 only in 4-byte loads). */
+static __always_inline void sl_sock_addr_ip(struct bpf_sock_addr *ctx, int v6, __u8 *dst)
+{
+	if (v6) {
+		__u32 a[4];
+		a[0] = ctx->user_ip6[0];
+		a[1] = ctx->user_ip6[1];
+		a[2] = ctx->user_ip6[2];
+		a[3] = ctx->user_ip6[3];
+		__builtin_memcpy(dst, a, 16);
+	} else {
+		sl_set_v4mapped(dst, ctx->user_ip4);
+	}
+}
+
+/* The skb's socket as bpf_sk_storage_get takes it (full sockets only on
+ * kernels before 5.11: the loader defines SL_SK_STORAGE_NEEDS_FULLSOCK), or
+ * 0 when there is none. */
+static __always_inline struct bpf_sock *sl_skb_storage_sock(struct __sk_buff *skb)
+{
+	struct bpf_sock *sk = skb->sk;
+#ifdef SL_SK_STORAGE_NEEDS_FULLSOCK
+	if (sk)
+		sk = bpf_sk_fullsock(sk);
+#endif
+	return sk;
+}
+
 /* --- fair share ------------------------------------------------------------
  * A cgroup may create SL_FLOW_QUOTA flow entries and submit SL_EVENT_QUOTA
  * events per window; past that, its new destinations are counted in one
