@@ -61,6 +61,7 @@ class KernelSection:
     event_quota_per_cgroup: int
     exec_args: str
     packet_send_reports: bool
+    packet_send_hook: str
     mount_tracefs: bool
     bpf_stats: bool
 
@@ -205,6 +206,7 @@ _CHECKS: dict[tuple[str, str], tuple[Any, str]] = {
     ("kernel", "max_samples_per_flow_window"): (lambda v: 0 <= v <= 100_000, "between 0 and 100000"),
     ("kernel", "udp_send_dedup_ms"): (lambda v: 0 <= v <= 3_600_000, "between 0 and 3600000"),
     ("kernel", "exec_args"): (lambda v: v in ("procfs", "tracepoint"), '"procfs" or "tracepoint"'),
+    ("kernel", "packet_send_hook"): (lambda v: v in ("auto", "tracepoint"), '"auto" or "tracepoint"'),
     ("runtime", "timeout_seconds"): (lambda v: 0 < v <= 30, "between 0 and 30"),
     ("output", "format"): (lambda v: v in OUTPUT_FORMATS, '"auto", "ecs", "ocsf" or "compact"'),
     ("output", "max_bytes"): (lambda v: v == 0 or v >= 4096, "0 (no rotation) or at least 4096"),

@@ -5,6 +5,11 @@
   program attached to the host's cgroups. bpf_prog_attach would.
 - BPF_MAP_CREATE of a ring buffer, to probe for one.
 - BPF_PROG_QUERY on a cgroup, to report (and test) what is attached.
+- BPF_PROG_LOAD with an attach BTF id (tp_btf programs: bcc 0.26 loads
+  fentry/LSM ones only) or of hand-assembled code (connect_unix), with the
+  verifier's log kept for the error.
+- BPF_RAW_TRACEPOINT_OPEN, which attaches a tp_btf program (its fd detaches
+  it when closed, like a link).
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ import struct
 _SYS_BPF = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "ppc64le": 361, "s390x": 351}
 
 BPF_MAP_CREATE = 0
+BPF_PROG_LOAD = 5
 BPF_PROG_QUERY = 16
+BPF_RAW_TRACEPOINT_OPEN = 17
 BPF_LINK_CREATE = 28
 BPF_ENABLE_STATS = 32
 BPF_STATS_RUN_TIME = 0
@@ -26,7 +33,11 @@ BPF_MAP_TYPE_RINGBUF = 27
 BPF_F_QUERY_EFFECTIVE = 1
 BPF_F_ALLOW_MULTI = 2
 
+BPF_PROG_TYPE_CGROUP_SOCK_ADDR = 18
+BPF_PROG_TYPE_TRACING = 26
+
 # enum bpf_attach_type
+TRACE_RAW_TP = 23  # a tp_btf program (with BPF_PROG_TYPE_TRACING)
 CGROUP_INET_INGRESS = 0
 CGROUP_INET_EGRESS = 1
 CGROUP_INET_SOCK_CREATE = 2
@@ -44,7 +55,9 @@ _libc.syscall.restype = ct.c_long
 
 
 class BpfError(OSError):
-    pass
+    """A bpf(2) command failed; for BPF_PROG_LOAD, `log` is the end of the verifier's log."""
+
+    log = ""
 
 
 def _bpf(cmd: int, attr: ct.Array[ct.c_char]) -> int:
@@ -62,6 +75,49 @@ def link_create(prog_fd: int, target_fd: int, attach_type: int) -> int:
     """A bpf_link attaching prog_fd to target_fd; returns the link fd."""
     attr = ct.create_string_buffer(struct.pack("=IIII", prog_fd, target_fd, attach_type, 0), 64)
     return _bpf(BPF_LINK_CREATE, attr)
+
+
+def prog_load(prog_type: int, code: bytes, name: str, expected_attach_type: int = 0, attach_btf_id: int = 0) -> int:
+    """Load BPF instructions (map references as BPF_PSEUDO_MAP_FD of fds this
+    process holds); returns the program fd. A refusal raises BpfError whose
+    `log` holds the last lines of the verifier's log."""
+    insns = ct.create_string_buffer(code, len(code))
+    lic = ct.create_string_buffer(b"GPL")
+    log = ct.create_string_buffer(65536)
+    attr = ct.create_string_buffer(128)
+    # union bpf_attr, BPF_PROG_LOAD: prog_type, insn_cnt, insns, license,
+    # log_level, log_size, log_buf, kern_version, prog_flags, prog_name[16],
+    # prog_ifindex, expected_attach_type ... attach_btf_id at offset 108
+    struct.pack_into(
+        "<IIQQIIQII16sII",
+        attr,
+        0,
+        prog_type,
+        len(code) // 8,
+        ct.addressof(insns),
+        ct.addressof(lic),
+        1,
+        len(log),
+        ct.addressof(log),
+        0,
+        0,
+        name.encode()[:15],
+        0,
+        expected_attach_type,
+    )
+    struct.pack_into("<I", attr, 108, attach_btf_id)
+    try:
+        return _bpf(BPF_PROG_LOAD, attr)
+    except BpfError as e:
+        e.log = " | ".join(log.value.decode(errors="replace").strip().splitlines()[-3:])
+        raise
+
+
+def raw_tracepoint_open(prog_fd: int) -> int:
+    """Attach a tp_btf program to the tracepoint its attach BTF id names;
+    returns the fd that keeps it attached."""
+    attr = ct.create_string_buffer(struct.pack("=QI", 0, prog_fd), 16)
+    return _bpf(BPF_RAW_TRACEPOINT_OPEN, attr)
 
 
 def ringbuf_supported() -> bool:

@@ -83,7 +83,7 @@ UNITS: tuple[BpfUnit, ...] = (
     BpfUnit(
         "packet",
         "packet.bpf.c",
-        tracepoints=("sock:sock_send_length",),
+        tracepoints=("sock:sock_send_length",),  # attached by the loader (PACKET_SEND_*)
         required=False,
         what="AF_PACKET sends reported, and contained senders killed, without the BPF LSM hook",
     ),
@@ -119,6 +119,16 @@ UNIX_CONNECT_HOOK = "connect_unix"
 # tracepoint slows every syscall on the host.
 PACKET_GUARD_TRACEPOINT = "syscalls:sys_enter_socket"
 PACKET_GUARD_FUNCTION = "sl_packet_guard"
+
+# The packet unit's program is not auto-attached either: the loader attaches
+# sl_packet_send_btf as a tp_btf program where the kernel's BTF allows
+# (cheaper per send), else sl_packet_send_tp on the classic tracepoint
+# (bpf/packet.bpf.c says why).
+PACKET_SEND_TRACEPOINT = "sock:sock_send_length"
+PACKET_SEND_BTF_FUNCTION = "sl_packet_send_btf"
+PACKET_SEND_TP_FUNCTION = "sl_packet_send_tp"
+# the classic record's layout the program reads (checked against tracefs)
+PACKET_SEND_TP_LAYOUT = {"family": (16, 2), "protocol": (18, 2)}
 
 EXEC_ARGS_UNIT = BpfUnit(
     "exec_args",

@@ -15,11 +15,15 @@ from typing import Any
 
 from sensor.config import KernelSection
 from sensor.errors import SluiceError
-from sensor.kernel import bpfsys, events, unixconnect
+from sensor.kernel import bpfsys, btf, events, unixconnect
 from sensor.kernel.hooks import (
     EXEC_ARGS_UNIT,
     PACKET_GUARD_FUNCTION,
     PACKET_GUARD_TRACEPOINT,
+    PACKET_SEND_BTF_FUNCTION,
+    PACKET_SEND_TP_FUNCTION,
+    PACKET_SEND_TP_LAYOUT,
+    PACKET_SEND_TRACEPOINT,
     UNITS,
     UNIX_CONNECT_HOOK,
     BpfUnit,
@@ -27,7 +31,7 @@ from sensor.kernel.hooks import (
     bpf_dir,
 )
 from sensor.kernel.memory import release_compiler_memory
-from sensor.kernel.probe import ProbeReport, syscall_args_problem, units_available
+from sensor.kernel.probe import ProbeReport, syscall_args_problem, tracepoint_layout_problem, units_available
 from sensor.kernel.progstats import ProgramCost, read_costs, tracepoint_hook
 from sensor.kernel.ringbuf import RingReader
 from sensor.kernel.source import RecordSink
@@ -189,6 +193,8 @@ class BccSource:
         self._stats_fd: int | None = None
         self._guard_ready = False  # sl_packet_guard loaded and attachable
         self._guard_attached = False
+        # the AF_PACKET send report as a tp_btf program: (program fd, attach fd)
+        self._packet_btf: tuple[int, int] | None = None
 
     # --- start ---------------------------------------------------------------
 
@@ -221,6 +227,15 @@ class BccSource:
             self.units = [u for u in self.units if u.name != "packet"]  # it needs socket.bpf.c
             for tp in next(u for u in wanted if u.name == "packet").tracepoints:
                 self.status[tp] = "unavailable: the socket unit is not loaded"
+        packet_layout, no_btf = None, ""
+        if any(u.name == "packet" for u in self.units):
+            packet_layout, no_btf = self._packet_send_layout()
+            if packet_layout is not None:
+                flags += [
+                    "-DSL_PACKET_BTF=1",
+                    f"-DSL_SKC_FAMILY_OFF={packet_layout.family_offset}",
+                    f"-DSL_SK_PROTOCOL_OFF={packet_layout.protocol_offset}",
+                ]
         text = assemble_source(root, [u.source for u in self.units])
         try:
             self.b = BPF(text=text.encode(), cflags=flags)
@@ -232,7 +247,10 @@ class BccSource:
             ) from None
         for u in self.units:
             for tp in u.tracepoints:
-                self.status[tp] = "attached"
+                if tp != PACKET_SEND_TRACEPOINT:
+                    self.status[tp] = "attached"
+        if any(u.name == "packet" for u in self.units):
+            self._attach_packet_send(packet_layout, no_btf)
         if socket_unit:
             # bcc attached lsm__socket_create when it was compiled in
             packet = any(u.name == "packet" for u in self.units)
@@ -263,6 +281,54 @@ class BccSource:
         self.released_kb = release_compiler_memory()
         # the live dict, not a copy: the packet guard's entry follows containment
         return self.status
+
+    # --- the AF_PACKET send report (bpf/packet.bpf.c) -------------------------
+
+    def _packet_send_layout(self) -> tuple[btf.SockSendLayout | None, str]:
+        """The kernel BTF the tp_btf send report needs, or why it is not used."""
+        if self.cfg.packet_send_hook == "tracepoint":
+            return None, "kernel.packet_send_hook = tracepoint"
+        try:
+            return btf.sock_send_layout(), ""
+        except btf.BtfUnavailable as e:
+            return None, str(e)
+
+    def _attach_packet_send(self, layout: btf.SockSendLayout | None, no_btf: str) -> None:
+        """tp_btf where it loads, else the classic tracepoint; the status says
+        which, and why not the cheaper one."""
+        assert self.b is not None
+        tp = PACKET_SEND_TRACEPOINT
+        if layout is not None:
+            fd = -1
+            try:
+                # bcc compiled it (maps are this process's fds); bcc 0.26
+                # cannot load a tp_btf program, so bpf(2) does
+                code = self.b.dump_func(PACKET_SEND_BTF_FUNCTION.encode())
+                fd = bpfsys.prog_load(
+                    bpfsys.BPF_PROG_TYPE_TRACING,
+                    code,
+                    PACKET_SEND_BTF_FUNCTION,
+                    bpfsys.TRACE_RAW_TP,
+                    layout.btf_id,
+                )
+                self._packet_btf = (fd, bpfsys.raw_tracepoint_open(fd))
+                self.status[tp] = "attached (tp_btf)"
+                return
+            except bpfsys.BpfError as e:
+                if fd >= 0:
+                    os.close(fd)
+                no_btf = f"the kernel refused the tp_btf program ({e.strerror}{': ' + e.log if e.log else ''})"
+        problem = tracepoint_layout_problem(self.report.tracefs, tp, PACKET_SEND_TP_LAYOUT)
+        if problem:
+            self.status[tp] = f"unavailable: {problem}"
+            return
+        try:
+            self.b.load_func(PACKET_SEND_TP_FUNCTION.encode(), BPF.TRACEPOINT)
+            self.b.attach_tracepoint(tp=tp.encode(), fn_name=PACKET_SEND_TP_FUNCTION.encode())
+        except Exception as e:
+            self.status[tp] = f"unavailable: {e}"
+            return
+        self.status[tp] = f"attached (tracepoint; not tp_btf: {no_btf})"
 
     # --- the AF_PACKET guard (bpf/socket.bpf.c sl_packet_guard) ---------------
 
@@ -549,12 +615,15 @@ class BccSource:
         # connect_unix is not a bcc function (fn None): it is added by its fd
         hooks = {_name(a.fn): a.hook for a in self._attachments if a.fn is not None}
         hooks[PACKET_GUARD_FUNCTION] = PACKET_GUARD_TRACEPOINT
+        hooks[PACKET_SEND_TP_FUNCTION] = PACKET_SEND_TRACEPOINT
         progs = {}
         for fn in list(self.b.funcs.values()):
             name = _name(fn)
             progs[name] = (hooks.get(name) or tracepoint_hook(name), int(fn.fd))
         if self._unix_prog_fd is not None:
             progs["sl_connect_unix"] = (UNIX_CONNECT_HOOK, self._unix_prog_fd)
+        if self._packet_btf is not None:
+            progs[PACKET_SEND_BTF_FUNCTION] = (PACKET_SEND_TRACEPOINT + " (tp_btf)", self._packet_btf[0])
         return read_costs(progs)
 
     # --- containment (maps of bpf/lib/contain.bpf.h) --------------------------
@@ -654,6 +723,10 @@ class BccSource:
         if self._unix_prog_fd is not None:
             os.close(self._unix_prog_fd)
             self._unix_prog_fd = None
+        if self._packet_btf is not None:
+            for fd in reversed(self._packet_btf):
+                os.close(fd)
+            self._packet_btf = None
         if self._ring is not None:
             self._ring.close()
             self._ring = None

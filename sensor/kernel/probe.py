@@ -84,10 +84,9 @@ def tracepoint_fields(format_text: str) -> dict[str, tuple[int, int]]:
     return out
 
 
-def syscall_args_problem(tracefs: str | None, tp: str, args: tuple[str, ...]) -> str:
-    """Why a BPF program that reads a syscalls:sys_enter_* tracepoint's
-    arguments at the fixed layout (8 bytes each from offset 16, as struct
-    syscall_trace_enter has them) cannot be used ("" when it can)."""
+def tracepoint_layout_problem(tracefs: str | None, tp: str, layout: dict[str, tuple[int, int]]) -> str:
+    """Why a BPF program that reads a classic tracepoint's record at a fixed
+    layout (field -> (offset, size)) cannot be used ("" when it can)."""
     if tracefs is None:
         return "tracefs is not mounted"
     category, _, event = tp.partition(":")
@@ -96,10 +95,17 @@ def syscall_args_problem(tracefs: str | None, tp: str, args: tuple[str, ...]) ->
             fields = tracepoint_fields(f.read())
     except OSError as e:
         return f"tracepoint {tp} not readable ({e.strerror})"
-    for i, name in enumerate(args):
-        if fields.get(name) != (16 + 8 * i, 8):
-            return f"tracepoint {tp}: argument {name} at {fields.get(name)}, expected ({16 + 8 * i}, 8)"
+    for name, want in layout.items():
+        if fields.get(name) != want:
+            return f"tracepoint {tp}: field {name} at {fields.get(name)}, expected {want}"
     return ""
+
+
+def syscall_args_problem(tracefs: str | None, tp: str, args: tuple[str, ...]) -> str:
+    """Why a BPF program that reads a syscalls:sys_enter_* tracepoint's
+    arguments at the fixed layout (8 bytes each from offset 16, as struct
+    syscall_trace_enter has them) cannot be used ("" when it can)."""
+    return tracepoint_layout_problem(tracefs, tp, {name: (16 + 8 * i, 8) for i, name in enumerate(args)})
 
 
 def units_available(report: ProbeReport, units: tuple[BpfUnit, ...]) -> tuple[list[BpfUnit], dict[str, str]]:

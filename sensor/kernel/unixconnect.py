@@ -30,14 +30,11 @@ import os
 import struct
 from dataclasses import dataclass
 
-from sensor.kernel import bpfsys, events
+from sensor.kernel import bpfsys, btf, events
 
-BTF_PATH = "/sys/kernel/btf/vmlinux"
 KFUNC = "bpf_cast_to_kern_ctx"
 KERN_CTX = "bpf_sock_addr_kern"
 
-BPF_PROG_LOAD = 5
-BPF_PROG_TYPE_CGROUP_SOCK_ADDR = 18
 BPF_PSEUDO_MAP_FD = 1
 BPF_PSEUDO_KFUNC_CALL = 2
 
@@ -71,52 +68,19 @@ class KernelLayout:
     uaddrlen_offset: int
 
 
-# --- BTF: just enough to find one function and one struct's members ---------
-
-_KIND_EXTRA = {1: 4, 3: 12, 14: 4, 17: 4}  # fixed extra bytes per kind
-_KIND_VLEN = {4: 12, 5: 12, 6: 8, 13: 8, 15: 12, 19: 12}  # bytes per vlen entry
-
-
-def kernel_layout(path: str = BTF_PATH) -> KernelLayout:
+def kernel_layout(path: str = btf.BTF_PATH) -> KernelLayout:
     """The kfunc's BTF id and the kern ctx's field offsets, from vmlinux BTF."""
+    func, ctx = (btf.KIND_FUNC, KFUNC), (btf.KIND_STRUCT, KERN_CTX)
     try:
-        data = open(path, "rb").read()
-    except OSError as e:
-        raise UnixConnectUnavailable(f"no kernel BTF ({e.strerror})") from None
-    magic, _ver, _flags, hdr_len, type_off, type_len, str_off, _str_len = struct.unpack_from("<HBBIIIII", data)
-    if magic != 0xEB9F:
-        raise UnixConnectUnavailable("kernel BTF has an unexpected byte order or magic")
-    types = hdr_len + type_off
-    strings = hdr_len + str_off
-
-    def name(off: int) -> str:
-        end = data.index(b"\0", strings + off)
-        return data[strings + off : end].decode()
-
-    pos, tid, end = types, 1, types + type_len
-    func_id = None
-    members: dict[str, int] | None = None
-    while pos < end:
-        name_off, info, _size = struct.unpack_from("<III", data, pos)
-        kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
-        body = pos + 12
-        if kind == 12 and func_id is None and name(name_off) == KFUNC:
-            func_id = tid
-        if kind == 4 and members is None and name(name_off) == KERN_CTX:
-            members = {}
-            kflag = info >> 31
-            for i in range(vlen):
-                m_name, _m_type, m_off = struct.unpack_from("<III", data, body + 12 * i)
-                members[name(m_name)] = (m_off & 0xFFFFFF if kflag else m_off) // 8
-        pos = body + _KIND_EXTRA.get(kind, 0) + _KIND_VLEN.get(kind, 0) * vlen
-        tid += 1
-        if func_id is not None and members is not None:
-            break
-    if func_id is None:
+        got = btf.find({func, ctx}, path)
+    except btf.BtfUnavailable as e:
+        raise UnixConnectUnavailable(str(e)) from None
+    if func not in got:
         raise UnixConnectUnavailable(f"kernel has no {KFUNC} kfunc (Linux 6.2+)")
-    if members is None or "uaddr" not in members or "uaddrlen" not in members:
+    members = got[ctx].members if ctx in got else {}
+    if "uaddr" not in members or "uaddrlen" not in members:
         raise UnixConnectUnavailable(f"kernel BTF has no {KERN_CTX}.uaddr/uaddrlen")
-    return KernelLayout(func_id, members["uaddr"], members["uaddrlen"])
+    return KernelLayout(got[func].type_id, members["uaddr"][0], members["uaddrlen"][0])
 
 
 # --- assembling --------------------------------------------------------------
@@ -408,32 +372,12 @@ def load(
     charge_fd (sl_quota_charge), gen_fd (sl_gen) and event_quota, each record
     is charged to the caller's container's event share first."""
     code = assemble(layout, ringbuf_fd, stats_fd, quota_fd, charge_fd, gen_fd, event_quota)
-    insns = ct.create_string_buffer(code, len(code))
-    lic = ct.create_string_buffer(b"GPL")
-    log = ct.create_string_buffer(65536)
-    attr = ct.create_string_buffer(128)
-    struct.pack_into(
-        "<IIQQIIQII16sII",
-        attr,
-        0,
-        BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
-        len(code) // 8,
-        ct.addressof(insns),
-        ct.addressof(lic),
-        1,
-        len(log),
-        ct.addressof(log),
-        0,
-        0,
-        b"sl_connect_unix",
-        0,
-        bpfsys.CGROUP_UNIX_CONNECT,
-    )
     try:
-        return bpfsys._bpf(BPF_PROG_LOAD, attr)
+        return bpfsys.prog_load(
+            bpfsys.BPF_PROG_TYPE_CGROUP_SOCK_ADDR, code, "sl_connect_unix", bpfsys.CGROUP_UNIX_CONNECT
+        )
     except bpfsys.BpfError as e:
-        detail = log.value.decode(errors="replace").strip().splitlines()[-3:]
-        raise UnixConnectUnavailable(f"the kernel refused the program ({e.strerror}): {' | '.join(detail)}") from None
+        raise UnixConnectUnavailable(f"the kernel refused the program ({e.strerror}): {e.log}") from None
 
 
 def close(fd: int) -> None:

@@ -14,6 +14,7 @@ proof that a frame did or did not leave the container."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -24,6 +25,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from sensor.config import default_config
 from sensor.kernel import events as E
@@ -109,7 +112,8 @@ def test_raw_and_packet_sockets_reported_and_refused_when_contained(base: Path, 
             assert d["sluice"]["socket"]["denied"] is False and d["process"]["pid"] > 0
             assert "arping" in (d["process"]["name"], (d["process"].get("args") or [""])[0]), d["process"]
             assert seen.times(TARGET_FREE), "the sniffer saw no ARP request from the uncontained arping"
-            assert hooks["sock:sock_send_length"] == "attached", hooks
+            # the default ("auto"): the tp_btf program on a kernel with BTF
+            assert hooks["sock:sock_send_length"] == EXPECTED_SEND_HOOK["auto"], hooks
             if not lsm:  # nothing contained: the syscall tracepoint is off
                 assert hooks[GUARD].startswith("detached"), hooks
 
@@ -195,6 +199,14 @@ def test_packet_socket_opened_before_containment(base: Path, docker: Docker, net
         assert s.stop() == 0
 
 
+# sock:sock_send_length's status per kernel.packet_send_hook on this kernel
+EXPECTED_SEND_HOOK = {
+    "auto": "attached (tp_btf)"
+    if Path("/sys/kernel/btf/vmlinux").exists()
+    else "attached (tracepoint; not tp_btf: no kernel BTF at /sys/kernel/btf/vmlinux (No such file or directory))",
+    "tracepoint": "attached (tracepoint; not tp_btf: kernel.packet_send_hook = tracepoint)",
+}
+
 TARGET_SEND = "198.18.0.75"  # held, contained by the kernel half alone
 TARGET_SEND_INIT = "198.18.0.76"  # the same, held by the container's PID 1
 
@@ -206,18 +218,23 @@ def _cgroup_of(pid: int, mount: str) -> tuple[int, int]:
     return os.stat(mount.rstrip("/") + path).st_ino, len(path.strip("/").split("/"))
 
 
-def test_kernel_kills_a_contained_sender_after_its_send(base: Path, docker: Docker, net: SinkNet) -> None:
+@pytest.mark.parametrize("send_hook", ["auto", "tracepoint"])
+def test_kernel_kills_a_contained_sender_after_its_send(
+    base: Path, docker: Docker, net: SinkNet, send_hook: str
+) -> None:
     """The kernel half alone (the loader in this process, no sensor, so no
     containment sweep): a process that held a packet socket before its
     container was contained is killed by sock:sock_send_length at its next
     send, after that frame; the frame is the most that leaves. The same for
     a container's PID 1 (bpf_send_signal's SIGKILL is kernel-private: a
-    namespace init does not ignore it)."""
+    namespace init does not ignore it). Both ways the send report attaches
+    (kernel.packet_send_hook): the tp_btf program, and the classic tracepoint
+    it falls back to."""
     cid = run_container(docker, net, "sleep 300", wait=False)
     init = run_container(docker, net, f"exec arping -c 120 -I eth0 {TARGET_SEND_INIT}", wait=False)
     report = probe(True, H.UNITS)
     assert report.cgroup2_mount
-    src = BccSource(default_config().kernel, report)
+    src = BccSource(dataclasses.replace(default_config().kernel, packet_send_hook=send_hook), report)
     raw: list[bytes] = []
     src.start(raw.append)
     held = None
@@ -243,7 +260,7 @@ def test_kernel_kills_a_contained_sender_after_its_send(base: Path, docker: Dock
             for c, target in ((cid, TARGET_SEND), (init, TARGET_SEND_INIT)):
                 leaked = [t for t in seen.times(target) if t > contained_at[c]]
                 assert len(leaked) <= 1, f"{len(leaked)} frames to {target} left after containment"
-        assert src.status["sock:sock_send_length"] == "attached", src.status
+        assert src.status["sock:sock_send_length"] == EXPECTED_SEND_HOOK[send_hook], src.status
         src.poll(100)
         socks = [e for e in map(E.decode, raw) if isinstance(e, E.SocketEvent)]
         for c in (cid, init):

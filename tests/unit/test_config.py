@@ -207,3 +207,13 @@ def test_packet_send_reports_default_on_and_switchable(tmp_path: Path) -> None:
     p.write_text('[kernel]\npacket_send_reports = "no"\n')
     with pytest.raises(ConfigError, match="packet_send_reports"):
         load_config(p)
+
+
+def test_packet_send_hook_auto_by_default_and_checked(tmp_path: Path) -> None:
+    assert default_config().kernel.packet_send_hook == "auto"
+    p = tmp_path / "c.toml"
+    p.write_text('[kernel]\npacket_send_hook = "tracepoint"\n')
+    assert load_config(p).kernel.packet_send_hook == "tracepoint"
+    p.write_text('[kernel]\npacket_send_hook = "kprobe"\n')
+    with pytest.raises(ConfigError, match='packet_send_hook.*"auto" or "tracepoint"'):
+        load_config(p)

@@ -97,6 +97,6 @@ def test_syscall_args_layout_is_checked_before_the_guard_attaches(tmp_path: Path
     tp, args = "syscalls:sys_enter_socket", ("family", "type", "protocol")
     assert syscall_args_problem(str(tmp_path), tp, args) == ""
     fmt.write_text(SYS_ENTER_SOCKET_FORMAT.replace("offset:24", "offset:20"))
-    assert "argument type at (20, 8), expected (24, 8)" in syscall_args_problem(str(tmp_path), tp, args)
+    assert "field type at (20, 8), expected (24, 8)" in syscall_args_problem(str(tmp_path), tp, args)
     assert "not readable" in syscall_args_problem(str(tmp_path), "syscalls:sys_enter_nope", args)
     assert syscall_args_problem(None, tp, args) == "tracefs is not mounted"
