@@ -7,6 +7,13 @@
  * be per-packet, so one event per (cgroup, pid, destination) per
  * SL_UDP_DEDUP_NS is emitted and the rest are only counted. Every program
  * returns 1: Sluice observes, it never denies.
+ *
+ * Unconnected sends are per packet (a DNS server answers every query with
+ * one), so their deduplication is kept cheap: no clock helper (sl_clock,
+ * written by user space), and a socket that keeps sending to the
+ * destination it last reported (a resolver, a syslog or statsd client, a
+ * QUIC client) is recognised by its own storage (sl_sock_send) without
+ * hashing the 40-byte key. Measured: bench/RESULTS.md.
  */
 #include "lib/common.bpf.h"
 
@@ -19,20 +26,63 @@ struct sl_udp_seen_key {
 };
 BPF_TABLE("lru_hash", struct sl_udp_seen_key, __u64, sl_udp_seen, 16384);
 
+/* Per socket: the last unconnected-send destination reported (or found
+ * reported) for it, by which process, and when (sl_clock). Sends on one
+ * socket may run concurrently, so it is a hint validated field by field;
+ * `valid` is cleared first and set last by the writer. A lost race costs
+ * one more lookup of sl_udp_seen, which stays the authority. The sender's
+ * cgroup is not compared (a helper call per packet): a process moved to
+ * another cgroup has its repeated sends to a destination it had just
+ * reported deduplicated until that report's SL_UDP_DEDUP_NS ends, then
+ * reported under its new cgroup. */
+struct sl_send_cache {
+	__u64 daddr[2];
+	__u64 at;
+	__u32 pid;
+	__u16 dport;
+	__u16 valid;
+};
+BPF_SK_STORAGE(sl_sock_send, struct sl_send_cache);
+
+static __always_inline void sl_send_cache_set(struct sl_send_cache *sc, __u32 pid, const __u8 *daddr, __u16 dport,
+					      __u64 at)
+{
+	if (!sc)
+		return;
+	*(volatile __u16 *)&sc->valid = 0;
+	__builtin_memcpy(sc->daddr, daddr, 16);
+	sc->pid = pid;
+	sc->dport = dport;
+	sc->at = at;
+	*(volatile __u16 *)&sc->valid = 1;
+}
+
 static __always_inline int sl_on_sock_addr(struct bpf_sock_addr *ctx, __u8 op,
 					   int v6)
 {
 	struct sl_connect_event *ev;
-	__u64 cgid = bpf_get_current_cgroup_id();
+	__u64 cgid;
 	__u32 pid = bpf_get_current_pid_tgid() >> 32;
-	__u8 daddr[16];
+	__u8 daddr[16] __attribute__((aligned(8)));  /* compared as two __u64 */
 	__u16 dport = bpf_ntohs((__u16)ctx->user_port);
 	__u8 proto = ctx->protocol;
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now;
 
 	sl_sock_addr_ip(ctx, v6, daddr);
 
 	if (op == SL_SENDMSG) {
+		now = sl_coarse_now();
+		struct sl_send_cache *sc = 0;
+		struct bpf_sock *sk = ctx->sk;
+		if (sk)
+			sc = sl_sock_send.sk_storage_get(sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		const __u64 *d = (const __u64 *)daddr;
+		if (sc && *(volatile __u16 *)&sc->valid && sc->pid == pid && sc->dport == dport &&
+		    sc->daddr[0] == d[0] && sc->daddr[1] == d[1] && now - sc->at < SL_UDP_DEDUP_NS) {
+			sl_stat_add(SL_STAT_UDP_SEND_DEDUPED, 1);
+			return 1;
+		}
+		cgid = bpf_get_current_cgroup_id();
 		struct sl_udp_seen_key k = {};
 		k.cgroup_id = cgid;
 		__builtin_memcpy(k.daddr, daddr, 16);
@@ -40,11 +90,15 @@ static __always_inline int sl_on_sock_addr(struct bpf_sock_addr *ctx, __u8 op,
 		k.dport = dport;
 		__u64 *last = sl_udp_seen.lookup(&k);
 		if (last && now - *last < SL_UDP_DEDUP_NS) {
+			sl_send_cache_set(sc, pid, daddr, dport, *last);
 			sl_stat_add(SL_STAT_UDP_SEND_DEDUPED, 1);
 			return 1;
 		}
 		sl_udp_seen.update(&k, &now);
+		sl_send_cache_set(sc, pid, daddr, dport, now);
 	} else {
+		cgid = bpf_get_current_cgroup_id();
+		now = bpf_ktime_get_ns();
 		struct sl_flow_key fk = {};
 		fk.cgroup_id = cgid;
 		__builtin_memcpy(fk.daddr, daddr, 16);

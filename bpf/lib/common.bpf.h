@@ -88,6 +88,14 @@ BPF_PERCPU_ARRAY(sl_unwoken, __u64, 1);
 /* [0]: the window epoch, incremented by user space at each window end; its
  * low bit is the flow generation (sl_flow_key.gen). */
 BPF_ARRAY(sl_gen, __u32, 1);
+/* [0]: CLOCK_MONOTONIC in ns (bpf_ktime_get_ns's clock) as user space last
+ * wrote it: at start and then at every poll of the event buffer (at most
+ * ~0.1 s apart while the sensor runs). For intervals of a second on
+ * per-packet paths (the unconnected-send deduplication): an inlined array
+ * read instead of a helper call (bpf_ktime_get_ns costs ~90 ns on this
+ * machine kind, bench/RESULTS.md). A stalled sensor only lengthens those
+ * intervals: fewer repeated reports, never more. */
+BPF_ARRAY(sl_clock, __u64, 1);
 /* Flow counters live in an array, in slots handed out per generation
  * (generation g owns [g * SL_FLOW_ENTRIES, (g + 1) * SL_FLOW_ENTRIES)), and
  * sl_flows maps a flow key to its slot. Array lookups are inlined by the
@@ -131,6 +139,14 @@ static __always_inline __u32 sl_current_epoch(void)
 	__u32 zero = 0;
 	__u32 *g = sl_gen.lookup(&zero);
 	return g ? *g : 0;
+}
+
+/* sl_clock's time, or the kernel clock before user space first set it. */
+static __always_inline __u64 sl_coarse_now(void)
+{
+	__u32 zero = 0;
+	__u64 *c = sl_clock.lookup(&zero);
+	return c && *c ? *c : bpf_ktime_get_ns();
 }
 
 static __always_inline __u8 sl_current_gen(void)

@@ -46,6 +46,8 @@ except ImportError as _e:  # pragma: no cover - depends on the host
 # Programs that read the old generation right before the flip finish within
 # microseconds; waiting this long before draining it loses nothing.
 GEN_FLIP_GRACE_S = 0.002
+# sl_clock is rewritten at a poll at least this long after the last write.
+CLOCK_EVERY_NS = 50_000_000
 
 _STAT_NAMES = {
     **{events.STAT_SUBMITTED + t: f"submitted_{n}" for t, n in events.EVENT_NAMES.items()},
@@ -178,6 +180,7 @@ class BccSource:
         self._attachments: list[_Attachment] = []
         self._cgroup_fd: int | None = None
         self._epoch = 0  # sl_gen[0]: the window epoch; its low bit is the flow generation
+        self._clock_written = 0  # time.monotonic_ns() when sl_clock[0] was last written
         self._closed_epoch = 0  # the epoch the last drain_flows() closed
         self.lsm = ""  # "" when the BPF LSM socket hook is attached, else why not
         self._overflow: list[FlowCounters] = []
@@ -269,6 +272,7 @@ class BccSource:
                 )
             )
             self._init_packet_guard()
+        self._tick_clock()  # before the programs that read it are attached
         self._attach_cgroup_programs()
         self._attach_unix_connect()
         self._open_buffer(sink)
@@ -471,8 +475,18 @@ class BccSource:
 
     # --- run -----------------------------------------------------------------
 
+    def _tick_clock(self) -> None:
+        """sl_clock[0] = CLOCK_MONOTONIC ns (the kernel's bpf_ktime_get_ns
+        clock), at most every CLOCK_EVERY_NS: the coarse clock of the
+        per-packet deduplication (bpf/lib/common.bpf.h)."""
+        now = time.monotonic_ns()
+        if self.b is not None and now - self._clock_written >= CLOCK_EVERY_NS:
+            self.b["sl_clock"][ct.c_int(0)] = ct.c_uint64(now)
+            self._clock_written = now
+
     def poll(self, timeout_ms: int) -> int:
         assert self.b is not None
+        self._tick_clock()
         if self._ring is not None:
             n = self._ring.poll(timeout_ms, self._sink)
         elif self.use_ringbuf:
