@@ -9,7 +9,12 @@ program on that hook can cost less per packet. Loads, each over loopback:
 - tcp16k: iperf3, 16 KiB writes (GSO super-packets: few, large packets);
 - udp64:  iperf3 -u -b 0 -l 64 (as many 64-byte datagrams as it can send);
 - conns:  many short TCP connections (bench/conns.c: connect, 32-byte
-  request and answer, close), i.e. connect hooks and socket starts.
+  request and answer, close), i.e. connect hooks and socket starts;
+- udp64u: 64-byte sendto() on an unconnected socket to one destination
+  (bench/udpsend.c: a resolver, syslog or statsd client), which adds the
+  cgroup sendmsg4 hook to every datagram;
+- udp64m: the same to 256 destinations in turn (a DNS server answering its
+  clients: every send a different destination).
 
 Per round, the order of "none" and "sensor" alternating between rounds:
   1. bpf_stats OFF: no program / the empty program alone / `sluice run`
@@ -160,13 +165,26 @@ def iperf_udp64(port: int, seconds: float) -> float:
     return float(s["packets"]) / float(s["seconds"])  # datagrams sent per second
 
 
+def udp_sendto(exe: str, port: int, seconds: float, mode: tuple[str, ...]) -> float:
+    r = subprocess.run(
+        ["taskset", "-c", "0", exe, str(seconds), str(port), *mode], capture_output=True, text=True, check=True
+    )
+    return float(r.stdout.split()[0])  # datagrams sent per second
+
+
 def short_conns(exe: str, port: int, seconds: float) -> float:
     r = subprocess.run([exe, str(seconds), str(port)], capture_output=True, text=True, check=True)
     return float(r.stdout.split()[0])  # connections per second
 
 
-LOADS = ("tcp16k", "udp64", "conns")
-UNITS = {"tcp16k": "Gbit/s", "udp64": "packets/s", "conns": "connections/s"}
+LOADS = ("tcp16k", "udp64", "conns", "udp64u", "udp64m")
+UNITS = {
+    "tcp16k": "Gbit/s",
+    "udp64": "packets/s",
+    "conns": "connections/s",
+    "udp64u": "packets/s",
+    "udp64m": "packets/s",
+}
 
 
 def measure_progs(
@@ -199,8 +217,9 @@ def main() -> int:
         return 2
     work = Path(tempfile.mkdtemp(prefix="sluice-bench-cost-"))
     conns = build_c(HERE / "conns.c", work / "conns")
+    udpsend = build_c(HERE / "udpsend.c", work / "udpsend")
     base = 5201 + os.getpid() % 1000
-    tcp_port, conn_port = base, base + 1500
+    tcp_port, conn_port, udp_port = base, base + 1500, base + 3000
     server = subprocess.Popen(
         ["iperf3", "-s", "-p", str(tcp_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -209,6 +228,8 @@ def main() -> int:
         "tcp16k": lambda: iperf_tcp16k(tcp_port, args.seconds),
         "udp64": lambda: iperf_udp64(tcp_port, args.seconds),
         "conns": lambda: short_conns(conns, conn_port, args.seconds),
+        "udp64u": lambda: udp_sendto(udpsend, udp_port, args.seconds, ("unconnected",)),
+        "udp64m": lambda: udp_sendto(udpsend, udp_port + 300, args.seconds, ("many", "256")),
     }
     # figures[load][setup] -> per-round figure; cost[load][prog] -> per-round (ns/run, runs/s)
     figures: dict[str, dict[str, list[float]]] = {ld: {"none": [], "floor": [], "sensor": []} for ld in chosen}

@@ -336,7 +336,11 @@ static __always_inline struct sl_flow_value *sl_flow_slow(struct sl_sock_state *
 	key.dport = p->dport;
 	key.protocol = p->protocol;
 	key.gen = epoch & 1;
-	__u64 now = bpf_ktime_get_ns();
+	/* first_ns / last_ns to sl_clock's ~0.1 s: a socket that sends to a
+	 * new destination with every packet (a DNS server answering its
+	 * clients) takes this path per packet, and the clock helper would be
+	 * its most expensive part (bench/RESULTS.md). */
+	__u64 now = sl_coarse_now();
 	struct sl_flow_value *fv = sl_flow_get_slot(&key, now, len, &slot);
 	if (!fv)
 		return 0;
@@ -444,6 +448,10 @@ int sl_egress(struct __sk_buff *skb)
 		/* fast path: the socket's cached slot */
 		cgroup_id = ss->cgroup_id;
 		fv = sl_flow_at(cached - 1);
+	} else if (ss && ss->cgroup_id) {
+		/* a socket's cgroup is fixed at its creation (sk_cgrp_data), so
+		 * the one cached with any earlier flow is this packet's too */
+		cgroup_id = ss->cgroup_id;
 	} else {
 		cgroup_id = bpf_skb_cgroup_id(skb);
 	}

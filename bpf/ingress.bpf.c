@@ -178,7 +178,7 @@ static __always_inline struct sl_flow_value *sl_ingress_slow(struct __sk_buff *s
 	if (!fv)
 		return 0;
 	if (fv->first_ns == 0)
-		fv->first_ns = bpf_ktime_get_ns();
+		fv->first_ns = sl_coarse_now();
 	if (ss) {
 		*(volatile __u32 *)&ss->slot = 0;
 		ss->epoch = epoch;
