@@ -32,17 +32,19 @@ Estimate per part: for each on-interval, its median block time minus the mean
 of the medians of the "none" intervals just before and just after it (paired
 differences: the VM's drift over seconds is larger than an empty program).
 Reported: the median of those differences and their p25/p75, n pairs, the
-none median, and the implied packet-rate ratio none / (none + cost). Also the
-pooled p10/p25/median of each state's blocks minus those of all "none" blocks,
-as a cross-check.
+none median, and the implied packet-rate ratio none / (none + cost). As
+cross-checks: the same paired estimate on each interval's p25 block time
+instead of its median (interruptions only add time, so a low quantile is
+less noisy), and the pooled p10/p25/median of each state's blocks minus
+those of all "none" blocks.
 
 The driver and anything it starts (the sensor) run on the CPUs other than
 the sender's, so the figures are the per-datagram kernel cost on the sending
 CPU: the sensor's user-space drain is not charged to the sender here.
 
 Usage (root): .venv/bin/python bench/bench_hook_cost.py
-    [--parts egress,ingress,both,tp,tp_btf,sensor] [--reps 20] [--period 0.3]
-    [--sensor-reps 6] [--sensor-period 3] [--block 5000]
+    [--parts egress,ingress,both,tp,tp_btf,sensor] [--reps 30] [--period 0.3]
+    [--sensor-reps 8] [--sensor-period 3] [--block 5000] [--dump FILE]
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -284,19 +286,21 @@ def quantile(v: list[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
-def paired_diffs(intervals: list[Interval], min_blocks: int) -> dict[str, list[float]]:
-    """Per on-interval: its median minus the mean of the medians of the
+def paired_diffs(
+    intervals: list[Interval], min_blocks: int, stat: Callable[[list[float]], float] = statistics.median
+) -> dict[str, list[float]]:
+    """Per on-interval: stat(its blocks) minus the mean of stat(blocks) of the
     adjacent "none" intervals (both neighbours when both exist)."""
-    med = [statistics.median(i.blocks) if len(i.blocks) >= min_blocks else None for i in intervals]
+    per = [stat(i.blocks) if len(i.blocks) >= min_blocks else None for i in intervals]
     out: dict[str, list[float]] = {}
     for k, iv in enumerate(intervals):
-        mk = med[k]
+        mk = per[k]
         if iv.label == "none" or mk is None:
             continue
         nb = [
             m
             for j in (k - 1, k + 1)
-            if 0 <= j < len(intervals) and intervals[j].label == "none" and (m := med[j]) is not None
+            if 0 <= j < len(intervals) and intervals[j].label == "none" and (m := per[j]) is not None
         ]
         if nb:
             out.setdefault(iv.label, []).append(mk - statistics.fmean(nb))
@@ -305,6 +309,7 @@ def paired_diffs(intervals: list[Interval], min_blocks: int) -> dict[str, list[f
 
 def summarise(intervals: list[Interval], min_blocks: int) -> dict[str, Any]:
     diffs = paired_diffs(intervals, min_blocks)
+    low = paired_diffs(intervals, min_blocks, lambda v: quantile(v, 0.25))
     pooled: dict[str, list[float]] = {}
     for iv in intervals:
         pooled.setdefault(iv.label, []).extend(iv.blocks)
@@ -328,6 +333,7 @@ def summarise(intervals: list[Interval], min_blocks: int) -> dict[str, Any]:
             "cost_ns_p25": round(quantile(d, 0.25), 1),
             "cost_ns_p75": round(quantile(d, 0.75), 1),
             "rate_ratio_vs_none": round(none_med / (none_med + cost), 4),
+            "cost_ns_median_of_p25_pairs": round(statistics.median(low[label]), 1),
             "pooled_blocks": len(v),
             "pooled_diff_p10": round(quantile(v, 0.10) - quantile(none, 0.10), 1),
             "pooled_diff_p25": round(quantile(v, 0.25) - quantile(none, 0.25), 1),
@@ -373,14 +379,15 @@ def sensor_phase(work: Path, reps: int, period: float, settle: float) -> tuple[l
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--parts", default=",".join(ALL_PARTS), help=f"comma-separated subset of {','.join(ALL_PARTS)}")
-    ap.add_argument("--reps", type=int, default=20, help="on-intervals per fast part")
+    ap.add_argument("--reps", type=int, default=30, help="on-intervals per fast part")
     ap.add_argument("--period", type=float, default=0.3, help="seconds per fast interval")
-    ap.add_argument("--sensor-reps", type=int, default=6, help="sensor-on intervals")
+    ap.add_argument("--sensor-reps", type=int, default=8, help="sensor-on intervals")
     ap.add_argument("--sensor-period", type=float, default=3.0, help="seconds per sensor on/off interval")
     ap.add_argument("--settle", type=float, default=0.5, help="seconds after a sensor start/stop before measuring")
     ap.add_argument("--block", type=int, default=5000, help="datagrams per timed block")
     ap.add_argument("--min-blocks", type=int, default=3, help="blocks an interval needs to count")
     ap.add_argument("--seed", type=int, default=13)
+    ap.add_argument("--dump", type=Path, help="also write every interval with its block times to this JSON file")
     args = ap.parse_args()
     chosen = [p for p in args.parts.split(",") if p]
     if not chosen or any(p not in ALL_PARTS for p in chosen):
@@ -427,6 +434,7 @@ def main() -> int:
             elif name in chosen:
                 parts[name] = makers[name]()
         failed = 0
+        dump: dict[str, list[Interval]] = {}
         if parts:
             sender = Sender(exe, args.block, work / "fast.txt")
             time.sleep(0.5)  # warm up
@@ -436,6 +444,7 @@ def main() -> int:
                 rows = sender.stop()
             failed += sum(r[3] for r in rows)
             assign(rows, intervals)
+            dump["fast"] = intervals
             out["fast"] = {"period_s": args.period, "reps": args.reps, **summarise(intervals, args.min_blocks)}
         if "sensor" in chosen:
             sender = Sender(exe, args.block, work / "sensor.txt")
@@ -446,6 +455,7 @@ def main() -> int:
                 rows = sender.stop()
             failed += sum(r[3] for r in rows)
             assign(rows, intervals)
+            dump["sensor"] = intervals
             out["sensor_phase"] = {
                 "period_s": args.sensor_period,
                 "reps": args.sensor_reps,
@@ -453,6 +463,8 @@ def main() -> int:
                 **summarise(intervals, args.min_blocks),
             }
         out["failed_sends"] = failed
+        if args.dump:
+            args.dump.write_text(json.dumps({k: [asdict(i) for i in v] for k, v in dump.items()}))
     finally:
         os.close(cg)
     print(json.dumps(out, indent=2))
