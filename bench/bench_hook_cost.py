@@ -38,13 +38,15 @@ instead of its median (interruptions only add time, so a low quantile is
 less noisy), and the pooled p10/p25/median of each state's blocks minus
 those of all "none" blocks.
 
-The driver and anything it starts (the sensor) run on the CPUs other than
-the sender's, so the figures are the per-datagram kernel cost on the sending
-CPU: the sensor's user-space drain is not charged to the sender here.
+The driver runs on the CPUs other than the sender's, and so by default does
+the sensor, so the figures are the per-datagram kernel cost on the sending
+CPU: the sensor's user-space drain is not charged to the sender.
+`--sensor-cpus all` lets `sluice run` use every CPU, the sender's too (as on
+a busy node, where its drain loop competes with the workload).
 
 Usage (root): .venv/bin/python bench/bench_hook_cost.py
     [--parts egress,ingress,both,tp,tp_btf,sensor] [--reps 30] [--period 0.3]
-    [--sensor-reps 8] [--sensor-period 3] [--block 5000] [--dump FILE]
+    [--sensor-reps 8] [--sensor-period 3] [--sensor-cpus others|all] [--block 5000] [--dump FILE]
 """
 
 from __future__ import annotations
@@ -362,15 +364,23 @@ def fast_phase(parts: dict[str, Part], reps: int, period: float, seed: int) -> l
     return intervals
 
 
-def sensor_phase(work: Path, reps: int, period: float, settle: float) -> tuple[list[Interval], list[float]]:
+def sensor_phase(
+    work: Path, reps: int, period: float, settle: float, sensor_cpus: set[int]
+) -> tuple[list[Interval], list[float]]:
     intervals: list[Interval] = []
     ready: list[float] = []
+    driver_cpus = os.sched_getaffinity(0)
     run_interval("none", period, intervals)
     for _ in range(reps):
-        with Sensor(work) as s:
-            ready.append(s.ready_s)
-            time.sleep(settle)  # its start-up work (ring buffers, first scan) is not per-packet cost
-            run_interval("sensor", period, intervals)
+        # `sluice run` inherits the affinity; the driver only sleeps meanwhile
+        os.sched_setaffinity(0, sensor_cpus)
+        try:
+            with Sensor(work) as s:
+                ready.append(s.ready_s)
+                time.sleep(settle)  # its start-up work (ring buffers, first scan) is not per-packet cost
+                run_interval("sensor", period, intervals)
+        finally:
+            os.sched_setaffinity(0, driver_cpus)
         time.sleep(settle)
         run_interval("none", period, intervals)
     return intervals, ready
@@ -384,6 +394,13 @@ def main() -> int:
     ap.add_argument("--sensor-reps", type=int, default=8, help="sensor-on intervals")
     ap.add_argument("--sensor-period", type=float, default=3.0, help="seconds per sensor on/off interval")
     ap.add_argument("--settle", type=float, default=0.5, help="seconds after a sensor start/stop before measuring")
+    ap.add_argument(
+        "--sensor-cpus",
+        choices=("others", "all"),
+        default="others",
+        help="CPUs `sluice run` may use: all but the sender's (default: only the kernel per-packet cost lands on the "
+        "sender), or all (its user space competes with the sender, as on a busy node)",
+    )
     ap.add_argument("--block", type=int, default=5000, help="datagrams per timed block")
     ap.add_argument("--min-blocks", type=int, default=3, help="blocks an interval needs to count")
     ap.add_argument("--seed", type=int, default=13)
@@ -400,7 +417,8 @@ def main() -> int:
     if SENDER_CPU not in cpus or len(cpus) < 2:
         print(f"bench_hook_cost: needs CPU {SENDER_CPU} and one more CPU (have {sorted(cpus)})", file=sys.stderr)
         return 2
-    os.sched_setaffinity(0, cpus - {SENDER_CPU})  # the driver (and the sensor) off the sender's CPU
+    others = cpus - {SENDER_CPU}
+    os.sched_setaffinity(0, others)  # the driver (and by default the sensor) off the sender's CPU
 
     work = Path(tempfile.mkdtemp(prefix="sluice-bench-hook-"))
     exe = build_c(HERE / "udpblocks.c", work / "udpblocks")
@@ -450,7 +468,13 @@ def main() -> int:
             sender = Sender(exe, args.block, work / "sensor.txt")
             time.sleep(0.5)
             try:
-                intervals, ready = sensor_phase(work, args.sensor_reps, args.sensor_period, args.settle)
+                intervals, ready = sensor_phase(
+                    work,
+                    args.sensor_reps,
+                    args.sensor_period,
+                    args.settle,
+                    cpus if args.sensor_cpus == "all" else others,
+                )
             finally:
                 rows = sender.stop()
             failed += sum(r[3] for r in rows)
@@ -459,6 +483,7 @@ def main() -> int:
             out["sensor_phase"] = {
                 "period_s": args.sensor_period,
                 "reps": args.sensor_reps,
+                "sensor_cpus": sorted(cpus if args.sensor_cpus == "all" else others),
                 "sensor_ready_s_median": round(statistics.median(ready), 2),
                 **summarise(intervals, args.min_blocks),
             }
