@@ -31,8 +31,8 @@ Parts (all EMPTY programs, i.e. the floor of each hook):
 Estimate per part: for each on-interval, its median block time minus the mean
 of the medians of the "none" intervals just before and just after it (paired
 differences: the VM's drift over seconds is larger than an empty program).
-Reported: the median of those differences and their p25/p75, n pairs, the
-none median, and the implied packet-rate ratio none / (none + cost). As
+Reported: the median of those differences, their p25/p75, a bootstrap 95 %
+interval of that median, n pairs, the none median, and the implied packet-rate ratio none / (none + cost). As
 cross-checks: the same paired estimate on each interval's p25 block time
 instead of its median (interruptions only add time, so a low quantile is
 less noisy), and the pooled p10/p25/median of each state's blocks minus
@@ -309,6 +309,14 @@ def paired_diffs(
     return out
 
 
+def median_ci95(v: list[float], seed: int = 13, resamples: int = 2000) -> tuple[float, float]:
+    """Bootstrap 95 % interval of the median of v (the pairs are independent
+    draws of the noise; the median's spread is what a rerun would show)."""
+    rng = random.Random(seed)
+    meds = sorted(statistics.median(rng.choices(v, k=len(v))) for _ in range(resamples))
+    return meds[int(0.025 * resamples)], meds[int(0.975 * resamples) - 1]
+
+
 def summarise(intervals: list[Interval], min_blocks: int) -> dict[str, Any]:
     diffs = paired_diffs(intervals, min_blocks)
     low = paired_diffs(intervals, min_blocks, lambda v: quantile(v, 0.25))
@@ -334,6 +342,7 @@ def summarise(intervals: list[Interval], min_blocks: int) -> dict[str, Any]:
             "cost_ns_median": round(cost, 1),
             "cost_ns_p25": round(quantile(d, 0.25), 1),
             "cost_ns_p75": round(quantile(d, 0.75), 1),
+            "cost_ns_median_ci95": [round(x, 1) for x in median_ci95(d)],
             "rate_ratio_vs_none": round(none_med / (none_med + cost), 4),
             "cost_ns_median_of_p25_pairs": round(statistics.median(low[label]), 1),
             "pooled_blocks": len(v),
