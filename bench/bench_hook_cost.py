@@ -74,6 +74,7 @@ from bench_bpf_cost import cgroup2_mount
 from common import HERE, Sensor, build_c
 
 from sensor.kernel import bpfsys
+from sensor.kernel.probe import find_tracefs, mount_tracefs
 
 SENDER_CPU = 0
 FAST_PARTS = ("egress", "ingress", "both", "tp", "tp_btf")
@@ -429,6 +430,8 @@ def main() -> int:
     others = cpus - {SENDER_CPU}
     os.sched_setaffinity(0, others)  # the driver (and by default the sensor) off the sender's CPU
 
+    if "tp" in chosen and find_tracefs() is None:
+        mount_tracefs()  # bcc reads the tracepoint's format and id there (as `sluice run` does by default)
     work = Path(tempfile.mkdtemp(prefix="sluice-bench-hook-"))
     exe = build_c(HERE / "udpblocks.c", work / "udpblocks")
     cg_path = cgroup2_mount()
