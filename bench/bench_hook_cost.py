@@ -52,7 +52,6 @@ Usage (root): .venv/bin/python bench/bench_hook_cost.py
 from __future__ import annotations
 
 import argparse
-import ctypes as ct
 import json
 import os
 import random
@@ -73,7 +72,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench_bpf_cost import cgroup2_mount
 from common import HERE, Sensor, build_c
 
-from sensor.kernel import bpfsys
+from sensor.kernel import bpfsys, btf
 from sensor.kernel.probe import find_tracefs, mount_tracefs
 
 SENDER_CPU = 0
@@ -144,39 +143,8 @@ class ClassicTracepoint:
         self.b.detach_tracepoint(self.tp)
 
 
-# tp_btf by hand with bpf(2): bcc 0.26 (Debian) cannot load BPF_PROG_TYPE_TRACING
-# programs with an attach_btf_id, and the program is two instructions.
-BPF_PROG_LOAD = 5
-BPF_RAW_TRACEPOINT_OPEN = 17
-BPF_PROG_TYPE_TRACING = 26
-BPF_TRACE_RAW_TP = 23
-BTF_KIND_TYPEDEF = 8
-# Bytes after the 12-byte btf_type header: fixed per kind, and per vlen entry.
-# (Kept here rather than imported: sensor/kernel's BTF reader is being moved.)
-_BTF_KIND_EXTRA = {1: 4, 3: 12, 14: 4, 17: 4}  # INT, ARRAY, VAR, DECL_TAG
-_BTF_KIND_VLEN = {4: 12, 5: 12, 6: 8, 13: 8, 15: 12, 19: 12}  # STRUCT, UNION, ENUM, FUNC_PROTO, DATASEC, ENUM64
-
-
-def btf_typedef_id(name: str, path: str = "/sys/kernel/btf/vmlinux") -> int:
-    """The BTF type id of the typedef `name` in vmlinux BTF (a tp_btf program's
-    attach_btf_id is that of the typedef btf_trace_<tracepoint>)."""
-    data = Path(path).read_bytes()
-    magic, _ver, _flags, hdr_len, type_off, type_len, str_off, _str_len = struct.unpack_from("<HBBIIIII", data)
-    if magic != 0xEB9F:
-        raise RuntimeError(f"{path}: not little-endian BTF")
-    pos, end, strings = hdr_len + type_off, hdr_len + type_off + type_len, hdr_len + str_off
-    want = name.encode() + b"\0"
-    tid = 1
-    while pos < end:
-        name_off, info, _size = struct.unpack_from("<III", data, pos)
-        kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
-        if kind == BTF_KIND_TYPEDEF and data[strings + name_off : strings + name_off + len(want)] == want:
-            return tid
-        pos += 12 + _BTF_KIND_EXTRA.get(kind, 0) + _BTF_KIND_VLEN.get(kind, 0) * vlen
-        tid += 1
-    raise RuntimeError(f"{path}: no typedef {name} (is the tracepoint {name} in this kernel?)")
-
-
+# tp_btf through bpf(2) (sensor/kernel/bpfsys.py, btf.py): bcc 0.26 (Debian)
+# cannot attach BPF_PROG_TYPE_TRACING programs by BTF id.
 def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
     return struct.pack("<BBhi", code, (src << 4) | dst, off, imm)
 
@@ -187,38 +155,20 @@ class TpBtf:
     CODE = _insn(0xB7, 0, 0, 0, 0) + _insn(0x95)  # mov r0, 0; exit
 
     def __init__(self) -> None:
-        btf_id = btf_typedef_id(f"btf_trace_{TRACEPOINT}")
-        insns = ct.create_string_buffer(self.CODE, len(self.CODE))
-        lic = ct.create_string_buffer(b"GPL")
-        log = ct.create_string_buffer(65536)
-        attr = ct.create_string_buffer(128)  # union bpf_attr, PROG_LOAD up to attach_btf_id
-        struct.pack_into(
-            "<IIQQIIQII16sII",
-            attr,
-            0,
-            BPF_PROG_TYPE_TRACING,
-            len(self.CODE) // 8,
-            ct.addressof(insns),
-            ct.addressof(lic),
-            1,
-            len(log),
-            ct.addressof(log),
-            0,
-            0,
-            b"hb_tp_btf",
-            0,
-            BPF_TRACE_RAW_TP,
-        )
-        struct.pack_into("<I", attr, 108, btf_id)  # attach_btf_id
+        want = (btf.KIND_TYPEDEF, f"btf_trace_{TRACEPOINT}")
+        found = btf.find({want})
+        if want not in found:
+            raise RuntimeError(f"no BTF typedef {want[1]}: this kernel has no tp_btf {TRACEPOINT}")
         try:
-            self.fd = bpfsys._bpf(BPF_PROG_LOAD, attr)
+            self.fd = bpfsys.prog_load(
+                bpfsys.BPF_PROG_TYPE_TRACING, self.CODE, "hb_tp_btf", bpfsys.TRACE_RAW_TP, found[want].type_id
+            )
         except bpfsys.BpfError as e:
-            raise RuntimeError(f"tp_btf load failed: {e}\n{log.value.decode(errors='replace')[-2000:]}") from e
+            raise RuntimeError(f"tp_btf load failed: {e} ({e.log})") from e
         self.link: int | None = None
 
     def on(self) -> None:
-        attr = ct.create_string_buffer(struct.pack("<QI", 0, self.fd), 16)  # name 0: use attach_btf_id
-        self.link = bpfsys._bpf(BPF_RAW_TRACEPOINT_OPEN, attr)
+        self.link = bpfsys.raw_tracepoint_open(self.fd)
 
     def off(self) -> None:
         if self.link is not None:
