@@ -17,7 +17,7 @@
  * Cost: one program run per sendmsg on the host, returning after one
  * compare unless the socket is AF_PACKET. Two ways in, the same body; the
  * loader (sensor/kernel/loader.py) attaches one:
- *  - sl_packet_send_btf, a tp_btf program (SL_PACKET_BTF): the tracepoint
+ *  - sl_pktsend_btf, a tp_btf program (SL_PACKET_BTF): the tracepoint
  *    calls it directly with the socket pointer. The perf tracepoint
  *    machinery of the classic way (a per-CPU record filled for every send,
  *    recursion bookkeeping) costs more than the program; measured ~100 ns
@@ -26,7 +26,7 @@
  *    BTF (sensor/kernel/btf.py), and the verifier checks both loads against
  *    that BTF: no header is trusted. bcc cannot load tp_btf programs, so
  *    the loader loads this function's compiled code itself.
- *  - sl_packet_send_tp, the classic tracepoint, where tp_btf is not
+ *  - sl_pktsend_tp, the classic tracepoint, where tp_btf is not
  *    available (no kernel BTF, or the verifier refuses it): its record
  *    has the family and protocol (layout checked against tracefs).
  * Needs sl_on_raw_socket from socket.bpf.c (the unit after it).
@@ -57,7 +57,7 @@ struct sl_sock_send_length_args {
 	__s32 flags;
 };
 
-int sl_packet_send_tp(struct sl_sock_send_length_args *args)
+int sl_pktsend_tp(struct sl_sock_send_length_args *args)
 {
 	if (args->family != SL_AF_PACKET)
 		return 0;
@@ -68,7 +68,7 @@ int sl_packet_send_tp(struct sl_sock_send_length_args *args)
 #ifdef SL_PACKET_BTF
 /* ctx[0]: the struct sock (a BTF pointer: loads are checked by the
  * verifier, at the offsets the loader read from the kernel's BTF). */
-int sl_packet_send_btf(__u64 *ctx)
+int sl_pktsend_btf(__u64 *ctx)
 {
 	const char *sk = (const char *)ctx[0];
 	if (*(const __u16 *)(sk + SL_SKC_FAMILY_OFF) != SL_AF_PACKET)

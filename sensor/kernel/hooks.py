@@ -121,12 +121,12 @@ PACKET_GUARD_TRACEPOINT = "syscalls:sys_enter_socket"
 PACKET_GUARD_FUNCTION = "sl_packet_guard"
 
 # The packet unit's program is not auto-attached either: the loader attaches
-# sl_packet_send_btf as a tp_btf program where the kernel's BTF allows
-# (cheaper per send), else sl_packet_send_tp on the classic tracepoint
+# sl_pktsend_btf as a tp_btf program where the kernel's BTF allows
+# (cheaper per send), else sl_pktsend_tp on the classic tracepoint
 # (bpf/packet.bpf.c says why).
 PACKET_SEND_TRACEPOINT = "sock:sock_send_length"
-PACKET_SEND_BTF_FUNCTION = "sl_packet_send_btf"
-PACKET_SEND_TP_FUNCTION = "sl_packet_send_tp"
+PACKET_SEND_BTF_FUNCTION = "sl_pktsend_btf"
+PACKET_SEND_TP_FUNCTION = "sl_pktsend_tp"
 # the classic record's layout the program reads (checked against tracefs)
 PACKET_SEND_TP_LAYOUT = {"family": (16, 2), "protocol": (18, 2)}
 
