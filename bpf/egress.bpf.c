@@ -18,7 +18,7 @@
  *    flow hash, insertion), containment (one inlined array read while no
  *    entry exists), and sampling. A packet is sampled when it is among its
  *    socket's first SL_SAMPLE_FIRST_PACKETS payload packets, when its
- *    socket has sent SL_SAMPLE_EVERY_BYTES payload bytes or SL_SAMPLE_EVERY
+ *    socket has sent about SL_SAMPLE_EVERY_BYTES payload bytes or SL_SAMPLE_EVERY
  *    payload packets since its last sample point (bytes: a GSO stream of
  *    64 KiB super-packets gets samples in proportion to its bytes, not one
  *    per 4 MiB), when it is its flow's first packet from this socket in the
@@ -50,7 +50,7 @@
 
 /* Per socket. Sends on one socket may run concurrently (lockless UDP), so
  * the cache is a hint validated field by field, and the sampling pace
- * (payload_pkts, since_bytes, mark_pkt) may miss an update. */
+ * (payload_pkts, since_bytes, next_pkt, credit) may miss an update. */
 struct sl_sock_state {
 	__u32 payload_pkts;  /* payload packets sent on the socket */
 	__u32 epoch;         /* sl_gen[0] when the slot was cached */
@@ -61,10 +61,24 @@ struct sl_sock_state {
 	__u64 cgroup_id;
 	__u64 daddr[2];
 	__u32 since_bytes;   /* payload bytes since the last sample point */
-	__u32 mark_pkt;      /* payload_pkts index of the last sample point */
-	__u32 credit;        /* byte pace: payload bytes toward the next point */
-	__u32 pad2;
+	__u32 next_pkt;      /* payload_pkts index of the next packet-paced point */
+	__u32 credit;        /* byte pace: reaches SL_BYTE_PACE2 at the next point */
+	__u32 rng;           /* xorshift32 state for the draws; 0: not seeded */
 };
+
+/* Paced sample points fall at random distances: uniform in (0, 2 x pace],
+ * one pace on average, drawn at each sample point (a helper call there,
+ * none per packet). At fixed distances a sender who knows the pace could
+ * cut its writes so that every point lands on a small cleartext packet
+ * between large encrypted ones (tests/adversarial/test_sample_steering.py);
+ * at random ones, the packet that reaches a point is drawn in proportion to
+ * its bytes (by the byte pace) or uniformly (by the packet pace). The draws
+ * come from a per-socket xorshift32 seeded once from bpf_get_prandom_u32:
+ * a helper call at every point cost a TCP bulk stream ~25 ns per packet
+ * (points fall every few GSO packets, capped or not), and a sender sees
+ * nothing of which packets were sampled, so cannot recover the state. */
+#define SL_BYTE_PACE2 (2u * SL_SAMPLE_EVERY_BYTES)
+#define SL_PKT_PACE2 (2u * SL_SAMPLE_EVERY)
 BPF_SK_STORAGE(sl_sock, struct sl_sock_state);
 
 struct sl_l3l4 {
@@ -488,25 +502,34 @@ int sl_egress(struct __sk_buff *skb)
 		 * byte and packet pace, not DNS, and a flow the socket already
 		 * sent to in this window (cached) or one that has its sample of
 		 * the window. */
-		if (sock_idx >= SL_SAMPLE_FIRST_PACKETS && credit < SL_SAMPLE_EVERY_BYTES &&
-		    sock_idx - ss->mark_pkt < SL_SAMPLE_EVERY && p.dport != 53 && (cached || fv->samples)) {
+		if (sock_idx >= SL_SAMPLE_FIRST_PACKETS && credit < SL_BYTE_PACE2 &&
+		    (__s32)(sock_idx - ss->next_pkt) < 0 && p.dport != 53 && (cached || fv->samples)) {
 			ss->since_bytes = since;
 			ss->credit = credit;
 			return 1;
 		}
 		/* A sample point, even when a cap then refuses the sample: the
-		 * next sample stands for the bytes sent after this one. A point
-		 * the byte pace made keeps its excess (less than the pace), so
-		 * points fall every SL_SAMPLE_EVERY_BYTES whatever the packet
-		 * sizes: without it, 65,483 + 53-byte GSO pairs on loopback
-		 * reached the pace every third packet, and the sample count of a
-		 * stream depended on how its writes were cut (a flaky test). */
+		 * next sample stands for the bytes sent after this one. The next
+		 * points are drawn (SL_BYTE_PACE2). A point the byte pace made
+		 * keeps its excess, so the points average one per
+		 * SL_SAMPLE_EVERY_BYTES whatever the packet sizes (without it,
+		 * 65,483 + 53-byte GSO pairs on loopback lost a third of them). */
 		ss->since_bytes = 0;
-		ss->mark_pkt = sock_idx;
 		span = since;
-		__u32 excess = credit - SL_SAMPLE_EVERY_BYTES;
-		ss->credit = credit < SL_SAMPLE_EVERY_BYTES ? 0
-			     : excess < SL_SAMPLE_EVERY_BYTES ? excess : SL_SAMPLE_EVERY_BYTES - 1;
+		__u32 r = ss->rng;
+		if (!r)
+			r = bpf_get_prandom_u32() | 1;
+		r ^= r << 13;
+		r ^= r >> 17;
+		r ^= r << 5;
+		__u32 excess = credit >= SL_BYTE_PACE2 ? credit - SL_BYTE_PACE2 : 0;
+		__u32 start = (__u32)(((__u64)r * SL_BYTE_PACE2) >> 32) + (excess < SL_BYTE_PACE2 ? excess : SL_BYTE_PACE2);
+		ss->credit = start < SL_BYTE_PACE2 ? start : SL_BYTE_PACE2 - 1;
+		r ^= r << 13;
+		r ^= r >> 17;
+		r ^= r << 5;
+		ss->rng = r;
+		ss->next_pkt = sock_idx + 1 + (__u32)(((__u64)r * (SL_PKT_PACE2 - 1)) >> 32);
 		if (sock_idx < SL_SAMPLE_FIRST_PACKETS)
 			flags = SL_SAMPLE_F_SOCK_START;
 	} else {
