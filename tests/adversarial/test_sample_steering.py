@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from ..privileged.harness import SensorProc, action
+from ..privileged.harness import SensorProc, action, host_sensor
 
 BIG = 64_000
 SMALL = 131_072 - 2 * BIG  # one byte pace per period
@@ -33,10 +33,8 @@ TEXT = b"GET /status HTTP/1.1 host: api.internal accept: */* keep-alive; " * 64
 
 @pytest.fixture(scope="module")
 def sensor(base: Path) -> Iterator[SensorProc]:
-    s = SensorProc(base, str(base / "no-docker.sock"), name="steering")
-    s.start()
-    yield s
-    s.stop()
+    with host_sensor(base, "steering") as s:
+        yield s
 
 
 def _flow_payload(s: SensorProc, port: int, want: int) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import sys
 import time
 import tomllib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +185,18 @@ class SensorProc:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+
+@contextmanager
+def host_sensor(base: Path, name: str) -> Iterator[SensorProc]:
+    """A real `sluice run` without a container engine (its Docker socket
+    does not exist): for tests of host processes' traffic."""
+    s = SensorProc(base, str(base / "no-docker.sock"), name=name)
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
 
 
 def _output_format(config_text: str) -> str:

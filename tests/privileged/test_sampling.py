@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from .harness import SensorProc, action
+from .harness import SensorProc, action, host_sensor
 
 B = 131072  # kernel.sample_every_bytes (default)
 CAP = 32  # kernel.max_samples_per_flow_window (default)
@@ -93,10 +93,8 @@ def _wait_flows(s: SensorProc, port: int, payload: int) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def sampling_sensor(base: Path) -> Iterator[SensorProc]:
-    s = SensorProc(base, str(base / "no-docker.sock"), name="sampling")
-    s.start()
-    yield s
-    s.stop()
+    with host_sensor(base, "sampling") as s:
+        yield s
 
 
 def test_samples_follow_the_bytes_of_a_gso_stream(sampling_sensor: SensorProc) -> None:
@@ -117,16 +115,16 @@ def test_samples_follow_the_bytes_of_a_gso_stream(sampling_sensor: SensorProc) -
         assert enc >= 0.95 * payload, (k, [f["sluice"]["payload"] for f in flows])
     # In proportion to the bytes: FIRST socket-start samples (their 8
     # packets carry at most 512 KiB), then one per B bytes on average: the
-    # distance to the next point is drawn uniform in (0, 2B], so n points
-    # vary by sqrt(n/3) (bounds at 4 of those). Before, a sample per 64
-    # packets left 8 or 9 samples for 1 and 2.5 MiB alike.
+    # distance to the next point is drawn uniform in [B/2, 3B/2), so n
+    # points vary by sqrt(n/12) (bounds at 4 of those). Before, a sample per
+    # 64 packets left 8 or 9 samples for 1 and 2.5 MiB alike.
     for k in ("1 MiB", "2.5 MiB"):
         n_lo, n_hi = (sizes[k] - FIRST * 65536) / B, sizes[k] / B
-        lo = FIRST + n_lo - 4 * math.sqrt(n_lo / 3) - 1
-        hi = FIRST + n_hi + 4 * math.sqrt(n_hi / 3) + 2
+        lo = FIRST + n_lo - 4 * math.sqrt(n_lo / 12) - 1
+        hi = FIRST + n_hi + 4 * math.sqrt(n_hi / 12) + 2
         assert lo <= samples[k] <= hi, (k, samples, lo, hi)
     n_diff = (sizes["2.5 MiB"] - sizes["1 MiB"]) / B
-    assert samples["2.5 MiB"] - samples["1 MiB"] >= n_diff - 4 * math.sqrt(2 * sizes["2.5 MiB"] / B / 3) - 2, samples
+    assert samples["2.5 MiB"] - samples["1 MiB"] >= n_diff - 4 * math.sqrt(2 * sizes["2.5 MiB"] / B / 12) - 2, samples
     # 24 MiB: bounded by the cap in each window it spans, not by its bytes
     assert samples["24 MiB"] < FIRST + sizes["24 MiB"] // B, samples
 
