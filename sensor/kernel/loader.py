@@ -230,8 +230,9 @@ class BccSource:
             self.units = [u for u in self.units if u.name != "packet"]  # it needs socket.bpf.c
             for tp in next(u for u in wanted if u.name == "packet").tracepoints:
                 self.status[tp] = "unavailable: the socket unit is not loaded"
+        packet = any(u.name == "packet" for u in self.units)  # after the removal above
         packet_layout, no_btf = None, ""
-        if any(u.name == "packet" for u in self.units):
+        if packet:
             packet_layout, no_btf = self._packet_send_layout()
             if packet_layout is not None:
                 flags += [
@@ -252,11 +253,10 @@ class BccSource:
             for tp in u.tracepoints:
                 if tp != PACKET_SEND_TRACEPOINT:
                     self.status[tp] = "attached"
-        if any(u.name == "packet" for u in self.units):
+        if packet:
             self._attach_packet_send(packet_layout, no_btf)
         if socket_unit:
             # bcc attached lsm__socket_create when it was compiled in
-            packet = any(u.name == "packet" for u in self.units)
             self.status["socket_lsm"] = (
                 "attached"
                 if not self.lsm
