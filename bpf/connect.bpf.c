@@ -44,6 +44,67 @@ struct sl_send_cache {
 };
 BPF_SK_STORAGE(sl_sock_send, struct sl_send_cache);
 
+/* Per CPU, direct-mapped by a hash of the sl_udp_seen key: when that key
+ * was last reported, as sl_udp_seen said. The socket's own cache above
+ * holds one destination; a socket that sends to a new one with every
+ * datagram (a DNS server answering its clients) missed it every time and
+ * paid the LRU lookup (a helper call, a hash of the 40-byte key and the
+ * LRU's bookkeeping), the largest part of this hook's cost there
+ * (bench/RESULTS.md, udp64m). A hit within the dedup interval is what the
+ * LRU would have answered (or, if the LRU evicted the key meanwhile, one
+ * report fewer within the interval, as the socket cache does). Per CPU, so
+ * only tasks preempted on this CPU can interleave: the writer clears
+ * `valid` first and sets it last, and a reader checks it before and after
+ * the key (compiler barriers keep that order). */
+#ifndef SL_SEEN_CACHE_SLOTS
+#define SL_SEEN_CACHE_SLOTS 512   /* a power of two; 64 B each: 32 KiB per CPU */
+#endif
+struct sl_seen_cache_ent {
+	struct sl_udp_seen_key k;
+	__u64 at;
+	__u32 valid;
+	__u32 pad;
+};
+BPF_PERCPU_ARRAY(sl_seen_cache, struct sl_seen_cache_ent, SL_SEEN_CACHE_SLOTS);
+
+static __always_inline struct sl_seen_cache_ent *sl_seen_cache_of(const struct sl_udp_seen_key *k)
+{
+	const __u64 *w = (const __u64 *)k;
+	__u64 h = (w[0] ^ (w[1] << 1)) * 0x9e3779b97f4a7c15ULL;
+	h = (h ^ (h >> 29) ^ w[2]) * 0xbf58476d1ce4e5b9ULL;
+	h = (h ^ (h >> 31) ^ w[3]) * 0x94d049bb133111ebULL;
+	__u32 i = (__u32)(h ^ (h >> 32)) & (SL_SEEN_CACHE_SLOTS - 1);
+	return sl_seen_cache.lookup(&i);
+}
+
+/* When the key was last reported, as cached, or 0. */
+static __always_inline __u64 sl_seen_cache_get(struct sl_seen_cache_ent *c, const struct sl_udp_seen_key *k)
+{
+	const __u64 *w = (const __u64 *)k, *e = (const __u64 *)&c->k;
+	__u32 v = *(volatile __u32 *)&c->valid;
+	sl_compiler_barrier();
+	__u64 at = c->at;
+	int same = v && e[0] == w[0] && e[1] == w[1] && e[2] == w[2] && e[3] == w[3];
+	sl_compiler_barrier();
+	return same && *(volatile __u32 *)&c->valid == v ? at : 0;
+}
+
+static __always_inline void sl_seen_cache_put(struct sl_seen_cache_ent *c, const struct sl_udp_seen_key *k, __u64 at)
+{
+	const __u64 *w = (const __u64 *)k;
+	__u64 *e = (__u64 *)&c->k;
+	__u32 v = c->valid + 1;
+	*(volatile __u32 *)&c->valid = 0;
+	sl_compiler_barrier();
+	e[0] = w[0];
+	e[1] = w[1];
+	e[2] = w[2];
+	e[3] = w[3];
+	c->at = at;
+	sl_compiler_barrier();
+	*(volatile __u32 *)&c->valid = v ? v : 1;
+}
+
 static __always_inline void sl_send_cache_set(struct sl_send_cache *sc, __u32 pid, const __u8 *daddr, __u16 dport,
 					      __u64 at)
 {
@@ -88,14 +149,26 @@ static __always_inline int sl_on_sock_addr(struct bpf_sock_addr *ctx, __u8 op,
 		__builtin_memcpy(k.daddr, daddr, 16);
 		k.pid = pid;
 		k.dport = dport;
+		struct sl_seen_cache_ent *c = sl_seen_cache_of(&k);
+		__u64 at = c ? sl_seen_cache_get(c, &k) : 0;
+		if (at && now - at < SL_UDP_DEDUP_NS) {
+			sl_send_cache_set(sc, pid, daddr, dport, at);
+			sl_stat_add(SL_STAT_UDP_SEND_DEDUPED, 1);
+			return 1;
+		}
 		__u64 *last = sl_udp_seen.lookup(&k);
 		if (last && now - *last < SL_UDP_DEDUP_NS) {
-			sl_send_cache_set(sc, pid, daddr, dport, *last);
+			at = *last;
+			sl_send_cache_set(sc, pid, daddr, dport, at);
+			if (c)
+				sl_seen_cache_put(c, &k, at);
 			sl_stat_add(SL_STAT_UDP_SEND_DEDUPED, 1);
 			return 1;
 		}
 		sl_udp_seen.update(&k, &now);
 		sl_send_cache_set(sc, pid, daddr, dport, now);
+		if (c)
+			sl_seen_cache_put(c, &k, now);
 	} else {
 		cgid = bpf_get_current_cgroup_id();
 		now = bpf_ktime_get_ns();

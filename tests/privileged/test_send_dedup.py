@@ -15,6 +15,7 @@ import dataclasses
 import os
 import socket
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -137,3 +138,31 @@ def test_the_interval_ends_while_the_sensor_polls_and_not_while_it_is_stalled(ke
             kernel.sends(port)
         u.sendto(b"4", ("127.0.0.1", port))
         assert len(kernel.sends(port)) == 3
+
+
+def test_a_socket_changing_destination_every_send_reports_each_once_per_interval(kernel: Kernel) -> None:
+    """A DNS server's pattern: one socket, a new destination per send (its
+    own cache never hits). The per-CPU cache in front of sl_udp_seen
+    (bpf/connect.bpf.c) must answer as the LRU would: each destination once
+    per interval, again after it, and 600 destinations over its 512
+    entries per CPU evict each other without losing a report."""
+    port = _port()
+    dests = [f"127.0.{2 + i // 250}.{1 + i % 250}" for i in range(600)]
+
+    def reported() -> Counter[str]:
+        return Counter(e.daddr for e in kernel.sends(port))
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        kernel.sends(port)  # the clock moves now, not in the middle of a round
+        t0 = time.monotonic()
+        for _ in range(3):
+            for d in dests:
+                u.sendto(b"q", (d, port))
+        assert time.monotonic() - t0 < DEDUP_MS / 1000, "the rounds took longer than the interval"
+        assert reported() == Counter(dests)
+        deadline = time.monotonic() + DEDUP_MS / 1000 + 0.3
+        while time.monotonic() < deadline:  # polled: the clock moves past the interval
+            kernel.sends(port)
+        for d in dests:
+            u.sendto(b"q", (d, port))
+    assert reported() == Counter({d: 2 for d in dests})
