@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -204,6 +205,13 @@ def _output_format(config_text: str) -> str:
         return str(tomllib.loads(config_text).get("output", {}).get("format", "ecs"))
     except tomllib.TOMLDecodeError:
         return "ecs"
+
+
+def udp_port() -> int:
+    """A loopback UDP port nothing listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def action(d: dict[str, Any]) -> str:

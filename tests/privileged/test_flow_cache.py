@@ -25,6 +25,8 @@ from sensor.kernel.loader import BccSource
 from sensor.kernel.probe import probe
 from sensor.telemetry.counters import FlowCounters
 
+from .harness import udp_port
+
 UDP = 17
 
 
@@ -37,12 +39,6 @@ def src(base: Path) -> Iterator[BccSource]:
         yield s
     finally:
         s.close()
-
-
-def _port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _dests(n: int) -> list[str]:
@@ -68,7 +64,7 @@ def _egress(flows: list[FlowCounters], port: int) -> dict[str, tuple[int, int]]:
 
 
 def test_a_socket_changing_destination_every_packet_counts_each(src: BccSource) -> None:
-    port, dests = _port(), _dests(300)
+    port, dests = udp_port(), _dests(300)
     src.drain_flows()
     _send_rounds(dests, port, 7)
     got = _egress(src.drain_flows(), port)
@@ -78,7 +74,7 @@ def test_a_socket_changing_destination_every_packet_counts_each(src: BccSource) 
 def test_no_packet_reaches_the_last_windows_slots(src: BccSource) -> None:
     """Cache entries filled in one window name slots of its generation; the
     next window must count under fresh entries, three flips in a row."""
-    port, dests = _port(), _dests(200)
+    port, dests = udp_port(), _dests(200)
     src.drain_flows()
     for rounds in (3, 5, 2):
         _send_rounds(dests, port, rounds)
@@ -89,7 +85,7 @@ def test_no_packet_reaches_the_last_windows_slots(src: BccSource) -> None:
 def test_more_destinations_than_entries_still_count_exactly(src: BccSource) -> None:
     """2,000 destinations over 512 entries per CPU: they evict each other,
     every packet still lands in its own flow."""
-    port, dests = _port(), _dests(2000)
+    port, dests = udp_port(), _dests(2000)
     src.drain_flows()
     _send_rounds(dests, port, 3, size=24)
     got = _egress(src.drain_flows(), port)

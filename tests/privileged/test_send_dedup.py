@@ -27,6 +27,8 @@ from sensor.kernel import hooks as H
 from sensor.kernel.loader import BccSource
 from sensor.kernel.probe import probe
 
+from .harness import udp_port
+
 DEDUP_MS = 300
 
 
@@ -59,14 +61,8 @@ def kernel(base: Path) -> Iterator[Kernel]:
         src.close()
 
 
-def _port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_repeated_sends_to_one_destination_report_once(kernel: Kernel) -> None:
-    port = _port()
+    port = udp_port()
     before = kernel.deduped()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
         for _ in range(50):
@@ -79,7 +75,7 @@ def test_repeated_sends_to_one_destination_report_once(kernel: Kernel) -> None:
 def test_a_socket_alternating_destinations_reports_each_once(kernel: Kernel) -> None:
     """The socket's cache holds one destination: alternating two thrashes it,
     and sl_udp_seen still answers (no report per send)."""
-    a, b = _port(), _port()
+    a, b = udp_port(), udp_port()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
         for _ in range(40):
             u.sendto(b"x", ("127.0.0.1", a))
@@ -92,7 +88,7 @@ def test_a_shared_socket_reports_each_process(kernel: Kernel) -> None:
     """A child that inherits the socket and sends to the destination its
     parent just reported is a new (pid, destination): reported, not hidden
     behind the parent's entry in the socket's cache."""
-    port = _port()
+    port = udp_port()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
         u.sendto(b"p", ("127.0.0.1", port))
         child = os.fork()
@@ -124,7 +120,7 @@ def test_the_interval_ends_while_the_sensor_polls_and_not_while_it_is_stalled(ke
     the interval is reported again; while nobody polls, the clock stands
     still and repeats stay deduplicated (fewer reports, never more), until
     the next poll moves it."""
-    port = _port()
+    port = udp_port()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
         u.sendto(b"1", ("127.0.0.1", port))
         assert len(kernel.sends(port)) == 1
@@ -146,7 +142,7 @@ def test_a_socket_changing_destination_every_send_reports_each_once_per_interval
     (bpf/connect.bpf.c) must answer as the LRU would: each destination once
     per interval, again after it, and 600 destinations over its 512
     entries per CPU evict each other without losing a report."""
-    port = _port()
+    port = udp_port()
     dests = [f"127.0.{2 + i // 250}.{1 + i % 250}" for i in range(600)]
 
     def reported() -> Counter[str]:
