@@ -54,42 +54,44 @@ BPF_SK_STORAGE(sl_sock_send, struct sl_send_cache);
  * LRU would have answered (or, if the LRU evicted the key meanwhile, one
  * report fewer within the interval, as the socket cache does). Per CPU, so
  * only tasks preempted on this CPU can interleave: the writer clears
- * `valid` first and sets it last, and a reader checks it before and after
- * the key (compiler barriers keep that order). */
+ * `valid` first and sets it last, a reader checks it before and after the
+ * key (compiler barriers keep that order), and an entry left mixed by two
+ * interleaved writes (one key's words, another's time) fails its seeded
+ * check (sl_cache_check, bpf/lib/common.bpf.h). */
 #ifndef SL_SEEN_CACHE_SLOTS
-#define SL_SEEN_CACHE_SLOTS 512   /* a power of two; 64 B each: 32 KiB per CPU */
+#define SL_SEEN_CACHE_SLOTS 512   /* a power of two; 72 B each: 36 KiB per CPU */
 #endif
 struct sl_seen_cache_ent {
 	struct sl_udp_seen_key k;
 	__u64 at;
+	__u64 check;    /* sl_cache_check(key hash, at) */
 	__u32 valid;
 	__u32 pad;
 };
 BPF_PERCPU_ARRAY(sl_seen_cache, struct sl_seen_cache_ent, SL_SEEN_CACHE_SLOTS);
 
-static __always_inline struct sl_seen_cache_ent *sl_seen_cache_of(const struct sl_udp_seen_key *k)
+static __always_inline struct sl_seen_cache_ent *sl_seen_cache_of(__u64 h)
 {
-	const __u64 *w = (const __u64 *)k;
-	__u64 h = (w[0] ^ (w[1] << 1)) * 0x9e3779b97f4a7c15ULL;
-	h = (h ^ (h >> 29) ^ w[2]) * 0xbf58476d1ce4e5b9ULL;
-	h = (h ^ (h >> 31) ^ w[3]) * 0x94d049bb133111ebULL;
-	__u32 i = (__u32)(h ^ (h >> 32)) & (SL_SEEN_CACHE_SLOTS - 1);
+	__u32 i = (__u32)h & (SL_SEEN_CACHE_SLOTS - 1);
 	return sl_seen_cache.lookup(&i);
 }
 
 /* When the key was last reported, as cached, or 0. */
-static __always_inline __u64 sl_seen_cache_get(struct sl_seen_cache_ent *c, const struct sl_udp_seen_key *k)
+static __always_inline __u64 sl_seen_cache_get(struct sl_seen_cache_ent *c, const struct sl_udp_seen_key *k,
+					       __u64 h)
 {
 	const __u64 *w = (const __u64 *)k, *e = (const __u64 *)&c->k;
 	__u32 v = *(volatile __u32 *)&c->valid;
 	sl_compiler_barrier();
 	__u64 at = c->at;
-	int same = v && e[0] == w[0] && e[1] == w[1] && e[2] == w[2] && e[3] == w[3];
+	int same = v && e[0] == w[0] && e[1] == w[1] && e[2] == w[2] && e[3] == w[3] &&
+		   c->check == sl_cache_check(h, at);
 	sl_compiler_barrier();
 	return same && *(volatile __u32 *)&c->valid == v ? at : 0;
 }
 
-static __always_inline void sl_seen_cache_put(struct sl_seen_cache_ent *c, const struct sl_udp_seen_key *k, __u64 at)
+static __always_inline void sl_seen_cache_put(struct sl_seen_cache_ent *c, const struct sl_udp_seen_key *k,
+					      __u64 h, __u64 at)
 {
 	const __u64 *w = (const __u64 *)k;
 	__u64 *e = (__u64 *)&c->k;
@@ -101,6 +103,7 @@ static __always_inline void sl_seen_cache_put(struct sl_seen_cache_ent *c, const
 	e[2] = w[2];
 	e[3] = w[3];
 	c->at = at;
+	c->check = sl_cache_check(h, at);
 	sl_compiler_barrier();
 	*(volatile __u32 *)&c->valid = v ? v : 1;
 }
@@ -149,8 +152,9 @@ static __always_inline int sl_on_sock_addr(struct bpf_sock_addr *ctx, __u8 op,
 		__builtin_memcpy(k.daddr, daddr, 16);
 		k.pid = pid;
 		k.dport = dport;
-		struct sl_seen_cache_ent *c = sl_seen_cache_of(&k);
-		__u64 at = c ? sl_seen_cache_get(c, &k) : 0;
+		__u64 h = sl_hash4((const __u64 *)&k, sl_seed_value());
+		struct sl_seen_cache_ent *c = sl_seen_cache_of(h);
+		__u64 at = c ? sl_seen_cache_get(c, &k, h) : 0;
 		if (at && now - at < SL_UDP_DEDUP_NS) {
 			sl_send_cache_set(sc, pid, daddr, dport, at);
 			sl_stat_add(SL_STAT_UDP_SEND_DEDUPED, 1);
@@ -161,14 +165,14 @@ static __always_inline int sl_on_sock_addr(struct bpf_sock_addr *ctx, __u8 op,
 			at = *last;
 			sl_send_cache_set(sc, pid, daddr, dport, at);
 			if (c)
-				sl_seen_cache_put(c, &k, at);
+				sl_seen_cache_put(c, &k, h, at);
 			sl_stat_add(SL_STAT_UDP_SEND_DEDUPED, 1);
 			return 1;
 		}
 		sl_udp_seen.update(&k, &now);
 		sl_send_cache_set(sc, pid, daddr, dport, now);
 		if (c)
-			sl_seen_cache_put(c, &k, now);
+			sl_seen_cache_put(c, &k, h, now);
 	} else {
 		cgid = bpf_get_current_cgroup_id();
 		now = bpf_ktime_get_ns();

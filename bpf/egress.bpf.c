@@ -359,7 +359,7 @@ static __always_inline struct sl_flow_value *sl_flow_slow(struct sl_sock_state *
 	 * clients) takes this path per packet, and the clock helper would be
 	 * its most expensive part (bench/RESULTS.md). */
 	__u64 now = sl_coarse_now();
-	struct sl_flow_value *fv = sl_flow_get_slot(&key, now, len, &slot, SL_FC_EGRESS);
+	struct sl_flow_value *fv = sl_flow_get_slot(&key, now, len, &slot);
 	if (!fv)
 		return 0;
 	fv->last_ns = now;

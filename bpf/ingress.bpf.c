@@ -13,9 +13,8 @@
  *    a packet of the flow the socket last received in this window makes ONE
  *    helper call (bpf_sk_storage_get) and two inlined array reads; only the
  *    socket's first packet from a source in a window pays the cgroup id
- *    (once per socket) and the flow lookup (the per-CPU sl_flow_cache,
- *    then the hash: a server socket hearing many clients). No clock read
- *    (only for an entry the packet creates), no per-packet events.
+ *    (once per socket) and the flow hash. No clock read (only for an entry
+ *    the packet creates), no per-packet events.
  *  - source port 53 (UDP or TCP), and only that: the response payload, up
  *    to SL_DNS_MAX bytes (longer ones cut and counted), is submitted as an
  *    SL_EV_DNS event, at most SL_SAMPLE_MAX_DNS_PER_FLOW_WINDOW per flow per
@@ -175,7 +174,7 @@ static __always_inline struct sl_flow_value *sl_ingress_slow(struct __sk_buff *s
 	 * window flipped between request and answer, at the price of an entry
 	 * for a flow that only receives (its egress ACKs would make one). The
 	 * clock is read only for an entry this packet created. */
-	struct sl_flow_value *fv = sl_flow_get_slot(key, 0, len, &slot, SL_FC_INGRESS);
+	struct sl_flow_value *fv = sl_flow_get_slot(key, 0, len, &slot);
 	if (!fv)
 		return 0;
 	if (fv->first_ns == 0)

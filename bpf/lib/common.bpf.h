@@ -396,117 +396,55 @@ static __always_inline struct sl_flow_value *sl_flow_insert_slot(struct sl_flow_
 	return sl_flow_at(*slot);
 }
 
-/* --- per-CPU flow-slot cache ---------------------------------------------
- * A socket's own storage caches the flow it last sent to (or received
- * from); a socket that changes peer with every packet (a DNS server
- * answering its clients, a statsd relay) misses it every time, and the
- * flow hash lookup (a helper call and a hash of the 32-byte key) was then
- * the biggest part of its per-packet cost (bench/RESULTS.md, udp64m).
- * This cache sits in front of the hash: direct-mapped by a hash of the
- * whole flow key, per CPU, an inlined array read. An entry holds the whole
- * key and the window it was filled in, so a hit is exactly what the hash
- * lookup would have returned in this window (slots are per generation,
- * and an entry of an earlier window never matches). Only a key's own slot
- * is cached, never the over-quota aggregate a refused flow is counted in
- * (each of those packets keeps going through the quota accounting).
- *
- * Per CPU, so no two CPUs write one entry; but on one CPU a program can
- * be interrupted by another run (a softirq's send or receive nested in a
- * process's send), which may rewrite the entry meanwhile. So a writer
- * clears the slot first and sets it last, and a reader reads the slot
- * before and after the key (compiler barriers keep that order: a nested
- * run completes before the interrupted one resumes, so a change shows as
- * a different slot). Egress and ingress use separate halves. Colliding
- * keys (chosen by an adversary or not) only evict each other: the cost is
- * then the hash lookup, as without the cache. */
-#ifndef SL_FLOW_CACHE_SLOTS
-#define SL_FLOW_CACHE_SLOTS 512   /* per half; a power of two. 48 B each: 48 KiB per CPU */
-#endif
-struct sl_flow_cache_ent {
-	__u64 k[4];     /* the flow key's four words */
-	__u64 hash;     /* the key's full hash */
-	__u32 epoch;    /* sl_gen[0] when filled */
-	__u32 slot;     /* flow slot + 1; 0: empty or being written */
-};
-BPF_PERCPU_ARRAY(sl_flow_cache, struct sl_flow_cache_ent, 2 * SL_FLOW_CACHE_SLOTS);
-#define SL_FC_EGRESS 0
-#define SL_FC_INGRESS SL_FLOW_CACHE_SLOTS
-#define SL_FC_NONE 0xffffffffu   /* no cache (the connect hook: once per connection) */
+/* --- hashing for the per-CPU caches ---------------------------------------
+ * A per-CPU cache in front of a hash map (sl_seen_cache, connect.bpf.c) is
+ * direct-mapped by sl_hash4 of the map's key; its entries carry
+ * sl_cache_check over their contents. Both are keyed by sl_seed, so a
+ * sender can neither aim keys at one entry nor forge a check. */
+/* [0]: a random seed the loader writes at start (0 until then: the caches
+ * still work, their hash is then predictable). */
+BPF_ARRAY(sl_seed, __u64, 1);
 #define sl_compiler_barrier() asm volatile("" ::: "memory")
 
-static __always_inline __u64 sl_flow_key_hash(const struct sl_flow_key *key)
+static __always_inline __u64 sl_seed_value(void)
 {
-	const __u64 *w = (const __u64 *)key;
-	__u64 h = (w[0] ^ (w[1] << 1)) * 0x9e3779b97f4a7c15ULL;
-	h = (h ^ (h >> 29) ^ w[2]) * 0xbf58476d1ce4e5b9ULL;
-	h = (h ^ (h >> 31) ^ w[3]) * 0x94d049bb133111ebULL;
+	__u32 zero = 0;
+	__u64 *s = sl_seed.lookup(&zero);
+	return s ? *s : 0;
+}
+
+/* Four 64-bit words, absorbed one at a time by an invertible step (odd
+ * multiply, xor-shift): keys that differ in one word never collide. */
+static __always_inline __u64 sl_hash4(const __u64 *w, __u64 seed)
+{
+	__u64 h = (seed ^ w[0]) * 0x9e3779b97f4a7c15ULL;
+	h = ((h ^ (h >> 29)) ^ w[1]) * 0xbf58476d1ce4e5b9ULL;
+	h = ((h ^ (h >> 32)) ^ w[2]) * 0x94d049bb133111ebULL;
+	h = ((h ^ (h >> 29)) ^ w[3]) * 0x9e3779b97f4a7c15ULL;
 	return h ^ (h >> 32);
 }
 
-static __always_inline struct sl_flow_cache_ent *sl_flow_cache_at(__u32 base, __u64 h)
+static __always_inline __u64 sl_cache_check(__u64 h, __u64 v)
 {
-	if (base == SL_FC_NONE)
-		return 0;
-	__u32 i = base + ((__u32)h & (SL_FLOW_CACHE_SLOTS - 1));
-	return sl_flow_cache.lookup(&i);
-}
-
-/* The cached slot + 1 for key in this window, or 0. */
-static __always_inline __u32 sl_flow_cache_get(struct sl_flow_cache_ent *c, const struct sl_flow_key *key,
-					       __u64 h, __u32 epoch)
-{
-	const __u64 *w = (const __u64 *)key;
-	__u32 s1 = *(volatile __u32 *)&c->slot;
-	sl_compiler_barrier();
-	int same = s1 && c->hash == h && c->epoch == epoch && c->k[0] == w[0] && c->k[1] == w[1] &&
-		   c->k[2] == w[2] && c->k[3] == w[3];
-	sl_compiler_barrier();
-	return same && *(volatile __u32 *)&c->slot == s1 ? s1 : 0;
-}
-
-static __always_inline void sl_flow_cache_put(struct sl_flow_cache_ent *c, const struct sl_flow_key *key,
-					      __u64 h, __u32 epoch, __u32 slot)
-{
-	const __u64 *w = (const __u64 *)key;
-	*(volatile __u32 *)&c->slot = 0;
-	sl_compiler_barrier();
-	c->k[0] = w[0];
-	c->k[1] = w[1];
-	c->k[2] = w[2];
-	c->k[3] = w[3];
-	c->hash = h;
-	c->epoch = epoch;
-	sl_compiler_barrier();
-	*(volatile __u32 *)&c->slot = slot + 1;
+	__u64 c = (h ^ v) * 0xbf58476d1ce4e5b9ULL;
+	c = (c ^ (c >> 31)) * 0x94d049bb133111ebULL;
+	return c ^ (c >> 29);
 }
 
 /* The flow's counters, or (a new flow of a cgroup past its flow quota)
  * its cgroup's over-quota aggregate. The quota report needs the program's
  * context only for the perf buffer, which this path does not have: there,
- * user space learns of the cgroup from the aggregate entry it drains.
- * cache: SL_FC_EGRESS, SL_FC_INGRESS or SL_FC_NONE. */
+ * user space learns of the cgroup from the aggregate entry it drains. */
 static __always_inline struct sl_flow_value *sl_flow_get_slot(struct sl_flow_key *key, __u64 now,
-							      __u64 bytes, __u32 *slot_out, __u32 cache)
+							      __u64 bytes, __u32 *slot_out)
 {
-	__u32 window = sl_current_epoch();
-	__u64 h = sl_flow_key_hash(key);
-	struct sl_flow_cache_ent *c = sl_flow_cache_at(cache, h);
-	if (c) {
-		__u32 cached = sl_flow_cache_get(c, key, h, window);
-		if (cached) {
-			*slot_out = cached - 1;
-			return sl_flow_at(cached - 1);
-		}
-	}
 	__u32 *slot = sl_flows.lookup(key);
 	if (slot) {
-		__u32 s = *slot;
-		*slot_out = s;
-		if (c)
-			sl_flow_cache_put(c, key, h, window, s);
-		return sl_flow_at(s);
+		*slot_out = *slot;
+		return sl_flow_at(*slot);
 	}
 	/* A new flow: charge its cgroup's (its container's) quota. */
+	__u32 window = sl_current_epoch();
 	__u64 charged = sl_quota_cgroup(key->cgroup_id);
 	struct sl_quota *q = sl_quota_get(charged, window);
 	if (q && q->flows >= SL_FLOW_QUOTA) {
@@ -527,16 +465,13 @@ static __always_inline struct sl_flow_value *sl_flow_get_slot(struct sl_flow_key
 	}
 	if (q)
 		__sync_fetch_and_add(&q->flows, 1);
-	struct sl_flow_value *v = sl_flow_insert_slot(key, now, bytes, slot_out);
-	if (v && c)
-		sl_flow_cache_put(c, key, h, window, *slot_out);
-	return v;
+	return sl_flow_insert_slot(key, now, bytes, slot_out);
 }
 
 static __always_inline struct sl_flow_value *sl_flow_get(struct sl_flow_key *key, __u64 now, __u64 bytes)
 {
 	__u32 slot;
-	return sl_flow_get_slot(key, now, bytes, &slot, SL_FC_NONE);
+	return sl_flow_get_slot(key, now, bytes, &slot);
 }
 
 #endif /* SLUICE_COMMON_BPF_H */

@@ -273,6 +273,9 @@ class BccSource:
             )
             self._init_packet_guard()
         self._tick_clock()  # before the programs that read it are attached
+        # the per-CPU caches' hash seed (bpf/lib/common.bpf.h): unknown to
+        # a sender, so it can neither aim collisions nor forge an entry check
+        self.b["sl_seed"][ct.c_int(0)] = ct.c_uint64(int.from_bytes(os.urandom(8), "little"))
         self._attach_cgroup_programs()
         self._attach_unix_connect()
         self._open_buffer(sink)
