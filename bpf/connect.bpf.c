@@ -13,7 +13,7 @@
  * written by user space), and a socket that keeps sending to the
  * destination it last reported (a resolver, a syslog or statsd client, a
  * QUIC client) is recognised by its own storage (sl_sock_send) without
- * hashing the 40-byte key. Measured: bench/RESULTS.md.
+ * hashing the 32-byte key. Measured: bench/RESULTS.md.
  */
 #include "lib/common.bpf.h"
 
@@ -48,7 +48,7 @@ BPF_SK_STORAGE(sl_sock_send, struct sl_send_cache);
  * was last reported, as sl_udp_seen said. The socket's own cache above
  * holds one destination; a socket that sends to a new one with every
  * datagram (a DNS server answering its clients) missed it every time and
- * paid the LRU lookup (a helper call, a hash of the 40-byte key and the
+ * paid the LRU lookup (a helper call, a hash of the 32-byte key and the
  * LRU's bookkeeping), the largest part of this hook's cost there
  * (bench/RESULTS.md, udp64m). A hit within the dedup interval is what the
  * LRU would have answered (or, if the LRU evicted the key meanwhile, one

@@ -27,14 +27,18 @@ def resolve(name: str) -> str:
     return f"ip=$(nslookup {name} {SINK_IP} | tail -n +3 | grep -o '198[.]18[.][0-9.]*' | tail -1); echo ip=$ip; "
 
 
-def tls_upload(name: str, nbytes: int) -> str:
+def tls_send(name: str, path: str) -> str:
+    """busybox sh: the file at path, over TLS to name (resolved by the sink)."""
     return (
-        f"head -c {nbytes} /dev/urandom > /tmp/up; "
-        + resolve(name)
+        resolve(name)
         # stdin held open a moment: s_client stops at EOF, unsent data with it
-        + f"(cat /tmp/up; sleep 2) | {S_CLIENT} -connect $ip:443 -servername {name} "
+        + f"(cat {path}; sleep 2) | {S_CLIENT} -connect $ip:443 -servername {name} "
         + ">/dev/null 2>&1; "
     )
+
+
+def tls_upload(name: str, nbytes: int) -> str:
+    return f"head -c {nbytes} /dev/urandom > /tmp/up; " + tls_send(name, "/tmp/up")
 
 
 def _flows(sensor: SensorProc, cid: str) -> list[dict[str, Any]]:
@@ -109,9 +113,9 @@ def test_lab_tls_upload_sends_every_byte(docker: Docker, net: SinkNet) -> None:
     reads here starts with Q, its "quit" command unless -nocommands."""
     net.set_names({SVC: [SINK_IP]})
     chunk = 16384  # s_client's stdin read size
-    script = f"for i in $(seq 16); do printf Q; head -c {chunk - 1} /dev/urandom; done > /tmp/q; " + tls_upload(
-        SVC, 0
-    ).replace("head -c 0 /dev/urandom > /tmp/up; ", "cp /tmp/q /tmp/up; ")
+    script = f"for i in $(seq 16); do printf Q; head -c {chunk - 1} /dev/urandom; done > /tmp/q; " + tls_send(
+        SVC, "/tmp/q"
+    )
     before = len(net.received())
     run_container(docker, net, script, timeout=90)
     tls = [r for r in net.received()[before:] if r.get("proto") == "tls"]
