@@ -66,6 +66,26 @@ input(type="imtcp" port="{syslog}" ruleset="syslogin")
 """
 
 
+def _count(paths: list[Path]) -> int:
+    return sum(p.read_bytes().count(b"\n") for p in paths if p.exists())
+
+
+def _wait_shipped(d: Path, timeout: float = 60.0) -> None:
+    """Until the collector (via imfile) and the syslog input (via Sluice's
+    syslog sink) each hold as many lines as Sluice wrote, and Sluice has
+    stopped writing: a condition, not a sleep (a slow rsyslog gets its time, a
+    lossy one fails the count check below with the numbers)."""
+    deadline = time.monotonic() + timeout
+    last = -1
+    while time.monotonic() < deadline:
+        written = _count(sorted(d.glob("sluice.jsonl*")))
+        shipped = min(_count([d / "collected.jsonl"]), _count([d / "syslog-in.jsonl"]))
+        if written == last and shipped >= written:
+            return
+        last = written
+        time.sleep(0.3)
+
+
 def _lines(path: Path) -> list[dict[str, Any]]:
     """Documents of a file; each must be valid ECS, here and after shipping."""
     if not path.exists():
@@ -115,14 +135,20 @@ def test_alerts_survive_rsyslog_rotation_and_syslog(base: Path, docker: Any) -> 
                 pass
             conn.close()
             srv.close()
-        # telemetry to push the file through several rotations
-        for _ in range(150):
-            subprocess.run(["/bin/true"])
-        time.sleep(3)
+        # telemetry to push the file through several rotations, paced on what
+        # rsyslog has shipped: imfile follows a file by name, and a file created
+        # and rotated away before rsyslog handles its inotify event is never
+        # read at all (measured: a whole 100-line file missed with rsyslog at
+        # nice 19 under load; see README "Output"). That is the shipper's limit,
+        # not Sluice's: the rotated file stays on disk.
+        for _ in range(5):
+            for _ in range(30):
+                subprocess.run(["/bin/true"])
+            _wait_shipped(d)
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
     finally:
         assert s.stop() == 0
-    time.sleep(3)  # rsyslog drains
+    _wait_shipped(d)
     rs.send_signal(signal.SIGTERM)
     rs.wait(20)
 
@@ -144,6 +170,7 @@ def test_alerts_survive_rsyslog_rotation_and_syslog(base: Path, docker: Any) -> 
 
     via_syslog = _lines(d / "syslog-in.jsonl")
     assert not (d / "syslog-parse-failed.log").exists()
+    assert len(via_syslog) == len(written), (len(via_syslog), len(written))
     syslog_ids = {x["event"]["id"] for x in via_syslog if x["event"]["kind"] == "alert"}
     assert {a["event"]["id"] for a in alerts} <= syslog_ids
 
