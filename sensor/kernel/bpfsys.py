@@ -6,10 +6,10 @@
 - BPF_MAP_CREATE of a ring buffer, to probe for one.
 - BPF_PROG_QUERY on a cgroup, to report (and test) what is attached.
 - BPF_PROG_LOAD with an attach BTF id (tp_btf programs: bcc 0.26 loads
-  fentry/LSM ones only) or of hand-assembled code (connect_unix), with the
-  verifier's log kept for the error.
-- BPF_RAW_TRACEPOINT_OPEN, which attaches a tp_btf program (its fd detaches
-  it when closed, like a link).
+  fentry/LSM ones only) or of hand-assembled code (connect_unix, the BPF LSM
+  probe), with the verifier's log kept for the error.
+- BPF_RAW_TRACEPOINT_OPEN, which attaches a tp_btf or LSM program (its fd
+  detaches it when closed, like a link).
 """
 
 from __future__ import annotations
@@ -35,9 +35,11 @@ BPF_F_ALLOW_MULTI = 2
 
 BPF_PROG_TYPE_CGROUP_SOCK_ADDR = 18
 BPF_PROG_TYPE_TRACING = 26
+BPF_PROG_TYPE_LSM = 29
 
 # enum bpf_attach_type
 TRACE_RAW_TP = 23  # a tp_btf program (with BPF_PROG_TYPE_TRACING)
+LSM_MAC = 27  # a BPF LSM program (with BPF_PROG_TYPE_LSM)
 CGROUP_INET_INGRESS = 0
 CGROUP_INET_EGRESS = 1
 CGROUP_INET_SOCK_CREATE = 2
@@ -114,8 +116,8 @@ def prog_load(prog_type: int, code: bytes, name: str, expected_attach_type: int 
 
 
 def raw_tracepoint_open(prog_fd: int) -> int:
-    """Attach a tp_btf program to the tracepoint its attach BTF id names;
-    returns the fd that keeps it attached."""
+    """Attach a tp_btf (or LSM) program to the tracepoint (or LSM hook) its
+    attach BTF id names; returns the fd that keeps it attached."""
     attr = ct.create_string_buffer(struct.pack("=QI", 0, prog_fd), 16)
     return _bpf(BPF_RAW_TRACEPOINT_OPEN, attr)
 

@@ -68,11 +68,14 @@ class KernelLayout:
     uaddrlen_offset: int
 
 
+BTF_TYPES = ((btf.KIND_FUNC, KFUNC), (btf.KIND_STRUCT, KERN_CTX))
+
+
 def kernel_layout(path: str = btf.BTF_PATH) -> KernelLayout:
     """The kfunc's BTF id and the kern ctx's field offsets, from vmlinux BTF."""
-    func, ctx = (btf.KIND_FUNC, KFUNC), (btf.KIND_STRUCT, KERN_CTX)
+    func, ctx = BTF_TYPES
     try:
-        got = btf.find({func, ctx}, path)
+        got = btf.find(set(BTF_TYPES), path)
     except btf.BtfUnavailable as e:
         raise UnixConnectUnavailable(str(e)) from None
     if func not in got:

@@ -177,3 +177,24 @@ def _all_prog_ids_of_running_sensors() -> set[int]:
     """Programs of sensors other tests keep running (the session sensor)."""
     root = find_cgroup2_mount()
     return {i for t in ATTACH_TYPES for i in bpfsys.cgroup_prog_ids(root, t)}
+
+
+def test_the_assembled_lsm_probe_agrees_with_a_bcc_compiled_lsm_program(base: Path) -> None:
+    """The loader probes BPF LSM with two hand-assembled instructions (a bcc
+    compile of the same program took a third of the start). Both must get
+    the same answer from this kernel: both attach, or both are refused."""
+    from bcc import BPF
+
+    from sensor.kernel.loader import lsm_problem
+
+    try:
+        BPF(text=b"LSM_PROBE(socket_create, int family, int type, int protocol, int kern) { return 0; }").cleanup()
+        compiled = ""
+    except Exception as e:
+        compiled = str(e) or type(e).__name__
+    assembled = lsm_problem()
+    assert (compiled == "") == (assembled == ""), (compiled, assembled)
+    if assembled:
+        assert assembled.startswith("the kernel refused a BPF LSM program") or "not an active LSM" in assembled
+    names = subprocess.run(["bpftool", "prog", "show"], capture_output=True, text=True, check=True).stdout
+    assert "sl_lsm_probe" not in names, "the probe stayed loaded"

@@ -118,3 +118,15 @@ def test_running_kernel_when_it_has_btf() -> None:
     if not Path(btf.BTF_PATH).exists() and os.environ.get("CI") != "true":
         pytest.skip("this kernel has no BTF")
     assert btf.sock_send_layout().family_offset == 16
+
+
+def test_a_prefetched_search_answers_later_finds_without_reading_again(tmp_path: Path) -> None:
+    path = tmp_path / "vmlinux"
+    path.write_bytes(_kernel())
+    tp, common, sock = btf.SOCK_SEND_TYPES
+    btf.prefetch({tp, common, sock, (btf.KIND_FUNC, "absent")}, str(path))
+    path.write_bytes(b"")  # a second read would now fail
+    assert btf.sock_send_layout(str(path)).family_offset == btf.sock_send_layout(data=_kernel()).family_offset
+    assert btf.find({(btf.KIND_FUNC, "absent")}, str(path)) == {}
+    with pytest.raises(btf.BtfUnavailable):  # a type outside the search reads the file again
+        btf.find({(btf.KIND_STRUCT, "other")}, str(path))
