@@ -14,11 +14,13 @@ from ._common import ConfigOpt, control_socket, fail
 
 
 def _fmt_status(s: dict[str, Any]) -> str:
+    state = "ready" if s.get("ready") else ("stalled" if s.get("status") == "stalled" else "starting")
     lines = [
-        f"sluice {'ready' if s.get('ready') else 'starting'}  pid {s.get('pid')}  host {s.get('host')}  "
+        f"sluice {state}  pid {s.get('pid')}  host {s.get('host')}  "
         f"uptime {s.get('uptime_seconds', 0):.0f}s  startup {s.get('startup_seconds')}s",
         f"status: {s.get('status', '?')}   output: {s.get('output')}   events: {s.get('events')}   "
         f"window: {s.get('window_seconds')}s",
+        *([f"not ready: {s['not_ready']}"] if s.get("not_ready") else []),
         "hooks:",
     ]
     for k, v in sorted(s.get("hooks", {}).items()):

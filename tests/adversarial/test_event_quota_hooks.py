@@ -165,7 +165,9 @@ def test_sub_cgroups_share_their_containers_event_quota(base: Path, docker: Dock
             ]
             time.sleep(0.1)
         assert len(pids) == 4, pids
-        time.sleep(0.5)  # the sensor has seen the container's own cgroup by now
+        # the sensor has registered the container (and charged its own cgroup's
+        # sub-cgroups to it) before they are made: waited on, not slept
+        s.wait_for(lambda d: d["event"]["action"] == "container_start" and cid_of(d) == cid, what="container start")
         for i, p in enumerate(pids):
             sub = own / f"sub{i}"
             sub.mkdir()
@@ -201,7 +203,7 @@ def test_a_cgroup_made_from_inside_a_container_is_charged_to_it(base: Path, dock
     proc: subprocess.Popen[bytes] | None = None
     try:
         own = _cgroup_dir(docker, cid)
-        time.sleep(1)  # the sensor has registered the container
+        s.wait_for(lambda d: d["event"]["action"] == "container_start" and cid_of(d) == cid, what="container start")
         script = (
             f"echo $$ > {own}/cgroup.procs && mkdir {outside} && echo $$ > {outside}/cgroup.procs "
             f"&& exec {exe} connect 15 2000"

@@ -18,12 +18,13 @@ def test_an_undecodable_executable_path_does_not_stop_the_output(base: Path, doc
     try:
         # busybox copied to /tmp/d<0xff>/: its applets (nc here) exec
         # through /proc/self/exe, so the sensor reads the path with readlink
-        # (nc lives on for 2 s so the sensor finds it)
+        # (nc lives on for 8 s so that the sensor finds it alive even when it
+        # lags behind on a loaded machine)
         odd = run_container(
             docker,
             net,
             "d=/tmp/d$(printf '\\377'); mkdir -p $d; cp /bin/busybox $d/busybox; "
-            f"$d/busybox sh -c '(head -c 300000 /dev/urandom; sleep 2) | nc {SINK_IP} 9001'",
+            f"$d/busybox sh -c '(head -c 300000 /dev/urandom; sleep 8) | nc {SINK_IP} 9001'",
         )
         odd_alert = s.wait_for(
             lambda d: d["event"]["kind"] == "alert" and cid_of(d) == odd, timeout=20, what="the odd container's alert"

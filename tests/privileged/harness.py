@@ -128,13 +128,23 @@ class SensorProc:
         p = self.dir / "stderr.log"
         return p.read_text(errors="replace")[-3000:] if p.exists() else ""
 
-    def status(self, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        r = subprocess.run(
-            [SLUICE, "status", "-c", str(self.config), *extra], capture_output=True, text=True, timeout=15
-        )
-        if check and r.returncode != 0:
-            raise RuntimeError(f"sluice status failed: {r.stdout}{r.stderr}")
-        return r
+    def status(self, *extra: str, check: bool = True, patience: float = 15.0) -> subprocess.CompletedProcess[str]:
+        """`sluice status`. With check, a sensor whose main loop did not
+        answer within status's 1 s (it says "stalled": a flood test's
+        flooders can starve it of CPU on two cores) is asked again for up to
+        `patience` s; any other failure raises at once. Tests that assert
+        responsiveness time it themselves."""
+        deadline = time.monotonic() + patience
+        while True:
+            r = subprocess.run(
+                [SLUICE, "status", "-c", str(self.config), *extra], capture_output=True, text=True, timeout=15
+            )
+            if not check or r.returncode == 0:
+                return r
+            stalled = '"status": "stalled"' in r.stdout or "status: stalled" in r.stdout
+            if not stalled or time.monotonic() > deadline:
+                raise RuntimeError(f"sluice status failed: {r.stdout}{r.stderr}")
+            time.sleep(0.5)
 
     def docs(self) -> list[dict[str, Any]]:
         if self.out.exists():
@@ -172,9 +182,31 @@ class SensorProc:
     def matching(self, pred: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
         return [d for d in self.docs() if pred(d)]
 
-    def settle(self, windows: float = 2.5) -> None:
-        """Wait until the windows covering past activity have closed."""
+    def settle(self, windows: float = 2.5, timeout: float = 30.0) -> None:
+        """Wait until the windows covering past activity have closed and their
+        documents are written: at least `windows` seconds, then until the
+        sensor says (status) that a window ending a full window after now has
+        closed and its output queue is empty. A fixed sleep alone was not
+        enough on a loaded machine: a sensor behind by a window left the last
+        summary unwritten when the test counted."""
+        t0 = time.time()
         time.sleep(windows)
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            r = self.status("--json", check=False)
+            if r.returncode == 0:
+                st = json.loads(r.stdout)
+                if st["windows"]["last_end"] >= t0 + st["window_seconds"] and st["output"]["queued"] == 0:
+                    time.sleep(0.2)  # the line the writer thread holds
+                    return
+                last = f"windows {st['windows']}, output queued {st['output']['queued']}"
+            else:
+                last = (r.stdout + r.stderr).strip()[-300:]
+            if self.proc and self.proc.poll() is not None:
+                raise AssertionError(f"sensor died ({self.proc.returncode}) while settling: {self.stderr_text()}")
+            time.sleep(0.2)
+        raise AssertionError(f"the sensor closed no window after {t0:.1f} within {timeout} s ({last})")
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 20) -> int:
         assert self.proc is not None

@@ -3,6 +3,7 @@ made from the host and from inside a container, with the writer named."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -50,7 +51,9 @@ def test_config_changes_raise_alerts_naming_writer_and_container(base: Path, doc
         cid = run_container(
             docker,
             None,
-            "echo 'kind: Pod' > /host-manifests/backdoor.yaml; sleep 0.3",
+            # the writer outlives the sensor's lag: the event's pid is
+            # attributed to its container through /proc while it lives
+            "echo 'kind: Pod' > /host-manifests/backdoor.yaml; sleep 3",
             volumes=(f"{etc}/manifests:/host-manifests",),
         )
         d = s.wait_for(
@@ -62,7 +65,18 @@ def test_config_changes_raise_alerts_naming_writer_and_container(base: Path, doc
         assert d["process"]["pid"] > 0 and "creation" in d["event"]["type"]
         # 3. a directory that appears later is picked up by the rescan
         (etc / "cni" / "net.d").mkdir(parents=True)
-        time.sleep(2.5)
+        netd = str(etc / "cni" / "net.d")
+        deadline = time.monotonic() + 20
+        while True:  # the rescan watches it (status says so) before the write
+            r = s.status("--json", check=False)
+            hooks = json.loads(r.stdout).get("hooks", {}) if r.returncode == 0 else {}
+            if any(
+                k.startswith("fim:") and k[4:].rstrip("/") == netd and v.startswith("watching")
+                for k, v in hooks.items()
+            ):
+                break
+            assert time.monotonic() < deadline, {k: v for k, v in hooks.items() if k.startswith("fim:")}
+            time.sleep(0.3)
         (etc / "cni" / "net.d" / "10-evil.conflist").write_text("{}")
         s.wait_for(
             lambda d: action(d) == "orchestration_config_changed" and d["file"]["path"].endswith("10-evil.conflist"),

@@ -40,7 +40,17 @@ def _flows(sensor: SensorProc, cid: str, port: int) -> list[dict]:
 
 
 def test_exec_in_container_yields_process_event(sensor: SensorProc, docker: Docker) -> None:
-    cid = run_container(docker, None, "openssl rand -hex 8 >/dev/null; sleep 0.3")
+    # the sleep outlives any lag of the sensor's: its arguments are read from
+    # /proc when the sensor handles the exec, so a process that is gone by
+    # then has none (a 0.3 s sleep made this test depend on the load)
+    cid = run_container(docker, None, "openssl rand -hex 8 >/dev/null; sleep 30", wait=False)
+    try:
+        _exec_events(sensor, docker, cid)
+    finally:
+        docker.docker("rm", "-f", cid)
+
+
+def _exec_events(sensor: SensorProc, docker: Docker, cid: str) -> None:
     d = sensor.wait_for(
         lambda d: action(d) == "exec" and cid_of(d) == cid and d["process"]["executable"] == "/usr/bin/openssl",
         what="openssl exec",
@@ -54,7 +64,7 @@ def test_exec_in_container_yields_process_event(sensor: SensorProc, docker: Dock
     assert d["@timestamp"].endswith("Z")
     # a longer-lived process has its arguments from /proc
     s = sensor.wait_for(
-        lambda d: action(d) == "exec" and cid_of(d) == cid and d["process"].get("args") == ["sleep", "0.3"],
+        lambda d: action(d) == "exec" and cid_of(d) == cid and d["process"].get("args") == ["sleep", "30"],
         what="sleep exec with args",
     )
     assert s["sluice"]["process"]["args_source"] == "procfs"

@@ -66,6 +66,19 @@ input(type="imtcp" port="{syslog}" ruleset="syslogin")
 """
 
 
+def _wait_listening(*ports: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    for port in ports:
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"rsyslog is not listening on {port} after {timeout} s") from None
+                time.sleep(0.1)
+
+
 def _count(paths: list[Path]) -> int:
     return sum(p.read_bytes().count(b"\n") for p in paths if p.exists())
 
@@ -109,7 +122,10 @@ def test_alerts_survive_rsyslog_rotation_and_syslog(base: Path, docker: Any) -> 
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    time.sleep(1)
+    # both inputs listening before the sensor starts: its syslog sink does
+    # not queue for a peer that is not there yet (it counts what it drops),
+    # and every line must reach syslog-in below
+    _wait_listening(collector, syslog_port)
     s = SensorProc(
         base,
         docker.sock,

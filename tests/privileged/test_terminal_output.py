@@ -53,14 +53,18 @@ def test_run_on_a_terminal_prints_compact_escaped_lines(base: Path, docker: Dock
             assert time.monotonic() < deadline, "sensor not ready"
             time.sleep(0.2)
         # argv carrying an OSC (set the window title), a screen clear and a C1 CSI
-        # (as $0 of a shell that lives a second, so its command line is read)
+        # (as $0 of a shell that lives 3 s, so its command line is read from
+        # /proc even by a sensor that lags behind on a loaded machine)
         hostile = "$(printf '\\033]0;PWNED\\007\\033[2J\\302\\23331m')"
-        run_container(docker, None, f"/bin/busybox sh -c 'sleep 1; true' \"{hostile}\"")
+        run_container(docker, None, f"/bin/busybox sh -c 'sleep 3; true' \"{hostile}\"")
         deadline = time.monotonic() + 20
         while b"\\x1b]0;PWNED" not in raw:  # the container's exec, escaped
             assert time.monotonic() < deadline, bytes(raw[-3000:]).decode(errors="replace")
             time.sleep(0.2)
-        time.sleep(1.5)  # the window's summaries
+        deadline = time.monotonic() + 20
+        while b"container stopped" not in raw:  # the container's stop, after its exit
+            assert time.monotonic() < deadline, bytes(raw[-3000:]).decode(errors="replace")
+            time.sleep(0.2)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -79,7 +83,7 @@ def test_run_on_a_terminal_prints_compact_escaped_lines(base: Path, docker: Dock
     started = next(ln for ln in lines if " started " in ln)
     assert re.match(r"^\d\d:\d\d:\d\d (ok|WARN) +started +- +sluice start: ", started), started
     evil = next(ln for ln in lines if "\\x1b]0;PWNED" in ln)
-    assert re.match(r"^\d\d:\d\d:\d\d info exec +\S+ .*ran /bin/busybox sh -c sleep 1; true ", evil), evil
+    assert re.match(r"^\d\d:\d\d:\d\d info exec +\S+ .*ran /bin/busybox sh -c sleep 3; true ", evil), evil
     assert "\\x1b]0;PWNED\\x07\\x1b[2J\\x9b31m" in evil
     assert any(" stop " in ln and "container stopped" in ln for ln in lines)
     assert any(" stopped " in ln and "sluice stop" in ln for ln in lines)

@@ -321,3 +321,12 @@ def test_cli_run_missing_config(tmp_path: Path) -> None:
     r = runner.invoke(app, ["run", "-c", str(tmp_path / "nope.toml")])
     assert r.exit_code == 2
     assert "file not found" in r.output
+
+
+def test_cli_status_says_stalled_and_why(tmp_path: Path, server, sock_path: str) -> None:
+    _, h = server
+    why = "the main loop has not answered for 1.4 s (last snapshot shown)"
+    h.snapshot = {**SNAPSHOT, "ready": False, "status": "stalled", "not_ready": why}
+    r = runner.invoke(app, ["status", "-c", config_for(tmp_path, sock_path)])
+    assert r.exit_code == 1
+    assert "sluice stalled" in r.output and f"not ready: {why}" in r.output and "status: stalled" in r.output
