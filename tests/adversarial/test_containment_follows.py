@@ -67,8 +67,18 @@ def test_isolation_holds_across_restart_and_sub_cgroups(base: Path, docker: Dock
             time.sleep(0.2)
         s.wait_for(lambda d: cid_of(d) == target, what="a document about the target", timeout=10)
         _cli(s, "isolate", target[:12], "--reason", "restart test")
-        time.sleep(1.5)  # connections in flight finish
-        before = _sink_conns(net, PORT)
+        # connections in flight finish: the entry drops packets and the sink's
+        # count stops moving (a condition, not a fixed sleep)
+        deadline = time.monotonic() + 20
+        before, still_since = _sink_conns(net, PORT), time.monotonic()
+        while True:
+            now_conns = _sink_conns(net, PORT)
+            if now_conns != before:
+                before, still_since = now_conns, time.monotonic()
+            if _entry(s)["dropped"] > 0 and time.monotonic() - still_since >= 1.5:
+                break
+            assert time.monotonic() < deadline, (_entry(s), now_conns)
+            time.sleep(0.2)
         dropped_before = _entry(s)["dropped"]
         assert dropped_before > 0
 
