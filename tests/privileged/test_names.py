@@ -7,6 +7,7 @@ new name on a known address."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -89,9 +90,12 @@ def test_flows_named_and_ingress_bytes_match(base: Path, docker: Docker, net: Si
     assert '"ingress": "attached"' in st or '"ingress":"attached"' in st.replace(" ", ""), st
 
 
-def _learn(base: Path, docker: Docker, net: SinkNet, bl: Path, cfg: Path, script: str, seconds: int) -> None:
+def _learn(base: Path, docker: Docker, net: SinkNet, bl: Path, cfg: Path, script: str) -> None:
+    """Learn while the script runs twice, then stop the learner (SIGINT saves
+    the baseline) once a window has closed after the second run: a fixed
+    --duration made what was learned depend on how fast the containers ran."""
     p = subprocess.Popen(
-        [SLUICE, "baseline", "learn", "--duration", str(seconds), "-c", str(cfg), "--baseline", str(bl)],
+        [SLUICE, "baseline", "learn", "--duration", "600", "-c", str(cfg), "--baseline", str(bl)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -103,6 +107,18 @@ def _learn(base: Path, docker: Docker, net: SinkNet, bl: Path, cfg: Path, script
         time.sleep(0.2)
     for _ in range(2):
         run_container(docker, net, script, timeout=90)
+    done = time.time()
+    deadline = time.monotonic() + 30
+    while True:
+        r = subprocess.run([SLUICE, "status", "--json", "-c", str(cfg)], capture_output=True, text=True)
+        if r.returncode == 0:
+            st = json.loads(r.stdout)
+            if st["windows"]["last_end"] >= done + st["window_seconds"]:
+                break
+        assert p.poll() is None, p.communicate()
+        assert time.monotonic() < deadline, "the learner closed no window after the uploads"
+        time.sleep(0.3)
+    p.send_signal(signal.SIGINT)
     _out, err = p.communicate(timeout=120)
     assert p.returncode == 0, err
 
@@ -137,7 +153,7 @@ def test_baseline_by_name_moves_silently_and_flags_new_name(base: Path, docker: 
     )
     bl = d / "baseline.msgpack"
     upload = tls_upload(SVC, 1_500_000)
-    _learn(base, docker, net, bl, cfg, upload, 12)
+    _learn(base, docker, net, bl, cfg, upload)
     exp = subprocess.run(
         [SLUICE, "baseline", "export", "--baseline", str(bl)], capture_output=True, text=True, check=True
     ).stdout
