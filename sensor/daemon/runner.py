@@ -105,9 +105,9 @@ class Sensor:
         self.attributor: Attributor | None = None
         self.registry: ContainerRegistry | None = None
         self.flow_entries = 0
-        # windows closed, and the wall-clock end of the last: what happened
-        # before that time is in the summaries (status shows it; tests wait on it)
-        self.windows_closed = 0
+        # the wall-clock end of the last window closed (their count is
+        # pipeline.counts["windows"]): what happened before it is in the
+        # summaries (status shows it; tests wait on it)
         self.last_window_end = 0.0
         self.learn_until: float | None = None
         # free heap a flood's window left behind goes back to the kernel
@@ -164,7 +164,7 @@ class Sensor:
             "containers_tracked": len(self.registry) if self.registry is not None else 0,
             "control": self.control.stats() if self.control is not None else {},
             "flow_table": {"entries": self.flow_entries, "capacity": self.config.kernel.flow_map_entries},
-            "windows": {"closed": self.windows_closed, "last_end": round(self.last_window_end, 3)},
+            "last_window_end": round(self.last_window_end, 3),
             "containment": {
                 "entries": self._containment_entries(),
                 **({"problem": self.containment.problem} if self.containment and self.containment.problem else {}),
@@ -458,7 +458,6 @@ class Sensor:
                 self.flow_entries = len(flows)  # the flow table's use by one window (metrics)
                 self.pipeline.close_window(flows, win_start, end, self.source.quota_overflows())
                 del flows
-                self.windows_closed += 1
                 self.last_window_end = end
                 self.trimmer.maybe_trim()
                 if self.containment is not None:

@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from emulation.lab import wait_until
 from sensor.config import default_config
 from sensor.kernel import events as E
 from sensor.kernel import hooks as H
@@ -111,10 +112,8 @@ def test_raw_and_packet_sockets_reported_and_refused_when_contained(base: Path, 
             d = s.wait_for(lambda d: _raw(d, "raw_socket_created", cid, "AF_PACKET"), what="packet socket report")
             assert d["sluice"]["socket"]["denied"] is False and d["process"]["pid"] > 0
             assert "arping" in (d["process"]["name"], (d["process"].get("args") or [""])[0]), d["process"]
-            deadline = time.monotonic() + 10
-            while not seen.times(TARGET_FREE):  # the sniffer writes what it saw as it sees it
-                assert time.monotonic() < deadline, "the sniffer saw no ARP request from the uncontained arping"
-                time.sleep(0.2)
+            # the sniffer writes what it saw as it sees it
+            assert wait_until(lambda: seen.times(TARGET_FREE), 10), "the sniffer saw no ARP request from arping"
             # the default ("auto"): the tp_btf program on a kernel with BTF
             assert hooks["sock:sock_send_length"] == EXPECTED_SEND_HOOK["auto"], hooks
             if not lsm:  # nothing contained: the syscall tracepoint is off

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from emulation.lab import SINK_IP, Lab, PrivateEngine, SinkNet, build_image
+from emulation.lab import SINK_IP, Lab, PrivateEngine, SinkNet, build_image, wait_until
 from tests.support.ecs_schema import explain, validate
 
 IMAGE = "sluice-test:latest"
@@ -191,22 +191,18 @@ class SensorProc:
         summary unwritten when the test counted."""
         t0 = time.time()
         time.sleep(windows)
-        deadline = time.monotonic() + timeout
-        last = ""
-        while time.monotonic() < deadline:
-            r = self.status("--json", check=False)
-            if r.returncode == 0:
-                st = json.loads(r.stdout)
-                if st["windows"]["last_end"] >= t0 + st["window_seconds"] and st["output"]["queued"] == 0:
-                    time.sleep(0.2)  # the line the writer thread holds
-                    return
-                last = f"windows {st['windows']}, output queued {st['output']['queued']}"
-            else:
-                last = (r.stdout + r.stderr).strip()[-300:]
+
+        def closed() -> bool:
             if self.proc and self.proc.poll() is not None:
                 raise AssertionError(f"sensor died ({self.proc.returncode}) while settling: {self.stderr_text()}")
-            time.sleep(0.2)
-        raise AssertionError(f"the sensor closed no window after {t0:.1f} within {timeout} s ({last})")
+            return window_closed_after(self.config, t0)
+
+        if not wait_until(closed, timeout):
+            last = self.status("--json", check=False)
+            raise AssertionError(
+                f"the sensor closed no window after {t0:.1f} within {timeout} s: {(last.stdout + last.stderr)[-300:]}"
+            )
+        time.sleep(0.2)  # the line the writer thread holds
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 20) -> int:
         assert self.proc is not None
@@ -221,6 +217,16 @@ class SensorProc:
 
 
 @contextmanager
+def window_closed_after(config: Path, t: float) -> bool:
+    """Has the sensor of `config` closed a window ending a full window after
+    wall-clock time t, and written what it queued? (`sluice status`.)"""
+    r = subprocess.run([SLUICE, "status", "--json", "-c", str(config)], capture_output=True, text=True, timeout=15)
+    if r.returncode != 0:
+        return False
+    st = json.loads(r.stdout)
+    return bool(st["last_window_end"] >= t + st["window_seconds"] and st["output"]["queued"] == 0)
+
+
 def host_sensor(base: Path, name: str) -> Iterator[SensorProc]:
     """A real `sluice run` without a container engine (its Docker socket
     does not exist): for tests of host processes' traffic."""

@@ -11,10 +11,10 @@ import secrets
 import socket
 import subprocess
 import threading
-import time
 import uuid
 from pathlib import Path
 
+from emulation.lab import wait_until
 from sensor.attribution.cgroups import find_cgroup2_mount
 
 from .harness import Docker, SensorProc, action, cid_of
@@ -108,19 +108,15 @@ def test_containerd_pod_container_is_attributed_from_its_bundle(base: Path, dock
             assert (c["id"], c["runtime"], c["name"], c["image"]["name"]) == (cid, "containerd", CONTAINER, IMAGE), c
             assert d["orchestrator"]["resource"]["name"] == POD and d["orchestrator"]["namespace"] == NAMESPACE, d
             assert d["orchestrator"]["resource"]["id"] == uid  # from the cgroup path
+
         # the transfer may span two windows: their summaries together
-        deadline = time.monotonic() + 15
-        while (
-            sum(
-                d["sluice"]["payload"]["bytes"]
-                for d in s.matching(
-                    lambda d: action(d) == "flow_summary" and cid_of(d) == cid and d["destination"]["port"] == port
-                )
+        def counted() -> int:
+            flows = s.matching(
+                lambda d: action(d) == "flow_summary" and cid_of(d) == cid and d["destination"]["port"] == port
             )
-            < 50000
-        ):
-            assert time.monotonic() < deadline, "the pod container's 50,000 bytes were not all counted"
-            time.sleep(0.3)
+            return sum(d["sluice"]["payload"]["bytes"] for d in flows)
+
+        assert wait_until(lambda: counted() >= 50000, 15), f"the pod container's bytes: {counted()} of 50,000"
         st = json.loads(s.status("--json").stdout)["runtime"]
         assert st["lookups"] >= 1 and "last_bundle_errors" not in st, st
     finally:

@@ -8,6 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from emulation.lab import wait_until
+
 from .harness import IMAGE, Docker, SensorProc, action, cid_of, run_container
 
 
@@ -66,17 +68,14 @@ def test_config_changes_raise_alerts_naming_writer_and_container(base: Path, doc
         # 3. a directory that appears later is picked up by the rescan
         (etc / "cni" / "net.d").mkdir(parents=True)
         netd = str(etc / "cni" / "net.d")
-        deadline = time.monotonic() + 20
-        while True:  # the rescan watches it (status says so) before the write
+
+        def fim_hooks() -> dict[str, str]:
             r = s.status("--json", check=False)
             hooks = json.loads(r.stdout).get("hooks", {}) if r.returncode == 0 else {}
-            if any(
-                k.startswith("fim:") and k[4:].rstrip("/") == netd and v.startswith("watching")
-                for k, v in hooks.items()
-            ):
-                break
-            assert time.monotonic() < deadline, {k: v for k, v in hooks.items() if k.startswith("fim:")}
-            time.sleep(0.3)
+            return {k[4:].rstrip("/"): v for k, v in hooks.items() if k.startswith("fim:")}
+
+        # the rescan watches it (status says so) before the write
+        assert wait_until(lambda: fim_hooks().get(netd, "").startswith("watching"), 20), fim_hooks()
         (etc / "cni" / "net.d" / "10-evil.conflist").write_text("{}")
         s.wait_for(
             lambda d: action(d) == "orchestration_config_changed" and d["file"]["path"].endswith("10-evil.conflist"),

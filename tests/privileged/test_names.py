@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from emulation.lab import SECOND_IP
+from emulation.lab import SECOND_IP, wait_until
 from emulation.scenarios import S_CLIENT
 
-from .harness import SINK_IP, SLUICE, Docker, SensorProc, SinkNet, action, cid_of, run_container
+from .harness import SINK_IP, SLUICE, Docker, SensorProc, SinkNet, action, cid_of, run_container, window_closed_after
 
 SVC = "api.svc-names.test"
 NEW = "upload.share-files.test"
@@ -108,16 +108,12 @@ def _learn(base: Path, docker: Docker, net: SinkNet, bl: Path, cfg: Path, script
     for _ in range(2):
         run_container(docker, net, script, timeout=90)
     done = time.time()
-    deadline = time.monotonic() + 30
-    while True:
-        r = subprocess.run([SLUICE, "status", "--json", "-c", str(cfg)], capture_output=True, text=True)
-        if r.returncode == 0:
-            st = json.loads(r.stdout)
-            if st["windows"]["last_end"] >= done + st["window_seconds"]:
-                break
+
+    def closed() -> bool:
         assert p.poll() is None, p.communicate()
-        assert time.monotonic() < deadline, "the learner closed no window after the uploads"
-        time.sleep(0.3)
+        return window_closed_after(cfg, done)
+
+    assert wait_until(closed, 30), "the learner closed no window after the uploads"
     p.send_signal(signal.SIGINT)
     _out, err = p.communicate(timeout=120)
     assert p.returncode == 0, err

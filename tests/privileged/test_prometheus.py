@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
+from emulation.lab import wait_until
+
 from .harness import SLUICE, Docker, SensorProc, run_container
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,11 +130,14 @@ def test_prometheus_evaluates_every_rule_and_panel_against_a_real_sensor(base: P
         while not [x for x in prom.query('count_over_time(up{job="sluice"}[1m])') if float(x["value"][1]) >= 5]:
             assert time.monotonic() < deadline, "prometheus did not scrape the sensor"
             time.sleep(0.5)
-        while not (
-            prom.query('up{job="sluice"}')[0]["value"][1] == "1" and prom.query("sluice_ready")[0]["value"][1] == "1"
-        ):
-            assert time.monotonic() < deadline, (prom.query('up{job="sluice"}'), prom.query("sluice_ready"))
-            time.sleep(0.5)
+        assert wait_until(
+            lambda: (
+                prom.query('up{job="sluice"}')[0]["value"][1] == "1"
+                and prom.query("sluice_ready")[0]["value"][1] == "1"
+            ),
+            max(deadline - time.monotonic(), 0),
+            0.5,
+        ), (prom.query('up{job="sluice"}'), prom.query("sluice_ready"))
 
         # every rule: evaluates, and its signal (the comparison made `bool`) has series
         rules = yaml.safe_load((PROM / "sluice-alerts.yml").read_text())

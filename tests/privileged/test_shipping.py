@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from emulation.lab import run as sh
+from emulation.lab import wait_until
 from tests.support.ecs_schema import validate
 
 from .harness import SensorProc
@@ -66,17 +67,18 @@ input(type="imtcp" port="{syslog}" ruleset="syslogin")
 """
 
 
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 def _wait_listening(*ports: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    for port in ports:
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"rsyslog is not listening on {port} after {timeout} s") from None
-                time.sleep(0.1)
+    assert wait_until(lambda: all(_accepts(p) for p in ports), timeout, 0.1), (
+        f"rsyslog is not listening on {ports} after {timeout} s"
+    )
 
 
 def _count(paths: list[Path]) -> int:

@@ -14,6 +14,8 @@ import threading
 import time
 from pathlib import Path
 
+from emulation.lab import wait_until
+
 from .harness import SLUICE, Docker, SensorProc, run_container
 
 SGR = re.compile(r"\x1b\[[0-9;]*m")
@@ -61,10 +63,8 @@ def test_run_on_a_terminal_prints_compact_escaped_lines(base: Path, docker: Dock
         while b"\\x1b]0;PWNED" not in raw:  # the container's exec, escaped
             assert time.monotonic() < deadline, bytes(raw[-3000:]).decode(errors="replace")
             time.sleep(0.2)
-        deadline = time.monotonic() + 20
-        while b"container stopped" not in raw:  # the container's stop, after its exit
-            assert time.monotonic() < deadline, bytes(raw[-3000:]).decode(errors="replace")
-            time.sleep(0.2)
+        # the container's stop, after its exit
+        assert wait_until(lambda: b"container stopped" in raw, 20), bytes(raw[-3000:]).decode(errors="replace")
     finally:
         proc.send_signal(signal.SIGINT)
         try:
