@@ -216,7 +216,6 @@ class SensorProc:
         return self.proc.returncode
 
 
-@contextmanager
 def window_closed_after(config: Path, t: float) -> bool:
     """Has the sensor of `config` closed a window ending a full window after
     wall-clock time t, and written what it queued? (`sluice status`.)"""
@@ -227,6 +226,7 @@ def window_closed_after(config: Path, t: float) -> bool:
     return bool(st["last_window_end"] >= t + st["window_seconds"] and st["output"]["queued"] == 0)
 
 
+@contextmanager
 def host_sensor(base: Path, name: str) -> Iterator[SensorProc]:
     """A real `sluice run` without a container engine (its Docker socket
     does not exist): for tests of host processes' traffic."""
