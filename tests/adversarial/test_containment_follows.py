@@ -16,6 +16,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from sensor.attribution.cgroups import find_cgroup2_mount
 
@@ -30,7 +31,8 @@ def _cli(s: SensorProc, *args: str) -> str:
     return r.stdout
 
 
-def _entry(s: SensorProc) -> dict:
+def _entry(s: SensorProc) -> dict[str, Any]:
+    e: dict[str, Any]
     (e,) = [json.loads(x) for x in _cli(s, "containment", "--json").splitlines() if x.strip()]
     return e
 

@@ -63,7 +63,11 @@ def test_flooder_cannot_blind_the_sensor_to_an_exfiltration(base: Path, docker: 
         st1, took = _status(s)
         w1, t1 = st1["counters"]["windows"], time.monotonic()
         assert w1 - w0 >= (t1 - t0) / 1.0 - 2, f"{w1 - w0} windows closed in {t1 - t0:.1f} s"
-        assert took < 2.0, f"status took {took:.2f} s"
+        # liveness, not speed (bench/ measures speed): `took` includes the
+        # `sluice status` process's own start on two flooded cores and, when
+        # the loop missed status's 1 s, the harness asking again; a loop the
+        # flood holds would run into the harness's 15 s patience
+        assert took < 5.0, f"status took {took:.2f} s"
         assert st1["uptime_seconds"] > st0["uptime_seconds"] + (t1 - t0) - 2, "status answered a stale snapshot"
         assert docker.docker("inspect", "-f", "{{.State.Running}}", flooder) == "true", "the flood ended too early"
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from tests.privileged.harness import SINK_IP, Docker, SensorProc, SinkNet, cid_of, run_container
 
 
-def _alerts(s: SensorProc, cid: str) -> list[dict]:
+def _alerts(s: SensorProc, cid: str) -> list[dict[str, Any]]:
     return [d for d in s.docs() if d["event"]["kind"] == "alert" and cid_of(d) == cid]
 
 

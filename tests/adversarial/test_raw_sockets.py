@@ -186,8 +186,8 @@ def test_packet_socket_opened_before_containment(base: Path, docker: Docker, net
             assert d["sluice"]["socket"]["hook"] == "containment_sweep" and "killed" in d["message"], d
             assert d["process"]["name"] == "arping", d  # from /proc/<pid>/comm
             # the container's PID 1 holder: killed from the host (the container exits)
-            r = docker.docker("wait", init, check=False, timeout=15)
-            assert r.strip() == str(128 + signal.SIGKILL), r
+            out = docker.docker("wait", init, check=False, timeout=15)
+            assert out.strip() == str(128 + signal.SIGKILL), out
             s.wait_for(lambda d: _raw(d, "raw_socket_denied", init, "AF_PACKET"), what="killed PID 1 holder")
             time.sleep(1.5)  # arping sends one a second
             for c, target in ((cid, TARGET_HELD), (init, TARGET_INIT)):

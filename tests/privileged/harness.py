@@ -253,11 +253,13 @@ def udp_port() -> int:
 
 
 def action(d: dict[str, Any]) -> str:
-    return d.get("event", {}).get("action", "")
+    a: str = d.get("event", {}).get("action", "")
+    return a
 
 
 def cid_of(d: dict[str, Any]) -> str | None:
-    return d.get("container", {}).get("id")
+    cid: str | None = d.get("container", {}).get("id")
+    return cid
 
 
 def iter_actions(docs: list[dict[str, Any]], act: str, cid: str) -> Iterator[dict[str, Any]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from emulation.lab import SECOND_IP
 
@@ -33,7 +34,7 @@ def _cli(s: SensorProc, *args: str, check: bool = True) -> subprocess.CompletedP
     return r
 
 
-def _entries(s: SensorProc) -> list[dict]:
+def _entries(s: SensorProc) -> list[dict[str, Any]]:
     return [json.loads(x) for x in _cli(s, "containment", "--json").stdout.splitlines() if x.strip()]
 
 

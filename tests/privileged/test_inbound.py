@@ -21,7 +21,7 @@ from .harness import IMAGE, Docker, SensorProc, SinkNet, action, cid_of, run_con
 DOCKER_CLI = os.path.realpath(shutil.which("docker") or "/usr/bin/docker")
 
 
-def _alerts(sensor: SensorProc, rule: str, cid: str) -> list[dict]:
+def _alerts(sensor: SensorProc, rule: str, cid: str) -> list[dict[str, Any]]:
     return [d for d in sensor.docs() if d["event"]["kind"] == "alert" and d["rule"]["id"] == rule and cid_of(d) == cid]
 
 

@@ -11,7 +11,9 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, cast
 
 import pytest
 
@@ -28,7 +30,7 @@ from .harness import (
 )
 
 
-def _flows(sensor: SensorProc, cid: str, port: int) -> list[dict]:
+def _flows(sensor: SensorProc, cid: str, port: int) -> list[dict[str, Any]]:
     return [
         d
         for d in sensor.docs()
@@ -169,7 +171,7 @@ def _ipv6_stream(n: int, option: tuple[int, bytes] | None = None) -> int:
     srv = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
     srv.bind(("::1", 0))
     srv.listen(1)
-    port = srv.getsockname()[1]
+    port: int = srv.getsockname()[1]
     c = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
     if option is not None:
         c.setsockopt(socket.IPPROTO_IPV6, *option)
@@ -184,7 +186,7 @@ def _ipv6_stream(n: int, option: tuple[int, bytes] | None = None) -> int:
     return port
 
 
-def _ipv6_flows(sensor: SensorProc, port: int) -> list[dict]:
+def _ipv6_flows(sensor: SensorProc, port: int) -> list[dict[str, Any]]:
     sensor.settle()
     return [
         f
@@ -294,7 +296,10 @@ def test_survives_churn_of_50_containers(sensor: SensorProc, docker: Docker) -> 
         ids = list(pool.map(lambda _: run_container(docker, None, "true", rm=True), range(50)))
     for cid in ids:
         sensor.wait_for(
-            lambda d, c=cid: action(d) == "container_stop" and cid_of(d) == c, timeout=30, what=f"stop of {cid[:12]}"
+            # cast: mypy cannot infer a lambda with a default argument (binding the loop variable) against a one-argument Callable
+            cast(Callable[[dict[str, Any]], bool], lambda d, c=cid: action(d) == "container_stop" and cid_of(d) == c),
+            timeout=30,
+            what=f"stop of {cid[:12]}",
         )
     starts = {cid_of(d) for d in sensor.docs() if action(d) == "container_start"}
     assert set(ids) <= starts

@@ -7,6 +7,7 @@ import socketserver
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler
+from typing import Any
 
 
 class FakeDockerEngine:
@@ -16,7 +17,7 @@ class FakeDockerEngine:
 
     def __init__(self, socket_path: str) -> None:
         self.socket_path = socket_path
-        self.containers: dict[str, dict] = {}
+        self.containers: dict[str, dict[str, Any]] = {}
         self.images: dict[str, dict[str, str]] = {}  # image id -> the image's own labels
         self.requests: list[str] = []
         # when set: every request waits for the gate to open (a hung engine)
@@ -32,7 +33,7 @@ class FakeDockerEngine:
                     engine.gate.wait(30)
                 url = urllib.parse.urlsplit(self.path)
                 parts = url.path.strip("/").split("/")
-                body: dict | list
+                body: dict[str, Any] | list[dict[str, Any]]
                 if url.path == "/containers/json":
                     # the engine's id filter is an unanchored pattern: a prefix matches too
                     ids = json.loads(urllib.parse.parse_qs(url.query).get("filters", ["{}"])[0]).get("id", [])
@@ -81,7 +82,7 @@ class FakeDockerEngine:
         }
 
     @staticmethod
-    def summary(c: dict) -> dict:
+    def summary(c: dict[str, Any]) -> dict[str, Any]:
         """A container as the engine's list shows it."""
         return {
             "Id": c["Id"],

@@ -126,8 +126,8 @@ def frames(draw: st.DrawFn) -> bytes:
             max_leaves=40,
         )
     )
-    body = msgpack.packb(obj, use_bin_type=True)
-    return struct.pack("!I", len(body)) + body
+    packed: bytes = msgpack.packb(obj, use_bin_type=True)
+    return struct.pack("!I", len(packed)) + packed
 
 
 @FUZZ
@@ -135,7 +135,12 @@ def frames(draw: st.DrawFn) -> bytes:
 def test_control_frames_parse_or_raise_wire_error(data: bytes) -> None:
     a, b = socket.socketpair()
     with a, b:
-        t = threading.Thread(target=lambda: (a.sendall(data), a.shutdown(socket.SHUT_WR)))
+
+        def send() -> None:
+            a.sendall(data)
+            a.shutdown(socket.SHUT_WR)
+
+        t = threading.Thread(target=send)
         t.start()
         try:
             wire.recv_request(b, deadline=__import__("time").monotonic() + 2.0)
@@ -198,7 +203,8 @@ def baseline_bytes(draw: st.DrawFn) -> bytes:
         node = node[k]
     node[path[-1]] = draw(_any)
     try:
-        return msgpack.packb(w, use_bin_type=True)
+        packed: bytes = msgpack.packb(w, use_bin_type=True)
+        return packed
     except (TypeError, ValueError, OverflowError):
         return b""
 

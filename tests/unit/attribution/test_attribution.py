@@ -8,13 +8,19 @@ from pathlib import Path
 import pytest
 
 from sensor.attribution.cgroups import CgroupResolver
-from sensor.attribution.containers import Attributor, ContainerRef, container_from_path
+from sensor.attribution.containers import Attribution, Attributor, ContainerInfo, ContainerRef, container_from_path
 from sensor.attribution.docker_api import DockerClient, DockerError, NotFound
 
 A = "0123456789abcdef" * 4
 B = "fedcba9876543210" * 4
 UID = "4f1c2d3e-5a6b-4c7d-8e9f-0a1b2c3d4e5f"
 UID_ = UID.replace("-", "_")
+
+
+def _container(a: Attribution) -> ContainerInfo:
+    """The attributed container, asserted present."""
+    assert a.container is not None
+    return a.container
 
 
 # --- container_from_path ----------------------------------------------------
@@ -241,10 +247,10 @@ def test_unknown_container_is_negatively_cached(fake_docker, cgtree) -> None:
     # the container appears in the engine; it is found after the negative cache expires
     fake_docker.add(B, "late", "alpine", "sha256:2")
     clock.t += 29.9
-    assert at.attribute(ids["b"]).container.name is None
+    assert _container(at.attribute(ids["b"])).name is None
     assert len(fake_docker.requests) == 1
     clock.t += 0.1
-    assert at.attribute(ids["b"]).container.name == "late"
+    assert _container(at.attribute(ids["b"])).name == "late"
     assert len(fake_docker.requests) == 2
 
 
@@ -290,15 +296,15 @@ def test_engine_comes_back_after_negative_cache(tmp_path: Path, cgtree) -> None:
         clock=clock,
         on_runtime_status=lambda s, d: calls.append(s),
     )
-    assert at.attribute(ids["a"]).container.name is None
+    assert _container(at.attribute(ids["a"])).name is None
     engine = FakeDockerEngine(sock).start()
     try:
         engine.add(A, "back", "nginx", "sha256:3")
         clock.t += 1
-        assert at.attribute(ids["a"]).container.name is None
+        assert _container(at.attribute(ids["a"])).name is None
         assert engine.requests == []
         clock.t += 4
-        assert at.attribute(ids["a"]).container.name == "back"
+        assert _container(at.attribute(ids["a"])).name == "back"
         assert calls == ["unreachable", "ok"]
         assert at.runtime_status == "ok"
     finally:
@@ -351,7 +357,7 @@ def test_unknown_cgroup_id_is_host_with_no_path(cgtree) -> None:
     ],
 )
 def test_an_image_label_does_not_choose_the_workload(
-    fake_docker, cgtree, image_labels: dict, container_labels: dict, workload: str
+    fake_docker, cgtree, image_labels: dict[str, str], container_labels: dict[str, str], workload: str
 ) -> None:
     from sensor.attribution.workload import workload_of
 

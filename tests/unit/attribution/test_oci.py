@@ -7,17 +7,26 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from sensor.attribution.cgroups import CgroupResolver
-from sensor.attribution.containers import Attributor
+from sensor.attribution.containers import Attribution, Attributor, ContainerInfo
 from sensor.attribution.oci import MAX_CONFIG_BYTES, BundleError, find_config, from_annotations, read_metadata
 from sensor.attribution.workload import workload_of
-from sensor.config import ConfigError, load_config
+from sensor.config import load_config
+from sensor.errors import ConfigError
 
 C = "c0ffee" * 10 + "abcd"
 UID = "4f1c2d3e-5a6b-4c7d-8e9f-0a1b2c3d4e5f"
+
+
+def _container(a: Attribution) -> ContainerInfo:
+    """The attributed container, asserted present."""
+    assert a.container is not None
+    return a.container
+
 
 CONTAINERD = {
     "io.kubernetes.cri.container-type": "container",
@@ -75,15 +84,14 @@ def test_crio_annotations() -> None:
 
 
 def test_sandbox_is_named_pod_and_non_strings_are_ignored() -> None:
-    md = from_annotations(
-        {
-            "io.kubernetes.cri.container-type": "sandbox",
-            "io.kubernetes.cri.sandbox-name": "web-1",
-            "io.kubernetes.cri.sandbox-namespace": 7,
-            3: "x",
-        },
-        "/x",
-    )  # type: ignore[dict-item]
+    # non-string keys and values on purpose: typed Any so the call accepts them
+    annotations: dict[Any, Any] = {
+        "io.kubernetes.cri.container-type": "sandbox",
+        "io.kubernetes.cri.sandbox-name": "web-1",
+        "io.kubernetes.cri.sandbox-namespace": 7,
+        3: "x",
+    }
+    md = from_annotations(annotations, "/x")
     assert md.sandbox and md.name == "POD"
     assert md.labels == {"io.kubernetes.pod.name": "web-1"}
 
@@ -162,10 +170,10 @@ def test_attributor_bundle_not_found_is_retried_after_the_negative_cache(tmp_pat
     assert at.lookup_stats()["containers_without_metadata"] == 1
     _bundle(tmp_path, f"containerd/io.containerd.runtime.v2.task/k8s.io/{C}", CONTAINERD)
     clock.t += 4
-    assert at.attribute(cgid).container.name is None and at.lookups == 1
+    assert _container(at.attribute(cgid)).name is None and at.lookups == 1
     clock.t += 1
     a = at.attribute(cgid)
-    assert a.container.name == "api" and at.lookups == 2 and at.lookup_failures == 1
+    assert _container(a).name == "api" and at.lookups == 2 and at.lookup_failures == 1
     assert workload_of(a) == "k8s:shop/api/api"  # the cached id-only workload was replaced
 
 
@@ -183,7 +191,7 @@ def test_without_bundle_patterns_nothing_is_read(tmp_path: Path) -> None:
     resolver, cgid = _pod_cgroup(tmp_path)
     _bundle(tmp_path, f"containerd/io.containerd.runtime.v2.task/k8s.io/{C}", CONTAINERD)
     at = Attributor(resolver, None)
-    assert at.attribute(cgid).container.name is None and at.lookups == 0
+    assert _container(at.attribute(cgid)).name is None and at.lookups == 0
 
 
 def test_config_checks_bundle_patterns(tmp_path: Path) -> None:

@@ -256,11 +256,16 @@ def test_parse_duration() -> None:
 def test_alerts_follow_prints_new_ones_and_survives_a_restart(sensor, monkeypatch: pytest.MonkeyPatch) -> None:
     fake, cfg = sensor
     fake.add(alert(A, "first", "SL-EXF-001", time.time()))
+
+    def restart() -> None:
+        fake.base = 2
+        fake.add(alert(A, "after-restart", "SL-C2-002", time.time()))
+
     steps = iter(
         [
             lambda: fake.add(alert(A, "second", "SL-EXF-004", time.time())),
             lambda: None,
-            lambda: (setattr(fake, "base", 2), fake.add(alert(A, "after-restart", "SL-C2-002", time.time()))),
+            restart,
         ]
     )
 
@@ -270,7 +275,7 @@ def test_alerts_follow_prints_new_ones_and_survives_a_restart(sensor, monkeypatc
             raise KeyboardInterrupt
         step()
 
-    monkeypatch.setattr(alerts_cmd.time, "sleep", fake_sleep)
+    monkeypatch.setattr("control.commands.alerts.time.sleep", fake_sleep)
     r = runner.invoke(app, ["alerts", "--follow", "-c", cfg])
     assert r.exit_code == 0, r.output
     assert [ln.split()[4] for ln in r.output.splitlines()] == ["first", "second", "after-restart"]

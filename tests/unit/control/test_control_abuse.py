@@ -120,7 +120,12 @@ def _sensor(tmp_path: Path) -> Sensor:
 def test_a_request_that_timed_out_is_never_executed(tmp_path: Path) -> None:
     s = _sensor(tmp_path)
     ran: list[int] = []
-    resp = s._call_in_loop(lambda: ran.append(1) or {"ok": True}, timeout=0.1)
+
+    def work() -> dict[str, Any]:
+        ran.append(1)
+        return {"ok": True}
+
+    resp = s._call_in_loop(work, timeout=0.1)
     assert resp["ok"] is False and "nothing was done" in resp["error"]
     s._serve_snapshot_requests()  # the loop turns, late
     assert ran == []

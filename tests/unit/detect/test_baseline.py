@@ -23,6 +23,14 @@ from sensor.detect.baseline import (
     save,
 )
 
+
+def get_wb(b: Baseline, key: str) -> WorkloadBaseline:
+    """b.get(key), asserting the workload is in the baseline."""
+    wb = b.get(key)
+    assert wb is not None, f"no baseline for {key!r}"
+    return wb
+
+
 # --- LogHist ----------------------------------------------------------------------------
 
 
@@ -201,7 +209,7 @@ def test_save_load_roundtrip_is_atomic(tmp_path: Path) -> None:
     assert b.updated > 1000.0
     got = load(path)
     assert got.to_wire() == b.to_wire()
-    wb = got.get("acme/api")
+    wb = get_wb(got, "acme/api")
     assert wb.destinations[dest_key("203.0.113.5", 443, "tcp")].protocols == {"tls"}
     assert wb.knows_destination("203.0.113.5", 443, "tcp")
     assert wb.encrypted_bytes.n == 3 and wb.hours[14] == 7
@@ -210,7 +218,7 @@ def test_save_load_roundtrip_is_atomic(tmp_path: Path) -> None:
     got.workload("new/one").windows = 1
     save(got, path)
     assert os.listdir(path.parent) == ["baseline.msgpack"]
-    assert load(path).get("new/one").windows == 1
+    assert get_wb(load(path), "new/one").windows == 1
 
 
 def test_save_failure_leaves_no_temporary_file(tmp_path: Path) -> None:
@@ -329,7 +337,7 @@ def test_merge_all() -> None:
     assert m.nodes == {"node-a", "node-b"}
     assert m.created == 500.0 and m.updated >= 2000.0
     assert set(m.workloads) == {"acme/api", "host", "acme/db"}
-    api = m.get("acme/api")
+    api = get_wb(m, "acme/api")
     assert api.windows == 10
     assert api.encrypted_bytes.n == 4
     assert set(api.destinations) == {"203.0.113.5|443|tcp", "2001:db8::1|53|udp", "198.51.100.1|22|tcp"}
@@ -338,9 +346,9 @@ def test_merge_all() -> None:
     assert api.executables == {"/usr/bin/curl": 2, "/usr/bin/ssh": 1}
     assert api.hours[14] == 8 and api.hours[2] == 2
     assert api.first_seen == 1_699_999_000.0 and api.last_seen == 1_700_000_100.0
-    assert m.get("acme/db").windows == 4 and m.get("host").windows == 3
+    assert get_wb(m, "acme/db").windows == 4 and get_wb(m, "host").windows == 3
     # the inputs are untouched
-    assert a.get("acme/api").windows == 7 and b.get("acme/api").windows == 3
+    assert get_wb(a, "acme/api").windows == 7 and get_wb(b, "acme/api").windows == 3
     assert "acme/db" not in a.workloads
 
 

@@ -66,6 +66,7 @@ def test_each_rule_scenario_fires_alone_with_a_complete_document(tmp_path: Path,
     assert a["event"]["created"] == "2024-01-09T14:10:00.000Z"  # the detector's clock
     assert a["sluice"]["alert"]["suppressed_since_last"] == 0
     assert a["sluice"]["evidence"]["baseline"]["known_workload"] is (attr is API)
+    assert attr.container is not None
     assert a["message"] and (attr.container.name in a["message"])
     if rule_id == "SL-EXF-001":  # a per-workload volume: destinations are in the evidence
         assert f"{ip}:443" in a["sluice"]["evidence"]["destinations"]

@@ -18,6 +18,7 @@ from sensor.config import load_config
 from sensor.detect import baseline as B
 from sensor.detect.catalog import BY_ID
 from sensor.detect.engine import Detector
+from sensor.detect.rule import Rule
 from sensor.detect.rules import all_rules
 from sensor.errors import ConfigError
 from tests.support.views import MIB, T0, container, flow, window
@@ -35,12 +36,15 @@ class Boom:
         self.calls += 1
         raise ValueError("a value this rule cannot handle")
 
+    def forget_containers(self, ids: set[str]) -> None:
+        """The Rule protocol's; no per-container state to drop."""
+
 
 def test_a_rule_that_raises_is_counted_and_the_others_still_alert(tmp_path: Path) -> None:
     cfg = tmp_path / "s.toml"
     cfg.write_text('[detection]\ntimezone = "UTC"\n')
     boom = Boom()
-    rules = [boom, *(r for r in all_rules() if r.info.id != "SL-C2-003")]
+    rules: list[Rule] = [boom, *(r for r in all_rules() if r.info.id != "SL-C2-003")]
     alerts: list[dict[str, Any]] = []
     det = Detector(load_config(cfg), None, rules, alerts.append, "h", clock=lambda: T0)
     for i in range(2):  # the loop goes on, window after window

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sensor.detect.baseline import Baseline, LogHist
+from sensor.detect.baseline import Baseline, LogHist, WorkloadBaseline
 from sensor.detect.learn import Learner, local_hour
 from sensor.detect.view import WindowView
 from tests.support.views import KIB, T0, WINDOW, connect, container, exec_, flow, host, learn, life, utc, window
@@ -11,6 +11,13 @@ API = container("api-1", image="acme/api:1.0")
 API2 = container("api-2", image="acme/api:1.1")
 DB = container("db", image="acme/db:5")
 JOB = container("job", image="acme/job:1")
+
+
+def get_wb(b: Baseline, key: str) -> WorkloadBaseline:
+    """b.get(key), asserting the workload is in the baseline."""
+    wb = b.get(key)
+    assert wb is not None, f"no baseline for {key!r}"
+    return wb
 
 
 def test_local_hour() -> None:
@@ -28,15 +35,15 @@ def test_windows_counted_per_active_workload() -> None:
     lr.on_window(window(T0 + 20))  # an idle window
     lr.on_window(window(T0 + 30, execs=[exec_(JOB, T0 + 25, "/usr/bin/job")]))
     assert lr.windows == 4
-    assert b.get("acme/api").windows == 2  # two containers, one workload
-    assert b.get("acme/db").windows == 1
-    assert b.get("acme/job").windows == 1
+    assert get_wb(b, "acme/api").windows == 2  # two containers, one workload
+    assert get_wb(b, "acme/db").windows == 1
+    assert get_wb(b, "acme/job").windows == 1
     assert set(b.workloads) == {"acme/api", "acme/db", "acme/job"}
-    api = b.get("acme/api")
+    api = get_wb(b, "acme/api")
     assert api.first_seen == T0 and api.last_seen == T0 + 10
     # volume histograms get one value per active window, zeros included
-    assert api.egress_bytes.n == 2 and b.get("acme/job").egress_bytes.n == 1
-    assert b.get("acme/job").egress_bytes.quantile(1.0) == 0.0
+    assert api.egress_bytes.n == 2 and get_wb(b, "acme/job").egress_bytes.n == 1
+    assert get_wb(b, "acme/job").egress_bytes.quantile(1.0) == 0.0
 
 
 def test_destinations_bytes_and_encryption() -> None:
@@ -53,7 +60,7 @@ def test_destinations_bytes_and_encryption() -> None:
             for i in range(3)
         ]
     )
-    api = b.get("acme/api")
+    api = get_wb(b, "acme/api")
     assert set(api.destinations) == {"203.0.113.5|443|tcp", "198.51.100.9|8080|tcp", "198.51.100.10|9000|tcp"}
     tls = api.destinations["203.0.113.5|443|tcp"]
     assert (tls.windows, tls.bytes, tls.encrypted_bytes, tls.max_entropy, tls.protocols) == (
@@ -83,11 +90,11 @@ def test_executables_peers_lifetimes_hours() -> None:
             window(utc(2024, 1, 9, 17, 30), connects=[connect(API, 5, "203.0.113.1", 443)]),
         ]
     )
-    api = b.get("acme/api")
+    api = get_wb(b, "acme/api")
     assert api.executables == {"/usr/bin/curl": 2}
     assert api.peers == {"acme/db": 1}
     assert api.hours[9] == 1 and api.hours[17] == 1 and sum(api.hours) == 2
-    job = b.get("acme/job")
+    job = get_wb(b, "acme/job")
     assert job.lifetimes.n == 1 and job.lifetimes.quantile(0.5) == LogHist.upper(LogHist.bin_of(5.0))
     assert job.starts_per_window.n == 1 and job.starts_per_window.quantile(1.0) == LogHist.upper(LogHist.bin_of(1))
     # connect events alone make a workload active, but teach no destination
@@ -96,7 +103,7 @@ def test_executables_peers_lifetimes_hours() -> None:
 
 def test_host_is_a_workload() -> None:
     b = learn([window(T0, flows=[flow(host(), "203.0.113.5", 443, 10)])])
-    assert b.get("host").windows == 1
+    assert get_wb(b, "host").windows == 1
 
 
 def test_skip_excludes_workloads() -> None:
@@ -112,10 +119,10 @@ def test_skip_excludes_workloads() -> None:
     )
     assert b.get("acme/db") is None
     # the peer relation of a learned workload is still learned
-    assert b.get("acme/api").peers == {"acme/db": 1}
+    assert get_wb(b, "acme/api").peers == {"acme/db": 1}
     lr.skip = lambda w: False
     lr.on_window(window(T0 + 10, flows=[flow(DB, "203.0.113.5", 443, 10)]))
-    assert b.get("acme/db").windows == 1
+    assert get_wb(b, "acme/db").windows == 1
 
 
 # --- learning while detecting: quarantine around findings ------------------------------

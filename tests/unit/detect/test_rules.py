@@ -9,6 +9,7 @@ import base64
 import hashlib
 import statistics
 from pathlib import Path
+from typing import Any, TypedDict
 
 import pytest
 
@@ -35,10 +36,16 @@ from tests.support.views import (
 )
 
 DET = T0 + 600.0  # detection windows: 14:10 UTC, same hour as learning
-EVIL = dict(image="evil/exfil:latest")
 
 
-def rules_of(alerts: list[dict]) -> list[str]:
+class _Image(TypedDict):
+    image: str
+
+
+EVIL: _Image = dict(image="evil/exfil:latest")
+
+
+def rules_of(alerts: list[dict[str, Any]]) -> list[str]:
     return [a["rule"]["id"] for a in alerts]
 
 
@@ -89,6 +96,7 @@ class TestVolumeSpike:
         assert "api-1" in a["message"] and "acme/api" in a["message"]
         assert "p99" in a["message"]
         assert a["event"]["severity"] == BY_ID["SL-EXF-001"].severity
+        assert API.container is not None
         assert a["container"]["id"] == API.container.id
 
     def test_silent_at_threshold(self, tmp_path: Path) -> None:
@@ -250,7 +258,7 @@ class TestNonStandardPort:
 WEB = container("web-1", image="acme/web:2")
 
 
-def http_flow(attr, ip="198.51.100.20", port=80, *, body_entropy=7.97, body=2048, **kw):
+def http_flow(attr, ip="198.51.100.20", port=80, *, body_entropy=7.97, body=2048, **kw) -> FlowView:
     kw.setdefault("entropy", 6.2)  # headers keep the whole stream below 7 bits
     return flow(attr, ip, port, 300 * KIB, proto="http", body_entropy=body_entropy, body_sampled_bytes=body, **kw)
 
@@ -941,6 +949,7 @@ class TestInterContainer:
         a = alerts[0]
         check_alert(a, "SL-C2-003", WEB, "172.17.0.3")
         ev = a["sluice"]["evidence"]
+        assert DB.container is not None
         assert ev["peer_container_id"] == DB.container.id and ev["peer_container_name"] == "db"
         assert ev["peer_workload"] == "acme/db" and ev["bytes"] == 500
         assert ev["baseline_peers"] == []

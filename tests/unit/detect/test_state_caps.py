@@ -15,6 +15,7 @@ from sensor.attribution.containers import Attributor
 from sensor.detect.rules._common import PER_CONTAINER_KEYS, CappedTable, state_evictions
 from sensor.detect.rules.c2002_beaconing import Beaconing
 from sensor.detect.rules.exf003_cleartext_carrier import MAX_SUBDOMAINS, CleartextCarrier
+from sensor.detect.view import WindowView
 from sensor.telemetry.pipeline import MAX_VIEWS_PER_CGROUP, Pipeline
 from tests.support.views import T0, config, connect, container, detector, flow, window
 
@@ -77,13 +78,13 @@ def test_views_handed_to_the_rules_are_capped_per_cgroup(tmp_path: Path) -> None
     cg = os.stat(d).st_ino
     resolver = CgroupResolver(str(root), rescan_interval=3600)
     resolver.scan()
-    seen = []
+    seen: list[WindowView] = []
 
     class Obs:
-        def on_window(self, view: object) -> None:
+        def on_window(self, view: WindowView) -> None:
             seen.append(view)
 
-    pipe = Pipeline(Attributor(resolver, None), lambda d: None, "h", False, to_wall, observers=[Obs()])  # type: ignore[list-item]
+    pipe = Pipeline(Attributor(resolver, None), lambda d: None, "h", False, to_wall, observers=[Obs()])
     for i, ip in enumerate(_ips(MAX_VIEWS_PER_CGROUP + 3000)):
         pipe.handle_raw(connect_rec(1000 + i % 50, cg, ip, 443, ktime_ns=10**9))
     pipe.close_window([], to_wall(0), to_wall(10**10))

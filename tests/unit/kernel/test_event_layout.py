@@ -10,10 +10,20 @@ import ctypes as ct
 import shutil
 import subprocess
 from pathlib import Path
+from typing import TypedDict
 
 import pytest
 
 from sensor.kernel import events as E
+
+
+class CLayout(TypedDict):
+    """What the compiled probe program reports about the header."""
+
+    sizes: dict[str, int]  # struct name -> sizeof
+    fields: dict[tuple[str, str], tuple[int, int]]  # (struct, field) -> (offset, size)
+    consts: dict[str, int]  # constant name -> value
+
 
 ROOT = Path(__file__).resolve().parents[3]
 HEADER_DIR = ROOT / "bpf"
@@ -102,7 +112,7 @@ def _c_program() -> str:
 
 
 @pytest.fixture(scope="module")
-def c_layout(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+def c_layout(tmp_path_factory: pytest.TempPathFactory) -> CLayout:
     gcc = shutil.which("gcc") or "/usr/bin/gcc"
     d = tmp_path_factory.mktemp("layout")
     src, exe = d / "layout.c", d / "layout"
@@ -125,7 +135,7 @@ def c_layout(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
             fields[(rest[0], rest[1])] = (int(rest[2]), int(rest[3]))
         elif kind == "const":
             consts[rest[0]] = int(rest[1])
-    return {"sizes": sizes, "fields": fields, "consts": consts}
+    return CLayout(sizes=sizes, fields=fields, consts=consts)
 
 
 def test_new_event_decoders_round_trip() -> None:
@@ -159,18 +169,18 @@ def test_new_event_decoders_round_trip() -> None:
     assert E.unix_path(b"\0abstract\0\0", 9) == "@abstract"
 
 
-def test_every_mirrored_struct_is_in_the_header(c_layout: dict) -> None:
+def test_every_mirrored_struct_is_in_the_header(c_layout: CLayout) -> None:
     assert set(c_layout["sizes"]) == set(E.C_MIRRORS)
     assert len(E.C_MIRRORS) >= 9
 
 
 @pytest.mark.parametrize("cname", sorted(E.C_MIRRORS))
-def test_struct_size_matches(c_layout: dict, cname: str) -> None:
+def test_struct_size_matches(c_layout: CLayout, cname: str) -> None:
     assert ct.sizeof(E.C_MIRRORS[cname]) == c_layout["sizes"][cname]
 
 
 @pytest.mark.parametrize("cname", sorted(E.C_MIRRORS))
-def test_field_offsets_and_sizes_match(c_layout: dict, cname: str) -> None:
+def test_field_offsets_and_sizes_match(c_layout: CLayout, cname: str) -> None:
     mirror = E.C_MIRRORS[cname]
     for fname, *_ in mirror._fields_:
         desc = getattr(mirror, fname)
@@ -179,7 +189,7 @@ def test_field_offsets_and_sizes_match(c_layout: dict, cname: str) -> None:
 
 
 @pytest.mark.parametrize("cname", sorted(E.C_MIRRORS))
-def test_mirror_has_no_hidden_tail(c_layout: dict, cname: str) -> None:
+def test_mirror_has_no_hidden_tail(c_layout: CLayout, cname: str) -> None:
     # the last field ends where the C struct ends, modulo alignment padding
     mirror = E.C_MIRRORS[cname]
     last = getattr(mirror, mirror._fields_[-1][0])
@@ -210,5 +220,5 @@ def test_decoders_cover_every_event_type() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(CONSTANTS))
-def test_constant_matches(c_layout: dict, name: str) -> None:
+def test_constant_matches(c_layout: CLayout, name: str) -> None:
     assert c_layout["consts"][name] == CONSTANTS[name]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes as ct
+from typing import TypeVar
 
 import pytest
 
@@ -16,6 +17,15 @@ from emulation.records import (
     sample_rec,
 )
 from sensor.kernel import events as E
+
+_Ev = TypeVar("_Ev", bound=E.Event)
+
+
+def decode_as(raw: bytes, cls: type[_Ev]) -> _Ev:
+    """E.decode(raw), asserting it gave the expected event type."""
+    ev = E.decode(raw)
+    assert isinstance(ev, cls), f"decoded {type(ev).__name__}, expected {cls.__name__}"
+    return ev
 
 
 def test_encode_is_the_raw_struct_bytes() -> None:
@@ -52,7 +62,7 @@ def test_strings_stop_at_the_first_nul() -> None:
     c.hdr.type = E.EV_EXEC
     put_bytes(c, "comm", b"bash\0stale-junk")
     put_bytes(c, "filename", b"/bin/bash\0/usr/lib/leftover")
-    ev = E.decode(E.encode(c))
+    ev = decode_as(E.encode(c), E.ExecEvent)
     assert ev.comm == "bash"
     assert ev.filename == "/bin/bash"
 
@@ -67,7 +77,7 @@ def test_full_length_comm_without_nul() -> None:
 
 def test_invalid_utf8_is_shown_escaped_not_fatal() -> None:
     # escaped, not replaced by U+FFFD: the report shows what the name was
-    ev = E.decode(exit_rec(pid=1, cgroup_id=1, comm=b"ab\xffcd"))
+    ev = decode_as(exit_rec(pid=1, cgroup_id=1, comm=b"ab\xffcd"), E.ExitEvent)
     assert ev.comm == "ab\\xffcd"
     ev.comm.encode("utf-8")
 
@@ -106,7 +116,9 @@ def test_connect_ipv4_is_formatted_from_the_mapped_address() -> None:
     ],
 )
 def test_address_formatting(addr: str, text: str) -> None:
-    ev = E.decode(connect_rec(pid=1, cgroup_id=1, daddr=addr, dport=53, protocol=17, op=E.CONNECT_OP_SENDMSG))
+    ev = decode_as(
+        connect_rec(pid=1, cgroup_id=1, daddr=addr, dport=53, protocol=17, op=E.CONNECT_OP_SENDMSG), E.ConnectEvent
+    )
     assert ev.daddr == text
     assert ev.op == E.CONNECT_OP_SENDMSG
 
@@ -126,24 +138,24 @@ def test_exec_args_split_on_nul() -> None:
 
 
 def test_exec_args_keeps_empty_arguments() -> None:
-    ev = E.decode(exec_args_rec(pid=12, cgroup_id=3, args=[b"printf", b"", b"x"]))
+    ev = decode_as(exec_args_rec(pid=12, cgroup_id=3, args=[b"printf", b"", b"x"]), E.ExecArgsEvent)
     assert ev.args == ("printf", "", "x")
 
 
 def test_exec_args_limited_by_argc_and_args_len() -> None:
     raw = exec_args_rec(pid=1, cgroup_id=1, args=[b"a", b"bb", b"ccc"], argc=2)
-    assert E.decode(raw).args == ("a", "bb")
+    assert decode_as(raw, E.ExecArgsEvent).args == ("a", "bb")
     # bytes past args_len (stale buffer contents) are ignored
     c = E.ExecArgsEventC.from_buffer_copy(exec_args_rec(pid=1, cgroup_id=1, args=[]))
     put_bytes(c, "args", b"a\0bbSTALE\0")
     c.argc, c.args_len = 2, 4
-    assert E.decode(E.encode(c)).args == ("a", "bb")
+    assert decode_as(E.encode(c), E.ExecArgsEvent).args == ("a", "bb")
 
 
 def test_exec_args_len_beyond_buffer_is_clamped() -> None:
     long_arg = b"x" * (E.ARGS_LEN - 1)
     raw = exec_args_rec(pid=1, cgroup_id=1, args=[long_arg], args_len=10_000)
-    assert E.decode(raw).args == (long_arg.decode(),)
+    assert decode_as(raw, E.ExecArgsEvent).args == (long_arg.decode(),)
 
 
 def test_sample_data_truncated_to_sample_len() -> None:
@@ -173,7 +185,7 @@ def test_sample_data_truncated_to_sample_len() -> None:
 
 def test_sample_len_beyond_buffer_is_clamped() -> None:
     data = bytes(range(E.SAMPLE_MAX))
-    ev = E.decode(sample_rec(cgroup_id=5, daddr="10.1.2.3", dport=1, data=data, sample_len=4096))
+    ev = decode_as(sample_rec(cgroup_id=5, daddr="10.1.2.3", dport=1, data=data, sample_len=4096), E.SampleEvent)
     assert ev.data == data
 
 
@@ -188,7 +200,7 @@ def test_cgroup_event() -> None:
 def test_padded_record_decodes() -> None:
     # ring/perf buffer records may carry trailing padding
     raw = exit_rec(pid=9, cgroup_id=1, comm=b"sleep") + b"\0" * 8
-    ev = E.decode(raw)
+    ev = decode_as(raw, E.ExitEvent)
     assert ev.comm == "sleep" and ev.hdr.pid == 9
 
 

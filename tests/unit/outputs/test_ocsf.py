@@ -48,7 +48,7 @@ CLASSES: dict[int, type[BaseModel]] = {
     1007: ProcessActivity,
     0: BaseEvent,
 }
-PROFILE_ATTRS = {
+PROFILE_ATTRS: dict[str, dict[str, Any]] = {
     "container": {"container": Container, "namespace_pid": None},
     "host": {"device": Device, "actor": Actor},
 }
@@ -85,7 +85,8 @@ def strict(model: type[BaseModel], data: Any, path: str, extra: dict[str, Any] |
 def _raw_schema() -> dict[str, Any]:
     import ocsf
 
-    return json.loads((Path(ocsf.__file__).parent / "schemas" / "v1_7_0.json").read_text())
+    schema: dict[str, Any] = json.loads((Path(ocsf.__file__).parent / "schemas" / "v1_7_0.json").read_text())
+    return schema
 
 
 ENDPOINT_TYPES = set(_raw_schema()["objects"]["endpoint"]["attributes"]["type_id"]["enum"])

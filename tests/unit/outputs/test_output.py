@@ -5,18 +5,19 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from sensor.outputs.sinks import JsonLineWriter
 
 
-def read_lines(p: Path) -> list[dict]:
+def read_lines(p: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines()]
 
 
 def test_one_json_object_per_line(tmp_path: Path) -> None:
     p = tmp_path / "out.json"
     w = JsonLineWriter(str(p))
-    docs = [{"a": 1, "nested": {"b": [1, 2]}}, {"msg": "line\nbreak", "u": "h\u00e9"}, {}]
+    docs: list[dict[str, Any]] = [{"a": 1, "nested": {"b": [1, 2]}}, {"msg": "line\nbreak", "u": "h\u00e9"}, {}]
     for d in docs:
         w.write(d)
     # flushed per line: readable before close

@@ -98,7 +98,8 @@ HEALTH = {"sensor_start", "sensor_health", "runtime_status", "sensor_stop"}
 
 
 def action(d: dict[str, Any]) -> str:
-    return d["event"]["action"]
+    a: str = d["event"]["action"]
+    return a
 
 
 def assert_ecs(docs: list[dict[str, Any]]) -> None:
@@ -588,6 +589,7 @@ def test_health_documents_are_ecs(tmp_path: Path, engine: Any, mode: str) -> Non
     s = Sensor(cfg, source_factory=lambda _c, _r: _StatsSource(records, [[]]), report=_probe_report(cgroot), **kw)
     try:
         s.setup()  # sensor_start; runtime "ok" on the first lookup
+        assert s.source is not None and s.pipeline is not None and s.attributor is not None
         s.source.poll(0)
         s.pipeline.close_window(s.source.drain_flows(), to_wall(0), to_wall(10 * NS))
         s.emit(s._health_doc("sensor_health"))
@@ -626,6 +628,7 @@ def test_containment_documents_are_ecs_and_bad_state_is_moved_aside(tmp_path: Pa
         assert "cannot be read" in problem and "moved aside" in problem
         assert not state.exists() and list(tmp_path.glob("containment.json.unreadable-*"))
         assert s.containment is not None
+        assert isinstance(s.source, _StatsSource)
         assert "isolated container web-1" in s.containment.isolate("web-1", "SL-EXF-002")["message"]
         assert s.source.isolated == {os.stat(cgroot / "docker" / A).st_ino: 0}
         assert "blocked egress to 198.18.64.1" in s.containment.block("198.18.64.1", A[:8], "")["message"]

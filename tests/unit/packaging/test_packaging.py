@@ -60,7 +60,7 @@ CONFIGMAP_CONFIG_PATH = "/etc/sluice/sluice.toml"
 # --- helpers -------------------------------------------------------------------
 
 
-def _yaml():  # type: ignore[no-untyped-def]
+def _yaml():
     try:
         import yaml
     except ImportError:
@@ -68,7 +68,7 @@ def _yaml():  # type: ignore[no-untyped-def]
     return yaml
 
 
-def _kubernetes_validate():  # type: ignore[no-untyped-def]
+def _kubernetes_validate():
     try:
         import kubernetes_validate
     except ImportError:
@@ -104,7 +104,7 @@ def _one(kind: str) -> dict[str, Any]:
 
 def _sensor_container(ds: dict[str, Any]) -> dict[str, Any]:
     containers = ds["spec"]["template"]["spec"]["containers"]
-    named = [c for c in containers if c["name"] == "sluice"]
+    named: list[dict[str, Any]] = [c for c in containers if c["name"] == "sluice"]
     assert len(named) == 1, f"DaemonSet has no single container named sluice: {[c['name'] for c in containers]}"
     return named[0]
 
@@ -112,7 +112,8 @@ def _sensor_container(ds: dict[str, Any]) -> dict[str, Any]:
 def _configmap_toml() -> str:
     cm = _one("ConfigMap")
     assert "sluice.toml" in cm.get("data", {}), "ConfigMap has no data key sluice.toml"
-    return cm["data"]["sluice.toml"]
+    toml: str = cm["data"]["sluice.toml"]
+    return toml
 
 
 def _parse_cli(argv: list[str]) -> None:

@@ -167,7 +167,7 @@ def test_addresses_round_trip_in_kernel_form() -> None:
 def test_a_stopped_container_from_an_old_state_file_never_gets_the_node_wide_handle(tmp_path: Path) -> None:
     c, _ = _c(tmp_path)
     Path(c.path).parent.mkdir(parents=True)
-    old = {"kind": "block", "container_id": A, "container_name": "web", "cgroup_ids": [11]}
+    old: dict[str, object] = {"kind": "block", "container_id": A, "container_name": "web", "cgroup_ids": [11]}
     old |= {"destination": "198.18.64.1", "since": 0.0, "reason": ""}  # no "handle": written before it existed
     Path(c.path).write_text(json.dumps({"version": 1, "entries": [old]}))
     c2, src2 = _c(tmp_path)

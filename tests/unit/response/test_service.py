@@ -21,7 +21,7 @@ A = "a0" * 32
 
 def _world(
     tmp_path: Path, engine: FakeDockerEngine
-) -> tuple[ContainmentService, ContainerRegistry, ReplaySource, list]:
+) -> tuple[ContainmentService, ContainerRegistry, ReplaySource, list[dict[str, Any]]]:
     resolver = CgroupResolver(str(tmp_path), rescan_interval=3600)
     resolver.learn(100, f"/docker/{A}")
     reg = ContainerRegistry(Attributor(resolver, DockerClient(engine.socket_path)))

@@ -56,11 +56,11 @@ def text(n: int, at: int | None = None) -> bytes:
     return TEXT[i : i + n]
 
 
-def judge(data: bytes, payload_len: int | None = None, state: StreamState | None = None, start: bool = False):  # type: ignore[no-untyped-def]
+def judge(data: bytes, payload_len: int | None = None, state: StreamState | None = None, start: bool = False):
     return StreamJudge().judge(data, payload_len or len(data), state or StreamState(), start)
 
 
-def main_class(v) -> str:  # type: ignore[no-untyped-def]
+def main_class(v) -> str:
     totals: dict[str, int] = {}
     for c, n in v.spans:
         totals[c] = totals.get(c, 0) + n
@@ -114,7 +114,7 @@ def test_prefix_longer_than_the_sample_is_a_known_blind_spot() -> None:
         (base64.a85encode, "base85"),
     ],
 )
-def test_encoded_ciphertext_is_encoded(encode, alphabet: str) -> None:  # type: ignore[no-untyped-def]
+def test_encoded_ciphertext_is_encoded(encode, alphabet: str) -> None:
     encoded = 0
     for _ in range(100):
         blob = encode(rand(300))
@@ -130,7 +130,7 @@ def test_encoded_ciphertext_is_encoded(encode, alphabet: str) -> None:  # type: 
 
 
 @pytest.mark.parametrize("encode", [base64.b64encode, base64.b32encode, binascii.hexlify])
-def test_encoded_text_is_plain(encode) -> None:  # type: ignore[no-untyped-def]
+def test_encoded_text_is_plain(encode) -> None:
     """base64 of text looks random symbol by symbol, but decodes to text.
     Measured on 3,000 samples of this README: 0.1 % (base32), 0.07 %
     (base64), 0.5 % (hex) still come out encoded; allow 3 in 200."""
@@ -191,7 +191,7 @@ def _zip_bytes(payload: bytes, method: int = zipfile.ZIP_DEFLATED) -> bytes:
         (_zip_bytes, "zip"),
     ],
 )
-def test_real_compressed_data_is_proven(make, fmt: str) -> None:  # type: ignore[no-untyped-def]
+def test_real_compressed_data_is_proven(make, fmt: str) -> None:
     blob = make(TEXT[:20000])
     p = prove(blob[:64])
     assert p is not None and p.ok and p.fmt == fmt and not p.encrypted

@@ -23,7 +23,7 @@ from tests.unit.telemetry.test_pipeline import make_world
 PID = 5_000_123  # above PID_MAX_LIMIT: never a real process on this host
 
 
-def _feed(w, recs: list[bytes]) -> None:  # type: ignore[no-untyped-def]
+def _feed(w, recs: list[bytes]) -> None:
     src = ReplaySource(recs, [])
     src.start(w.pipe.handle_raw)
     src.poll(0)

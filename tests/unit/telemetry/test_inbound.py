@@ -11,7 +11,7 @@ from sensor.attribution.netmap import NetMap, addresses_of_pid
 from tests.unit.telemetry.test_pipeline import A, World, make_world
 
 
-def _world(tmp_path: Path, fake_docker) -> World:  # type: ignore[no-untyped-def]
+def _world(tmp_path: Path, fake_docker) -> World:
     fake_docker.add(A, "api-1", "acme/api:1", "sha256:" + "a" * 64, {})
     w = make_world(tmp_path, fake_docker.socket_path)
     # container A's only process is this test: its addresses are A's
@@ -21,7 +21,7 @@ def _world(tmp_path: Path, fake_docker) -> World:  # type: ignore[no-untyped-def
     return w
 
 
-def test_peer_classes_at_accept_time(tmp_path: Path, fake_docker) -> None:  # type: ignore[no-untyped-def]
+def test_peer_classes_at_accept_time(tmp_path: Path, fake_docker) -> None:
     w = _world(tmp_path, fake_docker)
     mine = sorted(a for a in addresses_of_pid(os.getpid()) if ":" not in a)
     assert mine, "this host has no IPv4 address outside loopback to play container A"
@@ -50,7 +50,7 @@ def test_peer_classes_at_accept_time(tmp_path: Path, fake_docker) -> None:  # ty
     assert acc[2]["sluice"]["inbound"]["connections"] == 3
 
 
-def test_a_client_that_exited_is_named_by_the_kernel(tmp_path: Path, fake_docker) -> None:  # type: ignore[no-untyped-def]
+def test_a_client_that_exited_is_named_by_the_kernel(tmp_path: Path, fake_docker) -> None:
     """A short-lived client container connects and exits before the sensor
     reads the accept: its address is gone from /proc (here: A's cgroup has
     no process), so by address it would be an outside peer (SL-C2-006 on an

@@ -7,6 +7,7 @@ import ssl
 import struct
 
 import dns.message
+import dns.rcode
 import dns.rrset
 import pytest
 
@@ -171,7 +172,7 @@ def test_dns_aaaa_and_nxdomain() -> None:
     assert [a.address for a in parse_dns_answers(wire, IPPROTO_UDP)] == ["2001:db8::7"]
     q = dns.message.make_query("nope.example.com", "A")
     r = dns.message.make_response(q)
-    r.set_rcode(3)
+    r.set_rcode(dns.rcode.NXDOMAIN)
     assert parse_dns_answers(r.to_wire(), IPPROTO_UDP) == []
 
 

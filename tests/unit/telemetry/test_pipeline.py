@@ -7,6 +7,7 @@ import json
 import os
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,7 @@ def world(tmp_path: Path, fake_docker) -> World:
     return make_world(tmp_path, fake_docker.socket_path)
 
 
-def replay(w: World, records: list[bytes], windows: list[list[FlowCounters]] = ()) -> ReplaySource:
+def replay(w: World, records: list[bytes], windows: Sequence[list[FlowCounters]] = ()) -> ReplaySource:
     src = ReplaySource(records, windows)
     assert src.start(w.pipe.handle_raw) == {"replay": "attached"}
     assert src.poll(0) == len(records)

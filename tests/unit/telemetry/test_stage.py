@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from sensor.detect.view import WindowView
 from sensor.telemetry.stage import (
     FD_EXEC,
     MEMFD,
@@ -121,21 +123,21 @@ def test_fd_and_memfd_execs(tmp_path: Path, filename: str, exe: str, kind: str) 
 # --- the rule ---------------------------------------------------------------------
 
 DET = T0 + 600.0
-EVIL = {"image": "evil/exfil:latest"}
+EVIL: dict[str, Any] = {"image": "evil/exfil:latest"}
 
 
-def rules_of(alerts: list[dict]) -> list[str]:  # type: ignore[type-arg]
+def rules_of(alerts: list[dict[str, Any]]) -> list[str]:
     return [a["rule"]["id"] for a in alerts]
 
 
-def learned(make, n: int = 5):  # type: ignore[no-untyped-def]
+def learned(make, n: int = 5):
     return learn(make(T0 + i * WINDOW) for i in range(n))
 
 
 DROP = container("dropper", **EVIL)
 
 
-def staged(ex, **kw):  # type: ignore[no-untyped-def]
+def staged(ex, **kw):
     for k, v in kw.items():
         setattr(ex, k, v)
     return ex
@@ -216,7 +218,7 @@ def test_executable_outside_the_baseline_is_a_stage(tmp_path: Path) -> None:
     b = learned(lambda end: window(end, execs=[exec_(app, end - 1, "/app/bin/server", ["server"])]))
     h = detector(config(tmp_path), b)
 
-    def chain(exe: str, t: float) -> object:
+    def chain(exe: str, t: float) -> WindowView:
         return window(
             t + 5,
             seconds=10,
