@@ -78,7 +78,7 @@ def iperf(port: int, seconds: float) -> float:
         text=True,
         check=True,
     )
-    return json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
+    return float(json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"]) / 1e9
 
 
 def main() -> int:

@@ -49,7 +49,7 @@ def replay_rates() -> dict[str, float]:
         "sample": [sample_rec(cg, f"10.0.{i % 50}.1", 443, os.urandom(64)) for i in range(n)],
         "exec": [exec_rec(5_000_000 + i, cg, filename=b"/bin/true", comm=b"true", ppid=1) for i in range(n // 5)],
     }
-    out = {}
+    out: dict[str, float] = {}
     for k, recs in kinds.items():
         t = time.perf_counter()
         for x in recs:

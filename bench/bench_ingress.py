@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -110,20 +111,14 @@ def floor() -> Iterator[tuple[Any, Any]]:
 @contextmanager
 def sensor(with_ingress: bool) -> Iterator[Any]:
     """The real programs (BccSource), drained by a thread like the sensor's loop."""
+    import sensor.kernel.loader as L
     from sensor.kernel.loader import BccSource
     from sensor.kernel.probe import probe
 
-    saved = H.UNITS
-    if not with_ingress:
-        H.UNITS = tuple(u for u in H.UNITS if u.name != "ingress")
-    import sensor.kernel.loader as L
-
-    L.UNITS = H.UNITS
-    try:
-        src = BccSource(default_config().kernel, probe(True, H.UNITS))
+    units = H.UNITS if with_ingress else tuple(u for u in H.UNITS if u.name != "ingress")
+    with mock.patch.object(H, "UNITS", units), mock.patch.object(L, "UNITS", units):
+        src = BccSource(default_config().kernel, probe(True, units))
         src.start(lambda _r: None)
-    finally:
-        H.UNITS = L.UNITS = saved
     stop = threading.Event()
 
     def drain() -> None:

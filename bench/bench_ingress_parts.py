@@ -34,9 +34,11 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_ingress import bpf_stats, cgroup2_mount, fdinfo, iperf
+from bench_ingress import bpf_stats, cgroup2_mount, fdinfo, iperf
+
 from sensor.config import default_config
 from sensor.kernel import bpfsys
 from sensor.kernel import hooks as H

@@ -23,6 +23,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Sensor
@@ -51,7 +52,7 @@ def main() -> int:
         print("bench_latency: run as root", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="sluice-lat-"))
-    arrivals: list[tuple[float, dict]] = []
+    arrivals: list[tuple[float, dict[str, Any]]] = []
     stop = threading.Event()
 
     def tail(path: Path) -> None:

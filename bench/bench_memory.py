@@ -27,7 +27,7 @@ from sensor.attribution.cgroups import find_cgroup2_mount
 
 
 def rss_mb(s: Sensor) -> float:
-    return round(s.status()["memory_kb"]["VmRSS"] / 1024, 1)
+    return round(float(s.status()["memory_kb"]["VmRSS"]) / 1024, 1)
 
 
 def main() -> int:

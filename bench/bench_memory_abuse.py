@@ -22,7 +22,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -39,7 +41,7 @@ DNS_NAMES_PER_ROUND = 3_000  # per container
 
 
 def rss_mb(s: Sensor) -> float:
-    return round(s.status()["memory_kb"]["VmRSS"] / 1024, 1)
+    return round(float(s.status()["memory_kb"]["VmRSS"]) / 1024, 1)
 
 
 def _enter(cgdir: str) -> None:
@@ -86,7 +88,7 @@ def main() -> int:
     cgs = [f"{base}/docker/{0x5200000000 + i:064x}" for i in range(CONTAINERS)]
     for d in cgs:
         os.makedirs(d, exist_ok=True)
-    out: dict[str, object] = {"containers": CONTAINERS, "cmdline_bytes": sum(len(x) + 1 for x in ARGS)}
+    out: dict[str, Any] = {"containers": CONTAINERS, "cmdline_bytes": sum(len(x) + 1 for x in ARGS)}
     procs: list[subprocess.Popen[bytes]] = []
     try:
         with Sensor(work, "window_seconds = 1.0\n" + f'[runtime]\ndocker_socket = "{work}/no-docker.sock"\n') as s:
@@ -100,24 +102,24 @@ def main() -> int:
                         procs.append(
                             subprocess.Popen(
                                 ["/bin/sh", "-c", "sleep 6", "sh", *ARGS],
-                                preexec_fn=lambda d=d: _enter(d),
+                                preexec_fn=partial(_enter, d),
                                 stdout=subprocess.DEVNULL,
                             )
                         )
                     _churn(d, r + 1, DESTINATIONS_PER_ROUND, DNS_NAMES_PER_ROUND)
-                out.setdefault("round_seconds", []).append(round(time.monotonic() - t0, 1))  # type: ignore[union-attr]
+                out.setdefault("round_seconds", []).append(round(time.monotonic() - t0, 1))
                 for p in procs:
                     p.wait()
                 procs.clear()
                 time.sleep(3)  # the windows holding all that have closed
                 mem = s.status()["memory_kb"]
                 samples.append(round(mem["VmRSS"] / 1024, 1))
-                out.setdefault("rss_anon_mb_after_each_round", []).append(round(mem.get("RssAnon", 0) / 1024, 1))  # type: ignore[union-attr]
-                out.setdefault("rss_file_mb_after_each_round", []).append(round(mem.get("RssFile", 0) / 1024, 1))  # type: ignore[union-attr]
+                out.setdefault("rss_anon_mb_after_each_round", []).append(round(mem.get("RssAnon", 0) / 1024, 1))
+                out.setdefault("rss_file_mb_after_each_round", []).append(round(mem.get("RssFile", 0) / 1024, 1))
             st = s.status()
             out["rss_mb_after_each_round"] = samples
             out["growth_mb_from_first_round"] = round(samples[-1] - samples[0], 1)
-            out["growth_mb_from_idle"] = round(samples[-1] - out["idle_rss_mb"], 1)  # type: ignore[operator]
+            out["growth_mb_from_idle"] = round(samples[-1] - out["idle_rss_mb"], 1)
             c = st["counters"]
             out["execs"] = c.get("exec")
             out["cmdline_truncated"] = c.get("cmdline_truncated")

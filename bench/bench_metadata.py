@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from emulation.lab import DockerCLI, PrivateEngine, build_image
@@ -90,7 +91,7 @@ def main() -> int:
         if engine is not None:
             engine.stop()
         shutil.rmtree(work, ignore_errors=True)
-    out = {
+    out: dict[str, Any] = {
         name: {"median_ms": round(statistics.median(v) * 1000, 1), "max_ms": round(max(v) * 1000, 1)}
         for name, v in times.items()
     }

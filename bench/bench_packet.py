@@ -36,6 +36,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from unittest import mock
 
 from sensor.config import default_config
 from sensor.kernel import bpfsys, loader
@@ -90,15 +91,13 @@ def run(exe: str, what: str) -> float:
 @contextmanager
 def sensor(with_packet: bool) -> Iterator[loader.BccSource]:
     units = H.UNITS if with_packet else tuple(u for u in H.UNITS if u.name != "packet")
-    saved = loader.UNITS
-    loader.UNITS = units
-    src = loader.BccSource(default_config().kernel, probe(True, H.UNITS))
-    try:
-        src.start(lambda _r: None)
-        yield src
-    finally:
-        src.close()
-        loader.UNITS = saved
+    with mock.patch.object(loader, "UNITS", units):
+        src = loader.BccSource(default_config().kernel, probe(True, H.UNITS))
+        try:
+            src.start(lambda _r: None)
+            yield src
+        finally:
+            src.close()
 
 
 def main() -> int:

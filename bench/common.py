@@ -41,7 +41,8 @@ class Sensor:
 
     def status(self) -> dict[str, Any]:
         r = subprocess.run([SLUICE, "status", "--json", "-c", str(self.cfg)], capture_output=True, text=True)
-        return json.loads(r.stdout)
+        st: dict[str, Any] = json.loads(r.stdout)
+        return st
 
     def __exit__(self, *exc: object) -> None:
         assert self.proc
