@@ -935,8 +935,14 @@ class FlowClassifier:
 
     def __init__(self, max_flows: int = 65536, high_bits: float = 7.0, per_cgroup: int = PER_CGROUP) -> None:
         self.judge_ = StreamJudge(high_bits)
-        # framing state, only for flows whose samples established some (a
-        # flow without one is judged from a fresh StreamState)
+        # framing state per sending socket (flow key + socket cookie), only
+        # for sockets whose samples established some (one without is judged
+        # from a fresh StreamState). Per socket, not per flow: sockets of one
+        # container to one destination interleave their samples, and one
+        # socket's HTTP head or first packet would reset another's proven
+        # compressed body (a real gzip upload then read as ciphertext), or
+        # one socket's proven gzip body would make another's ciphertext read
+        # as its continuation (an exfiltration hidden behind a decoy upload).
         self.streams: FlowTable[StreamState] = FlowTable(per_cgroup, max_flows)
         # the last window's class fractions, in CLASSES order
         self.last_mix: FlowTable[tuple[float, ...]] = FlowTable(per_cgroup, max_flows)
@@ -953,13 +959,16 @@ class FlowClassifier:
         first: bool = False,
         second: bytes = b"",
         second_off: int = 0,
+        cookie: int = 0,
     ) -> Verdict:
         """One sample of `key`: classify it and add its packet's bytes per
         class, times `weight` (how many such packets it stands for), to the
         window's `acc`. first: the socket's first payload (framing state
         starts over); second: a read from inside the packet at payload
-        offset second_off (weigh_pair). Returns the start's verdict."""
-        state = self.streams.get(key)
+        offset second_off (weigh_pair); cookie: the sending socket (framing
+        state is its own; 0: unknown, the flow's). Returns the start's verdict."""
+        skey = (*key, cookie)
+        state = self.streams.get(skey)
         if state is None or first:
             state = StreamState()
         if key[2] == 53:  # DNS: the names are the payload, judged by SL-EXF-003
@@ -975,9 +984,9 @@ class FlowClassifier:
         else:
             acc.add(weigh(v, len(data), payload_len), weight)
         if state.http or state.websocket or state.compressed is not None or state.pending is not None:
-            self.streams.put(key, state)
+            self.streams.put(skey, state)
         else:
-            self.streams.pop(key)  # nothing established: a fresh state is the same
+            self.streams.pop(skey)  # nothing established: a fresh state is the same
         acc.encoding = acc.encoding or v.encoding
         acc.compression = v.compression or acc.compression
         acc.fake_compression = acc.fake_compression or v.fake_compression

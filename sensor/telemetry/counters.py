@@ -258,7 +258,16 @@ class WindowCounters:
             weight = 1 if in_socket_start or socket_start or port == 53 else self.sample_every
         self._add_sender(st, key[0], cookie, round(plen * weight))
         v = self.classifier.add(
-            key, st.classes, data, plen, weight, socket_start or in_socket_start, socket_start, second, second_off
+            key,
+            st.classes,
+            data,
+            plen,
+            weight,
+            socket_start or in_socket_start,
+            socket_start,
+            second,
+            second_off,
+            cookie,
         )
         # Compression is what decoded (classify.prove), never a header's or
         # a Content-Encoding's claim.

@@ -498,3 +498,50 @@ def test_dns_query_cut_inside_its_first_label_is_dns() -> None:
     (s,), _e, _h = w.close([FlowCounters(42, "198.18.0.9", 5353, 17, len(q) + 28, 1, len(q), 0, 0, 0, 1)])
     assert s.protocol_hint == "dns" and s.dns_names == [(label[:51].decode(), False)]
     assert datagram_protocol(struct.pack("!HHHHHH", 7, 0x8180, 1, 1, 0, 0) + bytes([56]) + label[:51], 17) is None
+
+
+# --- framing state is per socket ------------------------------------------------------------
+# Two sockets of one container to one destination share a flow key. The CI
+# scorecard once read a real gzip backup (cw-benign-gzip-backup) as 271 KiB of
+# ciphertext: another upload's socket, to the same destination, reset the
+# flow's framing state between the backup's samples.
+
+A, B = 1001, 1002  # socket cookies
+UPLOAD = b"POST /backup HTTP/1.1\r\nHost: x\r\nContent-Length: 99999\r\n\r\n"
+
+
+def _upload(w: WindowCounters, cookie: int, blob: bytes) -> None:
+    """An HTTP upload: the head alone, then the body's first packet, all
+    in the socket's sampled start."""
+    w.add_sample(KEY, UPLOAD, True, len(UPLOAD), True, cookie)
+    w.add_sample(KEY, blob[:64], False, 1400, True, cookie)
+
+
+def test_another_sockets_upload_does_not_reset_a_proven_compressed_body() -> None:
+    w = WindowCounters()
+    blob = gzip.compress(TEXT * 3)
+    _upload(w, A, blob)
+    w.add_sample(KEY, UPLOAD, True, len(UPLOAD), True, B)  # a second upload's head, meanwhile
+    w.add_sample(KEY, blob[3000:3064], False, 1400, False, A, span_bytes=128 * 1024)
+    (s,), _e, _h = w.close([_flow(140_000, 100)])
+    assert s.encrypted_bytes == 0, s.byte_classes
+
+
+def test_a_decoy_gzip_upload_does_not_make_another_sockets_ciphertext_compressed() -> None:
+    """The evasion the flow-keyed state allowed: open a socket, upload a real
+    gzip body on another, then stream ciphertext on the first."""
+    w = WindowCounters()
+    w.add_sample(KEY, rand(64), True, 1400, True, B)  # the exfiltration's socket starts
+    _upload(w, A, gzip.compress(TEXT * 3))  # the decoy proves gzip on the flow
+    for _ in range(4):
+        w.add_sample(KEY, rand(64), False, 1400, False, B, span_bytes=128 * 1024)
+    (s,), _e, _h = w.close([_flow(600_000, 430)])
+    assert s.encrypted_bytes > 400_000, s.byte_classes
+
+
+def test_framing_state_of_sockets_is_bounded_per_container() -> None:
+    w = WindowCounters()
+    for cookie in range(1, 10_000):  # one HTTP connection each: each establishes state
+        w.add_sample(KEY, UPLOAD, True, len(UPLOAD), True, cookie)
+    assert len(w.classifier.streams) <= w.classifier.streams.per_cgroup
+    assert w.classifier.streams.evictions > 0

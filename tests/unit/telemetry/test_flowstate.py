@@ -98,10 +98,12 @@ def test_stream_state_is_kept_only_when_samples_established_some() -> None:
     wc.add_sample(plain, b"hello there, nothing to see", True, 27, True)
     wc.add_sample(http, b"POST /u HTTP/1.1\r\nHost: x\r\n\r\n", True, 400, True)
     streams = wc.classifier.streams
-    assert plain not in streams and isinstance(streams.get(http), StreamState) and streams[http].http
-    # a new socket to the same destination starts over: nothing established
+    # kept per socket: the flow key and the socket's cookie (0 here: unknown)
+    plain_s, http_s = (*plain, 0), (*http, 0)
+    assert plain_s not in streams and isinstance(streams.get(http_s), StreamState) and streams[http_s].http
+    # the socket's first payload starts over: nothing established
     wc.add_sample(http, b"just text this time, no request line", True, 40, True)
-    assert http not in streams
+    assert http_s not in streams
 
 
 def test_last_mixes_are_shared_between_flows_and_carried() -> None:
