@@ -202,6 +202,41 @@ def measure_progs(
     return figure, elapsed, before, after
 
 
+# The rate targets (issue 13: 64-byte UDP >= 0.98 of none) read through
+# throughput are noise here: the empty program alone reads 0.80-1.38 of
+# none between runs. The same target as a budget in time: with the sender
+# saturating its CPU, 0.98 of the rate leaves 1/0.98 - 1 = 2.04 % of the
+# time one datagram takes with no program for everything attached. Loopback
+# receives in the sender's softirq, so every program's time counts:
+# egress, ingress and the per-send hooks. The programs' time per datagram
+# comes from bpf_stats (low noise; each run includes the stats' own two
+# clock reads, so the predicted ratio is on the pessimistic side).
+RATE_TARGET = 0.98
+PER_DATAGRAM = ("udp64", "udp64u", "udp64m")
+
+
+def rate_budget(ld: str, med: dict[str, float], progs: dict[str, dict[str, float]]) -> dict[str, Any]:
+    if ld not in PER_DATAGRAM or not med.get("none"):
+        return {}
+    ns_none = 1e9 / med["none"]  # one datagram's time on the saturated sender, no program
+    rate = med["none"]  # datagrams/s; the stats run's own rate is in runs_per_s of the floor
+    floor = progs.get("FLOOR (empty cgroup_skb)", {})
+    if floor.get("runs_per_s"):
+        rate = floor["runs_per_s"]  # the floor ran once per datagram of the timed run
+    sensor_ns = sum(
+        v["ns_per_run"] * v["runs_per_s"] / rate for k, v in progs.items() if not k.startswith("FLOOR") and rate
+    )
+    floor_ns = floor.get("ns_per_run", 0.0) * (floor.get("runs_per_s", 0) / rate if rate else 0.0)
+    return {
+        "ns_per_datagram_none": round(ns_none, 1),
+        "budget_ns_for_target": round(ns_none * (1 / RATE_TARGET - 1), 1),
+        "sensor_program_ns_per_datagram": round(sensor_ns, 1),
+        "floor_ns_per_datagram": round(floor_ns, 1),
+        "predicted_ratio_sensor_vs_none": round(ns_none / (ns_none + sensor_ns), 3),
+        "predicted_ratio_floor_vs_none": round(ns_none / (ns_none + floor_ns), 3),
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
@@ -292,6 +327,7 @@ def main() -> int:
             if f[0]
         ]
         out[ld] = {
+            **rate_budget(ld, med, progs),
             "unit": UNITS[ld],
             "median": {k: round(v, 2) for k, v in med.items()},
             "ratio_sensor_vs_none": round(med["sensor"] / med["none"], 3),
