@@ -219,14 +219,12 @@ def rate_budget(ld: str, med: dict[str, float], progs: dict[str, dict[str, float
     if ld not in PER_DATAGRAM or not med.get("none"):
         return {}
     ns_none = 1e9 / med["none"]  # one datagram's time on the saturated sender, no program
-    rate = med["none"]  # datagrams/s; the stats run's own rate is in runs_per_s of the floor
     floor = progs.get("FLOOR (empty cgroup_skb)", {})
-    if floor.get("runs_per_s"):
-        rate = floor["runs_per_s"]  # the floor ran once per datagram of the timed run
-    sensor_ns = sum(
-        v["ns_per_run"] * v["runs_per_s"] / rate for k, v in progs.items() if not k.startswith("FLOOR") and rate
-    )
-    floor_ns = floor.get("ns_per_run", 0.0) * (floor.get("runs_per_s", 0) / rate if rate else 0.0)
+    # datagrams/s of the timed run: the floor ran once per datagram
+    rate = floor.get("runs_per_s") or med["none"]
+    per_datagram = {k: v["ns_per_run"] * v["runs_per_s"] / rate for k, v in progs.items()}
+    floor_ns = per_datagram.pop("FLOOR (empty cgroup_skb)", 0.0)
+    sensor_ns = sum(per_datagram.values())
     return {
         "ns_per_datagram_none": round(ns_none, 1),
         "budget_ns_for_target": round(ns_none * (1 / RATE_TARGET - 1), 1),

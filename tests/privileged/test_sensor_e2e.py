@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -145,7 +146,7 @@ def test_unconnected_udp_sendto_is_visible(sensor: SensorProc) -> None:
     # below the ephemeral ports: the session's sensor has seen every test's
     # traffic, and other tests send to ephemeral ports (udp_port(), a DNS
     # server answering a client's random source port), this process included
-    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     port = low // 2 + os.getpid() % (low // 4)
     for _ in range(20):  # deduplicated in the kernel: one event, 20 packets counted
         u.sendto(b"q" * 40, ("127.0.0.1", port))
