@@ -32,7 +32,7 @@ BASE_IMAGE = "sluice-emu/base:latest"
 BARE_IMAGE = "sluice-emu/bare:latest"
 LABEL = "io.sluice.emulation"
 TCP_PORTS = (4444, 9000, 9001, 9002, 9003, 9004, 9005)
-HTTP_PORTS = (80, 8080)
+HTTP_PORTS = (80, 8080, 8081)
 UDP_PORTS = (5000, 5353)  # discard: datagrams are recorded, never answered
 TLS_PORTS = (443, 8443)
 

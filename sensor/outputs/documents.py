@@ -282,6 +282,9 @@ def flow_summary(
         for k in ("encoding", "compression", "fake_compression"):
             if getattr(s.byte_classes, k):
                 d["sluice"]["payload"][k] = getattr(s.byte_classes, k)
+    split = s.protocol_split()
+    if split:  # network.protocol names the one that sent the most
+        d["sluice"]["payload"]["protocols"] = split
     d["sluice"]["flow"] = {"connections": s.connects}
     if len(s.senders) > 1 or s.unattributed_bytes:
         # more than one process (or an unknown socket) sent on the flow:

@@ -885,9 +885,17 @@ class ByteClasses:
     fake_compression: str | None = None
     carried: bool = False  # no sample this window: the flow's last mix was used
 
-    def add(self, weights: dict[str, float], scale: float) -> None:
+    def add(self, weights: dict[str, float], scale: float) -> tuple[float, float]:
+        """Adds weights times scale; returns the bytes added and how many
+        of them are opaque."""
+        total = opaque = 0.0
         for cls, n in weights.items():
-            self.bytes[cls] = self.bytes.get(cls, 0.0) + n * scale
+            n *= scale
+            self.bytes[cls] = self.bytes.get(cls, 0.0) + n
+            total += n
+            if cls in OPAQUE:
+                opaque += n
+        return total, opaque
 
     def total(self) -> float:
         return sum(self.bytes.values())
@@ -960,13 +968,14 @@ class FlowClassifier:
         second: bytes = b"",
         second_off: int = 0,
         cookie: int = 0,
-    ) -> Verdict:
+    ) -> tuple[float, float]:
         """One sample of `key`: classify it and add its packet's bytes per
         class, times `weight` (how many such packets it stands for), to the
         window's `acc`. first: the socket's first payload (framing state
         starts over); second: a read from inside the packet at payload
         offset second_off (weigh_pair); cookie: the sending socket (framing
-        state is its own; 0: unknown, the flow's). Returns the start's verdict."""
+        state is its own; 0: unknown, the flow's). Returns the bytes it
+        added to `acc` and how many of them are opaque."""
         skey = (*key, cookie)
         state = self.streams.get(skey)
         if state is None or first:
@@ -978,11 +987,11 @@ class FlowClassifier:
             v = self.judge_.judge(data, payload_len, state, socket_start, key[3])
         if second and key[2] != 53 and second_off >= len(data):
             v2 = self.judge_.judge_inside(second, second_off, v, state, key[3])
-            acc.add(weigh_pair(v, len(data), v2, len(second), second_off, payload_len), weight)
+            added = acc.add(weigh_pair(v, len(data), v2, len(second), second_off, payload_len), weight)
             acc.encoding = acc.encoding or v2.encoding
             acc.fake_compression = acc.fake_compression or v2.fake_compression
         else:
-            acc.add(weigh(v, len(data), payload_len), weight)
+            added = acc.add(weigh(v, len(data), payload_len), weight)
         if state.http or state.websocket or state.compressed is not None or state.pending is not None:
             self.streams.put(skey, state)
         else:
@@ -990,7 +999,7 @@ class FlowClassifier:
         acc.encoding = acc.encoding or v.encoding
         acc.compression = v.compression or acc.compression
         acc.fake_compression = acc.fake_compression or v.fake_compression
-        return v
+        return added
 
     def estimate(self, key: tuple[int, str, int, int], acc: ByteClasses | None, payload: int) -> ByteClasses:
         """The window's payload bytes of `key` per class."""

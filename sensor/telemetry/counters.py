@@ -107,6 +107,16 @@ class FlowSummary:
     senders: list[tuple[int, str, int]] = field(default_factory=list)
     unattributed_bytes: int = 0
 
+    # The window's payload split by the protocol hint of the socket each
+    # sample came from ("" when a socket's first bytes named none): hint ->
+    # (payload bytes, opaque bytes), in the proportions of the sampled bytes
+    # (weighted) each hint's sockets stood for. Sockets of one container to
+    # one destination can speak different protocols: an HTTP upload beside
+    # a raw encrypted stream, or a decoy connection opened to relabel the
+    # flow. Empty when the summary was not built from samples; then
+    # `protocol_hint` stands for the whole flow.
+    by_protocol: dict[str, tuple[int, int]] = field(default_factory=dict)
+
     # Payload bytes per class (sensor.telemetry.classify), estimated from
     # this window's samples weighted by the bytes each stands for; None when
     # the summary was not built from classified samples (then the flow is
@@ -120,6 +130,32 @@ class FlowSummary:
         if self.byte_classes is not None:
             return self.byte_classes.opaque()
         return self.payload_bytes if self.high_entropy and self.compression is None else 0
+
+    def protocols(self) -> set[str | None]:
+        """The protocol hints the flow's sending sockets had (None: none named)."""
+        if self.by_protocol:
+            return {h or None for h in self.by_protocol}
+        return {self.protocol_hint}
+
+    def protocol_split(self) -> dict[str, dict[str, int]]:
+        """For a flow whose sockets spoke more than one protocol: payload
+        and encrypted bytes per protocol ("unknown": no hint), for alerts
+        and flow documents; {} otherwise."""
+        if len(self.by_protocol) < 2:
+            return {}
+        return {h or "unknown": {"bytes": b, "encrypted_bytes": o} for h, (b, o) in sorted(self.by_protocol.items())}
+
+    def payload_of(self, hint: str | None) -> int:
+        """Payload bytes of this window sent by sockets with this hint."""
+        if self.by_protocol:
+            return self.by_protocol.get(hint or "", (0, 0))[0]
+        return self.payload_bytes if self.protocol_hint == hint else 0
+
+    def opaque_of(self, hint: str | None) -> int:
+        """Encrypted bytes of this window sent by sockets with this hint."""
+        if self.by_protocol:
+            return self.by_protocol.get(hint or "", (0, 0))[1]
+        return self.encrypted_bytes if self.protocol_hint == hint else 0
 
     @property
     def cgroup_id(self) -> int:
@@ -182,6 +218,9 @@ class _FlowSamples:
     classes: ByteClasses = field(default_factory=ByteClasses)
     senders: dict[int, list[Any]] = field(default_factory=dict)  # pid -> [comm, bytes]
     unattributed: int = 0
+    # protocol hint of the sending socket ("" for none) -> [weighted sample
+    # bytes, of which opaque], as added to `classes`
+    protocols: dict[str, list[float]] = field(default_factory=dict)
 
 
 class WindowCounters:
@@ -199,11 +238,23 @@ class WindowCounters:
         self.sample_every = sample_every
         self._execs: dict[int, int] = {}
         self.high_entropy_bits = high_entropy_bits
-        # Long-lived knowledge, bounded per cgroup and in all (flowstate.py):
-        # protocol and compression seen at socket start, and the last
-        # process that connected, per flow.
-        self.protocols: FlowTable[str] = FlowTable(per_cgroup, max_flows)
-        self.compression: FlowTable[str] = FlowTable(per_cgroup, max_flows)
+        # Long-lived knowledge, bounded per cgroup and in all (flowstate.py).
+        # The protocol each socket's first bytes named, by (flow key, socket
+        # cookie); "" when they named none. Per socket, not per flow: a
+        # decoy connection to the same destination must not relabel the
+        # flow (an HTTP upload of ciphertext read as SSH, a raw encrypted
+        # stream as TLS on 443).
+        self.sock_protocols: FlowTable[str] = FlowTable(per_cgroup, max_flows)
+        # Per flow: the protocol the latest socket start named, for the
+        # sockets whose own start the sensor did not see (open before it
+        # started; not for a container that churned sockets past the cap,
+        # counted in state_evictions, whose forgotten sockets are read under
+        # no name); and the last window's split by protocol, for a window
+        # with no sample.
+        self.flow_protocols: FlowTable[str] = FlowTable(per_cgroup, max_flows)
+        self.last_protocols: FlowTable[tuple[tuple[str, float, float], ...]] = FlowTable(per_cgroup, max_flows)
+        self._splits: dict[tuple[tuple[str, float, float], ...], tuple[tuple[str, float, float], ...]] = {}
+        # the last process that connected, per flow
         self.owners: FlowTable[tuple[int, str]] = FlowTable(per_cgroup, max_flows)
         # The process that connected each socket, by (cgroup id, socket
         # cookie): bytes are the sender's, not the flow's last connector's
@@ -257,7 +308,34 @@ class WindowCounters:
         else:
             weight = 1 if in_socket_start or socket_start or port == 53 else self.sample_every
         self._add_sender(st, key[0], cookie, round(plen * weight))
-        v = self.classifier.add(
+        skey = (*key, cookie)
+        if socket_start:
+            hint = protocol_hint(data, proto, port) or datagram_protocol(data, proto) or ""
+            self.sock_protocols.put(skey, hint)
+            if hint:
+                self.flow_protocols.put(key, hint)
+            if hint == HTTP:
+                _head, start, _encoding = split_http(data)
+                st.body.add(start)
+        else:
+            known = self.sock_protocols.get(skey, touch=True)
+            if known is not None:
+                hint = known
+            elif key[0] in self.sock_protocols.evicted_from:
+                # this container churned sockets past the cap: the socket may
+                # be one whose start was forgotten, and the flow's latest
+                # start may be a decoy; its bytes are read under no name
+                hint = ""
+            else:  # open before the sensor started
+                hint = self.flow_protocols.get(key) or ""
+            if port == 53 and hint != DNS and protocol_hint(data, proto, port) == DNS:
+                # resolvers reuse one socket: any query names the protocol
+                hint = DNS
+                self.sock_protocols.put(skey, DNS)
+                self.flow_protocols.put(key, DNS)
+            elif hint == HTTP and not data.startswith(HTTP_PREFIXES):
+                st.body.add(data)
+        added, opaque = self.classifier.add(
             key,
             st.classes,
             data,
@@ -269,25 +347,14 @@ class WindowCounters:
             second_off,
             cookie,
         )
-        # Compression is what decoded (classify.prove), never a header's or
-        # a Content-Encoding's claim.
-        if v.compression:
-            self.compression.put(key, v.compression)
-        elif socket_start:
-            self.compression.pop(key, None)
-        if socket_start:
-            hint = protocol_hint(data, proto, port) or datagram_protocol(data, proto)
-            if hint:
-                self.protocols.put(key, hint)
-            if hint == HTTP:
-                _head, start, _encoding = split_http(data)
-                st.body.add(start)
-        elif self.protocols.get(key) == HTTP and not data.startswith(HTTP_PREFIXES):
-            st.body.add(data)
-        elif port == 53 and protocol_hint(data, proto, port) == DNS:
-            # resolvers reuse one socket: any query names the protocol
-            self.protocols.put(key, DNS)
-        if port == 53 or self.protocols.get(key) == DNS:
+        # this sample's share, credited to its socket's protocol
+        share = st.protocols.get(hint)
+        if share is None:
+            st.protocols[hint] = [added, opaque]
+        else:
+            share[0] += added
+            share[1] += opaque
+        if port == 53 or hint == DNS:
             q = dns_qname(data, proto)
             if q and len(st.dns_names) < MAX_DNS_NAMES_PER_FLOW:
                 st.dns_names.append(q)
@@ -297,15 +364,23 @@ class WindowCounters:
 
     def forget_cgroups(self, ids: set[int]) -> None:
         """Removed cgroups: what was remembered about their flows goes."""
-        for table in (self.protocols, self.compression, self.owners, self.sock_owners, self.recent_senders):
+        for table in (
+            self.sock_protocols,
+            self.flow_protocols,
+            self.last_protocols,
+            self.owners,
+            self.sock_owners,
+            self.recent_senders,
+        ):
             table.forget_cgroups(ids)
         self.classifier.forget_cgroups(ids)
 
     def state_evictions(self) -> int:
         """Per-flow knowledge forgotten to the caps (counted in health)."""
         return (
-            self.protocols.evictions
-            + self.compression.evictions
+            self.sock_protocols.evictions
+            + self.flow_protocols.evictions
+            + self.last_protocols.evictions
             + self.owners.evictions
             + self.sock_owners.evictions
             + self.recent_senders.evictions
@@ -413,6 +488,14 @@ class WindowCounters:
         if senders:  # the flow's process: the one that sent the most, not the last to connect
             owner = (senders[0][0], senders[0][1])
         classes = self.classifier.estimate(k, st.classes if st else None, payload)
+        by_protocol = self._by_protocol(k, st, payload, classes.opaque())
+        if by_protocol:
+            # the hint whose sockets sent the most (a display name: rules
+            # read by_protocol)
+            top = max(sorted(by_protocol), key=lambda h: by_protocol[h][0])
+            hint = top or None
+        else:
+            hint = self.flow_protocols.get(k)
         return FlowSummary(
             key=k,
             bytes=nbytes,
@@ -422,10 +505,10 @@ class WindowCounters:
             samples=samples,
             sampled_bytes=st.hist.total if st else 0,
             entropy=st.hist.entropy() if st else None,
-            protocol_hint=self.protocols.get(k),
+            protocol_hint=hint,
             pid=owner[0] if owner else None,
             comm=owner[1] if owner else None,
-            compression=self.compression.get(k),
+            compression=classes.compression,
             body_entropy=st.body.entropy() if st else None,
             body_sampled_bytes=st.body.total if st else 0,
             dns_names=st.dns_names if st else [],
@@ -433,4 +516,32 @@ class WindowCounters:
             byte_classes=classes,
             senders=senders,
             unattributed_bytes=st.unattributed if st else 0,
+            by_protocol=by_protocol,
         )
+
+    def _by_protocol(
+        self, k: FlowKey, st: _FlowSamples | None, payload: int, opaque: int
+    ) -> dict[str, tuple[int, int]]:
+        """The window's payload and opaque bytes split by the sending
+        sockets' protocol hints; a window without samples takes the last
+        window's split (the classes take its mix the same way)."""
+        split: tuple[tuple[str, float, float], ...] | None
+        if st is not None and st.protocols:
+            total = sum(v[0] for v in st.protocols.values())
+            total_opaque = sum(v[1] for v in st.protocols.values())
+            split = tuple(
+                (h, v[0] / total if total > 0 else 0.0, v[1] / total_opaque if total_opaque > 0 else 0.0)
+                for h, v in sorted(st.protocols.items())
+            )
+            # shared: a flood of flows of one protocol stores one split
+            shared = self._splits.get(split)
+            if shared is None:
+                if len(self._splits) >= 4096:
+                    self._splits.clear()  # splits already stored stay valid
+                shared = self._splits[split] = split
+            self.last_protocols.put(k, shared)
+        else:
+            split = self.last_protocols.get(k)
+        if not split:
+            return {}
+        return {h: (round(payload * fb), round(opaque * fo)) for h, fb, fo in split}

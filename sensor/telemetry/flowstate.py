@@ -1,9 +1,10 @@
 """Per-flow knowledge that outlives a window, bounded per cgroup.
 
 What the pipeline remembers about a flow between windows (the process that
-connected, the protocol and compression seen at socket start, the byte
-classifier's framing state and last class mix) is kept in FlowTables: LRU
-maps keyed by flow keys whose first item is the cgroup id.
+connected, the protocol each socket started with, the byte classifier's
+framing state and last class mix) is kept in FlowTables: LRU maps keyed by
+flow keys, or flow keys plus a socket cookie, whose first item is the
+cgroup id.
 
 Each cgroup may hold at most `per_cgroup` entries, all cgroups together at
 most `total`. A cgroup that churns destinations evicts its own oldest
@@ -37,7 +38,7 @@ class FlowTable(Generic[V]):
     total, evictions counted. put() and get(touch=True) make a key the most
     recent of its cgroup."""
 
-    __slots__ = ("per_cgroup", "total", "evictions", "_by_cg", "_n")
+    __slots__ = ("per_cgroup", "total", "evictions", "evicted_from", "_by_cg", "_n")
 
     def __init__(self, per_cgroup: int = PER_CGROUP, total: int = TOTAL) -> None:
         if per_cgroup < 1 or total < 1:
@@ -45,6 +46,9 @@ class FlowTable(Generic[V]):
         self.per_cgroup = min(per_cgroup, total)
         self.total = total
         self.evictions = 0
+        # the cgroups that lost an entry (to their own churn or to the total
+        # cap): a missing key there may be a forgotten one, not a new one
+        self.evicted_from: set[int] = set()
         # cgroup id -> its keys, oldest first; cgroups least recently active first
         self._by_cg: OrderedDict[int, OrderedDict[Any, V]] = OrderedDict()
         self._n = 0
@@ -64,6 +68,7 @@ class FlowTable(Generic[V]):
             mine.popitem(last=False)
             self._n -= 1
             self.evictions += 1
+            self.evicted_from.add(cg)
         while self._n >= self.total:
             self._evict_oldest_cgroup_entry(cg)
         mine[key] = value
@@ -80,13 +85,21 @@ class FlowTable(Generic[V]):
         entries.popitem(last=False)
         self._n -= 1
         self.evictions += 1
+        self.evicted_from.add(victim)
         if not entries and victim != keep:
             del self._by_cg[victim]
 
-    def get(self, key: Any, default: Any = None) -> Any:
+    def get(self, key: Any, default: Any = None, touch: bool = False) -> Any:
+        """The value of key; touch: a hit becomes its cgroup's most recent
+        entry (an entry in use is not the one its cgroup's churn evicts)."""
         mine = self._by_cg.get(key[0])
         if mine is None:
             return default
+        if touch:
+            try:
+                mine.move_to_end(key)
+            except KeyError:
+                return default
         return mine.get(key, default)
 
     def pop(self, key: Any, default: Any = None) -> Any:
@@ -101,6 +114,7 @@ class FlowTable(Generic[V]):
         return v
 
     def forget_cgroups(self, ids: set[int]) -> None:
+        self.evicted_from -= ids
         for cg in ids:
             mine = self._by_cg.pop(cg, None)
             if mine is not None:

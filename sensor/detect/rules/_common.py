@@ -71,6 +71,9 @@ def _classes(s: FlowSummary) -> dict[str, Any]:
     for k in ("encoding", "compression", "fake_compression"):
         if getattr(c, k):
             out[k] = getattr(c, k)
+    split = s.protocol_split()
+    if split:  # sockets of the flow spoke different protocols
+        out["protocols"] = split
     return out
 
 

@@ -19,7 +19,7 @@ from sensor.detect.rules._common import (
 )
 from sensor.detect.view import FlowView, WindowView
 from sensor.telemetry.classify import DTLS, QUIC, WIREGUARD
-from sensor.telemetry.protocol import DNS, SSH, TLS
+from sensor.telemetry.protocol import SSH, TLS
 
 
 @dataclass(frozen=True)
@@ -61,21 +61,25 @@ class NonStandardPort(_Base):
         _drop_containers(self._sent, ids)
 
     @staticmethod
-    def _kind(f: FlowView, cfg: Settings) -> tuple[str, int] | None:
-        """(kind, bytes counted) of a flow this rule is about, else None."""
+    def _kind(f: FlowView, cfg: Settings) -> tuple[str, int, str | None] | None:
+        """(kind, bytes counted, protocol) of a flow this rule is about, else
+        None. Judged per protocol of the flow's sending sockets: a TLS
+        connection on 443 does not vouch for a raw encrypted stream opened
+        beside it to the same destination."""
         s = f.summary
-        proto = s.protocol_hint
         if f.transport not in ("tcp", "udp") or not s.payload_bytes:
             return None
-        setting = _PORTS.get(proto or "")
-        if setting is not None:
-            if f.port in getattr(cfg, setting):
-                return None
-            return f"{proto}_on_nonstandard_port", s.payload_bytes
-        if proto == DNS or (f.transport == "udp" and f.port == 53):
+        if f.transport == "udp" and f.port == 53:
             return None  # DNS carriers: SL-EXF-003
-        if proto is None and s.encrypted_bytes:
-            return ("raw_encrypted_stream" if f.transport == "tcp" else "raw_encrypted_datagrams"), s.encrypted_bytes
+        protos = s.protocols()
+        for proto in sorted(p for p in protos if p is not None and p in _PORTS):
+            if f.port not in getattr(cfg, _PORTS[proto]):
+                n = s.payload_of(proto)
+                if n:
+                    return f"{proto}_on_nonstandard_port", n, proto
+        raw = s.opaque_of(None) if None in protos else 0
+        if raw:
+            return ("raw_encrypted_stream" if f.transport == "tcp" else "raw_encrypted_datagrams"), raw, None
         return None
 
     def evaluate(self, view: WindowView, ctx: Context) -> list[Finding]:
@@ -86,8 +90,7 @@ class NonStandardPort(_Base):
             k = self._kind(f, cfg)
             if k is None:
                 continue
-            kind, nbytes = k
-            proto = s.protocol_hint
+            kind, nbytes, proto = k
             key = (f.container_key, f.ip, f.port, f.transport)
             self._sent[key] += nbytes
             if self._sent[key] < cfg.min_bytes:

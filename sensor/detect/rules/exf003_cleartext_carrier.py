@@ -123,13 +123,13 @@ class CleartextCarrier(_Base):
                         f.workload,
                         view.end,
                         f"{_who(f.attr, f.workload)} sent encrypted-looking HTTP bodies "
-                        f"({self._what(s)}, {_human(s.payload_bytes)}) to {_dest(f.ip, f.port, f.domain)} "
+                        f"({self._what(s)}, {_human(s.payload_of(HTTP))}) to {_dest(f.ip, f.port, f.domain)} "
                         "over plain HTTP",
                         {
                             "kind": "encrypted_http_body",
                             "body_entropy": s.body_entropy,
                             "body_sampled_bytes": s.body_sampled_bytes,
-                            "bytes": s.payload_bytes,
+                            "bytes": s.payload_of(HTTP),
                             "threshold_bits": ctx.high_bits(),
                             **_classes(s),
                         },
@@ -149,11 +149,13 @@ class CleartextCarrier(_Base):
         """Encrypted bytes inside HTTP: bodies, WebSocket frames, an
         upgraded or CONNECTed stream. Judged per sample (classify) when the
         summary has byte classes: a Content-Encoding header exempts nothing,
-        only a body that decodes does."""
-        if s.protocol_hint != HTTP:
+        only a body that decodes does. Only the bytes of the flow's sockets
+        that spoke HTTP count (a decoy connection to the same destination
+        does not relabel them)."""
+        if HTTP not in s.protocols():
             return False
         if s.byte_classes is not None:
-            return s.encrypted_bytes >= cfg.http_min_body_bytes
+            return s.opaque_of(HTTP) >= cfg.http_min_body_bytes
         return (
             s.compression is None
             and s.body_entropy is not None
@@ -168,7 +170,7 @@ class CleartextCarrier(_Base):
             parts.append(f"entropy {s.body_entropy:.2f} bits/byte")
         c = s.byte_classes
         if c is not None:
-            parts.append(f"{_human(s.encrypted_bytes)} opaque")
+            parts.append(f"{_human(s.opaque_of(HTTP))} opaque")
             if c.encoding:
                 parts.append(f"{c.encoding}-encoded")
             if c.fake_compression:

@@ -598,7 +598,7 @@ def test_window_counters_owner_and_protocol_memory_is_bounded() -> None:
         key = (1, f"10.0.0.{i}", 80, 6)
         wc.set_owner(key, i, "p")
         wc.add_sample(key, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", True)
-    assert len(wc.owners) == 3 and len(wc.protocols) == 3
+    assert len(wc.owners) == 3 and len(wc.sock_protocols) == 3 and len(wc.flow_protocols) == 3
     assert (1, "10.0.0.0", 80, 6) not in wc.owners
     assert wc.owners[(1, "10.0.0.4", 80, 6)] == (4, "p")
 

@@ -1,0 +1,291 @@
+"""Decoy connections against the protocol hint, from samples to alerts.
+
+Sockets of one container to one destination share a flow. The protocol hint
+was the flow's, set by whichever socket started last: an attacker who has
+read the source opens a second connection whose first bytes name another
+protocol, and the rules read the exfiltration's bytes under that name (an
+HTTP upload of ciphertext as SSH, so SL-EXF-003 looks away; a raw encrypted
+stream to 443 as TLS, so SL-EXF-002 does). Each test feeds real samples
+through WindowCounters (classifier included) and runs the rules on the
+summary it builds.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+from sensor.attribution.workload import workload_of
+from sensor.detect.view import FlowView
+from sensor.outputs.documents import flow_summary
+from sensor.telemetry.counters import FlowCounters, FlowSummary, WindowCounters
+from tests.support.ecs_schema import validate
+from tests.support.views import KIB, T0, WINDOW, container, detector, flow, learn, window
+from tests.support.views import config as make_config
+
+RNG = random.Random(5)
+WEB = container("web-1", image="acme/web:2")
+SINK = "198.51.100.20"
+A, B, C = 2001, 2002, 2003  # socket cookies
+POST = b"POST /upload HTTP/1.1\r\nHost: sink.example\r\nContent-Type: application/octet-stream\r\n\r\n"
+TLS_HELLO = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"
+SSH_BANNER = b"SSH-2.0-OpenSSH_9.6\r\n"
+DET = T0 + 3600.0
+
+
+def rules_of(alerts: list[dict[str, Any]]) -> list[str]:
+    return sorted(a["rule"]["id"] for a in alerts)
+
+
+def key(port: int) -> tuple[int, str, int, int]:
+    return (WEB.cgroup_id, SINK, port, 6)
+
+
+def close(w: WindowCounters, port: int, payload: int) -> FlowSummary:
+    packets = max(1, payload // 1400)
+    (s,), _e, _h = w.close(
+        [FlowCounters(WEB.cgroup_id, SINK, port, 6, payload + 52 * packets, packets, payload, 2, 0, 0, 8)]
+    )
+    return s
+
+
+def view(s: FlowSummary) -> FlowView:
+    return FlowView(s, WEB, workload_of(WEB), SINK, s.key[2], "tcp", None, None)
+
+
+def http_ciphertext(w: WindowCounters, port: int, cookie: int) -> None:
+    """An upload of ciphertext over plain HTTP: the head, then body packets."""
+    w.add_sample(key(port), POST, True, len(POST), True, cookie)
+    for i in range(6):
+        w.add_sample(key(port), RNG.randbytes(64), False, 1400, i < 3, cookie, span_bytes=64 * KIB)
+
+
+def raw_ciphertext(w: WindowCounters, port: int, cookie: int) -> None:
+    w.add_sample(key(port), RNG.randbytes(64), True, 1400, True, cookie)
+    for i in range(6):
+        w.add_sample(key(port), RNG.randbytes(64), False, 1400, i < 3, cookie, span_bytes=64 * KIB)
+
+
+def decoy(w: WindowCounters, port: int, cookie: int, first: bytes) -> None:
+    w.add_sample(key(port), first + b"x" * 8, True, len(first) + 8, True, cookie)
+
+
+def plain_http_baseline() -> Any:
+    """web-1 has posted plain-text bodies to the sink on port 80 for hours."""
+    return learn(
+        window(T0 + i * WINDOW, flows=[flow(WEB, SINK, 80, 40 * KIB, proto="http", entropy=5.1)]) for i in range(5)
+    )
+
+
+# --- SL-EXF-003: an SSH or TLS decoy must not relabel an HTTP upload ------------------
+
+
+def test_http_upload_of_ciphertext_to_a_known_sink_fires_without_a_decoy(tmp_path: Path) -> None:
+    w = WindowCounters()
+    http_ciphertext(w, 80, A)
+    h = detector(make_config(tmp_path), plain_http_baseline())
+    assert rules_of(h.run(window(DET, flows=[view(close(w, 80, 400 * KIB))]))) == ["SL-EXF-003"]
+
+
+def test_a_decoy_connection_does_not_relabel_an_http_upload_of_ciphertext(tmp_path: Path) -> None:
+    for first in (SSH_BANNER, TLS_HELLO, b"\x00\x01binary-hello"):
+        for decoy_first in (False, True):
+            w = WindowCounters()
+            if decoy_first:
+                decoy(w, 80, B, first)
+            http_ciphertext(w, 80, A)
+            if not decoy_first:
+                decoy(w, 80, B, first)  # the last socket start to the sink
+            s = close(w, 80, 400 * KIB)
+            assert "http" in s.protocols() and s.opaque_of("http") > 300 * KIB, s.by_protocol
+            h = detector(make_config(tmp_path), plain_http_baseline())
+            alerts = h.run(window(DET, flows=[view(s)]))
+            assert "SL-EXF-003" in rules_of(alerts), (first, decoy_first, s.by_protocol)
+            a = next(a for a in alerts if a["rule"]["id"] == "SL-EXF-003")
+            ev = a["sluice"]["evidence"]
+            assert ev["kind"] == "encrypted_http_body" and ev["bytes"] > 300 * KIB
+            # the alert shows the flow's sockets spoke two protocols
+            assert set(ev["protocols"]) == {
+                "http",
+                "ssh" if first == SSH_BANNER else "tls" if first == TLS_HELLO else "unknown",
+            }
+            assert ev["protocols"]["http"]["encrypted_bytes"] > 300 * KIB
+
+
+def test_plain_http_beside_a_tls_connection_to_the_same_port_is_silent(tmp_path: Path) -> None:
+    """The other way round: TLS's ciphertext is not an HTTP body."""
+    w = WindowCounters()
+    w.add_sample(key(8080), TLS_HELLO + RNG.randbytes(53), True, 517, True, A)
+    for _ in range(6):
+        w.add_sample(
+            key(8080), b"\x17\x03\x03\x40\x00" + RNG.randbytes(59), False, 16 * KIB, False, A, span_bytes=64 * KIB
+        )
+    w.add_sample(key(8080), POST + b"name=alice&note=" + b"hello world " * 4, True, 200, True, B)
+    s = close(w, 8080, 400 * KIB)
+    assert s.opaque_of("http") == 0 and s.opaque_of("tls") > 300 * KIB, s.by_protocol
+    assert "SL-EXF-003" not in rules_of(detector(make_config(tmp_path)).run(window(DET, flows=[view(s)])))
+
+
+# --- SL-EXF-002: a TLS connection to 443 must not vouch for a raw stream beside it ----
+
+
+def test_raw_stream_to_443_fires_beside_a_tls_decoy(tmp_path: Path) -> None:
+    for decoy_first in (False, True):
+        w = WindowCounters()
+        if decoy_first:
+            decoy(w, 443, B, TLS_HELLO)
+        raw_ciphertext(w, 443, A)
+        if not decoy_first:
+            decoy(w, 443, B, TLS_HELLO)
+        s = close(w, 443, 400 * KIB)
+        assert s.opaque_of(None) > 300 * KIB, s.by_protocol
+        alerts = detector(make_config(tmp_path)).run(window(DET, flows=[view(s)]))
+        ours = [a for a in alerts if a["rule"]["id"] == "SL-EXF-002"]
+        assert len(ours) == 1, (decoy_first, rules_of(alerts), s.by_protocol)
+        ev = ours[0]["sluice"]["evidence"]
+        assert ev["kind"] == "raw_encrypted_stream" and ev["bytes"] > 300 * KIB
+        assert "raw encrypted-looking TCP stream" in ours[0]["message"]
+
+
+def test_ssh_off_its_port_fires_beside_an_http_decoy(tmp_path: Path) -> None:
+    w = WindowCounters()
+    w.add_sample(key(8080), SSH_BANNER, True, len(SSH_BANNER), True, A)
+    for _ in range(6):
+        w.add_sample(key(8080), RNG.randbytes(64), False, 1400, False, A, span_bytes=64 * KIB)
+    decoy(w, 8080, B, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    s = close(w, 8080, 400 * KIB)
+    alerts = detector(make_config(tmp_path)).run(window(DET, flows=[view(s)]))
+    kinds = [a["sluice"]["evidence"]["kind"] for a in alerts if a["rule"]["id"] == "SL-EXF-002"]
+    assert kinds == ["ssh_on_nonstandard_port"], (rules_of(alerts), s.by_protocol)
+
+
+def test_real_tls_beside_a_plain_connection_is_silent(tmp_path: Path) -> None:
+    """No false positive the other way: the TLS session's ciphertext is the
+    TLS socket's, not the plain-text socket's (no hint, nothing opaque)."""
+    w = WindowCounters()
+    w.add_sample(key(443), TLS_HELLO + RNG.randbytes(53), True, 517, True, A)
+    for _ in range(6):
+        w.add_sample(
+            key(443), b"\x17\x03\x03\x40\x00" + RNG.randbytes(59), False, 16 * KIB, False, A, span_bytes=64 * KIB
+        )
+    w.add_sample(key(443), b"PING keepalive " * 4, True, 60, True, B)
+    s = close(w, 443, 400 * KIB)
+    assert s.opaque_of(None) == 0, s.by_protocol
+    assert "SL-EXF-002" not in rules_of(detector(make_config(tmp_path)).run(window(DET, flows=[view(s)])))
+
+
+def test_a_socket_whose_start_was_not_seen_takes_the_flows_protocol(tmp_path: Path) -> None:
+    """A TLS connection open before the sensor started has no first bytes to
+    name it; the protocol another socket to the same destination started
+    with stands in (no raw-stream alert after every sensor restart)."""
+    w = WindowCounters()
+    for _ in range(6):  # the old connection: no socket start
+        w.add_sample(
+            key(443), b"\x17\x03\x03\x40\x00" + RNG.randbytes(59), False, 16 * KIB, False, C, span_bytes=64 * KIB
+        )
+    w.add_sample(key(443), TLS_HELLO + RNG.randbytes(53), True, 517, True, A)  # a new one
+    for _ in range(6):
+        w.add_sample(
+            key(443), b"\x17\x03\x03\x40\x00" + RNG.randbytes(59), False, 16 * KIB, False, C, span_bytes=64 * KIB
+        )
+    s = close(w, 443, 800 * KIB)
+    # the six samples before any start were unknown; the six after are TLS
+    assert s.opaque_of("tls") > 300 * KIB and s.opaque_of(None) > 300 * KIB, s.by_protocol
+    w2 = WindowCounters()
+    w2.add_sample(key(443), TLS_HELLO + RNG.randbytes(53), True, 517, True, A)
+    for _ in range(6):
+        w2.add_sample(
+            key(443), b"\x17\x03\x03\x40\x00" + RNG.randbytes(59), False, 16 * KIB, False, C, span_bytes=64 * KIB
+        )
+    s2 = close(w2, 443, 400 * KIB)
+    assert s2.opaque_of(None) == 0 and s2.protocols() == {"tls"}, s2.by_protocol
+
+
+def test_a_window_without_samples_keeps_the_last_split() -> None:
+    w = WindowCounters()
+    raw_ciphertext(w, 443, A)
+    decoy(w, 443, B, TLS_HELLO)
+    first = close(w, 443, 400 * KIB)
+    carried = close(w, 443, 400 * KIB)  # the raw stream goes on, unsampled this window
+    assert carried.byte_classes is not None and carried.byte_classes.carried
+    assert set(carried.by_protocol) == set(first.by_protocol) == {"", "tls"}
+    assert carried.opaque_of(None) == first.opaque_of(None) > 300 * KIB
+
+
+def test_per_socket_protocol_memory_is_bounded_and_counted() -> None:
+    w = WindowCounters(per_cgroup=64)
+    for cookie in range(1, 1000):
+        decoy(w, 443, cookie, TLS_HELLO)
+    assert len(w.sock_protocols) == 64 and w.sock_protocols.evictions == 1000 - 1 - 64
+    assert w.state_evictions() >= w.sock_protocols.evictions
+    w.forget_cgroups({WEB.cgroup_id})
+    assert not w.sock_protocols and not w.flow_protocols
+
+
+def test_the_flow_document_shows_each_protocols_share() -> None:
+    w = WindowCounters()
+    http_ciphertext(w, 80, A)
+    decoy(w, 80, B, SSH_BANNER)
+    s = close(w, 80, 400 * KIB)
+    d = flow_summary("node-1", s, WEB, None, DET - WINDOW, DET)
+    split = d["sluice"]["payload"]["protocols"]
+    assert set(split) == {"http", "ssh"} and split["ssh"]["encrypted_bytes"] == 0
+    assert split["http"]["bytes"] + split["ssh"]["bytes"] == 400 * KIB
+    assert d["network"]["protocol"] == "http"  # the one that sent the most
+    validate(d)
+    w2 = WindowCounters()
+    http_ciphertext(w2, 80, A)
+    assert (
+        "protocols"
+        not in flow_summary("node-1", close(w2, 80, 400 * KIB), WEB, None, DET - WINDOW, DET)["sluice"]["payload"]
+    )
+
+
+def test_a_socket_in_use_keeps_its_protocol_through_a_flood_of_sockets() -> None:
+    """Forgetting a socket's protocol takes churning the container's whole
+    per-container memory between two of its samples: each sample renews it."""
+    w = WindowCounters(per_cgroup=64)
+    http_ciphertext(w, 80, A)
+    for i in range(1, 2000):
+        w.add_sample(key(9000), b"hello", True, 5, True, 10_000 + i)
+        if i % 32 == 0:  # the upload goes on
+            w.add_sample(key(80), RNG.randbytes(64), False, 1400, False, A, span_bytes=64 * KIB)
+    assert w.sock_protocols.get((*key(80), A)) == "http"
+    decoy(w, 80, B, SSH_BANNER)
+    w.add_sample(key(80), RNG.randbytes(64), False, 1400, False, A, span_bytes=64 * KIB)
+    flows = [FlowCounters(WEB.cgroup_id, SINK, 80, 6, 500 * KIB, 400, 480 * KIB, 2, 0, 0, 60)]
+    (s,) = [s for s in w.close(flows)[0] if s.key == key(80)]
+    assert s.opaque_of("http") > 300 * KIB and s.opaque_of("ssh") == 0, s.by_protocol
+
+
+def test_a_forgotten_socket_is_read_under_no_name_not_the_decoys(tmp_path: Path) -> None:
+    """The flood the cap invites: start the raw stream, start enough other
+    sockets to push its protocol out of the container's memory, open a TLS
+    decoy to the same destination, stream on. The forgotten socket's bytes
+    are read under no name (a raw stream), never under the decoy's."""
+    w = WindowCounters(per_cgroup=64)
+    raw_ciphertext(w, 443, A)
+    for i in range(1, 200):
+        w.add_sample(key(9000), b"hello", True, 5, True, 10_000 + i)
+    assert (*key(443), A) not in w.sock_protocols and WEB.cgroup_id in w.sock_protocols.evicted_from
+    w.close([])
+    decoy(w, 443, B, TLS_HELLO)
+    for _ in range(6):
+        w.add_sample(key(443), RNG.randbytes(64), False, 1400, False, A, span_bytes=64 * KIB)
+    s = close(w, 443, 400 * KIB)
+    assert s.opaque_of(None) > 300 * KIB and s.opaque_of("tls") == 0, s.by_protocol
+    alerts = detector(make_config(tmp_path)).run(window(DET, flows=[view(s)]))
+    assert [a["sluice"]["evidence"]["kind"] for a in alerts if a["rule"]["id"] == "SL-EXF-002"] == [
+        "raw_encrypted_stream"
+    ]
+    w.forget_cgroups({WEB.cgroup_id})
+    assert WEB.cgroup_id not in w.sock_protocols.evicted_from
+
+
+def test_flows_of_one_protocol_share_one_remembered_split() -> None:
+    w = WindowCounters()
+    for i in range(50):
+        w.add_sample((WEB.cgroup_id, f"198.51.100.{i}", 443, 6), TLS_HELLO + RNG.randbytes(53), True, 517, True, i)
+    w.close([])
+    assert len({id(w.last_protocols[k]) for k in w.last_protocols}) == 1
