@@ -14,7 +14,15 @@ from typing import Any
 from sensor.telemetry.classify import ByteClasses, FlowClassifier, datagram_protocol
 from sensor.telemetry.entropy import ByteHistogram
 from sensor.telemetry.flowstate import PER_CGROUP, FlowTable
-from sensor.telemetry.protocol import DNS, HTTP, HTTP_PREFIXES, dns_qname, protocol_hint, split_http
+from sensor.telemetry.protocol import (
+    DNS,
+    HTTP,
+    HTTP_PREFIXES,
+    IPPROTO_UDP,
+    dns_qname,
+    protocol_hint,
+    split_http,
+)
 
 # A flow: (cgroup id, destination ip, destination port, transport number)
 FlowKey = tuple[int, str, int, int]
@@ -201,6 +209,9 @@ class ContainerSummary:
 
 
 MAX_DNS_NAMES_PER_FLOW = 512
+# The protocol of a TCP socket whose start the sensor did not see, while a
+# window fills (named at its close)
+UNSEEN = "?"
 # Distinct sending processes remembered per flow and window; the bytes of
 # any more count as unattributed (and in `senders_capped`).
 MAX_SENDERS_PER_FLOW = 16
@@ -245,13 +256,15 @@ class WindowCounters:
         # flow (an HTTP upload of ciphertext read as SSH, a raw encrypted
         # stream as TLS on 443).
         self.sock_protocols: FlowTable[str] = FlowTable(per_cgroup, max_flows)
-        # Per flow: the protocol the latest socket start named, for the
-        # sockets whose own start the sensor did not see (open before it
-        # started; not for a container that churned sockets past the cap,
-        # counted in state_evictions, whose forgotten sockets are read under
-        # no name); and the last window's split by protocol, for a window
-        # with no sample.
-        self.flow_protocols: FlowTable[str] = FlowTable(per_cgroup, max_flows)
+        # Per flow: the protocols its socket starts named (sorted, "" for
+        # none), which names a TCP socket whose own start the sensor did
+        # not see (open before it started, or forgotten to the cap, counted
+        # in state_evictions) only when every start agreed: a decoy
+        # connection cannot lend its name to such a socket, it makes the
+        # flow's starts disagree. And the last window's split by protocol,
+        # for a window with no sample.
+        self.flow_protocols: FlowTable[tuple[str, ...]] = FlowTable(per_cgroup, max_flows)
+        self._start_sets: dict[tuple[str, ...], tuple[str, ...]] = {}
         self.last_protocols: FlowTable[tuple[tuple[str, float, float], ...]] = FlowTable(per_cgroup, max_flows)
         self._splits: dict[tuple[tuple[str, float, float], ...], tuple[tuple[str, float, float], ...]] = {}
         # the last process that connected, per flow
@@ -309,11 +322,15 @@ class WindowCounters:
             weight = 1 if in_socket_start or socket_start or port == 53 else self.sample_every
         self._add_sender(st, key[0], cookie, round(plen * weight))
         skey = (*key, cookie)
-        if socket_start:
+        if port == 53:
+            # DNS: the names are the payload (SL-EXF-003; the classifier
+            # counts none of it as opaque). Resolvers open a socket per
+            # lookup: none is remembered, each query names itself.
+            hint = DNS if protocol_hint(data, proto, port) == DNS or datagram_protocol(data, proto) == DNS else ""
+        elif socket_start:
             hint = protocol_hint(data, proto, port) or datagram_protocol(data, proto) or ""
             self.sock_protocols.put(skey, hint)
-            if hint:
-                self.flow_protocols.put(key, hint)
+            self._flow_started(key, hint)
             if hint == HTTP:
                 _head, start, _encoding = split_http(data)
                 st.body.add(start)
@@ -321,19 +338,17 @@ class WindowCounters:
             known = self.sock_protocols.get(skey, touch=True)
             if known is not None:
                 hint = known
-            elif key[0] in self.sock_protocols.evicted_from:
-                # this container churned sockets past the cap: the socket may
-                # be one whose start was forgotten, and the flow's latest
-                # start may be a decoy; its bytes are read under no name
-                hint = ""
-            else:  # open before the sensor started
-                hint = self.flow_protocols.get(key) or ""
-            if port == 53 and hint != DNS and protocol_hint(data, proto, port) == DNS:
-                # resolvers reuse one socket: any query names the protocol
-                hint = DNS
-                self.sock_protocols.put(skey, DNS)
-                self.flow_protocols.put(key, DNS)
-            elif hint == HTTP and not data.startswith(HTTP_PREFIXES):
+            elif proto == IPPROTO_UDP:
+                # a datagram names itself; the socket's first one went to
+                # another destination (or was forgotten): never the name a
+                # decoy socket to this destination started with
+                hint = datagram_protocol(data, proto) or protocol_hint(data, proto, port) or ""
+            else:
+                # a TCP socket whose start the sensor did not see (open
+                # before it started, or forgotten to the cap): named at the
+                # window's close, from the flow's socket starts (_by_protocol)
+                hint = UNSEEN
+            if hint == HTTP and not data.startswith(HTTP_PREFIXES):
                 st.body.add(data)
         added, opaque = self.classifier.add(
             key,
@@ -361,6 +376,24 @@ class WindowCounters:
 
     def add_exec(self, cgroup_id: int) -> None:
         self._execs[cgroup_id] = self._execs.get(cgroup_id, 0) + 1
+
+    def _flow_started(self, key: FlowKey, hint: str) -> None:
+        seen = self.flow_protocols.get(key)
+        if seen is not None and hint in seen:
+            return
+        starts = tuple(sorted({*(seen or ()), hint}))
+        shared = self._start_sets.get(starts)
+        if shared is None:
+            if len(self._start_sets) >= 4096:
+                self._start_sets.clear()  # sets already stored stay valid
+            shared = self._start_sets[starts] = starts
+        self.flow_protocols.put(key, shared)
+
+    def _flow_hint(self, key: FlowKey) -> str:
+        """The name for a flow's TCP socket whose start was not seen: the
+        one every start to that destination named, else none."""
+        starts = self.flow_protocols.get(key)
+        return starts[0] if starts is not None and len(starts) == 1 else ""
 
     def forget_cgroups(self, ids: set[int]) -> None:
         """Removed cgroups: what was remembered about their flows goes."""
@@ -495,7 +528,7 @@ class WindowCounters:
             top = max(sorted(by_protocol), key=lambda h: by_protocol[h][0])
             hint = top or None
         else:
-            hint = self.flow_protocols.get(k)
+            hint = self._flow_hint(k) or None
         return FlowSummary(
             key=k,
             bytes=nbytes,
@@ -527,11 +560,17 @@ class WindowCounters:
         window's split (the classes take its mix the same way)."""
         split: tuple[tuple[str, float, float], ...] | None
         if st is not None and st.protocols:
-            total = sum(v[0] for v in st.protocols.values())
-            total_opaque = sum(v[1] for v in st.protocols.values())
+            shares = st.protocols
+            unseen = shares.pop(UNSEEN, None)
+            if unseen is not None:  # named now: by every start of the window, too
+                to = shares.setdefault(self._flow_hint(k), [0.0, 0.0])
+                to[0] += unseen[0]
+                to[1] += unseen[1]
+            total = sum(v[0] for v in shares.values())
+            total_opaque = sum(v[1] for v in shares.values())
             split = tuple(
                 (h, v[0] / total if total > 0 else 0.0, v[1] / total_opaque if total_opaque > 0 else 0.0)
-                for h, v in sorted(st.protocols.items())
+                for h, v in sorted(shares.items())
             )
             # shared: a flood of flows of one protocol stores one split
             shared = self._splits.get(split)

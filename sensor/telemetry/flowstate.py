@@ -38,7 +38,7 @@ class FlowTable(Generic[V]):
     total, evictions counted. put() and get(touch=True) make a key the most
     recent of its cgroup."""
 
-    __slots__ = ("per_cgroup", "total", "evictions", "evicted_from", "_by_cg", "_n")
+    __slots__ = ("per_cgroup", "total", "evictions", "_by_cg", "_n")
 
     def __init__(self, per_cgroup: int = PER_CGROUP, total: int = TOTAL) -> None:
         if per_cgroup < 1 or total < 1:
@@ -46,9 +46,6 @@ class FlowTable(Generic[V]):
         self.per_cgroup = min(per_cgroup, total)
         self.total = total
         self.evictions = 0
-        # the cgroups that lost an entry (to their own churn or to the total
-        # cap): a missing key there may be a forgotten one, not a new one
-        self.evicted_from: set[int] = set()
         # cgroup id -> its keys, oldest first; cgroups least recently active first
         self._by_cg: OrderedDict[int, OrderedDict[Any, V]] = OrderedDict()
         self._n = 0
@@ -68,7 +65,6 @@ class FlowTable(Generic[V]):
             mine.popitem(last=False)
             self._n -= 1
             self.evictions += 1
-            self.evicted_from.add(cg)
         while self._n >= self.total:
             self._evict_oldest_cgroup_entry(cg)
         mine[key] = value
@@ -85,7 +81,6 @@ class FlowTable(Generic[V]):
         entries.popitem(last=False)
         self._n -= 1
         self.evictions += 1
-        self.evicted_from.add(victim)
         if not entries and victim != keep:
             del self._by_cg[victim]
 
@@ -114,7 +109,6 @@ class FlowTable(Generic[V]):
         return v
 
     def forget_cgroups(self, ids: set[int]) -> None:
-        self.evicted_from -= ids
         for cg in ids:
             mine = self._by_cg.pop(cg, None)
             if mine is not None:

@@ -65,22 +65,28 @@ class NonStandardPort(_Base):
         """(kind, bytes counted, protocol) of a flow this rule is about, else
         None. Judged per protocol of the flow's sending sockets: a TLS
         connection on 443 does not vouch for a raw encrypted stream opened
-        beside it to the same destination."""
+        beside it to the same destination. The bytes are those of every part
+        the rule is about; the kind is the largest part's."""
         s = f.summary
         if f.transport not in ("tcp", "udp") or not s.payload_bytes:
             return None
         if f.transport == "udp" and f.port == 53:
             return None  # DNS carriers: SL-EXF-003
         protos = s.protocols()
+        # every part counts: a decoy connection off its port must not hide
+        # the raw stream beside it (nor the other way round)
+        parts: list[tuple[int, str, str | None]] = []
         for proto in sorted(p for p in protos if p is not None and p in _PORTS):
             if f.port not in getattr(cfg, _PORTS[proto]):
-                n = s.payload_of(proto)
-                if n:
-                    return f"{proto}_on_nonstandard_port", n, proto
-        raw = s.opaque_of(None) if None in protos else 0
-        if raw:
-            return ("raw_encrypted_stream" if f.transport == "tcp" else "raw_encrypted_datagrams"), raw, None
-        return None
+                parts.append((s.payload_of(proto), f"{proto}_on_nonstandard_port", proto))
+        if None in protos:
+            raw_kind = "raw_encrypted_stream" if f.transport == "tcp" else "raw_encrypted_datagrams"
+            parts.append((s.opaque_of(None), raw_kind, None))
+        parts = [p for p in parts if p[0] > 0]
+        if not parts:
+            return None
+        _largest, kind, which = max(parts, key=lambda p: p[0])
+        return kind, sum(p[0] for p in parts), which
 
     def evaluate(self, view: WindowView, ctx: Context) -> list[Finding]:
         cfg = ctx.settings(self.info.id, Settings)
