@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sensor.attribution.containers import Attribution
-from sensor.detect.view import ProcessRef, WindowView
+from sensor.detect.view import FlowView, ProcessRef, WindowView
 
 if TYPE_CHECKING:
     from sensor.config import Config
@@ -107,6 +107,9 @@ class Finding:
     categories: tuple[list[str], list[str]] | None = None  # event.category / event.type override
     domain: str | None = None  # the destination's name (SNI, Host or DNS answer), when known
     name_source: str | None = None  # "sni" | "http_host" | "dns"
+    # False: only the client's SNI or Host names the destination, no DNS
+    # answer the container received agrees (the rule judged the address)
+    name_vouched: bool | None = None
     source: tuple[str, int] | None = None  # the peer of an inbound connection: ip, port
     direction: str = "egress"  # network.direction: "ingress" for listeners and inbound connections
     unix_path: str | None = None  # a unix socket the finding is about (destination.address)
@@ -146,18 +149,39 @@ class Context:
         a = ipaddress.ip_address(ip)
         return any(a in n for n in self.trusted)
 
-    def known_destination(self, workload: str, ip: str, port: int, transport: str, domain: str | None = None) -> bool:
+    def known_destination(
+        self,
+        workload: str,
+        ip: str,
+        port: int,
+        transport: str,
+        domain: str | None = None,
+        vouched: bool = True,
+    ) -> bool:
         """In the workload's baseline (or trusted). Unknown workload: False.
         A named destination is known by its registered domain (a learned
         name on a new address is known; a new name on a known address is
-        not); an unnamed one by address prefix."""
+        not); an unnamed one by address prefix. A name no DNS answer vouched
+        for (an SNI or Host only: the client's claim) must be known and the
+        address too: a container cannot borrow a learned name for a new
+        address by writing it into its ClientHello."""
         if self.trusted_ip(ip):
             return True
         wb = self.workload(workload)
+        if wb is None:
+            return False
         d = self.config.detection
-        return wb is not None and wb.knows_destination(
+        known = wb.knows_destination(
             ip, port, transport, d.destination_prefix_v4, d.destination_prefix_v6, domain=domain
         )
+        if known and domain and not vouched:
+            return wb.knows_destination(ip, port, transport, d.destination_prefix_v4, d.destination_prefix_v6)
+        return known
+
+    def known_flow(self, f: FlowView) -> bool:
+        """known_destination for a flow, with its name and whether a DNS
+        answer vouched for it."""
+        return self.known_destination(f.workload, f.ip, f.port, f.transport, f.domain, f.name_vouched)
 
     def baseline_gate(self, workload: str) -> bool:
         """May a rule that compares against the baseline speak about this

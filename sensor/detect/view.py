@@ -131,6 +131,12 @@ class FlowView:
         """The destination's name: SNI, Host, or a DNS answer."""
         return self.summary.domain
 
+    @property
+    def name_vouched(self) -> bool:
+        """The name came from, or agrees with, a DNS answer the container
+        received (not only the client's own SNI or Host)."""
+        return self.summary.domain_source == "dns" or self.summary.domain_vouched
+
 
 @dataclass(slots=True)
 class OverflowView:

@@ -295,6 +295,7 @@ def flow_summary(
         d["sluice"]["flow"]["upload_download_ratio"] = round(s.upload_ratio, 3)
     if s.domain_source:
         d["sluice"]["flow"]["name_source"] = s.domain_source
+        d["sluice"]["flow"]["name_vouched"] = s.domain_source == "dns" or s.domain_vouched
     return d
 
 
@@ -420,6 +421,9 @@ def alert(
             d["tls"] = {"client": {"server_name": f.domain}}
         elif f.domain and f.name_source == "http_host":
             d["url"] = {"domain": f.domain}
+        if f.domain and f.name_vouched is not None:
+            # false: the name is the client's claim (SNI, Host) only
+            d["sluice"]["name_vouched"] = f.name_vouched
     elif f.unix_path is not None:
         d["destination"] = {"address": f.unix_path}
         d["network"] = {"transport": "unix", "direction": f.direction}

@@ -102,6 +102,9 @@ class FlowSummary:
     # from: "sni", "http_host" or "dns"; SNI and Host also on their own
     domain: str | None = None
     domain_source: str | None = None
+    # an SNI or Host that a DNS answer the container received agrees with
+    # (sensor/telemetry/names.py FlowNamer.vouched); DNS names always are
+    domain_vouched: bool = False
     sni: str | None = None
     http_host: str | None = None
 

@@ -166,27 +166,62 @@ def parse_dns_answers(data: bytes, transport: int) -> list[Answer]:
     return out
 
 
+# Registered domains remembered per address (a CDN address answers for
+# many); the oldest goes first.
+MAX_VOUCHED_PER_ADDRESS = 8
+
+
 class NameMap:
-    """Per cgroup: address -> (name, expiry), from the answers it received.
-    Bounded (oldest forgotten first); expired entries are dropped on read."""
+    """Per cgroup: address -> (name, expiry), from the answers it received,
+    and the registered domains any answer (the name asked or a CNAME on the
+    way) gave that address, with their expiry: what vouches for a name a
+    client only claimed (SNI, Host). Bounded (oldest forgotten first);
+    expired entries are dropped on read."""
 
     def __init__(self, min_hold_s: float = MIN_HOLD_S, max_names: int = MAX_NAMES_PER_CGROUP) -> None:
         self.min_hold_s = min_hold_s
         self.max_names = max_names
         self._by_cg: OrderedDict[int, OrderedDict[str, tuple[str, float]]] = OrderedDict()
+        self._vouched: dict[int, OrderedDict[str, dict[str, float]]] = {}
 
     def add(self, cgroup_id: int, answers: list[Answer], now: float) -> None:
         m = self._by_cg.get(cgroup_id)
         if m is None:
             m = self._by_cg[cgroup_id] = OrderedDict()
             while len(self._by_cg) > MAX_CGROUPS:
-                self._by_cg.popitem(last=False)
+                oldest, _names = self._by_cg.popitem(last=False)
+                self._vouched.pop(oldest, None)
         self._by_cg.move_to_end(cgroup_id)
+        v = self._vouched.setdefault(cgroup_id, OrderedDict())
         for a in answers:
-            m[a.address] = (a.name, now + max(float(a.ttl), self.min_hold_s))
+            until = now + max(float(a.ttl), self.min_hold_s)
+            m[a.address] = (a.name, until)
             m.move_to_end(a.address)
+            doms = v.get(a.address)
+            if doms is None:
+                doms = v[a.address] = {}
+            else:
+                v.move_to_end(a.address)
+            for n in (a.name, *a.chain):
+                d = registered_domain(n)
+                doms.pop(d, None)
+                doms[d] = until
+            while len(doms) > MAX_VOUCHED_PER_ADDRESS:
+                del doms[next(iter(doms))]
         while len(m) > self.max_names:
             m.popitem(last=False)
+        while len(v) > self.max_names:
+            v.popitem(last=False)
+
+    def vouches(self, cgroup_id: int, address: str, name: str, now: float) -> bool:
+        """Did an answer this cgroup received (not expired) give `address`
+        a name of `name`'s registered domain?"""
+        per = self._vouched.get(cgroup_id)
+        doms = per.get(address) if per is not None else None
+        if not doms:
+            return False
+        until = doms.get(registered_domain(name))
+        return until is not None and until >= now
 
     def lookup(self, cgroup_id: int, address: str, now: float) -> str | None:
         m = self._by_cg.get(cgroup_id)
@@ -203,6 +238,7 @@ class NameMap:
     def forget(self, cgroup_ids: set[int]) -> None:
         for cg in cgroup_ids:
             self._by_cg.pop(cg, None)
+            self._vouched.pop(cg, None)
 
     def __len__(self) -> int:
         return sum(len(m) for m in self._by_cg.values())
@@ -389,6 +425,13 @@ class FlowNamer:
     def host(self, key: FlowKey) -> str | None:
         v = self._host.get(key)
         return v if isinstance(v, str) else None
+
+    def vouched(self, key: FlowKey, name: str, source: str, now: float) -> bool:
+        """A flow's name is vouched for when it came from the container's
+        DNS answers, or when an answer it received gave the address a name
+        of the same registered domain. An SNI or Host alone is the client's
+        claim: anything inside the container can send any."""
+        return source == DNS_ANSWER or self.dns.vouches(key[0], key[1], name, now)
 
     def dns_name(self, cgroup_id: int, address: str, now: float) -> str | None:
         return self.dns.lookup(cgroup_id, address, now)

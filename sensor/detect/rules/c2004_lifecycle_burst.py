@@ -63,7 +63,7 @@ class LifecycleBurst(_Base):
                 and f.attr.container is not None
                 and f.attr.container.id in burst
                 and f.summary.payload_bytes
-                and not ctx.known_destination(f.workload, f.ip, f.port, f.transport, f.domain)
+                and not ctx.known_flow(f)
             ]
             if not new or not ctx.baseline_gate(w):
                 continue

@@ -101,9 +101,7 @@ class NonStandardPort(_Base):
             self._sent[key] += nbytes
             if self._sent[key] < cfg.min_bytes:
                 continue
-            if ctx.known_destination(f.workload, f.ip, f.port, f.transport, f.domain) or not ctx.baseline_gate(
-                f.workload
-            ):
+            if ctx.known_flow(f) or not ctx.baseline_gate(f.workload):
                 continue
             if kind == "raw_encrypted_stream":
                 what = "a raw encrypted-looking TCP stream (no TLS or SSH handshake)"

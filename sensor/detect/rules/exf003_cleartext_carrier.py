@@ -110,9 +110,7 @@ class CleartextCarrier(_Base):
         for f in view.flows:
             s = f.summary
             if self._opaque_http(s, ctx, cfg):
-                if ctx.known_destination(f.workload, f.ip, f.port, f.transport, f.domain) and self._known_encrypted(
-                    ctx, f
-                ):
+                if ctx.known_flow(f) and self._known_encrypted(ctx, f):
                     continue
                 if not ctx.baseline_gate(f.workload):
                     continue
@@ -186,7 +184,7 @@ class CleartextCarrier(_Base):
         unnamed one (or a version 1 baseline) under its address."""
         wb = ctx.workload(f.workload)
         hosts = {f.ip}
-        if f.domain:
+        if f.domain and f.name_vouched:  # a claimed name speaks for nothing
             hosts.add(learned_host(f.domain))
         prefixes = tuple(f"{h}|{f.port}|" for h in hosts)
         return wb is not None and any(

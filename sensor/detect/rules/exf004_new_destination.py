@@ -65,9 +65,7 @@ class NewDestination(_Base):
             s = f.summary
             if not s.encrypted_bytes:
                 continue
-            if ctx.known_destination(f.workload, f.ip, f.port, f.transport, f.domain) or not ctx.baseline_gate(
-                f.workload
-            ):
+            if ctx.known_flow(f) or not ctx.baseline_gate(f.workload):
                 continue
             key = (f.container_key, f.ip, f.port, f.transport)
             # bytes, since, fired, last, bytes received, packets received

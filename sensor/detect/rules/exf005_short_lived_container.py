@@ -35,6 +35,7 @@ class _Life:
     encrypted: int = 0
     destinations: Counter[tuple[str, int, str]] = field(default_factory=Counter)
     names: dict[tuple[str, int, str], str] = field(default_factory=dict)  # destination -> its name
+    claimed: set[tuple[str, int, str]] = field(default_factory=set)  # names no DNS answer vouched for
     last: float = 0.0
 
 
@@ -55,6 +56,8 @@ class ShortLivedContainer(_Base):
             acc.destinations[(f.ip, f.port, f.transport)] += f.summary.encrypted_bytes
             if f.domain:
                 acc.names[(f.ip, f.port, f.transport)] = f.domain
+                if not f.name_vouched:
+                    acc.claimed.add((f.ip, f.port, f.transport))
             acc.last = view.end
         out = []
         for x in view.lifecycle:
@@ -70,7 +73,9 @@ class ShortLivedContainer(_Base):
                 wb is not None
                 and wb.lifetimes.n
                 and wb.lifetimes.quantile(0.5) <= cfg.max_lifetime_seconds
-                and all(ctx.known_destination(x.workload, *d, lf.names.get(d)) for d in lf.destinations)
+                and all(
+                    ctx.known_destination(x.workload, *d, lf.names.get(d), d not in lf.claimed) for d in lf.destinations
+                )
             ):
                 continue  # a batch workload doing what it always does
             if not ctx.baseline_gate(x.workload):

@@ -137,7 +137,5 @@ class EncryptThenEgress(_Base):
         these destinations: an encrypted backup job doing its job."""
         wb = ctx.workload(e.workload)
         return (
-            wb is not None
-            and (e.process.executable or "") in wb.executables
-            and all(ctx.known_destination(f.workload, f.ip, f.port, f.transport, f.domain) for f in flows)
+            wb is not None and (e.process.executable or "") in wb.executables and all(ctx.known_flow(f) for f in flows)
         )

@@ -191,3 +191,23 @@ def test_receive_only_flows_are_not_learned_as_destinations() -> None:
     f.summary.rx_bytes, f.summary.rx_packets = 9000, 10
     b = learn([window(T0, flows=[f, api_call("198.18.10.5", "api.partner.example")])])
     assert set(b.workloads["acme/api"].destinations) == {"partner.example|443|tcp"}
+
+
+def test_a_claimed_name_does_not_make_a_new_address_known(tmp_path: Path) -> None:
+    """An SNI is whatever the client writes: a container that learned
+    api.partner.example cannot make its exfiltration to a new address count
+    as known by putting that name in a ClientHello. A name a DNS answer the
+    container received vouched for still moves with the service."""
+    moved = "203.0.113.200"
+    claimed = named(api_call(moved, None, 4 * MIB), "api.partner.example", "sni")
+    alerts = detector(config(tmp_path), learned_by_name()).run(window(DET, flows=[claimed]))
+    (a,) = only(alerts, "SL-EXF-004")
+    assert a["destination"]["ip"] == moved and a["destination"]["domain"] == "api.partner.example"
+    assert a["sluice"]["name_vouched"] is False
+    assert_ecs(alerts)
+    vouched = named(api_call(moved, None, 4 * MIB), "api.partner.example", "sni")
+    vouched.summary.domain_vouched = True  # the container resolved the name to that address
+    assert only(detector(config(tmp_path), learned_by_name()).run(window(DET, flows=[vouched])), "SL-EXF-004") == []
+    # a claimed name on the learned address is as known as the address
+    home = named(api_call("198.18.10.5", None, 4 * MIB), "api.partner.example", "sni")
+    assert only(detector(config(tmp_path), learned_by_name()).run(window(DET, flows=[home])), "SL-EXF-004") == []

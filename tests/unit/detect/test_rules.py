@@ -329,17 +329,22 @@ class TestCleartextCarrier:
 
     def test_http_learned_encoded_uploads_by_name_are_silent(self, tmp_path: Path) -> None:
         """Named uploads are learned under the registered domain: the same
-        uploads to the name on another address are silent too."""
+        uploads to the name on another address are silent too, when a DNS
+        answer the container received gave that address the name; a Host
+        header alone is the client's claim and vouches for no address."""
 
-        def named(ip: str) -> FlowView:
+        def named(ip: str, vouched: bool = True) -> FlowView:
             c = ByteClasses({"header": 300.0, "encoded": float(300 * KIB - 300)}, encoding="base64")
             f = http_flow(WEB, ip, body_entropy=6.0, entropy=6.0, byte_classes=c)
             f.summary.domain, f.summary.domain_source = "img.uploads.example.com", "http_host"
+            f.summary.domain_vouched = vouched
             return f
 
         b = learned(lambda end: window(end, flows=[named("198.51.100.20")]))
         h = detector(config(tmp_path), b)
         assert h.run(window(DET, flows=[named("203.0.113.80")])) == []
+        alerts = h.run(window(DET + 10, flows=[named("203.0.113.81", vouched=False)]))
+        assert "SL-EXF-003" in rules_of(alerts), rules_of(alerts)
 
     def test_http_known_destination_without_encrypted_history_fires(self, tmp_path: Path) -> None:
         b = learned(lambda end: window(end, flows=[http_flow(WEB, body_entropy=4.5, entropy=4.8)]))

@@ -216,6 +216,47 @@ def test_name_map_most_recent_answer_wins() -> None:
     assert m.lookup(1, "198.18.2.2", 2.0) == "b.example.org"
 
 
+def test_answers_vouch_for_registered_domains_of_the_address() -> None:
+    """What the container resolved vouches for a name it later claims in an
+    SNI or Host: the name asked, or a CNAME on the way, by registered domain,
+    for that address only, until the answer expires; per container."""
+    m = NameMap(min_hold_s=0)
+    wire = response(
+        "api.partner.example",
+        ("api.partner.example.", 60, "CNAME", "edge.cdn-host.example."),
+        ("edge.cdn-host.example.", 60, "A", "198.18.3.3"),
+    )
+    m.add(7, parse_dns_answers(wire, IPPROTO_UDP), now=1000.0)
+    assert m.vouches(7, "198.18.3.3", "www.partner.example", 1010.0)  # same registered domain
+    assert m.vouches(7, "198.18.3.3", "img.cdn-host.example", 1010.0)  # the CNAME's
+    assert not m.vouches(7, "198.18.3.3", "api.github.com", 1010.0)  # a name nobody answered
+    assert not m.vouches(7, "198.18.3.4", "api.partner.example", 1010.0)  # another address
+    assert not m.vouches(8, "198.18.3.3", "api.partner.example", 1010.0)  # another container
+    assert not m.vouches(7, "198.18.3.3", "api.partner.example", 1061.0)  # expired
+    # a CDN address answers for many names: each vouches, the oldest goes past the cap
+    for i in range(12):
+        w = response(f"s{i}.site{i}.example", (f"s{i}.site{i}.example.", 60, "A", "198.18.3.3"))
+        m.add(7, parse_dns_answers(w, IPPROTO_UDP), now=1020.0 + i)
+    assert m.vouches(7, "198.18.3.3", "x.site11.example", 1040.0)
+    assert not m.vouches(7, "198.18.3.3", "x.site0.example", 1040.0)
+    m.forget({7})
+    assert not m.vouches(7, "198.18.3.3", "x.site11.example", 1040.0)
+
+
+def test_flow_namer_vouches_dns_names_and_agreeing_claims_only() -> None:
+    n = FlowNamer(min_hold_s=0)
+    n.on_dns(7, response("api.partner.example", ("api.partner.example.", 60, "A", "198.18.4.4")), IPPROTO_UDP, 100.0)
+    hello = client_hello("api.partner.example", ssl.TLSVersion.TLSv1_3)
+    liar = client_hello("api.partner.example", ssl.TLSVersion.TLSv1_3)
+    n.on_first_payload((7, "198.18.4.4", 443, 6), hello)
+    n.on_first_payload((7, "203.0.113.66", 443, 6), liar)  # the same SNI to an address nobody resolved
+    for ip, vouched in (("198.18.4.4", True), ("203.0.113.66", False)):
+        named = n.name((7, ip, 443, 6), 110.0)
+        assert named == ("api.partner.example", "sni")
+        assert n.vouched((7, ip, 443, 6), *named, 110.0) is vouched, ip
+    assert n.vouched((7, "203.0.113.66", 443, 6), "anything.example", "dns", 110.0)  # a DNS name is its own voucher
+
+
 # --- public suffixes ----------------------------------------------------------------
 
 
@@ -282,3 +323,16 @@ def test_unparsable_dns_is_counted() -> None:
     n = FlowNamer()
     assert n.on_dns(1, b"\x00" * 7, IPPROTO_UDP, 0.0) == []
     assert n.counts["dns_unparsed"] == 1 and n.counts["dns_responses"] == 1
+
+
+def test_vouched_names_follow_the_cgroup_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sensor.telemetry.names as names
+
+    monkeypatch.setattr(names, "MAX_CGROUPS", 3)
+    m = NameMap(min_hold_s=0)
+    wire = response("a.example.com", ("a.example.com.", 60, "A", "198.18.5.5"))
+    for cg in range(1, 6):
+        m.add(cg, parse_dns_answers(wire, IPPROTO_UDP), now=0.0)
+    assert not m.vouches(1, "198.18.5.5", "a.example.com", 1.0)  # its cgroup was forgotten
+    assert m.vouches(5, "198.18.5.5", "a.example.com", 1.0)
+    assert len(m._vouched) == 3
