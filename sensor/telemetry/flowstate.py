@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from typing import Any, Generic, TypeVar
 
 V = TypeVar("V")
+_MISSING = object()
 
 # Per cgroup, when the caller does not say: twice the kernel's default flow
 # quota per cgroup and window (kernel.flow_quota_per_cgroup = 2048).
@@ -90,12 +91,12 @@ class FlowTable(Generic[V]):
         mine = self._by_cg.get(key[0])
         if mine is None:
             return default
+        v = mine.get(key, _MISSING)
+        if v is _MISSING:
+            return default
         if touch:
-            try:
-                mine.move_to_end(key)
-            except KeyError:
-                return default
-        return mine.get(key, default)
+            mine.move_to_end(key)
+        return v
 
     def pop(self, key: Any, default: Any = None) -> Any:
         cg = key[0]
