@@ -74,7 +74,11 @@ def allowed(entry: AllowEntry, f: Finding, tz: str) -> bool:
             entry.destination, strict=False
         ):
             return False
-    if entry.domain is not None and not (f.domain and fnmatch.fnmatchcase(f.domain.lower(), entry.domain.lower())):
+    if entry.domain is not None and not (
+        # a name only the client claimed (SNI, Host) allows nothing: any
+        # process in the container can write any name
+        f.domain and f.name_vouched is not False and fnmatch.fnmatchcase(f.domain.lower(), entry.domain.lower())
+    ):
         return False
     if entry.port is not None and (f.destination is None or f.destination[1] != entry.port):
         return False

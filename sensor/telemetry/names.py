@@ -383,6 +383,9 @@ class FlowNamer:
         self._sni: _LRU = _LRU(MAX_FLOW_NAMES)
         self._host: _LRU = _LRU(MAX_FLOW_NAMES)
         self._dns_named: _LRU = _LRU(MAX_FLOW_NAMES)  # a flow keeps its DNS name
+        # a flow keeps the vouch its claimed name once had (a long-lived
+        # connection outlives the answer's hold time), while the name stays
+        self._vouched_name: _LRU = _LRU(MAX_FLOW_NAMES)
         self.counts: dict[str, int] = {
             "dns_responses": 0,
             "dns_answers": 0,
@@ -409,7 +412,7 @@ class FlowNamer:
             return
         if data[0] == 0x16:
             sni = tls_sni(data)
-            if sni:
+            if sni and not is_ip_literal(sni):  # an address is not a name
                 self.counts["sni"] += 1
                 self._sni.put(key, sni)
         elif data.startswith(HTTP_PREFIXES):
@@ -431,7 +434,12 @@ class FlowNamer:
         DNS answers, or when an answer it received gave the address a name
         of the same registered domain. An SNI or Host alone is the client's
         claim: anything inside the container can send any."""
-        return source == DNS_ANSWER or self.dns.vouches(key[0], key[1], name, now)
+        if source == DNS_ANSWER or self._vouched_name.get(key) == name:
+            return True
+        if self.dns.vouches(key[0], key[1], name, now):
+            self._vouched_name.put(key, name)
+            return True
+        return False
 
     def dns_name(self, cgroup_id: int, address: str, now: float) -> str | None:
         return self.dns.lookup(cgroup_id, address, now)
@@ -457,6 +465,6 @@ class FlowNamer:
 
     def forget_cgroups(self, ids: set[int]) -> None:
         self.dns.forget(ids)
-        for t in (self._sni, self._host, self._dns_named):
+        for t in (self._sni, self._host, self._dns_named, self._vouched_name):
             for k in [k for k in t if k[0] in ids]:
                 del t[k]

@@ -36,6 +36,7 @@ class _Life:
     destinations: Counter[tuple[str, int, str]] = field(default_factory=Counter)
     names: dict[tuple[str, int, str], str] = field(default_factory=dict)  # destination -> its name
     claimed: set[tuple[str, int, str]] = field(default_factory=set)  # names no DNS answer vouched for
+    sources: dict[tuple[str, int, str], str] = field(default_factory=dict)  # destination -> "sni" | "http_host" | "dns"
     last: float = 0.0
 
 
@@ -55,9 +56,13 @@ class ShortLivedContainer(_Base):
             acc.encrypted += f.summary.encrypted_bytes
             acc.destinations[(f.ip, f.port, f.transport)] += f.summary.encrypted_bytes
             if f.domain:
-                acc.names[(f.ip, f.port, f.transport)] = f.domain
-                if not f.name_vouched:
-                    acc.claimed.add((f.ip, f.port, f.transport))
+                d = (f.ip, f.port, f.transport)
+                acc.names[d] = f.domain
+                acc.sources[d] = f.summary.domain_source or "dns"
+                if f.name_vouched:  # the destination's latest name decides
+                    acc.claimed.discard(d)
+                else:
+                    acc.claimed.add(d)
             acc.last = view.end
         out = []
         for x in view.lifecycle:
@@ -102,7 +107,8 @@ class ShortLivedContainer(_Base):
                     },
                     top,
                     domain=lf.names.get(top),
-                    name_source="dns" if lf.names.get(top) else None,
+                    name_source=lf.sources.get(top),
+                    name_vouched=(top not in lf.claimed) if lf.names.get(top) else None,
                 )
             )
         for k in [k for k, v in self._lives.items() if view.end - v.last > STATE_TTL_S]:

@@ -211,3 +211,21 @@ def test_a_claimed_name_does_not_make_a_new_address_known(tmp_path: Path) -> Non
     # a claimed name on the learned address is as known as the address
     home = named(api_call("198.18.10.5", None, 4 * MIB), "api.partner.example", "sni")
     assert only(detector(config(tmp_path), learned_by_name()).run(window(DET, flows=[home])), "SL-EXF-004") == []
+
+
+def test_a_claimed_name_allows_nothing_and_hides_no_raw_stream(tmp_path: Path) -> None:
+    """[[allow]] by domain covers a vouched name only; SL-EXF-002 judges a
+    raw stream to a new address under a learned name the client claimed."""
+    allow = '[[allow]]\ndomain = "*.uploads.example"\nrules = ["SL-EXF-004"]\n'
+    vouched = named(api_call("203.0.113.200", None, 4 * MIB), "vault.uploads.example", "sni")
+    vouched.summary.domain_vouched = True
+    h = detector(config(tmp_path, allow), learned_by_name())
+    assert only(h.run(window(DET, flows=[vouched])), "SL-EXF-004") == [] and h.counts["allowed"] >= 1
+    claimed = named(api_call("203.0.113.201", None, 4 * MIB), "vault.uploads.example", "sni")
+    h2 = detector(config(tmp_path, allow), learned_by_name())
+    (a,) = only(h2.run(window(DET, flows=[claimed])), "SL-EXF-004")
+    assert a["sluice"]["name_vouched"] is False and h2.counts["allowed"] == 0
+    raw = flow(API, "203.0.113.202", 443, 400 * KIB, proto=None)  # no TLS handshake: raw
+    raw = named(raw, "api.partner.example", "sni")
+    alerts = detector(config(tmp_path), learned_by_name()).run(window(DET, flows=[raw]))
+    assert [a["sluice"]["evidence"]["kind"] for a in only(alerts, "SL-EXF-002")] == ["raw_encrypted_stream"]

@@ -257,6 +257,22 @@ def test_flow_namer_vouches_dns_names_and_agreeing_claims_only() -> None:
     assert n.vouched((7, "203.0.113.66", 443, 6), "anything.example", "dns", 110.0)  # a DNS name is its own voucher
 
 
+def test_an_address_in_the_sni_is_not_a_name() -> None:
+    n = FlowNamer()
+    n.on_first_payload((7, "203.0.113.5", 443, 6), client_hello("203.0.113.5", ssl.TLSVersion.TLSv1_2))
+    assert n.name((7, "203.0.113.5", 443, 6), 0.0) is None and n.counts["sni"] == 0
+
+
+def test_a_flows_vouch_outlives_the_answer_while_its_name_stays() -> None:
+    n = FlowNamer(min_hold_s=0)
+    n.on_dns(7, response("api.partner.example", ("api.partner.example.", 30, "A", "198.18.4.4")), IPPROTO_UDP, 100.0)
+    k = (7, "198.18.4.4", 443, 6)
+    n.on_first_payload(k, client_hello("api.partner.example", ssl.TLSVersion.TLSv1_3))
+    assert n.vouched(k, "api.partner.example", "sni", 110.0)
+    assert n.vouched(k, "api.partner.example", "sni", 10_000.0)  # a long-lived connection
+    assert not n.vouched(k, "other.example", "sni", 10_000.0)  # another name on the flow is checked afresh
+
+
 # --- public suffixes ----------------------------------------------------------------
 
 

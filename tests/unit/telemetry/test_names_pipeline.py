@@ -89,6 +89,11 @@ def test_flows_and_connects_are_named(world: World) -> None:
     assert http_flow["url"]["domain"] == "files.example.org"
     assert http_flow["destination"]["domain"] == "files.example.org"
     assert "domain" not in bare["destination"]
+    # the DNS name vouches for itself; the SNI and the Host are claims no
+    # answer the container received agrees with
+    assert dns_flow["sluice"]["flow"]["name_vouched"] is True
+    assert sni_flow["sluice"]["flow"]["name_vouched"] is False
+    assert http_flow["sluice"]["flow"]["name_vouched"] is False
     (conn,) = world.by_action("connection_attempted")
     assert conn["destination"]["domain"] == "api.partner.co.uk"
     # the long first sample feeds entropy only with the usual sample length
@@ -141,3 +146,24 @@ def test_named_documents_are_ocsf(world: World) -> None:
     )
     for d in world.by_action("flow_summary"):
         ocsf_validate(to_ocsf(d))
+
+
+def test_a_claimed_name_is_vouched_when_the_containers_answer_agrees(world: World) -> None:
+    """The SNI of a connection to an address the container resolved that
+    name to is vouched for (the summary the rules read), and stays so for
+    the flow while its name is unchanged, past the answer's hold time."""
+    cg = world.cg
+    hello = client_hello("api.partner.co.uk", ssl.TLSVersion.TLSv1_3)
+    recs = [
+        dns_rec(cg, "198.18.0.53", answer("www.partner.co.uk", ("www.partner.co.uk.", 60, "A", "198.18.77.20"))),
+        sample_first_rec(cg, "198.18.77.20", 443, hello, ktime_ns=2 * NS, cookie=5),
+        sample_first_rec(cg, "198.18.77.21", 443, hello, ktime_ns=2 * NS, cookie=6),
+    ]
+    replay(world, recs)
+    t0 = to_wall(0)
+    flows = [fc(cg, "198.18.77.20", 443, 9_000, 1_000), fc(cg, "198.18.77.21", 443, 9_000, 1_000)]
+    summaries, _ = world.pipe.close_window(flows, t0, t0 + 10)
+    vouched = {x.key[1]: x.domain_vouched for x in summaries}
+    assert vouched == {"198.18.77.20": True, "198.18.77.21": False}
+    later, _ = world.pipe.close_window(flows, t0 + 3600, t0 + 3610)  # the answer long expired
+    assert {x.key[1]: x.domain_vouched for x in later} == vouched
