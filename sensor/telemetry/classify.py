@@ -52,7 +52,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from sensor.telemetry.entropy import corrected_bits
-from sensor.telemetry.flowstate import PER_CGROUP, FlowTable
+from sensor.telemetry.flowstate import PER_CGROUP, FlowTable, Interner
 from sensor.telemetry.protocol import HTTP_PREFIXES
 
 ENCRYPTED = "encrypted"
@@ -954,7 +954,7 @@ class FlowClassifier:
         self.streams: FlowTable[StreamState] = FlowTable(per_cgroup, max_flows)
         # the last window's class fractions, in CLASSES order
         self.last_mix: FlowTable[tuple[float, ...]] = FlowTable(per_cgroup, max_flows)
-        self._mixes: dict[tuple[float, ...], tuple[float, ...]] = {}
+        self._mixes: Interner[tuple[float, ...]] = Interner(MAX_SHARED_MIXES)
 
     def add(
         self,
@@ -1017,13 +1017,7 @@ class FlowClassifier:
         return out
 
     def _shared_mix(self, fractions: dict[str, float]) -> tuple[float, ...]:
-        mix = tuple(fractions.get(c, 0.0) for c in CLASSES)
-        shared = self._mixes.get(mix)
-        if shared is None:
-            if len(self._mixes) >= MAX_SHARED_MIXES:
-                self._mixes.clear()
-            shared = self._mixes[mix] = mix
-        return shared
+        return self._mixes(tuple(fractions.get(c, 0.0) for c in CLASSES))
 
     def end_window(self) -> None:
         """Nothing to reset: framing and mixes outlive windows (bounded)."""

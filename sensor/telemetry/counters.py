@@ -13,7 +13,7 @@ from typing import Any
 
 from sensor.telemetry.classify import ByteClasses, FlowClassifier, datagram_protocol
 from sensor.telemetry.entropy import ByteHistogram
-from sensor.telemetry.flowstate import PER_CGROUP, FlowTable
+from sensor.telemetry.flowstate import PER_CGROUP, FlowTable, Interner
 from sensor.telemetry.protocol import (
     DNS,
     HTTP,
@@ -267,9 +267,9 @@ class WindowCounters:
         # flow's starts disagree. And the last window's split by protocol,
         # for a window with no sample.
         self.flow_protocols: FlowTable[tuple[str, ...]] = FlowTable(per_cgroup, max_flows)
-        self._start_sets: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._start_sets: Interner[tuple[str, ...]] = Interner()
         self.last_protocols: FlowTable[tuple[tuple[str, float, float], ...]] = FlowTable(per_cgroup, max_flows)
-        self._splits: dict[tuple[tuple[str, float, float], ...], tuple[tuple[str, float, float], ...]] = {}
+        self._splits: Interner[tuple[tuple[str, float, float], ...]] = Interner()
         # the last process that connected, per flow
         self.owners: FlowTable[tuple[int, str]] = FlowTable(per_cgroup, max_flows)
         # The process that connected each socket, by (cgroup id, socket
@@ -284,7 +284,7 @@ class WindowCounters:
         # (pid, name) shared by every flow of a process (a flood of
         # destinations from one process costs one tuple, not one per flow);
         # a cache, cleared when full
-        self._owner_refs: dict[tuple[int, str], tuple[int, str]] = {}
+        self._owner_refs: Interner[tuple[int, str]] = Interner()
 
     def add_sample(
         self,
@@ -384,13 +384,7 @@ class WindowCounters:
         seen = self.flow_protocols.get(key)
         if seen is not None and hint in seen:
             return
-        starts = tuple(sorted({*(seen or ()), hint}))
-        shared = self._start_sets.get(starts)
-        if shared is None:
-            if len(self._start_sets) >= 4096:
-                self._start_sets.clear()  # sets already stored stay valid
-            shared = self._start_sets[starts] = starts
-        self.flow_protocols.put(key, shared)
+        self.flow_protocols.put(key, self._start_sets(tuple(sorted({*(seen or ()), hint}))))
 
     def _flow_hint(self, key: FlowKey) -> str:
         """The name for a flow's TCP socket whose start was not seen: the
@@ -425,12 +419,7 @@ class WindowCounters:
         )
 
     def set_owner(self, key: FlowKey, pid: int, comm: str, cookie: int = 0) -> None:
-        owner = (pid, comm)
-        shared = self._owner_refs.get(owner)
-        if shared is None:
-            if len(self._owner_refs) >= 4096:
-                self._owner_refs.clear()  # owners already stored stay valid
-            shared = self._owner_refs[owner] = owner
+        shared = self._owner_refs((pid, comm))
         self.owners.put(key, shared)
         if cookie:
             self.sock_owners.put((key[0], cookie), shared)
@@ -576,12 +565,7 @@ class WindowCounters:
                 for h, v in sorted(shares.items())
             )
             # shared: a flood of flows of one protocol stores one split
-            shared = self._splits.get(split)
-            if shared is None:
-                if len(self._splits) >= 4096:
-                    self._splits.clear()  # splits already stored stay valid
-                shared = self._splits[split] = split
-            self.last_protocols.put(k, shared)
+            self.last_protocols.put(k, self._splits(split))
         else:
             split = self.last_protocols.get(k)
         if not split:

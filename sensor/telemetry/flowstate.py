@@ -138,3 +138,30 @@ class FlowTable(Generic[V]):
     def __iter__(self) -> Iterator[Any]:
         for mine in list(self._by_cg.values()):
             yield from list(mine)
+
+
+K = TypeVar("K")
+
+
+class Interner(Generic[K]):
+    """One shared object per distinct value (a flood of flows carrying the
+    same owner, protocol split or class mix stores one tuple, not one per
+    flow). A cache: cleared when it holds `cap` values; values already
+    stored elsewhere stay valid."""
+
+    __slots__ = ("cap", "_seen")
+
+    def __init__(self, cap: int = 4096) -> None:
+        self.cap = cap
+        self._seen: dict[K, K] = {}
+
+    def __call__(self, value: K) -> K:
+        shared = self._seen.get(value)
+        if shared is None:
+            if len(self._seen) >= self.cap:
+                self._seen.clear()
+            shared = self._seen[value] = value
+        return shared
+
+    def __len__(self) -> int:
+        return len(self._seen)

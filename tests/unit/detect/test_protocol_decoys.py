@@ -13,6 +13,7 @@ summary it builds.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,18 @@ def decoy(w: WindowCounters, port: int, cookie: int, first: bytes) -> None:
     w.add_sample(key(port), first + b"x" * 8, True, len(first) + 8, True, cookie)
 
 
+def beside_decoy(
+    w: WindowCounters, port: int, first: bytes, decoy_first: bool, exfil: Callable[[WindowCounters, int, int], None]
+) -> None:
+    """The exfiltration (socket A) beside a decoy (socket B) that starts
+    before it, or after it (then the decoy is the last socket start)."""
+    if decoy_first:
+        decoy(w, port, B, first)
+    exfil(w, port, A)
+    if not decoy_first:
+        decoy(w, port, B, first)
+
+
 def plain_http_baseline() -> Any:
     """web-1 has posted plain-text bodies to the sink on port 80 for hours."""
     return learn(
@@ -92,11 +105,7 @@ def test_a_decoy_connection_does_not_relabel_an_http_upload_of_ciphertext(tmp_pa
     for first in (SSH_BANNER, TLS_HELLO, b"\x00\x01binary-hello"):
         for decoy_first in (False, True):
             w = WindowCounters()
-            if decoy_first:
-                decoy(w, 80, B, first)
-            http_ciphertext(w, 80, A)
-            if not decoy_first:
-                decoy(w, 80, B, first)  # the last socket start to the sink
+            beside_decoy(w, 80, first, decoy_first, http_ciphertext)
             s = close(w, 80, 400 * KIB)
             assert "http" in s.protocols() and s.opaque_of("http") > 300 * KIB, s.by_protocol
             h = detector(make_config(tmp_path), plain_http_baseline())
@@ -133,11 +142,7 @@ def test_plain_http_beside_a_tls_connection_to_the_same_port_is_silent(tmp_path:
 def test_raw_stream_to_443_fires_beside_a_tls_decoy(tmp_path: Path) -> None:
     for decoy_first in (False, True):
         w = WindowCounters()
-        if decoy_first:
-            decoy(w, 443, B, TLS_HELLO)
-        raw_ciphertext(w, 443, A)
-        if not decoy_first:
-            decoy(w, 443, B, TLS_HELLO)
+        beside_decoy(w, 443, TLS_HELLO, decoy_first, raw_ciphertext)
         s = close(w, 443, 400 * KIB)
         assert s.opaque_of(None) > 300 * KIB, s.by_protocol
         alerts = detector(make_config(tmp_path)).run(window(DET, flows=[view(s)]))
