@@ -25,11 +25,13 @@ import struct
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import dns.exception
 import dns.message
 import dns.name
 import dns.rdatatype
+import publicsuffixlist
 from publicsuffixlist import PublicSuffixList
 
 from sensor.telemetry.protocol import HTTP_PREFIXES, IPPROTO_TCP
@@ -50,11 +52,41 @@ MAX_FLOW_NAMES = 65536
 
 _PSL: PublicSuffixList | None = None
 
+# Multi-tenant domains the bundled public suffix list does not split
+# (checked against publicsuffixlist 1.1.2.20261023): every name directly
+# under one of these belongs to a different tenant. Without them a workload
+# that learned one tenant's name (its partner's webhook, its own cloud VM)
+# would "know" every other tenant's, an attacker's included: a request
+# catcher or an out-of-band testing host registered in a minute. Added to
+# the bundled list as rules of its own syntax.
+TENANT_SUFFIXES = (
+    "*.cloudapp.azure.com",  # <vm>.<region>.cloudapp.azure.com
+    "bc.googleusercontent.com",  # Compute Engine instance names
+    "glitch.me",
+    "serveo.net",
+    "loca.lt",
+    "pipedream.net",
+    "m.pipedream.net",  # <endpoint>.m.pipedream.net
+    "requestcatcher.com",
+    "webhook.site",
+    "burpcollaborator.net",
+    "oastify.com",
+    "interact.sh",
+    "oast.fun",
+    "oast.live",
+    "oast.me",
+    "oast.online",
+    "oast.pro",
+    "oast.site",
+)
+
 
 def _psl() -> PublicSuffixList:
     global _PSL
     if _PSL is None:
-        _PSL = PublicSuffixList()  # the list bundled with the package
+        # the list bundled with the package, and the tenant suffixes above
+        bundled = Path(publicsuffixlist.__file__).with_name("public_suffix_list.dat")
+        _PSL = PublicSuffixList([*bundled.read_text(encoding="utf-8").splitlines(), *TENANT_SUFFIXES])
     return _PSL
 
 

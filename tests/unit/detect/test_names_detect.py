@@ -229,3 +229,16 @@ def test_a_claimed_name_allows_nothing_and_hides_no_raw_stream(tmp_path: Path) -
     raw = named(raw, "api.partner.example", "sni")
     alerts = detector(config(tmp_path), learned_by_name()).run(window(DET, flows=[raw]))
     assert [a["sluice"]["evidence"]["kind"] for a in only(alerts, "SL-EXF-002")] == ["raw_encrypted_stream"]
+
+
+def test_another_tenant_of_a_learned_multi_tenant_domain_is_new(tmp_path: Path) -> None:
+    """A workload that learned its own Azure VM by name does not know every
+    other VM under cloudapp.azure.com (the bundled public suffix list would
+    have made both azure.com)."""
+    mine = "api-vm.eastus.cloudapp.azure.com"
+    b = learn(window(T0 + i * WINDOW, flows=[api_call("198.18.10.5", mine)]) for i in range(5))
+    assert set(b.workloads["acme/api"].destinations) == {f"{mine}|443|tcp"}
+    theirs = api_call("203.0.113.77", "exfil-box.westus.cloudapp.azure.com", 4 * MIB)
+    assert len(only(detector(config(tmp_path), b).run(window(DET, flows=[theirs])), "SL-EXF-004")) == 1
+    moved = api_call("203.0.113.78", mine, 4 * MIB)
+    assert only(detector(config(tmp_path), b).run(window(DET, flows=[moved])), "SL-EXF-004") == []

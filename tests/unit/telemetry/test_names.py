@@ -293,6 +293,14 @@ def test_a_flows_vouch_outlives_the_answer_while_its_name_stays() -> None:
         ("api.svc.test", "svc.test"),
         ("co.uk", "co.uk"),  # a public suffix itself
         ("localhost", "localhost"),
+        # multi-tenant domains the bundled list does not split (TENANT_SUFFIXES)
+        ("myexfil.eastus.cloudapp.azure.com", "myexfil.eastus.cloudapp.azure.com"),
+        ("a.b.vm1.westeurope.cloudapp.azure.com", "vm1.westeurope.cloudapp.azure.com"),
+        ("management.azure.com", "azure.com"),
+        ("1.2.3.4.bc.googleusercontent.com", "4.bc.googleusercontent.com"),
+        ("eo1x2y3.m.pipedream.net", "eo1x2y3.m.pipedream.net"),
+        ("abc123.oast.fun", "abc123.oast.fun"),
+        ("x.y.webhook.site", "y.webhook.site"),
     ],
 )
 def test_registered_domain(name: str, registered: str) -> None:
