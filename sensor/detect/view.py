@@ -133,9 +133,8 @@ class FlowView:
 
     @property
     def name_vouched(self) -> bool:
-        """The name came from, or agrees with, a DNS answer the container
-        received (not only the client's own SNI or Host)."""
-        return self.summary.domain_source == "dns" or self.summary.domain_vouched
+        """FlowSummary.name_vouched."""
+        return self.summary.name_vouched
 
 
 @dataclass(slots=True)

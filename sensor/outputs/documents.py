@@ -295,7 +295,7 @@ def flow_summary(
         d["sluice"]["flow"]["upload_download_ratio"] = round(s.upload_ratio, 3)
     if s.domain_source:
         d["sluice"]["flow"]["name_source"] = s.domain_source
-        d["sluice"]["flow"]["name_vouched"] = s.domain_source == "dns" or s.domain_vouched
+        d["sluice"]["flow"]["name_vouched"] = s.name_vouched
     return d
 
 

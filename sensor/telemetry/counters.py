@@ -142,6 +142,12 @@ class FlowSummary:
             return self.byte_classes.opaque()
         return self.payload_bytes if self.high_entropy and self.compression is None else 0
 
+    @property
+    def name_vouched(self) -> bool:
+        """The name came from, or agrees with, a DNS answer the container
+        received (not only the client's own SNI or Host)."""
+        return self.domain_source == "dns" or self.domain_vouched
+
     def protocols(self) -> set[str | None]:
         """The protocol hints the flow's sending sockets had (None: none named)."""
         if self.by_protocol:

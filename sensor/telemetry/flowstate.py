@@ -162,6 +162,3 @@ class Interner(Generic[K]):
                 self._seen.clear()
             shared = self._seen[value] = value
         return shared
-
-    def __len__(self) -> int:
-        return len(self._seen)

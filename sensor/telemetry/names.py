@@ -224,7 +224,9 @@ class NameMap:
                 oldest, _names = self._by_cg.popitem(last=False)
                 self._vouched.pop(oldest, None)
         self._by_cg.move_to_end(cgroup_id)
-        v = self._vouched.setdefault(cgroup_id, OrderedDict())
+        v = self._vouched.get(cgroup_id)
+        if v is None:
+            v = self._vouched[cgroup_id] = OrderedDict()
         for a in answers:
             until = now + max(float(a.ttl), self.min_hold_s)
             m[a.address] = (a.name, until)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from sensor.attribution.containers import Attribution
 from sensor.detect.rule import KIB, T1048, Context, Finding, RuleInfo, RuleSettings
@@ -34,10 +35,14 @@ class _Life:
     workload: str
     encrypted: int = 0
     destinations: Counter[tuple[str, int, str]] = field(default_factory=Counter)
-    names: dict[tuple[str, int, str], str] = field(default_factory=dict)  # destination -> its name
-    claimed: set[tuple[str, int, str]] = field(default_factory=set)  # names no DNS answer vouched for
-    sources: dict[tuple[str, int, str], str] = field(default_factory=dict)  # destination -> "sni" | "http_host" | "dns"
+    # destination -> its latest name: (name, source "sni" | "http_host" | "dns", vouched by a DNS answer)
+    names: dict[tuple[str, int, str], tuple[str, str, bool]] = field(default_factory=dict)
     last: float = 0.0
+
+    def name(self, d: tuple[str, int, str]) -> tuple[str | None, bool]:
+        """(name, vouched) of a destination, for known_destination."""
+        n = self.names.get(d)
+        return (n[0], n[2]) if n is not None else (None, True)
 
 
 class ShortLivedContainer(_Base):
@@ -56,13 +61,7 @@ class ShortLivedContainer(_Base):
             acc.encrypted += f.summary.encrypted_bytes
             acc.destinations[(f.ip, f.port, f.transport)] += f.summary.encrypted_bytes
             if f.domain:
-                d = (f.ip, f.port, f.transport)
-                acc.names[d] = f.domain
-                acc.sources[d] = f.summary.domain_source or "dns"
-                if f.name_vouched:  # the destination's latest name decides
-                    acc.claimed.discard(d)
-                else:
-                    acc.claimed.add(d)
+                acc.names[(f.ip, f.port, f.transport)] = (f.domain, f.summary.domain_source or "dns", f.name_vouched)
             acc.last = view.end
         out = []
         for x in view.lifecycle:
@@ -78,15 +77,16 @@ class ShortLivedContainer(_Base):
                 wb is not None
                 and wb.lifetimes.n
                 and wb.lifetimes.quantile(0.5) <= cfg.max_lifetime_seconds
-                and all(
-                    ctx.known_destination(x.workload, *d, lf.names.get(d), d not in lf.claimed) for d in lf.destinations
-                )
+                and all(ctx.known_destination(x.workload, *d, *lf.name(d)) for d in lf.destinations)
             ):
                 continue  # a batch workload doing what it always does
             if not ctx.baseline_gate(x.workload):
                 continue
-            dests = sorted(_dest(ip, port, lf.names.get((ip, port, t))) for ip, port, t in lf.destinations)
+            dests = sorted(_dest(ip, port, lf.name((ip, port, t))[0]) for ip, port, t in lf.destinations)
             top = lf.destinations.most_common(1)[0][0]
+            n = lf.names.get(top)
+            # the Finding's name fields, as _names gives them for a flow
+            named: dict[str, Any] = {"domain": n[0], "name_source": n[1], "name_vouched": n[2]} if n is not None else {}
             out.append(
                 Finding(
                     self.info.id,
@@ -106,9 +106,7 @@ class ShortLivedContainer(_Base):
                         else None,
                     },
                     top,
-                    domain=lf.names.get(top),
-                    name_source=lf.sources.get(top),
-                    name_vouched=(top not in lf.claimed) if lf.names.get(top) else None,
+                    **named,
                 )
             )
         for k in [k for k, v in self._lives.items() if view.end - v.last > STATE_TTL_S]:

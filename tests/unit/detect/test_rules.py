@@ -633,6 +633,31 @@ class TestShortLivedContainer:
             LogHist.upper(LogHist.bin_of(30.0)), 1
         )
 
+    def test_batch_workload_named_by_a_claim_only_is_judged_by_address(self, tmp_path: Path) -> None:
+        """A batch job learned sending to results.batch-sink.example: a run
+        that claims that name in its SNI for a new address is not the batch
+        doing its job; the same name vouched by its DNS answer is."""
+
+        def run_to(ip: str, vouched: bool) -> Any:
+            v = short_life(container("batch-new", image="acme/batch:8"), DET, 25.0, ip=ip)
+            s = v.flows[0].summary
+            s.domain, s.domain_source, s.domain_vouched = "results.batch-sink.example", "sni", vouched
+            return v
+
+        views = []
+        for i, c in enumerate(BATCH_RUNS):
+            end = T0 + i * WINDOW
+            f = flow(c, "203.0.113.88", 443, 200 * KIB, proto="tls")
+            f.summary.domain, f.summary.domain_source = "results.batch-sink.example", "dns"
+            views.append(window(end, flows=[f], lifecycle=[life(c, end - 1, "stop", 30.0)]))
+        b = learn(views)
+        assert detector(config(tmp_path), b).run(run_to("198.51.100.90", True)) == []
+        (a,) = detector(config(tmp_path), b).run(run_to("198.51.100.91", False))
+        assert a["rule"]["id"] == "SL-EXF-005" and a["destination"]["domain"] == "results.batch-sink.example"
+        assert (
+            a["sluice"]["name_vouched"] is False and a["tls"]["client"]["server_name"] == "results.batch-sink.example"
+        )
+
     def test_long_running_workload_dying_young_fires(self, tmp_path: Path) -> None:
         h = detector(config(tmp_path), batch_baseline(3600.0))
         run = container("batch-new", image="acme/batch:8")
