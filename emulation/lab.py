@@ -125,12 +125,16 @@ def _s_client_help(openssl: str) -> str:
 
 
 def build_image(
-    docker: DockerCLI, workdir: Path, tags: list[str] | None = None, bare_tags: list[str] | None = None
+    docker: DockerCLI,
+    workdir: Path,
+    tags: list[str] | None = None,
+    bare_tags: list[str] | None = None,
+    perl: bool = False,
 ) -> None:
     """A busybox image with openssl (and curl when the host has it) and a
-    text file, imported with `docker import`: no registry needed. With
-    `bare_tags`, also BARE_IMAGE: the same without openssl and curl, with
-    perl (its base library only)."""
+    text file, imported with `docker import`: no registry needed; with
+    `perl`, perl too (its base library only). With `bare_tags`, also
+    BARE_IMAGE: the same without openssl and curl, with perl."""
     root = workdir / "rootfs"
     if root.exists():
         shutil.rmtree(root)
@@ -166,6 +170,8 @@ def build_image(
     (root / "data/text.txt").write_bytes(
         text.read_bytes() if text.exists() else b"The quick brown fox jumps over the lazy dog. " * 800
     )
+    if perl:
+        _add_perl(root)
     tar = workdir / "rootfs.tar"
     with tarfile.open(tar, "w") as t:
         t.add(root, arcname=".")
@@ -188,6 +194,10 @@ def _bare(root: Path) -> None:
     """The image root without encryption tools, with perl."""
     for name in ("openssl", "curl"):
         (root / "usr/bin" / name).unlink(missing_ok=True)
+    _add_perl(root)
+
+
+def _add_perl(root: Path) -> None:
     perl = shutil.which("perl")
     if perl is None or not Path(PERL_BASE).is_dir():
         raise SluiceError("perl is not installed", hint="apt-get install perl-base (part of every Debian)")

@@ -33,6 +33,9 @@ import threading
 _METHODS = (b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"PATCH ", b"OPTIONS ")
 
 
+IP_PKTINFO = 8  # linux/in.h; the socket module has it from Python 3.12
+
+
 class Sink:
     def __init__(self, state: str, stage2: bytes, zone: str | None = None) -> None:
         self.state = open(state, "a", buffering=1)
@@ -126,15 +129,23 @@ class Sink:
         return total
 
     def serve_dns(self) -> None:
+        """Answers from the address it was asked on (IP_PKTINFO): the sink
+        has several, and a client's connected socket takes replies only
+        from the address it asked."""
         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
         u.bind(("0.0.0.0", 53))
         while True:
-            data, peer = u.recvfrom(65535)
+            data, anc, _flags, peer = u.recvmsg(65535, socket.CMSG_SPACE(12))
             self.record(proto="udp", port=53, bytes=len(data), peer=peer[0])
-            if len(data) >= 12:
-                reply = self._dns_answer(data)
-                u.sendto(reply, peer)
-                self.record(proto="dns-reply", port=53, bytes=len(reply), peer=peer[0])
+            if len(data) < 12:
+                continue
+            reply = self._dns_answer(data)
+            # struct in_pktinfo {ifindex; spec_dst; addr}: reply from addr
+            asked = [c[2][8:12] for c in anc if c[0] == socket.IPPROTO_IP and c[1] == IP_PKTINFO]
+            src = [(socket.IPPROTO_IP, IP_PKTINFO, struct.pack("=I4s4s", 0, asked[0], bytes(4)))] if asked else []
+            u.sendmsg([reply], src, 0, peer)
+            self.record(proto="dns-reply", port=53, bytes=len(reply), peer=peer[0])
 
     def _names(self) -> dict[str, list[str]]:
         if not self.zone or not os.path.exists(self.zone):

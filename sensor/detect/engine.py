@@ -129,6 +129,7 @@ class Detector:
         execs = {(e.attr.cgroup_id, e.process.pid): e.process for e in view.execs}
         self._senders = {}
         for fv in view.flows:
+            fv.resolver_known = self.ctx.resolver_known(fv.workload, fv.summary.name_resolver)
             if fv.summary.pid is not None and (fv.process is None or not fv.process.executable):
                 fv.process = execs.get((fv.attr.cgroup_id, fv.summary.pid), fv.process)
             fv.senders = [p if p.executable else execs.get((fv.attr.cgroup_id, p.pid), p) for p in fv.senders]

@@ -110,6 +110,7 @@ class Finding:
     # False: only the client's SNI or Host names the destination, no DNS
     # answer the container received agrees (the rule judged the address)
     name_vouched: bool | None = None
+    name_resolver: str | None = None  # the resolver whose answer gave or agrees with the name
     source: tuple[str, int] | None = None  # the peer of an inbound connection: ip, port
     direction: str = "egress"  # network.direction: "ingress" for listeners and inbound connections
     unix_path: str | None = None  # a unix socket the finding is about (destination.address)
@@ -177,6 +178,24 @@ class Context:
         if known and domain and not vouched:
             return wb.knows_destination(ip, port, transport, d.destination_prefix_v4, d.destination_prefix_v6)
         return known
+
+    def resolver_known(self, workload: str, resolver: str) -> bool:
+        """May this resolver's answers vouch for names for the workload? It
+        is trusted, or the workload learned it as a DNS destination (UDP or
+        TCP port 53). A workload with no baseline has nothing to compare
+        with: any resolver (its flows are judged by address anyway)."""
+        if not resolver:
+            return False
+        if self.trusted_ip(resolver):
+            return True
+        wb = self.workload(workload)
+        if wb is None:
+            return True
+        d = self.config.detection
+        return any(
+            wb.knows_destination(resolver, 53, t, d.destination_prefix_v4, d.destination_prefix_v6)
+            for t in ("udp", "tcp")
+        )
 
     def known_flow(self, f: FlowView) -> bool:
         """known_destination for a flow, with its name and whether a DNS

@@ -121,6 +121,9 @@ class FlowView:
     process: ProcessRef | None = None  # the process that sent the most of its sampled bytes, else the last to connect
     # every process whose sockets sent on the flow in this window, most bytes first
     senders: list[ProcessRef] = field(default_factory=list)
+    # the workload knows the resolver that vouched for the name (set by the
+    # detector: sensor/detect/rule.py Context.resolver_known)
+    resolver_known: bool = False
 
     @property
     def container_key(self) -> str:
@@ -133,8 +136,11 @@ class FlowView:
 
     @property
     def name_vouched(self) -> bool:
-        """FlowSummary.name_vouched."""
-        return self.summary.name_vouched
+        """A DNS answer the container could not have forged gave the name,
+        or agrees with the SNI or Host (FlowSummary.name_vouched), and it
+        came from a resolver the workload learned: an attacker's own
+        resolver, or a learned name asked of it, vouches for nothing."""
+        return self.summary.name_vouched and self.resolver_known
 
 
 @dataclass(slots=True)

@@ -296,6 +296,8 @@ def flow_summary(
     if s.domain_source:
         d["sluice"]["flow"]["name_source"] = s.domain_source
         d["sluice"]["flow"]["name_vouched"] = s.name_vouched
+        if s.name_resolver:
+            d["sluice"]["flow"]["name_resolver"] = s.name_resolver
     return d
 
 
@@ -424,6 +426,8 @@ def alert(
         if f.domain and f.name_vouched is not None:
             # false: the name is the client's claim (SNI, Host) only
             d["sluice"]["name_vouched"] = f.name_vouched
+            if f.name_resolver:
+                d["sluice"]["name_resolver"] = f.name_resolver
     elif f.unix_path is not None:
         d["destination"] = {"address": f.unix_path}
         d["network"] = {"transport": "unix", "direction": f.direction}

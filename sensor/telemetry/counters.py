@@ -102,9 +102,10 @@ class FlowSummary:
     # from: "sni", "http_host" or "dns"; SNI and Host also on their own
     domain: str | None = None
     domain_source: str | None = None
-    # an SNI or Host that a DNS answer the container received agrees with
-    # (sensor/telemetry/names.py FlowNamer.vouched); DNS names always are
-    domain_vouched: bool = False
+    # the resolver whose DNS answer to the container gave the name, or
+    # agrees with its SNI or Host (sensor/telemetry/names.py
+    # FlowNamer.vouched); "" when no answer vouches for it
+    name_resolver: str = ""
     sni: str | None = None
     http_host: str | None = None
 
@@ -145,8 +146,10 @@ class FlowSummary:
     @property
     def name_vouched(self) -> bool:
         """The name came from, or agrees with, a DNS answer the container
-        received (not only the client's own SNI or Host)."""
-        return self.domain_source == "dns" or self.domain_vouched
+        received and could not have forged (not only the client's own SNI
+        or Host). Whether the workload knows that resolver is the
+        detector's question (sensor/detect/view.py FlowView.name_vouched)."""
+        return bool(self.name_resolver)
 
     def protocols(self) -> set[str | None]:
         """The protocol hints the flow's sending sockets had (None: none named)."""

@@ -36,6 +36,10 @@ def on_listen(p: Pipeline, ev: ListenEvent) -> None:
     attr = p.attributor.attribute(ev.hdr.cgroup_id)
     op = "listen" if ev.op == LISTEN_OP_LISTEN else "bind"
     transport = transport_name(ev.protocol)
+    if ev.lport == 53:
+        # a socket on port 53 can answer the cgroup's own queries, from any
+        # address it can bind (loopback, 127.0.0.11): sensor/telemetry/names.py
+        p.names.distrust(ev.hdr.cgroup_id, f"binds port 53 ({transport})")
     if len(p._view.listens) < MAX_LISTEN_VIEWS:
         p._view.listens.append(
             ListenView(ts, attr, workload_of(attr), ev.laddr, ev.lport, transport, op, _ref(p, ev.hdr.pid, ev.comm))

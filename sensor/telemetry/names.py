@@ -204,19 +204,21 @@ MAX_VOUCHED_PER_ADDRESS = 8
 
 
 class NameMap:
-    """Per cgroup: address -> (name, expiry), from the answers it received,
-    and the registered domains any answer (the name asked or a CNAME on the
-    way) gave that address, with their expiry: what vouches for a name a
-    client only claimed (SNI, Host). Bounded (oldest forgotten first);
-    expired entries are dropped on read."""
+    """Per cgroup: address -> (name, expiry, resolver), from the answers it
+    received, and the registered domains any answer (the name asked or a
+    CNAME on the way) gave that address, with their expiry and the resolver
+    that answered: what vouches for a name a client only claimed (SNI,
+    Host). An answer added with resolver "" (its cgroup could have forged
+    it, FlowNamer.distrust) names an address but vouches for nothing.
+    Bounded (oldest forgotten first); expired entries are dropped on read."""
 
     def __init__(self, min_hold_s: float = MIN_HOLD_S, max_names: int = MAX_NAMES_PER_CGROUP) -> None:
         self.min_hold_s = min_hold_s
         self.max_names = max_names
-        self._by_cg: OrderedDict[int, OrderedDict[str, tuple[str, float]]] = OrderedDict()
-        self._vouched: dict[int, OrderedDict[str, dict[str, float]]] = {}
+        self._by_cg: OrderedDict[int, OrderedDict[str, tuple[str, float, str]]] = OrderedDict()
+        self._vouched: dict[int, OrderedDict[str, dict[str, tuple[float, str]]]] = {}
 
-    def add(self, cgroup_id: int, answers: list[Answer], now: float) -> None:
+    def add(self, cgroup_id: int, answers: list[Answer], now: float, resolver: str) -> None:
         m = self._by_cg.get(cgroup_id)
         if m is None:
             m = self._by_cg[cgroup_id] = OrderedDict()
@@ -229,8 +231,10 @@ class NameMap:
             v = self._vouched[cgroup_id] = OrderedDict()
         for a in answers:
             until = now + max(float(a.ttl), self.min_hold_s)
-            m[a.address] = (a.name, until)
+            m[a.address] = (a.name, until, resolver)
             m.move_to_end(a.address)
+            if not resolver:
+                continue
             doms = v.get(a.address)
             if doms is None:
                 doms = v[a.address] = {}
@@ -239,7 +243,7 @@ class NameMap:
             for n in (a.name, *a.chain):
                 d = registered_domain(n)
                 doms.pop(d, None)
-                doms[d] = until
+                doms[d] = (until, resolver)
             while len(doms) > MAX_VOUCHED_PER_ADDRESS:
                 del doms[next(iter(doms))]
         while len(m) > self.max_names:
@@ -247,17 +251,19 @@ class NameMap:
         while len(v) > self.max_names:
             v.popitem(last=False)
 
-    def vouches(self, cgroup_id: int, address: str, name: str, now: float) -> bool:
-        """Did an answer this cgroup received (not expired) give `address`
-        a name of `name`'s registered domain?"""
+    def vouches(self, cgroup_id: int, address: str, name: str, now: float) -> str:
+        """The resolver whose answer to this cgroup (not expired) gave
+        `address` a name of `name`'s registered domain; "" when none did."""
         per = self._vouched.get(cgroup_id)
         doms = per.get(address) if per is not None else None
         if not doms:
-            return False
-        until = doms.get(registered_domain(name))
-        return until is not None and until >= now
+            return ""
+        e = doms.get(registered_domain(name))
+        return e[1] if e is not None and e[0] >= now else ""
 
-    def lookup(self, cgroup_id: int, address: str, now: float) -> str | None:
+    def lookup(self, cgroup_id: int, address: str, now: float) -> tuple[str, str] | None:
+        """(name, resolver) of the latest answer for the address; resolver
+        "" when that answer vouches for nothing."""
         m = self._by_cg.get(cgroup_id)
         if not m:
             return None
@@ -267,7 +273,7 @@ class NameMap:
         if e[1] < now:
             del m[address]
             return None
-        return e[0]
+        return e[0], e[2]
 
     def forget(self, cgroup_ids: set[int]) -> None:
         for cg in cgroup_ids:
@@ -410,25 +416,57 @@ class _LRU(OrderedDict):  # type: ignore[type-arg]
 
 class FlowNamer:
     """Names flows: SNI, else Host, else the container's latest DNS answer
-    for the address. Counts what it could not parse."""
+    for the address. Counts what it could not parse.
+
+    A DNS answer vouches for a name only when its container could not have
+    written it. A container that binds port 53 or creates a raw or packet
+    socket can send itself a "response" from any address it can bind
+    (127.0.0.11, a resolver's address with IP_TRANSPARENT: Docker grants
+    CAP_NET_RAW) on port 53; one that lost kernel events to its quota may
+    have done so unseen. Its answers from then on (`distrust`) name
+    addresses but vouch for nothing. Which resolver answered is kept with
+    each vouch: the detector also requires the workload to have learned it
+    (sensor/detect/rule.py Context.resolver_known), so a resolver the
+    attacker runs elsewhere vouches for nothing either."""
 
     def __init__(self, min_hold_s: float = MIN_HOLD_S) -> None:
         self.dns = NameMap(min_hold_s)
         self._sni: _LRU = _LRU(MAX_FLOW_NAMES)
         self._host: _LRU = _LRU(MAX_FLOW_NAMES)
-        self._dns_named: _LRU = _LRU(MAX_FLOW_NAMES)  # a flow keeps its DNS name
+        # a flow keeps its DNS name: key -> (name, resolver)
+        self._dns_named: _LRU = _LRU(MAX_FLOW_NAMES)
         # a flow keeps the vouch its claimed name once had (a long-lived
-        # connection outlives the answer's hold time), while the name stays
+        # connection outlives the answer's hold time), while the name
+        # stays: key -> (name, resolver)
         self._vouched_name: _LRU = _LRU(MAX_FLOW_NAMES)
+        # cgroup -> why its DNS answers vouch for nothing
+        self._distrusted: _LRU = _LRU(MAX_CGROUPS)
         self.counts: dict[str, int] = {
             "dns_responses": 0,
             "dns_answers": 0,
             "dns_unparsed": 0,
+            "dns_answers_unvouched": 0,  # from a distrusted cgroup
+            "dns_distrusted_cgroups": 0,
             "sni": 0,
             "http_host": 0,
         }
 
-    def on_dns(self, cgroup_id: int, data: bytes, transport: int, now: float) -> list[Answer]:
+    def distrust(self, cgroup_id: int, reason: str) -> bool:
+        """From now on the cgroup's DNS answers vouch for nothing (it could
+        forge them). True the first time."""
+        if cgroup_id in self._distrusted:
+            return False
+        self._distrusted.put(cgroup_id, reason)
+        self.counts["dns_distrusted_cgroups"] += 1
+        return True
+
+    def distrusted(self, cgroup_id: int) -> str | None:
+        """Why the cgroup's DNS answers vouch for nothing, or None."""
+        v = self._distrusted.get(cgroup_id)
+        return v if isinstance(v, str) else None
+
+    def on_dns(self, cgroup_id: int, data: bytes, transport: int, now: float, resolver: str) -> list[Answer]:
+        """A DNS response `resolver` (its source address) sent the cgroup."""
         self.counts["dns_responses"] += 1
         try:
             answers = parse_dns_answers(data, transport)
@@ -437,7 +475,10 @@ class FlowNamer:
             return []
         self.counts["dns_answers"] += len(answers)
         if answers:
-            self.dns.add(cgroup_id, answers, now)
+            if cgroup_id in self._distrusted:
+                self.counts["dns_answers_unvouched"] += len(answers)
+                resolver = ""
+            self.dns.add(cgroup_id, answers, now, resolver)
         return answers
 
     def on_first_payload(self, key: FlowKey, data: bytes) -> None:
@@ -463,20 +504,26 @@ class FlowNamer:
         v = self._host.get(key)
         return v if isinstance(v, str) else None
 
-    def vouched(self, key: FlowKey, name: str, source: str, now: float) -> bool:
-        """A flow's name is vouched for when it came from the container's
-        DNS answers, or when an answer it received gave the address a name
-        of the same registered domain. An SNI or Host alone is the client's
-        claim: anything inside the container can send any."""
-        if source == DNS_ANSWER or self._vouched_name.get(key) == name:
-            return True
-        if self.dns.vouches(key[0], key[1], name, now):
-            self._vouched_name.put(key, name)
-            return True
-        return False
+    def vouched(self, key: FlowKey, name: str, source: str, now: float) -> str:
+        """The resolver that vouches for a flow's name ("" when none does).
+        A DNS name is vouched for by the answer that gave it; an SNI or
+        Host (anything inside the container can send any) by an answer the
+        container received that gave the address a name of the same
+        registered domain."""
+        if source == DNS_ANSWER:
+            kept = self._dns_named.get(key)
+            return kept[1] if isinstance(kept, tuple) and kept[0] == name else ""
+        kept = self._vouched_name.get(key)
+        if isinstance(kept, tuple) and kept[0] == name:
+            return str(kept[1])
+        resolver = self.dns.vouches(key[0], key[1], name, now)
+        if resolver:
+            self._vouched_name.put(key, (name, resolver))
+        return resolver
 
     def dns_name(self, cgroup_id: int, address: str, now: float) -> str | None:
-        return self.dns.lookup(cgroup_id, address, now)
+        e = self.dns.lookup(cgroup_id, address, now)
+        return e[0] if e is not None else None
 
     def name(self, key: FlowKey, now: float) -> tuple[str, str] | None:
         """(name, source) of a flow: source is "sni", "http_host" or "dns"."""
@@ -490,15 +537,17 @@ class FlowNamer:
             # the resolver itself: named by what it answered, it would take
             # the name of whatever it resolved to its own address
             return None
-        n = self.dns.lookup(key[0], key[1], now)
-        if n:
-            self._dns_named.put(key, n)
-            return n, DNS_ANSWER
+        e = self.dns.lookup(key[0], key[1], now)
+        if e is not None:
+            self._dns_named.put(key, e)
+            return e[0], DNS_ANSWER
         kept = self._dns_named.get(key)
-        return (kept, DNS_ANSWER) if isinstance(kept, str) else None
+        return (kept[0], DNS_ANSWER) if isinstance(kept, tuple) else None
 
     def forget_cgroups(self, ids: set[int]) -> None:
         self.dns.forget(ids)
+        for cg in ids:
+            self._distrusted.pop(cg, None)
         for t in (self._sni, self._host, self._dns_named, self._vouched_name):
             for k in [k for k in t if k[0] in ids]:
                 del t[k]

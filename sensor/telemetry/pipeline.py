@@ -38,6 +38,7 @@ from sensor.detect.view import (
 from sensor.kernel.events import (
     CGROUP_MKDIR,
     CONNECT_OP_CONNECT,
+    QUOTA_EVENTS,
     SAMPLE_F_FIRST,
     SAMPLE_F_SOCK_START,
     SOCKET_HOOK_CGROUP,
@@ -423,7 +424,7 @@ class Pipeline:
     def _on_dns(self, ev: DnsEvent) -> None:
         """A DNS response a container received: its name -> address map."""
         self.counts["dns"] += 1
-        self.names.on_dns(ev.hdr.cgroup_id, ev.data, ev.protocol, self.to_wall(ev.hdr.ktime_ns))
+        self.names.on_dns(ev.hdr.cgroup_id, ev.data, ev.protocol, self.to_wall(ev.hdr.ktime_ns), ev.saddr)
 
     # --- raw sockets and quotas --------------------------------------------------
 
@@ -442,6 +443,8 @@ class Pipeline:
         program sees (AF_PACKET) or that forge headers. Reported for every
         container, always; on the host only with telemetry on."""
         self.counts["socket"] += 1
+        # it can send a DNS "response" from any address and port to itself
+        self.names.distrust(ev.hdr.cgroup_id, "raw or packet socket")
         attr = self.attributor.attribute(ev.hdr.cgroup_id)
         if attr.container is None and not self.events:
             return
@@ -460,6 +463,9 @@ class Pipeline:
 
     def _on_quota(self, ev: QuotaEvent) -> None:
         self.counts["quota"] += 1
+        if ev.kind == QUOTA_EVENTS:
+            # its bind or raw-socket events may be among those refused
+            self.names.distrust(ev.hdr.cgroup_id, "kernel events lost to its quota")
         self.on_quota(ev.hdr.cgroup_id)
 
     # --- containers ----------------------------------------------------------
@@ -533,7 +539,7 @@ class Pipeline:
             named = self.names.name(s.key, end)
             if named is not None:
                 s.domain, s.domain_source = named
-                s.domain_vouched = self.names.vouched(s.key, named[0], named[1], end)
+                s.name_resolver = self.names.vouched(s.key, named[0], named[1], end)
             s.sni, s.http_host = self.names.sni(s.key), self.names.host(s.key)
         per: dict[str, ContainerSummary] = {}
         attrs: dict[int, Attribution] = {}

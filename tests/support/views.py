@@ -138,6 +138,16 @@ def flow(
     )
 
 
+# The resolver the test workloads ask: a DNS answer vouches for a name only
+# from a resolver the workload learned (Context.resolver_known), so a
+# baseline that should accept vouched names learns resolver_flow too.
+RESOLVER = "198.18.0.53"
+
+
+def resolver_flow(attr: Attribution) -> FlowView:
+    return flow(attr, RESOLVER, 53, 300, transport="udp", proto="dns")
+
+
 def proc(executable: str | None, args: list[str] | None = None, pid: int = 4242, name: str | None = None) -> ProcessRef:
     nm = name or (executable.rsplit("/", 1)[-1] if executable else "sh")
     return ProcessRef(pid, nm, executable, args, 1)

@@ -53,6 +53,7 @@ def _names(f: FlowView) -> dict[str, Any]:
         "domain": f.summary.domain,
         "name_source": f.summary.domain_source,
         "name_vouched": f.name_vouched if f.summary.domain else None,
+        "name_resolver": f.summary.name_resolver or None,
     }
 
 

@@ -13,7 +13,22 @@ import msgpack
 from sensor.detect import baseline as B
 from sensor.detect.view import FlowView
 from tests.support.ecs_schema import explain, validate
-from tests.support.views import KIB, MIB, T0, WINDOW, config, connect, container, detector, flow, learn, only, window
+from tests.support.views import (
+    KIB,
+    MIB,
+    RESOLVER,
+    T0,
+    WINDOW,
+    config,
+    connect,
+    container,
+    detector,
+    flow,
+    learn,
+    only,
+    resolver_flow,
+    window,
+)
 
 DET = T0 + 600.0
 API = container("api-named", image="acme/api:1.0")
@@ -21,6 +36,8 @@ API = container("api-named", image="acme/api:1.0")
 
 def named(f: FlowView, domain: str, source: str = "dns", rx: int | None = None) -> FlowView:
     f.summary.domain, f.summary.domain_source = domain, source
+    if source == "dns":
+        f.summary.name_resolver = RESOLVER  # the container's own resolver answered
     if source == "sni":
         f.summary.sni = domain
     if rx is not None:
@@ -34,7 +51,10 @@ def api_call(ip: str, domain: str | None, payload: int = 20 * KIB, port: int = 4
 
 
 def learned_by_name(n: int = 5) -> B.Baseline:
-    return learn(window(T0 + i * WINDOW, flows=[api_call("198.18.10.5", "api.partner.example")]) for i in range(n))
+    return learn(
+        window(T0 + i * WINDOW, flows=[api_call("198.18.10.5", "api.partner.example"), resolver_flow(API)])
+        for i in range(n)
+    )
 
 
 def assert_ecs(docs: list[dict[str, Any]]) -> None:
@@ -46,7 +66,7 @@ def assert_ecs(docs: list[dict[str, Any]]) -> None:
 def test_baseline_learns_registered_domain_with_its_address() -> None:
     b = learned_by_name()
     wb = b.workloads["acme/api"]
-    assert set(wb.destinations) == {"partner.example|443|tcp"}
+    assert set(wb.destinations) == {"partner.example|443|tcp", f"{RESOLVER}|53|udp"}
     assert wb.destinations["partner.example|443|tcp"].addresses == {"198.18.10.5"}
     assert wb.named_destinations() == 1
     assert wb.knows_destination("203.0.113.9", 443, "tcp", 24, 64, domain="other.partner.example")
@@ -206,11 +226,42 @@ def test_a_claimed_name_does_not_make_a_new_address_known(tmp_path: Path) -> Non
     assert a["sluice"]["name_vouched"] is False
     assert_ecs(alerts)
     vouched = named(api_call(moved, None, 4 * MIB), "api.partner.example", "sni")
-    vouched.summary.domain_vouched = True  # the container resolved the name to that address
+    vouched.summary.name_resolver = RESOLVER  # the container resolved the name to that address
     assert only(detector(config(tmp_path), learned_by_name()).run(window(DET, flows=[vouched])), "SL-EXF-004") == []
     # a claimed name on the learned address is as known as the address
     home = named(api_call("198.18.10.5", None, 4 * MIB), "api.partner.example", "sni")
     assert only(detector(config(tmp_path), learned_by_name()).run(window(DET, flows=[home])), "SL-EXF-004") == []
+
+
+def test_an_answer_from_a_resolver_the_workload_never_asked_vouches_for_nothing(tmp_path: Path) -> None:
+    """The attacker asks a resolver it runs (or any resolver it reaches on
+    port 53) for the learned name and gets its own address back. That
+    answer is real, and it is not the workload's: the name is judged as a
+    claim, by address. The same answer from the workload's own resolver, or
+    from a trusted network, moves the service silently."""
+    moved = "203.0.113.200"
+    rogue = "203.0.113.53"
+
+    def upload(resolver: str, source: str) -> FlowView:
+        f = named(api_call(moved, None, 4 * MIB), "api.partner.example", source)
+        f.summary.name_resolver = resolver
+        return f
+
+    for source in ("sni", "dns"):
+        (a,) = only(
+            detector(config(tmp_path), learned_by_name()).run(window(DET, flows=[upload(rogue, source)])), "SL-EXF-004"
+        )
+        assert a["sluice"]["name_vouched"] is False and a["sluice"]["name_resolver"] == rogue
+        assert a["destination"]["domain"] == "api.partner.example"
+        assert_ecs([a])
+        quiet = detector(config(tmp_path), learned_by_name()).run(window(DET, flows=[upload(RESOLVER, source)]))
+        assert only(quiet, "SL-EXF-004") == [], source
+    trusted = config(tmp_path, detection='trusted_networks = ["203.0.113.0/26"]\n')
+    assert only(detector(trusted, learned_by_name()).run(window(DET, flows=[upload(rogue, "sni")])), "SL-EXF-004") == []
+    # an [[allow]] domain glob needs the workload's own resolver too
+    allow = '[[allow]]\ndomain = "*.partner.example"\nrules = ["SL-EXF-004"]\n'
+    h = detector(config(tmp_path, allow), learned_by_name())
+    assert len(only(h.run(window(DET, flows=[upload(rogue, "sni")])), "SL-EXF-004")) == 1 and h.counts["allowed"] == 0
 
 
 def test_a_claimed_name_allows_nothing_and_hides_no_raw_stream(tmp_path: Path) -> None:
@@ -218,7 +269,7 @@ def test_a_claimed_name_allows_nothing_and_hides_no_raw_stream(tmp_path: Path) -
     raw stream to a new address under a learned name the client claimed."""
     allow = '[[allow]]\ndomain = "*.uploads.example"\nrules = ["SL-EXF-004"]\n'
     vouched = named(api_call("203.0.113.200", None, 4 * MIB), "vault.uploads.example", "sni")
-    vouched.summary.domain_vouched = True
+    vouched.summary.name_resolver = RESOLVER
     h = detector(config(tmp_path, allow), learned_by_name())
     assert only(h.run(window(DET, flows=[vouched])), "SL-EXF-004") == [] and h.counts["allowed"] >= 1
     claimed = named(api_call("203.0.113.201", None, 4 * MIB), "vault.uploads.example", "sni")
@@ -236,8 +287,8 @@ def test_another_tenant_of_a_learned_multi_tenant_domain_is_new(tmp_path: Path) 
     other VM under cloudapp.azure.com (the bundled public suffix list would
     have made both azure.com)."""
     mine = "api-vm.eastus.cloudapp.azure.com"
-    b = learn(window(T0 + i * WINDOW, flows=[api_call("198.18.10.5", mine)]) for i in range(5))
-    assert set(b.workloads["acme/api"].destinations) == {f"{mine}|443|tcp"}
+    b = learn(window(T0 + i * WINDOW, flows=[api_call("198.18.10.5", mine), resolver_flow(API)]) for i in range(5))
+    assert set(b.workloads["acme/api"].destinations) == {f"{mine}|443|tcp", f"{RESOLVER}|53|udp"}
     theirs = api_call("203.0.113.77", "exfil-box.westus.cloudapp.azure.com", 4 * MIB)
     assert len(only(detector(config(tmp_path), b).run(window(DET, flows=[theirs])), "SL-EXF-004")) == 1
     moved = api_call("203.0.113.78", mine, 4 * MIB)

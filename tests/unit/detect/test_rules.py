@@ -20,6 +20,7 @@ from sensor.telemetry.classify import ByteClasses
 from tests.support.views import (
     KIB,
     MIB,
+    RESOLVER,
     T0,
     WINDOW,
     check_alert,
@@ -32,6 +33,7 @@ from tests.support.views import (
     learn,
     life,
     only,
+    resolver_flow,
     window,
 )
 
@@ -337,10 +339,10 @@ class TestCleartextCarrier:
             c = ByteClasses({"header": 300.0, "encoded": float(300 * KIB - 300)}, encoding="base64")
             f = http_flow(WEB, ip, body_entropy=6.0, entropy=6.0, byte_classes=c)
             f.summary.domain, f.summary.domain_source = "img.uploads.example.com", "http_host"
-            f.summary.domain_vouched = vouched
+            f.summary.name_resolver = RESOLVER if vouched else ""
             return f
 
-        b = learned(lambda end: window(end, flows=[named("198.51.100.20")]))
+        b = learned(lambda end: window(end, flows=[named("198.51.100.20"), resolver_flow(WEB)]))
         h = detector(config(tmp_path), b)
         assert h.run(window(DET, flows=[named("203.0.113.80")])) == []
         alerts = h.run(window(DET + 10, flows=[named("203.0.113.81", vouched=False)]))
@@ -641,7 +643,8 @@ class TestShortLivedContainer:
         def run_to(ip: str, vouched: bool) -> Any:
             v = short_life(container("batch-new", image="acme/batch:8"), DET, 25.0, ip=ip)
             s = v.flows[0].summary
-            s.domain, s.domain_source, s.domain_vouched = "results.batch-sink.example", "sni", vouched
+            s.domain, s.domain_source = "results.batch-sink.example", "sni"
+            s.name_resolver = RESOLVER if vouched else ""
             return v
 
         views = []
@@ -649,7 +652,8 @@ class TestShortLivedContainer:
             end = T0 + i * WINDOW
             f = flow(c, "203.0.113.88", 443, 200 * KIB, proto="tls")
             f.summary.domain, f.summary.domain_source = "results.batch-sink.example", "dns"
-            views.append(window(end, flows=[f], lifecycle=[life(c, end - 1, "stop", 30.0)]))
+            f.summary.name_resolver = RESOLVER
+            views.append(window(end, flows=[f, resolver_flow(c)], lifecycle=[life(c, end - 1, "stop", 30.0)]))
         b = learn(views)
         assert detector(config(tmp_path), b).run(run_to("198.51.100.90", True)) == []
         (a,) = detector(config(tmp_path), b).run(run_to("198.51.100.91", False))

@@ -26,6 +26,8 @@ from sensor.telemetry.names import (
 )
 from sensor.telemetry.protocol import IPPROTO_TCP, IPPROTO_UDP
 
+R = "198.18.0.53"  # the resolver that answered
+
 
 def client_hello(server_name: str | None, version: ssl.TLSVersion) -> bytes:
     """The bytes Python's ssl module (OpenSSL) sends first, via MemoryBIO."""
@@ -198,22 +200,22 @@ def test_dns_not_a_response() -> None:
 def test_name_map_ttl_expiry() -> None:
     m = NameMap(min_hold_s=0)
     wire = response("short.example.com", ("short.example.com.", 30, "A", "198.18.1.1"))
-    m.add(7, parse_dns_answers(wire, IPPROTO_UDP), now=1000.0)
-    assert m.lookup(7, "198.18.1.1", 1029.0) == "short.example.com"
+    m.add(7, parse_dns_answers(wire, IPPROTO_UDP), 1000.0, R)
+    assert m.lookup(7, "198.18.1.1", 1029.0) == ("short.example.com", R)
     assert m.lookup(8, "198.18.1.1", 1029.0) is None  # per container
     assert m.lookup(7, "198.18.1.1", 1031.0) is None  # expired
     assert len(m) == 0
     held = NameMap(min_hold_s=300)
-    held.add(7, parse_dns_answers(wire, IPPROTO_UDP), now=1000.0)
-    assert held.lookup(7, "198.18.1.1", 1200.0) == "short.example.com"  # held past a short TTL
+    held.add(7, parse_dns_answers(wire, IPPROTO_UDP), 1000.0, R)
+    assert held.lookup(7, "198.18.1.1", 1200.0) == ("short.example.com", R)  # held past a short TTL
     assert held.lookup(7, "198.18.1.1", 1301.0) is None
 
 
 def test_name_map_most_recent_answer_wins() -> None:
     m = NameMap()
-    m.add(1, parse_dns_answers(response("a.example.com", ("a.example.com.", 60, "A", "198.18.2.2")), 17), 0.0)
-    m.add(1, parse_dns_answers(response("b.example.org", ("b.example.org.", 60, "A", "198.18.2.2")), 17), 1.0)
-    assert m.lookup(1, "198.18.2.2", 2.0) == "b.example.org"
+    m.add(1, parse_dns_answers(response("a.example.com", ("a.example.com.", 60, "A", "198.18.2.2")), 17), 0.0, R)
+    m.add(1, parse_dns_answers(response("b.example.org", ("b.example.org.", 60, "A", "198.18.2.2")), 17), 1.0, R)
+    assert m.lookup(1, "198.18.2.2", 2.0) == ("b.example.org", R)
 
 
 def test_answers_vouch_for_registered_domains_of_the_address() -> None:
@@ -226,8 +228,8 @@ def test_answers_vouch_for_registered_domains_of_the_address() -> None:
         ("api.partner.example.", 60, "CNAME", "edge.cdn-host.example."),
         ("edge.cdn-host.example.", 60, "A", "198.18.3.3"),
     )
-    m.add(7, parse_dns_answers(wire, IPPROTO_UDP), now=1000.0)
-    assert m.vouches(7, "198.18.3.3", "www.partner.example", 1010.0)  # same registered domain
+    m.add(7, parse_dns_answers(wire, IPPROTO_UDP), 1000.0, R)
+    assert m.vouches(7, "198.18.3.3", "www.partner.example", 1010.0) == R  # same registered domain, by R
     assert m.vouches(7, "198.18.3.3", "img.cdn-host.example", 1010.0)  # the CNAME's
     assert not m.vouches(7, "198.18.3.3", "api.github.com", 1010.0)  # a name nobody answered
     assert not m.vouches(7, "198.18.3.4", "api.partner.example", 1010.0)  # another address
@@ -236,7 +238,7 @@ def test_answers_vouch_for_registered_domains_of_the_address() -> None:
     # a CDN address answers for many names: each vouches, the oldest goes past the cap
     for i in range(12):
         w = response(f"s{i}.site{i}.example", (f"s{i}.site{i}.example.", 60, "A", "198.18.3.3"))
-        m.add(7, parse_dns_answers(w, IPPROTO_UDP), now=1020.0 + i)
+        m.add(7, parse_dns_answers(w, IPPROTO_UDP), 1020.0 + i, R)
     assert m.vouches(7, "198.18.3.3", "x.site11.example", 1040.0)
     assert not m.vouches(7, "198.18.3.3", "x.site0.example", 1040.0)
     m.forget({7})
@@ -245,7 +247,7 @@ def test_answers_vouch_for_registered_domains_of_the_address() -> None:
 
 def test_flow_namer_vouches_dns_names_and_agreeing_claims_only() -> None:
     n = FlowNamer(min_hold_s=0)
-    n.on_dns(7, response("api.partner.example", ("api.partner.example.", 60, "A", "198.18.4.4")), IPPROTO_UDP, 100.0)
+    n.on_dns(7, response("api.partner.example", ("api.partner.example.", 60, "A", "198.18.4.4")), IPPROTO_UDP, 100.0, R)
     hello = client_hello("api.partner.example", ssl.TLSVersion.TLSv1_3)
     liar = client_hello("api.partner.example", ssl.TLSVersion.TLSv1_3)
     n.on_first_payload((7, "198.18.4.4", 443, 6), hello)
@@ -253,8 +255,40 @@ def test_flow_namer_vouches_dns_names_and_agreeing_claims_only() -> None:
     for ip, vouched in (("198.18.4.4", True), ("203.0.113.66", False)):
         named = n.name((7, ip, 443, 6), 110.0)
         assert named == ("api.partner.example", "sni")
-        assert n.vouched((7, ip, 443, 6), *named, 110.0) is vouched, ip
-    assert n.vouched((7, "203.0.113.66", 443, 6), "anything.example", "dns", 110.0)  # a DNS name is its own voucher
+        assert (n.vouched((7, ip, 443, 6), *named, 110.0) == R) is vouched, ip
+    # a DNS name is vouched for by the answer that gave it
+    dns_key = (7, "198.18.4.4", 8080, 6)
+    assert n.name(dns_key, 110.0) == ("api.partner.example", "dns")
+    assert n.vouched(dns_key, "api.partner.example", "dns", 110.0) == R
+    assert n.vouched((7, "203.0.113.66", 8080, 6), "anything.example", "dns", 110.0) == ""
+
+
+def test_a_distrusted_cgroups_answers_name_addresses_but_vouch_for_nothing() -> None:
+    """A container that binds port 53 or opens a raw socket can answer its
+    own queries from any address: from then on its answers name addresses
+    (what was contacted) and vouch for nothing. Earlier answers keep their
+    vouch; other containers are unaffected."""
+    n = FlowNamer(min_hold_s=0)
+    before = response("db.partner.example", ("db.partner.example.", 60, "A", "198.18.4.5"))
+    n.on_dns(7, before, IPPROTO_UDP, 100.0, R)
+    assert n.distrust(7, "binds port 53 (udp)") and not n.distrust(7, "raw or packet socket")
+    assert n.distrusted(7) == "binds port 53 (udp)" and n.distrusted(8) is None
+    forged = response("api.partner.example", ("api.partner.example.", 60, "A", "203.0.113.66"))
+    n.on_dns(7, forged, IPPROTO_UDP, 101.0, "127.0.0.11")
+    n.on_dns(8, forged, IPPROTO_UDP, 101.0, R)
+    k = (7, "203.0.113.66", 443, 6)
+    n.on_first_payload(k, client_hello("api.partner.example", ssl.TLSVersion.TLSv1_3))
+    assert n.vouched(k, "api.partner.example", "sni", 110.0) == ""
+    plain = (7, "203.0.113.66", 8080, 6)
+    assert n.name(plain, 110.0) == ("api.partner.example", "dns")  # still named
+    assert n.vouched(plain, "api.partner.example", "dns", 110.0) == ""
+    old = (7, "198.18.4.5", 5432, 6)
+    assert n.name(old, 110.0) == ("db.partner.example", "dns")
+    assert n.vouched(old, "db.partner.example", "dns", 110.0) == R
+    assert n.vouched((8, "203.0.113.66", 443, 6), "api.partner.example", "sni", 110.0) == R
+    assert n.counts["dns_answers_unvouched"] == 1 and n.counts["dns_distrusted_cgroups"] == 1
+    n.forget_cgroups({7})
+    assert n.distrusted(7) is None
 
 
 def test_an_address_in_the_sni_is_not_a_name() -> None:
@@ -265,7 +299,7 @@ def test_an_address_in_the_sni_is_not_a_name() -> None:
 
 def test_a_flows_vouch_outlives_the_answer_while_its_name_stays() -> None:
     n = FlowNamer(min_hold_s=0)
-    n.on_dns(7, response("api.partner.example", ("api.partner.example.", 30, "A", "198.18.4.4")), IPPROTO_UDP, 100.0)
+    n.on_dns(7, response("api.partner.example", ("api.partner.example.", 30, "A", "198.18.4.4")), IPPROTO_UDP, 100.0, R)
     k = (7, "198.18.4.4", 443, 6)
     n.on_first_payload(k, client_hello("api.partner.example", ssl.TLSVersion.TLSv1_3))
     assert n.vouched(k, "api.partner.example", "sni", 110.0)
@@ -321,7 +355,7 @@ def test_flow_name_precedence() -> None:
     n = FlowNamer()
     key = (5, "198.18.0.1", 443, 6)
     assert n.name(key, 0.0) is None
-    n.on_dns(5, response("api.svc.test", ("api.svc.test.", 60, "A", "198.18.0.1")), IPPROTO_UDP, 0.0)
+    n.on_dns(5, response("api.svc.test", ("api.svc.test.", 60, "A", "198.18.0.1")), IPPROTO_UDP, 0.0, R)
     assert n.name(key, 1.0) == ("api.svc.test", DNS_ANSWER)
     n.on_first_payload((5, "198.18.0.1", 80, 6), b"GET / HTTP/1.1\r\nHost: web.svc.test\r\n\r\n")
     assert n.name((5, "198.18.0.1", 80, 6), 1.0) == ("web.svc.test", HTTP_HOST)
@@ -335,7 +369,7 @@ def test_flow_name_precedence() -> None:
 def test_flow_keeps_its_dns_name_after_expiry() -> None:
     n = FlowNamer(min_hold_s=0)
     key = (5, "198.18.0.9", 9000, 6)
-    n.on_dns(5, response("long.svc.test", ("long.svc.test.", 10, "A", "198.18.0.9")), IPPROTO_UDP, 0.0)
+    n.on_dns(5, response("long.svc.test", ("long.svc.test.", 10, "A", "198.18.0.9")), IPPROTO_UDP, 0.0, R)
     assert n.name(key, 5.0) == ("long.svc.test", DNS_ANSWER)
     assert n.name(key, 100.0) == ("long.svc.test", DNS_ANSWER)  # a long-lived flow stays named
     assert n.name((5, "198.18.0.9", 9001, 6), 100.0) is None  # a new flow after expiry does not
@@ -345,7 +379,7 @@ def test_flow_keeps_its_dns_name_after_expiry() -> None:
 
 def test_unparsable_dns_is_counted() -> None:
     n = FlowNamer()
-    assert n.on_dns(1, b"\x00" * 7, IPPROTO_UDP, 0.0) == []
+    assert n.on_dns(1, b"\x00" * 7, IPPROTO_UDP, 0.0, R) == []
     assert n.counts["dns_unparsed"] == 1 and n.counts["dns_responses"] == 1
 
 
@@ -356,7 +390,7 @@ def test_vouched_names_follow_the_cgroup_cap(monkeypatch: pytest.MonkeyPatch) ->
     m = NameMap(min_hold_s=0)
     wire = response("a.example.com", ("a.example.com.", 60, "A", "198.18.5.5"))
     for cg in range(1, 6):
-        m.add(cg, parse_dns_answers(wire, IPPROTO_UDP), now=0.0)
+        m.add(cg, parse_dns_answers(wire, IPPROTO_UDP), 0.0, R)
     assert not m.vouches(1, "198.18.5.5", "a.example.com", 1.0)  # its cgroup was forgotten
     assert m.vouches(5, "198.18.5.5", "a.example.com", 1.0)
     assert len(m._vouched) == 3

@@ -12,7 +12,7 @@ import dns.message
 import dns.rrset
 import pytest
 
-from emulation.records import NS, connect_rec, dns_rec, sample_first_rec, to_wall
+from emulation.records import NS, connect_rec, dns_rec, listen_rec, quota_rec, sample_first_rec, socket_rec, to_wall
 from sensor.kernel import events as E
 from sensor.outputs.ocsf import to_ocsf
 from sensor.telemetry.counters import FlowCounters
@@ -163,7 +163,53 @@ def test_a_claimed_name_is_vouched_when_the_containers_answer_agrees(world: Worl
     t0 = to_wall(0)
     flows = [fc(cg, "198.18.77.20", 443, 9_000, 1_000), fc(cg, "198.18.77.21", 443, 9_000, 1_000)]
     summaries, _ = world.pipe.close_window(flows, t0, t0 + 10)
-    vouched = {x.key[1]: x.domain_vouched for x in summaries}
-    assert vouched == {"198.18.77.20": True, "198.18.77.21": False}
+    vouched = {x.key[1]: x.name_resolver for x in summaries}
+    assert vouched == {"198.18.77.20": "198.18.0.53", "198.18.77.21": ""}
     later, _ = world.pipe.close_window(flows, t0 + 3600, t0 + 3610)  # the answer long expired
-    assert {x.key[1]: x.domain_vouched for x in later} == vouched
+    assert {x.key[1]: x.name_resolver for x in later} == vouched
+    docs = {d["destination"]["ip"]: d["sluice"]["flow"] for d in world.by_action("flow_summary")}
+    assert docs["198.18.77.20"]["name_resolver"] == "198.18.0.53" and docs["198.18.77.20"]["name_vouched"] is True
+    assert "name_resolver" not in docs["198.18.77.21"] and docs["198.18.77.21"]["name_vouched"] is False
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        # a socket on port 53: it answers the container's own queries
+        lambda cg: listen_rec(40, cg, "127.0.0.11", 53, op=E.LISTEN_OP_BIND, protocol=17),
+        lambda cg: listen_rec(40, cg, "0.0.0.0", 53, op=E.LISTEN_OP_LISTEN, protocol=6),
+        # a raw socket writes any UDP header, source port 53 included
+        lambda cg: socket_rec(40, cg, family=2, sock_type=3, protocol=17),
+        # events lost to the container's quota: the bind may be among them
+        lambda cg: quota_rec(cg, kind=E.QUOTA_EVENTS),
+    ],
+    ids=["bind-udp-53", "listen-tcp-53", "raw-socket", "event-quota"],
+)
+def test_a_container_that_could_forge_answers_gets_no_vouch_from_them(world: World, first: Any) -> None:
+    """Bind :53 on 127.0.0.11 (Docker's resolver address) or open a raw
+    socket, then answer your own query with the learned name for your own
+    address: the answer names the flow, and vouches for nothing."""
+    cg = world.cg
+    hello = client_hello("api.partner.example", ssl.TLSVersion.TLSv1_3)
+    forged = answer("api.partner.example", ("api.partner.example.", 60, "A", "203.0.113.66"))
+    replay(world, [first(cg), dns_rec(cg, "127.0.0.11", forged), sample_first_rec(cg, "203.0.113.66", 443, hello)])
+    t0 = to_wall(0)
+    (s,), _ = world.pipe.close_window([fc(cg, "203.0.113.66", 443, 9_000, 1_000)], t0, t0 + 10)
+    assert (s.domain, s.domain_source, s.name_resolver, s.name_vouched) == ("api.partner.example", "sni", "", False)
+    assert world.pipe.names.counts["dns_answers_unvouched"] == 1
+
+
+def test_other_ports_and_flow_quotas_leave_answers_vouching(world: World) -> None:
+    cg = world.cg
+    replay(
+        world,
+        [
+            listen_rec(40, cg, "0.0.0.0", 5353, op=E.LISTEN_OP_BIND, protocol=17),
+            quota_rec(cg, kind=E.QUOTA_FLOWS),
+            dns_rec(cg, "198.18.0.53", answer("api.partner.example", ("api.partner.example.", 60, "A", "198.18.7.7"))),
+        ],
+    )
+    assert world.pipe.names.distrusted(cg) is None
+    t0 = to_wall(0)
+    (s,), _ = world.pipe.close_window([fc(cg, "198.18.7.7", 443, 9_000, 1_000)], t0, t0 + 10)
+    assert (s.domain, s.name_resolver) == ("api.partner.example", "198.18.0.53")
