@@ -128,8 +128,14 @@ class Detector:
         # args for the alert and for allow entries by executable
         execs = {(e.attr.cgroup_id, e.process.pid): e.process for e in view.execs}
         self._senders = {}
+        # a baseline lookup per (workload, resolver) and window, not per flow
+        resolvers: dict[tuple[str, str], bool] = {}
         for fv in view.flows:
-            fv.resolver_known = self.ctx.resolver_known(fv.workload, fv.summary.name_resolver)
+            rk = (fv.workload, fv.summary.name_resolver)
+            known = resolvers.get(rk)
+            if known is None:
+                known = resolvers[rk] = self.ctx.resolver_known(*rk)
+            fv.resolver_known = known
             if fv.summary.pid is not None and (fv.process is None or not fv.process.executable):
                 fv.process = execs.get((fv.attr.cgroup_id, fv.summary.pid), fv.process)
             fv.senders = [p if p.executable else execs.get((fv.attr.cgroup_id, p.pid), p) for p in fv.senders]

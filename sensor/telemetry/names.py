@@ -23,6 +23,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -429,8 +430,14 @@ class FlowNamer:
     (sensor/detect/rule.py Context.resolver_known), so a resolver the
     attacker runs elsewhere vouches for nothing either."""
 
-    def __init__(self, min_hold_s: float = MIN_HOLD_S) -> None:
+    def __init__(
+        self, min_hold_s: float = MIN_HOLD_S, owners: Callable[[int], tuple[Hashable, ...]] = lambda cg: (cg,)
+    ) -> None:
         self.dns = NameMap(min_hold_s)
+        # what a distrust is kept under, for a cgroup: the cgroup, and its
+        # container when known (a forger in one of a container's cgroups
+        # can answer a socket in another)
+        self.owners = owners
         self._sni: _LRU = _LRU(MAX_FLOW_NAMES)
         self._host: _LRU = _LRU(MAX_FLOW_NAMES)
         # a flow keeps its DNS name: key -> (name, resolver)
@@ -439,7 +446,7 @@ class FlowNamer:
         # connection outlives the answer's hold time), while the name
         # stays: key -> (name, resolver)
         self._vouched_name: _LRU = _LRU(MAX_FLOW_NAMES)
-        # cgroup -> why its DNS answers vouch for nothing
+        # cgroup or container -> why its DNS answers vouch for nothing
         self._distrusted: _LRU = _LRU(MAX_CGROUPS)
         self.counts: dict[str, int] = {
             "dns_responses": 0,
@@ -452,18 +459,25 @@ class FlowNamer:
         }
 
     def distrust(self, cgroup_id: int, reason: str) -> bool:
-        """From now on the cgroup's DNS answers vouch for nothing (it could
-        forge them). True the first time."""
-        if cgroup_id in self._distrusted:
-            return False
-        self._distrusted.put(cgroup_id, reason)
-        self.counts["dns_distrusted_cgroups"] += 1
-        return True
+        """From now on the DNS answers of the cgroup, and of every cgroup of
+        its container, vouch for nothing (it could forge them). True the
+        first time."""
+        new = False
+        for k in self.owners(cgroup_id):
+            if k not in self._distrusted:
+                self._distrusted.put(k, reason)
+                new = True
+        if new:
+            self.counts["dns_distrusted_cgroups"] += 1
+        return new
 
     def distrusted(self, cgroup_id: int) -> str | None:
         """Why the cgroup's DNS answers vouch for nothing, or None."""
-        v = self._distrusted.get(cgroup_id)
-        return v if isinstance(v, str) else None
+        for k in self.owners(cgroup_id):
+            v = self._distrusted.get(k)
+            if isinstance(v, str):
+                return v
+        return None
 
     def on_dns(self, cgroup_id: int, data: bytes, transport: int, now: float, resolver: str) -> list[Answer]:
         """A DNS response `resolver` (its source address) sent the cgroup."""
@@ -475,7 +489,7 @@ class FlowNamer:
             return []
         self.counts["dns_answers"] += len(answers)
         if answers:
-            if cgroup_id in self._distrusted:
+            if self._distrusted and self.distrusted(cgroup_id) is not None:
                 self.counts["dns_answers_unvouched"] += len(answers)
                 resolver = ""
             self.dns.add(cgroup_id, answers, now, resolver)

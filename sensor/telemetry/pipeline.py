@@ -198,7 +198,7 @@ class Pipeline:
             high_entropy_bits=high_entropy_bits, sample_every=sample_every, per_cgroup=flow_state_per_cgroup
         )
         # flows named by SNI, Host and DNS answers
-        self.names = FlowNamer()
+        self.names = FlowNamer(owners=self._name_owners)
         # a socket's first payload comes longer (names); entropy, byte classes
         # and protocol state see the usual sample length (kernel.sample_bytes)
         self.sample_bytes = sample_bytes
@@ -420,6 +420,12 @@ class Pipeline:
         self.window.add_sample(
             key, data, first, ev.payload_len, in_start, ev.sock_cookie, ev.span_bytes, ev.second, ev.second_off
         )
+
+    def _name_owners(self, cgroup_id: int) -> tuple[int | str, ...]:
+        """A cgroup and its container's id (when attributed): whom a DNS
+        distrust covers (sensor/telemetry/names.py FlowNamer.distrust)."""
+        c = self.attributor.attribute(cgroup_id).container
+        return (cgroup_id, c.id) if c is not None else (cgroup_id,)
 
     def _on_dns(self, ev: DnsEvent) -> None:
         """A DNS response a container received: its name -> address map."""

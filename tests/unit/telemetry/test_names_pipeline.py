@@ -199,6 +199,19 @@ def test_a_container_that_could_forge_answers_gets_no_vouch_from_them(world: Wor
     assert world.pipe.names.counts["dns_answers_unvouched"] == 1
 
 
+def test_a_forger_in_one_cgroup_of_a_container_distrusts_the_whole_container(world: World) -> None:
+    """Bind :53 from a sub-cgroup of the container, answer a socket in its
+    main cgroup: the container is one forger. A host cgroup is another."""
+    cg = world.cg
+    assert world.attributor.attribute(world.cg_sub).container is not None
+    forged = answer("api.partner.example", ("api.partner.example.", 60, "A", "203.0.113.66"))
+    replay(world, [listen_rec(40, world.cg_sub, "127.0.0.11", 53, op=E.LISTEN_OP_BIND, protocol=17)])
+    replay(world, [dns_rec(cg, "127.0.0.11", forged), dns_rec(world.host_cg, "198.18.0.53", forged)])
+    assert world.pipe.names.distrusted(cg) == "binds port 53 (udp)"
+    assert world.pipe.names.distrusted(world.host_cg) is None
+    assert world.pipe.names.counts["dns_answers_unvouched"] == 1
+
+
 def test_other_ports_and_flow_quotas_leave_answers_vouching(world: World) -> None:
     cg = world.cg
     replay(
