@@ -182,11 +182,17 @@ class Context:
     def resolver_known(self, workload: str, resolver: str) -> bool:
         """May this resolver's answers vouch for names for the workload? It
         is trusted, or the workload learned it as a DNS destination (UDP or
-        TCP port 53). A workload with no baseline has nothing to compare
-        with: any resolver (its flows are judged by address anyway)."""
+        TCP port 53), or it is on loopback: inside the container's own
+        network namespace (Docker's 127.0.0.11, systemd-resolved's
+        127.0.0.53), where only the container itself could forge an answer,
+        and a container that could is distrusted at the source
+        (sensor/telemetry/names.py FlowNamer.distrust). Docker's resolver
+        cannot be learned as a destination: its queries leave DNAT'ed to a
+        per-container port. A workload with no baseline has nothing to
+        compare with: any resolver (its flows are judged by address)."""
         if not resolver:
             return False
-        if self.trusted_ip(resolver):
+        if self.trusted_ip(resolver) or ipaddress.ip_address(resolver).is_loopback:
             return True
         wb = self.workload(workload)
         if wb is None:

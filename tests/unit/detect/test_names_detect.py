@@ -256,6 +256,11 @@ def test_an_answer_from_a_resolver_the_workload_never_asked_vouches_for_nothing(
         assert_ecs([a])
         quiet = detector(config(tmp_path), learned_by_name()).run(window(DET, flows=[upload(RESOLVER, source)]))
         assert only(quiet, "SL-EXF-004") == [], source
+    # Docker's embedded resolver and systemd-resolved's stub answer on
+    # loopback: never learned (DNAT'ed queries), inside the container
+    for loopback in ("127.0.0.11", "127.0.0.53", "::1"):
+        h = detector(config(tmp_path), learned_by_name())
+        assert only(h.run(window(DET, flows=[upload(loopback, "sni")])), "SL-EXF-004") == [], loopback
     trusted = config(tmp_path, detection='trusted_networks = ["203.0.113.0/26"]\n')
     assert only(detector(trusted, learned_by_name()).run(window(DET, flows=[upload(rogue, "sni")])), "SL-EXF-004") == []
     # an [[allow]] domain glob needs the workload's own resolver too
