@@ -336,6 +336,12 @@ class WorkloadBaseline:
                 return True
         return False
 
+    def knows_resolver(self, address: str) -> bool:
+        """Was this address learned as a DNS destination (UDP or TCP port
+        53)? The address itself, not its prefix: a DNS server next to the
+        learned one (the bridge's /24, the VPC subnet) is another server."""
+        return any(dest_key(address, 53, t) in self.destinations for t in ("udp", "tcp"))
+
     def named_destinations(self) -> int:
         return sum(1 for k in self.destinations if not _is_ip(k.split("|", 1)[0]))
 

@@ -130,12 +130,17 @@ class Detector:
         self._senders = {}
         # a baseline lookup per (workload, resolver) and window, not per flow
         resolvers: dict[tuple[str, str], bool] = {}
-        for fv in view.flows:
-            rk = (fv.workload, fv.summary.name_resolver)
-            known = resolvers.get(rk)
+
+        def resolver_known(workload: str, resolver: str) -> bool:
+            known = resolvers.get((workload, resolver))
             if known is None:
-                known = resolvers[rk] = self.ctx.resolver_known(*rk)
-            fv.resolver_known = known
+                known = resolvers[(workload, resolver)] = self.ctx.resolver_known(workload, resolver)
+            return known
+
+        for cv in view.connects:
+            cv.resolver_known = resolver_known(cv.workload, cv.name_resolver)
+        for fv in view.flows:
+            fv.resolver_known = resolver_known(fv.workload, fv.summary.name_resolver)
             if fv.summary.pid is not None and (fv.process is None or not fv.process.executable):
                 fv.process = execs.get((fv.attr.cgroup_id, fv.summary.pid), fv.process)
             fv.senders = [p if p.executable else execs.get((fv.attr.cgroup_id, p.pid), p) for p in fv.senders]

@@ -197,11 +197,7 @@ class Context:
         wb = self.workload(workload)
         if wb is None:
             return True
-        d = self.config.detection
-        return any(
-            wb.knows_destination(resolver, 53, t, d.destination_prefix_v4, d.destination_prefix_v6)
-            for t in ("udp", "tcp")
-        )
+        return wb.knows_resolver(resolver)
 
     def known_flow(self, f: FlowView) -> bool:
         """known_destination for a flow, with its name and whether a DNS

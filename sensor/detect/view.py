@@ -45,6 +45,15 @@ class ConnectView:
     transport: str
     process: ProcessRef
     domain: str | None = None  # the container's latest DNS answer for ip, when any
+    name_resolver: str = ""  # the resolver that gave it, "" when it vouches for nothing
+    # the workload knows that resolver (set by the detector, as for flows)
+    resolver_known: bool = False
+
+    @property
+    def name_vouched(self) -> bool:
+        """As FlowView.name_vouched: an answer its container could not have
+        forged, from a resolver the workload learned."""
+        return bool(self.name_resolver) and self.resolver_known
 
 
 @dataclass(slots=True)

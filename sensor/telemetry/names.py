@@ -79,7 +79,19 @@ TENANT_SUFFIXES = (
     "oast.online",
     "oast.pro",
     "oast.site",
+    # Kubernetes services: <service>.<namespace>.svc.cluster.local, each
+    # its own (every pod learns kubernetes.default.svc.cluster.local)
+    "*.svc.cluster.local",
 )
+
+
+# Names that answer with whatever address they spell, for any address:
+# wildcard DNS services (1.2.3.4.nip.io) and Kubernetes pod records
+# (6-6-6-6.default.pod.cluster.local: CoreDNS "pods insecure", the kubeadm
+# default). Each such name is its own registered domain, so a learned one
+# says nothing about another (a workload that learned one pod's name does
+# not know an attacker's address spelled the same way).
+ADDRESS_NAME_SUFFIXES = ("nip.io", "sslip.io", "xip.io", "traefik.me", "pod.cluster.local")
 
 
 def _psl() -> PublicSuffixList:
@@ -99,6 +111,8 @@ def registered_domain(name: str) -> str:
     itself a public suffix (or a single label) is returned as it is."""
     n = name.lower().rstrip(".")
     if not n:
+        return n
+    if n.endswith(ADDRESS_NAME_SUFFIXES) and any(n.endswith("." + x) for x in ADDRESS_NAME_SUFFIXES):
         return n
     try:
         rd = _psl().privatesuffix(n)
@@ -524,6 +538,11 @@ class FlowNamer:
         Host (anything inside the container can send any) by an answer the
         container received that gave the address a name of the same
         registered domain."""
+        if self._distrusted and self.distrusted(key[0]) is not None:
+            # also what it received before the distrust was known: an
+            # AF_PACKET socket is reported after its first send returns,
+            # and a frame sent on loopback is delivered during that send
+            return ""
         if source == DNS_ANSWER:
             kept = self._dns_named.get(key)
             return kept[1] if isinstance(kept, tuple) and kept[0] == name else ""
@@ -535,9 +554,15 @@ class FlowNamer:
             self._vouched_name.put(key, (name, resolver))
         return resolver
 
-    def dns_name(self, cgroup_id: int, address: str, now: float) -> str | None:
+    def dns_answer(self, cgroup_id: int, address: str, now: float) -> tuple[str, str] | None:
+        """(name, resolver) of the cgroup's latest answer for the address;
+        resolver "" when it vouches for nothing."""
         e = self.dns.lookup(cgroup_id, address, now)
-        return e[0] if e is not None else None
+        if e is None:
+            return None
+        if e[1] and self._distrusted and self.distrusted(cgroup_id) is not None:
+            return e[0], ""
+        return e
 
     def name(self, key: FlowKey, now: float) -> tuple[str, str] | None:
         """(name, source) of a flow: source is "sni", "http_host" or "dns"."""

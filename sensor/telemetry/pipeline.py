@@ -382,11 +382,20 @@ class Pipeline:
         attr = self.attributor.attribute(ev.hdr.cgroup_id)
         p = self.procs.get(ev.hdr.pid) or self.exited.get(ev.hdr.pid)
         ref = self._process_ref(p) if p is not None else ProcessRef(ev.hdr.pid, ev.comm)
-        domain = self.names.dns_name(ev.hdr.cgroup_id, ev.daddr, ts)
+        named = self.names.dns_answer(ev.hdr.cgroup_id, ev.daddr, ts)
+        domain = named[0] if named is not None else None
         if self._view_keep(("c", ev.hdr.cgroup_id, ev.daddr, ev.dport, ev.protocol), MAX_CONNECT_VIEWS):
             self._view.connects.append(
                 ConnectView(
-                    ts, attr, workload_of(attr), ev.daddr, ev.dport, transport_name(ev.protocol), ref, domain=domain
+                    ts,
+                    attr,
+                    workload_of(attr),
+                    ev.daddr,
+                    ev.dport,
+                    transport_name(ev.protocol),
+                    ref,
+                    domain=domain,
+                    name_resolver=named[1] if named is not None else "",
                 )
             )
         if not self.events:
@@ -626,6 +635,10 @@ class Pipeline:
         view, self._view = self._view, WindowView(end, end)
         self._view_counts = {}
         view.start, view.end = start, end
+        for c in view.connects:
+            # a distrust that arrived after the connect covers it too
+            if c.name_resolver and self.names.distrusted(c.attr.cgroup_id) is not None:
+                c.name_resolver = ""
         if not self.observers:
             return
         flows = []

@@ -107,7 +107,9 @@ class MultiStageChain(_Base):
                             st.first = ev
                         continue
                     same = (ev.ip, ev.port) == (st.first.ip, st.first.port)
-                    if same or ctx.known_destination(ev.workload, ev.ip, ev.port, ev.transport, ev.domain):
+                    if same or ctx.known_destination(
+                        ev.workload, ev.ip, ev.port, ev.transport, ev.domain, ev.name_vouched
+                    ):
                         continue
                     out.append(self._finding(st.first, st.exec, ev, st.kind))
                     self._stages[cid].remove(st)
@@ -203,4 +205,6 @@ class MultiStageChain(_Base):
             stage.process,
             domain=b.domain,
             name_source="dns" if b.domain else None,
+            name_vouched=b.name_vouched if b.domain else None,
+            name_resolver=b.name_resolver or None,
         )

@@ -70,9 +70,9 @@ class Beaconing(_Base):
             jitter = statistics.pstdev(gaps) / mean
             if jitter > cfg.max_jitter:
                 continue
-            if ctx.known_destination(c.workload, c.ip, c.port, c.transport, c.domain) or not ctx.baseline_gate(
-                c.workload
-            ):
+            if ctx.known_destination(
+                c.workload, c.ip, c.port, c.transport, c.domain, c.name_vouched
+            ) or not ctx.baseline_gate(c.workload):
                 continue
             out.append(
                 Finding(
@@ -95,6 +95,8 @@ class Beaconing(_Base):
                     c.process,
                     domain=c.domain,
                     name_source="dns" if c.domain else None,
+                    name_vouched=c.name_vouched if c.domain else None,
+                    name_resolver=c.name_resolver or None,
                 )
             )
             self._times[key].clear()

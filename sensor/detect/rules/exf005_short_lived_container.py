@@ -35,8 +35,9 @@ class _Life:
     workload: str
     encrypted: int = 0
     destinations: Counter[tuple[str, int, str]] = field(default_factory=Counter)
-    # destination -> its latest name: (name, source "sni" | "http_host" | "dns", vouched by a DNS answer)
-    names: dict[tuple[str, int, str], tuple[str, str, bool]] = field(default_factory=dict)
+    # destination -> its latest name: (name, source "sni" | "http_host" |
+    # "dns", vouched by a DNS answer, the resolver that gave it)
+    names: dict[tuple[str, int, str], tuple[str, str, bool, str]] = field(default_factory=dict)
     last: float = 0.0
 
     def name(self, d: tuple[str, int, str]) -> tuple[str | None, bool]:
@@ -61,7 +62,12 @@ class ShortLivedContainer(_Base):
             acc.encrypted += f.summary.encrypted_bytes
             acc.destinations[(f.ip, f.port, f.transport)] += f.summary.encrypted_bytes
             if f.domain:
-                acc.names[(f.ip, f.port, f.transport)] = (f.domain, f.summary.domain_source or "dns", f.name_vouched)
+                acc.names[(f.ip, f.port, f.transport)] = (
+                    f.domain,
+                    f.summary.domain_source or "dns",
+                    f.name_vouched,
+                    f.summary.name_resolver,
+                )
             acc.last = view.end
         out = []
         for x in view.lifecycle:
@@ -86,7 +92,11 @@ class ShortLivedContainer(_Base):
             top = lf.destinations.most_common(1)[0][0]
             n = lf.names.get(top)
             # the Finding's name fields, as _names gives them for a flow
-            named: dict[str, Any] = {"domain": n[0], "name_source": n[1], "name_vouched": n[2]} if n is not None else {}
+            named: dict[str, Any] = (
+                {"domain": n[0], "name_source": n[1], "name_vouched": n[2], "name_resolver": n[3] or None}
+                if n is not None
+                else {}
+            )
             out.append(
                 Finding(
                     self.info.id,

@@ -154,6 +154,32 @@ def test_beaconing_groups_by_registered_domain(tmp_path: Path) -> None:
     assert only(h2.run(window(max(times) + 1, seconds=40, connects=conns)), "SL-C2-002") == []
 
 
+def test_a_beacon_named_by_a_resolver_the_workload_never_asked_is_not_known(tmp_path: Path) -> None:
+    """Connects are judged like flows: the learned name, given to the
+    attacker's address by the attacker's resolver, does not make a beacon
+    to that address known; from the workload's own resolver it does."""
+    times = [DET + 5.0 * i for i in range(6)]
+
+    def beacon(resolver: str) -> list[Any]:
+        out = []
+        for t in times:
+            c = connect(API, t, "203.0.113.9", 443)
+            c.domain, c.name_resolver = "api.partner.example", resolver
+            out.append(c)
+        return out
+
+    h = detector(config(tmp_path), learned_by_name())
+    (a,) = only(h.run(window(max(times) + 1, seconds=40, connects=beacon("203.0.113.53"))), "SL-C2-002")
+    assert a["destination"]["domain"] == "api.partner.example"
+    assert a["sluice"]["name_vouched"] is False and a["sluice"]["name_resolver"] == "203.0.113.53"
+    assert_ecs([a])
+    quiet = detector(config(tmp_path), learned_by_name())
+    assert only(quiet.run(window(max(times) + 1, seconds=40, connects=beacon(RESOLVER))), "SL-C2-002") == []
+    # a resolver next to the learned one is another server
+    near = detector(config(tmp_path), learned_by_name())
+    assert len(only(near.run(window(max(times) + 1, seconds=40, connects=beacon("198.18.0.54"))), "SL-C2-002")) == 1
+
+
 def test_dns_tunnel_groups_by_public_suffix_registered_domain(tmp_path: Path) -> None:
     names = [(f"{i:02x}a1b2c3d4e5f60718293a4b5c6d7e8f9.t.tunnel.co.uk", True) for i in range(40)]
     f = flow(

@@ -15,7 +15,7 @@ import pytest
 
 from sensor.detect.baseline import LogHist
 from sensor.detect.catalog import BY_ID
-from sensor.detect.view import FlowView
+from sensor.detect.view import FlowView, WindowView
 from sensor.telemetry.classify import ByteClasses
 from tests.support.views import (
     KIB,
@@ -851,6 +851,28 @@ class TestMultiStageChain:
     def test_same_destination_twice_is_silent(self, tmp_path: Path) -> None:
         h = detector(config(tmp_path))
         assert h.run(chain(DROP, DET, second=("198.51.100.5", 80))) == []
+
+    def test_second_destination_named_by_a_rogue_resolver_is_not_known(self, tmp_path: Path) -> None:
+        """The second stage's channel carries a learned name: known only when
+        the workload's own resolver gave it (stage two asking the
+        attacker's resolver for the learned name proves nothing)."""
+        worker = container("worker-2", image="acme/worker:2")
+
+        def views(end: float) -> WindowView:
+            c = connect(worker, end - 1, "198.51.100.80", 443)
+            f = flow(worker, "198.51.100.80", 443, 20 * KIB, proto="tls")
+            f.summary.domain, f.summary.domain_source, f.summary.name_resolver = "api.partner.example", "dns", RESOLVER
+            return window(end, connects=[c], flows=[f, resolver_flow(worker)])
+
+        b = learned(views)
+
+        def run(resolver: str) -> list[str]:
+            v = chain(worker, DET, second=("203.0.113.66", 443))
+            v.connects[1].domain, v.connects[1].name_resolver = "api.partner.example", resolver
+            return rules_of(detector(config(tmp_path), b).run(v))
+
+        assert run(RESOLVER) == []
+        assert run("203.0.113.53") == ["SL-C2-001"]
 
     def test_known_executable_is_silent(self, tmp_path: Path) -> None:
         worker = container("worker-1", image="acme/worker:1")

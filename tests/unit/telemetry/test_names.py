@@ -265,9 +265,11 @@ def test_flow_namer_vouches_dns_names_and_agreeing_claims_only() -> None:
 
 def test_a_distrusted_cgroups_answers_name_addresses_but_vouch_for_nothing() -> None:
     """A container that binds port 53 or opens a raw socket can answer its
-    own queries from any address: from then on its answers name addresses
-    (what was contacted) and vouch for nothing. Earlier answers keep their
-    vouch; other containers are unaffected."""
+    own queries from any address: its answers name addresses (what was
+    contacted) and vouch for nothing, those it received before the distrust
+    too (an AF_PACKET socket is reported after its first send, which
+    delivers a loopback frame during the call); other containers are
+    unaffected."""
     n = FlowNamer(min_hold_s=0)
     before = response("db.partner.example", ("db.partner.example.", 60, "A", "198.18.4.5"))
     n.on_dns(7, before, IPPROTO_UDP, 100.0, R)
@@ -284,7 +286,8 @@ def test_a_distrusted_cgroups_answers_name_addresses_but_vouch_for_nothing() -> 
     assert n.vouched(plain, "api.partner.example", "dns", 110.0) == ""
     old = (7, "198.18.4.5", 5432, 6)
     assert n.name(old, 110.0) == ("db.partner.example", "dns")
-    assert n.vouched(old, "db.partner.example", "dns", 110.0) == R
+    assert n.vouched(old, "db.partner.example", "dns", 110.0) == ""
+    assert n.dns_answer(7, "198.18.4.5", 110.0) == ("db.partner.example", "")
     assert n.vouched((8, "203.0.113.66", 443, 6), "api.partner.example", "sni", 110.0) == R
     assert n.counts["dns_answers_unvouched"] == 1 and n.counts["dns_distrusted_cgroups"] == 1
     n.forget_cgroups({7})
@@ -335,6 +338,13 @@ def test_a_flows_vouch_outlives_the_answer_while_its_name_stays() -> None:
         ("eo1x2y3.m.pipedream.net", "eo1x2y3.m.pipedream.net"),
         ("abc123.oast.fun", "abc123.oast.fun"),
         ("x.y.webhook.site", "y.webhook.site"),
+        # names that spell any address: each its own
+        ("6-6-6-6.default.pod.cluster.local", "6-6-6-6.default.pod.cluster.local"),
+        ("1.2.3.4.nip.io", "1.2.3.4.nip.io"),
+        ("app.10-0-0-1.sslip.io", "app.10-0-0-1.sslip.io"),
+        ("nip.io", "nip.io"),
+        ("kubernetes.default.svc.cluster.local", "kubernetes.default.svc.cluster.local"),
+        ("a.api.prod.svc.cluster.local", "api.prod.svc.cluster.local"),
     ],
 )
 def test_registered_domain(name: str, registered: str) -> None:

@@ -212,6 +212,37 @@ def test_a_forger_in_one_cgroup_of_a_container_distrusts_the_whole_container(wor
     assert world.pipe.names.counts["dns_answers_unvouched"] == 1
 
 
+def test_a_packet_socket_reported_after_its_forged_answer_still_unvouches_it(world: World) -> None:
+    """AF_PACKET without the LSM hook is reported after its first send
+    returns, and a frame sent on loopback is delivered during the send: the
+    forged answer reaches the sensor first. The window's flows and connects
+    are judged at its close, after the report."""
+    cg = world.cg
+    seen: list[Any] = []
+
+    class Keep:
+        def on_window(self, view: Any) -> None:
+            seen.append(view)
+
+    world.pipe.observers.append(Keep())
+    hello = client_hello("api.partner.example", ssl.TLSVersion.TLSv1_3)
+    forged = answer("api.partner.example", ("api.partner.example.", 2**31 - 1, "A", "203.0.113.66"))
+    replay(
+        world,
+        [
+            dns_rec(cg, "198.18.0.53", forged),
+            connect_rec(41, cg, "203.0.113.66", 443),
+            sample_first_rec(cg, "203.0.113.66", 443, hello),
+            socket_rec(40, cg, family=17, sock_type=3, hook=E.SOCKET_HOOK_SEND),
+        ],
+    )
+    t0 = to_wall(0)
+    (s,), _ = world.pipe.close_window([fc(cg, "203.0.113.66", 443, 9_000, 1_000)], t0, t0 + 10)
+    assert (s.domain, s.name_resolver) == ("api.partner.example", "")
+    (c,) = seen[-1].connects
+    assert (c.domain, c.name_resolver, c.name_vouched) == ("api.partner.example", "", False)
+
+
 def test_other_ports_and_flow_quotas_leave_answers_vouching(world: World) -> None:
     cg = world.cg
     replay(
