@@ -79,9 +79,6 @@ TENANT_SUFFIXES = (
     "oast.online",
     "oast.pro",
     "oast.site",
-    # Kubernetes services: <service>.<namespace>.svc.cluster.local, each
-    # its own (every pod learns kubernetes.default.svc.cluster.local)
-    "*.svc.cluster.local",
 )
 
 

@@ -343,8 +343,9 @@ def test_a_flows_vouch_outlives_the_answer_while_its_name_stays() -> None:
         ("1.2.3.4.nip.io", "1.2.3.4.nip.io"),
         ("app.10-0-0-1.sslip.io", "app.10-0-0-1.sslip.io"),
         ("nip.io", "nip.io"),
-        ("kubernetes.default.svc.cluster.local", "kubernetes.default.svc.cluster.local"),
-        ("a.api.prod.svc.cluster.local", "api.prod.svc.cluster.local"),
+        # services stay one domain: splitting them would make every learned
+        # pod's API traffic new after an upgrade
+        ("kubernetes.default.svc.cluster.local", "cluster.local"),
     ],
 )
 def test_registered_domain(name: str, registered: str) -> None:
