@@ -157,13 +157,31 @@ def _from_wire(wire: bytes) -> dns.message.Message:
         if len(wire) < 12:
             raise
     qd, an = struct.unpack("!HH", wire[4:8])
-    for n in range(an, -1, -1):
+
+    def parse(n: int) -> dns.message.Message | None:
         fixed = wire[:4] + struct.pack("!HHHH", qd, n, 0, 0) + wire[12:]
         try:
             return dns.message.from_wire(fixed, ignore_trailing=True)
         except (dns.exception.DNSException, ValueError, struct.error):
-            continue
-    raise ValueError("no complete question in the response")
+            return None
+
+    # The answer count is the sender's to write (65535 in a 512-byte
+    # packet): at most as many records as fit (11 bytes each at least:
+    # a one-byte name and the fixed fields), and the most that parse found
+    # by bisection (if n answers parse, so do fewer): a handful of parses
+    # per response, not one per claimed answer.
+    best = parse(0)
+    if best is None:
+        raise ValueError("no complete question in the response")
+    lo, hi = 0, min(an, (len(wire) - 12) // 11)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        m = parse(mid)
+        if m is None:
+            hi = mid - 1
+        else:
+            lo, best = mid, m
+    return best
 
 
 def parse_dns_answers(data: bytes, transport: int) -> list[Answer]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ssl
 import struct
+from typing import Any
 
 import dns.message
 import dns.rcode
@@ -185,6 +186,26 @@ def test_dns_truncated_response_keeps_complete_answers() -> None:
     got = parse_dns_answers(wire[:512], IPPROTO_UDP)  # what SL_DNS_MAX keeps
     assert 20 < len(got) < 39
     assert all(a.address.startswith("198.18.5.") for a in got)
+
+
+def test_a_lying_answer_count_costs_a_handful_of_parses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ANCOUNT is the sender's: 65535 in a 512-byte response made the
+    sensor reparse it 65,536 times (seconds of CPU per packet, and a stalled
+    reader drops the events that would have distrusted the sender). The
+    complete answers are still kept."""
+    calls = [0]
+    real = dns.message.from_wire
+
+    def counting(*a: Any, **k: Any) -> dns.message.Message:
+        calls[0] += 1
+        return real(*a, **k)
+
+    monkeypatch.setattr(dns.message, "from_wire", counting)
+    recs = [("many.example.com.", 60, "A", f"198.18.5.{i}") for i in range(1, 40)]
+    wire = bytearray(response("many.example.com", *recs)[:512])
+    wire[6:8] = struct.pack("!H", 65535)
+    got = parse_dns_answers(bytes(wire), IPPROTO_UDP)
+    assert 20 < len(got) < 39 and calls[0] <= 10, calls[0]
 
 
 def test_dns_not_a_response() -> None:
