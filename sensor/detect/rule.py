@@ -188,16 +188,15 @@ class Context:
         and a container that could is distrusted at the source
         (sensor/telemetry/names.py FlowNamer.distrust). Docker's resolver
         cannot be learned as a destination: its queries leave DNAT'ed to a
-        per-container port. A workload with no baseline has nothing to
-        compare with: any resolver (its flows are judged by address)."""
+        per-container port. A workload with no baseline knows no resolver
+        (its destinations are all new; an [[allow]] domain entry then needs
+        a loopback or trusted resolver)."""
         if not resolver:
             return False
         if self.trusted_ip(resolver) or ipaddress.ip_address(resolver).is_loopback:
             return True
         wb = self.workload(workload)
-        if wb is None:
-            return True
-        return wb.knows_resolver(resolver)
+        return wb is not None and wb.knows_resolver(resolver)
 
     def known_flow(self, f: FlowView) -> bool:
         """known_destination for a flow, with its name and whether a DNS

@@ -598,6 +598,12 @@ class FlowNamer:
         kept = self._dns_named.get(key)
         return (kept[0], DNS_ANSWER) if isinstance(kept, tuple) else None
 
+    def forget_owners(self, container_ids: set[str]) -> None:
+        """Removed containers: their distrust goes with them (others' stays
+        under the cap, not pushed out by the churn of gone ones)."""
+        for cid in container_ids:
+            self._distrusted.pop(cid, None)
+
     def forget_cgroups(self, ids: set[int]) -> None:
         self.dns.forget(ids)
         for cg in ids:

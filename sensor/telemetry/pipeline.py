@@ -216,7 +216,10 @@ class Pipeline:
         # window holding their last bytes is summarised (expire() below)
         self.registry = registry if registry is not None else ContainerRegistry(attributor)
         self.registry.subscribe(on_cgroups_removed=self.window.forget_cgroups)
-        self.registry.subscribe(on_cgroups_removed=self.names.forget_cgroups)
+        self.registry.subscribe(
+            on_cgroups_removed=self.names.forget_cgroups,
+            on_removed=lambda lives: self.names.forget_owners({life.info.id for life in lives}),
+        )
         if netmap is not None:
             self.registry.subscribe(on_removed=netmap.containers_removed)
         self.counts: dict[str, int] = {

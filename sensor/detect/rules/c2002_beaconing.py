@@ -48,9 +48,13 @@ class Beaconing(_Base):
         cfg = ctx.settings(self.info.id, Settings)
         touched = set()
         for c in view.connects:
-            # by registered domain when the container resolved the address (a
-            # beacon rotating across a CDN's addresses is one beacon), else address
-            target = registered_domain(c.domain) if c.domain else c.ip
+            # by registered domain when the container's own resolver gave the
+            # address that name (a beacon rotating across a CDN's addresses is
+            # one beacon), else by address: a name only an attacker's resolver
+            # gave would put its beacon in the group of a learned service's
+            # connects, and the group is judged by its latest connect
+            named = c.domain is not None and c.name_vouched
+            target = registered_domain(c.domain) if named and c.domain else c.ip
             key = (c.attr.container.id if c.attr.container else "host", target, c.port, c.transport)
             self._times[key].append(c.ts)
             self._ctx[key] = c
@@ -89,7 +93,7 @@ class Beaconing(_Base):
                         "max_jitter": cfg.max_jitter,
                         "min_connections": cfg.min_connections,
                         "horizon_seconds": cfg.horizon_seconds,
-                        "grouped_by": "registered_domain" if c.domain else "address",
+                        "grouped_by": "registered_domain" if c.domain and c.name_vouched else "address",
                     },
                     (c.ip, c.port, c.transport),
                     c.process,

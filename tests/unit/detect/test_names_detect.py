@@ -122,13 +122,28 @@ def test_upload_download_ratio_moves_the_severity(tmp_path: Path) -> None:
 
 
 def test_allow_by_domain_glob(tmp_path: Path) -> None:
+    """A workload with no baseline knows no resolver: a domain entry covers
+    its names from Docker's resolver (loopback) or a trusted network, not
+    from any resolver it reaches (an attacker's answers the learned name
+    with its own address)."""
     extra = '[[allow]]\ndomain = "*.backups.example"\nrules = ["SL-EXF-004"]\n'
+
+    def backup(resolver: str, name: str = "Vault.Backups.example") -> FlowView:
+        f = named(flow(container("bk"), "198.18.30.1", 443, 4 * MIB, proto="tls"), name)
+        f.summary.name_resolver = resolver
+        return f
+
     h = detector(config(tmp_path, extra=extra))
-    ok = named(flow(container("bk"), "198.18.30.1", 443, 4 * MIB, proto="tls"), "Vault.Backups.example")
-    assert only(h.run(window(DET, flows=[ok])), "SL-EXF-004") == []
+    assert only(h.run(window(DET, flows=[backup("127.0.0.11")])), "SL-EXF-004") == []
     assert h.counts["allowed"] >= 1
     other = named(flow(container("bk2"), "198.18.30.1", 443, 4 * MIB, proto="tls"), "backups.example.evil.test")
+    other.summary.name_resolver = "127.0.0.11"
     assert len(only(h.run(window(DET + 10, flows=[other])), "SL-EXF-004")) == 1
+    rogue = detector(config(tmp_path, extra=extra))
+    assert len(only(rogue.run(window(DET, flows=[backup("203.0.113.53")])), "SL-EXF-004")) == 1
+    assert rogue.counts["allowed"] == 0
+    trusted = detector(config(tmp_path, extra=extra, detection=f'trusted_networks = ["{RESOLVER}/32"]\n'))
+    assert only(trusted.run(window(DET, flows=[backup(RESOLVER)])), "SL-EXF-004") == []
 
 
 def test_beaconing_groups_by_registered_domain(tmp_path: Path) -> None:
@@ -137,7 +152,7 @@ def test_beaconing_groups_by_registered_domain(tmp_path: Path) -> None:
     conns = []
     for i, t in enumerate(times):
         c = connect(beacon, t, f"198.18.{40 + i}.7", 443)  # a new address every time
-        c.domain = f"n{i}.c2.example.net"
+        c.domain, c.name_resolver = f"n{i}.c2.example.net", "127.0.0.11"  # Docker's resolver
         conns.append(c)
     h = detector(config(tmp_path))
     alerts = only(h.run(window(max(times) + 1, seconds=40, connects=conns)), "SL-C2-002")
@@ -152,6 +167,27 @@ def test_beaconing_groups_by_registered_domain(tmp_path: Path) -> None:
     for c in conns:
         c.domain = None
     assert only(h2.run(window(max(times) + 1, seconds=40, connects=conns)), "SL-C2-002") == []
+    # named by a resolver it does not know: by address too
+    h3 = detector(config(tmp_path))
+    for i, c in enumerate(conns):
+        c.domain, c.name_resolver = f"n{i}.c2.example.net", "203.0.113.53"
+    assert only(h3.run(window(max(times) + 1, seconds=40, connects=conns)), "SL-C2-002") == []
+
+
+def test_a_rogue_named_beacon_hidden_among_a_learned_services_connects_fires(tmp_path: Path) -> None:
+    """The attacker's beacon, given the learned name by its own resolver,
+    interleaved with the workload's real calls to that name: grouped by
+    address, it is judged on its own."""
+    times = [DET + 5.0 * i for i in range(12)]
+    conns = []
+    for i, t in enumerate(times):
+        real = i % 2 == 1
+        c = connect(API, t, "198.18.10.5" if real else "203.0.113.9", 443)
+        c.domain, c.name_resolver = "api.partner.example", RESOLVER if real else "203.0.113.53"
+        conns.append(c)
+    h = detector(config(tmp_path), learned_by_name())
+    (a,) = only(h.run(window(max(times) + 1, seconds=70, connects=conns)), "SL-C2-002")
+    assert a["destination"]["ip"] == "203.0.113.9" and a["sluice"]["evidence"]["grouped_by"] == "address"
 
 
 def test_a_beacon_named_by_a_resolver_the_workload_never_asked_is_not_known(tmp_path: Path) -> None:

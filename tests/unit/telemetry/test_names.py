@@ -315,6 +315,23 @@ def test_a_distrusted_cgroups_answers_name_addresses_but_vouch_for_nothing() -> 
     assert n.distrusted(7) is None
 
 
+def test_gone_containers_do_not_push_a_live_forgers_distrust_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Distrust is kept per cgroup and per container; removed ones are
+    forgotten (cgroups and containers each by their own removal), so the
+    churn of short-lived distrusted containers does not evict a live one."""
+    import sensor.telemetry.names as names
+
+    monkeypatch.setattr(names, "MAX_CGROUPS", 4)
+    n = FlowNamer(owners=lambda cg: (cg, f"c{cg}"))
+    n.distrust(1, "binds port 53 (udp)")
+    for cg in range(100, 120):
+        n.distrust(cg, "raw or packet socket")
+        n.forget_cgroups({cg})
+        n.forget_owners({f"c{cg}"})
+    assert n.distrusted(1) == "binds port 53 (udp)"
+    assert len(n._distrusted) == 2
+
+
 def test_an_address_in_the_sni_is_not_a_name() -> None:
     n = FlowNamer()
     n.on_first_payload((7, "203.0.113.5", 443, 6), client_hello("203.0.113.5", ssl.TLSVersion.TLSv1_2))
