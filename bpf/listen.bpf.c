@@ -90,11 +90,19 @@ static __always_inline void sl_listen_submit(void *ctx, __u8 op, __u8 proto, __u
 	__u64 cgid = bpf_get_current_cgroup_id();
 	/* binds and listens are the caller's to repeat at will: the cgroup's
 	 * event share (lib/common.bpf.h), like connects */
-	if (!sl_event_quota_ok(ctx, cgid))
+	/* port 53: it could answer the cgroup's own DNS queries; an unreported
+	 * one is remembered in sl_unreported */
+	if (!sl_event_quota_ok(ctx, cgid)) {
+		if (lport == 53)
+			sl_note_unreported(cgid);
 		return;
+	}
 	struct sl_listen_event *ev = sl_event_alloc(sizeof(*ev), SL_EV_LISTEN);
-	if (!ev)
+	if (!ev) {
+		if (lport == 53)
+			sl_note_unreported(cgid);
 		return;
+	}
 	sl_fill_header(&ev->hdr, SL_EV_LISTEN, bpf_get_current_pid_tgid() >> 32, cgid);
 	ev->sock_cookie = cookie;
 	__builtin_memcpy(ev->laddr, laddr, 16);

@@ -68,11 +68,17 @@ static __always_inline int sl_on_raw_socket(void *ctx, __u32 family, __u32 type,
 		return deny;
 	}
 	sl_socket_seen.update(&k, &now);
-	if (!sl_event_quota_ok(ctx, cgid))
+	/* unreported (quota, full ring buffer): remembered in sl_unreported, so
+	 * its DNS answers are still taken as possibly forged */
+	if (!sl_event_quota_ok(ctx, cgid)) {
+		sl_note_unreported(cgid);
 		return deny;
+	}
 	struct sl_socket_event *ev = sl_event_alloc(sizeof(*ev), SL_EV_SOCKET);
-	if (!ev)
+	if (!ev) {
+		sl_note_unreported(cgid);
 		return deny;
+	}
 	sl_fill_header(&ev->hdr, SL_EV_SOCKET, pid, cgid);
 	ev->family = family;
 	ev->type = type & SL_SOCK_TYPE_MASK;

@@ -127,6 +127,23 @@ BPF_TABLE("lru_hash", __u64, struct sl_quota, sl_quota, SL_QUOTA_ENTRIES);
  * entry: the cgroup is charged itself. */
 BPF_HASH(sl_quota_charge, __u64, __u64, SL_QUOTA_ENTRIES);
 
+/* Cgroups a bind to port 53 or a raw/packet socket of which went
+ * unreported (its event quota refused the event, or the ring buffer was
+ * full): a map, not an event, so the loss itself cannot be lost. User space
+ * drains it at each window close and takes their DNS answers as possibly
+ * forged (sensor/telemetry/names.py FlowNamer.distrust). LRU: never fails
+ * to record. */
+#ifndef SL_UNREPORTED_ENTRIES
+#define SL_UNREPORTED_ENTRIES 4096
+#endif
+BPF_TABLE("lru_hash", __u64, __u64, sl_unreported, SL_UNREPORTED_ENTRIES);
+
+static __always_inline void sl_note_unreported(__u64 cgroup_id)
+{
+	__u64 one = 1;
+	sl_unreported.update(&cgroup_id, &one);
+}
+
 static __always_inline void sl_stat_add(__u32 idx, __u64 n)
 {
 	__u64 *v = sl_stats.lookup(&idx);

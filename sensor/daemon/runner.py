@@ -455,6 +455,7 @@ class Sensor:
             if now >= next_window:
                 end = time.time()
                 flows = self.source.drain_flows()
+                self.pipeline.note_unreported(self.source.unreported_cgroups())
                 self.flow_entries = len(flows)  # the flow table's use by one window (metrics)
                 self.pipeline.close_window(flows, win_start, end, self.source.quota_overflows())
                 del flows
@@ -484,6 +485,7 @@ class Sensor:
             self.containment.final_window = True
         self.source.poll(0)
         flows = self.source.drain_flows(final=True)
+        self.pipeline.note_unreported(self.source.unreported_cgroups())
         self.pipeline.close_window(flows, win_start, time.time(), self.source.quota_overflows())
 
     def save_learned(self) -> None:

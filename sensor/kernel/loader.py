@@ -603,6 +603,21 @@ class BccSource:
             except KeyError:
                 pass
 
+    def unreported_cgroups(self) -> list[int]:
+        """Drain sl_unreported: cgroups a bind to port 53 or raw/packet
+        socket of which went unreported. Keys are read, then deleted: one
+        marked again in between was already read."""
+        if self.b is None:
+            return []
+        table = self.b["sl_unreported"]
+        cgs = [int(k.value) for k in table.keys()]
+        for cg in cgs:
+            try:
+                del table[table.Key(cg)]
+            except KeyError:
+                pass  # evicted meanwhile
+        return cgs
+
     def quota_overflows(self) -> list[QuotaOverflow]:
         """The cgroups over their flow or event quota in the window the last
         drain_flows() closed: refused counts and the aggregated traffic."""

@@ -40,6 +40,10 @@ class EventSource(Protocol):
     def note_quota_event(self, cgroup_id: int) -> None:
         """A cgroup reported going over a quota in this window."""
 
+    def unreported_cgroups(self) -> list[int]:
+        """Cgroups whose bind to port 53 or raw/packet socket the kernel
+        could not report since the last call (bpf sl_unreported)."""
+
     def set_quota_charge(self, cgroup_id: int, container_cgroup_id: int) -> None:
         """Charge this cgroup's flow and event quotas to its container's cgroup."""
 
@@ -85,6 +89,7 @@ class ReplaySource:
         self.container_ids: dict[str, int] = {}
         self.overflows: list[list[QuotaOverflow]] = []
         self.quota_charges: dict[int, int] = {}
+        self.unreported: list[int] = []
 
     def start(self, sink: RecordSink) -> dict[str, str]:
         self.sink = sink
@@ -115,6 +120,10 @@ class ReplaySource:
 
     def note_quota_event(self, cgroup_id: int) -> None:
         pass
+
+    def unreported_cgroups(self) -> list[int]:
+        out, self.unreported = self.unreported, []
+        return out
 
     def set_quota_charge(self, cgroup_id: int, container_cgroup_id: int) -> None:
         self.quota_charges[cgroup_id] = container_cgroup_id

@@ -245,6 +245,8 @@ class Pipeline:
             "unix_connect_host": 0,
             # per-flow knowledge (owner, protocol, byte classes) forgotten to its caps
             "flow_state_evictions": 0,
+            # cgroups whose port 53 bind or raw socket the kernel could not report
+            "forgers_unreported": 0,
         }
         self.last_decode_error = ""
         self.top: list[dict[str, Any]] = []
@@ -478,6 +480,14 @@ class Pipeline:
         )
         proc = self._known_process(ev.hdr.pid, ev.comm)
         self._out(documents.raw_socket(self.host_name, ts, attr, proc, fam, typ, ev.protocol, ev.denied, hook, message))
+
+    def note_unreported(self, cgroup_ids: list[int]) -> None:
+        """Cgroups whose port 53 bind or raw/packet socket the kernel could
+        not report (event quota, full ring buffer): they could forge DNS
+        answers as well as one that was reported."""
+        for cg in cgroup_ids:
+            self.counts["forgers_unreported"] += 1
+            self.names.distrust(cg, "a port 53 bind or raw socket went unreported (event quota or full buffer)")
 
     def _on_quota(self, ev: QuotaEvent) -> None:
         self.counts["quota"] += 1

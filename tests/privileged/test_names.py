@@ -301,3 +301,40 @@ def test_emulate_benign_service_moved_is_silent(base: Path, docker: Docker) -> N
     (s,) = scores
     assert s["scenario"] == "benign-service-moved" and s["attack"] == "benign"
     assert s["result"] == "silent" and not s["rules_fired"], s
+
+
+# Binds 200 UDP ports (each a reported bind event), then port 53: with the
+# container's event share at 64 per window, the kernel refuses that report.
+BIND_FLOOD_PL = r"""
+use Socket;
+my @s;
+for my $p (20000 .. 20199) {
+  socket(my $u, PF_INET, SOCK_DGRAM, 0) or die "socket: $!";
+  bind($u, pack_sockaddr_in($p, INADDR_ANY)) or die "bind $p: $!";
+  push @s, $u;
+}
+socket(my $d, PF_INET, SOCK_DGRAM, 0) or die "socket: $!";
+bind($d, pack_sockaddr_in(53, INADDR_ANY)) or die "bind 53: $!";
+print "bound 201\n";
+sleep 3;
+"""
+
+
+def test_a_port_53_bind_the_kernel_could_not_report_still_distrusts(base: Path, docker: Docker, net: SinkNet) -> None:
+    """The bind to port 53 refused by the container's event quota (or a
+    full ring buffer) is recorded in a kernel map instead, drained at the
+    window's close: the container's DNS answers vouch for nothing."""
+    s = SensorProc(base, docker.sock, name="names-unreported", extra_config="[kernel]\nevent_quota_per_cgroup = 64\n")
+    s.start()
+    try:
+        cid = run_container(docker, net, put("/tmp/b.pl", BIND_FLOOD_PL) + "; perl /tmp/b.pl", timeout=60)
+        done = time.time()
+        assert wait_until(lambda: window_closed_after(s.config, done), 30), "no window closed after the binds"
+        counters = json.loads(s.status("--json").stdout)["counters"]
+        assert counters["forgers_unreported"] >= 1, counters
+        assert counters["names_dns_distrusted_cgroups"] >= 1, counters
+        # the bind itself never reached user space as an event, the first binds did
+        bound = [d["destination"]["port"] for d in s.docs() if cid_of(d) == cid and action(d) == "socket_bound"]
+        assert bound and 53 not in bound, bound
+    finally:
+        s.stop()
