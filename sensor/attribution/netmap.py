@@ -51,6 +51,63 @@ def addresses_of_pid(pid: int, proc: str = "/proc") -> set[str]:
     return addrs
 
 
+def _local_port_53(text: str) -> bool:
+    """/proc/net/{udp,tcp}[6]: any socket whose local port is 53."""
+    for line in text.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) > 1 and parts[1].rsplit(":", 1)[-1] == "0035":
+            return True
+    return False
+
+
+def _any_socket(text: str) -> bool:
+    """/proc/net/{raw,raw6,packet}: any socket at all (past the header)."""
+    return any(line.strip() for line in text.splitlines()[1:])
+
+
+# /proc/<pid>/net file -> (what it holds, when it says the namespace has one)
+_FORGING = (
+    ("udp", "a UDP socket on port 53", _local_port_53),
+    ("udp6", "a UDP socket on port 53", _local_port_53),
+    ("tcp", "a TCP socket on port 53", _local_port_53),
+    ("tcp6", "a TCP socket on port 53", _local_port_53),
+    ("raw", "a raw socket", _any_socket),
+    ("raw6", "a raw socket", _any_socket),
+    ("packet", "a packet socket", _any_socket),
+)
+
+
+def forging_socket(pid: int, proc: str = "/proc") -> str | None:
+    """A socket in the network namespace of `pid` that could answer its
+    DNS queries with anything (sensor/telemetry/names.py FlowNamer.distrust):
+    one on port 53, raw or packet. None when there is none, or the namespace
+    is the host's (a host-network container: the host's resolver and DHCP
+    client are not the container's). The host's is pid 1's (the sensor
+    runs with the host's pid namespace, not always its network namespace:
+    the DaemonSet does not); where pid 1's link cannot be read even by root
+    (a sandboxed pid 1), the sensor's own."""
+    host = None
+    for who in ("1", "self"):
+        try:
+            host = os.stat(f"{proc}/{who}/ns/net").st_ino
+            break
+        except OSError:
+            continue
+    try:
+        if host is None or os.stat(f"{proc}/{pid}/ns/net").st_ino == host:
+            return None
+    except OSError:
+        return None
+    for name, what, has in _FORGING:
+        try:
+            with open(f"{proc}/{pid}/net/{name}") as f:
+                if has(f.read()):
+                    return what
+        except OSError:
+            continue
+    return None
+
+
 def first_pid(cgroup_dir: str) -> int | None:
     try:
         with open(os.path.join(cgroup_dir, "cgroup.procs")) as f:

@@ -344,6 +344,7 @@ class Sensor:
         )
         self.hooks = self.source.start(self.pipeline.handle_raw)
         self.registry.note_existing()
+        self.pipeline.scan_existing_forgers()
         self._setup_containment()
         self.control = ControlServer(cfg.sensor.control_socket, self._handle)
         self.control.start()

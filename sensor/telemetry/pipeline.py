@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 
 from sensor.attribution.containers import Attribution, Attributor
-from sensor.attribution.netmap import NetMap
+from sensor.attribution.netmap import NetMap, first_pid, forging_socket
 from sensor.attribution.registry import ContainerRegistry
 from sensor.attribution.workload import workload_of
 from sensor.detect.view import (
@@ -247,6 +247,8 @@ class Pipeline:
             "flow_state_evictions": 0,
             # cgroups whose port 53 bind or raw socket the kernel could not report
             "forgers_unreported": 0,
+            # containers holding such a socket when the sensor started
+            "forgers_at_start": 0,
         }
         self.last_decode_error = ""
         self.top: list[dict[str, Any]] = []
@@ -480,6 +482,19 @@ class Pipeline:
         )
         proc = self._known_process(ev.hdr.pid, ev.comm)
         self._out(documents.raw_socket(self.host_name, ts, attr, proc, fam, typ, ev.protocol, ev.denied, hook, message))
+
+    def scan_existing_forgers(self, proc: str = "/proc") -> None:
+        """Containers running before the sensor started (a restart, or one
+        the attacker caused): a socket on port 53, raw or packet in their
+        network namespace was made before the sensor could see it, and
+        distrusts their DNS answers as one it saw would."""
+        for life in list(self.registry.running.values()):
+            d = self.attributor.cgroup_dir(self.attributor.attribute(life.cgroup_id))
+            pid = first_pid(d) if d is not None else None
+            why = forging_socket(pid, proc) if pid is not None else None
+            if why is not None:
+                self.counts["forgers_at_start"] += 1
+                self.names.distrust(life.cgroup_id, f"{why} when the sensor started")
 
     def note_unreported(self, cgroup_ids: list[int]) -> None:
         """Cgroups whose port 53 bind or raw/packet socket the kernel could

@@ -338,3 +338,36 @@ def test_a_port_53_bind_the_kernel_could_not_report_still_distrusts(base: Path, 
         assert bound and 53 not in bound, bound
     finally:
         s.stop()
+
+
+HOLD_53_PL = r"""
+use Socket;
+socket(my $d, PF_INET, SOCK_DGRAM, 0) or die "socket: $!";
+bind($d, pack_sockaddr_in(53, inet_aton("127.0.0.1"))) or die "bind 53: $!";
+open(my $f, ">", "/tmp/bound") or die; close($f);
+sleep 120;
+"""
+
+
+def test_a_port_53_socket_held_from_before_the_sensor_started_distrusts(
+    base: Path, docker: Docker, net: SinkNet
+) -> None:
+    """A restart must not forget: a container already holding a socket on
+    port 53 when the sensor starts (its bind was never seen) is distrusted
+    from its network namespace's socket tables."""
+
+    def forgers_at_start(name: str) -> int:
+        s = SensorProc(base, docker.sock, name=name)
+        s.start()
+        try:
+            return int(json.loads(s.status("--json").stdout)["counters"]["forgers_at_start"])
+        finally:
+            s.stop()
+
+    before = forgers_at_start("names-start-before")
+    cid = run_container(docker, net, put("/tmp/h.pl", HOLD_53_PL) + "; perl /tmp/h.pl", wait=False)
+    try:
+        assert wait_until(lambda: docker.docker("exec", cid, "ls", "/tmp", check=False).count("bound") == 1, 30)
+        assert forgers_at_start("names-start-after") == before + 1
+    finally:
+        docker.docker("rm", "-f", cid, check=False)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sensor.attribution.netmap import NetMap, addresses_of_pid, first_pid, parse_fib_trie_local, parse_if_inet6
+from sensor.attribution.netmap import (
+    NetMap,
+    addresses_of_pid,
+    first_pid,
+    forging_socket,
+    parse_fib_trie_local,
+    parse_if_inet6,
+)
 
 # /proc/self/net/fib_trie as read on the development machine: one interface
 # with 192.0.2.2/24, plus loopback.
@@ -132,6 +139,59 @@ def test_first_pid(tmp_path: Path) -> None:
     assert first_pid(str(cg)) == 815
     (cg / "cgroup.procs").write_text("not-a-pid\n")
     assert first_pid(str(cg)) is None
+
+
+UDP_HEAD = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n"
+UDP_53 = (
+    UDP_HEAD
+    + "  301: 0B00007F:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 81234 2 0 0\n"
+)
+UDP_5353 = (
+    UDP_HEAD
+    + "  301: 00000000:14E9 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 81235 2 0 0\n"
+)
+RAW_ONE = (
+    UDP_HEAD
+    + "    1: 00000000:0001 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 81236 2 0 0\n"
+)
+
+
+def proc_tree(tmp_path: Path, pid: int, files: dict[str, str], host_ns: bool = False) -> str:
+    """/proc/<pid>/net files and ns/net (pid 1's too: the host's; the
+    sensor's own, "self", in a namespace of its own)."""
+    for p, ino in (("1", "host"), ("self", "sensor"), (pid, "host" if host_ns else "ctr")):
+        (tmp_path / str(p) / "ns").mkdir(parents=True, exist_ok=True)
+        target = tmp_path / f"netns-{ino}"
+        target.touch()
+        link = tmp_path / str(p) / "ns" / "net"
+        if not link.exists():
+            link.symlink_to(target)
+    net = tmp_path / str(pid) / "net"
+    net.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (net / name).write_text(text)
+    return str(tmp_path)
+
+
+def test_forging_socket_in_a_containers_namespace(tmp_path: Path) -> None:
+    """Port 53 (any address, UDP or TCP), raw or packet sockets: a
+    container that holds one when the sensor starts could answer its own DNS
+    queries. A host-network container is not judged by the host's sockets."""
+    assert forging_socket(10, proc_tree(tmp_path / "a", 10, {"udp": UDP_53})) == "a UDP socket on port 53"
+    assert forging_socket(10, proc_tree(tmp_path / "b", 10, {"udp": UDP_5353, "raw": UDP_HEAD})) is None
+    assert forging_socket(10, proc_tree(tmp_path / "c", 10, {"udp": UDP_5353, "raw6": RAW_ONE})) == "a raw socket"
+    assert forging_socket(10, proc_tree(tmp_path / "d", 10, {"packet": "sk RefCnt Type\nffff 3 3\n"})) == (
+        "a packet socket"
+    )
+    assert forging_socket(10, proc_tree(tmp_path / "e", 10, {"udp": UDP_53}, host_ns=True)) is None
+    assert forging_socket(99, str(tmp_path / "a")) is None  # gone
+    # pid 1's link unreadable (a sandbox): the sensor's own namespace stands for the host's
+    root = proc_tree(tmp_path / "f", 10, {"udp": UDP_53})
+    (Path(root) / "1" / "ns" / "net").unlink()
+    assert forging_socket(10, root) == "a UDP socket on port 53"
+    (Path(root) / "self" / "ns" / "net").unlink()
+    (Path(root) / "self" / "ns" / "net").symlink_to(Path(root) / "netns-ctr")
+    assert forging_socket(10, root) is None
 
 
 def own_cgroup(tmp_path: Path, name: str) -> str:
