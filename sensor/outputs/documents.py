@@ -148,14 +148,21 @@ def connection(
     transport: str,
     sock_cookie: int,
     domain: str | None = None,
+    name_resolver: str = "",
 ) -> Document:
     """A connect (action connection_attempted) or a UDP send (udp_send);
-    domain: the container's latest DNS answer for ip, when any."""
+    domain: the container's latest DNS answer for ip, when any, and the
+    resolver that gave it ("" when its container could have forged it), as
+    on flow summaries."""
     d = event(ts, host, "event", ["network"], ["connection", "start"], action, "sluice.network", attr)
     d["process"] = process
     d["destination"] = destination_fields(ip, port, domain)
     d["network"] = _network(ip, transport)
     d["sluice"]["socket"] = {"cookie": sock_cookie}
+    if domain:
+        d["sluice"]["name_vouched"] = bool(name_resolver)
+        if name_resolver:
+            d["sluice"]["name_resolver"] = name_resolver
     return d
 
 

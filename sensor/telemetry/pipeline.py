@@ -412,7 +412,17 @@ class Pipeline:
         transport = transport_name(ev.protocol)
         self._out(
             documents.connection(
-                self.host_name, ts, attr, action, proc, ev.daddr, ev.dport, transport, ev.sock_cookie, domain
+                self.host_name,
+                ts,
+                attr,
+                action,
+                proc,
+                ev.daddr,
+                ev.dport,
+                transport,
+                ev.sock_cookie,
+                domain,
+                named[1] if named is not None else "",
             )
         )
 

@@ -96,6 +96,7 @@ def test_flows_and_connects_are_named(world: World) -> None:
     assert http_flow["sluice"]["flow"]["name_vouched"] is False
     (conn,) = world.by_action("connection_attempted")
     assert conn["destination"]["domain"] == "api.partner.co.uk"
+    assert conn["sluice"]["name_resolver"] == "198.18.0.53" and conn["sluice"]["name_vouched"] is True
     # the long first sample feeds entropy only with the usual sample length
     s = next(x for x in summaries if x.key[1] == "198.18.77.9")
     assert s.sampled_bytes == 64
@@ -197,6 +198,10 @@ def test_a_container_that_could_forge_answers_gets_no_vouch_from_them(world: Wor
     (s,), _ = world.pipe.close_window([fc(cg, "203.0.113.66", 443, 9_000, 1_000)], t0, t0 + 10)
     assert (s.domain, s.domain_source, s.name_resolver, s.name_vouched) == ("api.partner.example", "sni", "", False)
     assert world.pipe.names.counts["dns_answers_unvouched"] == 1
+    replay(world, [connect_rec(41, cg, "203.0.113.66", 443)])
+    conn = world.by_action("connection_attempted")[-1]
+    assert conn["destination"]["domain"] == "api.partner.example" and conn["sluice"]["name_vouched"] is False
+    assert "name_resolver" not in conn["sluice"]
 
 
 def test_a_forger_in_one_cgroup_of_a_container_distrusts_the_whole_container(world: World) -> None:
