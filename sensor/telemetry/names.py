@@ -89,6 +89,7 @@ TENANT_SUFFIXES = (
 # says nothing about another (a workload that learned one pod's name does
 # not know an attacker's address spelled the same way).
 ADDRESS_NAME_SUFFIXES = ("nip.io", "sslip.io", "xip.io", "traefik.me", "pod.cluster.local")
+_UNDER_ADDRESS_NAME = tuple("." + x for x in ADDRESS_NAME_SUFFIXES)
 
 
 def _psl() -> PublicSuffixList:
@@ -109,7 +110,7 @@ def registered_domain(name: str) -> str:
     n = name.lower().rstrip(".")
     if not n:
         return n
-    if n.endswith(ADDRESS_NAME_SUFFIXES) and any(n.endswith("." + x) for x in ADDRESS_NAME_SUFFIXES):
+    if n.endswith(_UNDER_ADDRESS_NAME):
         return n
     try:
         rd = _psl().privatesuffix(n)
@@ -453,8 +454,8 @@ class FlowNamer:
     socket can send itself a "response" from any address it can bind
     (127.0.0.11, a resolver's address with IP_TRANSPARENT: Docker grants
     CAP_NET_RAW) on port 53; one that lost kernel events to its quota may
-    have done so unseen. Its answers from then on (`distrust`) name
-    addresses but vouch for nothing. Which resolver answered is kept with
+    have done so unseen. Its answers (`distrust`), those received before
+    the distrust too, name addresses but vouch for nothing. Which resolver answered is kept with
     each vouch: the detector also requires the workload to have learned it
     (sensor/detect/rule.py Context.resolver_known), so a resolver the
     attacker runs elsewhere vouches for nothing either."""
@@ -502,6 +503,8 @@ class FlowNamer:
 
     def distrusted(self, cgroup_id: int) -> str | None:
         """Why the cgroup's DNS answers vouch for nothing, or None."""
+        if not self._distrusted:
+            return None  # the common case, without asking whose the cgroup is
         for k in self.owners(cgroup_id):
             v = self._distrusted.get(k)
             if isinstance(v, str):
@@ -518,7 +521,7 @@ class FlowNamer:
             return []
         self.counts["dns_answers"] += len(answers)
         if answers:
-            if self._distrusted and self.distrusted(cgroup_id) is not None:
+            if self.distrusted(cgroup_id) is not None:
                 self.counts["dns_answers_unvouched"] += len(answers)
                 resolver = ""
             self.dns.add(cgroup_id, answers, now, resolver)
@@ -553,7 +556,7 @@ class FlowNamer:
         Host (anything inside the container can send any) by an answer the
         container received that gave the address a name of the same
         registered domain."""
-        if self._distrusted and self.distrusted(key[0]) is not None:
+        if self.distrusted(key[0]) is not None:
             # also what it received before the distrust was known: an
             # AF_PACKET socket is reported after its first send returns,
             # and a frame sent on loopback is delivered during that send
@@ -575,7 +578,7 @@ class FlowNamer:
         e = self.dns.lookup(cgroup_id, address, now)
         if e is None:
             return None
-        if e[1] and self._distrusted and self.distrusted(cgroup_id) is not None:
+        if e[1] and self.distrusted(cgroup_id) is not None:
             return e[0], ""
         return e
 

@@ -389,8 +389,7 @@ class Pipeline:
         attr = self.attributor.attribute(ev.hdr.cgroup_id)
         p = self.procs.get(ev.hdr.pid) or self.exited.get(ev.hdr.pid)
         ref = self._process_ref(p) if p is not None else ProcessRef(ev.hdr.pid, ev.comm)
-        named = self.names.dns_answer(ev.hdr.cgroup_id, ev.daddr, ts)
-        domain = named[0] if named is not None else None
+        domain, resolver = self.names.dns_answer(ev.hdr.cgroup_id, ev.daddr, ts) or (None, "")
         if self._view_keep(("c", ev.hdr.cgroup_id, ev.daddr, ev.dport, ev.protocol), MAX_CONNECT_VIEWS):
             self._view.connects.append(
                 ConnectView(
@@ -402,7 +401,7 @@ class Pipeline:
                     transport_name(ev.protocol),
                     ref,
                     domain=domain,
-                    name_resolver=named[1] if named is not None else "",
+                    name_resolver=resolver,
                 )
             )
         if not self.events:
@@ -422,7 +421,7 @@ class Pipeline:
                 transport,
                 ev.sock_cookie,
                 domain,
-                named[1] if named is not None else "",
+                resolver,
             )
         )
 

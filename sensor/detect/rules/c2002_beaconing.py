@@ -53,8 +53,7 @@ class Beaconing(_Base):
             # one beacon), else by address: a name only an attacker's resolver
             # gave would put its beacon in the group of a learned service's
             # connects, and the group is judged by its latest connect
-            named = c.domain is not None and c.name_vouched
-            target = registered_domain(c.domain) if named and c.domain else c.ip
+            target = registered_domain(c.domain) if c.domain and c.name_vouched else c.ip
             key = (c.attr.container.id if c.attr.container else "host", target, c.port, c.transport)
             self._times[key].append(c.ts)
             self._ctx[key] = c
