@@ -35,7 +35,11 @@
 #include "lib/common.bpf.h"
 #include "lib/contain.bpf.h"
 #include <uapi/linux/if_ether.h>
-#include <uapi/linux/in.h>
+/* IANA protocol numbers, defined here: <uapi/linux/in.h> for these two
+ * constants pulled linux/socket.h and more through the kernel headers and
+ * cost 0.85 s of every start's compile (bench/RESULTS.md, eighth session). */
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
 
 /* Sampling by bytes: a socket is due for a sample when it has sent this
  * many payload bytes since its last sample point (kernel.sample_every_bytes). */
