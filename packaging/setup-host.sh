@@ -2,7 +2,8 @@
 # Installs what Sluice needs on a Debian/Ubuntu node and prepares the kernel
 # side. Idempotent: run it as often as you like (make setup does).
 #
-#   - Debian packages: bcc (python3-bpfcc), docker.io (tests and container
+#   - Debian packages: bcc (python3-bpfcc), libbpf1 (the kernel BTF lookups,
+#     sensor/kernel/btf.py), docker.io (tests and container
 #     metadata), busybox-static, iperf3, openssl, iproute2, bpftool, venv,
 #     prometheus (its server and promtool check the packaged alert rules and
 #     dashboard in the tests), tmux (a real terminal for the CLI view tests)
@@ -23,7 +24,7 @@ export DEBIAN_FRONTEND=noninteractive
 krel=$(uname -r)
 arch=$(dpkg --print-architecture)
 
-want=(python3-bpfcc python3-venv docker.io busybox-static iperf3 openssl curl iproute2 bpftool bpftrace gcc libc6-dev rsyslog prometheus tmux)
+want=(python3-bpfcc libbpf1 python3-venv docker.io busybox-static iperf3 openssl curl iproute2 bpftool bpftrace gcc libc6-dev rsyslog prometheus tmux)
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

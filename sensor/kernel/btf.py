@@ -13,17 +13,21 @@ here instead of from headers:
   verifier against this same BTF, so a wrong offset is refused at load,
   never read.
 
-Why a hand-written reader: the format is a flat array of type records
-(include/uapi/linux/btf.h) and only names, kinds, ids and member offsets are
-needed; the maintained readers are libbpf (C, not a Python dependency we
-ship) and bpftool (a binary nodes need not have). One pass over the file
-(~5 MB) stops as soon as everything asked for is found.
+The file is read by libbpf (btf__new, btf__find_by_name_kind), through
+ctypes: libbcc itself links libbpf.so.1 (Debian's libbpfcc depends on
+libbpf1), so every node that runs bcc has it. It replaced a hand-written
+reader whose one Python pass over vmlinux's ~130k records cost 0.06-0.28 s
+of every start; libbpf parses and indexes the same 5 MB in ~12 ms
+(bench/RESULTS.md, eighth session).
 """
 
 from __future__ import annotations
 
+import ctypes as ct
+import os
 import struct
 from dataclasses import dataclass, field
+from functools import cache
 
 BTF_PATH = "/sys/kernel/btf/vmlinux"
 
@@ -32,9 +36,6 @@ KIND_STRUCT = 4
 KIND_TYPEDEF = 8
 KIND_FUNC = 12
 
-# bytes after the 12-byte common header: fixed per kind, and per vlen entry
-_KIND_EXTRA = {1: 4, 3: 12, 14: 4, 17: 4}
-_KIND_VLEN = {4: 12, 5: 12, 6: 8, 13: 8, 15: 12, 19: 12}
 _MAGIC = 0xEB9F
 
 
@@ -49,11 +50,11 @@ class BtfType:
     members: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
-# The last search of each file: what was asked, what was found. A pass over
-# vmlinux's ~100k records costs 0.08-0.12 s in Python, and three callers
-# (the LSM probe, the send report, connect_unix) each want a few types at
-# start: the loader asks for all of them at once (prefetch), and each
-# caller's own find() is then answered from here. Only the answers are
+# The last search of each file: what was asked, what was found. Three
+# callers (the LSM probe, the send report, connect_unix) each want a few
+# types at start: the loader asks for all of them at once (prefetch), and
+# each caller's own find() is then answered from here, without parsing
+# the file again. Only the answers are
 # kept, never the 5 MB file; the running kernel's BTF does not change.
 _searched: dict[str, tuple[frozenset[tuple[int, str]], dict[tuple[int, str], BtfType]]] = {}
 
@@ -84,6 +85,37 @@ def find(
     return _find(wanted, path, data)
 
 
+class _BtfType(ct.Structure):
+    """struct btf_type (include/uapi/linux/btf.h); a struct's members follow it."""
+
+    _fields_ = [("name_off", ct.c_uint32), ("info", ct.c_uint32), ("size_or_type", ct.c_uint32)]
+
+
+class _BtfMember(ct.Structure):
+    _fields_ = [("name_off", ct.c_uint32), ("type", ct.c_uint32), ("offset", ct.c_uint32)]
+
+
+@cache
+def _libbpf() -> ct.CDLL:
+    try:
+        lib = ct.CDLL("libbpf.so.1", use_errno=True)
+    except OSError as e:
+        raise BtfUnavailable(f"libbpf.so.1 cannot be loaded ({e}); bcc needs it too: install libbpf1") from None
+    lib.btf__new.argtypes = [ct.c_char_p, ct.c_uint32]
+    lib.btf__new.restype = ct.c_void_p
+    lib.libbpf_get_error.argtypes = [ct.c_void_p]
+    lib.libbpf_get_error.restype = ct.c_long
+    lib.btf__free.argtypes = [ct.c_void_p]
+    lib.btf__free.restype = None
+    lib.btf__find_by_name_kind.argtypes = [ct.c_void_p, ct.c_char_p, ct.c_uint32]
+    lib.btf__find_by_name_kind.restype = ct.c_int32
+    lib.btf__type_by_id.argtypes = [ct.c_void_p, ct.c_uint32]
+    lib.btf__type_by_id.restype = ct.POINTER(_BtfType)
+    lib.btf__name_by_offset.argtypes = [ct.c_void_p, ct.c_uint32]
+    lib.btf__name_by_offset.restype = ct.c_char_p
+    return lib
+
+
 def _find(wanted: set[tuple[int, str]], path: str, data: bytes | None) -> dict[tuple[int, str], BtfType]:
     if data is None:
         try:
@@ -91,50 +123,40 @@ def _find(wanted: set[tuple[int, str]], path: str, data: bytes | None) -> dict[t
                 data = f.read()
         except OSError as e:
             raise BtfUnavailable(f"no kernel BTF at {path} ({e.strerror})") from None
+    # The header, checked here for a reason a reader can act on; libbpf
+    # validates every record below and refuses what runs out of bounds.
     try:
         magic, _ver, _flags, hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from("<HBBIIIII", data)
     except struct.error:
         raise BtfUnavailable(f"{path} is too short to be BTF") from None
     if magic != _MAGIC:
         raise BtfUnavailable(f"{path} has an unexpected magic or byte order")
-    types, strings = hdr_len + type_off, hdr_len + str_off
-    end = types + type_len
-    if end > len(data) or strings + str_len > len(data):
+    if hdr_len + max(type_off + type_len, str_off + str_len) > len(data):
         raise BtfUnavailable(f"{path}: sections run past the end of the file")
-    targets: dict[int, dict[bytes, str]] = {}
-    for kind, name in wanted:
-        targets.setdefault(kind, {})[name.encode()] = name
-
-    def name_at(off: int) -> bytes:
-        start = strings + off
-        stop = data.find(b"\0", start, strings + str_len)
-        return data[start:stop] if start < strings + str_len and stop >= 0 else b""
-
-    found: dict[tuple[int, str], BtfType] = {}
-    pos, tid = types, 1
-    while pos < end and len(found) < len(wanted):
-        if pos + 12 > end:
-            raise BtfUnavailable(f"{path}: a type record runs past the type section")
-        name_off, info = struct.unpack_from("<II", data, pos)
-        kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
-        body = pos + 12
-        nxt = body + _KIND_EXTRA.get(kind, 0) + _KIND_VLEN.get(kind, 0) * vlen
-        if nxt > end:
-            raise BtfUnavailable(f"{path}: a type record runs past the type section")
-        names = targets.get(kind)
-        if names:
-            nm = names.get(name_at(name_off))
-            if nm is not None and (kind, nm) not in found:
-                members: dict[str, tuple[int, int]] = {}
-                if kind == KIND_STRUCT:
-                    kflag = info >> 31
-                    for i in range(vlen):
-                        m_name, _m_type, m_off = struct.unpack_from("<III", data, body + 12 * i)
-                        bits = m_off & 0xFFFFFF if kflag else m_off
-                        members[name_at(m_name).decode(errors="replace")] = (bits // 8, m_off >> 24 if kflag else 0)
-                found[(kind, nm)] = BtfType(tid, members)
-        pos, tid = nxt, tid + 1
-    return found
+    lib = _libbpf()
+    handle = lib.btf__new(data, len(data))
+    if not handle or lib.libbpf_get_error(handle):
+        err = ct.get_errno() or 22
+        raise BtfUnavailable(f"{path}: libbpf refused it as BTF ({os.strerror(err)})")
+    try:
+        found: dict[tuple[int, str], BtfType] = {}
+        for kind, name in wanted:
+            tid = lib.btf__find_by_name_kind(handle, name.encode(), kind)
+            if tid <= 0:
+                continue
+            members: dict[str, tuple[int, int]] = {}
+            if kind == KIND_STRUCT:
+                t = lib.btf__type_by_id(handle, tid).contents
+                kflag, vlen = t.info >> 31, t.info & 0xFFFF
+                arr = ct.cast(ct.addressof(t) + ct.sizeof(_BtfType), ct.POINTER(_BtfMember * vlen)).contents
+                for m in arr:
+                    m_name = (lib.btf__name_by_offset(handle, m.name_off) or b"").decode(errors="replace")
+                    bits = m.offset & 0xFFFFFF if kflag else m.offset
+                    members[m_name] = (bits // 8, m.offset >> 24 if kflag else 0)
+            found[(kind, name)] = BtfType(tid, members)
+        return found
+    finally:
+        lib.btf__free(handle)
 
 
 @dataclass(frozen=True)
