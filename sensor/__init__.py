@@ -22,4 +22,11 @@ def _version() -> str:
             return "0+unknown"
 
 
-__version__ = _version()
+def __getattr__(name: str) -> str:
+    """`__version__`, read on first use (PEP 562): importlib.metadata costs
+    ~40 ms that the BPF compile's early start should not wait for."""
+    if name == "__version__":
+        v = _version()
+        globals()["__version__"] = v
+        return v
+    raise AttributeError(f"module 'sensor' has no attribute {name!r}")

@@ -13,6 +13,7 @@ together; [[allow]] and cron checks are the part to move if it grows.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import re
 import tomllib
@@ -20,8 +21,6 @@ from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, get_args, get_origin, get_type_hints
-
-from croniter import CroniterBadDateError, croniter
 
 from sensor.errors import ConfigError
 
@@ -240,27 +239,36 @@ _CHECKS: dict[tuple[str, str], tuple[Any, str]] = {
 }
 
 
-def _line_of(text: str, section: str, key: str | None, index: int = 0) -> int | None:
-    """Line number of `[section]` (key None) or of `key =` inside it; for
-    arrays of tables (`[[allow]]`) the index-th occurrence."""
-    current = ""
-    seen = -1
+_HEADER = re.compile(r"^\[\[?\s*([^\]]+?)\s*\]\]?")
+_KEY = re.compile(r'^"?([^"\s=]+)"?\s*=')
+
+
+@functools.lru_cache(maxsize=8)
+def _line_index(text: str) -> dict[tuple[str, int, str | None], int]:
+    """(table, occurrence, key or None for the header) -> line number, for
+    the first of each, in one pass: every key's line is wanted for the error
+    it might raise, and a pass per key cost 0.14 s of each start."""
+    out: dict[tuple[str, int, str | None], int] = {}
+    current, seen = "", {"": 0}  # keys before any header: top level, occurrence 0
     for no, line in enumerate(text.splitlines(), 1):
         s = line.strip()
-        m = re.match(r"^\[\[?\s*([^\]]+?)\s*\]\]?", s)
+        m = _HEADER.match(s)
         if m:
             # [rules."SL-EXF-004"] and [rules.SL-EXF-004] name the same table
             current = ".".join(part.strip().strip('"').strip("'") for part in m.group(1).split("."))
-            if current == section:
-                seen += 1
-            if key is None and current == section and seen == index:
-                return no
+            seen[current] = seen.get(current, -1) + 1
+            out.setdefault((current, seen[current], None), no)
             continue
-        if seen != index and current == section:
-            continue
-        if key is not None and current == section and re.match(rf'^"?{re.escape(key)}"?\s*=', s):
-            return no
-    return None
+        k = _KEY.match(s)
+        if k:
+            out.setdefault((current, seen.get(current, 0), k.group(1)), no)
+    return out
+
+
+def _line_of(text: str, section: str, key: str | None, index: int = 0) -> int | None:
+    """Line number of `[section]` (key None) or of `key =` inside it; for
+    arrays of tables (`[[allow]]`) the index-th occurrence."""
+    return _line_index(text).get((section, index, key))
 
 
 def _typename(t: Any) -> str:
@@ -452,6 +460,9 @@ def _valid_cron(expr: str) -> bool:
                 nums = [int(x) for x in rng.split("-")]
                 if any(not lo <= n <= hi for n in nums) or (len(nums) == 2 and nums[0] > nums[1]):
                     return False
+    # imported here: 35 ms that only [[allow]] schedules need
+    from croniter import CroniterBadDateError, croniter
+
     try:  # a day that never comes (30 February): the window would never start
         croniter(expr).get_next()
     except CroniterBadDateError:
@@ -515,9 +526,14 @@ def _build_allow(body: Any, text: str, path: str) -> list[AllowEntry]:
     return out
 
 
-_DEFAULTS = _build(
-    _parse(DEFAULT_CONFIG_TEXT, "default.toml"), {s: {} for s in _SECTIONS}, DEFAULT_CONFIG_TEXT, "default.toml"
-)
+@functools.cache
+def _defaults() -> dict[str, Any]:
+    """The embedded defaults, built (and their rules checked against the
+    catalog) on first use, not at import: the BPF compile's early start
+    (sensor/kernel/precompile.py) needs the [kernel] table without them."""
+    return _build(
+        _parse(DEFAULT_CONFIG_TEXT, "default.toml"), {s: {} for s in _SECTIONS}, DEFAULT_CONFIG_TEXT, "default.toml"
+    )
 
 
 def _make(merged: dict[str, Any], source: str) -> Config:
@@ -535,7 +551,7 @@ def _make(merged: dict[str, Any], source: str) -> Config:
 
 
 def default_config() -> Config:
-    return _make(_DEFAULTS, "<embedded defaults>")
+    return _make(_defaults(), "<embedded defaults>")
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -549,4 +565,28 @@ def load_config(path: str | Path | None) -> Config:
         raise ConfigError("file not found", p, hint="give an existing file to --config") from None
     except OSError as e:
         raise ConfigError(f"cannot read: {e.strerror}", p) from None
-    return _make(_build(_parse(text, p), _DEFAULTS, text, p), p)
+    return _make(_build(_parse(text, p), _defaults(), text, p), p)
+
+
+def load_kernel_section(path: str | Path | None) -> KernelSection:
+    """The [kernel] table alone, as load_config would give it (the embedded
+    defaults, overridden and checked by the file's [kernel]), without reading
+    the rest or importing the rule catalog: what the BPF compile needs, read
+    before the CLI has loaded (sensor/kernel/precompile.py). Raises
+    ConfigError where load_config would for the same table."""
+    base = _build(
+        {"kernel": _parse(DEFAULT_CONFIG_TEXT, "default.toml")["kernel"]},
+        {s: {} for s in _SECTIONS},
+        DEFAULT_CONFIG_TEXT,
+        "default.toml",
+    )
+    if path is not None:
+        p = str(path)
+        try:
+            text = Path(p).read_text()
+        except OSError as e:
+            raise ConfigError(f"cannot read: {e.strerror}", p) from None
+        data = _parse(text, p)
+        if "kernel" in data:
+            base = _build({"kernel": data["kernel"]}, base, text, p)
+    return KernelSection(**base["kernel"])
