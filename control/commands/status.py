@@ -13,11 +13,18 @@ from ..client import request
 from ._common import ConfigOpt, control_socket, fail
 
 
+def _compile(s: dict[str, Any]) -> str:
+    c = s.get("bpf_compile") or {}
+    if not c.get("seconds"):
+        return ""
+    return f" (BPF compile {c['seconds']:.1f}s{', begun before the CLI loaded' if c.get('early') else ''})"
+
+
 def _fmt_status(s: dict[str, Any]) -> str:
     state = "ready" if s.get("ready") else ("stalled" if s.get("status") == "stalled" else "starting")
     lines = [
         f"sluice {state}  pid {s.get('pid')}  host {s.get('host')}  "
-        f"uptime {s.get('uptime_seconds', 0):.0f}s  startup {s.get('startup_seconds')}s",
+        f"uptime {s.get('uptime_seconds', 0):.0f}s  startup {s.get('startup_seconds')}s{_compile(s)}",
         f"status: {s.get('status', '?')}   output: {s.get('output')}   events: {s.get('events')}   "
         f"window: {s.get('window_seconds')}s",
         *([f"not ready: {s['not_ready']}"] if s.get("not_ready") else []),

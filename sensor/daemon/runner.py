@@ -36,7 +36,7 @@ from sensor.detect.rules import all_rules
 from sensor.detect.rules.fim001_orchestration_config import Settings as FimSettings
 from sensor.detect.view import WindowObserver
 from sensor.errors import SluiceError
-from sensor.kernel.hooks import EXEC_ARGS_UNIT, UNITS
+from sensor.kernel.hooks import wanted_units
 from sensor.kernel.memory import HeapTrimmer, resident_kb
 from sensor.kernel.probe import ProbeReport, probe, require_root, require_runnable
 from sensor.kernel.progstats import stats_enabled, status_section
@@ -140,6 +140,7 @@ class Sensor:
             "status": "degraded" if unavailable or drops["total"] or self.output.writer_restarts else "ok",
             "uptime_seconds": round(time.time() - self.started_at, 3),
             "startup_seconds": self.startup_seconds,
+            "bpf_compile": self.source.compile_info() if self.source else {},
             "hooks": dict(self.hooks),
             "kernel": self.report.as_dict() if self.report else {},
             "drops": drops,
@@ -293,8 +294,7 @@ class Sensor:
         cfg = self.config
         if self.report is None:
             require_root()
-            units = UNITS + ((EXEC_ARGS_UNIT,) if cfg.kernel.exec_args == "tracepoint" else ())
-            self.report = probe(cfg.kernel.mount_tracefs, units)
+            self.report = probe(cfg.kernel.mount_tracefs, wanted_units(cfg.kernel.exec_args))
             require_runnable(self.report)
         assert self.report.cgroup2_mount
         resolver = CgroupResolver(self.report.cgroup2_mount)

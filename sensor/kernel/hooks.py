@@ -139,6 +139,11 @@ EXEC_ARGS_UNIT = BpfUnit(
 )
 
 
+def wanted_units(exec_args: str) -> tuple[BpfUnit, ...]:
+    """The units a configuration asks for (kernel.exec_args adds one)."""
+    return UNITS + ((EXEC_ARGS_UNIT,) if exec_args == "tracepoint" else ())
+
+
 def bpf_dir() -> Path:
     """Where the BPF sources are: $SLUICE_BPF_DIR, the source tree, or the
     installed data directory."""

@@ -15,9 +15,8 @@ from typing import Any
 
 from sensor.config import KernelSection
 from sensor.errors import SluiceError
-from sensor.kernel import bpfsys, btf, events, unixconnect
+from sensor.kernel import bpfsys, btf, events, precompile, unixconnect
 from sensor.kernel.hooks import (
-    EXEC_ARGS_UNIT,
     PACKET_GUARD_FUNCTION,
     PACKET_GUARD_TRACEPOINT,
     PACKET_SEND_BTF_FUNCTION,
@@ -29,6 +28,7 @@ from sensor.kernel.hooks import (
     BpfUnit,
     assemble_source,
     bpf_dir,
+    wanted_units,
 )
 from sensor.kernel.memory import release_compiler_memory
 from sensor.kernel.probe import ProbeReport, syscall_args_problem, tracepoint_layout_problem, units_available
@@ -219,11 +219,23 @@ class BccSource:
         self._guard_attached = False
         # the AF_PACKET send report as a tp_btf program: (program fd, attach fd)
         self._packet_btf: tuple[int, int] | None = None
+        # decided by plan()
+        self._socket_unit = self._packet = False
+        self._packet_layout: btf.SockSendLayout | None = None
+        self._no_btf = ""
+        self.compile_seconds = 0.0  # bcc's compile, wherever it ran
+        self.compiled_early = False  # by sensor/kernel/precompile.py, while the CLI loaded
 
     # --- start ---------------------------------------------------------------
 
-    def start(self, sink: RecordSink) -> dict[str, str]:
-        wanted = UNITS + ((EXEC_ARGS_UNIT,) if self.cfg.exec_args == "tracepoint" else ())
+    def plan(self) -> tuple[str, tuple[str, ...]]:
+        """What start() compiles, decided from the configuration and the
+        probe: the units (self.units, and in self.status why any is left
+        out), the source text and the compiler flags. Also run by the early
+        compile (sensor/kernel/precompile.py), which starts from the same
+        inputs before the CLI has loaded; its result is used only for the
+        same text and flags."""
+        wanted = wanted_units(self.cfg.exec_args)
         if not self.cfg.packet_send_reports:
             wanted = tuple(u for u in wanted if u.name != "packet")
             for u in UNITS:
@@ -245,40 +257,57 @@ class BccSource:
         btf.prefetch({(btf.KIND_FUNC, _LSM_PROBE_HOOK), *btf.SOCK_SEND_TYPES, *unixconnect.BTF_TYPES})
         root = bpf_dir()
         flags = cflags(self.cfg, self.use_ringbuf, root, self.report.kernel_release)
-        socket_unit = any(u.name == "socket" for u in self.units)
-        if socket_unit:
+        self._socket_unit = any(u.name == "socket" for u in self.units)
+        if self._socket_unit:
             self.lsm = lsm_problem()
             if not self.lsm:
                 flags.append("-DSL_SOCKET_LSM=1")
-        if any(u.name == "packet" for u in self.units) and not socket_unit:
+        if any(u.name == "packet" for u in self.units) and not self._socket_unit:
             self.units = [u for u in self.units if u.name != "packet"]  # it needs socket.bpf.c
             for tp in next(u for u in wanted if u.name == "packet").tracepoints:
                 self.status[tp] = "unavailable: the socket unit is not loaded"
-        packet = any(u.name == "packet" for u in self.units)  # after the removal above
-        packet_layout, no_btf = None, ""
-        if packet:
-            packet_layout, no_btf = self._packet_send_layout()
-            if packet_layout is not None:
+        self._packet = any(u.name == "packet" for u in self.units)  # after the removal above
+        self._packet_layout, self._no_btf = None, ""
+        if self._packet:
+            self._packet_layout, self._no_btf = self._packet_send_layout()
+            if self._packet_layout is not None:
                 flags += [
                     "-DSL_PACKET_BTF=1",
-                    f"-DSL_SKC_FAMILY_OFF={packet_layout.family_offset}",
-                    f"-DSL_SK_PROTOCOL_OFF={packet_layout.protocol_offset}",
+                    f"-DSL_SKC_FAMILY_OFF={self._packet_layout.family_offset}",
+                    f"-DSL_SK_PROTOCOL_OFF={self._packet_layout.protocol_offset}",
                 ]
-        text = assemble_source(root, [u.source for u in self.units])
+        return assemble_source(root, [u.source for u in self.units]), tuple(flags)
+
+    def compile(self, plan: tuple[str, tuple[str, ...]]) -> None:
+        """bcc's compile of a plan, which also loads and attaches the
+        tracepoint programs (most of the start: bench/bench_startup.py)."""
+        text, flags = plan
+        t = time.monotonic()
         try:
-            self.b = BPF(text=text.encode(), cflags=flags)
+            self.b = BPF(text=text.encode(), cflags=list(flags))
         except Exception as e:
             raise SluiceError(
                 f"compiling or loading the BPF programs failed: {e}",
                 hint="the compiler output above says why; check that the kernel build tree "
                 "(/lib/modules/$(uname -r)/build) comes from `sudo make setup`",
             ) from None
+        self.compile_seconds = round(time.monotonic() - t, 3)
+
+    def start(self, sink: RecordSink) -> dict[str, str]:
+        plan = self.plan()
+        early = precompile.take(plan)
+        if early is not None:
+            self.b, self.compile_seconds = early
+            self.compiled_early = True
+        else:
+            self.compile(plan)
+        packet, socket_unit = self._packet, self._socket_unit
         for u in self.units:
             for tp in u.tracepoints:
                 if tp != PACKET_SEND_TRACEPOINT:
                     self.status[tp] = "attached"
         if packet:
-            self._attach_packet_send(packet_layout, no_btf)
+            self._attach_packet_send(self._packet_layout, self._no_btf)
         if socket_unit:
             # bcc attached lsm__socket_create when it was compiled in
             self.status["socket_lsm"] = (
@@ -297,6 +326,7 @@ class BccSource:
             )
             self._init_packet_guard()
         self._tick_clock()  # before the programs that read it are attached
+        assert self.b is not None
         # the per-CPU caches' hash seed (bpf/lib/common.bpf.h): unknown to
         # a sender, so it can neither aim collisions nor forge an entry check
         self.b["sl_seed"][ct.c_int(0)] = ct.c_uint64(int.from_bytes(os.urandom(8), "little"))
@@ -664,6 +694,9 @@ class BccSource:
 
     def lost_records(self) -> int:
         return self._lost
+
+    def compile_info(self) -> dict[str, float | bool]:
+        return {"seconds": self.compile_seconds, "early": self.compiled_early}
 
     def program_costs(self) -> list[ProgramCost]:
         if self.b is None:

@@ -34,6 +34,10 @@ class EventSource(Protocol):
     def program_costs(self) -> list[ProgramCost]:
         """Run count and run time of each loaded BPF program (kernel bpf_stats)."""
 
+    def compile_info(self) -> dict[str, float | bool]:
+        """The BPF compile at start: its seconds, and whether it ran early,
+        while the CLI loaded (sensor/kernel/precompile.py)."""
+
     def quota_overflows(self) -> list[QuotaOverflow]:
         """Cgroups over their flow or event quota in the window just drained."""
 
@@ -114,6 +118,9 @@ class ReplaySource:
 
     def program_costs(self) -> list[ProgramCost]:
         return []
+
+    def compile_info(self) -> dict[str, float | bool]:
+        return {"seconds": 0.0, "early": False}
 
     def quota_overflows(self) -> list[QuotaOverflow]:
         return self.overflows.pop(0) if self.overflows else []

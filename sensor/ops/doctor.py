@@ -55,7 +55,7 @@ def _docker_ping(path: str, timeout: float) -> str | None:
 
 
 def run_checks(cfg: Config, load_programs: bool = True) -> list[Check]:
-    from sensor.kernel.hooks import EXEC_ARGS_UNIT, UNITS
+    from sensor.kernel.hooks import wanted_units
     from sensor.kernel.probe import probe
 
     checks: list[Check] = []
@@ -96,7 +96,7 @@ def run_checks(cfg: Config, load_programs: bool = True) -> list[Check]:
             )
         )
         have_bcc = False
-    units = UNITS + ((EXEC_ARGS_UNIT,) if cfg.kernel.exec_args == "tracepoint" else ())
+    units = wanted_units(cfg.kernel.exec_args)
     try:
         rep = probe(cfg.kernel.mount_tracefs and root, units)
     except SluiceError as e:

@@ -133,6 +133,7 @@ def test_bad_config_names_file_and_line(base: Path) -> None:
     r = subprocess.run([SLUICE, "run", "-c", str(bad)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 2
     assert f"{bad}:5:" in r.stderr and "sample_bytes" in r.stderr
+    assert "Traceback" not in r.stderr  # the early compile met the same error first, silently
 
 
 def test_image_is_the_test_image(docker: Docker) -> None:
@@ -198,3 +199,72 @@ def test_the_assembled_lsm_probe_agrees_with_a_bcc_compiled_lsm_program(base: Pa
         assert assembled.startswith("the kernel refused a BPF LSM program") or "not an active LSM" in assembled
     names = subprocess.run(["bpftool", "prog", "show"], capture_output=True, text=True, check=True).stdout
     assert "sl_lsm_probe" not in names, "the probe stayed loaded"
+
+
+def test_sluice_run_begins_its_bpf_compile_before_the_cli_loads(base: Path, docker: Docker) -> None:
+    """`sluice run` starts bcc's compile first (control/entry.py) and the
+    loader takes its result: the status says so. (Every other test that
+    starts `sluice run` then runs on the early-compiled programs.)"""
+    s = SensorProc(base, docker.sock, name="early")
+    s.start()
+    try:
+        st = json.loads(s.status("--json").stdout)
+        assert st["bpf_compile"]["early"] is True, st["bpf_compile"]
+        assert st["bpf_compile"]["seconds"] > 0
+        assert "begun before the CLI loaded" in s.status().stdout
+        assert all(v == "attached" for k, v in st["hooks"].items() if k in ("egress", "connect4", "ingress")), st
+    finally:
+        s.stop()
+
+
+def test_an_early_compile_is_used_only_for_the_same_plan_and_closed_otherwise(base: Path) -> None:
+    """In this process, the real compile: an early compile for another
+    [kernel] table (another sample size, so other compiler flags) is
+    closed, its programs unloaded, and the loader compiles its own; one for
+    the same configuration is taken as it is and delivers events."""
+    from sensor.config import default_config
+    from sensor.kernel import events as E
+    from sensor.kernel import precompile
+    from sensor.kernel.loader import BccSource
+    from sensor.kernel.probe import probe
+
+    def start(records: list[bytes]) -> tuple[BccSource, set[int]]:
+        before = _all_prog_ids()
+        src = BccSource(default_config().kernel, probe(True, UNITS))
+        src.start(records.append)
+        return src, _all_prog_ids() - before
+
+    plain, plain_ids = start([])
+    plain.close()
+    assert plain_ids and not plain.compiled_early
+
+    other = base / "other-kernel.toml"
+    other.write_text("[kernel]\nsample_bytes = 32\n")
+    precompile.begin(str(other))
+    assert precompile._thread is not None, "no early compile began"
+    mismatched, ids = start([])
+    try:
+        assert not mismatched.compiled_early
+        assert len(ids) == len(plain_ids), "the discarded early compile left programs loaded"
+    finally:
+        mismatched.close()
+
+    precompile.begin(None)  # the embedded defaults, as the loader's
+    assert precompile._thread is not None, "no early compile began"
+    records: list[bytes] = []
+    early, ids = start(records)
+    try:
+        assert early.compiled_early and early.compile_seconds > 0
+        assert len(ids) == len(plain_ids)
+        child = subprocess.Popen(["/bin/true"])
+        child.wait()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            early.poll(100)
+            execs = [e for e in map(E.decode, records) if isinstance(e, E.ExecEvent) and e.hdr.pid == child.pid]
+            if execs:
+                break
+        assert execs, "no exec event from the early-compiled programs"
+    finally:
+        early.close()
+    assert not (_all_prog_ids() & ids), "programs left after close"
