@@ -7,6 +7,9 @@ The sensor's programs (the real BccSource: every unit, as `sluice run`
 loads them) run together with an EMPTY cgroup_skb ingress program (the
 floor: nothing on that hook costs less) over the same packets:
 
+- the same loads with kernel.count_received = false (the DNS-only ingress:
+  a packet not from port 53 returns after its header parse), sl_ingress
+  against the floor of that run;
 - udp64 / tcp16k: iperf3 over loopback (each packet passes egress on the
   sender and ingress on the receiver): ns per run of sl_ingress vs the
   floor, of a program that only makes sl_ingress's one fast-path helper
@@ -24,6 +27,7 @@ Medians over rounds. Usage (root, under the benchmark lock):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import socket
@@ -109,15 +113,17 @@ def floor() -> Iterator[tuple[Any, Any]]:
 
 
 @contextmanager
-def sensor(with_ingress: bool) -> Iterator[Any]:
-    """The real programs (BccSource), drained by a thread like the sensor's loop."""
+def sensor(with_ingress: bool, count_received: bool = True) -> Iterator[Any]:
+    """The real programs (BccSource), drained by a thread like the sensor's
+    loop; count_received=False: the DNS-only ingress (kernel.count_received)."""
     import sensor.kernel.loader as L
     from sensor.kernel.loader import BccSource
     from sensor.kernel.probe import probe
 
     units = H.UNITS if with_ingress else tuple(u for u in H.UNITS if u.name != "ingress")
     with mock.patch.object(H, "UNITS", units), mock.patch.object(L, "UNITS", units):
-        src = BccSource(default_config().kernel, probe(True, units))
+        kc = dataclasses.replace(default_config().kernel, count_received=count_received)
+        src = BccSource(kc, probe(True, units))
         src.start(lambda _r: None)
     stop = threading.Event()
 
@@ -230,6 +236,17 @@ def main() -> None:
                 th.join(2)
                 st = src.kernel_stats()
                 add("dns_truncated", st.get("dns_responses_truncated", 0))
+            # 1b. the DNS-only ingress (kernel.count_received = false), same way
+            with sensor(True, count_received=False) as src, floor() as (fl, _fl_sk), bpf_stats(True):
+                fds = {"sl_ingress_dns_only": prog_fd(src, "ingress"), "floor_dns_only_run": fl.fd}
+                for load in ("udp64", "tcp16k"):
+                    before = {k: fdinfo(fd) for k, fd in fds.items()}
+                    iperf(load, a.seconds, 5299)
+                    for k, fd in fds.items():
+                        ns, cnt = fdinfo(fd)
+                        dn, dc = ns - before[k][0], cnt - before[k][1]
+                        if dc:
+                            add(f"{load}.{k}.ns_per_run", dn / dc)
             # 2. rates, bpf_stats off: none / sensor without ingress / with
             for label, ctx in (("none", None), ("no_ingress", False), ("with_ingress", True)):
                 if ctx is None:
@@ -251,6 +268,10 @@ def main() -> None:
         if f"{load}.floor.ns_per_run" in med and f"{load}.sl_ingress.ns_per_run" in med:
             med[f"{load}.sl_ingress.minus_floor_ns"] = round(
                 med[f"{load}.sl_ingress.ns_per_run"] - med[f"{load}.floor.ns_per_run"], 2
+            )
+        if f"{load}.floor_dns_only_run.ns_per_run" in med and f"{load}.sl_ingress_dns_only.ns_per_run" in med:
+            med[f"{load}.sl_ingress_dns_only.minus_floor_ns"] = round(
+                med[f"{load}.sl_ingress_dns_only.ns_per_run"] - med[f"{load}.floor_dns_only_run.ns_per_run"], 2
             )
         if f"{load}.floor.ns_per_run" in med and f"{load}.floor_sk_storage.ns_per_run" in med:
             med[f"{load}.floor_sk_storage.minus_floor_ns"] = round(

@@ -20,10 +20,18 @@
  *    SL_EV_DNS event, at most SL_SAMPLE_MAX_DNS_PER_FLOW_WINDOW per flow per
  *    window (the rest counted), so user space can bind names to addresses.
  *
+ * With kernel.count_received = false (SL_COUNT_RX 0) only the second: a
+ * packet not from port 53 returns after its header parse.
+ *
  * IPv6 extension headers are walked by sl_skip_ipv6_ext() from
  * egress.bpf.c: this unit is assembled after it (sensor/kernel/hooks.py).
  * No kernel struct is read. The program always returns 1 (allow).
  */
+
+/* kernel.count_received (the loader sets 0 for false) */
+#ifndef SL_COUNT_RX
+#define SL_COUNT_RX 1
+#endif
 
 struct sl_l3l4_in {
 	__u8 saddr[16] __attribute__((aligned(8)));  /* compared as two __u64 */
@@ -203,6 +211,12 @@ int sl_ingress(struct __sk_buff *skb)
 		if (sl_parse_in(skb, &p) < 0)
 			return 1;
 	}
+#if !SL_COUNT_RX
+	/* kernel.count_received = false: DNS answers only; every other packet
+	 * leaves after its header parse, before any helper call. */
+	if (p.sport != 53)
+		return 1;
+#endif
 	/* Fast path: one helper call (the socket's storage), then an inlined
 	 * array read for the window and one for the counters. */
 	__u32 epoch = sl_current_epoch();

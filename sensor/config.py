@@ -56,6 +56,7 @@ class KernelSection:
     max_samples_per_flow_window: int
     max_dns_samples_per_flow_window: int
     udp_send_dedup_ms: int
+    count_received: bool
     flow_quota_per_cgroup: int
     event_quota_per_cgroup: int
     exec_args: str

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -77,34 +78,95 @@ _FORGING = (
 )
 
 
+def _host_netns(proc: str) -> int | None:
+    """The host's network namespace: pid 1's (the sensor runs with the
+    host's pid namespace, not always its network namespace: the DaemonSet
+    does not); where pid 1's link cannot be read even by root (a sandboxed
+    pid 1), the sensor's own."""
+    for who in ("1", "self"):
+        try:
+            return os.stat(f"{proc}/{who}/ns/net").st_ino
+        except OSError:
+            continue
+    return None
+
+
+def _net_files(pid: int, proc: str) -> Iterator[tuple[str, str, Callable[[str], bool], str | None]]:
+    """(file, what it holds, the test, its text or None when unreadable) for each of _FORGING."""
+    for name, what, has in _FORGING:
+        try:
+            with open(f"{proc}/{pid}/net/{name}") as f:
+                yield name, what, has, f.read()
+        except OSError:
+            yield name, what, has, None
+
+
+def _forging_in(pid: int, proc: str) -> str | None:
+    for _name, what, has, text in _net_files(pid, proc):
+        if text is not None and has(text):
+            return what
+    return None
+
+
 def forging_socket(pid: int, proc: str = "/proc") -> str | None:
     """A socket in the network namespace of `pid` that could answer its
     DNS queries with anything (sensor/telemetry/names.py FlowNamer.distrust):
     one on port 53, raw or packet. None when there is none, or the namespace
     is the host's (a host-network container: the host's resolver and DHCP
-    client are not the container's). The host's is pid 1's (the sensor
-    runs with the host's pid namespace, not always its network namespace:
-    the DaemonSet does not); where pid 1's link cannot be read even by root
-    (a sandboxed pid 1), the sensor's own."""
-    host = None
-    for who in ("1", "self"):
-        try:
-            host = os.stat(f"{proc}/{who}/ns/net").st_ino
-            break
-        except OSError:
-            continue
+    client are not the container's)."""
+    host = _host_netns(proc)
     try:
         if host is None or os.stat(f"{proc}/{pid}/ns/net").st_ino == host:
             return None
     except OSError:
         return None
-    for name, what, has in _FORGING:
-        try:
-            with open(f"{proc}/{pid}/net/{name}") as f:
-                if has(f.read()):
-                    return what
-        except OSError:
+    return _forging_in(pid, proc)
+
+
+def cgroup_pids(cgroup_dir: str, limit: int = 4096) -> list[int] | None:
+    """The processes of a cgroup and its sub-cgroups; None when there are
+    more than `limit` or the cgroup cannot be read (gone, or not a cgroup)."""
+    out: list[int] = []
+    if not os.path.isfile(os.path.join(cgroup_dir, "cgroup.procs")):
+        return None
+    for d, _subdirs, files in os.walk(cgroup_dir):
+        if "cgroup.procs" not in files:
             continue
+        try:
+            with open(os.path.join(d, "cgroup.procs")) as f:
+                out += [int(x) for x in f.read().split()]
+        except (OSError, ValueError):
+            return None
+        if len(out) > limit:
+            return None
+    return out
+
+
+def forging_unseen(pids: list[int], proc: str = "/proc") -> str | None:
+    """Why these processes could still answer DNS queries with anything
+    (a forging socket in one of their network namespaces, or a namespace
+    that cannot be told apart from the host's or read), or None when every
+    one of their namespaces was read and holds none. Stricter than
+    forging_socket: a host-network container is never found clean (its
+    sockets are the host's), and what cannot be read counts against."""
+    host = _host_netns(proc)
+    if host is None:
+        return "the host's network namespace cannot be read"
+    seen: dict[int, int] = {}  # netns inode -> a pid in it
+    for pid in pids:
+        try:
+            ino = os.stat(f"{proc}/{pid}/ns/net").st_ino
+        except OSError:
+            continue  # exited
+        if ino == host:
+            return "it shares the host's network namespace"
+        seen.setdefault(ino, pid)
+    for pid in seen.values():
+        for name, what, has, text in _net_files(pid, proc):
+            if text is None:
+                return f"/proc/{pid}/net/{name} could not be read"
+            if has(text):
+                return f"it holds {what}"
     return None
 
 

@@ -343,6 +343,7 @@ class Sensor:
             on_member=self.source.set_quota_charge, on_cgroups_removed=self.source.forget_quota_charges
         )
         self.hooks = self.source.start(self.pipeline.handle_raw)
+        self.pipeline.counts_received = self.source.counts_received()
         self.registry.note_existing()
         self.pipeline.scan_existing_forgers()
         self._setup_containment()

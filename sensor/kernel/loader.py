@@ -162,6 +162,8 @@ def cflags(cfg: KernelSection, use_ringbuf: bool, root: Path, kernel_release: st
     ]
     if use_ringbuf:
         flags.append("-DSL_USE_RINGBUF=1")
+    if not cfg.count_received:
+        flags.append("-DSL_COUNT_RX=0")
     # bpf_sk_storage_get takes any socket pointer from 5.11; before, only a
     # full socket (one more helper call per packet).
     if kernel_version(kernel_release or os.uname().release) < (5, 11):
@@ -465,6 +467,8 @@ class BccSource:
                         continue
                     self._attachments.append(_Attachment(cp.hook, fn, cp.attach_type, self._cgroup_fd, None))
                     self.status[cp.hook] = "attached (prog_attach)"
+        if not self.cfg.count_received and self.status.get("ingress", "").startswith("attached"):
+            self.status["ingress"] += " (DNS answers only: kernel.count_received = false)"
         if not self._attachments:
             raise SluiceError(
                 "no cgroup program could be attached",
@@ -694,6 +698,9 @@ class BccSource:
 
     def lost_records(self) -> int:
         return self._lost
+
+    def counts_received(self) -> bool:
+        return self.cfg.count_received and self.status.get("ingress", "").startswith("attached")
 
     def compile_info(self) -> dict[str, float | bool]:
         return {"seconds": self.compile_seconds, "early": self.compiled_early}

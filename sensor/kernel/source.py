@@ -34,6 +34,11 @@ class EventSource(Protocol):
     def program_costs(self) -> list[ProgramCost]:
         """Run count and run time of each loaded BPF program (kernel bpf_stats)."""
 
+    def counts_received(self) -> bool:
+        """Flows carry what their destination sent back (the ingress program
+        is attached and kernel.count_received is on); else their received
+        counts are not zeros but unknown."""
+
     def compile_info(self) -> dict[str, float | bool]:
         """The BPF compile at start: its seconds, and whether it ran early,
         while the CLI loaded (sensor/kernel/precompile.py)."""
@@ -118,6 +123,9 @@ class ReplaySource:
 
     def program_costs(self) -> list[ProgramCost]:
         return []
+
+    def counts_received(self) -> bool:
+        return True
 
     def compile_info(self) -> dict[str, float | bool]:
         return {"seconds": 0.0, "early": False}

@@ -259,8 +259,16 @@ def _window(d: Document, start: float, end: float) -> None:
 
 
 def flow_summary(
-    host: str, s: FlowSummary, attr: Attribution, process: dict[str, Any] | None, start: float, end: float
+    host: str,
+    s: FlowSummary,
+    attr: Attribution,
+    process: dict[str, Any] | None,
+    start: float,
+    end: float,
+    received: bool = True,
 ) -> Document:
+    """received: the source counted what destinations sent back (else those
+    fields are left out: unknown, not zero)."""
     _cg, ip, port, proto = s.key
     d = event(end, host, "event", ["network"], ["info"], "flow_summary", "sluice.flow", attr)
     _window(d, start, end)
@@ -268,7 +276,8 @@ def flow_summary(
         d["process"] = process
     # the destination's name (SNI, Host or DNS answer) and what it sent back
     d["destination"] = destination_fields(ip, port, s.domain)
-    d["destination"].update({"bytes": s.rx_bytes, "packets": s.rx_packets})
+    if received:
+        d["destination"].update({"bytes": s.rx_bytes, "packets": s.rx_packets})
     if s.sni:
         d["tls"] = {"client": {"server_name": s.sni}}
     if s.http_host:
@@ -281,7 +290,8 @@ def flow_summary(
     d["sluice"]["payload"] = {"bytes": s.payload_bytes, "samples": s.samples, "sampled_bytes": s.sampled_bytes}
     if s.entropy is not None:
         d["sluice"]["payload"]["entropy"] = s.entropy
-    d["sluice"]["payload"]["received_bytes"] = s.rx_payload_bytes
+    if received:
+        d["sluice"]["payload"]["received_bytes"] = s.rx_payload_bytes
     if s.byte_classes is not None:
         # bytes per class (sensor/telemetry/classify.py) and what was recognised
         d["sluice"]["payload"]["encrypted_bytes"] = s.encrypted_bytes

@@ -246,8 +246,10 @@ class NameMap:
     def __init__(self, min_hold_s: float = MIN_HOLD_S, max_names: int = MAX_NAMES_PER_CGROUP) -> None:
         self.min_hold_s = min_hold_s
         self.max_names = max_names
-        self._by_cg: OrderedDict[int, OrderedDict[str, tuple[str, float, str]]] = OrderedDict()
-        self._vouched: dict[int, OrderedDict[str, dict[str, tuple[float, str]]]] = {}
+        # address -> (name, expiry, resolver, received at)
+        self._by_cg: OrderedDict[int, OrderedDict[str, tuple[str, float, str, float]]] = OrderedDict()
+        # address -> registered domain -> (expiry, resolver, received at)
+        self._vouched: dict[int, OrderedDict[str, dict[str, tuple[float, str, float]]]] = {}
 
     def add(self, cgroup_id: int, answers: list[Answer], now: float, resolver: str) -> None:
         m = self._by_cg.get(cgroup_id)
@@ -262,7 +264,7 @@ class NameMap:
             v = self._vouched[cgroup_id] = OrderedDict()
         for a in answers:
             until = now + max(float(a.ttl), self.min_hold_s)
-            m[a.address] = (a.name, until, resolver)
+            m[a.address] = (a.name, until, resolver, now)
             m.move_to_end(a.address)
             if not resolver:
                 continue
@@ -274,7 +276,7 @@ class NameMap:
             for n in (a.name, *a.chain):
                 d = registered_domain(n)
                 doms.pop(d, None)
-                doms[d] = (until, resolver)
+                doms[d] = (until, resolver, now)
             while len(doms) > MAX_VOUCHED_PER_ADDRESS:
                 del doms[next(iter(doms))]
         while len(m) > self.max_names:
@@ -282,19 +284,20 @@ class NameMap:
         while len(v) > self.max_names:
             v.popitem(last=False)
 
-    def vouches(self, cgroup_id: int, address: str, name: str, now: float) -> str:
-        """The resolver whose answer to this cgroup (not expired) gave
-        `address` a name of `name`'s registered domain; "" when none did."""
+    def vouches(self, cgroup_id: int, address: str, name: str, now: float) -> tuple[str, float] | None:
+        """(resolver, received at) of the answer to this cgroup (not
+        expired) that gave `address` a name of `name`'s registered domain;
+        None when none did."""
         per = self._vouched.get(cgroup_id)
         doms = per.get(address) if per is not None else None
         if not doms:
-            return ""
+            return None
         e = doms.get(registered_domain(name))
-        return e[1] if e is not None and e[0] >= now else ""
+        return (e[1], e[2]) if e is not None and e[0] >= now else None
 
-    def lookup(self, cgroup_id: int, address: str, now: float) -> tuple[str, str] | None:
-        """(name, resolver) of the latest answer for the address; resolver
-        "" when that answer vouches for nothing."""
+    def lookup(self, cgroup_id: int, address: str, now: float) -> tuple[str, str, float] | None:
+        """(name, resolver, received at) of the latest answer for the
+        address; resolver "" when that answer vouches for nothing."""
         m = self._by_cg.get(cgroup_id)
         if not m:
             return None
@@ -304,7 +307,7 @@ class NameMap:
         if e[1] < now:
             del m[address]
             return None
-        return e[0], e[2]
+        return e[0], e[2], e[3]
 
     def forget(self, cgroup_ids: set[int]) -> None:
         for cg in cgroup_ids:
@@ -455,7 +458,11 @@ class FlowNamer:
     (127.0.0.11, a resolver's address with IP_TRANSPARENT: Docker grants
     CAP_NET_RAW) on port 53; one that lost kernel events to its quota may
     have done so unseen. Its answers (`distrust`), those received before
-    the distrust too, name addresses but vouch for nothing. Which resolver answered is kept with
+    the distrust too, name addresses but vouch for nothing, until the
+    sensor has read every network namespace of the container and found no
+    such socket left (`clear`, from the pipeline's rescan): answers received
+    from then on vouch again, those from before never do, and a new report
+    distrusts it again. Which resolver answered is kept with
     each vouch: the detector also requires the workload to have learned it
     (sensor/detect/rule.py Context.resolver_known), so a resolver the
     attacker runs elsewhere vouches for nothing either."""
@@ -470,13 +477,14 @@ class FlowNamer:
         self.owners = owners
         self._sni: _LRU = _LRU(MAX_FLOW_NAMES)
         self._host: _LRU = _LRU(MAX_FLOW_NAMES)
-        # a flow keeps its DNS name: key -> (name, resolver)
+        # a flow keeps its DNS name: key -> (name, resolver, received at)
         self._dns_named: _LRU = _LRU(MAX_FLOW_NAMES)
         # a flow keeps the vouch its claimed name once had (a long-lived
         # connection outlives the answer's hold time), while the name
-        # stays: key -> (name, resolver)
+        # stays: key -> (name, resolver, received at)
         self._vouched_name: _LRU = _LRU(MAX_FLOW_NAMES)
-        # cgroup or container -> why its DNS answers vouch for nothing
+        # cgroup or container -> [why its DNS answers vouch for nothing,
+        # since when they vouch again (None: not yet)]
         self._distrusted: _LRU = _LRU(MAX_CGROUPS)
         self.counts: dict[str, int] = {
             "dns_responses": 0,
@@ -484,32 +492,53 @@ class FlowNamer:
             "dns_unparsed": 0,
             "dns_answers_unvouched": 0,  # from a distrusted cgroup
             "dns_distrusted_cgroups": 0,
+            "dns_distrust_cleared": 0,  # found with no forging socket left
             "sni": 0,
             "http_host": 0,
         }
 
     def distrust(self, cgroup_id: int, reason: str) -> bool:
         """From now on the DNS answers of the cgroup, and of every cgroup of
-        its container, vouch for nothing (it could forge them). True the
-        first time."""
+        its container, vouch for nothing (it could forge them), whenever
+        they were received. True the first time, and again for one that had
+        been cleared."""
         new = False
         for k in self.owners(cgroup_id):
-            if k not in self._distrusted:
-                self._distrusted.put(k, reason)
+            e = self._distrusted.get(k)
+            if e is None:
+                self._distrusted.put(k, [reason, None])
+                new = True
+            elif e[1] is not None:
+                e[0], e[1] = reason, None
                 new = True
         if new:
             self.counts["dns_distrusted_cgroups"] += 1
         return new
 
-    def distrusted(self, cgroup_id: int) -> str | None:
-        """Why the cgroup's DNS answers vouch for nothing, or None."""
+    def distrusted(self, cgroup_id: int, at: float | None = None) -> str | None:
+        """Why the cgroup's DNS answers received at `at` (None: from now on)
+        vouch for nothing, or None when they vouch."""
         if not self._distrusted:
             return None  # the common case, without asking whose the cgroup is
         for k in self.owners(cgroup_id):
-            v = self._distrusted.get(k)
-            if isinstance(v, str):
-                return v
+            e = self._distrusted.get(k)
+            if isinstance(e, list) and (e[1] is None or (at is not None and at < e[1])):
+                return str(e[0])
         return None
+
+    def uncleared(self) -> list[Hashable]:
+        """The owners (cgroup ids, container ids) still distrusted from now
+        on: what the pipeline's rescan looks at, oldest distrust first."""
+        return [k for k, e in self._distrusted.items() if e[1] is None]
+
+    def clear(self, owner: Hashable, since: float) -> None:
+        """The rescan read every network namespace of this owner at `since`
+        and found no socket that could forge answers: its answers received
+        from then on vouch again. Those from before never do."""
+        e = self._distrusted.get(owner)
+        if isinstance(e, list) and e[1] is None:
+            e[1] = since
+            self.counts["dns_distrust_cleared"] += 1
 
     def on_dns(self, cgroup_id: int, data: bytes, transport: int, now: float, resolver: str) -> list[Answer]:
         """A DNS response `resolver` (its source address) sent the cgroup."""
@@ -521,7 +550,7 @@ class FlowNamer:
             return []
         self.counts["dns_answers"] += len(answers)
         if answers:
-            if self.distrusted(cgroup_id) is not None:
+            if self.distrusted(cgroup_id, now) is not None:
                 self.counts["dns_answers_unvouched"] += len(answers)
                 resolver = ""
             self.dns.add(cgroup_id, answers, now, resolver)
@@ -556,21 +585,22 @@ class FlowNamer:
         Host (anything inside the container can send any) by an answer the
         container received that gave the address a name of the same
         registered domain."""
-        if self.distrusted(key[0]) is not None:
-            # also what it received before the distrust was known: an
-            # AF_PACKET socket is reported after its first send returns,
-            # and a frame sent on loopback is delivered during that send
-            return ""
+        # Each vouch is judged by when its answer arrived: a distrust covers
+        # what the cgroup received before it was known too (an AF_PACKET
+        # socket is reported after its first send returns, and a frame sent
+        # on loopback is delivered during that send), until it is cleared.
         if source == DNS_ANSWER:
             kept = self._dns_named.get(key)
-            return kept[1] if isinstance(kept, tuple) and kept[0] == name else ""
-        kept = self._vouched_name.get(key)
-        if isinstance(kept, tuple) and kept[0] == name:
-            return str(kept[1])
-        resolver = self.dns.vouches(key[0], key[1], name, now)
-        if resolver:
-            self._vouched_name.put(key, (name, resolver))
-        return resolver
+        else:
+            kept = self._vouched_name.get(key)
+            if not (isinstance(kept, tuple) and kept[0] == name):
+                got = self.dns.vouches(key[0], key[1], name, now)
+                kept = (name, *got) if got is not None else None
+                if kept is not None:
+                    self._vouched_name.put(key, kept)
+        if not (isinstance(kept, tuple) and kept[0] == name and kept[1]):
+            return ""
+        return "" if self.distrusted(key[0], kept[2]) is not None else str(kept[1])
 
     def dns_answer(self, cgroup_id: int, address: str, now: float) -> tuple[str, str] | None:
         """(name, resolver) of the cgroup's latest answer for the address;
@@ -578,9 +608,9 @@ class FlowNamer:
         e = self.dns.lookup(cgroup_id, address, now)
         if e is None:
             return None
-        if e[1] and self.distrusted(cgroup_id) is not None:
+        if e[1] and self.distrusted(cgroup_id, e[2]) is not None:
             return e[0], ""
-        return e
+        return e[0], e[1]
 
     def name(self, key: FlowKey, now: float) -> tuple[str, str] | None:
         """(name, source) of a flow: source is "sni", "http_host" or "dns"."""

@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 
 from sensor.attribution.containers import Attribution, Attributor
-from sensor.attribution.netmap import NetMap, first_pid, forging_socket
+from sensor.attribution.netmap import NetMap, cgroup_pids, first_pid, forging_socket, forging_unseen
 from sensor.attribution.registry import ContainerRegistry
 from sensor.attribution.workload import workload_of
 from sensor.detect.view import (
@@ -81,6 +81,8 @@ Emit = Callable[[dict[str, Any]], None]
 HOST_KEY = "host"
 MAX_CONNECT_VIEWS = 64  # per (cgroup, destination) per window, for the rules
 MAX_EXEC_VIEWS = 16  # per (cgroup, executable) per window
+# distrusted DNS owners whose namespaces are read per window (recheck_distrust)
+MAX_DISTRUST_RECHECKS = 32
 MANY_PROCESSES = 8192  # live processes beyond which command lines are read at 256 bytes
 MAX_VIEWS_PER_CGROUP = 4096  # connects and execs per cgroup per window, all keys together
 # Exited processes stay known while a flow may still name them: the window
@@ -249,6 +251,7 @@ class Pipeline:
             "forgers_unreported": 0,
             # containers holding such a socket when the sensor started
             "forgers_at_start": 0,
+            "forgers_rechecked": 0,  # distrusted owners whose namespaces were read again
         }
         self.last_decode_error = ""
         self.top: list[dict[str, Any]] = []
@@ -270,6 +273,10 @@ class Pipeline:
         # told of every cgroup that reports going over a quota (the source
         # reads its counts when the window closes)
         self.on_quota: Callable[[int], None] = lambda _cgroup_id: None
+        self._recheck_turn = 0  # where recheck_distrust's next turn starts
+        # set by the runner from the source (EventSource.counts_received):
+        # without ingress counts, flow documents leave them out, not zero
+        self.counts_received = True
 
     # --- input -------------------------------------------------------------
 
@@ -505,6 +512,36 @@ class Pipeline:
                 self.counts["forgers_at_start"] += 1
                 self.names.distrust(life.cgroup_id, f"{why} when the sensor started")
 
+    def recheck_distrust(self, proc: str = "/proc") -> None:
+        """Distrusted containers (and cgroups) whose every network namespace
+        holds no socket that could forge DNS answers any more, read from
+        /proc as at start: their answers from now on vouch again
+        (FlowNamer.clear). One on the host's network namespace, or that
+        cannot be read, stays distrusted; so does one that holds such a
+        socket. A socket made and closed between two reads was reported
+        when it was made, which distrusts again. At most
+        MAX_DISTRUST_RECHECKS per window, in turn, so that owners that never
+        clear cannot keep the others from their turn."""
+        owners = self.names.uncleared()
+        if not owners:
+            return
+        n = min(len(owners), MAX_DISTRUST_RECHECKS)
+        first = self._recheck_turn % len(owners)
+        self._recheck_turn += n
+        since = time.time()  # before the reads: what they miss was reported
+        for owner in (owners + owners)[first : first + n]:
+            self.counts["forgers_rechecked"] += 1
+            cg: int | None = None
+            if isinstance(owner, str):
+                life = self.registry.get(owner)
+                cg = life.cgroup_id if life is not None else None
+            elif isinstance(owner, int):
+                cg = owner
+            d = self.attributor.cgroup_dir(self.attributor.attribute(cg)) if cg is not None else None
+            pids = cgroup_pids(d) if d is not None else None
+            if pids is not None and forging_unseen(pids, proc) is None:
+                self.names.clear(owner, since)
+
     def note_unreported(self, cgroup_ids: list[int]) -> None:
         """Cgroups whose port 53 bind or raw/packet socket the kernel could
         not report (event quota, full ring buffer): they could forge DNS
@@ -585,6 +622,7 @@ class Pipeline:
         `overflows`: cgroups over their fair share; the traffic they sent
         past their flow quota counts in their container's totals."""
         self.counts["windows"] += 1
+        self.recheck_distrust()
         summaries, execs, hists = self.window.close(flows)
         self.counts["senders_capped"] = self.window.senders_capped
         for s in summaries:
@@ -621,7 +659,7 @@ class Pipeline:
                 c.histogram.merge(h)
             if self.events:
                 proc = self._known_process(s.pid, s.comm or "") if s.pid is not None else None
-                self._out(documents.flow_summary(self.host_name, s, a, proc, start, end))
+                self._out(documents.flow_summary(self.host_name, s, a, proc, start, end, self.counts_received))
         for cgid, n in execs.items():
             a = attr_of(cgid)
             c = per.setdefault(key_of(a), ContainerSummary())
@@ -674,7 +712,7 @@ class Pipeline:
         view.start, view.end = start, end
         for c in view.connects:
             # a distrust that arrived after the connect covers it too
-            if c.name_resolver and self.names.distrusted(c.attr.cgroup_id) is not None:
+            if c.name_resolver and self.names.distrusted(c.attr.cgroup_id, c.ts) is not None:
                 c.name_resolver = ""
         if not self.observers:
             return

@@ -371,3 +371,51 @@ def test_a_port_53_socket_held_from_before_the_sensor_started_distrusts(
         assert forgers_at_start("names-start-after") == before + 1
     finally:
         docker.docker("rm", "-f", cid, check=False)
+
+
+# A raw ICMP socket (what `ping` opens as root): it could forge a DNS answer
+# over loopback, so the container is distrusted from its creation on.
+RAW_PL = r"""
+use Socket;
+socket(my $s, PF_INET, SOCK_RAW, 1) or die "raw socket: $!";
+open(my $f, ">", "/tmp/raw-open") or die; close($f);
+sleep($ARGV[0]);
+"""
+
+
+def test_a_distrust_ends_when_the_raw_socket_is_gone_and_not_before(
+    base: Path, docker: Docker, net: SinkNet, sensor: SensorProc
+) -> None:
+    """Two containers open a raw socket, then resolve the service (the
+    sink's DNS server) and upload to it. One closed its socket seconds
+    before: the window's rescan found its namespace clean, so the answer
+    it received afterwards vouches for the name. The other still holds
+    its socket: its answer vouches for nothing."""
+    net.set_names({SVC: [SECOND_IP]})
+    before = _names_count(sensor, "dns_distrust_cleared")
+    raw = put("/tmp/r.pl", RAW_PL)
+    closed = run_container(docker, net, raw + "; perl /tmp/r.pl 1; sleep 5; " + tls_upload(SVC, 100_000), wait=False)
+    held = run_container(
+        docker, net, raw + "; (perl /tmp/r.pl 60 &) ; sleep 6; " + tls_upload(SVC, 100_000), wait=False
+    )
+    try:
+        for cid in (closed, held):
+            sensor.wait_for(
+                lambda x, c=cid: (
+                    action(x) == "flow_summary"
+                    and cid_of(x) == c
+                    and x["destination"]["ip"] == SECOND_IP
+                    and x["destination"].get("domain") == SVC
+                ),
+                timeout=60,
+                what="the named upload",
+            )
+        named = {
+            cid: [x["sluice"]["flow"]["name_vouched"] for x in _flows(sensor, cid) if x["destination"].get("domain")]
+            for cid in (closed, held)
+        }
+        assert named[closed] and all(named[closed]), named
+        assert named[held] and not any(named[held]), named
+        assert _names_count(sensor, "dns_distrust_cleared") > before
+    finally:
+        docker.docker("rm", "-f", closed, held, check=False)

@@ -8,8 +8,10 @@ from pathlib import Path
 from sensor.attribution.netmap import (
     NetMap,
     addresses_of_pid,
+    cgroup_pids,
     first_pid,
     forging_socket,
+    forging_unseen,
     parse_fib_trie_local,
     parse_if_inet6,
 )
@@ -247,3 +249,47 @@ def test_netmap_refresh_without_a_pid_changes_nothing(tmp_path: Path) -> None:
     assert not m.has("c1")
     m.refresh("c2", str(tmp_path / "missing"))
     assert not m.has("c2")
+
+
+def test_forging_unseen_is_strict(tmp_path: Path) -> None:
+    """What clears a distrust (pipeline.recheck_distrust) must read every
+    namespace and find nothing: a forging socket, the host's namespace (a
+    host-network container's sockets are the host's) or a file that cannot
+    be read all say why not."""
+    assert (
+        forging_unseen(
+            [10],
+            proc_tree(
+                tmp_path / "a",
+                10,
+                {n: UDP_HEAD for n in ("udp", "udp6", "tcp", "tcp6", "raw", "raw6")} | {"packet": "sk RefCnt Type\n"},
+            ),
+        )
+        is None
+    )
+    assert (
+        forging_unseen([10], proc_tree(tmp_path / "b", 10, {"udp": UDP_5353})) == "/proc/10/net/udp6 could not be read"
+    )
+    full = {n: UDP_HEAD for n in ("udp", "udp6", "tcp", "tcp6", "raw6")} | {"packet": "sk RefCnt Type\n"}
+    assert forging_unseen([10], proc_tree(tmp_path / "c", 10, full | {"raw": RAW_ONE})) == "it holds a raw socket"
+    assert forging_unseen([10], proc_tree(tmp_path / "d", 10, full | {"raw": UDP_HEAD}, host_ns=True)) == (
+        "it shares the host's network namespace"
+    )
+    root = proc_tree(tmp_path / "e", 10, full | {"raw": UDP_HEAD})
+    assert forging_unseen([10, 11], root) is None  # 11 exited: nothing of it to read
+    assert forging_unseen([], root) is None  # no process left: nothing to forge with
+    (Path(root) / "1" / "ns" / "net").unlink()
+    (Path(root) / "self" / "ns" / "net").unlink()
+    assert forging_unseen([10], root) == "the host's network namespace cannot be read"
+
+
+def test_cgroup_pids_walks_sub_cgroups_within_a_limit(tmp_path: Path) -> None:
+    cg = tmp_path / "ctr"
+    (cg / "sub").mkdir(parents=True)
+    assert cgroup_pids(str(cg)) is None  # not a cgroup
+    (cg / "cgroup.procs").write_text("10\n11\n")
+    (cg / "sub" / "cgroup.procs").write_text("12\n")
+    assert sorted(cgroup_pids(str(cg)) or []) == [10, 11, 12]
+    assert cgroup_pids(str(cg), limit=2) is None
+    (cg / "sub" / "cgroup.procs").write_text("twelve\n")
+    assert cgroup_pids(str(cg)) is None

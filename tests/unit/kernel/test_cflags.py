@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from sensor.config import default_config
@@ -23,3 +24,9 @@ def test_sk_storage_on_any_socket_from_5_11() -> None:
     assert flag in cflags(kc, True, Path("/x"), "5.10.0-28-amd64")
     assert flag not in cflags(kc, True, Path("/x"), "5.11.0")
     assert flag not in cflags(kc, True, Path("/x"), "6.1.0-18-amd64")
+
+
+def test_count_received_off_compiles_the_dns_only_ingress() -> None:
+    kc = default_config().kernel
+    assert "-DSL_COUNT_RX=0" not in cflags(kc, True, Path("/x"), "6.1.0")
+    assert "-DSL_COUNT_RX=0" in cflags(dataclasses.replace(kc, count_received=False), True, Path("/x"), "6.1.0")

@@ -286,3 +286,27 @@ def test_ms_matches_iso_to_the_millisecond() -> None:
         text = iso(ts)
         parsed = dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
         assert ms(ts) == int(parsed.timestamp() * 1000), ts
+
+
+def test_a_source_without_received_counts_leaves_them_out(tmp_path: Path) -> None:
+    """kernel.count_received = false (or no ingress program): a flow's
+    received bytes are unknown, so neither the ECS document nor its OCSF
+    form reports them, rather than a zero that reads as "nothing back"."""
+    root = tmp_path / "cg"
+    root.mkdir()
+    resolver = CgroupResolver(str(root), rescan_interval=0)
+    resolver.scan()
+    docs: list[dict[str, Any]] = []
+    pipe = Pipeline(
+        Attributor(resolver, DockerClient(str(tmp_path / "no-docker.sock"))), docs.append, "n", True, to_wall
+    )
+    flow = FlowCounters(1, "203.0.113.9", 443, 6, 5000, 9, 4000, 1, 1, 2, 1)
+    for counted in (True, False):
+        pipe.counts_received = counted
+        docs.clear()
+        pipe.close_window([flow], 1.0e9, 1.0e9 + 10)
+        d = next(d for d in docs if d["event"]["action"] == "flow_summary")
+        assert ("bytes" in d["destination"]) is counted
+        assert ("received_bytes" in d["sluice"]["payload"]) is counted
+        assert ("bytes_in" in to_ocsf(d)["traffic"]) is counted
+        validate(to_ocsf(d))

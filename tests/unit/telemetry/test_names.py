@@ -222,13 +222,13 @@ def test_name_map_ttl_expiry() -> None:
     m = NameMap(min_hold_s=0)
     wire = response("short.example.com", ("short.example.com.", 30, "A", "198.18.1.1"))
     m.add(7, parse_dns_answers(wire, IPPROTO_UDP), 1000.0, R)
-    assert m.lookup(7, "198.18.1.1", 1029.0) == ("short.example.com", R)
+    assert m.lookup(7, "198.18.1.1", 1029.0) == ("short.example.com", R, 1000.0)  # with when it came
     assert m.lookup(8, "198.18.1.1", 1029.0) is None  # per container
     assert m.lookup(7, "198.18.1.1", 1031.0) is None  # expired
     assert len(m) == 0
     held = NameMap(min_hold_s=300)
     held.add(7, parse_dns_answers(wire, IPPROTO_UDP), 1000.0, R)
-    assert held.lookup(7, "198.18.1.1", 1200.0) == ("short.example.com", R)  # held past a short TTL
+    assert held.lookup(7, "198.18.1.1", 1200.0) == ("short.example.com", R, 1000.0)  # held past a short TTL
     assert held.lookup(7, "198.18.1.1", 1301.0) is None
 
 
@@ -236,7 +236,7 @@ def test_name_map_most_recent_answer_wins() -> None:
     m = NameMap()
     m.add(1, parse_dns_answers(response("a.example.com", ("a.example.com.", 60, "A", "198.18.2.2")), 17), 0.0, R)
     m.add(1, parse_dns_answers(response("b.example.org", ("b.example.org.", 60, "A", "198.18.2.2")), 17), 1.0, R)
-    assert m.lookup(1, "198.18.2.2", 2.0) == ("b.example.org", R)
+    assert m.lookup(1, "198.18.2.2", 2.0) == ("b.example.org", R, 1.0)
 
 
 def test_answers_vouch_for_registered_domains_of_the_address() -> None:
@@ -250,7 +250,7 @@ def test_answers_vouch_for_registered_domains_of_the_address() -> None:
         ("edge.cdn-host.example.", 60, "A", "198.18.3.3"),
     )
     m.add(7, parse_dns_answers(wire, IPPROTO_UDP), 1000.0, R)
-    assert m.vouches(7, "198.18.3.3", "www.partner.example", 1010.0) == R  # same registered domain, by R
+    assert m.vouches(7, "198.18.3.3", "www.partner.example", 1010.0) == (R, 1000.0)  # same registered domain, by R
     assert m.vouches(7, "198.18.3.3", "img.cdn-host.example", 1010.0)  # the CNAME's
     assert not m.vouches(7, "198.18.3.3", "api.github.com", 1010.0)  # a name nobody answered
     assert not m.vouches(7, "198.18.3.4", "api.partner.example", 1010.0)  # another address
@@ -443,3 +443,49 @@ def test_vouched_names_follow_the_cgroup_cap(monkeypatch: pytest.MonkeyPatch) ->
     assert not m.vouches(1, "198.18.5.5", "a.example.com", 1.0)  # its cgroup was forgotten
     assert m.vouches(5, "198.18.5.5", "a.example.com", 1.0)
     assert len(m._vouched) == 3
+
+
+def test_a_cleared_distrust_vouches_for_later_answers_only() -> None:
+    """Distrust until the rescan finds no forging socket left (`clear`):
+    answers received from then on vouch again; those received before the
+    clear (during the distrust, or before it was known) never do, cached
+    vouches included; a new report distrusts again."""
+    n = FlowNamer(min_hold_s=0, owners=lambda cg: (cg, "ctr-a"))
+    early = response("db.partner.example", ("db.partner.example.", 600, "A", "198.18.4.5"))
+    n.on_dns(7, early, IPPROTO_UDP, 100.0, R)  # forged, say, before the report arrived
+    sni_key = (7, "198.18.4.5", 443, 6)
+    n.on_first_payload(sni_key, client_hello("db.partner.example", ssl.TLSVersion.TLSv1_3))
+    assert n.vouched(sni_key, "db.partner.example", "sni", 100.5) == R  # cached, as before the report
+    n.distrust(7, "a raw socket")
+    during = response("api.partner.example", ("api.partner.example.", 600, "A", "198.18.4.6"))
+    n.on_dns(7, during, IPPROTO_UDP, 105.0, R)
+    assert n.uncleared() == [7, "ctr-a"]
+    n.clear(7, 110.0)
+    assert n.distrusted(7) == "a raw socket"  # the container is still distrusted
+    n.clear("ctr-a", 110.0)
+    assert n.distrusted(7) is None and n.distrusted(7, 109.9) == "a raw socket" and n.uncleared() == []
+    assert n.counts["dns_distrust_cleared"] == 2
+    after = response("www.partner.example", ("www.partner.example.", 600, "A", "198.18.4.7"))
+    n.on_dns(7, after, IPPROTO_UDP, 120.0, R)
+    # received before the clear: no vouch, however asked
+    assert n.vouched(sni_key, "db.partner.example", "sni", 130.0) == ""
+    assert n.dns_answer(7, "198.18.4.5", 130.0) == ("db.partner.example", "")
+    assert n.dns_answer(7, "198.18.4.6", 130.0) == ("api.partner.example", "")
+    dns_key = (7, "198.18.4.6", 8443, 6)
+    assert n.name(dns_key, 130.0) == ("api.partner.example", "dns")
+    assert n.vouched(dns_key, "api.partner.example", "dns", 130.0) == ""
+    # received after it: vouches
+    assert n.dns_answer(7, "198.18.4.7", 130.0) == ("www.partner.example", R)
+    later_key = (7, "198.18.4.7", 443, 6)
+    n.on_first_payload(later_key, client_hello("www.partner.example", ssl.TLSVersion.TLSv1_3))
+    assert n.vouched(later_key, "www.partner.example", "sni", 130.0) == R
+    # reported again: everything, the later answer too, vouches for nothing
+    assert n.distrust(7, "binds port 53 (udp)")
+    assert n.vouched(later_key, "www.partner.example", "sni", 131.0) == ""
+    assert n.dns_answer(7, "198.18.4.7", 131.0) == ("www.partner.example", "")
+    assert n.uncleared() == [7, "ctr-a"]
+    n.clear(7, 200.0)
+    n.clear("ctr-a", 200.0)
+    assert n.vouched(later_key, "www.partner.example", "sni", 201.0) == ""  # 120 < 200
+    n.clear("ctr-b", 200.0)  # not distrusted: nothing to clear
+    assert n.counts["dns_distrust_cleared"] == 4

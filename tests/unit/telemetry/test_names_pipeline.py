@@ -12,7 +12,17 @@ import dns.message
 import dns.rrset
 import pytest
 
-from emulation.records import NS, connect_rec, dns_rec, listen_rec, quota_rec, sample_first_rec, socket_rec, to_wall
+from emulation.records import (
+    NS,
+    cgroup_rec,
+    connect_rec,
+    dns_rec,
+    listen_rec,
+    quota_rec,
+    sample_first_rec,
+    socket_rec,
+    to_wall,
+)
 from sensor.kernel import events as E
 from sensor.outputs.ocsf import to_ocsf
 from sensor.telemetry.counters import FlowCounters
@@ -262,3 +272,43 @@ def test_other_ports_and_flow_quotas_leave_answers_vouching(world: World) -> Non
     t0 = to_wall(0)
     (s,), _ = world.pipe.close_window([fc(cg, "198.18.7.7", 443, 9_000, 1_000)], t0, t0 + 10)
     assert (s.domain, s.name_resolver) == ("api.partner.example", "198.18.0.53")
+
+
+def test_a_forger_whose_sockets_are_gone_is_cleared_by_the_rescan(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The window's rescan (Pipeline.recheck_distrust) reads every process
+    of a distrusted container: while one of its namespaces holds a raw
+    socket it stays distrusted, once none does its later answers vouch
+    again, and a new report distrusts it again. An empty cgroup clears."""
+    from tests.unit.attribution.test_netmap import RAW_ONE, UDP_HEAD, proc_tree
+
+    cg, sub = world.cg, world.cg_sub
+    replay(world, [cgroup_rec(1, cg, f"/docker/{A}".encode(), 0), socket_rec(40, sub, family=2, sock_type=3)])
+    names = world.pipe.names
+    assert names.distrusted(cg) is not None and names.uncleared() == [sub, A]
+    cdir = tmp_path / "cg" / "docker" / A
+    (cdir / "cgroup.procs").write_text("10\n")
+    (cdir / "app" / "cgroup.procs").write_text("")
+    quiet = {n: UDP_HEAD for n in ("udp", "udp6", "tcp", "tcp6", "raw6")} | {"packet": "sk RefCnt Type\n"}
+    proc = proc_tree(tmp_path / "proc", 10, quiet | {"raw": RAW_ONE})
+    world.pipe.recheck_distrust(proc)
+    assert names.uncleared() == [A]  # the empty sub-cgroup cleared, the container holds the socket
+    assert names.distrusted(cg) is not None
+    (Path(proc) / "10" / "net" / "raw").write_text(UDP_HEAD)  # closed
+    world.pipe.recheck_distrust(proc)
+    assert names.uncleared() == [] and names.distrusted(cg) is None
+    assert world.pipe.counts["forgers_rechecked"] == 3
+    replay(world, [listen_rec(40, cg, "127.0.0.11", 53, op=E.LISTEN_OP_BIND, protocol=17)])
+    assert names.distrusted(cg) == "binds port 53 (udp)"
+    # owners that never clear take their turns within the per-window cap
+    import sensor.telemetry.pipeline as P
+
+    monkeypatch.setattr(P, "MAX_DISTRUST_RECHECKS", 1)
+    (Path(proc) / "10" / "net" / "raw").write_text(RAW_ONE)
+    (cdir / "app" / "cgroup.procs").write_text("10\n")
+    replay(world, [socket_rec(41, sub, family=2, sock_type=3)])
+    before = world.pipe.counts["forgers_rechecked"]
+    for _ in range(4):
+        world.pipe.recheck_distrust(proc)
+    assert world.pipe.counts["forgers_rechecked"] - before == 4 and len(names.uncleared()) == 3
