@@ -21,7 +21,8 @@
  *    window (the rest counted), so user space can bind names to addresses.
  *
  * With kernel.count_received = false (SL_COUNT_RX 0) only the second: a
- * packet not from port 53 returns after its header parse.
+ * packet not from port 53 returns after reading its source port
+ * (sl_surely_not_dns), before any helper call or write.
  *
  * IPv6 extension headers are walked by sl_skip_ipv6_ext() from
  * egress.bpf.c: this unit is assembled after it (sensor/kernel/hooks.py).
@@ -199,8 +200,47 @@ static __always_inline struct sl_flow_value *sl_ingress_slow(struct __sk_buff *s
 	return fv;
 }
 
+#if !SL_COUNT_RX
+/* kernel.count_received = false: is this packet surely not a DNS answer?
+ * The source port by direct packet access, nothing else read or written.
+ * 0 (not sure: IPv6 extension headers, headers outside the linear part)
+ * leaves it to the full parse. Not IP, or IPv4 neither TCP nor UDP: sure. */
+static __always_inline int sl_surely_not_dns(struct __sk_buff *skb)
+{
+	__u8 *d = (__u8 *)(long)skb->data;
+	__u8 *end = (__u8 *)(long)skb->data_end;
+	__u32 l4;
+	__u8 proto;
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		if (d + 20 > end)
+			return 0;
+		proto = d[9];
+		if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+			return 1;
+		l4 = (d[0] & 0x0f) * 4;
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		if (d + 40 > end)
+			return 0;
+		proto = d[6];
+		if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+			return 0;
+		l4 = 40;
+	} else {
+		return 1;
+	}
+	__u8 *t = d + l4;
+	if (t + 2 > end)
+		return 0;
+	return t[0] != 0 || t[1] != 53;
+}
+#endif
+
 int sl_ingress(struct __sk_buff *skb)
 {
+#if !SL_COUNT_RX
+	if (sl_surely_not_dns(skb))
+		return 1;
+#endif
 	struct sl_l3l4_in p = {};
 	__u32 len = skb->len;
 	__u32 poff = len;
@@ -212,8 +252,7 @@ int sl_ingress(struct __sk_buff *skb)
 			return 1;
 	}
 #if !SL_COUNT_RX
-	/* kernel.count_received = false: DNS answers only; every other packet
-	 * leaves after its header parse, before any helper call. */
+	/* what sl_surely_not_dns left undecided, decided by the full parse */
 	if (p.sport != 53)
 		return 1;
 #endif

@@ -43,7 +43,7 @@ def config_arg(argv: list[str]) -> str | None:
 
 def main() -> None:
     argv = sys.argv[1:]
-    if argv[:1] == ["run"]:
+    if argv[:1] == ["run"] and "--help" not in argv:
         from sensor.kernel import precompile
 
         precompile.begin(config_arg(argv[1:]))

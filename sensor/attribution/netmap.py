@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -78,6 +77,9 @@ _FORGING = (
 )
 
 
+_FORGING_FILES = {name: (what, has) for name, what, has in _FORGING}
+
+
 def _host_netns(proc: str) -> int | None:
     """The host's network namespace: pid 1's (the sensor runs with the
     host's pid namespace, not always its network namespace: the DaemonSet
@@ -91,20 +93,14 @@ def _host_netns(proc: str) -> int | None:
     return None
 
 
-def _net_files(pid: int, proc: str) -> Iterator[tuple[str, str, Callable[[str], bool], str | None]]:
-    """(file, what it holds, the test, its text or None when unreadable) for each of _FORGING."""
+def _forging_in(pid: int, proc: str) -> str | None:
     for name, what, has in _FORGING:
         try:
             with open(f"{proc}/{pid}/net/{name}") as f:
-                yield name, what, has, f.read()
+                if has(f.read()):
+                    return what
         except OSError:
-            yield name, what, has, None
-
-
-def _forging_in(pid: int, proc: str) -> str | None:
-    for _name, what, has, text in _net_files(pid, proc):
-        if text is not None and has(text):
-            return what
+            continue
     return None
 
 
@@ -123,50 +119,125 @@ def forging_socket(pid: int, proc: str = "/proc") -> str | None:
     return _forging_in(pid, proc)
 
 
-def cgroup_pids(cgroup_dir: str, limit: int = 4096) -> list[int] | None:
-    """The processes of a cgroup and its sub-cgroups; None when there are
-    more than `limit` or the cgroup cannot be read (gone, or not a cgroup)."""
+# Every /proc/<pid>/net table that lists sockets, and the column of its
+# inode: a socket a process holds must be in one of its namespaces'.
+_SOCKET_TABLES = {
+    **{n: 9 for n in ("tcp", "tcp6", "udp", "udp6", "udplite", "udplite6", "raw", "raw6", "icmp", "icmp6")},
+    "packet": 8,
+    "unix": 6,
+    "netlink": 9,
+}
+MAX_TABLE_BYTES = 8 << 20  # a table longer than this is not read: not clean
+MAX_TASK_SOCKETS = 65536  # sockets held, all threads together, per container and rescan
+
+
+def cgroup_tasks(cgroup_dir: str, limit: int | None = None) -> list[int] | None:
+    """Every thread (cgroup.threads) of a cgroup and its sub-cgroups: a
+    process whose main thread exited still runs its other threads, and
+    only they can still be read (or signalled: kill(2) with any thread's
+    id reaches its whole process). None when the cgroup cannot be read
+    (gone, or not a cgroup) or has more than `limit`."""
     out: list[int] = []
-    if not os.path.isfile(os.path.join(cgroup_dir, "cgroup.procs")):
+    if not os.path.isfile(os.path.join(cgroup_dir, "cgroup.threads")):
         return None
     for d, _subdirs, files in os.walk(cgroup_dir):
-        if "cgroup.procs" not in files:
+        if "cgroup.threads" not in files:
             continue
         try:
-            with open(os.path.join(d, "cgroup.procs")) as f:
+            with open(os.path.join(d, "cgroup.threads")) as f:
                 out += [int(x) for x in f.read().split()]
         except (OSError, ValueError):
             return None
-        if len(out) > limit:
+        if limit is not None and len(out) > limit:
             return None
     return out
 
 
-def forging_unseen(pids: list[int], proc: str = "/proc") -> str | None:
-    """Why these processes could still answer DNS queries with anything
-    (a forging socket in one of their network namespaces, or a namespace
-    that cannot be told apart from the host's or read), or None when every
-    one of their namespaces was read and holds none. Stricter than
+def socket_inodes(pid: int, proc: str = "/proc") -> set[int] | None:
+    """Inodes of the sockets a task holds; None when its open files cannot
+    be listed (gone, or not readable)."""
+    fd_dir = f"{proc}/{pid}/fd"
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:
+        return None
+    out: set[int] = set()
+    for fd in fds:
+        try:
+            target = os.readlink(f"{fd_dir}/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:[") and target.endswith("]") and target[8:-1].isdigit():
+            out.add(int(target[8:-1]))
+    return out
+
+
+def _read_table(path: str) -> str | None:
+    """A /proc/net table, or None when it cannot be read or is too long."""
+    try:
+        with open(path) as f:
+            text = f.read(MAX_TABLE_BYTES + 1)
+    except OSError:
+        return None
+    return text if len(text) <= MAX_TABLE_BYTES else None
+
+
+def _inodes(text: str, column: int) -> set[int]:
+    out = set()
+    for line in text.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) > column and parts[column].isdigit():
+            out.add(int(parts[column]))
+    return out
+
+
+def forging_unseen(tasks: list[int], proc: str = "/proc") -> str | None:
+    """Why these threads could still answer DNS queries with anything, or
+    None when every network namespace they are in was read and holds no
+    socket on port 53, raw or packet, and every socket they hold is listed
+    in one of those namespaces (a socket made in another namespace and
+    passed in, by a process since gone, is not). Stricter than
     forging_socket: a host-network container is never found clean (its
-    sockets are the host's), and what cannot be read counts against."""
+    sockets are the host's), and whatever cannot be read counts against."""
     host = _host_netns(proc)
     if host is None:
         return "the host's network namespace cannot be read"
-    seen: dict[int, int] = {}  # netns inode -> a pid in it
-    for pid in pids:
+    by_ns: dict[int, list[int]] = {}  # netns inode -> its threads
+    for tid in tasks:
         try:
-            ino = os.stat(f"{proc}/{pid}/ns/net").st_ino
+            ino = os.stat(f"{proc}/{tid}/ns/net").st_ino
         except OSError:
+            if os.path.exists(f"{proc}/{tid}"):
+                return f"the network namespace of task {tid} cannot be read"
             continue  # exited
         if ino == host:
             return "it shares the host's network namespace"
-        seen.setdefault(ino, pid)
-    for pid in seen.values():
-        for name, what, has, text in _net_files(pid, proc):
+        by_ns.setdefault(ino, []).append(tid)
+    listed: set[int] = set()
+    for members in by_ns.values():
+        tid = members[0]
+        for name, column in _SOCKET_TABLES.items():
+            text = _read_table(f"{proc}/{tid}/net/{name}")
             if text is None:
-                return f"/proc/{pid}/net/{name} could not be read"
-            if has(text):
-                return f"it holds {what}"
+                if os.path.exists(f"{proc}/{tid}/net/{name}") or name in _FORGING_FILES:
+                    return f"/proc/{tid}/net/{name} could not be read (gone, or too long)"
+                continue  # a table this kernel does not have
+            forging = _FORGING_FILES.get(name)
+            if forging is not None and forging[1](text):
+                return f"it holds {forging[0]}"
+            listed |= _inodes(text, column)
+    held = 0
+    for tid in (t for members in by_ns.values() for t in members):
+        sockets = socket_inodes(tid, proc)
+        if sockets is None:
+            if os.path.exists(f"{proc}/{tid}"):
+                return f"the open files of task {tid} cannot be read"
+            continue
+        held += len(sockets)
+        if held > MAX_TASK_SOCKETS:
+            return "too many sockets to check"
+        if sockets - listed:
+            return "it holds a socket of another network namespace (or of a kind not listed)"
     return None
 
 

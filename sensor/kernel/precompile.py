@@ -17,6 +17,7 @@ and reported, by the main path.
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 from typing import Any
@@ -46,7 +47,19 @@ def begin(config_path: str | None, wait_seconds: float = 2.0) -> None:
             return
         _thread = threading.Thread(target=_work, args=(config_path,), name="sluice-precompile", daemon=True)
         _thread.start()
+    atexit.register(_join_at_exit)
     _compiling.wait(wait_seconds)
+
+
+def _join_at_exit() -> None:
+    """A `sluice run` that exits before the loader took the result (a bad
+    config, a usage error, Ctrl-C): wait for a compile still running, so
+    that LLVM is not inside its work while the interpreter tears down (bcc
+    closes the object itself at exit)."""
+    with _lock:
+        thread = _thread
+    if thread is not None:
+        thread.join(30)
 
 
 def _work(config_path: str | None) -> None:

@@ -11,8 +11,10 @@ included: a SIGKILL from the host's PID namespace reaches it).
 A packet socket is found the way `ss -0p` finds one, from /proc: each
 network namespace lists its packet sockets by inode in /proc/<pid>/net/packet,
 and /proc/<pid>/fd names the socket inodes a process holds
-("socket:[<inode>]"). Only processes of the contained container's cgroups
-are read, so the cost is the container's process and descriptor count.
+("socket:[<inode>]"). Every thread of the contained container's cgroups is
+read (a process whose main thread exited is seen only through its other
+threads, and a kill(2) to any of them ends it), so the cost is the
+container's thread and descriptor count.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from sensor.attribution.netmap import cgroup_tasks, socket_inodes
 from sensor.text import safe_text
 
 
@@ -40,38 +43,6 @@ def parse_packet_inodes(text: str) -> set[int]:
         if cols and cols[-1].isdigit():
             out.add(int(cols[-1]))
     return out
-
-
-def socket_inodes(pid: int, proc: str = "/proc") -> set[int]:
-    """Inodes of the sockets a process holds (empty when it is gone)."""
-    out: set[int] = set()
-    fd_dir = f"{proc}/{pid}/fd"
-    try:
-        fds = os.listdir(fd_dir)
-    except OSError:
-        return out
-    for fd in fds:
-        try:
-            target = os.readlink(f"{fd_dir}/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:[") and target.endswith("]") and target[8:-1].isdigit():
-            out.add(int(target[8:-1]))
-    return out
-
-
-def cgroup_pids(cgroup_dir: str) -> list[int]:
-    """Processes of a cgroup and its sub-cgroups."""
-    pids = []
-    for dirpath, _dirs, files in os.walk(cgroup_dir):
-        if "cgroup.procs" not in files:
-            continue
-        try:
-            with open(os.path.join(dirpath, "cgroup.procs")) as f:
-                pids += [int(x) for x in f.read().split() if x.isdigit()]
-        except OSError:
-            continue
-    return pids
 
 
 def _comm(pid: int, proc: str) -> str:
@@ -96,7 +67,7 @@ def holders(pids: Iterable[int], proc: str = "/proc") -> list[Holder]:
             continue  # gone
         if not by_netns[netns]:
             continue
-        held = socket_inodes(pid, proc) & by_netns[netns]
+        held = (socket_inodes(pid, proc) or set()) & by_netns[netns]
         if held:
             out.append(Holder(pid, _comm(pid, proc), tuple(sorted(held))))
     return out
@@ -106,7 +77,7 @@ def sweep(cgroup_dirs: Iterable[str], proc: str = "/proc") -> list[Holder]:
     """Kill every process of these cgroups that holds a packet socket;
     returns those signalled."""
     killed = []
-    for h in holders([p for d in cgroup_dirs for p in cgroup_pids(d)], proc):
+    for h in holders([t for d in cgroup_dirs for t in cgroup_tasks(d) or ()], proc):
         try:
             os.kill(h.pid, signal.SIGKILL)
         except OSError:

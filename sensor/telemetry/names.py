@@ -510,6 +510,7 @@ class FlowNamer:
                 new = True
             elif e[1] is not None:
                 e[0], e[1] = reason, None
+                self._distrusted.move_to_end(k)  # active again: last to be evicted
                 new = True
         if new:
             self.counts["dns_distrusted_cgroups"] += 1
@@ -593,7 +594,8 @@ class FlowNamer:
             kept = self._dns_named.get(key)
         else:
             kept = self._vouched_name.get(key)
-            if not (isinstance(kept, tuple) and kept[0] == name):
+            if not (isinstance(kept, tuple) and kept[0] == name and self.distrusted(key[0], kept[2]) is None):
+                # none kept, or one a distrust covers: a later answer may vouch
                 got = self.dns.vouches(key[0], key[1], name, now)
                 kept = (name, *got) if got is not None else None
                 if kept is not None:

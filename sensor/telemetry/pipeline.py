@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
 import psutil
 
 from sensor.attribution.containers import Attribution, Attributor
-from sensor.attribution.netmap import NetMap, cgroup_pids, first_pid, forging_socket, forging_unseen
+from sensor.attribution.netmap import NetMap, cgroup_tasks, first_pid, forging_socket, forging_unseen
 from sensor.attribution.registry import ContainerRegistry
 from sensor.attribution.workload import workload_of
 from sensor.detect.view import (
@@ -81,8 +81,11 @@ Emit = Callable[[dict[str, Any]], None]
 HOST_KEY = "host"
 MAX_CONNECT_VIEWS = 64  # per (cgroup, destination) per window, for the rules
 MAX_EXEC_VIEWS = 16  # per (cgroup, executable) per window
-# distrusted DNS owners whose namespaces are read per window (recheck_distrust)
+# distrusted DNS owners whose namespaces are read per window (recheck_distrust),
+# the time that may take, and the threads of one container read at most
 MAX_DISTRUST_RECHECKS = 32
+RECHECK_BUDGET_S = 0.05
+MAX_RECHECK_TASKS = 4096
 MANY_PROCESSES = 8192  # live processes beyond which command lines are read at 256 bytes
 MAX_VIEWS_PER_CGROUP = 4096  # connects and execs per cgroup per window, all keys together
 # Exited processes stay known while a flow may still name them: the window
@@ -251,7 +254,8 @@ class Pipeline:
             "forgers_unreported": 0,
             # containers holding such a socket when the sensor started
             "forgers_at_start": 0,
-            "forgers_rechecked": 0,  # distrusted owners whose namespaces were read again
+            "forgers_rechecked": 0,  # distrusted containers whose namespaces were read again
+            "forgers_recheck_deferred": 0,  # rechecks left to the next window (time budget)
         }
         self.last_decode_error = ""
         self.top: list[dict[str, Any]] = []
@@ -515,32 +519,55 @@ class Pipeline:
     def recheck_distrust(self, proc: str = "/proc") -> None:
         """Distrusted containers (and cgroups) whose every network namespace
         holds no socket that could forge DNS answers any more, read from
-        /proc as at start: their answers from now on vouch again
+        /proc (netmap.forging_unseen: every thread, every socket table,
+        every socket held): their answers received from then on vouch again
         (FlowNamer.clear). One on the host's network namespace, or that
         cannot be read, stays distrusted; so does one that holds such a
-        socket. A socket made and closed between two reads was reported
-        when it was made, which distrusts again. At most
-        MAX_DISTRUST_RECHECKS per window, in turn, so that owners that never
-        clear cannot keep the others from their turn."""
+        socket. A socket made after a read was reported when it was made,
+        which distrusts again.
+
+        The time a clear takes effect is read after the reads, on the
+        kernel's clock (answers are stamped with it): a forging socket alive
+        then was seen. At most MAX_DISTRUST_RECHECKS owners and
+        RECHECK_BUDGET_S seconds per window, in turn, so that owners that
+        never clear (or are slow to read) cannot keep the others from their
+        turn, nor stall the window."""
         owners = self.names.uncleared()
         if not owners:
             return
-        n = min(len(owners), MAX_DISTRUST_RECHECKS)
+        t0 = time.monotonic()
         first = self._recheck_turn % len(owners)
-        self._recheck_turn += n
-        since = time.time()  # before the reads: what they miss was reported
-        for owner in (owners + owners)[first : first + n]:
-            self.counts["forgers_rechecked"] += 1
-            cg: int | None = None
-            if isinstance(owner, str):
-                life = self.registry.get(owner)
-                cg = life.cgroup_id if life is not None else None
-            elif isinstance(owner, int):
-                cg = owner
-            d = self.attributor.cgroup_dir(self.attributor.attribute(cg)) if cg is not None else None
-            pids = cgroup_pids(d) if d is not None else None
-            if pids is not None and forging_unseen(pids, proc) is None:
-                self.names.clear(owner, since)
+        verdicts: dict[str, bool] = {}  # cgroup directory -> clean, within this pass
+        checked = 0
+        for owner in (owners + owners)[first : first + min(len(owners), MAX_DISTRUST_RECHECKS)]:
+            if checked and time.monotonic() - t0 > RECHECK_BUDGET_S:
+                self.counts["forgers_recheck_deferred"] += 1
+                break
+            checked += 1
+            d = self._owner_dir(owner)
+            if d is None:
+                continue
+            clean = verdicts.get(d)
+            if clean is None:
+                self.counts["forgers_rechecked"] += 1
+                tasks = cgroup_tasks(d, MAX_RECHECK_TASKS)
+                clean = verdicts[d] = tasks is not None and forging_unseen(tasks, proc) is None
+            if clean:
+                self.names.clear(owner, self.to_wall(time.monotonic_ns()))
+        self._recheck_turn += checked
+
+    def _owner_dir(self, owner: Hashable) -> str | None:
+        """The cgroup directory a distrust owner's processes are read from:
+        its container's (all of its cgroups) when known, else its own."""
+        cg: int | None = None
+        if isinstance(owner, str):
+            life = self.registry.get(owner)
+            cg = life.cgroup_id if life is not None else None
+        elif isinstance(owner, int):
+            c = self.attributor.attribute(owner).container
+            life = self.registry.get(c.id) if c is not None else None
+            cg = life.cgroup_id if life is not None else owner
+        return self.attributor.cgroup_dir(self.attributor.attribute(cg)) if cg is not None else None
 
     def note_unreported(self, cgroup_ids: list[int]) -> None:
         """Cgroups whose port 53 bind or raw/packet socket the kernel could

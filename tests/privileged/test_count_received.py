@@ -19,17 +19,21 @@ from sensor.kernel.loader import BccSource
 from sensor.kernel.probe import probe
 from sensor.telemetry.counters import FlowCounters
 
-RESOLVER = "127.0.0.2"  # a second loopback address: port 53 on it is free here
+# (family, resolver address, client address): port 53 on 127.0.0.2 and ::1 is free here
+FAMILIES = [(socket.AF_INET, "127.0.0.2", "127.0.0.1"), (socket.AF_INET6, "::1", "::1")]
 # a DNS response: id, flags (QR, RD, RA), one question, no answer
 ANSWER = b"\x12\x34\x81\x80\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01"
 
 
-def _received(flows: list[FlowCounters], port: int) -> int:
-    return sum(f.rx_packets for f in flows if f.daddr == RESOLVER and f.dport == port and f.protocol == 17)
+def _received(flows: list[FlowCounters], resolver: str, port: int) -> int:
+    return sum(f.rx_packets for f in flows if f.daddr == resolver and f.dport == port and f.protocol == 17)
 
 
+@pytest.mark.parametrize("family, resolver, client_ip", FAMILIES, ids=["ipv4", "ipv6"])
 @pytest.mark.parametrize("count_received", [True, False])
-def test_dns_answers_stay_and_other_received_counts_go(base: Path, count_received: bool) -> None:
+def test_dns_answers_stay_and_other_received_counts_go(
+    base: Path, count_received: bool, family: int, resolver: str, client_ip: str
+) -> None:
     src = BccSource(dataclasses.replace(default_config().kernel, count_received=count_received), probe(True, H.UNITS))
     raw: list[bytes] = []
     src.start(raw.append)
@@ -38,14 +42,14 @@ def test_dns_answers_stay_and_other_received_counts_go(base: Path, count_receive
         assert src.status["ingress"].endswith("kernel.count_received = false)") is not count_received
         src.drain_flows()  # a clean window
         with (
-            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client,
-            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dns,
-            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other,
+            socket.socket(family, socket.SOCK_DGRAM) as client,
+            socket.socket(family, socket.SOCK_DGRAM) as dns,
+            socket.socket(family, socket.SOCK_DGRAM) as other,
         ):
-            client.bind(("127.0.0.1", 0))
+            client.bind((client_ip, 0))
             client.settimeout(2)
-            dns.bind((RESOLVER, 53))
-            other.bind((RESOLVER, 0))
+            dns.bind((resolver, 53))
+            other.bind((resolver, 0))
             other_port = other.getsockname()[1]
             for _ in range(5):
                 dns.sendto(ANSWER, client.getsockname())
@@ -54,9 +58,9 @@ def test_dns_answers_stay_and_other_received_counts_go(base: Path, count_receive
                 client.recv(2048)
         src.poll(100)
         flows = src.drain_flows()
-        answers = [e for e in map(E.decode, raw) if isinstance(e, E.DnsEvent) and e.saddr == RESOLVER]
+        answers = [e for e in map(E.decode, raw) if isinstance(e, E.DnsEvent) and e.saddr == resolver]
         assert len(answers) == 5 and answers[0].data == ANSWER, answers
-        assert _received(flows, 53) == 5  # the DNS flow is counted either way
-        assert _received(flows, other_port) == (5 if count_received else 0)
+        assert _received(flows, resolver, 53) == 5  # the DNS flow is counted either way
+        assert _received(flows, resolver, other_port) == (5 if count_received else 0)
     finally:
         src.close()

@@ -10,6 +10,7 @@ import json
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -399,17 +400,17 @@ def test_a_distrust_ends_when_the_raw_socket_is_gone_and_not_before(
         docker, net, raw + "; (perl /tmp/r.pl 60 &) ; sleep 6; " + tls_upload(SVC, 100_000), wait=False
     )
     try:
-        for cid in (closed, held):
-            sensor.wait_for(
-                lambda x, c=cid: (
-                    action(x) == "flow_summary"
-                    and cid_of(x) == c
-                    and x["destination"]["ip"] == SECOND_IP
-                    and x["destination"].get("domain") == SVC
-                ),
-                timeout=60,
-                what="the named upload",
+
+        def named_upload(c: str) -> Callable[[dict[str, Any]], bool]:
+            return lambda x: (
+                action(x) == "flow_summary"
+                and cid_of(x) == c
+                and x["destination"]["ip"] == SECOND_IP
+                and x["destination"].get("domain") == SVC
             )
+
+        for cid in (closed, held):
+            sensor.wait_for(named_upload(cid), timeout=60, what="the named upload")
         named = {
             cid: [x["sluice"]["flow"]["name_vouched"] for x in _flows(sensor, cid) if x["destination"].get("domain")]
             for cid in (closed, held)

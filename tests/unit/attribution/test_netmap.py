@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from sensor.attribution.netmap import (
     NetMap,
     addresses_of_pid,
-    cgroup_pids,
+    cgroup_tasks,
     first_pid,
     forging_socket,
     forging_unseen,
@@ -251,45 +253,69 @@ def test_netmap_refresh_without_a_pid_changes_nothing(tmp_path: Path) -> None:
     assert not m.has("c2")
 
 
+QUIET = {n: UDP_HEAD for n in ("udp", "udp6", "tcp", "tcp6", "raw", "raw6")} | {"packet": "sk RefCnt Type Inode\n"}
+
+
+def _fds(root: str, pid: int, targets: list[str]) -> None:
+    """/proc/<pid>/fd: exactly these links."""
+    d = Path(root) / str(pid) / "fd"
+    d.mkdir(parents=True, exist_ok=True)
+    for old in d.iterdir():
+        old.unlink()
+    for i, t in enumerate(targets):
+        (d / str(i)).symlink_to(t)
+
+
 def test_forging_unseen_is_strict(tmp_path: Path) -> None:
     """What clears a distrust (pipeline.recheck_distrust) must read every
     namespace and find nothing: a forging socket, the host's namespace (a
-    host-network container's sockets are the host's) or a file that cannot
-    be read all say why not."""
-    assert (
-        forging_unseen(
-            [10],
-            proc_tree(
-                tmp_path / "a",
-                10,
-                {n: UDP_HEAD for n in ("udp", "udp6", "tcp", "tcp6", "raw", "raw6")} | {"packet": "sk RefCnt Type\n"},
-            ),
-        )
-        is None
-    )
-    assert (
-        forging_unseen([10], proc_tree(tmp_path / "b", 10, {"udp": UDP_5353})) == "/proc/10/net/udp6 could not be read"
-    )
-    full = {n: UDP_HEAD for n in ("udp", "udp6", "tcp", "tcp6", "raw6")} | {"packet": "sk RefCnt Type\n"}
-    assert forging_unseen([10], proc_tree(tmp_path / "c", 10, full | {"raw": RAW_ONE})) == "it holds a raw socket"
-    assert forging_unseen([10], proc_tree(tmp_path / "d", 10, full | {"raw": UDP_HEAD}, host_ns=True)) == (
-        "it shares the host's network namespace"
-    )
-    root = proc_tree(tmp_path / "e", 10, full | {"raw": UDP_HEAD})
+    host-network container's sockets are the host's), a socket held that
+    none of the read namespaces lists (made elsewhere and passed in), or
+    anything that cannot be read all say why not."""
+    root = proc_tree(tmp_path / "a", 10, QUIET | {"udp": UDP_5353})
+    _fds(root, 10, ["/dev/null", "socket:[81235]"])  # its UDP socket on 5353, listed
+    assert forging_unseen([10], root) is None
     assert forging_unseen([10, 11], root) is None  # 11 exited: nothing of it to read
-    assert forging_unseen([], root) is None  # no process left: nothing to forge with
+    assert forging_unseen([], root) is None  # no task left: nothing to forge with
+    _fds(root, 10, ["socket:[99999]"])  # not in any table it has
+    assert forging_unseen([10], root) == "it holds a socket of another network namespace (or of a kind not listed)"
+    root = proc_tree(tmp_path / "b", 10, {k: v for k, v in QUIET.items() if k != "udp6"})
+    _fds(root, 10, [])
+    assert forging_unseen([10], root) == "/proc/10/net/udp6 could not be read (gone, or too long)"
+    root = proc_tree(tmp_path / "c", 10, QUIET | {"raw": RAW_ONE})
+    _fds(root, 10, [])
+    assert forging_unseen([10], root) == "it holds a raw socket"
+    root = proc_tree(tmp_path / "d", 10, QUIET, host_ns=True)
+    assert forging_unseen([10], root) == "it shares the host's network namespace"
+    root = proc_tree(tmp_path / "e", 10, QUIET)
+    assert forging_unseen([10], root) == "the open files of task 10 cannot be read"  # no fd directory
+    # a thread whose namespace link is hidden (its process's main thread
+    # exited: /proc/<tid> stays, ns/net does not) is not taken as exited
+    (Path(root) / "12").mkdir()
+    _fds(root, 10, [])
+    assert forging_unseen([10, 12], root) == "the network namespace of task 12 cannot be read"
     (Path(root) / "1" / "ns" / "net").unlink()
     (Path(root) / "self" / "ns" / "net").unlink()
     assert forging_unseen([10], root) == "the host's network namespace cannot be read"
 
 
-def test_cgroup_pids_walks_sub_cgroups_within_a_limit(tmp_path: Path) -> None:
+def test_a_table_too_long_to_read_is_not_clean(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sensor.attribution.netmap as netmap
+
+    root = proc_tree(tmp_path, 10, QUIET | {"tcp": UDP_HEAD + UDP_5353 * 50})
+    _fds(root, 10, [])
+    assert forging_unseen([10], root) is None
+    monkeypatch.setattr(netmap, "MAX_TABLE_BYTES", 1000)
+    assert forging_unseen([10], root) == "/proc/10/net/tcp could not be read (gone, or too long)"
+
+
+def test_cgroup_tasks_walks_sub_cgroups_within_a_limit(tmp_path: Path) -> None:
     cg = tmp_path / "ctr"
     (cg / "sub").mkdir(parents=True)
-    assert cgroup_pids(str(cg)) is None  # not a cgroup
-    (cg / "cgroup.procs").write_text("10\n11\n")
-    (cg / "sub" / "cgroup.procs").write_text("12\n")
-    assert sorted(cgroup_pids(str(cg)) or []) == [10, 11, 12]
-    assert cgroup_pids(str(cg), limit=2) is None
-    (cg / "sub" / "cgroup.procs").write_text("twelve\n")
-    assert cgroup_pids(str(cg)) is None
+    assert cgroup_tasks(str(cg)) is None  # not a cgroup
+    (cg / "cgroup.threads").write_text("10\n11\n")
+    (cg / "sub" / "cgroup.threads").write_text("12\n")
+    assert sorted(cgroup_tasks(str(cg)) or []) == [10, 11, 12]
+    assert cgroup_tasks(str(cg), limit=2) is None
+    (cg / "sub" / "cgroup.threads").write_text("twelve\n")
+    assert cgroup_tasks(str(cg)) is None

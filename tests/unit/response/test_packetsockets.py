@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sensor.response.packetsockets import cgroup_pids, holders, parse_packet_inodes, socket_inodes
+from sensor.attribution.netmap import cgroup_tasks, socket_inodes
+from sensor.response.packetsockets import holders, parse_packet_inodes
 
 NET_PACKET = """sk               RefCnt Type Proto  Iface R Rmem   User   Inode
 ffff8881033d6000 3      3    0003   2     1 0      0      91234
@@ -42,13 +43,15 @@ def test_holders_are_the_processes_with_a_packet_socket_of_their_netns(tmp_path:
     # a socket inode that is a packet socket in another netns only
     _proc(tmp_path, 12, "b", "sk RefCnt Type Proto Iface R Rmem User Inode\n", {3: "socket:[91240]"})
     assert socket_inodes(10, str(tmp_path)) == {91234, 777}
-    assert socket_inodes(99, str(tmp_path)) == set()  # gone
+    assert socket_inodes(99, str(tmp_path)) is None  # gone
     found = holders([10, 11, 12, 99], str(tmp_path))
     assert [(h.pid, h.comm, h.inodes) for h in found] == [(10, "arping", (91234,))]
 
 
-def test_cgroup_pids_include_sub_cgroups(tmp_path: Path) -> None:
+def test_every_thread_of_the_cgroups_is_a_candidate(tmp_path: Path) -> None:
+    """cgroup.threads, not cgroup.procs: a process whose main thread exited
+    is seen (and killed) only through its other threads."""
     (tmp_path / "sub").mkdir()
-    (tmp_path / "cgroup.procs").write_text("1\n7\n")
-    (tmp_path / "sub" / "cgroup.procs").write_text("9\n")
-    assert sorted(cgroup_pids(str(tmp_path))) == [1, 7, 9]
+    (tmp_path / "cgroup.threads").write_text("1\n7\n8\n")
+    (tmp_path / "sub" / "cgroup.threads").write_text("9\n")
+    assert sorted(cgroup_tasks(str(tmp_path)) or []) == [1, 7, 8, 9]

@@ -476,6 +476,9 @@ def test_a_cleared_distrust_vouches_for_later_answers_only() -> None:
     assert n.vouched(dns_key, "api.partner.example", "dns", 130.0) == ""
     # received after it: vouches
     assert n.dns_answer(7, "198.18.4.7", 130.0) == ("www.partner.example", R)
+    # a fresh answer replaces the flow's cached vouch the distrust covers
+    n.on_dns(7, early, IPPROTO_UDP, 125.0, R)
+    assert n.vouched(sni_key, "db.partner.example", "sni", 130.0) == R
     later_key = (7, "198.18.4.7", 443, 6)
     n.on_first_payload(later_key, client_hello("www.partner.example", ssl.TLSVersion.TLSv1_3))
     assert n.vouched(later_key, "www.partner.example", "sni", 130.0) == R

@@ -5,6 +5,7 @@ the bytes received."""
 from __future__ import annotations
 
 import ssl
+import time
 from pathlib import Path
 from typing import Any
 
@@ -277,28 +278,31 @@ def test_other_ports_and_flow_quotas_leave_answers_vouching(world: World) -> Non
 def test_a_forger_whose_sockets_are_gone_is_cleared_by_the_rescan(
     world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The window's rescan (Pipeline.recheck_distrust) reads every process
-    of a distrusted container: while one of its namespaces holds a raw
-    socket it stays distrusted, once none does its later answers vouch
-    again, and a new report distrusts it again. An empty cgroup clears."""
-    from tests.unit.attribution.test_netmap import RAW_ONE, UDP_HEAD, proc_tree
+    """The window's rescan (Pipeline.recheck_distrust) reads every thread
+    of a distrusted container, its sub-cgroups' too (a distrusted
+    sub-cgroup is judged by its whole container): while one of its
+    namespaces holds a raw socket it stays distrusted, once none does its
+    later answers vouch again, and a new report distrusts it again."""
+    from tests.unit.attribution.test_netmap import QUIET, RAW_ONE, UDP_HEAD, _fds, proc_tree
 
     cg, sub = world.cg, world.cg_sub
     replay(world, [cgroup_rec(1, cg, f"/docker/{A}".encode(), 0), socket_rec(40, sub, family=2, sock_type=3)])
     names = world.pipe.names
     assert names.distrusted(cg) is not None and names.uncleared() == [sub, A]
     cdir = tmp_path / "cg" / "docker" / A
-    (cdir / "cgroup.procs").write_text("10\n")
-    (cdir / "app" / "cgroup.procs").write_text("")
-    quiet = {n: UDP_HEAD for n in ("udp", "udp6", "tcp", "tcp6", "raw6")} | {"packet": "sk RefCnt Type\n"}
-    proc = proc_tree(tmp_path / "proc", 10, quiet | {"raw": RAW_ONE})
+    (cdir / "cgroup.threads").write_text("")
+    (cdir / "app" / "cgroup.threads").write_text("10\n")  # the socket's holder, in the sub-cgroup
+    proc = proc_tree(tmp_path / "proc", 10, QUIET | {"raw": RAW_ONE})
+    _fds(proc, 10, [])
     world.pipe.recheck_distrust(proc)
-    assert names.uncleared() == [A]  # the empty sub-cgroup cleared, the container holds the socket
-    assert names.distrusted(cg) is not None
+    assert names.uncleared() == [sub, A]  # both read from the container's cgroups: one read
+    assert world.pipe.counts["forgers_rechecked"] == 1
     (Path(proc) / "10" / "net" / "raw").write_text(UDP_HEAD)  # closed
+    t_read = world.pipe.to_wall(time.monotonic_ns())
     world.pipe.recheck_distrust(proc)
     assert names.uncleared() == [] and names.distrusted(cg) is None
-    assert world.pipe.counts["forgers_rechecked"] == 3
+    assert names.distrusted(cg, t_read) is not None  # cleared from after the read, not before
+    assert world.pipe.counts["forgers_rechecked"] == 2
     replay(world, [listen_rec(40, cg, "127.0.0.11", 53, op=E.LISTEN_OP_BIND, protocol=17)])
     assert names.distrusted(cg) == "binds port 53 (udp)"
     # owners that never clear take their turns within the per-window cap
@@ -306,9 +310,15 @@ def test_a_forger_whose_sockets_are_gone_is_cleared_by_the_rescan(
 
     monkeypatch.setattr(P, "MAX_DISTRUST_RECHECKS", 1)
     (Path(proc) / "10" / "net" / "raw").write_text(RAW_ONE)
-    (cdir / "app" / "cgroup.procs").write_text("10\n")
     replay(world, [socket_rec(41, sub, family=2, sock_type=3)])
     before = world.pipe.counts["forgers_rechecked"]
     for _ in range(4):
         world.pipe.recheck_distrust(proc)
     assert world.pipe.counts["forgers_rechecked"] - before == 4 and len(names.uncleared()) == 3
+    # and within the time budget: past it, the rest waits for the next window
+    monkeypatch.setattr(P, "MAX_DISTRUST_RECHECKS", 32)
+    monkeypatch.setattr(P, "RECHECK_BUDGET_S", -1.0)
+    before = world.pipe.counts["forgers_rechecked"]
+    world.pipe.recheck_distrust(proc)
+    assert world.pipe.counts["forgers_rechecked"] - before == 1
+    assert world.pipe.counts["forgers_recheck_deferred"] == 1

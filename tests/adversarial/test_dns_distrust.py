@@ -1,0 +1,51 @@
+"""Keeping a DNS distrust alive against a container that tries to shed it
+(sensor/telemetry/pipeline.py recheck_distrust): its forging socket held
+by a process whose main thread has exited, so that reading processes
+would find nothing. The real sensor, a real container, the sink's real
+DNS server."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from emulation.lab import SECOND_IP
+from tests.privileged.harness import SINK_IP, Docker, SensorProc, SinkNet, action, cid_of, run_container
+from tests.privileged.test_names import SVC
+
+HERE = Path(__file__).resolve().parent
+
+
+def test_a_raw_socket_behind_an_exited_main_thread_keeps_the_distrust(base: Path, docker: Docker, net: SinkNet) -> None:
+    exe = base / "zleader"
+    subprocess.run(["gcc", "-O2", "-static", "-pthread", "-o", str(exe), str(HERE / "zleader.c")], check=True)
+    net.set_names({SVC: [SECOND_IP]})
+    s = SensorProc(base, docker.sock, name="zleader")
+    s.start()
+    try:
+        # the container's only process: the raw socket is made, the main
+        # thread exits, and several windows pass (rescans) before the other
+        # thread resolves the service and uploads to it
+        script = f"exec /zleader 6 {SINK_IP} {SVC} 443"
+        cid = run_container(docker, net, script, wait=False, volumes=(f"{exe}:/zleader:ro",))
+        try:
+            s.wait_for(
+                lambda x: (
+                    action(x) == "flow_summary"
+                    and cid_of(x) == cid
+                    and x["destination"]["ip"] == SECOND_IP
+                    and x["destination"].get("domain") == SVC
+                ),
+                timeout=60,
+                what="the named upload",
+            )
+            flows = [
+                x
+                for x in s.docs()
+                if action(x) == "flow_summary" and cid_of(x) == cid and x["destination"].get("domain") == SVC
+            ]
+            assert flows and not any(x["sluice"]["flow"]["name_vouched"] for x in flows), flows
+        finally:
+            docker.docker("rm", "-f", cid, check=False)
+    finally:
+        s.stop()
