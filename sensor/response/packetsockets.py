@@ -53,23 +53,43 @@ def _comm(pid: int, proc: str) -> str:
         return ""
 
 
+def _tgid(tid: int, proc: str) -> int:
+    """The process a thread belongs to (the thread itself when unreadable)."""
+    try:
+        with open(f"{proc}/{tid}/status") as f:
+            for line in f:
+                if line.startswith("Tgid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return tid
+
+
 def holders(pids: Iterable[int], proc: str = "/proc") -> list[Holder]:
-    """The processes among `pids` that hold a packet socket."""
+    """The processes among `pids` (threads: each process once, by its
+    thread group id) that hold a packet socket."""
     by_netns: dict[int, set[int]] = {}  # netns inode -> its packet socket inodes
     out = []
-    for pid in pids:
+    seen: set[int] = set()
+    for tid in pids:
+        pid = _tgid(tid, proc)
+        if pid in seen:
+            continue
         try:
-            netns = os.stat(f"{proc}/{pid}/ns/net").st_ino
+            # the thread's own links: a process whose main thread exited
+            # has none left under its process id
+            netns = os.stat(f"{proc}/{tid}/ns/net").st_ino
             if netns not in by_netns:
-                with open(f"{proc}/{pid}/net/packet") as f:
+                with open(f"{proc}/{tid}/net/packet") as f:
                     by_netns[netns] = parse_packet_inodes(f.read())
         except OSError:
             continue  # gone
         if not by_netns[netns]:
             continue
-        held = (socket_inodes(pid, proc) or set()) & by_netns[netns]
+        held = (socket_inodes(tid, proc) or set()) & by_netns[netns]
         if held:
-            out.append(Holder(pid, _comm(pid, proc), tuple(sorted(held))))
+            seen.add(pid)
+            out.append(Holder(pid, _comm(tid, proc), tuple(sorted(held))))
     return out
 
 

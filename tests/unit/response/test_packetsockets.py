@@ -55,3 +55,13 @@ def test_every_thread_of_the_cgroups_is_a_candidate(tmp_path: Path) -> None:
     (tmp_path / "cgroup.threads").write_text("1\n7\n8\n")
     (tmp_path / "sub" / "cgroup.threads").write_text("9\n")
     assert sorted(cgroup_tasks(str(tmp_path)) or []) == [1, 7, 8, 9]
+
+
+def test_a_process_is_reported_once_by_its_thread_group(tmp_path: Path) -> None:
+    """Threads 20 and 21 of process 20 (and 22, a thread of 20 whose main
+    thread's links are gone) share one socket table: one holder, pid 20."""
+    for tid in (21, 22):
+        _proc(tmp_path, tid, "a", NET_PACKET, {3: "socket:[91234]"})
+        (tmp_path / str(tid) / "status").write_text(f"Name:\tarping\nTgid:\t20\nPid:\t{tid}\n")
+    found = holders([21, 22], str(tmp_path))
+    assert [(h.pid, h.inodes) for h in found] == [(20, (91234,))]
