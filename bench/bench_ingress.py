@@ -36,7 +36,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -163,6 +163,18 @@ def iperf(load: str, seconds: float, port: int) -> float:
     return float(end["sum_received"]["bits_per_second"]) / 1e9  # Gbit/s
 
 
+def timed_loads(fds: dict[str, int], seconds: float, add: Callable[[str, float], None]) -> None:
+    """Each iperf3 load once; ns per run of each program over its packets."""
+    for load in ("udp64", "tcp16k"):
+        before = {k: fdinfo(fd) for k, fd in fds.items()}
+        iperf(load, seconds, 5299)
+        for k, fd in fds.items():
+            ns, cnt = fdinfo(fd)
+            dn, dc = ns - before[k][0], cnt - before[k][1]
+            if dc:
+                add(f"{load}.{k}.ns_per_run", dn / dc)
+
+
 def conn_server(port: int, stop: threading.Event) -> None:
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -213,14 +225,7 @@ def main() -> None:
                     "floor": fl.fd,
                     "floor_sk_storage": fl_sk.fd,
                 }
-                for load in ("udp64", "tcp16k"):
-                    before = {k: fdinfo(fd) for k, fd in fds.items()}
-                    iperf(load, a.seconds, 5299)
-                    for k, fd in fds.items():
-                        ns, cnt = fdinfo(fd)
-                        dn, dc = ns - before[k][0], cnt - before[k][1]
-                        if dc:
-                            add(f"{load}.{k}.ns_per_run", dn / dc)
+                timed_loads(fds, a.seconds, add)
                 # first payloads: sl_egress kernel ns per connection
                 stop = threading.Event()
                 th = threading.Thread(target=conn_server, args=(5300, stop), daemon=True)
@@ -238,15 +243,9 @@ def main() -> None:
                 add("dns_truncated", st.get("dns_responses_truncated", 0))
             # 1b. the DNS-only ingress (kernel.count_received = false), same way
             with sensor(True, count_received=False) as src, floor() as (fl, _fl_sk), bpf_stats(True):
-                fds = {"sl_ingress_dns_only": prog_fd(src, "ingress"), "floor_dns_only_run": fl.fd}
-                for load in ("udp64", "tcp16k"):
-                    before = {k: fdinfo(fd) for k, fd in fds.items()}
-                    iperf(load, a.seconds, 5299)
-                    for k, fd in fds.items():
-                        ns, cnt = fdinfo(fd)
-                        dn, dc = ns - before[k][0], cnt - before[k][1]
-                        if dc:
-                            add(f"{load}.{k}.ns_per_run", dn / dc)
+                timed_loads(
+                    {"sl_ingress_dns_only": prog_fd(src, "ingress"), "floor_dns_only_run": fl.fd}, a.seconds, add
+                )
             # 2. rates, bpf_stats off: none / sensor without ingress / with
             for label, ctx in (("none", None), ("no_ingress", False), ("with_ingress", True)):
                 if ctx is None:

@@ -23,8 +23,9 @@
  *    64 KiB super-packets gets samples in proportion to its bytes, not one
  *    per 4 MiB), when it is its flow's first packet from this socket in the
  *    window and the flow has no sample yet, or when it is a DNS query; at
- *    most SL_SAMPLE_MAX_PER_FLOW_WINDOW per flow per window (DNS: its own
- *    cap), within the cgroup's event quota. Each sample says how many
+ *    most SL_SAMPLE_MAX_PER_FLOW_WINDOW per flow per window besides the
+ *    sockets' first packets (DNS: its own cap), within the cgroup's event
+ *    quota. Each sample says how many
  *    payload bytes it stands for (span_bytes), and a large packet is read
  *    a second time at a random offset, so a cleartext prefix at the start
  *    of each write cannot hide what follows it. Sample volume is bounded
@@ -386,14 +387,20 @@ static __always_inline void sl_sample(struct __sk_buff *skb, const struct sl_l3l
 				      struct sl_flow_value *fv, __u64 cgroup_id, __u8 flags,
 				      __u32 sock_idx, __u32 plen, __u32 span)
 {
-	/* DNS: every query is sampled (names are the payload), up to a cap. */
+	/* DNS: every query is sampled (names are the payload), up to a cap.
+	 * A socket's first packets are always sampled and are not charged to
+	 * the flow's cap: decoy connections opened to the upload's destination
+	 * would otherwise use it up with their first packets, and the window's
+	 * bytes would be judged by decoys alone (their number is bounded by
+	 * the cgroup's event quota, whose overflow is itself reported). */
 	int dns = p->dport == 53;
 	if (dns) {
 		if (fv->samples >= SL_SAMPLE_MAX_DNS_PER_FLOW_WINDOW)
 			return;
-	} else if (!(flags & SL_SAMPLE_F_SOCK_START)) {
-		if (fv->samples >= SL_SAMPLE_MAX_PER_FLOW_WINDOW)
-			return;
+	} else if (flags & SL_SAMPLE_F_SOCK_START) {
+		__sync_fetch_and_add(&fv->start_samples, 1);
+	} else if (fv->samples - fv->start_samples >= SL_SAMPLE_MAX_PER_FLOW_WINDOW) {
+		return;
 	}
 	__sync_fetch_and_add(&fv->samples, 1);
 	/* A socket's first payload that starts a TLS handshake or an HTTP

@@ -283,12 +283,15 @@ struct sl_flow_value {
 	                       * path reads no clock (it costs more than the rest) */
 	__u32 samples;        /* sample events emitted in this window */
 	__u32 payload_packets;
+	__u32 start_samples;  /* of them, samples of sockets' first packets:
+	                       * not charged to the per-flow cap */
+	__u32 start_pad;
 	/* Keeps what egress writes per packet and what ingress writes per
 	 * packet 64 bytes apart: a TCP flow's data leave on one CPU while its
 	 * ACKs arrive on another, and both programs write the flow's slot
 	 * (the array's base alignment decides the lines; the gain was not
 	 * measurable above this machine's noise: bench/RESULTS.md, 2026-12-02). */
-	__u64 line_pad[2];
+	__u64 line_pad;
 	/* Second line: first_ns (read per packet by ingress) and ingress
 	 * (bpf/ingress.bpf.c): what the destination sent back on this flow,
 	 * counted under the same key (its source is our destination). */

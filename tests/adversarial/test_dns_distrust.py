@@ -11,7 +11,7 @@ from pathlib import Path
 
 from emulation.lab import SECOND_IP
 from tests.privileged.harness import SINK_IP, Docker, SensorProc, SinkNet, action, cid_of, run_container
-from tests.privileged.test_names import SVC
+from tests.privileged.test_names import SVC, named_flow
 
 HERE = Path(__file__).resolve().parent
 
@@ -29,16 +29,7 @@ def test_a_raw_socket_behind_an_exited_main_thread_keeps_the_distrust(base: Path
         script = f"exec /zleader 6 {SINK_IP} {SVC} 443"
         cid = run_container(docker, net, script, wait=False, volumes=(f"{exe}:/zleader:ro",))
         try:
-            s.wait_for(
-                lambda x: (
-                    action(x) == "flow_summary"
-                    and cid_of(x) == cid
-                    and x["destination"]["ip"] == SECOND_IP
-                    and x["destination"].get("domain") == SVC
-                ),
-                timeout=60,
-                what="the named upload",
-            )
+            s.wait_for(named_flow(cid), timeout=60, what="the named upload")
             flows = [
                 x
                 for x in s.docs()

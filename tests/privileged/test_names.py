@@ -80,6 +80,16 @@ def _exf004(s: SensorProc, cid: str, what: str) -> dict[str, Any]:
     )
 
 
+def named_flow(cid: str, ip: str = SECOND_IP, name: str = SVC) -> Callable[[dict[str, Any]], bool]:
+    """A flow summary of the container to ip, named `name`."""
+    return lambda x: (
+        action(x) == "flow_summary"
+        and cid_of(x) == cid
+        and x["destination"]["ip"] == ip
+        and x["destination"].get("domain") == name
+    )
+
+
 def _names_count(s: SensorProc, name: str) -> int:
     st = json.loads(s.status("--json").stdout)
     return int(st["counters"][f"names_{name}"])
@@ -213,15 +223,7 @@ def test_baseline_by_name_moves_silently_and_flags_new_name(base: Path, docker: 
         # the service moved to another address block
         net.set_names({SVC: [SECOND_IP]})
         moved = run_container(docker, net, upload, timeout=90)
-        s.wait_for(
-            lambda x: (
-                action(x) == "flow_summary"
-                and cid_of(x) == moved
-                and x["destination"]["ip"] == SECOND_IP
-                and x["destination"].get("domain") == SVC
-            ),
-            what="named flow to the moved service",
-        )
+        s.wait_for(named_flow(moved), what="named flow to the moved service")
         s.settle(3)
         alerts = [x for x in s.docs() if x["event"]["kind"] == "alert" and cid_of(x) == moved]
         assert alerts == [], [a["message"] for a in alerts]
@@ -400,17 +402,8 @@ def test_a_distrust_ends_when_the_raw_socket_is_gone_and_not_before(
         docker, net, raw + "; (perl /tmp/r.pl 60 &) ; sleep 6; " + tls_upload(SVC, 100_000), wait=False
     )
     try:
-
-        def named_upload(c: str) -> Callable[[dict[str, Any]], bool]:
-            return lambda x: (
-                action(x) == "flow_summary"
-                and cid_of(x) == c
-                and x["destination"]["ip"] == SECOND_IP
-                and x["destination"].get("domain") == SVC
-            )
-
         for cid in (closed, held):
-            sensor.wait_for(named_upload(cid), timeout=60, what="the named upload")
+            sensor.wait_for(named_flow(cid), timeout=60, what="the named upload")
         named = {
             cid: [x["sluice"]["flow"]["name_vouched"] for x in _flows(sensor, cid) if x["destination"].get("domain")]
             for cid in (closed, held)
