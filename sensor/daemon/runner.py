@@ -155,6 +155,14 @@ class Sensor:
                 # destination names: DNS responses parsed / unparsable, SNI and Host found
                 **({f"names_{k}": v for k, v in self.pipeline.names.counts.items()} if self.pipeline else {}),
                 "output_lines": self.output.written,
+                **(
+                    {
+                        "learn_quarantined": self.learner.quarantined,
+                        "learn_resolvers_withheld": self.learner.resolvers_withheld,
+                    }
+                    if self.learner is not None
+                    else {}
+                ),
             },
             "output": self.output.stats(),
             "runtime": {
@@ -388,7 +396,7 @@ class Sensor:
         if self.baseline_path:
             self.baseline = load_baseline(self.baseline_path, self._key)
         learner = (
-            Learner(self.baseline, tz, quarantine_windows=cfg.detection.learn_quarantine_windows)
+            Learner(self.baseline, tz, quarantine_windows=cfg.detection.learn_quarantine_windows, new_resolvers=False)
             if cfg.detection.learn_while_detecting and self.baseline
             else None
         )

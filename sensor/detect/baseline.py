@@ -445,6 +445,16 @@ class Baseline:
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
 
+    def resolvers(self) -> set[str]:
+        """Every address some workload learned as a DNS destination."""
+        out: set[str] = set()
+        for wb in self.workloads.values():
+            for k in wb.destinations:
+                addr, port, transport = k.rsplit("|", 2)
+                if port == "53" and transport in ("udp", "tcp"):
+                    out.add(addr)
+        return out
+
     def workload(self, key: str) -> WorkloadBaseline:
         wb = self.workloads.get(key)
         if wb is None:

@@ -28,8 +28,18 @@ class Learner:
         timezone: str = "local",
         skip: Callable[[str], bool] | None = None,
         quarantine_windows: int = 0,
+        new_resolvers: bool = True,
     ) -> None:
         self.baseline = baseline
+        # A resolver is what vouches for names (Context.resolver_known):
+        # while detecting (new_resolvers False) a workload learns one only
+        # if some workload of the baseline already knows it, so a few quiet
+        # queries to an attacker's resolver are not learned into trust. The
+        # cluster's resolver is known to the others when a new workload
+        # first uses it; a resolver no workload knows waits for `sluice
+        # baseline learn`.
+        self.new_resolvers = new_resolvers
+        self.resolvers_withheld = 0  # port 53 flows not learned for that
         self.tz = timezone
         self.skip = skip or (lambda _w: False)
         self.windows = 0
@@ -75,12 +85,19 @@ class Learner:
         hour = local_hour(view.end, self.tz)
         active = view.workloads() - skipped
         b = self.baseline
+        known_resolvers: set[str] | None = None  # every workload's, read once when needed
         for f in view.flows:
             if f.workload not in active:
                 continue
             s = f.summary
             if not s.bytes and not s.connects:
                 continue  # only received (ingress counts): not a destination it sends to
+            if f.port == 53 and not self.new_resolvers and not b.workload(f.workload).knows_resolver(f.ip):
+                if known_resolvers is None:
+                    known_resolvers = b.resolvers()
+                if f.ip not in known_resolvers:
+                    self.resolvers_withheld += 1
+                    continue
             enc = s.encrypted_bytes
             egress[f.workload] += s.bytes
             encrypted[f.workload] += enc

@@ -153,3 +153,31 @@ def test_no_quarantine_learns_at_once() -> None:
     lr = Learner(Baseline(), "UTC")
     lr.on_window(_qwin(0, "198.18.0.1"))
     assert lr.baseline.get("acme/api") is not None and lr.windows == 1
+
+
+def test_while_detecting_a_resolver_no_workload_knows_is_not_learned() -> None:
+    """A resolver vouches for names: learning while detecting, a workload
+    learns one only when another workload already knows it (the cluster's
+    resolver, for a new workload); a few queries to an attacker's resolver
+    are not learned into trust. Learning proper learns every resolver."""
+    b = Baseline()
+    Learner(b, "UTC").on_window(window(T0, flows=[flow(DB, "10.96.0.10", 53, 80, transport="udp")]))
+    lr = Learner(b, "UTC", new_resolvers=False)
+    lr.on_window(
+        window(
+            T0 + WINDOW,
+            flows=[
+                flow(API, "10.96.0.10", 53, 80, transport="udp"),  # the cluster's: DB knows it
+                flow(API, "203.0.113.53", 53, 80, transport="udp"),  # nobody's
+                flow(DB, "203.0.113.53", 53, 90, transport="tcp"),
+                flow(API, "203.0.113.5", 443, KIB),  # not a resolver: learned as always
+            ],
+        )
+    )
+    api, db = get_wb(b, "acme/api"), get_wb(b, "acme/db")
+    assert api.knows_resolver("10.96.0.10") and not api.knows_resolver("203.0.113.53")
+    assert not db.knows_resolver("203.0.113.53") and db.knows_resolver("10.96.0.10")
+    assert "203.0.113.5|443|tcp" in api.destinations
+    assert lr.resolvers_withheld == 2
+    Learner(b, "UTC").on_window(window(T0 + 2 * WINDOW, flows=[flow(API, "203.0.113.53", 53, 80, transport="udp")]))
+    assert get_wb(b, "acme/api").knows_resolver("203.0.113.53")  # `sluice baseline learn` learns it
