@@ -296,6 +296,10 @@ static __always_inline void sl_sample_first(struct __sk_buff *skb, __u64 cgroup_
 					    const struct sl_l3l4 *p, __u32 plen, __u8 flags)
 {
 	struct sl_sample_first_event *ev;
+	/* within the cgroup's event quota like every other sample: a connect
+	 * loop of TLS or HTTP openings must not fill the ring buffer for all */
+	if (!sl_event_quota_ok(skb, cgroup_id))
+		return;
 	ev = sl_event_alloc(sizeof(*ev), SL_EV_SAMPLE);
 	if (!ev)
 		return;
@@ -399,8 +403,11 @@ static __always_inline void sl_sample(struct __sk_buff *skb, const struct sl_l3l
 			return;
 	} else if (flags & SL_SAMPLE_F_SOCK_START) {
 		__sync_fetch_and_add(&fv->start_samples, 1);
-	} else if (fv->samples - fv->start_samples >= SL_SAMPLE_MAX_PER_FLOW_WINDOW) {
-		return;
+	} else {
+		/* its own counter: no difference of two racy reads to underflow */
+		if (fv->capped_samples >= SL_SAMPLE_MAX_PER_FLOW_WINDOW)
+			return;
+		__sync_fetch_and_add(&fv->capped_samples, 1);
 	}
 	__sync_fetch_and_add(&fv->samples, 1);
 	/* A socket's first payload that starts a TLS handshake or an HTTP

@@ -283,9 +283,8 @@ struct sl_flow_value {
 	                       * path reads no clock (it costs more than the rest) */
 	__u32 samples;        /* sample events emitted in this window */
 	__u32 payload_packets;
-	__u32 start_samples;  /* of them, samples of sockets' first packets:
-	                       * not charged to the per-flow cap */
-	__u32 start_pad;
+	__u32 start_samples;  /* of them, samples of sockets' first packets */
+	__u32 capped_samples; /* the others (DNS aside): what the per-flow cap counts */
 	/* Keeps what egress writes per packet and what ingress writes per
 	 * packet 64 bytes apart: a TCP flow's data leave on one CPU while its
 	 * ACKs arrive on another, and both programs write the flow's slot

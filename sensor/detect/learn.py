@@ -40,6 +40,10 @@ class Learner:
         # baseline learn`.
         self.new_resolvers = new_resolvers
         self.resolvers_withheld = 0  # port 53 flows not learned for that
+        # every workload's resolvers, read from the baseline once and kept
+        # up to date by what this learner adds (not per window: one packet
+        # to an unknown resolver would make every window walk the baseline)
+        self._known_resolvers: set[str] | None = None
         self.tz = timezone
         self.skip = skip or (lambda _w: False)
         self.windows = 0
@@ -85,7 +89,6 @@ class Learner:
         hour = local_hour(view.end, self.tz)
         active = view.workloads() - skipped
         b = self.baseline
-        known_resolvers: set[str] | None = None  # every workload's, read once when needed
         for f in view.flows:
             if f.workload not in active:
                 continue
@@ -93,23 +96,26 @@ class Learner:
             if not s.bytes and not s.connects:
                 continue  # only received (ingress counts): not a destination it sends to
             if f.port == 53 and not self.new_resolvers and not b.workload(f.workload).knows_resolver(f.ip):
-                if known_resolvers is None:
-                    known_resolvers = b.resolvers()
-                if f.ip not in known_resolvers:
+                if self._known_resolvers is None:
+                    self._known_resolvers = b.resolvers()
+                if f.ip not in self._known_resolvers:
                     self.resolvers_withheld += 1
                     continue
             enc = s.encrypted_bytes
             egress[f.workload] += s.bytes
             encrypted[f.workload] += enc
-            # by name (registered domain) when the flow had one, else by address
-            host = registered_domain(s.domain) if s.domain else f.ip
+            # by name (registered domain) when the flow had one, else by
+            # address; a resolver always by address (what knows_resolver asks)
+            host = registered_domain(s.domain) if s.domain and f.port != 53 else f.ip
+            if f.port == 53 and self._known_resolvers is not None:
+                self._known_resolvers.add(f.ip)
             b.workload(f.workload).add_destination(
                 dest_key(host, f.port, f.transport),
                 s.payload_bytes,
                 enc,
                 s.entropy,
                 s.protocol_hint,
-                address=f.ip if s.domain else None,
+                address=f.ip if s.domain and f.port != 53 else None,
             )
             if f.peer_workload:
                 b.workload(f.workload).add_peer(f.peer_workload)

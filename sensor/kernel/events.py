@@ -280,7 +280,7 @@ class FlowValueC(ct.Structure):
         ("samples", ct.c_uint32),
         ("payload_packets", ct.c_uint32),
         ("start_samples", ct.c_uint32),
-        ("start_pad", ct.c_uint32),
+        ("capped_samples", ct.c_uint32),
         ("line_pad", ct.c_uint64),
         ("first_ns", ct.c_uint64),
         ("rx_bytes", ct.c_uint64),

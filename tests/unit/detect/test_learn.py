@@ -181,3 +181,9 @@ def test_while_detecting_a_resolver_no_workload_knows_is_not_learned() -> None:
     assert lr.resolvers_withheld == 2
     Learner(b, "UTC").on_window(window(T0 + 2 * WINDOW, flows=[flow(API, "203.0.113.53", 53, 80, transport="udp")]))
     assert get_wb(b, "acme/api").knows_resolver("203.0.113.53")  # `sluice baseline learn` learns it
+    # a resolver is learned by its address, even when the flow carried a name
+    named = flow(JOB, "10.96.0.53", 53, 80, transport="tcp")
+    named.summary.domain = "dns.example.net"
+    Learner(b, "UTC").on_window(window(T0 + 3 * WINDOW, flows=[named]))
+    assert get_wb(b, "acme/job").knows_resolver("10.96.0.53")
+    assert "10.96.0.53" in b.resolvers()
