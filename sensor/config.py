@@ -555,17 +555,22 @@ def default_config() -> Config:
     return _make(_defaults(), "<embedded defaults>")
 
 
-def load_config(path: str | Path | None) -> Config:
-    """The embedded defaults, overridden by the file at `path` if given."""
-    if path is None:
-        return default_config()
+def _read(path: str | Path) -> tuple[str, str]:
+    """(path as text, the file's text), or the ConfigError that says why not."""
     p = str(path)
     try:
-        text = Path(p).read_text()
+        return p, Path(p).read_text()
     except FileNotFoundError:
         raise ConfigError("file not found", p, hint="give an existing file to --config") from None
     except OSError as e:
         raise ConfigError(f"cannot read: {e.strerror}", p) from None
+
+
+def load_config(path: str | Path | None) -> Config:
+    """The embedded defaults, overridden by the file at `path` if given."""
+    if path is None:
+        return default_config()
+    p, text = _read(path)
     return _make(_build(_parse(text, p), _defaults(), text, p), p)
 
 
@@ -582,11 +587,7 @@ def load_kernel_section(path: str | Path | None) -> KernelSection:
         "default.toml",
     )
     if path is not None:
-        p = str(path)
-        try:
-            text = Path(p).read_text()
-        except OSError as e:
-            raise ConfigError(f"cannot read: {e.strerror}", p) from None
+        p, text = _read(path)
         data = _parse(text, p)
         if "kernel" in data:
             base = _build({"kernel": data["kernel"]}, base, text, p)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -66,18 +67,15 @@ def _any_socket(text: str) -> bool:
 
 
 # /proc/<pid>/net file -> (what it holds, when it says the namespace has one)
-_FORGING = (
-    ("udp", "a UDP socket on port 53", _local_port_53),
-    ("udp6", "a UDP socket on port 53", _local_port_53),
-    ("tcp", "a TCP socket on port 53", _local_port_53),
-    ("tcp6", "a TCP socket on port 53", _local_port_53),
-    ("raw", "a raw socket", _any_socket),
-    ("raw6", "a raw socket", _any_socket),
-    ("packet", "a packet socket", _any_socket),
-)
-
-
-_FORGING_FILES = {name: (what, has) for name, what, has in _FORGING}
+_FORGING: dict[str, tuple[str, Callable[[str], bool]]] = {
+    "udp": ("a UDP socket on port 53", _local_port_53),
+    "udp6": ("a UDP socket on port 53", _local_port_53),
+    "tcp": ("a TCP socket on port 53", _local_port_53),
+    "tcp6": ("a TCP socket on port 53", _local_port_53),
+    "raw": ("a raw socket", _any_socket),
+    "raw6": ("a raw socket", _any_socket),
+    "packet": ("a packet socket", _any_socket),
+}
 
 
 def _host_netns(proc: str) -> int | None:
@@ -94,7 +92,7 @@ def _host_netns(proc: str) -> int | None:
 
 
 def _forging_in(pid: int, proc: str) -> str | None:
-    for name, what, has in _FORGING:
+    for name, (what, has) in _FORGING.items():
         try:
             with open(f"{proc}/{pid}/net/{name}") as f:
                 if has(f.read()):
@@ -121,7 +119,7 @@ def forging_socket(pid: int, proc: str = "/proc") -> str | None:
 
 # Every /proc/<pid>/net table that lists sockets, and the column of its
 # inode: a socket a process holds must be in one of its namespaces'.
-_SOCKET_TABLES = {
+SOCKET_TABLES = {
     **{n: 9 for n in ("tcp", "tcp6", "udp", "udp6", "udplite", "udplite6", "raw", "raw6", "icmp", "icmp6")},
     "packet": 8,
     "unix": 6,
@@ -182,7 +180,9 @@ def _read_table(path: str) -> str | None:
     return text if len(text) <= MAX_TABLE_BYTES else None
 
 
-def _inodes(text: str, column: int) -> set[int]:
+def table_inodes(text: str, column: int) -> set[int]:
+    """Socket inodes from a /proc/<pid>/net table (its `column`, per
+    SOCKET_TABLES), past the header."""
     out = set()
     for line in text.splitlines()[1:]:
         parts = line.split()
@@ -216,16 +216,16 @@ def forging_unseen(tasks: list[int], proc: str = "/proc") -> str | None:
     listed: set[int] = set()
     for members in by_ns.values():
         tid = members[0]
-        for name, column in _SOCKET_TABLES.items():
+        for name, column in SOCKET_TABLES.items():
             text = _read_table(f"{proc}/{tid}/net/{name}")
             if text is None:
-                if os.path.exists(f"{proc}/{tid}/net/{name}") or name in _FORGING_FILES:
+                if os.path.exists(f"{proc}/{tid}/net/{name}") or name in _FORGING:
                     return f"/proc/{tid}/net/{name} could not be read (gone, or too long)"
                 continue  # a table this kernel does not have
-            forging = _FORGING_FILES.get(name)
+            forging = _FORGING.get(name)
             if forging is not None and forging[1](text):
                 return f"it holds {forging[0]}"
-            listed |= _inodes(text, column)
+            listed |= table_inodes(text, column)
     held = 0
     for tid in (t for members in by_ns.values() for t in members):
         sockets = socket_inodes(tid, proc)

@@ -24,7 +24,7 @@ import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sensor.attribution.netmap import cgroup_tasks, socket_inodes
+from sensor.attribution.netmap import SOCKET_TABLES, cgroup_tasks, socket_inodes, table_inodes
 from sensor.text import safe_text
 
 
@@ -33,16 +33,6 @@ class Holder:
     pid: int
     comm: str
     inodes: tuple[int, ...]
-
-
-def parse_packet_inodes(text: str) -> set[int]:
-    """Socket inodes from a /proc/<pid>/net/packet table (the last column)."""
-    out: set[int] = set()
-    for line in text.splitlines()[1:]:
-        cols = line.split()
-        if cols and cols[-1].isdigit():
-            out.add(int(cols[-1]))
-    return out
 
 
 def _comm(pid: int, proc: str) -> str:
@@ -81,7 +71,7 @@ def holders(pids: Iterable[int], proc: str = "/proc") -> list[Holder]:
             netns = os.stat(f"{proc}/{tid}/ns/net").st_ino
             if netns not in by_netns:
                 with open(f"{proc}/{tid}/net/packet") as f:
-                    by_netns[netns] = parse_packet_inodes(f.read())
+                    by_netns[netns] = table_inodes(f.read(), SOCKET_TABLES["packet"])
         except OSError:
             continue  # gone
         if not by_netns[netns]:

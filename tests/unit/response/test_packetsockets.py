@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sensor.attribution.netmap import cgroup_tasks, socket_inodes
-from sensor.response.packetsockets import holders, parse_packet_inodes
+from sensor.attribution.netmap import SOCKET_TABLES, cgroup_tasks, socket_inodes, table_inodes
+from sensor.response.packetsockets import holders
 
 NET_PACKET = """sk               RefCnt Type Proto  Iface R Rmem   User   Inode
 ffff8881033d6000 3      3    0003   2     1 0      0      91234
@@ -29,6 +29,10 @@ def _proc(root: Path, pid: int, netns: str, packet_table: str, fds: dict[int, st
     (d / "comm").write_text(comm + "\n")
     for fd, target in fds.items():
         os.symlink(target, d / "fd" / str(fd))
+
+
+def parse_packet_inodes(text: str) -> set[int]:
+    return table_inodes(text, SOCKET_TABLES["packet"])
 
 
 def test_packet_table_inodes() -> None:
