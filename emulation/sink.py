@@ -16,7 +16,8 @@ end of every scenario and records what it received.
   get A records (TTL 5 s), other types of a known name an empty answer, any
   other name NXDOMAIN.
 - UDP ports (--udp): discard datagrams, one record per burst.
-Writes one JSON line per connection or datagram to STATE_FILE. Standalone:
+Writes one JSON line per connection or datagram to STATE_FILE (a TCP
+connection: an "accept" line when it is accepted, one when it ends). Standalone:
 standard library only.
 """
 
@@ -29,6 +30,7 @@ import socket
 import ssl
 import struct
 import threading
+import time
 
 _METHODS = (b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"PATCH ", b"OPTIONS ")
 
@@ -54,6 +56,10 @@ class Sink:
         s.listen(128)
         while True:
             conn, peer = s.accept()
+            # at once, not when the connection ends: a connection cut off
+            # mid-stream (containment) ends only at the 30 s read timeout,
+            # and a test counting connections must not see it arrive late
+            self.record(proto="accept", port=port, bytes=0, peer=peer[0], at=time.time())
             threading.Thread(target=self._conn, args=(conn, peer, port, mode, ctx), daemon=True).start()
 
     def _conn(

