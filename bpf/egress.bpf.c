@@ -236,34 +236,56 @@ static __always_inline int sl_parse(struct __sk_buff *skb, struct sl_l3l4 *p)
  * lib/contain.bpf.h): egress of a contained container's cgroups (and their
  * sub-cgroups), or to a blocked destination (for one container, or for
  * every cgroup with handle 0), is dropped here and counted in the entry.
- * Loopback stays open: an isolated container keeps talking to itself.
- * sl_contain_on[0] is non-zero only while entries exist, so the common path
- * pays one array read. */
-static __always_inline int sl_is_loopback(const __u8 *a)
+ * An isolated container keeps talking to itself over 127.0.0.1 and ::1,
+ * unless its network namespace is shared (SL_ISO_NO_LOOPBACK: the host's,
+ * a pod's, another container's), where a process outside the container
+ * listens on that loopback and could relay (a mesh sidecar, a proxy).
+ * The rest of 127.0.0.0/8 is dropped for every isolated container: those
+ * addresses are where relays outside the container listen (Docker's
+ * embedded DNS server at 127.0.0.11 forwards queries from dockerd's own
+ * socket, systemd-resolved's stub at 127.0.0.53). Blocks never apply to
+ * loopback. sl_contain_on[0] is non-zero only while entries exist, so the
+ * common path pays one array read. */
+#define SL_LO_NONE 0
+#define SL_LO_OWN 1     /* 127.0.0.1, ::1 */
+#define SL_LO_OTHER 2   /* the rest of 127.0.0.0/8 */
+static __always_inline int sl_loopback_kind(const __u8 *a)
 {
 	/* v4-mapped 127.0.0.0/8, or ::1 */
-	if (a[10] == 0xff && a[11] == 0xff)
-		return a[12] == 127;
+	if (a[10] == 0xff && a[11] == 0xff) {
+		if (a[12] != 127)
+			return SL_LO_NONE;
+		return a[13] == 0 && a[14] == 0 && a[15] == 1 ? SL_LO_OWN : SL_LO_OTHER;
+	}
 	for (int i = 0; i < 15; i++)
 		if (a[i])
-			return 0;
-	return a[15] == 1;
+			return SL_LO_NONE;
+	return a[15] == 1 ? SL_LO_OWN : SL_LO_NONE;
 }
 
 static __always_inline int sl_contained(struct __sk_buff *skb, __u64 cgroup_id, const __u8 *daddr)
 {
-	if (!sl_contain_active() || sl_is_loopback(daddr))
+	if (!sl_contain_active())
+		return 0;
+	int lo = sl_loopback_kind(daddr);
+	__u64 handle = sl_contain_handle_skb(skb, cgroup_id);
+	if (handle) {
+		struct sl_isolation *iso = sl_isolated.lookup(&handle);
+		if (iso) {
+			if (lo == SL_LO_OWN && !(iso->flags & SL_ISO_NO_LOOPBACK))
+				return 0;
+			__sync_fetch_and_add(&iso->dropped, 1);
+			return 1;
+		}
+	}
+	if (lo != SL_LO_NONE)
 		return 0;
 	struct sl_block_key bk = {};
 	__builtin_memcpy(bk.daddr, daddr, 16);
 	__u64 *n = 0;
-	__u64 handle = sl_contain_handle_skb(skb, cgroup_id);
 	if (handle) {
-		n = sl_isolated.lookup(&handle);
-		if (!n) {
-			bk.handle = handle;
-			n = sl_blocked.lookup(&bk);
-		}
+		bk.handle = handle;
+		n = sl_blocked.lookup(&bk);
 	}
 	if (!n) {
 		bk.handle = 0;

@@ -41,10 +41,19 @@ struct sl_block_key {
 struct sl_container_key {
 	char id[SL_CONTAINER_ID_LEN];   /* 64 lowercase hex digits, no NUL */
 };
+/* An isolation: packets dropped, and whether the container's loopback is
+ * dropped too (SL_ISO_NO_LOOPBACK: its network namespace is shared, with
+ * the host or other containers, whose processes could relay for it). */
+struct sl_isolation {
+	__u64 dropped;
+	__u32 flags;
+	__u32 pad;
+};
+#define SL_ISO_NO_LOOPBACK 1
 BPF_ARRAY(sl_contain_on, __u32, 1);
 BPF_ARRAY(sl_contain_levels, __u32, 1);
-/* handle -> packets dropped */
-BPF_HASH(sl_isolated, __u64, __u64, SL_CONTAIN_ENTRIES);
+/* handle -> its isolation */
+BPF_HASH(sl_isolated, __u64, struct sl_isolation, SL_CONTAIN_ENTRIES);
 BPF_HASH(sl_blocked, struct sl_block_key, __u64, SL_CONTAIN_ENTRIES);
 /* cgroup id -> handle; container id -> handle */
 BPF_HASH(sl_contain_cg, __u64, __u64, SL_CONTAIN_ENTRIES);

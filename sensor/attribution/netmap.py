@@ -241,6 +241,50 @@ def forging_unseen(tasks: list[int], proc: str = "/proc") -> str | None:
     return None
 
 
+def netns_shared(tasks: list[int], proc: str = "/proc") -> str | None:
+    """Why the network namespaces of these threads (a container's) are not
+    theirs alone, or None when they are: the host's namespace, or one a
+    process outside them is in (a pod's other containers, a container
+    started with --network container:, a process that entered it). Such a
+    loopback reaches processes outside the container, which could relay
+    for it (sensor/response/containment.py). What cannot be read counts as
+    shared."""
+    host = _host_netns(proc)
+    if host is None:
+        return "the host's network namespace cannot be read"
+    mine: set[int] = set()
+    for tid in tasks:
+        try:
+            mine.add(os.stat(f"{proc}/{tid}/ns/net").st_ino)
+        except OSError:
+            if os.path.exists(f"{proc}/{tid}/task"):
+                return f"the network namespace of task {tid} cannot be read"
+    if host in mine:
+        return "it is the host's network namespace"
+    if not mine:
+        return "none of its processes could be read"
+    inside = set(tasks)
+    try:
+        pids = [int(p) for p in os.listdir(proc) if p.isdigit()]
+    except OSError:
+        return f"{proc} cannot be listed"
+    for pid in pids:
+        if pid in inside:
+            continue
+        try:
+            ino = os.stat(f"{proc}/{pid}/ns/net").st_ino
+        except OSError:
+            continue  # gone, or a zombie: it holds no namespace
+        if ino in mine:
+            try:
+                with open(f"{proc}/{pid}/comm") as f:
+                    comm = f.read().strip()
+            except OSError:
+                comm = "?"
+            return f"process {pid} ({comm}), outside the container, is in its network namespace"
+    return None
+
+
 def first_pid(cgroup_dir: str) -> int | None:
     try:
         with open(os.path.join(cgroup_dir, "cgroup.procs")) as f:

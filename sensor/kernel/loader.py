@@ -79,6 +79,7 @@ _STAT_NAMES = {
 _LSM_PROBE_HOOK = "bpf_lsm_socket_create"
 _LSM_PROBE_CODE = bytes([0xB7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0])
 SECURITYFS = "/sys/kernel/security"
+ISO_NO_LOOPBACK = 1  # bpf/lib/contain.bpf.h SL_ISO_NO_LOOPBACK
 GUARD_ATTACHED = "attached (a container is contained: its AF_PACKET sockets are refused by SIGKILL)"
 GUARD_DETACHED = "detached (attached only while a container is contained)"
 
@@ -740,10 +741,18 @@ class BccSource:
             except KeyError:
                 pass
 
-    def set_isolated(self, handle: int, on: bool) -> None:
+    def set_isolated(self, handle: int, on: bool, no_loopback: bool = False) -> None:
         assert self.b is not None
         t = self.b["sl_isolated"]
-        self._set(t, t.Key(handle), t.Leaf(0), on)
+        k = t.Key(handle)
+        leaf = t.Leaf()
+        if on:
+            try:  # setting it again (the loopback flag) keeps its count
+                leaf.dropped = t[k].dropped
+            except KeyError:
+                pass
+            leaf.flags = ISO_NO_LOOPBACK if no_loopback else 0
+        self._set(t, k, leaf, on)
         self._contain_switch()
         self._packet_guard_switch()
 
@@ -794,7 +803,7 @@ class BccSource:
     def containment_counts(self) -> tuple[dict[int, int], dict[tuple[int, str], int]]:
         if self.b is None:
             return {}, {}
-        iso = {int(k.value): int(v.value) for k, v in self.b["sl_isolated"].items()}
+        iso = {int(k.value): int(v.dropped) for k, v in self.b["sl_isolated"].items()}
         blk = {
             (int(k.handle), events.format_addr(bytes(k.daddr))): int(v.value) for k, v in self.b["sl_blocked"].items()
         }

@@ -59,9 +59,11 @@ class EventSource(Protocol):
     def forget_quota_charges(self, cgroup_ids: set[int]) -> None:
         """These cgroups are gone: drop their quota charges."""
 
-    def set_isolated(self, handle: int, on: bool) -> None:
-        """Drop (on) or stop dropping all egress but loopback of the
-        container with this containment handle."""
+    def set_isolated(self, handle: int, on: bool, no_loopback: bool = False) -> None:
+        """Drop (on) or stop dropping all egress of the container with this
+        containment handle but its own loopback (127.0.0.1, ::1), and that
+        too with no_loopback (a shared network namespace). Setting it again
+        changes the flag and keeps the count."""
 
     def set_blocked(self, handle: int, ip: str, on: bool) -> None:
         """Drop egress to ip from the container with this handle (0: from
@@ -93,6 +95,7 @@ class ReplaySource:
         self.sink: RecordSink | None = None
         self.closed = False
         self.isolated: dict[int, int] = {}
+        self.isolated_no_loopback: dict[int, bool] = {}
         self.blocked: dict[tuple[int, str], int] = {}
         self.cgroups: dict[int, int] = {}
         self.container_ids: dict[str, int] = {}
@@ -147,11 +150,13 @@ class ReplaySource:
         for c in cgroup_ids:
             self.quota_charges.pop(c, None)
 
-    def set_isolated(self, handle: int, on: bool) -> None:
+    def set_isolated(self, handle: int, on: bool, no_loopback: bool = False) -> None:
         if on:
             self.isolated.setdefault(handle, 0)
+            self.isolated_no_loopback[handle] = no_loopback
         else:
             self.isolated.pop(handle, None)
+            self.isolated_no_loopback.pop(handle, None)
 
     def set_blocked(self, handle: int, ip: str, on: bool) -> None:
         if on:

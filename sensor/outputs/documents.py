@@ -381,6 +381,7 @@ def containment(
         "container_id": e.container_id,
         "destination": e.destination,
         "cgroup_ids": e.cgroup_ids,
+        **({"loopback_dropped": True} if e.loopback_dropped else {}),
         "since": iso(e.since),
         "reason": e.reason,
         "dropped_packets": dropped,

@@ -2,7 +2,9 @@
 
 Both strategies end with "isolate the container, block egress". Sluice does
 it in its own egress program, for any runtime: the packets of an isolated
-container's cgroup (loopback excepted), or to a blocked destination (from
+container's cgroup (but those to its own 127.0.0.1 and ::1, when its
+network namespace is its own: a shared one's loopback reaches processes
+outside the container that could relay, such as a mesh sidecar), or to a blocked destination (from
 one container, or from every cgroup on the node), are dropped in the kernel
 and counted per entry. Entries are kept in a state file (JSON, written
 atomically) and applied again when the sensor starts; an entry whose
@@ -72,6 +74,9 @@ class Entry:
     # cgroups of earlier runs (restarts): still contained, their sockets
     # may outlive the run
     former_cgroup_ids: list[int] = field(default_factory=list)
+    # isolation only: the container's network namespace is shared (the
+    # host's, a pod's): its loopback is dropped too (netmap.netns_shared)
+    loopback_dropped: bool = False
 
     def who(self) -> str:
         return (self.container_name or self.container_id[:12]) if self.container_id else "every container"
@@ -164,7 +169,7 @@ class Containment:
             for cg in e.former_cgroup_ids:  # gone: the level of the current one stands
                 self.source.set_contained_cgroup(cg, h, 0, True)
         if e.kind == "isolate":
-            self.source.set_isolated(h, on)
+            self.source.set_isolated(h, on, e.loopback_dropped)
         else:
             assert e.destination is not None
             self.source.set_blocked(h, e.destination, on)
@@ -213,10 +218,16 @@ class Containment:
         self.save()
         return e
 
-    def isolate(self, container_id: str, name: str | None, cgroup_ids: list[int], reason: str = "") -> Entry:
+    def isolate(
+        self, container_id: str, name: str | None, cgroup_ids: list[int], reason: str = "", shared_netns: bool = False
+    ) -> Entry:
+        """shared_netns: the container's network namespace is not its own
+        (the host's, a pod's): its loopback is dropped too."""
         if self._find("isolate", container_id, None):
             raise ContainmentError(f"container {name or container_id[:12]} is already isolated")
-        return self._add(Entry("isolate", container_id, name, list(cgroup_ids), None, time.time(), reason))
+        e = Entry("isolate", container_id, name, list(cgroup_ids), None, time.time(), reason)
+        e.loopback_dropped = shared_netns
+        return self._add(e)
 
     def block(
         self,

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sensor.attribution.docker_api import DockerError, NotFound
+from sensor.attribution.netmap import cgroup_tasks, netns_shared
 from sensor.attribution.registry import ContainerLife, ContainerRegistry
 from sensor.kernel.source import EventSource
 from sensor.outputs import documents
@@ -124,8 +125,15 @@ class ContainmentService:
 
     def isolate(self, ref: str, reason: str) -> dict[str, Any]:
         life = self._container(ref)
-        e = self.containment.isolate(life.info.id, life.info.name, [life.cgroup_id], reason)
-        msg = f"isolated container {e.who()}: all its egress but loopback is dropped"
+        dirs = self._cgroup_dirs([life.cgroup_id])
+        tasks = cgroup_tasks(dirs[0]) if dirs else None
+        shared = netns_shared(tasks) if tasks is not None else "its processes cannot be listed"
+        e = self.containment.isolate(life.info.id, life.info.name, [life.cgroup_id], reason, shared is not None)
+        msg = f"isolated container {e.who()}: " + (
+            f"all its egress is dropped, loopback too ({shared}: a process there could relay for it)"
+            if shared
+            else "all its egress but its own loopback (127.0.0.1, ::1) is dropped"
+        )
         self._doc(e, "container_isolated", msg, life)
         self.sweep_packet_sockets(life, [life.cgroup_id])
         return {"ok": True, "message": msg}

@@ -14,6 +14,7 @@ from sensor.attribution.netmap import (
     first_pid,
     forging_socket,
     forging_unseen,
+    netns_shared,
     parse_fib_trie_local,
     parse_if_inet6,
 )
@@ -319,3 +320,32 @@ def test_cgroup_tasks_walks_sub_cgroups_within_a_limit(tmp_path: Path) -> None:
     assert cgroup_tasks(str(cg), limit=2) is None
     (cg / "sub" / "cgroup.threads").write_text("twelve\n")
     assert cgroup_tasks(str(cg)) is None
+
+
+def test_netns_shared(tmp_path: Path) -> None:
+    """A container's network namespace is its own unless it is the host's or
+    a process outside the container is in it (then its loopback reaches a
+    possible relay); what cannot be read counts as shared."""
+
+    def world(name: str, others: dict[int, str], host_ns: bool = False) -> str:
+        root = proc_tree(tmp_path / name, 10, {}, host_ns=host_ns)
+        (Path(root) / "11" / "ns").mkdir(parents=True)
+        (Path(root) / "11" / "task").mkdir()
+        (Path(root) / "11" / "ns" / "net").symlink_to(Path(root) / ("netns-host" if host_ns else "netns-ctr"))
+        for pid, ns in others.items():
+            (Path(root) / str(pid) / "ns").mkdir(parents=True)
+            (Path(root) / str(pid) / "comm").write_text("envoy\n")
+            target = Path(root) / f"netns-{ns}"
+            target.touch()
+            (Path(root) / str(pid) / "ns" / "net").symlink_to(target)
+        return root
+
+    assert netns_shared([10, 11], world("own", {20: "other"})) is None
+    assert netns_shared([10, 11], world("pod", {20: "ctr"})) == (
+        "process 20 (envoy), outside the container, is in its network namespace"
+    )
+    assert netns_shared([10, 11], world("host", {}, host_ns=True)) == "it is the host's network namespace"
+    root = world("unread", {})
+    (Path(root) / "11" / "ns" / "net").unlink()
+    assert netns_shared([10, 11], root) == "the network namespace of task 11 cannot be read"
+    assert netns_shared([99], root) == "none of its processes could be read"

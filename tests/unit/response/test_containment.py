@@ -196,3 +196,13 @@ def test_a_stopped_container_from_an_old_state_file_never_gets_the_node_wide_han
     (e,), _ = c2.restore(c2.load(), {}, exists=lambda _cid: True)
     assert e.handle != 0 and (0, "198.18.64.1") not in src2.blocked
     assert src2.blocked == {(e.handle, "198.18.64.1"): 0} and src2.container_ids == {A: e.handle}
+
+
+def test_a_shared_network_namespace_drops_loopback_too_and_is_saved(tmp_path: Path) -> None:
+    c, src = _c(tmp_path)
+    c.isolate(A, "web", [11], shared_netns=True)
+    c.isolate(B, "db", [12])
+    assert src.isolated_no_loopback == {11: True, 12: False}
+    c2, src2 = _c(tmp_path)
+    c2.restore(c2.load(), {A: [11], B: [12]})
+    assert src2.isolated_no_loopback == {11: True, 12: False}
