@@ -91,32 +91,6 @@ def _host_netns(proc: str) -> int | None:
     return None
 
 
-def _forging_in(pid: int, proc: str) -> str | None:
-    for name, (what, has) in _FORGING.items():
-        try:
-            with open(f"{proc}/{pid}/net/{name}") as f:
-                if has(f.read()):
-                    return what
-        except OSError:
-            continue
-    return None
-
-
-def forging_socket(pid: int, proc: str = "/proc") -> str | None:
-    """A socket in the network namespace of `pid` that could answer its
-    DNS queries with anything (sensor/telemetry/names.py FlowNamer.distrust):
-    one on port 53, raw or packet. None when there is none, or the namespace
-    is the host's (a host-network container: the host's resolver and DHCP
-    client are not the container's)."""
-    host = _host_netns(proc)
-    try:
-        if host is None or os.stat(f"{proc}/{pid}/ns/net").st_ino == host:
-            return None
-    except OSError:
-        return None
-    return _forging_in(pid, proc)
-
-
 # Every /proc/<pid>/net table that lists sockets, and the column of its
 # inode: a socket a process holds must be in one of its namespaces'.
 SOCKET_TABLES = {
@@ -191,27 +165,34 @@ def table_inodes(text: str, column: int) -> set[int]:
     return out
 
 
-def forging_unseen(tasks: list[int], proc: str = "/proc") -> str | None:
+def forging_unseen(tasks: list[int], proc: str = "/proc", strict: bool = True) -> str | None:
     """Why these threads could still answer DNS queries with anything, or
     None when every network namespace they are in was read and holds no
     socket on port 53, raw or packet, and every socket they hold is listed
     in one of those namespaces (a socket made in another namespace and
-    passed in, by a process since gone, is not). Stricter than
-    forging_socket: a host-network container is never found clean (its
-    sockets are the host's), and whatever cannot be read counts against."""
+    passed in, by a process since gone, is not).
+
+    strict (a distrust is cleared only on this): a host-network container
+    is never found clean (its sockets are the host's), and whatever cannot
+    be read counts against. Not strict (the scan at start, which distrusts
+    on what it finds): threads in the host's namespace are skipped (the
+    host's resolver and DHCP client are not the container's) and what
+    cannot be read is passed over; only a finding counts."""
     host = _host_netns(proc)
     if host is None:
-        return "the host's network namespace cannot be read"
+        return "the host's network namespace cannot be read" if strict else None
     by_ns: dict[int, list[int]] = {}  # netns inode -> its threads
     for tid in tasks:
         try:
             ino = os.stat(f"{proc}/{tid}/ns/net").st_ino
         except OSError:
-            if os.path.exists(f"{proc}/{tid}"):
+            if strict and os.path.exists(f"{proc}/{tid}"):
                 return f"the network namespace of task {tid} cannot be read"
             continue  # exited
         if ino == host:
-            return "it shares the host's network namespace"
+            if strict:
+                return "it shares the host's network namespace"
+            continue
         by_ns.setdefault(ino, []).append(tid)
     listed: set[int] = set()
     for members in by_ns.values():
@@ -219,7 +200,7 @@ def forging_unseen(tasks: list[int], proc: str = "/proc") -> str | None:
         for name, column in SOCKET_TABLES.items():
             text = _read_table(f"{proc}/{tid}/net/{name}")
             if text is None:
-                if os.path.exists(f"{proc}/{tid}/net/{name}") or name in _FORGING:
+                if strict and (os.path.exists(f"{proc}/{tid}/net/{name}") or name in _FORGING):
                     return f"/proc/{tid}/net/{name} could not be read (gone, or too long)"
                 continue  # a table this kernel does not have
             forging = _FORGING.get(name)
@@ -230,7 +211,7 @@ def forging_unseen(tasks: list[int], proc: str = "/proc") -> str | None:
     for tid in (t for members in by_ns.values() for t in members):
         sockets = socket_inodes(tid, proc)
         if sockets is None:
-            if os.path.exists(f"{proc}/{tid}"):
+            if strict and os.path.exists(f"{proc}/{tid}"):
                 return f"the open files of task {tid} cannot be read"
             continue
         held += len(sockets)

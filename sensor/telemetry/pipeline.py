@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 
 from sensor.attribution.containers import Attribution, Attributor
-from sensor.attribution.netmap import NetMap, cgroup_tasks, first_pid, forging_socket, forging_unseen
+from sensor.attribution.netmap import NetMap, cgroup_tasks, forging_unseen
 from sensor.attribution.registry import ContainerRegistry
 from sensor.attribution.workload import workload_of
 from sensor.detect.view import (
@@ -254,6 +254,7 @@ class Pipeline:
             "forgers_unreported": 0,
             # containers holding such a socket when the sensor started
             "forgers_at_start": 0,
+            "forgers_at_start_unread": 0,
             "forgers_rechecked": 0,  # distrusted containers whose namespaces were read again
             "forgers_recheck_deferred": 0,  # rechecks left to the next window (time budget)
         }
@@ -506,12 +507,19 @@ class Pipeline:
     def scan_existing_forgers(self, proc: str = "/proc") -> None:
         """Containers running before the sensor started (a restart, or one
         the attacker caused): a socket on port 53, raw or packet in their
-        network namespace was made before the sensor could see it, and
-        distrusts their DNS answers as one it saw would."""
+        network namespaces was made before the sensor could see it, and
+        distrusts their DNS answers as one it saw would. Every thread of the
+        container is read (cgroup_tasks), as the recheck does: a process
+        whose main thread exited is a zombie leader with nothing to read,
+        and the first pid of cgroup.procs was all this scan read before.
+        Not strict (forging_unseen): only a finding distrusts."""
         for life in list(self.registry.running.values()):
             d = self.attributor.cgroup_dir(self.attributor.attribute(life.cgroup_id))
-            pid = first_pid(d) if d is not None else None
-            why = forging_socket(pid, proc) if pid is not None else None
+            tasks = cgroup_tasks(d, MAX_RECHECK_TASKS) if d is not None else None
+            if tasks is None:
+                self.counts["forgers_at_start_unread"] += 1
+                continue
+            why = forging_unseen(tasks, proc, strict=False)
             if why is not None:
                 self.counts["forgers_at_start"] += 1
                 self.names.distrust(life.cgroup_id, f"{why} when the sensor started")

@@ -6,7 +6,10 @@ DNS server."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
+import time
 from pathlib import Path
 
 from emulation.lab import SECOND_IP
@@ -16,9 +19,15 @@ from tests.privileged.test_names import SVC, named_flow
 HERE = Path(__file__).resolve().parent
 
 
-def test_a_raw_socket_behind_an_exited_main_thread_keeps_the_distrust(base: Path, docker: Docker, net: SinkNet) -> None:
+def _zleader(base: Path) -> Path:
     exe = base / "zleader"
-    subprocess.run(["gcc", "-O2", "-static", "-pthread", "-o", str(exe), str(HERE / "zleader.c")], check=True)
+    if not exe.exists():
+        subprocess.run(["gcc", "-O2", "-static", "-pthread", "-o", str(exe), str(HERE / "zleader.c")], check=True)
+    return exe
+
+
+def test_a_raw_socket_behind_an_exited_main_thread_keeps_the_distrust(base: Path, docker: Docker, net: SinkNet) -> None:
+    exe = _zleader(base)
     net.set_names({SVC: [SECOND_IP]})
     s = SensorProc(base, docker.sock, name="zleader")
     s.start()
@@ -40,3 +49,34 @@ def test_a_raw_socket_behind_an_exited_main_thread_keeps_the_distrust(base: Path
             docker.docker("rm", "-f", cid, check=False)
     finally:
         s.stop()
+
+
+def test_a_raw_socket_behind_an_exited_main_thread_is_found_at_start(base: Path, docker: Docker, net: SinkNet) -> None:
+    """The same container running before the sensor starts (a restart of
+    the sensor, or one the attacker caused): the scan at start reads every
+    thread. It read the first pid of cgroup.procs, the zombie leader, whose
+    namespace cannot be read: the container was not distrusted."""
+    exe = _zleader(base)
+
+    def forgers_at_start(name: str) -> int:
+        s = SensorProc(base, docker.sock, name=name)
+        s.start()
+        try:
+            return int(json.loads(s.status("--json").stdout)["counters"]["forgers_at_start"])
+        finally:
+            s.stop()
+
+    before = forgers_at_start("zleader-start-before")
+    script = f"exec /zleader 600 {SINK_IP} {SVC} 443"
+    cid = run_container(docker, net, script, wait=False, volumes=(f"{exe}:/zleader:ro",))
+    try:
+        pid = docker.docker("inspect", "-f", "{{.State.Pid}}", cid)
+        deadline = time.monotonic() + 10
+        # the main thread has exited (a zombie leader), the other holds the socket
+        while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the main thread never exited"
+            time.sleep(0.1)
+        assert len(os.listdir(f"/proc/{pid}/task")) == 2
+        assert forgers_at_start("zleader-start-after") == before + 1
+    finally:
+        docker.docker("rm", "-f", cid, check=False)

@@ -12,7 +12,6 @@ from sensor.attribution.netmap import (
     addresses_of_pid,
     cgroup_tasks,
     first_pid,
-    forging_socket,
     forging_unseen,
     netns_shared,
     parse_fib_trie_local,
@@ -178,25 +177,36 @@ def proc_tree(tmp_path: Path, pid: int, files: dict[str, str], host_ns: bool = F
     return str(tmp_path)
 
 
-def test_forging_socket_in_a_containers_namespace(tmp_path: Path) -> None:
-    """Port 53 (any address, UDP or TCP), raw or packet sockets: a
-    container that holds one when the sensor starts could answer its own DNS
-    queries. A host-network container is not judged by the host's sockets."""
-    assert forging_socket(10, proc_tree(tmp_path / "a", 10, {"udp": UDP_53})) == "a UDP socket on port 53"
-    assert forging_socket(10, proc_tree(tmp_path / "b", 10, {"udp": UDP_5353, "raw": UDP_HEAD})) is None
-    assert forging_socket(10, proc_tree(tmp_path / "c", 10, {"udp": UDP_5353, "raw6": RAW_ONE})) == "a raw socket"
-    assert forging_socket(10, proc_tree(tmp_path / "d", 10, {"packet": "sk RefCnt Type\nffff 3 3\n"})) == (
-        "a packet socket"
+def test_forging_found_at_start_in_a_containers_namespace(tmp_path: Path) -> None:
+    """The scan at start (not strict): port 53 (any address, UDP or TCP),
+    raw or packet sockets in a container's namespace distrust it; a
+    host-network container is not judged by the host's sockets, and what
+    cannot be read is passed over."""
+
+    def found(root: str, tasks: list[int] | None = None) -> str | None:
+        return forging_unseen(tasks or [10], root, strict=False)
+
+    assert found(proc_tree(tmp_path / "a", 10, {"udp": UDP_53})) == "it holds a UDP socket on port 53"
+    assert found(proc_tree(tmp_path / "b", 10, {"udp": UDP_5353, "raw": UDP_HEAD})) is None
+    assert found(proc_tree(tmp_path / "c", 10, {"udp": UDP_5353, "raw6": RAW_ONE})) == "it holds a raw socket"
+    assert found(proc_tree(tmp_path / "d", 10, {"packet": "sk RefCnt Type\nffff 3 3\n"})) == (
+        "it holds a packet socket"
     )
-    assert forging_socket(10, proc_tree(tmp_path / "e", 10, {"udp": UDP_53}, host_ns=True)) is None
-    assert forging_socket(99, str(tmp_path / "a")) is None  # gone
+    assert found(proc_tree(tmp_path / "e", 10, {"udp": UDP_53}, host_ns=True)) is None
+    assert found(str(tmp_path / "a"), [99]) is None  # gone
+    # a zombie leader (nothing under /proc/10 but its directory) beside a
+    # thread that holds the socket: the thread is read
+    root = proc_tree(tmp_path / "z", 11, {"raw": RAW_ONE})
+    (Path(root) / "10").mkdir()
+    assert found(root, [10, 11]) == "it holds a raw socket"
+    assert forging_unseen([10, 11], root) == "the network namespace of task 10 cannot be read"  # strict
     # pid 1's link unreadable (a sandbox): the sensor's own namespace stands for the host's
     root = proc_tree(tmp_path / "f", 10, {"udp": UDP_53})
     (Path(root) / "1" / "ns" / "net").unlink()
-    assert forging_socket(10, root) == "a UDP socket on port 53"
+    assert found(root) == "it holds a UDP socket on port 53"
     (Path(root) / "self" / "ns" / "net").unlink()
     (Path(root) / "self" / "ns" / "net").symlink_to(Path(root) / "netns-ctr")
-    assert forging_socket(10, root) is None
+    assert found(root) is None
 
 
 def own_cgroup(tmp_path: Path, name: str) -> str:
