@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 import threading
 from typing import Any
 
@@ -28,6 +29,10 @@ _lock = threading.Lock()
 _compiling = threading.Event()  # set when the compile itself begins, or the early work ends
 _thread: threading.Thread | None = None
 _result: tuple[Plan, Any, float] | None = None  # plan, bcc.BPF, compile seconds
+_abandoned = False  # take() gave up waiting: a result that comes later is closed
+# How long take() waits for the early compile (~2-3 s on the reference
+# machine); past it the loader compiles on its own and says why.
+TAKE_TIMEOUT_S = 120.0
 
 
 def begin(config_path: str | None, wait_seconds: float = 2.0) -> None:
@@ -63,7 +68,6 @@ def _join_at_exit() -> None:
 
 
 def _work(config_path: str | None) -> None:
-    global _result
     try:
         # the imports the compile needs, and no more: the rule catalog and
         # the pipeline are the main thread's to import meanwhile
@@ -79,26 +83,46 @@ def _work(config_path: str | None) -> None:
         plan = src.plan()
         _compiling.set()
         src.compile(plan)
-        with _lock:
-            _result = (plan, src.b, src.compile_seconds)
+        _deliver(plan, src.b, src.compile_seconds)
     except Exception:  # the main path meets it again and reports it
         return
     finally:
         _compiling.set()
 
 
-def take(plan: Plan) -> tuple[Any, float] | None:
+def _deliver(plan: Plan, b: Any, seconds: float) -> None:
+    """Hand the compiled object to take(), or close it when take() has
+    given up on it (the loader compiled on its own)."""
+    global _result
+    with _lock:
+        if not _abandoned:
+            _result = (plan, b, seconds)
+            return
+    b.cleanup()
+
+
+def take(plan: Plan, timeout: float = TAKE_TIMEOUT_S) -> tuple[Any, float] | None:
     """The early compile's bcc.BPF object and its compile seconds, when it
     compiled this plan; None when there was none, it failed, or it compiled
     something else (then it is closed: its tracepoints detached, its maps
-    freed). Waits for a compile still running."""
-    global _thread, _result
+    freed). Waits for a compile still running, up to `timeout` seconds;
+    past that the compile is abandoned (closed when it ends) and None is
+    returned, with a warning."""
+    global _thread, _result, _abandoned
     with _lock:
         thread = _thread
     if thread is None:
         return None
-    thread.join()
+    thread.join(timeout)
     with _lock:
+        if thread.is_alive():
+            _abandoned = True
+            _thread = None
+            print(
+                f"sluice: warning: the early BPF compile did not finish in {timeout:.0f} s; compiling again",
+                file=sys.stderr,
+            )
+            return None
         got, _result, _thread = _result, None, None
     if got is None:
         return None

@@ -75,6 +75,23 @@ def test_no_early_compile_or_a_failed_one(monkeypatch: pytest.MonkeyPatch) -> No
     assert precompile.take(PLAN) is None
 
 
+def test_a_hung_early_compile_is_abandoned_and_closed_when_it_ends(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    release = threading.Event()
+    t = threading.Thread(target=release.wait, daemon=True)
+    t.start()
+    monkeypatch.setattr(precompile, "_thread", t)
+    monkeypatch.setattr(precompile, "_result", None)
+    monkeypatch.setattr(precompile, "_abandoned", False)
+    assert precompile.take(PLAN, timeout=0.05) is None
+    assert "did not finish in 0 s; compiling again" in capsys.readouterr().err
+    release.set()
+    b = _Compiled()
+    precompile._deliver(PLAN, b, 200.0)  # what the thread does when LLVM returns
+    assert b.closed and precompile._result is None
+
+
 def test_the_guess_knows_every_option_of_run_that_takes_a_value() -> None:
     """A new option of `sluice run` with a value must be skipped by the
     guess too, or its value could be read as -c."""
