@@ -24,8 +24,9 @@
  *    per 4 MiB), when it is its flow's first packet from this socket in the
  *    window and the flow has no sample yet, or when it is a DNS query; at
  *    most SL_SAMPLE_MAX_PER_FLOW_WINDOW per flow per window besides the
- *    sockets' first packets (DNS: its own cap), within the cgroup's event
- *    quota. Each sample says how many
+ *    sockets' first packets (DNS: its own cap) and a socket's sample that
+ *    stands for SL_SAMPLE_UNCAPPED_SPAN bytes the cap refused to sample,
+ *    within the cgroup's event quota. Each sample says how many
  *    payload bytes it stands for (span_bytes), and a large packet is read
  *    a second time at a random offset, so a cleartext prefix at the start
  *    of each write cannot hide what follows it. Sample volume is bounded
@@ -52,6 +53,19 @@
 #define SL_SAMPLE_SECOND_BYTES \
 	(SL_SAMPLE_BYTES <= SL_SAMPLE_MAX / 2 ? SL_SAMPLE_BYTES : SL_SAMPLE_MAX - SL_SAMPLE_BYTES)
 #define SL_SAMPLE_SECOND_MIN 16   /* shorter reads are not judged by user space */
+/* A socket whose sample points the flow's cap refused until it had sent
+ * this many payload bytes unsampled gets its next sample past the cap,
+ * standing for all of them: another socket to the same destination (a
+ * decoy of many tiny packets, whose packet-paced points come every ~64
+ * packets) can fill the cap within milliseconds of each window, but not
+ * keep a socket's bytes from being judged by that socket's own payload.
+ * The socket's k-th such sample in a window needs k times this span, so
+ * a socket sending b bytes in a window gets about sqrt(2 b / span) of
+ * them (~220 for 10 Gbit/s over a 10 s window, well within the cgroup's
+ * event quota), and no other socket can raise its threshold. */
+#define SL_SAMPLE_UNCAPPED_SPAN (4u * SL_SAMPLE_EVERY_BYTES)
+/* The span a refused point carries to the next one stops growing here. */
+#define SL_SPAN_CARRY_MAX (1u << 30)
 
 /* Per socket. Sends on one socket may run concurrently (lockless UDP), so
  * the cache is a hint validated field by field, and the sampling pace
@@ -65,10 +79,13 @@ struct sl_sock_state {
 	__u8 pad;
 	__u64 cgroup_id;
 	__u64 daddr[2];
-	__u32 since_bytes;   /* payload bytes since the last sample point */
+	__u32 since_bytes;   /* payload bytes since the last sample point, and
+			      * those of the points since refused */
 	__u32 next_pkt;      /* payload_pkts index of the next packet-paced point */
 	__u32 credit;        /* byte pace: reaches SL_BYTE_PACE2 at the next point */
 	__u32 rng;           /* xorshift32 state for the draws; 0: not seeded */
+	__u32 uncapped;      /* samples past the flow's cap in window uncapped_epoch */
+	__u32 uncapped_epoch;
 };
 
 /* Paced sample points fall at random distances: uniform in [pace / 2,
@@ -314,17 +331,17 @@ static __always_inline int sl_names_first(struct __sk_buff *skb, __u32 poff)
 	       w == 0x4f505449 /* OPTI */ || w == 0x434f4e4e /* CONN */;
 }
 
-static __always_inline void sl_sample_first(struct __sk_buff *skb, __u64 cgroup_id,
-					    const struct sl_l3l4 *p, __u32 plen, __u8 flags)
+static __always_inline int sl_sample_first(struct __sk_buff *skb, __u64 cgroup_id,
+					   const struct sl_l3l4 *p, __u32 plen, __u8 flags)
 {
 	struct sl_sample_first_event *ev;
 	/* within the cgroup's event quota like every other sample: a connect
 	 * loop of TLS or HTTP openings must not fill the ring buffer for all */
 	if (!sl_event_quota_ok(skb, cgroup_id))
-		return;
+		return 0;
 	ev = sl_event_alloc(sizeof(*ev), SL_EV_SAMPLE);
 	if (!ev)
-		return;
+		return 0;
 	sl_fill_header(&ev->s.hdr, SL_EV_SAMPLE, 0, cgroup_id);
 	ev->s.sock_cookie = bpf_get_socket_cookie(skb);
 	__builtin_memcpy(ev->s.daddr, p->daddr, 16);
@@ -344,6 +361,7 @@ static __always_inline void sl_sample_first(struct __sk_buff *skb, __u64 cgroup_
 		n = 0;
 	ev->s.sample_len = n;
 	sl_event_submit(skb, ev, sizeof(*ev), SL_EV_SAMPLE);
+	return 1;
 }
 
 
@@ -408,11 +426,14 @@ static __always_inline struct sl_flow_value *sl_flow_slow(struct sl_sock_state *
 
 /* Emit a sample of this packet's payload, which is due (sl_egress says
  * why), within the per-flow caps and the cgroup's event quota. span: the
- * payload bytes it stands for (0: unknown). */
-static __always_inline void sl_sample(struct __sk_buff *skb, const struct sl_l3l4 *p,
+ * payload bytes it stands for (0: unknown); past_cap: it may go past the
+ * flow's cap (SL_SAMPLE_UNCAPPED_SPAN). Returns 0 when it was refused (a
+ * cap, the quota, a full ring), 2 when it went past the cap, else 1. */
+static __always_inline int sl_sample(struct __sk_buff *skb, const struct sl_l3l4 *p,
 				      struct sl_flow_value *fv, __u64 cgroup_id, __u8 flags,
-				      __u32 sock_idx, __u32 plen, __u32 span)
+				      __u32 sock_idx, __u32 plen, __u32 span, int past_cap)
 {
+	int got = 1;
 	/* DNS: every query is sampled (names are the payload), up to a cap.
 	 * A socket's first packets are always sampled and are not charged to
 	 * the flow's cap: decoy connections opened to the upload's destination
@@ -422,30 +443,33 @@ static __always_inline void sl_sample(struct __sk_buff *skb, const struct sl_l3l
 	int dns = p->dport == 53;
 	if (dns) {
 		if (fv->samples >= SL_SAMPLE_MAX_DNS_PER_FLOW_WINDOW)
-			return;
+			return 0;
 	} else if (flags & SL_SAMPLE_F_SOCK_START) {
 		__sync_fetch_and_add(&fv->start_samples, 1);
 	} else {
-		/* its own counter: no difference of two racy reads to underflow */
-		if (fv->capped_samples >= SL_SAMPLE_MAX_PER_FLOW_WINDOW)
-			return;
+		/* its own counter: no difference of two racy reads to underflow;
+		 * past the cap only a socket with enough bytes unsampled (its
+		 * refused points carried their spans here) */
+		if (fv->capped_samples >= SL_SAMPLE_MAX_PER_FLOW_WINDOW) {
+			if (!past_cap)
+				return 0;
+			got = 2;
+		}
 		__sync_fetch_and_add(&fv->capped_samples, 1);
 	}
 	__sync_fetch_and_add(&fv->samples, 1);
 	/* A socket's first payload that starts a TLS handshake or an HTTP
 	 * request: read longer, for its server_name / Host (names). */
 	if (sock_idx == 0 && !(flags & SL_SAMPLE_F_NO_SOCK) && p->protocol == IPPROTO_TCP &&
-	    plen > SL_SAMPLE_BYTES && sl_names_first(skb, p->poff)) {
-		sl_sample_first(skb, cgroup_id, p, plen, flags);
-		return;
-	}
+	    plen > SL_SAMPLE_BYTES && sl_names_first(skb, p->poff))
+		return sl_sample_first(skb, cgroup_id, p, plen, flags) ? got : 0;
 
 	struct sl_sample_event *ev;
 	if (!sl_event_quota_ok(skb, cgroup_id))
-		return;
+		return 0;
 	ev = sl_event_alloc(sizeof(*ev), SL_EV_SAMPLE);
 	if (!ev)
-		return;
+		return 0;
 	sl_fill_header(&ev->hdr, SL_EV_SAMPLE, 0, cgroup_id);
 	fv->last_ns = ev->hdr.ktime_ns;
 	ev->sock_cookie = bpf_get_socket_cookie(skb);
@@ -486,6 +510,7 @@ static __always_inline void sl_sample(struct __sk_buff *skb, const struct sl_l3l
 	}
 	ev->sample_len = n;
 	sl_event_submit(skb, ev, sizeof(*ev), SL_EV_SAMPLE);
+	return got;
 }
 
 int sl_egress(struct __sk_buff *skb)
@@ -585,6 +610,21 @@ int sl_egress(struct __sk_buff *skb)
 			return 1;
 		flags = SL_SAMPLE_F_NO_SOCK;
 	}
-	sl_sample(skb, &p, fv, cgroup_id, flags, sock_idx, plen, span);
+	/* A refused point's bytes are carried to the socket's next sample
+	 * (SL_SAMPLE_UNCAPPED_SPAN): the sample that gets out stands for them.
+	 * (One call: sl_sample is inlined.) */
+	__u32 unc = 0;
+	int past_cap = 0;
+	if (ss) {
+		unc = ss->uncapped_epoch == epoch ? ss->uncapped : 0;
+		past_cap = (__u64)span >= (__u64)SL_SAMPLE_UNCAPPED_SPAN * (unc + 1);
+	}
+	int got = sl_sample(skb, &p, fv, cgroup_id, flags, sock_idx, plen, span, past_cap);
+	if (ss && !got) {
+		ss->since_bytes += span < SL_SPAN_CARRY_MAX ? span : SL_SPAN_CARRY_MAX;
+	} else if (ss && got == 2) {
+		ss->uncapped = unc + 1;
+		ss->uncapped_epoch = epoch;
+	}
 	return 1;
 }

@@ -108,10 +108,14 @@ def test_samples_follow_the_bytes_of_a_gso_stream(sampling_sensor: SensorProc) -
         flows = _wait_flows(s, port, sizes[k])
         payload = sum(f["sluice"]["payload"]["bytes"] for f in flows)
         assert sizes[k] <= payload <= sizes[k] * 1.01  # retransmissions may add a little
-        # per flow and window, at most the cap, and the socket's first packets
-        assert all(f["sluice"]["payload"]["samples"] <= CAP + FIRST for f in flows), [
-            f["sluice"]["payload"] for f in flows
-        ]
+        # per flow and window, at most the cap, the socket's first packets
+        # and the samples past the cap (the k-th once the socket has sent k
+        # x 4B unsampled in the window: about sqrt(2 bytes / 4B) of them)
+        assert all(
+            f["sluice"]["payload"]["samples"]
+            <= CAP + FIRST + math.sqrt(2 * f["sluice"]["payload"]["bytes"] / (4 * B)) + 1
+            for f in flows
+        ), [f["sluice"]["payload"] for f in flows]
         samples[k] = sum(f["sluice"]["payload"]["samples"] for f in flows)
         enc = sum(f["sluice"]["payload"].get("encrypted_bytes", 0) for f in flows)
         assert enc >= 0.95 * payload, (k, [f["sluice"]["payload"] for f in flows])
@@ -228,3 +232,54 @@ def test_decoy_connections_do_not_use_up_an_uploads_samples(sampling_sensor: Sen
     for p in pay:
         if p["bytes"] >= 256 << 10:
             assert p.get("encrypted_bytes", 0) >= 0.85 * p["bytes"], pay
+
+
+def test_a_decoy_of_many_tiny_packets_does_not_hide_an_upload(sampling_sensor: SensorProc) -> None:
+    """One decoy connection to the upload's destination sends tiny
+    plaintext packets as fast as it can: its packet-paced sample points
+    (one per ~64 packets) fill the flow's 32 capped samples within
+    milliseconds of every window, and the upload's own points were refused
+    for the rest of it; the window's bytes were judged by the decoy's
+    samples (measured: 0.39 of the upload counted encrypted). A socket
+    whose points were refused until it had sent 4 x sample_every_bytes
+    unsampled now gets a sample past the cap that stands for all of them,
+    so each socket's bytes are judged by its own payload."""
+    s = sampling_sensor
+    sink = MultiSink()
+    stop = threading.Event()
+    decoy_sent = [0]
+
+    def decoy() -> None:
+        with socket.create_connection(("127.0.0.1", sink.port)) as d:
+            d.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            while not stop.is_set():
+                decoy_sent[0] += d.send(b"status: all good\n")
+
+    t = threading.Thread(target=decoy, daemon=True)
+    t.start()
+    total = 4 << 20
+    try:
+        time.sleep(0.5)
+        with socket.create_connection(("127.0.0.1", sink.port)) as c:
+            sent = 0
+            while sent < total:
+                c.sendall(os.urandom(65536))
+                sent += 65536
+                time.sleep(0.1)
+    finally:
+        stop.set()
+        t.join(5)
+    flows = _wait_flows(s, sink.port, total + decoy_sent[0])
+    sink.close()
+    pay = [f["sluice"]["payload"] for f in flows]
+    enc = sum(p.get("encrypted_bytes", 0) for p in pay)
+    samples = sum(p["samples"] for p in pay)
+    print(
+        f"tiny-packet decoy: {enc / total:.3f} of the upload counted encrypted, decoy {decoy_sent[0]} B, {samples} samples"
+    )
+    # measured 0.86-0.98 (0.39 before); what is missing is mostly the
+    # upload's last bytes after its last sample (under 4B: 12.5 % here),
+    # which no later sample of the closed socket stands for
+    assert enc >= 0.75 * total, (enc, total, decoy_sent[0], samples, pay)
+    # and the decoy's cleartext is not counted as ciphertext either
+    assert enc <= total + 0.1 * decoy_sent[0], (enc, total, decoy_sent[0], pay)
