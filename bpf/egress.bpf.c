@@ -79,13 +79,25 @@ struct sl_sock_state {
 	__u8 pad;
 	__u64 cgroup_id;
 	__u64 daddr[2];
-	__u32 since_bytes;   /* payload bytes since the last sample point, and
-			      * those of the points since refused */
+	__u32 since_bytes;   /* payload bytes since the last sample point */
 	__u32 next_pkt;      /* payload_pkts index of the next packet-paced point */
 	__u32 credit;        /* byte pace: reaches SL_BYTE_PACE2 at the next point */
 	__u32 rng;           /* xorshift32 state for the draws; 0: not seeded */
-	__u32 uncapped;      /* samples past the flow's cap in window uncapped_epoch */
-	__u32 uncapped_epoch;
+	/* Samples past the flow's cap in window win_epoch (else zero). */
+	__u32 uncapped;
+	__u32 win_epoch;
+	/* Bytes of refused points on the flow (carry_daddr, carry_dport,
+	 * carry_proto), refused in window carry_epoch, that the socket's next
+	 * sample on that flow stands for. Only on that flow: bytes sent
+	 * elsewhere are not weighed by this flow's sample. From an earlier
+	 * window only at a paced point (drawn at random), never at the point
+	 * a window's first packet makes, whose content the sender chooses. */
+	__u32 carried;
+	__u32 carry_epoch;
+	__u64 carry_daddr[2];
+	__u16 carry_dport;
+	__u8 carry_proto;
+	__u8 pad2[5];
 };
 
 /* Paced sample points fall at random distances: uniform in [pace / 2,
@@ -268,15 +280,21 @@ static __always_inline int sl_parse(struct __sk_buff *skb, struct sl_l3l4 *p)
 #define SL_LO_OTHER 2   /* the rest of 127.0.0.0/8 */
 static __always_inline int sl_loopback_kind(const __u8 *a)
 {
-	/* v4-mapped 127.0.0.0/8, or ::1 */
+	/* v4-mapped 127.0.0.0/8 (::ffff:127.x.y.z: the first ten bytes zero,
+	 * then ff ff; a global IPv6 address may carry ff ff 7f in the same
+	 * place), or ::1 */
+	const __u64 *d = (const __u64 *)a;
+	if (d[0])
+		return SL_LO_NONE;
+	if (a[8] || a[9])
+		return SL_LO_NONE;
 	if (a[10] == 0xff && a[11] == 0xff) {
 		if (a[12] != 127)
 			return SL_LO_NONE;
 		return a[13] == 0 && a[14] == 0 && a[15] == 1 ? SL_LO_OWN : SL_LO_OTHER;
 	}
-	for (int i = 0; i < 15; i++)
-		if (a[i])
-			return SL_LO_NONE;
+	if (a[10] || a[11] || a[12] || a[13] || a[14])
+		return SL_LO_NONE;
 	return a[15] == 1 ? SL_LO_OWN : SL_LO_NONE;
 }
 
@@ -561,6 +579,7 @@ int sl_egress(struct __sk_buff *skb)
 
 	__u8 flags = 0;
 	__u32 sock_idx = 0, span = 0;
+	int paced = 0;
 	if (ss) {
 		sock_idx = ss->payload_pkts++;
 		__u32 since = ss->since_bytes + plen;
@@ -583,6 +602,7 @@ int sl_egress(struct __sk_buff *skb)
 		 * 65,483 + 53-byte GSO pairs on loopback lost a third of them). */
 		ss->since_bytes = 0;
 		span = since;
+		paced = credit >= SL_BYTE_PACE2 || (__s32)(sock_idx - ss->next_pkt) >= 0;
 		__u32 r = ss->rng;
 		if (!r)
 			r = bpf_get_prandom_u32() | 1;
@@ -610,21 +630,45 @@ int sl_egress(struct __sk_buff *skb)
 			return 1;
 		flags = SL_SAMPLE_F_NO_SOCK;
 	}
-	/* A refused point's bytes are carried to the socket's next sample
-	 * (SL_SAMPLE_UNCAPPED_SPAN): the sample that gets out stands for them.
-	 * (One call: sl_sample is inlined.) */
-	__u32 unc = 0;
-	int past_cap = 0;
+	/* A refused point's bytes are carried to the socket's next sample on
+	 * the same flow (SL_SAMPLE_UNCAPPED_SPAN, and the carry_ fields): the
+	 * sample that gets out stands for them. (One call: sl_sample is
+	 * inlined.) */
+	__u32 unc = 0, carried = 0;
+	int past_cap = 0, same = 0, use = 0;
+	const __u64 *d = (const __u64 *)p.daddr;
 	if (ss) {
-		unc = ss->uncapped_epoch == epoch ? ss->uncapped : 0;
+		if (ss->win_epoch == epoch)
+			unc = ss->uncapped;
+		same = ss->carried && ss->carry_daddr[0] == d[0] && ss->carry_daddr[1] == d[1] &&
+		       ss->carry_dport == p.dport && ss->carry_proto == p.protocol;
+		use = same && (ss->carry_epoch == epoch || paced);
+		carried = use ? ss->carried : 0;
+		if (span < SL_SPAN_CARRY_MAX) /* saturating: concurrent sends may race */
+			span += carried < SL_SPAN_CARRY_MAX - span ? carried : SL_SPAN_CARRY_MAX - span;
 		past_cap = (__u64)span >= (__u64)SL_SAMPLE_UNCAPPED_SPAN * (unc + 1);
 	}
 	int got = sl_sample(skb, &p, fv, cgroup_id, flags, sock_idx, plen, span, past_cap);
-	if (ss && !got) {
-		ss->since_bytes += span < SL_SPAN_CARRY_MAX ? span : SL_SPAN_CARRY_MAX;
-	} else if (ss && got == 2) {
-		ss->uncapped = unc + 1;
-		ss->uncapped_epoch = epoch;
+	if (ss) {
+		if (ss->win_epoch != epoch) {
+			ss->win_epoch = epoch;
+			ss->uncapped = 0;
+		}
+		if (got == 2)
+			ss->uncapped = unc + 1;
+		if (!got) {
+			/* kept: this point's span, and a carry not used here */
+			__u32 keep = same && !use ? ss->carried : 0;
+			__u32 c = span < SL_SPAN_CARRY_MAX - keep ? span + keep : SL_SPAN_CARRY_MAX;
+			ss->carried = c;
+			ss->carry_epoch = epoch;
+			ss->carry_daddr[0] = d[0];
+			ss->carry_daddr[1] = d[1];
+			ss->carry_dport = p.dport;
+			ss->carry_proto = p.protocol;
+		} else if (use) {
+			ss->carried = 0;
+		}
 	}
 	return 1;
 }

@@ -144,14 +144,18 @@ def socket_inodes(pid: int, proc: str = "/proc") -> set[int] | None:
     return out
 
 
+TOO_LONG = "\0too long"  # _read_table: the table is longer than MAX_TABLE_BYTES
+
+
 def _read_table(path: str) -> str | None:
-    """A /proc/net table, or None when it cannot be read or is too long."""
+    """A /proc/net table; None when it cannot be read, TOO_LONG when it is
+    longer than MAX_TABLE_BYTES."""
     try:
         with open(path) as f:
             text = f.read(MAX_TABLE_BYTES + 1)
     except OSError:
         return None
-    return text if len(text) <= MAX_TABLE_BYTES else None
+    return text if len(text) <= MAX_TABLE_BYTES else TOO_LONG
 
 
 def table_inodes(text: str, column: int) -> set[int]:
@@ -199,9 +203,13 @@ def forging_unseen(tasks: list[int], proc: str = "/proc", strict: bool = True) -
         tid = members[0]
         for name, column in SOCKET_TABLES.items():
             text = _read_table(f"{proc}/{tid}/net/{name}")
+            if text is TOO_LONG:
+                # not passed over even at start: a namespace filled with
+                # sockets must not hide the one that forges
+                return f"/proc/{tid}/net/{name} is too long to read"
             if text is None:
                 if strict and (os.path.exists(f"{proc}/{tid}/net/{name}") or name in _FORGING):
-                    return f"/proc/{tid}/net/{name} could not be read (gone, or too long)"
+                    return f"/proc/{tid}/net/{name} could not be read (gone)"
                 continue  # a table this kernel does not have
             forging = _FORGING.get(name)
             if forging is not None and forging[1](text):
@@ -220,6 +228,21 @@ def forging_unseen(tasks: list[int], proc: str = "/proc", strict: bool = True) -
         if sockets - listed:
             return "it holds a socket of another network namespace (or of a kind not listed)"
     return None
+
+
+def _thread_netns(pid: int, proc: str) -> set[int]:
+    """The network namespaces of a process's threads (those readable)."""
+    out: set[int] = set()
+    try:
+        tids = os.listdir(f"{proc}/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            out.add(os.stat(f"{proc}/{pid}/task/{tid}/ns/net").st_ino)
+        except OSError:
+            continue
+    return out
 
 
 def netns_shared(tasks: list[int], proc: str = "/proc") -> str | None:
@@ -253,10 +276,10 @@ def netns_shared(tasks: list[int], proc: str = "/proc") -> str | None:
         if pid in inside:
             continue
         try:
-            ino = os.stat(f"{proc}/{pid}/ns/net").st_ino
+            inos = {os.stat(f"{proc}/{pid}/ns/net").st_ino}
         except OSError:
-            continue  # gone, or a zombie: it holds no namespace
-        if ino in mine:
+            inos = _thread_netns(pid, proc)  # a zombie leader: its threads may still run
+        if inos & mine:
             try:
                 with open(f"{proc}/{pid}/comm") as f:
                     comm = f.read().strip()

@@ -23,13 +23,15 @@ cgroup_mkdir tracepoint is missing, the kernel) at each window.
 
 A cgroup the container has left stays contained. Its id is never reused,
 but its sockets live on: a TCP socket closed when the container was killed
-keeps retransmitting what it could not send (an orphan, up to ~2 minutes),
-and a socket held by another process (fd passing) sends under the old
-cgroup for as long as it lives. Those ids stay in the kernel while the
-entry lasts (former_cgroup_ids, the newest MAX_FORMER of them), and the
-entries of a container that is gone linger in the kernel for LINGER_S
-before they are removed (a socket's retransmissions give up by then:
-tcp_retries2's default is ~15 minutes).
+keeps retransmitting what it could not send (an orphan), and its owner
+decides for how long (TCP_USER_TIMEOUT has no upper bound); a socket held
+by another process (fd passing) sends under the old cgroup for as long as
+it lives. So those ids stay in the kernel while the entry lasts
+(former_cgroup_ids, the newest MAX_FORMER of them), and the entries of a
+container that is gone stay applied in the kernel (`lingering`, saved with
+the state) until their cgroups would take more than MAX_LINGER_CGROUPS of
+the kernel's map: the oldest leave first. Destroying the old cgroup's
+sockets instead (SOCK_DESTROY) would end this for good; not done.
 """
 
 from __future__ import annotations
@@ -49,10 +51,10 @@ from sensor.kernel.source import EventSource
 STATE_VERSION = 1
 # cgroups a contained container has left, kept contained per entry (a
 # crash-looping container makes one per restart; the oldest go first)
-MAX_FORMER = 64
-# how long the kernel keeps containing the cgroups of a container that is
-# gone (its sockets' retransmissions outlive it)
-LINGER_S = 1200.0
+MAX_FORMER = 256
+# cgroups of gone containers kept contained in the kernel (of the
+# SL_CONTAIN_ENTRIES = 4096 its map holds); the oldest gone go first
+MAX_LINGER_CGROUPS = 1024
 
 
 class ContainmentError(Exception):
@@ -98,11 +100,12 @@ class Containment:
         self.path = state_path
         self.entries: list[Entry] = []
         # entries of containers that are gone, still applied in the kernel
-        # until the monotonic time given (their sockets outlive them)
-        self.lingering: list[tuple[Entry, float]] = []
+        # (their sockets outlive them), oldest first
+        self.lingering: list[Entry] = []
         # cgroup id -> its level (depth under the cgroup2 root): the kernel
         # covers sub-cgroups through their ancestor at that level
         self.level_of = level_of
+        self._saved_lingering: list[Entry] = []  # read by load(), applied by restore()
 
     # --- state file ----------------------------------------------------------
 
@@ -123,6 +126,7 @@ class Containment:
         ):
             raise ContainmentError(f"containment state {self.path}: not a version-{STATE_VERSION} state file")
         try:
+            self._saved_lingering = [Entry(**e) for e in data.get("lingering", [])]
             return [Entry(**e) for e in data["entries"]]
         except TypeError as e:
             raise ContainmentError(f"containment state {self.path}: bad entry ({e})") from None
@@ -133,7 +137,13 @@ class Containment:
         fd, tmp = tempfile.mkstemp(prefix=".containment-", dir=d)
         try:
             with os.fdopen(fd, "w") as f:
-                json.dump({"version": STATE_VERSION, "entries": [asdict(e) for e in self.entries]}, f, indent=1)
+                state = {
+                    "version": STATE_VERSION,
+                    "entries": [asdict(e) for e in self.entries],
+                    # older sensors ignore this key
+                    "lingering": [asdict(e) for e in self.lingering],
+                }
+                json.dump(state, f, indent=1)
             os.replace(tmp, self.path)
         except BaseException:
             os.unlink(tmp)
@@ -148,7 +158,9 @@ class Containment:
         value unique to the container does (0 means node-wide)."""
         if e.container_id is None:
             return 0
-        other = next((o.handle for o in self.entries if o.container_id == e.container_id and o.handle), 0)
+        other = next(
+            (o.handle for o in self.entries + self.lingering if o.container_id == e.container_id and o.handle), 0
+        )
         if other or e.cgroup_ids:
             return other or e.cgroup_ids[0]
         digest = hashlib.blake2b(e.container_id.encode(), digest_size=8).digest()
@@ -173,7 +185,7 @@ class Containment:
         else:
             assert e.destination is not None
             self.source.set_blocked(h, e.destination, on)
-        others = [o for o in self.entries if o is not e] + [o for o, _ in self.lingering if o is not e]
+        others = [o for o in self.entries + self.lingering if o is not e]
         if not on and not any(o.container_id == e.container_id for o in others):
             # the container's last entry: its id and cgroups leave the kernel
             self.source.set_contained_container(e.container_id, h, False)
@@ -190,16 +202,26 @@ class Containment:
         applied, dropped = [], []
         for e in saved:
             if e.container_id is not None:
-                if e.container_id in live:
-                    e.cgroup_ids = list(live[e.container_id])
-                elif exists(e.container_id):
-                    e.cgroup_ids = []
+                if e.container_id in live or exists(e.container_id):
+                    # the cgroups it ran in stay contained (their sockets outlive the run)
+                    now = list(live.get(e.container_id, []))
+                    e.former_cgroup_ids = [c for c in e.former_cgroup_ids + e.cgroup_ids if c not in now][-MAX_FORMER:]
+                    e.cgroup_ids = now
                 else:
                     dropped.append(e)
                     continue
             self._apply(e, True)
             self.entries.append(e)
             applied.append(e)
+        for e in self._saved_lingering:  # gone containers' cgroups stay contained
+            self._apply(e, True)
+            self.lingering.append(e)
+        self._saved_lingering = []
+        # entries of containers gone while the sensor was stopped linger too
+        self.lingering += dropped
+        for e in dropped:
+            self._apply(e, True)
+        self._bound_lingering()
         if dropped:
             self.save()
         return applied, dropped
@@ -308,29 +330,44 @@ class Containment:
         restarting container is not running for a moment either)."""
         return [e for e in self.entries if e.container_id is not None and e.container_id not in live]
 
-    def containers_gone(self, live: set[str], now: float | None = None) -> list[Entry]:
+    def containers_gone(self, live: set[str]) -> list[Entry]:
         """Release the entries of containers not running now (the caller
         leaves out of `live` only the containers the runtime says are gone).
-        The kernel keeps applying them for LINGER_S (expire_lingering): the
-        container's sockets outlive it."""
+        The kernel keeps applying them (`lingering`): the container's
+        sockets outlive it."""
         gone = self.gone(live)
-        until = (time.monotonic() if now is None else now) + LINGER_S
         for e in gone:
             self.entries.remove(e)
-            self.lingering.append((e, until))
+            self.lingering.append(e)
         if gone:
+            self._bound_lingering()
             self.save()
         return gone
 
-    def expire_lingering(self, now: float | None = None) -> list[Entry]:
-        """Remove from the kernel the entries of gone containers whose
-        linger time is over; returns them."""
-        now = time.monotonic() if now is None else now
-        done = [e for e, until in self.lingering if until <= now]
-        for e in done:
-            self.lingering = [(o, u) for o, u in self.lingering if o is not e]
+    def _bound_lingering(self) -> list[Entry]:
+        """Remove from the kernel the oldest gone containers' entries while
+        their cgroups number more than MAX_LINGER_CGROUPS; returns them."""
+        out: list[Entry] = []
+
+        def count() -> int:
+            return sum(len(e.cgroup_ids) + len(e.former_cgroup_ids) for e in self.lingering)
+
+        while self.lingering and count() > MAX_LINGER_CGROUPS:
+            e = self.lingering.pop(0)
             self._apply(e, False)
-        return done
+            out.append(e)
+        return out
+
+    def returned(self, container_id: str) -> list[Entry]:
+        """A gone container's lingering entries, when it runs again (the
+        runtime could not be asked, and said nothing for GRACE_S): they are
+        entries again (the kernel never stopped applying them)."""
+        back = [e for e in self.lingering if e.container_id == container_id]
+        if back:
+            self.lingering = [e for e in self.lingering if e.container_id != container_id]
+            self.entries += back
+            self.save()
+        return back
 
     def dropped(self) -> list[int]:
         """Packets dropped so far by each entry (the kernel maps are read

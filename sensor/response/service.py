@@ -23,7 +23,7 @@ from sensor.attribution.registry import ContainerLife, ContainerRegistry
 from sensor.kernel.source import EventSource
 from sensor.outputs import documents
 from sensor.response import packetsockets
-from sensor.response.containment import LINGER_S, Containment, ContainmentError, Entry
+from sensor.response.containment import Containment, ContainmentError, Entry
 
 # A contained container that has not run for this long is released when the
 # runtime cannot say whether it still exists (engine unreachable, runtimes
@@ -125,9 +125,7 @@ class ContainmentService:
 
     def isolate(self, ref: str, reason: str) -> dict[str, Any]:
         life = self._container(ref)
-        dirs = self._cgroup_dirs([life.cgroup_id])
-        tasks = cgroup_tasks(dirs[0]) if dirs else None
-        shared = netns_shared(tasks) if tasks is not None else "its processes cannot be listed"
+        shared = self._shared(life)
         e = self.containment.isolate(life.info.id, life.info.name, [life.cgroup_id], reason, shared is not None)
         msg = f"isolated container {e.who()}: " + (
             f"all its egress is dropped, loopback too ({shared}: a process there could relay for it)"
@@ -187,7 +185,13 @@ class ContainmentService:
                 f"re-applied at start: {e.label()}",
             )
         for e in dropped:
-            self._doc(e, "containment_released", f"released at start, the container is gone: {e.label()}")
+            self._doc(
+                e,
+                "containment_released",
+                f"released at start, the container is gone: {e.label()} (its cgroups stay contained in the kernel: its sockets can outlive it)",
+            )
+        # a namespace shared since, or a state file from before the flag
+        self.refresh_loopback()
         # packet sockets opened while the sensor was not running
         for cid in sorted({e.container_id for e in applied if e.container_id in self.registry.running}):
             life = self.registry.running[cid]
@@ -209,12 +213,48 @@ class ContainmentService:
         since = self._not_running_since.setdefault(container_id, time.monotonic())
         return time.monotonic() - since > GRACE_S
 
+    def _shared(self, life: ContainerLife) -> str | None:
+        """Why the container's network namespace is not its own (its
+        loopback could reach a relay), or None (netmap.netns_shared)."""
+        dirs = self._cgroup_dirs([life.cgroup_id])
+        tasks = cgroup_tasks(dirs[0]) if dirs else None
+        return netns_shared(tasks) if tasks is not None else "its processes cannot be listed"
+
+    def refresh_loopback(self) -> None:
+        """Isolated containers whose network namespace became shared since
+        (a container started with --network container:, a pod's sidecar
+        that was restarting, a state file from before the flag): their
+        loopback is dropped from now on. A namespace is not found private
+        again while the entry lasts."""
+        changed = False
+        for e in self.containment.entries:
+            if e.kind != "isolate" or e.loopback_dropped or e.container_id not in self.registry.running:
+                continue
+            life = self.registry.running[e.container_id]
+            why = self._shared(life)
+            if why is None:
+                continue
+            e.loopback_dropped = True
+            self.containment.source.set_isolated(e.handle, True, True)
+            changed = True
+            msg = f"isolated container {e.who()}: its loopback is dropped too from now on ({why})"
+            self._doc(e, "container_isolated", msg, life)
+        if changed:
+            self.containment.save()
+
     def _container_added(self, life: ContainerLife) -> None:
         """ContainerRegistry subscription: a contained container runs again
         in a new cgroup (restart, re-creation). The kernel put the cgroup
         under containment when it was created (cgroup_mkdir); this confirms
         it, or does it where that hook is missing, and records the cgroup."""
         self._not_running_since.pop(life.info.id, None)
+        for e in self.containment.returned(life.info.id):
+            self._doc(
+                e,
+                "container_isolated" if e.kind == "isolate" else "destination_blocked",
+                f"the container runs again: {e.label()} is an entry again (the kernel kept applying it)",
+                life,
+            )
         if not self.containment.entries:
             return
         for e, cg, in_kernel in self.containment.follow({life.info.id: life.cgroup_id}):
@@ -224,6 +264,8 @@ class ContainmentService:
                 else "by user space when the sensor saw the cgroup (the cgroup_mkdir hook did not)"
             )
             self._doc(e, "containment_followed", f"{e.label()} follows the container to cgroup {cg}, {how}", life)
+        # a new container may have joined an isolated one's network namespace
+        self.refresh_loopback()
 
     def recheck(self) -> None:
         """Once a window: entries of containers not running are released
@@ -231,8 +273,10 @@ class ContainmentService:
         removed later, without any cgroup event)."""
         if self.containment.entries and self.containment.gone(set(self.registry.running)):
             self._containers_removed([])
-        if self.containment.lingering:
-            self.containment.expire_lingering()
+        # a process that joined an isolated container's network namespace
+        # after the isolation (a new container's processes join it only
+        # after its cgroup, which is when _container_added runs)
+        self.refresh_loopback()
 
     def _containers_removed(self, _lives: list[ContainerLife]) -> None:
         """ContainerRegistry subscription: release the entries of containers
@@ -253,7 +297,7 @@ class ContainmentService:
             self._doc(
                 e,
                 "containment_released",
-                f"released, the container is gone: {e.label()} (its cgroups stay contained in the kernel"
-                f" for {LINGER_S / 60:.0f} more minutes: its sockets' retransmissions outlive it)",
+                f"released, the container is gone: {e.label()} (its cgroups stay contained in the kernel:"
+                " its sockets can outlive it)",
                 dropped=dropped.get(id(e), 0),
             )

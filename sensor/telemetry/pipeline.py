@@ -516,10 +516,15 @@ class Pipeline:
         for life in list(self.registry.running.values()):
             d = self.attributor.cgroup_dir(self.attributor.attribute(life.cgroup_id))
             tasks = cgroup_tasks(d, MAX_RECHECK_TASKS) if d is not None else None
-            if tasks is None:
+            if tasks is None and d is not None and cgroup_tasks(d) is not None:
+                # readable, but more threads than a recheck reads: a
+                # container must not hide a forging socket behind numbers
+                why: str | None = f"more than {MAX_RECHECK_TASKS} threads to read"
+            elif tasks is None:
                 self.counts["forgers_at_start_unread"] += 1
                 continue
-            why = forging_unseen(tasks, proc, strict=False)
+            else:
+                why = forging_unseen(tasks, proc, strict=False)
             if why is not None:
                 self.counts["forgers_at_start"] += 1
                 self.names.distrust(life.cgroup_id, f"{why} when the sensor started")

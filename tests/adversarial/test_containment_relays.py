@@ -105,3 +105,65 @@ def test_own_loopback_stays_open_and_the_rest_of_127_is_dropped(base: Path, dock
     finally:
         docker.docker("rm", "-f", cid, check=False)
         s.stop()
+
+
+def test_a_relay_that_joins_the_namespace_after_the_isolation_is_cut_off(
+    base: Path, docker: Docker, net: SinkNet
+) -> None:
+    """The namespace was the container's own when it was isolated (its
+    loopback kept); then a container joins it (`--network container:`) and
+    relays. The sensor finds the namespace shared at the next window and
+    drops the isolated container's loopback too."""
+    s = SensorProc(base, docker.sock, name="relay-late")
+    s.start()
+    target = run_container(docker, net, "sleep 600", wait=False)
+    relay = None
+    try:
+        s.wait_for(lambda d: cid_of(d) == target, what="a document about the target", timeout=20)
+        out = _cli(s, "isolate", target[:12], "--reason", "late relay test")
+        assert "but its own loopback" in out, out
+        script = (
+            f"while true; do nc -l -p {RELAY_PORT} > /tmp/got; "
+            f"[ -s /tmp/got ] && nc -w 2 {SINK_IP} {SINK_PORT} < /tmp/got; done"
+        )
+        relay = docker.docker("run", "-d", "--network", f"container:{target}", IMAGE, "sh", "-c", script)
+        doc = s.wait_for(
+            lambda d: action(d) == "container_isolated" and cid_of(d) == target and "from now on" in d["message"],
+            what="the loopback flag turned on",
+            timeout=20,
+        )
+        assert "outside the container, is in its network namespace" in doc["message"], doc["message"]
+        assert _entry(s)["loopback_dropped"] is True
+        relayed_before = len(_relayed(net))
+        for _ in range(3):
+            assert _exec(docker, target, f"echo SECRET-VIA-LATE-RELAY | nc -w 2 127.0.0.1 {RELAY_PORT}") != 0
+        time.sleep(3)
+        assert len(_relayed(net)) == relayed_before, _relayed(net)
+    finally:
+        docker.docker("rm", "-f", *([relay] if relay else []), target, check=False)
+        s.stop()
+
+
+# a routable IPv6 address whose bytes 10-15 read like ::ffff:127.0.0.1: the
+# loopback test once looked at those bytes alone and let it out
+LOOKALIKE = "2001:db8:1:2:0:ffff:7f00:1"
+
+
+def test_an_ipv6_address_that_looks_v4_mapped_is_not_loopback(base: Path, docker: Docker, net: SinkNet) -> None:
+    s = SensorProc(base, docker.sock, name="v6-lookalike")
+    s.start()
+    cid = run_container(docker, net, "sleep 600", wait=False)
+    try:
+        pid = docker.docker("inspect", "-f", "{{.State.Pid}}", cid)
+        ns = ["nsenter", "-t", pid, "-n"]
+        subprocess.run([*ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=0"], check=True)
+        subprocess.run([*ns, "sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=0"], check=True)
+        subprocess.run([*ns, "ip", "-6", "addr", "add", "2001:db8:1:2::2/64", "dev", "eth0", "nodad"], check=True)
+        s.wait_for(lambda d: cid_of(d) == cid, what="a document about the container", timeout=20)
+        _cli(s, "isolate", cid[:12], "--reason", "v6 lookalike test")
+        before = _entry(s)["dropped"]
+        _exec(docker, cid, f"echo x | nc -w 2 {LOOKALIKE} 9001")
+        assert _entry(s)["dropped"] > before, "a packet to a global IPv6 address left an isolated container"
+    finally:
+        docker.docker("rm", "-f", cid, check=False)
+        s.stop()

@@ -11,7 +11,7 @@ import pytest
 
 from sensor.kernel.events import format_addr, parse_addr
 from sensor.kernel.source import ReplaySource
-from sensor.response.containment import LINGER_S, MAX_FORMER, Containment, ContainmentError
+from sensor.response.containment import MAX_FORMER, MAX_LINGER_CGROUPS, Containment, ContainmentError
 
 A, B = "a" * 64, "b" * 64
 
@@ -71,10 +71,15 @@ def test_restore_reapplies_live_containers_and_drops_gone_ones(tmp_path: Path) -
     c2, src2 = _c(tmp_path)
     applied, dropped = c2.restore(c2.load(), {A: [21]})  # A restarted under a new cgroup; B is gone
     assert [e.container_id for e in applied] == [A, None] and [e.container_id for e in dropped] == [B]
-    # the kernel handle stays the one saved; the new cgroup maps to it
-    assert src2.isolated == {11: 0} and src2.blocked == {(0, "198.18.64.1"): 0}
-    assert src2.cgroups == {21: 11} and src2.container_ids == {A: 11}
-    assert [e["container_id"] for e in json.loads(Path(c2.path).read_text())["entries"]] == [A, None]
+    # the kernel handle stays the one saved; the new cgroup maps to it, the
+    # old one stays (its sockets outlive the run); B's entry lingers
+    assert src2.isolated == {11: 0, 12: 0} and src2.blocked == {(0, "198.18.64.1"): 0}
+    assert src2.cgroups == {21: 11, 11: 11, 12: 12} and src2.container_ids == {A: 11, B: 12}
+    (a,) = [e for e in c2.entries if e.container_id == A]
+    assert a.cgroup_ids == [21] and a.former_cgroup_ids == [11]
+    state = json.loads(Path(c2.path).read_text())
+    assert [e["container_id"] for e in state["entries"]] == [A, None]
+    assert [e["container_id"] for e in state["lingering"]] == [B]
 
 
 def test_restore_keeps_stopped_containers_the_runtime_still_has(tmp_path: Path) -> None:
@@ -84,7 +89,9 @@ def test_restore_keeps_stopped_containers_the_runtime_still_has(tmp_path: Path) 
     applied, dropped = c2.restore(c2.load(), {}, exists=lambda cid: cid == A)
     assert [e.container_id for e in applied] == [A] and dropped == []
     # contained by id: its next cgroup gets handle 11 at creation
-    assert src2.container_ids == {A: 11} and src2.isolated == {11: 0} and src2.cgroups == {}
+    assert (
+        src2.container_ids == {A: 11} and src2.isolated == {11: 0} and src2.cgroups == {11: 11}
+    )  # its last run's sockets outlive it
 
 
 def test_entries_of_a_container_share_one_handle_and_follow_it(tmp_path: Path) -> None:
@@ -116,14 +123,43 @@ def test_containers_gone_are_released(tmp_path: Path) -> None:
     c.isolate(A, "web", [11])
     c.block("198.18.64.1")
     assert c.containers_gone({A}) == []
-    (gone,) = c.containers_gone(set(), now=100.0)
+    (gone,) = c.containers_gone(set())
     assert gone.container_id == A and len(c.entries) == 1
-    # the kernel keeps it until the linger time is over: its sockets outlive it
+    # the kernel keeps it: its sockets outlive it (an orphan's owner sets
+    # how long it retransmits); saved, and applied again at start
     assert src.isolated == {11: 0} and src.cgroups == {11: 11}
-    assert json.loads(Path(c.path).read_text())["entries"][0]["container_id"] is None
-    assert c.expire_lingering(now=100.0 + LINGER_S - 1) == []
-    assert c.expire_lingering(now=100.0 + LINGER_S) == [gone]
-    assert src.isolated == {} and src.cgroups == {} and src.container_ids == {} and c.lingering == []
+    state = json.loads(Path(c.path).read_text())
+    assert state["entries"][0]["container_id"] is None and state["lingering"][0]["container_id"] == A
+    c2, src2 = _c(tmp_path)
+    c2.restore(c2.load(), {})
+    assert src2.isolated == {11: 0} and src2.cgroups == {11: 11} and [e.container_id for e in c2.lingering] == [A]
+
+
+def test_lingering_cgroups_are_bounded_oldest_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sensor.response.containment as containment
+
+    assert MAX_LINGER_CGROUPS == 1024  # of the kernel map's 4096
+    monkeypatch.setattr(containment, "MAX_LINGER_CGROUPS", 5)
+    c, src = _c(tmp_path)
+    for i in range(8):
+        c.isolate(f"{i:064x}", None, [1000 + i])
+    c.containers_gone(set())
+    assert len(c.lingering) == 5
+    assert set(src.cgroups) == {1003, 1004, 1005, 1006, 1007} and len(src.isolated) == 5
+
+
+def test_a_gone_container_that_runs_again_gets_its_entries_back(tmp_path: Path) -> None:
+    c, src = _c(tmp_path)
+    c.isolate(A, "web", [11])
+    c.containers_gone(set())
+    assert c.entries == [] and src.container_ids == {A: 11}
+    (back,) = c.returned(A)
+    assert c.entries == [back] and c.lingering == []
+    # a second isolation request finds it; the handle stays one
+    with pytest.raises(ContainmentError, match="already isolated"):
+        c.isolate(A, "web", [12])
+    c.release(A, None)
+    assert src.cgroups == {} and src.container_ids == {} and src.isolated == {}
 
 
 def test_a_crash_looping_container_keeps_its_newest_former_cgroups(tmp_path: Path) -> None:
