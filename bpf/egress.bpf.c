@@ -332,6 +332,19 @@ static __always_inline int sl_contained(struct __sk_buff *skb, __u64 cgroup_id, 
 	return 1;
 }
 
+/* A DNS query: to port 53, or to Docker's embedded resolver (127.0.0.11
+ * on every user-defined network), whose queries reach this hook already
+ * DNAT'ed to a per-container port (iptables OUTPUT runs before it). Every
+ * query is sampled, whole, under the DNS cap (sl_sample). One compare of
+ * the address's second half: ::ffff:127.0.0.11 read as a little-endian
+ * __u64. */
+#define SL_DOCKER_DNS_HI 0x0b00007fffff0000ULL
+static __always_inline int sl_dns_dest(const struct sl_l3l4 *p)
+{
+	const __u64 *d = (const __u64 *)p->daddr;
+	return p->dport == 53 || (d[1] == SL_DOCKER_DNS_HI && d[0] == 0);
+}
+
 /* Does a socket's first payload start a TLS handshake record or an HTTP
  * request line? Then it is read up to SL_FIRST_MAX bytes (server_name,
  * Host). One 4-byte load, once per TCP socket, on the sampling path only. */
@@ -458,7 +471,7 @@ static __always_inline int sl_sample(struct __sk_buff *skb, const struct sl_l3l4
 	 * would otherwise use it up with their first packets, and the window's
 	 * bytes would be judged by decoys alone (their number is bounded by
 	 * the cgroup's event quota, whose overflow is itself reported). */
-	int dns = p->dport == 53;
+	int dns = sl_dns_dest(p);
 	if (dns) {
 		if (fv->samples >= SL_SAMPLE_MAX_DNS_PER_FLOW_WINDOW)
 			return 0;
@@ -589,7 +602,7 @@ int sl_egress(struct __sk_buff *skb)
 		 * sent to in this window (cached) or one that has its sample of
 		 * the window. */
 		if (sock_idx >= SL_SAMPLE_FIRST_PACKETS && credit < SL_BYTE_PACE2 &&
-		    (__s32)(sock_idx - ss->next_pkt) < 0 && p.dport != 53 && (cached || fv->samples)) {
+		    (__s32)(sock_idx - ss->next_pkt) < 0 && !sl_dns_dest(&p) && (cached || fv->samples)) {
 			ss->since_bytes = since;
 			ss->credit = credit;
 			return 1;
@@ -626,7 +639,7 @@ int sl_egress(struct __sk_buff *skb)
 		 * read after the add paces well enough, and needs no fetching
 		 * atomic (BPF_FETCH: Linux 5.12, v3 ISA). */
 		__sync_fetch_and_add(&fv->payload_packets, 1);
-		if (p.dport != 53 && (fv->payload_packets - 1) % SL_SAMPLE_EVERY != 0)
+		if (!sl_dns_dest(&p) && (fv->payload_packets - 1) % SL_SAMPLE_EVERY != 0)
 			return 1;
 		flags = SL_SAMPLE_F_NO_SOCK;
 	}

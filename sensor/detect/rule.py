@@ -186,9 +186,9 @@ class Context:
         network namespace (Docker's 127.0.0.11, systemd-resolved's
         127.0.0.53), where only the container itself could forge an answer,
         and a container that could is distrusted at the source
-        (sensor/telemetry/names.py FlowNamer.distrust). Docker's resolver
-        cannot be learned as a destination: its queries leave DNAT'ed to a
-        per-container port. A workload with no baseline knows no resolver
+        (sensor/telemetry/names.py FlowNamer.distrust). (Docker's resolver
+        is reported on port 53 although its queries leave DNAT'ed:
+        sensor/telemetry/protocol.py dns_port.) A workload with no baseline knows no resolver
         (its destinations are all new; an [[allow]] domain entry then needs
         a loopback or trusted resolver)."""
         if not resolver:

@@ -19,6 +19,7 @@ from sensor.telemetry.protocol import (
     HTTP,
     HTTP_PREFIXES,
     IPPROTO_UDP,
+    dns_port,
     dns_qname,
     protocol_hint,
     split_http,
@@ -55,7 +56,7 @@ class FlowCounters:
 
     @property
     def key(self) -> FlowKey:
-        return (self.cgroup_id, self.daddr, self.dport, self.protocol)
+        return (self.cgroup_id, self.daddr, dns_port(self.daddr, self.dport), self.protocol)
 
 
 @dataclass(frozen=True, slots=True)

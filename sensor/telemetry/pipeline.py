@@ -73,7 +73,7 @@ from sensor.telemetry.counters import (
 )
 from sensor.telemetry.flowstate import PER_CGROUP
 from sensor.telemetry.names import FlowNamer
-from sensor.telemetry.protocol import transport_name
+from sensor.telemetry.protocol import dns_port, transport_name
 from sensor.telemetry.stage import FD_PATH, stage_origin
 from sensor.text import safe_text
 
@@ -446,7 +446,7 @@ class Pipeline:
 
     def _on_sample(self, ev: SampleEvent) -> None:
         self.counts["sample"] += 1
-        key = (ev.hdr.cgroup_id, ev.daddr, ev.dport, ev.protocol)
+        key = (ev.hdr.cgroup_id, ev.daddr, dns_port(ev.daddr, ev.dport), ev.protocol)
         in_start = bool(ev.flags & SAMPLE_F_SOCK_START)
         first = in_start and ev.sock_pkt_index == 0
         data = ev.data

@@ -17,6 +17,21 @@ SSH = "ssh"
 HTTP = "http"
 DNS = "dns"
 
+# Docker's embedded resolver, on every user-defined network: queries to it
+# reach the egress hook DNAT'ed to a per-container port (the connect hook
+# still sees port 53), so the kernel's flows and samples name that port.
+# Reported as port 53: a DNS destination, judged by its names, and the same
+# destination after the container is recreated (bpf/egress.bpf.c
+# sl_dns_dest samples its queries as DNS).
+DOCKER_DNS = "127.0.0.11"
+
+
+def dns_port(daddr: str, dport: int) -> int:
+    """The destination port to report: 53 for Docker's embedded resolver
+    (whatever port its DNAT gave), else the port itself."""
+    return 53 if daddr == DOCKER_DNS else dport
+
+
 HTTP_PREFIXES = (
     b"GET ",
     b"POST ",

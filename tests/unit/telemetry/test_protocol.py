@@ -15,6 +15,7 @@ from sensor.telemetry.protocol import (
     IPPROTO_UDP,
     SSH,
     TLS,
+    dns_port,
     protocol_hint,
     transport_name,
 )
@@ -138,3 +139,19 @@ def test_transport_names() -> None:
     assert transport_name(1) == "icmp"
     assert transport_name(58) == "ipv6-icmp"
     assert transport_name(132) == "132"
+
+
+def test_dockers_resolver_is_reported_on_port_53() -> None:
+    """Queries to 127.0.0.11 reach the egress hook DNAT'ed to a per-container
+    port: flows and samples there are the resolver's port 53, and merge
+    with what the resolver sent back (counted by ingress on port 53)."""
+    from sensor.telemetry.counters import FlowCounters, WindowCounters
+
+    assert dns_port("127.0.0.11", 53782) == 53
+    assert dns_port("127.0.0.12", 53782) == 53782
+    assert dns_port("198.51.100.7", 9000) == 9000
+    sent = FlowCounters(7, "127.0.0.11", 53782, 17, 500, 5, 360, 0, 1, 2, 5)
+    answers = FlowCounters(7, "127.0.0.11", 53, 17, 0, 0, 0, 0, 1, 2, 0, 900, 5, 760)
+    assert sent.key == answers.key == (7, "127.0.0.11", 53, 17)
+    (s,), _execs, _hists = WindowCounters().close([sent, answers])
+    assert (s.key, s.bytes, s.rx_bytes) == ((7, "127.0.0.11", 53, 17), 500, 900)
