@@ -14,6 +14,8 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "dns_name.h"
+
 int main(int argc, char **argv)
 {
 	if (argc != 4)
@@ -43,18 +45,7 @@ int main(int argc, char **argv)
 		q[n++] = 56;
 		for (int j = 0; j < 28; j++)
 			n += (size_t)sprintf((char *)q + n, "%02x", raw[j]);
-		const char *p = domain;
-		while (*p) {
-			const char *dot = strchr(p, '.');
-			size_t len = dot ? (size_t)(dot - p) : strlen(p);
-			q[n++] = (unsigned char)len;
-			memcpy(q + n, p, len);
-			n += len;
-			p += len + (dot ? 1 : 0);
-		}
-		q[n++] = 0;
-		memcpy(q + n, "\x00\x01\x00\x01", 4);
-		n += 4;
+		n = put_question(q, n, domain);
 		if (send(s, q, n, 0) != (ssize_t)n) {
 			perror("dnsq send");
 			return 1;

@@ -16,27 +16,25 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from sensor.attribution.cgroups import find_cgroup2_mount
 
-from ..privileged.harness import IMAGE, SINK_IP, SLUICE, Docker, SensorProc, SinkNet, action, cid_of, run_container
+from ..privileged.harness import (
+    IMAGE,
+    SINK_IP,
+    Docker,
+    SensorProc,
+    SinkNet,
+    action,
+    cid_of,
+    only_containment_entry,
+    run_container,
+    sluice_cli,
+)
 
 PORT, SUB_PORT = 9003, 9004
-
-
-def _cli(s: SensorProc, *args: str) -> str:
-    r = subprocess.run([SLUICE, *args, "-c", str(s.config)], capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return r.stdout
-
-
-def _entry(s: SensorProc) -> dict[str, Any]:
-    e: dict[str, Any]
-    (e,) = [json.loads(x) for x in _cli(s, "containment", "--json").splitlines() if x.strip()]
-    return e
 
 
 def _sink_conns(net: SinkNet, port: int) -> int:
@@ -74,7 +72,7 @@ def test_isolation_holds_across_restart_and_sub_cgroups(base: Path, docker: Dock
             assert time.monotonic() < deadline, "the target's traffic never reached the sink"
             time.sleep(0.2)
         s.wait_for(lambda d: cid_of(d) == target, what="a document about the target", timeout=10)
-        _cli(s, "isolate", target[:12], "--reason", "restart test")
+        sluice_cli(s, "isolate", target[:12], "--reason", "restart test")
         # connections in flight finish: the entry drops packets and the sink's
         # count stops moving (a condition, not a fixed sleep)
         deadline = time.monotonic() + 20
@@ -83,15 +81,15 @@ def test_isolation_holds_across_restart_and_sub_cgroups(base: Path, docker: Dock
             now_conns = _sink_conns(net, PORT)
             if now_conns != before:
                 before, still_since = now_conns, time.monotonic()
-            if _entry(s)["dropped"] > 0 and time.monotonic() - still_since >= 1.5:
+            if only_containment_entry(s)["dropped"] > 0 and time.monotonic() - still_since >= 1.5:
                 break
-            assert time.monotonic() < deadline, (_entry(s), now_conns)
+            assert time.monotonic() < deadline, (only_containment_entry(s), now_conns)
             time.sleep(0.2)
-        dropped_before = _entry(s)["dropped"]
+        dropped_before = only_containment_entry(s)["dropped"]
         assert dropped_before > 0
 
         # restart: same container id, new cgroup; the script sends at once
-        old_cg = _entry(s)["cgroup_ids"]
+        old_cg = only_containment_entry(s)["cgroup_ids"]
         t_restart = time.time()
         docker.docker("restart", "-t", "1", target)
         started = docker.docker("inspect", "-f", "{{.State.StartedAt}}", target)
@@ -106,7 +104,7 @@ def test_isolation_holds_across_restart_and_sub_cgroups(base: Path, docker: Dock
             timeout=15,
         )
         assert "in the kernel when the cgroup was created" in followed["message"], followed["message"]
-        e = _entry(s)
+        e = only_containment_entry(s)
         assert e["cgroup_ids"] != old_cg
         assert e["dropped"] > dropped_before, "the restarted container never tried to send"
         stats = json.loads(s.status("--json").stdout)
@@ -124,13 +122,13 @@ def test_isolation_holds_across_restart_and_sub_cgroups(base: Path, docker: Dock
         assert pid, "the sub-cgroup sender did not start"
         sub.mkdir()
         (sub / "cgroup.procs").write_text(pid)
-        d0 = _entry(s)["dropped"]
+        d0 = only_containment_entry(s)["dropped"]
         deadline = time.monotonic() + 10
         while docker.docker("exec", target, "ls", "/tmp/sub-done", check=False) == "":
             assert time.monotonic() < deadline, "the sub-cgroup sender did not finish"
             time.sleep(0.3)
         assert _sink_conns(net, SUB_PORT) == 0, "a connection from the container's sub-cgroup reached the sink"
-        assert _entry(s)["dropped"] > d0
+        assert only_containment_entry(s)["dropped"] > d0
         print(f"restart: {e['dropped'] - dropped_before} packets of the restarted container dropped, 0 left")
     finally:
         docker.docker("rm", "-f", target, holder, check=False)
@@ -174,7 +172,7 @@ def test_what_was_written_while_isolated_never_leaves_after_the_container(
             assert time.monotonic() < deadline, "the connection never reached the sink"
             time.sleep(0.2)
         s.wait_for(lambda d: cid_of(d) == target, what="a document about the target", timeout=10)
-        _cli(s, "isolate", target[:12], "--reason", "orphan test")
+        sluice_cli(s, "isolate", target[:12], "--reason", "orphan test")
         docker.docker("exec", target, "touch", "/tmp/go")  # the secret is written, and dropped
         time.sleep(1)
         # the socket is orphaned with the secret queued
@@ -201,6 +199,6 @@ def test_what_was_written_while_isolated_never_leaves_after_the_container(
             time.sleep(0.5)
         assert ended[0]["bytes"] == len("pre-isolation\n"), f"the orphan's retransmission left the node: {ended}"
         if end == "restart":
-            assert _entry(s)["former_cgroup_ids"], _entry(s)
+            assert only_containment_entry(s)["former_cgroup_ids"], only_containment_entry(s)
     finally:
         docker.docker("rm", "-f", target, holder, check=False)

@@ -15,27 +15,24 @@ The real sensor, real containers, the sink's real TCP server."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
-from ..privileged.harness import IMAGE, SINK_IP, SLUICE, Docker, SensorProc, SinkNet, action, cid_of, run_container
+from ..privileged.harness import (
+    IMAGE,
+    SINK_IP,
+    Docker,
+    SensorProc,
+    SinkNet,
+    action,
+    cid_of,
+    only_containment_entry,
+    run_container,
+    sluice_cli,
+)
 
 RELAY_PORT, SINK_PORT = 7000, 9002
-
-
-def _cli(s: SensorProc, *args: str) -> str:
-    r = subprocess.run([SLUICE, *args, "-c", str(s.config)], capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return r.stdout
-
-
-def _entry(s: SensorProc) -> dict[str, Any]:
-    e: dict[str, Any]
-    (e,) = [json.loads(x) for x in _cli(s, "containment", "--json").splitlines() if x.strip()]
-    return e
 
 
 def _exec(docker: Docker, cid: str, script: str) -> int:
@@ -68,14 +65,14 @@ def test_a_relay_in_a_shared_network_namespace_is_cut_off(base: Path, docker: Do
             time.sleep(0.5)
         relayed_before = len(_relayed(net))
         s.wait_for(lambda d: cid_of(d) == target, what="a document about the target", timeout=10)
-        out = _cli(s, "isolate", target[:12], "--reason", "relay test")
+        out = sluice_cli(s, "isolate", target[:12], "--reason", "relay test")
         assert "loopback too" in out and "outside the container, is in its network namespace" in out, out
-        assert _entry(s)["loopback_dropped"] is True
+        assert only_containment_entry(s)["loopback_dropped"] is True
         for _ in range(3):
             assert _exec(docker, target, f"echo SECRET-VIA-RELAY | nc -w 2 127.0.0.1 {RELAY_PORT}") != 0
         time.sleep(3)
         assert len(_relayed(net)) == relayed_before, f"the relay carried bytes out: {_relayed(net)}"
-        assert _entry(s)["dropped"] > 0
+        assert only_containment_entry(s)["dropped"] > 0
         doc = s.wait_for(lambda d: action(d) == "container_isolated" and cid_of(d) == target, what="isolation")
         assert "loopback too" in doc["message"]
         # the holder itself is not isolated: its own egress still leaves
@@ -91,17 +88,17 @@ def test_own_loopback_stays_open_and_the_rest_of_127_is_dropped(base: Path, dock
     cid = run_container(docker, net, f"while true; do nc -l -p {RELAY_PORT} > /tmp/got; done", wait=False)
     try:
         s.wait_for(lambda d: cid_of(d) == cid, what="a document about the container", timeout=20)
-        out = _cli(s, "isolate", cid[:12], "--reason", "own loopback test")
+        out = sluice_cli(s, "isolate", cid[:12], "--reason", "own loopback test")
         assert "but its own loopback (127.0.0.1, ::1) is dropped" in out, out
-        assert _entry(s)["loopback_dropped"] is False
+        assert only_containment_entry(s)["loopback_dropped"] is False
         # the container talks to itself
         assert _exec(docker, cid, f"echo to-myself | nc -w 2 127.0.0.1 {RELAY_PORT}") == 0
         assert _exec(docker, cid, "cat /tmp/got") == 0
         # 127.0.0.11 (Docker's embedded DNS address; here the container's own
         # listener answers on it too, so before the fix this connected)
-        before = _entry(s)["dropped"]
+        before = only_containment_entry(s)["dropped"]
         assert _exec(docker, cid, f"echo to-127.0.0.11 | nc -w 2 127.0.0.11 {RELAY_PORT}") != 0
-        assert _entry(s)["dropped"] > before
+        assert only_containment_entry(s)["dropped"] > before
     finally:
         docker.docker("rm", "-f", cid, check=False)
         s.stop()
@@ -120,7 +117,7 @@ def test_a_relay_that_joins_the_namespace_after_the_isolation_is_cut_off(
     relay = None
     try:
         s.wait_for(lambda d: cid_of(d) == target, what="a document about the target", timeout=20)
-        out = _cli(s, "isolate", target[:12], "--reason", "late relay test")
+        out = sluice_cli(s, "isolate", target[:12], "--reason", "late relay test")
         assert "but its own loopback" in out, out
         script = (
             f"while true; do nc -l -p {RELAY_PORT} > /tmp/got; "
@@ -133,7 +130,7 @@ def test_a_relay_that_joins_the_namespace_after_the_isolation_is_cut_off(
             timeout=20,
         )
         assert "outside the container, is in its network namespace" in doc["message"], doc["message"]
-        assert _entry(s)["loopback_dropped"] is True
+        assert only_containment_entry(s)["loopback_dropped"] is True
         relayed_before = len(_relayed(net))
         for _ in range(3):
             assert _exec(docker, target, f"echo SECRET-VIA-LATE-RELAY | nc -w 2 127.0.0.1 {RELAY_PORT}") != 0
@@ -160,10 +157,12 @@ def test_an_ipv6_address_that_looks_v4_mapped_is_not_loopback(base: Path, docker
         subprocess.run([*ns, "sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=0"], check=True)
         subprocess.run([*ns, "ip", "-6", "addr", "add", "2001:db8:1:2::2/64", "dev", "eth0", "nodad"], check=True)
         s.wait_for(lambda d: cid_of(d) == cid, what="a document about the container", timeout=20)
-        _cli(s, "isolate", cid[:12], "--reason", "v6 lookalike test")
-        before = _entry(s)["dropped"]
+        sluice_cli(s, "isolate", cid[:12], "--reason", "v6 lookalike test")
+        before = only_containment_entry(s)["dropped"]
         _exec(docker, cid, f"echo x | nc -w 2 {LOOKALIKE} 9001")
-        assert _entry(s)["dropped"] > before, "a packet to a global IPv6 address left an isolated container"
+        assert only_containment_entry(s)["dropped"] > before, (
+            "a packet to a global IPv6 address left an isolated container"
+        )
     finally:
         docker.docker("rm", "-f", cid, check=False)
         s.stop()

@@ -6,14 +6,22 @@ DNS server."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
 from pathlib import Path
 
 from emulation.lab import SECOND_IP
-from tests.privileged.harness import SINK_IP, Docker, SensorProc, SinkNet, action, cid_of, run_container
+from tests.privileged.harness import (
+    SINK_IP,
+    Docker,
+    SensorProc,
+    SinkNet,
+    action,
+    cid_of,
+    forgers_at_start,
+    run_container,
+)
 from tests.privileged.test_names import SVC, named_flow
 
 HERE = Path(__file__).resolve().parent
@@ -58,15 +66,7 @@ def test_a_raw_socket_behind_an_exited_main_thread_is_found_at_start(base: Path,
     namespace cannot be read: the container was not distrusted."""
     exe = _zleader(base)
 
-    def forgers_at_start(name: str) -> int:
-        s = SensorProc(base, docker.sock, name=name)
-        s.start()
-        try:
-            return int(json.loads(s.status("--json").stdout)["counters"]["forgers_at_start"])
-        finally:
-            s.stop()
-
-    before = forgers_at_start("zleader-start-before")
+    before = forgers_at_start(base, docker.sock, "zleader-start-before")
     script = f"exec /zleader 600 {SINK_IP} {SVC} 443"
     cid = run_container(docker, net, script, wait=False, volumes=(f"{exe}:/zleader:ro",))
     try:
@@ -77,6 +77,6 @@ def test_a_raw_socket_behind_an_exited_main_thread_is_found_at_start(base: Path,
             assert time.monotonic() < deadline, "the main thread never exited"
             time.sleep(0.1)
         assert len(os.listdir(f"/proc/{pid}/task")) == 2
-        assert forgers_at_start("zleader-start-after") == before + 1
+        assert forgers_at_start(base, docker.sock, "zleader-start-after") == before + 1
     finally:
         docker.docker("rm", "-f", cid, check=False)

@@ -17,6 +17,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "dns_name.h"
+
 static char **args;
 
 static int query(const char *resolver, const char *name, struct in_addr *out)
@@ -25,18 +27,7 @@ static int query(const char *resolver, const char *name, struct in_addr *out)
 	size_t n = 0;
 	memcpy(q, "\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00", 12);
 	n = 12;
-	const char *p = name;
-	while (*p) {
-		const char *dot = strchr(p, '.');
-		size_t len = dot ? (size_t)(dot - p) : strlen(p);
-		q[n++] = (unsigned char)len;
-		memcpy(q + n, p, len);
-		n += len;
-		p += len + (dot ? 1 : 0);
-	}
-	q[n++] = 0;
-	memcpy(q + n, "\x00\x01\x00\x01", 4);
-	n += 4;
+	n = put_question(q, n, name);
 	int s = socket(AF_INET, SOCK_DGRAM, 0);
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(53)};
 	inet_pton(AF_INET, resolver, &sa.sin_addr);

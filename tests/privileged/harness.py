@@ -253,6 +253,31 @@ def udp_port() -> int:
         return int(s.getsockname()[1])
 
 
+def sluice_cli(s: SensorProc, *args: str) -> str:
+    """`sluice ARGS -c <the sensor's config>`; its stdout (it must succeed)."""
+    r = subprocess.run([SLUICE, *args, "-c", str(s.config)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def only_containment_entry(s: SensorProc) -> dict[str, Any]:
+    """`sluice containment --json` when it lists exactly one entry."""
+    e: dict[str, Any]
+    (e,) = [json.loads(x) for x in sluice_cli(s, "containment", "--json").splitlines() if x.strip()]
+    return e
+
+
+def forgers_at_start(base: Path, docker_sock: str, name: str) -> int:
+    """Start a sensor, read its forgers_at_start counter (containers
+    distrusted for DNS at start), stop it."""
+    s = SensorProc(base, docker_sock, name=name)
+    s.start()
+    try:
+        return int(json.loads(s.status("--json").stdout)["counters"]["forgers_at_start"])
+    finally:
+        s.stop()
+
+
 def action(d: dict[str, Any]) -> str:
     a: str = d.get("event", {}).get("action", "")
     return a

@@ -17,7 +17,18 @@ from typing import Any
 from emulation.lab import SECOND_IP, VAULT_IP, wait_until
 from emulation.scenarios import S_CLIENT, put
 
-from .harness import SINK_IP, SLUICE, Docker, SensorProc, SinkNet, action, cid_of, run_container, window_closed_after
+from .harness import (
+    SINK_IP,
+    SLUICE,
+    Docker,
+    SensorProc,
+    SinkNet,
+    action,
+    cid_of,
+    forgers_at_start,
+    run_container,
+    window_closed_after,
+)
 
 SVC = "api.svc-names.test"
 NEW = "upload.share-files.test"
@@ -359,19 +370,11 @@ def test_a_port_53_socket_held_from_before_the_sensor_started_distrusts(
     port 53 when the sensor starts (its bind was never seen) is distrusted
     from its network namespace's socket tables."""
 
-    def forgers_at_start(name: str) -> int:
-        s = SensorProc(base, docker.sock, name=name)
-        s.start()
-        try:
-            return int(json.loads(s.status("--json").stdout)["counters"]["forgers_at_start"])
-        finally:
-            s.stop()
-
-    before = forgers_at_start("names-start-before")
+    before = forgers_at_start(base, docker.sock, "names-start-before")
     cid = run_container(docker, net, put("/tmp/h.pl", HOLD_53_PL) + "; perl /tmp/h.pl", wait=False)
     try:
         assert wait_until(lambda: docker.docker("exec", cid, "ls", "/tmp", check=False).count("bound") == 1, 30)
-        assert forgers_at_start("names-start-after") == before + 1
+        assert forgers_at_start(base, docker.sock, "names-start-after") == before + 1
     finally:
         docker.docker("rm", "-f", cid, check=False)
 

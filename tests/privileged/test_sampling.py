@@ -186,6 +186,27 @@ class MultiSink:
         self.srv.close()
 
 
+def _upload_beside(port: int, total: int, decoys: list[Callable[[], None]], stop: threading.Event) -> None:
+    """Random bytes, 64 KiB every 0.1 s, on one connection, while the
+    decoys run in threads of their own (started 0.5 s before; `stop` ends
+    them after)."""
+    threads = [threading.Thread(target=d, daemon=True) for d in decoys]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.5)
+        with socket.create_connection(("127.0.0.1", port)) as c:
+            sent = 0
+            while sent < total:
+                c.sendall(os.urandom(65536))
+                sent += 65536
+                time.sleep(0.1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(5)
+
+
 def test_decoy_connections_do_not_use_up_an_uploads_samples(sampling_sensor: SensorProc) -> None:
     """Decoy connections to the upload's destination, back to back from
     three threads, each sending 8 small plaintext packets (a socket's first
@@ -205,22 +226,8 @@ def test_decoy_connections_do_not_use_up_an_uploads_samples(sampling_sensor: Sen
                 for i in range(FIRST):
                     d.sendall(b"status line %d: all good here\n" % i)
 
-    threads = [threading.Thread(target=decoys, daemon=True) for _ in range(3)]
-    for t in threads:
-        t.start()
     total = 4 << 20
-    try:
-        time.sleep(0.5)
-        with socket.create_connection(("127.0.0.1", sink.port)) as c:
-            sent = 0
-            while sent < total:
-                c.sendall(os.urandom(65536))
-                sent += 65536
-                time.sleep(0.1)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(5)
+    _upload_beside(sink.port, total, [decoys] * 3, stop)
     flows = _wait_flows(s, sink.port, total)
     sink.close()
     pay = [f["sluice"]["payload"] for f in flows]
@@ -255,20 +262,8 @@ def test_a_decoy_of_many_tiny_packets_does_not_hide_an_upload(sampling_sensor: S
             while not stop.is_set():
                 decoy_sent[0] += d.send(b"status: all good\n")
 
-    t = threading.Thread(target=decoy, daemon=True)
-    t.start()
     total = 4 << 20
-    try:
-        time.sleep(0.5)
-        with socket.create_connection(("127.0.0.1", sink.port)) as c:
-            sent = 0
-            while sent < total:
-                c.sendall(os.urandom(65536))
-                sent += 65536
-                time.sleep(0.1)
-    finally:
-        stop.set()
-        t.join(5)
+    _upload_beside(sink.port, total, [decoy], stop)
     flows = _wait_flows(s, sink.port, total + decoy_sent[0])
     sink.close()
     pay = [f["sluice"]["payload"] for f in flows]

@@ -322,3 +322,38 @@ def test_a_forger_whose_sockets_are_gone_is_cleared_by_the_rescan(
     world.pipe.recheck_distrust(proc)
     assert world.pipe.counts["forgers_rechecked"] - before == 1
     assert world.pipe.counts["forgers_recheck_deferred"] == 1
+
+
+def test_the_scan_at_start_reads_every_thread_and_does_not_fail_open(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pipeline.scan_existing_forgers: a forging socket held by any thread
+    of a running container distrusts it; so does a container with more
+    threads than a recheck reads (it must not hide a socket behind
+    numbers); a quiet one is not distrusted."""
+    import sensor.telemetry.pipeline as P
+    from tests.unit.attribution.test_netmap import QUIET, RAW_ONE, _fds, proc_tree
+
+    cg = world.cg
+    replay(world, [cgroup_rec(1, cg, f"/docker/{A}".encode(), 0)])
+    assert A in world.pipe.registry.running
+    cdir = tmp_path / "cg" / "docker" / A
+    (cdir / "cgroup.threads").write_text("10\n")
+    (cdir / "app" / "cgroup.threads").write_text("")
+    quiet = proc_tree(tmp_path / "quiet", 10, QUIET)
+    _fds(quiet, 10, [])
+    world.pipe.scan_existing_forgers(quiet)
+    assert world.pipe.names.distrusted(cg) is None and world.pipe.counts["forgers_at_start"] == 0
+    (cdir / "cgroup.threads").write_text("10\n11\n12\n")
+    monkeypatch.setattr(P, "MAX_RECHECK_TASKS", 2)
+    world.pipe.scan_existing_forgers(quiet)
+    assert world.pipe.names.distrusted(cg) == "more than 2 threads to read when the sensor started"
+    assert world.pipe.counts["forgers_at_start"] == 1
+    # a raw socket held by the second thread of a zombie leader's process
+    raw = proc_tree(tmp_path / "raw", 11, QUIET | {"raw": RAW_ONE})
+    (Path(raw) / "10").mkdir()
+    _fds(raw, 11, [])
+    monkeypatch.setattr(P, "MAX_RECHECK_TASKS", 4096)
+    (cdir / "cgroup.threads").write_text("10\n11\n")
+    world.pipe.scan_existing_forgers(raw)
+    assert world.pipe.counts["forgers_at_start"] == 2
