@@ -344,19 +344,14 @@ class Containment:
             self.save()
         return gone
 
-    def _bound_lingering(self) -> list[Entry]:
+    def _bound_lingering(self) -> None:
         """Remove from the kernel the oldest gone containers' entries while
-        their cgroups number more than MAX_LINGER_CGROUPS; returns them."""
-        out: list[Entry] = []
-
-        def count() -> int:
-            return sum(len(e.cgroup_ids) + len(e.former_cgroup_ids) for e in self.lingering)
-
-        while self.lingering and count() > MAX_LINGER_CGROUPS:
+        their cgroups number more than MAX_LINGER_CGROUPS."""
+        count = sum(len(e.cgroup_ids) + len(e.former_cgroup_ids) for e in self.lingering)
+        while self.lingering and count > MAX_LINGER_CGROUPS:
             e = self.lingering.pop(0)
+            count -= len(e.cgroup_ids) + len(e.former_cgroup_ids)
             self._apply(e, False)
-            out.append(e)
-        return out
 
     def returned(self, container_id: str) -> list[Entry]:
         """A gone container's lingering entries, when it runs again (the

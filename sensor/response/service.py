@@ -264,8 +264,6 @@ class ContainmentService:
                 else "by user space when the sensor saw the cgroup (the cgroup_mkdir hook did not)"
             )
             self._doc(e, "containment_followed", f"{e.label()} follows the container to cgroup {cg}, {how}", life)
-        # a new container may have joined an isolated one's network namespace
-        self.refresh_loopback()
 
     def recheck(self) -> None:
         """Once a window: entries of containers not running are released

@@ -16,9 +16,11 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from emulation.lab import wait_until
 from sensor.attribution.cgroups import find_cgroup2_mount
 
 from ..privileged.harness import (
@@ -167,10 +169,7 @@ def test_what_was_written_while_isolated_never_leaves_after_the_container(
     )
     target = docker.docker("run", "-d", "--network", f"container:{holder}", IMAGE, "sh", "-c", script)
     try:
-        deadline = time.monotonic() + 20
-        while _sink_conns(net, ORPHAN_PORT) < 1:
-            assert time.monotonic() < deadline, "the connection never reached the sink"
-            time.sleep(0.2)
+        assert wait_until(lambda: _sink_conns(net, ORPHAN_PORT) >= 1, 20), "the connection never reached the sink"
         s.wait_for(lambda d: cid_of(d) == target, what="a document about the target", timeout=10)
         sluice_cli(s, "isolate", target[:12], "--reason", "orphan test")
         docker.docker("exec", target, "touch", "/tmp/go")  # the secret is written, and dropped
@@ -191,13 +190,14 @@ def test_what_was_written_while_isolated_never_leaves_after_the_container(
                 timeout=30,
             )
             assert "stay contained in the kernel" in released["message"], released["message"]
+
         # the sink records the connection when it ends: with the secret and
         # a FIN if a retransmission got out, else at its 30 s read timeout
-        deadline = time.monotonic() + 45
-        while not (ended := [r for r in net.received() if r.get("proto") == "tcp" and r["port"] == ORPHAN_PORT]):
-            assert time.monotonic() < deadline, "the sink never closed the connection"
-            time.sleep(0.5)
-        assert ended[0]["bytes"] == len("pre-isolation\n"), f"the orphan's retransmission left the node: {ended}"
+        def ended() -> list[dict[str, Any]]:
+            return [r for r in net.received() if r.get("proto") == "tcp" and r["port"] == ORPHAN_PORT]
+
+        assert wait_until(ended, 45, 0.5), "the sink never closed the connection"
+        assert ended()[0]["bytes"] == len("pre-isolation\n"), f"the orphan's retransmission left the node: {ended()}"
         if end == "restart":
             assert only_containment_entry(s)["former_cgroup_ids"], only_containment_entry(s)
     finally:

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
-from emulation.lab import SECOND_IP
+from emulation.lab import SECOND_IP, wait_until
 from tests.privileged.harness import (
     SINK_IP,
     Docker,
@@ -71,11 +70,11 @@ def test_a_raw_socket_behind_an_exited_main_thread_is_found_at_start(base: Path,
     cid = run_container(docker, net, script, wait=False, volumes=(f"{exe}:/zleader:ro",))
     try:
         pid = docker.docker("inspect", "-f", "{{.State.Pid}}", cid)
-        deadline = time.monotonic() + 10
         # the main thread has exited (a zombie leader), the other holds the socket
-        while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z":
-            assert time.monotonic() < deadline, "the main thread never exited"
-            time.sleep(0.1)
+        state = Path(f"/proc/{pid}/stat")
+        assert wait_until(lambda: state.read_text().rsplit(")", 1)[-1].split()[0] == "Z", 10, 0.1), (
+            "the main thread never exited"
+        )
         assert len(os.listdir(f"/proc/{pid}/task")) == 2
         assert forgers_at_start(base, docker.sock, "zleader-start-after") == before + 1
     finally:
