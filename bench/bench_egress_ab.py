@@ -18,7 +18,8 @@ quote come from bench_bpf_cost.py (the whole sensor), this one says which
 variant is cheaper and by how much.
 
 Usage (root): .venv/bin/python bench/bench_egress_ab.py [--rounds 3] [--seconds 3]
-    [--loads tcp16k,udp64] VARIANT...   (VARIANT: a git revision, "worktree", or a bpf/ directory)
+    [--loads tcp16k,udp64,conns,udp64u,udp64m] VARIANT...   (VARIANT: a git revision, "worktree", or a bpf/ directory)
+    ... --parts VARIANT   (where the fast path's time goes: see PARTS)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -37,7 +39,18 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench_bpf_cost import Floor, bpf_stats, cgroup2_mount, iperf_tcp16k, iperf_udp64, prog_facts, prog_fdinfo
+from bench_bpf_cost import (
+    Floor,
+    bpf_stats,
+    cgroup2_mount,
+    iperf_tcp16k,
+    iperf_udp64,
+    prog_facts,
+    prog_fdinfo,
+    short_conns,
+    udp_sendto,
+)
+from common import HERE, build_c
 
 from sensor.config import default_config
 from sensor.kernel import bpfsys
@@ -57,6 +70,38 @@ def variant_dir(rev: str, work: Path) -> Path:
     archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "bpf"], check=True, capture_output=True)
     subprocess.run(["tar", "-x", "-C", str(out)], input=archive.stdout, check=True)
     return out / "bpf"
+
+
+# --parts: where sl_egress's fast path returns early in each cut-down copy
+# (the text the return goes after, and the return). A packet's cost is
+# mostly the cache lines it touches (a 64 KiB GSO copy between two TCP
+# packets leaves every one cold), so the parts are cumulative: each adds
+# what the fast path touches next. Anchors that no longer match the source
+# stop the tool with their name.
+PARTS: dict[str, tuple[str, str]] = {
+    "empty": ("int sl_egress(struct __sk_buff *skb)\n{\n", "\treturn 1;\n"),
+    "stat": ("\tsl_stat_add(SL_STAT_EGRESS_PACKETS, 1);\n", "\treturn 1;\n"),
+    "parse": ("\tif (sl_parse(skb, &p) < 0)\n\t\treturn 1;\n", "\treturn 1;\n"),
+    "storage": ("\t__u32 cached = ss ? sl_sock_cached(ss, &p, epoch) : 0;\n", "\tif (cached)\n\t\treturn 1;\n"),
+    "counters": (
+        "\t__sync_fetch_and_add(&fv->packets, segs);\n",
+        "\tif (ss && sl_sock_cached(ss, &p, epoch))\n\t\treturn 1;\n",
+    ),
+}
+
+
+def part_dirs(src: Path, name: str, work: Path) -> list[tuple[str, Path]]:
+    """Cut-down copies of bpf/ directory `src` (see PARTS), then `src`."""
+    out = []
+    text = (src / "egress.bpf.c").read_text()
+    for part, (anchor, ret) in PARTS.items():
+        if text.count(anchor) != 1:
+            raise SystemExit(f"bench_egress_ab: --parts: the {part!r} anchor is not in {src}/egress.bpf.c once")
+        d = work / f"part-{part}"
+        shutil.copytree(src, d)
+        (d / "egress.bpf.c").write_text(text.replace(anchor, anchor + ret))
+        out.append((f"{name}:{part}", d))
+    return out + [(name, src)]
 
 
 class Variant:
@@ -137,17 +182,30 @@ def main() -> int:
     ap.add_argument(
         "--no-ingress", action="store_true", help="attach sl_egress only (default: with sl_ingress, as the sensor runs)"
     )
+    ap.add_argument(
+        "--parts",
+        action="store_true",
+        help="one variant: also time cut-down copies of its sl_egress that return after each part of the fast path",
+    )
     ap.add_argument("variants", nargs="+")
     args = ap.parse_args()
+    if args.parts and len(args.variants) != 1:
+        ap.error("--parts takes one variant")
     if os.geteuid() != 0:
         print("bench_egress_ab: run as root", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="sluice-egress-ab-"))
     port = 5201 + os.getpid() % 1000 + 2000
     server = subprocess.Popen(["iperf3", "-s", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    conns = build_c(HERE / "conns.c", work / "conns")
+    udpsend = build_c(HERE / "udpsend.c", work / "udpsend")
+    # the same loads as bench_bpf_cost.py (its docstring says what each is)
     loads = {
         "tcp16k": lambda: iperf_tcp16k(port, args.seconds),
         "udp64": lambda: iperf_udp64(port, args.seconds),
+        "conns": lambda: short_conns(conns, port + 1500, args.seconds),
+        "udp64u": lambda: udp_sendto(udpsend, port + 3000, args.seconds, ("unconnected",)),
+        "udp64m": lambda: udp_sendto(udpsend, port + 3300, args.seconds, ("many", "256")),
     }
     chosen = [ld for ld in args.loads.split(",") if ld in loads]
     variants: list[Variant] = []
@@ -156,7 +214,11 @@ def main() -> int:
     floors: dict[str, dict[str, list[float]]] = {ld: {} for ld in chosen}
     try:
         for v in args.variants:
-            variants.append(Variant(v, variant_dir(v, work), not args.no_ingress))
+            if args.parts:
+                for name, d in part_dirs(variant_dir(v, work), v, work):
+                    variants.append(Variant(name, d, not args.no_ingress))
+            else:
+                variants.append(Variant(v, variant_dir(v, work), not args.no_ingress))
 
         def drain() -> None:
             while not stop.is_set():
