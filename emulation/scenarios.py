@@ -580,10 +580,17 @@ def _cw_decoy_ssh(ctx: Ctx) -> None:
     )
 
 
+# The start of a ClientHello (a TLS socket's first bytes, which the sensor
+# checks: protocol.tls_hello_start), in printf escapes: record header,
+# handshake header, TLS 1.2, 32 bytes of random, no session id, one cipher
+# suite, no compression.
+TLS_HELLO_PRINTF = "\\026\\003\\001\\000\\055\\001\\000\\000\\051\\003\\003" + "A" * 32 + "\\000\\000\\002\\023\\001\\001\\000"
+
+
 def _cw_decoy_tls(ctx: Ctx) -> None:
     ctx.exec(
         "head -c 600000 /dev/urandom > /tmp/.r; "
-        + decoys(SECOND_IP, 443, "\\026\\003\\001\\000\\005hello")
+        + decoys(SECOND_IP, 443, TLS_HELLO_PRINTF)
         + f"usleep 500000; nc {SECOND_IP} 443 < /tmp/.r; wait"
     )
 

@@ -72,12 +72,42 @@ def _looks_dns_query(data: bytes) -> bool:
     return len(data) > 13 + n and all(32 < b < 127 for b in data[13 : 13 + n])
 
 
+# A TLS hello's fixed start: handshake header (4), legacy_version (2),
+# random (32), session id length (1).
+_HELLO_FIXED = 4 + 2 + 32 + 1
+_MAX_RECORD = 2**14 + 2048  # TLSCiphertext bound; plaintext records are <= 2^14
+
+
+def tls_hello_start(data: bytes) -> bool:
+    """Does `data` start the way every TLS connection starts, with a
+    handshake record carrying a ClientHello (a client's first bytes) or a
+    ServerHello (a server's)? Checked as far as `data` goes: the record
+    header, the handshake type, a length that holds a hello, the legacy
+    version, and the session id's length (at most 32).
+
+    A socket's first record is never anything else: application data,
+    alerts and change_cipher_spec come after the hellos. So five bytes of
+    a TLS record header put in front of a raw encrypted stream do not make
+    it TLS (to port 443 it would pass for expected traffic). A sender that
+    forges a whole hello does; this is framing, not a handshake's proof."""
+    if len(data) < 11 or data[0] != 0x16 or data[1] != 0x03 or data[2] > 0x04:
+        return False
+    rlen = int.from_bytes(data[3:5], "big")
+    if not 4 + _HELLO_FIXED <= rlen <= _MAX_RECORD or data[5] not in (0x01, 0x02):
+        return False
+    if int.from_bytes(data[6:9], "big") < _HELLO_FIXED or data[9] != 0x03 or data[10] > 0x04:
+        return False
+    sid = 5 + _HELLO_FIXED - 1  # the session id length's offset
+    return len(data) <= sid or data[sid] <= 32
+
+
 def protocol_hint(data: bytes, transport: int, dport: int) -> str | None:
-    """Name of the protocol the payload starts with, or None if unknown."""
+    """Name of the protocol a socket's first payload starts, or None if
+    unknown (for UDP, of a datagram)."""
     if not data:
         return None
     if transport == IPPROTO_TCP:
-        if len(data) >= 3 and data[0] in (0x16, 0x17, 0x14, 0x15) and data[1] == 0x03 and data[2] <= 0x04:
+        if tls_hello_start(data):
             return TLS
         if data.startswith(b"SSH-"):
             return SSH

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from emulation.records import tls_client_hello
 from sensor.attribution.workload import workload_of
 from sensor.detect.view import FlowView
 from sensor.outputs.documents import flow_summary
@@ -30,7 +31,7 @@ WEB = container("web-1", image="acme/web:2")
 SINK = "198.51.100.20"
 A, B, C = 2001, 2002, 2003  # socket cookies
 POST = b"POST /upload HTTP/1.1\r\nHost: sink.example\r\nContent-Type: application/octet-stream\r\n\r\n"
-TLS_HELLO = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"
+TLS_HELLO = tls_client_hello()
 SSH_BANNER = b"SSH-2.0-OpenSSH_9.6\r\n"
 DET = T0 + 3600.0
 
@@ -137,6 +138,21 @@ def test_plain_http_beside_a_tls_connection_to_the_same_port_is_silent(tmp_path:
 
 
 # --- SL-EXF-002: a TLS connection to 443 must not vouch for a raw stream beside it ----
+
+
+def test_a_tls_record_header_in_front_of_a_raw_stream_to_443_does_not_make_it_tls(tmp_path: Path) -> None:
+    """The socket's first bytes are an application-data record header,
+    not a hello: the stream is raw (tests/adversarial/test_tls_lookalike.py
+    does it with real sockets)."""
+    w = WindowCounters()
+    w.add_sample(key(443), b"\x17\x03\x03\x40\x00" + RNG.randbytes(59), True, 16 * KIB, True, A)
+    for i in range(6):
+        w.add_sample(key(443), RNG.randbytes(64), False, 16 * KIB, i < 3, A, span_bytes=64 * KIB)
+    s = close(w, 443, 400 * KIB)
+    assert s.protocols() == {None} and s.opaque_of(None) > 300 * KIB, s.by_protocol
+    alerts = detector(make_config(tmp_path)).run(window(DET, flows=[view(s)]))
+    (a,) = [a for a in alerts if a["rule"]["id"] == "SL-EXF-002"]
+    assert a["sluice"]["evidence"]["kind"] == "raw_encrypted_stream"
 
 
 def test_raw_stream_to_443_fires_beside_a_tls_decoy(tmp_path: Path) -> None:
@@ -344,7 +360,8 @@ def test_a_udp_socket_first_heard_elsewhere_is_named_by_its_datagrams(tmp_path: 
     then ciphertext to the target, beside a decoy socket whose first
     datagram is a QUIC Initial to the same target. The datagrams name
     themselves; the decoy's QUIC does not cover them."""
-    quic_initial = b"\xc3\x00\x00\x00\x01\x08" + RNG.randbytes(58)
+    # long header, version 1, an 8-byte destination and source connection id
+    quic_initial = b"\xc3\x00\x00\x00\x01\x08" + RNG.randbytes(8) + b"\x08" + RNG.randbytes(49)
     target = (WEB.cgroup_id, SINK, 443, 17)
     elsewhere = (WEB.cgroup_id, "198.51.100.99", 5000, 17)
     w = WindowCounters()

@@ -26,6 +26,7 @@ from emulation.records import (
     exit_rec,
     listen_rec,
     sample_rec,
+    tls_client_hello,
     to_wall,
     unix_rec,
 )
@@ -133,7 +134,7 @@ def ecs_docs(tmp_path: Path, fake_docker: Any) -> list[dict[str, Any]]:
         cgroup_rec(1, cg, path, 10),
         exec_rec(4242, cg, 20, filename=b"/usr/bin/curl", comm=b"curl"),
         connect_rec(4242, cg, "203.0.113.9", 443, ktime_ns=30),
-        sample_rec(cg, "203.0.113.9", 443, b"\x16\x03\x01" + b"x" * 60, flags=1, sock_pkt_index=0, ktime_ns=40),
+        sample_rec(cg, "203.0.113.9", 443, tls_client_hello(), flags=1, sock_pkt_index=0, ktime_ns=40),
         exit_rec(4242, cg, 50),
         cgroup_rec(2, cg, path, 60),
     ):

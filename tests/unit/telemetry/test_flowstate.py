@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from emulation.records import tls_client_hello
 from sensor.telemetry.classify import CLASSES, ENCRYPTED, PLAIN, StreamState
 from sensor.telemetry.counters import FlowCounters, WindowCounters
 from sensor.telemetry.flowstate import FlowTable
@@ -75,7 +76,7 @@ def test_window_counters_flood_of_one_cgroup_keeps_anothers_owner_and_protocol()
     wc = WindowCounters(per_cgroup=64)
     victim = (7, "203.0.113.9", 443, 6)
     wc.set_owner(victim, 42, "curl")
-    wc.add_sample(victim, b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + RNG.randbytes(53), True, 200, True)
+    wc.add_sample(victim, tls_client_hello(), True, 200, True)
     for i in range(5000):  # a flood from cgroup 1
         k = _k(1, i, 9)
         wc.set_owner(k, 100, "flood")

