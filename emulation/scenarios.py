@@ -584,7 +584,9 @@ def _cw_decoy_ssh(ctx: Ctx) -> None:
 # checks: protocol.tls_hello_start), in printf escapes: record header,
 # handshake header, TLS 1.2, 32 bytes of random, no session id, one cipher
 # suite, no compression.
-TLS_HELLO_PRINTF = "\\026\\003\\001\\000\\055\\001\\000\\000\\051\\003\\003" + "A" * 32 + "\\000\\000\\002\\023\\001\\001\\000"
+TLS_HELLO_PRINTF = (
+    "\\026\\003\\001\\000\\055\\001\\000\\000\\051\\003\\003" + "A" * 32 + "\\000\\000\\002\\023\\001\\001\\000"
+)
 
 
 def _cw_decoy_tls(ctx: Ctx) -> None:

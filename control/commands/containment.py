@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import typer
 
@@ -53,15 +54,29 @@ def containment(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per entry."),
 ) -> None:
     """What is isolated or blocked now, since when, and the packets dropped."""
-    entries = ask(config, "containment")["entries"]
+    r = ask(config, "containment")
+    entries, lingering = r["entries"], r.get("lingering", [])
     if as_json:
-        for e in entries:
+        for e in entries + lingering:
             typer.echo(json.dumps(e))  # ASCII JSON: control characters are escaped
         return
-    if not entries:
+    if not entries and not lingering:
         typer.echo("nothing is contained")
         return
+    if not entries:
+        typer.echo("nothing is contained but what gone containers left (below)")
     for e in entries:
-        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["since"]))
-        why = f"  reason: {safe(e['reason'])}" if e.get("reason") else ""
-        typer.echo(f"{safe(e['description']):<48} since {since}  dropped {e['dropped']} packets{why}")
+        typer.echo(_line(e))
+    if lingering:
+        typer.echo(
+            "gone containers whose cgroups stay contained (their sockets can outlive them; "
+            "`sluice release ID` lets them go):"
+        )
+        for e in lingering:
+            typer.echo("  " + _line(e))
+
+
+def _line(e: dict[str, Any]) -> str:
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["since"]))
+    why = f"  reason: {safe(e['reason'])}" if e.get("reason") else ""
+    return f"{safe(e['description']):<48} since {since}  dropped {e['dropped']} packets{why}"

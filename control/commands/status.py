@@ -54,11 +54,13 @@ def _fmt_status(s: dict[str, Any]) -> str:
         )
     lines.append(line)
     cont = s.get("containment", {})
-    if cont.get("entries") or cont.get("problem"):
-        n = len(cont.get("entries", []))
+    if cont.get("entries") or cont.get("lingering") or cont.get("problem"):
+        n, gone = len(cont.get("entries", [])), len(cont.get("lingering", []))
         lines.append(
             f"containment: {n} entr{'y' if n == 1 else 'ies'}, "
-            f"{sum(e.get('dropped', 0) for e in cont.get('entries', []))} packets dropped (`sluice containment`)"
+            f"{sum(e.get('dropped', 0) for e in cont.get('entries', []))} packets dropped"
+            + (f", {gone} of gone containers still applied" if gone else "")
+            + " (`sluice containment`)"
             + (f"; {cont['problem']}" if cont.get("problem") else "")
         )
     if s.get("bpf_programs"):

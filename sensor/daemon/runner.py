@@ -176,6 +176,7 @@ class Sensor:
             "last_window_end": round(self.last_window_end, 3),
             "containment": {
                 "entries": self._containment_entries(),
+                "lingering": self._containment_entries(lingering=True),
                 **({"problem": self.containment.problem} if self.containment and self.containment.problem else {}),
             },
             "memory_kb": resident_kb(),
@@ -266,13 +267,21 @@ class Sensor:
         if cmd == "release":
             return self._call_in_loop(lambda: self._contain().release(req.get("container"), req.get("destination")))
         if cmd == "containment":
-            return self._call_in_loop(lambda: {"ok": True, "entries": self._containment_entries()})
+            return self._call_in_loop(
+                lambda: {
+                    "ok": True,
+                    "entries": self._containment_entries(),
+                    "lingering": self._containment_entries(lingering=True),
+                }
+            )
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
     # --- containment (run on the main loop) ----------------------------------
 
-    def _containment_entries(self) -> list[dict[str, Any]]:
-        return self.containment.entries() if self.containment is not None else []
+    def _containment_entries(self, lingering: bool = False) -> list[dict[str, Any]]:
+        if self.containment is None:
+            return []
+        return self.containment.lingering() if lingering else self.containment.entries()
 
     def _contain(self) -> ContainmentService:
         assert self.containment is not None

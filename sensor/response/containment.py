@@ -278,15 +278,18 @@ class Containment:
         if ip is None and container_id is None:
             raise ContainmentError("say which container or destination to release")
         gone = []
-        for e in list(self.entries):
-            if ip is not None:
-                hit = e.kind == "block" and e.destination == ip and e.container_id == container_id
-            else:
-                hit = e.container_id == container_id and (e.kind == "isolate" or everything_for_container)
-            if hit:
-                self._apply(e, False)
-                self.entries.remove(e)
-                gone.append(e)
+        # a gone container's entries too (lingering): an operator who knows
+        # its old cgroups' sockets are dead lets them go
+        for table in (self.entries, self.lingering):
+            for e in list(table):
+                if ip is not None:
+                    hit = e.kind == "block" and e.destination == ip and e.container_id == container_id
+                else:
+                    hit = e.container_id == container_id and (e.kind == "isolate" or everything_for_container)
+                if hit:
+                    self._apply(e, False)
+                    table.remove(e)
+                    gone.append(e)
         if not gone:
             raise ContainmentError("nothing to release: no such isolation or block (see `sluice containment`)")
         self.save()
@@ -364,20 +367,25 @@ class Containment:
             self.save()
         return back
 
-    def dropped(self) -> list[int]:
-        """Packets dropped so far by each entry (the kernel maps are read
-        only while there are entries: this runs with every status snapshot)."""
-        if not self.entries:
+    def dropped(self, entries: list[Entry] | None = None) -> list[int]:
+        """Packets dropped so far by each entry (of `entries`, by default the
+        active ones; the kernel maps are read only when there are some:
+        this runs with every status snapshot)."""
+        entries = self.entries if entries is None else entries
+        if not entries:
             return []
         iso, blk = self.source.containment_counts()
         return [
             iso.get(e.handle, 0) if e.kind == "isolate" else blk.get((e.handle, e.destination or ""), 0)
-            for e in self.entries
+            for e in entries
         ]
 
-    def snapshot(self) -> list[dict[str, Any]]:
-        """Entries with the packets dropped so far."""
+    def snapshot(self, lingering: bool = False) -> list[dict[str, Any]]:
+        """Entries with the packets dropped so far; lingering: those of
+        containers that are gone, which the kernel still applies."""
+        entries = self.lingering if lingering else self.entries
+        state, gone = ("lingering", " (gone; its cgroups stay contained)") if lingering else ("active", "")
         return [
-            {**asdict(e), "dropped": n, "description": e.label()}
-            for e, n in zip(self.entries, self.dropped(), strict=False)
+            {**asdict(e), "dropped": n, "description": e.label() + gone, "state": state}
+            for e, n in zip(entries, self.dropped(entries), strict=False)
         ]

@@ -61,6 +61,27 @@ class ContainmentService:
     def entries(self) -> list[dict[str, Any]]:
         return self.containment.snapshot()
 
+    def lingering(self) -> list[dict[str, Any]]:
+        """Entries of containers that are gone, still applied in the kernel."""
+        return self.containment.snapshot(lingering=True)
+
+    def _gone_container(self, ref: str) -> str | None:
+        """The container id of lingering entries matching `ref` (id, id
+        prefix or name), for a release; None when none does."""
+        ids = {
+            e.container_id
+            for e in self.containment.lingering
+            if e.container_id is not None
+            and (e.container_id == ref or e.container_name == ref or (len(ref) >= 4 and e.container_id.startswith(ref)))
+        }
+        if len(ids) > 1:
+            raise ContainmentError(
+                f"{ref!r} matches {len(ids)} gone containers: "
+                + ", ".join(i[:12] for i in sorted(ids))
+                + "; give more of the id"
+            )
+        return ids.pop() if ids else None
+
     def _container(self, ref: str) -> ContainerLife:
         """A running container by id, id prefix or name."""
         ref = ref.strip()
@@ -83,7 +104,9 @@ class ContainmentService:
     def _dropped_by_entry(self) -> dict[int, int]:
         """Packets dropped so far, by id() of the entry: read before a
         release removes the kernel's counters."""
-        return {id(e): n for e, n in zip(self.containment.entries, self.containment.dropped(), strict=False)}
+        c = self.containment
+        entries = c.entries + c.lingering
+        return {id(e): n for e, n in zip(entries, c.dropped(entries), strict=False)}
 
     def _doc(self, e: Entry, action: str, message: str, life: ContainerLife | None = None, dropped: int = 0) -> None:
         if life is None and e.container_id is not None:
@@ -151,7 +174,12 @@ class ContainmentService:
     def release(self, ref: Any, destination: Any) -> dict[str, Any]:
         cid = None
         if ref:
-            cid = self._container(str(ref)).info.id
+            try:
+                cid = self._container(str(ref)).info.id
+            except ContainmentError:
+                cid = self._gone_container(str(ref).strip())
+                if cid is None:
+                    raise
         dropped = self._dropped_by_entry()
         gone = self.containment.release(
             cid, str(destination) if destination else None, everything_for_container=not destination

@@ -160,7 +160,7 @@ def test_what_was_written_while_isolated_never_leaves_after_the_container(
     a pod), or after the container was removed. The old cgroup must stay
     contained: once it was released, the next retransmission carried the
     data out (44 bytes reached the sink before the fix)."""
-    s = SensorProc(base, docker.sock, name="orphan")
+    s = SensorProc(base, docker.sock, name=f"orphan-{end}")  # its own state file
     s.start()
     holder = run_container(docker, net, "sleep 600", wait=False)
     script = (
@@ -198,7 +198,14 @@ def test_what_was_written_while_isolated_never_leaves_after_the_container(
 
         assert wait_until(ended, 45, 0.5), "the sink never closed the connection"
         assert ended()[0]["bytes"] == len("pre-isolation\n"), f"the orphan's retransmission left the node: {ended()}"
+        e = only_containment_entry(s)
         if end == "restart":
-            assert only_containment_entry(s)["former_cgroup_ids"], only_containment_entry(s)
+            assert e["state"] == "active" and e["former_cgroup_ids"], e
+        else:
+            # listed as what the gone container left, with the orphan's
+            # dropped retransmissions; an operator can let it go by its id
+            assert e["state"] == "lingering" and e["container_id"] == target and e["dropped"] > 0, e
+            assert "released: isolate" in sluice_cli(s, "release", target[:12])
+            assert sluice_cli(s, "containment").strip() == "nothing is contained"
     finally:
         docker.docker("rm", "-f", target, holder, check=False)

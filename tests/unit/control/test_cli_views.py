@@ -85,6 +85,7 @@ class FakeSensor:
 
     def __init__(self) -> None:
         self.snapshot = snapshot()
+        self.contained: dict[str, Any] = {"entries": [], "lingering": []}
         self.alerts: list[dict[str, Any]] = []
         self.base = 0  # a restart renumbers
 
@@ -95,6 +96,8 @@ class FakeSensor:
         cmd = req.get("cmd")
         if cmd in ("status", "top"):
             return self.snapshot
+        if cmd == "containment":
+            return {"ok": True, **self.contained}
         if cmd == "alerts":
             since = int(req.get("since", 0))
             items = [d for n, d in enumerate(self.alerts[self.base :], 1) if n > since]
@@ -331,3 +334,41 @@ def test_top_and_alerts_in_a_real_terminal(sensor, tmp_path: Path) -> None:
         assert "\x1b[" in coloured
     finally:
         subprocess.run(["tmux", "-S", sock, "kill-server"], capture_output=True)
+
+
+# --- containment -----------------------------------------------------------------------------
+
+
+def _entry(cid: str, name: str, state: str, dropped: int) -> dict[str, Any]:
+    gone = " (gone; its cgroups stay contained)" if state == "lingering" else ""
+    return {
+        "kind": "isolate",
+        "container_id": cid,
+        "container_name": name,
+        "destination": None,
+        "since": time.time() - 60,
+        "reason": "SL-EXF-002\x1b[2J",
+        "dropped": dropped,
+        "description": f"isolate {name}{gone}",
+        "state": state,
+    }
+
+
+def test_containment_lists_what_gone_containers_left(sensor) -> None:
+    fake, cfg = sensor
+    r = runner.invoke(app, ["containment", "-c", cfg])
+    assert r.exit_code == 0 and r.output.strip() == "nothing is contained", r.output
+    fake.contained = {"entries": [], "lingering": [_entry(B, EVIL_NAME, "lingering", 12)]}
+    r = runner.invoke(app, ["containment", "-c", cfg])
+    assert r.exit_code == 0, r.output
+    assert not CONTROL.search(r.output.replace("\n", "")), repr(r.output)
+    lines = r.output.splitlines()
+    assert lines[0] == "nothing is contained but what gone containers left (below)"
+    assert lines[1].startswith("gone containers whose cgroups stay contained")
+    assert "(gone; its cgroups stay contained)" in lines[2] and "dropped 12 packets" in lines[2]
+    fake.contained["entries"] = [_entry(A, "web", "active", 3)]
+    lines = runner.invoke(app, ["containment", "-c", cfg]).output.splitlines()
+    assert lines[0].startswith("isolate web ") and "dropped 3 packets" in lines[0]
+    r = runner.invoke(app, ["containment", "--json", "-c", cfg])
+    states = [json.loads(x)["state"] for x in r.output.splitlines()]
+    assert states == ["active", "lingering"]

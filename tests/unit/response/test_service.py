@@ -8,11 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from sensor.attribution.cgroups import CgroupResolver
 from sensor.attribution.containers import Attributor
 from sensor.attribution.docker_api import DockerClient
 from sensor.attribution.registry import ContainerRegistry
 from sensor.kernel.source import ReplaySource
+from sensor.response.containment import ContainmentError
 from sensor.response.service import ContainmentService
 from tests.support.docker_fake import FakeDockerEngine
 
@@ -63,3 +66,51 @@ def test_isolation_follows_a_restart_and_is_released_when_the_container_is_gone(
     assert "stay contained in the kernel" in rel["message"]
     assert svc.entries() == [] and src.isolated == {100: 0}  # the kernel keeps applying it
     assert [e.container_id for e in svc.containment.lingering] == [A]
+
+
+def test_a_gone_containers_entries_are_listed_and_can_be_released(
+    tmp_path: Path, fake_docker: FakeDockerEngine
+) -> None:
+    """What the kernel still applies for a container that is gone is
+    listed (`sluice containment`), and `sluice release` by its id, id prefix
+    or name lets it go: the runtime no longer knows the container, so only
+    the lingering entries can say which one is meant."""
+    fake_docker.add(A, "web", "acme/web:1", "sha256:" + "1" * 64)
+    svc, reg, src, docs = _world(tmp_path, fake_docker)
+    svc.isolate("web", "test")
+    src.isolated[100] = 7  # packets the kernel dropped
+    reg.cgroup_removed(100, f"/docker/{A}")
+    reg.expire()
+    del fake_docker.containers[A]
+    svc.recheck()
+    assert svc.entries() == []
+    (e,) = svc.lingering()
+    assert e["state"] == "lingering" and e["container_id"] == A and e["dropped"] == 7
+    assert e["description"] == "isolate web (gone; its cgroups stay contained)"
+    with pytest.raises(ContainmentError, match="no running container matches"):
+        svc.release("nothing-like-it", None)
+    r = svc.release("web", None)
+    assert r["ok"] and "released: isolate web" in r["message"]
+    assert svc.lingering() == [] and src.isolated == {} and src.cgroups == {}
+    (rel,) = [
+        x for x in docs if x["event"]["action"] == "containment_released" and x["message"] == "released: isolate web"
+    ]
+    assert rel["sluice"]["containment"]["dropped_packets"] == 7
+    # saved: a restart does not bring it back
+    svc2, _reg2, src2, _docs2 = _world(tmp_path, fake_docker)
+    svc2.restore()
+    assert svc2.lingering() == [] and src2.isolated == {}
+
+
+def test_a_release_by_prefix_that_matches_two_gone_containers_says_so(
+    tmp_path: Path, fake_docker: FakeDockerEngine
+) -> None:
+    c1, c2 = "c0" * 32, "c0c0c0c0" + "d" * 56  # not running (A is)
+    svc, _reg, _src, _docs = _world(tmp_path, fake_docker)
+    for cid, name, cg in ((c1, "web", 300), (c2, "web2", 301)):
+        svc.containment.isolate(cid, name, [cg])
+    svc.containment.containers_gone(set())
+    with pytest.raises(ContainmentError, match="matches 2 gone containers"):
+        svc.release("c0c0c0", None)
+    assert len(svc.lingering()) == 2
+    assert "released: isolate web2" in svc.release(c2[:10], None)["message"]
