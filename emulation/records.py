@@ -189,6 +189,14 @@ def tls_client_hello() -> bytes:
     return b"\x16\x03\x01" + (204).to_bytes(2, "big") + body
 
 
+def ssh_client_start(banner: bytes = b"SSH-2.0-OpenSSH_9.6\r\n") -> bytes:
+    """A client's identification line and the start of its KEXINIT packet."""
+    kex = b"curve25519-sha256,ext-info-c"
+    payload = bytes([20]) + bytes(range(16)) + len(kex).to_bytes(4, "big") + kex
+    pad = 8 - (len(payload) + 5) % 8 + 8
+    return banner + (len(payload) + pad + 1).to_bytes(4, "big") + bytes([pad]) + payload
+
+
 def dns_query(name: str = "example.com", qtype: int = 1, txid: int = 0x1234, flags: int = 0x0100) -> bytes:
     """A standard DNS query (RD set) for `name`."""
     hdr = struct.pack("!HHHHHH", txid, flags, 1, 0, 0, 0)

@@ -19,10 +19,13 @@ from sensor.telemetry.protocol import (
     HTTP,
     HTTP_PREFIXES,
     IPPROTO_UDP,
+    SSH,
     dns_port,
     dns_qname,
     protocol_hint,
     split_http,
+    ssh_start,
+    ssh_transport_packet,
 )
 
 # A flow: (cgroup id, destination ip, destination port, transport number)
@@ -269,6 +272,9 @@ class WindowCounters:
         # flow (an HTTP upload of ciphertext read as SSH, a raw encrypted
         # stream as TLS on 443).
         self.sock_protocols: FlowTable[str] = FlowTable(per_cgroup, max_flows)
+        # TCP sockets whose first payload was an SSH identification line
+        # alone: named SSH only if their next packet starts the key exchange
+        self.ssh_unconfirmed: FlowTable[bool] = FlowTable(per_cgroup, max_flows)
         # Per flow: the protocols its socket starts named (sorted, "" for
         # none), which names a TCP socket whose own start the sensor did
         # not see (open before it started, or forgotten to the cap, counted
@@ -343,12 +349,19 @@ class WindowCounters:
         elif socket_start:
             hint = protocol_hint(data, proto, port) or datagram_protocol(data, proto) or ""
             self.sock_protocols.put(skey, hint)
+            if hint == SSH and ssh_start(data) == "banner":
+                self.ssh_unconfirmed.put(skey, True)
             self._flow_started(key, hint)
             if hint == HTTP:
                 _head, start, _encoding = split_http(data)
                 st.body.add(start)
         else:
             known = self.sock_protocols.get(skey, touch=True)
+            if known == SSH and self.ssh_unconfirmed.pop(skey) and not (in_socket_start and ssh_transport_packet(data)):
+                # an SSH banner alone, then no key exchange: a raw stream
+                # behind a banner (its first sample named it SSH; the rest is raw)
+                known = ""
+                self.sock_protocols.put(skey, known)
             if known is not None:
                 hint = known
             elif proto == IPPROTO_UDP:
@@ -406,6 +419,7 @@ class WindowCounters:
         """Removed cgroups: what was remembered about their flows goes."""
         for table in (
             self.sock_protocols,
+            self.ssh_unconfirmed,
             self.flow_protocols,
             self.last_protocols,
             self.owners,
@@ -419,6 +433,7 @@ class WindowCounters:
         """Per-flow knowledge forgotten to the caps (counted in health)."""
         return (
             self.sock_protocols.evictions
+            + self.ssh_unconfirmed.evictions
             + self.flow_protocols.evictions
             + self.last_protocols.evictions
             + self.owners.evictions

@@ -101,6 +101,62 @@ def tls_hello_start(data: bytes) -> bool:
     return len(data) <= sid or data[sid] <= 32
 
 
+# SSH (RFC 4253): an identification line, then binary packets, the first
+# of which is KEXINIT, in cleartext: packet_length (4), padding_length (1),
+# the message number, then (KEXINIT) a 16-byte cookie and name-lists of
+# printable US-ASCII, kex_algorithms first.
+_SSH_BANNERS = (b"SSH-2.0-", b"SSH-1.99-")
+_SSH_MAX_PACKET = 35000  # what every implementation must accept; larger is not a first packet
+SSH_KEXINIT = 20
+
+
+def ssh_banner_rest(data: bytes) -> bytes | None:
+    """What follows a socket's SSH identification line in `data` (b"" when
+    the line ends the sample or runs past it), or None when `data` does not
+    start with one (a version other than 2.0 / 1.99, a line longer than the
+    255 bytes the protocol allows, or control bytes in it)."""
+    if not data.startswith(_SSH_BANNERS):
+        return None
+    end = data.find(b"\n", 0, 256)
+    line = data[: end if end >= 0 else min(len(data), 256)].rstrip(b"\r")
+    if end < 0 and len(data) >= 256:
+        return None
+    if any(b < 0x20 or b > 0x7E for b in line):
+        return None
+    return data[end + 1 :] if end >= 0 else b""
+
+
+def ssh_transport_packet(data: bytes) -> bool:
+    """Does `data` start a cleartext SSH binary packet of the key exchange:
+    sane packet and padding lengths, a transport-layer message (20-49) and,
+    for KEXINIT, a non-empty first name-list of printable names (checked
+    as far as `data` goes)? Fewer than 6 bytes: no."""
+    if len(data) < 6:
+        return False
+    plen = int.from_bytes(data[:4], "big")
+    pad = data[4]
+    if not 12 <= plen <= _SSH_MAX_PACKET or not 4 <= pad < plen or not 20 <= data[5] <= 49:
+        return False
+    if data[5] != SSH_KEXINIT or len(data) < 26:
+        return True
+    n = int.from_bytes(data[22:26], "big")  # after the message number and the 16-byte cookie
+    return 0 < n < plen and all(0x21 <= b <= 0x7E for b in data[26 : 26 + n])
+
+
+def ssh_start(data: bytes) -> str:
+    """A TCP socket's first payload as SSH: "ssh" (the identification line,
+    then the start of KEXINIT), "banner" (the line alone: the socket's next
+    packet must be the key exchange's, see WindowCounters), or "" (not SSH:
+    a banner followed by anything else is a banner put in front of a raw
+    stream, which to port 22 would pass for expected traffic)."""
+    rest = ssh_banner_rest(data)
+    if rest is None:
+        return ""
+    if len(rest) < 6:  # the line ends the packet, or the sample (a line of 58 bytes or more)
+        return "banner"
+    return SSH if ssh_transport_packet(rest) else ""
+
+
 def protocol_hint(data: bytes, transport: int, dport: int) -> str | None:
     """Name of the protocol a socket's first payload starts, or None if
     unknown (for UDP, of a datagram)."""
@@ -109,8 +165,8 @@ def protocol_hint(data: bytes, transport: int, dport: int) -> str | None:
     if transport == IPPROTO_TCP:
         if tls_hello_start(data):
             return TLS
-        if data.startswith(b"SSH-"):
-            return SSH
+        if ssh_start(data):
+            return SSH  # "banner": confirmed or not by the socket's next packet (WindowCounters)
         if data.startswith(HTTP_PREFIXES):
             return HTTP
         if dport == 53 and len(data) > 2 and _looks_dns_query(data[2:]):

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from emulation.records import tls_client_hello
+from emulation.records import ssh_client_start, tls_client_hello
 from sensor.attribution.workload import workload_of
 from sensor.detect.view import FlowView
 from sensor.outputs.documents import flow_summary
@@ -32,7 +32,7 @@ SINK = "198.51.100.20"
 A, B, C = 2001, 2002, 2003  # socket cookies
 POST = b"POST /upload HTTP/1.1\r\nHost: sink.example\r\nContent-Type: application/octet-stream\r\n\r\n"
 TLS_HELLO = tls_client_hello()
-SSH_BANNER = b"SSH-2.0-OpenSSH_9.6\r\n"
+SSH_BANNER = ssh_client_start()  # the identification line and KEXINIT's start
 DET = T0 + 3600.0
 
 
@@ -142,7 +142,7 @@ def test_plain_http_beside_a_tls_connection_to_the_same_port_is_silent(tmp_path:
 
 def test_a_tls_record_header_in_front_of_a_raw_stream_to_443_does_not_make_it_tls(tmp_path: Path) -> None:
     """The socket's first bytes are an application-data record header,
-    not a hello: the stream is raw (tests/adversarial/test_tls_lookalike.py
+    not a hello: the stream is raw (tests/adversarial/test_protocol_lookalikes.py
     does it with real sockets)."""
     w = WindowCounters()
     w.add_sample(key(443), b"\x17\x03\x03\x40\x00" + RNG.randbytes(59), True, 16 * KIB, True, A)
@@ -153,6 +153,34 @@ def test_a_tls_record_header_in_front_of_a_raw_stream_to_443_does_not_make_it_tl
     alerts = detector(make_config(tmp_path)).run(window(DET, flows=[view(s)]))
     (a,) = [a for a in alerts if a["rule"]["id"] == "SL-EXF-002"]
     assert a["sluice"]["evidence"]["kind"] == "raw_encrypted_stream"
+
+
+def _banner_then(w: WindowCounters, second: bytes) -> FlowSummary:
+    """A socket to port 22 whose first packet is an SSH identification line
+    alone; its next packet `second`, then ciphertext."""
+    w.add_sample(key(22), b"SSH-2.0-OpenSSH_9.6\r\n", True, 21, True, A)
+    w.add_sample(key(22), second, False, 1400, True, A)
+    for i in range(6):
+        w.add_sample(key(22), RNG.randbytes(64), False, 16 * KIB, i < 2, A, span_bytes=64 * KIB)
+    return close(w, 22, 400 * KIB)
+
+
+def test_an_ssh_banner_alone_in_front_of_a_raw_stream_to_22_does_not_make_it_ssh(tmp_path: Path) -> None:
+    """The banner in a packet of its own, then no key exchange: the socket
+    is raw from its next packet on."""
+    s = _banner_then(WindowCounters(), RNG.randbytes(64))
+    assert s.opaque_of(None) > 300 * KIB and s.opaque_of("ssh") == 0, s.by_protocol
+    alerts = detector(make_config(tmp_path)).run(window(DET, flows=[view(s)]))
+    (a,) = [a for a in alerts if a["rule"]["id"] == "SL-EXF-002"]
+    assert a["sluice"]["evidence"]["kind"] == "raw_encrypted_stream"
+
+
+def test_an_ssh_banner_then_its_key_exchange_stays_ssh(tmp_path: Path) -> None:
+    kexinit = ssh_client_start()[len(b"SSH-2.0-OpenSSH_9.6\r\n") :]
+    s = _banner_then(WindowCounters(), kexinit + RNG.randbytes(8))
+    assert s.protocols() == {"ssh"} and s.opaque_of("ssh") > 300 * KIB, s.by_protocol
+    alerts = detector(make_config(tmp_path)).run(window(DET, flows=[view(s)]))
+    assert "SL-EXF-002" not in rules_of(alerts)
 
 
 def test_raw_stream_to_443_fires_beside_a_tls_decoy(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from emulation.records import dns_query, tls_client_hello
+from emulation.records import dns_query, ssh_client_start, tls_client_hello
 from sensor.telemetry.protocol import (
     DNS,
     HTTP,
@@ -17,6 +17,8 @@ from sensor.telemetry.protocol import (
     TLS,
     dns_port,
     protocol_hint,
+    ssh_start,
+    ssh_transport_packet,
     transport_name,
 )
 
@@ -95,6 +97,46 @@ def test_not_tls(head: bytes) -> None:
 
 def test_tls_only_over_tcp() -> None:
     assert protocol_hint(tls_client_hello(), UDP, 443) is None
+
+
+def test_ssh_start_with_its_key_exchange() -> None:
+    start = ssh_client_start()
+    assert ssh_start(start) == SSH and protocol_hint(start, TCP, 22) == SSH
+    assert ssh_start(start[:64]) == SSH  # the sample cuts the name-list: checked as far as it goes
+    # the line alone: SSH until the socket's next packet says otherwise
+    assert ssh_start(b"SSH-2.0-Go\r\n") == "banner" and protocol_hint(b"SSH-2.0-Go\r\n", TCP, 22) == SSH
+    assert ssh_start(b"SSH-2.0-" + b"x" * 60) == "banner"  # a line longer than the sample
+
+
+def test_an_ssh_banner_in_front_of_a_raw_stream_is_not_ssh() -> None:
+    """The identification line, then bytes that are no SSH binary packet:
+    a banner put in front of a raw stream (to port 22 it would pass for
+    expected traffic; SL-EXF-002 judges it raw)."""
+    rng = random.Random(6)
+    banner = b"SSH-2.0-OpenSSH_9.6\r\n"
+    for _ in range(200):
+        assert protocol_hint(banner + rng.randbytes(40), TCP, 22) is None
+    kex = ssh_client_start()[len(banner) :]
+    cases = {
+        "packet length over 35000": (40000).to_bytes(4, "big") + kex[4:],
+        "padding under 4": kex[:4] + b"\x02" + kex[5:],
+        "a user-auth message first": kex[:5] + b"\x32" + kex[6:],
+        "an empty kex_algorithms": kex[:22] + bytes(4) + kex[26:],
+        "control bytes in kex_algorithms": kex[:26] + b"\x01\x02" + kex[28:],
+    }
+    for what, rest in cases.items():
+        assert protocol_hint(banner + rest, TCP, 22) is None, what
+    assert ssh_start(b"SSH-2.0-bad\x1b]0;x\r\n" + kex) == ""
+    assert ssh_start(b"SSH-3.0-future\r\n" + kex) == ""
+    assert ssh_start(b"SSH-2.0-" + b"x" * 300) == ""  # longer than the 255 bytes allowed
+
+
+def test_ssh_transport_packet() -> None:
+    kex = ssh_client_start()[len(b"SSH-2.0-OpenSSH_9.6\r\n") :]
+    assert ssh_transport_packet(kex) and ssh_transport_packet(kex[:6])
+    ecdh_init = (44).to_bytes(4, "big") + b"\x06\x1e" + bytes(42)  # KEX_ECDH_INIT (30)
+    assert ssh_transport_packet(ecdh_init)
+    assert not ssh_transport_packet(kex[:5]) and not ssh_transport_packet(b"")
 
 
 def test_ssh_banner() -> None:

