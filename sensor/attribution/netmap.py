@@ -245,14 +245,38 @@ def _thread_netns(pid: int, proc: str) -> set[int]:
     return out
 
 
-def netns_shared(tasks: list[int], proc: str = "/proc") -> str | None:
+class NetnsIndex:
+    """Which processes are in which network namespace: one pass over /proc
+    that every netns_shared() of a re-check can share (an isolated
+    container's check reads every process on the node)."""
+
+    def __init__(self, proc: str = "/proc") -> None:
+        self.proc = proc
+        self.problem = ""  # why the index could not be built (then everything counts as shared)
+        self.pids: dict[int, list[int]] = {}  # netns inode -> processes in it
+        try:
+            pids = [int(p) for p in os.listdir(proc) if p.isdigit()]
+        except OSError:
+            self.problem = f"{proc} cannot be listed"
+            return
+        for pid in pids:
+            try:
+                inos = {os.stat(f"{proc}/{pid}/ns/net").st_ino}
+            except OSError:
+                inos = _thread_netns(pid, proc)  # a zombie leader: its threads may still run
+            for ino in inos:
+                self.pids.setdefault(ino, []).append(pid)
+
+
+def netns_shared(tasks: list[int], proc: str = "/proc", index: NetnsIndex | None = None) -> str | None:
     """Why the network namespaces of these threads (a container's) are not
     theirs alone, or None when they are: the host's namespace, or one a
     process outside them is in (a pod's other containers, a container
     started with --network container:, a process that entered it). Such a
     loopback reaches processes outside the container, which could relay
     for it (sensor/response/containment.py). What cannot be read counts as
-    shared."""
+    shared. index: the processes' namespaces, read once for several calls
+    (built here when not given)."""
     host = _host_netns(proc)
     if host is None:
         return "the host's network namespace cannot be read"
@@ -267,19 +291,14 @@ def netns_shared(tasks: list[int], proc: str = "/proc") -> str | None:
         return "it is the host's network namespace"
     if not mine:
         return "none of its processes could be read"
+    index = index if index is not None else NetnsIndex(proc)
+    if index.problem:
+        return index.problem
     inside = set(tasks)
-    try:
-        pids = [int(p) for p in os.listdir(proc) if p.isdigit()]
-    except OSError:
-        return f"{proc} cannot be listed"
-    for pid in pids:
-        if pid in inside:
-            continue
-        try:
-            inos = {os.stat(f"{proc}/{pid}/ns/net").st_ino}
-        except OSError:
-            inos = _thread_netns(pid, proc)  # a zombie leader: its threads may still run
-        if inos & mine:
+    for ino in sorted(mine):
+        for pid in index.pids.get(ino, ()):
+            if pid in inside:
+                continue
             try:
                 with open(f"{proc}/{pid}/comm") as f:
                     comm = f.read().strip()

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sensor.attribution.docker_api import DockerError, NotFound
-from sensor.attribution.netmap import cgroup_tasks, netns_shared
+from sensor.attribution.netmap import NetnsIndex, cgroup_tasks, netns_shared
 from sensor.attribution.registry import ContainerLife, ContainerRegistry
 from sensor.kernel.source import EventSource
 from sensor.outputs import documents
@@ -241,12 +241,12 @@ class ContainmentService:
         since = self._not_running_since.setdefault(container_id, time.monotonic())
         return time.monotonic() - since > GRACE_S
 
-    def _shared(self, life: ContainerLife) -> str | None:
+    def _shared(self, life: ContainerLife, index: NetnsIndex | None = None) -> str | None:
         """Why the container's network namespace is not its own (its
         loopback could reach a relay), or None (netmap.netns_shared)."""
         dirs = self._cgroup_dirs([life.cgroup_id])
         tasks = cgroup_tasks(dirs[0]) if dirs else None
-        return netns_shared(tasks) if tasks is not None else "its processes cannot be listed"
+        return netns_shared(tasks, index=index) if tasks is not None else "its processes cannot be listed"
 
     def refresh_loopback(self) -> None:
         """Isolated containers whose network namespace became shared since
@@ -255,11 +255,13 @@ class ContainmentService:
         loopback is dropped from now on. A namespace is not found private
         again while the entry lasts."""
         changed = False
+        index: NetnsIndex | None = None  # one /proc pass for all entries, read when one needs it
         for e in self.containment.entries:
             if e.kind != "isolate" or e.loopback_dropped or e.container_id not in self.registry.running:
                 continue
             life = self.registry.running[e.container_id]
-            why = self._shared(life)
+            index = index if index is not None else NetnsIndex()
+            why = self._shared(life, index)
             if why is None:
                 continue
             e.loopback_dropped = True

@@ -9,6 +9,7 @@ import pytest
 
 from sensor.attribution.netmap import (
     NetMap,
+    NetnsIndex,
     addresses_of_pid,
     cgroup_tasks,
     first_pid,
@@ -354,9 +355,15 @@ def test_netns_shared(tmp_path: Path) -> None:
         return root
 
     assert netns_shared([10, 11], world("own", {20: "other"})) is None
-    assert netns_shared([10, 11], world("pod", {20: "ctr"})) == (
-        "process 20 (envoy), outside the container, is in its network namespace"
-    )
+    pod = world("pod", {20: "ctr"})
+    assert netns_shared([10, 11], pod) == "process 20 (envoy), outside the container, is in its network namespace"
+    # one /proc pass shared by several containers' checks: the same answers
+    index = NetnsIndex(pod)
+    assert index.pids and not index.problem
+    assert netns_shared([10, 11], pod, index) == netns_shared([10, 11], pod)
+    assert "outside the container, is in its network namespace" in (netns_shared([20], pod, index) or "")
+    assert NetnsIndex(str(tmp_path / "no-such-proc")).problem.endswith("cannot be listed")
+    assert (netns_shared([10, 11], pod, NetnsIndex(str(tmp_path / "no-such-proc"))) or "").endswith("cannot be listed")
     assert netns_shared([10, 11], world("host", {}, host_ns=True)) == "it is the host's network namespace"
     root = world("unread", {})
     (Path(root) / "11" / "ns" / "net").unlink()
