@@ -108,8 +108,11 @@ def test_isolate_block_release_and_restart(base: Path, docker: Docker, net: Sink
             what="release of a removed container",
             timeout=20,
         )
-        assert _entries(s) == []
-        assert json.loads((s.dir / "containment.json").read_text())["entries"] == []
+        # listed as what it left in the kernel (its cgroup stays contained)
+        (gone,) = _entries(s)
+        assert (gone["state"], gone["container_id"]) == ("lingering", b), gone
+        saved = json.loads((s.dir / "containment.json").read_text())
+        assert saved["entries"] == [] and [e["container_id"] for e in saved["lingering"]] == [b]
     finally:
         docker.docker("rm", "-f", a, b, check=False)
         assert s.stop() == 0
