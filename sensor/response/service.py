@@ -65,22 +65,41 @@ class ContainmentService:
         """Entries of containers that are gone, still applied in the kernel."""
         return self.containment.snapshot(lingering=True)
 
-    def _gone_container(self, ref: str) -> str | None:
-        """The container id of lingering entries matching `ref` (id, id
-        prefix or name), for a release; None when none does."""
-        ids = {
-            e.container_id
-            for e in self.containment.lingering
-            if e.container_id is not None
-            and (e.container_id == ref or e.container_name == ref or (len(ref) >= 4 and e.container_id.startswith(ref)))
-        }
-        if len(ids) > 1:
+    def _release_target(self, ref: str) -> str:
+        """The container a release means: by id, id prefix or name, among
+        the running containers and those the entries name (a stopped
+        container's, a gone container's lingering ones). A full id is
+        exact; a prefix or name that fits two containers is refused (a
+        re-created "web" beside the gone one)."""
+        ref = ref.strip()
+        if not ref:
+            raise ContainmentError("say which container (id, id prefix or name)")
+
+        def fits(cid: str, name: str | None) -> bool:
+            return cid == ref or (bool(name) and name == ref) or (len(ref) >= 4 and cid.startswith(ref))
+
+        found: dict[str, str] = {}  # container id -> how it is known
+        for cid, c in self.registry.running.items():
+            if fits(cid, c.info.name):
+                found[cid] = f"running as {c.info.name}" if c.info.name else "running"
+        c = self.containment
+        for table, how in ((c.entries, "contained"), (c.lingering, "gone, still contained")):
+            for e in table:
+                if e.container_id is not None and fits(e.container_id, e.container_name):
+                    found.setdefault(e.container_id, f"{how} ({e.who()})")
+        if ref in found:
+            return ref
+        if not found:
             raise ContainmentError(
-                f"{ref!r} matches {len(ids)} gone containers: "
-                + ", ".join(i[:12] for i in sorted(ids))
+                f"no running or contained container matches {ref!r} (`sluice containment` lists them)"
+            )
+        if len(found) > 1:
+            raise ContainmentError(
+                f"{ref!r} matches {len(found)} containers: "
+                + ", ".join(f"{cid[:12]} ({how})" for cid, how in sorted(found.items()))
                 + "; give more of the id"
             )
-        return ids.pop() if ids else None
+        return next(iter(found))
 
     def _container(self, ref: str) -> ContainerLife:
         """A running container by id, id prefix or name."""
@@ -172,14 +191,7 @@ class ContainmentService:
         return {"ok": True, "message": msg}
 
     def release(self, ref: Any, destination: Any) -> dict[str, Any]:
-        cid = None
-        if ref:
-            try:
-                cid = self._container(str(ref)).info.id
-            except ContainmentError:
-                cid = self._gone_container(str(ref).strip())
-                if cid is None:
-                    raise
+        cid = self._release_target(str(ref)) if ref else None
         dropped = self._dropped_by_entry()
         gone = self.containment.release(
             cid, str(destination) if destination else None, everything_for_container=not destination

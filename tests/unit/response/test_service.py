@@ -87,7 +87,7 @@ def test_a_gone_containers_entries_are_listed_and_can_be_released(
     (e,) = svc.lingering()
     assert e["state"] == "lingering" and e["container_id"] == A and e["dropped"] == 7
     assert e["description"] == "isolate web (gone; its cgroups stay contained)"
-    with pytest.raises(ContainmentError, match="no running container matches"):
+    with pytest.raises(ContainmentError, match="no running or contained container matches"):
         svc.release("nothing-like-it", None)
     r = svc.release("web", None)
     assert r["ok"] and "released: isolate web" in r["message"]
@@ -102,6 +102,33 @@ def test_a_gone_containers_entries_are_listed_and_can_be_released(
     assert svc2.lingering() == [] and src2.isolated == {}
 
 
+def test_a_release_names_one_container_among_running_stopped_and_gone_ones(
+    tmp_path: Path, fake_docker: FakeDockerEngine
+) -> None:
+    """A prefix or name that fits two containers (running, stopped with
+    its entry, or gone) is refused and nothing is released; a full id is
+    exact; a stopped container's entry can be released by its id."""
+    fake_docker.add(A, "web", "acme/web:1", "sha256:" + "1" * 64)
+    svc, _reg, src, _docs = _world(tmp_path, fake_docker)
+    svc.isolate("web", "running one")
+    c1, c2 = A[:8] + "c" * 56, A[:8] + "d" * 56  # not running: c1 gone, c2 stopped
+    svc.containment.isolate(c1, "web", [300])
+    svc.containment.containers_gone({A, c2})  # c1 is gone
+    svc.containment.isolate(c2, "job", [301])
+    for ref in ("web", A[:6]):
+        with pytest.raises(ContainmentError, match="matches [23] containers") as err:
+            svc.release(ref, None)
+        assert "give more of the id" in str(err.value)
+    assert len(svc.entries()) == 2 and len(svc.lingering()) == 1 and set(src.isolated) == {100, 300, 301}
+    assert "released: isolate web" in svc.release(c1, None)["message"]  # the gone one, by its full id
+    assert [e["container_id"] for e in svc.entries()] == [A, c2] and svc.lingering() == []
+    assert "released: isolate job" in svc.release("job", None)["message"]  # stopped: by its name
+    assert "released: isolate web" in svc.release("web", None)["message"]  # now only the running one
+    assert src.isolated == {}
+    with pytest.raises(ContainmentError, match="say which container"):
+        svc.release(" ", None)
+
+
 def test_a_release_by_prefix_that_matches_two_gone_containers_says_so(
     tmp_path: Path, fake_docker: FakeDockerEngine
 ) -> None:
@@ -110,7 +137,7 @@ def test_a_release_by_prefix_that_matches_two_gone_containers_says_so(
     for cid, name, cg in ((c1, "web", 300), (c2, "web2", 301)):
         svc.containment.isolate(cid, name, [cg])
     svc.containment.containers_gone(set())
-    with pytest.raises(ContainmentError, match="matches 2 gone containers"):
+    with pytest.raises(ContainmentError, match="matches 2 containers"):
         svc.release("c0c0c0", None)
     assert len(svc.lingering()) == 2
     assert "released: isolate web2" in svc.release(c2[:10], None)["message"]
