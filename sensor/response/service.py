@@ -79,9 +79,9 @@ class ContainmentService:
             return cid == ref or (bool(name) and name == ref) or (len(ref) >= 4 and cid.startswith(ref))
 
         found: dict[str, str] = {}  # container id -> how it is known
-        for cid, c in self.registry.running.items():
-            if fits(cid, c.info.name):
-                found[cid] = f"running as {c.info.name}" if c.info.name else "running"
+        for cid, life in self.registry.running.items():
+            if fits(cid, life.info.name):
+                found[cid] = f"running as {life.info.name}" if life.info.name else "running"
         c = self.containment
         for table, how in ((c.entries, "contained"), (c.lingering, "gone, still contained")):
             for e in table:
