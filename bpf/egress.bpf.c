@@ -67,6 +67,13 @@
 /* The span a refused point carries to the next one stops growing here. */
 #define SL_SPAN_CARRY_MAX (1u << 30)
 
+/* a + b, saturating at SL_SPAN_CARRY_MAX (concurrent sends may race on
+ * the fields added: no sum may wrap) */
+static __always_inline __u32 sl_span_add(__u32 a, __u32 b)
+{
+	return a < SL_SPAN_CARRY_MAX && b < SL_SPAN_CARRY_MAX - a ? a + b : SL_SPAN_CARRY_MAX;
+}
+
 /* Per socket. Sends on one socket may run concurrently (lockless UDP), so
  * the cache is a hint validated field by field, and the sampling pace
  * (payload_pkts, since_bytes, next_pkt, credit) may miss an update. */
@@ -345,9 +352,12 @@ static __always_inline int sl_dns_dest(const struct sl_l3l4 *p)
 	return p->dport == 53 || (d[1] == SL_DOCKER_DNS_HI && d[0] == 0);
 }
 
-/* Does a socket's first payload start a TLS handshake record or an HTTP
- * request line? Then it is read up to SL_FIRST_MAX bytes (server_name,
- * Host). One 4-byte load, once per TCP socket, on the sampling path only. */
+/* Does a socket's first payload start a TLS handshake record, an HTTP
+ * request line or an SSH identification line? Then it is read up to
+ * SL_FIRST_MAX bytes: TLS's server_name and HTTP's Host (names), and
+ * enough of a TLS hello or of an SSH KEXINIT sent with its line for user
+ * space to check their form (sensor/telemetry/protocol.py). One 4-byte
+ * load, once per TCP socket, on the sampling path only. */
 static __always_inline int sl_names_first(struct __sk_buff *skb, __u32 poff)
 {
 	__u8 b[4];
@@ -359,7 +369,8 @@ static __always_inline int sl_names_first(struct __sk_buff *skb, __u32 poff)
 	return w == 0x47455420 /* "GET " */ || w == 0x504f5354 /* POST */ ||
 	       w == 0x50555420 /* "PUT " */ || w == 0x48454144 /* HEAD */ ||
 	       w == 0x44454c45 /* DELE */ || w == 0x50415443 /* PATC */ ||
-	       w == 0x4f505449 /* OPTI */ || w == 0x434f4e4e /* CONN */;
+	       w == 0x4f505449 /* OPTI */ || w == 0x434f4e4e /* CONN */ ||
+	       w == 0x5353482d /* "SSH-" */;
 }
 
 static __always_inline int sl_sample_first(struct __sk_buff *skb, __u64 cgroup_id,
@@ -657,8 +668,7 @@ int sl_egress(struct __sk_buff *skb)
 		       ss->carry_dport == p.dport && ss->carry_proto == p.protocol;
 		use = same && (ss->carry_epoch == epoch || paced);
 		carried = use ? ss->carried : 0;
-		if (span < SL_SPAN_CARRY_MAX) /* saturating: concurrent sends may race */
-			span += carried < SL_SPAN_CARRY_MAX - span ? carried : SL_SPAN_CARRY_MAX - span;
+		span = sl_span_add(span, carried);
 		past_cap = (__u64)span >= (__u64)SL_SAMPLE_UNCAPPED_SPAN * (unc + 1);
 	}
 	int got = sl_sample(skb, &p, fv, cgroup_id, flags, sock_idx, plen, span, past_cap);
@@ -671,9 +681,7 @@ int sl_egress(struct __sk_buff *skb)
 			ss->uncapped = unc + 1;
 		if (!got) {
 			/* kept: this point's span, and a carry not used here */
-			__u32 keep = same && !use ? ss->carried : 0;
-			__u32 c = span < SL_SPAN_CARRY_MAX - keep ? span + keep : SL_SPAN_CARRY_MAX;
-			ss->carried = c;
+			ss->carried = sl_span_add(span, same && !use ? ss->carried : 0);
 			ss->carry_epoch = epoch;
 			ss->carry_daddr[0] = d[0];
 			ss->carry_daddr[1] = d[1];

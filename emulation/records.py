@@ -177,16 +177,22 @@ def quota_rec(cgroup_id: int, kind: int = E.QUOTA_FLOWS, limit: int = 2048, ktim
 
 
 def tls_client_hello() -> bytes:
-    """Start of a real-looking TLS 1.2/1.3 ClientHello record."""
+    """A whole, well-formed TLS 1.2/1.3 ClientHello record (204 bytes of
+    handshake): two cipher suites, null compression, a padding extension."""
     body = (
-        b"\x01"  # handshake type: ClientHello
-        + (200).to_bytes(3, "big")  # handshake length
-        + b"\x03\x03"  # client version TLS 1.2
+        b"\x03\x03"  # client version TLS 1.2
         + bytes(range(32))  # random
         + b"\x20"
-        + bytes(range(32, 64))
-    )  # session id
-    return b"\x16\x03\x01" + (204).to_bytes(2, "big") + body
+        + bytes(range(32, 64))  # session id
+        + b"\x00\x04\x13\x01\x13\x02"  # cipher suites
+        + b"\x01\x00"  # compression: null
+        + (123).to_bytes(2, "big")  # extensions
+        + b"\x00\x15"
+        + (119).to_bytes(2, "big")
+        + bytes(119)  # padding (RFC 7685)
+    )
+    hs = b"\x01" + len(body).to_bytes(3, "big") + body
+    return b"\x16\x03\x01" + len(hs).to_bytes(2, "big") + hs
 
 
 def ssh_client_start(banner: bytes = b"SSH-2.0-OpenSSH_9.6\r\n") -> bytes:

@@ -20,6 +20,8 @@ from sensor.telemetry.protocol import (
     HTTP_PREFIXES,
     IPPROTO_UDP,
     SSH,
+    SSH_BANNER,
+    SSH_BANNER_CUT,
     dns_port,
     dns_qname,
     protocol_hint,
@@ -27,6 +29,11 @@ from sensor.telemetry.protocol import (
     ssh_start,
     ssh_transport_packet,
 )
+
+# sock_protocols' value for a socket whose first packet was an SSH
+# identification line alone, until its next packet names it (_ssh_decide)
+SSH_PENDING = "ssh?"
+_SSH_LINE = b"SSH-"
 
 # A flow: (cgroup id, destination ip, destination port, transport number)
 FlowKey = tuple[int, str, int, int]
@@ -273,8 +280,14 @@ class WindowCounters:
         # stream as TLS on 443).
         self.sock_protocols: FlowTable[str] = FlowTable(per_cgroup, max_flows)
         # TCP sockets whose first payload was an SSH identification line
-        # alone: named SSH only if their next packet starts the key exchange
-        self.ssh_unconfirmed: FlowTable[bool] = FlowTable(per_cgroup, max_flows)
+        # alone (SSH_PENDING in sock_protocols): named SSH only if their
+        # next packet starts the key exchange. Per socket: the index of
+        # that packet (a retransmitted line moves it on), and whether any
+        # key-exchange message may come first (the line's packet went on
+        # past the sample). A socket whose deciding packet was never seen
+        # stays SSH, counted in ssh_unverified.
+        self.ssh_pending: FlowTable[tuple[int, bool]] = FlowTable(per_cgroup, max_flows)
+        self.ssh_unverified = 0
         # Per flow: the protocols its socket starts named (sorted, "" for
         # none), which names a TCP socket whose own start the sensor did
         # not see (open before it started, or forgotten to the cap, counted
@@ -313,6 +326,8 @@ class WindowCounters:
         span_bytes: int = 0,
         second: bytes = b"",
         second_off: int = 0,
+        first_read: bytes = b"",
+        sock_index: int = -1,
     ) -> None:
         """One payload sample; socket_start: the socket's first payload;
         payload_len: the packet's payload bytes (the sample is a prefix);
@@ -322,7 +337,11 @@ class WindowCounters:
         count since the socket's previous sample point; 0 when unknown: then
         a socket-start or DNS sample stands for its packet, any other for
         `sample_every` packets); second: a read from inside the packet at
-        payload offset second_off."""
+        payload offset second_off; first_read: a socket's first payload as
+        the kernel read it (up to 2 KiB for a TLS, HTTP or SSH start, of
+        which `data` is the sample's prefix), for its protocol; sock_index:
+        the packet's index among the socket's payload packets (-1:
+        unknown)."""
         st = self._samples.get(key)
         if st is None:
             st = self._samples[key] = _FlowSamples()
@@ -347,21 +366,25 @@ class WindowCounters:
             # lookup: none is remembered, each query names itself.
             hint = DNS if protocol_hint(data, proto, port) == DNS or datagram_protocol(data, proto) == DNS else ""
         elif socket_start:
-            hint = protocol_hint(data, proto, port) or datagram_protocol(data, proto) or ""
-            self.sock_protocols.put(skey, hint)
-            if hint == SSH and ssh_start(data) == "banner":
-                self.ssh_unconfirmed.put(skey, True)
-            self._flow_started(key, hint)
+            start = first_read or data
+            hint = protocol_hint(start, proto, port, payload_len) or datagram_protocol(data, proto) or ""
+            ssh = ssh_start(start, payload_len) if hint == SSH else ""
+            if ssh in (SSH_BANNER, SSH_BANNER_CUT):
+                # named by its next packet; until then it vouches for no
+                # other socket of the flow (_flow_hint)
+                self.sock_protocols.put(skey, SSH_PENDING)
+                self.ssh_pending.put(skey, (max(sock_index, 0) + 1, ssh == SSH_BANNER_CUT))
+                self._flow_started(key, "")
+            else:
+                self.sock_protocols.put(skey, hint)
+                self._flow_started(key, hint)
             if hint == HTTP:
                 _head, start, _encoding = split_http(data)
                 st.body.add(start)
         else:
             known = self.sock_protocols.get(skey, touch=True)
-            if known == SSH and self.ssh_unconfirmed.pop(skey) and not (in_socket_start and ssh_transport_packet(data)):
-                # an SSH banner alone, then no key exchange: a raw stream
-                # behind a banner (its first sample named it SSH; the rest is raw)
-                known = ""
-                self.sock_protocols.put(skey, known)
+            if known == SSH_PENDING:
+                known = self._ssh_decide(key, skey, data, in_socket_start, sock_index)
             if known is not None:
                 hint = known
             elif proto == IPPROTO_UDP:
@@ -400,6 +423,35 @@ class WindowCounters:
             if q and len(st.dns_names) < MAX_DNS_NAMES_PER_FLOW:
                 st.dns_names.append(q)
 
+    def _ssh_decide(self, key: FlowKey, skey: tuple[Any, ...], data: bytes, in_start: bool, index: int) -> str:
+        """The name of a sample of a socket whose first packet was an SSH
+        identification line alone. The packet after the line decides: the
+        key exchange's first (KEXINIT; any of its messages when the line's
+        packet went on unseen) names the socket SSH, anything else raw from
+        there on. A retransmitted line moves the decision to the packet
+        after it. Samples of other packets (among the socket's first ones,
+        reordered by per-CPU buffers) are SSH's until then; once past the
+        socket's first packets without the deciding one (lost to a quota or
+        a full buffer, or not sampled: kernel.sample_first_packets < 2),
+        the socket stays SSH and is counted in ssh_unverified."""
+        pending = self.ssh_pending.get(skey)
+        nxt, cut = pending if pending is not None else (index, True)
+        if in_start and (index == nxt or index < 0 or pending is None):
+            if data.startswith(_SSH_LINE):
+                self.ssh_pending.put(skey, (nxt + 1, cut))
+                return SSH
+            name = SSH if ssh_transport_packet(data, kexinit=not cut) else ""
+        elif in_start:
+            return SSH
+        else:
+            self.ssh_unverified += 1
+            name = SSH
+        self.ssh_pending.pop(skey)
+        self.sock_protocols.put(skey, name)
+        if name:
+            self._flow_started(key, name)
+        return name
+
     def add_exec(self, cgroup_id: int) -> None:
         self._execs[cgroup_id] = self._execs.get(cgroup_id, 0) + 1
 
@@ -419,7 +471,7 @@ class WindowCounters:
         """Removed cgroups: what was remembered about their flows goes."""
         for table in (
             self.sock_protocols,
-            self.ssh_unconfirmed,
+            self.ssh_pending,
             self.flow_protocols,
             self.last_protocols,
             self.owners,
@@ -433,7 +485,7 @@ class WindowCounters:
         """Per-flow knowledge forgotten to the caps (counted in health)."""
         return (
             self.sock_protocols.evictions
-            + self.ssh_unconfirmed.evictions
+            + self.ssh_pending.evictions
             + self.flow_protocols.evictions
             + self.last_protocols.evictions
             + self.owners.evictions

@@ -35,7 +35,7 @@ import dns.rdatatype
 import publicsuffixlist
 from publicsuffixlist import PublicSuffixList
 
-from sensor.telemetry.protocol import HTTP_PREFIXES, IPPROTO_TCP
+from sensor.telemetry.protocol import HTTP_PREFIXES, IPPROTO_TCP, tls_handshake_bytes
 
 SNI = "sni"
 HTTP_HOST = "http_host"
@@ -326,22 +326,10 @@ class NameMap:
 # step and gives up (None) on anything it does not understand.
 
 
-def _handshake_bytes(data: bytes) -> bytes:
-    """Concatenated payloads of the leading TLS handshake records (a
-    ClientHello may span records); the last one may be cut short."""
-    out = bytearray()
-    i = 0
-    while i + 5 <= len(data) and data[i] == 0x16 and data[i + 1] == 0x03:
-        n = int.from_bytes(data[i + 3 : i + 5], "big")
-        out += data[i + 5 : i + 5 + n]
-        i += 5 + n
-    return bytes(out)
-
-
 def tls_sni(data: bytes) -> str | None:
     """The server_name of a ClientHello at the start of `data`, or None
     (not a ClientHello, no SNI, or cut before the SNI is complete)."""
-    h = _handshake_bytes(data)
+    h = tls_handshake_bytes(data)
     if len(h) < 4 or h[0] != 0x01:  # handshake type ClientHello
         return None
     p = 4 + 2 + 32  # handshake header, legacy_version, random

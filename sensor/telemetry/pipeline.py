@@ -244,6 +244,7 @@ class Pipeline:
             "view_events_capped": 0,
             "cmdline_truncated": 0,
             "senders_capped": 0,  # a flow's senders past MAX_SENDERS_PER_FLOW (their bytes unattributed)
+            "ssh_unverified": 0,  # SSH sockets whose packet after the identification line was not seen
             "listen": 0,
             "accept": 0,
             "unix_connect": 0,
@@ -452,10 +453,21 @@ class Pipeline:
         data = ev.data
         if first:
             self.names.on_first_payload(key, data)
+        full = data
         if ev.flags & SAMPLE_F_FIRST:
             data = data[: self.sample_bytes]
         self.window.add_sample(
-            key, data, first, ev.payload_len, in_start, ev.sock_cookie, ev.span_bytes, ev.second, ev.second_off
+            key,
+            data,
+            first,
+            ev.payload_len,
+            in_start,
+            ev.sock_cookie,
+            ev.span_bytes,
+            ev.second,
+            ev.second_off,
+            first_read=full if first else b"",
+            sock_index=ev.sock_pkt_index,
         )
 
     def _name_owners(self, cgroup_id: int) -> tuple[int | str, ...]:
@@ -665,6 +677,7 @@ class Pipeline:
         self.recheck_distrust()
         summaries, execs, hists = self.window.close(flows)
         self.counts["senders_capped"] = self.window.senders_capped
+        self.counts["ssh_unverified"] = self.window.ssh_unverified
         for s in summaries:
             named = self.names.name(s.key, end)
             if named is not None:

@@ -72,33 +72,104 @@ def _looks_dns_query(data: bytes) -> bool:
     return len(data) > 13 + n and all(32 < b < 127 for b in data[13 : 13 + n])
 
 
-# A TLS hello's fixed start: handshake header (4), legacy_version (2),
-# random (32), session id length (1).
-_HELLO_FIXED = 4 + 2 + 32 + 1
+# A TLS hello's body (after the 4-byte handshake header): legacy_version
+# (2), random (32), the session id (1 + at most 32); then a ClientHello's
+# cipher suites (2 + 2n, n >= 1), compression methods (1 + m, m >= 1, null
+# among them) and extensions (2 + their lengths, optional); a ServerHello's
+# cipher suite (2), compression method (1, null) and extensions. The
+# shortest body is a ServerHello's without extensions: 38 bytes.
+_HELLO_MIN_BODY = 38
+# 256 cipher suites: more than any client offers (OpenSSL's default list has
+# ~60). Bounded, every length a ClientHello has before its extensions is in
+# the kernel's 2 KiB first read, and the extensions' total must add up.
+_MAX_CIPHER_SUITES_LEN = 512
 _MAX_RECORD = 2**14 + 2048  # TLSCiphertext bound; plaintext records are <= 2^14
 
 
-def tls_hello_start(data: bytes) -> bool:
+def tls_handshake_bytes(data: bytes) -> bytes:
+    """Concatenated payloads of the leading TLS handshake records (a hello
+    may span records); the last one may be cut short."""
+    out = bytearray()
+    i = 0
+    while i + 5 <= len(data) and data[i] == 0x16 and data[i + 1] == 0x03:
+        n = int.from_bytes(data[i + 3 : i + 5], "big")
+        out += data[i + 5 : i + 5 + n]
+        i += 5 + n
+    return bytes(out)
+
+
+def _hello_body_fits(h: bytes, client: bool) -> bool:
+    """The hello's variable part (h: handshake bytes from the header on),
+    checked as far as h goes: each length within the message, the cipher
+    suites and compression methods well formed, the extensions adding up
+    to the end of the message when all of it is there."""
+    end = 4 + int.from_bytes(h[1:4], "big")  # the message's end in h
+    p = 4 + 2 + 32
+    if p >= len(h):
+        return True
+    p += 1 + h[p]  # session id
+    if p + 2 > len(h):
+        return True
+    if client:
+        n = int.from_bytes(h[p : p + 2], "big")
+        if n < 2 or n % 2 or n > _MAX_CIPHER_SUITES_LEN:
+            return False
+        p += 2 + n
+        if p >= len(h):
+            return p < end
+        m = h[p]
+        if m < 1 or (p + 1 + m <= len(h) and 0 not in h[p + 1 : p + 1 + m]):
+            return False
+        p += 1 + m
+    else:
+        p += 2  # the cipher suite
+        if p >= len(h):
+            return True
+        if h[p] != 0:  # compression: null
+            return False
+        p += 1
+    if p > end:
+        return False
+    if p == end or p + 2 > len(h):
+        return True
+    ext_end = p + 2 + int.from_bytes(h[p : p + 2], "big")
+    if ext_end != end:
+        return False
+    p += 2
+    while p + 4 <= min(len(h), end):
+        p += 4 + int.from_bytes(h[p + 2 : p + 4], "big")
+    return p == end if end <= len(h) else p <= end
+
+
+def tls_hello_start(data: bytes, payload_len: int | None = None) -> bool:
     """Does `data` start the way every TLS connection starts, with a
     handshake record carrying a ClientHello (a client's first bytes) or a
-    ServerHello (a server's)? Checked as far as `data` goes: the record
-    header, the handshake type, a length that holds a hello, the legacy
-    version, and the session id's length (at most 32).
+    ServerHello (a server's)? Checked as far as `data` goes (the kernel
+    reads a first payload that starts with a handshake record up to 2 KiB,
+    a whole hello as a rule): the record header, the handshake type, the
+    legacy version, the session id, the cipher suites and compression
+    methods, and extensions that add up to the message's length.
+    payload_len: the packet's payload bytes; when `data` is all of it, a
+    packet shorter than the shortest hello is not one.
 
     A socket's first record is never anything else: application data,
-    alerts and change_cipher_spec come after the hellos. So five bytes of
-    a TLS record header put in front of a raw encrypted stream do not make
-    it TLS (to port 443 it would pass for expected traffic). A sender that
-    forges a whole hello does; this is framing, not a handshake's proof."""
+    alerts and change_cipher_spec come after the hellos. So a TLS record
+    header put in front of a raw encrypted stream does not make it TLS (to
+    port 443 it would pass for expected traffic), nor does a hello's first
+    bytes followed by anything. A sender that forges a well-formed hello
+    does: this is the form of a handshake, not its proof."""
     if len(data) < 11 or data[0] != 0x16 or data[1] != 0x03 or data[2] > 0x04:
         return False
+    if payload_len is not None and payload_len <= len(data) and len(data) < 9 + _HELLO_MIN_BODY:
+        return False
     rlen = int.from_bytes(data[3:5], "big")
-    if not 4 + _HELLO_FIXED <= rlen <= _MAX_RECORD or data[5] not in (0x01, 0x02):
+    if not 4 + _HELLO_MIN_BODY <= rlen <= _MAX_RECORD or data[5] not in (0x01, 0x02):
         return False
-    if int.from_bytes(data[6:9], "big") < _HELLO_FIXED or data[9] != 0x03 or data[10] > 0x04:
+    if int.from_bytes(data[6:9], "big") < _HELLO_MIN_BODY or data[9] != 0x03 or data[10] > 0x04:
         return False
-    sid = 5 + _HELLO_FIXED - 1  # the session id length's offset
-    return len(data) <= sid or data[sid] <= 32
+    if len(data) > 43 and data[43] > 32:  # the session id's length
+        return False
+    return _hello_body_fits(tls_handshake_bytes(data), data[5] == 0x01)
 
 
 # SSH (RFC 4253): an identification line, then binary packets, the first
@@ -126,47 +197,65 @@ def ssh_banner_rest(data: bytes) -> bytes | None:
     return data[end + 1 :] if end >= 0 else b""
 
 
-def ssh_transport_packet(data: bytes) -> bool:
-    """Does `data` start a cleartext SSH binary packet of the key exchange:
-    sane packet and padding lengths, a transport-layer message (20-49) and,
-    for KEXINIT, a non-empty first name-list of printable names (checked
-    as far as `data` goes)? Fewer than 6 bytes: no."""
+def ssh_transport_packet(data: bytes, kexinit: bool = True) -> bool:
+    """Does `data` start a cleartext SSH binary packet: packet and padding
+    lengths that fit, a whole packet a multiple of 8 bytes long (RFC 4253
+    section 6, before any cipher), and KEXINIT (kexinit: the first packet
+    after the identification line; else any transport-layer message,
+    20-49) with a non-empty first name-list of printable names, checked as
+    far as `data` goes? Fewer than 6 bytes: no."""
     if len(data) < 6:
         return False
     plen = int.from_bytes(data[:4], "big")
     pad = data[4]
-    if not 12 <= plen <= _SSH_MAX_PACKET or not 4 <= pad < plen or not 20 <= data[5] <= 49:
+    if not 12 <= plen <= _SSH_MAX_PACKET or (plen + 4) % 8 or not 4 <= pad < plen:
         return False
-    if data[5] != SSH_KEXINIT or len(data) < 26:
+    if data[5] != SSH_KEXINIT:
+        return not kexinit and 20 < data[5] <= 49
+    if len(data) < 26:
         return True
     n = int.from_bytes(data[22:26], "big")  # after the message number and the 16-byte cookie
     return 0 < n < plen and all(0x21 <= b <= 0x7E for b in data[26 : 26 + n])
 
 
-def ssh_start(data: bytes) -> str:
-    """A TCP socket's first payload as SSH: "ssh" (the identification line,
-    then the start of KEXINIT), "banner" (the line alone: the socket's next
-    packet must be the key exchange's, see WindowCounters), or "" (not SSH:
-    a banner followed by anything else is a banner put in front of a raw
-    stream, which to port 22 would pass for expected traffic)."""
+# ssh_start's answers besides SSH and "": the identification line alone (the
+# socket's next packet must be KEXINIT), or with bytes the sample did not
+# show after it (KEXINIT may have been among them: the next packet may be
+# any message of the key exchange).
+SSH_BANNER = "banner"
+SSH_BANNER_CUT = "banner-cut"
+
+
+def ssh_start(data: bytes, payload_len: int | None = None) -> str:
+    """A TCP socket's first payload as SSH: SSH (the identification line,
+    then the start of KEXINIT), SSH_BANNER / SSH_BANNER_CUT (the line; what
+    follows it is the socket's next packet, or was not seen: WindowCounters
+    decides by that packet), or "" (not SSH: a line followed by anything
+    else is a banner put in front of a raw stream, which to port 22 would
+    pass for expected traffic). payload_len: the packet's payload bytes,
+    when known (`data` may be a prefix)."""
     rest = ssh_banner_rest(data)
     if rest is None:
         return ""
-    if len(rest) < 6:  # the line ends the packet, or the sample (a line of 58 bytes or more)
-        return "banner"
-    return SSH if ssh_transport_packet(rest) else ""
+    cut = payload_len is None or payload_len > len(data)
+    if len(rest) >= 6:
+        return SSH if ssh_transport_packet(rest) else ""
+    if rest and not cut:
+        return ""  # a few bytes after the line, then the packet ends
+    return SSH_BANNER_CUT if cut else SSH_BANNER
 
 
-def protocol_hint(data: bytes, transport: int, dport: int) -> str | None:
+def protocol_hint(data: bytes, transport: int, dport: int, payload_len: int | None = None) -> str | None:
     """Name of the protocol a socket's first payload starts, or None if
-    unknown (for UDP, of a datagram)."""
+    unknown (for UDP, of a datagram); payload_len: the packet's payload
+    bytes, when known (`data` may be a prefix)."""
     if not data:
         return None
     if transport == IPPROTO_TCP:
-        if tls_hello_start(data):
+        if tls_hello_start(data, payload_len):
             return TLS
-        if ssh_start(data):
-            return SSH  # "banner": confirmed or not by the socket's next packet (WindowCounters)
+        if ssh_start(data, payload_len):
+            return SSH  # or a line alone: confirmed or not by the socket's next packet (WindowCounters)
         if data.startswith(HTTP_PREFIXES):
             return HTTP
         if dport == 53 and len(data) > 2 and _looks_dns_query(data[2:]):

@@ -416,3 +416,65 @@ def test_flows_of_one_protocol_share_one_remembered_split() -> None:
         w.add_sample((WEB.cgroup_id, f"198.51.100.{i}", 443, 6), TLS_HELLO + RNG.randbytes(53), True, 517, True, i)
     w.close([])
     assert len({id(w.last_protocols[k]) for k in w.last_protocols}) == 1
+
+
+# --- SSH named by the packet after the line, by index (review of the first version) ----
+
+LINE = b"SSH-2.0-OpenSSH_9.6\r\n"
+KEXINIT = SSH_BANNER[len(LINE) :]
+
+
+def _ssh_socket(w: WindowCounters, packets: list[tuple[int, bytes]], cookie: int = A, first: int = 8) -> None:
+    """Samples of one socket to port 22: (packet index, bytes); indexes
+    below `first` are among the socket's first packets."""
+    for idx, data in packets:
+        n = len(data) if idx == 0 else 16 * KIB
+        w.add_sample(key(22), data, idx == 0, n, idx < first, cookie, span_bytes=n, sock_index=idx)
+
+
+def _exf2(s: FlowSummary, tmp_path: Path) -> list[str]:
+    alerts = detector(make_config(tmp_path)).run(window(DET, flows=[view(s)]))
+    return [a["sluice"]["evidence"]["kind"] for a in alerts if a["rule"]["id"] == "SL-EXF-002"]
+
+
+def test_a_retransmitted_line_or_reordered_samples_do_not_make_ssh_raw(tmp_path: Path) -> None:
+    cipher = [(i, RNG.randbytes(64)) for i in range(3, 30)]
+    for packets in (
+        [(0, LINE), (1, LINE), (2, KEXINIT)] + cipher,  # the line sent again (a retransmission)
+        [(0, LINE), (3, RNG.randbytes(64)), (2, RNG.randbytes(64)), (1, KEXINIT)] + cipher[1:],  # per-CPU buffers
+    ):
+        w = WindowCounters()
+        _ssh_socket(w, packets)
+        s = close(w, 22, 400 * KIB)
+        assert s.protocols() == {"ssh"}, s.by_protocol
+        assert _exf2(s, tmp_path) == [] and w.ssh_unverified == 0
+
+
+def test_a_socket_whose_deciding_packet_was_not_seen_stays_ssh_and_is_counted(tmp_path: Path) -> None:
+    w = WindowCounters()
+    _ssh_socket(w, [(0, LINE)] + [(i, RNG.randbytes(64)) for i in range(2, 30)])  # index 1 lost
+    s = close(w, 22, 400 * KIB)
+    assert s.protocols() == {"ssh"} and w.ssh_unverified == 1, s.by_protocol
+
+
+def test_a_six_byte_header_after_the_line_does_not_make_a_raw_stream_ssh(tmp_path: Path) -> None:
+    w = WindowCounters()
+    fake = b"\x00\x00\x00\x0c\x04\x1e" + RNG.randbytes(58)  # KEX_ECDH_INIT's header, then ciphertext
+    _ssh_socket(w, [(0, LINE), (1, fake)] + [(i, RNG.randbytes(64)) for i in range(2, 30)])
+    s = close(w, 22, 400 * KIB)
+    assert s.opaque_of(None) > 300 * KIB and _exf2(s, tmp_path) == ["raw_encrypted_stream"], s.by_protocol
+
+
+def test_decoy_lines_that_push_the_socket_out_do_not_lend_it_ssh(tmp_path: Path) -> None:
+    """The exfiltration socket sends the line alone; then more sockets than
+    the per-container table holds send lines alone to the same destination,
+    so the exfiltration socket is forgotten and its later samples are named
+    by the flow's socket starts: unconfirmed lines vouch for nothing."""
+    w = WindowCounters(per_cgroup=64)
+    _ssh_socket(w, [(0, LINE)])
+    for n in range(200):
+        _ssh_socket(w, [(0, LINE)], cookie=10_000 + n)
+    for _ in range(30):
+        w.add_sample(key(22), RNG.randbytes(64), False, 16 * KIB, False, A, span_bytes=16 * KIB, sock_index=100)
+    s = close(w, 22, 400 * KIB)
+    assert s.opaque_of("ssh") == 0 and _exf2(s, tmp_path) == ["raw_encrypted_stream"], s.by_protocol

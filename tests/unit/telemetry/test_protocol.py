@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import ssl
 import struct
 
 import pytest
@@ -14,11 +15,14 @@ from sensor.telemetry.protocol import (
     IPPROTO_TCP,
     IPPROTO_UDP,
     SSH,
+    SSH_BANNER,
+    SSH_BANNER_CUT,
     TLS,
     dns_port,
     protocol_hint,
     ssh_start,
     ssh_transport_packet,
+    tls_hello_start,
     transport_name,
 )
 
@@ -104,8 +108,13 @@ def test_ssh_start_with_its_key_exchange() -> None:
     assert ssh_start(start) == SSH and protocol_hint(start, TCP, 22) == SSH
     assert ssh_start(start[:64]) == SSH  # the sample cuts the name-list: checked as far as it goes
     # the line alone: SSH until the socket's next packet says otherwise
-    assert ssh_start(b"SSH-2.0-Go\r\n") == "banner" and protocol_hint(b"SSH-2.0-Go\r\n", TCP, 22) == SSH
-    assert ssh_start(b"SSH-2.0-" + b"x" * 60) == "banner"  # a line longer than the sample
+    line = b"SSH-2.0-Go\r\n"
+    assert ssh_start(line, len(line)) == SSH_BANNER and protocol_hint(line, TCP, 22, len(line)) == SSH
+    # what follows the line was not seen (a long line, the sample cut it):
+    # the next packet may be any message of the key exchange
+    assert ssh_start(b"SSH-2.0-" + b"x" * 56, 1500) == SSH_BANNER_CUT
+    assert ssh_start(line, 1500) == SSH_BANNER_CUT
+    assert ssh_start(line + b"ab", len(line) + 2) == ""  # two bytes after the line, and the packet ends
 
 
 def test_an_ssh_banner_in_front_of_a_raw_stream_is_not_ssh() -> None:
@@ -135,7 +144,9 @@ def test_ssh_transport_packet() -> None:
     kex = ssh_client_start()[len(b"SSH-2.0-OpenSSH_9.6\r\n") :]
     assert ssh_transport_packet(kex) and ssh_transport_packet(kex[:6])
     ecdh_init = (44).to_bytes(4, "big") + b"\x06\x1e" + bytes(42)  # KEX_ECDH_INIT (30)
-    assert ssh_transport_packet(ecdh_init)
+    assert ssh_transport_packet(ecdh_init, kexinit=False) and not ssh_transport_packet(ecdh_init)
+    # a whole packet must be a multiple of 8 bytes long before any cipher
+    assert not ssh_transport_packet((45).to_bytes(4, "big") + b"\x06\x1e" + bytes(43), kexinit=False)
     assert not ssh_transport_packet(kex[:5]) and not ssh_transport_packet(b"")
 
 
@@ -235,3 +246,59 @@ def test_dockers_resolver_is_reported_on_port_53() -> None:
     assert sent.key == answers.key == (7, "127.0.0.11", 53, 17)
     (s,), _execs, _hists = WindowCounters().close([sent, answers])
     assert (s.key, s.bytes, s.rx_bytes) == ((7, "127.0.0.11", 53, 17), 500, 900)
+
+
+# --- the hello and the key exchange, checked whole (review of the first version) -----
+
+
+def real_client_hello(version: ssl.TLSVersion) -> bytes:
+    """The bytes Python's ssl module (OpenSSL) sends first."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ctx.maximum_version = version
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing, server_hostname="api.example.com")
+    with pytest.raises(ssl.SSLWantReadError):
+        obj.do_handshake()
+    return outgoing.read()
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_real_client_hellos_whole_and_cut(version: ssl.TLSVersion) -> None:
+    hello = real_client_hello(version)
+    for n in (11, 44, 64, 100, 2048, len(hello)):
+        assert tls_hello_start(hello[:n], len(hello)), n
+
+
+def test_the_shortest_server_hello() -> None:
+    """No session id, no extensions: a 38-byte body in a 42-byte record."""
+    body = b"\x03\x03" + bytes(32) + b"\x00" + b"\x13\x01" + b"\x00"
+    hello = b"\x16\x03\x03" + (42).to_bytes(2, "big") + b"\x02" + (38).to_bytes(3, "big") + body
+    assert tls_hello_start(hello, len(hello))
+    assert not tls_hello_start(hello[:-1] + b"\x01", len(hello))  # compression must be null
+
+
+def test_a_hellos_first_bytes_then_anything_is_not_tls() -> None:
+    """What a first version let through: the first 11 bytes of a hello as a
+    packet of their own, or followed by random bytes where the kernel's
+    2 KiB first read shows the hello's lengths do not add up."""
+    head = b"\x16\x03\x01\x40\x00\x01\x00\x3f\xfc\x03\x03"
+    assert not tls_hello_start(head, len(head))
+    rng = random.Random(7)
+    fooled = 0
+    for _ in range(2000):
+        tail = rng.randbytes(32) + bytes([rng.randrange(33)]) + rng.randbytes(1900)
+        fooled += tls_hello_start(head + tail, len(head) + len(tail))
+    assert fooled == 0, fooled  # the extensions' total must match the message: ~1 in 65,536
+
+
+def test_an_ssh_line_then_a_six_byte_packet_header_is_not_ssh() -> None:
+    """A first version accepted any key-exchange message after the line
+    with only six bytes checked; the first packet is KEXINIT, whole and a
+    multiple of 8 bytes long."""
+    line = b"SSH-2.0-x\r\n"
+    rng = random.Random(8)
+    for head in (b"\x00\x00\x00\x0c\x04\x1e", b"\x00\x00\x00\x0c\x04\x14", b"\x00\x00\x05\xdc\x06\x14"):
+        data = line + head + rng.randbytes(40)
+        assert ssh_start(data, 1400) == "", head
