@@ -196,11 +196,22 @@ def tls_client_hello() -> bytes:
 
 
 def ssh_client_start(banner: bytes = b"SSH-2.0-OpenSSH_9.6\r\n") -> bytes:
-    """A client's identification line and the start of its KEXINIT packet."""
-    kex = b"curve25519-sha256,ext-info-c"
-    payload = bytes([20]) + bytes(range(16)) + len(kex).to_bytes(4, "big") + kex
-    pad = 8 - (len(payload) + 5) % 8 + 8
-    return banner + (len(payload) + pad + 1).to_bytes(4, "big") + bytes([pad]) + payload
+    """A client's identification line and its whole KEXINIT packet (RFC
+    4253: ten name-lists, first_kex_packet_follows, reserved, padding to a
+    multiple of 8 bytes)."""
+    lists = [
+        b"curve25519-sha256,ext-info-c",
+        b"ssh-ed25519,rsa-sha2-512",
+        *[b"chacha20-poly1305@openssh.com,aes128-ctr"] * 2,
+        *[b"hmac-sha2-256-etm@openssh.com"] * 2,
+        *[b"none,zlib@openssh.com"] * 2,
+        b"",
+        b"",
+    ]
+    payload = bytes([20]) + bytes(range(16)) + b"".join(len(x).to_bytes(4, "big") + x for x in lists) + bytes(5)
+    pad = 8 - (len(payload) + 5) % 8
+    pad += 8 if pad < 4 else 0
+    return banner + (len(payload) + pad + 1).to_bytes(4, "big") + bytes([pad]) + payload + bytes(pad)
 
 
 def dns_query(name: str = "example.com", qtype: int = 1, txid: int = 0x1234, flags: int = 0x0100) -> bytes:

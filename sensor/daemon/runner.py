@@ -344,6 +344,7 @@ class Sensor:
             registry=self.registry,
             sample_bytes=cfg.kernel.sample_bytes,
             sample_every=cfg.kernel.sample_every,
+            sample_first_packets=cfg.kernel.sample_first_packets,
             # a cgroup has at most flow_quota_per_cgroup flows counted per
             # window: knowledge of two windows' worth per cgroup
             flow_state_per_cgroup=2 * cfg.kernel.flow_quota_per_cgroup,

@@ -33,6 +33,8 @@ from sensor.telemetry.protocol import (
 # sock_protocols' value for a socket whose first packet was an SSH
 # identification line alone, until its next packet names it (_ssh_decide)
 SSH_PENDING = "ssh?"
+MAX_SSH_LINE_RESENDS = 2
+MAX_SSH_PENDING_PER_FLOW = 64
 _SSH_LINE = b"SSH-"
 
 # A flow: (cgroup id, destination ip, destination port, transport number)
@@ -266,8 +268,12 @@ class WindowCounters:
         high_entropy_bits: float = HIGH_ENTROPY_BITS,
         sample_every: int = 64,
         per_cgroup: int = PER_CGROUP,
+        first_packets: int = 8,
     ) -> None:
         self._samples: dict[FlowKey, _FlowSamples] = {}
+        # kernel.sample_first_packets: below 2, the packet after an SSH
+        # line alone is never sampled as one of the socket's first
+        self.first_packets = first_packets
         self.classifier = FlowClassifier(max_flows, high_entropy_bits, per_cgroup)
         self.sample_every = sample_every
         self._execs: dict[int, int] = {}
@@ -280,13 +286,16 @@ class WindowCounters:
         # stream as TLS on 443).
         self.sock_protocols: FlowTable[str] = FlowTable(per_cgroup, max_flows)
         # TCP sockets whose first payload was an SSH identification line
-        # alone (SSH_PENDING in sock_protocols): named SSH only if their
-        # next packet starts the key exchange. Per socket: the index of
-        # that packet (a retransmitted line moves it on), and whether any
+        # alone (SSH_PENDING in sock_protocols and, once per such socket,
+        # in the flow's starts): named SSH only if their next packet starts
+        # the key exchange (_ssh_decide). Per socket: the index of that
+        # packet (a retransmitted line moves it on), whether any
         # key-exchange message may come first (the line's packet went on
-        # past the sample). A socket whose deciding packet was never seen
-        # stays SSH, counted in ssh_unverified.
-        self.ssh_pending: FlowTable[tuple[int, bool]] = FlowTable(per_cgroup, max_flows)
+        # past the sample), the line's length, and the retransmissions so
+        # far. A socket whose deciding packet was never seen is raw
+        # (kept SSH only when kernel.sample_first_packets < 2), counted in
+        # ssh_unverified.
+        self.ssh_pending: FlowTable[tuple[int, bool, int, int]] = FlowTable(per_cgroup, max_flows)
         self.ssh_unverified = 0
         # Per flow: the protocols its socket starts named (sorted, "" for
         # none), which names a TCP socket whose own start the sensor did
@@ -373,8 +382,9 @@ class WindowCounters:
                 # named by its next packet; until then it vouches for no
                 # other socket of the flow (_flow_hint)
                 self.sock_protocols.put(skey, SSH_PENDING)
-                self.ssh_pending.put(skey, (max(sock_index, 0) + 1, ssh == SSH_BANNER_CUT))
-                self._flow_started(key, "")
+                line = payload_len if payload_len is not None else len(start)
+                self.ssh_pending.put(skey, (max(sock_index, 0) + 1, ssh == SSH_BANNER_CUT, line, 0))
+                self._flow_started(key, SSH_PENDING)
             else:
                 self.sock_protocols.put(skey, hint)
                 self._flow_started(key, hint)
@@ -384,7 +394,7 @@ class WindowCounters:
         else:
             known = self.sock_protocols.get(skey, touch=True)
             if known == SSH_PENDING:
-                known = self._ssh_decide(key, skey, data, in_socket_start, sock_index)
+                known = self._ssh_decide(key, skey, data, in_socket_start, sock_index, payload_len)
             if known is not None:
                 hint = known
             elif proto == IPPROTO_UDP:
@@ -423,49 +433,81 @@ class WindowCounters:
             if q and len(st.dns_names) < MAX_DNS_NAMES_PER_FLOW:
                 st.dns_names.append(q)
 
-    def _ssh_decide(self, key: FlowKey, skey: tuple[Any, ...], data: bytes, in_start: bool, index: int) -> str:
+    def _ssh_decide(
+        self, key: FlowKey, skey: tuple[Any, ...], data: bytes, in_start: bool, index: int, plen: int | None
+    ) -> str:
         """The name of a sample of a socket whose first packet was an SSH
         identification line alone. The packet after the line decides: the
         key exchange's first (KEXINIT; any of its messages when the line's
         packet went on unseen) names the socket SSH, anything else raw from
-        there on. A retransmitted line moves the decision to the packet
-        after it. Samples of other packets (among the socket's first ones,
-        reordered by per-CPU buffers) are SSH's until then; once past the
-        socket's first packets without the deciding one (lost to a quota or
-        a full buffer, or not sampled: kernel.sample_first_packets < 2),
-        the socket stays SSH and is counted in ssh_unverified."""
+        there on. The line sent again (a retransmission: the same length,
+        at most MAX_SSH_LINE_RESENDS times) moves the decision to the
+        packet after it; sent again with KEXINIT behind it, it decides.
+        Samples of other packets among the socket's first ones (reordered
+        by per-CPU buffers) are SSH's until then. A sample past the
+        socket's first packets while undecided (the deciding one lost to a
+        quota or a full buffer, or held back by a sender sending the line
+        over and over) names it raw, or SSH when the kernel does not sample
+        that packet (kernel.sample_first_packets < 2); ssh_unverified
+        counts them."""
         pending = self.ssh_pending.get(skey)
-        nxt, cut = pending if pending is not None else (index, True)
+        nxt, cut, line, resent = pending if pending is not None else (index, True, -1, 0)
         if in_start and (index == nxt or index < 0 or pending is None):
-            if data.startswith(_SSH_LINE):
-                self.ssh_pending.put(skey, (nxt + 1, cut))
+            again = ssh_start(data, plen)
+            if again == SSH:
+                name = SSH  # the line again, with KEXINIT behind it
+            elif again and (plen is None or plen == line) and resent < MAX_SSH_LINE_RESENDS:
+                self.ssh_pending.put(skey, (nxt + 1, cut, line, resent + 1))
                 return SSH
-            name = SSH if ssh_transport_packet(data, kexinit=not cut) else ""
+            else:
+                name = SSH if ssh_transport_packet(data, kexinit=not cut, payload_len=plen) else ""
         elif in_start:
             return SSH
         else:
             self.ssh_unverified += 1
-            name = SSH
+            name = SSH if self.first_packets < 2 else ""
         self.ssh_pending.pop(skey)
         self.sock_protocols.put(skey, name)
-        if name:
-            self._flow_started(key, name)
+        self._flow_decided(key, name)
         return name
 
     def add_exec(self, cgroup_id: int) -> None:
         self._execs[cgroup_id] = self._execs.get(cgroup_id, 0) + 1
 
     def _flow_started(self, key: FlowKey, hint: str) -> None:
+        """A socket of the flow started, naming `hint`. SSH_PENDING (a line
+        alone, undecided) is kept once per such socket, up to
+        MAX_SSH_PENDING_PER_FLOW (past it, for good): the flow's starts
+        agree on nothing while one is undecided, and they live and are
+        forgotten together with the names."""
         seen = self.flow_protocols.get(key)
-        if seen is not None and hint in seen:
+        if seen is not None and hint in seen and (hint != SSH_PENDING or seen.count(hint) >= MAX_SSH_PENDING_PER_FLOW):
             return
-        self.flow_protocols.put(key, self._start_sets(tuple(sorted({*(seen or ()), hint}))))
+        names = [h for h in seen or () if h != SSH_PENDING]
+        pending = [h for h in seen or () if h == SSH_PENDING]
+        if hint == SSH_PENDING:
+            pending.append(hint)
+        elif hint not in names:
+            names.append(hint)
+        self.flow_protocols.put(key, self._start_sets(tuple(sorted(names)) + tuple(pending)))
+
+    def _flow_decided(self, key: FlowKey, name: str) -> None:
+        """One of the flow's undecided SSH lines was named `name`."""
+        seen = self.flow_protocols.get(key)
+        if seen is None:
+            return  # forgotten: its sockets are named by no start
+        rest = list(seen)
+        if SSH_PENDING in rest and rest.count(SSH_PENDING) < MAX_SSH_PENDING_PER_FLOW:
+            rest.remove(SSH_PENDING)
+        self.flow_protocols.put(key, self._start_sets(tuple(rest)))
+        self._flow_started(key, name)
 
     def _flow_hint(self, key: FlowKey) -> str:
         """The name for a flow's TCP socket whose start was not seen: the
-        one every start to that destination named, else none."""
+        one every start to that destination named, else none (also while
+        an SSH line of the flow is undecided)."""
         starts = self.flow_protocols.get(key)
-        return starts[0] if starts is not None and len(starts) == 1 else ""
+        return starts[0] if starts is not None and len(starts) == 1 and starts[0] != SSH_PENDING else ""
 
     def forget_cgroups(self, ids: set[int]) -> None:
         """Removed cgroups: what was remembered about their flows goes."""

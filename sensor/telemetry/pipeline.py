@@ -191,6 +191,7 @@ class Pipeline:
         registry: ContainerRegistry | None = None,
         sample_bytes: int = 64,
         sample_every: int = 64,
+        sample_first_packets: int = 8,
         flow_state_per_cgroup: int = PER_CGROUP,
     ) -> None:
         self.max_cmdline_bytes = max_cmdline_bytes
@@ -200,7 +201,10 @@ class Pipeline:
         self.events = events
         self.to_wall = monotonic_to_wall
         self.window = WindowCounters(
-            high_entropy_bits=high_entropy_bits, sample_every=sample_every, per_cgroup=flow_state_per_cgroup
+            high_entropy_bits=high_entropy_bits,
+            sample_every=sample_every,
+            per_cgroup=flow_state_per_cgroup,
+            first_packets=sample_first_packets,
         )
         # flows named by SNI, Host and DNS answers
         self.names = FlowNamer(owners=self._name_owners)

@@ -84,61 +84,106 @@ _HELLO_MIN_BODY = 38
 # the kernel's 2 KiB first read, and the extensions' total must add up.
 _MAX_CIPHER_SUITES_LEN = 512
 _MAX_RECORD = 2**14 + 2048  # TLSCiphertext bound; plaintext records are <= 2^14
+# A hello split over TCP packets (a path without segmentation offload, a
+# hello longer than the MSS) is split by full-sized segments: the smallest
+# MSS an IPv4 host must accept is 536 bytes.
+_MIN_SPLIT_SEGMENT = 536
 
 
-def tls_handshake_bytes(data: bytes) -> bytes:
+def tls_handshake(data: bytes) -> tuple[bytes, bool]:
     """Concatenated payloads of the leading TLS handshake records (a hello
-    may span records); the last one may be cut short."""
+    may span records), and whether `data` ran out inside them (the last
+    record cut short: what follows was not seen). False: the records end
+    within `data`, before bytes that are not a handshake record."""
     out = bytearray()
     i = 0
     while i + 5 <= len(data) and data[i] == 0x16 and data[i + 1] == 0x03:
         n = int.from_bytes(data[i + 3 : i + 5], "big")
         out += data[i + 5 : i + 5 + n]
         i += 5 + n
-    return bytes(out)
+    return bytes(out), i + 5 > len(data)
 
 
-def _hello_body_fits(h: bytes, client: bool) -> bool:
-    """The hello's variable part (h: handshake bytes from the header on),
-    checked as far as h goes: each length within the message, the cipher
-    suites and compression methods well formed, the extensions adding up
-    to the end of the message when all of it is there."""
+def tls_handshake_bytes(data: bytes) -> bytes:
+    return tls_handshake(data)[0]
+
+
+# What may follow a ServerHello in the server's first handshake records
+# (TLS 1.2): certificate, server_key_exchange, certificate_request,
+# server_hello_done, certificate_status. A ClientHello comes alone.
+_AFTER_SERVER_HELLO = frozenset((11, 12, 13, 14, 22))
+
+
+class _Cut(Exception):
+    """The bytes seen end before the field: checked as far as they go."""
+
+
+def _hello_body_fits(h: bytes, client: bool, ran_out: bool) -> bool:
+    """The hello's variable part (h: handshake bytes from the header on;
+    ran_out: `data` ended inside them), checked as far as h goes: every
+    field within the message (a message too short for its fields is not a
+    hello), the cipher suites and compression methods well formed, the
+    extensions adding up to the message's end; a message longer than its
+    records only when the records were cut; after it, nothing (a
+    ClientHello) or the server's next handshake messages."""
     end = 4 + int.from_bytes(h[1:4], "big")  # the message's end in h
+    if end > len(h) and not ran_out:
+        return False  # longer than its records, and something else follows them
     p = 4 + 2 + 32
-    if p >= len(h):
+
+    def field(k: int) -> bytes:
+        """The k bytes at p: past the message's end, not a hello (ValueError);
+        past what was seen, _Cut."""
+        if p + k > end:
+            raise ValueError
+        if p + k > len(h):
+            raise _Cut
+        return h[p : p + k]
+
+    try:
+        p += 1 + field(1)[0]  # session id
+        if client:
+            n = int.from_bytes(field(2), "big")
+            if n < 2 or n % 2 or n > _MAX_CIPHER_SUITES_LEN:
+                return False
+            p += 2 + n
+            m = field(1)[0]
+            if m < 1:
+                return False
+            p += 1
+            if 0 not in field(m):  # compression methods: null among them
+                return False
+            p += m
+        else:
+            field(2)  # the cipher suite
+            p += 2
+            if field(1)[0] != 0:  # compression: null
+                return False
+            p += 1
+        if p < end:
+            if p + 2 + int.from_bytes(field(2), "big") != end:  # the extensions' total
+                return False
+            p += 2
+            while p < end:
+                p += 4 + int.from_bytes(field(4)[2:4], "big")
+            if p != end:
+                return False
+        elif p > end:
+            return False
+    except ValueError:
+        return False
+    except _Cut:
         return True
-    p += 1 + h[p]  # session id
-    if p + 2 > len(h):
-        return True
+    if end >= len(h):
+        return True  # nothing after the message, or the message not seen to its end
     if client:
-        n = int.from_bytes(h[p : p + 2], "big")
-        if n < 2 or n % 2 or n > _MAX_CIPHER_SUITES_LEN:
+        return False  # more handshake bytes after the ClientHello
+    p = end
+    while p + 4 <= len(h):
+        if h[p] not in _AFTER_SERVER_HELLO:
             return False
-        p += 2 + n
-        if p >= len(h):
-            return p < end
-        m = h[p]
-        if m < 1 or (p + 1 + m <= len(h) and 0 not in h[p + 1 : p + 1 + m]):
-            return False
-        p += 1 + m
-    else:
-        p += 2  # the cipher suite
-        if p >= len(h):
-            return True
-        if h[p] != 0:  # compression: null
-            return False
-        p += 1
-    if p > end:
-        return False
-    if p == end or p + 2 > len(h):
-        return True
-    ext_end = p + 2 + int.from_bytes(h[p : p + 2], "big")
-    if ext_end != end:
-        return False
-    p += 2
-    while p + 4 <= min(len(h), end):
-        p += 4 + int.from_bytes(h[p + 2 : p + 4], "big")
-    return p == end if end <= len(h) else p <= end
+        p += 4 + int.from_bytes(h[p + 1 : p + 4], "big")
+    return p == len(h) or ran_out
 
 
 def tls_hello_start(data: bytes, payload_len: int | None = None) -> bool:
@@ -169,7 +214,11 @@ def tls_hello_start(data: bytes, payload_len: int | None = None) -> bool:
         return False
     if len(data) > 43 and data[43] > 32:  # the session id's length
         return False
-    return _hello_body_fits(tls_handshake_bytes(data), data[5] == 0x01)
+    h, ran_out = tls_handshake(data)
+    whole = payload_len is not None and payload_len <= len(data)
+    if whole and 4 + int.from_bytes(data[6:9], "big") > len(h) and len(data) < _MIN_SPLIT_SEGMENT:
+        return False  # a hello the packet cuts short: only a full-sized TCP segment does that
+    return _hello_body_fits(h, data[5] == 0x01, ran_out)
 
 
 # SSH (RFC 4253): an identification line, then binary packets, the first
@@ -197,24 +246,31 @@ def ssh_banner_rest(data: bytes) -> bytes | None:
     return data[end + 1 :] if end >= 0 else b""
 
 
-def ssh_transport_packet(data: bytes, kexinit: bool = True) -> bool:
+def ssh_transport_packet(data: bytes, kexinit: bool = True, payload_len: int | None = None) -> bool:
     """Does `data` start a cleartext SSH binary packet: packet and padding
     lengths that fit, a whole packet a multiple of 8 bytes long (RFC 4253
     section 6, before any cipher), and KEXINIT (kexinit: the first packet
     after the identification line; else any transport-layer message,
     20-49) with a non-empty first name-list of printable names, checked as
-    far as `data` goes? Fewer than 6 bytes: no."""
+    far as `data` goes? payload_len: the TCP packet's payload bytes from
+    `data`'s start on, when known: a packet seen whole must hold the
+    name-list, and the SSH packet unless the TCP packet is full-sized."""
     if len(data) < 6:
         return False
     plen = int.from_bytes(data[:4], "big")
     pad = data[4]
     if not 12 <= plen <= _SSH_MAX_PACKET or (plen + 4) % 8 or not 4 <= pad < plen:
         return False
+    whole = payload_len is not None and payload_len <= len(data)
+    if whole and len(data) < 4 + plen and len(data) < _MIN_SPLIT_SEGMENT:
+        return False  # an SSH packet the TCP packet cuts short: only a full-sized segment does that
     if data[5] != SSH_KEXINIT:
         return not kexinit and 20 < data[5] <= 49
     if len(data) < 26:
-        return True
+        return not whole
     n = int.from_bytes(data[22:26], "big")  # after the message number and the 16-byte cookie
+    if whole and len(data) < 26 + n:
+        return False
     return 0 < n < plen and all(0x21 <= b <= 0x7E for b in data[26 : 26 + n])
 
 
@@ -239,7 +295,8 @@ def ssh_start(data: bytes, payload_len: int | None = None) -> str:
         return ""
     cut = payload_len is None or payload_len > len(data)
     if len(rest) >= 6:
-        return SSH if ssh_transport_packet(rest) else ""
+        rest_len = None if payload_len is None else payload_len - (len(data) - len(rest))
+        return SSH if ssh_transport_packet(rest, payload_len=rest_len) else ""
     if rest and not cut:
         return ""  # a few bytes after the line, then the packet ends
     return SSH_BANNER_CUT if cut else SSH_BANNER

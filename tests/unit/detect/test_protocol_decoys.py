@@ -428,7 +428,7 @@ def _ssh_socket(w: WindowCounters, packets: list[tuple[int, bytes]], cookie: int
     """Samples of one socket to port 22: (packet index, bytes); indexes
     below `first` are among the socket's first packets."""
     for idx, data in packets:
-        n = len(data) if idx == 0 else 16 * KIB
+        n = len(data) if data.startswith(b"SSH-") or data == KEXINIT else 16 * KIB  # the line, KEXINIT: whole
         w.add_sample(key(22), data, idx == 0, n, idx < first, cookie, span_bytes=n, sock_index=idx)
 
 
@@ -450,11 +450,51 @@ def test_a_retransmitted_line_or_reordered_samples_do_not_make_ssh_raw(tmp_path:
         assert _exf2(s, tmp_path) == [] and w.ssh_unverified == 0
 
 
-def test_a_socket_whose_deciding_packet_was_not_seen_stays_ssh_and_is_counted(tmp_path: Path) -> None:
+def test_a_socket_whose_deciding_packet_was_not_seen_is_raw_and_counted(tmp_path: Path) -> None:
+    """The packet after the line lost (an event quota, a full buffer): the
+    socket is not vouched for; only where the kernel never samples that
+    packet (kernel.sample_first_packets < 2) does it stay SSH."""
+    packets = [(0, LINE)] + [(i, RNG.randbytes(64)) for i in range(2, 30)]  # index 1 lost
     w = WindowCounters()
-    _ssh_socket(w, [(0, LINE)] + [(i, RNG.randbytes(64)) for i in range(2, 30)])  # index 1 lost
+    _ssh_socket(w, packets)
+    s = close(w, 22, 400 * KIB)
+    assert s.opaque_of(None) > 300 * KIB and w.ssh_unverified == 1, s.by_protocol
+    w = WindowCounters(first_packets=1)
+    _ssh_socket(w, [(0, LINE)] + [(i, RNG.randbytes(64)) for i in range(1, 30)], first=1)
     s = close(w, 22, 400 * KIB)
     assert s.protocols() == {"ssh"} and w.ssh_unverified == 1, s.by_protocol
+
+
+def test_a_sender_repeating_the_line_does_not_stay_undecided(tmp_path: Path) -> None:
+    """The line sent again and again, or a packet that only starts like it,
+    to keep the socket undecided until its first packets are past: at most
+    two retransmissions of the same line are waited out."""
+    for packets in (
+        [(i, LINE) for i in range(8)],
+        [(0, LINE)] + [(i, b"SSH-" + RNG.randbytes(60)) for i in range(1, 8)],
+    ):
+        w = WindowCounters()
+        _ssh_socket(w, packets + [(i, RNG.randbytes(64)) for i in range(8, 40)])
+        s = close(w, 22, 400 * KIB)
+        assert s.opaque_of("ssh") < 100 * KIB and _exf2(s, tmp_path) == ["raw_encrypted_stream"], s.by_protocol
+
+
+def test_a_line_sent_again_with_kexinit_behind_it_decides() -> None:
+    w = WindowCounters()
+    _ssh_socket(w, [(0, LINE), (1, LINE + KEXINIT), (2, RNG.randbytes(64))])
+    # the ECDH_INIT after it is not asked to be KEXINIT
+    assert w.sock_protocols.get((*key(22), A)) == "ssh"
+
+
+def test_an_openssh_start_lends_ssh_to_a_socket_whose_start_was_not_seen(tmp_path: Path) -> None:
+    """Once decided, a line alone is a start like any other: an SSH session
+    open before the sensor started is SSH when every start agreed."""
+    w = WindowCounters()
+    _ssh_socket(w, [(0, LINE), (1, KEXINIT)] + [(i, RNG.randbytes(64)) for i in range(2, 10)])
+    for _ in range(20):  # socket B: open before the sensor, no start seen
+        w.add_sample(key(22), RNG.randbytes(64), False, 16 * KIB, False, B, span_bytes=16 * KIB, sock_index=500)
+    s = close(w, 22, 400 * KIB)
+    assert s.protocols() == {"ssh"} and _exf2(s, tmp_path) == [], s.by_protocol
 
 
 def test_a_six_byte_header_after_the_line_does_not_make_a_raw_stream_ssh(tmp_path: Path) -> None:

@@ -302,3 +302,47 @@ def test_an_ssh_line_then_a_six_byte_packet_header_is_not_ssh() -> None:
     for head in (b"\x00\x00\x00\x0c\x04\x1e", b"\x00\x00\x00\x0c\x04\x14", b"\x00\x00\x05\xdc\x06\x14"):
         data = line + head + rng.randbytes(40)
         assert ssh_start(data, 1400) == "", head
+
+
+def test_a_short_record_then_anything_is_not_a_hello() -> None:
+    """Second review: a 42-byte record (a ServerHello's size) whose hello
+    claims a 32-byte session id, then ciphertext in the same packet; a
+    ClientHello claiming 16 MiB in a 42-byte record. Their fields run past
+    the message or the message past its records: not hellos."""
+    rng = random.Random(9)
+    for head in (bytes.fromhex("160303002a020000260303"), bytes.fromhex("160301002a01ffffff0303")):
+        for _ in range(2000):
+            d = head + rng.randbytes(32) + bytes([rng.randrange(33)]) + rng.randbytes(rng.choice([4, 400, 70000]))
+            assert not tls_hello_start(d[:2048], len(d)), d[:48].hex()
+    # the first bytes of a hello as a small packet of their own: only a
+    # full-sized segment cuts a hello short
+    hello = tls_client_hello()
+    assert not tls_hello_start(hello[:100], 100) and tls_hello_start(hello[:100], 1448)
+
+
+def test_hellos_as_servers_and_splitters_send_them() -> None:
+    server_hello = b"\x02" + (38).to_bytes(3, "big") + b"\x03\x03" + bytes(32) + b"\x00\x13\x01\x00"
+    certificate = b"\x0b" + (300).to_bytes(3, "big") + bytes(300)
+    done = b"\x0e\x00\x00\x00"
+    flight = server_hello + certificate + done  # TLS 1.2: one record, three messages
+    rec = b"\x16\x03\x03" + len(flight).to_bytes(2, "big") + flight
+    assert tls_hello_start(rec, len(rec))
+    assert not tls_hello_start(rec.replace(b"\x0e\x00\x00\x00", b"\x17\x00\x00\x00"), len(rec))
+    # a ClientHello split over two records, and over two TCP packets
+    hs = tls_client_hello()[5:]
+    two = b"\x16\x03\x01\x00\x64" + hs[:100] + b"\x16\x03\x01" + (len(hs) - 100).to_bytes(2, "big") + hs[100:]
+    assert tls_hello_start(two, len(two)) and tls_hello_start(two[:60], 60 + 1448)
+    # nothing may follow a ClientHello in its records
+    extra = tls_client_hello()[:3] + (len(hs) + 4).to_bytes(2, "big") + hs + b"\x0b\x00\x00\x00"
+    assert not tls_hello_start(extra, len(extra))
+
+
+def test_an_ssh_line_then_a_short_whole_packet_is_not_ssh() -> None:
+    """Second review: the line and a 6-byte packet header as the whole
+    first packet, and as the whole packet after a line alone."""
+    d = b"SSH-2.0-x\r\n" + b"\x00\x00\x00\x0c\x04\x14"
+    assert ssh_start(d, len(d)) == ""
+    kex = ssh_client_start()[len(b"SSH-2.0-OpenSSH_9.6\r\n") :]
+    assert ssh_transport_packet(kex, payload_len=len(kex))
+    assert not ssh_transport_packet(kex[:40], payload_len=40)  # cut short by a small packet
+    assert ssh_transport_packet(kex[:40], payload_len=len(kex))  # cut short by the sample
