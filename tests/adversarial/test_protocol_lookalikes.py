@@ -15,10 +15,15 @@ the same port from another container stays TLS: no SL-EXF-002 for it.
 SSH: an identification line (`SSH-2.0-...`) in a packet of its own, then
 the raw stream, to an SSH port. The line named the socket SSH for good;
 now the socket's next packet must start SSH's key exchange (KEXINIT, in
-cleartext in every SSH connection), else the socket is raw from there."""
+cleartext in every SSH connection), else the socket is raw from there. And
+the real OpenSSH client, which sends its line alone, is still SSH."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -91,4 +96,67 @@ def test_an_ssh_banner_does_not_pass_a_raw_stream_for_ssh(base: Path, docker: Do
         assert ev["bytes"] >= UPLOAD // 2, ev
         assert a["destination"]["port"] == SSH_PORT
     finally:
+        assert s.stop() == 0, s.stderr_text()
+
+
+BANNER_SERVER = """
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen(1)
+print("ready", flush=True)
+c, _ = s.accept()
+c.sendall(b"SSH-2.0-OpenSSH_9.2p1 lab\\r\\n")
+data = b""
+while len(data) < 4096:
+    more = c.recv(65536)
+    if not more:
+        break
+    data += more
+print(len(data), flush=True)
+"""
+
+
+def test_the_real_openssh_client_is_named_ssh(base: Path, net: SinkNet, docker: Docker) -> None:
+    """No false positive on the SSH client most people run: OpenSSH sends
+    its identification line in a packet of its own, reads the server's,
+    then sends KEXINIT. The host's `ssh` against a server that sends a line
+    and listens (in the lab's network namespace, over its loopback): the
+    flow is named SSH, and nothing is counted unverified."""
+    port = 2222
+    s = SensorProc(base, docker.sock, name="openssh")
+    s.start()
+    srv = subprocess.Popen(
+        ["ip", "netns", "exec", net.ns, sys.executable, "-c", BANNER_SERVER, str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert srv.stdout is not None and srv.stdout.readline().strip() == "ready"
+        # the client waits for the server's KEXINIT, which never comes
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            subprocess.run(
+                ["ip", "netns", "exec", net.ns, "ssh", "-p", str(port), "-o", "BatchMode=yes"]
+                + ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "lab@127.0.0.1", "true"],
+                capture_output=True,
+                timeout=4,
+                check=False,
+            )
+        got = int(srv.stdout.readline().strip() or 0)
+        assert got > 200, f"the client sent {got} bytes: no KEXINIT"
+
+        def ssh_flow(d: dict[str, Any]) -> bool:
+            return (
+                d["event"]["action"] == "flow_summary"
+                and d["destination"].get("port") == port
+                and d["destination"].get("ip") == "127.0.0.1"
+            )
+
+        flow = s.wait_for(ssh_flow, what="the ssh client's flow", timeout=15)
+        assert flow["network"].get("protocol") == "ssh", flow["network"]
+        assert json.loads(s.status("--json").stdout)["counters"]["ssh_unverified"] == 0
+    finally:
+        srv.kill()
+        srv.wait()
         assert s.stop() == 0, s.stderr_text()
