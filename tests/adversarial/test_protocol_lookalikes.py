@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from emulation.scenarios import S_CLIENT
-from tests.privileged.harness import SINK_IP, Docker, SensorProc, SinkNet, cid_of, run_container
+from tests.privileged.harness import SINK_IP, Docker, SensorProc, SinkNet, action, cid_of, run_container
 
 UPLOAD = 3_000_000
 # application data, TLS 1.2, 16,384 bytes: a record header, in octal for
@@ -147,11 +147,8 @@ def test_the_real_openssh_client_is_named_ssh(base: Path, net: SinkNet, docker: 
         assert got > 200, f"the client sent {got} bytes: no KEXINIT"
 
         def ssh_flow(d: dict[str, Any]) -> bool:
-            return (
-                d["event"]["action"] == "flow_summary"
-                and d["destination"].get("port") == port
-                and d["destination"].get("ip") == "127.0.0.1"
-            )
+            dest = d.get("destination", {})
+            return bool(action(d) == "flow_summary" and dest.get("port") == port and dest.get("ip") == "127.0.0.1")
 
         flow = s.wait_for(ssh_flow, what="the ssh client's flow", timeout=15)
         assert flow["network"].get("protocol") == "ssh", flow["network"]
