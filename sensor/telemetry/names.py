@@ -35,7 +35,7 @@ import dns.rdatatype
 import publicsuffixlist
 from publicsuffixlist import PublicSuffixList
 
-from sensor.telemetry.protocol import HTTP_PREFIXES, IPPROTO_TCP, tls_handshake_bytes
+from sensor.telemetry.protocol import HTTP_PREFIXES, IPPROTO_TCP, tls_handshake
 
 SNI = "sni"
 HTTP_HOST = "http_host"
@@ -329,7 +329,7 @@ class NameMap:
 def tls_sni(data: bytes) -> str | None:
     """The server_name of a ClientHello at the start of `data`, or None
     (not a ClientHello, no SNI, or cut before the SNI is complete)."""
-    h = tls_handshake_bytes(data)
+    h, _cut = tls_handshake(data)
     if len(h) < 4 or h[0] != 0x01:  # handshake type ClientHello
         return None
     p = 4 + 2 + 32  # handshake header, legacy_version, random

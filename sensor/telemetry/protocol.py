@@ -104,10 +104,6 @@ def tls_handshake(data: bytes) -> tuple[bytes, bool]:
     return bytes(out), i + 5 > len(data)
 
 
-def tls_handshake_bytes(data: bytes) -> bytes:
-    return tls_handshake(data)[0]
-
-
 # What may follow a ServerHello in the server's first handshake records
 # (TLS 1.2): certificate, server_key_exchange, certificate_request,
 # server_hello_done, certificate_status. A ClientHello comes alone.
@@ -205,18 +201,19 @@ def tls_hello_start(data: bytes, payload_len: int | None = None) -> bool:
     does: this is the form of a handshake, not its proof."""
     if len(data) < 11 or data[0] != 0x16 or data[1] != 0x03 or data[2] > 0x04:
         return False
-    if payload_len is not None and payload_len <= len(data) and len(data) < 9 + _HELLO_MIN_BODY:
+    whole = payload_len is not None and payload_len <= len(data)
+    if whole and len(data) < 9 + _HELLO_MIN_BODY:
         return False
     rlen = int.from_bytes(data[3:5], "big")
     if not 4 + _HELLO_MIN_BODY <= rlen <= _MAX_RECORD or data[5] not in (0x01, 0x02):
         return False
-    if int.from_bytes(data[6:9], "big") < _HELLO_MIN_BODY or data[9] != 0x03 or data[10] > 0x04:
+    body = int.from_bytes(data[6:9], "big")
+    if body < _HELLO_MIN_BODY or data[9] != 0x03 or data[10] > 0x04:
         return False
     if len(data) > 43 and data[43] > 32:  # the session id's length
         return False
     h, ran_out = tls_handshake(data)
-    whole = payload_len is not None and payload_len <= len(data)
-    if whole and 4 + int.from_bytes(data[6:9], "big") > len(h) and len(data) < _MIN_SPLIT_SEGMENT:
+    if whole and 4 + body > len(h) and len(data) < _MIN_SPLIT_SEGMENT:
         return False  # a hello the packet cuts short: only a full-sized TCP segment does that
     return _hello_body_fits(h, data[5] == 0x01, ran_out)
 
