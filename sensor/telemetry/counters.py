@@ -35,7 +35,6 @@ from sensor.telemetry.protocol import (
 SSH_PENDING = "ssh?"
 MAX_SSH_LINE_RESENDS = 2
 MAX_SSH_PENDING_PER_FLOW = 64
-_SSH_LINE = b"SSH-"
 
 # A flow: (cgroup id, destination ip, destination port, transport number)
 FlowKey = tuple[int, str, int, int]
@@ -468,39 +467,34 @@ class WindowCounters:
             name = SSH if self.first_packets < 2 else ""
         self.ssh_pending.pop(skey)
         self.sock_protocols.put(skey, name)
-        self._flow_decided(key, name)
+        self._flow_started(key, name, decided=True)
         return name
 
     def add_exec(self, cgroup_id: int) -> None:
         self._execs[cgroup_id] = self._execs.get(cgroup_id, 0) + 1
 
-    def _flow_started(self, key: FlowKey, hint: str) -> None:
-        """A socket of the flow started, naming `hint`. SSH_PENDING (a line
-        alone, undecided) is kept once per such socket, up to
+    def _flow_started(self, key: FlowKey, hint: str, decided: bool = False) -> None:
+        """A socket of the flow started, naming `hint`; decided: one of the
+        flow's undecided SSH lines is now named `hint` (nothing when the
+        flow was forgotten: its sockets are named by no start). SSH_PENDING
+        (a line alone, undecided) is kept once per such socket, up to
         MAX_SSH_PENDING_PER_FLOW (past it, for good): the flow's starts
         agree on nothing while one is undecided, and they live and are
         forgotten together with the names."""
         seen = self.flow_protocols.get(key)
-        if seen is not None and hint in seen and (hint != SSH_PENDING or seen.count(hint) >= MAX_SSH_PENDING_PER_FLOW):
+        if decided and seen is None:
             return
-        names = [h for h in seen or () if h != SSH_PENDING]
-        pending = [h for h in seen or () if h == SSH_PENDING]
+        pending = (seen or ()).count(SSH_PENDING)
+        names = {h for h in seen or () if h != SSH_PENDING}
         if hint == SSH_PENDING:
-            pending.append(hint)
-        elif hint not in names:
-            names.append(hint)
-        self.flow_protocols.put(key, self._start_sets(tuple(sorted(names)) + tuple(pending)))
-
-    def _flow_decided(self, key: FlowKey, name: str) -> None:
-        """One of the flow's undecided SSH lines was named `name`."""
-        seen = self.flow_protocols.get(key)
-        if seen is None:
-            return  # forgotten: its sockets are named by no start
-        rest = list(seen)
-        if SSH_PENDING in rest and rest.count(SSH_PENDING) < MAX_SSH_PENDING_PER_FLOW:
-            rest.remove(SSH_PENDING)
-        self.flow_protocols.put(key, self._start_sets(tuple(rest)))
-        self._flow_started(key, name)
+            pending = min(pending + 1, MAX_SSH_PENDING_PER_FLOW)
+        else:
+            names.add(hint)
+            if decided and 0 < pending < MAX_SSH_PENDING_PER_FLOW:
+                pending -= 1
+        starts = tuple(sorted(names)) + (SSH_PENDING,) * pending
+        if starts != seen:
+            self.flow_protocols.put(key, self._start_sets(starts))
 
     def _flow_hint(self, key: FlowKey) -> str:
         """The name for a flow's TCP socket whose start was not seen: the
