@@ -175,8 +175,7 @@ class Sensor:
             "flow_table": {"entries": self.flow_entries, "capacity": self.config.kernel.flow_map_entries},
             "last_window_end": round(self.last_window_end, 3),
             "containment": {
-                "entries": self._containment_entries(),
-                "lingering": self._containment_entries(lingering=True),
+                **self._containment_listing(),
                 **({"problem": self.containment.problem} if self.containment and self.containment.problem else {}),
             },
             "memory_kb": resident_kb(),
@@ -267,21 +266,15 @@ class Sensor:
         if cmd == "release":
             return self._call_in_loop(lambda: self._contain().release(req.get("container"), req.get("destination")))
         if cmd == "containment":
-            return self._call_in_loop(
-                lambda: {
-                    "ok": True,
-                    "entries": self._containment_entries(),
-                    "lingering": self._containment_entries(lingering=True),
-                }
-            )
+            return self._call_in_loop(lambda: {"ok": True, **self._containment_listing()})
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
     # --- containment (run on the main loop) ----------------------------------
 
-    def _containment_entries(self, lingering: bool = False) -> list[dict[str, Any]]:
+    def _containment_listing(self) -> dict[str, list[dict[str, Any]]]:
         if self.containment is None:
-            return []
-        return self.containment.lingering() if lingering else self.containment.entries()
+            return {"entries": [], "lingering": []}
+        return self.containment.listing()
 
     def _contain(self) -> ContainmentService:
         assert self.containment is not None

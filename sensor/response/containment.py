@@ -383,9 +383,21 @@ class Containment:
     def snapshot(self, lingering: bool = False) -> list[dict[str, Any]]:
         """Entries with the packets dropped so far; lingering: those of
         containers that are gone, which the kernel still applies."""
-        entries = self.lingering if lingering else self.entries
-        state, gone = ("lingering", " (gone; its cgroups stay contained)") if lingering else ("active", "")
-        return [
-            {**asdict(e), "dropped": n, "description": e.label() + gone, "state": state}
-            for e, n in zip(entries, self.dropped(entries), strict=False)
-        ]
+        return self.listing()["lingering" if lingering else "entries"]
+
+    def listing(self) -> dict[str, list[dict[str, Any]]]:
+        """Both kinds of entries (snapshot), from one read of the kernel's counters."""
+        both = self.entries + self.lingering
+        counts = self.dropped(both)
+        out: dict[str, list[dict[str, Any]]] = {"entries": [], "lingering": []}
+        for i, (e, n) in enumerate(zip(both, counts, strict=False)):
+            gone = i >= len(self.entries)
+            out["lingering" if gone else "entries"].append(
+                {
+                    **asdict(e),
+                    "dropped": n,
+                    "description": e.label() + (" (gone; its cgroups stay contained)" if gone else ""),
+                    "state": "lingering" if gone else "active",
+                }
+            )
+        return out

@@ -31,6 +31,24 @@ from sensor.response.containment import Containment, ContainmentError, Entry
 GRACE_S = 300.0
 
 
+def _container_ref(ref: str) -> str:
+    """A container reference as given (id, id prefix or name), stripped."""
+    ref = ref.strip()
+    if not ref:
+        raise ContainmentError("say which container (id, id prefix or name)")
+    return ref
+
+
+def _fits(ref: str, cid: str, name: str | None) -> bool:
+    """Does `ref` name this container: its id, a prefix of it (4 or more
+    characters), or its name?"""
+    return cid == ref or (bool(name) and name == ref) or (len(ref) >= 4 and cid.startswith(ref))
+
+
+def _ambiguous(ref: str, which: list[str]) -> ContainmentError:
+    return ContainmentError(f"{ref!r} matches {len(which)} containers: " + ", ".join(which) + "; give more of the id")
+
+
 class ContainmentService:
     def __init__(
         self,
@@ -65,27 +83,25 @@ class ContainmentService:
         """Entries of containers that are gone, still applied in the kernel."""
         return self.containment.snapshot(lingering=True)
 
+    def listing(self) -> dict[str, list[dict[str, Any]]]:
+        """Both, from one read of the kernel's counters (status, `sluice containment`)."""
+        return self.containment.listing()
+
     def _release_target(self, ref: str) -> str:
         """The container a release means: by id, id prefix or name, among
         the running containers and those the entries name (a stopped
         container's, a gone container's lingering ones). A full id is
         exact; a prefix or name that fits two containers is refused (a
         re-created "web" beside the gone one)."""
-        ref = ref.strip()
-        if not ref:
-            raise ContainmentError("say which container (id, id prefix or name)")
-
-        def fits(cid: str, name: str | None) -> bool:
-            return cid == ref or (bool(name) and name == ref) or (len(ref) >= 4 and cid.startswith(ref))
-
+        ref = _container_ref(ref)
         found: dict[str, str] = {}  # container id -> how it is known
         for cid, life in self.registry.running.items():
-            if fits(cid, life.info.name):
+            if _fits(ref, cid, life.info.name):
                 found[cid] = f"running as {life.info.name}" if life.info.name else "running"
         c = self.containment
         for table, how in ((c.entries, "contained"), (c.lingering, "gone, still contained")):
             for e in table:
-                if e.container_id is not None and fits(e.container_id, e.container_name):
+                if e.container_id is not None and _fits(ref, e.container_id, e.container_name):
                     found.setdefault(e.container_id, f"{how} ({e.who()})")
         if ref in found:
             return ref
@@ -94,30 +110,17 @@ class ContainmentService:
                 f"no running or contained container matches {ref!r} (`sluice containment` lists them)"
             )
         if len(found) > 1:
-            raise ContainmentError(
-                f"{ref!r} matches {len(found)} containers: "
-                + ", ".join(f"{cid[:12]} ({how})" for cid, how in sorted(found.items()))
-                + "; give more of the id"
-            )
+            raise _ambiguous(ref, [f"{cid[:12]} ({how})" for cid, how in sorted(found.items())])
         return next(iter(found))
 
     def _container(self, ref: str) -> ContainerLife:
         """A running container by id, id prefix or name."""
-        ref = ref.strip()
-        if not ref:
-            raise ContainmentError("say which container (id, id prefix or name)")
-        lives = self.registry.running
-        hits = [
-            c for cid, c in lives.items() if cid == ref or c.info.name == ref or (len(ref) >= 4 and cid.startswith(ref))
-        ]
+        ref = _container_ref(ref)
+        hits = [c for cid, c in self.registry.running.items() if _fits(ref, cid, c.info.name)]
         if not hits:
             raise ContainmentError(f"no running container matches {ref!r} (`sluice top` lists them)")
         if len(hits) > 1:
-            raise ContainmentError(
-                f"{ref!r} matches {len(hits)} containers: "
-                + ", ".join(c.info.id[:12] for c in hits)
-                + "; give more of the id"
-            )
+            raise _ambiguous(ref, [c.info.id[:12] for c in hits])
         return hits[0]
 
     def _dropped_by_entry(self) -> dict[int, int]:
