@@ -177,6 +177,22 @@ def short_conns(exe: str, port: int, seconds: float) -> float:
     return float(r.stdout.split()[0])  # connections per second
 
 
+def load_runners(work: Path, base: int, seconds: float) -> dict[str, Callable[[], float]]:
+    """Each load (the module docstring says what each is) as a call that
+    runs it for `seconds` and returns its rate; iperf3's server listens on
+    port `base`, the other loads use ports above it. Builds the C clients
+    into `work`."""
+    conns = build_c(HERE / "conns.c", work / "conns")
+    udpsend = build_c(HERE / "udpsend.c", work / "udpsend")
+    return {
+        "tcp16k": lambda: iperf_tcp16k(base, seconds),
+        "udp64": lambda: iperf_udp64(base, seconds),
+        "conns": lambda: short_conns(conns, base + 1500, seconds),
+        "udp64u": lambda: udp_sendto(udpsend, base + 3000, seconds, ("unconnected",)),
+        "udp64m": lambda: udp_sendto(udpsend, base + 3300, seconds, ("many", "256")),
+    }
+
+
 LOADS = ("tcp16k", "udp64", "conns", "udp64u", "udp64m")
 UNITS = {
     "tcp16k": "Gbit/s",
@@ -270,21 +286,10 @@ def main() -> int:
         print("bench_bpf_cost: run as root (it loads BPF programs)", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="sluice-bench-cost-"))
-    conns = build_c(HERE / "conns.c", work / "conns")
-    udpsend = build_c(HERE / "udpsend.c", work / "udpsend")
     base = 5201 + os.getpid() % 1000
-    tcp_port, conn_port, udp_port = base, base + 1500, base + 3000
-    server = subprocess.Popen(
-        ["iperf3", "-s", "-p", str(tcp_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    server = subprocess.Popen(["iperf3", "-s", "-p", str(base)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)
-    loads: dict[str, Callable[[], float]] = {
-        "tcp16k": lambda: iperf_tcp16k(tcp_port, args.seconds),
-        "udp64": lambda: iperf_udp64(tcp_port, args.seconds),
-        "conns": lambda: short_conns(conns, conn_port, args.seconds),
-        "udp64u": lambda: udp_sendto(udpsend, udp_port, args.seconds, ("unconnected",)),
-        "udp64m": lambda: udp_sendto(udpsend, udp_port + 300, args.seconds, ("many", "256")),
-    }
+    loads = load_runners(work, base, args.seconds)
     # figures[load][setup] -> per-round figure; cost[load][prog] -> per-round (ns/run, runs/s)
     figures: dict[str, dict[str, list[float]]] = {ld: {"none": [], "floor": [], "sensor": []} for ld in chosen}
     cost: dict[str, dict[str, list[tuple[float, float]]]] = {ld: {} for ld in chosen}

@@ -39,18 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench_bpf_cost import (
-    Floor,
-    bpf_stats,
-    cgroup2_mount,
-    iperf_tcp16k,
-    iperf_udp64,
-    prog_facts,
-    prog_fdinfo,
-    short_conns,
-    udp_sendto,
-)
-from common import HERE, build_c
+from bench_bpf_cost import Floor, bpf_stats, cgroup2_mount, load_runners, prog_facts, prog_fdinfo
 
 from sensor.config import default_config
 from sensor.kernel import bpfsys
@@ -197,16 +186,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="sluice-egress-ab-"))
     port = 5201 + os.getpid() % 1000 + 2000
     server = subprocess.Popen(["iperf3", "-s", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    conns = build_c(HERE / "conns.c", work / "conns")
-    udpsend = build_c(HERE / "udpsend.c", work / "udpsend")
-    # the same loads as bench_bpf_cost.py (its docstring says what each is)
-    loads = {
-        "tcp16k": lambda: iperf_tcp16k(port, args.seconds),
-        "udp64": lambda: iperf_udp64(port, args.seconds),
-        "conns": lambda: short_conns(conns, port + 1500, args.seconds),
-        "udp64u": lambda: udp_sendto(udpsend, port + 3000, args.seconds, ("unconnected",)),
-        "udp64m": lambda: udp_sendto(udpsend, port + 3300, args.seconds, ("many", "256")),
-    }
+    loads = load_runners(work, port, args.seconds)  # bench_bpf_cost.py's loads
     chosen = [ld for ld in args.loads.split(",") if ld in loads]
     variants: list[Variant] = []
     stop = threading.Event()
