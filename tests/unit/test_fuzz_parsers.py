@@ -29,6 +29,7 @@ from sensor.detect import baseline as B
 from sensor.errors import ConfigError
 from sensor.kernel import events as E
 from sensor.telemetry import protocol as P
+from sensor.telemetry.counters import WindowCounters
 from sensor.text import json_line
 
 FUZZ = settings(
@@ -86,6 +87,9 @@ def payloads(draw: st.DrawFn) -> bytes:
                 b"GET / HTTP/1.1\r\n",
                 b"POST /x HTTP/1.1\r\nContent-Encoding: gz",
                 b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00",
+                b"\x16\x03\x01\x00\xcc\x01\x00\x00\xc8\x03\x03",  # a ClientHello's fixed start
+                b"\x16\x03\x03\x00\x2a\x02\x00\x00\x26\x03\x03",  # a ServerHello's
+                b"SSH-2.0-x\r\n\x00\x00\x00\x0c\x04\x14",  # a line and a KEXINIT header
             ]
         )
     )
@@ -96,12 +100,33 @@ def payloads(draw: st.DrawFn) -> bytes:
 @given(payloads(), st.sampled_from([6, 17, 0, 255]), st.integers(0, 65535))
 def test_protocol_parsers_never_raise(data: bytes, transport: int, port: int) -> None:
     P.protocol_hint(data, transport, port)
+    for plen in (None, len(data), len(data) + 1400):  # the packet: unknown, all of it, longer
+        P.protocol_hint(data, transport, port, plen)
+        P.tls_hello_start(data, plen)
+        P.ssh_start(data, plen)
+        P.ssh_transport_packet(data, True, plen)
+        P.ssh_transport_packet(data, False, plen)
     P.compression_magic(data)
     head, body, enc = P.split_http(data)
     assert head + (b"\r\n\r\n" + body if body or data.startswith(head + b"\r\n\r\n") else b"") in (data, head)
     q = P.dns_qname(data, transport)
     if q is not None:
         _utf8(q[0])
+
+
+@FUZZ
+@given(st.lists(st.tuples(payloads(), st.integers(-1, 12), st.booleans(), st.integers(0, 70000)), max_size=12))
+def test_a_sockets_samples_in_any_order_never_raise(samples: list[tuple[bytes, int, bool, int]]) -> None:
+    """Hostile sample sequences for one TCP socket to port 22: its start,
+    then samples of any bytes, index, length and start flag (the SSH
+    decision's state); the state stays bounded to the socket."""
+    w = WindowCounters(per_cgroup=8)
+    key = (7, "198.18.0.9", 22, 6)
+    w.add_sample(key, b"SSH-2.0-x\r\n", True, 11, True, 1, sock_index=0)
+    for data, idx, start, plen in samples:
+        w.add_sample(key, data, False, max(plen, len(data)), start, 1, sock_index=idx)
+    assert len(w.flow_protocols) <= 1 and len(w.ssh_pending) <= 1
+    w.close([])
 
 
 # --- control frames -------------------------------------------------------------------
