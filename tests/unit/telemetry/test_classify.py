@@ -199,6 +199,25 @@ def test_real_compressed_data_is_proven(make, fmt: str) -> None:
     assert main_class(v) == COMPRESSED and v.compression == fmt
 
 
+@pytest.mark.parametrize("wbits", range(9, 16))
+def test_zlib_of_every_window_size_is_proven(wbits: int) -> None:
+    """prove() skips samples by their first byte: zlib's CMF byte is 0x08
+    (256-byte window) .. 0x78 (32 KiB), each must still reach the check."""
+    c = zlib.compressobj(6, zlib.DEFLATED, wbits)
+    blob = c.compress(TEXT[:4000]) + c.flush()
+    p = prove(blob[:64])
+    assert blob[0] == ((wbits - 8) << 4) | 8
+    assert p is not None and p.ok and p.fmt == "zlib"
+
+
+@pytest.mark.parametrize(
+    "head",
+    [b"7z\xbc\xaf\x27\x1c", b"GIF89a", b"GIF87a", b"%PDF-1.7", b"RIFF\x00\x00\x00\x00WEBP", b"\x89PNG\r\n\x1a\n"],
+)
+def test_every_known_header_reaches_its_check(head: bytes) -> None:
+    assert prove(head + rand(40)) is not None
+
+
 @pytest.mark.parametrize(
     "magic",
     [b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03", b"\x28\xb5\x2f\xfd", b"\xfd7zXZ\x00", b"BZh9", b"PK\x03\x04"],
