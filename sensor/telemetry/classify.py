@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 
 from sensor.telemetry.entropy import corrected_bits
 from sensor.telemetry.flowstate import PER_CGROUP, FlowTable, Interner
-from sensor.telemetry.protocol import HTTP_PREFIXES
+from sensor.telemetry.protocol import HTTP_PREFIXES, dns_query
 
 ENCRYPTED = "encrypted"
 ENCODED = "encoded"
@@ -988,12 +988,15 @@ class FlowClassifier:
         state = self.streams.get(skey)
         if state is None or first:
             state = StreamState()
-        if key[2] == 53:  # DNS: the names are the payload, judged by SL-EXF-003
+        # DNS: the names are the payload, judged by SL-EXF-003. Only a query
+        # is: anything else sent to port 53 is judged by its bytes.
+        dns = key[2] == 53 and dns_query(data, key[3], payload_len)
+        if dns:
             v = Verdict(rest=HEADER, protocol="dns")
             v.add(HEADER, len(data))
         else:
             v = self.judge_.judge(data, payload_len, state, socket_start, key[3])
-        if second and key[2] != 53 and second_off >= len(data):
+        if second and not dns and second_off >= len(data):
             v2 = self.judge_.judge_inside(second, second_off, v, state, key[3])
             added = acc.add(weigh_pair(v, len(data), v2, len(second), second_off, payload_len), weight)
             acc.encoding = acc.encoding or v2.encoding

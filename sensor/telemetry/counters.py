@@ -24,6 +24,7 @@ from sensor.telemetry.protocol import (
     SSH_BANNER_CUT,
     dns_port,
     dns_qname,
+    dns_query,
     protocol_hint,
     split_http,
     ssh_start,
@@ -370,9 +371,10 @@ class WindowCounters:
         skey = (*key, cookie)
         if port == 53:
             # DNS: the names are the payload (SL-EXF-003; the classifier
-            # counts none of it as opaque). Resolvers open a socket per
-            # lookup: none is remembered, each query names itself.
-            hint = DNS if protocol_hint(data, proto, port) == DNS or datagram_protocol(data, proto) == DNS else ""
+            # counts none of a query as opaque). Resolvers open a socket per
+            # lookup: none is remembered, each query names itself. What is
+            # not a query is raw: the port names nothing.
+            hint = DNS if dns_query(data, proto, payload_len) else ""
         elif socket_start:
             start = first_read or data
             hint = protocol_hint(start, proto, port, payload_len) or datagram_protocol(data, proto) or ""

