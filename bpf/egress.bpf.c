@@ -352,6 +352,16 @@ static __always_inline int sl_dns_dest(const struct sl_l3l4 *p)
 	return p->dport == 53 || (d[1] == SL_DOCKER_DNS_HI && d[0] == 0);
 }
 
+/* A packet sampled as a DNS query: to a DNS destination, and short enough
+ * for the one read to take it whole. A longer one is no query (user space
+ * names DNS only a query that ends within the read): it is sampled like
+ * any packet (its pace, the flow's cap, the second read), so bytes behind
+ * 256 bytes of cleartext to port 53 are read too. */
+static __always_inline int sl_dns_query_pkt(const struct sl_l3l4 *p, __u32 plen)
+{
+	return sl_dns_dest(p) && plen <= SL_SAMPLE_MAX;
+}
+
 /* Does a socket's first payload start a TLS handshake record, an HTTP
  * request line or an SSH identification line? Then it is read up to
  * SL_FIRST_MAX bytes: TLS's server_name and HTTP's Host (names), and
@@ -482,7 +492,7 @@ static __always_inline int sl_sample(struct __sk_buff *skb, const struct sl_l3l4
 	 * would otherwise use it up with their first packets, and the window's
 	 * bytes would be judged by decoys alone (their number is bounded by
 	 * the cgroup's event quota, whose overflow is itself reported). */
-	int dns = sl_dns_dest(p);
+	int dns = sl_dns_query_pkt(p, plen);
 	if (dns) {
 		if (fv->samples >= SL_SAMPLE_MAX_DNS_PER_FLOW_WINDOW)
 			return 0;
@@ -613,7 +623,7 @@ int sl_egress(struct __sk_buff *skb)
 		 * sent to in this window (cached) or one that has its sample of
 		 * the window. */
 		if (sock_idx >= SL_SAMPLE_FIRST_PACKETS && credit < SL_BYTE_PACE2 &&
-		    (__s32)(sock_idx - ss->next_pkt) < 0 && !sl_dns_dest(&p) && (cached || fv->samples)) {
+		    (__s32)(sock_idx - ss->next_pkt) < 0 && !sl_dns_query_pkt(&p, plen) && (cached || fv->samples)) {
 			ss->since_bytes = since;
 			ss->credit = credit;
 			return 1;
@@ -650,7 +660,7 @@ int sl_egress(struct __sk_buff *skb)
 		 * read after the add paces well enough, and needs no fetching
 		 * atomic (BPF_FETCH: Linux 5.12, v3 ISA). */
 		__sync_fetch_and_add(&fv->payload_packets, 1);
-		if (!sl_dns_dest(&p) && (fv->payload_packets - 1) % SL_SAMPLE_EVERY != 0)
+		if (!sl_dns_query_pkt(&p, plen) && (fv->payload_packets - 1) % SL_SAMPLE_EVERY != 0)
 			return 1;
 		flags = SL_SAMPLE_F_NO_SOCK;
 	}

@@ -72,10 +72,6 @@ def _looks_dns_query(data: bytes) -> bool:
     return len(data) > 13 + n and all(32 < b < 127 for b in data[13 : 13 + n])
 
 
-# The longest DNS query this accepts: a question's name is at most 255
-# bytes, and what rides with it (EDNS's OPT record, a cookie, a client
-# subnet, padding) keeps real queries far below the classic 512-byte limit.
-DNS_QUERY_MAX = 512
 DNS_CUT = -1  # dns_query_end: the read ended inside the message
 
 
@@ -140,21 +136,20 @@ def dns_query(data: bytes, transport: int, payload_len: int | None = None) -> bo
     it (a client that writes the length in a packet of its own). What goes
     to port 53 and is not that is judged like any other payload: the port
     names nothing (a raw stream to an intruder's own port 53, or queries
-    with other bytes behind them). A query longer than `data` counts when
-    it is at most DNS_QUERY_MAX bytes."""
+    with other bytes behind them). Every query must end within `data`: the
+    kernel reads up to 256 bytes of a packet to port 53, and a query longer
+    than that (a name padded past the read) would vouch for bytes no one
+    saw; such a packet is judged by its bytes (its names still go to
+    SL-EXF-003)."""
     plen = len(data) if payload_len is None else max(payload_len, len(data))
-    end = dns_query_end(data)
-    if end is not None and (end == plen or (end == DNS_CUT and plen <= DNS_QUERY_MAX)):
+    if dns_query_end(data) == plen:
         return True  # one query (over TCP: its length went in a packet of its own)
     if transport != IPPROTO_TCP:
         return False
     i = 0
     while i + 2 <= len(data) and i < plen:
         n = int.from_bytes(data[i : i + 2], "big")
-        end = dns_query_end(data[i + 2 : i + 2 + n])
-        if end == DNS_CUT:  # the read ends inside it: the packet's last, and short
-            return i + 2 + n == plen and n <= DNS_QUERY_MAX
-        if end != n:
+        if dns_query_end(data[i + 2 : i + 2 + n]) != n:
             return False
         i += 2 + n
     return i == plen

