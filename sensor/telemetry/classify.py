@@ -104,25 +104,43 @@ def _profile_bits(profile: tuple[tuple[int, int], ...], n: int) -> float:
 _NEVER_UTF8 = bytes([0xC0, 0xC1, *range(0xF5, 0x100)])
 
 
-def _utf8_text(data: bytes) -> bool:
-    """Valid UTF-8 with multi-byte characters (a sample may cut the last
-    one, and the packet may start inside one). Random bytes almost never
-    are (24 random bytes: < 1e-4)."""
+def _utf8_decode(data: bytes) -> str | None:
+    """`data` as UTF-8 text with multi-byte characters (a sample may cut
+    the last one, and the packet may start inside one), else None. Random
+    bytes almost never are (24 random bytes: < 1e-4)."""
     if data.translate(None, _NEVER_UTF8) != data:
-        return False  # C0, C1, F5..FF never occur in UTF-8 (most random samples stop here)
+        return None  # C0, C1, F5..FF never occur in UTF-8 (most random samples stop here)
     lead = 0
     while lead < 3 and lead < len(data) and 0x80 <= data[lead] <= 0xBF:
         lead += 1
     data = data[lead:]
-    if not any(b > 127 for b in data):
-        return False  # ASCII: judged by the other tests
+    if data.isascii():
+        return None  # ASCII: judged by the other tests
     for cut in range(4):
         try:
-            data[: len(data) - cut].decode("utf-8")
-            return True
+            return data[: len(data) - cut].decode("utf-8")
         except UnicodeDecodeError:
             continue
-    return False
+    return None
+
+
+def _utf8_text(data: bytes) -> bool:
+    """Valid UTF-8 with multi-byte characters (see _utf8_decode)."""
+    return _utf8_decode(data) is not None
+
+
+def _latin1_read_back(data: bytes) -> bytes | None:
+    """The Latin-1 bytes UTF-8 text stands for, when all its characters are
+    Latin-1 (U+0000..U+00FF) and some are not ASCII; else None.
+    Ciphertext through .decode("latin-1").encode() (1.5x the bytes, valid
+    UTF-8) scored low byte entropy and passed as text: read back, it is
+    the ciphertext again. Text in Latin-1's range reads back as text."""
+    if data.isascii() or b"\xc2" not in data and b"\xc3" not in data:
+        return None
+    text = _utf8_decode(data)
+    if text is None or max(text) > "\xff":
+        return None
+    return text.encode("latin-1")
 
 
 _PRINTABLE = bytes([9, 10, 11, 12, 13, *range(32, 127)])
@@ -141,6 +159,9 @@ def looks_random(data: bytes, high_bits: float = 7.0) -> bool:
     n = len(data)
     if n < MIN_JUDGED:
         return False
+    raw = _latin1_read_back(data)
+    if raw is not None:
+        return len(raw) >= MIN_JUDGED and looks_random(raw, high_bits)
     need = random_bits(n, high_bits)
     # Fast path: with at least 85 % distinct values in 32 or more bytes, the
     # Chao-Shen estimate is above the threshold whatever the profile (the
@@ -245,19 +266,46 @@ def _scan(data: bytes, pattern: re.Pattern[bytes]) -> list[tuple[int, int]]:
     return [m.span() for m in pattern.finditer(data)]
 
 
-def encoded_runs(data: bytes) -> list[Run]:
+def encoded_runs(data: bytes, min_run: dict[str, int] = _MIN_RUN) -> list[Run]:
     """Maximal runs of base64-alphabet symbols, each named by the smallest
     alphabet that covers it (decimal, hex, base32, base64), and runs of
     base85 symbols that hold no such run; only runs long enough to judge."""
     out: list[Run] = []
     for i, j in _scan(data, _B64_RUN):
         alpha = _alphabet(data[i:j])
-        if alpha is not None and j - i >= _MIN_RUN[alpha]:
+        if alpha is not None and j - i >= min_run[alpha]:
             out.append(Run(i, j, alpha))
     for i, j in _scan(data, _B85_RUN):
         if not any(r.start < j and i < r.end for r in out):
             out.append(Run(i, j, "base85"))
     return sorted(out, key=lambda r: r.start)
+
+
+# Characters that split an alphabet run into pieces shorter than _MIN_RUN
+# (base64 with a space every 16 symbols, hex as "a3 5f ..", "a3:5f:.."):
+# without them the pieces make one run again.
+_SEPARATORS = b" \t\r\n:,;"
+_SEPARATED_ALPHABETS = frozenset({"hex"})  # the others fit prose with its spaces taken out
+# Hex bytes one by one ("a3 5f .." is three characters a byte) fill 64
+# bytes with 42 symbols: judged from 40 (20 bytes decoded) when separated.
+_MIN_SEPARATED_RUN = {**_MIN_RUN, "hex": 40}
+
+
+def separated_runs(data: bytes) -> list[Run]:
+    """Runs of hex, base32 or base64 symbols broken up by separators
+    (_SEPARATORS), each spanning at least one: found in `data` with the
+    separators taken out, in `data`'s offsets (the separators within
+    included). judge_run judges such a run without its separators."""
+    compact = data.translate(None, _SEPARATORS)
+    if len(compact) == len(data) or len(compact) < min(_MIN_RUN.values()):
+        return []
+    where = [i for i, b in enumerate(data) if b not in _SEPARATORS]
+    out = []
+    for r in encoded_runs(compact, _MIN_SEPARATED_RUN):
+        i, j = where[r.start], where[r.end - 1] + 1
+        if r.alphabet in _SEPARATED_ALPHABETS and j - i > r.end - r.start:
+            out.append(Run(i, j, r.alphabet))
+    return out
 
 
 def _decoded_views(run: bytes, alphabet: str) -> list[bytes]:
@@ -520,6 +568,11 @@ class Verdict:
 # header alone (sent in its own packet) proves nothing yet, and is proven
 # with the next sample of the stream (StreamState.pending).
 _DECODED = frozenset({GZIP, ZLIB, ZSTD, ZIP, XZ})
+# Media and documents, proven by their header's form alone (a signature, a
+# chunk CRC, a segment chain: nothing decodes). Their bytes past the sample
+# continue as compressed only in an HTTP body (an image upload); on a raw
+# stream "GIF89a" made a whole connection's ciphertext "compressed".
+_MEDIA = frozenset({PNG, JPEG, GIF, PDF, RIFF})
 MIN_PROOF = 32
 
 
@@ -556,12 +609,23 @@ def judge_body(data: bytes, v: Verdict, high_bits: float = 7.0, prefix: bytes = 
         v.rest = ENCRYPTED
         return
     runs = encoded_runs(data)
+    separated = [
+        r
+        for r in separated_runs(data)
+        if judge_run(data[r.start : r.end].translate(None, _SEPARATORS), r.alphabet, high_bits)
+    ]
+    if separated:
+        # a separated run judged random replaces the pieces inside it
+        runs = sorted(
+            separated + [r for r in runs if not any(s.start < r.end and r.start < s.end for s in separated)],
+            key=lambda r: r.start,
+        )
     pos = 0
     last = PLAIN
     for r in runs:
         if r.start > pos:
             last = _judge_gap(data[pos : r.start], v, high_bits)
-        if judge_run(data[r.start : r.end], r.alphabet, high_bits):
+        if r in separated or judge_run(data[r.start : r.end], r.alphabet, high_bits):
             v.add(ENCODED, r.end - r.start)
             v.encoding = v.encoding or r.alphabet
             last = ENCODED
@@ -570,7 +634,11 @@ def judge_body(data: bytes, v: Verdict, high_bits: float = 7.0, prefix: bytes = 
             last = PLAIN
         pos = r.end
     if pos < len(data):
-        last = _judge_gap(data[pos:], v, high_bits)
+        tail = data[pos:]
+        if last == ENCODED and separated and not tail.translate(None, _SEPARATORS):
+            v.add(ENCODED, len(tail))  # a separated run's last separator: the packet goes on with it
+        else:
+            last = _judge_gap(tail, v, high_bits)
     v.rest = last
 
 
@@ -773,7 +841,7 @@ class StreamJudge:
             return
         prefix, state.pending = state.pending or b"", None
         judge_body(data, v, self.high_bits, prefix)
-        if v.compression is not None:
+        if v.compression is not None and (state.http or v.compression not in _MEDIA):
             state.compressed = v.compression
         state.pending = v.pending
 

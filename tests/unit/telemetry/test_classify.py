@@ -82,6 +82,58 @@ def test_utf8_text_is_not_random() -> None:
         assert not looks_random(cjk[i : i + 48])
 
 
+LATIN1_TEXT = (
+    "Les données de l'équipe sont chiffrées avant l'envoi; Grüße aus Köln, señor Núñez. "
+    "Ça coûte très cher à maintenir, déjà vérifié à côté du château. Zoë's naïve café résumé. "
+) * 3
+
+
+def test_ciphertext_spelled_as_latin1_utf8_is_random() -> None:
+    """Ciphertext through .decode("latin-1").encode("utf-8"): valid UTF-8
+    (1.5x the bytes) of low byte entropy, which passed as text. Read back
+    as Latin-1 it is the ciphertext again; text in Latin-1's range (accented
+    European text) reads back as text."""
+    for _ in range(300):
+        spelled = rand(200).decode("latin-1").encode()
+        off = RNG.randrange(len(spelled) - 64)
+        assert looks_random(spelled[off : off + 64])
+        assert main_class(judge(spelled[off : off + 64], 1400)) == ENCRYPTED
+    raw = LATIN1_TEXT.encode()
+    for i in range(0, len(raw) - 64, 7):
+        assert not looks_random(raw[i : i + 64])
+        assert main_class(judge(raw[i : i + 64], 1400)) == PLAIN
+
+
+@pytest.mark.parametrize("sep", [b" ", b":", b"\n"])
+def test_hex_split_by_separators_is_encoded(sep: bytes) -> None:
+    """Random bytes as hex pairs with separators ("a3 5f ..", a
+    fingerprint's "A3:5F:..") or hex lines of 40: pieces shorter than a run
+    the classifier judges, one run again without the separators; the
+    packet's rest takes its class. (Four characters a byte, "a3, 5f, ..",
+    leave 32 symbols in a 64-byte sample: not judged.)"""
+    got = 0
+    for _ in range(200):
+        pairs = sep.join(binascii.hexlify(rand(40)[i : i + 1]) for i in range(40)) + sep
+        lines = sep.join(binascii.hexlify(rand(60))[i : i + 40] for i in range(0, 120, 40)) + sep
+        for data in (pairs, lines):
+            off = RNG.randrange(8)
+            v = judge(data[off : off + 64], 1400)
+            got += v.bytes_of(ENCODED) >= 40 and v.rest == ENCODED
+    assert got >= 0.97 * 400, got
+
+
+def test_separated_prose_is_not_encoded() -> None:
+    """Prose with its spaces taken out fits base32 and base64 (a-z, names,
+    years); only hex runs are joined across separators."""
+    for sample in (
+        b"    the common functionality from step 3, discussed above).\n    ",
+        b"terministic.c\nLicense: GPLv3+\nCopyright: 2017-2019 Red Hat, Inc.",
+        b"dead beef cafe face bead fade 0123 4567 89ab cdef acde bade feed",  # hex words, not random
+    ):
+        v = judge(sample, 1400)
+        assert not v.bytes_of(ENCODED) and not v.bytes_of(ENCRYPTED), (sample, v)
+
+
 def test_low_entropy_prefix_does_not_hide_random_tail() -> None:
     """The evasion: 32 bytes of padding at the start of every packet so the
     64-byte sample averages out. The tail is judged on its own, and the rest
@@ -228,6 +280,36 @@ def test_fake_compression_header_counts_as_encrypted(magic: bytes) -> None:
         v = judge(magic + rand(64 - len(magic)), 1400)
         assert main_class(v) == ENCRYPTED, v
         assert v.compression is None and v.fake_compression
+
+
+MEDIA_HEADS = [
+    b"GIF89a",
+    b"%PDF-1.7\n",
+    b"RIFF\x00\x00\x00\x00WAVE",
+    b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00\xff\xdb\x00\x43\x00",
+]
+
+
+@pytest.mark.parametrize("head", MEDIA_HEADS)
+def test_a_media_header_does_not_make_a_raw_stream_compressed(head: bytes) -> None:
+    """A media or document signature in front of a raw stream's first
+    write: nothing decodes, so the stream's later ciphertext is judged by
+    its bytes (six bytes of "GIF89a" made a whole connection compressed)."""
+    state = StreamState()
+    first = judge(head + rand(64 - len(head)), 65536, state, start=True)
+    assert main_class(first) == COMPRESSED
+    for _ in range(20):
+        assert main_class(judge(rand(64), 65536, state)) == ENCRYPTED
+
+
+@pytest.mark.parametrize("head", MEDIA_HEADS)
+def test_a_media_body_over_http_continues(head: bytes) -> None:
+    """In an HTTP body (an image upload, its head in a packet of its own)
+    the body's later packets keep the class its start proved."""
+    state = StreamState()
+    judge(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: image/gif\r\n\r\n", None, state, start=True)
+    assert main_class(judge(head + rand(64 - len(head)), 1400, state)) == COMPRESSED
+    assert main_class(judge(rand(64), 1400, state)) == COMPRESSED
 
 
 def test_gzip_of_ciphertext_is_encrypted() -> None:
