@@ -289,15 +289,18 @@ _SEPARATED_ALPHABETS = frozenset({"hex"})  # the others fit prose with its space
 # Hex bytes one by one ("a3 5f .." is three characters a byte) fill 64
 # bytes with 42 symbols: judged from 40 (20 bytes decoded) when separated.
 _MIN_SEPARATED_RUN = {**_MIN_RUN, "hex": 40}
+_NOT_HEX = bytes(b for b in range(256) if b not in _HEXDIGITS)
 
 
 def separated_runs(data: bytes) -> list[Run]:
-    """Runs of hex, base32 or base64 symbols broken up by separators
+    """Runs of hex symbols broken up by separators
     (_SEPARATORS), each spanning at least one: found in `data` with the
     separators taken out, in `data`'s offsets (the separators within
     included). judge_run judges such a run without its separators."""
+    if len(data.translate(None, _NOT_HEX)) < _MIN_SEPARATED_RUN["hex"]:
+        return []  # too few hex digits for a run (prose: most samples stop here)
     compact = data.translate(None, _SEPARATORS)
-    if len(compact) == len(data) or len(compact) < min(_MIN_RUN.values()):
+    if len(compact) == len(data):
         return []
     where = [i for i, b in enumerate(data) if b not in _SEPARATORS]
     out = []
