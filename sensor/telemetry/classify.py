@@ -1050,8 +1050,9 @@ class FlowClassifier:
     ) -> tuple[float, float]:
         """One sample of `key`: classify it and add its packet's bytes per
         class, times `weight` (how many such packets it stands for), to the
-        window's `acc`. first: the socket's first payload (framing state
-        starts over); second: a read from inside the packet at payload
+        window's `acc`. socket_start: among the first packets of a socket
+        named TLS, where handshake records are framing; first: the socket's
+        first payload (framing state starts over); second: a read from inside the packet at payload
         offset second_off (weigh_pair); cookie: the sending socket (framing
         state is its own; 0: unknown, the flow's). Returns the bytes it
         added to `acc` and how many of them are opaque."""

@@ -22,6 +22,7 @@ from sensor.telemetry.protocol import (
     SSH,
     SSH_BANNER,
     SSH_BANNER_CUT,
+    TLS,
     dns_port,
     dns_qname,
     dns_query,
@@ -416,7 +417,11 @@ class WindowCounters:
             data,
             plen,
             weight,
-            socket_start or in_socket_start,
+            # TLS handshake records are framing only among the first packets
+            # of a socket whose hello passed its form check: a handshake
+            # record header in front of each of a raw socket's first
+            # packets made them framing (up to 16 KiB each)
+            (socket_start or in_socket_start) and hint == TLS,
             socket_start,
             second,
             second_off,
