@@ -104,7 +104,8 @@ struct sl_sock_state {
 	__u64 carry_daddr[2];
 	__u16 carry_dport;
 	__u8 carry_proto;
-	__u8 pad2[5];
+	__u8 pad2;
+	__u32 pkt_pt;        /* payload_pkts index of the last packet-paced point */
 };
 
 /* Paced sample points fall at random distances: uniform in [pace / 2,
@@ -613,7 +614,7 @@ int sl_egress(struct __sk_buff *skb)
 
 	__u8 flags = 0;
 	__u32 sock_idx = 0, span = 0;
-	int paced = 0;
+	int paced = 0, pkt_only = 0;
 	if (ss) {
 		sock_idx = ss->payload_pkts++;
 		__u32 since = ss->since_bytes + plen;
@@ -628,31 +629,53 @@ int sl_egress(struct __sk_buff *skb)
 			ss->credit = credit;
 			return 1;
 		}
-		/* A sample point, even when a cap then refuses the sample: the
-		 * next sample stands for the bytes sent after this one. The next
-		 * points are drawn (SL_BYTE_PACE2). A point the byte pace made
-		 * keeps its excess, so the points average one per
+		/* A sample point, even when a cap then refuses the sample. The
+		 * two paces are kept apart: a point the packet pace alone made
+		 * (pkt_only: not a byte point, not among the socket's first
+		 * packets, not DNS, not its flow's first in the window) stands
+		 * for its own packets, (packets since the last such point) x its
+		 * payload, and leaves the byte pace and its count alone. Before,
+		 * every point restarted the byte pace: a socket sending one 64 KB
+		 * ciphertext packet then 127 tiny cleartext ones never reached a
+		 * byte point (the packet pace came first, on a tiny packet), and
+		 * that tiny sample stood for all the bytes since the last point
+		 * (counted: 2 % of the ciphertext). Any other point restarts both
+		 * paces, and its sample stands for the bytes since the last one
+		 * (the next points are drawn, SL_BYTE_PACE2). A point the byte
+		 * pace made keeps its excess, so the points average one per
 		 * SL_SAMPLE_EVERY_BYTES whatever the packet sizes (without it,
 		 * 65,483 + 53-byte GSO pairs on loopback lost a third of them). */
-		ss->since_bytes = 0;
-		span = since;
-		paced = credit >= SL_BYTE_PACE2 || (__s32)(sock_idx - ss->next_pkt) >= 0;
+		int byte_pt = credit >= SL_BYTE_PACE2;
+		int pkt_pt = (__s32)(sock_idx - ss->next_pkt) >= 0;
+		pkt_only = pkt_pt && !byte_pt && sock_idx >= SL_SAMPLE_FIRST_PACKETS && !sl_dns_query_pkt(&p, plen) &&
+			   (cached || fv->samples);
 		__u32 r = ss->rng;
 		if (!r)
 			r = bpf_get_prandom_u32() | 1;
-		r ^= r << 13;
-		r ^= r >> 17;
-		r ^= r << 5;
-		__u32 excess = credit >= SL_BYTE_PACE2 ? credit - SL_BYTE_PACE2 : 0;
-		__u32 start = SL_SAMPLE_EVERY_BYTES / 2 + (__u32)(((__u64)r * SL_SAMPLE_EVERY_BYTES) >> 32) +
-			      (excess < SL_BYTE_PACE2 ? excess : SL_BYTE_PACE2);
-		ss->credit = start < SL_BYTE_PACE2 ? start : SL_BYTE_PACE2 - 1;
+		if (pkt_only) {
+			__u64 own = (__u64)(sock_idx - ss->pkt_pt) * plen;
+			span = own < since ? (__u32)own : since;
+			ss->since_bytes = since;
+			ss->credit = credit;
+		} else {
+			ss->since_bytes = 0;
+			span = since;
+			r ^= r << 13;
+			r ^= r >> 17;
+			r ^= r << 5;
+			__u32 excess = byte_pt ? credit - SL_BYTE_PACE2 : 0;
+			__u32 start = SL_SAMPLE_EVERY_BYTES / 2 + (__u32)(((__u64)r * SL_SAMPLE_EVERY_BYTES) >> 32) +
+				      (excess < SL_BYTE_PACE2 ? excess : SL_BYTE_PACE2);
+			ss->credit = start < SL_BYTE_PACE2 ? start : SL_BYTE_PACE2 - 1;
+		}
+		paced = byte_pt || pkt_pt;
 		r ^= r << 13;
 		r ^= r >> 17;
 		r ^= r << 5;
 		ss->rng = r;
 		__u32 gap = SL_SAMPLE_EVERY / 2 + (__u32)(((__u64)r * SL_SAMPLE_EVERY) >> 32);
 		ss->next_pkt = sock_idx + (gap ? gap : 1);
+		ss->pkt_pt = sock_idx;
 		if (sock_idx < SL_SAMPLE_FIRST_PACKETS)
 			flags = SL_SAMPLE_F_SOCK_START;
 	} else {
@@ -676,10 +699,13 @@ int sl_egress(struct __sk_buff *skb)
 			unc = ss->uncapped;
 		same = ss->carried && ss->carry_daddr[0] == d[0] && ss->carry_daddr[1] == d[1] &&
 		       ss->carry_dport == p.dport && ss->carry_proto == p.protocol;
-		use = same && (ss->carry_epoch == epoch || paced);
+		/* a packet-paced point's sample stands for its own packets: it
+		 * takes no carry and never goes past the cap (the byte pace's
+		 * points, drawn by bytes, do) */
+		use = !pkt_only && same && (ss->carry_epoch == epoch || paced);
 		carried = use ? ss->carried : 0;
 		span = sl_span_add(span, carried);
-		past_cap = (__u64)span >= (__u64)SL_SAMPLE_UNCAPPED_SPAN * (unc + 1);
+		past_cap = !pkt_only && (__u64)span >= (__u64)SL_SAMPLE_UNCAPPED_SPAN * (unc + 1);
 	}
 	int got = sl_sample(skb, &p, fv, cgroup_id, flags, sock_idx, plen, span, past_cap);
 	if (ss) {
@@ -689,7 +715,7 @@ int sl_egress(struct __sk_buff *skb)
 		}
 		if (got == 2)
 			ss->uncapped = unc + 1;
-		if (!got) {
+		if (!got && !pkt_only) {
 			/* kept: this point's span, and a carry not used here */
 			ss->carried = sl_span_add(span, same && !use ? ss->carried : 0);
 			ss->carry_epoch = epoch;

@@ -79,3 +79,44 @@ def test_samples_cannot_be_steered_onto_cleartext_packets(sensor: SensorProc) ->
     # 97.7 % of the bytes are random; the samples must say most are encrypted
     assert p["samples"] >= 20, p
     assert p["encrypted_bytes"] >= 0.6 * sent, p
+
+
+TINY = b"status ok seq=0001 t=1700000000\n"  # 32 bytes of cleartext
+
+
+@pytest.mark.parametrize("tiny_per_big", [63, 127])
+def test_tiny_packets_do_not_stand_for_the_big_ones(sensor: SensorProc, tiny_per_big: int) -> None:
+    """The packet pace against the byte pace: one 64,000-byte ciphertext
+    datagram, then 63 or 127 tiny cleartext ones, over and over. The
+    packet pace (a point every 32-96 packets) came first and restarted the
+    byte pace at every point, so no byte point was ever reached: every
+    sample read a tiny cleartext packet and stood for all the bytes since
+    the last one, ciphertext included (measured in a model of the kernel's
+    pacing before this test: 2-15 % of the ciphertext counted). A
+    packet-paced point now stands for its own packets and leaves the byte
+    pace alone, whose points land on the big datagrams."""
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+    sink.bind(("127.0.0.1", 0))
+    port = int(sink.getsockname()[1])
+    sent = cipher = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        u.connect(("127.0.0.1", port))
+        for _ in range(8):
+            sent += u.send(TINY)
+        for _ in range(120):
+            n = u.send(os.urandom(BIG))
+            sent += n
+            cipher += n
+            for _ in range(tiny_per_big):
+                sent += u.send(TINY)
+            try:
+                while sink.recv(65536, socket.MSG_DONTWAIT):
+                    pass
+            except BlockingIOError:
+                pass
+    sink.close()
+    p = _flow_payload(sensor, port, sent)
+    assert p["bytes"] == sent, p
+    # 91-96 % of the bytes are ciphertext
+    assert p["encrypted_bytes"] >= 0.75 * cipher, (p, cipher)
