@@ -419,13 +419,22 @@ static __always_inline int sl_sample_first(struct __sk_buff *skb, __u64 cgroup_i
 
 
 /* The socket's storage, created on its first packet. Kernels before 5.11
- * take only full sockets in bpf_sk_storage_get (the loader says so). */
+ * take only full sockets in bpf_sk_storage_get (the loader says so). The
+ * kernel charges it to the socket's option memory and refuses it when
+ * that is full (net.core.optmem_max): a sender can fill it first (~960
+ * TCP_MD5SIG keys for other peers, socket filters), and its socket is then
+ * sampled without per-socket state (by the flow's packet count, a pace it
+ * can steer). Counted here; user space names the container
+ * (SL-EVA-001) from its samples flagged SL_SAMPLE_F_NO_SOCK. */
 static __always_inline struct sl_sock_state *sl_sock_state_of(struct __sk_buff *skb)
 {
 	struct bpf_sock *sk = sl_skb_storage_sock(skb);
 	if (!sk)
 		return 0;
-	return sl_sock.sk_storage_get(sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	struct sl_sock_state *ss = sl_sock.sk_storage_get(sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!ss)
+		sl_stat_add(SL_STAT_SOCK_STATE_REFUSED, 1);
+	return ss;
 }
 
 /* The slot cached for this packet's flow, + 1; 0 when the cache does not

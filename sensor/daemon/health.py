@@ -18,6 +18,7 @@ KERNEL_COUNTERS = (
     "raw_sockets_denied",
     "raw_socket_events_deduplicated",
     "packet_socket_processes_killed",
+    "socket_state_refused",
 )
 
 

@@ -70,6 +70,7 @@ _STAT_NAMES = {
     events.STAT_ACCEPT_DEDUPED: "accepts_deduplicated",
     events.STAT_ACCEPT_NO_LISTENER: "accepts_listener_unknown",
     events.STAT_PACKET_KILLED: "packet_socket_processes_killed",
+    events.STAT_SOCK_STATE_REFUSED: "socket_state_refused",
 }
 
 # The smallest BPF LSM program, `r0 = 0; exit` on socket_create: does this

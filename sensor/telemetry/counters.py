@@ -76,7 +76,10 @@ class FlowCounters:
 class QuotaOverflow:
     """A cgroup over its fair share in one window (bpf/lib/common.bpf.h):
     flow entries and events the kernel refused, and the traffic to the
-    destinations it reached past the flow quota (aggregated, still counted)."""
+    destinations it reached past the flow quota (aggregated, still counted);
+    or whose sockets the kernel sampled without per-socket state
+    (stateless_samples: their storage was refused, bpf/egress.bpf.c
+    sl_sock_state_of)."""
 
     cgroup_id: int
     flows_refused: int
@@ -86,6 +89,7 @@ class QuotaOverflow:
     connects: int
     flow_quota: int
     event_quota: int
+    stateless_samples: int = 0
 
 
 @dataclass(slots=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psutil
@@ -40,6 +40,7 @@ from sensor.kernel.events import (
     CONNECT_OP_CONNECT,
     QUOTA_EVENTS,
     SAMPLE_F_FIRST,
+    SAMPLE_F_NO_SOCK,
     SAMPLE_F_SOCK_START,
     SOCKET_HOOK_CGROUP,
     SOCKET_HOOK_LSM,
@@ -231,6 +232,7 @@ class Pipeline:
         )
         if netmap is not None:
             self.registry.subscribe(on_removed=netmap.containers_removed)
+        self._stateless: dict[int, int] = {}  # cgroup id -> samples without socket state, this window
         self.counts: dict[str, int] = {
             "events": 0,
             "decode_errors": 0,
@@ -249,6 +251,8 @@ class Pipeline:
             "cmdline_truncated": 0,
             "senders_capped": 0,  # a flow's senders past MAX_SENDERS_PER_FLOW (their bytes unattributed)
             "ssh_unverified": 0,  # SSH sockets whose packet after the identification line was not seen
+            # samples of sockets the kernel kept no state for (their storage refused: SL-EVA-001)
+            "stateless_samples": 0,
             "listen": 0,
             "accept": 0,
             "unix_connect": 0,
@@ -451,6 +455,13 @@ class Pipeline:
 
     def _on_sample(self, ev: SampleEvent) -> None:
         self.counts["sample"] += 1
+        if ev.flags & SAMPLE_F_NO_SOCK:
+            # the kernel could not keep this socket's state (its option
+            # memory full): paced by the flow's packets, a pace the sender
+            # can steer; named per container at the window's close
+            self.counts["stateless_samples"] += 1
+            cg = ev.hdr.cgroup_id
+            self._stateless[cg] = self._stateless.get(cg, 0) + 1
         key = (ev.hdr.cgroup_id, ev.daddr, dns_port(ev.daddr, ev.dport), ev.protocol)
         in_start = bool(ev.flags & SAMPLE_F_SOCK_START)
         first = in_start and ev.sock_pkt_index == 0
@@ -671,6 +682,19 @@ class Pipeline:
 
     # --- windows -------------------------------------------------------------
 
+    def _with_stateless(self, overflows: list[QuotaOverflow]) -> list[QuotaOverflow]:
+        """The window's overflows, with each cgroup's samples taken without
+        socket state (a cgroup with only those is one more overflow)."""
+        stateless, self._stateless = self._stateless, {}
+        if not stateless:
+            return overflows
+        out = [
+            replace(o, stateless_samples=stateless.pop(o.cgroup_id)) if o.cgroup_id in stateless else o
+            for o in overflows
+        ]
+        out += [QuotaOverflow(cg, 0, 0, 0, 0, 0, 0, 0, stateless_samples=n) for cg, n in sorted(stateless.items())]
+        return out
+
     def close_window(
         self, flows: list[FlowCounters], start: float, end: float, overflows: list[QuotaOverflow] | None = None
     ) -> tuple[list[FlowSummary], dict[str, ContainerSummary]]:
@@ -679,6 +703,7 @@ class Pipeline:
         past their flow quota counts in their container's totals."""
         self.counts["windows"] += 1
         self.recheck_distrust()
+        overflows = self._with_stateless(overflows or [])
         summaries, execs, hists = self.window.close(flows)
         self.counts["senders_capped"] = self.window.senders_capped
         self.counts["ssh_unverified"] = self.window.ssh_unverified

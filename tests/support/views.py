@@ -254,9 +254,14 @@ def window(
     )
 
 
-def overflow(attr: Attribution, flows_refused: int, events_refused: int = 0, nbytes: int = 0) -> OverflowView:
-    """A cgroup over its fair share in a window."""
-    o = QuotaOverflow(attr.cgroup_id, flows_refused, events_refused, nbytes, nbytes // 100, flows_refused, 2048, 8192)
+def overflow(
+    attr: Attribution, flows_refused: int, events_refused: int = 0, nbytes: int = 0, stateless: int = 0
+) -> OverflowView:
+    """A cgroup over its fair share in a window (stateless: samples of its
+    sockets taken without socket state)."""
+    o = QuotaOverflow(
+        attr.cgroup_id, flows_refused, events_refused, nbytes, nbytes // 100, flows_refused, 2048, 8192, stateless
+    )
     return OverflowView(o, attr, workload_of(attr))
 
 

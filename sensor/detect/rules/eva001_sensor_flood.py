@@ -6,6 +6,12 @@ destinations are counted together and its events only counted, so the
 other containers stay visible. Going over the share is itself suspicious:
 it is how a container would blind the sensor (to hide its own exfiltration
 or a neighbour's), so it is an alert naming the container, with the counts.
+
+Also here: sockets the kernel sampled without the sensor's per-socket state.
+That state is charged to the socket's option memory and refused when it is
+full; a sender fills it on purpose (TCP MD5 keys for other peers, socket
+filters) so that its socket is paced by the flow's packet count, a pace it
+can steer, with no protection against decoys. No ordinary socket fills it.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from sensor.detect.view import WindowView
 
 @dataclass(frozen=True)
 class Settings(RuleSettings):
-    # flow entries + events refused in one window before it is an alert
+    # flow entries + events refused + samples without socket state, in one
+    # window, before it is an alert
     min_refused: int = 1
 
 
@@ -29,7 +36,8 @@ INFO = RuleInfo(
     "Container flooded the sensor's kernel tables",
     "A container went over its fair share of the kernel flow table (new destinations) or of the "
     "event buffer in one window: the kernel counted the excess together (bytes kept) so the other "
-    "containers stayed visible. Flooding the sensor is how a workload would blind it.",
+    "containers stayed visible; or filled its sockets' option memory so the kernel could not keep the "
+    "sensor's per-socket state. Flooding the sensor is how a workload would blind it.",
     T1562,
     70,
     Settings,
@@ -47,7 +55,7 @@ class SensorFlood(_Base):
         out = []
         for v in view.overflows:
             o = v.overflow
-            if o.flows_refused + o.events_refused < cfg.min_refused:
+            if o.flows_refused + o.events_refused + o.stateless_samples < cfg.min_refused:
                 continue
             parts = []
             if o.flows_refused:
@@ -57,6 +65,12 @@ class SensorFlood(_Base):
                 )
             if o.events_refused:
                 parts.append(f"{o.events_refused} events past its event share of {o.event_quota}")
+            if o.stateless_samples:
+                parts.append(
+                    f"{o.stateless_samples} payload samples of sockets the kernel could not give the sensor's "
+                    "per-socket state (their option memory was full: TCP MD5 keys or socket filters fill it), "
+                    "so those sockets were sampled at a pace the sender can steer"
+                )
             out.append(
                 Finding(
                     self.info.id,
@@ -70,6 +84,7 @@ class SensorFlood(_Base):
                         "events_refused": o.events_refused,
                         "flow_quota": o.flow_quota,
                         "event_quota": o.event_quota,
+                        "stateless_samples": o.stateless_samples,
                         "over_quota_bytes": o.bytes,
                         "over_quota_packets": o.packets,
                         "over_quota_connects": o.connects,

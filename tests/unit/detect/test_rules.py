@@ -1148,3 +1148,17 @@ def test_sensor_flood_names_the_container_with_its_counts(tmp_path: Path) -> Non
     ev = d["sluice"]["evidence"]
     assert (ev["flows_refused"], ev["events_refused"], ev["over_quota_bytes"]) == (150_000, 40_000, 9 * MIB)
     assert "150000 new destinations past its flow-table share of 2048" in d["message"]
+
+
+def test_sockets_without_sensor_state_are_a_sensor_flood(tmp_path: Path) -> None:
+    """A container whose sockets the kernel sampled without the sensor's
+    per-socket state (it filled their option memory)."""
+    from tests.support.views import overflow
+
+    filler = container("filler")
+    h = detector(config(tmp_path))
+    (d,) = only(h.run(window(T0, overflows=[overflow(filler, 0, 0, stateless=7)])), "SL-EVA-001")
+    check_alert(d, "SL-EVA-001", filler, None)
+    assert d["sluice"]["evidence"]["stateless_samples"] == 7
+    assert "7 payload samples of sockets the kernel could not give the sensor's per-socket state" in d["message"]
+    assert "flow-table share" not in d["message"]

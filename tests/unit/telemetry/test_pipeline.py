@@ -622,6 +622,32 @@ def test_quota_reports_reach_the_source_and_overflow_bytes_count(world: World) -
     assert ov.overflow == over and ov.attr.container is not None
 
 
+def test_samples_without_socket_state_name_the_container(world: World) -> None:
+    """Samples flagged SAMPLE_F_NO_SOCK (the kernel refused the socket's
+    storage: its option memory was full) are counted per cgroup and reach
+    the window view as an overflow for SL-EVA-001, merged with the cgroup's
+    quota overflow when it has one; the count restarts each window."""
+    views = []
+    world.pipe.observers.append(type("Obs", (), {"on_window": lambda self, v: views.append(v)})())
+    dst = "203.0.113.9"
+    recs = [sample_rec(world.cg, dst, 4444, RNG.randbytes(64), flags=E.SAMPLE_F_NO_SOCK) for _ in range(3)]
+    recs.append(sample_rec(world.cg, dst, 4444, RNG.randbytes(64), flags=0, sock_pkt_index=64))
+    replay(world, recs)
+    fl = [flow(world.cg, dst, 4444, 6, nbytes=1000, payload=900, packets=10, connects=1)]
+    world.pipe.close_window(fl, to_wall(0), to_wall(10 * NS))
+    (ov,) = views[0].overflows
+    assert ov.overflow.stateless_samples == 3 and ov.overflow.flows_refused == 0
+    assert world.pipe.counts["stateless_samples"] == 3
+    # with a quota overflow of the same cgroup: one overflow, both counts
+    replay(world, recs[:2])
+    over = QuotaOverflow(world.cg, 5000, 0, 300_000, 5000, 5000, 2048, 16384)
+    world.pipe.close_window(fl, to_wall(10 * NS), to_wall(20 * NS), [over])
+    (ov,) = views[1].overflows
+    assert ov.overflow.stateless_samples == 2 and ov.overflow.flows_refused == 5000
+    world.pipe.close_window(fl, to_wall(20 * NS), to_wall(30 * NS))
+    assert views[2].overflows == []
+
+
 def test_bytes_belong_to_the_socket_that_sent_them_not_the_last_connect(world: World) -> None:
     """Issue 11 (attribution): an intruder's socket sends ciphertext to a
     destination; then an allowed tool (pid PID2) connects to the same
