@@ -653,6 +653,10 @@ def _judge_gap(gap: bytes, v: Verdict, high_bits: float) -> str:
         return ENCRYPTED
     for tail in (32, TAIL_MIN):
         if len(gap) >= tail + 8 and looks_random(gap[-tail:], high_bits):
+            # as far back as it stays random, 16 bytes at a time (a whole
+            # small packet is read: 64 bytes of text, then 63 random)
+            while len(gap) >= tail + 16 + 8 and looks_random(gap[-(tail + 16) :], high_bits):
+                tail += 16
             v.add(PLAIN, len(gap) - tail)
             v.add(ENCRYPTED, tail)
             return ENCRYPTED

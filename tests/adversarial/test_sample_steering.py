@@ -120,3 +120,30 @@ def test_tiny_packets_do_not_stand_for_the_big_ones(sensor: SensorProc, tiny_per
     assert p["bytes"] == sent, p
     # 91-96 % of the bytes are ciphertext
     assert p["encrypted_bytes"] >= 0.75 * cipher, (p, cipher)
+
+
+def test_a_prefix_as_long_as_the_sample_does_not_hide_small_packets(sensor: SensorProc) -> None:
+    """Datagrams of 64 bytes of cleartext then 63 of ciphertext: too short
+    for the second read, and the first read (64 bytes) saw only the
+    cleartext, whose class the unread rest took (0 counted, found by
+    review). A packet at most two reads long is now read whole."""
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+    sink.bind(("127.0.0.1", 0))
+    port = int(sink.getsockname()[1])
+    sent = cipher = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        u.connect(("127.0.0.1", port))
+        for i in range(20_000):
+            sent += u.send(TINY * 2 + os.urandom(63))
+            cipher += 63
+            if i % 500 == 0:
+                try:
+                    while sink.recv(65536, socket.MSG_DONTWAIT):
+                        pass
+                except BlockingIOError:
+                    pass
+    sink.close()
+    p = _flow_payload(sensor, port, sent)
+    assert p["bytes"] == sent, p
+    assert p["encrypted_bytes"] >= 0.6 * cipher, (p, cipher)
