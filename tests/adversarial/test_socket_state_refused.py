@@ -24,7 +24,7 @@ PORT = 9002
 # then connect and upload
 FILL = (
     "openssl rand {n} > /tmp/ct && perl -MSocket -e '"
-    "socket(my $s, PF_INET, SOCK_STREAM, 6) or die \"socket: $!\"; my $k = 0;"
+    'socket(my $s, PF_INET, SOCK_STREAM, 6) or die "socket: $!"; my $k = 0;'
     "for my $i (1 .. 5000) {{"
     '  my $sa = pack("S n C4 x8", AF_INET, 0, 10, ($i >> 16) & 255, ($i >> 8) & 255, $i & 255);'
     '  my $buf = $sa . ("\\0" x (128 - length($sa))) . pack("C C S i", 0, 0, 16, 0) . ("k" x 16) . ("\\0" x 64);'
