@@ -106,6 +106,8 @@ struct sl_sock_state {
 	__u8 carry_proto;
 	__u8 pad2;
 	__u32 pkt_pt;        /* payload_pkts index of the last packet-paced point */
+	__u32 covered;       /* of since_bytes, what packet-paced samples stood for */
+	__u32 pad3;
 };
 
 /* Paced sample points fall at random distances: uniform in [pace / 2,
@@ -493,7 +495,7 @@ static __always_inline struct sl_flow_value *sl_flow_slow(struct sl_sock_state *
  * cap, the quota, a full ring), 2 when it went past the cap, else 1. */
 static __always_inline int sl_sample(struct __sk_buff *skb, const struct sl_l3l4 *p,
 				      struct sl_flow_value *fv, __u64 cgroup_id, __u8 flags,
-				      __u32 sock_idx, __u32 plen, __u32 span, int past_cap)
+				      __u32 sock_idx, __u32 plen, __u32 span, int past_cap, int dns)
 {
 	int got = 1;
 	/* DNS: every query is sampled (names are the payload), up to a cap.
@@ -502,7 +504,6 @@ static __always_inline int sl_sample(struct __sk_buff *skb, const struct sl_l3l4
 	 * would otherwise use it up with their first packets, and the window's
 	 * bytes would be judged by decoys alone (their number is bounded by
 	 * the cgroup's event quota, whose overflow is itself reported). */
-	int dns = sl_dns_query_pkt(p, plen);
 	if (dns) {
 		if (fv->samples >= SL_SAMPLE_MAX_DNS_PER_FLOW_WINDOW)
 			return 0;
@@ -624,6 +625,11 @@ int sl_egress(struct __sk_buff *skb)
 	if (plen == 0)
 		return 1;
 	__sync_fetch_and_add(&fv->payload_bytes, plen);
+	/* Sampled as a DNS query (every one, whole, under the DNS cap) until
+	 * the flow's DNS cap is full; past it like any packet (paced, the
+	 * flow's cap, the past-cap rescue): 256 real queries a window then
+	 * small datagrams of ciphertext to port 53 left those unread. */
+	int dnsq = sl_dns_query_pkt(&p, plen) && fv->samples < SL_SAMPLE_MAX_DNS_PER_FLOW_WINDOW;
 
 	__u8 flags = 0;
 	__u32 sock_idx = 0, span = 0;
@@ -637,7 +643,7 @@ int sl_egress(struct __sk_buff *skb)
 		 * sent to in this window (cached) or one that has its sample of
 		 * the window. */
 		if (sock_idx >= SL_SAMPLE_FIRST_PACKETS && credit < SL_BYTE_PACE2 &&
-		    (__s32)(sock_idx - ss->next_pkt) < 0 && !sl_dns_query_pkt(&p, plen) && (cached || fv->samples)) {
+		    (__s32)(sock_idx - ss->next_pkt) < 0 && !dnsq && (cached || fv->samples)) {
 			ss->since_bytes = since;
 			ss->credit = credit;
 			return 1;
@@ -660,19 +666,24 @@ int sl_egress(struct __sk_buff *skb)
 		 * 65,483 + 53-byte GSO pairs on loopback lost a third of them). */
 		int byte_pt = credit >= SL_BYTE_PACE2;
 		int pkt_pt = (__s32)(sock_idx - ss->next_pkt) >= 0;
-		pkt_only = pkt_pt && !byte_pt && sock_idx >= SL_SAMPLE_FIRST_PACKETS && !sl_dns_query_pkt(&p, plen) &&
-			   (cached || fv->samples);
+		pkt_only = pkt_pt && !byte_pt && sock_idx >= SL_SAMPLE_FIRST_PACKETS && !dnsq && (cached || fv->samples);
 		__u32 r = ss->rng;
 		if (!r)
 			r = bpf_get_prandom_u32() | 1;
 		if (pkt_only) {
+			/* at least its own packet (concurrent sends may race on
+			 * payload_pkts), at most the bytes since the last point */
 			__u64 own = (__u64)(sock_idx - ss->pkt_pt) * plen;
-			span = own < since ? (__u32)own : since;
+			span = own < plen ? plen : own < since ? (__u32)own : since;
 			ss->since_bytes = since;
 			ss->credit = credit;
 		} else {
+			/* the bytes since the last point, less what packet-paced
+			 * samples already stood for (not counted twice) */
+			__u32 cov = ss->covered;
+			span = since - plen > cov ? since - cov : plen;
+			ss->covered = 0;
 			ss->since_bytes = 0;
-			span = since;
 			r ^= r << 13;
 			r ^= r >> 17;
 			r ^= r << 5;
@@ -696,7 +707,7 @@ int sl_egress(struct __sk_buff *skb)
 		 * read after the add paces well enough, and needs no fetching
 		 * atomic (BPF_FETCH: Linux 5.12, v3 ISA). */
 		__sync_fetch_and_add(&fv->payload_packets, 1);
-		if (!sl_dns_query_pkt(&p, plen) && (fv->payload_packets - 1) % SL_SAMPLE_EVERY != 0)
+		if (!dnsq && (fv->payload_packets - 1) % SL_SAMPLE_EVERY != 0)
 			return 1;
 		flags = SL_SAMPLE_F_NO_SOCK;
 	}
@@ -720,7 +731,7 @@ int sl_egress(struct __sk_buff *skb)
 		span = sl_span_add(span, carried);
 		past_cap = !pkt_only && (__u64)span >= (__u64)SL_SAMPLE_UNCAPPED_SPAN * (unc + 1);
 	}
-	int got = sl_sample(skb, &p, fv, cgroup_id, flags, sock_idx, plen, span, past_cap);
+	int got = sl_sample(skb, &p, fv, cgroup_id, flags, sock_idx, plen, span, past_cap, dnsq);
 	if (ss) {
 		if (ss->win_epoch != epoch) {
 			ss->win_epoch = epoch;
@@ -728,6 +739,11 @@ int sl_egress(struct __sk_buff *skb)
 		}
 		if (got == 2)
 			ss->uncapped = unc + 1;
+		/* what a packet-paced sample that got out stood for is not
+		 * counted again by the next full point's (a refused one's bytes
+		 * stay in since_bytes, for that point to stand for) */
+		if (pkt_only && got)
+			ss->covered = sl_span_add(ss->covered, span);
 		if (!got && !pkt_only) {
 			/* kept: this point's span, and a carry not used here */
 			ss->carried = sl_span_add(span, same && !use ? ss->carried : 0);

@@ -119,7 +119,10 @@ def test_tiny_packets_do_not_stand_for_the_big_ones(sensor: SensorProc, tiny_per
     p = _flow_payload(sensor, port, sent)
     assert p["bytes"] == sent, p
     # 91-96 % of the bytes are ciphertext
-    assert p["encrypted_bytes"] >= 0.75 * cipher, (p, cipher)
+    print(f"tiny {tiny_per_big}: {p['encrypted_bytes'] / cipher:.3f} of the ciphertext counted, {p['samples']} samples")
+    # an estimate from ~44 samples (the flow's cap): measured 0.70-1.06 of
+    # the ciphertext over 5 runs of 127 (0.00 before), 1.01-1.03 of 63 (0.08)
+    assert p["encrypted_bytes"] >= 0.5 * cipher, (p, cipher)
 
 
 def test_a_prefix_as_long_as_the_sample_does_not_hide_small_packets(sensor: SensorProc) -> None:
