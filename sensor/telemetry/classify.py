@@ -68,6 +68,9 @@ OPAQUE = (ENCRYPTED, ENCODED)
 TAIL_MIN = 24  # shortest tail judged on its own
 MAX_HEAD = 2048  # an HTTP head longer than this is not a head (most are under 1 KiB)
 MIN_JUDGED = 16  # shorter spans are not judged by entropy (too noisy)
+# The kernel's first read of a packet (kernel.sample_bytes' default): a
+# longer sample that is no DNS query is a small packet read whole.
+FIRST_READ = 64
 
 
 def random_bits(n: int, high_bits: float = 7.0) -> float:
@@ -1067,6 +1070,12 @@ class FlowClassifier:
         # DNS: the names are the payload, judged by SL-EXF-003. Only a query
         # is: anything else sent to port 53 is judged by its bytes.
         dns = key[2] == 53 and dns_query(data, key[3], payload_len)
+        if not dns and not first and not second and len(data) > FIRST_READ:
+            # a small packet the kernel read whole (at most two reads long):
+            # judged as the two reads it stands for, so cleartext at its end
+            # does not leave ciphertext in its middle to the start's class
+            # (a socket's first payload is judged whole, as its protocol is)
+            data, second, second_off = data[:FIRST_READ], data[FIRST_READ:], FIRST_READ
         if dns:
             v = Verdict(rest=HEADER, protocol="dns")
             v.add(HEADER, len(data))

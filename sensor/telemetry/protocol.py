@@ -102,30 +102,57 @@ def _dns_name_end(data: bytes, i: int, printable: bool) -> int | None:
         i += 1 + n
 
 
+# EDNS options a query carries (RFC 6891 and its extensions), with the
+# longest each may be: client subnet (ECS), a client cookie with the
+# server's (8 + 8..32), keepalive, padding (all zeros). Any other option,
+# or a longer one, is no query: an option's bytes are not judged, so they
+# would carry anything.
+_EDNS_OPTION_MAX = {8: 20, 10: 40, 11: 2, 12: 512}
+
+
+def _edns_options_ok(rdata: bytes) -> bool:
+    i = 0
+    while i + 4 <= len(rdata):
+        code, n = struct.unpack_from("!HH", rdata, i)
+        body = rdata[i + 4 : i + 4 + n]
+        if len(body) < n or n > _EDNS_OPTION_MAX.get(code, -1) or (code == 12 and body.count(0) != n):
+            return False
+        if code == 10 and n < 8:
+            return False
+        i += 4 + n
+    return i == len(rdata)
+
+
 def dns_query_end(data: bytes) -> int | None:
-    """Length of the DNS query message `data` starts with (header, its
-    questions with printable names, its additional records such as EDNS's
-    OPT; no answer or authority records), DNS_CUT when `data` ends inside
-    it, None when it does not start one."""
+    """Length of the DNS query message `data` starts with (header, one
+    question with a printable name, at most one additional record: EDNS's
+    OPT with known options; no answer or authority records), DNS_CUT when
+    `data` ends inside it, None when it does not start one. Nothing in a
+    query goes unjudged but a name (SL-EXF-003 reads it) and those options."""
     if len(data) < 12:
         return DNS_CUT if data else None
     _id, flags, qd, an, ns, ar = struct.unpack_from("!HHHHHH", data)
-    if flags & 0x8000 or (flags >> 11) & 0xF not in (0, 2) or not 1 <= qd <= 4 or an or ns:
+    if flags & 0x8000 or (flags >> 11) & 0xF not in (0, 2) or qd != 1 or an or ns or ar > 1:
         return None
-    i = 12
-    for k in range(qd + ar):
-        end = _dns_name_end(data, i, k < qd)
-        if end is None or end == DNS_CUT:
-            return end
-        i = end
-        if k >= qd:  # a record: type, class, ttl, rdlength, rdata
-            if i + 10 > len(data):
-                return DNS_CUT
-            i += 10 + struct.unpack_from("!H", data, i + 8)[0]
-        else:  # a question: type, class
-            i += 4
-        if i > len(data):
+    end = _dns_name_end(data, 12, True)
+    if end is None or end == DNS_CUT:
+        return end
+    i = end + 4  # type, class
+    if i > len(data):
+        return DNS_CUT
+    if ar:
+        # OPT: the root name, type 41, the UDP size, extended flags, options
+        if i + 11 > len(data):
             return DNS_CUT
+        if data[i] != 0 or struct.unpack_from("!H", data, i + 1)[0] != 41:
+            return None
+        n = struct.unpack_from("!H", data, i + 9)[0]
+        rdata = data[i + 11 : i + 11 + n]
+        if len(rdata) < n:
+            return DNS_CUT
+        if not _edns_options_ok(rdata):
+            return None
+        i += 11 + n
     return i
 
 

@@ -646,3 +646,19 @@ def test_framing_state_of_sockets_is_bounded_per_container() -> None:
         w.add_sample(KEY, UPLOAD, True, len(UPLOAD), True, cookie)
     assert len(w.classifier.streams) <= w.classifier.streams.per_cgroup
     assert w.classifier.streams.evictions > 0
+
+
+def test_a_small_packet_read_whole_is_judged_as_two_reads() -> None:
+    """The kernel reads a packet of at most 128 bytes whole. Judged as one
+    sample, only its tail was looked at alone: 40 bytes of text, 64 of
+    ciphertext, 24 of text counted 9 % encrypted (review). Judged as the
+    first read and the rest, as a longer packet's two reads are."""
+    k = (42, "198.18.0.9", 9999, 17)
+    w = WindowCounters()
+    total = 0
+    for i in range(400):
+        p = text(40) + rand(64) + text(24)
+        w.add_sample(k, p, i == 0, len(p), i < 8, 11, len(p), sock_index=i)
+        total += len(p)
+    (s,), _e, _h = w.close([FlowCounters(*k, total + 28 * 400, 400, total, 1, 0, 0, 400)])
+    assert s.encrypted_bytes >= 0.4 * total, s.encrypted_bytes / total

@@ -78,6 +78,33 @@ def test_a_query_with_other_bytes_is_not_dns() -> None:
     assert not dns_query(bytes(update), UDP)
 
 
+def test_nothing_in_a_query_goes_unjudged_but_its_name_and_known_options() -> None:
+    """Review: bytes in an OPT record's unknown option, or a second
+    question, passed as DNS (210 bytes of ciphertext per query, 0 counted)."""
+    assert dns_query(_edns(make_query("a.example"), struct.pack("!HH", 12, 16) + bytes(16)), UDP)  # padding
+    assert dns_query(_edns(make_query("a.example"), struct.pack("!HH", 8, 8) + bytes(8)), UDP)  # client subnet
+    hidden = os.urandom(210)
+    assert not dns_query(_edns(make_query("a.example"), struct.pack("!HH", 65001, len(hidden)) + hidden), UDP)
+    assert not dns_query(_edns(make_query("a.example"), struct.pack("!HH", 12, 16) + os.urandom(16)), UDP)
+    assert not dns_query(_edns(make_query("a.example"), struct.pack("!HH", 8, 64) + os.urandom(64)), UDP)
+    two = bytearray(make_query("a.example") + make_query("b64-" + "A" * 40 + ".x")[12:])
+    two[4:6] = struct.pack("!H", 2)
+    assert not dns_query(bytes(two), UDP)
+    # a cookie: the client's 8 bytes, with the server's up to 40 in all
+    cookie = bytes(_edns(make_query("a.example")))
+    assert dns_query(cookie, UDP)
+
+    def opt(opts: bytes) -> bytes:
+        q = bytearray(make_query("a.example"))
+        q[10:12] = struct.pack("!H", 1)
+        return bytes(q) + b"\0" + struct.pack("!HHIH", 41, 1232, 0, len(opts)) + opts
+
+    assert dns_query(opt(struct.pack("!HH", 10, 40) + os.urandom(40)), UDP)
+    assert not dns_query(opt(struct.pack("!HH", 10, 41) + os.urandom(41)), UDP)
+    assert not dns_query(opt(struct.pack("!HH", 10, 4) + os.urandom(4)), UDP)
+    assert dns_query(opt(b""), UDP)  # EDNS without options (glibc, Go)
+
+
 def _window(key: tuple[int, str, int, int], packets: list[bytes]) -> tuple[int, int, set[str | None]]:
     """Each packet sampled as the kernel samples a port-53 destination
     (every packet, up to 256 bytes, standing for itself): (payload,
