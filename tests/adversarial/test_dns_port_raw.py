@@ -12,12 +12,14 @@ names against the same server raises no SL-EXF-002."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from emulation.lab import wait_until
 from tests.privileged.harness import SINK_IP, Docker, SensorProc, SinkNet, cid_of, run_container
 
 UPLOAD = 3_000_000
@@ -103,13 +105,21 @@ def test_ciphertext_after_the_dns_cap_is_read(base: Path, docker: Docker, net: S
     one, up to 256 a window, and the rest of the window's were not read at
     all: 256 real queries, then small datagrams of ciphertext, and the
     window was judged by the queries (review: 3 MB, 0 counted). Past the
-    cap they are sampled like any packet."""
+    cap they are sampled like any packet. Windows of 10 s, the sending
+    started right after one closed: queries and ciphertext in one window."""
     s = SensorProc(base, docker.sock, name="dnscap")
+    s.config.write_text(s.config.read_text().replace("window_seconds = 1.0", "window_seconds = 10.0"))
     s.start()
     try:
         n = 1_000_000
+
+        def last_end() -> float:
+            return float(json.loads(s.status("--json").stdout)["last_window_end"] or 0)
+
+        e0 = last_end()
+        assert wait_until(lambda: last_end() != e0, 15), "no window closed"
         raw = run_container(docker, net, QUERIES_THEN_CIPHERTEXT.format(n=n, ip=SINK_IP), wait=True)
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 25
         while sum(d["sluice"]["payload"]["bytes"] for d in s.docs() if _summary_of(d, raw)) < n:
             assert time.monotonic() < deadline, "the upload's windows were not all summarised"
             time.sleep(0.2)
