@@ -84,6 +84,31 @@ def test_samples_cannot_be_steered_onto_cleartext_packets(sensor: SensorProc) ->
 TINY = b"status ok seq=0001 t=1700000000\n"  # 32 bytes of cleartext
 
 
+def _send_to_sink(datagrams: Iterator[tuple[bytes, bool]]) -> tuple[int, int, int]:
+    """Send each (datagram, is ciphertext) from one connected UDP socket to
+    a loopback sink that keeps draining; (port, bytes sent, bytes of the
+    ciphertext datagrams)."""
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+    sink.bind(("127.0.0.1", 0))
+    port = int(sink.getsockname()[1])
+    sent = cipher = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        u.connect(("127.0.0.1", port))
+        for i, (d, is_cipher) in enumerate(datagrams):
+            n = u.send(d)
+            sent += n
+            cipher += n if is_cipher else 0
+            if i % 64 == 0:
+                try:
+                    while sink.recv(65536, socket.MSG_DONTWAIT):
+                        pass
+                except BlockingIOError:
+                    pass
+    sink.close()
+    return port, sent, cipher
+
+
 @pytest.mark.parametrize("tiny_per_big", [63, 127])
 def test_tiny_packets_do_not_stand_for_the_big_ones(sensor: SensorProc, tiny_per_big: int) -> None:
     """The packet pace against the byte pace: one 64,000-byte ciphertext
@@ -95,27 +120,16 @@ def test_tiny_packets_do_not_stand_for_the_big_ones(sensor: SensorProc, tiny_per
     pacing before this test: 2-15 % of the ciphertext counted). A
     packet-paced point now stands for its own packets and leaves the byte
     pace alone, whose points land on the big datagrams."""
-    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-    sink.bind(("127.0.0.1", 0))
-    port = int(sink.getsockname()[1])
-    sent = cipher = 0
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-        u.connect(("127.0.0.1", port))
+
+    def datagrams() -> Iterator[tuple[bytes, bool]]:
         for _ in range(8):
-            sent += u.send(TINY)
+            yield TINY, False
         for _ in range(120):
-            n = u.send(os.urandom(BIG))
-            sent += n
-            cipher += n
+            yield os.urandom(BIG), True
             for _ in range(tiny_per_big):
-                sent += u.send(TINY)
-            try:
-                while sink.recv(65536, socket.MSG_DONTWAIT):
-                    pass
-            except BlockingIOError:
-                pass
-    sink.close()
+                yield TINY, False
+
+    port, sent, cipher = _send_to_sink(datagrams())
     p = _flow_payload(sensor, port, sent)
     assert p["bytes"] == sent, p
     # 91-96 % of the bytes are ciphertext
@@ -130,23 +144,8 @@ def test_a_prefix_as_long_as_the_sample_does_not_hide_small_packets(sensor: Sens
     for the second read, and the first read (64 bytes) saw only the
     cleartext, whose class the unread rest took (0 counted, found by
     review). A packet at most two reads long is now read whole."""
-    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-    sink.bind(("127.0.0.1", 0))
-    port = int(sink.getsockname()[1])
-    sent = cipher = 0
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-        u.connect(("127.0.0.1", port))
-        for i in range(20_000):
-            sent += u.send(TINY * 2 + os.urandom(63))
-            cipher += 63
-            if i % 500 == 0:
-                try:
-                    while sink.recv(65536, socket.MSG_DONTWAIT):
-                        pass
-                except BlockingIOError:
-                    pass
-    sink.close()
+    port, sent, _ = _send_to_sink((TINY * 2 + os.urandom(63), False) for _ in range(20_000))
+    cipher = 63 * 20_000  # the datagrams' ciphertext halves
     p = _flow_payload(sensor, port, sent)
     assert p["bytes"] == sent, p
     assert p["encrypted_bytes"] >= 0.6 * cipher, (p, cipher)
