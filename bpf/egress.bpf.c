@@ -507,7 +507,9 @@ static __always_inline int sl_sample(struct __sk_buff *skb, const struct sl_l3l4
 	if (dns) {
 		if (fv->samples >= SL_SAMPLE_MAX_DNS_PER_FLOW_WINDOW)
 			return 0;
-	} else if (flags & SL_SAMPLE_F_SOCK_START) {
+	} else if ((flags & SL_SAMPLE_F_SOCK_START) && !sl_dns_query_pkt(p, plen)) {
+		/* (past the flow's DNS cap, a fresh socket's query goes under the
+		 * flow's cap below: resolvers open a socket per lookup) */
 		__sync_fetch_and_add(&fv->start_samples, 1);
 	} else {
 		/* its own counter: no difference of two racy reads to underflow;
@@ -633,7 +635,7 @@ int sl_egress(struct __sk_buff *skb)
 
 	__u8 flags = 0;
 	__u32 sock_idx = 0, span = 0;
-	int paced = 0, pkt_only = 0;
+	int paced = 0, pkt_only = 0, dns_only = 0;
 	if (ss) {
 		sock_idx = ss->payload_pkts++;
 		__u32 since = ss->since_bytes + plen;
@@ -666,7 +668,18 @@ int sl_egress(struct __sk_buff *skb)
 		 * 65,483 + 53-byte GSO pairs on loopback lost a third of them). */
 		int byte_pt = credit >= SL_BYTE_PACE2;
 		int pkt_pt = (__s32)(sock_idx - ss->next_pkt) >= 0;
-		pkt_only = pkt_pt && !byte_pt && sock_idx >= SL_SAMPLE_FIRST_PACKETS && !dnsq && (cached || fv->samples);
+		int later = sock_idx >= SL_SAMPLE_FIRST_PACKETS && (cached || fv->samples);
+		pkt_only = pkt_pt && !byte_pt && !dnsq && later;
+		/* A DNS query sampled for itself alone stands for its own bytes and
+		 * leaves the paces, the bytes since the last point and the packet
+		 * count alone: a query after each 28 ciphertext datagrams to port
+		 * 53 stood for them, as DNS (review). */
+		dns_only = dnsq && !byte_pt && !pkt_pt && later;
+		if (dns_only) {
+			span = plen;
+			ss->credit = credit;
+			goto sample;
+		}
 		__u32 r = ss->rng;
 		if (!r)
 			r = bpf_get_prandom_u32() | 1;
@@ -715,6 +728,8 @@ int sl_egress(struct __sk_buff *skb)
 	 * the same flow (SL_SAMPLE_UNCAPPED_SPAN, and the carry_ fields): the
 	 * sample that gets out stands for them. (One call: sl_sample is
 	 * inlined.) */
+sample:;
+	int oob = pkt_only || dns_only;
 	__u32 unc = 0, carried = 0;
 	int past_cap = 0, same = 0, use = 0;
 	const __u64 *d = (const __u64 *)p.daddr;
@@ -726,10 +741,10 @@ int sl_egress(struct __sk_buff *skb)
 		/* a packet-paced point's sample stands for its own packets: it
 		 * takes no carry and never goes past the cap (the byte pace's
 		 * points, drawn by bytes, do) */
-		use = !pkt_only && same && (ss->carry_epoch == epoch || paced);
+		use = !oob && same && (ss->carry_epoch == epoch || paced);
 		carried = use ? ss->carried : 0;
 		span = sl_span_add(span, carried);
-		past_cap = !pkt_only && (__u64)span >= (__u64)SL_SAMPLE_UNCAPPED_SPAN * (unc + 1);
+		past_cap = !oob && (__u64)span >= (__u64)SL_SAMPLE_UNCAPPED_SPAN * (unc + 1);
 	}
 	int got = sl_sample(skb, &p, fv, cgroup_id, flags, sock_idx, plen, span, past_cap, dnsq);
 	if (ss) {
@@ -744,7 +759,7 @@ int sl_egress(struct __sk_buff *skb)
 		 * stay in since_bytes, for that point to stand for) */
 		if (pkt_only && got)
 			ss->covered = sl_span_add(ss->covered, span);
-		if (!got && !pkt_only) {
+		if (!got && !oob) {
 			/* kept: this point's span, and a carry not used here */
 			ss->carried = sl_span_add(span, same && !use ? ss->carried : 0);
 			ss->carry_epoch = epoch;
