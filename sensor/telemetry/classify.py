@@ -915,6 +915,18 @@ class StreamJudge:
         state.pending = v.pending
 
 
+def _split_point(data: bytes) -> int:
+    """Where a small packet read whole is cut into its two reads: after the
+    first read, or at an edge of an encoded run across it (cut there, each
+    piece was too short to judge: hex, base64 or base32 across offset 64
+    passed as text); 0: not cut."""
+    cut = FIRST_READ
+    for r in encoded_runs(data) + separated_runs(data):
+        if r.start < cut < r.end:
+            cut = r.end if len(data) - r.end >= MIN_JUDGED else r.start
+    return cut if MIN_JUDGED <= cut <= len(data) - MIN_JUDGED else 0
+
+
 def weigh(v: Verdict, sample_len: int, payload_len: int) -> dict[str, float]:
     """Bytes per class of one packet: the sample's spans, and the packet's
     unsampled remainder as the sample's last class (HEADER capped)."""
@@ -1075,7 +1087,9 @@ class FlowClassifier:
             # judged as the two reads it stands for, so cleartext at its end
             # does not leave ciphertext in its middle to the start's class
             # (a socket's first payload is judged whole, as its protocol is)
-            data, second, second_off = data[:FIRST_READ], data[FIRST_READ:], FIRST_READ
+            cut = _split_point(data)
+            if cut:
+                data, second, second_off = data[:cut], data[cut:], cut
         if dns:
             v = Verdict(rest=HEADER, protocol="dns")
             v.add(HEADER, len(data))

@@ -102,22 +102,42 @@ def _dns_name_end(data: bytes, i: int, printable: bool) -> int | None:
         i += 1 + n
 
 
-# EDNS options a query carries (RFC 6891 and its extensions), with the
-# longest each may be: client subnet (ECS), a client cookie with the
-# server's (8 + 8..32), keepalive, padding (all zeros). Any other option,
-# or a longer one, is no query: an option's bytes are not judged, so they
-# would carry anything.
-_EDNS_OPTION_MAX = {8: 20, 10: 40, 11: 2, 12: 512}
+# EDNS options a query carries (RFC 6891 and its extensions), each at most
+# once, with the longest each may be: NSID and EXPIRE (empty in a query),
+# DAU/DHU/N3U (algorithm numbers), client subnet (ECS), a cookie (the
+# client's 8 bytes, or with the server's: 16..40), keepalive, padding (all
+# zeros). Any other option, a longer or repeated one, is no query: option
+# bytes are not judged, so they would carry anything.
+_EDNS_OPTION_MAX = {3: 0, 5: 16, 6: 16, 7: 16, 8: 20, 9: 0, 10: 40, 11: 2, 12: 512}
+
+
+def _ecs_ok(body: bytes) -> bool:
+    """A client subnet as a query sends it: family 1 or 2, a source prefix
+    of at most /24 or /56 in as many bytes as it needs, scope 0, no bits
+    set past the prefix."""
+    if len(body) < 4:
+        return False
+    family, source, scope = struct.unpack_from("!HBB", body)
+    addr = body[4:]
+    if family not in (1, 2) or scope or source > (24 if family == 1 else 56) or len(addr) != (source + 7) // 8:
+        return False
+    return not addr or source % 8 == 0 or addr[-1] & (0xFF >> (source % 8)) == 0
 
 
 def _edns_options_ok(rdata: bytes) -> bool:
     i = 0
+    seen: set[int] = set()
     while i + 4 <= len(rdata):
         code, n = struct.unpack_from("!HH", rdata, i)
         body = rdata[i + 4 : i + 4 + n]
-        if len(body) < n or n > _EDNS_OPTION_MAX.get(code, -1) or (code == 12 and body.count(0) != n):
+        if code in seen or len(body) < n or n > _EDNS_OPTION_MAX.get(code, -1):
             return False
-        if code == 10 and n < 8:
+        seen.add(code)
+        if code == 12 and body.count(0) != n:
+            return False
+        if code == 10 and not (n == 8 or 16 <= n <= 40):
+            return False
+        if code == 8 and not _ecs_ok(body):
             return False
         i += 4 + n
     return i == len(rdata)

@@ -82,7 +82,8 @@ def test_nothing_in_a_query_goes_unjudged_but_its_name_and_known_options() -> No
     """Review: bytes in an OPT record's unknown option, or a second
     question, passed as DNS (210 bytes of ciphertext per query, 0 counted)."""
     assert dns_query(_edns(make_query("a.example"), struct.pack("!HH", 12, 16) + bytes(16)), UDP)  # padding
-    assert dns_query(_edns(make_query("a.example"), struct.pack("!HH", 8, 8) + bytes(8)), UDP)  # client subnet
+    ecs = struct.pack("!HBB", 2, 56, 0) + bytes(7)
+    assert dns_query(_edns(make_query("a.example"), struct.pack("!HH", 8, len(ecs)) + ecs), UDP)  # client subnet
     hidden = os.urandom(210)
     assert not dns_query(_edns(make_query("a.example"), struct.pack("!HH", 65001, len(hidden)) + hidden), UDP)
     assert not dns_query(_edns(make_query("a.example"), struct.pack("!HH", 12, 16) + os.urandom(16)), UDP)
@@ -103,6 +104,15 @@ def test_nothing_in_a_query_goes_unjudged_but_its_name_and_known_options() -> No
     assert not dns_query(opt(struct.pack("!HH", 10, 41) + os.urandom(41)), UDP)
     assert not dns_query(opt(struct.pack("!HH", 10, 4) + os.urandom(4)), UDP)
     assert dns_query(opt(b""), UDP)  # EDNS without options (glibc, Go)
+    # dig +nsid, +expire; DAU (algorithm numbers); a subnet of /24
+    assert dns_query(opt(struct.pack("!HH", 3, 0) + struct.pack("!HH", 9, 0)), UDP)
+    assert dns_query(opt(struct.pack("!HH", 5, 3) + bytes([8, 13, 15])), UDP)
+    assert dns_query(opt(struct.pack("!HH", 8, 7) + struct.pack("!HBB", 1, 24, 0) + bytes([198, 51, 100])), UDP)
+    # review: options repeated, or a subnet carrying bytes past its prefix
+    assert not dns_query(opt((struct.pack("!HH", 10, 40) + os.urandom(40)) * 2), UDP)
+    assert not dns_query(opt(struct.pack("!HH", 8, 20) + struct.pack("!HBB", 2, 56, 0) + os.urandom(16)), UDP)
+    assert not dns_query(opt(struct.pack("!HH", 8, 7) + struct.pack("!HBB", 1, 20, 0) + bytes([198, 51, 101])), UDP)
+    assert not dns_query(opt(struct.pack("!HH", 10, 12) + os.urandom(12)), UDP)  # a cookie of 12
 
 
 def _window(key: tuple[int, str, int, int], packets: list[bytes]) -> tuple[int, int, set[str | None]]:
