@@ -42,6 +42,16 @@ def _summary_of(d: dict[str, Any], cid: str) -> bool:
     return d["event"]["action"] == "flow_summary" and cid_of(d) == cid and d["destination"]["port"] == 53
 
 
+def _encrypted_once_summarised(s: SensorProc, cid: str, n: int, timeout: float) -> int:
+    """The encrypted bytes of `cid`'s flow summaries to port 53, once they
+    hold `n` payload bytes."""
+    deadline = time.monotonic() + timeout
+    while sum(d["sluice"]["payload"]["bytes"] for d in s.docs() if _summary_of(d, cid)) < n:
+        assert time.monotonic() < deadline, "the upload's windows were not all summarised"
+        time.sleep(0.2)
+    return sum(d["sluice"]["payload"]["encrypted_bytes"] for d in s.docs() if _summary_of(d, cid))
+
+
 def _exf2(d: dict[str, Any], cid: str) -> bool:
     return d["event"]["kind"] == "alert" and d.get("rule", {}).get("id") == "SL-EXF-002" and cid_of(d) == cid
 
@@ -119,11 +129,7 @@ def test_ciphertext_after_the_dns_cap_is_read(base: Path, docker: Docker, net: S
         e0 = last_end()
         assert wait_until(lambda: last_end() != e0, 15), "no window closed"
         raw = run_container(docker, net, QUERIES_THEN_CIPHERTEXT.format(n=n, ip=SINK_IP), wait=True)
-        deadline = time.monotonic() + 25
-        while sum(d["sluice"]["payload"]["bytes"] for d in s.docs() if _summary_of(d, raw)) < n:
-            assert time.monotonic() < deadline, "the upload's windows were not all summarised"
-            time.sleep(0.2)
-        enc = sum(d["sluice"]["payload"]["encrypted_bytes"] for d in s.docs() if _summary_of(d, raw))
+        enc = _encrypted_once_summarised(s, raw, n, timeout=25)
         assert enc >= 0.7 * n, enc
     finally:
         assert s.stop() == 0, s.stderr_text()
@@ -152,11 +158,7 @@ def test_queries_between_ciphertext_do_not_stand_for_it(base: Path, docker: Dock
     try:
         n = 2_000_000
         raw = run_container(docker, net, QUERY_EVERY_28.format(n=n, ip=SINK_IP), wait=True)
-        deadline = time.monotonic() + 15
-        while sum(d["sluice"]["payload"]["bytes"] for d in s.docs() if _summary_of(d, raw)) < n:
-            assert time.monotonic() < deadline, "the upload's windows were not all summarised"
-            time.sleep(0.2)
-        enc = sum(d["sluice"]["payload"]["encrypted_bytes"] for d in s.docs() if _summary_of(d, raw))
+        enc = _encrypted_once_summarised(s, raw, n, timeout=15)
         assert enc >= 0.7 * n, enc
     finally:
         assert s.stop() == 0, s.stderr_text()
