@@ -162,3 +162,46 @@ def test_queries_between_ciphertext_do_not_stand_for_it(base: Path, docker: Dock
         assert enc >= 0.7 * n, enc
     finally:
         assert s.stop() == 0, s.stderr_text()
+
+
+# 600 real queries, each from a socket of its own (a resolver that opens a
+# socket per lookup, or a sender that wants every datagram sampled)
+QUERIES_FRESH_SOCKETS = (
+    "perl -MIO::Socket::INET -e '"
+    "for my $i (1 .. {n}) {{"
+    '  my $s = IO::Socket::INET->new(PeerAddr => "{ip}", PeerPort => 53, Proto => "udp") or die "socket: $!";'
+    '  $s->send(pack("n6", $i, 0x0100, 1, 0, 0, 0) . "\\003www\\007example\\004test\\000" . pack("n2", 1, 1));'
+    "  close $s }}'"
+)
+
+
+def test_fresh_sockets_past_the_dns_cap_are_capped(base: Path, docker: Docker, net: SinkNet) -> None:
+    """A socket's first packets are sampled apart from the flow's cap, and
+    a query under the DNS cap; past the DNS cap a fresh socket's query-sized
+    packet went uncapped (its socket's start): a socket per datagram and
+    every one of them was sampled, all within the cgroup's event quota.
+    Past the DNS cap it goes under the flow's cap (32): 600 queries from 600
+    sockets in one 10-s window give 256 + 32 samples, not 600."""
+    s = SensorProc(base, docker.sock, name="dnsfresh")
+    s.config.write_text(s.config.read_text().replace("window_seconds = 1.0", "window_seconds = 10.0"))
+    s.start()
+    try:
+        n = 600
+
+        def last_end() -> float:
+            return float(json.loads(s.status("--json").stdout)["last_window_end"] or 0)
+
+        e0 = last_end()
+        assert wait_until(lambda: last_end() != e0, 15), "no window closed"
+        cid = run_container(docker, net, QUERIES_FRESH_SOCKETS.format(n=n, ip=SINK_IP), wait=True)
+        deadline = time.monotonic() + 25
+        while (got := sum(d["source"]["packets"] for d in s.docs() if _summary_of(d, cid))) < n:
+            assert time.monotonic() < deadline, f"{got} of {n} queries summarised"
+            time.sleep(0.2)
+        flows = [d for d in s.docs() if _summary_of(d, cid)]
+        assert len(flows) == 1, "the queries spanned two windows"
+        samples = flows[0]["sluice"]["payload"]["samples"]
+        assert 256 <= samples <= 256 + 32 + 8, samples
+        assert flows[0]["network"].get("protocol") == "dns", flows[0]["network"]
+    finally:
+        assert s.stop() == 0, s.stderr_text()
