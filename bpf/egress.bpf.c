@@ -18,11 +18,12 @@
  *    flow hash, insertion), containment (one inlined array read while no
  *    entry exists), and sampling. A packet is sampled when it is among its
  *    socket's first SL_SAMPLE_FIRST_PACKETS payload packets, when its
- *    socket has sent about SL_SAMPLE_EVERY_BYTES payload bytes or SL_SAMPLE_EVERY
- *    payload packets since its last sample point (bytes: a GSO stream of
- *    64 KiB super-packets gets samples in proportion to its bytes, not one
- *    per 4 MiB), when it is its flow's first packet from this socket in the
- *    window and the flow has no sample yet, or when it is a DNS query; at
+ *    socket's paces reach a point (about every SL_SAMPLE_EVERY_BYTES
+ *    payload bytes of its large packets, every SL_SAMPLE_EVERY of its small
+ *    ones: a GSO stream of 64 KiB super-packets gets samples in proportion
+ *    to its bytes, not one per 4 MiB), when it is its flow's first packet
+ *    from this socket in the window and the flow has no sample yet, or
+ *    when it is a DNS query; at
  *    most SL_SAMPLE_MAX_PER_FLOW_WINDOW per flow per window besides the
  *    sockets' first packets (DNS: its own cap) and a socket's sample that
  *    stands for SL_SAMPLE_UNCAPPED_SPAN bytes the cap refused to sample,
@@ -76,7 +77,7 @@ static __always_inline __u32 sl_span_add(__u32 a, __u32 b)
 
 /* Per socket. Sends on one socket may run concurrently (lockless UDP), so
  * the cache is a hint validated field by field, and the sampling pace
- * (payload_pkts, since_bytes, next_pkt, credit) may miss an update. */
+ * (payload_pkts, since_weight, credit) may miss an update. */
 struct sl_sock_state {
 	__u32 payload_pkts;  /* payload packets sent on the socket */
 	__u32 epoch;         /* sl_gen[0] when the slot was cached */
@@ -86,10 +87,10 @@ struct sl_sock_state {
 	__u8 pad;
 	__u64 cgroup_id;
 	__u64 daddr[2];
-	__u32 since_bytes;   /* payload bytes since the last sample point */
-	__u32 next_pkt;      /* payload_pkts index of the next packet-paced point */
-	__u32 credit;        /* byte pace: reaches SL_BYTE_PACE2 at the next point */
-	__u32 rng;           /* xorshift32 state for the draws; 0: not seeded */
+	/* Two paces, [0] for small packets, [1] for large (SL_PACE_MIN_WEIGHT) */
+	__u32 since_weight[2];  /* a pace's weight since its last point */
+	__u32 credit[2];        /* reaches SL_BYTE_PACE2 at the pace's next point */
+	__u32 rng;              /* xorshift32 state for the draws; 0: not seeded */
 	/* Samples past the flow's cap in window win_epoch (else zero). */
 	__u32 uncapped;
 	__u32 win_epoch;
@@ -101,14 +102,31 @@ struct sl_sock_state {
 	 * a window's first packet makes, whose content the sender chooses. */
 	__u32 carried;
 	__u32 carry_epoch;
+	__u32 pad3;
 	__u64 carry_daddr[2];
 	__u16 carry_dport;
 	__u8 carry_proto;
 	__u8 pad2;
-	__u32 pkt_pt;        /* payload_pkts index of the last packet-paced point */
-	__u32 covered;       /* of since_bytes, what packet-paced samples stood for */
-	__u32 pad3;
+	__u32 pad4;
 };
+
+/* Two paces per socket, one for packets shorter than SL_PACE_MIN_WEIGHT
+ * (a pace's worth of SL_SAMPLE_EVERY packets) and one for the rest. A
+ * large packet weighs its payload bytes, a small one SL_PACE_MIN_WEIGHT,
+ * and a point falls on the packet whose weight crosses the pace's next
+ * point, so a packet is drawn in proportion to its weight among its own
+ * size: a point about every SL_SAMPLE_EVERY_BYTES bytes of large packets
+ * and every SL_SAMPLE_EVERY small ones. A point's sample stands for its
+ * pace's weight since the last point times its bytes over its weight (a
+ * Horvitz-Thompson estimate: each kind of byte is counted at its bytes in
+ * expectation, and however a sender mixes sizes, each pace sees one size
+ * class). Before, a byte pace and a packet pace over the same packets
+ * stood for overlapping bytes: ciphertext in 16 KiB datagrams between
+ * 1,024 16-byte ones of text was counted at 23 % of the payload where it
+ * was 50 % (a model of the kernel's pacing; a single pace weighted as
+ * here, 54 % but rarely drawn; two, 50 %;
+ * tests/adversarial/test_sample_steering.py). */
+#define SL_PACE_MIN_WEIGHT (SL_SAMPLE_EVERY_BYTES / SL_SAMPLE_EVERY > 0 ? SL_SAMPLE_EVERY_BYTES / SL_SAMPLE_EVERY : 1)
 
 /* Paced sample points fall at random distances: uniform in [pace / 2,
  * 3 x pace / 2), one pace on average, drawn at each sample point. A window
@@ -119,7 +137,7 @@ struct sl_sock_state {
  * cut its writes so that every point lands on a small cleartext packet
  * between large encrypted ones (tests/adversarial/test_sample_steering.py);
  * at random ones, the packet that reaches a point is drawn in proportion to
- * its bytes (by the byte pace) or uniformly (by the packet pace). The draws
+ * its weight. The draws
  * come from a per-socket xorshift32 seeded once from bpf_get_prandom_u32:
  * a helper call at every point cost a TCP bulk stream ~25 ns per packet
  * (points fall every few GSO packets, capped or not), and a sender sees
@@ -635,84 +653,63 @@ int sl_egress(struct __sk_buff *skb)
 
 	__u8 flags = 0;
 	__u32 sock_idx = 0, span = 0;
-	int paced = 0, pkt_only = 0, dns_only = 0;
+	int paced = 0, oob = 0;
 	if (ss) {
 		sock_idx = ss->payload_pkts++;
-		__u32 since = ss->since_bytes + plen;
-		__u32 credit = ss->credit + plen;
-		/* The common case: past the socket's first packets, under its
-		 * byte and packet pace, not DNS, and a flow the socket already
+		/* its pace (by its size) and its weight there */
+		int large = plen >= SL_PACE_MIN_WEIGHT;
+		__u32 w = large ? plen : SL_PACE_MIN_WEIGHT;
+		__u32 *credit_p = large ? &ss->credit[1] : &ss->credit[0];
+		__u32 *since_p = large ? &ss->since_weight[1] : &ss->since_weight[0];
+		__u32 credit = *credit_p + w;
+		/* Past the socket's first packets, to a flow the socket already
 		 * sent to in this window (cached) or one that has its sample of
-		 * the window. */
-		if (sock_idx >= SL_SAMPLE_FIRST_PACKETS && credit < SL_BYTE_PACE2 &&
-		    (__s32)(sock_idx - ss->next_pkt) < 0 && !dnsq && (cached || fv->samples)) {
-			ss->since_bytes = since;
-			ss->credit = credit;
-			return 1;
-		}
-		/* A sample point, even when a cap then refuses the sample. The
-		 * two paces are kept apart: a point the packet pace alone made
-		 * (pkt_only: not a byte point, not among the socket's first
-		 * packets, not DNS, not its flow's first in the window) stands
-		 * for its own packets, (packets since the last such point) x its
-		 * payload, and leaves the byte pace and its count alone. Before,
-		 * every point restarted the byte pace: a socket sending one 64 KB
-		 * ciphertext packet then 127 tiny cleartext ones never reached a
-		 * byte point (the packet pace came first, on a tiny packet), and
-		 * that tiny sample stood for all the bytes since the last point
-		 * (counted: 2 % of the ciphertext). Any other point restarts both
-		 * paces, and its sample stands for the bytes since the last one
-		 * (the next points are drawn, SL_BYTE_PACE2). A point the byte
-		 * pace made keeps its excess, so the points average one per
-		 * SL_SAMPLE_EVERY_BYTES whatever the packet sizes (without it,
-		 * 65,483 + 53-byte GSO pairs on loopback lost a third of them). */
-		int byte_pt = credit >= SL_BYTE_PACE2;
-		int pkt_pt = (__s32)(sock_idx - ss->next_pkt) >= 0;
+		 * the window: the paces' packets. */
 		int later = sock_idx >= SL_SAMPLE_FIRST_PACKETS && (cached || fv->samples);
-		pkt_only = pkt_pt && !byte_pt && !dnsq && later;
-		/* A DNS query sampled for itself alone stands for its own bytes and
-		 * leaves the paces, the bytes since the last point and the packet
-		 * count alone: a query after each 28 ciphertext datagrams to port
-		 * 53 stood for them, as DNS (review). */
-		dns_only = dnsq && !byte_pt && !pkt_pt && later;
-		if (dns_only) {
-			span = plen;
-			ss->credit = credit;
-			goto sample;
+		/* The common case: one of the paces' packets, under its pace, not
+		 * a DNS query. */
+		if (later && credit < SL_BYTE_PACE2 && !dnsq) {
+			*since_p += w;
+			*credit_p = credit;
+			return 1;
 		}
 		__u32 r = ss->rng;
 		if (!r)
 			r = bpf_get_prandom_u32() | 1;
-		if (pkt_only) {
-			/* at least its own packet (concurrent sends may race on
-			 * payload_pkts), at most the bytes since the last point */
-			__u64 own = (__u64)(sock_idx - ss->pkt_pt) * plen;
-			span = own < plen ? plen : own < since ? (__u32)own : since;
-			ss->since_bytes = since;
-			ss->credit = credit;
-		} else {
-			/* the bytes since the last point, less what packet-paced
-			 * samples already stood for (not counted twice) */
-			__u32 cov = ss->covered;
-			span = since - plen > cov ? since - cov : plen;
-			ss->covered = 0;
-			ss->since_bytes = 0;
+		if (later && credit >= SL_BYTE_PACE2) {
+			/* A paced point: it stands for its pace's weight since the
+			 * last one times its bytes over its weight (at least its own
+			 * bytes: since includes w). */
+			__u32 since = *since_p + w;
+			span = large ? since : (__u32)(((__u64)since * plen) / SL_PACE_MIN_WEIGHT);
+			*since_p = 0;
 			r ^= r << 13;
 			r ^= r >> 17;
 			r ^= r << 5;
-			__u32 excess = byte_pt ? credit - SL_BYTE_PACE2 : 0;
+			__u32 excess = credit - SL_BYTE_PACE2;
 			__u32 start = SL_SAMPLE_EVERY_BYTES / 2 + (__u32)(((__u64)r * SL_SAMPLE_EVERY_BYTES) >> 32) +
 				      (excess < SL_BYTE_PACE2 ? excess : SL_BYTE_PACE2);
-			ss->credit = start < SL_BYTE_PACE2 ? start : SL_BYTE_PACE2 - 1;
+			*credit_p = start < SL_BYTE_PACE2 ? start : SL_BYTE_PACE2 - 1;
+			paced = 1;
+		} else {
+			/* Sampled for itself, outside the paces (a socket's first
+			 * packets, its first to a flow in the window, a DNS
+			 * query): it stands for its own bytes and moves no pace. */
+			span = plen;
+			oob = dnsq && later;
+			if (sock_idx == 0) {
+				/* each pace's first point, drawn */
+				r ^= r << 13;
+				r ^= r >> 17;
+				r ^= r << 5;
+				ss->credit[0] = SL_SAMPLE_EVERY_BYTES / 2 + (__u32)(((__u64)r * SL_SAMPLE_EVERY_BYTES) >> 32);
+				r ^= r << 13;
+				r ^= r >> 17;
+				r ^= r << 5;
+				ss->credit[1] = SL_SAMPLE_EVERY_BYTES / 2 + (__u32)(((__u64)r * SL_SAMPLE_EVERY_BYTES) >> 32);
+			}
 		}
-		paced = byte_pt || pkt_pt;
-		r ^= r << 13;
-		r ^= r >> 17;
-		r ^= r << 5;
 		ss->rng = r;
-		__u32 gap = SL_SAMPLE_EVERY / 2 + (__u32)(((__u64)r * SL_SAMPLE_EVERY) >> 32);
-		ss->next_pkt = sock_idx + (gap ? gap : 1);
-		ss->pkt_pt = sock_idx;
 		if (sock_idx < SL_SAMPLE_FIRST_PACKETS)
 			flags = SL_SAMPLE_F_SOCK_START;
 	} else {
@@ -728,8 +725,6 @@ int sl_egress(struct __sk_buff *skb)
 	 * the same flow (SL_SAMPLE_UNCAPPED_SPAN, and the carry_ fields): the
 	 * sample that gets out stands for them. (One call: sl_sample is
 	 * inlined.) */
-sample:;
-	int oob = pkt_only || dns_only;
 	__u32 unc = 0, carried = 0;
 	int past_cap = 0, same = 0, use = 0;
 	const __u64 *d = (const __u64 *)p.daddr;
@@ -738,9 +733,8 @@ sample:;
 			unc = ss->uncapped;
 		same = ss->carried && ss->carry_daddr[0] == d[0] && ss->carry_daddr[1] == d[1] &&
 		       ss->carry_dport == p.dport && ss->carry_proto == p.protocol;
-		/* a packet-paced point's sample stands for its own packets: it
-		 * takes no carry and never goes past the cap (the byte pace's
-		 * points, drawn by bytes, do) */
+		/* a DNS query sampled for itself stands for its own bytes: it
+		 * takes no carry and never goes past the cap */
 		use = !oob && same && (ss->carry_epoch == epoch || paced);
 		carried = use ? ss->carried : 0;
 		span = sl_span_add(span, carried);
@@ -754,11 +748,6 @@ sample:;
 		}
 		if (got == 2)
 			ss->uncapped = unc + 1;
-		/* what a packet-paced sample that got out stood for is not
-		 * counted again by the next full point's (a refused one's bytes
-		 * stay in since_bytes, for that point to stand for) */
-		if (pkt_only && got)
-			ss->covered = sl_span_add(ss->covered, span);
 		if (!got && !oob) {
 			/* kept: this point's span, and a carry not used here */
 			ss->carried = sl_span_add(span, same && !use ? ss->carried : 0);

@@ -149,3 +149,52 @@ def test_a_prefix_as_long_as_the_sample_does_not_hide_small_packets(sensor: Sens
     p = _flow_payload(sensor, port, sent)
     assert p["bytes"] == sent, p
     assert p["encrypted_bytes"] >= 0.6 * cipher, (p, cipher)
+
+
+WORD = b"ok;" * 5 + b"\n"  # 16 bytes of cleartext
+
+
+@pytest.fixture(scope="module")
+def uncapped(base: Path) -> Iterator[SensorProc]:
+    """A sensor whose per-flow cap does not bind: every sample point sampled."""
+    s = SensorProc(
+        base,
+        str(base / "no-docker.sock"),
+        name="steering-uncapped",
+        extra_config="[kernel]\nmax_samples_per_flow_window = 100000\n",
+    )
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.mark.parametrize("cipher_big", [True, False])
+def test_mixing_packet_sizes_does_not_move_the_count(uncapped: SensorProc, cipher_big: bool) -> None:
+    """Two paces over the same packets (one by bytes, one by packets) stood
+    for overlapping bytes: 16 KiB datagrams of ciphertext, each followed by
+    1,024 16-byte datagrams of text (half the bytes each), and every sample
+    point sampled (a flow under the per-flow cap: a slow one, or this
+    sensor's), 0.45-0.56 of the ciphertext was counted; the other way round,
+    1.25-1.49. Each size now has a pace of its own whose samples stand for
+    that size's bytes alone."""
+    sensor = uncapped
+    big = 16_384
+
+    def datagrams() -> Iterator[tuple[bytes, bool]]:
+        for _ in range(8):
+            yield WORD, False
+        for _ in range(120):
+            yield (os.urandom(big), True) if cipher_big else (TEXT[:big], False)
+            for _ in range(big // len(WORD)):
+                yield (os.urandom(len(WORD)), True) if not cipher_big else (WORD, False)
+
+    port, sent, cipher = _send_to_sink(datagrams())
+    p = _flow_payload(sensor, port, sent)
+    assert p["bytes"] == sent, p
+    share = p["encrypted_bytes"] / cipher
+    print(
+        f"ciphertext in {'big' if cipher_big else 'small'} datagrams: {share:.3f} of it counted, {p['samples']} samples"
+    )
+    assert 0.7 <= share <= 1.3, (p, cipher)
