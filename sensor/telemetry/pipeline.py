@@ -13,6 +13,8 @@ to move out (to sensor/attribution/), after issue 10's /proc changes land.
 
 from __future__ import annotations
 
+import posixpath
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -156,17 +158,47 @@ def shorten_args(args: list[str], max_bytes: int) -> list[str]:
     return out
 
 
+# /proc/<pid>/root (or self's) in front of a path names the same file
+_PROC_ROOT = re.compile(r"^/proc/(?:self|thread-self|[0-9]+)/root(?=/)")
+
+
+def canonical_path(filename: str) -> str:
+    """`filename` spelled as one path: /proc/<pid>/root prefixes dropped,
+    "//", "/./" and "/../" collapsed (lexically: symlinks are not
+    followed). Relative paths stay relative."""
+    f = filename
+    while (g := _PROC_ROOT.sub("", f)) != f:
+        f = g
+    if f.startswith("/"):
+        return "/" + posixpath.normpath(f).lstrip("/")
+    return posixpath.normpath(f) if f else f
+
+
 def resolve_executable(pid: int, filename: str) -> str:
     """The exec'd file; /proc/self/exe (busybox applets, runc) and fd paths
     (/proc/self/fd/N, /dev/fd/N: memfd and fexecve payloads) resolved to the
     file they name, as seen from the process's own mount namespace (a memfd
-    reads "/memfd:NAME (deleted)")."""
-    if filename != "/proc/self/exe" and not FD_PATH.match(filename):
+    reads "/memfd:NAME (deleted)"). A path as the caller spelled it is not
+    the file: `./nc`, `//tmp/nc`, `/./tmp/nc` and `/proc/self/root/tmp/nc`
+    all ran /tmp/nc past rules that compare paths (review). A relative or
+    non-canonical one is the kernel's name for the process's executable when
+    the process still runs it (the same base name), else spelled
+    canonically (canonical_path)."""
+    if filename == "/proc/self/exe" or FD_PATH.match(filename):
+        try:
+            return safe_text(psutil.Process(pid).exe()) or filename
+        except psutil.Error:
+            return filename
+    canonical = canonical_path(filename)
+    if canonical == filename and filename.startswith("/"):
         return filename
     try:
-        return safe_text(psutil.Process(pid).exe()) or filename
+        exe = safe_text(psutil.Process(pid).exe())
     except psutil.Error:
-        return filename
+        exe = ""
+    if exe.startswith("/") and posixpath.basename(exe.removesuffix(" (deleted)")) == posixpath.basename(canonical):
+        return exe
+    return canonical
 
 
 def read_ppid(pid: int) -> int | None:
