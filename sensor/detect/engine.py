@@ -110,8 +110,8 @@ class Detector:
         self.host_name = host_name
         self.learner = learner
         self.clock = clock
-        self._last: dict[tuple[str, str, str], float] = {}
-        self._suppressed: dict[tuple[str, str, str], int] = {}
+        self._last: dict[tuple[str, str, str, str], float] = {}
+        self._suppressed: dict[tuple[str, str, str, str], int] = {}
         self.counts: dict[str, int] = {"alerts": 0, "suppressed": 0, "allowed": 0, "rule_errors": 0}
         self.by_rule: dict[str, int] = {}
         # A rule that raises is skipped for that window, counted here and
@@ -198,7 +198,11 @@ class Detector:
             if f.destination
             else (f.unix_path or (f.file or {}).get("path", ""))
         )
-        key = (f.rule, f.workload, target)
+        # and by executable: a decoy's alert (the same rule, workload and
+        # destination, another binary: a harmless-looking stage run first)
+        # kept the real stage's alert, and its path, out for the interval
+        # (review); the next one would carry only a count
+        key = (f.rule, f.workload, target, f.executable or "")
         now = self.clock()
         last = self._last.get(key)
         if last is not None and now - last < self.config.detection.suppress_seconds:

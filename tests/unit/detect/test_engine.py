@@ -203,6 +203,22 @@ def test_suppression_distinguishes_workloads_and_ips(tmp_path: Path) -> None:
     assert h.run(window(DET + 10, flows=[http(twin)])) == []
 
 
+def test_suppression_distinguishes_executables(tmp_path: Path) -> None:
+    """A decoy's alert (same rule, workload and target, another binary)
+    kept the real one's alert, and its path, out for the interval (review)."""
+    from sensor.attribution.workload import workload_of
+    from sensor.detect.view import ProcessRef
+
+    h = detector(config(tmp_path))
+    w = workload_of(EXFIL)
+    path = "/etc/docker/daemon.json"
+    h.detector.on_fim(path, ["change"], DET, EXFIL, w, ProcessRef(1, "sh", "/tmp/hc/decoy"))
+    h.detector.on_fim(path, ["change"], DET + 1, EXFIL, w, ProcessRef(2, "sh", "/tmp/hc/decoy"))
+    h.detector.on_fim(path, ["change"], DET + 2, EXFIL, w, ProcessRef(3, "implant", "/var/tmp/implant/nc"))
+    assert [a["process"]["executable"] for a in h.alerts] == ["/tmp/hc/decoy", "/var/tmp/implant/nc"]
+    assert h.detector.counts["suppressed"] == 1
+
+
 def test_suppress_seconds_zero_alerts_every_time(tmp_path: Path) -> None:
     h = detector(config(tmp_path, detection="suppress_seconds = 0\n"))
     assert len(h.run(window(DET, flows=[http(EXFIL)]), window(DET + 10, flows=[http(EXFIL)]))) == 2
