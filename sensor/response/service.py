@@ -302,7 +302,27 @@ class ContainmentService:
             )
         if not self.containment.entries:
             return
-        for e, cg, in_kernel in self.containment.follow({life.info.id: life.cgroup_id}):
+        try:
+            followed = self.containment.follow({life.info.id: life.cgroup_id})
+        except Exception as err:  # the kernel's map refused (bcc raises Exception)
+            # Full (its SL_CONTAIN_ENTRIES taken: a contained container that
+            # can write cgroupfs makes sub-cgroups named like containers) or
+            # refused: said, and the sensor goes on; the review's map fill
+            # crashed the sensor here (registry callback), which left every
+            # container uncontained until a restart.
+            self.problem = f"containment could not follow {life.info.name or life.info.id[:12]}: {err}"
+            print(f"sluice: warning: {self.problem}", file=sys.stderr)
+            for e in self.containment.entries:
+                if e.container_id == life.info.id:
+                    self._doc(
+                        e,
+                        "containment_follow_failed",
+                        f"{e.label()} could not follow the container to cgroup {life.cgroup_id}: {err}"
+                        " (the kernel's containment map refused it; `sluice containment` lists what applies)",
+                        life,
+                    )
+            return
+        for e, cg, in_kernel in followed:
             how = (
                 "in the kernel when the cgroup was created, before any process ran in it"
                 if in_kernel

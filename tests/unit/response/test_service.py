@@ -141,3 +141,40 @@ def test_a_release_by_prefix_that_matches_two_gone_containers_says_so(
         svc.release("c0c0c0", None)
     assert len(svc.lingering()) == 2
     assert "released: isolate web2" in svc.release(c2[:10], None)["message"]
+
+
+class _FullMap(ReplaySource):
+    """The kernel's containment map when it is full: bcc's update fails."""
+
+    full = False
+
+    def set_contained_cgroup(self, cgroup_id: int, handle: int, level: int, on: bool) -> None:
+        if on and self.full:
+            raise Exception("Could not update table: Argument list too long")  # what bcc raises
+        super().set_contained_cgroup(cgroup_id, handle, level, on)
+
+
+def test_a_full_containment_map_at_a_restart_is_reported_not_fatal(
+    tmp_path: Path, fake_docker: FakeDockerEngine
+) -> None:
+    """A contained container that can write cgroupfs filled the kernel's
+    map with sub-cgroups named like containers, then restarted: following
+    it raised out of the registry's callback and stopped the sensor
+    (review). Now the failure is a document and the sensor's problem."""
+    fake_docker.add(A, "web", "acme/web:1", "sha256:" + "1" * 64)
+    resolver = CgroupResolver(str(tmp_path), rescan_interval=3600)
+    resolver.learn(100, f"/docker/{A}")
+    reg = ContainerRegistry(Attributor(resolver, DockerClient(fake_docker.socket_path)))
+    reg.note_existing()
+    src = _FullMap()
+    docs: list[dict[str, Any]] = []
+    svc = ContainmentService(src, str(tmp_path / "containment.json"), reg, docs.append, "node-1")
+    svc.isolate("web", "test")
+    reg.cgroup_removed(100, f"/docker/{A}")
+    reg.expire()
+    src.full = True
+    reg.cgroup_created(200, f"/docker/{A}", 1.0)  # raised here before
+    (d,) = [x for x in docs if x["event"]["action"] == "containment_follow_failed"]
+    assert "Argument list too long" in d["message"] and "cgroup 200" in d["message"]
+    assert svc.problem and "could not follow web" in svc.problem
+    assert src.cgroups == {100: 100}  # the old cgroup stays contained
