@@ -30,9 +30,11 @@ class ExecView:
     workload: str
     process: ProcessRef
     # sensor.telemetry.stage: how the program got its content, when that is a
-    # stage-two pattern (memfd, fd_exec, stdin_pipe, stdin_socket)
+    # stage-two pattern (memfd, fd_exec, stdin_pipe, stdin_socket), or the
+    # script file an interpreter runs (script_file: the rule judges its path)
     origin: str | None = None
     writers: tuple[int, ...] = ()  # stdin_pipe: pids writing the script
+    script: str = ""  # script_file: the script an interpreter runs
 
 
 @dataclass(slots=True)

@@ -77,7 +77,7 @@ from sensor.telemetry.counters import (
 from sensor.telemetry.flowstate import PER_CGROUP
 from sensor.telemetry.names import FlowNamer
 from sensor.telemetry.protocol import dns_port, transport_name
-from sensor.telemetry.stage import FD_PATH, stage_origin
+from sensor.telemetry.stage import FD_PATH, SCRIPT_FILE, stage_origin
 from sensor.text import safe_text
 
 Emit = Callable[[dict[str, Any]], None]
@@ -372,10 +372,14 @@ class Pipeline:
         self.window.add_exec(ev.hdr.cgroup_id)
         attr = self.attributor.attribute(ev.hdr.cgroup_id)
         origin = stage_origin(pid, ev.filename, p.executable, args, lambda: self._siblings(p))
-        if origin is not None or self._view_keep(("e", ev.hdr.cgroup_id, p.executable), MAX_EXEC_VIEWS):
+        # a script file is kept like any exec (one key per script: many
+        # runs of one interpreter do not crowd out a new script)
+        script = origin.path if origin is not None and origin.kind == SCRIPT_FILE else ""
+        special = origin is not None and not script
+        if special or self._view_keep(("e", ev.hdr.cgroup_id, p.executable, script), MAX_EXEC_VIEWS):
             ex = ExecView(ts, attr, workload_of(attr), self._process_ref(p))
             if origin is not None:
-                ex.origin, ex.writers = origin.kind, origin.writers
+                ex.origin, ex.writers, ex.script = origin.kind, origin.writers, script
             self._view.execs.append(ex)
         if not self.events:
             return

