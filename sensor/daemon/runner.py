@@ -23,6 +23,7 @@ from sensor.attribution.containers import Attributor
 from sensor.attribution.docker_api import DockerClient
 from sensor.attribution.netmap import NetMap
 from sensor.attribution.registry import ContainerRegistry
+from sensor.attribution.runtimesock import RuntimeSockets
 from sensor.config import Config
 from sensor.daemon import health
 from sensor.daemon.control_server import ControlServer
@@ -342,6 +343,7 @@ class Sensor:
             # window: knowledge of two windows' worth per cgroup
             flow_state_per_cgroup=2 * cfg.kernel.flow_quota_per_cgroup,
         )
+        self.pipeline.runtime_sockets = RuntimeSockets(extra=(cfg.runtime.docker_socket,))
         if self._source_factory is None:
             from sensor.kernel.loader import BccSource
 

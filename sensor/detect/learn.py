@@ -159,7 +159,7 @@ class Learner:
         for u in view.unix_connects:
             if u.workload in active:
                 wb = b.workload(u.workload)
-                name = u.path.rsplit("/", 1)[-1]
+                name = u.runtime or u.path.rsplit("/", 1)[-1]
                 wb.add_count(wb.unix_sockets, name)
                 if name in RUNTIME_SOCKETS:
                     self._callers[u.workload] = max(u.ts, self._callers.get(u.workload, 0.0))

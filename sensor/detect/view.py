@@ -117,6 +117,9 @@ class UnixConnectView:
     workload: str
     path: str
     process: ProcessRef
+    # the node's runtime socket the path leads to (its file name), by
+    # identity (sensor/attribution/runtimesock.py); "" when not or unknown
+    runtime: str = ""
 
 
 @dataclass(slots=True)

@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from sensor.attribution.containers import Attribution
+from sensor.attribution.netmap import cgroup_tasks
 from sensor.attribution.workload import workload_of
 from sensor.detect.view import AcceptView, ListenView, ProcessRef, UnixConnectView, WindowView
 from sensor.kernel.events import LISTEN_OP_LISTEN, AcceptEvent, ListenEvent, UnixConnectEvent
@@ -86,13 +87,24 @@ def on_unix_connect(p: Pipeline, ev: UnixConnectEvent) -> None:
     ts = p.to_wall(ev.hdr.ktime_ns)
     ref = _ref(p, ev.hdr.pid, ev.comm)
     if len(p._view.unix_connects) < MAX_UNIX_VIEWS:
-        p._view.unix_connects.append(UnixConnectView(ts, attr, workload_of(attr), ev.path, ref))
+        u = UnixConnectView(ts, attr, workload_of(attr), ev.path, ref)
+        # the socket the path leads to, when it is the node's runtime's
+        # (a symlink or another mount name for docker.sock; review)
+        u.runtime = p.runtime_sockets.identify(ev.hdr.pid, ev.path, lambda: _container_pids(p, attr))
+        p._view.unix_connects.append(u)
     else:
         p.counts["view_events_capped"] += 1
     if not p.events:
         return
     proc = p._known_process(ev.hdr.pid, ev.comm)
     p._out(documents.unix_connect(p.host_name, ts, attr, proc, ev.path, ev.sock_cookie))
+
+
+def _container_pids(p: Pipeline, attr: Attribution) -> list[int]:
+    """Processes of the caller's container (its mount namespace): for a
+    caller that exited before its path was read."""
+    d = p.attributor.cgroup_dir(attr)
+    return (cgroup_tasks(d, 16) or []) if d is not None else []
 
 
 def _peer_container(p: Pipeline, a: AcceptView, cgroup_id: int) -> bool:

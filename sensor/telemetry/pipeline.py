@@ -26,6 +26,7 @@ import psutil
 from sensor.attribution.containers import Attribution, Attributor
 from sensor.attribution.netmap import NetMap, cgroup_tasks, forging_unseen
 from sensor.attribution.registry import ContainerRegistry
+from sensor.attribution.runtimesock import RuntimeSockets
 from sensor.attribution.workload import workload_of
 from sensor.detect.view import (
     ConnectView,
@@ -241,6 +242,9 @@ class Pipeline:
         )
         # flows named by SNI, Host and DNS answers
         self.names = FlowNamer(owners=self._name_owners)
+        # unix connects to the node's runtime sockets, by identity (the
+        # runner adds the configured Docker socket)
+        self.runtime_sockets = RuntimeSockets()
         # a socket's first payload comes longer (names); entropy, byte classes
         # and protocol state see the usual sample length (kernel.sample_bytes)
         self.sample_bytes = sample_bytes

@@ -141,3 +141,20 @@ def test_runtime_socket_use_and_the_container_it_creates(sensor: SensorProc, doc
     assert child in names
     assert spawned["sluice"]["evidence"]["created_by"]["socket"] == "/var/run/docker.sock"
     assert spawned["sluice"]["evidence"]["created_by"]["seconds_before_start"] >= 0
+
+
+def test_runtime_socket_under_another_name(sensor: SensorProc, docker: Docker) -> None:
+    """The runtime socket mounted as /run/rt/engine and reached through a
+    symlink /tmp/x: the path names nothing, the socket is the runtime's
+    (sensor/attribution/runtimesock.py; review: no alert before)."""
+    inner = f"docker -H unix:///tmp/x run -d --network none {IMAGE} sh -c 'sleep 2'"
+    caller = run_container(
+        docker,
+        None,
+        "ln -s /run/rt/engine /tmp/x && " + inner + " > /tmp/child; sleep 1",
+        volumes=(f"{docker.sock}:/run/rt/engine", f"{DOCKER_CLI}:/usr/bin/docker:ro"),
+    )
+    sensor.wait_for(lambda d: bool(_alerts(sensor, "SL-C2-007", caller)), what="SL-C2-007 alert", timeout=10)
+    a7 = _alerts(sensor, "SL-C2-007", caller)[0]
+    assert a7["sluice"]["evidence"]["socket"]["path"] == "/tmp/x"
+    assert a7["sluice"]["evidence"]["socket"]["name"] == "docker.sock"

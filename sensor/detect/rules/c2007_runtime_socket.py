@@ -39,7 +39,11 @@ INFO = RuleInfo(
 
 
 def runtime_socket(u: UnixConnectView, names: tuple[str, ...]) -> str | None:
-    """The runtime socket's file name when the path is one, else None."""
+    """The runtime socket's file name when the path leads to one (by the
+    socket's identity, whatever the caller called it) or is named like one,
+    else None."""
+    if u.runtime:
+        return u.runtime
     name = u.path.rsplit("/", 1)[-1]
     return name if name in names else None
 

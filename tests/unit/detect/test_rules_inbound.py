@@ -155,6 +155,18 @@ def test_runtime_socket_fires_unless_the_baseline_uses_it(tmp_path: Path) -> Non
     assert not only(alerts, "SL-C2-007") and not only(alerts, "SL-C2-009")
 
 
+def test_runtime_socket_by_identity_under_any_name(tmp_path: Path) -> None:
+    """`ln -s /var/run/docker.sock /tmp/x; docker -H unix:///tmp/x ...`:
+    the path names nothing, the socket it leads to is the runtime's
+    (UnixConnectView.runtime, sensor/attribution/runtimesock.py; review)."""
+    u = unix(WEB, T0 - 1, "/tmp/x")
+    assert not only(detector(config(tmp_path)).run(window(T0, unix_connects=[u])), "SL-C2-007")
+    u.runtime = "docker.sock"
+    a = only(detector(config(tmp_path)).run(window(T0, unix_connects=[u])), "SL-C2-007")
+    assert len(a) == 1 and a[0]["sluice"]["evidence"]["socket"]["name"] == "docker.sock"
+    assert a[0]["destination"]["address"] == "/tmp/x"
+
+
 def test_spawn_links_the_new_container_to_its_creator_across_windows(tmp_path: Path) -> None:
     h = detector(config(tmp_path))
     sib = container("sibling-7", image="evil/exfil:1")
