@@ -4,8 +4,10 @@
  *
  * Parent pids come from sched_process_fork into a kernel map rather than from
  * task->real_parent (kernel-internal struct, unreadable with mismatched
- * headers). Arguments are not read here: by default user space reads
- * /proc/<pid>/cmdline; exec_args = "tracepoint" adds sys_enter_execve (see
+ * headers). The new program's argv (its first SL_EXEC_ARGV_LEN bytes) and
+ * its stdin's inode mode are read here where the kernel has BTF (offsets
+ * from it, SL_EXEC_BTF); user space reads /proc/<pid>/cmdline first and
+ * falls back to them; exec_args = "tracepoint" adds sys_enter_execve (see
  * exec_args.bpf.c) at the price of the slow syscall path for every task.
  */
 #include "lib/common.bpf.h"
@@ -48,6 +50,40 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	ev->ppid = ppid ? *ppid : 0;
 	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
 	TP_DATA_LOC_READ_STR(ev->filename, filename, sizeof(ev->filename));
+	ev->stdin_mode = 0;
+	ev->argv_len = 0;
+	ev->pad = 0;
+#ifdef SL_EXEC_BTF
+	/* The new program's argv (its stack, just written by the kernel) and
+	 * fd 0's inode mode, by offsets from the running kernel's BTF (the
+	 * loader passes them; the headers bcc compiles against may not match
+	 * the kernel). A bad read leaves a field empty, never more. */
+	char *task = (char *)bpf_get_current_task();
+	char *mm = 0, *files = 0, *fdt = 0, **fds = 0, *f0 = 0, *inode = 0;
+	unsigned long as = 0, ae = 0;
+	bpf_probe_read_kernel(&mm, sizeof(mm), task + SL_OFF_TASK_MM);
+	if (mm) {
+		bpf_probe_read_kernel(&as, sizeof(as), mm + SL_OFF_MM_ARG_START);
+		bpf_probe_read_kernel(&ae, sizeof(ae), mm + SL_OFF_MM_ARG_END);
+	}
+	if (ae > as) {
+		__u32 n = ae - as < SL_EXEC_ARGV_LEN ? ae - as : SL_EXEC_ARGV_LEN;
+		__u32 sz = ((n - 1) & (SL_EXEC_ARGV_LEN - 1)) + 1;  /* [1, SL_EXEC_ARGV_LEN] for the verifier */
+		if (bpf_probe_read_user(ev->argv, sz, (void *)as) == 0)
+			ev->argv_len = sz;
+	}
+	bpf_probe_read_kernel(&files, sizeof(files), task + SL_OFF_TASK_FILES);
+	if (files)
+		bpf_probe_read_kernel(&fdt, sizeof(fdt), files + SL_OFF_FILES_FDT);
+	if (fdt)
+		bpf_probe_read_kernel(&fds, sizeof(fds), fdt + SL_OFF_FDT_FD);
+	if (fds)
+		bpf_probe_read_kernel(&f0, sizeof(f0), fds);
+	if (f0)
+		bpf_probe_read_kernel(&inode, sizeof(inode), f0 + SL_OFF_FILE_INODE);
+	if (inode)
+		bpf_probe_read_kernel(&ev->stdin_mode, sizeof(ev->stdin_mode), inode + SL_OFF_INODE_MODE);
+#endif
 	sl_event_submit(args, ev, sizeof(*ev), SL_EV_EXEC);
 	return 0;
 }

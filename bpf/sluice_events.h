@@ -54,12 +54,22 @@ struct sl_event_header {
 	__u64 cgroup_id;  /* cgroup v2 id: inode number of the cgroup directory */
 };
 
+/* argv as the kernel laid it out for the new program (NUL-separated), its
+ * first SL_EXEC_ARGV_LEN bytes; read where the kernel's BTF gives the
+ * offsets (else argv_len 0): a process gone before user space reads
+ * /proc/<pid>/cmdline keeps its command line (curl | sh of a one-line
+ * stage; review) */
+#define SL_EXEC_ARGV_LEN 256
 struct sl_exec_event {
 	struct sl_event_header hdr;
 	__u32 ppid;        /* parent tgid recorded at fork, 0 when unknown */
 	__u32 old_pid;     /* thread id that called exec */
 	char comm[SL_COMM_LEN];
 	char filename[SL_PATH_LEN];
+	__u16 stdin_mode;  /* i_mode of fd 0's inode (S_IFIFO, S_IFSOCK...); 0: unknown */
+	__u16 argv_len;    /* bytes of argv read */
+	__u32 pad;
+	__u8 argv[SL_EXEC_ARGV_LEN];
 };
 
 struct sl_exit_event {

@@ -91,6 +91,34 @@ class _BtfType(ct.Structure):
     _fields_ = [("name_off", ct.c_uint32), ("info", ct.c_uint32), ("size_or_type", ct.c_uint32)]
 
 
+KIND_UNION = 5
+# modifiers and typedefs between a member and its struct or union
+_THROUGH = frozenset({8, 9, 10, 11, 18})  # typedef, volatile, const, restrict, type_tag
+
+
+def _members(lib: ct.CDLL, handle: int, tid: int, base_bits: int, out: dict[str, tuple[int, int]], depth: int) -> None:
+    """A struct's or union's members into `out` (name -> (byte offset,
+    bitfield bits)); those of unnamed struct and union members too, at
+    their offset (mm_struct keeps its fields in one: arg_start)."""
+    t = lib.btf__type_by_id(handle, tid).contents
+    kflag, vlen = t.info >> 31, t.info & 0xFFFF
+    arr = ct.cast(ct.addressof(t) + ct.sizeof(_BtfType), ct.POINTER(_BtfMember * vlen)).contents
+    for m in arr:
+        m_name = (lib.btf__name_by_offset(handle, m.name_off) or b"").decode(errors="replace")
+        bits = base_bits + (m.offset & 0xFFFFFF if kflag else m.offset)
+        if m_name:
+            out.setdefault(m_name, (bits // 8, m.offset >> 24 if kflag else 0))
+            continue
+        inner = m.type
+        for _ in range(8):
+            it = lib.btf__type_by_id(handle, inner).contents
+            if (it.info >> 24) & 0x1F not in _THROUGH:
+                break
+            inner = it.size_or_type
+        if (it.info >> 24) & 0x1F in (KIND_STRUCT, KIND_UNION) and depth < 4:
+            _members(lib, handle, inner, bits, out, depth + 1)
+
+
 class _BtfMember(ct.Structure):
     _fields_ = [("name_off", ct.c_uint32), ("type", ct.c_uint32), ("offset", ct.c_uint32)]
 
@@ -146,13 +174,7 @@ def _find(wanted: set[tuple[int, str]], path: str, data: bytes | None) -> dict[t
                 continue
             members: dict[str, tuple[int, int]] = {}
             if kind == KIND_STRUCT:
-                t = lib.btf__type_by_id(handle, tid).contents
-                kflag, vlen = t.info >> 31, t.info & 0xFFFF
-                arr = ct.cast(ct.addressof(t) + ct.sizeof(_BtfType), ct.POINTER(_BtfMember * vlen)).contents
-                for m in arr:
-                    m_name = (lib.btf__name_by_offset(handle, m.name_off) or b"").decode(errors="replace")
-                    bits = m.offset & 0xFFFFFF if kflag else m.offset
-                    members[m_name] = (bits // 8, m.offset >> 24 if kflag else 0)
+                _members(lib, handle, tid, 0, members, 0)
             found[(kind, name)] = BtfType(tid, members)
         return found
     finally:
@@ -183,3 +205,44 @@ def sock_send_layout(path: str = BTF_PATH, data: bytes | None = None) -> SockSen
         raise BtfUnavailable("kernel BTF has no struct sock_common.skc_family at the start of struct sock")
     proto = got[sock].members.get("sk_protocol")
     return SockSendLayout(got[tp].type_id, fam[0], proto[0] if proto and not proto[1] else -1)
+
+
+@dataclass(frozen=True)
+class ExecLayout:
+    """What the exec event reads of the new program (bpf/exec.bpf.c): its
+    argv (mm_struct.arg_start..arg_end) and fd 0's inode mode."""
+
+    task_mm: int
+    task_files: int
+    mm_arg_start: int
+    mm_arg_end: int
+    files_fdt: int
+    fdt_fd: int
+    file_inode: int
+    inode_mode: int
+
+
+EXEC_TYPES = tuple((KIND_STRUCT, n) for n in ("task_struct", "mm_struct", "files_struct", "fdtable", "file", "inode"))
+_EXEC_FIELDS = (
+    ("task_struct", "mm"),
+    ("task_struct", "files"),
+    ("mm_struct", "arg_start"),
+    ("mm_struct", "arg_end"),
+    ("files_struct", "fdt"),
+    ("fdtable", "fd"),
+    ("file", "f_inode"),
+    ("inode", "i_mode"),
+)
+
+
+def exec_layout(path: str = BTF_PATH, data: bytes | None = None) -> ExecLayout:
+    """The eight offsets, or BtfUnavailable naming the first one missing."""
+    got = find(set(EXEC_TYPES), path, data)
+    offsets = []
+    for struct_name, member in _EXEC_FIELDS:
+        t = got.get((KIND_STRUCT, struct_name))
+        m = t.members.get(member) if t is not None else None
+        if m is None or m[1]:
+            raise BtfUnavailable(f"kernel BTF has no struct {struct_name}.{member}")
+        offsets.append(m[0])
+    return ExecLayout(*offsets)

@@ -21,6 +21,7 @@ from sensor.text import safe_cstr, safe_text
 
 COMM_LEN = 16
 PATH_LEN = 256
+EXEC_ARGV_LEN = 256  # SL_EXEC_ARGV_LEN
 SAMPLE_MAX = 256
 FIRST_MAX = 2048
 DNS_MAX = 512
@@ -115,6 +116,10 @@ class ExecEventC(ct.Structure):
         ("old_pid", ct.c_uint32),
         ("comm", ct.c_char * COMM_LEN),
         ("filename", ct.c_char * PATH_LEN),
+        ("stdin_mode", ct.c_uint16),
+        ("argv_len", ct.c_uint16),
+        ("pad", ct.c_uint32),
+        ("argv", ct.c_uint8 * EXEC_ARGV_LEN),
     ]
 
 
@@ -332,6 +337,8 @@ class ExecEvent:
     old_pid: int
     comm: str
     filename: str
+    stdin_mode: int = 0  # fd 0's inode mode as the kernel saw it at exec (0: unknown)
+    argv: bytes = b""  # argv as laid out for the new program, NUL-separated, maybe cut (b"": not read)
 
 
 @dataclass(frozen=True, slots=True)
@@ -493,7 +500,7 @@ def format_addr(raw: bytes) -> str:
 # than ctypes copies). Each format's size is checked against its ctypes
 # mirror at import, so the two cannot drift apart silently.
 _S_HDR = struct.Struct("=IIQQ")
-_S_EXEC = struct.Struct(f"=IIQQII{COMM_LEN}s{PATH_LEN}s")
+_S_EXEC = struct.Struct(f"=IIQQII{COMM_LEN}s{PATH_LEN}sHHI{EXEC_ARGV_LEN}s")
 _S_EXIT = struct.Struct(f"=IIQQ{COMM_LEN}s")
 _S_CONNECT = struct.Struct(f"=IIQQQ16sHBBI{COMM_LEN}s")
 _S_SAMPLE = struct.Struct("=IIQQQ16sHBBIIIIIII")
@@ -522,8 +529,10 @@ assert _S_DNS.size == DnsEventC.data.offset
 
 
 def _dec_exec(buf: bytes) -> ExecEvent:
-    t, pid, kt, cg, ppid, old_pid, comm, fname = _S_EXEC.unpack_from(buf)
-    return ExecEvent(Header(t, pid, kt, cg), ppid, old_pid, _cstr(comm), _cstr(fname))
+    t, pid, kt, cg, ppid, old_pid, comm, fname, mode, alen, _pad, argv = _S_EXEC.unpack_from(buf)
+    return ExecEvent(
+        Header(t, pid, kt, cg), ppid, old_pid, _cstr(comm), _cstr(fname), mode, argv[: min(alen, len(argv))]
+    )
 
 
 def _dec_exit(buf: bytes) -> ExitEvent:

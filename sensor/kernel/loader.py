@@ -258,9 +258,28 @@ class BccSource:
                 self.status[tp] = f"unavailable: {why}"
         # one pass over the kernel's BTF for the LSM probe, the send report
         # and connect_unix (each then finds its types in btf's memo)
-        btf.prefetch({(btf.KIND_FUNC, _LSM_PROBE_HOOK), *btf.SOCK_SEND_TYPES, *unixconnect.BTF_TYPES})
+        btf.prefetch({(btf.KIND_FUNC, _LSM_PROBE_HOOK), *btf.SOCK_SEND_TYPES, *unixconnect.BTF_TYPES, *btf.EXEC_TYPES})
         root = bpf_dir()
         flags = cflags(self.cfg, self.use_ringbuf, root, self.report.kernel_release)
+        # the exec event's argv and stdin, from the kernel (offsets from its BTF)
+        try:
+            x = btf.exec_layout()
+            flags += [
+                "-DSL_EXEC_BTF=1",
+                f"-DSL_OFF_TASK_MM={x.task_mm}",
+                f"-DSL_OFF_TASK_FILES={x.task_files}",
+                f"-DSL_OFF_MM_ARG_START={x.mm_arg_start}",
+                f"-DSL_OFF_MM_ARG_END={x.mm_arg_end}",
+                f"-DSL_OFF_FILES_FDT={x.files_fdt}",
+                f"-DSL_OFF_FDT_FD={x.fdt_fd}",
+                f"-DSL_OFF_FILE_INODE={x.file_inode}",
+                f"-DSL_OFF_INODE_MODE={x.inode_mode}",
+            ]
+            self.status["sched:sched_process_exec argv"] = "read in the kernel (offsets from its BTF)"
+        except btf.BtfUnavailable as e:
+            self.status["sched:sched_process_exec argv"] = (
+                f"from /proc only: {e}; a process gone before it is read has no command line"
+            )
         self._socket_unit = any(u.name == "socket" for u in self.units)
         if self._socket_unit:
             self.lsm = lsm_problem()

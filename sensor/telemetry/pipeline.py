@@ -41,6 +41,7 @@ from sensor.detect.view import (
 from sensor.kernel.events import (
     CGROUP_MKDIR,
     CONNECT_OP_CONNECT,
+    EXEC_ARGV_LEN,
     QUOTA_EVENTS,
     SAMPLE_F_FIRST,
     SAMPLE_F_NO_SOCK,
@@ -139,6 +140,17 @@ def read_cmdline(pid: int, proc: str = "/proc", max_bytes: int = 4096) -> tuple[
     if truncated:
         args.append(CMDLINE_TRUNCATED)
     return args, truncated
+
+
+def kernel_args(raw: bytes) -> list[str] | None:
+    """argv as the exec event carries it (NUL-separated, its first
+    EXEC_ARGV_LEN bytes: a full read may be cut, and then ends with
+    CMDLINE_TRUNCATED); None when the kernel read none."""
+    if not raw or not raw[:1].strip(b"\0"):
+        return None
+    cut = len(raw) >= EXEC_ARGV_LEN and not raw.endswith(b"\0")
+    args = [safe_text(a) for a in raw.rstrip(b"\0").split(b"\0")]
+    return [*args, CMDLINE_TRUNCATED] if cut else args
 
 
 def shorten_args(args: list[str], max_bytes: int) -> list[str]:
@@ -369,13 +381,20 @@ class Pipeline:
             cap = self.max_cmdline_bytes if len(self.procs) < MANY_PROCESSES else min(self.max_cmdline_bytes, 256)
             args, truncated = read_cmdline(pid, max_bytes=cap)
             self.counts["cmdline_truncated"] += truncated
+            # the kernel's copy (bpf/exec.bpf.c, where it has BTF): the
+            # process exited before /proc was read (curl | sh of a one-line
+            # stage: review), or exec'd again since (its cmdline is the next
+            # program's)
+            kargs = kernel_args(ev.argv)
+            if kargs is not None and (args is None or args[0] != kargs[0]):
+                args, args_source = kargs, "kernel"
         ppid = ev.ppid or read_ppid(pid)
         ts = self.to_wall(ev.hdr.ktime_ns)
         p = ProcInfo(pid, ppid, ev.comm, resolve_executable(pid, ev.filename), args, ev.hdr.cgroup_id, ts)
         self._remember(p)
         self.window.add_exec(ev.hdr.cgroup_id)
         attr = self.attributor.attribute(ev.hdr.cgroup_id)
-        origin = stage_origin(pid, ev.filename, p.executable, args, lambda: self._siblings(p))
+        origin = stage_origin(pid, ev.filename, p.executable, args, lambda: self._siblings(p), stdin_mode=ev.stdin_mode)
         # a script file is kept like any exec (one key per script: many
         # runs of one interpreter do not crowd out a new script)
         script = origin.path if origin is not None and origin.kind == SCRIPT_FILE else ""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -136,11 +137,13 @@ def stage_origin(
     args: list[str] | None,
     siblings: Callable[[], list[int]],
     proc: str = "/proc",
+    stdin_mode: int = 0,
 ) -> Origin | None:
     """How the program that `pid` just exec'd got its content, when that is
     a stage-two pattern; None otherwise (or when it cannot be read).
     `siblings` lists the pids that may hold a pipe's other end (called only
-    for a pipe)."""
+    for a pipe); `stdin_mode`, fd 0's inode mode at the exec (0: unknown),
+    answers for a process already gone."""
     if FD_PATH.match(filename):
         return Origin(MEMFD if executable.startswith("/memfd:") else FD_EXEC)
     if executable.startswith("/memfd:"):
@@ -163,6 +166,12 @@ def stage_origin(
         return Origin(SCRIPT_FILE, path=os.path.normpath(os.path.join(cwd, source))) if cwd else None
     stdin = _link(f"{proc}/{pid}/fd/{fd}")
     if stdin is None:
+        # gone before it was read: fd 0's type as the kernel saw it at the
+        # exec (bpf/exec.bpf.c), the pipe's writer unknown
+        if fd == 0 and stat.S_ISFIFO(stdin_mode):
+            return Origin(STDIN_PIPE)
+        if fd == 0 and stat.S_ISSOCK(stdin_mode):
+            return Origin(STDIN_SOCKET)
         return None
     if stdin.startswith("socket:"):
         return Origin(STDIN_SOCKET)

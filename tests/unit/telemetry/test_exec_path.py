@@ -74,3 +74,16 @@ def test_a_gone_process_gets_the_canonical_spelling() -> None:
     p.wait()
     assert resolve_executable(p.pid, "/./tmp//nc") == "/tmp/nc"
     assert resolve_executable(p.pid, "/tmp/nc") == "/tmp/nc"
+
+
+def test_the_kernels_argv() -> None:
+    """The exec event's copy of argv (bpf/exec.bpf.c): NUL-separated, its
+    first EXEC_ARGV_LEN bytes."""
+    from sensor.kernel.events import EXEC_ARGV_LEN
+    from sensor.telemetry.pipeline import CMDLINE_TRUNCATED, kernel_args
+
+    assert kernel_args(b"") is None
+    assert kernel_args(b"\0\0") is None
+    assert kernel_args(b"sh\0/dev/stdin\0") == ["sh", "/dev/stdin"]
+    cut = (b"python3\0-c\0" + b"x" * EXEC_ARGV_LEN)[:EXEC_ARGV_LEN]
+    assert kernel_args(cut) == ["python3", "-c", "x" * (EXEC_ARGV_LEN - 11), CMDLINE_TRUNCATED]

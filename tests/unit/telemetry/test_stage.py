@@ -18,6 +18,7 @@ from sensor.telemetry.stage import (
     SCRIPT_FILE,
     STDIN_PIPE,
     STDIN_SOCKET,
+    Origin,
     is_interpreter,
     script_fd,
     script_from_stdin,
@@ -314,3 +315,16 @@ def test_executable_outside_the_baseline_is_a_stage(tmp_path: Path) -> None:
     assert h.run(chain("/app/bin/server", DET)) == []  # known executable
     alerts = h.run(chain("/app/bin/helper", DET + 60))
     assert rules_of(alerts) == ["SL-C2-001"] and alerts[0]["sluice"]["evidence"]["stage"] == "new_executable"
+
+
+def test_a_gone_interpreter_is_judged_by_the_kernels_view_of_its_stdin(tmp_path: Path) -> None:
+    """`wget -O- URL | sh` with a one-line stage: sh exited before /proc
+    was read (review: no stage). The exec event's fd 0 mode stands in."""
+    fifo, sock, tty = 0o010600, 0o140777, 0o020620
+    assert stage_origin(700, "/bin/sh", "/bin/sh", ["sh"], list, str(tmp_path), stdin_mode=fifo) == Origin(STDIN_PIPE)
+    o = stage_origin(700, "/bin/sh", "/bin/sh", ["sh"], list, str(tmp_path), stdin_mode=sock)
+    assert o is not None and o.kind == STDIN_SOCKET
+    assert stage_origin(700, "/bin/sh", "/bin/sh", ["sh"], list, str(tmp_path), stdin_mode=tty) is None
+    assert stage_origin(700, "/bin/sh", "/bin/sh", ["sh"], list, str(tmp_path)) is None  # unknown
+    # /dev/fd/63 is not fd 0: its type was not read
+    assert stage_origin(700, "/bin/sh", "/bin/sh", ["bash", "/dev/fd/63"], list, str(tmp_path), stdin_mode=fifo) is None
