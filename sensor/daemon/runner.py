@@ -519,6 +519,10 @@ class Sensor:
             self.control.stop()
         if self.fim is not None:
             self.fim.close()
+        if self.containment is not None:
+            # the link cuts go with the sensor's programs (a crash leaves
+            # them: the next start re-applies or releases)
+            self.containment.close()
         if self.source is not None:
             try:
                 if self.pipeline is not None:

@@ -22,7 +22,7 @@ from sensor.attribution.netmap import NetnsIndex, cgroup_tasks, netns_shared
 from sensor.attribution.registry import ContainerLife, ContainerRegistry
 from sensor.kernel.source import EventSource
 from sensor.outputs import documents
-from sensor.response import packetsockets
+from sensor.response import linkdrop, packetsockets
 from sensor.response.containment import Containment, ContainmentError, Entry
 
 # A contained container that has not run for this long is released when the
@@ -72,6 +72,9 @@ class ContainmentService:
         self.emit = emit
         self.host_name = host_name
         self.problem = ""  # why saved entries were not re-applied, for status
+        # isolated containers' host-side veths whose ingress drops everything
+        self.links = linkdrop.LinkDropper()
+        self._cut: dict[str, list[tuple[str | None, str]]] = {}  # container id -> (netns, link) cut
         # at shutdown, the final window's removals are left for the next start
         self.final_window = False
         registry.subscribe(on_added=self._container_added, on_removed=self._containers_removed)
@@ -168,6 +171,48 @@ class ContainmentService:
             )
         return len(killed)
 
+    def cut_links(self, life: ContainerLife) -> str:
+        """Drop every frame at the host side of an isolated container's
+        veths (linkdrop: what leaves below its sockets, a packet socket's
+        ring of frames, the kernel's own replies). For a container whose
+        network namespace is its own: a shared one's link is its
+        neighbours' too. Returns what was done, for the entry's document."""
+        dirs = self._cgroup_dirs([life.cgroup_id])
+        tasks = cgroup_tasks(dirs[0]) if dirs else None
+        if not tasks:
+            # (a new run's cgroup before its first process: recheck tries again)
+            return "its host-side link was not cut yet: none of its processes could be read"
+        try:
+            links = linkdrop.host_links(tasks[0])
+            for where, link in links:
+                self.links.drop(where, link)
+        except Exception as err:  # tc, nsenter, or the program's compile (bcc raises Exception)
+            self.problem = f"the link of {life.info.name or life.info.id[:12]} was not cut: {err}"
+            print(f"sluice: warning: {self.problem}", file=sys.stderr)
+            self._cut[life.info.id] = []  # said once, not tried again each window
+            return f"its host-side link was not cut ({err}): frames of packet sockets can leave"
+        if not links:
+            # (--network none, or a new run's veth not there yet: recheck
+            # tries again each window)
+            return "it has no host-side veth to cut (yet)"
+        self._cut[life.info.id] = links
+        return (
+            "frames below its sockets (packet sockets, the kernel's own replies) are dropped at its host-side "
+            + ("links " if len(links) > 1 else "link ")
+            + ", ".join(link + (f" (in {where})" if where else "") for where, link in links)
+        )
+
+    def close(self) -> None:
+        """At shutdown: while the sensor is stopped nothing is contained,
+        the link cuts included (the next start cuts them again)."""
+        for cid in list(self._cut):
+            self._uncut(cid)
+        self.links.close()
+
+    def _uncut(self, container_id: str | None) -> None:
+        for where, link in self._cut.pop(container_id or "", []):
+            self.links.undrop(where, link)
+
     def isolate(self, ref: str, reason: str) -> dict[str, Any]:
         life = self._container(ref)
         shared = self._shared(life)
@@ -175,7 +220,7 @@ class ContainmentService:
         msg = f"isolated container {e.who()}: " + (
             f"all its egress is dropped, loopback too ({shared}: a process there could relay for it)"
             if shared
-            else "all its egress but its own loopback (127.0.0.1, ::1) is dropped"
+            else "all its egress but its own loopback (127.0.0.1, ::1) is dropped; " + self.cut_links(life)
         )
         self._doc(e, "container_isolated", msg, life)
         self.sweep_packet_sockets(life, [life.cgroup_id])
@@ -200,6 +245,8 @@ class ContainmentService:
             cid, str(destination) if destination else None, everything_for_container=not destination
         )
         for e in gone:
+            if e.kind == "isolate":
+                self._uncut(e.container_id)
             self._doc(e, "containment_released", f"released: {e.label()}", dropped=dropped.get(id(e), 0))
         return {"ok": True, "message": "; ".join(f"released: {e.label()}" for e in gone)}
 
@@ -222,10 +269,14 @@ class ContainmentService:
         live = {cid: [c.cgroup_id] for cid, c in self.registry.running.items()}
         applied, dropped = self.containment.restore(saved, live, lambda cid: not self._gone(cid))
         for e in applied:
+            cut = ""
+            life = self.registry.running.get(e.container_id or "")
+            if e.kind == "isolate" and not e.loopback_dropped and life is not None:
+                cut = "; " + self.cut_links(life)
             self._doc(
                 e,
                 "container_isolated" if e.kind == "isolate" else "destination_blocked",
-                f"re-applied at start: {e.label()}",
+                f"re-applied at start: {e.label()}{cut}",
             )
         for e in dropped:
             self._doc(
@@ -328,7 +379,11 @@ class ContainmentService:
                 if in_kernel
                 else "by user space when the sensor saw the cgroup (the cgroup_mkdir hook did not)"
             )
-            self._doc(e, "containment_followed", f"{e.label()} follows the container to cgroup {cg}, {how}", life)
+            cut = ""
+            if e.kind == "isolate" and not e.loopback_dropped:
+                # a new run, a new network namespace and veth
+                cut = "; " + self.cut_links(life)
+            self._doc(e, "containment_followed", f"{e.label()} follows the container to cgroup {cg}, {how}{cut}", life)
 
     def recheck(self) -> None:
         """Once a window: entries of containers not running are released
@@ -336,6 +391,19 @@ class ContainmentService:
         removed later, without any cgroup event)."""
         if self.containment.entries and self.containment.gone(set(self.registry.running)):
             self._containers_removed([])
+        # isolated containers whose link is not cut (yet: a restart's cgroup
+        # comes before its veth; or no more: a link moved to another
+        # namespace loses its filters)
+        for e in self.containment.entries:
+            life = self.registry.running.get(e.container_id or "")
+            if e.kind != "isolate" or e.loopback_dropped or life is None:
+                continue
+            cut = self._cut.get(life.info.id)
+            if cut is None or (cut and not all(linkdrop.is_cut(where, link) for where, link in cut)):
+                self._cut.pop(life.info.id, None)
+                msg = self.cut_links(life)
+                if self._cut.get(life.info.id):
+                    self._doc(e, "containment_followed", f"{e.label()}: {msg}", life)
         # a process that joined an isolated container's network namespace
         # after the isolation (a new container's processes join it only
         # after its cgroup, which is when _container_added runs)
@@ -357,6 +425,7 @@ class ContainmentService:
             return
         dropped = self._dropped_by_entry()
         for e in self.containment.containers_gone(live | (candidates - gone)):
+            self._cut.pop(e.container_id or "", None)  # its veth went with it
             self._doc(
                 e,
                 "containment_released",
