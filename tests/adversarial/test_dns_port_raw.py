@@ -52,6 +52,24 @@ def _encrypted_once_summarised(s: SensorProc, cid: str, n: int, timeout: float) 
     return sum(d["sluice"]["payload"]["encrypted_bytes"] for d in s.docs() if _summary_of(d, cid))
 
 
+def _ten_second_windows(base: Path, docker: Docker, name: str) -> SensorProc:
+    """A started sensor whose windows last 10 s (a send fits in one)."""
+    s = SensorProc(base, docker.sock, name=name)
+    s.config.write_text(s.config.read_text().replace("window_seconds = 1.0", "window_seconds = 10.0"))
+    s.start()
+    return s
+
+
+def _window_closed(s: SensorProc) -> None:
+    """Returns right after a window closed: what is sent now falls in one."""
+
+    def last_end() -> float:
+        return float(json.loads(s.status("--json").stdout)["last_window_end"] or 0)
+
+    e0 = last_end()
+    assert wait_until(lambda: last_end() != e0, 15), "no window closed"
+
+
 def _exf2(d: dict[str, Any], cid: str) -> bool:
     return d["event"]["kind"] == "alert" and d.get("rule", {}).get("id") == "SL-EXF-002" and cid_of(d) == cid
 
@@ -117,17 +135,10 @@ def test_ciphertext_after_the_dns_cap_is_read(base: Path, docker: Docker, net: S
     window was judged by the queries (review: 3 MB, 0 counted). Past the
     cap they are sampled like any packet. Windows of 10 s, the sending
     started right after one closed: queries and ciphertext in one window."""
-    s = SensorProc(base, docker.sock, name="dnscap")
-    s.config.write_text(s.config.read_text().replace("window_seconds = 1.0", "window_seconds = 10.0"))
-    s.start()
+    s = _ten_second_windows(base, docker, "dnscap")
     try:
         n = 1_000_000
-
-        def last_end() -> float:
-            return float(json.loads(s.status("--json").stdout)["last_window_end"] or 0)
-
-        e0 = last_end()
-        assert wait_until(lambda: last_end() != e0, 15), "no window closed"
+        _window_closed(s)
         raw = run_container(docker, net, QUERIES_THEN_CIPHERTEXT.format(n=n, ip=SINK_IP), wait=True)
         enc = _encrypted_once_summarised(s, raw, n, timeout=25)
         assert enc >= 0.7 * n, enc
@@ -182,17 +193,10 @@ def test_fresh_sockets_past_the_dns_cap_are_capped(base: Path, docker: Docker, n
     every one of them was sampled, all within the cgroup's event quota.
     Past the DNS cap it goes under the flow's cap (32): 600 queries from 600
     sockets in one 10-s window give 256 + 32 samples, not 600."""
-    s = SensorProc(base, docker.sock, name="dnsfresh")
-    s.config.write_text(s.config.read_text().replace("window_seconds = 1.0", "window_seconds = 10.0"))
-    s.start()
+    s = _ten_second_windows(base, docker, "dnsfresh")
     try:
         n = 600
-
-        def last_end() -> float:
-            return float(json.loads(s.status("--json").stdout)["last_window_end"] or 0)
-
-        e0 = last_end()
-        assert wait_until(lambda: last_end() != e0, 15), "no window closed"
+        _window_closed(s)
         cid = run_container(docker, net, QUERIES_FRESH_SOCKETS.format(n=n, ip=SINK_IP), wait=True)
         deadline = time.monotonic() + 25
         while (got := sum(d["source"]["packets"] for d in s.docs() if _summary_of(d, cid))) < n:

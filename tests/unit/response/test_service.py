@@ -23,13 +23,13 @@ A = "a0" * 32
 
 
 def _world(
-    tmp_path: Path, engine: FakeDockerEngine
+    tmp_path: Path, engine: FakeDockerEngine, src: ReplaySource | None = None
 ) -> tuple[ContainmentService, ContainerRegistry, ReplaySource, list[dict[str, Any]]]:
     resolver = CgroupResolver(str(tmp_path), rescan_interval=3600)
     resolver.learn(100, f"/docker/{A}")
     reg = ContainerRegistry(Attributor(resolver, DockerClient(engine.socket_path)))
     reg.note_existing()
-    src = ReplaySource()
+    src = src if src is not None else ReplaySource()
     docs: list[dict[str, Any]] = []
     svc = ContainmentService(src, str(tmp_path / "containment.json"), reg, docs.append, "node-1")
     return svc, reg, src, docs
@@ -162,13 +162,8 @@ def test_a_full_containment_map_at_a_restart_is_reported_not_fatal(
     it raised out of the registry's callback and stopped the sensor
     (review). Now the failure is a document and the sensor's problem."""
     fake_docker.add(A, "web", "acme/web:1", "sha256:" + "1" * 64)
-    resolver = CgroupResolver(str(tmp_path), rescan_interval=3600)
-    resolver.learn(100, f"/docker/{A}")
-    reg = ContainerRegistry(Attributor(resolver, DockerClient(fake_docker.socket_path)))
-    reg.note_existing()
     src = _FullMap()
-    docs: list[dict[str, Any]] = []
-    svc = ContainmentService(src, str(tmp_path / "containment.json"), reg, docs.append, "node-1")
+    svc, reg, _src, docs = _world(tmp_path, fake_docker, src)
     svc.isolate("web", "test")
     reg.cgroup_removed(100, f"/docker/{A}")
     reg.expire()
