@@ -46,6 +46,13 @@ static __always_inline void sl_contain_follow(char *path, __u32 len, __u64 cgrou
 	if (!h)
 		return;
 	__u64 handle = *h;
+	/* Made from inside the container (its cgroup or one under it): a
+	 * sub-cgroup, covered through its ancestor. A contained container that
+	 * can write cgroupfs filled the map with mkdir/rmdir of names ending in
+	 * its own id, until isolation failed node-wide (review). The runtime
+	 * makes a restart's cgroup from outside (runc, the shim, systemd). */
+	if (sl_contain_handle_current(bpf_get_current_cgroup_id()) == handle)
+		return;
 	if (sl_contain_cg.update(&cgroup_id, &handle) != 0) {
 		sl_stat_add(SL_STAT_CONTAIN_MAP_FULL, 1);
 		return;
