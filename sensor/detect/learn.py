@@ -122,6 +122,9 @@ class Learner:
         for e in view.execs:
             if e.workload in active and e.process.executable:
                 b.workload(e.workload).add_executable(e.process.executable)
+            if e.workload in active and e.script:
+                # a script its interpreter runs (SL-C2-001 writable_script)
+                b.workload(e.workload).add_executable(e.script)
         self._inbound(view, active, skipped)
         for x in view.lifecycle:
             if x.workload not in active:

@@ -146,7 +146,7 @@ def kernel_args(raw: bytes) -> list[str] | None:
     """argv as the exec event carries it (NUL-separated, its first
     EXEC_ARGV_LEN bytes: a full read may be cut, and then ends with
     CMDLINE_TRUNCATED); None when the kernel read none."""
-    if not raw or not raw[:1].strip(b"\0"):
+    if not raw:
         return None
     cut = len(raw) >= EXEC_ARGV_LEN and not raw.endswith(b"\0")
     args = [safe_text(a) for a in raw.rstrip(b"\0").split(b"\0")]
@@ -385,9 +385,15 @@ class Pipeline:
             # process exited before /proc was read (curl | sh of a one-line
             # stage: review), or exec'd again since (its cmdline is the next
             # program's)
+            # The kernel's is this exec's own; /proc's only when it is longer
+            # (the kernel's was cut) and of the same program (`exec sh -c`
+            # as a piped script's first line: the same argv[0], another
+            # command line; review)
             kargs = kernel_args(ev.argv)
-            if kargs is not None and (args is None or args[0] != kargs[0]):
-                args, args_source = kargs, "kernel"
+            if kargs is not None and args != kargs:
+                cut = kargs[-1] == CMDLINE_TRUNCATED
+                if args is None or not cut or args[: len(kargs) - 2] != kargs[:-2]:
+                    args, args_source = kargs, "kernel"
         ppid = ev.ppid or read_ppid(pid)
         ts = self.to_wall(ev.hdr.ktime_ns)
         p = ProcInfo(pid, ppid, ev.comm, resolve_executable(pid, ev.filename), args, ev.hdr.cgroup_id, ts)

@@ -33,8 +33,6 @@ _SHELLS = frozenset(
 )
 _MULTICALL = frozenset({"busybox", "toybox"})
 _VERSIONED = re.compile(r"^(python|perl|ruby|php|lua|node|nodejs|jshell|Rscript)[\d.]*$")
-# Options that make an interpreter read its program from the command line.
-_INLINE = frozenset({"-c", "-e", "-E", "-r", "--eval", "-p", "--command"})
 MAX_WRITER_CANDIDATES = 64
 
 
@@ -50,31 +48,79 @@ def is_interpreter(name: str) -> bool:
     return base in _SHELLS or bool(_VERSIONED.match(base))
 
 
-# the script operand names a descriptor: /dev/stdin, /dev/fd/N, /proc/<pid>/fd/N
-_FD_OPERAND = re.compile(r"^(?:/dev/stdin|/dev/fd/(\d+)|/proc/(?:self|thread-self|\d+)/fd/(\d+))$")
+# the script operand names a descriptor: /dev/stdin, /dev/fd/N, the
+# caller's own /proc/self/fd/N (or a task's)
+_FD_OPERAND = re.compile(r"^(?:/dev/stdin|/dev/fd/(\d+)|/proc/(?:self|thread-self|(\d+))(?:/task/\d+)?/fd/(\d+))$")
+
+# Per interpreter family: option letters that put the program on the
+# command line (or name a module: no script file), letters that take a
+# value (the rest of their cluster, or the next argument), and long options
+# that take the next argument. A flag's value is no script: `bash -o
+# pipefail -c make` named "pipefail" a script (review).
+_OPTIONS: dict[str, tuple[str, str, frozenset[str]]] = {
+    "sh": ("c", "oO", frozenset({"--rcfile", "--init-file"})),
+    "python": ("cm", "WXQ", frozenset({"--check-hash-based-pycs"})),
+    "perl": ("eE", "IMmxilC0dD", frozenset()),
+    "ruby": ("e", "IrCEWTxK", frozenset()),
+    "php": ("rRBEF", "cdzf", frozenset()),
+    "lua": ("e", "l", frozenset()),
+    "node": ("ep", "rC", frozenset({"--require", "--import", "--loader", "--experimental-loader", "--env-file"})),
+}
+_LONG_INLINE = frozenset({"--eval", "--print", "--command"})
+
+
+def _family(name: str) -> str:
+    base = name.rsplit("/", 1)[-1]
+    if base in _SHELLS:
+        return "sh"
+    m = _VERSIONED.match(base)
+    fam = m.group(1) if m else ""
+    return "node" if fam == "nodejs" else fam
 
 
 def script_source(args: list[str] | None) -> str | None:
     """Where the interpreter's program comes from: "-" for stdin, its
     script operand (a path, maybe /dev/stdin or /dev/fd/N), or None (inline:
-    -c, -e; or no command line)."""
+    -c, -e, a cluster holding them such as -ec; a module, -m; or no command
+    line)."""
     if not args:
         return None
     ops = args[1:]
-    if args[0].rsplit("/", 1)[-1] == "busybox":  # busybox sh ...
+    name = args[0]
+    if name.rsplit("/", 1)[-1] == "busybox":  # busybox sh ...
         if not ops or not is_interpreter(ops[0]):
             return None
-        ops = ops[1:]
-    for i, o in enumerate(ops):
-        if o in _INLINE:
-            return None
-        if o == "-s":  # shells: read commands from stdin, operands are $1...
-            return "-"
+        name, ops = ops[0], ops[1:]
+    fam = _family(name)
+    inline, takes, long_takes = _OPTIONS.get(fam, ("ce", "", frozenset()))
+    i = 0
+    while i < len(ops):
+        o = ops[i]
         if o == "--":
             rest = ops[i + 1 :]
             return rest[0] if rest and rest[0] != "-" else "-"
-        if o == "-" or not o.startswith("-"):
-            return o  # the first operand is the script (or "-": stdin)
+        if o == "-":
+            return "-"
+        if o.startswith("--"):
+            key = o.split("=", 1)[0]
+            if key in _LONG_INLINE:
+                return None
+            i += 2 if key in long_takes and "=" not in o else 1
+            continue
+        if len(o) > 1 and (o[0] == "-" or (fam == "sh" and o[0] == "+")):
+            letters = o[1:]
+            for j, ch in enumerate(letters):
+                if fam == "sh" and ch == "s" and o[0] == "-":
+                    return "-"  # read commands from stdin; operands are $1...
+                if ch in inline:
+                    return None
+                if ch in takes:
+                    if j == len(letters) - 1:
+                        i += 1  # its value is the next argument
+                    break  # else the rest of the cluster is the value
+            i += 1
+            continue
+        return o  # the first operand is the script
     return "-"
 
 
@@ -83,17 +129,21 @@ def script_from_stdin(args: list[str] | None) -> bool:
     return script_source(args) == "-"
 
 
-def script_fd(source: str) -> int | None:
-    """The descriptor a script source reads: 0 for stdin ("-", /dev/stdin,
-    /dev/fd/0, /proc/self/fd/0), N for /dev/fd/N (bash's <(curl ...)), None
-    for a file. `sh /dev/stdin` and `sh /proc/self/fd/0` read the pipe
-    `curl | sh` does (review: both ran unnoticed)."""
+def script_fd(source: str) -> tuple[str, int] | None:
+    """The descriptor a script source reads, as (pid, fd): pid "" for the
+    interpreter's own ("-", /dev/stdin, /dev/fd/N, /proc/self/fd/N: bash's
+    <(curl ...) is /dev/fd/63), or the pid another process has in the
+    caller's pid namespace (/proc/<n>/fd/N: `bash /proc/$$/fd/0` runs its
+    parent's stdin); None for a file. `sh /dev/stdin` and `sh
+    /proc/self/fd/0` read the pipe `curl | sh` does (review: both ran
+    unnoticed); spelled non-canonically (`/dev/./stdin`) too."""
     if source == "-":
-        return 0
-    m = _FD_OPERAND.match(source)
+        return "", 0
+    canonical = "/" + os.path.normpath(source).lstrip("/") if source.startswith("/") else source
+    m = _FD_OPERAND.match(canonical)
     if m is None:
         return None
-    return int(m.group(1) or m.group(2) or 0)
+    return m.group(2) or "", int(m.group(1) or m.group(3) or 0)
 
 
 def _link(path: str) -> str | None:
@@ -156,21 +206,24 @@ def stage_origin(
     source = script_source(args) if interpreter else None
     if source is None:
         return None
-    fd = script_fd(source)
-    if fd is None:
+    where = script_fd(source)
+    if where is None:
         # a script file: where it is decides (the rule's writable paths);
         # relative to the process's working directory
         if source.startswith("/"):
             return Origin(SCRIPT_FILE, path=source)
         cwd = _link(f"{proc}/{pid}/cwd")
         return Origin(SCRIPT_FILE, path=os.path.normpath(os.path.join(cwd, source))) if cwd else None
-    stdin = _link(f"{proc}/{pid}/fd/{fd}")
+    other, fd = where
+    # another process's fd, by its pid in the caller's pid namespace: read
+    # through the caller's root, whose /proc is that namespace's
+    stdin = _link(f"{proc}/{pid}/root/proc/{other}/fd/{fd}" if other else f"{proc}/{pid}/fd/{fd}")
     if stdin is None:
         # gone before it was read: fd 0's type as the kernel saw it at the
         # exec (bpf/exec.bpf.c), the pipe's writer unknown
-        if fd == 0 and stat.S_ISFIFO(stdin_mode):
+        if (other, fd) == ("", 0) and stat.S_ISFIFO(stdin_mode):
             return Origin(STDIN_PIPE)
-        if fd == 0 and stat.S_ISSOCK(stdin_mode):
+        if (other, fd) == ("", 0) and stat.S_ISSOCK(stdin_mode):
             return Origin(STDIN_SOCKET)
         return None
     if stdin.startswith("socket:"):

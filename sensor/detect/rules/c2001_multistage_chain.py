@@ -37,6 +37,10 @@ class Settings(RuleSettings):
         "/home/",
         "/root/",
     )
+    # where a script run by an interpreter is a stage: where droppers
+    # write, not where applications live (node's images keep theirs under
+    # /home/node; review: `node /home/node/app/x.js` would be a stage)
+    script_paths: tuple[str, ...] = ("/tmp/", "/var/tmp/", "/dev/shm/", "/run/", "/var/run/")
 
 
 INFO = RuleInfo(
@@ -142,6 +146,11 @@ class MultiStageChain(_Base):
         in time."""
         if st.exec.writers:
             return c.process.pid in st.exec.writers
+        if st.kind == STDIN_PIPE and c.process.ppid and st.exec.process.ppid and c.process.ppid != st.exec.process.ppid:
+            # writer unknown (gone, or judged from the kernel's view of fd 0):
+            # the pipe's writer is the interpreter's sibling in the shell
+            # pipeline (`curl | sh`), not any process that connected nearby
+            return False
         if st.kind == STDIN_SOCKET and c.process.pid in (st.exec.process.pid, st.exec.process.ppid):
             # the socket on its stdin, connected by the process itself before
             # its exec (perl: connect, dup to STDIN, exec "sh"; nc -e) or by
@@ -159,7 +168,7 @@ class MultiStageChain(_Base):
         # a script run by an interpreter: where the script is, as for an
         # executable (`wget -O /tmp/s.sh URL; sh /tmp/s.sh` ran unnoticed:
         # the interpreter is no new executable; review)
-        if e.script.startswith(cfg.writable_paths) and not (wb is not None and e.script in wb.executables):
+        if e.script.startswith(cfg.script_paths) and not (wb is not None and e.script in wb.executables):
             return "writable_script"
         if path and wb is not None and path in wb.executables:
             return None

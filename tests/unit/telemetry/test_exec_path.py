@@ -83,7 +83,7 @@ def test_the_kernels_argv() -> None:
     from sensor.telemetry.pipeline import CMDLINE_TRUNCATED, kernel_args
 
     assert kernel_args(b"") is None
-    assert kernel_args(b"\0\0") is None
+    assert kernel_args(b"\0") == [""]  # exec -a '' sh
     assert kernel_args(b"sh\0/dev/stdin\0") == ["sh", "/dev/stdin"]
     cut = (b"python3\0-c\0" + b"x" * EXEC_ARGV_LEN)[:EXEC_ARGV_LEN]
     assert kernel_args(cut) == ["python3", "-c", "x" * (EXEC_ARGV_LEN - 11), CMDLINE_TRUNCATED]

@@ -22,6 +22,7 @@ from sensor.telemetry.stage import (
     is_interpreter,
     script_fd,
     script_from_stdin,
+    script_source,
     stage_origin,
 )
 from tests.support.views import T0, WINDOW, config, connect, container, detector, exec_, learn, window
@@ -58,6 +59,34 @@ def fake_proc(root: Path, pid: int, fds: dict[int, tuple[str, int]]) -> None:
 )
 def test_script_from_stdin(args: list[str] | None, stdin: bool) -> None:
     assert script_from_stdin(args) is stdin
+
+
+@pytest.mark.parametrize(
+    ("args", "source"),
+    [
+        (["sh", "-ec", "curl -s http://x/health"], None),  # a cluster holding c (review)
+        (["bash", "-lc", "make"], None),
+        (["bash", "-o", "pipefail", "-c", "make"], None),
+        (["bash", "-o", "pipefail", "/dev/stdin"], "/dev/stdin"),
+        (["bash", "+o", "history", "run.sh"], "run.sh"),
+        (["bash", "--rcfile", "/etc/rc", "x.sh"], "x.sh"),
+        (["sh", "-x", "--", "/dev/stdin"], "/dev/stdin"),
+        (["sh", "-xs"], "-"),
+        (["python3", "-m", "http.server"], None),
+        (["python3", "-W", "ignore", "/dev/stdin"], "/dev/stdin"),
+        (["python3", "-Wignore", "app.py"], "app.py"),
+        (["python3", "-uc", "print(1)"], None),
+        (["perl", "-MIO::Socket::INET", "-e", "1"], None),
+        (["perl", "-ne", "print"], None),
+        (["perl", "-I", "/lib", "x.pl"], "x.pl"),
+        (["node", "-r", "dotenv/config", "index.js"], "index.js"),
+        (["node", "--require=x", "index.js"], "index.js"),
+        (["node", "--eval", "1"], None),
+        (["busybox", "sh", "-c", "x"], None),
+    ],
+)
+def test_script_source_reads_options(args: list[str], source: str | None) -> None:
+    assert script_source(args) == source
 
 
 def test_interpreters() -> None:
@@ -114,19 +143,22 @@ def test_interpreter_on_a_file_or_tty_or_gone_is_no_stage(tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("source", "fd"),
     [
-        ("-", 0),
-        ("/dev/stdin", 0),
-        ("/dev/fd/0", 0),
-        ("/proc/self/fd/0", 0),
-        ("/proc/thread-self/fd/0", 0),
-        ("/proc/1234/fd/5", 5),
-        ("/dev/fd/63", 63),  # bash <(curl ...)
+        ("-", ("", 0)),
+        ("/dev/stdin", ("", 0)),
+        ("/dev/./stdin", ("", 0)),
+        ("//dev/stdin", ("", 0)),
+        ("/dev/fd/0", ("", 0)),
+        ("/proc/self/fd/0", ("", 0)),
+        ("/proc/thread-self/fd/0", ("", 0)),
+        ("/proc/self/task/1/fd/0", ("", 0)),
+        ("/proc/1234/fd/5", ("1234", 5)),  # `bash /proc/$$/fd/0`: another process's
+        ("/dev/fd/63", ("", 63)),  # bash <(curl ...)
         ("/tmp/s.sh", None),
         ("/dev/stdinx", None),
         ("/proc/self/fdx/0", None),
     ],
 )
-def test_script_fd(source: str, fd: int | None) -> None:
+def test_script_fd(source: str, fd: tuple[str, int] | None) -> None:
     assert script_fd(source) == fd
 
 
@@ -281,6 +313,50 @@ def test_a_downloaded_script_in_a_writable_path_is_a_stage(tmp_path: Path) -> No
     assert "the script /tmp/s.sh with /bin/sh" in alerts[0]["message"]
     h2 = detector(config(tmp_path))
     assert h2.run(window(DET + 5, seconds=10, execs=[app], connects=[fetch, out])) == []
+
+
+def test_scripts_where_applications_live_or_learned_are_no_stage(tmp_path: Path) -> None:
+    """`node /home/node/app/x.js` (node's images keep apps in /home/node) is
+    no stage; a learned workload's own script under /tmp is not either."""
+    fetch = connect(DROP, DET - 1, "198.51.100.5", 80, executable="/usr/bin/wget", pid=30)
+    out = connect(DROP, DET + 1, "203.0.113.66", 4444, executable="/usr/bin/nc", pid=32)
+    app = staged(
+        exec_(DROP, DET, "/usr/bin/node", ["node", "/home/node/app/x.js"], pid=31),
+        origin=SCRIPT_FILE,
+        script="/home/node/app/x.js",
+    )
+    assert detector(config(tmp_path)).run(window(DET + 5, seconds=10, execs=[app], connects=[fetch, out])) == []
+    web = container("web-1", image="acme/web:1")
+
+    def run_sh(ts: float) -> Any:
+        return staged(exec_(web, ts, "/bin/sh", ["sh", "/tmp/init.sh"]), origin=SCRIPT_FILE, script="/tmp/init.sh")
+
+    b = learned(lambda end: window(end, execs=[run_sh(end - 1)]))
+    assert "/tmp/init.sh" in b.workloads["acme/web"].executables
+    h = detector(config(tmp_path), b)
+    v = window(
+        DET + 5,
+        seconds=10,
+        execs=[run_sh(DET)],
+        connects=[connect(web, DET - 1, "198.51.100.5", 80), connect(web, DET + 1, "203.0.113.66", 4444)],
+    )
+    assert not [a for a in h.run(v) if a["rule"]["id"] == "SL-C2-001"]
+
+
+def test_a_pipe_stage_without_its_writer_needs_a_sibling_fetch(tmp_path: Path) -> None:
+    """Writer unknown (gone, or judged from the kernel's view of fd 0): the
+    fetch is the interpreter's sibling in the pipeline (same parent), not
+    any process that connected nearby."""
+    sh = staged(exec_(DROP, DET, "/bin/sh", ["sh"], pid=21), origin=STDIN_PIPE)
+    sh.process.ppid = 7
+    other = connect(DROP, DET - 0.2, "198.51.100.5", 80, pid=20)
+    other.process.ppid = 99
+    later = connect(DROP, DET + 2, "203.0.113.66", 4444, pid=22)
+    assert detector(config(tmp_path)).run(window(DET + 5, seconds=10, execs=[sh], connects=[other, later])) == []
+    other.process.ppid = 7
+    assert rules_of(
+        detector(config(tmp_path)).run(window(DET + 5, seconds=10, execs=[sh], connects=[other, later]))
+    ) == ["SL-C2-001"]
 
 
 @pytest.mark.parametrize("origin", [MEMFD, FD_EXEC])
