@@ -35,8 +35,13 @@ HOST_SOCKETS = (
 )
 REFRESH_S = 30.0  # daemons re-create their sockets when they restart
 MAX_LINKS = 40  # symlinks followed per path, as the kernel's limit
+# components looked at per path, links' included: a chain of 40 links of
+# 800 "d/" each cost 0.6 s per connect in the drain loop (review)
+MAX_STEPS = 256
+MAX_PATH = 4096
 MAX_PIDS = 8  # processes of the container tried when the caller is gone
-_PROC_FD = re.compile(r"^/proc/(?:self|thread-self)/fd/(\d+)$")
+# the caller's own descriptor: /proc/self/fd/N, a task's, /dev/fd/N
+_PROC_FD = re.compile(r"^(?:/proc/(?:self|thread-self)(?:/task/\d+)?/fd/(\d+)|/dev/fd/(\d+))$")
 
 
 def resolve_in_root(root: str, cwd: str, path: str) -> str | None:
@@ -45,10 +50,16 @@ def resolve_in_root(root: str, cwd: str, path: str) -> str | None:
     root) would reach it, as a host path: symlinks followed, absolute ones
     from `root`, ".." never above it. None when a component is missing or
     the links are too many."""
-    parts = [p for p in (path if path.startswith("/") else cwd.rstrip("/") + "/" + path).split("/") if p]
+    full = path if path.startswith("/") else cwd.rstrip("/") + "/" + path
+    if len(full) > MAX_PATH:
+        return None
+    parts = [p for p in full.split("/") if p]
     done: list[str] = []
-    hops = 0
+    hops = steps = 0
     while parts:
+        steps += 1
+        if steps > MAX_STEPS:
+            return None
         p = parts.pop(0)
         if p == ".":
             continue
@@ -72,6 +83,8 @@ def resolve_in_root(root: str, cwd: str, path: str) -> str | None:
             if target.startswith("/"):
                 done = []
             parts = [x for x in target.split("/") if x] + parts
+            if len(parts) > MAX_STEPS:
+                return None
             continue
         done.append(p)
     return root + "/" + "/".join(done)
@@ -105,11 +118,14 @@ class RuntimeSockets:
     def _host_path(self, pid: int, path: str) -> str | None:
         m = _PROC_FD.match(path)
         if m:  # the caller's own descriptor (an O_PATH fd of the socket)
-            return f"{self.proc}/{pid}/fd/{m.group(1)}"
-        try:
-            cwd = os.readlink(f"{self.proc}/{pid}/cwd")
-        except OSError:
+            return f"{self.proc}/{pid}/fd/{m.group(1) or m.group(2)}"
+        if path.startswith("/"):
             cwd = "/"
+        else:
+            try:
+                cwd = os.readlink(f"{self.proc}/{pid}/cwd")
+            except OSError:
+                return None  # (a cwd too deep to read: unknown, not "/")
         return resolve_in_root(f"{self.proc}/{pid}/root", cwd, path)
 
     def identify(self, pid: int, path: str, others: Callable[[], list[int]]) -> str:

@@ -57,7 +57,12 @@ int sl_linkdrop(struct __sk_buff *skb)
 
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+    """argv's result; a missing binary or a timeout is a failed result (the
+    callers run in the sensor's loop: nothing here may raise past them)."""
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+    except (OSError, subprocess.SubprocessError) as e:
+        return subprocess.CompletedProcess(argv, 127, "", str(e))
 
 
 def _links(argv: list[str]) -> list[dict[str, Any]]:
@@ -130,7 +135,9 @@ class LinkDropper:
         # tc takes a program by a bpffs path: one of our own for the call
         # (/sys/fs/bpf is not mounted everywhere), unmounted after it; the
         # filter keeps the program
-        d = tempfile.mkdtemp(prefix="sluice-linkdrop-")
+        # (under /run, not /tmp: a container sharing the host's /tmp must
+        # not see a bpffs left by a failed unmount)
+        d = tempfile.mkdtemp(prefix="sluice-linkdrop-", dir="/run" if os.path.isdir("/run") else None)
         try:
             r = _run(["mount", "-t", "bpf", "bpf", d])
             if r.returncode != 0:
@@ -151,7 +158,10 @@ class LinkDropper:
             finally:
                 _run(["umount", d])
         finally:
-            os.rmdir(d)
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass  # still mounted: the umount's failure is the one to report
 
     @staticmethod
     def undrop(netns: str | None, link: str) -> None:

@@ -25,6 +25,8 @@ from sensor.outputs import documents
 from sensor.response import linkdrop, packetsockets
 from sensor.response.containment import Containment, ContainmentError, Entry
 
+# a link cut that failed is tried again after this long (recheck)
+LINK_RETRY_S = 60.0
 # A contained container that has not run for this long is released when the
 # runtime cannot say whether it still exists (engine unreachable, runtimes
 # other than docker).
@@ -75,6 +77,7 @@ class ContainmentService:
         # isolated containers' host-side veths whose ingress drops everything
         self.links = linkdrop.LinkDropper()
         self._cut: dict[str, list[tuple[str | None, str]]] = {}  # container id -> (netns, link) cut
+        self._cut_failed: dict[str, float] = {}  # container id -> when cutting failed (monotonic)
         # at shutdown, the final window's removals are left for the next start
         self.final_window = False
         registry.subscribe(on_added=self._container_added, on_removed=self._containers_removed)
@@ -182,15 +185,25 @@ class ContainmentService:
         if not tasks:
             # (a new run's cgroup before its first process: recheck tries again)
             return "its host-side link was not cut yet: none of its processes could be read"
+        # one task per network namespace among its tasks (a process may
+        # have made one of its own)
+        per_ns: dict[int, int] = {}
+        for t in tasks:
+            try:
+                per_ns.setdefault(os.stat(f"/proc/{t}/ns/net").st_ino, t)
+            except OSError:
+                continue
         try:
-            links = linkdrop.host_links(tasks[0])
+            links = sorted({x for t in per_ns.values() for x in linkdrop.host_links(t)}, key=str)
             for where, link in links:
                 self.links.drop(where, link)
         except Exception as err:  # tc, nsenter, or the program's compile (bcc raises Exception)
             self.problem = f"the link of {life.info.name or life.info.id[:12]} was not cut: {err}"
             print(f"sluice: warning: {self.problem}", file=sys.stderr)
-            self._cut[life.info.id] = []  # said once, not tried again each window
+            # tried again after LINK_RETRY_S (recheck), not every window
+            self._cut_failed[life.info.id] = time.monotonic()
             return f"its host-side link was not cut ({err}): frames of packet sockets can leave"
+        self._cut_failed.pop(life.info.id, None)
         if not links:
             # (--network none, or a new run's veth not there yet: recheck
             # tries again each window)
@@ -207,7 +220,10 @@ class ContainmentService:
         the link cuts included (the next start cuts them again)."""
         for cid in list(self._cut):
             self._uncut(cid)
-        self.links.close()
+        try:
+            self.links.close()
+        except Exception as err:  # bcc's cleanup: nothing may stop the shutdown here
+            print(f"sluice: warning: closing the link drop program: {err}", file=sys.stderr)
 
     def _uncut(self, container_id: str | None) -> None:
         for where, link in self._cut.pop(container_id or "", []):
@@ -397,6 +413,9 @@ class ContainmentService:
         for e in self.containment.entries:
             life = self.registry.running.get(e.container_id or "")
             if e.kind != "isolate" or e.loopback_dropped or life is None:
+                continue
+            failed = self._cut_failed.get(life.info.id)
+            if failed is not None and time.monotonic() - failed < LINK_RETRY_S:
                 continue
             cut = self._cut.get(life.info.id)
             if cut is None or (cut and not all(linkdrop.is_cut(where, link) for where, link in cut)):

@@ -105,3 +105,34 @@ def test_the_sockets_are_looked_at_again(tmp_path: Path) -> None:
         assert rs.identify(os.getpid(), str(path), list) == ""  # not looked at yet
         now[0] += 31
         assert rs.identify(os.getpid(), str(path), list) == "docker.sock"
+
+
+def test_a_costly_path_is_given_up_quickly(tmp_path: Path, runtime: Path) -> None:
+    """40 links of 800 components each cost 0.6 s per connect (review):
+    the resolution gives up after MAX_STEPS components."""
+    import time
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "d").symlink_to(".")
+    prev = str(runtime)
+    for i in range(40):  # a chain of 40 plain links
+        link = tmp_path / f"l{i}"
+        link.symlink_to(prev)
+        prev = str(link)
+    heavy = tmp_path / "heavy"
+    heavy.symlink_to("d/" * 1000 + "x")
+    rs = RuntimeSockets(extra=(str(runtime),))
+    t = time.monotonic()
+    assert rs.identify(os.getpid(), str(heavy), list) == ""
+    assert time.monotonic() - t < 0.1
+    assert rs.identify(os.getpid(), prev, list) == "docker.sock"  # 40 plain links: within the budget
+
+
+def test_dev_fd_is_the_callers_own_descriptor(runtime: Path) -> None:
+    rs = RuntimeSockets(extra=(str(runtime),))
+    fd = os.open(runtime, os.O_PATH)
+    try:
+        assert rs.identify(os.getpid(), f"/dev/fd/{fd}", list) == "docker.sock"
+        assert rs.identify(os.getpid(), f"/proc/self/task/{os.getpid()}/fd/{fd}", list) == "docker.sock"
+    finally:
+        os.close(fd)
