@@ -15,10 +15,11 @@ the name.
 from __future__ import annotations
 
 import os
-import re
 import stat
 import time
 from collections.abc import Callable
+
+from sensor.telemetry.stage import script_fd
 
 # where runtimes put their sockets on a node (the name is what the rules
 # and baselines know them by)
@@ -40,8 +41,6 @@ MAX_LINKS = 40  # symlinks followed per path, as the kernel's limit
 MAX_STEPS = 256
 MAX_PATH = 4096
 MAX_PIDS = 8  # processes of the container tried when the caller is gone
-# the caller's own descriptor: /proc/self/fd/N, a task's, /dev/fd/N
-_PROC_FD = re.compile(r"^(?:/proc/(?:self|thread-self)(?:/task/\d+)?/fd/(\d+)|/dev/fd/(\d+))$")
 
 
 def resolve_in_root(root: str, cwd: str, path: str) -> str | None:
@@ -116,9 +115,13 @@ class RuntimeSockets:
         return self._known
 
     def _host_path(self, pid: int, path: str) -> str | None:
-        m = _PROC_FD.match(path)
-        if m:  # the caller's own descriptor (an O_PATH fd of the socket)
-            return f"{self.proc}/{pid}/fd/{m.group(1) or m.group(2)}"
+        fd = script_fd(path) if path != "-" else None
+        if fd is not None:
+            # a descriptor (an O_PATH fd of the socket): the caller's own,
+            # or another process's by its pid in the caller's namespace
+            # (read through the caller's root, whose /proc is that one's)
+            other, n = fd
+            return f"{self.proc}/{pid}/root/proc/{other}/fd/{n}" if other else f"{self.proc}/{pid}/fd/{n}"
         if path.startswith("/"):
             cwd = "/"
         else:
@@ -135,7 +138,7 @@ class RuntimeSockets:
         known = self.known()
         if not known or not path or path.startswith("@"):
             return ""
-        own_fd = _PROC_FD.match(path) is not None
+        own_fd = path != "-" and script_fd(path) is not None  # (a descriptor path names the caller's)
         for p in [pid, *([] if own_fd else others()[:MAX_PIDS])]:
             if not os.path.exists(f"{self.proc}/{p}/root"):
                 continue

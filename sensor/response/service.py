@@ -215,6 +215,12 @@ class ContainmentService:
             + ", ".join(link + (f" (in {where})" if where else "") for where, link in links)
         )
 
+    @staticmethod
+    def _link_cut(e: Entry) -> bool:
+        """Does the entry cut its container's link (linkdrop)? An isolation
+        of a container whose network namespace is its own."""
+        return e.kind == "isolate" and not e.loopback_dropped
+
     def close(self) -> None:
         """At shutdown: while the sensor is stopped nothing is contained,
         the link cuts included (the next start cuts them again)."""
@@ -287,7 +293,7 @@ class ContainmentService:
         for e in applied:
             cut = ""
             life = self.registry.running.get(e.container_id or "")
-            if e.kind == "isolate" and not e.loopback_dropped and life is not None:
+            if self._link_cut(e) and life is not None:
                 cut = "; " + self.cut_links(life)
             self._doc(
                 e,
@@ -396,7 +402,7 @@ class ContainmentService:
                 else "by user space when the sensor saw the cgroup (the cgroup_mkdir hook did not)"
             )
             cut = ""
-            if e.kind == "isolate" and not e.loopback_dropped:
+            if self._link_cut(e):
                 # a new run, a new network namespace and veth
                 cut = "; " + self.cut_links(life)
             self._doc(e, "containment_followed", f"{e.label()} follows the container to cgroup {cg}, {how}{cut}", life)
@@ -412,13 +418,13 @@ class ContainmentService:
         # namespace loses its filters)
         for e in self.containment.entries:
             life = self.registry.running.get(e.container_id or "")
-            if e.kind != "isolate" or e.loopback_dropped or life is None:
+            if not self._link_cut(e) or life is None:
                 continue
             failed = self._cut_failed.get(life.info.id)
             if failed is not None and time.monotonic() - failed < LINK_RETRY_S:
                 continue
-            cut = self._cut.get(life.info.id)
-            if cut is None or (cut and not all(linkdrop.is_cut(where, link) for where, link in cut)):
+            cut = self._cut.get(life.info.id)  # never empty: only links cut are recorded
+            if cut is None or not all(linkdrop.is_cut(where, link) for where, link in cut):
                 self._cut.pop(life.info.id, None)
                 msg = self.cut_links(life)
                 if self._cut.get(life.info.id):

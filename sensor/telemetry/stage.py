@@ -130,7 +130,8 @@ def script_from_stdin(args: list[str] | None) -> bool:
 
 
 def script_fd(source: str) -> tuple[str, int] | None:
-    """The descriptor a script source reads, as (pid, fd): pid "" for the
+    """The descriptor a path names (a script source here; the socket path
+    of a unix connect in sensor/attribution/runtimesock.py), as (pid, fd): pid "" for the
     interpreter's own ("-", /dev/stdin, /dev/fd/N, /proc/self/fd/N: bash's
     <(curl ...) is /dev/fd/63), or the pid another process has in the
     caller's pid namespace (/proc/<n>/fd/N: `bash /proc/$$/fd/0` runs its

@@ -134,5 +134,7 @@ def test_dev_fd_is_the_callers_own_descriptor(runtime: Path) -> None:
     try:
         assert rs.identify(os.getpid(), f"/dev/fd/{fd}", list) == "docker.sock"
         assert rs.identify(os.getpid(), f"/proc/self/task/{os.getpid()}/fd/{fd}", list) == "docker.sock"
+        # another process's descriptor, by its pid in the caller's namespace
+        assert rs.identify(os.getpid(), f"/proc/{os.getpid()}/fd/{fd}", list) == "docker.sock"
     finally:
         os.close(fd)
