@@ -116,13 +116,16 @@ def test_ciphertext_datagrams_to_port_53_are_raw(
         assert s.stop() == 0, s.stderr_text()
 
 
+# a real A query for www.example.test with id $i, as perl builds it
+PERL_QUERY = 'pack("n6", $i, 0x0100, 1, 0, 0, 0) . "\\003www\\007example\\004test\\000" . pack("n2", 1, 1)'
+
 # 300 real queries (past the flow's DNS cap of 256 samples a window), then
 # 250-byte datagrams of ciphertext, from one socket
 QUERIES_THEN_CIPHERTEXT = (
     "openssl rand {n} > /tmp/ct && perl -MIO::Socket::INET -e '"
     'my $s = IO::Socket::INET->new(PeerAddr => "{ip}", PeerPort => 53, Proto => "udp") or die "socket: $!";'
     "for my $i (1 .. 300) {{"
-    '  $s->send(pack("n6", $i, 0x0100, 1, 0, 0, 0) . "\\003www\\007example\\004test\\000" . pack("n2", 1, 1)) }}'
+    "  $s->send(" + PERL_QUERY + ") }}"
     'open(my $f, "<", "/tmp/ct") or die; binmode $f; my $b;'
     "while (read($f, $b, 250)) {{ $s->send($b); select(undef, undef, undef, 0.0002) }}'"
 )
@@ -152,7 +155,7 @@ QUERY_EVERY_28 = (
     'my $s = IO::Socket::INET->new(PeerAddr => "{ip}", PeerPort => 53, Proto => "udp") or die "socket: $!";'
     'open(my $f, "<", "/tmp/ct") or die; binmode $f; my ($b, $i) = ("", 0);'
     "while (read($f, $b, 1400)) {{"
-    '  $s->send(pack("n6", $i, 0x0100, 1, 0, 0, 0) . "\\003www\\007example\\004test\\000" . pack("n2", 1, 1))'
+    "  $s->send(" + PERL_QUERY + ")"
     "    if $i++ % 28 == 0;"
     "  $s->send($b); select(undef, undef, undef, 0.0002) }}'"
 )
@@ -181,7 +184,7 @@ QUERIES_FRESH_SOCKETS = (
     "perl -MIO::Socket::INET -e '"
     "for my $i (1 .. {n}) {{"
     '  my $s = IO::Socket::INET->new(PeerAddr => "{ip}", PeerPort => 53, Proto => "udp") or die "socket: $!";'
-    '  $s->send(pack("n6", $i, 0x0100, 1, 0, 0, 0) . "\\003www\\007example\\004test\\000" . pack("n2", 1, 1));'
+    "  $s->send(" + PERL_QUERY + ");"
     "  close $s }}'"
 )
 
