@@ -143,6 +143,19 @@ struct sl_sock_state {
  * (points fall every few GSO packets, capped or not), and a sender sees
  * nothing of which packets were sampled, so cannot recover the state. */
 #define SL_BYTE_PACE2 (2u * SL_SAMPLE_EVERY_BYTES)
+
+/* The next draw of the socket's xorshift32 (*r, advanced): where a pace's
+ * credit starts, so that its next point falls uniformly in [pace / 2,
+ * 3 x pace / 2) further on. */
+static __always_inline __u32 sl_pace_draw(__u32 *r)
+{
+	__u32 x = *r;
+	x ^= x << 13;
+	x ^= x >> 17;
+	x ^= x << 5;
+	*r = x;
+	return SL_SAMPLE_EVERY_BYTES / 2 + (__u32)(((__u64)x * SL_SAMPLE_EVERY_BYTES) >> 32);
+}
 BPF_SK_STORAGE(sl_sock, struct sl_sock_state);
 
 struct sl_l3l4 {
@@ -683,12 +696,8 @@ int sl_egress(struct __sk_buff *skb)
 			__u32 since = *since_p + w;
 			span = large ? since : (__u32)(((__u64)since * plen) / SL_PACE_MIN_WEIGHT);
 			*since_p = 0;
-			r ^= r << 13;
-			r ^= r >> 17;
-			r ^= r << 5;
 			__u32 excess = credit - SL_BYTE_PACE2;
-			__u32 start = SL_SAMPLE_EVERY_BYTES / 2 + (__u32)(((__u64)r * SL_SAMPLE_EVERY_BYTES) >> 32) +
-				      (excess < SL_BYTE_PACE2 ? excess : SL_BYTE_PACE2);
+			__u32 start = sl_pace_draw(&r) + (excess < SL_BYTE_PACE2 ? excess : SL_BYTE_PACE2);
 			*credit_p = start < SL_BYTE_PACE2 ? start : SL_BYTE_PACE2 - 1;
 			paced = 1;
 		} else {
@@ -699,14 +708,8 @@ int sl_egress(struct __sk_buff *skb)
 			oob = dnsq && later;
 			if (sock_idx == 0) {
 				/* each pace's first point, drawn */
-				r ^= r << 13;
-				r ^= r >> 17;
-				r ^= r << 5;
-				ss->credit[0] = SL_SAMPLE_EVERY_BYTES / 2 + (__u32)(((__u64)r * SL_SAMPLE_EVERY_BYTES) >> 32);
-				r ^= r << 13;
-				r ^= r >> 17;
-				r ^= r << 5;
-				ss->credit[1] = SL_SAMPLE_EVERY_BYTES / 2 + (__u32)(((__u64)r * SL_SAMPLE_EVERY_BYTES) >> 32);
+				ss->credit[0] = sl_pace_draw(&r);
+				ss->credit[1] = sl_pace_draw(&r);
 			}
 		}
 		ss->rng = r;
