@@ -381,14 +381,12 @@ class Pipeline:
             cap = self.max_cmdline_bytes if len(self.procs) < MANY_PROCESSES else min(self.max_cmdline_bytes, 256)
             args, truncated = read_cmdline(pid, max_bytes=cap)
             self.counts["cmdline_truncated"] += truncated
-            # the kernel's copy (bpf/exec.bpf.c, where it has BTF): the
-            # process exited before /proc was read (curl | sh of a one-line
-            # stage: review), or exec'd again since (its cmdline is the next
-            # program's)
-            # The kernel's is this exec's own; /proc's only when it is longer
-            # (the kernel's was cut) and of the same program (`exec sh -c`
-            # as a piped script's first line: the same argv[0], another
-            # command line; review)
+            # The kernel's copy (bpf/exec.bpf.c, where it has BTF) is this
+            # exec's own: the process may have exited before /proc was read
+            # (curl | sh of a one-line stage; review) or exec'd again since
+            # (`exec sh -c` as a piped script's first line: its cmdline is
+            # the next program's). /proc's stands when it says the same, or
+            # is longer where the kernel's was cut.
             kargs = kernel_args(ev.argv)
             if kargs is not None and args != kargs:
                 cut = kargs[-1] == CMDLINE_TRUNCATED
