@@ -27,7 +27,6 @@ STDIN_PIPE = "stdin_pipe"  # an interpreter reading its script from a pipe
 STDIN_SOCKET = "stdin_socket"  # an interpreter reading its script from a socket
 SCRIPT_FILE = "script_file"  # an interpreter running a script file (Origin.path; the rule judges it)
 
-FD_PATH = re.compile(r"^(/proc/(self|\d+)/fd/\d+|/dev/fd/\d+)$")
 _SHELLS = frozenset(
     {"sh", "ash", "bash", "dash", "zsh", "ksh", "mksh", "busybox", "fish", "tclsh", "pwsh", "osascript"}
 )
@@ -48,9 +47,11 @@ def is_interpreter(name: str) -> bool:
     return base in _SHELLS or bool(_VERSIONED.match(base))
 
 
-# the script operand names a descriptor: /dev/stdin, /dev/fd/N, the
-# caller's own /proc/self/fd/N (or a task's)
-_FD_OPERAND = re.compile(r"^(?:/dev/stdin|/dev/fd/(\d+)|/proc/(?:self|thread-self|(\d+))(?:/task/\d+)?/fd/(\d+))$")
+# A path that names a descriptor: /dev/stdin, /dev/fd/N, /proc/self/fd/N
+# (thread-self's, a task's) or another process's /proc/<n>/fd/N. An exec's
+# filename (fexecve, memfd payloads: FD_EXEC) and a script operand
+# (script_fd) are read with the same one.
+FD_PATH = re.compile(r"^(?:/dev/stdin|/dev/fd/(\d+)|/proc/(?:self|thread-self|(\d+))(?:/task/\d+)?/fd/(\d+))$")
 
 # Per interpreter family: option letters that put the program on the
 # command line (or name a module: no script file), letters that take a
@@ -141,7 +142,7 @@ def script_fd(source: str) -> tuple[str, int] | None:
     if source == "-":
         return "", 0
     canonical = "/" + os.path.normpath(source).lstrip("/") if source.startswith("/") else source
-    m = _FD_OPERAND.match(canonical)
+    m = FD_PATH.match(canonical)
     if m is None:
         return None
     return m.group(2) or "", int(m.group(1) or m.group(3) or 0)

@@ -194,6 +194,8 @@ def test_a_relative_script_is_under_the_working_directory(tmp_path: Path) -> Non
         ("/proc/self/fd/3", "/memfd:payload (deleted)", MEMFD),
         ("/dev/fd/4", "/memfd: (deleted)", MEMFD),
         ("/proc/1234/fd/7", "/tmp/x (deleted)", FD_EXEC),
+        ("/proc/thread-self/fd/7", "/tmp/x (deleted)", FD_EXEC),  # the script operand's forms too
+        ("/proc/self/task/9/fd/7", "/tmp/x (deleted)", FD_EXEC),
         ("/usr/bin/x", "/memfd:x (deleted)", MEMFD),
     ],
 )
