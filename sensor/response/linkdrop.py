@@ -40,17 +40,10 @@ TIMEOUT_S = 5.0
 # The filter: an eBPF tc program (cls_bpf, direct action), because it is
 # what every kernel that runs the sensor has: this machine kind's kernel has
 # no tc action modules (`matchall action drop` and `u32 ... action drop`
-# fail: "Failed to load TC action module"). Frames are counted per link.
+# fail: "Failed to load TC action module").
 PROGRAM = r"""
-BPF_HASH(sl_linkdrop_frames, u32, u64, 4096);
 int sl_linkdrop(struct __sk_buff *skb)
 {
-	u32 ifindex = skb->ifindex;
-	u64 one = 1, *n = sl_linkdrop_frames.lookup(&ifindex);
-	if (n)
-		__sync_fetch_and_add(n, 1);
-	else
-		sl_linkdrop_frames.update(&ifindex, &one);
 	return 2; /* TC_ACT_SHOT */
 }
 """
@@ -167,12 +160,6 @@ class LinkDropper:
     def undrop(netns: str | None, link: str) -> None:
         """Remove the drop from `link` (gone links and absent filters are fine)."""
         _run(_in(netns, ["tc", "filter", "del", "dev", link, "ingress", "pref", PREF, "handle", HANDLE, "bpf"]))
-
-    def dropped_frames(self) -> int:
-        """Frames this sensor's program dropped, on every link it cut."""
-        if self._bpf is None:
-            return 0
-        return sum(int(v.value) for v in self._bpf["sl_linkdrop_frames"].values())
 
     def close(self) -> None:
         if self._bpf is not None:
