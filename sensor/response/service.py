@@ -239,13 +239,16 @@ class ContainmentService:
         life = self._container(ref)
         shared = self._shared(life)
         e = self.containment.isolate(life.info.id, life.info.name, [life.cgroup_id], reason, shared is not None)
+        # the sweep first: the link cut compiles its program at its first
+        # use (~1 s), in which a held packet socket could send again (the
+        # kernel then kills its holder after that frame, not before)
+        self.sweep_packet_sockets(life, [life.cgroup_id])
         msg = f"isolated container {e.who()}: " + (
             f"all its egress is dropped, loopback too ({shared}: a process there could relay for it)"
             if shared
             else "all its egress but its own loopback (127.0.0.1, ::1) is dropped; " + self.cut_links(life)
         )
         self._doc(e, "container_isolated", msg, life)
-        self.sweep_packet_sockets(life, [life.cgroup_id])
         return {"ok": True, "message": msg}
 
     def block(self, destination: str, ref: Any, reason: str) -> dict[str, Any]:
@@ -290,6 +293,11 @@ class ContainmentService:
             return
         live = {cid: [c.cgroup_id] for cid, c in self.registry.running.items()}
         applied, dropped = self.containment.restore(saved, live, lambda cid: not self._gone(cid))
+        # packet sockets opened while the sensor was not running: swept
+        # before the links are cut (see isolate)
+        for cid in sorted({e.container_id for e in applied if e.container_id in self.registry.running}):
+            running = self.registry.running[cid]
+            self.sweep_packet_sockets(running, [running.cgroup_id])
         for e in applied:
             cut = ""
             life = self.registry.running.get(e.container_id or "")
@@ -308,10 +316,6 @@ class ContainmentService:
             )
         # a namespace shared since, or a state file from before the flag
         self.refresh_loopback()
-        # packet sockets opened while the sensor was not running
-        for cid in sorted({e.container_id for e in applied if e.container_id in self.registry.running}):
-            life = self.registry.running[cid]
-            self.sweep_packet_sockets(life, [life.cgroup_id])
 
     def _gone(self, container_id: str) -> bool:
         """Does the runtime say this container no longer exists? Docker is
