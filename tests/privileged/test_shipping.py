@@ -15,6 +15,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +134,11 @@ def test_alerts_survive_rsyslog_rotation_and_syslog(base: Path, docker: Any) -> 
         docker.sock,
         name="ship",
         extra_config=(
-            f'[output]\nmax_bytes = 65536\nbackups = 20\nsyslog = "tcp://127.0.0.1:{syslog_port}"\n'
+            # backups: every rotated file stays (the checks below read them
+            # all). With 20, a CI run whose host was busy (the sensor sees
+            # every exec and connection on it) rotated more than 20 times and
+            # dropped the oldest file with the first alert (5 of 6 found).
+            f'[output]\nmax_bytes = 65536\nbackups = 1000\nsyslog = "tcp://127.0.0.1:{syslog_port}"\n'
             f'metrics = "127.0.0.1:{metrics_port}"\n'
         ),
     )
@@ -175,8 +180,12 @@ def test_alerts_survive_rsyslog_rotation_and_syslog(base: Path, docker: Any) -> 
     for p in rotated:
         written = _lines(p) + written
     assert len(rotated) >= 2, "the file never rotated: the test would prove nothing about rotation"
+    actions = Counter(x["event"]["action"] for x in written)
+    where = f"{len(written)} documents in {len(rotated) + 1} files, by action {actions.most_common(12)}"
+    # nothing rotated away: the oldest file still holds the sensor's start
+    assert actions["sensor_start"] == 1 and actions["sensor_stop"] == 1, where
     alerts = [x for x in written if x["event"]["kind"] == "alert"]
-    assert len(alerts) >= 6, [x["event"]["action"] for x in written if x["event"]["kind"] != "event"][:20]
+    assert len(alerts) >= 6, (where, [x["event"]["action"] for x in written if x["event"]["kind"] != "event"][:20])
 
     collected = _lines(d / "collected.jsonl")
     assert not (d / "ship-parse-failed.log").exists(), (d / "ship-parse-failed.log").read_text()[:2000]
