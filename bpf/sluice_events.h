@@ -261,7 +261,7 @@ struct sl_unix_connect_event {
 	struct sl_event_header hdr;
 	__u64 sock_cookie;
 	__u32 path_len;    /* bytes of .path that came from the caller's address */
-	__u32 pad;
+	__u32 denied;      /* 1: refused (the caller's container is isolated) */
 	char comm[SL_COMM_LEN];
 	char path[SL_UNIX_PATH_LEN];  /* sun_path; abstract names start with NUL */
 	__u32 pad2;
@@ -336,6 +336,7 @@ enum sl_stat {
 	SL_STAT_ACCEPT_NO_LISTENER,   /* inbound connections whose listener predates the sensor */
 	SL_STAT_PACKET_KILLED,        /* processes of contained containers killed for an AF_PACKET socket */
 	SL_STAT_SOCK_STATE_REFUSED,   /* egress packets whose socket storage could not be created */
+	SL_STAT_UNIX_DENIED,          /* unix connects refused to an isolated container (sensor/kernel/unixconnect.py) */
 	SL_STAT_MAX,
 };
 

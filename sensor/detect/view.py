@@ -120,6 +120,8 @@ class UnixConnectView:
     # the node's runtime socket the path leads to (its file name), by
     # identity (sensor/attribution/runtimesock.py); "" when not or unknown
     runtime: str = ""
+    # the kernel refused it: the container is isolated
+    denied: bool = False
 
 
 @dataclass(slots=True)

@@ -97,7 +97,8 @@ STAT_ACCEPT_DEDUPED = STAT_FLOW_MAP_FULL + 15
 STAT_ACCEPT_NO_LISTENER = STAT_FLOW_MAP_FULL + 16
 STAT_PACKET_KILLED = STAT_FLOW_MAP_FULL + 17
 STAT_SOCK_STATE_REFUSED = STAT_FLOW_MAP_FULL + 18
-STAT_MAX = STAT_FLOW_MAP_FULL + 19
+STAT_UNIX_DENIED = STAT_FLOW_MAP_FULL + 19
+STAT_MAX = STAT_FLOW_MAP_FULL + 20
 
 
 class EventHeader(ct.Structure):
@@ -257,7 +258,7 @@ class UnixConnectEventC(ct.Structure):
         ("hdr", EventHeader),
         ("sock_cookie", ct.c_uint64),
         ("path_len", ct.c_uint32),
-        ("pad", ct.c_uint32),
+        ("denied", ct.c_uint32),
         ("comm", ct.c_char * COMM_LEN),
         # uint8, not c_char: abstract socket names start with a NUL
         ("path", ct.c_uint8 * UNIX_PATH_LEN),
@@ -453,6 +454,7 @@ class UnixConnectEvent:
     sock_cookie: int
     path: str  # "@name" for an abstract socket
     comm: str
+    denied: bool = False  # refused: the caller's container is isolated
 
 
 Event = (
@@ -630,8 +632,8 @@ def unix_path(raw: bytes, length: int) -> str:
 
 
 def _dec_unix(buf: bytes) -> UnixConnectEvent:
-    t, pid, kt, cg, cookie, plen, _pad, comm, path, _pad2 = _S_UNIX.unpack_from(buf)
-    return UnixConnectEvent(Header(t, pid, kt, cg), cookie, unix_path(path, plen), _cstr(comm))
+    t, pid, kt, cg, cookie, plen, denied, comm, path, _pad2 = _S_UNIX.unpack_from(buf)
+    return UnixConnectEvent(Header(t, pid, kt, cg), cookie, unix_path(path, plen), _cstr(comm), bool(denied))
 
 
 # type -> (C struct, decoder)

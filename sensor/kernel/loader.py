@@ -71,6 +71,7 @@ _STAT_NAMES = {
     events.STAT_ACCEPT_NO_LISTENER: "accepts_listener_unknown",
     events.STAT_PACKET_KILLED: "packet_socket_processes_killed",
     events.STAT_SOCK_STATE_REFUSED: "socket_state_refused",
+    events.STAT_UNIX_DENIED: "unix_connects_denied",
 }
 
 # The smallest BPF LSM program, `r0 = 0; exit` on socket_create: does this
@@ -515,6 +516,12 @@ class BccSource:
                 self.b["sl_quota_charge"].map_fd,
                 self.b["sl_gen"].map_fd,
                 self.cfg.event_quota_per_cgroup,
+                unixconnect.ContainMaps(
+                    self.b["sl_contain_on"].map_fd,
+                    self.b["sl_contain_levels"].map_fd,
+                    self.b["sl_contain_cg"].map_fd,
+                    self.b["sl_isolated"].map_fd,
+                ),
             )
         except unixconnect.UnixConnectUnavailable as e:
             self.status[hook] = f"unavailable: {e}"

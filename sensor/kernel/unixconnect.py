@@ -20,7 +20,17 @@ cgroup's event share first, exactly as sl_event_quota_ok in
 bpf/lib/common.bpf.h does it (same sl_quota map and layout, one SL_EV_QUOTA
 report per window when refused): connect(2) to a unix socket is cheap to
 repeat, and without the share a container could fill the ring buffer with
-them. It returns 1: it never denies.
+them.
+
+With the containment maps (bpf/lib/contain.bpf.h), it refuses (returns 0:
+EPERM) a connect by path from an isolated container, and one to an abstract
+name when the isolation also drops loopback (a shared network namespace,
+whose abstract names are the host's or a neighbour's: containerd's shims
+listened on such names, CVE-2020-15257). A path alone cannot tell a daemon's
+socket mounted into the container (docker.sock: `docker run` a new,
+uncontained container) from the container's own, so every path is refused;
+the record says so (`denied`) and sl_stats counts it. Blocks (per
+destination) refuse nothing here.
 """
 
 from __future__ import annotations
@@ -45,6 +55,7 @@ KTIME_GET_NS = 5
 GET_SOCKET_COOKIE = 46
 GET_CURRENT_COMM = 16
 PROBE_READ_KERNEL = 113
+GET_CURRENT_ANCESTOR_CGROUP_ID = 123
 RINGBUF_RESERVE = 131
 RINGBUF_SUBMIT = 132
 MAP_LOOKUP_ELEM = 1
@@ -118,7 +129,7 @@ def _st_imm(size: int, dst: int, off: int, imm: int) -> bytes:
 
 
 def _ldx(size: int, dst: int, src: int, off: int) -> bytes:
-    return _insn({4: 0x61, 8: 0x79}[size], dst, src, off)
+    return _insn({1: 0x71, 4: 0x61, 8: 0x79}[size], dst, src, off)
 
 
 def _stat_add(stats_fd: int, index: int) -> list[bytes]:
@@ -282,6 +293,104 @@ def _quota_check(
     return parts
 
 
+@dataclass(frozen=True)
+class ContainMaps:
+    """The fds of bpf/lib/contain.bpf.h's maps the refusal reads."""
+
+    on: int  # sl_contain_on
+    levels: int  # sl_contain_levels
+    cgroups: int  # sl_contain_cg: cgroup id -> handle
+    isolated: int  # sl_isolated: handle -> struct sl_isolation
+
+
+CONTAIN_MAX_LEVEL = 12  # SL_CONTAIN_MAX_LEVEL
+ISOLATION_FLAGS_OFFSET = 8  # struct sl_isolation { __u64 dropped; __u32 flags; ... }
+ISO_NO_LOOPBACK = 1  # SL_ISO_NO_LOOPBACK
+DENY_SLOT = -72  # the stack slot of the refusal (0 or 1), below _quota_check's
+
+
+def _handle_lookup(cg_fd: int) -> list[_Part]:
+    """r0 = sl_contain_cg[fp-16] (a pointer, or 0)."""
+    return [_ld_map_fd(1, cg_fd), _mov_reg(2, 10), _insn(0x07, 2, 0, 0, -16), _call(MAP_LOOKUP_ELEM)]
+
+
+def _contain_check(m: ContainMaps, layout: KernelLayout, stats_fd: int) -> list[_Part]:
+    """fp-72 = 1 when the caller (cgroup id in r7, ctx in r6) must be
+    refused, else 0: sl_contain_handle_current of contain.bpf.h (the cgroup,
+    then its ancestors at the levels where contained cgroups sit), then the
+    handle's isolation and the address's kind. Uses r0-r5, r8, r9 and
+    fp-24..fp-1 (before the quota check, which reuses them)."""
+    parts: list[_Part] = [
+        _st_imm(8, 10, DENY_SLOT, 0),
+        # nothing contained on the node: one array read
+        _st_imm(4, 10, -4, 0),
+        _ld_map_fd(1, m.on),
+        _mov_reg(2, 10),
+        _insn(0x07, 2, 0, 0, -4),
+        _call(MAP_LOOKUP_ELEM),
+        ("jmp", 0x15, 0, 0, 0, "contain_done"),  # if r0 == 0
+        _ldx(4, 1, 0, 0),
+        ("jmp", 0x15, 1, 0, 0, "contain_done"),  # if !*on
+        _stx(8, 10, -16, 7),
+        *_handle_lookup(m.cgroups),
+        ("jmp", 0x55, 0, 0, 0, "have_handle"),  # if r0 != 0
+        _st_imm(4, 10, -4, 0),
+        _ld_map_fd(1, m.levels),
+        _mov_reg(2, 10),
+        _insn(0x07, 2, 0, 0, -4),
+        _call(MAP_LOOKUP_ELEM),
+        ("jmp", 0x15, 0, 0, 0, "contain_done"),
+        _ldx(4, 9, 0, 0),  # r9 = the level mask
+    ]
+    for lv in range(1, CONTAIN_MAX_LEVEL + 1):
+        parts += [
+            _mov_reg(1, 9),
+            _insn(0x57, 1, 0, 0, 1 << lv),  # r1 &= 1 << lv
+            ("jmp", 0x15, 1, 0, 0, f"level_{lv + 1}"),
+            _mov_imm(1, lv),
+            _call(GET_CURRENT_ANCESTOR_CGROUP_ID),
+            ("jmp", 0x15, 0, 0, 0, "contain_done"),  # shallower than lv
+            _stx(8, 10, -16, 0),
+            *_handle_lookup(m.cgroups),
+            ("jmp", 0x55, 0, 0, 0, "have_handle"),
+            f"level_{lv + 1}",
+        ]
+    parts += [
+        ("jmp", 0x05, 0, 0, 0, "contain_done"),
+        "have_handle",
+        _ldx(8, 1, 0, 0),
+        _stx(8, 10, -16, 1),  # the handle
+        _ld_map_fd(1, m.isolated),
+        _mov_reg(2, 10),
+        _insn(0x07, 2, 0, 0, -16),
+        _call(MAP_LOOKUP_ELEM),
+        ("jmp", 0x15, 0, 0, 0, "contain_done"),  # blocked destinations only
+        _ldx(4, 9, 0, ISOLATION_FLAGS_OFFSET),  # r9 = the isolation's flags
+        _mov_reg(1, 6),
+        _insn(0x85, 0, BPF_PSEUDO_KFUNC_CALL, 0, layout.kfunc_btf_id),  # r0 = bpf_cast_to_kern_ctx(ctx)
+        _mov_reg(8, 0),
+        _ldx(4, 1, 8, layout.uaddrlen_offset),
+        ("jmp", 0xB5, 1, 0, 2, "deny"),  # if uaddrlen <= 2 (no name: the kernel refuses it anyway)
+        # sun_path[0]: NUL for an abstract name
+        _st_imm(8, 10, -24, 0),
+        _mov_reg(1, 10),
+        _insn(0x07, 1, 0, 0, -24),
+        _mov_imm(2, 1),
+        _ldx(8, 3, 8, layout.uaddr_offset),
+        _insn(0x07, 3, 0, 0, 2),  # skip sun_family
+        _call(PROBE_READ_KERNEL),
+        _ldx(1, 1, 10, -24),
+        ("jmp", 0x55, 1, 0, 0, "deny"),  # a path
+        _insn(0x57, 9, 0, 0, ISO_NO_LOOPBACK),
+        ("jmp", 0x15, 9, 0, 0, "contain_done"),  # abstract, own network namespace
+        "deny",
+        _st_imm(8, 10, DENY_SLOT, 1),
+        *_stat_add(stats_fd, events.STAT_UNIX_DENIED),
+        "contain_done",
+    ]
+    return parts
+
+
 def assemble(
     layout: KernelLayout,
     ringbuf_fd: int,
@@ -290,6 +399,7 @@ def assemble(
     charge_fd: int | None = None,
     gen_fd: int | None = None,
     event_quota: int = 0,
+    contain: ContainMaps | None = None,
 ) -> bytes:
     # the ld_imm64 of a map fd is two instruction slots: jump offsets count slots
     def slots(parts: list[bytes]) -> int:
@@ -329,7 +439,8 @@ def assemble(
         _mov_imm(1, 2),
         _insn(0x07, 1, 0, 0, -2),
         _stx(4, 9, _F.path_len.offset, 1),
-        _st_imm(4, 9, _F.pad.offset, 0),
+        _ldx(8, 1, 10, DENY_SLOT),
+        _stx(4, 9, _F.denied.offset, 1),
         _st_imm(4, 9, _F.pad2.offset, 0),
         _mov_reg(1, 9),
         _insn(0x07, 1, 0, 0, _F.comm.offset),
@@ -348,8 +459,10 @@ def assemble(
         _call(RINGBUF_SUBMIT),
         *ok_stat,
     ]
-    exit_ = [_mov_imm(0, 1), _insn(0x95)]
-    # if r9 == 0 goto drop; <fill>; goto exit; drop: <drop_stat>; exit: r0 = 1
+    # r0 = !refused (1 lets the connect through, 0 fails it with EPERM);
+    # masked so the verifier sees r0 in [0, 1]
+    exit_ = [_ldx(8, 0, 10, DENY_SLOT), _insn(0x57, 0, 0, 0, 1), _insn(0xA7, 0, 0, 0, 1), _insn(0x95)]
+    # if r9 == 0 goto drop; <fill>; goto exit; drop: <drop_stat>; exit
     prog = body + [_insn(0x15, 9, 0, slots(fill) + 1, 0)] + fill
     prog += [_insn(0x05, 0, 0, slots(drop_stat), 0)] + drop_stat
     quota: list[_Part] = []
@@ -357,7 +470,8 @@ def assemble(
         if charge_fd is None or gen_fd is None or event_quota <= 0:
             raise ValueError("the event quota needs sl_quota_charge's and sl_gen's fds and a quota")
         quota = _quota_check(quota_fd, charge_fd, gen_fd, ringbuf_fd, stats_fd, event_quota)
-    parts: list[_Part] = [*head, *quota, *prog, "exit", *exit_]
+    check = _contain_check(contain, layout, stats_fd) if contain is not None else [_st_imm(8, 10, DENY_SLOT, 0)]
+    parts: list[_Part] = [*head, *check, *quota, *prog, "exit", *exit_]
     return b"".join(_resolve(parts))
 
 
@@ -369,12 +483,14 @@ def load(
     charge_fd: int | None = None,
     gen_fd: int | None = None,
     event_quota: int = 0,
+    contain: ContainMaps | None = None,
 ) -> int:
     """Load the program; returns its fd. Raises UnixConnectUnavailable with
     the verifier's log when the kernel refuses it. With quota_fd (sl_quota),
     charge_fd (sl_quota_charge), gen_fd (sl_gen) and event_quota, each record
-    is charged to the caller's container's event share first."""
-    code = assemble(layout, ringbuf_fd, stats_fd, quota_fd, charge_fd, gen_fd, event_quota)
+    is charged to the caller's container's event share first. With contain,
+    an isolated container's connects are refused (see the module's text)."""
+    code = assemble(layout, ringbuf_fd, stats_fd, quota_fd, charge_fd, gen_fd, event_quota, contain)
     try:
         return bpfsys.prog_load(
             bpfsys.BPF_PROG_TYPE_CGROUP_SOCK_ADDR, code, "sl_connect_unix", bpfsys.CGROUP_UNIX_CONNECT

@@ -240,15 +240,25 @@ def connection_accepted(
 
 
 def unix_connect(
-    host: str, ts: float, attr: Attribution, process: dict[str, Any], path: str, sock_cookie: int
+    host: str,
+    ts: float,
+    attr: Attribution,
+    process: dict[str, Any],
+    path: str,
+    sock_cookie: int,
+    denied: bool = False,
 ) -> Document:
-    """connect(2) to a unix socket: destination.address is its path."""
-    d = event(ts, host, "event", ["network"], ["connection", "start"], "unix_socket_connect", "sluice.network", attr)
+    """connect(2) to a unix socket: destination.address is its path. denied:
+    the kernel refused it (the caller's container is isolated)."""
+    types = ["connection", "denied"] if denied else ["connection", "start"]
+    d = event(ts, host, "event", ["network"], types, "unix_socket_connect", "sluice.network", attr)
+    if denied:
+        d["event"]["outcome"] = "failure"
     d["process"] = process
     d["destination"] = {"address": path}
     d["network"] = {"transport": "unix", "direction": "egress"}
     d["sluice"]["socket"] = {"cookie": sock_cookie}
-    d["sluice"]["unix"] = {"path": path}
+    d["sluice"]["unix"] = {"path": path, "denied": denied}
     return d
 
 

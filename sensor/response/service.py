@@ -80,6 +80,9 @@ class ContainmentService:
         self._cut_failed: dict[str, float] = {}  # container id -> when cutting failed (monotonic)
         # at shutdown, the final window's removals are left for the next start
         self.final_window = False
+        # the connect_unix hook's status (sensor/kernel/unixconnect.py refuses
+        # an isolated container's unix connects when it is attached)
+        self.unix_hook = "not attached"
         registry.subscribe(on_added=self._container_added, on_removed=self._containers_removed)
 
     def entries(self) -> list[dict[str, Any]]:
@@ -215,6 +218,17 @@ class ContainmentService:
             + ", ".join(link + (f" (in {where})" if where else "") for where, link in links)
         )
 
+    def _unix_refusal(self, shared: bool) -> str:
+        """What isolation does to its unix connects (the kernel's part is
+        sensor/kernel/unixconnect.py)."""
+        if self.unix_hook != "attached":
+            return f"its connects to unix sockets are NOT refused (the connect_unix hook is {self.unix_hook})"
+        what = "by path and to abstract names" if shared else "by path (abstract names stay: its namespace's own)"
+        return (
+            f"its connects to unix sockets {what} are refused, its own sockets' too (a path cannot tell them "
+            "from a daemon's mounted into it, such as docker.sock); connections opened before stay open"
+        )
+
     @staticmethod
     def _link_cut(e: Entry) -> bool:
         """Does the entry cut its container's link (linkdrop)? An isolation
@@ -248,6 +262,7 @@ class ContainmentService:
             if shared
             else "all its egress but its own loopback (127.0.0.1, ::1) is dropped; " + self.cut_links(life)
         )
+        msg += "; " + self._unix_refusal(bool(shared))
         self._doc(e, "container_isolated", msg, life)
         return {"ok": True, "message": msg}
 

@@ -87,7 +87,7 @@ def on_unix_connect(p: Pipeline, ev: UnixConnectEvent) -> None:
     ts = p.to_wall(ev.hdr.ktime_ns)
     ref = _ref(p, ev.hdr.pid, ev.comm)
     if len(p._view.unix_connects) < MAX_UNIX_VIEWS:
-        u = UnixConnectView(ts, attr, workload_of(attr), ev.path, ref)
+        u = UnixConnectView(ts, attr, workload_of(attr), ev.path, ref, denied=ev.denied)
         # the socket the path leads to, when it is the node's runtime's
         # (a symlink or another mount name for docker.sock; review)
         u.runtime = p.runtime_sockets.identify(ev.hdr.pid, ev.path, lambda: _container_pids(p, attr))
@@ -97,7 +97,7 @@ def on_unix_connect(p: Pipeline, ev: UnixConnectEvent) -> None:
     if not p.events:
         return
     proc = p._known_process(ev.hdr.pid, ev.comm)
-    p._out(documents.unix_connect(p.host_name, ts, attr, proc, ev.path, ev.sock_cookie))
+    p._out(documents.unix_connect(p.host_name, ts, attr, proc, ev.path, ev.sock_cookie, ev.denied))
 
 
 def _container_pids(p: Pipeline, attr: Attribution) -> list[int]:

@@ -78,10 +78,12 @@ class RuntimeSocket(_Base):
                     u.attr,
                     u.workload,
                     u.ts,
-                    f"{_who(u.attr, u.workload)} connected to the container runtime socket {u.path} "
+                    f"{_who(u.attr, u.workload)} "
+                    f"{'tried to connect (refused: it is isolated)' if u.denied else 'connected'} "
+                    f"to the container runtime socket {u.path} "
                     f"({_pname(u.process)}, pid {u.process.pid}); its baseline does not use it",
                     {
-                        "socket": {"path": u.path, "name": name, "connects_in_window": n},
+                        "socket": {"path": u.path, "name": name, "connects_in_window": n, "refused": u.denied},
                         "baseline_unix_sockets": sorted(wb.unix_sockets)[:20] if wb else [],
                     },
                     None,

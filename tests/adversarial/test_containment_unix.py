@@ -1,0 +1,127 @@
+"""An isolated container with the runtime's socket mounted into it: before,
+`sluice isolate` dropped its packets but it could still `docker run` a new
+container (host network, no containment) through /var/run/docker.sock and
+carry on from there. Now the connect_unix program refuses an isolated
+container's connects to unix sockets by path (under any name: a symlink is
+refused too), and to abstract names when its network namespace is shared.
+
+The real sensor, the real kernel, a real dockerd and its CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+from ..privileged.harness import IMAGE, Docker, SensorProc, action, cid_of, sluice_cli
+
+DOCKER_CLI = os.path.realpath(shutil.which("docker") or "/usr/bin/docker")
+SOCK = "/var/run/docker.sock"
+REFUSED = "Operation not permitted"  # strerror(EPERM), as curl -v prints it
+
+
+def _exec(docker: Docker, cid: str, script: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["docker", "exec", cid, "sh", "-c", script], capture_output=True, text=True, timeout=60, env=docker.env
+    )
+
+
+def _curl(docker: Docker, cid: str, where: str) -> str:
+    """curl -v's account of a connect to `where` (--unix-socket PATH or
+    --abstract-unix-socket NAME): the errno of a failed connect is in it."""
+    r = _exec(docker, cid, f"curl -sv --max-time 2 {where} http://x/_ping 2>&1")
+    return r.stdout + r.stderr
+
+
+def _containers(docker: Docker) -> set[str]:
+    return set(docker.docker("ps", "-a", "--no-trunc", "-q").split())
+
+
+def _denied(d: dict[str, object], cid: str, path: str) -> bool:
+    return (
+        action(d) == "unix_socket_connect"
+        and cid_of(d) == cid
+        and d["sluice"]["unix"] == {"path": path, "denied": True}  # type: ignore[index]
+    )
+
+
+def test_an_isolated_container_cannot_drive_the_runtime_through_its_socket(base: Path, docker: Docker) -> None:
+    s = SensorProc(base, docker.sock, name="unixiso")
+    s.start()
+    mounts = ["-v", f"{docker.sock}:{SOCK}", "-v", f"{DOCKER_CLI}:/usr/bin/docker:ro"]
+    cid = docker.docker("run", "-d", "--network", "none", *mounts, IMAGE, "sleep", "600")
+    children: set[str] = set()
+    try:
+        # before the isolation the socket works, and the connect is seen
+        r = _exec(docker, cid, f"docker -H unix://{SOCK} version --format '{{{{.Server.Version}}}}'")
+        assert r.returncode == 0, r.stderr
+        seen = s.wait_for(
+            lambda d: action(d) == "unix_socket_connect" and cid_of(d) == cid, what="the connect before isolation"
+        )
+        assert seen["sluice"]["unix"]["denied"] is False
+        assert seen["event"]["type"] == ["connection", "start"]
+
+        out = sluice_cli(s, "isolate", cid[:12], "--reason", "runtime socket test")
+        assert "unix sockets by path" in out and "are refused" in out, out
+        before = _containers(docker)
+        r = _exec(docker, cid, f"docker -H unix://{SOCK} run -d --network host {IMAGE} sleep 60")
+        children = _containers(docker) - before
+        assert r.returncode != 0, f"an isolated container started a container through {SOCK}: {r.stdout}"
+        assert not children, "a container was created from inside the isolated one"
+        assert "operation not permitted" in r.stderr.lower(), r.stderr
+        d = s.wait_for(lambda d: _denied(d, cid, SOCK), what="the refused connect's document")
+        assert d["event"]["type"] == ["connection", "denied"] and d["event"]["outcome"] == "failure"
+
+        # another name for the same socket: the path is refused, whatever it names
+        assert REFUSED in _curl(docker, cid, f"--unix-socket {SOCK}")
+        _exec(docker, cid, f"ln -sf {SOCK} /tmp/engine")
+        assert REFUSED in _curl(docker, cid, "--unix-socket /tmp/engine")
+        s.wait_for(lambda d: _denied(d, cid, "/tmp/engine"), what="the symlink's refused connect")
+        # its network namespace is its own: abstract names there are its own
+        # (nothing listens: refused by the peer, not by the sensor)
+        got = _curl(docker, cid, f"--abstract-unix-socket sl-{uuid.uuid4().hex[:8]}")
+        assert "Connection refused" in got and REFUSED not in got, got
+        counters = json.loads(s.status("--json").stdout)["counters"]
+        assert counters["unix_connects_denied"] >= 3, counters
+
+        # released: the socket works again
+        sluice_cli(s, "release", cid[:12])
+        r = _exec(docker, cid, f"docker -H unix://{SOCK} version --format '{{{{.Server.Version}}}}'")
+        assert r.returncode == 0, r.stderr
+    finally:
+        for c in [cid, *children]:
+            subprocess.run(["docker", "rm", "-f", c], capture_output=True, env=docker.env, timeout=60)
+        assert s.stop() == 0
+
+
+def test_host_network_isolation_refuses_abstract_names_too(base: Path, docker: Docker) -> None:
+    """A container in the host's network namespace shares its abstract unix
+    names with every host daemon (containerd's shims listened on such
+    names: CVE-2020-15257). Isolated, it reaches none of them."""
+    name = f"sl-host-{uuid.uuid4().hex[:8]}"
+    listener = subprocess.Popen(
+        [
+            "python3",
+            "-c",
+            f"import socket,time; s=socket.socket(socket.AF_UNIX); s.bind('\\0{name}'); s.listen(); time.sleep(120)",
+        ]
+    )
+    s = SensorProc(base, docker.sock, name="unixisohost")
+    s.start()
+    cid = docker.docker("run", "-d", "--network", "host", IMAGE, "sleep", "600")
+    try:
+        # the host's abstract socket is reachable from the container
+        got = _curl(docker, cid, f"--abstract-unix-socket {name}")
+        assert "Connected to" in got, got
+        s.wait_for(lambda d: action(d) == "unix_socket_connect" and cid_of(d) == cid, what="a document about it")
+        out = sluice_cli(s, "isolate", cid[:12])
+        assert "by path and to abstract names are refused" in out, out
+        assert REFUSED in _curl(docker, cid, f"--abstract-unix-socket {name}")
+        s.wait_for(lambda d: _denied(d, cid, "@" + name), what="the refused abstract connect")
+    finally:
+        listener.kill()
+        subprocess.run(["docker", "rm", "-f", cid], capture_output=True, env=docker.env, timeout=60)
+        assert s.stop() == 0
