@@ -336,7 +336,7 @@ enum sl_stat {
 	SL_STAT_ACCEPT_NO_LISTENER,   /* inbound connections whose listener predates the sensor */
 	SL_STAT_PACKET_KILLED,        /* processes of contained containers killed for an AF_PACKET socket */
 	SL_STAT_SOCK_STATE_REFUSED,   /* egress packets whose socket storage could not be created */
-	SL_STAT_UNIX_DENIED,          /* unix connects refused to an isolated container (sensor/kernel/unixconnect.py) */
+	SL_STAT_UNIX_DENIED,          /* unix connects and addressed sends refused to an isolated container (sensor/kernel/unixconnect.py) */
 	SL_STAT_MAX,
 };
 

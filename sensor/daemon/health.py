@@ -19,7 +19,7 @@ KERNEL_COUNTERS = (
     "raw_socket_events_deduplicated",
     "packet_socket_processes_killed",
     "socket_state_refused",
-    "unix_connects_denied",
+    "unix_refused",
 )
 
 

@@ -51,6 +51,7 @@ CGROUP_INET6_CONNECT = 11
 CGROUP_UDP4_SENDMSG = 14
 CGROUP_UDP6_SENDMSG = 15
 CGROUP_UNIX_CONNECT = 49  # Linux 6.7+; newer than the uapi headers bcc 0.26 ships
+CGROUP_UNIX_SENDMSG = 50
 
 _libc = ct.CDLL(None, use_errno=True)
 _libc.syscall.restype = ct.c_long

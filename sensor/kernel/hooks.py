@@ -112,6 +112,10 @@ UNITS: tuple[BpfUnit, ...] = (
 # kfunc), so sensor/kernel/unixconnect.py assembles it and the loader attaches
 # it after the units above, reporting it as hook "connect_unix".
 UNIX_CONNECT_HOOK = "connect_unix"
+# Its sibling on the cgroup sendmsg_unix hook (a datagram sent to a unix
+# address without a connect) only refuses an isolated container's sends, and
+# records nothing (hook "sendmsg_unix").
+UNIX_SENDMSG_HOOK = "sendmsg_unix"
 
 # Nor is the packet guard (bpf/socket.bpf.c, sl_packet_guard): the loader
 # attaches it to this syscall tracepoint only while some container is

@@ -25,6 +25,7 @@ from sensor.kernel.hooks import (
     PACKET_SEND_TRACEPOINT,
     UNITS,
     UNIX_CONNECT_HOOK,
+    UNIX_SENDMSG_HOOK,
     BpfUnit,
     assemble_source,
     bpf_dir,
@@ -71,7 +72,7 @@ _STAT_NAMES = {
     events.STAT_ACCEPT_NO_LISTENER: "accepts_listener_unknown",
     events.STAT_PACKET_KILLED: "packet_socket_processes_killed",
     events.STAT_SOCK_STATE_REFUSED: "socket_state_refused",
-    events.STAT_UNIX_DENIED: "unix_connects_denied",
+    events.STAT_UNIX_DENIED: "unix_refused",
 }
 
 # The smallest BPF LSM program, `r0 = 0; exit` on socket_create: does this
@@ -213,6 +214,7 @@ class BccSource:
         self._quota_cgroups: set[int] = set()
         self.quota_charge_full = 0  # sl_quota_charge updates refused (map full)
         self._unix_prog_fd: int | None = None
+        self._unix_sendmsg_fd: int | None = None
         self._lost = 0
         self.status: dict[str, str] = {}
         self.units: list[BpfUnit] = []
@@ -508,6 +510,12 @@ class BccSource:
             return
         try:
             layout = unixconnect.kernel_layout()
+            contain = unixconnect.ContainMaps(
+                self.b["sl_contain_on"].map_fd,
+                self.b["sl_contain_levels"].map_fd,
+                self.b["sl_contain_cg"].map_fd,
+                self.b["sl_isolated"].map_fd,
+            )
             fd = unixconnect.load(
                 layout,
                 self.b["sl_events"].map_fd,
@@ -516,12 +524,7 @@ class BccSource:
                 self.b["sl_quota_charge"].map_fd,
                 self.b["sl_gen"].map_fd,
                 self.cfg.event_quota_per_cgroup,
-                unixconnect.ContainMaps(
-                    self.b["sl_contain_on"].map_fd,
-                    self.b["sl_contain_levels"].map_fd,
-                    self.b["sl_contain_cg"].map_fd,
-                    self.b["sl_isolated"].map_fd,
-                ),
+                contain,
             )
         except unixconnect.UnixConnectUnavailable as e:
             self.status[hook] = f"unavailable: {e}"
@@ -534,6 +537,27 @@ class BccSource:
             return
         self._unix_prog_fd = fd
         self._attachments.append(_Attachment(hook, None, bpfsys.CGROUP_UNIX_CONNECT, self._cgroup_fd, link))
+        self.status[hook] = "attached"
+        self._attach_unix_sendmsg(layout, contain)
+
+    def _attach_unix_sendmsg(self, layout: unixconnect.KernelLayout, contain: unixconnect.ContainMaps) -> None:
+        """The refusal of an isolated container's addressed unix datagrams
+        (unixconnect.assemble_refusal); a status line when unavailable."""
+        assert self._cgroup_fd is not None and self.b is not None
+        hook = UNIX_SENDMSG_HOOK
+        try:
+            fd = unixconnect.load_refusal(layout, self.b["sl_stats"].map_fd, contain)
+        except unixconnect.UnixConnectUnavailable as e:
+            self.status[hook] = f"unavailable: {e}"
+            return
+        try:
+            link = bpfsys.link_create(fd, self._cgroup_fd, bpfsys.CGROUP_UNIX_SENDMSG)
+        except bpfsys.BpfError as e:
+            os.close(fd)
+            self.status[hook] = f"unavailable: attach failed ({e.strerror})"
+            return
+        self._unix_sendmsg_fd = fd
+        self._attachments.append(_Attachment(hook, None, bpfsys.CGROUP_UNIX_SENDMSG, self._cgroup_fd, link))
         self.status[hook] = "attached"
 
     def _open_buffer(self, sink: RecordSink) -> None:
@@ -746,6 +770,8 @@ class BccSource:
             progs[name] = (hooks.get(name) or tracepoint_hook(name), int(fn.fd))
         if self._unix_prog_fd is not None:
             progs["sl_connect_unix"] = (UNIX_CONNECT_HOOK, self._unix_prog_fd)
+        if self._unix_sendmsg_fd is not None:
+            progs["sl_sendmsg_unix"] = (UNIX_SENDMSG_HOOK, self._unix_sendmsg_fd)
         if self._packet_btf is not None:
             progs[PACKET_SEND_BTF_FUNCTION] = (PACKET_SEND_TRACEPOINT + " (tp_btf)", self._packet_btf[0])
         return read_costs(progs)
@@ -855,6 +881,9 @@ class BccSource:
         if self._unix_prog_fd is not None:
             os.close(self._unix_prog_fd)
             self._unix_prog_fd = None
+        if self._unix_sendmsg_fd is not None:
+            os.close(self._unix_sendmsg_fd)
+            self._unix_sendmsg_fd = None
         if self._packet_btf is not None:
             for fd in reversed(self._packet_btf):
                 os.close(fd)

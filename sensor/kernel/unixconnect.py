@@ -391,6 +391,12 @@ def _contain_check(m: ContainMaps, layout: KernelLayout, stats_fd: int) -> list[
     return parts
 
 
+def _exit_not_refused() -> list[_Part]:
+    """r0 = !refused (1 lets the call through, 0 fails it with EPERM),
+    masked so the verifier sees r0 in [0, 1]; exit."""
+    return [_ldx(8, 0, 10, DENY_SLOT), _insn(0x57, 0, 0, 0, 1), _insn(0xA7, 0, 0, 0, 1), _insn(0x95)]
+
+
 def assemble(
     layout: KernelLayout,
     ringbuf_fd: int,
@@ -459,9 +465,7 @@ def assemble(
         _call(RINGBUF_SUBMIT),
         *ok_stat,
     ]
-    # r0 = !refused (1 lets the connect through, 0 fails it with EPERM);
-    # masked so the verifier sees r0 in [0, 1]
-    exit_ = [_ldx(8, 0, 10, DENY_SLOT), _insn(0x57, 0, 0, 0, 1), _insn(0xA7, 0, 0, 0, 1), _insn(0x95)]
+    exit_ = _exit_not_refused()
     # if r9 == 0 goto drop; <fill>; goto exit; drop: <drop_stat>; exit
     prog = body + [_insn(0x15, 9, 0, slots(fill) + 1, 0)] + fill
     prog += [_insn(0x05, 0, 0, slots(drop_stat), 0)] + drop_stat
@@ -473,6 +477,29 @@ def assemble(
     check = _contain_check(contain, layout, stats_fd) if contain is not None else [_st_imm(8, 10, DENY_SLOT, 0)]
     parts: list[_Part] = [*head, *check, *quota, *prog, "exit", *exit_]
     return b"".join(_resolve(parts))
+
+
+def assemble_refusal(layout: KernelLayout, stats_fd: int, contain: ContainMaps) -> bytes:
+    """The cgroup sendmsg_unix program: a datagram sent to an address (a
+    path or an abstract name, no connect) by an isolated container is
+    refused as its connect would be; nothing is recorded but the count (a
+    host's syslog() calls come this way: a record each would be a flood)."""
+    head: list[_Part] = [_mov_reg(6, 1), _call(GET_CURRENT_CGROUP_ID), _mov_reg(7, 0)]
+    return b"".join(_resolve([*head, *_contain_check(contain, layout, stats_fd), *_exit_not_refused()]))
+
+
+def load_refusal(layout: KernelLayout, stats_fd: int, contain: ContainMaps) -> int:
+    """Load assemble_refusal's program; returns its fd (UnixConnectUnavailable
+    with the verifier's log when refused)."""
+    try:
+        return bpfsys.prog_load(
+            bpfsys.BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
+            assemble_refusal(layout, stats_fd, contain),
+            "sl_sendmsg_unix",
+            bpfsys.CGROUP_UNIX_SENDMSG,
+        )
+    except bpfsys.BpfError as e:
+        raise UnixConnectUnavailable(f"the kernel refused the program ({e.strerror}): {e.log}") from None
 
 
 def load(

@@ -80,9 +80,11 @@ class ContainmentService:
         self._cut_failed: dict[str, float] = {}  # container id -> when cutting failed (monotonic)
         # at shutdown, the final window's removals are left for the next start
         self.final_window = False
-        # the connect_unix hook's status (sensor/kernel/unixconnect.py refuses
-        # an isolated container's unix connects when it is attached)
+        # the connect_unix and sendmsg_unix hooks' statuses
+        # (sensor/kernel/unixconnect.py refuses an isolated container's unix
+        # connects and addressed datagrams where they are attached)
         self.unix_hook = "not attached"
+        self.unix_sendmsg_hook = "not attached"
         registry.subscribe(on_added=self._container_added, on_removed=self._containers_removed)
 
     def entries(self) -> list[dict[str, Any]]:
@@ -224,9 +226,14 @@ class ContainmentService:
         if self.unix_hook != "attached":
             return f"its connects to unix sockets are NOT refused (the connect_unix hook is {self.unix_hook})"
         what = "by path and to abstract names" if shared else "by path (abstract names stay: its namespace's own)"
+        sends = (
+            "and datagrams sent to an address"
+            if self.unix_sendmsg_hook == "attached"
+            else f"(datagrams sent to an address are NOT: the sendmsg_unix hook is {self.unix_sendmsg_hook})"
+        )
         return (
-            f"its connects to unix sockets {what} are refused, its own sockets' too (a path cannot tell them "
-            "from a daemon's mounted into it, such as docker.sock); connections opened before stay open"
+            f"its connects to unix sockets {what} {sends} are refused, its own sockets' too (a path cannot tell "
+            "them from a daemon's mounted into it, such as docker.sock); connections opened before stay open"
         )
 
     @staticmethod

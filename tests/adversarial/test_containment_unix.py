@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import uuid
 from pathlib import Path
@@ -20,6 +21,7 @@ from ..privileged.harness import IMAGE, Docker, SensorProc, action, cid_of, slui
 
 DOCKER_CLI = os.path.realpath(shutil.which("docker") or "/usr/bin/docker")
 SOCK = "/var/run/docker.sock"
+DGRAM = "/run/host-dgram.sock"
 REFUSED = "Operation not permitted"  # strerror(EPERM), as curl -v prints it
 
 
@@ -48,13 +50,38 @@ def _denied(d: dict[str, object], cid: str, path: str) -> bool:
     )
 
 
+def _send_datagram(docker: Docker, cid: str, text: str) -> subprocess.CompletedProcess[str]:
+    """A datagram to DGRAM by address, no connect (sendmsg_unix's case)."""
+    perl = (
+        "use Socket; socket(my $s, AF_UNIX, SOCK_DGRAM, 0) or die; "
+        f'send($s, "{text}", 0, pack_sockaddr_un("{DGRAM}")) or die "send: $!\\n"'
+    )
+    return _exec(docker, cid, f"perl -e '{perl}'")
+
+
+def _received(sink: socket.socket) -> list[bytes]:
+    got = []
+    while True:
+        try:
+            got.append(sink.recv(4096))
+        except BlockingIOError:
+            return got
+
+
 def test_an_isolated_container_cannot_drive_the_runtime_through_its_socket(base: Path, docker: Docker) -> None:
     s = SensorProc(base, docker.sock, name="unixiso")
     s.start()
-    mounts = ["-v", f"{docker.sock}:{SOCK}", "-v", f"{DOCKER_CLI}:/usr/bin/docker:ro"]
+    # a host daemon's datagram socket mounted into the container (as /dev/log would be)
+    host_dgram = base / f"dg-{uuid.uuid4().hex[:6]}.sock"
+    sink = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sink.bind(str(host_dgram))
+    sink.setblocking(False)
+    mounts = ["-v", f"{docker.sock}:{SOCK}", "-v", f"{DOCKER_CLI}:/usr/bin/docker:ro", "-v", f"{host_dgram}:{DGRAM}"]
     cid = docker.docker("run", "-d", "--network", "none", *mounts, IMAGE, "sleep", "600")
     children: set[str] = set()
     try:
+        r = _send_datagram(docker, cid, "before")
+        assert r.returncode == 0 and _received(sink) == [b"before"], (r.stderr, _received(sink))
         # before the isolation the socket works, and the connect is seen
         r = _exec(docker, cid, f"docker -H unix://{SOCK} version --format '{{{{.Server.Version}}}}'")
         assert r.returncode == 0, r.stderr
@@ -75,6 +102,11 @@ def test_an_isolated_container_cannot_drive_the_runtime_through_its_socket(base:
         d = s.wait_for(lambda d: _denied(d, cid, SOCK), what="the refused connect's document")
         assert d["event"]["type"] == ["connection", "denied"] and d["event"]["outcome"] == "failure"
 
+        # a datagram by address, no connect: refused too, and nothing arrives
+        r = _send_datagram(docker, cid, "SECRET-AFTER-ISOLATION")
+        assert r.returncode != 0 and "Operation not permitted" in r.stderr, (r.returncode, r.stderr)
+        assert _received(sink) == []
+
         # another name for the same socket: the path is refused, whatever it names
         assert REFUSED in _curl(docker, cid, f"--unix-socket {SOCK}")
         _exec(docker, cid, f"ln -sf {SOCK} /tmp/engine")
@@ -85,13 +117,15 @@ def test_an_isolated_container_cannot_drive_the_runtime_through_its_socket(base:
         got = _curl(docker, cid, f"--abstract-unix-socket sl-{uuid.uuid4().hex[:8]}")
         assert "Connection refused" in got and REFUSED not in got, got
         counters = json.loads(s.status("--json").stdout)["counters"]
-        assert counters["unix_connects_denied"] >= 3, counters
+        assert counters["unix_refused"] >= 4, counters
 
         # released: the socket works again
         sluice_cli(s, "release", cid[:12])
         r = _exec(docker, cid, f"docker -H unix://{SOCK} version --format '{{{{.Server.Version}}}}'")
         assert r.returncode == 0, r.stderr
+        assert _send_datagram(docker, cid, "after").returncode == 0 and _received(sink) == [b"after"]
     finally:
+        sink.close()
         for c in [cid, *children]:
             subprocess.run(["docker", "rm", "-f", c], capture_output=True, env=docker.env, timeout=60)
         assert s.stop() == 0
@@ -118,7 +152,7 @@ def test_host_network_isolation_refuses_abstract_names_too(base: Path, docker: D
         assert "Connected to" in got, got
         s.wait_for(lambda d: action(d) == "unix_socket_connect" and cid_of(d) == cid, what="a document about it")
         out = sluice_cli(s, "isolate", cid[:12])
-        assert "by path and to abstract names are refused" in out, out
+        assert "by path and to abstract names and datagrams sent to an address are refused" in out, out
         assert REFUSED in _curl(docker, cid, f"--abstract-unix-socket {name}")
         s.wait_for(lambda d: _denied(d, cid, "@" + name), what="the refused abstract connect")
     finally:
