@@ -125,6 +125,19 @@ def cgroup_tasks(cgroup_dir: str, limit: int | None = None) -> list[int] | None:
     return out
 
 
+def thread_group(tid: int, proc: str = "/proc") -> int:
+    """The process a thread belongs to (its Tgid; the thread itself when
+    unreadable)."""
+    try:
+        with open(f"{proc}/{tid}/status") as f:
+            for line in f:
+                if line.startswith("Tgid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return tid
+
+
 def socket_inodes(pid: int, proc: str = "/proc") -> set[int] | None:
     """Inodes of the sockets a task holds; None when its open files cannot
     be listed (gone, or not readable)."""

@@ -24,7 +24,7 @@ import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sensor.attribution.netmap import SOCKET_TABLES, cgroup_tasks, socket_inodes, table_inodes
+from sensor.attribution.netmap import SOCKET_TABLES, cgroup_tasks, socket_inodes, table_inodes, thread_group
 from sensor.text import safe_text
 
 
@@ -43,18 +43,6 @@ def _comm(pid: int, proc: str) -> str:
         return ""
 
 
-def _tgid(tid: int, proc: str) -> int:
-    """The process a thread belongs to (the thread itself when unreadable)."""
-    try:
-        with open(f"{proc}/{tid}/status") as f:
-            for line in f:
-                if line.startswith("Tgid:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return tid
-
-
 def holders(pids: Iterable[int], proc: str = "/proc") -> list[Holder]:
     """The processes among `pids` (threads: each process once, by its
     thread group id) that hold a packet socket."""
@@ -62,7 +50,7 @@ def holders(pids: Iterable[int], proc: str = "/proc") -> list[Holder]:
     out = []
     seen: set[int] = set()
     for tid in pids:
-        pid = _tgid(tid, proc)
+        pid = thread_group(tid, proc)
         if pid in seen:
             continue
         try:

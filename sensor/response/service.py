@@ -22,7 +22,7 @@ from sensor.attribution.netmap import NetnsIndex, cgroup_tasks, netns_shared
 from sensor.attribution.registry import ContainerLife, ContainerRegistry
 from sensor.kernel.source import EventSource
 from sensor.outputs import documents
-from sensor.response import linkdrop, packetsockets
+from sensor.response import linkdrop, packetsockets, unixpeers
 from sensor.response.containment import Containment, ContainmentError, Entry
 
 # a link cut that failed is tried again after this long (recheck)
@@ -49,6 +49,18 @@ def _fits(ref: str, cid: str, name: str | None) -> bool:
 
 def _ambiguous(ref: str, which: list[str]) -> ContainmentError:
     return ContainmentError(f"{ref!r} matches {len(which)} containers: " + ", ".join(which) + "; give more of the id")
+
+
+def _one_task_per_netns(tasks: list[int]) -> dict[int, int]:
+    """Network namespace inode -> one of these tasks in it (a container's
+    process may have made a namespace of its own)."""
+    per_ns: dict[int, int] = {}
+    for t in tasks:
+        try:
+            per_ns.setdefault(os.stat(f"/proc/{t}/ns/net").st_ino, t)
+        except OSError:
+            continue
+    return per_ns
 
 
 class ContainmentService:
@@ -179,6 +191,39 @@ class ContainmentService:
             )
         return len(killed)
 
+    def cut_unix(self, life: ContainerLife, shared: bool) -> str:
+        """End the isolated container's unix connections to peers outside it
+        (unixpeers: a docker.sock connection opened before the isolation),
+        in each network namespace its processes are in. Returns what was
+        done, for the entry's document."""
+        if self.unix_hook != "attached":
+            return ""  # (its new connects are not refused either: _unix_refusal says so)
+        dirs = self._cgroup_dirs([life.cgroup_id])
+        tasks = (cgroup_tasks(dirs[0]) if dirs else None) or []
+        per_ns = _one_task_per_netns(tasks)
+        cut: list[unixpeers.Cut] = []
+        failed: list[str] = []
+        for t in per_ns.values():
+            try:
+                c, f = unixpeers.cut(tasks, f"/proc/{t}/ns/net", shared)
+            except OSError as err:
+                f, c = [f"the unix sockets of its namespace could not be read: {err.strerror or err}"], []
+            cut += c
+            failed += f
+        if failed:
+            self.problem = f"unix connections of {life.info.name or life.info.id[:12]} not cut: " + "; ".join(
+                failed[:3]
+            )
+            print(f"sluice: warning: {self.problem}", file=sys.stderr)
+        if not cut and not failed:
+            return ""
+        peers = sorted({c.peer_name or f"socket {c.peer}" for c in cut})
+        text = f"{len(cut)} unix connection{'s' if len(cut) != 1 else ''} it had to peers outside it cut"
+        text += f" ({', '.join(peers[:5])}{', ...' if len(peers) > 5 else ''})" if cut else ""
+        if failed:
+            text += f"; {len(failed)} NOT cut ({failed[0]})"
+        return text
+
     def cut_links(self, life: ContainerLife) -> str:
         """Drop every frame at the host side of an isolated container's
         veths (linkdrop: what leaves below its sockets, a packet socket's
@@ -190,14 +235,7 @@ class ContainmentService:
         if not tasks:
             # (a new run's cgroup before its first process: recheck tries again)
             return "its host-side link was not cut yet: none of its processes could be read"
-        # one task per network namespace among its tasks (a process may
-        # have made one of its own)
-        per_ns: dict[int, int] = {}
-        for t in tasks:
-            try:
-                per_ns.setdefault(os.stat(f"/proc/{t}/ns/net").st_ino, t)
-            except OSError:
-                continue
+        per_ns = _one_task_per_netns(tasks)
         try:
             links = sorted({x for t in per_ns.values() for x in linkdrop.host_links(t)}, key=str)
             for where, link in links:
@@ -233,7 +271,7 @@ class ContainmentService:
         )
         return (
             f"its connects to unix sockets {what} {sends} are refused, its own sockets' too (a path cannot tell "
-            "them from a daemon's mounted into it, such as docker.sock); connections opened before stay open"
+            "them from a daemon's mounted into it, such as docker.sock)"
         )
 
     @staticmethod
@@ -270,6 +308,8 @@ class ContainmentService:
             else "all its egress but its own loopback (127.0.0.1, ::1) is dropped; " + self.cut_links(life)
         )
         msg += "; " + self._unix_refusal(bool(shared))
+        unix_cut = self.cut_unix(life, bool(shared))
+        msg += f"; {unix_cut}" if unix_cut else ""
         self._doc(e, "container_isolated", msg, life)
         return {"ok": True, "message": msg}
 
@@ -325,6 +365,10 @@ class ContainmentService:
             life = self.registry.running.get(e.container_id or "")
             if self._link_cut(e) and life is not None:
                 cut = "; " + self.cut_links(life)
+            if e.kind == "isolate" and life is not None:
+                # unix connections made while the sensor was not running
+                unix_cut = self.cut_unix(life, e.loopback_dropped)
+                cut += f"; {unix_cut}" if unix_cut else ""
             self._doc(
                 e,
                 "container_isolated" if e.kind == "isolate" else "destination_blocked",

@@ -19,35 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static void send_fd(int via, int fd)
-{
-	char byte = 'x', cbuf[CMSG_SPACE(sizeof(int))];
-	struct iovec iov = {&byte, 1};
-	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
-	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(c), &fd, sizeof(int));
-	if (sendmsg(via, &m, 0) < 0) {
-		perror("sendmsg");
-		exit(1);
-	}
-}
-
-static int recv_fd(int via)
-{
-	char byte, cbuf[CMSG_SPACE(sizeof(int))];
-	struct iovec iov = {&byte, 1};
-	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
-	if (recvmsg(via, &m, 0) < 0) {
-		perror("recvmsg");
-		exit(1);
-	}
-	int fd;
-	memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&m)), sizeof(int));
-	return fd;
-}
+#include "scm_rights.h"
 
 int main(int argc, char **argv)
 {

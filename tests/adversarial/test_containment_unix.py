@@ -14,11 +14,13 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
 from ..privileged.harness import IMAGE, Docker, SensorProc, action, cid_of, sluice_cli
 
+HERE = Path(__file__).parent
 DOCKER_CLI = os.path.realpath(shutil.which("docker") or "/usr/bin/docker")
 SOCK = "/var/run/docker.sock"
 DGRAM = "/run/host-dgram.sock"
@@ -157,5 +159,64 @@ def test_host_network_isolation_refuses_abstract_names_too(base: Path, docker: D
         s.wait_for(lambda d: _denied(d, cid, "@" + name), what="the refused abstract connect")
     finally:
         listener.kill()
+        subprocess.run(["docker", "rm", "-f", cid], capture_output=True, env=docker.env, timeout=60)
+        assert s.stop() == 0
+
+
+def _wait_output(docker: Docker, cid: str, path: str, want: str, timeout: float = 20) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        out = _exec(docker, cid, f"cat {path}").stdout
+        if want in out or time.monotonic() > deadline:
+            return out
+        time.sleep(0.1)
+
+
+def _outcome(docker: Docker, cid: str, path: str, timeout: float = 15) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        out = _exec(docker, cid, f"cat {path}").stdout
+        if out.count("\n") >= 2 or time.monotonic() > deadline:
+            return out
+        time.sleep(0.1)
+
+
+def test_connections_opened_before_the_isolation_are_cut(base: Path, docker: Docker) -> None:
+    """Two processes connect to the mounted docker.sock before the
+    isolation; one keeps its descriptor, the other parks it in an
+    SCM_RIGHTS message to itself (no process holds it in /proc). After the
+    isolation neither gets an answer through it: the sweep shut both
+    connections down (the parked one from dockerd's end)."""
+    exe = base / "unixhide"
+    subprocess.run(["gcc", "-O2", "-static", "-o", str(exe), str(HERE / "unixhide.c")], check=True)
+    s = SensorProc(base, docker.sock, name="unixcut")
+    s.start()
+    mounts = ["-v", f"{docker.sock}:{SOCK}", "-v", f"{exe}:/unixhide:ro"]
+    script = (
+        f"/unixhide {SOCK} held /tmp/go > /tmp/held 2>&1 & "
+        f"/unixhide {SOCK} parked /tmp/go > /tmp/parked 2>&1 & "
+        f"/unixhide {SOCK} held /tmp/control > /tmp/control.out 2>&1 & sleep 600"
+    )
+    cid = docker.docker("run", "-d", "--network", "none", *mounts, IMAGE, "sh", "-c", script)
+    try:
+        for f in ("/tmp/held", "/tmp/parked", "/tmp/control.out"):
+            assert "ready" in _wait_output(docker, cid, f, "ready"), f
+        # the control connection answers before the isolation: the test's own check
+        _exec(docker, cid, "touch /tmp/control")
+        assert "answer: HTTP/1.0 200 OK" in _wait_output(docker, cid, "/tmp/control.out", "answer:")
+        s.wait_for(lambda d: action(d) == "unix_socket_connect" and cid_of(d) == cid, what="the connects")
+
+        pid = docker.docker("inspect", "-f", "{{.State.Pid}}", cid).strip()
+        from sensor.response import unixpeers
+
+        print("DEBUG", unixpeers.dump(f"/proc/{pid}/ns/net"), s.status("--json").stdout[:3000])
+        out = sluice_cli(s, "isolate", cid[:12])
+        assert "2 unix connections it had to peers outside it cut" in out, out
+        _exec(docker, cid, "touch /tmp/go")
+        # each prints one line after "ready": an answer, an error or eof
+        got = {f: _outcome(docker, cid, f) for f in ("/tmp/held", "/tmp/parked")}
+        for o in got.values():
+            assert "answer:" not in o and ("error:" in o or "eof" in o), got
+    finally:
         subprocess.run(["docker", "rm", "-f", cid], capture_output=True, env=docker.env, timeout=60)
         assert s.stop() == 0
