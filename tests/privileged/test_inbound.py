@@ -16,7 +16,7 @@ from typing import Any
 
 from emulation.lab import Lab, wait_until
 
-from .harness import IMAGE, Docker, SensorProc, SinkNet, action, cid_of, run_container
+from .harness import IMAGE, SINK_IP, Docker, SensorProc, SinkNet, action, cid_of, run_container
 
 DOCKER_CLI = os.path.realpath(shutil.which("docker") or "/usr/bin/docker")
 
@@ -158,3 +158,18 @@ def test_runtime_socket_under_another_name(sensor: SensorProc, docker: Docker) -
     a7 = _alerts(sensor, "SL-C2-007", caller)[0]
     assert a7["sluice"]["evidence"]["socket"]["path"] == "/tmp/x"
     assert a7["sluice"]["evidence"]["socket"]["name"] == "docker.sock"
+
+
+def test_engine_and_kubelet_apis_over_tcp(sensor: SensorProc, docker: Docker, net: SinkNet) -> None:
+    """A container with no runtime socket reaches for the Docker Engine API
+    (2375) and a kubelet (10250) over the network: the connect attempts
+    alone are the signal (nothing needs to answer)."""
+    cid = run_container(docker, net, f"nc -w 1 {SINK_IP} 2375 </dev/null; nc -w 1 {SINK_IP} 10250 </dev/null; true")
+    sensor.wait_for(lambda d: bool(_alerts(sensor, "SL-C2-007", cid)), what="SL-C2-007 (engine API)", timeout=10)
+    a7 = _alerts(sensor, "SL-C2-007", cid)[0]
+    assert a7["sluice"]["evidence"]["engine_api"] == f"{SINK_IP}:2375"
+    assert a7["destination"]["port"] == 2375
+    sensor.wait_for(lambda d: bool(_alerts(sensor, "SL-C2-008", cid)), what="SL-C2-008 (kubelet)", timeout=10)
+    a8 = _alerts(sensor, "SL-C2-008", cid)[0]
+    assert a8["sluice"]["evidence"]["kubelet"] == f"{SINK_IP}:10250"
+    assert a8["threat"]["technique"]["id"] == ["T1609"]

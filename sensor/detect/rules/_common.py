@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import Any
 
 from sensor.attribution.containers import Attribution
-from sensor.detect.rule import RuleInfo
-from sensor.detect.view import FlowView, ProcessRef
+from sensor.detect.rule import Context, RuleInfo
+from sensor.detect.view import ConnectView, FlowView, ProcessRef, WindowView
 from sensor.telemetry.counters import FlowSummary
 
 # How long per-container state is kept without activity.
@@ -45,6 +46,28 @@ def _dest(ip: str, port: int, domain: str | None = None) -> str:
     """The destination for a message: its name first, then the address."""
     addr = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
     return f"{domain} ({addr})" if domain else addr
+
+
+def new_tcp_connects(view: WindowView, ctx: Context, match: Callable[[ConnectView], bool]) -> list[ConnectView]:
+    """A window's TCP connects from containers that `match`, to a
+    destination their workload's baseline does not have (an operator or a
+    controller that always does this stays quiet), once per container,
+    address and port."""
+    out = []
+    seen: set[tuple[str, str, int]] = set()
+    for c in view.connects:
+        if c.attr.container is None or c.transport != "tcp" or not match(c):
+            continue
+        wb = ctx.workload(c.workload)
+        if wb is not None and wb.knows_destination(c.ip, c.port, c.transport):
+            continue
+        if not ctx.baseline_gate(c.workload):
+            continue
+        k = (c.attr.container.id, c.ip, c.port)
+        if k not in seen:
+            seen.add(k)
+            out.append(c)
+    return out
 
 
 def _names(f: FlowView) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sensor.detect.rule import T1610, Context, Finding, RuleInfo, RuleSettings
-from sensor.detect.rules._common import _Base, _pname, _who
+from sensor.detect.rules._common import _Base, _dest, _pname, _who, new_tcp_connects
 from sensor.detect.view import UnixConnectView, WindowView
 
 # Unix socket file names of container runtimes (matched on the last path
@@ -24,6 +24,9 @@ RUNTIME_SOCKETS = (
 @dataclass(frozen=True)
 class Settings(RuleSettings):
     sockets: tuple[str, ...] = RUNTIME_SOCKETS
+    # the Docker Engine API over TCP (2375 plain, 2376 TLS), on any address:
+    # the same API as docker.sock, from a container that has no socket
+    tcp_ports: tuple[int, ...] = (2375, 2376)
 
 
 INFO = RuleInfo(
@@ -31,7 +34,8 @@ INFO = RuleInfo(
     "runtime_socket_use",
     "Container runtime socket used from a container",
     "A process in a container connected to a container runtime socket (docker.sock, containerd.sock, "
-    "CRI-O, podman) that its workload's baseline does not use: it can start containers on the node.",
+    "CRI-O, podman), or to the Docker Engine API over TCP (tcp_ports on any address), that its "
+    "workload's baseline does not use: it can start containers on the node.",
     T1610,
     78,
     Settings,
@@ -89,6 +93,22 @@ class RuntimeSocket(_Base):
                     None,
                     u.process,
                     unix_path=u.path,
+                )
+            )
+        ports = set(cfg.tcp_ports)
+        for c in new_tcp_connects(view, ctx, lambda c: c.port in ports):
+            out.append(
+                Finding(
+                    self.info.id,
+                    c.attr,
+                    c.workload,
+                    c.ts,
+                    f"{_who(c.attr, c.workload)} connected to the Docker Engine API port "
+                    f"{_dest(c.ip, c.port, c.domain)} ({_pname(c.process)}, pid {c.process.pid}); "
+                    "its baseline never does",
+                    {"engine_api": _dest(c.ip, c.port), "tcp_ports": sorted(ports)},
+                    (c.ip, c.port, c.transport),
+                    c.process,
                 )
             )
         return out

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sensor.detect.rule import T1609, Context, Finding, RuleInfo, RuleSettings
-from sensor.detect.rules._common import _Base, _dest, _pname, _who
+from sensor.detect.rules._common import _Base, _dest, _pname, _who, new_tcp_connects
 from sensor.detect.view import WindowView
 
 
@@ -16,14 +16,18 @@ from sensor.detect.view import WindowView
 class Settings(RuleSettings):
     api_servers: tuple[str, ...] = ()
     use_service_env: bool = True
+    # a kubelet's API (10250; 10255 read-only) on any address: it runs
+    # commands in, and reads the logs of, every pod on its node
+    kubelet_ports: tuple[int, ...] = (10250, 10255)
 
 
 INFO = RuleInfo(
     "SL-C2-008",
     "kubernetes_api_use",
-    "Kubernetes API server contacted from a container",
-    "A container connected to the Kubernetes API server, which its workload's baseline never does "
-    "(api_servers lists ip:port; empty takes KUBERNETES_SERVICE_HOST/PORT from the sensor's environment).",
+    "Kubernetes API server or a kubelet contacted from a container",
+    "A container connected to the Kubernetes API server, or to a kubelet's API (kubelet_ports on any "
+    "address), which its workload's baseline never does (api_servers lists ip:port; empty takes "
+    "KUBERNETES_SERVICE_HOST/PORT from the sensor's environment).",
     T1609,
     60,
     Settings,
@@ -58,32 +62,30 @@ class KubernetesApi(_Base):
         self._env = env if env is not None else os.environ
 
     def evaluate(self, view: WindowView, ctx: Context) -> list[Finding]:
-        servers = api_servers(ctx.settings(self.info.id, Settings), self._env)
-        if not servers:
-            return []
+        cfg = ctx.settings(self.info.id, Settings)
+        servers = api_servers(cfg, self._env)
+        kubelet = set(cfg.kubelet_ports)
         out = []
-        seen: set[tuple[str, str, int]] = set()
-        for c in view.connects:
-            if c.attr.container is None or c.transport != "tcp" or (c.ip, c.port) not in servers:
-                continue
-            wb = ctx.workload(c.workload)
-            if wb is not None and wb.knows_destination(c.ip, c.port, c.transport):
-                continue  # an operator or controller that always talks to the API
-            if not ctx.baseline_gate(c.workload):
-                continue
-            k = (c.attr.container.id, c.ip, c.port)
-            if k in seen:
-                continue
-            seen.add(k)
+        for c in new_tcp_connects(view, ctx, lambda c: (c.ip, c.port) in servers or c.port in kubelet):
+            if (c.ip, c.port) in servers:
+                what = f"the Kubernetes API server {_dest(c.ip, c.port, c.domain)}"
+                evidence: dict[str, object] = {
+                    "api_server": _dest(c.ip, c.port),
+                    "configured_api_servers": sorted(_dest(*s) for s in servers),
+                }
+            else:
+                # a kubelet's API: exec and logs of every pod on that node
+                what = f"a kubelet's API {_dest(c.ip, c.port, c.domain)}"
+                evidence = {"kubelet": _dest(c.ip, c.port), "kubelet_ports": sorted(kubelet)}
             out.append(
                 Finding(
                     self.info.id,
                     c.attr,
                     c.workload,
                     c.ts,
-                    f"{_who(c.attr, c.workload)} connected to the Kubernetes API server {_dest(c.ip, c.port)} "
+                    f"{_who(c.attr, c.workload)} connected to {what} "
                     f"({_pname(c.process)}, pid {c.process.pid}); its baseline never does",
-                    {"api_server": _dest(c.ip, c.port), "configured_api_servers": sorted(_dest(*s) for s in servers)},
+                    evidence,
                     (c.ip, c.port, c.transport),
                     c.process,
                 )

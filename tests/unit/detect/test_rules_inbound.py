@@ -16,6 +16,7 @@ from tests.support.views import (
     connect,
     container,
     detector,
+    flow,
     learn,
     life,
     listen,
@@ -208,3 +209,32 @@ def test_spawn_is_not_linked_to_a_caller_that_already_stopped(tmp_path: Path) ->
     h.run(window(T0, unix_connects=[unix(WEB, T0 - 4)], lifecycle=[life(WEB, T0 - 3, "stop", 30.0)]))
     alerts = h.run(window(T0 + WINDOW, lifecycle=[life(container("later-1", image="x/y:1"), T0 - 1, "start")]))
     assert not only(alerts, "SL-C2-009")
+
+
+def test_docker_engine_api_over_tcp_fires_unless_learned(tmp_path: Path) -> None:
+    h = detector(config(tmp_path))
+    alerts = h.run(window(T0, connects=[connect(WEB, T0 - 2, "172.17.0.1", 2375, executable="/usr/bin/docker")]))
+    a = only(alerts, "SL-C2-007")
+    assert len(a) == 1 and a[0]["destination"]["port"] == 2375
+    assert a[0]["sluice"]["evidence"]["engine_api"] == "172.17.0.1:2375"
+    assert "Docker Engine API port 172.17.0.1:2375" in a[0]["message"]
+    # the same container again in the window: one alert; another port: none
+    again = window(
+        T0 + 20,
+        connects=[connect(WEB, T0 + 15, "172.17.0.1", 2376), connect(WEB, T0 + 16, "172.17.0.1", 2377)],
+    )
+    assert [x["destination"]["port"] for x in only(h.run(again), "SL-C2-007")] == [2376]
+    # a CI runner that learned the engine's address stays quiet
+    learned = learn(window(T0 - 3600 + i * WINDOW, flows=[flow(CI, "172.17.0.1", 2375, 4096)]) for i in range(5))
+    h2 = detector(config(tmp_path), learned)
+    assert not only(h2.run(window(T0, connects=[connect(CI, T0 - 2, "172.17.0.1", 2375)])), "SL-C2-007")
+
+
+def test_kubelet_api_fires_on_any_address_without_configuration(tmp_path: Path) -> None:
+    h = detector(config(tmp_path, extra="[rules.SL-C2-008]\nuse_service_env = false\n"))
+    alerts = h.run(window(T0, connects=[connect(WEB, T0 - 2, "10.0.3.7", 10250)]))
+    a = only(alerts, "SL-C2-008")
+    assert len(a) == 1 and a[0]["sluice"]["evidence"]["kubelet"] == "10.0.3.7:10250"
+    assert "a kubelet's API 10.0.3.7:10250" in a[0]["message"]
+    off = config(tmp_path, extra="[rules.SL-C2-008]\nuse_service_env = false\nkubelet_ports = []\n")
+    assert not only(detector(off).run(window(T0, connects=[connect(WEB, T0 - 2, "10.0.3.7", 10250)])), "SL-C2-008")
