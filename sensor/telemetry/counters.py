@@ -79,7 +79,8 @@ class QuotaOverflow:
     destinations it reached past the flow quota (aggregated, still counted);
     or whose sockets the kernel sampled without per-socket state
     (stateless_samples: their storage was refused, bpf/egress.bpf.c
-    sl_sock_state_of)."""
+    sl_sock_state_of); or over its share of the window's views in user
+    space (views_refused)."""
 
     cgroup_id: int
     flows_refused: int
@@ -90,6 +91,10 @@ class QuotaOverflow:
     flow_quota: int
     event_quota: int
     stateless_samples: int = 0
+    # events the rules' view of the window refused past the cgroup's share
+    # (unique listeners, inbound peers, unix paths, destinations, programs;
+    # sensor/telemetry/pipeline.py _view_keep): counted, not looked at
+    views_refused: int = 0
 
 
 @dataclass(slots=True)

@@ -21,9 +21,12 @@ from sensor.telemetry.protocol import transport_name
 if TYPE_CHECKING:
     from sensor.telemetry.pipeline import Pipeline
 
-MAX_LISTEN_VIEWS = 64  # per window: listeners are rare; a flood must not stall the reader
-MAX_ACCEPT_VIEWS = 1024  # per window, after the kernel's per-peer deduplication
-MAX_UNIX_VIEWS = 256  # per window, container callers only
+# Per cgroup and window (Pipeline.view_keep: each cgroup its own share, so
+# one cannot crowd out another's; over it is SL-EVA-001):
+MAX_LISTEN_VIEWS = 64  # listening ports: listeners are rare; a flood must not stall the reader
+MAX_ACCEPT_VIEWS = 1024  # inbound peers, after the kernel's per-peer deduplication
+MAX_UNIX_VIEWS = 256  # unix paths, container callers only
+MAX_UNIX_VIEWS_PER_PATH = 8  # connects to one path (SL-C2-007 counts them)
 
 
 def _ref(p: Pipeline, pid: int, comm: str) -> ProcessRef:
@@ -41,12 +44,10 @@ def on_listen(p: Pipeline, ev: ListenEvent) -> None:
         # a socket on port 53 can answer the cgroup's own queries, from any
         # address it can bind (loopback, 127.0.0.11): sensor/telemetry/names.py
         p.names.distrust(ev.hdr.cgroup_id, f"binds port 53 ({transport})")
-    if len(p._view.listens) < MAX_LISTEN_VIEWS:
+    if p.view_keep(("l", ev.hdr.cgroup_id, ev.laddr, ev.lport, transport, op), 1, MAX_LISTEN_VIEWS):
         p._view.listens.append(
             ListenView(ts, attr, workload_of(attr), ev.laddr, ev.lport, transport, op, _ref(p, ev.hdr.pid, ev.comm))
         )
-    else:
-        p.counts["view_events_capped"] += 1
     if not p.events:
         return
     proc = p._known_process(ev.hdr.pid, ev.comm)
@@ -58,15 +59,13 @@ def on_accept(p: Pipeline, ev: AcceptEvent) -> None:
     ts = p.to_wall(ev.hdr.ktime_ns)
     known = ev.hdr.cgroup_id != 0
     attr = p.attributor.attribute(ev.hdr.cgroup_id) if known else Attribution(0, None, None)
-    if known and len(p._view.accepts) < MAX_ACCEPT_VIEWS:
+    if known and p.view_keep(("a", ev.hdr.cgroup_id, ev.raddr, ev.rport, ev.lport), 1, MAX_ACCEPT_VIEWS):
         av = AcceptView(ts, attr, workload_of(attr), ev.raddr, ev.rport, ev.laddr, ev.lport, 1 + ev.suppressed)
         if not (ev.peer_cgroup_id and _peer_container(p, av, ev.peer_cgroup_id)):
             # now, while a short-lived peer container still exists to be mapped;
             # the kernel's per-peer deduplication bounds how often this reads /proc
             _resolve(p, av, refresh=True)
         p._view.accepts.append(av)
-    elif known:
-        p.counts["view_events_capped"] += 1
     if not p.events:
         return
     p._out(
@@ -86,14 +85,12 @@ def on_unix_connect(p: Pipeline, ev: UnixConnectEvent) -> None:
         return
     ts = p.to_wall(ev.hdr.ktime_ns)
     ref = _ref(p, ev.hdr.pid, ev.comm)
-    if len(p._view.unix_connects) < MAX_UNIX_VIEWS:
+    if p.view_keep(("u", ev.hdr.cgroup_id, ev.path), MAX_UNIX_VIEWS_PER_PATH, MAX_UNIX_VIEWS):
         u = UnixConnectView(ts, attr, workload_of(attr), ev.path, ref, denied=ev.denied)
         # the socket the path leads to, when it is the node's runtime's
         # (a symlink or another mount name for docker.sock; review)
         u.runtime = p.runtime_sockets.identify(ev.hdr.pid, ev.path, lambda: _container_pids(p, attr))
         p._view.unix_connects.append(u)
-    else:
-        p.counts["view_events_capped"] += 1
     if not p.events:
         return
     proc = p._known_process(ev.hdr.pid, ev.comm)

@@ -264,6 +264,7 @@ class Pipeline:
         self.netmap = netmap
         self._view = WindowView(0.0, 0.0)
         self._view_counts: dict[tuple[Any, ...], int] = {}
+        self._views_refused: dict[int, int] = {}  # cgroup id -> events past its view share
         self.procs: OrderedDict[int, ProcInfo] = OrderedDict()
         # Exited processes stay known for a while: their flows are
         # summarised at the end of the window, after they are gone.
@@ -403,7 +404,7 @@ class Pipeline:
         # runs of one interpreter do not crowd out a new script)
         script = origin.path if origin is not None and origin.kind == SCRIPT_FILE else ""
         special = origin is not None and not script
-        if special or self._view_keep(("e", ev.hdr.cgroup_id, p.executable, script), MAX_EXEC_VIEWS):
+        if special or self.view_keep(("e", ev.hdr.cgroup_id, p.executable, script), MAX_EXEC_VIEWS):
             ex = ExecView(ts, attr, workload_of(attr), self._process_ref(p))
             if origin is not None:
                 ex.origin, ex.writers, ex.script = origin.kind, origin.writers, script
@@ -423,24 +424,30 @@ class Pipeline:
         ]
         return out + ([p.ppid] if p.ppid else [])
 
-    def _view_keep(self, key: tuple[Any, ...], cap: int) -> bool:
-        """Bound what one window hands to the rules: the first `cap` connects
-        per (cgroup, destination) and execs per (cgroup, executable). The
-        rules need no more (a beacon is a few connects per window; a chain
-        needs the first connect to each destination) and a flood must not
-        stall the reader while the window closes. Counted in health."""
-        total_key = ("n", key[1])  # the cgroup's views this window: a churn of keys cannot grow them
-        total = self._view_counts.get(total_key, 0)
-        if total >= MAX_VIEWS_PER_CGROUP:
+    def view_keep(self, key: tuple[Any, ...], cap: int, total_cap: int = MAX_VIEWS_PER_CGROUP) -> bool:
+        """Bound what one window hands to the rules: the first `cap` events
+        per key ((kind, cgroup, what): connects per destination, execs per
+        executable, listens per port, unix connects per path, ...), and
+        `total_cap` views of a kind per cgroup. The rules need no more (a
+        beacon is a few connects per window; a chain needs the first connect
+        to each destination) and a flood must not stall the reader while
+        the window closes. Each cgroup has its own share, so one cannot
+        crowd out another's; going over its share of views is counted per
+        cgroup and is an alert (SL-EVA-001): 256 decoy unix paths before a
+        docker.sock connect would otherwise hide that connect."""
+        n = self._view_counts.get(key, 0)
+        if n >= cap:  # a repeat past its key's share: counted only
             self.counts["view_events_capped"] += 1
             return False
-        n = self._view_counts.get(key, 0) + 1
-        self._view_counts[key] = n
-        if n <= cap:
-            self._view_counts[total_key] = total + 1
-            return True
-        self.counts["view_events_capped"] += 1
-        return False
+        total_key = ("n", key[0], key[1])  # a churn of keys cannot grow the cgroup's views
+        total = self._view_counts.get(total_key, 0)
+        if total >= total_cap:
+            self.counts["view_events_capped"] += 1
+            self._views_refused[key[1]] = self._views_refused.get(key[1], 0) + 1
+            return False
+        self._view_counts[key] = n + 1
+        self._view_counts[total_key] = total + 1
+        return True
 
     @staticmethod
     def _process_ref(p: ProcInfo) -> ProcessRef:
@@ -474,7 +481,7 @@ class Pipeline:
         p = self.procs.get(ev.hdr.pid) or self.exited.get(ev.hdr.pid)
         ref = self._process_ref(p) if p is not None else ProcessRef(ev.hdr.pid, ev.comm)
         domain, resolver = self.names.dns_answer(ev.hdr.cgroup_id, ev.daddr, ts) or (None, "")
-        if self._view_keep(("c", ev.hdr.cgroup_id, ev.daddr, ev.dport, ev.protocol), MAX_CONNECT_VIEWS):
+        if self.view_keep(("c", ev.hdr.cgroup_id, ev.daddr, ev.dport, ev.protocol), MAX_CONNECT_VIEWS):
             self._view.connects.append(
                 ConnectView(
                     ts,
@@ -745,18 +752,19 @@ class Pipeline:
 
     # --- windows -------------------------------------------------------------
 
-    def _with_stateless(self, overflows: list[QuotaOverflow]) -> list[QuotaOverflow]:
-        """The window's overflows, with each cgroup's samples taken without
-        socket state (a cgroup with only those is one more overflow)."""
+    def _with_user_overflows(self, overflows: list[QuotaOverflow]) -> list[QuotaOverflow]:
+        """The kernel's overflows of the window, with each cgroup's samples
+        taken without socket state and its events past its view share (a
+        cgroup with only those is one more overflow)."""
         stateless, self._stateless = self._stateless, {}
-        if not stateless:
-            return overflows
-        out = [
-            replace(o, stateless_samples=stateless.pop(o.cgroup_id)) if o.cgroup_id in stateless else o
-            for o in overflows
-        ]
-        out += [QuotaOverflow(cg, 0, 0, 0, 0, 0, 0, 0, stateless_samples=n) for cg, n in sorted(stateless.items())]
-        return out
+        refused, self._views_refused = self._views_refused, {}
+        by_cg = {o.cgroup_id: o for o in overflows}
+        for cg in sorted(stateless.keys() | refused.keys()):
+            o = by_cg.get(cg) or QuotaOverflow(cg, 0, 0, 0, 0, 0, 0, 0)
+            by_cg[cg] = replace(
+                o, stateless_samples=stateless.get(cg, o.stateless_samples), views_refused=refused.get(cg, 0)
+            )
+        return list(by_cg.values())
 
     def close_window(
         self, flows: list[FlowCounters], start: float, end: float, overflows: list[QuotaOverflow] | None = None
@@ -766,7 +774,7 @@ class Pipeline:
         past their flow quota counts in their container's totals."""
         self.counts["windows"] += 1
         self.recheck_distrust()
-        overflows = self._with_stateless(overflows or [])
+        overflows = self._with_user_overflows(overflows or [])
         summaries, execs, hists = self.window.close(flows)
         self.counts["senders_capped"] = self.window.senders_capped
         self.counts["ssh_unverified"] = self.window.ssh_unverified

@@ -255,12 +255,27 @@ def window(
 
 
 def overflow(
-    attr: Attribution, flows_refused: int, events_refused: int = 0, nbytes: int = 0, stateless: int = 0
+    attr: Attribution,
+    flows_refused: int,
+    events_refused: int = 0,
+    nbytes: int = 0,
+    stateless: int = 0,
+    views_refused: int = 0,
 ) -> OverflowView:
     """A cgroup over its fair share in a window (stateless: samples of its
-    sockets taken without socket state)."""
+    sockets taken without socket state; views_refused: events past its share
+    of the window's views)."""
     o = QuotaOverflow(
-        attr.cgroup_id, flows_refused, events_refused, nbytes, nbytes // 100, flows_refused, 2048, 8192, stateless
+        attr.cgroup_id,
+        flows_refused,
+        events_refused,
+        nbytes,
+        nbytes // 100,
+        flows_refused,
+        2048,
+        8192,
+        stateless,
+        views_refused,
     )
     return OverflowView(o, attr, workload_of(attr))
 

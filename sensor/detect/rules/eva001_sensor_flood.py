@@ -7,7 +7,12 @@ other containers stay visible. Going over the share is itself suspicious:
 it is how a container would blind the sensor (to hide its own exfiltration
 or a neighbour's), so it is an alert naming the container, with the counts.
 
-Also here: sockets the kernel sampled without the sensor's per-socket state.
+Also here: a cgroup over its share of the window's views in user space
+(sensor/telemetry/pipeline.py view_keep): decoy listeners, unix paths or
+destinations sent ahead of the one that matters would push it out of what
+the rules examine.
+
+And: sockets the kernel sampled without the sensor's per-socket state.
 That state is charged to the socket's option memory and refused when it is
 full; a sender fills it on purpose (TCP MD5 keys for other peers, socket
 filters) so that its socket is paced by the flow's packet count, a pace it
@@ -36,8 +41,9 @@ INFO = RuleInfo(
     "Container flooded the sensor's kernel tables",
     "A container went over its fair share of the kernel flow table (new destinations) or of the "
     "event buffer in one window: the kernel counted the excess together (bytes kept) so the other "
-    "containers stayed visible; or filled its sockets' option memory so the kernel could not keep the "
-    "sensor's per-socket state. Flooding the sensor is how a workload would blind it.",
+    "containers stayed visible; or went over its share of the events the rules examine in a window; or "
+    "filled its sockets' option memory so the kernel could not keep the sensor's per-socket state. "
+    "Flooding the sensor is how a workload would blind it.",
     T1562,
     70,
     Settings,
@@ -55,7 +61,7 @@ class SensorFlood(_Base):
         out = []
         for v in view.overflows:
             o = v.overflow
-            if o.flows_refused + o.events_refused + o.stateless_samples < cfg.min_refused:
+            if o.flows_refused + o.events_refused + o.stateless_samples + o.views_refused < cfg.min_refused:
                 continue
             parts = []
             if o.flows_refused:
@@ -71,6 +77,12 @@ class SensorFlood(_Base):
                     "per-socket state (their option memory was full: TCP MD5 keys or socket filters fill it), "
                     "so those sockets were sampled at a pace the sender can steer"
                 )
+            if o.views_refused:
+                parts.append(
+                    f"{o.views_refused} events past its share of what the rules look at in a window (unique "
+                    "listening ports, inbound peers, unix socket paths, destinations, programs; they were "
+                    "counted, not examined)"
+                )
             out.append(
                 Finding(
                     self.info.id,
@@ -85,6 +97,7 @@ class SensorFlood(_Base):
                         "flow_quota": o.flow_quota,
                         "event_quota": o.event_quota,
                         "stateless_samples": o.stateless_samples,
+                        "views_refused": o.views_refused,
                         "over_quota_bytes": o.bytes,
                         "over_quota_packets": o.packets,
                         "over_quota_connects": o.connects,

@@ -1162,3 +1162,16 @@ def test_sockets_without_sensor_state_are_a_sensor_flood(tmp_path: Path) -> None
     assert d["sluice"]["evidence"]["stateless_samples"] == 7
     assert "7 payload samples of sockets the kernel could not give the sensor's per-socket state" in d["message"]
     assert "flow-table share" not in d["message"]
+
+
+def test_events_past_the_view_share_are_a_sensor_flood(tmp_path: Path) -> None:
+    """Decoy unix paths (or listeners, destinations) sent ahead of the one
+    that matters: past the cgroup's share of the window's views."""
+    from tests.support.views import overflow
+
+    decoys = container("decoys")
+    h = detector(config(tmp_path))
+    (d,) = only(h.run(window(T0, overflows=[overflow(decoys, 0, 0, views_refused=45)])), "SL-EVA-001")
+    check_alert(d, "SL-EVA-001", decoys, None)
+    assert d["sluice"]["evidence"]["views_refused"] == 45
+    assert "45 events past its share of what the rules look at" in d["message"]

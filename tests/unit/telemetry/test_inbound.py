@@ -8,6 +8,8 @@ from pathlib import Path
 
 from emulation.records import accept_rec, listen_rec, unix_rec
 from sensor.attribution.netmap import NetMap, addresses_of_pid
+from sensor.detect.view import WindowView
+from sensor.telemetry.inbound import MAX_LISTEN_VIEWS, MAX_UNIX_VIEWS, MAX_UNIX_VIEWS_PER_PATH
 from tests.unit.telemetry.test_pipeline import A, World, make_world
 
 
@@ -69,3 +71,54 @@ def test_a_client_that_exited_is_named_by_the_kernel(tmp_path: Path, fake_docker
     assert [a.peer_class for a in v.accepts] == ["external", "container:acme/api", "external"]
     assert v.accepts[1].peer is not None and v.accepts[1].peer.container is not None
     assert v.accepts[1].peer.container.id == A
+
+
+class _Views:
+    def __init__(self) -> None:
+        self.seen: list[WindowView] = []
+
+    def on_window(self, view: WindowView) -> None:
+        self.seen.append(view)
+
+
+def test_decoy_unix_paths_cannot_push_a_runtime_connect_out_unseen(tmp_path: Path, fake_docker) -> None:
+    """256 connects to decoy paths used to fill the window's (global) unix
+    view cap, so the docker.sock connect after them was never examined
+    (no SL-C2-007) and nothing said so. Now each cgroup has its own share,
+    repeats of one path take one share slot each up to a small cap, and a
+    cgroup over its share is an overflow (SL-EVA-001) with the count."""
+    w = _world(tmp_path, fake_docker)
+    obs = _Views()
+    w.pipe.observers.append(obs)
+    for i in range(MAX_UNIX_VIEWS + 44):
+        w.pipe.handle_raw(unix_rec(78, w.cg, f"/tmp/decoy-{i}".encode(), ktime_ns=i + 1))
+    for i in range(50):  # one path over and over: a repeat, not a flood of keys
+        w.pipe.handle_raw(unix_rec(79, w.cg_sub, b"/run/mysqld/mysqld.sock", ktime_ns=1000 + i))
+    w.pipe.handle_raw(unix_rec(80, w.cg_sub, b"/var/run/docker.sock", ktime_ns=2000))
+    w.pipe.handle_raw(unix_rec(81, w.cg, b"/var/run/docker.sock", ktime_ns=2001))
+    w.pipe.close_window([], 0.0, 1.0)
+    v = obs.seen[-1]
+    paths = [(u.attr.cgroup_id, u.path) for u in v.unix_connects]
+    # the sub-cgroup's share is its own: its runtime connect is examined
+    assert (w.cg_sub, "/var/run/docker.sock") in paths
+    assert sum(1 for _cg, p in paths if p == "/run/mysqld/mysqld.sock") == MAX_UNIX_VIEWS_PER_PATH
+    # the flooding cgroup's own connect went past its share: that is the alert
+    assert (w.cg, "/var/run/docker.sock") not in paths
+    over = {o.overflow.cgroup_id: o.overflow for o in v.overflows}
+    assert over[w.cg].views_refused == 45 and w.cg_sub not in over
+
+
+def test_a_neighbour_cannot_use_up_the_listen_views(tmp_path: Path, fake_docker) -> None:
+    w = _world(tmp_path, fake_docker)
+    obs = _Views()
+    w.pipe.observers.append(obs)
+    for i in range(MAX_LISTEN_VIEWS * 2):
+        w.pipe.handle_raw(listen_rec(77, w.cg, "0.0.0.0", 20000 + i))
+    for _ in range(10):  # the same port again and again: one view
+        w.pipe.handle_raw(listen_rec(77, w.cg, "0.0.0.0", 20000))
+    w.pipe.handle_raw(listen_rec(90, w.host_cg, "0.0.0.0", 4444))
+    w.pipe.close_window([], 0.0, 1.0)
+    v = obs.seen[-1]
+    assert [x.port for x in v.listens if x.attr.cgroup_id == w.host_cg] == [4444]
+    assert sum(1 for x in v.listens if x.attr.cgroup_id == w.cg) == MAX_LISTEN_VIEWS
+    assert {o.overflow.cgroup_id: o.overflow.views_refused for o in v.overflows} == {w.cg: MAX_LISTEN_VIEWS}
