@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Cost of the listener / inbound / unix-connect hooks (listen.bpf.c and the
-connect_unix program): loopback TCP connections per second and unix-socket
-connects per second, no sensor vs `sluice run` (default config), in
+connect_unix and sendmsg_unix programs): loopback TCP connections per
+second, unix-socket connects per second and unix datagrams sent to an
+address per second, no sensor vs `sluice run` (default config), in
 alternating rounds; and the kernel's own ns per program run from bpf_stats
 (kernel.bpf_stats_enabled) while the sensor runs the same load.
 
@@ -58,6 +59,21 @@ int main(int argc, char **argv) {
             int s = accept(l, NULL, NULL);
             close(c); close(s);
         }
+    } else if (strcmp(mode, "unixdgram") == 0) {
+        /* datagrams sent to an address, no connect (sendmsg_unix), each
+         * read back so the queue never fills */
+        struct sockaddr_un a = {.sun_family = AF_UNIX};
+        snprintf(a.sun_path, sizeof a.sun_path, "%s.dg", argv[3]);
+        unlink(a.sun_path);
+        int r = socket(AF_UNIX, SOCK_DGRAM, 0);
+        if (bind(r, (void *)&a, sizeof a)) { perror("unix dgram bind"); return 1; }
+        int c = socket(AF_UNIX, SOCK_DGRAM, 0);
+        char b[64] = {0};
+        t0 = now();
+        for (long i = 0; i < n; i++) {
+            if (sendto(c, b, sizeof b, 0, (void *)&a, sizeof a) < 0) { perror("sendto"); return 1; }
+            if (recv(r, b, sizeof b, 0) < 0) { perror("recv"); return 1; }
+        }
     } else {
         int l = socket(AF_INET, SOCK_STREAM, 0);
         setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -86,7 +102,7 @@ int main(int argc, char **argv) {
 }
 """
 
-PROGS = ("sl_bind4", "sl_bind6", "sl_sockops", "sl_connect_unix", "sl_connect4")
+PROGS = ("sl_bind4", "sl_bind6", "sl_sockops", "sl_connect_unix", "sl_sendmsg_unix", "sl_connect4")
 
 
 def prog_stats() -> dict[str, tuple[int, int]]:
@@ -163,7 +179,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="sluice-bench-inbound-"))
     (work / "conns.c").write_text(CONNS_C)
     binary = build_c(work / "conns.c", work / "conns")
-    modes = ("same-peer", "new-peer", "unix")
+    modes = ("same-peer", "new-peer", "unix", "unixdgram")
     none: dict[str, list[float]] = {m: [] for m in modes}
     with_s: dict[str, list[float]] = {m: [] for m in modes}
     hooks: dict[str, list[float]] = {m: [] for m in modes}

@@ -79,6 +79,14 @@ class Entry:
     # isolation only: the container's network namespace is shared (the
     # host's, a pod's): its loopback is dropped too (netmap.netns_shared)
     loopback_dropped: bool = False
+    # a Kubernetes container's identity (its pod's uid and its name in the
+    # pod): the kubelet re-creates it under a new container id (a restart,
+    # a crash loop), and the entry follows it there (recreated)
+    pod_uid: str | None = None
+    pod_container: str | None = None
+    # container ids it had before such re-creations (their kernel mapping
+    # is removed with the entry)
+    former_container_ids: list[str] = field(default_factory=list)
 
     def who(self) -> str:
         return (self.container_name or self.container_id[:12]) if self.container_id else "every container"
@@ -189,6 +197,8 @@ class Containment:
         if not on and not any(o.container_id == e.container_id for o in others):
             # the container's last entry: its id and cgroups leave the kernel
             self.source.set_contained_container(e.container_id, h, False)
+            for old in e.former_container_ids:
+                self.source.set_contained_container(old, h, False)
             for cg, hh in self.source.contained_cgroups().items():
                 if hh == h:
                     self.source.set_contained_cgroup(cg, h, 0, False)
@@ -355,6 +365,36 @@ class Containment:
             e = self.lingering.pop(0)
             count -= len(e.cgroup_ids) + len(e.former_cgroup_ids)
             self._apply(e, False)
+
+    def recreated(self, container_id: str, pod_uid: str | None, pod_container: str | None) -> list[Entry]:
+        """A Kubernetes container re-created under a new id (the kubelet's
+        restart of a crashed or killed container: same pod uid, same
+        container name): the entries of the pod's container of that name
+        move to the new id, from the lingering ones too (the old container
+        is gone). The old id's cgroups stay contained (former); `follow`
+        then contains the new cgroup. The kernel follows by id, so the new
+        id is put there at once: a restart of the new container is followed
+        at cgroup creation again."""
+        if not pod_uid or not pod_container:
+            return []
+        moved: list[Entry] = []
+        for table in (self.entries, self.lingering):
+            for e in list(table):
+                if (e.pod_uid, e.pod_container) != (pod_uid, pod_container) or e.container_id in (None, container_id):
+                    continue
+                assert e.container_id is not None
+                e.former_container_ids = [*e.former_container_ids, e.container_id][-MAX_FORMER:]
+                e.former_cgroup_ids = (e.former_cgroup_ids + e.cgroup_ids)[-MAX_FORMER:]
+                e.cgroup_ids = []
+                e.container_id = container_id
+                self.source.set_contained_container(container_id, e.handle, True)
+                if table is self.lingering:
+                    self.lingering.remove(e)
+                    self.entries.append(e)
+                moved.append(e)
+        if moved:
+            self.save()
+        return moved
 
     def returned(self, container_id: str) -> list[Entry]:
         """A gone container's lingering entries, when it runs again (the

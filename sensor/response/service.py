@@ -298,6 +298,7 @@ class ContainmentService:
         life = self._container(ref)
         shared = self._shared(life)
         e = self.containment.isolate(life.info.id, life.info.name, [life.cgroup_id], reason, shared is not None)
+        self._pod_identity(e, life)
         # the sweep first: the link cut compiles its program at its first
         # use (~1 s), in which a held packet socket could send again (the
         # kernel then kills its holder after that frame, not before)
@@ -317,6 +318,7 @@ class ContainmentService:
         if ref:
             life = self._container(str(ref))
             e = self.containment.block(destination, life.info.id, life.info.name, [life.cgroup_id], reason)
+            self._pod_identity(e, life)
             self.sweep_packet_sockets(life, [life.cgroup_id])
         else:
             life = None
@@ -430,12 +432,36 @@ class ContainmentService:
         if changed:
             self.containment.save()
 
+    def _pod_identity(self, e: Entry, life: ContainerLife) -> None:
+        """A Kubernetes container's pod uid and name in the pod, on its
+        entry: the kubelet re-creates it under a new id (recreated)."""
+        uid, name = life.info.pod_uid, life.info.identity_label("io.kubernetes.container.name")
+        if uid and name and (e.pod_uid, e.pod_container) != (uid, name):
+            e.pod_uid, e.pod_container = uid, name
+            self.containment.save()
+
+    def _follow_recreated(self, life: ContainerLife) -> None:
+        """The kubelet's new container for an isolated (or blocked) pod
+        container: the entries move to it (Containment.recreated); follow
+        then contains its cgroup."""
+        name = life.info.identity_label("io.kubernetes.container.name")
+        for e in self.containment.recreated(life.info.id, life.info.pod_uid, name):
+            e.container_name = life.info.name or e.container_name
+            self._doc(
+                e,
+                "containment_followed",
+                f"{e.label()}: the pod's container {name} was re-created as {life.info.id[:12]} "
+                f"(pod {life.info.pod_uid}); the entry follows it (the old one's cgroups stay contained)",
+                life,
+            )
+
     def _container_added(self, life: ContainerLife) -> None:
         """ContainerRegistry subscription: a contained container runs again
         in a new cgroup (restart, re-creation). The kernel put the cgroup
         under containment when it was created (cgroup_mkdir); this confirms
         it, or does it where that hook is missing, and records the cgroup."""
         self._not_running_since.pop(life.info.id, None)
+        self._follow_recreated(life)
         for e in self.containment.returned(life.info.id):
             self._doc(
                 e,
@@ -481,6 +507,15 @@ class ContainmentService:
         """Once a window: entries of containers not running are released
         when the runtime no longer has them (a stopped container can be
         removed later, without any cgroup event)."""
+        # a pod's container re-created while its name was not known yet (the
+        # runtime's metadata comes after the cgroup)
+        pods = {(e.pod_uid, e.pod_container) for e in self.containment.entries + self.containment.lingering}
+        pods.discard((None, None))
+        if pods:
+            for running in list(self.registry.running.values()):
+                key = (running.info.pod_uid, running.info.identity_label("io.kubernetes.container.name"))
+                if key in pods and not any(e.container_id == running.info.id for e in self.containment.entries):
+                    self._container_added(running)  # (follows it, as at its start)
         if self.containment.entries and self.containment.gone(set(self.registry.running)):
             self._containers_removed([])
         # isolated containers whose link is not cut (yet: a restart's cgroup

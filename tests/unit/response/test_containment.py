@@ -242,3 +242,27 @@ def test_a_shared_network_namespace_drops_loopback_too_and_is_saved(tmp_path: Pa
     c2, src2 = _c(tmp_path)
     c2.restore(c2.load(), {A: [11], B: [12]})
     assert src2.isolated_no_loopback == {11: True, 12: False}
+
+
+def test_a_pod_container_re_created_under_a_new_id_takes_the_entry(tmp_path: Path) -> None:
+    """The kubelet's restart: a new container id, the same pod uid and
+    container name. The entry moves to it (from the lingering ones: the old
+    container is gone); the old id and cgroup stay in the kernel until the
+    release, which removes both ids."""
+    c, src = _c(tmp_path)
+    e = c.isolate(A, "api", [11])
+    e.pod_uid, e.pod_container = "uid-1", "api"
+    c.containers_gone(set())
+    assert c.recreated(B, "uid-2", "api") == [] and c.recreated(B, "uid-1", "sidecar") == []
+    assert c.recreated(B, "uid-1", None) == []
+    (moved,) = c.recreated(B, "uid-1", "api")
+    assert moved is e and c.entries == [e] and c.lingering == []
+    assert (e.container_id, e.former_container_ids, e.cgroup_ids, e.former_cgroup_ids) == (B, [A], [], [11])
+    assert src.container_ids == {A: 11, B: 11}
+    # follow then contains the new cgroup under the same handle
+    c.follow({B: 12})
+    assert src.cgroups[12] == 11 and e.cgroup_ids == [12]
+    saved = json.loads(Path(c.path).read_text())["entries"][0]
+    assert saved["container_id"] == B and saved["pod_uid"] == "uid-1" and saved["former_container_ids"] == [A]
+    c.release(B, None)
+    assert src.container_ids == {} and src.cgroups == {} and src.isolated == {}
