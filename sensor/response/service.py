@@ -96,6 +96,10 @@ class ContainmentService:
         # (sensor/kernel/unixconnect.py refuses an isolated container's unix
         # connects and addressed datagrams where they are attached)
         self.unix_hook = "not attached"
+        # isolated containers whose unix connections are swept once more at
+        # the next window: a connect(2) blocked on a full backlog when the
+        # isolation started passed the hook before it and completes later
+        self._unix_resweep: set[str] = set()
         self.unix_sendmsg_hook = "not attached"
         registry.subscribe(on_added=self._container_added, on_removed=self._containers_removed)
 
@@ -311,6 +315,7 @@ class ContainmentService:
         msg += "; " + self._unix_refusal(bool(shared))
         unix_cut = self.cut_unix(life, bool(shared))
         msg += f"; {unix_cut}" if unix_cut else ""
+        self._unix_resweep.add(life.info.id)
         self._doc(e, "container_isolated", msg, life)
         return {"ok": True, "message": msg}
 
@@ -507,6 +512,14 @@ class ContainmentService:
         """Once a window: entries of containers not running are released
         when the runtime no longer has them (a stopped container can be
         removed later, without any cgroup event)."""
+        for cid in sorted(self._unix_resweep):
+            self._unix_resweep.discard(cid)
+            life = self.registry.running.get(cid)
+            e = next((x for x in self.containment.entries if x.container_id == cid and x.kind == "isolate"), None)
+            if life is not None and e is not None:
+                again = self.cut_unix(life, e.loopback_dropped)
+                if again:
+                    self._doc(e, "containment_followed", f"{e.label()}: swept again: {again}", life)
         # a pod's container re-created while its name was not known yet (the
         # runtime's metadata comes after the cgroup)
         pods = {(e.pod_uid, e.pod_container) for e in self.containment.entries + self.containment.lingering}

@@ -41,9 +41,8 @@ import os
 import socket
 import struct
 import threading
+import time
 from dataclasses import dataclass
-
-from sensor.attribution.netmap import thread_group
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
@@ -56,6 +55,12 @@ UDIAG_SHOW_PEER = 0x4
 UNIX_DIAG_NAME = 0
 UNIX_DIAG_PEER = 2
 CLONE_NEWNET = 0x40000000
+PIDFD_THREAD = os.O_EXCL  # pidfd_open(2) on a thread, Linux 6.9+
+# how long isolate may walk every descriptor on the node for the holder of
+# a parked connection's other end (it runs on the sensor's main loop)
+NODE_WALK_BUDGET_S = 1.0
+# attempts to catch a connection whose holder keeps moving its descriptor
+SEVER_TRIES = 64
 SYS_PIDFD_GETFD = 438
 SOCK_DGRAM = 2
 
@@ -172,14 +177,19 @@ def dump(netns: str | None) -> dict[int, UnixSocket]:
         s.close()
 
 
-def _holders(inodes: set[int], proc: str) -> dict[int, list[tuple[int, int]]]:
-    """socket inode -> (pid, fd) of every process on the node holding it,
-    for these inodes (one walk of every process's descriptors)."""
+def _fd_holders(
+    tasks: list[int], inodes: set[int] | None, proc: str, budget_s: float | None = None
+) -> tuple[dict[int, list[tuple[int, int]]], bool]:
+    """socket inode -> (task, fd) of these tasks holding it (of `inodes`
+    only, when given), and whether the walk finished within budget_s. Each
+    task's own descriptor table is read (/proc/<tid>/fd: a thread whose
+    process's main thread exited has one only there)."""
     out: dict[int, list[tuple[int, int]]] = {}
-    for name in os.listdir(proc):
-        if not name.isdigit():
-            continue
-        d = f"{proc}/{name}/fd"
+    deadline = None if budget_s is None else time.monotonic() + budget_s
+    for tid in tasks:
+        if deadline is not None and time.monotonic() > deadline:
+            return out, False
+        d = f"{proc}/{tid}/fd"
         try:
             fds = os.listdir(d)
         except OSError:
@@ -191,61 +201,85 @@ def _holders(inodes: set[int], proc: str) -> dict[int, list[tuple[int, int]]]:
                 continue
             if target.startswith("socket:[") and target.endswith("]"):
                 ino = int(target[8:-1])
-                if ino in inodes:
-                    out.setdefault(ino, []).append((int(name), int(fd)))
-    return out
+                if inodes is None or ino in inodes:
+                    out.setdefault(ino, []).append((tid, int(fd)))
+    return out, True
 
 
-def _sever(pid: int, fd: int, stype: int) -> None:
-    """Cut the connection of process pid's descriptor fd through a
-    duplicate of it (pidfd_getfd: same open file, same socket)."""
-    pidfd = os.pidfd_open(pid)
+def _pidfd(tid: int) -> int:
+    """A pidfd for the task itself (PIDFD_THREAD, Linux 6.9+: a thread whose
+    process's main thread exited holds its descriptors there), else for its
+    process."""
+    try:
+        return os.pidfd_open(tid, PIDFD_THREAD)
+    except OSError:
+        return os.pidfd_open(tid)
+
+
+def _sever(tid: int, fd: int, inode: int, stype: int) -> None:
+    """Cut the connection of task tid's descriptor fd through a duplicate
+    of it (pidfd_getfd: same open file, same socket), after checking the
+    duplicate is that socket: the holder may have moved it to another
+    number (and put a decoy, or a host daemon's new client, at this one)
+    since the walk."""
+    pidfd = _pidfd(tid)
     try:
         dup = int(_libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, 0))
         if dup < 0:
             e = ct.get_errno()
-            raise OSError(e, f"pidfd_getfd {pid}/{fd}: {os.strerror(e)}")
+            raise OSError(e, f"pidfd_getfd {tid}/{fd}: {os.strerror(e)}")
     finally:
         os.close(pidfd)
-    if stype == SOCK_DGRAM:
-        try:
+    try:
+        if os.fstat(dup).st_ino != inode:
+            raise OSError(errno.ESTALE, f"descriptor {tid}/{fd} is no longer socket {inode}")
+        if stype == SOCK_DGRAM:
             unspec = struct.pack("=H14x", socket.AF_UNSPEC)
             if _libc.connect(dup, unspec, len(unspec)) != 0:
                 e = ct.get_errno()
-                raise OSError(e, f"disconnect {pid}/{fd}: {os.strerror(e)}")
-        finally:
-            os.close(dup)
-        return
-    s = socket.socket(fileno=dup)
-    try:
-        s.shutdown(socket.SHUT_RDWR)
-    except OSError as e:
-        if e.errno != errno.ENOTCONN:  # the peer already went away
-            raise
+                raise OSError(e, f"disconnect {tid}/{fd}: {os.strerror(e)}")
+        elif _libc.shutdown(dup, socket.SHUT_RDWR) != 0:
+            e = ct.get_errno()
+            if e != errno.ENOTCONN:  # (the peer already went away)
+                raise OSError(e, f"shutdown {tid}/{fd}: {os.strerror(e)}")
     finally:
-        s.close()
+        os.close(dup)
 
 
-def cut(pids: list[int], netns: str, shared: bool, proc: str = "/proc") -> tuple[list[Cut], list[str]]:
-    """End the unix connections of a container (its threads `pids`, its
+def _all_tasks(proc: str) -> list[int]:
+    """Every task on the node (/proc/<pid>/task/<tid>)."""
+    out = []
+    for name in os.listdir(proc):
+        if name.isdigit():
+            try:
+                out += [int(t) for t in os.listdir(f"{proc}/{name}/task")]
+            except OSError:
+                continue
+    return out
+
+
+def cut(
+    tasks: list[int], netns: str, shared: bool, proc: str = "/proc", budget_s: float = NODE_WALK_BUDGET_S
+) -> tuple[list[Cut], list[str]]:
+    """End the unix connections of a container (its threads `tasks`, its
     network namespace `netns` as /proc/<pid>/ns/net, `shared` when other
     processes are in it) with a peer outside it. Returns what was cut and
     what could not be (one line each).
 
     Both ends of a stream connection live in the connecting socket's
     namespace (the kernel makes the accepted socket there), so the
-    namespace alone does not say who is outside: a connection is the
-    container's when one of its processes holds an end (or, in a namespace
-    of its own, when an end is held by no process: parked in flight), and
-    it leads outside when a process outside the container holds an end, or
-    its peer is a socket of another namespace (a daemon's bound datagram
-    socket)."""
+    namespace alone does not say who is outside. A connection one of whose
+    ends a task of the container holds and the other not (or whose peer is
+    a socket of another namespace: a daemon's bound datagram socket) is cut
+    through the container's end. In a namespace of its own, a connection
+    neither end of which the container holds is cut when one end is held by
+    no task at all (parked in flight by the container) and the other by a
+    process outside: through that end, found by a walk of the node's
+    descriptors bounded by budget_s (the main loop waits for it)."""
     socks = dump(netns)
-    inside = {thread_group(t, proc) for t in pids}
-    peers = {u.peer for u in socks.values() if u.peer}
-    holders = _holders(set(socks) | peers, proc)
+    inside, _ = _fd_holders(tasks, set(socks), proc)
     names = {i: u.name for i, u in socks.items() if u.name}
-    if any(p not in socks for p in peers):
+    if any(u.peer and u.peer not in socks for u in socks.values()):
         try:  # a peer in another namespace (the sensor's: the host's): its name
             names.update((i, u.name) for i, u in dump(None).items() if u.name)
         except OSError:
@@ -253,36 +287,92 @@ def cut(pids: list[int], netns: str, shared: bool, proc: str = "/proc") -> tuple
     done: list[Cut] = []
     failed: list[str] = []
     pairs: set[frozenset[int]] = set()
+    parked: list[UnixSocket] = []
+    retry: list[tuple[UnixSocket, list[str]]] = []  # the container's end could not be caught
     for u in sorted(socks.values(), key=lambda x: x.inode):
         if not u.peer or frozenset((u.inode, u.peer)) in pairs:
             continue
         pairs.add(frozenset((u.inode, u.peer)))
-        mine = [h for h in holders.get(u.inode, []) if h[0] in inside]
         ends = (u.inode, u.peer)
-        held_in = [(e, h) for e in ends for h in holders.get(e, []) if h[0] in inside]
-        outside = u.peer not in socks or any(h[0] not in inside for e in ends for h in holders.get(e, []))
-        parked = not shared and any(e in socks and not holders.get(e) for e in ends)
-        if not outside or not (held_in or parked):
+        held = [e for e in ends if e in inside]
+        if not held:
+            if not shared and u.type != SOCK_DGRAM and u.peer in socks:
+                parked.append(u)
             continue
-        stype = u.type
-        if stype == SOCK_DGRAM:
-            # only the connected end (this one) can be disconnected
-            where = mine[0] if mine else None
-        elif held_in:
-            where = held_in[0][1]
-        else:
-            # the container's end is parked: the other end, shut down, ends it too
-            where = next((h for e in ends for h in holders.get(e, [])), None)
-        # the named end: a daemon's accepted socket carries its listener's path
-        peer_name = names.get(u.peer) or names.get(u.inode, "")
-        what = f"socket {u.inode} (peer {peer_name or u.peer})"
-        if where is None:
-            failed.append(f"{what}: no process holds an end it can be cut through")
-            continue
-        try:
-            _sever(where[0], where[1], stype)
-        except OSError as e:
-            failed.append(f"{what}: {e.strerror or e}")
-            continue
-        done.append(Cut(u.inode, u.peer, peer_name, where[0], where[0] in inside))
+        if len(held) == 2 and u.peer in socks:
+            continue  # both ends the container's: its own IPC
+        end = u.inode if u.type == SOCK_DGRAM else held[0]
+        if end not in inside:
+            continue  # a datagram socket is disconnected only through its own (connected) end
+        lines: list[str] = []
+        if not _try_cut(u, end, inside[end], names, done, lines, True, proc):
+            if u.type == SOCK_DGRAM:
+                failed += lines
+            else:  # its holder kept moving it: the other end, outside, ends it too
+                retry.append((u, lines))
+    for u, lines in retry:
+        other = u.peer if u.inode in inside else u.inode
+        holders, _finished = _fd_holders(_all_tasks(proc), {other}, proc, budget_s)
+        outside = [h for h in holders.get(other, []) if h[0] not in set(tasks)]
+        if not (outside and _try_cut(u, other, outside, names, done, lines, False, proc)):
+            failed += lines
+    if parked:
+        want = {e for u in parked for e in (u.inode, u.peer)}
+        everyone, finished = _fd_holders(_all_tasks(proc), want, proc, budget_s)
+        mine = set(tasks)
+        for u in parked:
+            by_end = {e: everyone.get(e, []) for e in (u.inode, u.peer)}
+            ours = [(e, h) for e, hs in by_end.items() for h in hs if h[0] in mine]
+            if ours:
+                # the container's end after all: its holder moved it while
+                # the first walk read (dup2 from number to number)
+                _try_cut(u, ours[0][0], [h for _e, h in ours], names, done, failed, True, proc)
+                continue
+            if all(by_end.values()):
+                continue  # both ends held outside: not the container's
+            if not finished:
+                failed.append(f"socket {u.inode}: the walk of the node's descriptors ran out of its {budget_s} s")
+                continue
+            if not any(by_end.values()):
+                failed.append(f"socket {u.inode} (peer {u.peer}): no task holds either end")
+                continue
+            end = next(e for e, h in by_end.items() if h)
+            _try_cut(u, end, by_end[end], names, done, failed, False, proc)
     return done, failed
+
+
+def _try_cut(
+    u: UnixSocket,
+    end: int,
+    holders: list[tuple[int, int]],
+    names: dict[int, str],
+    done: list[Cut],
+    failed: list[str],
+    container_end: bool,
+    proc: str = "/proc",
+) -> bool:
+    """Sever one connection through `end` (socket inode) by one of its
+    holders whose descriptor still is that socket. A holder that moves it
+    between descriptor numbers (dup2, decoys at the old number: review) is
+    read again, up to SEVER_TRIES times. Returns whether it was cut (else a
+    line in `failed`)."""
+    # the named end: a daemon's accepted socket carries its listener's path
+    peer_name = names.get(u.peer) or names.get(u.inode, "")
+    errors: list[str] = []
+    todo = list(holders)
+    tasks = sorted({t for t, _fd in holders})
+    for _ in range(SEVER_TRIES):
+        if not todo:
+            todo = _fd_holders(tasks, {end}, proc)[0].get(end, [])
+            if not todo:
+                break
+        tid, fd = todo.pop(0)
+        try:
+            _sever(tid, fd, end, u.type)
+        except OSError as e:
+            errors.append(e.strerror or str(e))
+            continue
+        done.append(Cut(u.inode, u.peer, peer_name, tid, container_end))
+        return True
+    failed.append(f"socket {u.inode} (peer {peer_name or u.peer}): {'; '.join(errors[-2:]) or 'no holder left'}")
+    return False

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 # Per cgroup and window (Pipeline.view_keep: each cgroup its own share, so
 # one cannot crowd out another's; over it is SL-EVA-001):
 MAX_LISTEN_VIEWS = 64  # listening ports: listeners are rare; a flood must not stall the reader
-MAX_ACCEPT_VIEWS = 1024  # inbound peers, after the kernel's per-peer deduplication
+MAX_ACCEPTS_PER_PORT = 64  # inbound peers per listening port, after the kernel's per-peer deduplication
+MAX_ACCEPT_PORTS = 1024  # inbound connections' views over all its ports
 MAX_UNIX_VIEWS = 256  # unix paths, container callers only
 MAX_UNIX_VIEWS_PER_PATH = 8  # connects to one path (SL-C2-007 counts them)
 
@@ -59,7 +60,10 @@ def on_accept(p: Pipeline, ev: AcceptEvent) -> None:
     ts = p.to_wall(ev.hdr.ktime_ns)
     known = ev.hdr.cgroup_id != 0
     attr = p.attributor.attribute(ev.hdr.cgroup_id) if known else Attribution(0, None, None)
-    if known and p.view_keep(("a", ev.hdr.cgroup_id, ev.raddr, ev.rport, ev.lport), 1, MAX_ACCEPT_VIEWS):
+    # per local port: a public service's many clients fill their own port's
+    # share, never a bind shell's on another port (review: 1,024 client
+    # addresses crowded one out, and blamed the service with SL-EVA-001)
+    if known and p.view_keep(("a", ev.hdr.cgroup_id, ev.lport), MAX_ACCEPTS_PER_PORT, MAX_ACCEPT_PORTS):
         av = AcceptView(ts, attr, workload_of(attr), ev.raddr, ev.rport, ev.laddr, ev.lport, 1 + ev.suppressed)
         if not (ev.peer_cgroup_id and _peer_container(p, av, ev.peer_cgroup_id)):
             # now, while a short-lived peer container still exists to be mapped;

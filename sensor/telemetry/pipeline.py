@@ -92,7 +92,7 @@ MAX_DISTRUST_RECHECKS = 32
 RECHECK_BUDGET_S = 0.05
 MAX_RECHECK_TASKS = 4096
 MANY_PROCESSES = 8192  # live processes beyond which command lines are read at 256 bytes
-MAX_VIEWS_PER_CGROUP = 4096  # connects and execs per cgroup per window, all keys together
+MAX_VIEWS_PER_CGROUP = 4096  # connects, and execs, per cgroup per window (each kind its own), all keys together
 # Exited processes stay known while a flow may still name them: the window
 # they exited in, the next (bytes around the flip), and as long as a flow
 # remembers them as a sender; at most this many.

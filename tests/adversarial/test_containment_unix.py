@@ -187,19 +187,21 @@ def test_connections_opened_before_the_isolation_are_cut(base: Path, docker: Doc
     SCM_RIGHTS message to itself (no process holds it in /proc). After the
     isolation neither gets an answer through it: the sweep shut both
     connections down (the parked one from dockerd's end)."""
-    exe = base / "unixhide"
+    exe, rot = base / "unixhide", base / "unixrotate"
     subprocess.run(["gcc", "-O2", "-static", "-o", str(exe), str(HERE / "unixhide.c")], check=True)
+    subprocess.run(["gcc", "-O2", "-static", "-pthread", "-o", str(rot), str(HERE / "unixrotate.c")], check=True)
     s = SensorProc(base, docker.sock, name="unixcut")
     s.start()
-    mounts = ["-v", f"{docker.sock}:{SOCK}", "-v", f"{exe}:/unixhide:ro"]
+    mounts = ["-v", f"{docker.sock}:{SOCK}", "-v", f"{exe}:/unixhide:ro", "-v", f"{rot}:/unixrotate:ro"]
     script = (
+        f"/unixrotate {SOCK} /tmp/go > /tmp/rotating 2>&1 & "
         f"/unixhide {SOCK} held /tmp/go > /tmp/held 2>&1 & "
         f"/unixhide {SOCK} parked /tmp/go > /tmp/parked 2>&1 & "
         f"/unixhide {SOCK} held /tmp/control > /tmp/control.out 2>&1 & sleep 600"
     )
     cid = docker.docker("run", "-d", "--network", "none", *mounts, IMAGE, "sh", "-c", script)
     try:
-        for f in ("/tmp/held", "/tmp/parked", "/tmp/control.out"):
+        for f in ("/tmp/held", "/tmp/parked", "/tmp/control.out", "/tmp/rotating"):
             assert "ready" in _wait_output(docker, cid, f, "ready"), f
         # the control connection answers before the isolation: the test's own check
         _exec(docker, cid, "touch /tmp/control")
@@ -211,10 +213,12 @@ def test_connections_opened_before_the_isolation_are_cut(base: Path, docker: Doc
 
         print("DEBUG", unixpeers.dump(f"/proc/{pid}/ns/net"), s.status("--json").stdout[:3000])
         out = sluice_cli(s, "isolate", cid[:12])
-        assert "2 unix connections it had to peers outside it cut" in out, out
+        # (the rotating one moves its descriptor and leaves decoys behind:
+        # the sweep checks each duplicate is the socket before it cuts)
+        assert "3 unix connections it had to peers outside it cut" in out, out
         _exec(docker, cid, "touch /tmp/go")
         # each prints one line after "ready": an answer, an error or eof
-        got = {f: _outcome(docker, cid, f) for f in ("/tmp/held", "/tmp/parked")}
+        got = {f: _outcome(docker, cid, f) for f in ("/tmp/held", "/tmp/parked", "/tmp/rotating")}
         for o in got.values():
             assert "answer:" not in o and ("error:" in o or "eof" in o), got
     finally:

@@ -9,7 +9,7 @@ from pathlib import Path
 from emulation.records import accept_rec, listen_rec, unix_rec
 from sensor.attribution.netmap import NetMap, addresses_of_pid
 from sensor.detect.view import WindowView
-from sensor.telemetry.inbound import MAX_LISTEN_VIEWS, MAX_UNIX_VIEWS, MAX_UNIX_VIEWS_PER_PATH
+from sensor.telemetry.inbound import MAX_ACCEPTS_PER_PORT, MAX_LISTEN_VIEWS, MAX_UNIX_VIEWS, MAX_UNIX_VIEWS_PER_PATH
 from tests.unit.telemetry.test_pipeline import A, World, make_world
 
 
@@ -122,3 +122,20 @@ def test_a_neighbour_cannot_use_up_the_listen_views(tmp_path: Path, fake_docker)
     assert [x.port for x in v.listens if x.attr.cgroup_id == w.host_cg] == [4444]
     assert sum(1 for x in v.listens if x.attr.cgroup_id == w.cg) == MAX_LISTEN_VIEWS
     assert {o.overflow.cgroup_id: o.overflow.views_refused for o in v.overflows} == {w.cg: MAX_LISTEN_VIEWS}
+
+
+def test_a_busy_port_cannot_crowd_out_another_ports_accept(tmp_path: Path, fake_docker) -> None:
+    """1,024 client addresses on a public port filled the cgroup's accept
+    views (review: a bind shell's accept on 4444 went unexamined, and the
+    service was blamed with SL-EVA-001). Each port has its own share."""
+    w = _world(tmp_path, fake_docker)
+    obs = _Views()
+    w.pipe.observers.append(obs)
+    for i in range(1200):
+        w.pipe.handle_raw(accept_rec(w.host_cg, f"203.0.{i // 250}.{i % 250 + 1}", 40000, "192.0.2.1", 8080))
+    w.pipe.handle_raw(accept_rec(w.host_cg, "203.0.113.99", 40001, "192.0.2.1", 4444))
+    w.pipe.close_window([], 0.0, 1.0)
+    v = obs.seen[-1]
+    assert [a.port for a in v.accepts].count(4444) == 1
+    assert [a.port for a in v.accepts].count(8080) == MAX_ACCEPTS_PER_PORT
+    assert not v.overflows  # the clients' doing, not the service's flood
