@@ -246,16 +246,11 @@ def _sever(tid: int, fd: int, inode: int, stype: int) -> None:
         os.close(dup)
 
 
-def _all_tasks(proc: str) -> list[int]:
-    """Every task on the node (/proc/<pid>/task/<tid>)."""
-    out = []
-    for name in os.listdir(proc):
-        if name.isdigit():
-            try:
-                out += [int(t) for t in os.listdir(f"{proc}/{name}/task")]
-            except OSError:
-                continue
-    return out
+def _all_processes(proc: str) -> list[int]:
+    """Every process on the node: its threads share its descriptor table,
+    so one read each (a walk of every thread read dockerd's table once per
+    thread and ran out of its budget under load)."""
+    return [int(n) for n in os.listdir(proc) if n.isdigit()]
 
 
 def cut(
@@ -312,13 +307,13 @@ def cut(
                 retry.append((u, lines))
     for u, lines in retry:
         other = u.peer if u.inode in inside else u.inode
-        holders, _finished = _fd_holders(_all_tasks(proc), {other}, proc, budget_s)
+        holders, _finished = _fd_holders(_all_processes(proc), {other}, proc, budget_s)
         outside = [h for h in holders.get(other, []) if h[0] not in set(tasks)]
         if not (outside and _try_cut(u, other, outside, names, done, lines, False, proc)):
             failed += lines
     if parked:
         want = {e for u in parked for e in (u.inode, u.peer)}
-        everyone, finished = _fd_holders(_all_tasks(proc), want, proc, budget_s)
+        everyone, finished = _fd_holders(_all_processes(proc), want, proc, budget_s)
         mine = set(tasks)
         for u in parked:
             by_end = {e: everyone.get(e, []) for e in (u.inode, u.peer)}
