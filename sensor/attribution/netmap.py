@@ -138,23 +138,30 @@ def thread_group(tid: int, proc: str = "/proc") -> int:
     return tid
 
 
-def socket_inodes(pid: int, proc: str = "/proc") -> set[int] | None:
-    """Inodes of the sockets a task holds; None when its open files cannot
-    be listed (gone, or not readable)."""
+def socket_fds(pid: int, proc: str = "/proc") -> list[tuple[int, int]] | None:
+    """(descriptor, socket inode) of each socket a task holds; None when its
+    open files cannot be listed (gone, or not readable)."""
     fd_dir = f"{proc}/{pid}/fd"
     try:
         fds = os.listdir(fd_dir)
     except OSError:
         return None
-    out: set[int] = set()
+    out: list[tuple[int, int]] = []
     for fd in fds:
         try:
             target = os.readlink(f"{fd_dir}/{fd}")
         except OSError:
             continue  # closed meanwhile
-        if target.startswith("socket:[") and target.endswith("]") and target[8:-1].isdigit():
-            out.add(int(target[8:-1]))
+        if target.startswith("socket:[") and target.endswith("]") and target[8:-1].isdigit() and fd.isdigit():
+            out.append((int(fd), int(target[8:-1])))
     return out
+
+
+def socket_inodes(pid: int, proc: str = "/proc") -> set[int] | None:
+    """Inodes of the sockets a task holds; None when its open files cannot
+    be listed (gone, or not readable)."""
+    fds = socket_fds(pid, proc)
+    return None if fds is None else {ino for _fd, ino in fds}
 
 
 TOO_LONG = "\0too long"  # _read_table: the table is longer than MAX_TABLE_BYTES

@@ -10,6 +10,7 @@ import errno
 import mmap
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -510,55 +511,56 @@ class BccSource:
             return
         try:
             layout = unixconnect.kernel_layout()
-            contain = unixconnect.ContainMaps(
-                self.b["sl_contain_on"].map_fd,
-                self.b["sl_contain_levels"].map_fd,
-                self.b["sl_contain_cg"].map_fd,
-                self.b["sl_isolated"].map_fd,
-            )
-            fd = unixconnect.load(
+        except unixconnect.UnixConnectUnavailable as e:
+            self.status[hook] = f"unavailable: {e}"
+            return
+        b = self.b
+        contain = unixconnect.ContainMaps(
+            b["sl_contain_on"].map_fd, b["sl_contain_levels"].map_fd, b["sl_contain_cg"].map_fd, b["sl_isolated"].map_fd
+        )
+        stats_fd = b["sl_stats"].map_fd
+        self._unix_prog_fd = self._attach_assembled(
+            hook,
+            bpfsys.CGROUP_UNIX_CONNECT,
+            "; cgroup connect_unix needs Linux 6.7+",
+            lambda: unixconnect.load(
                 layout,
-                self.b["sl_events"].map_fd,
-                self.b["sl_stats"].map_fd,
-                self.b["sl_quota"].map_fd,
-                self.b["sl_quota_charge"].map_fd,
-                self.b["sl_gen"].map_fd,
+                b["sl_events"].map_fd,
+                stats_fd,
+                b["sl_quota"].map_fd,
+                b["sl_quota_charge"].map_fd,
+                b["sl_gen"].map_fd,
                 self.cfg.event_quota_per_cgroup,
                 contain,
+            ),
+        )
+        if self._unix_prog_fd is not None:
+            # the refusal of an isolated container's addressed unix datagrams
+            self._unix_sendmsg_fd = self._attach_assembled(
+                UNIX_SENDMSG_HOOK,
+                bpfsys.CGROUP_UNIX_SENDMSG,
+                "",
+                lambda: unixconnect.load_refusal(layout, stats_fd, contain),
             )
-        except unixconnect.UnixConnectUnavailable as e:
-            self.status[hook] = f"unavailable: {e}"
-            return
-        try:
-            link = bpfsys.link_create(fd, self._cgroup_fd, bpfsys.CGROUP_UNIX_CONNECT)
-        except bpfsys.BpfError as e:
-            os.close(fd)
-            self.status[hook] = f"unavailable: attach failed ({e.strerror}; cgroup connect_unix needs Linux 6.7+)"
-            return
-        self._unix_prog_fd = fd
-        self._attachments.append(_Attachment(hook, None, bpfsys.CGROUP_UNIX_CONNECT, self._cgroup_fd, link))
-        self.status[hook] = "attached"
-        self._attach_unix_sendmsg(layout, contain)
 
-    def _attach_unix_sendmsg(self, layout: unixconnect.KernelLayout, contain: unixconnect.ContainMaps) -> None:
-        """The refusal of an isolated container's addressed unix datagrams
-        (unixconnect.assemble_refusal); a status line when unavailable."""
-        assert self._cgroup_fd is not None and self.b is not None
-        hook = UNIX_SENDMSG_HOOK
+    def _attach_assembled(self, hook: str, attach_type: int, hint: str, load: Callable[[], int]) -> int | None:
+        """Load one of unixconnect's assembled programs and link it to the
+        cgroup root; its fd, or None with the reason in the hook's status."""
+        assert self._cgroup_fd is not None
         try:
-            fd = unixconnect.load_refusal(layout, self.b["sl_stats"].map_fd, contain)
+            fd = load()
         except unixconnect.UnixConnectUnavailable as e:
             self.status[hook] = f"unavailable: {e}"
-            return
+            return None
         try:
-            link = bpfsys.link_create(fd, self._cgroup_fd, bpfsys.CGROUP_UNIX_SENDMSG)
+            link = bpfsys.link_create(fd, self._cgroup_fd, attach_type)
         except bpfsys.BpfError as e:
             os.close(fd)
-            self.status[hook] = f"unavailable: attach failed ({e.strerror})"
-            return
-        self._unix_sendmsg_fd = fd
-        self._attachments.append(_Attachment(hook, None, bpfsys.CGROUP_UNIX_SENDMSG, self._cgroup_fd, link))
+            self.status[hook] = f"unavailable: attach failed ({e.strerror}{hint})"
+            return None
+        self._attachments.append(_Attachment(hook, None, attach_type, self._cgroup_fd, link))
         self.status[hook] = "attached"
+        return fd
 
     def _open_buffer(self, sink: RecordSink) -> None:
         assert self.b is not None

@@ -391,6 +391,11 @@ def _contain_check(m: ContainMaps, layout: KernelLayout, stats_fd: int) -> list[
     return parts
 
 
+def _head() -> list[_Part]:
+    """r6 = ctx, r7 = the caller's cgroup id (both kept across calls)."""
+    return [_mov_reg(6, 1), _call(GET_CURRENT_CGROUP_ID), _mov_reg(7, 0)]
+
+
 def _exit_not_refused() -> list[_Part]:
     """r0 = !refused (1 lets the call through, 0 fails it with EPERM),
     masked so the verifier sees r0 in [0, 1]; exit."""
@@ -413,11 +418,7 @@ def assemble(
 
     ok_stat = _stat_add(stats_fd, events.STAT_SUBMITTED + events.EV_UNIX_CONNECT)
     drop_stat = _stat_add(stats_fd, events.STAT_DROPPED + events.EV_UNIX_CONNECT)
-    head: list[bytes] = [
-        _mov_reg(6, 1),  # r6 = ctx
-        _call(GET_CURRENT_CGROUP_ID),
-        _mov_reg(7, 0),  # r7 = cgroup id
-    ]
+    head = _head()
     body: list[bytes] = [
         _mov_reg(1, 6),
         _insn(0x85, 0, BPF_PSEUDO_KFUNC_CALL, 0, layout.kfunc_btf_id),  # r0 = bpf_cast_to_kern_ctx(ctx)
@@ -484,8 +485,7 @@ def assemble_refusal(layout: KernelLayout, stats_fd: int, contain: ContainMaps) 
     path or an abstract name, no connect) by an isolated container is
     refused as its connect would be; nothing is recorded but the count (a
     host's syslog() calls come this way: a record each would be a flood)."""
-    head: list[_Part] = [_mov_reg(6, 1), _call(GET_CURRENT_CGROUP_ID), _mov_reg(7, 0)]
-    return b"".join(_resolve([*head, *_contain_check(contain, layout, stats_fd), *_exit_not_refused()]))
+    return b"".join(_resolve([*_head(), *_contain_check(contain, layout, stats_fd), *_exit_not_refused()]))
 
 
 def load_refusal(layout: KernelLayout, stats_fd: int, contain: ContainMaps) -> int:

@@ -44,6 +44,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from sensor.attribution.netmap import socket_fds
+
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
 NLM_F_REQUEST = 0x1
@@ -189,20 +191,9 @@ def _fd_holders(
     for tid in tasks:
         if deadline is not None and time.monotonic() > deadline:
             return out, False
-        d = f"{proc}/{tid}/fd"
-        try:
-            fds = os.listdir(d)
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                target = os.readlink(f"{d}/{fd}")
-            except OSError:
-                continue
-            if target.startswith("socket:[") and target.endswith("]"):
-                ino = int(target[8:-1])
-                if inodes is None or ino in inodes:
-                    out.setdefault(ino, []).append((tid, int(fd)))
+        for fd, ino in socket_fds(tid, proc) or ():
+            if inodes is None or ino in inodes:
+                out.setdefault(ino, []).append((tid, fd))
     return out, True
 
 
@@ -272,6 +263,7 @@ def cut(
     process outside: through that end, found by a walk of the node's
     descriptors bounded by budget_s (the main loop waits for it)."""
     socks = dump(netns)
+    mine = set(tasks)
     inside, _ = _fd_holders(tasks, set(socks), proc)
     names = {i: u.name for i, u in socks.items() if u.name}
     if any(u.peer and u.peer not in socks for u in socks.values()):
@@ -308,13 +300,12 @@ def cut(
     for u, lines in retry:
         other = u.peer if u.inode in inside else u.inode
         holders, _finished = _fd_holders(_all_processes(proc), {other}, proc, budget_s)
-        outside = [h for h in holders.get(other, []) if h[0] not in set(tasks)]
+        outside = [h for h in holders.get(other, []) if h[0] not in mine]
         if not (outside and _try_cut(u, other, outside, names, done, lines, False, proc)):
             failed += lines
     if parked:
         want = {e for u in parked for e in (u.inode, u.peer)}
         everyone, finished = _fd_holders(_all_processes(proc), want, proc, budget_s)
-        mine = set(tasks)
         for u in parked:
             by_end = {e: everyone.get(e, []) for e in (u.inode, u.peer)}
             ours = [(e, h) for e, hs in by_end.items() for h in hs if h[0] in mine]

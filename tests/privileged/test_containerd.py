@@ -37,6 +37,18 @@ def _remove_pod_cgroups(uid: str) -> None:
                 pass
 
 
+def _cri_annotations(uid: str) -> dict[str, str]:
+    """What containerd's CRI plugin puts in a pod container's OCI spec."""
+    return {
+        "io.kubernetes.cri.container-type": "container",
+        "io.kubernetes.cri.container-name": CONTAINER,
+        "io.kubernetes.cri.image-name": IMAGE,
+        "io.kubernetes.cri.sandbox-name": POD,
+        "io.kubernetes.cri.sandbox-namespace": NAMESPACE,
+        "io.kubernetes.cri.sandbox-uid": uid,
+    }
+
+
 def test_containerd_pod_container_is_attributed_from_its_bundle(base: Path, docker: Docker) -> None:
     exec_root = docker.base / "exec" / "containerd"
     sock = exec_root / "containerd.sock"
@@ -60,14 +72,7 @@ def test_containerd_pod_container_is_attributed_from_its_bundle(base: Path, dock
 
     t = threading.Thread(target=drain, daemon=True)
     t.start()
-    annotations = {
-        "io.kubernetes.cri.container-type": "container",
-        "io.kubernetes.cri.container-name": CONTAINER,
-        "io.kubernetes.cri.image-name": IMAGE,
-        "io.kubernetes.cri.sandbox-name": POD,
-        "io.kubernetes.cri.sandbox-namespace": NAMESPACE,
-        "io.kubernetes.cri.sandbox-uid": uid,
-    }
+    annotations = _cri_annotations(uid)
     cmd = [
         "ctr",
         "-a",
@@ -137,14 +142,7 @@ def _ctr(sock: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def _run_pod_container(docker: Docker, sock: Path, uid: str, cid: str, script: str) -> None:
     """A container of pod `uid` named CONTAINER, as the CRI plugin runs one
     (detached; host network)."""
-    annotations = {
-        "io.kubernetes.cri.container-type": "container",
-        "io.kubernetes.cri.container-name": CONTAINER,
-        "io.kubernetes.cri.image-name": IMAGE,
-        "io.kubernetes.cri.sandbox-name": POD,
-        "io.kubernetes.cri.sandbox-namespace": NAMESPACE,
-        "io.kubernetes.cri.sandbox-uid": uid,
-    }
+    annotations = _cri_annotations(uid)
     cmd = ["run", "-d", "--net-host", "--rootfs", "--cgroup", f"/kubepods/besteffort/pod{uid}/{cid}"]
     cmd += ["--env", "PATH=/bin"]
     for k, v in annotations.items():

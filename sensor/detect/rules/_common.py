@@ -7,7 +7,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from sensor.attribution.containers import Attribution
-from sensor.detect.rule import Context, RuleInfo
+from sensor.detect.rule import Context, Finding, RuleInfo
 from sensor.detect.view import ConnectView, FlowView, ProcessRef, WindowView
 from sensor.telemetry.counters import FlowSummary
 
@@ -68,6 +68,22 @@ def new_tcp_connects(view: WindowView, ctx: Context, match: Callable[[ConnectVie
             seen.add(k)
             out.append(c)
     return out
+
+
+def connect_finding(rule_id: str, c: ConnectView, what: str, evidence: dict[str, Any]) -> Finding:
+    """A finding about one connect to `what` (the destination as the
+    message names it), which the workload's baseline never makes."""
+    return Finding(
+        rule_id,
+        c.attr,
+        c.workload,
+        c.ts,
+        f"{_who(c.attr, c.workload)} connected to {what} ({_pname(c.process)}, pid {c.process.pid}); "
+        "its baseline never does",
+        evidence,
+        (c.ip, c.port, c.transport),
+        c.process,
+    )
 
 
 def _names(f: FlowView) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sensor.detect.rule import T1610, Context, Finding, RuleInfo, RuleSettings
-from sensor.detect.rules._common import _Base, _dest, _pname, _who, new_tcp_connects
+from sensor.detect.rules._common import _Base, _dest, _pname, _who, connect_finding, new_tcp_connects
 from sensor.detect.view import UnixConnectView, WindowView
 
 # Unix socket file names of container runtimes (matched on the last path
@@ -97,18 +97,7 @@ class RuntimeSocket(_Base):
             )
         ports = set(cfg.tcp_ports)
         for c in new_tcp_connects(view, ctx, lambda c: c.port in ports):
-            out.append(
-                Finding(
-                    self.info.id,
-                    c.attr,
-                    c.workload,
-                    c.ts,
-                    f"{_who(c.attr, c.workload)} connected to the Docker Engine API port "
-                    f"{_dest(c.ip, c.port, c.domain)} ({_pname(c.process)}, pid {c.process.pid}); "
-                    "its baseline never does",
-                    {"engine_api": _dest(c.ip, c.port), "tcp_ports": sorted(ports)},
-                    (c.ip, c.port, c.transport),
-                    c.process,
-                )
-            )
+            what = f"the Docker Engine API port {_dest(c.ip, c.port, c.domain)}"
+            evidence = {"engine_api": _dest(c.ip, c.port), "tcp_ports": sorted(ports)}
+            out.append(connect_finding(self.info.id, c, what, evidence))
         return out

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sensor.detect.rule import T1609, Context, Finding, RuleInfo, RuleSettings
-from sensor.detect.rules._common import _Base, _dest, _pname, _who, new_tcp_connects
+from sensor.detect.rules._common import _Base, _dest, connect_finding, new_tcp_connects
 from sensor.detect.view import WindowView
 
 
@@ -77,17 +77,5 @@ class KubernetesApi(_Base):
                 # a kubelet's API: exec and logs of every pod on that node
                 what = f"a kubelet's API {_dest(c.ip, c.port, c.domain)}"
                 evidence = {"kubelet": _dest(c.ip, c.port), "kubelet_ports": sorted(kubelet)}
-            out.append(
-                Finding(
-                    self.info.id,
-                    c.attr,
-                    c.workload,
-                    c.ts,
-                    f"{_who(c.attr, c.workload)} connected to {what} "
-                    f"({_pname(c.process)}, pid {c.process.pid}); its baseline never does",
-                    evidence,
-                    (c.ip, c.port, c.transport),
-                    c.process,
-                )
-            )
+            out.append(connect_finding(self.info.id, c, what, evidence))
         return out
