@@ -24,6 +24,7 @@ from sensor.kernel.source import EventSource
 from sensor.outputs import documents
 from sensor.response import linkdrop, packetsockets, unixpeers
 from sensor.response.containment import Containment, ContainmentError, Entry
+from sensor.response.freeze import frozen
 
 # a link cut that failed is tried again after this long (recheck)
 LINK_RETRY_S = 60.0
@@ -203,17 +204,19 @@ class ContainmentService:
         if self.unix_hook != "attached":
             return ""  # (its new connects are not refused either: _unix_refusal says so)
         dirs = self._cgroup_dirs([life.cgroup_id])
-        tasks = (cgroup_tasks(dirs[0]) if dirs else None) or []
-        per_ns = _one_task_per_netns(tasks)
         cut: list[unixpeers.Cut] = []
         failed: list[str] = []
-        for t in per_ns.values():
-            try:
-                c, f = unixpeers.cut(tasks, f"/proc/{t}/ns/net", shared)
-            except OSError as err:
-                f, c = [f"the unix sockets of its namespace could not be read: {err.strerror or err}"], []
-            cut += c
-            failed += f
+        # held still: a holder that moves its descriptor between the read
+        # and the cut (or forks, or passes it on) cannot while frozen
+        with frozen(dirs[0] if dirs else None) as not_frozen:
+            tasks = (cgroup_tasks(dirs[0]) if dirs else None) or []
+            for t in _one_task_per_netns(tasks).values():
+                try:
+                    c, f = unixpeers.cut(tasks, f"/proc/{t}/ns/net", shared)
+                except OSError as err:
+                    f, c = [f"the unix sockets of its namespace could not be read: {err.strerror or err}"], []
+                cut += c
+                failed += f
         if failed:
             self.problem = f"unix connections of {life.info.name or life.info.id[:12]} not cut: " + "; ".join(
                 failed[:3]
@@ -224,6 +227,7 @@ class ContainmentService:
         peers = sorted({c.peer_name or f"socket {c.peer}" for c in cut})
         text = f"{len(cut)} unix connection{'s' if len(cut) != 1 else ''} it had to peers outside it cut"
         text += f" ({', '.join(peers[:5])}{', ...' if len(peers) > 5 else ''})" if cut else ""
+        text += ", the container held frozen meanwhile" if not not_frozen else f" ({not_frozen})"
         if failed:
             text += f"; {len(failed)} NOT cut ({failed[0]})"
         return text

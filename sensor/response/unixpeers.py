@@ -299,10 +299,13 @@ def cut(
                 retry.append((u, lines))
     for u, lines in retry:
         other = u.peer if u.inode in inside else u.inode
-        holders, _finished = _fd_holders(_all_processes(proc), {other}, proc, budget_s)
+        holders, finished = _fd_holders(_all_processes(proc), {other}, proc, budget_s)
         outside = [h for h in holders.get(other, []) if h[0] not in mine]
+        if not outside:
+            why = f"ran out of its {budget_s} s" if not finished else "found no holder outside the container"
+            lines.append(f"its other end, {other}: the walk of the node's descriptors {why}")
         if not (outside and _try_cut(u, other, outside, names, done, lines, False, proc)):
-            failed += lines
+            failed.append("; then ".join(lines))  # one line per connection not cut
     if parked:
         want = {e for u in parked for e in (u.inode, u.peer)}
         everyone, finished = _fd_holders(_all_processes(proc), want, proc, budget_s)

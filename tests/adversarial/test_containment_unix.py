@@ -208,10 +208,6 @@ def test_connections_opened_before_the_isolation_are_cut(base: Path, docker: Doc
         assert "answer: HTTP/1.0 200 OK" in _wait_output(docker, cid, "/tmp/control.out", "answer:")
         s.wait_for(lambda d: action(d) == "unix_socket_connect" and cid_of(d) == cid, what="the connects")
 
-        pid = docker.docker("inspect", "-f", "{{.State.Pid}}", cid).strip()
-        from sensor.response import unixpeers
-
-        print("DEBUG", unixpeers.dump(f"/proc/{pid}/ns/net"), s.status("--json").stdout[:3000])
         out = sluice_cli(s, "isolate", cid[:12])
         # (the rotating one moves its descriptor and leaves decoys behind:
         # the sweep checks each duplicate is the socket before it cuts)
@@ -221,6 +217,82 @@ def test_connections_opened_before_the_isolation_are_cut(base: Path, docker: Doc
         got = {f: _outcome(docker, cid, f) for f in ("/tmp/held", "/tmp/parked", "/tmp/rotating")}
         for o in got.values():
             assert "answer:" not in o and ("error:" in o or "eof" in o), got
+    finally:
+        subprocess.run(["docker", "rm", "-f", cid], capture_output=True, env=docker.env, timeout=60)
+        assert s.stop() == 0
+
+
+def _cgroup2(docker: Docker, cid: str) -> Path:
+    """The container's cgroup v2 directory."""
+    pid = docker.docker("inspect", "-f", "{{.State.Pid}}", cid).strip()
+    rel = next(x[3:] for x in Path(f"/proc/{pid}/cgroup").read_text().splitlines() if x.startswith("0::"))
+    mount = next(x.split()[1] for x in Path("/proc/mounts").read_text().splitlines() if x.split()[2] == "cgroup2")
+    return Path(f"{mount}{rel}")
+
+
+def _cgroup_events(docker: Docker, cid: str) -> str:
+    """The container's cgroup.events (cgroup v2: its "frozen" line)."""
+    return (_cgroup2(docker, cid) / "cgroup.events").read_text()
+
+
+def _paused(docker: Docker, cid: str) -> bool:
+    """Whether the container's tasks are frozen: by the cgroup v2 freezer,
+    or by v1's (`docker pause` on a hybrid host, this one, uses v1's)."""
+    if "frozen 1" in _cgroup_events(docker, cid).splitlines():
+        return True
+    pid = docker.docker("inspect", "-f", "{{.State.Pid}}", cid).strip()
+    v1 = [x.split(":", 2)[2] for x in Path(f"/proc/{pid}/cgroup").read_text().splitlines() if ":freezer:" in x]
+    return bool(v1) and Path(f"/sys/fs/cgroup/freezer{v1[0]}/freezer.state").read_text().strip() == "FROZEN"
+
+
+def test_a_connection_passed_between_processes_is_cut_with_the_container_frozen(base: Path, docker: Docker) -> None:
+    """Two processes hand a docker.sock connection back and forth in
+    SCM_RIGHTS messages, each closing its copy once sent: a sweep that reads
+    who holds it and then takes a duplicate loses that race nearly every
+    time (CI's run of 8cc4c89 saw a faster mover beat all 64 tries, and the
+    fallback walk for dockerd's end run out of time). The container is
+    frozen while it is swept, so the connection stays where the read found
+    it; the container runs again afterwards."""
+    rot = base / "unixrotate"
+    subprocess.run(["gcc", "-O2", "-static", "-pthread", "-o", str(rot), str(HERE / "unixrotate.c")], check=True)
+    s = SensorProc(base, docker.sock, name="unixpass")
+    s.start()
+    mounts = ["-v", f"{docker.sock}:{SOCK}", "-v", f"{rot}:/unixrotate:ro"]
+    script = f"/unixrotate {SOCK} /tmp/go pass > /tmp/passing 2>&1 & sleep 600"
+    cid = docker.docker("run", "-d", "--network", "none", *mounts, IMAGE, "sh", "-c", script)
+    try:
+        assert "ready" in _wait_output(docker, cid, "/tmp/passing", "ready")
+        s.wait_for(lambda d: action(d) == "unix_socket_connect" and cid_of(d) == cid, what="the connect")
+        out = sluice_cli(s, "isolate", cid[:12])
+        assert "1 unix connection it had to peers outside it cut" in out, out
+        assert "the container held frozen meanwhile" in out and "NOT cut" not in out, out
+        assert "frozen 0" in _cgroup_events(docker, cid).splitlines()  # thawed
+        _exec(docker, cid, "touch /tmp/go")
+        got = _outcome(docker, cid, "/tmp/passing")
+        assert "answer:" not in got and ("error:" in got or "eof" in got), got
+    finally:
+        subprocess.run(["docker", "rm", "-f", cid], capture_output=True, env=docker.env, timeout=60)
+        assert s.stop() == 0
+
+
+def test_a_paused_container_stays_paused_after_its_sweep(base: Path, docker: Docker) -> None:
+    """The sweep thaws only what it froze: a container the runtime paused
+    is left paused. `docker pause` uses cgroup v1's freezer on this hybrid
+    host and v2's (the sweep's) on a v2-only one: both are set here, as
+    each runtime would."""
+    s = SensorProc(base, docker.sock, name="unixpaused")
+    s.start()
+    cid = docker.docker("run", "-d", "-v", f"{docker.sock}:{SOCK}", "--network", "none", IMAGE, "sleep", "600")
+    try:
+        s.wait_for(lambda d: action(d) == "container_start" and cid_of(d) == cid, what="its start")
+        docker.docker("pause", cid)
+        (_cgroup2(docker, cid) / "cgroup.freeze").write_text("1")
+        sluice_cli(s, "isolate", cid[:12])
+        assert (_cgroup2(docker, cid) / "cgroup.freeze").read_text().strip() == "1"
+        assert _paused(docker, cid)
+        (_cgroup2(docker, cid) / "cgroup.freeze").write_text("0")
+        docker.docker("unpause", cid)
+        assert _exec(docker, cid, "echo alive").stdout.strip() == "alive"
     finally:
         subprocess.run(["docker", "rm", "-f", cid], capture_output=True, env=docker.env, timeout=60)
         assert s.stop() == 0
