@@ -98,6 +98,7 @@ class DetectionSection:
     destination_prefix_v6: int
     trusted_networks: list[str]
     suppress_seconds: float
+    escalation_factor: float
     alert_on_unknown_workload: bool
     learn_while_detecting: bool
     learn_quarantine_windows: int
@@ -229,6 +230,7 @@ _CHECKS: dict[tuple[str, str], tuple[Any, str]] = {
     ("detection", "destination_prefix_v6"): (lambda v: 0 <= v <= 128, "between 0 and 128"),
     ("detection", "trusted_networks"): (lambda v: all(_is_cidr(x) for x in v), "a list of CIDR strings"),
     ("detection", "suppress_seconds"): (lambda v: 0 <= v <= 86400 * 7, "between 0 and 604800"),
+    ("detection", "escalation_factor"): (lambda v: v == 0 or 1 < v <= 1e6, "0 (off) or above 1, up to 1000000"),
     ("detection", "timezone"): (lambda v: v in ("local", "UTC"), '"local" or "UTC"'),
     ("detection", "baseline_key_file"): (lambda v: v == "" or v.startswith("/"), '"" or an absolute path'),
     ("detection", "learn_quarantine_windows"): (lambda v: 0 <= v <= 10_000, "between 0 and 10000"),

@@ -25,6 +25,9 @@ from sensor.detect.rules import fim001_orchestration_config as fim001
 from sensor.detect.view import ProcessRef, WindowView
 from sensor.outputs import documents
 
+PRUNE_EVERY_S = 60.0  # how often expired suppression keys are forgotten
+MAX_PENDING_COUNTS = 100_000  # expired keys' repeat counts kept for their next alert
+
 __all__ = ["Context", "Detector", "Finding", "Rule", "allowed", "cron_matches", "in_schedule"]
 
 Emit = Callable[[dict[str, Any]], None]
@@ -110,9 +113,11 @@ class Detector:
         self.host_name = host_name
         self.learner = learner
         self.clock = clock
-        self._last: dict[tuple[str, str, str, str], float] = {}
-        self._suppressed: dict[tuple[str, str, str, str], int] = {}
-        self.counts: dict[str, int] = {"alerts": 0, "suppressed": 0, "allowed": 0, "rule_errors": 0}
+        # suppression key -> (when it last alerted, its magnitude then)
+        self._last: dict[tuple[str, ...], tuple[float, float]] = {}
+        self._suppressed: dict[tuple[str, ...], int] = {}
+        self._pruned_at = 0.0
+        self.counts: dict[str, int] = {"alerts": 0, "suppressed": 0, "escalated": 0, "allowed": 0, "rule_errors": 0}
         self.by_rule: dict[str, int] = {}
         # A rule that raises is skipped for that window, counted here and
         # in health/metrics; the loop and the other rules go on.
@@ -202,17 +207,46 @@ class Detector:
         # destination, another binary: a harmless-looking stage run first)
         # kept the real stage's alert, and its path, out for the interval
         # (review); the next one would carry only a count
-        key = (f.rule, f.workload, target, f.executable or "")
+        key = (f.rule, f.workload, target, f.executable or "", f.facet)
         now = self.clock()
+        self._prune(now)
         last = self._last.get(key)
-        if last is not None and now - last < self.config.detection.suppress_seconds:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            self.counts["suppressed"] += 1
-            return
-        self._last[key] = now
+        if last is not None and now - last[0] < self.config.detection.suppress_seconds:
+            factor = self.config.detection.escalation_factor
+            if not (factor and last[1] > 0 and f.magnitude >= factor * last[1]):
+                self._suppressed[key] = self._suppressed.get(key, 0) + 1
+                self.counts["suppressed"] += 1
+                return
+            # far more of it than the alert that started the interval said
+            ratio = f.magnitude / last[1]
+            f.message += f"; {ratio:.0f}x as much as this alert's last one, {now - last[0]:.0f} s ago"
+            f.evidence["escalated"] = {
+                "previous_magnitude": last[1],
+                "magnitude": f.magnitude,
+                "seconds_since_previous": round(now - last[0], 3),
+                "escalation_factor": factor,
+            }
+            self.counts["escalated"] += 1
+        self._last[key] = (now, f.magnitude)
         self.counts["alerts"] += 1
         self.by_rule[f.rule] = self.by_rule.get(f.rule, 0) + 1
         self.emit(self.alert_doc(f, self._suppressed.pop(key, 0)))
+
+    def _prune(self, now: float) -> None:
+        """Forget suppression keys past their interval (they suppress
+        nothing more), once a minute: a container alerting on ever new
+        destinations would otherwise grow the table for the sensor's life."""
+        if now - self._pruned_at < PRUNE_EVERY_S:
+            return
+        self._pruned_at = now
+        keep = self.config.detection.suppress_seconds
+        for key in [k for k, (t, _m) in self._last.items() if now - t >= keep]:
+            del self._last[key]
+        # an expired key's count of repeats stays for its next alert, up to
+        # a bound (they are all in counts["suppressed"] either way)
+        if len(self._suppressed) > MAX_PENDING_COUNTS:
+            for key in [k for k in self._suppressed if k not in self._last]:
+                del self._suppressed[key]
 
     def _time_context(self, f: Finding) -> tuple[int, dict[str, Any]]:
         wb = self.ctx.workload(f.workload)

@@ -117,6 +117,15 @@ class Finding:
     # every process that sent on the finding's flow in its window (set by the
     # engine from the window's flows; an allow entry by executable must match all)
     senders: list[ProcessRef] = field(default_factory=list)
+    # how much of it there was (bytes sent, entries refused): a repeat the
+    # engine would suppress is alerted after all when this reaches
+    # [detection] escalation_factor times the last alert's (review: a
+    # small spike alerted first kept the real transfer's size out of view
+    # for suppress_seconds)
+    magnitude: float = 0.0
+    # more of the suppression key (rule, workload, target, executable): the
+    # kind of it (SL-EVA-001: which of the sensor's tables were flooded)
+    facet: str = ""
 
     @property
     def executable(self) -> str | None:

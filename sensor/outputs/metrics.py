@@ -79,6 +79,11 @@ class SensorCollector(Collector):
         yield alerts
         for name, key, help_ in (
             ("sluice_alerts_suppressed", "suppressed", "Alerts suppressed as repeats"),
+            (
+                "sluice_alerts_escalated",
+                "escalated",
+                "Repeats alerted within their suppression interval: escalation_factor times the last alert's size",
+            ),
             ("sluice_alerts_allowed", "allowed", "Findings silenced by allow lists"),
         ):
             yield _one(CounterMetricFamily, name, help_, det.get(key, 0))

@@ -61,7 +61,14 @@ class SensorFlood(_Base):
         out = []
         for v in view.overflows:
             o = v.overflow
-            if o.flows_refused + o.events_refused + o.stateless_samples + o.views_refused < cfg.min_refused:
+            kinds = (
+                ("flows", o.flows_refused),
+                ("events", o.events_refused),
+                ("stateless_samples", o.stateless_samples),
+                ("views", o.views_refused),
+            )
+            total = sum(n for _k, n in kinds)
+            if total < cfg.min_refused:
                 continue
             parts = []
             if o.flows_refused:
@@ -106,6 +113,10 @@ class SensorFlood(_Base):
                         "threshold_refused": cfg.min_refused,
                     },
                     categories=(["intrusion_detection", "network"], ["info", "denied"]),
+                    # a flood of another table is another alert (review: the
+                    # first flood's kept a second, of another kind, quiet)
+                    magnitude=total,
+                    facet=",".join(k for k, n in kinds if n),
                 )
             )
         return out

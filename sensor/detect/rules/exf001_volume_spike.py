@@ -88,6 +88,7 @@ class VolumeSpike(_Base):
                     (top.ip, top.port, top.transport),
                     _proc(top),
                     top.summary.protocol_hint,
+                    magnitude=observed,
                 )
             )
         return out

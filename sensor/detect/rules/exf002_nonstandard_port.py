@@ -131,6 +131,7 @@ class NonStandardPort(_Base):
                     (f.ip, f.port, f.transport),
                     _proc(f),
                     proto,
+                    magnitude=self._sent[key],
                     **_names(f),
                 )
             )

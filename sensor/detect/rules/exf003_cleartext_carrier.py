@@ -134,6 +134,7 @@ class CleartextCarrier(_Base):
                         (f.ip, f.port, f.transport),
                         _proc(f),
                         HTTP,
+                        magnitude=s.payload_of(HTTP),
                         **_names(f),
                     )
                 )
@@ -249,6 +250,7 @@ class CleartextCarrier(_Base):
                     (f.ip, f.port, f.transport),
                     _proc(f),
                     DNS,
+                    magnitude=len(seen),
                 )
             )
         return out

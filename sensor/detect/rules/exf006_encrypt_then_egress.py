@@ -124,6 +124,7 @@ class EncryptThenEgress(_Base):
                         e.process,
                         top.summary.protocol_hint,
                         severity_delta=0 if sure else -15,
+                        magnitude=sent,
                     )
                 )
                 pend.clear()

@@ -73,7 +73,7 @@ def test_each_rule_scenario_fires_alone_with_a_complete_document(tmp_path: Path,
     else:
         assert ip in a["message"]
     assert json.loads(json.dumps(a)) == a
-    assert h.counts == {"alerts": 1, "suppressed": 0, "allowed": 0, "rule_errors": 0}
+    assert h.counts == {"alerts": 1, "suppressed": 0, "escalated": 0, "allowed": 0, "rule_errors": 0}
     assert h.detector.by_rule == {rule_id: 1}
 
 
@@ -190,7 +190,7 @@ def test_suppression_per_rule_workload_destination(tmp_path: Path) -> None:
     assert h.run(window(DET + 700, flows=[http(EXFIL)])) == []
     last = h.run(window(DET + 1300, flows=[http(EXFIL)]))
     assert last[0]["sluice"]["alert"]["suppressed_since_last"] == 1
-    assert h.counts == {"alerts": 4, "suppressed": 3, "allowed": 0, "rule_errors": 0}
+    assert h.counts == {"alerts": 4, "suppressed": 3, "escalated": 0, "allowed": 0, "rule_errors": 0}
 
 
 def test_suppression_distinguishes_workloads_and_ips(tmp_path: Path) -> None:
@@ -217,6 +217,59 @@ def test_suppression_distinguishes_executables(tmp_path: Path) -> None:
     h.detector.on_fim(path, ["change"], DET + 2, EXFIL, w, ProcessRef(3, "implant", "/var/tmp/implant/nc"))
     assert [a["process"]["executable"] for a in h.alerts] == ["/tmp/hc/decoy", "/var/tmp/implant/nc"]
     assert h.detector.counts["suppressed"] == 1
+
+
+def test_a_repeat_ten_times_larger_is_alerted_within_the_interval(tmp_path: Path) -> None:
+    """Review: a small spike alerted first kept the real transfer's size out
+    of view for the whole interval (the next alert, 10 min later, carried
+    only a count). A repeat escalation_factor (10) times the last alert's
+    size is alerted, saying so; smaller ones stay suppressed, measured
+    against the escalated alert from then on."""
+
+    def body(n: int):
+        return flow(
+            EXFIL, "198.51.100.20", 80, n, proto="http", entropy=6.2, body_entropy=7.97, body_sampled_bytes=2048
+        )
+
+    h = detector(config(tmp_path))
+    assert len(h.run(window(DET, flows=[body(300 * KIB)]))) == 1
+    assert h.run(window(DET + 10, flows=[body(2900 * KIB)])) == []  # 9.7x: a repeat
+    big = h.run(window(DET + 20, flows=[body(3000 * KIB)]))
+    assert len(big) == 1, big
+    check_alert(big[0], "SL-EXF-003", EXFIL, "198.51.100.20")
+    esc = big[0]["sluice"]["evidence"]["escalated"]
+    assert esc == {
+        "previous_magnitude": 300 * KIB,
+        "magnitude": 3000 * KIB,
+        "seconds_since_previous": 20.0,
+        "escalation_factor": 10.0,
+    }
+    assert "10x as much as this alert's last one, 20 s ago" in big[0]["message"]
+    assert big[0]["sluice"]["alert"]["suppressed_since_last"] == 1
+    # the escalated alert is the new reference
+    assert h.run(window(DET + 30, flows=[body(20000 * KIB)])) == []
+    assert h.counts["escalated"] == 1 and h.counts["suppressed"] == 2
+
+
+def test_escalation_factor_zero_turns_it_off(tmp_path: Path) -> None:
+    h = detector(config(tmp_path, detection="escalation_factor = 0\n"))
+    assert len(h.run(window(DET, flows=[http(EXFIL)]))) == 1
+    huge = flow(
+        EXFIL, "198.51.100.20", 80, 1000 * MIB, proto="http", entropy=6.2, body_entropy=7.97, body_sampled_bytes=2048
+    )
+    assert h.run(window(DET + 10, flows=[huge])) == []
+
+
+def test_expired_suppression_keys_are_forgotten(tmp_path: Path) -> None:
+    """A container alerting on ever new destinations grew the suppression
+    table for the sensor's life."""
+    h = detector(config(tmp_path))
+    for i in range(50):
+        h.run(window(DET + i, flows=[http(EXFIL, ip=f"198.51.100.{i + 1}")]))
+    assert len(h.detector._last) == 50
+    h.run(window(DET + 700, flows=[http(EXFIL, ip="198.51.100.200")]))
+    assert list(h.detector._last) == [("SL-EXF-003", "evil/exfil", "198.51.100.200:80", "", "")]
+    assert h.counts["alerts"] == 51
 
 
 def test_suppress_seconds_zero_alerts_every_time(tmp_path: Path) -> None:

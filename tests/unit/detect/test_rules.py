@@ -1175,3 +1175,19 @@ def test_events_past_the_view_share_are_a_sensor_flood(tmp_path: Path) -> None:
     check_alert(d, "SL-EVA-001", decoys, None)
     assert d["sluice"]["evidence"]["views_refused"] == 45
     assert "45 events past its share of what the rules look at" in d["message"]
+
+
+def test_a_second_flood_of_another_table_is_its_own_alert(tmp_path: Path) -> None:
+    """Review: the first flood's alert (flow table) kept a second, of the
+    view share, quiet for suppress_seconds; the tables flooded are part of
+    the suppression key, and a flood 10x the alerted one escalates."""
+    from tests.support.views import overflow
+
+    flooder = container("flooder")
+    h = detector(config(tmp_path))
+    assert len(only(h.run(window(T0, overflows=[overflow(flooder, 500, 0)])), "SL-EVA-001")) == 1
+    assert h.run(window(T0 + 1, overflows=[overflow(flooder, 600, 0)])) == []  # the same flood going on
+    (d,) = only(h.run(window(T0 + 2, overflows=[overflow(flooder, 0, 0, views_refused=45)])), "SL-EVA-001")
+    assert d["sluice"]["evidence"]["views_refused"] == 45
+    (big,) = only(h.run(window(T0 + 3, overflows=[overflow(flooder, 5000, 0)])), "SL-EVA-001")
+    assert big["sluice"]["evidence"]["escalated"]["previous_magnitude"] == 500
