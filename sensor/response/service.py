@@ -11,11 +11,12 @@ keeps its containment.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from sensor.attribution.docker_api import DockerError, NotFound
 from sensor.attribution.netmap import NetnsIndex, cgroup_tasks, netns_shared
@@ -52,16 +53,35 @@ def _ambiguous(ref: str, which: list[str]) -> ContainmentError:
     return ContainmentError(f"{ref!r} matches {len(which)} containers: " + ", ".join(which) + "; give more of the id")
 
 
-def _one_task_per_netns(tasks: list[int]) -> dict[int, int]:
-    """Network namespace inode -> one of these tasks in it (a container's
-    process may have made a namespace of its own)."""
-    per_ns: dict[int, int] = {}
+_T = TypeVar("_T")
+
+
+def _tasks_per_netns(tasks: list[int]) -> dict[int, list[int]]:
+    """Network namespace inode -> these tasks in it (a container's process
+    may have made a namespace of its own)."""
+    per_ns: dict[int, list[int]] = {}
     for t in tasks:
         try:
-            per_ns.setdefault(os.stat(f"/proc/{t}/ns/net").st_ino, t)
+            per_ns.setdefault(os.stat(f"/proc/{t}/ns/net").st_ino, []).append(t)
         except OSError:
             continue
     return per_ns
+
+
+def _in_netns(tasks: list[int], read: Callable[[int], _T]) -> _T:
+    """read(task) for the first of a namespace's tasks still there: the
+    one picked may exit before its /proc/<pid>/ns/net is opened (CI: a
+    restarted container's first process, "nsenter: cannot open
+    /proc/20416/ns/net"). Raises the last error when none is left."""
+    err: OSError | None = None
+    for t in tasks:
+        try:
+            return read(t)
+        except OSError as e:
+            if os.path.exists(f"/proc/{t}/ns/net"):
+                raise  # not a task that went away
+            err = e
+    raise err or OSError(errno.ESRCH, "none of its processes is left in that namespace")
 
 
 class ContainmentService:
@@ -210,9 +230,9 @@ class ContainmentService:
         # and the cut (or forks, or passes it on) cannot while frozen
         with frozen(dirs[0] if dirs else None) as not_frozen:
             tasks = (cgroup_tasks(dirs[0]) if dirs else None) or []
-            for t in _one_task_per_netns(tasks).values():
+            for in_ns in _tasks_per_netns(tasks).values():
                 try:
-                    c, f = unixpeers.cut(tasks, f"/proc/{t}/ns/net", shared)
+                    c, f = _in_netns(in_ns, lambda t: unixpeers.cut(tasks, f"/proc/{t}/ns/net", shared))
                 except OSError as err:
                     f, c = [f"the unix sockets of its namespace could not be read: {err.strerror or err}"], []
                 cut += c
@@ -243,9 +263,9 @@ class ContainmentService:
         if not tasks:
             # (a new run's cgroup before its first process: recheck tries again)
             return "its host-side link was not cut yet: none of its processes could be read"
-        per_ns = _one_task_per_netns(tasks)
+        per_ns = _tasks_per_netns(tasks)
         try:
-            links = sorted({x for t in per_ns.values() for x in linkdrop.host_links(t)}, key=str)
+            links = sorted({x for in_ns in per_ns.values() for x in _in_netns(in_ns, linkdrop.host_links)}, key=str)
             for where, link in links:
                 self.links.drop(where, link)
         except Exception as err:  # tc, nsenter, or the program's compile (bcc raises Exception)

@@ -173,3 +173,28 @@ def test_a_full_containment_map_at_a_restart_is_reported_not_fatal(
     assert "Argument list too long" in d["message"] and "cgroup 200" in d["message"]
     assert svc.problem and "could not follow web" in svc.problem
     assert src.cgroups == {100: 100}  # the old cgroup stays contained
+
+
+def test_a_namespace_is_read_through_the_next_task_when_one_went_away() -> None:
+    """CI: the task picked for a restarted container's namespace exited
+    before nsenter opened it; the link cut failed and waited a minute."""
+    import os
+
+    from sensor.response.service import _in_netns
+
+    gone, here = 2**22 + 12345, os.getpid()  # above pid_max's default: no such task
+
+    def read(t: int) -> int:
+        if not os.path.exists(f"/proc/{t}/ns/net"):
+            raise OSError(f"nsenter: cannot open /proc/{t}/ns/net: No such file or directory")
+        return t
+
+    assert _in_netns([gone, here], read) == here
+    with pytest.raises(OSError, match="cannot open"):
+        _in_netns([gone], read)
+
+    def broken(t: int) -> int:
+        raise OSError("tc: a real failure")
+
+    with pytest.raises(OSError, match="a real failure"):  # a task still there: not retried
+        _in_netns([here, gone], broken)
