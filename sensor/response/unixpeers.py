@@ -15,6 +15,9 @@ still `docker run` through it afterwards. `cut` ends such connections:
   processes holds an end, and leads outside when a process outside the
   container holds the other (or its peer is a socket of another namespace:
   a daemon's bound datagram socket).
+- The container's ends that live in the host's namespace are looked at
+  too: a host process that connected to its listener on a shared volume
+  made the accepted socket there (the connecting socket's namespace).
 - In a namespace of its own, an end held by no process is the container's
   too: a descriptor parked in flight in an SCM_RIGHTS message (the trick a
   review used to hide a packet socket from the packet-socket sweep). In a
@@ -237,6 +240,14 @@ def _sever(tid: int, fd: int, inode: int, stype: int) -> None:
         os.close(dup)
 
 
+def _other_netns(netns: str) -> bool:
+    """Whether that network namespace is not the sensor's (the host's)."""
+    try:
+        return os.stat(netns).st_ino != os.stat("/proc/self/ns/net").st_ino
+    except OSError:
+        return False
+
+
 def _all_processes(proc: str) -> list[int]:
     """Every process on the node: its threads share its descriptor table,
     so one read each (a walk of every thread read dockerd's table once per
@@ -264,13 +275,24 @@ def cut(
     descriptors bounded by budget_s (the main loop waits for it)."""
     socks = dump(netns)
     mine = set(tasks)
-    inside, _ = _fd_holders(tasks, set(socks), proc)
+    holding, _ = _fd_holders(tasks, None, proc)  # every socket the container holds
     names = {i: u.name for i, u in socks.items() if u.name}
-    if any(u.peer and u.peer not in socks for u in socks.values()):
+    own_ns = not shared and _other_netns(netns)
+    if any(u.peer and u.peer not in socks for u in socks.values()) or (own_ns and any(i not in socks for i in holding)):
         try:  # a peer in another namespace (the sensor's: the host's): its name
-            names.update((i, u.name) for i, u in dump(None).items() if u.name)
+            host = dump(None)
         except OSError:
-            pass
+            host = {}
+        names.update((i, u.name) for i, u in host.items() if u.name)
+        if own_ns:
+            # the container's ends that live in the host's namespace: a
+            # host process connected to its listener on a shared volume
+            # (the accepted socket is made in the connecting socket's
+            # namespace), or a socket handed to it
+            into = {i: host[i] for i in holding if i in host and i not in socks and host[i].peer}
+            socks.update(into)
+            socks.update((u.peer, host[u.peer]) for u in into.values() if u.peer in host)
+    inside = {i: h for i, h in holding.items() if i in socks}
     done: list[Cut] = []
     failed: list[str] = []
     pairs: set[frozenset[int]] = set()

@@ -296,3 +296,39 @@ def test_a_paused_container_stays_paused_after_its_sweep(base: Path, docker: Doc
     finally:
         subprocess.run(["docker", "rm", "-f", cid], capture_output=True, env=docker.env, timeout=60)
         assert s.stop() == 0
+
+
+def test_a_connection_into_the_container_from_the_host_is_cut(base: Path, docker: Docker) -> None:
+    """A host process connected to the container's listener on a shared
+    volume before the isolation. The accepted socket the container holds
+    lives in the host's network namespace (the connecting socket's), where
+    the sweep did not look: the connection stayed open. Now the host end
+    reads EOF once the container is isolated."""
+    exe = base / "unixlisten"
+    subprocess.run(["gcc", "-O2", "-static", "-o", str(exe), str(HERE / "unixlisten.c")], check=True)
+    shared = base / "shared"
+    shared.mkdir()
+    s = SensorProc(base, docker.sock, name="unixinto")
+    s.start()
+    mounts = ["-v", f"{shared}:/shared", "-v", f"{exe}:/unixlisten:ro"]
+    script = "/unixlisten /shared/l.sock > /tmp/l.out 2>&1 & sleep 600"
+    cid = docker.docker("run", "-d", "--network", "none", *mounts, IMAGE, "sh", "-c", script)
+    host = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        assert "ready" in _wait_output(docker, cid, "/tmp/l.out", "ready")
+        host.connect(str(shared / "l.sock"))
+        assert "accepted" in _wait_output(docker, cid, "/tmp/l.out", "accepted")
+        host.settimeout(0.5)
+        try:  # open, and silent: the test's own check
+            got_before = host.recv(16)
+        except TimeoutError:
+            got_before = None
+        assert got_before is None
+        out = sluice_cli(s, "isolate", cid[:12])
+        assert "1 unix connection it had to peers outside it cut" in out and "NOT cut" not in out, out
+        host.settimeout(5)
+        assert host.recv(16) == b""  # EOF: the container's end was shut down
+    finally:
+        host.close()
+        subprocess.run(["docker", "rm", "-f", cid], capture_output=True, env=docker.env, timeout=60)
+        assert s.stop() == 0
