@@ -187,6 +187,9 @@ def canonical_path(filename: str) -> str:
     return posixpath.normpath(f) if f else f
 
 
+SELF_EXE = frozenset({"/proc/self/exe", "/proc/thread-self/exe"})
+
+
 def resolve_executable(pid: int, filename: str) -> str:
     """The exec'd file; /proc/self/exe (busybox applets, runc) and fd paths
     (/proc/self/fd/N, /dev/fd/N: memfd and fexecve payloads) resolved to the
@@ -197,7 +200,7 @@ def resolve_executable(pid: int, filename: str) -> str:
     non-canonical one is the kernel's name for the process's executable when
     the process still runs it (the same base name), else spelled
     canonically (canonical_path)."""
-    if filename == "/proc/self/exe" or FD_PATH.match(filename):
+    if filename in SELF_EXE or FD_PATH.match(filename):
         try:
             return safe_text(psutil.Process(pid).exe()) or filename
         except psutil.Error:
@@ -365,6 +368,25 @@ class Pipeline:
         while len(self.procs) > self.max_processes:
             self.procs.popitem(last=False)
 
+    def _self_exe(self, pid: int, ppid: int | None) -> str | None:
+        """What /proc/self/exe named at an exec whose process is gone before
+        /proc/<pid>/exe was read (busybox runs its applets so, and they are
+        short-lived): the file the process ran before, its own earlier exec
+        or, a fork not exec'd yet, its parent's. Left as "/proc/self/exe",
+        busybox's nc was two executables at random, and an alert's
+        suppression key (and an allow entry by executable) with it. The
+        parent's, read now, is right unless it exec'd again since."""
+        if ppid:
+            # the parent's file as the kernel names it (/bin/busybox, not the
+            # /bin/sh symlink its exec spelled), as for a process still there
+            exe = resolve_executable(ppid, "/proc/self/exe")
+            if exe not in SELF_EXE:
+                return exe
+        for q in (self.procs.get(pid), self.procs.get(ppid) if ppid else None):
+            if q is not None and q.executable and q.executable not in SELF_EXE:
+                return q.executable
+        return None
+
     def _on_exec_args(self, ev: ExecArgsEvent) -> None:
         self.counts["exec_args"] += 1
         self._pending_args[ev.hdr.pid] = list(ev.args)
@@ -395,7 +417,10 @@ class Pipeline:
                     args, args_source = kargs, "kernel"
         ppid = ev.ppid or read_ppid(pid)
         ts = self.to_wall(ev.hdr.ktime_ns)
-        p = ProcInfo(pid, ppid, ev.comm, resolve_executable(pid, ev.filename), args, ev.hdr.cgroup_id, ts)
+        exe = resolve_executable(pid, ev.filename)
+        if exe in SELF_EXE:
+            exe = self._self_exe(pid, ppid) or exe
+        p = ProcInfo(pid, ppid, ev.comm, exe, args, ev.hdr.cgroup_id, ts)
         self._remember(p)
         self.window.add_exec(ev.hdr.cgroup_id)
         attr = self.attributor.attribute(ev.hdr.cgroup_id)

@@ -767,3 +767,23 @@ def test_packet_socket_hooks_name_what_happened(world: World) -> None:
     assert after_send["message"].startswith("process killed after its first send on:")
     assert refused["message"].startswith("refused:")
     check_all(world)
+
+
+def test_proc_self_exe_of_a_process_already_gone_is_its_parents_file(world: World) -> None:
+    """busybox runs its applets as /proc/self/exe; a short-lived one is gone
+    before /proc/<pid>/exe is read, and stayed "/proc/self/exe" (CI: the
+    same nc was two executables at random, so two alerts' suppression keys
+    differed or not by chance). A fork runs its parent's file until it
+    execs: that is what /proc/self/exe named."""
+    gone = 2**22 + 4321  # above any pid_max: never a live process
+    replay(
+        world,
+        [
+            exec_rec(pid=gone - 1, cgroup_id=world.cg, ktime_ns=NS, comm=b"sh", filename=b"/bin/busybox"),
+            exec_rec(
+                pid=gone, cgroup_id=world.cg, ktime_ns=NS + 1000, comm=b"nc", filename=b"/proc/self/exe", ppid=gone - 1
+            ),
+        ],
+    )
+    execs = world.by_action("exec")
+    assert [d["process"]["executable"] for d in execs] == ["/bin/busybox", "/bin/busybox"]
