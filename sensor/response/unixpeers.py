@@ -30,10 +30,7 @@ still `docker run` through it afterwards. `cut` ends such connections:
   connected datagram socket is disconnected (AF_UNSPEC connect), so its
   next send needs a connect, which the kernel refuses.
 
-Why sock_diag by hand rather than pyroute2: its DiagSocket calls its own
-get_sock_stats a work in progress whose signature will change, and has no
-way to open the socket in another network namespace; the one request and
-reply used here are four fixed structs.
+(sock_diag: sensor/attribution/unixdiag.py.)
 """
 
 from __future__ import annotations
@@ -43,23 +40,12 @@ import errno
 import os
 import socket
 import struct
-import threading
 import time
 from dataclasses import dataclass
 
 from sensor.attribution.netmap import socket_fds
+from sensor.attribution.unixdiag import UnixSocket, dump, same_netns
 
-NETLINK_SOCK_DIAG = 4
-SOCK_DIAG_BY_FAMILY = 20
-NLM_F_REQUEST = 0x1
-NLM_F_DUMP = 0x300
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-UDIAG_SHOW_NAME = 0x1
-UDIAG_SHOW_PEER = 0x4
-UNIX_DIAG_NAME = 0
-UNIX_DIAG_PEER = 2
-CLONE_NEWNET = 0x40000000
 PIDFD_THREAD = os.O_EXCL  # pidfd_open(2) on a thread, Linux 6.9+
 # how long isolate may walk every descriptor on the node for the holder of
 # a parked connection's other end (it runs on the sensor's main loop)
@@ -69,21 +55,8 @@ SEVER_TRIES = 64
 SYS_PIDFD_GETFD = 438
 SOCK_DGRAM = 2
 
-_NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
-_REQ = struct.Struct("=BBHIII2I")  # unix_diag_req
-_MSG = struct.Struct("=BBBBI2I")  # unix_diag_msg
-_RTA = struct.Struct("=HH")
-
 _libc = ct.CDLL(None, use_errno=True)
 _libc.syscall.restype = ct.c_long
-
-
-@dataclass(frozen=True)
-class UnixSocket:
-    inode: int
-    type: int  # SOCK_STREAM 1, SOCK_DGRAM 2, SOCK_SEQPACKET 5
-    peer: int  # the peer's inode, 0 when not connected
-    name: str  # its bound name ("@name" when abstract), "" when none
 
 
 @dataclass(frozen=True)
@@ -93,93 +66,6 @@ class Cut:
     peer_name: str  # the peer's bound name when known (docker.sock's path as its daemon bound it)
     holder_pid: int  # whose descriptor was used
     inside: bool  # the container's own end (else the peer's)
-
-
-def parse(data: bytes) -> tuple[list[UnixSocket], bool]:
-    """The unix_diag_msg records of a sock_diag reply; and whether the dump
-    is done (NLMSG_DONE seen). Raises OSError for an NLMSG_ERROR."""
-    out: list[UnixSocket] = []
-    off = 0
-    while off + _NLMSGHDR.size <= len(data):
-        length, mtype, _flags, _seq, _pid = _NLMSGHDR.unpack_from(data, off)
-        if length < _NLMSGHDR.size or off + length > len(data):
-            break
-        body = off + _NLMSGHDR.size
-        if mtype == NLMSG_DONE:
-            return out, True
-        if mtype == NLMSG_ERROR:
-            (err,) = struct.unpack_from("=i", data, body)
-            if err:
-                raise OSError(-err, os.strerror(-err))
-        elif mtype == SOCK_DIAG_BY_FAMILY and length >= _NLMSGHDR.size + _MSG.size:
-            _fam, stype, _state, _pad, ino, _c0, _c1 = _MSG.unpack_from(data, body)
-            peer, name = 0, ""
-            a = body + _MSG.size
-            while a + _RTA.size <= off + length:
-                alen, atype = _RTA.unpack_from(data, a)
-                if alen < _RTA.size or a + alen > off + length:
-                    break
-                payload = data[a + _RTA.size : a + alen]
-                if atype == UNIX_DIAG_PEER and len(payload) >= 4:
-                    (peer,) = struct.unpack_from("=I", payload)
-                elif atype == UNIX_DIAG_NAME:
-                    if payload[:1] == b"\0":
-                        name = "@" + payload[1:].decode(errors="replace")
-                    else:  # a path, with its NUL when the binder counted it
-                        name = payload.split(b"\0", 1)[0].decode(errors="replace")
-                a += (alen + 3) & ~3
-            out.append(UnixSocket(ino, stype, peer, name))
-        off += (length + 3) & ~3
-    return out, False
-
-
-def _netlink_in(netns: str | None) -> socket.socket:
-    """A sock_diag netlink socket of that network namespace (a /proc/<pid>/
-    ns/net path; None: the sensor's own). A socket belongs to the namespace
-    it was created in, so it is made in a thread that enters the namespace
-    for that (setns(2) moves only the calling thread) and then ends."""
-    if netns is None:
-        return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
-    got: list[socket.socket | OSError] = []
-
-    def make() -> None:
-        try:
-            fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    e = ct.get_errno()
-                    raise OSError(e, f"setns {netns}: {os.strerror(e)}")
-            finally:
-                os.close(fd)
-            # this thread stays in that namespace until it ends, just below
-            got.append(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG))
-        except OSError as e:
-            got.append(e)
-
-    t = threading.Thread(target=make, name="sluice-netns", daemon=True)
-    t.start()
-    t.join()
-    r = got[0]
-    if isinstance(r, OSError):
-        raise r
-    return r
-
-
-def dump(netns: str | None) -> dict[int, UnixSocket]:
-    """Every unix socket of a network namespace, by inode."""
-    s = _netlink_in(netns)
-    try:
-        req = _REQ.pack(socket.AF_UNIX, 0, 0, 0xFFFFFFFF, 0, UDIAG_SHOW_NAME | UDIAG_SHOW_PEER, 0xFFFFFFFF, 0xFFFFFFFF)
-        hdr = _NLMSGHDR.pack(_NLMSGHDR.size + len(req), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, 1, 0)
-        s.sendto(hdr + req, (0, 0))
-        out: dict[int, UnixSocket] = {}
-        while True:
-            socks, done = parse(s.recv(1 << 16))
-            out.update((u.inode, u) for u in socks)
-            if done:
-                return out
-    finally:
-        s.close()
 
 
 def _fd_holders(
@@ -240,14 +126,6 @@ def _sever(tid: int, fd: int, inode: int, stype: int) -> None:
         os.close(dup)
 
 
-def _other_netns(netns: str) -> bool:
-    """Whether that network namespace is not the sensor's (the host's)."""
-    try:
-        return os.stat(netns).st_ino != os.stat("/proc/self/ns/net").st_ino
-    except OSError:
-        return False
-
-
 def _all_processes(proc: str) -> list[int]:
     """Every process on the node: its threads share its descriptor table,
     so one read each (a walk of every thread read dockerd's table once per
@@ -277,7 +155,7 @@ def cut(
     mine = set(tasks)
     holding, _ = _fd_holders(tasks, None, proc)  # every socket the container holds
     names = {i: u.name for i, u in socks.items() if u.name}
-    own_ns = not shared and _other_netns(netns)
+    own_ns = not shared and not same_netns(netns)
     if any(u.peer and u.peer not in socks for u in socks.values()) or (own_ns and any(i not in socks for i in holding)):
         try:  # a peer in another namespace (the sensor's: the host's): its name
             host = dump(None)

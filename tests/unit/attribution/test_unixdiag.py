@@ -1,4 +1,4 @@
-"""The sock_diag reply parser of sensor/response/unixpeers.py (pure bytes;
+"""The sock_diag reply parser of sensor/attribution/unixdiag.py (pure bytes;
 the sweep itself runs against the real kernel in
 tests/adversarial/test_containment_unix.py)."""
 
@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from sensor.response import unixpeers as U
+from sensor.attribution import unixdiag as U
 
 
 def _rta(kind: int, payload: bytes) -> bytes:
@@ -55,3 +55,30 @@ def test_an_error_reply_raises() -> None:
     err = struct.pack("=IHHII", 20, U.NLMSG_ERROR, 0, 1, 0) + struct.pack("=i", -1)
     with pytest.raises(OSError):
         U.parse(err)
+
+
+def test_connected_peers_names_the_daemon_socket_a_process_holds(tmp_path) -> None:
+    """A client's connection, read from the kernel (this process's own
+    sockets, its own namespace): the peer's name is the listener's path as
+    the daemon bound it, whatever the client called it (a symlink here)."""
+    import os
+    import socket
+
+    real = tmp_path / "docker.sock"
+    alias = tmp_path / "x"
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(real))
+    srv.listen(1)
+    alias.symlink_to(real)
+    cli = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        cli.connect(str(alias))
+        acc, _ = srv.accept()
+        got = U.connected_peers([os.getpid()])
+        assert (os.getpid(), str(real)) in got
+        # the daemon's side: its accepted end's peer (the client) has no name
+        assert all(name == str(real) for _t, name in got if name.startswith(str(tmp_path)))
+        acc.close()
+    finally:
+        cli.close()
+        srv.close()
