@@ -23,6 +23,17 @@ from sensor.telemetry.stage import script_fd
 
 # where runtimes put their sockets on a node (the name is what the rules
 # and baselines know them by)
+# Unix socket file names of container runtimes (matched on the last path
+# component, so a socket mounted anywhere in a container still counts).
+RUNTIME_SOCKETS = (
+    "docker.sock",
+    "containerd.sock",
+    "crio.sock",
+    "podman.sock",
+    "cri-dockerd.sock",
+    "dockershim.sock",
+    "buildkitd.sock",
+)
 HOST_SOCKETS = (
     "/var/run/docker.sock",
     "/run/docker.sock",

@@ -6,8 +6,8 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 
+from sensor.attribution.runtimesock import RUNTIME_SOCKETS
 from sensor.detect.baseline import Baseline, dest_key
-from sensor.detect.rules.c2007_runtime_socket import RUNTIME_SOCKETS
 from sensor.detect.view import WindowView
 from sensor.telemetry.names import registered_domain
 

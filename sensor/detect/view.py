@@ -59,12 +59,29 @@ class ConnectView:
 
 
 @dataclass(slots=True)
+class OpenClient:
+    """A running container that held a connection open to a daemon's unix
+    socket when another container started (SL-C2-009's link when the start
+    came long after the connect: one connection, kept open, creating later)."""
+
+    attr: Attribution
+    workload: str
+    path: str  # what the caller connected to, as it called it
+    connected: float  # when (its latest connect to a runtime socket)
+    process: ProcessRef  # the holder of the open connection
+    peer: str  # the daemon's socket path, as the daemon bound it
+
+
+@dataclass(slots=True)
 class LifecycleView:
     ts: float
     attr: Attribution
     workload: str
     kind: str  # "start" | "stop"
     lifetime: float | None  # stop only; None if the start predates the sensor
+    # start only: containers connected to a runtime socket before, and
+    # holding a connection to a daemon's socket open at the start
+    clients: tuple[OpenClient, ...] = ()
 
 
 @dataclass(slots=True)

@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from sensor.attribution.containers import Attribution
 from sensor.attribution.netmap import cgroup_tasks
+from sensor.attribution.runtimesock import RUNTIME_SOCKETS
+from sensor.attribution.unixdiag import connected_peers
 from sensor.attribution.workload import workload_of
-from sensor.detect.view import AcceptView, ListenView, ProcessRef, UnixConnectView, WindowView
+from sensor.detect.view import AcceptView, ListenView, OpenClient, ProcessRef, UnixConnectView, WindowView
 from sensor.kernel.events import LISTEN_OP_LISTEN, AcceptEvent, ListenEvent, UnixConnectEvent
 from sensor.outputs import documents
 from sensor.telemetry.protocol import transport_name
@@ -28,6 +30,13 @@ MAX_ACCEPTS_PER_PORT = 64  # inbound peers per listening port, after the kernel'
 MAX_ACCEPT_PORTS = 1024  # inbound connections' views over all its ports
 MAX_UNIX_VIEWS = 256  # unix paths, container callers only
 MAX_UNIX_VIEWS_PER_PATH = 8  # connects to one path (SL-C2-007 counts them)
+# containers remembered as callers of a runtime socket (the latest connect
+# each), and how many of the latest are checked for a connection still open
+# when another container starts (SL-C2-009: create long after the connect)
+MAX_RUNTIME_CALLERS = 64
+MAX_CALLERS_CHECKED = 8
+CALLER_TTL_S = 3600.0
+MAX_CALLER_TASKS = 256
 
 
 def _ref(p: Pipeline, pid: int, comm: str) -> ProcessRef:
@@ -95,10 +104,49 @@ def on_unix_connect(p: Pipeline, ev: UnixConnectEvent) -> None:
         # (a symlink or another mount name for docker.sock; review)
         u.runtime = p.runtime_sockets.identify(ev.hdr.pid, ev.path, lambda: _container_pids(p, attr))
         p._view.unix_connects.append(u)
+        _remember_runtime_caller(p, u)
     if not p.events:
         return
     proc = p._known_process(ev.hdr.pid, ev.comm)
     p._out(documents.unix_connect(p.host_name, ts, attr, proc, ev.path, ev.sock_cookie, ev.denied))
+
+
+def _is_runtime(name: str, runtime: str = "") -> bool:
+    base = name.rsplit("/", 1)[-1]
+    return base in RUNTIME_SOCKETS or (bool(runtime) and base == runtime)
+
+
+def _remember_runtime_caller(p: Pipeline, u: UnixConnectView) -> None:
+    if u.denied or u.attr.container is None or not _is_runtime(u.path, u.runtime):
+        return
+    calls = p.runtime_callers
+    calls.pop(u.attr.container.id, None)  # (the latest last)
+    calls[u.attr.container.id] = u
+    while len(calls) > MAX_RUNTIME_CALLERS:
+        del calls[next(iter(calls))]
+
+
+def open_runtime_clients(p: Pipeline, new: Attribution, ts: float) -> tuple[OpenClient, ...]:
+    """The containers that connected to a runtime socket (the latest
+    MAX_CALLERS_CHECKED, within CALLER_TTL_S) and hold a connection to one
+    open as `new` starts: sock_diag of their namespaces, their descriptors.
+    The runtime does not say who asked for a container; a creator that
+    connected long before (one connection kept open, the request sent
+    later) is no longer linked by time alone."""
+    out: list[OpenClient] = []
+    recent = [u for cid, u in reversed(p.runtime_callers.items()) if new.container is None or cid != new.container.id]
+    for u in [u for u in recent if ts - u.ts <= CALLER_TTL_S][:MAX_CALLERS_CHECKED]:
+        d = p.attributor.cgroup_dir(u.attr)
+        tasks = cgroup_tasks(d, MAX_CALLER_TASKS) if d is not None else None
+        held = [(t, peer) for t, peer in connected_peers(tasks or []) if _is_runtime(peer, u.runtime)]
+        if held:
+            t, peer = held[0]
+            out.append(OpenClient(u.attr, u.workload, u.path, u.ts, _ref(p, t, ""), peer))
+    return tuple(out)
+
+
+def forget_runtime_caller(p: Pipeline, container_id: str) -> None:
+    p.runtime_callers.pop(container_id, None)
 
 
 def _container_pids(p: Pipeline, attr: Attribution) -> list[int]:

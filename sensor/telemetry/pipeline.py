@@ -35,6 +35,7 @@ from sensor.detect.view import (
     LifecycleView,
     OverflowView,
     ProcessRef,
+    UnixConnectView,
     WindowObserver,
     WindowView,
 )
@@ -260,6 +261,8 @@ class Pipeline:
         # unix connects to the node's runtime sockets, by identity (the
         # runner adds the configured Docker socket)
         self.runtime_sockets = RuntimeSockets()
+        # container id -> its latest connect to a runtime socket (inbound.py)
+        self.runtime_callers: dict[str, UnixConnectView] = {}
         # a socket's first payload comes longer (names); entropy, byte classes
         # and protocol state see the usual sample length (kernel.sample_bytes)
         self.sample_bytes = sample_bytes
@@ -734,7 +737,8 @@ class Pipeline:
         if new is None:
             return  # not a container, or a sub-cgroup of a known one
         _life, attr = new
-        self._view.lifecycle.append(LifecycleView(ts, attr, workload_of(attr), "start", None))
+        clients = inbound.open_runtime_clients(self, attr, ts) if self.runtime_callers else ()
+        self._view.lifecycle.append(LifecycleView(ts, attr, workload_of(attr), "start", None, clients))
         if self.events:
             self._out(documents.container_start(self.host_name, ts, attr))
 
@@ -743,6 +747,7 @@ class Pipeline:
         if life is None:
             return  # a sub-cgroup or a host cgroup: a running container stays known
         attr = Attribution(ev.hdr.cgroup_id, ev.path, life.info)
+        inbound.forget_runtime_caller(self, life.info.id)
         lifetime = ts - life.started if life.started is not None else None
         self._view.lifecycle.append(LifecycleView(ts, attr, workload_of(attr), "stop", lifetime))
         if self.events:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 from emulation.lab import Lab, wait_until
@@ -173,3 +174,42 @@ def test_engine_and_kubelet_apis_over_tcp(sensor: SensorProc, docker: Docker, ne
     a8 = _alerts(sensor, "SL-C2-008", cid)[0]
     assert a8["sluice"]["evidence"]["kubelet"] == f"{SINK_IP}:10250"
     assert a8["threat"]["technique"]["id"] == ["T1609"]
+
+
+def test_a_creator_that_kept_its_connection_open_is_linked(sensor: SensorProc, docker: Docker) -> None:
+    """Review: connect to docker.sock, wait, then create and start a
+    container over that same connection (HTTP keep-alive). No connect came
+    within 5 s of the start, so the new container was linked to nothing;
+    the pipeline now looks, at each start, for containers holding a
+    connection to a runtime socket open (sock_diag of their namespaces)."""
+    script = Path(__file__).parent / "keepalive_create.pl"
+    caller = run_container(
+        docker,
+        None,
+        f"perl /k.pl /var/run/docker.sock {IMAGE} 8 > /tmp/out 2>&1; cat /tmp/out; sleep 20",
+        volumes=(f"{docker.sock}:/var/run/docker.sock", f"{script}:/k.pl:ro"),
+        wait=False,
+    )
+    try:
+        spawned = sensor.wait_for(
+            lambda d: (
+                d["event"]["kind"] == "alert"
+                and d["rule"]["id"] == "SL-C2-009"
+                and d["sluice"]["evidence"]["created_by"]["container_id"] == caller
+            ),
+            what="SL-C2-009 alert",
+            timeout=40,
+        )
+    except AssertionError:
+        print("caller said:", docker.docker("logs", caller, check=False))
+        print("its documents:", [d for d in sensor.docs() if cid_of(d) == caller][-5:])
+        print("starts:", [(cid_of(d), d["@timestamp"]) for d in sensor.docs() if action(d) == "container_start"][-5:])
+        print("C2-009:", [d["message"] for d in sensor.docs() if d.get("rule", {}).get("id") == "SL-C2-009"])
+        raise
+    cb = spawned["sluice"]["evidence"]["created_by"]
+    assert cb["linked_by"] == "open_connection", cb
+    assert cb["seconds_before_start"] >= 8, cb
+    assert "a connection it still held open" in spawned["message"]
+    child = cid_of(spawned)
+    assert child and child != caller and child in docker.docker("ps", "-a", "--no-trunc", "-q").split()
+    docker.docker("rm", "-f", caller, child, check=False)

@@ -4,21 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sensor.attribution.runtimesock import RUNTIME_SOCKETS
 from sensor.detect.rule import T1610, Context, Finding, RuleInfo, RuleSettings
 from sensor.detect.rules._common import _Base, _dest, _pname, _who, connect_finding, new_tcp_connects
 from sensor.detect.view import UnixConnectView, WindowView
-
-# Unix socket file names of container runtimes (matched on the last path
-# component, so a socket mounted anywhere in a container still counts).
-RUNTIME_SOCKETS = (
-    "docker.sock",
-    "containerd.sock",
-    "crio.sock",
-    "podman.sock",
-    "cri-dockerd.sock",
-    "dockershim.sock",
-    "buildkitd.sock",
-)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from sensor.detect.rule import T1610, Context, Finding, RuleInfo, RuleSettings
 from sensor.detect.rules import c2007_runtime_socket
 from sensor.detect.rules._common import _Base, _pname, _who
 from sensor.detect.rules.c2007_runtime_socket import runtime_socket
-from sensor.detect.view import ProcessRef, WindowView
+from sensor.detect.view import LifecycleView, ProcessRef, WindowView
 
 
 @dataclass(frozen=True)
@@ -22,9 +22,9 @@ INFO = RuleInfo(
     "SL-C2-009",
     "container_started_by_container",
     "Container started from inside another container",
-    "A new container started right after another, still running, container used a runtime socket, and the "
-    "caller's baseline never started that workload: the alert links the new container to the one that "
-    "created it.",
+    "A new container started right after another, still running, container used a runtime socket (or "
+    "while it held a connection to one open), and the caller's baseline never started that workload: the "
+    "alert links the new container to the one that created it.",
     T1610,
     80,
     Settings,
@@ -49,7 +49,9 @@ class ContainerSpawn(_Base):
     time: the most recent runtime-socket connect from another container at
     most within_seconds before the new container's cgroup appeared, from a
     container still running then (the client waits for the start it asked
-    for, so a caller that has stopped cannot be the creator).
+    for, so a caller that has stopped cannot be the creator). Failing that,
+    a container that connected earlier and still holds the connection open
+    at the start (LifecycleView.clients, read by the pipeline).
     """
 
     def __init__(self) -> None:
@@ -78,6 +80,10 @@ class ContainerSpawn(_Base):
                 and c.attr.container.id != x.attr.container.id
                 and 0 <= x.ts - c.ts <= cfg.within_seconds
             ]
+            linked_by = "time"
+            if not cands:
+                cands = self._open_clients(x, ctx, sockets)
+                linked_by = "open_connection"
             if not cands:
                 continue
             call = max(cands, key=lambda c: c.ts)
@@ -96,8 +102,13 @@ class ContainerSpawn(_Base):
                     x.workload,
                     x.ts,
                     f"Container {new.name or new.id[:12]} ({x.workload}) started {x.ts - call.ts:.1f} s after "
-                    f"{_who(call.attr, call.workload).lower()} used the runtime socket {call.path} "
-                    f"({_pname(call.process)}, pid {call.process.pid}): created from inside a container",
+                    f"{_who(call.attr, call.workload).lower()} "
+                    + (
+                        f"used the runtime socket {call.path}"
+                        if linked_by == "time"
+                        else f"connected to the runtime socket {call.path}, a connection it still held open"
+                    )
+                    + f" ({_pname(call.process)}, pid {call.process.pid}): created from inside a container",
                     {
                         "created_by": {
                             "container_id": creator.id,
@@ -110,6 +121,9 @@ class ContainerSpawn(_Base):
                                 "executable": call.process.executable,
                             },
                             "seconds_before_start": round(x.ts - call.ts, 3),
+                            # "time": a connect within_seconds before the start;
+                            # "open_connection": one made earlier, still open then
+                            "linked_by": linked_by,
                         },
                         "baseline_spawned": sorted(wb.spawned)[:20] if wb else [],
                     },
@@ -120,4 +134,27 @@ class ContainerSpawn(_Base):
             )
         horizon = view.end - 2 * cfg.within_seconds
         self._calls = [c for c in self._calls if c.ts >= horizon]
+        return out
+
+    @staticmethod
+    def _open_clients(x: LifecycleView, ctx: Context, sockets: tuple[str, ...]) -> list[_Call]:
+        """Containers holding a connection to the runtime socket open at the
+        start, connected longer ago than within_seconds: a creator that
+        connects, waits, then sends its request on the same connection
+        (review). Not a workload whose baseline uses the runtime socket: a
+        reverse proxy or an agent that watches the runtime's events holds
+        one open all the time, and would be every new container's creator."""
+        out = []
+        for o in x.clients:
+            if (
+                x.attr.container is not None
+                and o.attr.container is not None
+                and o.attr.container.id == x.attr.container.id
+            ):
+                continue
+            name = o.peer.rsplit("/", 1)[-1]
+            wb = ctx.workload(o.workload)
+            if name not in sockets or (wb is not None and name in wb.unix_sockets):
+                continue
+            out.append(_Call(o.connected, o.attr, o.workload, o.path, o.process))
         return out

@@ -238,3 +238,46 @@ def test_kubelet_api_fires_on_any_address_without_configuration(tmp_path: Path) 
     assert "a kubelet's API 10.0.3.7:10250" in a[0]["message"]
     off = config(tmp_path, extra="[rules.SL-C2-008]\nuse_service_env = false\nkubelet_ports = []\n")
     assert not only(detector(off).run(window(T0, connects=[connect(WEB, T0 - 2, "10.0.3.7", 10250)])), "SL-C2-008")
+
+
+def _held(attr, connected: float, peer: str = "/var/run/docker.sock"):
+    from sensor.attribution.workload import workload_of
+    from sensor.detect.view import OpenClient, ProcessRef
+
+    return OpenClient(attr, workload_of(attr), "/var/run/docker.sock", connected, ProcessRef(77, "perl"), peer)
+
+
+def test_a_creator_that_held_its_connection_open_is_linked(tmp_path: Path) -> None:
+    """Review: connect to docker.sock, wait a minute, then create and start
+    a container on that same connection: no connect within 5 s of the
+    start, so the new container was linked to nothing. The pipeline says
+    which containers held a runtime connection open at the start."""
+    h = detector(config(tmp_path))
+    sib = container("sibling-8", image="evil/exfil:1")
+    start = life(sib, T0 + 60, "start")
+    start.clients = (_held(WEB, T0 - 1),)
+    a = only(h.run(window(T0 + 60 + WINDOW, lifecycle=[start])), "SL-C2-009")
+    assert len(a) == 1
+    cb = a[0]["sluice"]["evidence"]["created_by"]
+    assert cb["linked_by"] == "open_connection" and cb["seconds_before_start"] == 61.0
+    assert cb["container_id"] == WEB.container.id  # type: ignore[union-attr]
+    assert "a connection it still held open" in a[0]["message"]
+
+
+def test_an_open_connection_of_a_workload_that_learned_the_socket_links_nothing(tmp_path: Path) -> None:
+    """A reverse proxy or an agent watching the runtime's events holds
+    docker.sock open all the time: it would be every new container's
+    creator. Its baseline knows the socket; the new container is not
+    linked to it by the open connection alone."""
+    b = learn(window(T0 - 3600 + i * WINDOW, unix_connects=[unix(WEB, T0 - 3600 + i * WINDOW - 9)]) for i in range(5))
+    h = detector(config(tmp_path), b)
+    start = life(container("new-1", image="x/y:1"), T0 + 60, "start")
+    start.clients = (_held(WEB, T0 - 1000),)
+    assert not only(h.run(window(T0 + 60 + WINDOW, lifecycle=[start])), "SL-C2-009")
+
+
+def test_an_open_connection_to_another_daemon_links_nothing(tmp_path: Path) -> None:
+    h = detector(config(tmp_path))
+    start = life(container("new-2", image="x/y:1"), T0 + 60, "start")
+    start.clients = (_held(WEB, T0 - 1, peer="/run/app/metrics.sock"),)
+    assert not only(h.run(window(T0 + 60 + WINDOW, lifecycle=[start])), "SL-C2-009")
