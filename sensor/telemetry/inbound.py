@@ -36,7 +36,7 @@ MAX_UNIX_VIEWS_PER_PATH = 8  # connects to one path (SL-C2-007 counts them)
 MAX_RUNTIME_CALLERS = 64
 MAX_CALLERS_CHECKED = 8
 CALLER_TTL_S = 3600.0
-MAX_CALLER_TASKS = 256
+MAX_CALLER_TASKS = 64  # threads read per caller: ~0.08 ms each (bench/RESULTS.md, fourteenth session)
 
 
 def _ref(p: Pipeline, pid: int, comm: str) -> ProcessRef:

@@ -109,6 +109,19 @@ def test_loopback_listener_inside_container_is_not_an_alert(sensor: SensorProc, 
     assert not _alerts(sensor, "SL-C2-006", cid)
 
 
+def _spawn_alert(sensor: SensorProc, caller: str, timeout: float) -> dict[str, Any]:
+    """The SL-C2-009 alert naming `caller` as the new container's creator."""
+    return sensor.wait_for(
+        lambda d: (
+            d["event"]["kind"] == "alert"
+            and d["rule"]["id"] == "SL-C2-009"
+            and d["sluice"]["evidence"]["created_by"]["container_id"] == caller
+        ),
+        what="SL-C2-009 alert",
+        timeout=timeout,
+    )
+
+
 def test_runtime_socket_use_and_the_container_it_creates(sensor: SensorProc, docker: Docker) -> None:
     inner = f"docker -H unix:///var/run/docker.sock run -d --network none {IMAGE} sh -c 'sleep 2'"
     caller = run_container(
@@ -126,15 +139,7 @@ def test_runtime_socket_use_and_the_container_it_creates(sensor: SensorProc, doc
     a7 = _alerts(sensor, "SL-C2-007", caller)[0]
     assert a7["sluice"]["evidence"]["socket"]["path"] == "/var/run/docker.sock"
     assert a7["threat"]["technique"]["id"] == ["T1610"]
-    spawned = sensor.wait_for(
-        lambda d: (
-            d["event"]["kind"] == "alert"
-            and d["rule"]["id"] == "SL-C2-009"
-            and d["sluice"]["evidence"]["created_by"]["container_id"] == caller
-        ),
-        what="SL-C2-009 alert",
-        timeout=15,
-    )
+    spawned = _spawn_alert(sensor, caller, 15)
     child = cid_of(spawned)
     assert child and child != caller
     # the child is the container the caller's docker run created
@@ -191,15 +196,7 @@ def test_a_creator_that_kept_its_connection_open_is_linked(sensor: SensorProc, d
         wait=False,
     )
     try:
-        spawned = sensor.wait_for(
-            lambda d: (
-                d["event"]["kind"] == "alert"
-                and d["rule"]["id"] == "SL-C2-009"
-                and d["sluice"]["evidence"]["created_by"]["container_id"] == caller
-            ),
-            what="SL-C2-009 alert",
-            timeout=40,
-        )
+        spawned = _spawn_alert(sensor, caller, 40)
     except AssertionError:
         print("caller said:", docker.docker("logs", caller, check=False))
         print("its documents:", [d for d in sensor.docs() if cid_of(d) == caller][-5:])
