@@ -34,6 +34,19 @@ import threading
 import time
 
 _TLS_RECORD = re.compile(rb"\x16\x03[\x00-\x04]")  # handshake record, TLS 1.0-1.3 (SSL 3.0)
+
+
+def _peek(conn: socket.socket, n: int, wait_s: float = 2.0) -> bytes:
+    """Up to n bytes without taking them (a socket with a timeout is
+    non-blocking underneath: MSG_WAITALL would not wait; review)."""
+    deadline = time.monotonic() + wait_s
+    got = conn.recv(n, socket.MSG_PEEK)
+    while got and len(got) < n and time.monotonic() < deadline:
+        time.sleep(0.005)
+        got = conn.recv(n, socket.MSG_PEEK)
+    return got
+
+
 _METHODS = (b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"PATCH ", b"OPTIONS ")
 
 
@@ -75,7 +88,7 @@ class Sink:
             # A record header, not its first byte: random data starts with
             # 0x16 once in 256 runs, and its handshake failed and reset the
             # stream (CI: cw-seed-mounted-data missed, 0.06 s)
-            if ctx is not None and _TLS_RECORD.match(conn.recv(3, socket.MSG_PEEK | socket.MSG_WAITALL)):
+            if ctx is not None and _TLS_RECORD.match(_peek(conn, 3)):
                 conn = ctx.wrap_socket(conn, server_side=True)
             elif ctx is not None:
                 ctx = None

@@ -116,6 +116,7 @@ class Detector:
         # suppression key -> (when it last alerted, its magnitude then)
         self._last: dict[tuple[str, ...], tuple[float, float]] = {}
         self._suppressed: dict[tuple[str, ...], int] = {}
+        self._suppressed_size: dict[tuple[str, ...], float] = {}  # their magnitudes, added up
         self._pruned_at = 0.0
         self.counts: dict[str, int] = {"alerts": 0, "suppressed": 0, "escalated": 0, "allowed": 0, "rule_errors": 0}
         self.by_rule: dict[str, int] = {}
@@ -213,21 +214,30 @@ class Detector:
         last = self._last.get(key)
         if last is not None and now - last[0] < self.config.detection.suppress_seconds:
             factor = self.config.detection.escalation_factor
-            if not (factor and last[1] > 0 and f.magnitude >= factor * last[1]):
+            # the repeats' sizes added up since that alert: chunks each under
+            # the factor, as many as it takes, were never escalated (review)
+            since = self._suppressed_size.get(key, 0.0) + f.magnitude
+            if not (factor and last[1] > 0 and since >= factor * last[1]):
                 self._suppressed[key] = self._suppressed.get(key, 0) + 1
+                self._suppressed_size[key] = since
                 self.counts["suppressed"] += 1
                 return
             # far more of it than the alert that started the interval said
-            ratio = f.magnitude / last[1]
-            f.message += f"; {ratio:.0f}x as much as this alert's last one, {now - last[0]:.0f} s ago"
+            ratio = since / last[1]
+            f.message += f"; {ratio:.0f}x as much as this alert's last one said, in the {now - last[0]:.0f} s since"
             f.evidence["escalated"] = {
                 "previous_magnitude": last[1],
                 "magnitude": f.magnitude,
+                "magnitude_since_previous": since,
                 "seconds_since_previous": round(now - last[0], 3),
                 "escalation_factor": factor,
             }
             self.counts["escalated"] += 1
-        self._last[key] = (now, f.magnitude)
+            size = since  # the escalated alert's size is the next reference
+        else:
+            size = f.magnitude
+        self._suppressed_size.pop(key, None)
+        self._last[key] = (now, size)
         self.counts["alerts"] += 1
         self.by_rule[f.rule] = self.by_rule.get(f.rule, 0) + 1
         self.emit(self.alert_doc(f, self._suppressed.pop(key, 0)))
@@ -242,6 +252,7 @@ class Detector:
         keep = self.config.detection.suppress_seconds
         for key in [k for k, (t, _m) in self._last.items() if now - t >= keep]:
             del self._last[key]
+            self._suppressed_size.pop(key, None)
         # an expired key's count of repeats stays for its next alert, up to
         # a bound (they are all in counts["suppressed"] either way)
         if len(self._suppressed) > MAX_PENDING_COUNTS:

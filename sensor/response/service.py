@@ -25,7 +25,7 @@ from sensor.kernel.source import EventSource
 from sensor.outputs import documents
 from sensor.response import linkdrop, packetsockets, unixpeers
 from sensor.response.containment import Containment, ContainmentError, Entry
-from sensor.response.freeze import frozen
+from sensor.response.freeze import frozen, thaw_leftovers
 
 # a link cut that failed is tried again after this long (recheck)
 LINK_RETRY_S = 60.0
@@ -103,6 +103,8 @@ class ContainmentService:
         self.containment = Containment(source, state_path, level_of)
         self._not_running_since: dict[str, float] = {}
         self.state_path = state_path
+        # a cgroup frozen by a sweep is named here until it is thawed (freeze.py)
+        self._freeze_markers = f"{state_path}.frozen.d"
         self.registry = registry
         self.emit = emit
         self.host_name = host_name
@@ -228,7 +230,7 @@ class ContainmentService:
         failed: list[str] = []
         # held still: a holder that moves its descriptor between the read
         # and the cut (or forks, or passes it on) cannot while frozen
-        with frozen(dirs[0] if dirs else None) as not_frozen:
+        with frozen(dirs[0] if dirs else None, marker_dir=self._freeze_markers) as not_frozen:
             tasks = (cgroup_tasks(dirs[0]) if dirs else None) or []
             for in_ns in _tasks_per_netns(tasks).values():
                 try:
@@ -372,6 +374,12 @@ class ContainmentService:
         """Re-apply the saved entries of containers still running. A state
         file that cannot be read is kept aside (renamed), reported, and
         containment starts empty: the sensor runs either way."""
+        thawed = thaw_leftovers(self._freeze_markers)
+        if thawed:
+            # a sensor killed mid-sweep left them frozen
+            print(
+                f"sluice: thawed {len(thawed)} cgroup(s) a sweep had frozen: {', '.join(thawed[:3])}", file=sys.stderr
+            )
         try:
             saved = self.containment.load()
         except ContainmentError as err:

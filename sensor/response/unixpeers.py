@@ -177,9 +177,13 @@ def cut(
     parked: list[UnixSocket] = []
     retry: list[tuple[UnixSocket, list[str]]] = []  # the container's end could not be caught
     for u in sorted(socks.values(), key=lambda x: x.inode):
-        if not u.peer or frozenset((u.inode, u.peer)) in pairs:
+        # a datagram socket is its own: each connected one is disconnected
+        # through itself (review: keyed by the pair, the container's end of a
+        # socketpair was skipped when the outside end had the lower inode)
+        key = frozenset((u.inode,)) if u.type == SOCK_DGRAM else frozenset((u.inode, u.peer))
+        if not u.peer or key in pairs:
             continue
-        pairs.add(frozenset((u.inode, u.peer)))
+        pairs.add(key)
         ends = (u.inode, u.peer)
         held = [e for e in ends if e in inside]
         if not held:

@@ -33,10 +33,9 @@ MAX_UNIX_VIEWS_PER_PATH = 8  # connects to one path (SL-C2-007 counts them)
 # containers remembered as callers of a runtime socket (the latest connect
 # each), and how many of the latest are checked for a connection still open
 # when another container starts (SL-C2-009: create long after the connect)
-MAX_RUNTIME_CALLERS = 64
-MAX_CALLERS_CHECKED = 8
-CALLER_TTL_S = 3600.0
-MAX_CALLER_TASKS = 64  # threads read per caller: ~0.08 ms each (bench/RESULTS.md, fourteenth session)
+MAX_RUNTIME_CALLERS = 64  # (until their container stops: waiting longer is no way around it)
+MAX_CALLERS_CHECKED = 16
+MAX_CALLER_TASKS = 32  # threads read per caller, the connecting one first: ~0.08 ms each (bench/RESULTS.md)
 
 
 def _ref(p: Pipeline, pid: int, comm: str) -> ProcessRef:
@@ -126,19 +125,23 @@ def _remember_runtime_caller(p: Pipeline, u: UnixConnectView) -> None:
         del calls[next(iter(calls))]
 
 
-def open_runtime_clients(p: Pipeline, new: Attribution, ts: float) -> tuple[OpenClient, ...]:
+def open_runtime_clients(p: Pipeline, new: Attribution) -> tuple[OpenClient, ...]:
     """The containers that connected to a runtime socket (the latest
-    MAX_CALLERS_CHECKED, within CALLER_TTL_S) and hold a connection to one
+    MAX_CALLERS_CHECKED still running) and hold a connection to one
     open as `new` starts: sock_diag of their namespaces, their descriptors.
     The runtime does not say who asked for a container; a creator that
     connected long before (one connection kept open, the request sent
     later) is no longer linked by time alone."""
     out: list[OpenClient] = []
     recent = [u for cid, u in reversed(p.runtime_callers.items()) if new.container is None or cid != new.container.id]
-    for u in [u for u in recent if ts - u.ts <= CALLER_TTL_S][:MAX_CALLERS_CHECKED]:
+    for u in recent[:MAX_CALLERS_CHECKED]:
         d = p.attributor.cgroup_dir(u.attr)
-        tasks = cgroup_tasks(d, MAX_CALLER_TASKS) if d is not None else None
-        held = [(t, peer) for t, peer in connected_peers(tasks or []) if _is_runtime(peer, u.runtime)]
+        tasks = (cgroup_tasks(d) or []) if d is not None else []
+        # the connecting process first (review: a cap on the cgroup's count
+        # gave nothing for a container of 65 sleepers, any JVM)
+        pid = u.process.pid
+        tasks = ([pid] if pid in tasks else []) + [t for t in tasks if t != pid]
+        held = [(t, peer) for t, peer in connected_peers(tasks[:MAX_CALLER_TASKS]) if _is_runtime(peer, u.runtime)]
         if held:
             t, peer = held[0]
             out.append(OpenClient(u.attr, u.workload, u.path, u.ts, _ref(p, t, ""), peer))

@@ -80,7 +80,7 @@ from sensor.telemetry.counters import (
 from sensor.telemetry.flowstate import PER_CGROUP
 from sensor.telemetry.names import FlowNamer
 from sensor.telemetry.protocol import dns_port, transport_name
-from sensor.telemetry.stage import FD_PATH, SCRIPT_FILE, stage_origin
+from sensor.telemetry.stage import FD_PATH, SCRIPT_FILE, runs_inline, runs_interpreter, stage_origin
 from sensor.text import safe_text
 
 Emit = Callable[[dict[str, Any]], None]
@@ -378,14 +378,19 @@ class Pipeline:
         or, a fork not exec'd yet, its parent's. Left as "/proc/self/exe",
         busybox's nc was two executables at random, and an alert's
         suppression key (and an allow entry by executable) with it. The
-        parent's, read now, is right unless it exec'd again since."""
+        parent's, read now, is right unless it exec'd again since; its own
+        earlier exec comes first (a fork has none: its record is its
+        parent's until it execs)."""
+        own = self.procs.get(pid)
+        if own is not None and own.executable and own.executable not in SELF_EXE:
+            return own.executable  # (an exec'd process re-running itself: review)
         if ppid:
             # the parent's file as the kernel names it (/bin/busybox, not the
             # /bin/sh symlink its exec spelled), as for a process still there
             exe = resolve_executable(ppid, "/proc/self/exe")
             if exe not in SELF_EXE:
                 return exe
-        for q in (self.procs.get(pid), self.procs.get(ppid) if ppid else None):
+            q = self.procs.get(ppid)
             if q is not None and q.executable and q.executable not in SELF_EXE:
                 return q.executable
         return None
@@ -432,7 +437,13 @@ class Pipeline:
         # runs of one interpreter do not crowd out a new script)
         script = origin.path if origin is not None and origin.kind == SCRIPT_FILE else ""
         special = origin is not None and not script
-        if special or self.view_keep(("e", ev.hdr.cgroup_id, p.executable, script), MAX_EXEC_VIEWS):
+        # an interpreter running its command line (SL-C2-001's inline stage)
+        # has a share of its own: busybox's applets are all /bin/busybox, and
+        # 16 of them in a window crowded `sh -c "$(wget ...)"` out (review)
+        share = script
+        if not special and not script and runs_inline(args) and runs_interpreter(p.executable, args):
+            share = "\0inline"
+        if special or self.view_keep(("e", ev.hdr.cgroup_id, p.executable, share), MAX_EXEC_VIEWS):
             ex = ExecView(ts, attr, workload_of(attr), self._process_ref(p))
             if origin is not None:
                 ex.origin, ex.writers, ex.script = origin.kind, origin.writers, script
@@ -737,7 +748,7 @@ class Pipeline:
         if new is None:
             return  # not a container, or a sub-cgroup of a known one
         _life, attr = new
-        clients = inbound.open_runtime_clients(self, attr, ts) if self.runtime_callers else ()
+        clients = inbound.open_runtime_clients(self, attr) if self.runtime_callers else ()
         self._view.lifecycle.append(LifecycleView(ts, attr, workload_of(attr), "start", None, clients))
         if self.events:
             self._out(documents.container_start(self.host_name, ts, attr))

@@ -80,18 +80,17 @@ class ContainerSpawn(_Base):
                 and c.attr.container.id != x.attr.container.id
                 and 0 <= x.ts - c.ts <= cfg.within_seconds
             ]
-            linked_by = "time"
-            if not cands:
-                cands = self._open_clients(x, ctx, sockets)
-                linked_by = "open_connection"
-            if not cands:
+            # the latest connect within the time first, then the open
+            # connections; each judged by its own caller's baseline (review:
+            # a learned proxy's connect within 5 s was picked, then dropped
+            # as usual, and the open connection behind it never looked at)
+            linked = [("time", c) for c in sorted(cands, key=lambda c: -c.ts)]
+            linked += [("open_connection", c) for c in sorted(self._open_clients(x, ctx, sockets), key=lambda c: -c.ts)]
+            pick = next(((how, c) for how, c in linked if self._may_have_created(c, x, ctx)), None)
+            if pick is None:
                 continue
-            call = max(cands, key=lambda c: c.ts)
+            linked_by, call = pick
             wb = ctx.workload(call.workload)
-            if wb is not None and x.workload in wb.spawned:
-                continue  # a CI runner starting its usual job containers
-            if not ctx.baseline_gate(call.workload):
-                continue
             creator = call.attr.container
             assert creator is not None
             new = x.attr.container
@@ -135,6 +134,13 @@ class ContainerSpawn(_Base):
         horizon = view.end - 2 * cfg.within_seconds
         self._calls = [c for c in self._calls if c.ts >= horizon]
         return out
+
+    @staticmethod
+    def _may_have_created(call: _Call, x: LifecycleView, ctx: Context) -> bool:
+        wb = ctx.workload(call.workload)
+        if wb is not None and x.workload in wb.spawned:
+            return False  # a CI runner starting its usual job containers
+        return ctx.baseline_gate(call.workload)
 
     @staticmethod
     def _open_clients(x: LifecycleView, ctx: Context, sockets: tuple[str, ...]) -> list[_Call]:

@@ -222,9 +222,10 @@ def test_suppression_distinguishes_executables(tmp_path: Path) -> None:
 def test_a_repeat_ten_times_larger_is_alerted_within_the_interval(tmp_path: Path) -> None:
     """Review: a small spike alerted first kept the real transfer's size out
     of view for the whole interval (the next alert, 10 min later, carried
-    only a count). A repeat escalation_factor (10) times the last alert's
-    size is alerted, saying so; smaller ones stay suppressed, measured
-    against the escalated alert from then on."""
+    only a count). Repeats whose sizes add up to escalation_factor (10)
+    times the last alert's are alerted, saying so (also when sent in
+    chunks each under the factor); the escalated size is the reference
+    from then on."""
 
     def body(n: int):
         return flow(
@@ -233,20 +234,21 @@ def test_a_repeat_ten_times_larger_is_alerted_within_the_interval(tmp_path: Path
 
     h = detector(config(tmp_path))
     assert len(h.run(window(DET, flows=[body(300 * KIB)]))) == 1
-    assert h.run(window(DET + 10, flows=[body(2900 * KIB)])) == []  # 9.7x: a repeat
-    big = h.run(window(DET + 20, flows=[body(3000 * KIB)]))
+    assert h.run(window(DET + 10, flows=[body(2000 * KIB)])) == []  # 6.7x so far: a repeat
+    big = h.run(window(DET + 20, flows=[body(1000 * KIB)]))  # 10x added up
     assert len(big) == 1, big
     check_alert(big[0], "SL-EXF-003", EXFIL, "198.51.100.20")
     esc = big[0]["sluice"]["evidence"]["escalated"]
     assert esc == {
         "previous_magnitude": 300 * KIB,
-        "magnitude": 3000 * KIB,
+        "magnitude": 1000 * KIB,
+        "magnitude_since_previous": 3000 * KIB,
         "seconds_since_previous": 20.0,
         "escalation_factor": 10.0,
     }
-    assert "10x as much as this alert's last one, 20 s ago" in big[0]["message"]
+    assert "10x as much as this alert's last one said, in the 20 s since" in big[0]["message"]
     assert big[0]["sluice"]["alert"]["suppressed_since_last"] == 1
-    # the escalated alert is the new reference
+    # the escalated alert's 3000 KiB is the new reference: 20000 KiB is under 10x
     assert h.run(window(DET + 30, flows=[body(20000 * KIB)])) == []
     assert h.counts["escalated"] == 1 and h.counts["suppressed"] == 2
 

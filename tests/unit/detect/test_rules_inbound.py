@@ -135,14 +135,7 @@ def test_runtime_socket_fires_unless_the_baseline_uses_it(tmp_path: Path) -> Non
     assert a[0]["sluice"]["evidence"]["socket"]["connects_in_window"] == 2
     assert a[0]["threat"]["technique"]["id"] == ["T1610"]
     # the CI runner learned the socket and the jobs it starts
-    b = learn(
-        window(
-            T0 - 3600 + i * WINDOW,
-            unix_connects=[unix(CI, T0 - 3600 + i * WINDOW - 9, "/run/containerd/containerd.sock")],
-            lifecycle=[life(JOB, T0 - 3600 + i * WINDOW - 8, "start")],
-        )
-        for i in range(5)
-    )
+    b = _ci_runner_learned()
     assert b.workloads["acme/ci-runner"].unix_sockets == {"containerd.sock": 5}
     assert b.workloads["acme/ci-runner"].spawned == {"acme/ci-job": 5}
     h2 = detector(config(tmp_path), b)
@@ -154,6 +147,19 @@ def test_runtime_socket_fires_unless_the_baseline_uses_it(tmp_path: Path) -> Non
         )
     )
     assert not only(alerts, "SL-C2-007") and not only(alerts, "SL-C2-009")
+
+
+def _ci_runner_learned() -> Baseline:
+    """A baseline where the CI runner uses containerd.sock and starts its
+    job containers."""
+    return learn(
+        window(
+            T0 - 3600 + i * WINDOW,
+            unix_connects=[unix(CI, T0 - 3600 + i * WINDOW - 9, "/run/containerd/containerd.sock")],
+            lifecycle=[life(JOB, T0 - 3600 + i * WINDOW - 8, "start")],
+        )
+        for i in range(5)
+    )
 
 
 def test_runtime_socket_by_identity_under_any_name(tmp_path: Path) -> None:
@@ -281,3 +287,20 @@ def test_an_open_connection_to_another_daemon_links_nothing(tmp_path: Path) -> N
     start = life(container("new-2", image="x/y:1"), T0 + 60, "start")
     start.clients = (_held(WEB, T0 - 1, peer="/run/app/metrics.sock"),)
     assert not only(h.run(window(T0 + 60 + WINDOW, lifecycle=[start])), "SL-C2-009")
+
+
+def test_an_open_connection_is_looked_at_when_the_time_link_is_a_usual_one(tmp_path: Path) -> None:
+    """Review: a CI runner that usually starts this workload connected
+    within 5 s; it was picked, dropped as usual, and the intruder's open
+    connection behind it never looked at (start your container right when
+    the runner starts its job)."""
+    b = _ci_runner_learned()
+    h = detector(config(tmp_path), b)
+    start = life(JOB, T0 - 4, "start")
+    start.clients = (_held(WEB, T0 - 300),)
+    a = only(
+        h.run(window(T0, unix_connects=[unix(CI, T0 - 5, "/run/containerd/containerd.sock")], lifecycle=[start])),
+        "SL-C2-009",
+    )
+    assert len(a) == 1 and a[0]["sluice"]["evidence"]["created_by"]["linked_by"] == "open_connection"
+    assert a[0]["sluice"]["evidence"]["created_by"]["container_id"] == WEB.container.id  # type: ignore[union-attr]

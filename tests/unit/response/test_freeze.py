@@ -51,3 +51,27 @@ def test_no_freezer_says_why(tmp_path: Path) -> None:
         assert why.startswith("its cgroup could not be frozen (")
     with frozen(None) as why:
         assert why == "its cgroup is not known"
+
+
+def test_a_freeze_left_by_a_killed_sensor_is_thawed_at_the_next_start(tmp_path: Path) -> None:
+    """Review: a sensor killed mid-sweep left the container frozen, and the
+    next start took the freeze for a runtime's pause (never thawed). A
+    marker names a cgroup while this code has it frozen."""
+    from sensor.response.freeze import thaw_leftovers
+
+    (tmp_path / "cg").mkdir()
+    cg = _cgroup(tmp_path / "cg", "0", "1")
+    markers = str(tmp_path / "markers")
+    with frozen(str(cg), marker_dir=markers):
+        assert len(list((tmp_path / "markers").iterdir())) == 1
+        # the sensor dies here: simulate by reading the state as it is now
+        left = [p.read_text() for p in (tmp_path / "markers").iterdir()]
+    assert not list((tmp_path / "markers").iterdir())  # a normal end removes it
+    # a killed one: the marker and the freeze stay
+    (tmp_path / "markers" / "x").write_text(left[0])
+    (cg / "cgroup.freeze").write_text("1")
+    assert thaw_leftovers(markers) == [str(cg)]
+    assert (cg / "cgroup.freeze").read_text() == "0" and not list((tmp_path / "markers").iterdir())
+    # a runtime's pause has no marker: left alone
+    (cg / "cgroup.freeze").write_text("1")
+    assert thaw_leftovers(markers) == [] and (cg / "cgroup.freeze").read_text() == "1"

