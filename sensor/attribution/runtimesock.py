@@ -21,8 +21,6 @@ from collections.abc import Callable
 
 from sensor.telemetry.stage import script_fd
 
-# where runtimes put their sockets on a node (the name is what the rules
-# and baselines know them by)
 # Unix socket file names of container runtimes (matched on the last path
 # component, so a socket mounted anywhere in a container still counts).
 RUNTIME_SOCKETS = (
@@ -34,6 +32,8 @@ RUNTIME_SOCKETS = (
     "dockershim.sock",
     "buildkitd.sock",
 )
+# where runtimes put their sockets on a node (the name is what the rules
+# and baselines know them by)
 HOST_SOCKETS = (
     "/var/run/docker.sock",
     "/run/docker.sock",

@@ -80,7 +80,7 @@ from sensor.telemetry.counters import (
 from sensor.telemetry.flowstate import PER_CGROUP
 from sensor.telemetry.names import FlowNamer
 from sensor.telemetry.protocol import dns_port, transport_name
-from sensor.telemetry.stage import FD_PATH, SCRIPT_FILE, runs_inline, runs_interpreter, stage_origin
+from sensor.telemetry.stage import FD_PATH, SCRIPT_FILE, runs_inline_interpreter, stage_origin
 from sensor.text import safe_text
 
 Emit = Callable[[dict[str, Any]], None]
@@ -441,7 +441,7 @@ class Pipeline:
         # has a share of its own: busybox's applets are all /bin/busybox, and
         # 16 of them in a window crowded `sh -c "$(wget ...)"` out (review)
         share = script
-        if not special and not script and runs_inline(args) and runs_interpreter(p.executable, args):
+        if not special and not script and runs_inline_interpreter(p.executable, args):
             share = "\0inline"
         if special or self.view_keep(("e", ev.hdr.cgroup_id, p.executable, share), MAX_EXEC_VIEWS):
             ex = ExecView(ts, attr, workload_of(attr), self._process_ref(p))

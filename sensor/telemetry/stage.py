@@ -208,6 +208,12 @@ def runs_interpreter(executable: str, args: list[str] | None) -> bool:
     return is_interpreter(name) or (not multicall and is_interpreter(executable))
 
 
+def runs_inline_interpreter(executable: str, args: list[str] | None) -> bool:
+    """An interpreter whose program is its command line (SL-C2-001's
+    inline stage; the pipeline gives it its own share of exec views)."""
+    return runs_interpreter(executable, args) and runs_inline(args)
+
+
 def stage_origin(
     pid: int,
     filename: str,

@@ -11,7 +11,7 @@ from typing import Any
 from sensor.detect.rule import T1104, Context, Finding, RuleInfo, RuleSettings
 from sensor.detect.rules._common import STATE_TTL_S, _Base, _dest, _pname, _secs, _who
 from sensor.detect.view import ConnectView, ExecView, WindowView
-from sensor.telemetry.stage import FD_EXEC, MEMFD, SCRIPT_FILE, STDIN_PIPE, STDIN_SOCKET, runs_inline, runs_interpreter
+from sensor.telemetry.stage import FD_EXEC, MEMFD, SCRIPT_FILE, STDIN_PIPE, STDIN_SOCKET, runs_inline_interpreter
 
 _STAGE_TEXT = {
     "writable_path": "new executable",
@@ -182,8 +182,7 @@ class MultiStageChain(_Base):
     @classmethod
     def _stage_kind(cls, e: ExecView, ctx: Context, cfg: Settings) -> str | None:
         kind = cls._file_stage_kind(e, ctx, cfg)
-        exe = e.process.executable or e.process.name
-        if kind is None and runs_interpreter(exe, e.process.args) and runs_inline(e.process.args):
+        if kind is None and runs_inline_interpreter(e.process.executable or e.process.name, e.process.args):
             return INLINE  # (a stage only when a related fetch came just before: _is_fetch)
         return kind
 
