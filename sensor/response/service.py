@@ -11,7 +11,6 @@ keeps its containment.
 
 from __future__ import annotations
 
-import errno
 import os
 import sys
 import time
@@ -56,32 +55,43 @@ def _ambiguous(ref: str, which: list[str]) -> ContainmentError:
 _T = TypeVar("_T")
 
 
-def _tasks_per_netns(tasks: list[int]) -> dict[int, list[int]]:
+def _tasks_per_netns(tasks: list[int], but_not_ours: bool = False) -> dict[int, list[int]]:
     """Network namespace inode -> these tasks in it (a container's process
-    may have made a namespace of its own)."""
+    may have made a namespace of its own). but_not_ours: without the
+    sensor's own (the host's) namespace, whose links are never a
+    container's own: runc's first two processes of a (re)start,
+    "runc:[0:PARENT]" and "runc:[1:CHILD]", are in the new cgroup while
+    still in the host's namespace (measured), and the link cut run there
+    would look for "the container's" veths among the host's."""
     per_ns: dict[int, list[int]] = {}
+    try:
+        ours = os.stat("/proc/self/ns/net").st_ino if but_not_ours else None
+    except OSError:
+        ours = None
     for t in tasks:
         try:
-            per_ns.setdefault(os.stat(f"/proc/{t}/ns/net").st_ino, []).append(t)
+            ino = os.stat(f"/proc/{t}/ns/net").st_ino
         except OSError:
             continue
+        if ino != ours:
+            per_ns.setdefault(ino, []).append(t)
     return per_ns
 
 
-def _in_netns(tasks: list[int], read: Callable[[int], _T]) -> _T:
+def _in_netns(tasks: list[int], read: Callable[[int], _T]) -> _T | None:
     """read(task) for the first of a namespace's tasks still there: the
     one picked may exit before its /proc/<pid>/ns/net is opened (CI: a
     restarted container's first process, "nsenter: cannot open
-    /proc/20416/ns/net"). Raises the last error when none is left."""
-    err: OSError | None = None
+    /proc/20416/ns/net"). None when none is left: the namespace went with
+    its last task (CI again: runc's short-lived start processes were a
+    namespace's only tasks, and the whole link cut failed for a minute)."""
     for t in tasks:
         try:
             return read(t)
-        except OSError as e:
+        except OSError:
             if os.path.exists(f"/proc/{t}/ns/net"):
                 raise  # not a task that went away
-            err = e
-    raise err or OSError(errno.ESRCH, "none of its processes is left in that namespace")
+    return None
 
 
 class ContainmentService:
@@ -234,9 +244,10 @@ class ContainmentService:
             tasks = (cgroup_tasks(dirs[0]) if dirs else None) or []
             for in_ns in _tasks_per_netns(tasks).values():
                 try:
-                    c, f = _in_netns(in_ns, lambda t: unixpeers.cut(tasks, f"/proc/{t}/ns/net", shared))
+                    got = _in_netns(in_ns, lambda t: unixpeers.cut(tasks, f"/proc/{t}/ns/net", shared))
                 except OSError as err:
-                    f, c = [f"the unix sockets of its namespace could not be read: {err.strerror or err}"], []
+                    got = [], [f"the unix sockets of its namespace could not be read: {err.strerror or err}"]
+                c, f = got or ([], [])  # (None: the namespace went with its tasks)
                 cut += c
                 failed += f
         if failed:
@@ -265,9 +276,11 @@ class ContainmentService:
         if not tasks:
             # (a new run's cgroup before its first process: recheck tries again)
             return "its host-side link was not cut yet: none of its processes could be read"
-        per_ns = _tasks_per_netns(tasks)
+        per_ns = _tasks_per_netns(tasks, but_not_ours=True)
         try:
-            links = sorted({x for in_ns in per_ns.values() for x in _in_netns(in_ns, linkdrop.host_links)}, key=str)
+            links = sorted(
+                {x for in_ns in per_ns.values() for x in _in_netns(in_ns, linkdrop.host_links) or []}, key=str
+            )
             for where, link in links:
                 self.links.drop(where, link)
         except Exception as err:  # tc, nsenter, or the program's compile (bcc raises Exception)
