@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import psutil
+
 from sensor.attribution.docker_api import DockerError, NotFound
 from sensor.attribution.netmap import NetnsIndex, cgroup_tasks, netns_shared
 from sensor.attribution.registry import ContainerLife, ContainerRegistry
@@ -55,7 +57,27 @@ def _ambiguous(ref: str, which: list[str]) -> ContainmentError:
 _T = TypeVar("_T")
 
 
-def _tasks_per_netns(tasks: list[int], but_not_ours: bool = False) -> dict[int, list[int]]:
+def _task_start(t: int) -> float | None:
+    """When task t started (None: gone): with its pid, what says it is
+    still the same task (a pid is reused only after its task is gone)."""
+    try:
+        return float(psutil.Process(t).create_time())
+    except (psutil.Error, OSError):
+        return None
+
+
+def _netns_of(t: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{t}/ns/net").st_ino
+    except OSError:
+        return None
+
+
+# a task and when it started (_task_start)
+_Task = tuple[int, float]
+
+
+def _tasks_per_netns(tasks: list[int], but_not_ours: bool = False) -> dict[int, list[_Task]]:
     """Network namespace inode -> these tasks in it (a container's process
     may have made a namespace of its own). but_not_ours: without the
     sensor's own (the host's) namespace, whose links are never a
@@ -63,34 +85,38 @@ def _tasks_per_netns(tasks: list[int], but_not_ours: bool = False) -> dict[int, 
     "runc:[0:PARENT]" and "runc:[1:CHILD]", are in the new cgroup while
     still in the host's namespace (measured), and the link cut run there
     would look for "the container's" veths among the host's."""
-    per_ns: dict[int, list[int]] = {}
-    try:
-        ours = os.stat("/proc/self/ns/net").st_ino if but_not_ours else None
-    except OSError:
-        ours = None
+    per_ns: dict[int, list[_Task]] = {}
+    ours = _netns_of(os.getpid()) if but_not_ours else None
     for t in tasks:
-        try:
-            ino = os.stat(f"/proc/{t}/ns/net").st_ino
-        except OSError:
-            continue
-        if ino != ours:
-            per_ns.setdefault(ino, []).append(t)
+        start = _task_start(t)  # (before its namespace: the pair is one task's)
+        ino = _netns_of(t)
+        if start is not None and ino is not None and ino != ours:
+            per_ns.setdefault(ino, []).append((t, start))
     return per_ns
 
 
-def _in_netns(tasks: list[int], read: Callable[[int], _T]) -> _T | None:
-    """read(task) for the first of a namespace's tasks still there: the
-    one picked may exit before its /proc/<pid>/ns/net is opened (CI: a
-    restarted container's first process, "nsenter: cannot open
-    /proc/20416/ns/net"). None when none is left: the namespace went with
-    its last task (CI again: runc's short-lived start processes were a
-    namespace's only tasks, and the whole link cut failed for a minute)."""
-    for t in tasks:
+def _in_netns(ino: int, tasks: list[_Task], read: Callable[[int], _T], *, acts: bool = False) -> _T | None:
+    """read(task) for the first of namespace ino's tasks still there and
+    still in it: the one picked may exit before its /proc/<pid>/ns/net is
+    opened (CI: a restarted container's first process, "nsenter: cannot
+    open /proc/20416/ns/net"), and its pid may then be another task's, in
+    another namespace (an answer read there is not this one's: it is
+    dropped, the next task is tried). None when none is left: the
+    namespace went with its last task (CI again: runc's short-lived start
+    processes were a namespace's only tasks, and the whole link cut failed
+    for a minute). acts: read acts (it cuts what it finds): its answer says
+    what was done, and is kept whatever became of the task."""
+    for t, start in tasks:
         try:
-            return read(t)
+            got = read(t)
         except OSError:
-            if os.path.exists(f"/proc/{t}/ns/net"):
-                raise  # not a task that went away
+            if _task_start(t) == start:
+                raise  # the task is still there: a real failure
+            continue
+        # the same task throughout (same start before and after), in the
+        # namespace at both ends
+        if acts or (_task_start(t) == start and _netns_of(t) == ino):
+            return got
     return None
 
 
@@ -242,9 +268,10 @@ class ContainmentService:
         # and the cut (or forks, or passes it on) cannot while frozen
         with frozen(dirs[0] if dirs else None, marker_dir=self._freeze_markers) as not_frozen:
             tasks = (cgroup_tasks(dirs[0]) if dirs else None) or []
-            for in_ns in _tasks_per_netns(tasks).values():
+            for ino, in_ns in _tasks_per_netns(tasks).items():
                 try:
-                    got = _in_netns(in_ns, lambda t: unixpeers.cut(tasks, f"/proc/{t}/ns/net", shared))
+                    # (frozen: its tasks stay, their pids too)
+                    got = _in_netns(ino, in_ns, lambda t: unixpeers.cut(tasks, f"/proc/{t}/ns/net", shared), acts=True)
                 except OSError as err:
                     got = [], [f"the unix sockets of its namespace could not be read: {err.strerror or err}"]
                 c, f = got or ([], [])  # (None: the namespace went with its tasks)
@@ -279,7 +306,7 @@ class ContainmentService:
         per_ns = _tasks_per_netns(tasks, but_not_ours=True)
         try:
             links = sorted(
-                {x for in_ns in per_ns.values() for x in _in_netns(in_ns, linkdrop.host_links) or []}, key=str
+                {x for ino, in_ns in per_ns.items() for x in _in_netns(ino, in_ns, linkdrop.host_links) or []}, key=str
             )
             for where, link in links:
                 self.links.drop(where, link)

@@ -180,25 +180,42 @@ def test_a_namespace_is_read_through_the_next_task_when_one_went_away() -> None:
     before nsenter opened it; the link cut failed and waited a minute."""
     import os
 
-    from sensor.response.service import _in_netns
+    from sensor.response import service
+    from sensor.response.service import _in_netns, _task_start
 
-    gone, here = 2**22 + 12345, os.getpid()  # above pid_max's default: no such task
+    here = os.getpid()
+    started = _task_start(here)
+    assert started is not None
+    me = (here, started)
+    ino = os.stat("/proc/self/ns/net").st_ino
+    gone = (2**22 + 12345, 1.0)  # above pid_max's default: no such task
 
     def read(t: int) -> int:
         if not os.path.exists(f"/proc/{t}/ns/net"):
             raise OSError(f"nsenter: cannot open /proc/{t}/ns/net: No such file or directory")
         return t
 
-    assert _in_netns([gone, here], read) == here
+    assert _in_netns(ino, [gone, me], read) == here
     # CI again: every task of a namespace went away (runc's start
     # processes): the namespace went with them, nothing to read there
-    assert _in_netns([gone], read) is None
+    assert _in_netns(ino, [gone], read) is None
 
     def broken(t: int) -> int:
         raise OSError("tc: a real failure")
 
     with pytest.raises(OSError, match="a real failure"):  # a task still there: not retried
-        _in_netns([here, gone], broken)
+        _in_netns(ino, [me, gone], broken)
+
+    # the pid is another task's by the end of the read (reused: another
+    # start time), or the task moved to another namespace: its answer is
+    # not the namespace's
+    reused = (here, me[1] - 5.0)
+    assert _in_netns(ino, [reused], read) is None
+    assert _in_netns(ino + 1, [me], read) is None
+    assert _in_netns(ino, [reused, me], read) == here
+    # ... unless the read acted (the unix sweep's cuts are done: said)
+    assert _in_netns(ino, [reused], read, acts=True) == here
+    assert service._task_start(gone[0]) is None
 
 
 def test_the_link_cut_never_looks_in_the_sensors_own_namespace() -> None:
@@ -208,11 +225,12 @@ def test_the_link_cut_never_looks_in_the_sensors_own_namespace() -> None:
     import os
     import subprocess
 
-    from sensor.response.service import _tasks_per_netns
+    from sensor.response.service import _task_start, _tasks_per_netns
 
     ours = os.stat("/proc/self/ns/net").st_ino
     me = os.getpid()
-    assert _tasks_per_netns([me]) == {ours: [me]}  # (the unix sweep: a shared namespace is read)
+    mine = (me, _task_start(me))
+    assert _tasks_per_netns([me]) == {ours: [mine]}  # (the unix sweep: a shared namespace is read)
     assert _tasks_per_netns([me], but_not_ours=True) == {}
     if os.geteuid() != 0 and os.environ.get("CI") != "true":
         return  # (another namespace needs root; CI runs as root)
@@ -225,7 +243,7 @@ def test_the_link_cut_never_looks_in_the_sensors_own_namespace() -> None:
             assert time.monotonic() < deadline
             time.sleep(0.02)
         theirs = os.stat(f"/proc/{child.pid}/ns/net").st_ino
-        assert _tasks_per_netns([me, child.pid], but_not_ours=True) == {theirs: [child.pid]}
+        assert _tasks_per_netns([me, child.pid], but_not_ours=True) == {theirs: [(child.pid, _task_start(child.pid))]}
     finally:
         child.kill()
         child.wait()
