@@ -43,7 +43,8 @@ enum sl_event_type {
 	SL_EV_UNIX_CONNECT = 10, /* connect(2) to a unix socket path (sensor/kernel/unixconnect.py) */
 	SL_EV_SOCKET = 11,       /* raw or packet socket created */
 	SL_EV_QUOTA = 12,        /* a cgroup hit its flow or event quota this window */
-	SL_EV_TYPE_MAX = 13,
+	SL_EV_UNIX_INTO = 13,    /* a unix stream connect into an isolated container, refused (socket.bpf.c) */
+	SL_EV_TYPE_MAX = 14,
 };
 
 /* Every event starts with this header; user space dispatches on .type. */
@@ -187,6 +188,27 @@ struct sl_socket_event {
 	__u8 hook;         /* enum sl_socket_hook */
 	__u16 pad;
 	char comm[SL_COMM_LEN];
+};
+
+/* A connect(2) to a unix stream listener of an isolated container, or a
+ * datagram sent to one of its unix sockets, from a process outside it (the
+ * host's, another container's: a volume shared with the socket's path),
+ * refused by the BPF LSM unix_stream_connect / unix_may_send hooks; or a
+ * datagram out of an isolated container to a socket outside it (over a
+ * socket connected before the isolation). One
+ * record per (caller cgroup, pid, target, op) per SL_UDP_DEDUP_NS; every
+ * refusal is counted (SL_STAT_UNIX_INTO_DENIED). hdr: the caller. */
+enum sl_unix_into_op {
+	SL_UNIX_INTO_CONNECT = 1,
+	SL_UNIX_INTO_SEND = 2,
+	SL_UNIX_OUT_SEND = 3,    /* a datagram out of an isolated container (hdr: its sender) */
+};
+struct sl_unix_into_event {
+	struct sl_event_header hdr;
+	__u64 target_cgroup_id;  /* the receiving socket's cgroup (the one that made it) */
+	__u32 op;                /* enum sl_unix_into_op */
+	__u32 pad;
+	char comm[SL_COMM_LEN];  /* the caller's */
 };
 
 /* Fair share: a cgroup that creates more than its quota of flow entries or
@@ -337,6 +359,7 @@ enum sl_stat {
 	SL_STAT_PACKET_KILLED,        /* processes of contained containers killed for an AF_PACKET socket */
 	SL_STAT_SOCK_STATE_REFUSED,   /* egress packets whose socket storage could not be created */
 	SL_STAT_UNIX_DENIED,          /* unix connects and addressed sends refused to an isolated container (sensor/kernel/unixconnect.py) */
+	SL_STAT_UNIX_INTO_DENIED,     /* unix connects and datagrams into an isolated container refused (socket.bpf.c) */
 	SL_STAT_MAX,
 };
 

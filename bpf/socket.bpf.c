@@ -19,6 +19,14 @@
  *    moves every task of the host to the slow syscall path (+35-40 ns per
  *    syscall), so the loader attaches the guard only while some container
  *    is contained.
+ *
+ * With the BPF LSM, two more hooks: unix_stream_connect and unix_may_send
+ * refuse a connect or a datagram INTO an isolated container's unix socket
+ * from outside it (a host process, another container, over a volume they
+ * share): the container's own connects by path are refused by
+ * connect_unix (unixconnect.py), but a listener it opened could still be
+ * reached, and its accepted connection carries data out with no address
+ * to refuse.
  */
 #include "lib/common.bpf.h"
 #include "lib/contain.bpf.h"
@@ -141,3 +149,116 @@ int sl_packet_guard(struct sl_sys_enter_socket_args *args)
 	}
 	return 0;
 }
+
+#ifdef SL_UNIX_INTO_BTF
+/* Two BPF LSM programs, loaded and attached by the loader itself (not
+ * LSM_PROBE: bcc would load them with the rest, and a kernel that refuses
+ * them would stop the whole sensor), where the BPF LSM is available: on
+ * unix_stream_connect(sock, other, newsk) and unix_may_send(sock, other).
+ * ctx holds the hook's arguments. Pointers are read with
+ * bpf_probe_read_kernel at offsets from the kernel's own BTF. */
+/* The receiving socket's cgroup (the cgroup of the process that made it),
+ * read through the running kernel's layout (offsets from its BTF, passed by
+ * the loader: never from the build headers): sock.sk_cgrp_data.cgroup ->
+ * cgroup.kn -> kernfs_node.id, the cgroup id. Its handle is looked for at
+ * the cgroup and its ancestors (kernfs_node's parent), as
+ * sl_contain_handle_current does for the current task. */
+static __always_inline __u64 sl_unix_peer_handle(void *sk, __u64 *cgroup_id)
+{
+	void *cg = 0, *kn = 0;
+	bpf_probe_read_kernel(&cg, sizeof(cg), sk + SL_OFF_SK_CGROUP);
+	if (!cg)
+		return 0;
+	bpf_probe_read_kernel(&kn, sizeof(kn), cg + SL_OFF_CGROUP_KN);
+	for (int l = 0; l <= SL_CONTAIN_MAX_LEVEL && kn; l++) {
+		__u64 id = 0;
+		bpf_probe_read_kernel(&id, sizeof(id), kn + SL_OFF_KN_ID);
+		if (l == 0)
+			*cgroup_id = id;
+		__u64 h = sl_contain_cg_handle(id);
+		if (h)
+			return h;
+		void *up = 0;
+		bpf_probe_read_kernel(&up, sizeof(up), kn + SL_OFF_KN_PARENT);
+		kn = up;
+	}
+	return 0;
+}
+
+struct sl_unix_into_key {
+	__u64 cgroup_id;
+	__u64 target;
+	__u32 pid;
+	__u32 op;
+};
+BPF_TABLE("lru_hash", struct sl_unix_into_key, __u64, sl_unix_into_seen, 1024);
+
+/* Refuse (1) when `sk` is an isolated container's and the caller is not in
+ * it; with `out`, also when the caller's container is isolated and `sk` is
+ * not its own (op becomes SL_UNIX_OUT_SEND). Each refusal counted, reported
+ * once per key per SL_UDP_DEDUP_NS (a datagram flood is a record a second). */
+static __always_inline int sl_unix_into(void *ctx, void *sk, __u32 op, int out)
+{
+	__u64 target = 0;
+	__u64 h = sl_unix_peer_handle(sk, &target);
+	__u64 cgid = bpf_get_current_cgroup_id();
+	__u64 mine = sl_contain_handle_current(cgid);
+	if (mine == h)
+		return 0;  /* within one container (or neither contained) */
+	if (!(h && sl_isolated.lookup(&h))) {
+		/* (blocks are per destination address: nothing here) */
+		if (!out || !mine || !sl_isolated.lookup(&mine))
+			return 0;
+		op = SL_UNIX_OUT_SEND;
+	}
+	sl_stat_add(SL_STAT_UNIX_INTO_DENIED, 1);
+	__u64 now = bpf_ktime_get_ns();
+	struct sl_unix_into_key k = {};
+	k.cgroup_id = cgid;
+	k.target = target;
+	k.pid = bpf_get_current_pid_tgid() >> 32;
+	k.op = op;
+	__u64 *last = sl_unix_into_seen.lookup(&k);
+	if (last && now - *last < SL_UDP_DEDUP_NS)
+		return 1;
+	sl_unix_into_seen.update(&k, &now);
+	/* reported like every record: the caller's event share first */
+	if (!sl_event_quota_ok(ctx, cgid))
+		return 1;
+	struct sl_unix_into_event *ev = sl_event_alloc(sizeof(*ev), SL_EV_UNIX_INTO);
+	if (!ev)
+		return 1;
+	sl_fill_header(&ev->hdr, SL_EV_UNIX_INTO, k.pid, cgid);
+	ev->target_cgroup_id = target;
+	ev->op = op;
+	ev->pad = 0;
+	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+	sl_event_submit(ctx, ev, sizeof(*ev), SL_EV_UNIX_INTO);
+	return 1;
+}
+
+int sl_unix_into_connect(__u64 *ctx)
+{
+	if (!sl_contain_active())
+		return 0;
+	/* (its own connects out are connect_unix's: by path, and abstract names
+	 * in a shared namespace) */
+	return sl_unix_into(ctx, (void *)ctx[1], SL_UNIX_INTO_CONNECT, 0) ? -1 /* EPERM */ : 0;
+}
+
+/* Every datagram to a unix socket (connected or addressed), once the
+ * receiver is known (`other`, its struct socket): into an isolated
+ * container from outside, and out of one over a socket connected before
+ * its isolation (sendmsg_unix sees only addressed sends; connect_unix
+ * only new connects). */
+int sl_unix_into_send(__u64 *ctx)
+{
+	if (!sl_contain_active())
+		return 0;
+	void *sk = 0;
+	bpf_probe_read_kernel(&sk, sizeof(sk), (void *)ctx[1] + SL_OFF_SOCKET_SK);
+	if (!sk)
+		return 0;
+	return sl_unix_into(ctx, sk, SL_UNIX_INTO_SEND, 1) ? -1 /* EPERM */ : 0;
+}
+#endif

@@ -299,3 +299,18 @@ def unix_rec(pid: int, cgroup_id: int, path: bytes, ktime_ns: int = 0, comm: byt
     c.path_len = len(path) + 1
     put_bytes(c, "comm", comm)
     return E.encode(c)
+
+
+def unix_into_rec(
+    pid: int,
+    cgroup_id: int,
+    target_cgroup_id: int,
+    ktime_ns: int = 0,
+    comm: bytes = b"nc",
+    op: int = E.UNIX_INTO_CONNECT,
+) -> bytes:
+    c = E.UnixIntoEventC()
+    _fill_hdr(c.hdr, E.EV_UNIX_INTO, pid, ktime_ns, cgroup_id)
+    c.target_cgroup_id, c.op = target_cgroup_id, op
+    put_bytes(c, "comm", comm)
+    return E.encode(c)

@@ -20,6 +20,7 @@ KERNEL_COUNTERS = (
     "packet_socket_processes_killed",
     "socket_state_refused",
     "unix_refused",
+    "unix_into_refused",
 )
 
 

@@ -37,7 +37,7 @@ from sensor.detect.rules import all_rules
 from sensor.detect.rules.fim001_orchestration_config import Settings as FimSettings
 from sensor.detect.view import WindowObserver
 from sensor.errors import SluiceError
-from sensor.kernel.hooks import UNIX_CONNECT_HOOK, UNIX_SENDMSG_HOOK, wanted_units
+from sensor.kernel.hooks import UNIX_CONNECT_HOOK, UNIX_INTO_HOOK, UNIX_SENDMSG_HOOK, wanted_units
 from sensor.kernel.memory import HeapTrimmer, resident_kb
 from sensor.kernel.probe import ProbeReport, probe, require_root, require_runnable
 from sensor.kernel.progstats import stats_enabled, status_section
@@ -288,6 +288,7 @@ class Sensor:
         )
         self.containment.unix_hook = (self.hooks or {}).get(UNIX_CONNECT_HOOK, "not attached")
         self.containment.unix_sendmsg_hook = (self.hooks or {}).get(UNIX_SENDMSG_HOOK, "not attached")
+        self.containment.unix_into_hook = (self.hooks or {}).get(UNIX_INTO_HOOK, "not attached")
         self.containment.restore()
 
     # --- main loop -----------------------------------------------------------

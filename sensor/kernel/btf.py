@@ -246,3 +246,49 @@ def exec_layout(path: str = BTF_PATH, data: bytes | None = None) -> ExecLayout:
             raise BtfUnavailable(f"kernel BTF has no struct {struct_name}.{member}")
         offsets.append(m[0])
     return ExecLayout(*offsets)
+
+
+@dataclass(frozen=True)
+class UnixIntoLayout:
+    """What the unix_stream_connect and unix_may_send hooks read of the
+    receiving socket (bpf/socket.bpf.c): its cgroup, and that cgroup's id
+    and ancestors."""
+
+    socket_sk: int  # struct socket.sk (unix_may_send's argument is a struct socket)
+    sk_cgroup: int  # struct sock.sk_cgrp_data.cgroup
+    cgroup_kn: int  # struct cgroup.kn
+    kn_id: int  # struct kernfs_node.id (the cgroup id)
+    kn_parent: int  # struct kernfs_node.__parent (.parent before 6.15)
+
+
+UNIX_INTO_HOOK = "bpf_lsm_unix_stream_connect"
+UNIX_SEND_HOOK = "bpf_lsm_unix_may_send"
+UNIX_INTO_TYPES = (
+    (KIND_FUNC, UNIX_INTO_HOOK),
+    (KIND_FUNC, UNIX_SEND_HOOK),
+    *((KIND_STRUCT, n) for n in ("socket", "sock", "sock_cgroup_data", "cgroup", "kernfs_node")),
+)
+
+
+def unix_into_layout(path: str = BTF_PATH, data: bytes | None = None) -> UnixIntoLayout:
+    """The five offsets, or BtfUnavailable naming what is missing."""
+    got = find(set(UNIX_INTO_TYPES), path, data)
+    for hook in (UNIX_INTO_HOOK, UNIX_SEND_HOOK):
+        if (KIND_FUNC, hook) not in got:
+            raise BtfUnavailable(f"kernel BTF has no {hook} (an LSM hook)")
+
+    def member(struct_name: str, *names: str) -> int:
+        t = got.get((KIND_STRUCT, struct_name))
+        for name in names:
+            m = t.members.get(name) if t is not None else None
+            if m is not None and not m[1]:
+                return m[0]
+        raise BtfUnavailable(f"kernel BTF has no struct {struct_name}.{names[0]}")
+
+    return UnixIntoLayout(
+        member("socket", "sk"),
+        member("sock", "sk_cgrp_data") + member("sock_cgroup_data", "cgroup"),
+        member("cgroup", "kn"),
+        member("kernfs_node", "id"),
+        member("kernfs_node", "__parent", "parent"),
+    )

@@ -39,7 +39,8 @@ EV_ACCEPT = 9
 EV_UNIX_CONNECT = 10
 EV_SOCKET = 11
 EV_QUOTA = 12
-EV_TYPE_MAX = 13
+EV_UNIX_INTO = 13
+EV_TYPE_MAX = 14
 UNIX_PATH_LEN = 108
 
 EVENT_NAMES = {
@@ -55,6 +56,7 @@ EVENT_NAMES = {
     EV_UNIX_CONNECT: "unix_connect",
     EV_SOCKET: "socket",
     EV_QUOTA: "quota",
+    EV_UNIX_INTO: "unix_into",
 }
 
 CONNECT_OP_CONNECT = 1
@@ -74,6 +76,9 @@ QUOTA_EVENTS = 2
 FLOW_F_OVER_QUOTA = 0x1
 LISTEN_OP_BIND = 1
 LISTEN_OP_LISTEN = 2
+UNIX_INTO_CONNECT = 1
+UNIX_INTO_SEND = 2
+UNIX_OUT_SEND = 3
 
 # enum sl_stat
 STAT_SUBMITTED = 0
@@ -98,7 +103,8 @@ STAT_ACCEPT_NO_LISTENER = STAT_FLOW_MAP_FULL + 16
 STAT_PACKET_KILLED = STAT_FLOW_MAP_FULL + 17
 STAT_SOCK_STATE_REFUSED = STAT_FLOW_MAP_FULL + 18
 STAT_UNIX_DENIED = STAT_FLOW_MAP_FULL + 19
-STAT_MAX = STAT_FLOW_MAP_FULL + 20
+STAT_UNIX_INTO_DENIED = STAT_FLOW_MAP_FULL + 20
+STAT_MAX = STAT_FLOW_MAP_FULL + 21
 
 
 class EventHeader(ct.Structure):
@@ -210,6 +216,16 @@ class SocketEventC(ct.Structure):
     ]
 
 
+class UnixIntoEventC(ct.Structure):
+    _fields_ = [
+        ("hdr", EventHeader),
+        ("target_cgroup_id", ct.c_uint64),
+        ("op", ct.c_uint32),
+        ("pad", ct.c_uint32),
+        ("comm", ct.c_char * COMM_LEN),
+    ]
+
+
 class ListenEventC(ct.Structure):
     _fields_ = [
         ("hdr", EventHeader),
@@ -315,6 +331,7 @@ C_MIRRORS: dict[str, type[ct.Structure]] = {
     "sl_listen_event": ListenEventC,
     "sl_accept_event": AcceptEventC,
     "sl_unix_connect_event": UnixConnectEventC,
+    "sl_unix_into_event": UnixIntoEventC,
     "sl_flow_key": FlowKeyC,
     "sl_flow_value": FlowValueC,
 }
@@ -417,6 +434,18 @@ class SocketEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class UnixIntoEvent:
+    """A unix connect or datagram into an isolated container from outside
+    it, or a datagram out of one, refused (bpf/socket.bpf.c). hdr: the
+    caller (the sender)."""
+
+    hdr: Header
+    target_cgroup_id: int  # the receiving socket's cgroup
+    op: int  # UNIX_INTO_CONNECT, UNIX_INTO_SEND, UNIX_OUT_SEND
+    comm: str
+
+
+@dataclass(frozen=True, slots=True)
 class ListenEvent:
     hdr: Header
     sock_cookie: int
@@ -470,6 +499,7 @@ Event = (
     | ListenEvent
     | AcceptEvent
     | UnixConnectEvent
+    | UnixIntoEvent
 )
 
 
@@ -513,6 +543,7 @@ _S_QUOTA = struct.Struct("=IIQQII")
 _S_LISTEN = struct.Struct(f"=IIQQQ16sHBBI{COMM_LEN}s")
 _S_ACCEPT = struct.Struct("=IIQQQ16s16sHHIIIQ")
 _S_UNIX = struct.Struct(f"=IIQQQII{COMM_LEN}s{UNIX_PATH_LEN}sI")
+_S_UNIX_INTO = struct.Struct(f"=IIQQQII{COMM_LEN}s")
 for _fmt, _mirror in (
     (_S_HDR, EventHeader),
     (_S_EXEC, ExecEventC),
@@ -521,6 +552,7 @@ for _fmt, _mirror in (
     (_S_CGROUP, CgroupEventC),
     (_S_SOCKET, SocketEventC),
     (_S_QUOTA, QuotaEventC),
+    (_S_UNIX_INTO, UnixIntoEventC),
     (_S_LISTEN, ListenEventC),
     (_S_ACCEPT, AcceptEventC),
     (_S_UNIX, UnixConnectEventC),
@@ -610,6 +642,11 @@ def _dec_quota(buf: bytes) -> QuotaEvent:
     return QuotaEvent(Header(t, pid, kt, cg), kind, limit)
 
 
+def _dec_unix_into(buf: bytes) -> UnixIntoEvent:
+    t, pid, kt, cg, target, op, _pad, comm = _S_UNIX_INTO.unpack_from(buf)
+    return UnixIntoEvent(Header(t, pid, kt, cg), target, op, _cstr(comm))
+
+
 def _dec_listen(buf: bytes) -> ListenEvent:
     t, pid, kt, cg, cookie, laddr, lport, proto, op, fam, comm = _S_LISTEN.unpack_from(buf)
     return ListenEvent(Header(t, pid, kt, cg), cookie, format_addr(laddr), lport, proto, op, fam, _cstr(comm))
@@ -650,6 +687,7 @@ DECODERS: dict[int, tuple[type[ct.Structure], Callable[[bytes], Event]]] = {
     EV_UNIX_CONNECT: (UnixConnectEventC, _dec_unix),
     EV_SOCKET: (SocketEventC, _dec_socket),
     EV_QUOTA: (QuotaEventC, _dec_quota),
+    EV_UNIX_INTO: (UnixIntoEventC, _dec_unix_into),
 }
 
 _HDR_SIZE = ct.sizeof(EventHeader)

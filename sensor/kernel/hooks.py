@@ -117,6 +117,20 @@ UNIX_CONNECT_HOOK = "connect_unix"
 # records nothing (hook "sendmsg_unix").
 UNIX_SENDMSG_HOOK = "sendmsg_unix"
 
+# socket.bpf.c's unix LSM programs: compiled where the kernel's BTF gives
+# a socket's cgroup, loaded and attached by the loader (not by bcc) where
+# BPF LSM programs load; hook "unix_into_lsm". (LSM hook in the kernel's
+# BTF, function.)
+UNIX_INTO_HOOK = "unix_into_lsm"
+UNIX_INTO_PROGRAMS = (
+    ("bpf_lsm_unix_stream_connect", "sl_unix_into_connect"),
+    ("bpf_lsm_unix_may_send", "sl_unix_into_send"),
+)
+UNIX_INTO_MISSING = (
+    "connects and datagrams into an isolated container's unix sockets from outside it, and its datagrams out "
+    "over sockets connected before its isolation, are NOT refused"
+)
+
 # Nor is the packet guard (bpf/socket.bpf.c, sl_packet_guard): the loader
 # attaches it to this syscall tracepoint only while some container is
 # contained and the BPF LSM socket hook is unavailable, because any syscall

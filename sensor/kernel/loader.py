@@ -26,6 +26,9 @@ from sensor.kernel.hooks import (
     PACKET_SEND_TRACEPOINT,
     UNITS,
     UNIX_CONNECT_HOOK,
+    UNIX_INTO_HOOK,
+    UNIX_INTO_MISSING,
+    UNIX_INTO_PROGRAMS,
     UNIX_SENDMSG_HOOK,
     BpfUnit,
     assemble_source,
@@ -74,6 +77,7 @@ _STAT_NAMES = {
     events.STAT_PACKET_KILLED: "packet_socket_processes_killed",
     events.STAT_SOCK_STATE_REFUSED: "socket_state_refused",
     events.STAT_UNIX_DENIED: "unix_refused",
+    events.STAT_UNIX_INTO_DENIED: "unix_into_refused",
 }
 
 # The smallest BPF LSM program, `r0 = 0; exit` on socket_create: does this
@@ -227,6 +231,9 @@ class BccSource:
         self._guard_attached = False
         # the AF_PACKET send report as a tp_btf program: (program fd, attach fd)
         self._packet_btf: tuple[int, int] | None = None
+        # the unix_stream_connect and unix_may_send LSM programs: (prog, link) fds
+        self._unix_into_fds: list[int] = []
+        self._unix_into_layout: btf.UnixIntoLayout | None = None
         # decided by plan()
         self._socket_unit = self._packet = False
         self._packet_layout: btf.SockSendLayout | None = None
@@ -262,7 +269,15 @@ class BccSource:
                 self.status[tp] = f"unavailable: {why}"
         # one pass over the kernel's BTF for the LSM probe, the send report
         # and connect_unix (each then finds its types in btf's memo)
-        btf.prefetch({(btf.KIND_FUNC, _LSM_PROBE_HOOK), *btf.SOCK_SEND_TYPES, *unixconnect.BTF_TYPES, *btf.EXEC_TYPES})
+        btf.prefetch(
+            {
+                (btf.KIND_FUNC, _LSM_PROBE_HOOK),
+                *btf.SOCK_SEND_TYPES,
+                *unixconnect.BTF_TYPES,
+                *btf.EXEC_TYPES,
+                *btf.UNIX_INTO_TYPES,
+            }
+        )
         root = bpf_dir()
         flags = cflags(self.cfg, self.use_ringbuf, root, self.report.kernel_release)
         # the exec event's argv and stdin, from the kernel (offsets from its BTF)
@@ -289,6 +304,7 @@ class BccSource:
             self.lsm = lsm_problem()
             if not self.lsm:
                 flags.append("-DSL_SOCKET_LSM=1")
+            flags += self._unix_into_flags()
         if any(u.name == "packet" for u in self.units) and not self._socket_unit:
             self.units = [u for u in self.units if u.name != "packet"]  # it needs socket.bpf.c
             for tp in next(u for u in wanted if u.name == "packet").tracepoints:
@@ -359,6 +375,7 @@ class BccSource:
         self.b["sl_seed"][ct.c_int(0)] = ct.c_uint64(int.from_bytes(os.urandom(8), "little"))
         self._attach_cgroup_programs()
         self._attach_unix_connect()
+        self._attach_unix_into()
         self._open_buffer(sink)
         if self.cfg.bpf_stats:
             try:
@@ -369,6 +386,56 @@ class BccSource:
         self.released_kb = release_compiler_memory()
         # the live dict, not a copy: the packet guard's entry follows containment
         return self.status
+
+    def _unix_into_flags(self) -> list[str]:
+        """Compile the unix_stream_connect and unix_may_send LSM programs
+        (bpf/socket.bpf.c: connects and datagrams into an isolated
+        container, datagrams out of one, refused) where the kernel's BTF
+        gives a socket's cgroup; _attach_unix_into loads them."""
+        try:
+            self._unix_into_layout = btf.unix_into_layout()
+        except btf.BtfUnavailable as e:
+            self._unix_into_layout = None
+            self.status[UNIX_INTO_HOOK] = f"unavailable: {e}; {UNIX_INTO_MISSING}"
+            return []
+        x = self._unix_into_layout
+        return [
+            "-DSL_UNIX_INTO_BTF=1",
+            f"-DSL_OFF_SOCKET_SK={x.socket_sk}",
+            f"-DSL_OFF_SK_CGROUP={x.sk_cgroup}",
+            f"-DSL_OFF_CGROUP_KN={x.cgroup_kn}",
+            f"-DSL_OFF_KN_ID={x.kn_id}",
+            f"-DSL_OFF_KN_PARENT={x.kn_parent}",
+        ]
+
+    def _attach_unix_into(self) -> None:
+        """Load and attach the two LSM programs bcc compiled, where the BPF
+        LSM is available (self.lsm empty). Loaded here, not by bcc
+        (LSM_PROBE): a kernel that refuses them leaves the sensor running,
+        and the status says why."""
+        if self._unix_into_layout is None or self.b is None:
+            return
+        if self.lsm:
+            self.status[UNIX_INTO_HOOK] = f"unavailable: {self.lsm}; {UNIX_INTO_MISSING}"
+            return
+        hooks = {(btf.KIND_FUNC, h) for h, _fn in UNIX_INTO_PROGRAMS}
+        try:
+            found = btf.find(hooks)
+            for hook, fn in UNIX_INTO_PROGRAMS:
+                code = self.b.dump_func(fn.encode())
+                fd = bpfsys.prog_load(
+                    bpfsys.BPF_PROG_TYPE_LSM, code, fn, bpfsys.LSM_MAC, found[(btf.KIND_FUNC, hook)].type_id
+                )
+                self._unix_into_fds.append(fd)
+                self._unix_into_fds.append(bpfsys.raw_tracepoint_open(fd))
+        except (bpfsys.BpfError, btf.BtfUnavailable, KeyError) as e:
+            for fd in reversed(self._unix_into_fds):
+                os.close(fd)
+            self._unix_into_fds = []
+            why = f"{e.strerror}{': ' + e.log if e.log else ''}" if isinstance(e, bpfsys.BpfError) else str(e)
+            self.status[UNIX_INTO_HOOK] = f"unavailable: the kernel refused the program ({why}); {UNIX_INTO_MISSING}"
+            return
+        self.status[UNIX_INTO_HOOK] = "attached"
 
     # --- the AF_PACKET send report (bpf/packet.bpf.c) -------------------------
 
@@ -776,6 +843,8 @@ class BccSource:
             progs["sl_sendmsg_unix"] = (UNIX_SENDMSG_HOOK, self._unix_sendmsg_fd)
         if self._packet_btf is not None:
             progs[PACKET_SEND_BTF_FUNCTION] = (PACKET_SEND_TRACEPOINT + " (tp_btf)", self._packet_btf[0])
+        for (hook, fn), fd in zip(UNIX_INTO_PROGRAMS, self._unix_into_fds[::2], strict=False):
+            progs[fn] = (hook + " (LSM)", fd)
         return read_costs(progs)
 
     # --- containment (maps of bpf/lib/contain.bpf.h) --------------------------
@@ -886,6 +955,9 @@ class BccSource:
         if self._unix_sendmsg_fd is not None:
             os.close(self._unix_sendmsg_fd)
             self._unix_sendmsg_fd = None
+        for fd in reversed(self._unix_into_fds):
+            os.close(fd)
+        self._unix_into_fds = []
         if self._packet_btf is not None:
             for fd in reversed(self._packet_btf):
                 os.close(fd)

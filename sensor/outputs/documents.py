@@ -262,6 +262,35 @@ def unix_connect(
     return d
 
 
+def unix_isolation_refused(
+    host: str,
+    ts: float,
+    action: str,
+    isolated: Attribution,
+    process: dict[str, Any],
+    peer: Attribution,
+    op: str,
+    direction: str,
+    message: str,
+) -> Document:
+    """A unix connect or datagram across an isolated container's boundary,
+    refused by the kernel (the BPF LSM unix hooks): container.* is the
+    isolated container, process.* the caller (the sender), sluice.unix.peer
+    the other end (the host, or a container's id and name). direction:
+    "ingress" into the container, "egress" out of it."""
+    d = event(ts, host, "event", ["network"], ["connection", "denied"], action, "sluice.network")
+    add_attribution(d, isolated)
+    d["event"]["outcome"] = "failure"
+    d["process"] = process
+    d["network"] = {"transport": "unix", "direction": direction}
+    other: dict[str, Any] = {"host": peer.container is None}
+    if peer.container is not None:
+        other["container"] = {"id": peer.container.id, "name": peer.container.name}
+    d["sluice"]["unix"] = {"op": op, "denied": True, "peer": other}
+    d["message"] = message
+    return d
+
+
 def _window(d: Document, start: float, end: float) -> None:
     d.set_time("start", start)
     d.set_time("end", end)

@@ -160,6 +160,9 @@ class ContainmentService:
         # isolation started passed the hook before it and completes later
         self._unix_resweep: set[str] = set()
         self.unix_sendmsg_hook = "not attached"
+        # the unix_stream_connect LSM hook's (bpf/socket.bpf.c: connects INTO
+        # an isolated container from outside it refused)
+        self.unix_into_hook = "not attached"
         registry.subscribe(on_added=self._container_added, on_removed=self._containers_removed)
 
     def entries(self) -> list[dict[str, Any]]:
@@ -331,8 +334,15 @@ class ContainmentService:
     def _unix_refusal(self, shared: bool) -> str:
         """What isolation does to its unix connects (the kernel's part is
         sensor/kernel/unixconnect.py)."""
+        into = (
+            "connects and datagrams into its unix sockets from outside it, and its datagrams out over sockets "
+            "connected before, are refused"
+            if self.unix_into_hook == "attached"
+            else "connects into its unix listeners from outside it are not refused but cut at each window, datagrams "
+            f"into its unix sockets are NOT refused ({self.unix_into_hook})"
+        )
         if self.unix_hook != "attached":
-            return f"its connects to unix sockets are NOT refused (the connect_unix hook is {self.unix_hook})"
+            return f"its connects to unix sockets are NOT refused (the connect_unix hook is {self.unix_hook}); {into}"
         what = "by path and to abstract names" if shared else "by path (abstract names stay: its namespace's own)"
         sends = (
             "and datagrams sent to an address"
@@ -341,7 +351,7 @@ class ContainmentService:
         )
         return (
             f"its connects to unix sockets {what} {sends} are refused, its own sockets' too (a path cannot tell "
-            "them from a daemon's mounted into it, such as docker.sock)"
+            f"them from a daemon's mounted into it, such as docker.sock); {into}"
         )
 
     @staticmethod
@@ -584,6 +594,15 @@ class ContainmentService:
         """Once a window: entries of containers not running are released
         when the runtime no longer has them (a stopped container can be
         removed later, without any cgroup event)."""
+        if self.unix_into_hook != "attached":
+            # without the unix LSM programs a connect INTO an isolated
+            # container (a host process, another container, at its listener
+            # on a shared volume) is not refused: it is cut at the next
+            # window, every window (the sweep freezes the container for its
+            # read: milliseconds, bench/RESULTS.md)
+            self._unix_resweep.update(
+                e.container_id for e in self.containment.entries if e.kind == "isolate" and e.container_id
+            )
         for cid in sorted(self._unix_resweep):
             self._unix_resweep.discard(cid)
             life = self.registry.running.get(cid)

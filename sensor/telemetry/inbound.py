@@ -16,7 +16,16 @@ from sensor.attribution.runtimesock import RUNTIME_SOCKETS
 from sensor.attribution.unixdiag import connected_peers
 from sensor.attribution.workload import workload_of
 from sensor.detect.view import AcceptView, ListenView, OpenClient, ProcessRef, UnixConnectView, WindowView
-from sensor.kernel.events import LISTEN_OP_LISTEN, AcceptEvent, ListenEvent, UnixConnectEvent
+from sensor.kernel.events import (
+    LISTEN_OP_LISTEN,
+    UNIX_INTO_CONNECT,
+    UNIX_INTO_SEND,
+    UNIX_OUT_SEND,
+    AcceptEvent,
+    ListenEvent,
+    UnixConnectEvent,
+    UnixIntoEvent,
+)
 from sensor.outputs import documents
 from sensor.telemetry.protocol import transport_name
 
@@ -108,6 +117,46 @@ def on_unix_connect(p: Pipeline, ev: UnixConnectEvent) -> None:
         return
     proc = p._known_process(ev.hdr.pid, ev.comm)
     p._out(documents.unix_connect(p.host_name, ts, attr, proc, ev.path, ev.sock_cookie, ev.denied))
+
+
+# UnixIntoEvent.op -> (document action, sluice.unix.op, network.direction, verb)
+_UNIX_INTO = {
+    UNIX_INTO_CONNECT: ("unix_socket_connect_into", "connect", "ingress", "connected to a unix socket of"),
+    UNIX_INTO_SEND: ("unix_socket_send_into", "send", "ingress", "sent a datagram to a unix socket of"),
+    UNIX_OUT_SEND: ("unix_socket_send_out", "send", "egress", "sent a datagram out of"),
+}
+
+
+def on_unix_into(p: Pipeline, ev: UnixIntoEvent) -> None:
+    """A unix connect or datagram across an isolated container's boundary,
+    refused (bpf/socket.bpf.c): into it from outside (a listener of the
+    container reached over a shared volume), or a datagram out of it over a
+    socket connected before the isolation. Said always, whoever the caller
+    (the host's processes too: the kernel reports a key once a second, and
+    the caller's event share bounds the rest)."""
+    # (the kernel's own count, of every refusal reported or not, is unix_into_refused)
+    p.counts["unix_into_events"] = p.counts.get("unix_into_events", 0) + 1
+    action, op, direction, verb = _UNIX_INTO.get(ev.op, _UNIX_INTO[UNIX_INTO_CONNECT])
+    caller = p.attributor.attribute(ev.hdr.cgroup_id)
+    target = p.attributor.attribute(ev.target_cgroup_id)
+    isolated, peer = (caller, target) if ev.op == UNIX_OUT_SEND else (target, caller)
+
+    def name(a: Attribution, cgroup_id: int) -> str:
+        if a.container is not None:
+            return f"container {a.container.name or a.container.id[:12]}"
+        return "the host" + (f" ({a.cgroup_path})" if a.cgroup_path else f" (cgroup {cgroup_id})")
+
+    who = f"{ev.comm or 'a process'} (pid {ev.hdr.pid}, in {name(caller, ev.hdr.cgroup_id)})"
+    if ev.op == UNIX_OUT_SEND:
+        what = f"{who} {verb} its isolated container to a unix socket of {name(target, ev.target_cgroup_id)}"
+    else:
+        what = f"{who} {verb} {name(target, ev.target_cgroup_id)}, which is isolated"
+    proc = p._known_process(ev.hdr.pid, ev.comm)
+    p._out(
+        documents.unix_isolation_refused(
+            p.host_name, p.to_wall(ev.hdr.ktime_ns), action, isolated, proc, peer, op, direction, f"refused: {what}"
+        )
+    )
 
 
 def _is_runtime(name: str, runtime: str = "") -> bool:

@@ -64,6 +64,7 @@ from sensor.kernel.events import (
     SampleEvent,
     SocketEvent,
     UnixConnectEvent,
+    UnixIntoEvent,
     decode,
 )
 from sensor.outputs import documents
@@ -338,6 +339,7 @@ class Pipeline:
             ListenEvent: lambda ev: inbound.on_listen(self, ev),
             AcceptEvent: lambda ev: inbound.on_accept(self, ev),
             UnixConnectEvent: lambda ev: inbound.on_unix_connect(self, ev),
+            UnixIntoEvent: lambda ev: inbound.on_unix_into(self, ev),
         }
         # told of every cgroup that reports going over a quota (the source
         # reads its counts when the window closes)

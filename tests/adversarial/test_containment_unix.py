@@ -17,6 +17,9 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from ..privileged.harness import IMAGE, Docker, SensorProc, action, cid_of, sluice_cli
 
@@ -330,5 +333,178 @@ def test_a_connection_into_the_container_from_the_host_is_cut(base: Path, docker
         assert host.recv(16) == b""  # EOF: the container's end was shut down
     finally:
         host.close()
+        subprocess.run(["docker", "rm", "-f", cid], capture_output=True, env=docker.env, timeout=60)
+        assert s.stop() == 0
+
+
+def _perl_connect(docker: Docker, cid: str, peer: str, listen: str = "") -> str:
+    """perl in the container: a stream connect to `peer` (a path, or
+    "\\0name" for an abstract name), after listening on `listen` when
+    given; prints "connected" or why not."""
+    script = "use IO::Socket::UNIX; "
+    if listen:
+        script += f'my $l = IO::Socket::UNIX->new(Local => "{listen}", Listen => 1) or die "listen: $!\\n"; '
+    script += f'IO::Socket::UNIX->new(Peer => "{peer}") or die "connect: $!\\n"; print "connected\\n"'
+    r = _exec(docker, cid, f"perl -e '{script}' 2>&1")
+    return r.stdout + r.stderr
+
+
+def _refused_into(d: dict[str, Any], cid: str, pid: int | None = None) -> bool:
+    return (
+        action(d) == "unix_socket_connect_into"
+        and cid_of(d) == cid
+        and (pid is None or d["process"]["pid"] == pid)
+        and d["event"]["outcome"] == "failure"
+    )
+
+
+def test_new_connects_into_the_isolated_container_are_refused_or_cut(base: Path, docker: Docker) -> None:
+    """Its listener on a volume shared with the host and with another
+    container. Before, only connections open at the isolation were cut: an
+    accomplice connected anew and read what the container wrote to the
+    accepted socket. Where the BPF LSM loads, the unix_stream_connect
+    program refuses the connect (it judges the listener's cgroup, not the
+    caller's) and each refusal is a document naming the caller; the
+    container's own connects inside it still work. Where it does not (this
+    machine's kernel refuses every BPF trampoline program), the connect
+    succeeds and is cut at the next window, every window, and said so. The
+    release lets connects in again."""
+    exe = base / "unixlisten"
+    subprocess.run(["gcc", "-O2", "-static", "-o", str(exe), str(HERE / "unixlisten.c")], check=True)
+    shared = base / "shared-new"
+    shared.mkdir()
+    s = SensorProc(base, docker.sock, name="unixintonew")
+    s.start()
+    lsm = json.loads(s.status("--json").stdout)["hooks"]["unix_into_lsm"]
+    assert lsm == "attached" or lsm.startswith("unavailable: "), lsm
+    mounts = ["-v", f"{shared}:/shared", "-v", f"{exe}:/unixlisten:ro"]
+    # accepts one connection and keeps it; a second listener accepts in a loop
+    script = (
+        "/unixlisten /shared/l.sock > /tmp/l.out 2>&1 & "
+        "while true; do /unixlisten /shared/m.sock >> /tmp/m.out 2>&1; done & sleep 600"
+    )
+    cid = docker.docker("run", "-d", "--network", "none", *mounts, IMAGE, "sh", "-c", script)
+    other = docker.docker("run", "-d", "--network", "none", "-v", f"{shared}:/shared", IMAGE, "sleep", "600")
+    path = str(shared / "l.sock")
+    try:
+        assert "ready" in _wait_output(docker, cid, "/tmp/l.out", "ready")
+        first = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        first.connect(path)  # before: the host connects (the test's own check)
+        first.close()
+        assert _perl_connect(docker, other, "/shared/l.sock") == "connected\n"
+        msg = sluice_cli(s, "isolate", cid[:12])
+        if lsm == "attached":
+            assert "connects and datagrams into its unix sockets from outside it" in msg and "NOT" not in msg, msg
+            host = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                with pytest.raises(PermissionError):
+                    host.connect(path)
+            finally:
+                host.close()
+            d = s.wait_for(lambda d: _refused_into(d, cid, os.getpid()), what="the host's refused connect")
+            assert d["sluice"]["unix"]["peer"] == {"host": True}, d["sluice"]
+            assert "isolated" in d["message"] and f"pid {os.getpid()}" in d["message"], d["message"]
+            out = _perl_connect(docker, other, "/shared/l.sock")
+            assert REFUSED in out, out
+            d = s.wait_for(lambda d: _refused_into(d, cid) and d["sluice"]["unix"]["peer"]["host"] is False)
+            assert d["sluice"]["unix"]["peer"]["container"]["id"] == other, d["sluice"]
+            counters = json.loads(s.status("--json").stdout)["counters"]
+            assert counters["unix_into_refused"] >= 2 and counters["unix_into_events"] >= 2, counters
+        else:
+            assert "cut at each window" in msg and "NOT refused" in msg, msg
+            # connected in well after the isolation and its one sweep again
+            # (windows of 1 s here; m.sock's listener accepts): cut within a
+            # window or two, and said so
+            time.sleep(3)
+            host = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                host.connect(str(shared / "m.sock"))
+                host.settimeout(10)
+                assert host.recv(16) == b""  # EOF: the container's end was shut down
+            finally:
+                host.close()
+            d = s.wait_for(
+                lambda d: (
+                    action(d) == "containment_followed"
+                    and cid_of(d) == cid
+                    and "swept again: 1 unix connection" in d["message"]
+                ),
+                what="the cut of the connection made into it",
+            )
+        # its own: an abstract name in its own namespace (its connects by
+        # path are refused by connect_unix, as before)
+        assert _perl_connect(docker, cid, "\\0sl-own", listen="\\0sl-own") == "connected\n"
+        sluice_cli(s, "release", cid[:12])
+        again = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            again.connect(path)  # whole again (the backlog has room: unixlisten accepted once)
+        finally:
+            again.close()
+    finally:
+        subprocess.run(["docker", "rm", "-f", cid, other], capture_output=True, env=docker.env, timeout=60)
+        assert s.stop() == 0
+
+
+DGRAM_PL = r"""
+use IO::Socket::UNIX; use Socket;
+$| = 1;
+my $in = IO::Socket::UNIX->new(Type => SOCK_DGRAM, Local => "/shared/d.sock") or die "bind: $!\n";
+my $out = IO::Socket::UNIX->new(Type => SOCK_DGRAM, Peer => "/shared/h.sock") or die "connect: $!\n";
+print "ready\n";
+until (-e "/tmp/go") { select(undef, undef, undef, 0.05) }
+print defined(send($out, "leak", 0)) ? "sent\n" : "send: $!\n";
+sleep 600;
+"""
+
+
+def test_datagrams_across_the_isolation(base: Path, docker: Docker) -> None:
+    """A datagram socket the container connected to a host socket before
+    its isolation sends nothing after it (the isolation's sweep
+    disconnects it; where the BPF LSM loads, the unix_may_send program
+    refuses it too). A datagram from the host to the container's bound
+    socket has no connect to refuse: the unix_may_send program refuses it
+    and says so where the BPF LSM loads; elsewhere the isolation message
+    says it is not refused."""
+    shared = base / "shared-dgram"
+    shared.mkdir()
+    (shared / "d.pl").write_text(DGRAM_PL)
+    s = SensorProc(base, docker.sock, name="unixdgram")
+    s.start()
+    lsm = json.loads(s.status("--json").stdout)["hooks"]["unix_into_lsm"]
+    host_in = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    host_in.bind(str(shared / "h.sock"))
+    host_in.settimeout(1.0)
+    cid = docker.docker(
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "-v",
+        f"{shared}:/shared",
+        IMAGE,
+        "sh",
+        "-c",
+        "perl /shared/d.pl > /tmp/d.out 2>&1",
+    )
+    host_out = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        assert "ready" in _wait_output(docker, cid, "/tmp/d.out", "ready")
+        host_out.sendto(b"before", str(shared / "d.sock"))  # the test's own check: it reaches the container
+        msg = sluice_cli(s, "isolate", cid[:12])
+        if lsm == "attached":
+            with pytest.raises(PermissionError):
+                host_out.sendto(b"after", str(shared / "d.sock"))
+            d = s.wait_for(lambda d: action(d) == "unix_socket_send_into" and cid_of(d) == cid, what="the send into")
+            assert d["process"]["pid"] == os.getpid() and d["sluice"]["unix"]["peer"] == {"host": True}, d
+        else:
+            assert "datagrams into its unix sockets are NOT refused" in msg, msg
+        assert _exec(docker, cid, "touch /tmp/go").returncode == 0
+        out = _wait_output(docker, cid, "/tmp/d.out", "send")
+        assert "send: " in out and "sent" not in out, out
+        with pytest.raises(TimeoutError):
+            print(host_in.recv(16))  # nothing arrived
+    finally:
+        host_in.close()
+        host_out.close()
         subprocess.run(["docker", "rm", "-f", cid], capture_output=True, env=docker.env, timeout=60)
         assert s.stop() == 0

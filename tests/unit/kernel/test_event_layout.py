@@ -90,6 +90,11 @@ CONSTANTS: dict[str, int] = {
     "SL_STAT_PACKET_KILLED": E.STAT_PACKET_KILLED,
     "SL_STAT_SOCK_STATE_REFUSED": E.STAT_SOCK_STATE_REFUSED,
     "SL_STAT_UNIX_DENIED": E.STAT_UNIX_DENIED,
+    "SL_STAT_UNIX_INTO_DENIED": E.STAT_UNIX_INTO_DENIED,
+    "SL_EV_UNIX_INTO": E.EV_UNIX_INTO,
+    "SL_UNIX_INTO_CONNECT": E.UNIX_INTO_CONNECT,
+    "SL_UNIX_INTO_SEND": E.UNIX_INTO_SEND,
+    "SL_UNIX_OUT_SEND": E.UNIX_OUT_SEND,
     "SL_STAT_MAX": E.STAT_MAX,
 }
 
@@ -214,6 +219,7 @@ def test_decoders_cover_every_event_type() -> None:
         E.EV_UNIX_CONNECT,
         E.EV_SOCKET,
         E.EV_QUOTA,
+        E.EV_UNIX_INTO,
     }
     assert set(E.DECODERS) == types
     assert max(types) < E.EV_TYPE_MAX

@@ -35,6 +35,7 @@ from emulation.records import (
     socket_rec,
     tls_client_hello,
     to_wall,
+    unix_into_rec,
     unix_rec,
 )
 from sensor.attribution.cgroups import CgroupResolver
@@ -93,6 +94,9 @@ TELEMETRY = {
     "socket_bound",
     "connection_accepted",
     "unix_socket_connect",
+    "unix_socket_connect_into",
+    "unix_socket_send_into",
+    "unix_socket_send_out",
 }
 HEALTH = {"sensor_start", "sensor_health", "runtime_status", "sensor_stop"}
 
@@ -216,6 +220,10 @@ def _telemetry_records(cg: dict[str, int]) -> list[bytes]:
         accept_rec(0, "198.51.100.1", 51002, "192.0.2.1", 22, ktime_ns=6 * NS + 4),
         unix_rec(PID, cg["a"], b"/var/run/docker.sock", ktime_ns=6 * NS + 5),
         unix_rec(PID3, cg["host"], b"/run/systemd/journal/stdout", ktime_ns=6 * NS + 6),
+        # connects into an isolated container's listener, from the host and from a container
+        unix_into_rec(PID3, cg["host"], cg["a"], ktime_ns=6 * NS + 7),
+        unix_into_rec(PID2, cg["k"], cg["a"], ktime_ns=6 * NS + 8, op=E.UNIX_INTO_SEND),
+        unix_into_rec(PID, cg["a"], cg["host"], ktime_ns=6 * NS + 9, op=E.UNIX_OUT_SEND),
     ]
     return recs
 

@@ -27,6 +27,7 @@ from emulation.records import (
     socket_rec,
     tls_client_hello,
     to_wall,
+    unix_into_rec,
 )
 from sensor.attribution.cgroups import CgroupResolver
 from sensor.attribution.containers import Attributor
@@ -741,6 +742,43 @@ def test_churning_small_senders_cannot_push_out_a_big_one() -> None:
         (s,), _e, _h = w.close([])
         assert s.pid == 100 and len(s.senders) <= MAX_SENDERS_PER_FLOW
     assert w.senders_capped > 0
+
+
+# --- unix connects into an isolated container (BPF LSM) ----------------------
+
+
+def test_a_refused_unix_call_across_an_isolated_container_names_both_ends(tmp_path: Path, fake_docker: Any) -> None:
+    """The isolated container is the document's (container.*), the caller
+    is process.*, the other end sluice.unix.peer; said without telemetry
+    too: a connect and a datagram into it (from the host, from another
+    container), and a datagram out of it."""
+    fake_docker.add(A, "exfil-test", "alpine:3.20", "sha256:" + "a" * 64)
+    w = make_world(tmp_path, fake_docker.socket_path, events=False)
+    replay(
+        w,
+        [
+            unix_into_rec(PID, w.host_cg, w.cg, comm=b"socat"),
+            unix_into_rec(PID2, w.cg_sub, w.cg, comm=b"perl", op=E.UNIX_INTO_SEND),
+            unix_into_rec(PID2, w.cg, w.host_cg, comm=b"logger", op=E.UNIX_OUT_SEND),
+        ],
+    )
+    (host,) = w.by_action("unix_socket_connect_into")
+    assert host["container"]["id"] == A and host["process"]["pid"] == PID
+    assert host["sluice"]["unix"] == {"op": "connect", "denied": True, "peer": {"host": True}}
+    assert host["network"]["direction"] == "ingress"
+    assert host["message"] == (
+        f"refused: socat (pid {PID}, in the host (/system.slice/cron.service)) connected to a unix socket of"
+        " container exfil-test, which is isolated"
+    ), host["message"]
+    assert host["event"]["type"] == ["connection", "denied"] and host["event"]["outcome"] == "failure"
+    (sent,) = w.by_action("unix_socket_send_into")
+    assert sent["sluice"]["unix"]["peer"] == {"host": False, "container": {"id": A, "name": "exfil-test"}}
+    (out,) = w.by_action("unix_socket_send_out")
+    assert out["container"]["id"] == A and out["network"]["direction"] == "egress"
+    assert out["sluice"]["unix"]["peer"] == {"host": True} and out["process"]["pid"] == PID2
+    assert "out of its isolated container to a unix socket of the host" in out["message"], out["message"]
+    assert w.pipe.counts["unix_into_events"] == 3
+    check_all(w)
 
 
 # --- AF_PACKET sockets seen by the tracepoints (no BPF LSM) ------------------
