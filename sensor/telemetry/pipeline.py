@@ -434,6 +434,10 @@ class Pipeline:
         self._remember(p)
         self.window.add_exec(ev.hdr.cgroup_id)
         attr = self.attributor.attribute(ev.hdr.cgroup_id)
+        if attr.container is not None:
+            # while its parent surely lives (a subshell that only forked is
+            # gone milliseconds after its fetch, before the connect is read)
+            self._ancestry(self._process_ref(p))
         origin = stage_origin(pid, ev.filename, p.executable, args, lambda: self._siblings(p), stdin_mode=ev.stdin_mode)
         # a script file is kept like any exec (one key per script: many
         # runs of one interpreter do not crowd out a new script)
@@ -446,7 +450,7 @@ class Pipeline:
         if not special and not script and runs_inline_interpreter(p.executable, args):
             share = "\0inline"
         if special or self.view_keep(("e", ev.hdr.cgroup_id, p.executable, share), MAX_EXEC_VIEWS):
-            ex = ExecView(ts, attr, workload_of(attr), self._process_ref(p))
+            ex = ExecView(ts, attr, workload_of(attr), self._ancestry(self._process_ref(p)))
             if origin is not None:
                 ex.origin, ex.writers, ex.script = origin.kind, origin.writers, script
             self._view.execs.append(ex)
@@ -496,6 +500,17 @@ class Pipeline:
             p.ref = ProcessRef(p.pid, p.name, p.executable, p.args, p.ppid)
         return p.ref
 
+    def _ancestry(self, ref: ProcessRef) -> ProcessRef:
+        """ref with its grandparent and its parent's name, looked up
+        once (from the exec table, else the grandparent from /proc while the
+        parent lives: a subshell that only forked, `$(curl | cat)`, is in
+        no exec table). For the views the stage rule reads."""
+        if ref.gppid is None and ref.ppid:
+            q = self.procs.get(ref.ppid) or self.exited.get(ref.ppid)
+            ref.gppid = (q.ppid if q is not None else read_ppid(ref.ppid)) or 0
+            ref.parent = q.name if q is not None else ""  # (comm: a busybox applet's own name)
+        return ref
+
     def _on_exit(self, ev: ExitEvent) -> None:
         self.counts["exit"] += 1
         p = self.procs.pop(ev.hdr.pid, None)
@@ -531,7 +546,7 @@ class Pipeline:
                     ev.daddr,
                     ev.dport,
                     transport_name(ev.protocol),
-                    ref,
+                    self._ancestry(ref),
                     domain=domain,
                     name_resolver=resolver,
                 )

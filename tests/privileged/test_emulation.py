@@ -54,15 +54,15 @@ def test_emulate_all_scorecard(base: Path, docker: Docker) -> None:
     (base / "scorecard.json").write_text(r.stdout)
     assert r.returncode == 0, f"scorecard failed:\n{r.stdout}\n{r.stderr[-4000:]}"
     by = {s["scenario"]: s for s in scores}
-    assert len(by) == 47, sorted(by)
+    assert len(by) == 48, sorted(by)
     attacks = [s for s in scores if s["expected"]]
-    assert len(attacks) == 35
+    assert len(attacks) == 36
     # compromised-workload mode: inside the learned web application, no
     # encryption tool, no short lifetime; each evasion class, and a twin of
     # every container-mode attack, caught by a content, volume, destination
     # or behaviour rule (never the shortcuts), the benign look-alikes silent
     cw = [s for s in scores if s["mode"] == "compromised"]
-    assert len(cw) == 26, cw
+    assert len(cw) == 27, cw
     (webapp,) = set.intersection(*(set(s["containers"]) for s in cw))  # every one runs inside it
     for s in cw:
         assert not set(s["expected"]) & SHORTCUTS, s

@@ -10,7 +10,7 @@ from typing import Any
 
 from sensor.detect.rule import T1104, Context, Finding, RuleInfo, RuleSettings
 from sensor.detect.rules._common import STATE_TTL_S, _Base, _dest, _pname, _secs, _who
-from sensor.detect.view import ConnectView, ExecView, WindowView
+from sensor.detect.view import ConnectView, ExecView, ProcessRef, WindowView
 from sensor.telemetry.stage import FD_EXEC, MEMFD, SCRIPT_FILE, STDIN_PIPE, STDIN_SOCKET, runs_inline_interpreter
 
 _STAGE_TEXT = {
@@ -68,6 +68,13 @@ _STDIN = (STDIN_PIPE, STDIN_SOCKET)
 # with it); judged like a pipe whose writer is gone, and only by a fetch
 # before the exec
 INLINE = "inline_script"
+# programs that run another as their child and wait for it: an interpreter
+# started through one (`timeout 9 sh -c "$(curl ...)"`) has the wrapper as
+# its parent, and the fetch is the wrapper's sibling
+WRAPPERS = frozenset(
+    {"timeout", "nice", "nohup", "setsid", "stdbuf", "ionice", "chrt", "taskset", "flock", "xargs", "time", "env"}
+    | {"su", "sudo", "runuser", "setpriv", "chroot", "unshare", "nsenter", "script", "watch", "busybox"}
+)
 
 
 @dataclass
@@ -164,8 +171,7 @@ class MultiStageChain(_Base):
             # connects: an application that talks to its database and runs
             # `sh -c` is no stage.
             e = st.exec.process
-            related = c.process.pid == e.pid or (c.process.ppid is not None and c.process.ppid in (e.ppid, e.pid))
-            return bool(e.ppid) and related and 0 <= st.exec.ts - c.ts <= PIPE_FETCH_SECONDS
+            return bool(e.ppid) and _inline_related(c.process, e) and 0 <= st.exec.ts - c.ts <= PIPE_FETCH_SECONDS
         if st.kind == STDIN_PIPE and c.process.ppid and st.exec.process.ppid and c.process.ppid != st.exec.process.ppid:
             # writer unknown (gone, or judged from the kernel's view of fd 0):
             # the pipe's writer is the interpreter's sibling in the shell
@@ -261,3 +267,25 @@ class MultiStageChain(_Base):
             name_vouched=b.name_vouched if b.domain else None,
             name_resolver=b.name_resolver or None,
         )
+
+
+def _inline_related(c: ProcessRef, e: ProcessRef) -> bool:
+    """Did the connecting process `c` fetch for the inline interpreter `e`?
+    The shell that substitutes the fetch's output (`sh -c "$(curl URL)"`)
+    is e's parent, or e itself when it exec'd the interpreter (a script's
+    last command). The fetch is: that shell (bash's /dev/tcp) or its child
+    (the interpreter's sibling), or its grandchild through a subshell
+    (`$(curl URL | cat)`, `$(timeout 5 curl URL)`); with a wrapper between
+    the shell and the interpreter (`timeout 9 sh -c ...`), the wrapper's
+    siblings and their children. Never the parent's own connects (an
+    application that talks to its database and runs `sh -c` is no stage)."""
+    if c.pid == e.pid:
+        return True
+    shells = {e.pid, e.ppid}
+    if e.gppid and e.parent in WRAPPERS and c.pid != e.gppid:
+        shells.add(e.gppid)
+    shells.discard(None)
+    shells.discard(0)
+    if c.pid in shells - {e.pid}:
+        return False
+    return c.ppid in shells or (bool(c.gppid) and c.gppid in shells)

