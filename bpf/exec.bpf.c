@@ -47,12 +47,22 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	__u32 *ppid = sl_parent.lookup(&pid);
 	if (!ppid)
 		ppid = sl_parent.lookup(&old_pid);
-	ev->ppid = ppid ? *ppid : 0;
+	__u32 parent = ppid ? *ppid : 0;
+	ev->ppid = parent;
+	/* the grandparent while the parent surely lives, and whether the parent
+	 * exec'd: a subshell that only forked is gone milliseconds later, before
+	 * user space could read /proc (SL-C2-001's `$(curl URL | cat)`) */
+	ev->gppid = 0;
+	__u32 *gp = parent ? sl_parent.lookup(&parent) : 0;
+	if (gp) {
+		ev->gppid = *gp & SL_EXEC_GPPID_MASK;
+		if (sl_execd.lookup(&parent))
+			ev->gppid |= SL_EXEC_PARENT_EXECD;
+	}
 	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
 	TP_DATA_LOC_READ_STR(ev->filename, filename, sizeof(ev->filename));
 	ev->stdin_mode = 0;
 	ev->argv_len = 0;
-	ev->pad = 0;
 #ifdef SL_EXEC_BTF
 	/* The new program's argv (its stack, just written by the kernel) and
 	 * fd 0's inode mode, by offsets from the running kernel's BTF (the

@@ -69,9 +69,13 @@ struct sl_exec_event {
 	char filename[SL_PATH_LEN];
 	__u16 stdin_mode;  /* i_mode of fd 0's inode (S_IFIFO, S_IFSOCK...); 0: unknown */
 	__u16 argv_len;    /* bytes of argv read */
-	__u32 pad;
+	__u32 gppid;       /* the parent's parent recorded at its fork (SL_EXEC_GPPID_MASK; 0: unknown),
+	                    * SL_EXEC_PARENT_EXECD set when the parent exec'd while the sensor ran
+	                    * (unset with a known gppid: the parent is a fork that exec'd nothing) */
 	__u8 argv[SL_EXEC_ARGV_LEN];
 };
+#define SL_EXEC_GPPID_MASK 0x7fffffffu
+#define SL_EXEC_PARENT_EXECD 0x80000000u
 
 struct sl_exit_event {
 	struct sl_event_header hdr;

@@ -50,10 +50,13 @@ def exec_rec(
     filename: bytes = b"/bin/sh",
     ppid: int = 0,
     old_pid: int | None = None,
+    gppid: int = 0,
+    parent_execd: bool = False,
 ) -> bytes:
     c = E.ExecEventC()
     _fill_hdr(c.hdr, E.EV_EXEC, pid, ktime_ns, cgroup_id)
     c.ppid = ppid
+    c.gppid = gppid | (E.EXEC_PARENT_EXECD if parent_execd else 0)
     c.old_pid = pid if old_pid is None else old_pid
     put_bytes(c, "comm", comm)
     put_bytes(c, "filename", filename)

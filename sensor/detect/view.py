@@ -21,11 +21,17 @@ class ProcessRef:
     executable: str | None = None
     args: list[str] | None = None
     ppid: int | None = None
-    # its grandparent and its parent's name (comm), when the pipeline looked
+    # its grandparent and its parent's name (comm; FORKED: a parent that
+    # exec'd nothing, a copy of the grandparent), when the pipeline looked
     # them up (for the views of execs and connects: stage chains through a
     # subshell or a wrapper); 0 and "" when unknown
     gppid: int | None = None
     parent: str = ""
+
+
+# ProcessRef.parent of a process whose parent is a fork of its own parent
+# that exec'd nothing (a shell's subshell, a busybox applet run in a fork)
+FORKED = "(fork)"
 
 
 @dataclass(slots=True)

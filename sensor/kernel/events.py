@@ -76,6 +76,8 @@ QUOTA_EVENTS = 2
 FLOW_F_OVER_QUOTA = 0x1
 LISTEN_OP_BIND = 1
 LISTEN_OP_LISTEN = 2
+EXEC_GPPID_MASK = 0x7FFFFFFF
+EXEC_PARENT_EXECD = 0x80000000
 UNIX_INTO_CONNECT = 1
 UNIX_INTO_SEND = 2
 UNIX_OUT_SEND = 3
@@ -125,7 +127,7 @@ class ExecEventC(ct.Structure):
         ("filename", ct.c_char * PATH_LEN),
         ("stdin_mode", ct.c_uint16),
         ("argv_len", ct.c_uint16),
-        ("pad", ct.c_uint32),
+        ("gppid", ct.c_uint32),
         ("argv", ct.c_uint8 * EXEC_ARGV_LEN),
     ]
 
@@ -357,6 +359,8 @@ class ExecEvent:
     filename: str
     stdin_mode: int = 0  # fd 0's inode mode as the kernel saw it at exec (0: unknown)
     argv: bytes = b""  # argv as laid out for the new program, NUL-separated, maybe cut (b"": not read)
+    gppid: int = 0  # the parent's parent recorded at its fork (0: unknown)
+    parent_execd: bool = False  # the parent exec'd while the sensor ran (with a gppid: else a mere fork)
 
 
 @dataclass(frozen=True, slots=True)
@@ -563,9 +567,17 @@ assert _S_DNS.size == DnsEventC.data.offset
 
 
 def _dec_exec(buf: bytes) -> ExecEvent:
-    t, pid, kt, cg, ppid, old_pid, comm, fname, mode, alen, _pad, argv = _S_EXEC.unpack_from(buf)
+    t, pid, kt, cg, ppid, old_pid, comm, fname, mode, alen, gp, argv = _S_EXEC.unpack_from(buf)
     return ExecEvent(
-        Header(t, pid, kt, cg), ppid, old_pid, _cstr(comm), _cstr(fname), mode, argv[: min(alen, len(argv))]
+        Header(t, pid, kt, cg),
+        ppid,
+        old_pid,
+        _cstr(comm),
+        _cstr(fname),
+        mode,
+        argv[: min(alen, len(argv))],
+        gp & EXEC_GPPID_MASK,
+        bool(gp & EXEC_PARENT_EXECD),
     )
 
 

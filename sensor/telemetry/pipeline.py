@@ -13,6 +13,7 @@ to move out (to sensor/attribution/), after issue 10's /proc changes land.
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
 import time
@@ -29,6 +30,7 @@ from sensor.attribution.registry import ContainerRegistry
 from sensor.attribution.runtimesock import RuntimeSockets
 from sensor.attribution.workload import workload_of
 from sensor.detect.view import (
+    FORKED,
     ConnectView,
     ExecView,
     FlowView,
@@ -217,6 +219,15 @@ def resolve_executable(pid: int, filename: str) -> str:
     if exe.startswith("/") and posixpath.basename(exe.removesuffix(" (deleted)")) == posixpath.basename(canonical):
         return exe
     return canonical
+
+
+def _same_exe(a: int, b: int) -> bool:
+    """Do processes a and b run the same file (a fork that exec'd nothing)?"""
+    try:
+        sa, sb = os.stat(f"/proc/{a}/exe"), os.stat(f"/proc/{b}/exe")
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
 def read_ppid(pid: int) -> int | None:
@@ -435,9 +446,15 @@ class Pipeline:
         self.window.add_exec(ev.hdr.cgroup_id)
         attr = self.attributor.attribute(ev.hdr.cgroup_id)
         if attr.container is not None:
-            # while its parent surely lives (a subshell that only forked is
-            # gone milliseconds after its fetch, before the connect is read)
-            self._ancestry(self._process_ref(p))
+            ref = self._process_ref(p)
+            if ev.gppid and ppid == ev.ppid:
+                # the kernel's, read at the exec (a subshell that only forked
+                # is gone milliseconds after its fetch, before user space
+                # could read /proc: measured)
+                q = self.procs.get(ppid) or self.exited.get(ppid)
+                ref.gppid = ev.gppid
+                ref.parent = FORKED if not ev.parent_execd else (q.name if q is not None else "")
+            self._ancestry(ref)  # (else from the exec table and /proc)
         origin = stage_origin(pid, ev.filename, p.executable, args, lambda: self._siblings(p), stdin_mode=ev.stdin_mode)
         # a script file is kept like any exec (one key per script: many
         # runs of one interpreter do not crowd out a new script)
@@ -507,8 +524,13 @@ class Pipeline:
         no exec table). For the views the stage rule reads."""
         if ref.gppid is None and ref.ppid:
             q = self.procs.get(ref.ppid) or self.exited.get(ref.ppid)
-            ref.gppid = (q.ppid if q is not None else read_ppid(ref.ppid)) or 0
-            ref.parent = q.name if q is not None else ""  # (comm: a busybox applet's own name)
+            if q is not None:
+                ref.gppid, ref.parent = q.ppid or 0, q.name  # (comm: a busybox applet's own name)
+            else:
+                ref.gppid = read_ppid(ref.ppid) or 0
+                # no exec seen: a fork of its own parent (the same program),
+                # or one that predates the sensor (another program)
+                ref.parent = FORKED if ref.gppid and _same_exe(ref.ppid, ref.gppid) else ""
         return ref
 
     def _on_exit(self, ev: ExitEvent) -> None:

