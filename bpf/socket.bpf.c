@@ -23,10 +23,14 @@
  * With the BPF LSM, two more hooks: unix_stream_connect and unix_may_send
  * refuse a connect or a datagram INTO an isolated container's unix socket
  * from outside it (a host process, another container, over a volume they
- * share): the container's own connects by path are refused by
+ * share), and a datagram OUT of one over a socket connected before its
+ * isolation: the container's own connects by path are refused by
  * connect_unix (unixconnect.py), but a listener it opened could still be
  * reached, and its accepted connection carries data out with no address
- * to refuse.
+ * to refuse. A socket is judged by the cgroup of the process that made it,
+ * not of the one holding it now: one made inside and handed out (or made
+ * outside and handed in) before the isolation is the containment
+ * service's per-window sweep's to cut.
  */
 #include "lib/common.bpf.h"
 #include "lib/contain.bpf.h"
@@ -34,6 +38,7 @@
 #define SL_AF_INET 2
 #define SL_AF_INET6 10
 #define SL_AF_PACKET 17
+#define SL_SOCK_DGRAM 2
 #define SL_SOCK_RAW 3
 #define SL_SOCK_TYPE_MASK 0xf   /* SOCK_NONBLOCK / SOCK_CLOEXEC are flags above */
 #define SL_SIGKILL 9
@@ -163,6 +168,12 @@ int sl_packet_guard(struct sl_sys_enter_socket_args *args)
  * cgroup.kn -> kernfs_node.id, the cgroup id. Its handle is looked for at
  * the cgroup and its ancestors (kernfs_node's parent), as
  * sl_contain_handle_current does for the current task. */
+/* Deeper than this under a contained cgroup's level, the walk gives up and
+ * the socket counts as a contained container's (fail closed: a container
+ * that can write cgroupfs nests sub-cgroups at will; review). */
+#define SL_UNIX_WALK_MAX 64
+#define SL_UNIX_TOO_DEEP ((__u64)-1)
+
 static __always_inline __u64 sl_unix_peer_handle(void *sk, __u64 *cgroup_id)
 {
 	void *cg = 0, *kn = 0;
@@ -170,7 +181,9 @@ static __always_inline __u64 sl_unix_peer_handle(void *sk, __u64 *cgroup_id)
 	if (!cg)
 		return 0;
 	bpf_probe_read_kernel(&kn, sizeof(kn), cg + SL_OFF_CGROUP_KN);
-	for (int l = 0; l <= SL_CONTAIN_MAX_LEVEL && kn; l++) {
+	for (int l = 0; l < SL_UNIX_WALK_MAX; l++) {
+		if (!kn)
+			return 0;
 		__u64 id = 0;
 		bpf_probe_read_kernel(&id, sizeof(id), kn + SL_OFF_KN_ID);
 		if (l == 0)
@@ -182,7 +195,7 @@ static __always_inline __u64 sl_unix_peer_handle(void *sk, __u64 *cgroup_id)
 		bpf_probe_read_kernel(&up, sizeof(up), kn + SL_OFF_KN_PARENT);
 		kn = up;
 	}
-	return 0;
+	return kn ? SL_UNIX_TOO_DEEP : 0;
 }
 
 struct sl_unix_into_key {
@@ -205,7 +218,9 @@ static __always_inline int sl_unix_into(void *ctx, void *sk, __u32 op, int out)
 	__u64 mine = sl_contain_handle_current(cgid);
 	if (mine == h)
 		return 0;  /* within one container (or neither contained) */
-	if (!(h && sl_isolated.lookup(&h))) {
+	if (h == SL_UNIX_TOO_DEEP) {
+		/* not judged: refused into, whoever the caller (counted, reported) */
+	} else if (!(h && sl_isolated.lookup(&h))) {
 		/* (blocks are per destination address: nothing here) */
 		if (!out || !mine || !sl_isolated.lookup(&mine))
 			return 0;
@@ -256,6 +271,12 @@ int sl_unix_into_send(__u64 *ctx)
 	if (!sl_contain_active())
 		return 0;
 	void *sk = 0;
+	short type = 0;
+	/* datagrams only (the hook's meaning; stream sends were connected
+	 * through unix_stream_connect) */
+	bpf_probe_read_kernel(&type, sizeof(type), (void *)ctx[1] + SL_OFF_SOCKET_TYPE);
+	if (type != SL_SOCK_DGRAM)
+		return 0;
 	bpf_probe_read_kernel(&sk, sizeof(sk), (void *)ctx[1] + SL_OFF_SOCKET_SK);
 	if (!sk)
 		return 0;

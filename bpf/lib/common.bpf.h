@@ -73,6 +73,7 @@ union sl_any_event {
 	struct sl_dns_event dns;
 	struct sl_listen_event listen;
 	struct sl_accept_event accept;
+	struct sl_unix_into_event unix_into;
 };
 BPF_PERCPU_ARRAY(sl_scratch, union sl_any_event, SL_EV_TYPE_MAX);
 #endif

@@ -83,10 +83,22 @@ def link_create(prog_fd: int, target_fd: int, attach_type: int) -> int:
 def prog_load(prog_type: int, code: bytes, name: str, expected_attach_type: int = 0, attach_btf_id: int = 0) -> int:
     """Load BPF instructions (map references as BPF_PSEUDO_MAP_FD of fds this
     process holds); returns the program fd. A refusal raises BpfError whose
-    `log` holds the last lines of the verifier's log."""
+    `log` holds the last lines of the verifier's log. Loaded without a log
+    first: a verifier log that outgrows its buffer fails the load with
+    ENOSPC (a bounded loop of 64 steps does), so the log is asked for only
+    to say why a load failed."""
+    try:
+        return _prog_load(prog_type, code, name, expected_attach_type, attach_btf_id, 0)
+    except BpfError:
+        return _prog_load(prog_type, code, name, expected_attach_type, attach_btf_id, 1)
+
+
+def _prog_load(
+    prog_type: int, code: bytes, name: str, expected_attach_type: int, attach_btf_id: int, log_level: int
+) -> int:
     insns = ct.create_string_buffer(code, len(code))
     lic = ct.create_string_buffer(b"GPL")
-    log = ct.create_string_buffer(65536)
+    log = ct.create_string_buffer(1 << 20 if log_level else 1)
     attr = ct.create_string_buffer(128)
     # union bpf_attr, BPF_PROG_LOAD: prog_type, insn_cnt, insns, license,
     # log_level, log_size, log_buf, kern_version, prog_flags, prog_name[16],
@@ -99,9 +111,9 @@ def prog_load(prog_type: int, code: bytes, name: str, expected_attach_type: int 
         len(code) // 8,
         ct.addressof(insns),
         ct.addressof(lic),
-        1,
-        len(log),
-        ct.addressof(log),
+        log_level,
+        len(log) if log_level else 0,
+        ct.addressof(log) if log_level else 0,
         0,
         0,
         name.encode()[:15],
@@ -112,7 +124,7 @@ def prog_load(prog_type: int, code: bytes, name: str, expected_attach_type: int 
     try:
         return _bpf(BPF_PROG_LOAD, attr)
     except BpfError as e:
-        e.log = " | ".join(log.value.decode(errors="replace").strip().splitlines()[-3:])
+        e.log = " | ".join(log.value.decode(errors="replace").strip().splitlines()[-3:]) if log_level else ""
         raise
 
 

@@ -255,6 +255,7 @@ class UnixIntoLayout:
     and ancestors."""
 
     socket_sk: int  # struct socket.sk (unix_may_send's argument is a struct socket)
+    socket_type: int  # struct socket.type (a short: SOCK_DGRAM...)
     sk_cgroup: int  # struct sock.sk_cgrp_data.cgroup
     cgroup_kn: int  # struct cgroup.kn
     kn_id: int  # struct kernfs_node.id (the cgroup id)
@@ -271,7 +272,7 @@ UNIX_INTO_TYPES = (
 
 
 def unix_into_layout(path: str = BTF_PATH, data: bytes | None = None) -> UnixIntoLayout:
-    """The five offsets, or BtfUnavailable naming what is missing."""
+    """The six offsets, or BtfUnavailable naming what is missing."""
     got = find(set(UNIX_INTO_TYPES), path, data)
     for hook in (UNIX_INTO_HOOK, UNIX_SEND_HOOK):
         if (KIND_FUNC, hook) not in got:
@@ -287,6 +288,7 @@ def unix_into_layout(path: str = BTF_PATH, data: bytes | None = None) -> UnixInt
 
     return UnixIntoLayout(
         member("socket", "sk"),
+        member("socket", "type"),
         member("sock", "sk_cgrp_data") + member("sock_cgroup_data", "cgroup"),
         member("cgroup", "kn"),
         member("kernfs_node", "id"),

@@ -402,6 +402,7 @@ class BccSource:
         return [
             "-DSL_UNIX_INTO_BTF=1",
             f"-DSL_OFF_SOCKET_SK={x.socket_sk}",
+            f"-DSL_OFF_SOCKET_TYPE={x.socket_type}",
             f"-DSL_OFF_SK_CGROUP={x.sk_cgroup}",
             f"-DSL_OFF_CGROUP_KN={x.cgroup_kn}",
             f"-DSL_OFF_KN_ID={x.kn_id}",
@@ -428,12 +429,15 @@ class BccSource:
                 )
                 self._unix_into_fds.append(fd)
                 self._unix_into_fds.append(bpfsys.raw_tracepoint_open(fd))
-        except (bpfsys.BpfError, btf.BtfUnavailable, KeyError) as e:
+        except Exception as e:  # bpf(2) refused; BTF; bcc's dump_func (raises Exception)
             for fd in reversed(self._unix_into_fds):
                 os.close(fd)
             self._unix_into_fds = []
-            why = f"{e.strerror}{': ' + e.log if e.log else ''}" if isinstance(e, bpfsys.BpfError) else str(e)
-            self.status[UNIX_INTO_HOOK] = f"unavailable: the kernel refused the program ({why}); {UNIX_INTO_MISSING}"
+            if isinstance(e, bpfsys.BpfError):
+                why = f"the kernel refused the program ({e.strerror}{': ' + e.log if e.log else ''})"
+            else:
+                why = f"the program could not be prepared ({e})"
+            self.status[UNIX_INTO_HOOK] = f"unavailable: {why}; {UNIX_INTO_MISSING}"
             return
         self.status[UNIX_INTO_HOOK] = "attached"
 

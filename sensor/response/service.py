@@ -17,8 +17,6 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import psutil
-
 from sensor.attribution.docker_api import DockerError, NotFound
 from sensor.attribution.netmap import NetnsIndex, cgroup_tasks, netns_shared
 from sensor.attribution.registry import ContainerLife, ContainerRegistry
@@ -57,12 +55,33 @@ def _ambiguous(ref: str, which: list[str]) -> ContainmentError:
 _T = TypeVar("_T")
 
 
-def _task_start(t: int) -> float | None:
-    """When task t started (None: gone): with its pid, what says it is
-    still the same task (a pid is reused only after its task is gone)."""
+def _runc_task(t: int) -> bool:
+    """One of runc's own processes in a container's cgroup (its start, or a
+    `docker exec`'s setup: "runc:[0:PARENT]", "runc:[1:CHILD]",
+    "runc:[2:INIT]", running runc's binary or its memfd copy), whose
+    socketpair to runc outside is how the exec is set up. A process can
+    name itself so (prctl), and run a file named like runc: the per-window
+    sweep that leaves these out is not the isolation's, which cuts all."""
     try:
-        return float(psutil.Process(t).create_time())
-    except (psutil.Error, OSError):
+        with open(f"/proc/{t}/comm") as f:
+            if not f.read().startswith("runc:["):
+                return False
+        return "runc" in os.path.basename(os.readlink(f"/proc/{t}/exe"))
+    except OSError:
+        return False
+
+
+def _task_start(t: int) -> float | None:
+    """When task t started, in clock ticks since boot (None: gone): with its
+    pid, what says it is still the same task (a pid is reused only after
+    its task is gone). The raw field of /proc/<t>/stat, not psutil's
+    create_time(), which adds the boot time read from the wall clock: a
+    clock step would make a live task look reused (review)."""
+    try:
+        with open(f"/proc/{t}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return float(int(fields[19]))  # field 22, starttime (fields[0] is field 3)
+    except (OSError, IndexError, ValueError):
         return None
 
 
@@ -86,11 +105,13 @@ def _tasks_per_netns(tasks: list[int], but_not_ours: bool = False) -> dict[int, 
     still in the host's namespace (measured), and the link cut run there
     would look for "the container's" veths among the host's."""
     per_ns: dict[int, list[_Task]] = {}
-    ours = _netns_of(os.getpid()) if but_not_ours else None
+    # (and init's: a DaemonSet pod without hostNetwork has a namespace of
+    # its own, and with hostPID sees the host's init)
+    ours = {_netns_of(os.getpid()), _netns_of(1)} if but_not_ours else set()
     for t in tasks:
         start = _task_start(t)  # (before its namespace: the pair is one task's)
         ino = _netns_of(t)
-        if start is not None and ino is not None and ino != ours:
+        if start is not None and ino is not None and ino not in ours:
             per_ns.setdefault(ino, []).append((t, start))
     return per_ns
 
@@ -257,35 +278,59 @@ class ContainmentService:
             )
         return len(killed)
 
-    def cut_unix(self, life: ContainerLife, shared: bool) -> str:
+    def cut_unix(self, life: ContainerLife, shared: bool, per_window: bool = False) -> str:
         """End the isolated container's unix connections to peers outside it
         (unixpeers: a docker.sock connection opened before the isolation),
         in each network namespace its processes are in. Returns what was
-        done, for the entry's document."""
+        done, for the entry's document. per_window: the sweep of every
+        window (recheck), which reads first, unfrozen, and freezes and cuts
+        only when there is a connection to cut through the container's own
+        end; it leaves out runc's own start and exec processes (their
+        socketpair to runc outside is how `docker exec` works) and the walk
+        of the node's descriptors for parked sockets (the isolation's sweep
+        does that); and it warns only when what failed changed."""
         if self.unix_hook != "attached":
             return ""  # (its new connects are not refused either: _unix_refusal says so)
         dirs = self._cgroup_dirs([life.cgroup_id])
+        if per_window:
+            tasks = [t for t in (cgroup_tasks(dirs[0]) if dirs else None) or [] if not _runc_task(t)]
+            try:
+                if not any(
+                    _in_netns(ino, in_ns, lambda t: unixpeers.pending(tasks, f"/proc/{t}/ns/net", shared))
+                    for ino, in_ns in _tasks_per_netns(tasks).items()
+                ):
+                    return ""
+            except OSError:
+                pass  # (read again, frozen, below: its failure is said there)
         cut: list[unixpeers.Cut] = []
         failed: list[str] = []
+        budget = 0.0 if per_window else unixpeers.NODE_WALK_BUDGET_S
         # held still: a holder that moves its descriptor between the read
         # and the cut (or forks, or passes it on) cannot while frozen
         with frozen(dirs[0] if dirs else None, marker_dir=self._freeze_markers) as not_frozen:
             tasks = (cgroup_tasks(dirs[0]) if dirs else None) or []
+            if per_window:
+                tasks = [t for t in tasks if not _runc_task(t)]
             for ino, in_ns in _tasks_per_netns(tasks).items():
                 try:
                     # (frozen: its tasks stay, their pids too)
-                    got = _in_netns(ino, in_ns, lambda t: unixpeers.cut(tasks, f"/proc/{t}/ns/net", shared), acts=True)
+                    got = _in_netns(
+                        ino,
+                        in_ns,
+                        lambda t: unixpeers.cut(tasks, f"/proc/{t}/ns/net", shared, budget_s=budget),
+                        acts=True,
+                    )
                 except OSError as err:
                     got = [], [f"the unix sockets of its namespace could not be read: {err.strerror or err}"]
                 c, f = got or ([], [])  # (None: the namespace went with its tasks)
                 cut += c
                 failed += f
         if failed:
-            self.problem = f"unix connections of {life.info.name or life.info.id[:12]} not cut: " + "; ".join(
-                failed[:3]
-            )
-            print(f"sluice: warning: {self.problem}", file=sys.stderr)
-        if not cut and not failed:
+            problem = f"unix connections of {life.info.name or life.info.id[:12]} not cut: " + "; ".join(failed[:3])
+            if not per_window or problem != self.problem:
+                print(f"sluice: warning: {problem}", file=sys.stderr)
+            self.problem = problem
+        if not cut and (not failed or per_window):
             return ""
         peers = sorted({c.peer_name or f"socket {c.peer}" for c in cut})
         text = f"{len(cut)} unix connection{'s' if len(cut) != 1 else ''} it had to peers outside it cut"
@@ -334,13 +379,20 @@ class ContainmentService:
     def _unix_refusal(self, shared: bool) -> str:
         """What isolation does to its unix connects (the kernel's part is
         sensor/kernel/unixconnect.py)."""
-        into = (
-            "connects and datagrams into its unix sockets from outside it, and its datagrams out over sockets "
-            "connected before, are refused"
-            if self.unix_into_hook == "attached"
-            else "connects into its unix listeners from outside it are not refused but cut at each window, datagrams "
-            f"into its unix sockets are NOT refused ({self.unix_into_hook})"
-        )
+        if self.unix_into_hook == "attached":
+            into = (
+                "connects and datagrams into its unix sockets from outside it, and its datagrams out over sockets "
+                "connected before, are refused"
+            )
+        elif self.unix_hook == "attached":
+            into = (
+                "connects into its unix listeners from outside it are not refused but cut at each window, datagrams "
+                f"into its unix sockets are NOT refused ({self.unix_into_hook})"
+            )
+        else:
+            into = (
+                f"connects and datagrams into its unix sockets from outside it are NOT refused ({self.unix_into_hook})"
+            )
         if self.unix_hook != "attached":
             return f"its connects to unix sockets are NOT refused (the connect_unix hook is {self.unix_hook}); {into}"
         what = "by path and to abstract names" if shared else "by path (abstract names stay: its namespace's own)"
@@ -594,21 +646,21 @@ class ContainmentService:
         """Once a window: entries of containers not running are released
         when the runtime no longer has them (a stopped container can be
         removed later, without any cgroup event)."""
-        if self.unix_into_hook != "attached":
-            # without the unix LSM programs a connect INTO an isolated
-            # container (a host process, another container, at its listener
-            # on a shared volume) is not refused: it is cut at the next
-            # window, every window (the sweep freezes the container for its
-            # read: milliseconds, bench/RESULTS.md)
-            self._unix_resweep.update(
-                e.container_id for e in self.containment.entries if e.kind == "isolate" and e.container_id
-            )
+        # every window, every isolated container: a connect INTO it (a host
+        # process, another container, at its listener on a shared volume) is
+        # cut at the next window where the unix LSM programs do not load;
+        # where they do, they judge a socket by its creator, not its holder
+        # (a listener the container made and handed out: review). Read
+        # unfrozen first (0.5-3.4 ms for 1-64 processes, bench/RESULTS.md)
+        self._unix_resweep.update(
+            e.container_id for e in self.containment.entries if e.kind == "isolate" and e.container_id
+        )
         for cid in sorted(self._unix_resweep):
             self._unix_resweep.discard(cid)
             life = self.registry.running.get(cid)
             e = next((x for x in self.containment.entries if x.container_id == cid and x.kind == "isolate"), None)
             if life is not None and e is not None:
-                again = self.cut_unix(life, e.loopback_dropped)
+                again = self.cut_unix(life, e.loopback_dropped, per_window=True)
                 if again:
                     self._doc(e, "containment_followed", f"{e.label()}: swept again: {again}", life)
         # a pod's container re-created while its name was not known yet (the

@@ -133,26 +133,20 @@ def _all_processes(proc: str) -> list[int]:
     return [int(n) for n in os.listdir(proc) if n.isdigit()]
 
 
-def cut(
-    tasks: list[int], netns: str, shared: bool, proc: str = "/proc", budget_s: float = NODE_WALK_BUDGET_S
-) -> tuple[list[Cut], list[str]]:
-    """End the unix connections of a container (its threads `tasks`, its
-    network namespace `netns` as /proc/<pid>/ns/net, `shared` when other
-    processes are in it) with a peer outside it. Returns what was cut and
-    what could not be (one line each).
+@dataclass
+class _Plan:
+    """What cut() found: the container's ends and their holders, socket
+    names, the connections to cut through the container's end, and those
+    parked in flight (neither end held by the container)."""
 
-    Both ends of a stream connection live in the connecting socket's
-    namespace (the kernel makes the accepted socket there), so the
-    namespace alone does not say who is outside. A connection one of whose
-    ends a task of the container holds and the other not (or whose peer is
-    a socket of another namespace: a daemon's bound datagram socket) is cut
-    through the container's end. In a namespace of its own, a connection
-    neither end of which the container holds is cut when one end is held by
-    no task at all (parked in flight by the container) and the other by a
-    process outside: through that end, found by a walk of the node's
-    descriptors bounded by budget_s (the main loop waits for it)."""
+    inside: dict[int, list[tuple[int, int]]]
+    names: dict[int, str]
+    through: list[tuple[UnixSocket, int]]
+    parked: list[UnixSocket]
+
+
+def _plan(tasks: list[int], netns: str, shared: bool, proc: str) -> _Plan:
     socks = dump(netns)
-    mine = set(tasks)
     holding, _ = _fd_holders(tasks, None, proc)  # every socket the container holds
     names = {i: u.name for i, u in socks.items() if u.name}
     own_ns = not shared and not same_netns(netns)
@@ -171,11 +165,9 @@ def cut(
             socks.update(into)
             socks.update((u.peer, host[u.peer]) for u in into.values() if u.peer in host)
     inside = {i: h for i, h in holding.items() if i in socks}
-    done: list[Cut] = []
-    failed: list[str] = []
     pairs: set[frozenset[int]] = set()
+    through: list[tuple[UnixSocket, int]] = []
     parked: list[UnixSocket] = []
-    retry: list[tuple[UnixSocket, list[str]]] = []  # the container's end could not be caught
     for u in sorted(socks.values(), key=lambda x: x.inode):
         # a datagram socket is its own: each connected one is disconnected
         # through itself (review: keyed by the pair, the container's end of a
@@ -184,8 +176,7 @@ def cut(
         if not u.peer or key in pairs:
             continue
         pairs.add(key)
-        ends = (u.inode, u.peer)
-        held = [e for e in ends if e in inside]
+        held = [e for e in (u.inode, u.peer) if e in inside]
         if not held:
             if not shared and u.type != SOCK_DGRAM and u.peer in socks:
                 parked.append(u)
@@ -193,8 +184,44 @@ def cut(
         if len(held) == 2 and u.peer in socks:
             continue  # both ends the container's: its own IPC
         end = u.inode if u.type == SOCK_DGRAM else held[0]
-        if end not in inside:
-            continue  # a datagram socket is disconnected only through its own (connected) end
+        if end in inside:  # (a datagram socket is disconnected only through its own, connected, end)
+            through.append((u, end))
+    return _Plan(inside, names, through, parked)
+
+
+def pending(tasks: list[int], netns: str, shared: bool, proc: str = "/proc") -> bool:
+    """Would cut() find a connection to cut through the container's own end?
+    Read only, nothing frozen, no walk of the node (the per-window sweep
+    asks first, and freezes the container only when there is one)."""
+    return bool(_plan(tasks, netns, shared, proc).through)
+
+
+def cut(
+    tasks: list[int], netns: str, shared: bool, proc: str = "/proc", budget_s: float = NODE_WALK_BUDGET_S
+) -> tuple[list[Cut], list[str]]:
+    """End the unix connections of a container (its threads `tasks`, its
+    network namespace `netns` as /proc/<pid>/ns/net, `shared` when other
+    processes are in it) with a peer outside it. Returns what was cut and
+    what could not be (one line each).
+
+    Both ends of a stream connection live in the connecting socket's
+    namespace (the kernel makes the accepted socket there), so the
+    namespace alone does not say who is outside. A connection one of whose
+    ends a task of the container holds and the other not (or whose peer is
+    a socket of another namespace: a daemon's bound datagram socket) is cut
+    through the container's end. In a namespace of its own, a connection
+    neither end of which the container holds is cut when one end is held by
+    no task at all (parked in flight by the container) and the other by a
+    process outside: through that end, found by a walk of the node's
+    descriptors bounded by budget_s (the main loop waits for it)."""
+    plan = _plan(tasks, netns, shared, proc)
+    inside, names = plan.inside, plan.names
+    mine = set(tasks)
+    done: list[Cut] = []
+    failed: list[str] = []
+    parked = plan.parked
+    retry: list[tuple[UnixSocket, list[str]]] = []  # the container's end could not be caught
+    for u, end in plan.through:
         lines: list[str] = []
         if not _try_cut(u, end, inside[end], names, done, lines, True, proc):
             if u.type == SOCK_DGRAM:
@@ -210,7 +237,7 @@ def cut(
             lines.append(f"its other end, {other}: the walk of the node's descriptors {why}")
         if not (outside and _try_cut(u, other, outside, names, done, lines, False, proc)):
             failed.append("; then ".join(lines))  # one line per connection not cut
-    if parked:
+    if parked and budget_s > 0:  # (0: the per-window sweep, which leaves parked sockets to the isolation's)
         want = {e for u in parked for e in (u.inode, u.peer)}
         everyone, finished = _fd_holders(_all_processes(proc), want, proc, budget_s)
         for u in parked:

@@ -378,7 +378,8 @@ def test_new_connects_into_the_isolated_container_are_refused_or_cut(base: Path,
     lsm = json.loads(s.status("--json").stdout)["hooks"]["unix_into_lsm"]
     assert lsm == "attached" or lsm.startswith("unavailable: "), lsm
     mounts = ["-v", f"{shared}:/shared", "-v", f"{exe}:/unixlisten:ro"]
-    # accepts one connection and keeps it; a second listener accepts in a loop
+    # each listener accepts one connection and keeps it: l.sock's is taken
+    # before the isolation, m.sock's is for a connect after it
     script = (
         "/unixlisten /shared/l.sock > /tmp/l.out 2>&1 & "
         "while true; do /unixlisten /shared/m.sock >> /tmp/m.out 2>&1; done & sleep 600"

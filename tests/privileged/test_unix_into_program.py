@@ -5,7 +5,12 @@ a BPF trampoline, BPF LSM ones included (bench/RESULTS.md, "AF_PACKET
 without BPF LSM"), so here the status must say so, the sensor must run on,
 and the compiled code is put through the kernel's verifier as the nearest
 program type that loads here: a tp_btf program (BPF_PROG_TYPE_TRACING,
-the same helpers and BTF-typed context as LSM). On a kernel that loads
+the same helpers and BTF-typed context as LSM). That proxy does not
+exercise what the verifier checks for LSM programs only (the return range
+of the hook, its arguments' BTF types): those are checked where the
+programs load. It caught one real fault: the verifier's log of the 64-step
+walk outgrew the loader's log buffer, and the load failed with ENOSPC
+(bpfsys.prog_load now asks for the log only after a failure). On a kernel that loads
 BPF LSM programs the status must be "attached", and
 tests/adversarial/test_containment_unix.py checks the refusals end to end.
 The real loader in this process, the real kernel."""

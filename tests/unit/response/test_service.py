@@ -247,3 +247,25 @@ def test_the_link_cut_never_looks_in_the_sensors_own_namespace() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+@pytest.mark.parametrize(
+    "unix,into,says,never",
+    [
+        ("attached", "attached", "are refused", "NOT refused"),
+        ("attached", "unavailable: no BPF LSM", "cut at each window", "its unix sockets from outside it are refused"),
+        ("unavailable: Linux 6.1", "unavailable: no BPF LSM", "into its unix sockets from outside it are NOT", "cut"),
+    ],
+)
+def test_the_isolation_message_says_what_happens_to_unix_calls_into_it(
+    unix: str, into: str, says: str, never: str
+) -> None:
+    """Review: "cut at each window" was said where nothing is swept (no
+    connect_unix hook: the sweep does not run)."""
+    from types import SimpleNamespace
+
+    from sensor.response.service import ContainmentService
+
+    svc = SimpleNamespace(unix_hook=unix, unix_sendmsg_hook="attached", unix_into_hook=into)
+    text = ContainmentService._unix_refusal(svc, False)  # type: ignore[arg-type]
+    assert says in text and never not in text, text
