@@ -10,7 +10,9 @@ connection to a peer outside it, and thaws it. This times that sweep as
 the service runs it (ContainmentService.cut_unix's steps, nothing cut) on
 real containers of 1, 16 and 64 processes each holding a unix socket pair;
 the container is frozen for the whole sweep (its first part is the wait
-for the freeze to complete).
+for the freeze to complete). And the per-window pass's first step, which
+reads unfrozen whether there is anything to cut (read_only): with nothing
+to cut, the only cost of a window.
 
 Usage (root): .venv/bin/python bench/bench_unix_sweep.py [--sweeps 200]
 """
@@ -65,6 +67,16 @@ def sweep(cgroup_dir: str) -> tuple[float, float, int]:
     return time.monotonic() - t0, t1 - t0, cut
 
 
+def read_only(cgroup_dir: str) -> float:
+    """The per-window pass's first step: is there anything to cut? (read
+    unfrozen; the freeze and cut above only when there is). Seconds."""
+    t0 = time.monotonic()
+    tasks = cgroup_tasks(cgroup_dir) or []
+    for ino, in_ns in _tasks_per_netns(tasks).items():
+        _in_netns(ino, in_ns, lambda t: unixpeers.pending(tasks, f"/proc/{t}/ns/net", False))
+    return time.monotonic() - t0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sweeps", type=int, default=200)
@@ -99,11 +111,14 @@ def main() -> int:
                     held.append(f)
                     cut += c
                 took.sort()
+                reads = sorted(read_only(d) for _ in range(a.sweeps))
                 out[f"{n}_processes"] = {
                     "tasks": len(cgroup_tasks(d) or []),
                     "sweep_ms_median": round(statistics.median(took) * 1000, 2),
                     "sweep_ms_p95": round(took[int(len(took) * 0.95) - 1] * 1000, 2),
                     "freeze_wait_ms_median": round(statistics.median(held) * 1000, 2),
+                    "read_only_ms_median": round(statistics.median(reads) * 1000, 2),
+                    "read_only_ms_p95": round(reads[int(len(reads) * 0.95) - 1] * 1000, 2),
                     "connections_cut": cut,
                 }
             finally:
