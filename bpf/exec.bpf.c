@@ -48,6 +48,16 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	if (!ppid)
 		ppid = sl_parent.lookup(&old_pid);
 	__u32 parent = ppid ? *ppid : 0;
+	if (old_pid != pid) {
+		/* a thread other than the leader exec'd: it took the leader's
+		 * pid, so its own entry would never see its exit (review: a
+		 * thread-exec loop filled the map); and the entry found may be
+		 * its creator's, the process itself: unknown then (user space
+		 * reads /proc) */
+		sl_parent.delete(&old_pid);
+		if (parent == pid)
+			parent = 0;
+	}
 	ev->ppid = parent;
 	/* the grandparent while the parent surely lives, and whether the parent
 	 * exec'd: a subshell that only forked is gone milliseconds later, before

@@ -37,6 +37,8 @@ UDIAG_SHOW_NAME = 0x1
 UDIAG_SHOW_PEER = 0x4
 UNIX_DIAG_NAME = 0
 UNIX_DIAG_PEER = 2
+UNIX_DIAG_SHUTDOWN = 6  # (sent with every socket)
+SHUTDOWN_MASK = 3  # RCV_SHUTDOWN | SEND_SHUTDOWN
 CLONE_NEWNET = 0x40000000
 
 _NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
@@ -53,6 +55,7 @@ class UnixSocket:
     type: int  # SOCK_STREAM 1, SOCK_DGRAM 2, SOCK_SEQPACKET 5
     peer: int  # the peer's inode, 0 when not connected
     name: str  # its bound name ("@name" when abstract), "" when none
+    shutdown: int = 0  # its sk_shutdown: SHUTDOWN_MASK when both directions are shut (a cut connection)
 
 
 def parse(data: bytes) -> tuple[list[UnixSocket], bool]:
@@ -73,7 +76,7 @@ def parse(data: bytes) -> tuple[list[UnixSocket], bool]:
                 raise OSError(-err, os.strerror(-err))
         elif mtype == SOCK_DIAG_BY_FAMILY and length >= _NLMSGHDR.size + _MSG.size:
             _fam, stype, _state, _pad, ino, _c0, _c1 = _MSG.unpack_from(data, body)
-            peer, name = 0, ""
+            peer, name, shut = 0, "", 0
             a = body + _MSG.size
             while a + _RTA.size <= off + length:
                 alen, atype = _RTA.unpack_from(data, a)
@@ -82,13 +85,15 @@ def parse(data: bytes) -> tuple[list[UnixSocket], bool]:
                 payload = data[a + _RTA.size : a + alen]
                 if atype == UNIX_DIAG_PEER and len(payload) >= 4:
                     (peer,) = struct.unpack_from("=I", payload)
+                elif atype == UNIX_DIAG_SHUTDOWN and len(payload) >= 1:
+                    shut = payload[0]
                 elif atype == UNIX_DIAG_NAME:
                     if payload[:1] == b"\0":
                         name = "@" + payload[1:].decode(errors="replace")
                     else:  # a path, with its NUL when the binder counted it
                         name = payload.split(b"\0", 1)[0].decode(errors="replace")
                 a += (alen + 3) & ~3
-            out.append(UnixSocket(ino, stype, peer, name))
+            out.append(UnixSocket(ino, stype, peer, name, shut))
         off += (length + 3) & ~3
     return out, False
 

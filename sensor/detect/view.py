@@ -29,9 +29,12 @@ class ProcessRef:
     parent: str = ""
 
 
-# ProcessRef.parent of a process whose parent is a fork of its own parent
-# that exec'd nothing (a shell's subshell, a busybox applet run in a fork)
+# ProcessRef.parent of a process whose parent is a fork of a shell that
+# exec'd nothing (a subshell, a busybox applet run in a fork); a fork of any
+# other program (a prefork server's worker) is not marked
 FORKED = "(fork)"
+# a shell, by its process name (comm: busybox's is its applet's, "sh")
+SHELLS = frozenset({"sh", "ash", "bash", "dash", "ksh", "mksh", "zsh", "yash", "posh"})
 
 
 @dataclass(slots=True)

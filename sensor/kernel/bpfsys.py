@@ -89,8 +89,13 @@ def prog_load(prog_type: int, code: bytes, name: str, expected_attach_type: int 
     to say why a load failed."""
     try:
         return _prog_load(prog_type, code, name, expected_attach_type, attach_btf_id, 0)
-    except BpfError:
-        return _prog_load(prog_type, code, name, expected_attach_type, attach_btf_id, 1)
+    except BpfError as first:
+        try:
+            return _prog_load(prog_type, code, name, expected_attach_type, attach_btf_id, 1)
+        except BpfError as second:
+            # the refusal's own errno (the retry's may be the log's ENOSPC), the retry's log
+            first.log = second.log
+            raise first from None
 
 
 def _prog_load(

@@ -55,20 +55,32 @@ def _ambiguous(ref: str, which: list[str]) -> ContainmentError:
 _T = TypeVar("_T")
 
 
+# runc's start and exec processes live for milliseconds; a process older
+# than this named like them is not one (review: a name is the task's to pick)
+RUNC_YOUNG_S = 5.0
+
+
 def _runc_task(t: int) -> bool:
     """One of runc's own processes in a container's cgroup (its start, or a
     `docker exec`'s setup: "runc:[0:PARENT]", "runc:[1:CHILD]",
-    "runc:[2:INIT]", running runc's binary or its memfd copy), whose
-    socketpair to runc outside is how the exec is set up. A process can
-    name itself so (prctl), and run a file named like runc: the per-window
+    "runc:[2:INIT]", running runc's binary or its copy: runc 1.1 runs
+    "/memfd:runc_cloned:/proc/self/exe (deleted)"), started less than
+    RUNC_YOUNG_S ago, whose socketpair to runc outside is how the exec is
+    set up. A process can name itself so (prctl) and run a memfd named like
+    runc's, and must then do it again every few seconds: the per-window
     sweep that leaves these out is not the isolation's, which cuts all."""
     try:
         with open(f"/proc/{t}/comm") as f:
             if not f.read().startswith("runc:["):
                 return False
-        return "runc" in os.path.basename(os.readlink(f"/proc/{t}/exe"))
-    except OSError:
+        if "runc" not in os.readlink(f"/proc/{t}/exe"):
+            return False
+        start = _task_start(t)
+        with open("/proc/uptime") as f:
+            up = float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
         return False
+    return start is not None and up - start / os.sysconf("SC_CLK_TCK") < RUNC_YOUNG_S
 
 
 def _task_start(t: int) -> float | None:
@@ -180,6 +192,7 @@ class ContainmentService:
         # the next window: a connect(2) blocked on a full backlog when the
         # isolation started passed the hook before it and completes later
         self._unix_resweep: set[str] = set()
+        self._unix_warned: dict[str, str] = {}  # container id -> its sweep's last failure, warned
         self.unix_sendmsg_hook = "not attached"
         # the unix_stream_connect LSM hook's (bpf/socket.bpf.c: connects INTO
         # an isolated container from outside it refused)
@@ -327,9 +340,13 @@ class ContainmentService:
                 failed += f
         if failed:
             problem = f"unix connections of {life.info.name or life.info.id[:12]} not cut: " + "; ".join(failed[:3])
-            if not per_window or problem != self.problem:
+            # (the per-window pass: once per container and change of what failed)
+            if not per_window or problem != self._unix_warned.get(life.info.id):
                 print(f"sluice: warning: {problem}", file=sys.stderr)
+            self._unix_warned[life.info.id] = problem
             self.problem = problem
+        else:
+            self._unix_warned.pop(life.info.id, None)
         if not cut and (not failed or per_window):
             return ""
         peers = sorted({c.peer_name or f"socket {c.peer}" for c in cut})

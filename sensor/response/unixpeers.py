@@ -44,7 +44,7 @@ import time
 from dataclasses import dataclass
 
 from sensor.attribution.netmap import socket_fds
-from sensor.attribution.unixdiag import UnixSocket, dump, same_netns
+from sensor.attribution.unixdiag import SHUTDOWN_MASK, UnixSocket, dump, same_netns
 
 PIDFD_THREAD = os.O_EXCL  # pidfd_open(2) on a thread, Linux 6.9+
 # how long isolate may walk every descriptor on the node for the holder of
@@ -184,6 +184,9 @@ def _plan(tasks: list[int], netns: str, shared: bool, proc: str) -> _Plan:
         if len(held) == 2 and u.peer in socks:
             continue  # both ends the container's: its own IPC
         end = u.inode if u.type == SOCK_DGRAM else held[0]
+        mine = socks.get(end)
+        if mine is not None and mine.shutdown & SHUTDOWN_MASK == SHUTDOWN_MASK:
+            continue  # cut already (shut both ways; the descriptors stay open): not again every window
         if end in inside:  # (a datagram socket is disconnected only through its own, connected, end)
             through.append((u, end))
     return _Plan(inside, names, through, parked)

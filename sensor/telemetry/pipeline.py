@@ -31,6 +31,7 @@ from sensor.attribution.runtimesock import RuntimeSockets
 from sensor.attribution.workload import workload_of
 from sensor.detect.view import (
     FORKED,
+    SHELLS,
     ConnectView,
     ExecView,
     FlowView,
@@ -228,6 +229,14 @@ def _same_exe(a: int, b: int) -> bool:
     except OSError:
         return False
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 def read_ppid(pid: int) -> int | None:
@@ -452,8 +461,12 @@ class Pipeline:
                 # is gone milliseconds after its fetch, before user space
                 # could read /proc: measured)
                 q = self.procs.get(ppid) or self.exited.get(ppid)
+                g = self.procs.get(ev.gppid) or self.exited.get(ev.gppid)
                 ref.gppid = ev.gppid
-                ref.parent = FORKED if not ev.parent_execd else (q.name if q is not None else "")
+                if not ev.parent_execd:
+                    ref.parent = FORKED if g is not None and g.name in SHELLS else ""
+                else:
+                    ref.parent = q.name if q is not None else ""
             self._ancestry(ref)  # (else from the exec table and /proc)
         origin = stage_origin(pid, ev.filename, p.executable, args, lambda: self._siblings(p), stdin_mode=ev.stdin_mode)
         # a script file is kept like any exec (one key per script: many
@@ -529,8 +542,10 @@ class Pipeline:
             else:
                 ref.gppid = read_ppid(ref.ppid) or 0
                 # no exec seen: a fork of its own parent (the same program),
-                # or one that predates the sensor (another program)
-                ref.parent = FORKED if ref.gppid and _same_exe(ref.ppid, ref.gppid) else ""
+                # or one that predates the sensor (another program); FORKED
+                # only for a shell's
+                forked = ref.gppid and _same_exe(ref.ppid, ref.gppid) and _comm(ref.gppid) in SHELLS
+                ref.parent = FORKED if forked else ""
         return ref
 
     def _on_exit(self, ev: ExitEvent) -> None:

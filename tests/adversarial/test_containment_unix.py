@@ -307,13 +307,7 @@ def test_a_connection_into_the_container_from_the_host_is_cut(base: Path, docker
     lives in the host's network namespace (the connecting socket's), where
     the sweep did not look: the connection stayed open. Now the host end
     reads EOF once the container is isolated."""
-    exe = base / "unixlisten"
-    subprocess.run(["gcc", "-O2", "-static", "-o", str(exe), str(HERE / "unixlisten.c")], check=True)
-    shared = base / "shared"
-    shared.mkdir()
-    s = SensorProc(base, docker.sock, name="unixinto")
-    s.start()
-    mounts = ["-v", f"{shared}:/shared", "-v", f"{exe}:/unixlisten:ro"]
+    s, shared, mounts = _listener_setup(base, docker, "unixinto")
     script = "/unixlisten /shared/l.sock > /tmp/l.out 2>&1 & sleep 600"
     cid = docker.docker("run", "-d", "--network", "none", *mounts, IMAGE, "sh", "-c", script)
     host = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -335,6 +329,18 @@ def test_a_connection_into_the_container_from_the_host_is_cut(base: Path, docker
         host.close()
         subprocess.run(["docker", "rm", "-f", cid], capture_output=True, env=docker.env, timeout=60)
         assert s.stop() == 0
+
+
+def _listener_setup(base: Path, docker: Docker, name: str) -> tuple[SensorProc, Path, list[str]]:
+    """A sensor, a directory to share with containers, and the mounts that
+    give them it and tests/adversarial/unixlisten.c (built static)."""
+    exe = base / "unixlisten"
+    subprocess.run(["gcc", "-O2", "-static", "-o", str(exe), str(HERE / "unixlisten.c")], check=True)
+    shared = base / f"shared-{name}"
+    shared.mkdir()
+    s = SensorProc(base, docker.sock, name=name)
+    s.start()
+    return s, shared, ["-v", f"{shared}:/shared", "-v", f"{exe}:/unixlisten:ro"]
 
 
 def _perl_connect(docker: Docker, cid: str, peer: str, listen: str = "") -> str:
@@ -369,15 +375,9 @@ def test_new_connects_into_the_isolated_container_are_refused_or_cut(base: Path,
     machine's kernel refuses every BPF trampoline program), the connect
     succeeds and is cut at the next window, every window, and said so. The
     release lets connects in again."""
-    exe = base / "unixlisten"
-    subprocess.run(["gcc", "-O2", "-static", "-o", str(exe), str(HERE / "unixlisten.c")], check=True)
-    shared = base / "shared-new"
-    shared.mkdir()
-    s = SensorProc(base, docker.sock, name="unixintonew")
-    s.start()
+    s, shared, mounts = _listener_setup(base, docker, "unixintonew")
     lsm = json.loads(s.status("--json").stdout)["hooks"]["unix_into_lsm"]
     assert lsm == "attached" or lsm.startswith("unavailable: "), lsm
-    mounts = ["-v", f"{shared}:/shared", "-v", f"{exe}:/unixlisten:ro"]
     # each listener accepts one connection and keeps it: l.sock's is taken
     # before the isolation, m.sock's is for a connect after it
     script = (

@@ -73,7 +73,7 @@ INLINE = "inline_script"
 # its parent, and the fetch is the wrapper's sibling
 WRAPPERS = frozenset(
     {"timeout", "nice", "nohup", "setsid", "stdbuf", "ionice", "chrt", "taskset", "flock", "xargs", "time", "env"}
-    | {"su", "sudo", "runuser", "setpriv", "chroot", "unshare", "nsenter", "script", "watch", "busybox"}
+    | {"su", "sudo", "runuser", "setpriv", "chroot", "unshare", "nsenter", "script", "watch"}
 )
 
 
@@ -274,11 +274,13 @@ def _inline_related(c: ProcessRef, e: ProcessRef) -> bool:
     The shell that substitutes the fetch's output (`sh -c "$(curl URL)"`)
     is e's parent, or e itself when it exec'd the interpreter (a script's
     last command). The fetch is: that shell (bash's /dev/tcp) or its child
-    (the interpreter's sibling). A parent that is only a fork of its own
-    parent (a subshell, a busybox applet run in a fork: `$(curl URL | cat)`,
-    `echo | xargs sh -c "$s"`) or a wrapper that forks and waits (`timeout
-    9 sh -c ...` with coreutils' timeout) stands for its parent: one more
-    generation, on either side. Never the parent's own connects (an
+    (the interpreter's sibling). A parent that is only a fork of a shell (a
+    subshell, a busybox applet run in a fork: `$(curl URL | cat)`, `echo |
+    xargs sh -c "$s"`; FORKED, set by the pipeline only when the
+    grandparent is a shell: a prefork server's workers and cron's per-job
+    children are forks of no shell, review) or a wrapper that forks and
+    waits (`timeout 9 sh -c ...` with coreutils' timeout) stands for its
+    parent: one more generation, on either side. Never the parent's own connects (an
     application that talks to its database and runs `sh -c` is no stage),
     nor a wrapper's."""
     if c.pid == e.pid:

@@ -5,6 +5,7 @@ released only when the runtime no longer has the container."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -269,3 +270,31 @@ def test_the_isolation_message_says_what_happens_to_unix_calls_into_it(
     svc = SimpleNamespace(unix_hook=unix, unix_sendmsg_hook="attached", unix_into_hook=into)
     text = ContainmentService._unix_refusal(svc, False)  # type: ignore[arg-type]
     assert says in text and never not in text, text
+
+
+def test_runcs_own_processes_are_known_by_name_file_and_youth(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The per-window sweep leaves out runc's start/exec processes (their
+    socketpair to runc is `docker exec`'s); a process dressed as one is
+    one only while young (review: comm and file name are the task's)."""
+    import shutil
+    import subprocess
+
+    from sensor.response import service
+
+    fake = tmp_path / "runc:[2:INIT]"  # exec sets comm from the file's name
+    shutil.copy("/bin/sleep", fake)
+    p = subprocess.Popen([str(fake), "30"])
+    plain = subprocess.Popen(["sleep", "30"])
+    try:
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{p.pid}/comm").read_text().strip() != "runc:[2:INIT]":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert service._runc_task(p.pid)
+        assert not service._runc_task(plain.pid)
+        monkeypatch.setattr(service, "RUNC_YOUNG_S", 0.0)
+        assert not service._runc_task(p.pid)  # no longer young
+    finally:
+        for x in (p, plain):
+            x.kill()
+            x.wait()

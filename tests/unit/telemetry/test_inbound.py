@@ -4,6 +4,7 @@ on it (by workload, its addresses read from /proc then), or external."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from emulation.records import accept_rec, listen_rec, unix_rec
@@ -166,12 +167,12 @@ def test_busybox_applets_cannot_crowd_out_an_inline_shell(tmp_path: Path, fake_d
 
 
 def test_a_views_parent_that_only_forked_stands_for_its_own_parent(tmp_path: Path, fake_docker) -> None:
-    """SL-C2-001's subshell and wrapper chains: an exec whose parent exec'd
-    nothing the sensor saw is marked FORKED when that parent runs the same
-    file as its own parent (a fork: here, a fork of this test process),
-    else not (here: a child that exec'd `sleep`); its grandparent is read
-    while the parent lives."""
-    import os
+    """SL-C2-001's subshell and wrapper chains, where the kernel did not see
+    the parent's fork (it predates the sensor): an exec whose parent runs
+    the same file as its own parent, a shell, is marked FORKED (a subshell:
+    `sh -c '(sleep 30; :) & ...'`); one whose parent exec'd another program
+    (the subshell's `sleep`) is not; its grandparent is read while the
+    parent lives."""
     import subprocess
 
     from emulation.records import exec_args_rec, exec_rec
@@ -181,33 +182,34 @@ def test_a_views_parent_that_only_forked_stands_for_its_own_parent(tmp_path: Pat
     obs = _Views()
     w.pipe.observers.append(obs)
     gone = 2**22 + 300
-    fork = os.fork()
-    if fork == 0:  # a copy of this process that execs nothing
-        import time
-
-        time.sleep(30)
-        os._exit(0)
-    other = subprocess.Popen(["sleep", "30"])
+    sh = subprocess.Popen(["sh", "-c", "(sleep 30; :) & echo $!; wait"], stdout=subprocess.PIPE, text=True)
     try:
-        for i, parent in enumerate((fork, other.pid)):
+        assert sh.stdout is not None
+        sub = int(sh.stdout.readline())
+        deadline = time.monotonic() + 5
+        while not (kids := Path(f"/proc/{sub}/task/{sub}/children").read_text().split()):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        sleep = int(kids[0])
+        for i, parent in enumerate((sub, sleep)):
             w.pipe.handle_raw(exec_args_rec(gone + i, w.cg, [b"sh", b"-c", b"id"]))
             w.pipe.handle_raw(exec_rec(gone + i, w.cg, 1000 + i, b"sh", b"/bin/busybox", ppid=parent))
         w.pipe.close_window([], 0.0, 1.0)
     finally:
-        os.kill(fork, 9)
-        os.waitpid(fork, 0)
-        other.kill()
-        other.wait()
+        subprocess.run(["pkill", "-P", str(sh.pid)], check=False)
+        sh.kill()
+        sh.wait()
     refs = {e.process.pid: e.process for e in obs.seen[-1].execs}
-    assert (refs[gone].gppid, refs[gone].parent) == (os.getpid(), FORKED)
-    assert (refs[gone + 1].gppid, refs[gone + 1].parent) == (os.getpid(), "")
+    assert (refs[gone].gppid, refs[gone].parent) == (sh.pid, FORKED)
+    assert (refs[gone + 1].gppid, refs[gone + 1].parent) == (sub, "")
 
 
 def test_the_kernels_ancestry_of_an_exec_is_used_first(tmp_path: Path, fake_docker) -> None:
     """The exec record carries the grandparent and whether the parent
     exec'd (read in the kernel while the parent lived): a parent gone
-    before user space reads the record is still a fork (FORKED) or a named
-    wrapper."""
+    before user space reads the record is still a shell's fork (FORKED)
+    or a named wrapper; a fork of another program (a prefork server's
+    worker, review) is neither."""
     from emulation.records import exec_args_rec, exec_rec
     from sensor.detect.view import FORKED
 
@@ -215,14 +217,18 @@ def test_the_kernels_ancestry_of_an_exec_is_used_first(tmp_path: Path, fake_dock
     obs = _Views()
     w.pipe.observers.append(obs)
     gone = 2**22 + 500  # no such processes: only the records speak
-    w.pipe.handle_raw(exec_rec(gone + 60, w.cg, 900, b"timeout", b"/usr/bin/timeout", ppid=gone + 70))
-    for i, (parent, execd) in enumerate(((gone + 50, False), (gone + 60, True), (gone + 61, True))):
+    w.pipe.handle_raw(exec_rec(gone + 77, w.cg, 800, b"sh", b"/bin/busybox", ppid=1))
+    w.pipe.handle_raw(exec_rec(gone + 78, w.cg, 801, b"gunicorn", b"/usr/bin/python3", ppid=1))
+    w.pipe.handle_raw(exec_rec(gone + 60, w.cg, 900, b"timeout", b"/usr/bin/timeout", ppid=gone + 77))
+    cases = ((gone + 50, gone + 77, False), (gone + 60, gone + 77, True), (gone + 61, gone + 77, True))
+    for i, (parent, grand, execd) in enumerate((*cases, (gone + 51, gone + 78, False))):
         w.pipe.handle_raw(exec_args_rec(gone + i, w.cg, [b"sh", b"-c", b"id"]))
         w.pipe.handle_raw(
-            exec_rec(gone + i, w.cg, 1000 + i, b"sh", b"/bin/busybox", ppid=parent, gppid=77, parent_execd=execd)
+            exec_rec(gone + i, w.cg, 1000 + i, b"sh", b"/bin/busybox", ppid=parent, gppid=grand, parent_execd=execd)
         )
     w.pipe.close_window([], 0.0, 1.0)
     refs = {e.process.pid: e.process for e in obs.seen[-1].execs}
-    assert (refs[gone].gppid, refs[gone].parent) == (77, FORKED)  # a subshell, gone
-    assert (refs[gone + 1].gppid, refs[gone + 1].parent) == (77, "timeout")  # a wrapper, by its exec
-    assert (refs[gone + 2].gppid, refs[gone + 2].parent) == (77, "")  # exec'd, unseen: no name
+    assert (refs[gone].gppid, refs[gone].parent) == (gone + 77, FORKED)  # a subshell, gone
+    assert (refs[gone + 1].gppid, refs[gone + 1].parent) == (gone + 77, "timeout")  # a wrapper, by its exec
+    assert (refs[gone + 2].gppid, refs[gone + 2].parent) == (gone + 77, "")  # exec'd, unseen: no name
+    assert (refs[gone + 3].gppid, refs[gone + 3].parent) == (gone + 78, "")  # a gunicorn worker: not FORKED
