@@ -27,7 +27,7 @@ def _done() -> bytes:
 
 def test_records_with_peer_and_names() -> None:
     data = (
-        _msg(10, 1, _rta(U.UNIX_DIAG_PEER, struct.pack("=I", 11)))
+        _msg(10, 1, _rta(U.UNIX_DIAG_PEER, struct.pack("=I", 11)) + _rta(U.UNIX_DIAG_SHUTDOWN, b"\x03"))
         + _msg(11, 1, _rta(U.UNIX_DIAG_NAME, b"/run/docker.sock\0") + _rta(U.UNIX_DIAG_PEER, struct.pack("=I", 10)))
         + _msg(12, 2, _rta(U.UNIX_DIAG_NAME, b"\0abs\0name"))
         + _done()
@@ -35,7 +35,7 @@ def test_records_with_peer_and_names() -> None:
     socks, done = U.parse(data)
     assert done
     assert socks == [
-        U.UnixSocket(10, 1, 11, ""),
+        U.UnixSocket(10, 1, 11, "", U.SHUTDOWN_MASK),  # shut both ways
         U.UnixSocket(11, 1, 10, "/run/docker.sock"),
         U.UnixSocket(12, 2, 0, "@abs\0name"),
     ]

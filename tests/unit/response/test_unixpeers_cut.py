@@ -34,3 +34,18 @@ def test_a_datagram_socketpair_end_is_cut_whichever_inode_is_lower(
     monkeypatch.setattr(U, "_try_cut", fake_cut)
     U.cut([5], "/proc/5/ns/net", shared=False)
     assert cut == [inside_end]
+
+
+@pytest.mark.parametrize("shut,again", [(0, True), (1, True), (3, False)])
+def test_a_connection_cut_already_is_not_cut_every_window(
+    monkeypatch: pytest.MonkeyPatch, shut: int, again: bool
+) -> None:
+    """Review: shutdown(SHUT_RDWR) leaves both ends connected in sock_diag
+    while their descriptors stay open; the per-window sweep froze the
+    container and cut it again every window. Shut both ways: skipped
+    (pending says nothing to do); one way only: still cut."""
+    socks = {10: UnixSocket(10, STREAM, 11, "", shut), 11: UnixSocket(11, STREAM, 10, "/shared/l.sock", shut)}
+    monkeypatch.setattr(U, "dump", lambda netns: dict(socks))
+    monkeypatch.setattr(U, "same_netns", lambda netns: True)
+    monkeypatch.setattr(U, "_fd_holders", lambda tasks, inodes, proc, budget_s=None: ({10: [(5, 3)]}, True))
+    assert U.pending([5], "/proc/5/ns/net", shared=False) is again
