@@ -252,10 +252,7 @@ def _comm(pid: int) -> str:
 
 
 def read_ppid(pid: int) -> int | None:
-    try:
-        return psutil.Process(pid).ppid() or None
-    except psutil.Error:
-        return None
+    return _stat_ppid(pid) or None  # (one /proc read, as psutil's ppid() did, without its Process)
 
 
 class Pipeline:
